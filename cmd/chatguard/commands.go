@@ -1,0 +1,59 @@
+package main
+
+import (
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+
+	"github.com/chatguard/chatguard/internal/buildinfo"
+	"github.com/chatguard/chatguard/internal/config"
+)
+
+// loadConfig loads the configuration from flags, environment and file;
+// on failure it prints every problem and returns the exit code to use.
+func loadConfig(env environment) (*config.Config, int) {
+	cfg, err := config.Load(config.Source{Args: env.args, LookupEnv: env.lookupEnv, Output: env.stderr})
+	if errors.Is(err, flag.ErrHelp) {
+		return nil, 0
+	}
+	var probs config.Problems
+	if errors.As(err, &probs) {
+		fmt.Fprintf(env.stderr, "chatguard: invalid configuration (%d problem(s)):\n", len(probs))
+		for _, p := range probs {
+			fmt.Fprintf(env.stderr, "  - %s\n", p)
+		}
+		return nil, 2
+	}
+	if err != nil {
+		fmt.Fprintf(env.stderr, "chatguard: %v\n", err)
+		return nil, 2
+	}
+	return cfg, 0
+}
+
+// checkConfig validates the configuration and prints the effective values.
+func checkConfig(env environment) int {
+	cfg, code := loadConfig(env)
+	if cfg == nil {
+		return code
+	}
+	source := "built-in defaults"
+	if cfg.File != "" {
+		source = cfg.File
+	}
+	fmt.Fprintf(env.stdout, "configuration is valid (file: %s)\n", source)
+	for _, s := range config.Settings() {
+		fmt.Fprintf(env.stdout, "  %-32s %s\n", s.Key, s.Value(cfg))
+	}
+	for _, r := range cfg.Routes {
+		fmt.Fprintf(env.stdout, "  route %-26s %v %s\n", r.Name, r.Methods, r.Path)
+	}
+	return 0
+}
+
+func version(env environment) int {
+	b, _ := json.Marshal(buildinfo.Get())
+	fmt.Fprintln(env.stdout, string(b))
+	return 0
+}

@@ -1,0 +1,61 @@
+// Command chatguard is a sidecar reverse proxy for a Node.js/Socket.IO chat
+// backend. Subcommands: serve (default), check-config, version.
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+)
+
+func main() {
+	env := environment{
+		args:      os.Args[1:],
+		stdout:    os.Stdout,
+		stderr:    os.Stderr,
+		lookupEnv: os.LookupEnv,
+		exit:      os.Exit,
+	}
+	os.Exit(run(context.Background(), env))
+}
+
+// environment is everything run takes from the process, so tests can fake it.
+type environment struct {
+	args      []string
+	stdout    io.Writer
+	stderr    io.Writer
+	lookupEnv func(string) (string, bool)
+	// exit ends the process at once (a second shutdown signal).
+	exit func(int)
+}
+
+const usage = `usage: chatguard [serve] [flags]      run the proxy (default)
+       chatguard check-config [flags]  validate the configuration, list every problem
+       chatguard version               print version and build information
+Run "chatguard serve -h" for the flags; every flag has an environment variable
+and a YAML key, listed in the README.
+`
+
+// run dispatches the subcommand and returns the exit code.
+func run(ctx context.Context, env environment) int {
+	cmd, args := "serve", env.args
+	if len(args) > 0 && len(args[0]) > 0 && args[0][0] != '-' {
+		cmd, args = args[0], args[1:]
+	}
+	env.args = args
+	switch cmd {
+	case "serve":
+		return serve(ctx, env)
+	case "check-config":
+		return checkConfig(env)
+	case "version":
+		return version(env)
+	case "help":
+		fmt.Fprint(env.stdout, usage)
+		return 0
+	default:
+		fmt.Fprintf(env.stderr, "chatguard: unknown command %q\n%s", cmd, usage)
+		return 2
+	}
+}

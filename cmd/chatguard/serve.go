@@ -1,0 +1,124 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/sirupsen/logrus"
+
+	"github.com/chatguard/chatguard/internal/buildinfo"
+	"github.com/chatguard/chatguard/internal/config"
+	"github.com/chatguard/chatguard/internal/logging"
+	"github.com/chatguard/chatguard/internal/memstats"
+	"github.com/chatguard/chatguard/internal/metrics"
+	"github.com/chatguard/chatguard/proxy"
+)
+
+// serve runs the proxy until SIGTERM or SIGINT, then drains and exits 0.
+// A second signal exits at once with status 1. SIGUSR2 returns free memory
+// to the OS and logs the heap before and after.
+func serve(ctx context.Context, env environment) int {
+	cfg, code := loadConfig(env)
+	if cfg == nil {
+		return code
+	}
+	info := buildinfo.Get()
+	reg := metrics.NewRegistry(info)
+	logger, err := logging.New(logging.Options{
+		Level:           cfg.Log.Level,
+		Development:     cfg.Development(),
+		Out:             env.stdout,
+		File:            cfg.Log.File,
+		Dir:             cfg.Log.Dir,
+		MaxSizeMB:       cfg.Log.MaxSizeMB,
+		MaxBackups:      cfg.Log.MaxBackups,
+		SummaryInterval: cfg.Log.SummaryInterval,
+		Registerer:      reg,
+	})
+	if err != nil {
+		fmt.Fprintf(env.stderr, "chatguard: %v\n", err)
+		return 1
+	}
+	defer logger.Close()
+	log := logger.WithField(logging.FieldCategory, logging.CategorySystem)
+	log.WithFields(logrus.Fields{"version": info.Version, "revision": info.Revision, "env": cfg.Env}).Info("chatguard starting")
+
+	srv, err := proxy.New(proxy.Options{Config: cfg, Logger: logger.Logger, Registry: reg})
+	if err != nil {
+		log.WithError(err).Error("cannot build the proxy")
+		return 1
+	}
+	public, admin, err := listen(cfg)
+	if err != nil {
+		log.WithError(err).Error("cannot listen")
+		return 1
+	}
+
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	stopSignals := handleSignals(cancel, log, env.exit)
+	defer stopSignals()
+
+	if err := srv.Serve(ctx, public, admin); err != nil {
+		log.WithError(err).Error("chatguard failed")
+		return 1
+	}
+	return 0
+}
+
+func listen(cfg *config.Config) (public, admin net.Listener, err error) {
+	public, err = net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		return nil, nil, fmt.Errorf("listen %s: %w", cfg.Listen, err)
+	}
+	admin, err = net.Listen("tcp", cfg.AdminListen)
+	if err != nil {
+		public.Close()
+		return nil, nil, fmt.Errorf("admin listen %s: %w", cfg.AdminListen, err)
+	}
+	return public, admin, nil
+}
+
+// handleSignals owns the signal goroutine; the returned func stops it.
+func handleSignals(cancel context.CancelFunc, log *logrus.Entry, exit func(int)) (stop func()) {
+	sigs := make(chan os.Signal, 4)
+	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGUSR2)
+	done := make(chan struct{})
+	finished := make(chan struct{})
+	go func() {
+		defer close(finished)
+		stopping := false
+		for {
+			select {
+			case <-done:
+				return
+			case sig := <-sigs:
+				switch {
+				case sig == syscall.SIGUSR2:
+					before, after := memstats.FreeOSMemory()
+					log.WithFields(logrus.Fields{
+						"category": logging.CategoryPerformance,
+						"before":   before,
+						"after":    after,
+					}).Info("returned free memory to the OS (SIGUSR2)")
+				case !stopping:
+					stopping = true
+					log.WithField("signal", sig.String()).Info("shutting down gracefully; send the signal again to exit at once")
+					cancel()
+				default:
+					log.WithField("signal", sig.String()).Warn("second signal: exiting at once")
+					exit(1)
+				}
+			}
+		}
+	}()
+	return func() {
+		signal.Stop(sigs)
+		close(done)
+		<-finished
+	}
+}

@@ -1,0 +1,534 @@
+package errors
+
+import (
+	"bytes"
+	"encoding/json"
+	"strings"
+	"unicode/utf8"
+
+	"github.com/chatguard/chatguard/internal/redact"
+)
+
+// Reply is what the proxy saw of an upstream error response.
+type Reply struct {
+	Status      int
+	ContentType string
+	// Body is the start of the body, at most the inspection cap.
+	Body []byte
+	// Truncated reports that the body was larger than the cap (or could not be
+	// decoded); it is then classified by status alone, without details.
+	Truncated bool
+}
+
+// Result says what to send instead of an upstream error reply.
+type Result struct {
+	// PassThrough is set when the reply already is an envelope: Body is then
+	// the upstream body, with requestId added if it had none.
+	PassThrough bool
+	Body        []byte
+	// Err is the envelope to send when PassThrough is false.
+	Err *Error
+	// Code is the code the client sees: Err.Code, or the passed-through envelope's.
+	Code Code
+	// Kind names the rule that classified the reply (envelope, joi, celebrate,
+	// express-validator, mongoose, jwt, firebase, twilio, status), for logs and tests.
+	Kind string
+}
+
+// ClassifyOptions tune ClassifyUpstream. The zero value is production behaviour.
+type ClassifyOptions struct {
+	// Development adds a short, redacted snippet of the upstream body to details.
+	Development bool
+}
+
+const (
+	snippetBytes    = 256
+	maxFields       = 50
+	maxValueRunes   = 100
+	maxMessageRunes = 200
+)
+
+// ClassifyUpstream turns an upstream error reply into the envelope to send.
+// It recognises the shapes a Node backend really emits: envelopes, Joi,
+// celebrate, express-validator and Mongoose validation errors, jsonwebtoken and
+// express-jwt errors, Firebase/Firestore/gRPC errors and Twilio REST errors;
+// anything else is classified by status. Stack traces, paths and internal
+// messages never reach the result.
+func ClassifyUpstream(rep Reply, requestID string, opts ClassifyOptions) Result {
+	var doc any
+	if !rep.Truncated && looksJSON(rep.ContentType, rep.Body) {
+		dec := json.NewDecoder(bytes.NewReader(rep.Body))
+		dec.UseNumber()
+		if err := dec.Decode(&doc); err != nil || dec.More() {
+			doc = nil
+		}
+	}
+	if obj, ok := doc.(map[string]any); ok && isEnvelope(obj) {
+		code, _ := obj["error"].(map[string]any)["code"].(string)
+		return Result{PassThrough: true, Body: withRequestID(rep.Body, obj, requestID), Code: Code(code), Kind: "envelope"}
+	}
+	res := classifyDoc(doc)
+	if res.Err == nil {
+		res = Result{Err: New(CodeForStatus(rep.Status), ""), Kind: "status"}
+		res.Err.Status = rep.Status
+		if rep.Status < 500 && !rep.Truncated {
+			if msg := clientMessage(doc, rep); msg != "" {
+				res.Err.Message = msg
+			}
+		}
+	}
+	res.Code = res.Err.Code
+	if opts.Development && !rep.Truncated {
+		if res.Err.Details == nil {
+			res.Err.Details = map[string]any{}
+		}
+		res.Err.Details["upstreamStatus"] = rep.Status
+		if s := snippet(doc, rep.Body); s != "" {
+			res.Err.Details["upstreamBody"] = s
+		}
+	}
+	return res
+}
+
+func looksJSON(contentType string, body []byte) bool {
+	if strings.Contains(strings.ToLower(contentType), "json") {
+		return true
+	}
+	t := bytes.TrimSpace(body)
+	return len(t) > 0 && (t[0] == '{' || t[0] == '[')
+}
+
+func isEnvelope(obj map[string]any) bool {
+	if s, ok := obj["success"].(bool); !ok || s {
+		return false
+	}
+	e, ok := obj["error"].(map[string]any)
+	if !ok {
+		return false
+	}
+	code, ok := e["code"].(string)
+	return ok && code != ""
+}
+
+// withRequestID adds requestId to an envelope that lacks one, keeping the
+// upstream's bytes (and so its key order and formatting) otherwise.
+func withRequestID(body []byte, obj map[string]any, requestID string) []byte {
+	if id, ok := obj["requestId"].(string); ok && id != "" {
+		return body
+	}
+	if _, present := obj["requestId"]; !present {
+		t := bytes.TrimRight(body, " \t\r\n")
+		if n := len(t); n > 0 && t[n-1] == '}' {
+			idJSON, _ := json.Marshal(requestID)
+			out := make([]byte, 0, n+len(idJSON)+14)
+			out = append(out, t[:n-1]...)
+			out = append(out, `,"requestId":`...)
+			out = append(out, idJSON...)
+			return append(out, '}')
+		}
+	}
+	obj["requestId"] = requestID
+	b, err := json.Marshal(obj)
+	if err != nil {
+		return body
+	}
+	return b
+}
+
+// candidates are the objects an error may sit in: the body itself, or the
+// error under a conventional key.
+func candidates(doc any) []map[string]any {
+	obj, ok := doc.(map[string]any)
+	if !ok {
+		return nil
+	}
+	out := []map[string]any{obj}
+	for _, k := range []string{"error", "err", "errorInfo", "data"} {
+		if inner, ok := obj[k].(map[string]any); ok {
+			out = append(out, inner)
+		}
+	}
+	return out
+}
+
+func classifyDoc(doc any) Result {
+	if arr, ok := doc.([]any); ok {
+		if fields := expressValidatorFields(arr); fields != nil {
+			return validation(fields, "express-validator")
+		}
+		return Result{}
+	}
+	cands := candidates(doc)
+	for _, c := range cands {
+		if code, ok := jwtCode(c); ok {
+			return Result{Err: New(code, ""), Kind: "jwt"}
+		}
+	}
+	for _, c := range cands {
+		if fields, kind := validationFields(c); fields != nil {
+			return validation(fields, kind)
+		}
+	}
+	for _, c := range cands {
+		if code, ok := twilioCode(c); ok {
+			e := New(CodeExternalService, "").WithDetails(map[string]any{"service": "twilio", "serviceCode": code})
+			return Result{Err: e, Kind: "twilio"}
+		}
+	}
+	for _, c := range cands {
+		if code, ok := firebaseCode(c); ok {
+			return Result{Err: New(code, ""), Kind: "firebase"}
+		}
+	}
+	return Result{}
+}
+
+func validation(fields []any, kind string) Result {
+	return Result{Err: New(CodeValidation, "").WithDetails(map[string]any{"fields": fields}), Kind: kind}
+}
+
+// jwtCode recognises jsonwebtoken's errors and express-jwt's UnauthorizedError.
+func jwtCode(c map[string]any) (Code, bool) {
+	name, _ := c["name"].(string)
+	switch name {
+	case "TokenExpiredError":
+		return CodeTokenExpired, true
+	case "JsonWebTokenError", "NotBeforeError":
+		return CodeTokenInvalid, true
+	case "UnauthorizedError":
+		if inner, ok := c["inner"].(map[string]any); ok {
+			if code, ok := jwtCode(inner); ok {
+				return code, true
+			}
+		}
+		switch c["code"] {
+		case "credentials_required":
+			return CodeAuthRequired, true
+		case "invalid_token", "revoked_token":
+			if msg, _ := c["message"].(string); msg == "jwt expired" {
+				return CodeTokenExpired, true
+			}
+			return CodeTokenInvalid, true
+		}
+	}
+	return "", false
+}
+
+// validationFields recognises Joi, celebrate, express-validator and Mongoose
+// validation errors and lists their fields.
+func validationFields(c map[string]any) ([]any, string) {
+	name, _ := c["name"].(string)
+	isJoi, _ := c["isJoi"].(bool)
+	_, hasOriginal := c["_original"]
+	if details, ok := c["details"].([]any); ok && (isJoi || name == "ValidationError" || hasOriginal) {
+		var fields []any
+		for _, d := range details {
+			dm, ok := d.(map[string]any)
+			if !ok {
+				continue
+			}
+			field := joiPath(dm["path"])
+			var value any
+			if ctx, ok := dm["context"].(map[string]any); ok {
+				value = ctx["value"]
+				if field == "" {
+					field, _ = ctx["key"].(string)
+				}
+			}
+			fields = appendField(fields, field, dm["message"], value)
+		}
+		if fields != nil {
+			return fields, "joi"
+		}
+	}
+	if v, ok := c["validation"].(map[string]any); ok {
+		// celebrate: {"validation": {"body": {"source","keys":[…],"message"}}}
+		var fields []any
+		for _, src := range []string{"params", "headers", "query", "cookies", "signedCookies", "body"} {
+			sm, ok := v[src].(map[string]any)
+			if !ok {
+				continue
+			}
+			keys, _ := sm["keys"].([]any)
+			for _, k := range keys {
+				ks, _ := k.(string)
+				fields = appendField(fields, ks, sm["message"], nil)
+			}
+		}
+		if fields != nil {
+			return fields, "celebrate"
+		}
+	}
+	if arr, ok := c["errors"].([]any); ok {
+		if fields := expressValidatorFields(arr); fields != nil {
+			return fields, "express-validator"
+		}
+	}
+	if errs, ok := c["errors"].(map[string]any); ok && name == "ValidationError" {
+		var fields []any
+		for path, e := range errs {
+			em, ok := e.(map[string]any)
+			if !ok {
+				continue
+			}
+			fields = appendField(fields, path, em["message"], em["value"])
+		}
+		if fields != nil {
+			return fields, "mongoose"
+		}
+	}
+	return nil, ""
+}
+
+func expressValidatorFields(arr []any) []any {
+	var fields []any
+	for _, e := range arr {
+		em, ok := e.(map[string]any)
+		if !ok {
+			return nil
+		}
+		msg, hasMsg := em["msg"]
+		field, _ := em["path"].(string)
+		if field == "" {
+			field, _ = em["param"].(string)
+		}
+		if !hasMsg || field == "" {
+			return nil
+		}
+		fields = appendField(fields, field, msg, em["value"])
+	}
+	return fields
+}
+
+func joiPath(p any) string {
+	switch t := p.(type) {
+	case string:
+		return t
+	case []any:
+		parts := make([]string, 0, len(t))
+		for _, e := range t {
+			switch s := e.(type) {
+			case string:
+				parts = append(parts, s)
+			case json.Number:
+				parts = append(parts, s.String())
+			}
+		}
+		return strings.Join(parts, ".")
+	}
+	return ""
+}
+
+func appendField(fields []any, field string, message, value any) []any {
+	if len(fields) >= maxFields {
+		return fields
+	}
+	msg, _ := message.(string)
+	last := field
+	if i := strings.LastIndexByte(field, '.'); i >= 0 {
+		last = field[i+1:]
+	}
+	if redact.IsSensitiveKey(last) && value != nil {
+		value = redact.Filtered
+	} else {
+		value = safeValue(value)
+	}
+	return append(fields, map[string]any{
+		"field":   truncate(field, maxValueRunes),
+		"message": truncate(redact.String(msg), maxMessageRunes),
+		"value":   value,
+	})
+}
+
+// safeValue keeps scalars (shortened, redacted) and drops structures, which
+// could carry anything.
+func safeValue(v any) any {
+	switch t := v.(type) {
+	case nil, bool, json.Number:
+		return t
+	case string:
+		return truncate(redact.String(t), maxValueRunes)
+	}
+	return nil
+}
+
+// twilioCode recognises Twilio's REST errors: a numeric code in 20000–69999
+// and a more_info (moreInfo in twilio-node) link.
+func twilioCode(c map[string]any) (int64, bool) {
+	_, hasMore := c["more_info"]
+	if !hasMore {
+		_, hasMore = c["moreInfo"]
+	}
+	if !hasMore {
+		return 0, false
+	}
+	n, ok := c["code"].(json.Number)
+	if !ok {
+		return 0, false
+	}
+	code, err := n.Int64()
+	if err != nil || code < 20000 || code > 69999 {
+		return 0, false
+	}
+	return code, true
+}
+
+var grpcNames = map[int64]string{
+	1: "cancelled", 2: "unknown", 3: "invalid-argument", 4: "deadline-exceeded", 5: "not-found",
+	6: "already-exists", 7: "permission-denied", 8: "resource-exhausted", 9: "failed-precondition",
+	10: "aborted", 11: "out-of-range", 12: "unimplemented", 13: "internal", 14: "unavailable",
+	15: "data-loss", 16: "unauthenticated",
+}
+
+// firebaseCode recognises Firebase Admin / Firestore / gRPC errors: string codes
+// ("not-found", "firestore/permission-denied", "auth/id-token-expired"),
+// Google API statuses ("NOT_FOUND") and numeric gRPC codes with gRPC's
+// details/metadata members.
+func firebaseCode(c map[string]any) (Code, bool) {
+	var name string
+	switch t := c["code"].(type) {
+	case string:
+		name = t
+	case json.Number:
+		_, hasDetails := c["details"]
+		_, hasMeta := c["metadata"]
+		if !hasDetails && !hasMeta {
+			return "", false
+		}
+		n, err := t.Int64()
+		if err != nil {
+			return "", false
+		}
+		name = grpcNames[n]
+	}
+	if name == "" {
+		// Google API errors: {"code": 404, "message": …, "status": "NOT_FOUND"}.
+		name, _ = c["status"].(string)
+	}
+	if name == "" {
+		return "", false
+	}
+	name = strings.ReplaceAll(strings.ToLower(name), "_", "-")
+	if svc, rest, ok := strings.Cut(name, "/"); ok {
+		if svc == "auth" {
+			return firebaseAuthCode(rest)
+		}
+		switch svc {
+		case "firestore", "storage", "database", "functions", "app", "messaging":
+			name = rest
+		default:
+			return "", false
+		}
+	}
+	switch name {
+	case "not-found", "object-not-found", "bucket-not-found", "project-not-found":
+		return CodeNotFound, true
+	case "permission-denied", "unauthorized":
+		return CodeForbidden, true
+	case "unauthenticated":
+		return CodeAuthRequired, true
+	}
+	for _, known := range grpcNames {
+		if name == known {
+			return CodeDatabase, true
+		}
+	}
+	switch name {
+	case "retry-limit-exceeded", "invalid-checksum", "quota-exceeded", "internal-error":
+		return CodeDatabase, true
+	}
+	return "", false
+}
+
+func firebaseAuthCode(rest string) (Code, bool) {
+	switch rest {
+	case "id-token-expired", "session-cookie-expired", "user-token-expired":
+		return CodeTokenExpired, true
+	case "id-token-revoked", "session-cookie-revoked", "invalid-id-token", "invalid-session-cookie-duration",
+		"argument-error", "invalid-custom-token", "custom-token-mismatch", "invalid-user-token", "user-disabled":
+		return CodeTokenInvalid, true
+	case "user-not-found":
+		return CodeNotFound, true
+	case "insufficient-permission", "unauthorized-domain", "operation-not-allowed":
+		return CodeForbidden, true
+	case "invalid-email", "invalid-password", "email-already-exists", "email-already-in-use",
+		"weak-password", "invalid-phone-number", "phone-number-already-exists", "invalid-argument":
+		return CodeValidation, true
+	case "wrong-password", "invalid-credential", "invalid-login-credentials":
+		return CodeAuthRequired, true
+	}
+	return CodeDatabase, true
+}
+
+// clientMessage extracts a 4xx reply's own message when it is short, single
+// line and free of stack traces, paths and secrets.
+func clientMessage(doc any, rep Reply) string {
+	var msg string
+	switch {
+	case doc != nil:
+		for _, c := range candidates(doc) {
+			for _, k := range []string{"message", "msg", "error", "detail", "title"} {
+				if s, ok := c[k].(string); ok && s != "" {
+					msg = s
+					break
+				}
+			}
+			if msg != "" {
+				break
+			}
+		}
+	case strings.HasPrefix(strings.ToLower(rep.ContentType), "text/plain"):
+		msg = string(bytes.TrimSpace(rep.Body))
+	}
+	if !safeMessage(msg) {
+		return ""
+	}
+	return redact.String(msg)
+}
+
+func safeMessage(s string) bool {
+	if s == "" || utf8.RuneCountInString(s) > maxMessageRunes || !utf8.ValidString(s) {
+		return false
+	}
+	if strings.ContainsAny(s, "\n\r\t<>") {
+		return false
+	}
+	lower := strings.ToLower(s)
+	for _, bad := range []string{
+		"node_modules", ".js:", ".ts:", "/home/", "/usr/", "/app/", "/var/", "/srv/", "/opt/", `c:\`,
+		"typeerror", "referenceerror", "syntaxerror", "rangeerror", "econnrefused", "econnreset",
+		"etimedout", "enotfound", "exception", "stack", "sql", "select ", "undefined", "null pointer",
+		"cannot read prop", " at ",
+	} {
+		if strings.Contains(lower, bad) {
+			return false
+		}
+	}
+	return true
+}
+
+// snippet is the development-mode view of an upstream body: redacted and short.
+func snippet(doc any, body []byte) string {
+	var s string
+	if doc != nil {
+		b, err := json.Marshal(redact.Value(doc))
+		if err == nil {
+			s = string(b)
+		}
+	} else {
+		s = redact.String(string(body))
+	}
+	// Keep the first line or two of a stack trace, never the frames.
+	if i := strings.Index(s, "\n    at "); i >= 0 {
+		s = s[:i]
+	}
+	return truncate(s, snippetBytes)
+}
+
+func truncate(s string, maxRunes int) string {
+	if utf8.RuneCountInString(s) <= maxRunes {
+		return s
+	}
+	r := []rune(s)
+	return string(r[:maxRunes]) + "…"
+}

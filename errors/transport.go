@@ -1,0 +1,46 @@
+package errors
+
+import (
+	"context"
+	stderrors "errors"
+	"io"
+	"net"
+	"net/http"
+	"syscall"
+)
+
+// StatusClientClosed is logged (never sent) when the client went away before
+// the upstream answered, as nginx does.
+const StatusClientClosed = 499
+
+// FromProxyError classifies a failure of the proxy itself to get an answer
+// from the upstream. reason is a short, bounded word for logs and metric
+// labels: refused, reset, timeout, dns, eof, body_too_large, client_closed, other.
+// For client_closed the returned Error is never written (there is nobody to
+// read it); its status is 499.
+func FromProxyError(err error) (e *Error, reason string) {
+	var maxBytes *http.MaxBytesError
+	var dnsErr *net.DNSError
+	var netErr net.Error
+	switch {
+	case stderrors.As(err, &maxBytes):
+		return New(CodePayloadTooLarge, ""), "body_too_large"
+	case stderrors.Is(err, context.Canceled):
+		e := New(CodeServiceUnavailable, "the client closed the request")
+		e.Status = StatusClientClosed
+		return e, "client_closed"
+	case stderrors.Is(err, context.DeadlineExceeded):
+		return New(CodeUpstreamTimeout, ""), "timeout"
+	case stderrors.As(err, &dnsErr):
+		return New(CodeUpstreamUnavailable, ""), "dns"
+	case stderrors.As(err, &netErr) && netErr.Timeout():
+		return New(CodeUpstreamTimeout, ""), "timeout"
+	case stderrors.Is(err, syscall.ECONNREFUSED):
+		return New(CodeUpstreamUnavailable, ""), "refused"
+	case stderrors.Is(err, syscall.ECONNRESET), stderrors.Is(err, syscall.EPIPE):
+		return New(CodeUpstreamUnavailable, ""), "reset"
+	case stderrors.Is(err, io.EOF), stderrors.Is(err, io.ErrUnexpectedEOF):
+		return New(CodeUpstreamUnavailable, ""), "eof"
+	}
+	return New(CodeUpstreamUnavailable, ""), "other"
+}

@@ -1,0 +1,86 @@
+// Package config loads chatguard's configuration: defaults (the embedded
+// deploy/config/chatguard.yaml) < YAML file < environment < flags, then
+// validates it in one pass that reports every problem.
+package config
+
+import (
+	"time"
+)
+
+// Config is the whole configuration. YAML keys are the snake_case tags.
+type Config struct {
+	Listen      string `yaml:"listen"`
+	AdminListen string `yaml:"admin_listen"`
+	Upstream    string `yaml:"upstream"`
+	Env         string `yaml:"env"`
+	StatsToken  Secret `yaml:"stats_token"`
+
+	Proxy  Proxy   `yaml:"proxy"`
+	Server Server  `yaml:"server"`
+	Log    Log     `yaml:"log"`
+	Routes []Route `yaml:"routes"`
+
+	// File is the YAML file the configuration was read from, if any.
+	File string `yaml:"-"`
+}
+
+// Proxy configures the way to the upstream.
+type Proxy struct {
+	TrustedProxies        []string      `yaml:"trusted_proxies"`
+	DialTimeout           time.Duration `yaml:"dial_timeout"`
+	ResponseHeaderTimeout time.Duration `yaml:"response_header_timeout"`
+	IdleConnTimeout       time.Duration `yaml:"idle_conn_timeout"`
+	MaxIdleConns          int           `yaml:"max_idle_conns"`
+	PreserveHost          bool          `yaml:"preserve_host"`
+	ErrorInspectBytes     int           `yaml:"error_inspect_bytes"`
+}
+
+// Server configures the listeners and the lifecycle.
+type Server struct {
+	ReadHeaderTimeout time.Duration `yaml:"read_header_timeout"`
+	IdleTimeout       time.Duration `yaml:"idle_timeout"`
+	MaxHeaderBytes    int           `yaml:"max_header_bytes"`
+	MaxBodyBytes      int64         `yaml:"max_body_bytes"`
+	DrainDelay        time.Duration `yaml:"drain_delay"`
+	ShutdownTimeout   time.Duration `yaml:"shutdown_timeout"`
+}
+
+// Log configures logging.
+type Log struct {
+	Level           string        `yaml:"level"`
+	File            bool          `yaml:"file"`
+	Dir             string        `yaml:"dir"`
+	MaxSizeMB       int           `yaml:"max_size_mb"`
+	MaxBackups      int           `yaml:"max_backups"`
+	SummaryInterval time.Duration `yaml:"summary_interval"`
+}
+
+// Route names a group of requests.
+type Route struct {
+	Name    string   `yaml:"name"`
+	Methods []string `yaml:"methods"`
+	Path    string   `yaml:"path"`
+}
+
+// Development reports whether chatguard runs in development mode.
+func (c *Config) Development() bool { return c.Env == "development" }
+
+// Secret is a string that never prints: fmt, logs and JSON see [FILTERED].
+type Secret string
+
+// String hides the secret.
+func (s Secret) String() string {
+	if s == "" {
+		return ""
+	}
+	return "[FILTERED]"
+}
+
+// GoString hides the secret from %#v.
+func (s Secret) GoString() string { return s.String() }
+
+// MarshalText hides the secret from encoders.
+func (s Secret) MarshalText() ([]byte, error) { return []byte(s.String()), nil }
+
+// Reveal returns the secret itself, for the one place that compares it.
+func (s Secret) Reveal() string { return string(s) }

@@ -1,0 +1,141 @@
+package config
+
+import (
+	"bytes"
+	stderrors "errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+
+	"gopkg.in/yaml.v3"
+
+	"github.com/chatguard/chatguard/deploy/config"
+)
+
+// Problems lists everything wrong with a configuration; it is an error.
+type Problems []string
+
+func (p Problems) Error() string {
+	return fmt.Sprintf("config: %d problem(s):\n  - %s", len(p), strings.Join(p, "\n  - "))
+}
+
+// Defaults returns the built-in configuration, decoded from the embedded
+// deploy/config/chatguard.yaml.
+func Defaults() *Config {
+	c := &Config{}
+	if probs := decodeYAML(deployconfig.DefaultYAML, c, "default config"); len(probs) > 0 {
+		// The embedded file is tested; reaching this is a build defect.
+		panic(Problems(probs).Error())
+	}
+	return c
+}
+
+// Source is where Load reads from. A nil field means: none.
+type Source struct {
+	Args     []string                     // command-line flags, without the program name
+	LookupEnv func(string) (string, bool) // os.LookupEnv in production
+	ReadFile  func(string) ([]byte, error) // os.ReadFile in production
+	// Output receives -h usage text; nil means io.Discard.
+	Output io.Writer
+}
+
+// Load builds the configuration with the precedence flags > environment >
+// YAML file (--config / CHATGUARD_CONFIG) > defaults, then validates it. On any
+// problem it returns the configuration as far as it got and a Problems error
+// that lists all of them. -h returns flag.ErrHelp.
+func Load(src Source) (*Config, error) {
+	if src.LookupEnv == nil {
+		src.LookupEnv = func(string) (string, bool) { return "", false }
+	}
+	if src.ReadFile == nil {
+		src.ReadFile = os.ReadFile
+	}
+	c := Defaults()
+	var probs Problems
+
+	fs, file, flagValues := newFlagSet(src.Output)
+	if err := fs.Parse(src.Args); err != nil {
+		if stderrors.Is(err, flag.ErrHelp) {
+			return c, err
+		}
+		return c, Problems{err.Error()}
+	}
+	if fs.NArg() > 0 {
+		probs = append(probs, fmt.Sprintf("unexpected arguments: %q", fs.Args()))
+	}
+
+	if *file == "" {
+		*file, _ = src.LookupEnv("CHATGUARD_CONFIG")
+	}
+	if *file != "" {
+		c.File = *file
+		data, err := src.ReadFile(*file)
+		if err != nil {
+			probs = append(probs, fmt.Sprintf("config file: %v", err))
+		} else {
+			probs = append(probs, decodeYAML(data, c, *file)...)
+		}
+	}
+
+	for _, s := range settings {
+		v, ok := src.LookupEnv(s.Env)
+		if !ok {
+			continue
+		}
+		if err := s.set(c, v); err != nil {
+			probs = append(probs, fmt.Sprintf("%s (env %s): %v", s.Key, s.Env, err))
+		}
+	}
+	fs.Visit(func(f *flag.Flag) {
+		for _, s := range settings {
+			if s.Flag == f.Name {
+				if err := s.set(c, *flagValues[s.Flag]); err != nil {
+					probs = append(probs, fmt.Sprintf("%s (flag --%s): %v", s.Key, s.Flag, err))
+				}
+			}
+		}
+	})
+
+	probs = append(probs, Validate(c)...)
+	if len(probs) > 0 {
+		return c, probs
+	}
+	return c, nil
+}
+
+func newFlagSet(out io.Writer) (*flag.FlagSet, *string, map[string]*string) {
+	if out == nil {
+		out = io.Discard
+	}
+	fs := flag.NewFlagSet("chatguard", flag.ContinueOnError)
+	fs.SetOutput(out)
+	file := fs.String("config", "", "YAML configuration file (env CHATGUARD_CONFIG)")
+	values := make(map[string]*string, len(settings))
+	def := Defaults()
+	for _, s := range settings {
+		values[s.Flag] = fs.String(s.Flag, "", fmt.Sprintf("%s (env %s, default %q)", s.Help, s.Env, s.Value(def)))
+	}
+	return fs, file, values
+}
+
+// decodeYAML decodes data over c, reporting unknown keys and wrong types
+// (with line numbers) as problems rather than stopping at the first.
+func decodeYAML(data []byte, c *Config, name string) []string {
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	dec.KnownFields(true)
+	err := dec.Decode(c)
+	if err == nil || stderrors.Is(err, io.EOF) {
+		return nil
+	}
+	var te *yaml.TypeError
+	if stderrors.As(err, &te) {
+		out := make([]string, 0, len(te.Errors))
+		for _, e := range te.Errors {
+			out = append(out, fmt.Sprintf("%s: %s", name, e))
+		}
+		return out
+	}
+	return []string{fmt.Sprintf("%s: %v", name, err)}
+}

@@ -1,0 +1,114 @@
+package config
+
+import (
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Setting is one scalar key that the environment or a flag can set.
+type Setting struct {
+	Key  string // YAML path, dotted
+	Env  string // environment variable
+	Flag string // command-line flag, without dashes
+	Help string
+	// field returns a pointer to the setting's field in c.
+	field func(c *Config) any
+}
+
+// Settings lists every key that the environment and flags can set, in the
+// order the README's configuration table gives them.
+func Settings() []Setting { return settings }
+
+var settings = []Setting{
+	{"listen", "CHATGUARD_LISTEN", "listen", "public listener address", func(c *Config) any { return &c.Listen }},
+	{"admin_listen", "CHATGUARD_ADMIN_LISTEN", "admin-listen", "admin listener address", func(c *Config) any { return &c.AdminListen }},
+	{"upstream", "CHATGUARD_UPSTREAM", "upstream", "the chat backend's URL", func(c *Config) any { return &c.Upstream }},
+	{"env", "CHATGUARD_ENV", "env", "production or development", func(c *Config) any { return &c.Env }},
+	{"stats_token", "CHATGUARD_STATS_TOKEN", "stats-token", "bearer token for /api/internal/stats and remote /drain", func(c *Config) any { return &c.StatsToken }},
+	{"proxy.trusted_proxies", "CHATGUARD_TRUSTED_PROXIES", "trusted-proxies", "CIDRs whose X-Forwarded-* headers are believed (comma-separated)", func(c *Config) any { return &c.Proxy.TrustedProxies }},
+	{"proxy.dial_timeout", "CHATGUARD_DIAL_TIMEOUT", "dial-timeout", "upstream connect timeout", func(c *Config) any { return &c.Proxy.DialTimeout }},
+	{"proxy.response_header_timeout", "CHATGUARD_RESPONSE_HEADER_TIMEOUT", "response-header-timeout", "wait for upstream response headers", func(c *Config) any { return &c.Proxy.ResponseHeaderTimeout }},
+	{"proxy.idle_conn_timeout", "CHATGUARD_IDLE_CONN_TIMEOUT", "idle-conn-timeout", "idle upstream keep-alive lifetime", func(c *Config) any { return &c.Proxy.IdleConnTimeout }},
+	{"proxy.max_idle_conns", "CHATGUARD_MAX_IDLE_CONNS", "max-idle-conns", "idle upstream connections kept", func(c *Config) any { return &c.Proxy.MaxIdleConns }},
+	{"proxy.preserve_host", "CHATGUARD_PRESERVE_HOST", "preserve-host", "send the client's Host upstream", func(c *Config) any { return &c.Proxy.PreserveHost }},
+	{"proxy.error_inspect_bytes", "CHATGUARD_ERROR_INSPECT_BYTES", "error-inspect-bytes", "bytes of an upstream error body read to classify it", func(c *Config) any { return &c.Proxy.ErrorInspectBytes }},
+	{"server.read_header_timeout", "CHATGUARD_READ_HEADER_TIMEOUT", "read-header-timeout", "time a client has to send its headers", func(c *Config) any { return &c.Server.ReadHeaderTimeout }},
+	{"server.idle_timeout", "CHATGUARD_IDLE_TIMEOUT", "idle-timeout", "idle client keep-alive lifetime", func(c *Config) any { return &c.Server.IdleTimeout }},
+	{"server.max_header_bytes", "CHATGUARD_MAX_HEADER_BYTES", "max-header-bytes", "largest request header block (431 above)", func(c *Config) any { return &c.Server.MaxHeaderBytes }},
+	{"server.max_body_bytes", "CHATGUARD_MAX_BODY_BYTES", "max-body-bytes", "largest request body (413 above; 0 = no limit)", func(c *Config) any { return &c.Server.MaxBodyBytes }},
+	{"server.drain_delay", "CHATGUARD_DRAIN_DELAY", "drain-delay", "traffic still served after turning not-ready", func(c *Config) any { return &c.Server.DrainDelay }},
+	{"server.shutdown_timeout", "CHATGUARD_SHUTDOWN_TIMEOUT", "shutdown-timeout", "time in-flight requests get to finish", func(c *Config) any { return &c.Server.ShutdownTimeout }},
+	{"log.level", "LOG_LEVEL", "log-level", "error, warn, info or debug", func(c *Config) any { return &c.Log.Level }},
+	{"log.file", "ENABLE_FILE_LOGGING", "log-file", "also write combined.log and errors.log", func(c *Config) any { return &c.Log.File }},
+	{"log.dir", "LOG_DIR", "log-dir", "directory of the log files", func(c *Config) any { return &c.Log.Dir }},
+	{"log.max_size_mb", "CHATGUARD_LOG_MAX_SIZE_MB", "log-max-size-mb", "rotate a log file at this size", func(c *Config) any { return &c.Log.MaxSizeMB }},
+	{"log.max_backups", "CHATGUARD_LOG_MAX_BACKUPS", "log-max-backups", "rotated files kept per log", func(c *Config) any { return &c.Log.MaxBackups }},
+	{"log.summary_interval", "CHATGUARD_LOG_SUMMARY_INTERVAL", "log-summary-interval", "interval of the logging summary line (0 = off)", func(c *Config) any { return &c.Log.SummaryInterval }},
+}
+
+// set parses s into the setting's field of c.
+func (s Setting) set(c *Config, v string) error {
+	switch p := s.field(c).(type) {
+	case *string:
+		*p = v
+	case *Secret:
+		*p = Secret(v)
+	case *int:
+		n, err := strconv.Atoi(strings.TrimSpace(v))
+		if err != nil {
+			return fmt.Errorf("%q is not a whole number", v)
+		}
+		*p = n
+	case *int64:
+		n, err := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
+		if err != nil {
+			return fmt.Errorf("%q is not a whole number", v)
+		}
+		*p = n
+	case *bool:
+		b, err := strconv.ParseBool(strings.TrimSpace(v))
+		if err != nil {
+			return fmt.Errorf("%q is not true or false", v)
+		}
+		*p = b
+	case *time.Duration:
+		d, err := time.ParseDuration(strings.TrimSpace(v))
+		if err != nil {
+			return fmt.Errorf("%q is not a duration (like 5s, 1m30s)", v)
+		}
+		*p = d
+	case *[]string:
+		*p = nil
+		for _, part := range strings.Split(v, ",") {
+			if part = strings.TrimSpace(part); part != "" {
+				*p = append(*p, part)
+			}
+		}
+	default:
+		return fmt.Errorf("config: setting %s has unsupported type %T", s.Key, p)
+	}
+	return nil
+}
+
+// Value formats the setting's current value in c, secrets hidden.
+func (s Setting) Value(c *Config) string {
+	switch p := s.field(c).(type) {
+	case *string:
+		return *p
+	case *Secret:
+		return p.String()
+	case *int:
+		return strconv.Itoa(*p)
+	case *int64:
+		return strconv.FormatInt(*p, 10)
+	case *bool:
+		return strconv.FormatBool(*p)
+	case *time.Duration:
+		return p.String()
+	case *[]string:
+		return strings.Join(*p, ",")
+	}
+	return ""
+}

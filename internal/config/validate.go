@@ -1,0 +1,144 @@
+package config
+
+import (
+	"fmt"
+	"net"
+	"net/netip"
+	"net/url"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+)
+
+var routeName = regexp.MustCompile(`^[a-z][a-z0-9_]{0,31}$`)
+
+// Validate checks c and returns every problem found; it also normalises route
+// methods to upper case.
+func Validate(c *Config) []string {
+	var p []string
+	add := func(key, format string, args ...any) {
+		p = append(p, key+": "+fmt.Sprintf(format, args...))
+	}
+
+	checkAddr := func(key, addr string) {
+		host, port, err := net.SplitHostPort(addr)
+		if err != nil {
+			add(key, "%q is not host:port (%v)", addr, err)
+			return
+		}
+		if n, err := strconv.Atoi(port); err != nil || n < 0 || n > 65535 {
+			add(key, "%q has no valid port", addr)
+		}
+		if host != "" && net.ParseIP(host) == nil && strings.ContainsAny(host, " /") {
+			add(key, "%q has an invalid host", addr)
+		}
+	}
+	checkAddr("listen", c.Listen)
+	checkAddr("admin_listen", c.AdminListen)
+	if c.Listen == c.AdminListen && !strings.HasSuffix(c.Listen, ":0") {
+		add("admin_listen", "must differ from listen (both %q)", c.Listen)
+	}
+
+	if u, err := url.Parse(c.Upstream); err != nil {
+		add("upstream", "%q is not a URL: %v", c.Upstream, err)
+	} else if u.Scheme != "http" && u.Scheme != "https" {
+		add("upstream", "%q must start with http:// or https://", c.Upstream)
+	} else if u.Host == "" {
+		add("upstream", "%q has no host", c.Upstream)
+	} else if u.RawQuery != "" || u.Fragment != "" {
+		add("upstream", "%q must not have a query or fragment", c.Upstream)
+	}
+
+	if c.Env != "production" && c.Env != "development" {
+		add("env", "%q must be production or development", c.Env)
+	}
+
+	for _, tp := range c.Proxy.TrustedProxies {
+		if _, err := ParsePrefix(tp); err != nil {
+			add("proxy.trusted_proxies", "%q is not a CIDR or IP address", tp)
+		}
+	}
+	positive := func(key string, d time.Duration) {
+		if d <= 0 {
+			add(key, "must be greater than 0 (got %s)", d)
+		}
+	}
+	notNegative := func(key string, d time.Duration) {
+		if d < 0 {
+			add(key, "must not be negative (got %s)", d)
+		}
+	}
+	positive("proxy.dial_timeout", c.Proxy.DialTimeout)
+	positive("proxy.response_header_timeout", c.Proxy.ResponseHeaderTimeout)
+	notNegative("proxy.idle_conn_timeout", c.Proxy.IdleConnTimeout)
+	positive("server.read_header_timeout", c.Server.ReadHeaderTimeout)
+	notNegative("server.idle_timeout", c.Server.IdleTimeout)
+	notNegative("server.drain_delay", c.Server.DrainDelay)
+	positive("server.shutdown_timeout", c.Server.ShutdownTimeout)
+	notNegative("log.summary_interval", c.Log.SummaryInterval)
+
+	between := func(key string, v, lo, hi int64) {
+		if v < lo || v > hi {
+			add(key, "must be between %d and %d (got %d)", lo, hi, v)
+		}
+	}
+	between("proxy.max_idle_conns", int64(c.Proxy.MaxIdleConns), 0, 100000)
+	between("proxy.error_inspect_bytes", int64(c.Proxy.ErrorInspectBytes), 1024, 16<<20)
+	between("server.max_header_bytes", int64(c.Server.MaxHeaderBytes), 4096, 1<<20)
+	between("server.max_body_bytes", c.Server.MaxBodyBytes, 0, 1<<40)
+	between("log.max_size_mb", int64(c.Log.MaxSizeMB), 1, 10240)
+	between("log.max_backups", int64(c.Log.MaxBackups), 0, 1000)
+
+	switch strings.ToLower(c.Log.Level) {
+	case "error", "warn", "warning", "info", "debug", "trace":
+	default:
+		add("log.level", "%q must be error, warn, info or debug", c.Log.Level)
+	}
+	if c.Log.File && c.Log.Dir == "" {
+		add("log.dir", "must be set when log.file is true")
+	}
+
+	seen := map[string]bool{}
+	for i := range c.Routes {
+		r := &c.Routes[i]
+		key := fmt.Sprintf("routes[%d]", i)
+		if !routeName.MatchString(r.Name) {
+			add(key+".name", "%q must be 1-32 of a-z, 0-9, _ starting with a letter", r.Name)
+		} else if r.Name == "other" || r.Name == "internal" {
+			add(key+".name", "%q is reserved", r.Name)
+		} else if seen[r.Name] {
+			add(key+".name", "%q is used twice", r.Name)
+		}
+		seen[r.Name] = true
+		if !strings.HasPrefix(r.Path, "/") {
+			add(key+".path", "%q must start with /", r.Path)
+		} else if i := strings.IndexByte(r.Path, '*'); i >= 0 && (i != len(r.Path)-1 || !strings.HasSuffix(r.Path, "/*")) {
+			add(key+".path", "%q may only end in /*", r.Path)
+		}
+		for j, m := range r.Methods {
+			up := strings.ToUpper(m)
+			if up == "" || strings.ContainsAny(up, " /:\t") {
+				add(fmt.Sprintf("%s.methods[%d]", key, j), "%q is not an HTTP method", m)
+			}
+			r.Methods[j] = up
+		}
+	}
+	if len(c.Routes) > 64 {
+		add("routes", "at most 64 routes (got %d); each one is a metrics label value", len(c.Routes))
+	}
+	return p
+}
+
+// ParsePrefix parses a CIDR or a single address (as a /32 or /128).
+func ParsePrefix(s string) (netip.Prefix, error) {
+	if strings.Contains(s, "/") {
+		p, err := netip.ParsePrefix(s)
+		return p.Masked(), err
+	}
+	a, err := netip.ParseAddr(s)
+	if err != nil {
+		return netip.Prefix{}, err
+	}
+	return netip.PrefixFrom(a.Unmap(), a.Unmap().BitLen()), nil
+}

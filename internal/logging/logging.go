@@ -1,0 +1,210 @@
+// Package logging builds chatguard's logrus logger: JSON in production,
+// coloured text in development, a redaction hook, categories, counts by level
+// and category (as metrics and as the seed's hourly summary line) and optional
+// size-rotated files.
+package logging
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/sirupsen/logrus"
+	"gopkg.in/natefinch/lumberjack.v2"
+)
+
+// Categories: the seed's specialised loggers, plus system for chatguard's own lifecycle.
+const (
+	CategoryAuth        = "auth"
+	CategorySecurity    = "security"
+	CategoryDatabase    = "database"
+	CategorySocket      = "socket"
+	CategoryWebhook     = "webhook"
+	CategoryPerformance = "performance"
+	CategoryAPI         = "api"
+	CategorySystem      = "system"
+)
+
+// FieldCategory is the field that carries a line's category.
+const FieldCategory = "category"
+
+// TimeFormat is the time field's format: RFC 3339, milliseconds, UTC offset.
+const TimeFormat = "2006-01-02T15:04:05.000Z07:00"
+
+// Options configure New.
+type Options struct {
+	Level       string // error, warn, info, debug; empty = info
+	Development bool   // coloured text instead of JSON
+	Out         io.Writer
+	// File enables Dir/combined.log (every line) and Dir/errors.log (error and above).
+	File       bool
+	Dir        string
+	MaxSizeMB  int
+	MaxBackups int
+	// SummaryInterval is the period of the "logging metrics (last hour)" line; 0 = none.
+	SummaryInterval time.Duration
+	// Registerer receives chatguard_log_lines_total; nil = not registered.
+	Registerer prometheus.Registerer
+}
+
+// Logger is the process's logger and what it owns: files and the summary goroutine.
+type Logger struct {
+	*logrus.Logger
+	counts  *countHook
+	closers []io.Closer
+	stop    chan struct{}
+	done    chan struct{}
+	once    sync.Once
+}
+
+// New builds a Logger. Close it to flush files and stop the summary goroutine.
+func New(o Options) (*Logger, error) {
+	lvl := logrus.InfoLevel
+	if o.Level != "" {
+		var err error
+		if lvl, err = logrus.ParseLevel(o.Level); err != nil {
+			return nil, fmt.Errorf("logging: %w", err)
+		}
+	}
+	l := logrus.New()
+	l.SetLevel(lvl)
+	if o.Out != nil {
+		l.SetOutput(o.Out)
+	}
+	if o.Development {
+		l.SetFormatter(&logrus.TextFormatter{ForceColors: true, FullTimestamp: true, TimestampFormat: TimeFormat})
+	} else {
+		l.SetFormatter(jsonFormatter())
+	}
+	lg := &Logger{Logger: l, stop: make(chan struct{}), done: make(chan struct{})}
+
+	l.AddHook(redactHook{})
+	counts, err := newCountHook(o.Registerer)
+	if err != nil {
+		return nil, err
+	}
+	lg.counts = counts
+	l.AddHook(counts)
+	if o.File {
+		fh := newFileHook(o.Dir, o.MaxSizeMB, o.MaxBackups)
+		l.AddHook(fh)
+		lg.closers = append(lg.closers, fh)
+	}
+	if o.SummaryInterval > 0 {
+		go lg.summarise(o.SummaryInterval)
+	} else {
+		close(lg.done)
+	}
+	return lg, nil
+}
+
+func jsonFormatter() *logrus.JSONFormatter {
+	return &logrus.JSONFormatter{
+		TimestampFormat: TimeFormat,
+		FieldMap:        logrus.FieldMap{logrus.FieldKeyMsg: "msg"},
+	}
+}
+
+// Close stops the summary goroutine and closes log files. It is idempotent.
+func (l *Logger) Close() error {
+	var errs []error
+	l.once.Do(func() {
+		close(l.stop)
+		<-l.done
+		for _, c := range l.closers {
+			errs = append(errs, c.Close())
+		}
+	})
+	return errors.Join(errs...)
+}
+
+// Summary returns the counts since the last summary line (or start).
+func (l *Logger) Summary() map[string]any { return l.counts.snapshot(false) }
+
+func (l *Logger) summarise(every time.Duration) {
+	defer close(l.done)
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-l.stop:
+			return
+		case <-t.C:
+			s := l.counts.snapshot(true)
+			l.WithField(FieldCategory, CategoryPerformance).WithFields(logrus.Fields(s)).
+				Infof("logging metrics (last %s)", humanInterval(every))
+		}
+	}
+}
+
+func humanInterval(d time.Duration) string {
+	if d == time.Hour {
+		return "hour"
+	}
+	return d.String()
+}
+
+type ctxKey struct{}
+
+// WithEntry returns ctx carrying the request's log entry.
+func WithEntry(ctx context.Context, e *logrus.Entry) context.Context {
+	return context.WithValue(ctx, ctxKey{}, e)
+}
+
+// FromContext returns the request's entry, or fallback when ctx has none.
+func FromContext(ctx context.Context, fallback *logrus.Entry) *logrus.Entry {
+	if e, ok := ctx.Value(ctxKey{}).(*logrus.Entry); ok {
+		return e
+	}
+	return fallback
+}
+
+// fileHook writes every line, as JSON, to combined.log and error lines to errors.log.
+type fileHook struct {
+	format   logrus.Formatter
+	combined *lumberjack.Logger
+	errs     *lumberjack.Logger
+}
+
+func newFileHook(dir string, maxSizeMB, maxBackups int) *fileHook {
+	mk := func(name string) *lumberjack.Logger {
+		return &lumberjack.Logger{Filename: filepath.Join(dir, name), MaxSize: maxSizeMB, MaxBackups: maxBackups, Compress: true}
+	}
+	return &fileHook{format: jsonFormatter(), combined: mk("combined.log"), errs: mk("errors.log")}
+}
+
+func (h *fileHook) Levels() []logrus.Level { return logrus.AllLevels }
+
+func (h *fileHook) Fire(e *logrus.Entry) error {
+	b, err := h.format.Format(e)
+	if err != nil {
+		return err
+	}
+	if _, err := h.combined.Write(b); err != nil {
+		return fmt.Errorf("logging: combined.log: %w", err)
+	}
+	if e.Level <= logrus.ErrorLevel {
+		if _, err := h.errs.Write(b); err != nil {
+			return fmt.Errorf("logging: errors.log: %w", err)
+		}
+	}
+	return nil
+}
+
+func (h *fileHook) Close() error {
+	return errors.Join(h.combined.Close(), h.errs.Close())
+}
+
+// levelName is the level as the seed's summary spells it.
+func levelName(l logrus.Level) string {
+	if l == logrus.WarnLevel {
+		return "warn"
+	}
+	return strings.ToLower(l.String())
+}

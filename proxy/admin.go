@@ -1,0 +1,186 @@
+package proxy
+
+import (
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"os"
+	"runtime"
+	"strings"
+
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/sirupsen/logrus"
+
+	apierrors "github.com/chatguard/chatguard/errors"
+	"github.com/chatguard/chatguard/internal/buildinfo"
+	"github.com/chatguard/chatguard/internal/logging"
+	"github.com/chatguard/chatguard/internal/memstats"
+	"github.com/chatguard/chatguard/internal/requestid"
+)
+
+// AdminHandler serves the admin listener: /metrics, /healthz, /readyz,
+// POST /drain and /api/internal/stats. Every error is an envelope.
+func (s *Server) AdminHandler() http.Handler {
+	metrics := promhttp.HandlerFor(s.gatherer, promhttp.HandlerOpts{
+		ErrorLog:          newStdLogger(s.log, logrus.ErrorLevel),
+		EnableOpenMetrics: true,
+	})
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		info := &reqInfo{id: requestid.FromRequest(r.Header, s.now()), peer: peerAddr(r)}
+		info.client = info.peer
+		w.Header().Set(requestid.Header, info.id)
+		defer func() {
+			if p := recover(); p != nil {
+				s.log.WithFields(logrus.Fields{"requestId": info.id, logging.FieldCategory: logging.CategorySystem, "panic": fmt.Sprint(p)}).Error("admin handler panicked")
+				s.writeError(w, r, info, apierrors.New(apierrors.CodeInternal, ""), sourceProxy)
+			}
+		}()
+		s.log.WithFields(logrus.Fields{"requestId": info.id, logging.FieldCategory: logging.CategorySystem, "method": r.Method, "path": r.URL.Path}).Debug("admin request")
+
+		switch r.URL.Path {
+		case "/metrics":
+			if s.allow(w, r, info, http.MethodGet, http.MethodHead) {
+				metrics.ServeHTTP(w, r)
+			}
+		case "/healthz":
+			if s.allow(w, r, info, http.MethodGet, http.MethodHead) {
+				writeJSON(w, r, http.StatusOK, map[string]any{"status": "ok"})
+			}
+		case "/readyz":
+			if !s.allow(w, r, info, http.MethodGet, http.MethodHead) {
+				return
+			}
+			if s.Ready() {
+				writeJSON(w, r, http.StatusOK, map[string]any{"status": "ready"})
+				return
+			}
+			state := "starting"
+			if s.draining.Load() {
+				state = "draining"
+			}
+			e := apierrors.New(apierrors.CodeServiceUnavailable, "chatguard is not ready: "+state)
+			e.Details = map[string]any{"status": state}
+			s.writeError(w, r, info, e, sourceProxy)
+		case "/drain":
+			if !s.allow(w, r, info, http.MethodPost) {
+				return
+			}
+			if !info.peer.IsLoopback() && !s.authorized(r) {
+				s.writeError(w, r, info, s.authError(r), sourceProxy)
+				return
+			}
+			res := s.Drain(r.Context())
+			writeJSON(w, r, http.StatusOK, map[string]any{"success": true, "data": res})
+		case StatsPath:
+			s.serveStats(w, r, info)
+		default:
+			s.writeError(w, r, info, apierrors.New(apierrors.CodeNotFound, "no such admin endpoint"), sourceProxy)
+		}
+	})
+}
+
+// allow answers 405 with Allow when r's method is not one of methods.
+func (s *Server) allow(w http.ResponseWriter, r *http.Request, info *reqInfo, methods ...string) bool {
+	for _, m := range methods {
+		if r.Method == m {
+			return true
+		}
+	}
+	e := apierrors.New(apierrors.CodeNotFound, fmt.Sprintf("%s is not allowed here; use %s", r.Method, strings.Join(methods, " or ")))
+	e.Status = http.StatusMethodNotAllowed
+	e.Header = http.Header{"Allow": {strings.Join(methods, ", ")}}
+	s.writeError(w, r, info, e, sourceProxy)
+	return false
+}
+
+// authorized checks the bearer token in constant time (both sides hashed, so
+// that not even the length leaks). No configured token authorizes nobody.
+func (s *Server) authorized(r *http.Request) bool {
+	token := s.cfg.StatsToken.Reveal()
+	if token == "" {
+		return false
+	}
+	given, ok := bearer(r)
+	if !ok {
+		return false
+	}
+	a, b := sha256.Sum256([]byte(given)), sha256.Sum256([]byte(token))
+	return subtle.ConstantTimeCompare(a[:], b[:]) == 1
+}
+
+func (s *Server) authError(r *http.Request) *apierrors.Error {
+	e := apierrors.New(apierrors.CodeAuthRequired, "a valid bearer token is required")
+	if _, ok := bearer(r); ok {
+		e = apierrors.New(apierrors.CodeTokenInvalid, "the bearer token is not valid")
+	}
+	e.Header = http.Header{"Www-Authenticate": {`Bearer realm="chatguard"`}}
+	return e
+}
+
+func bearer(r *http.Request) (string, bool) {
+	h := r.Header.Get("Authorization")
+	if len(h) < 7 || !strings.EqualFold(h[:7], "bearer ") {
+		return "", false
+	}
+	t := strings.TrimSpace(h[7:])
+	return t, t != ""
+}
+
+// serveStats answers /api/internal/stats with the seed's shape.
+func (s *Server) serveStats(w http.ResponseWriter, r *http.Request, info *reqInfo) {
+	if !s.allow(w, r, info, http.MethodGet, http.MethodHead) {
+		return
+	}
+	if !s.authorized(r) {
+		s.writeError(w, r, info, s.authError(r), sourceProxy)
+		return
+	}
+	data := map[string]any{"server": s.serverStats()}
+	s.statsMu.Lock()
+	providers := make(map[string]func() any, len(s.stats))
+	for k, fn := range s.stats {
+		providers[k] = fn
+	}
+	s.statsMu.Unlock()
+	for k, fn := range providers {
+		data[k] = fn()
+	}
+	w.Header().Set("Cache-Control", "no-store")
+	writeJSON(w, r, http.StatusOK, map[string]any{"success": true, "data": data})
+}
+
+func (s *Server) serverStats() map[string]any {
+	bi := buildinfo.Get()
+	return map[string]any{
+		"uptime":              int64(s.now().Sub(s.started).Seconds()),
+		"pid":                 os.Getpid(),
+		"version":             bi.Version,
+		"goVersion":           bi.GoVersion,
+		"memory":              memstats.Read(),
+		"goroutines":          runtime.NumGoroutine(),
+		"requestsInFlight":    s.inFlight.Load(),
+		"upgradedConnections": s.upgradedCount(),
+		"ready":               s.Ready(),
+	}
+}
+
+func (s *Server) upgradedCount() int {
+	s.connsMu.Lock()
+	defer s.connsMu.Unlock()
+	return len(s.conns)
+}
+
+func writeJSON(w http.ResponseWriter, r *http.Request, status int, v any) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		b = []byte(`{"success":false}`)
+	}
+	w.Header().Set("Content-Type", "application/json; charset=utf-8")
+	w.Header().Set("Content-Length", fmt.Sprint(len(b)))
+	w.WriteHeader(status)
+	if r.Method != http.MethodHead {
+		_, _ = w.Write(b)
+	}
+}

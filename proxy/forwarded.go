@@ -1,0 +1,120 @@
+package proxy
+
+import (
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"net/netip"
+	"strings"
+
+	"github.com/chatguard/chatguard/internal/config"
+)
+
+// trustedProxies decides whose X-Forwarded-* headers are believed.
+type trustedProxies []netip.Prefix
+
+func newTrustedProxies(list []string) trustedProxies {
+	var t trustedProxies
+	for _, s := range list {
+		if p, err := config.ParsePrefix(s); err == nil {
+			t = append(t, p)
+		}
+	}
+	return t
+}
+
+func (t trustedProxies) contains(a netip.Addr) bool {
+	a = a.Unmap()
+	for _, p := range t {
+		if p.Contains(a) {
+			return true
+		}
+	}
+	return false
+}
+
+// peerAddr is the TCP peer of r.
+func peerAddr(r *http.Request) netip.Addr {
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		host = r.RemoteAddr
+	}
+	a, _ := netip.ParseAddr(host)
+	return a.Unmap()
+}
+
+// clientIP walks X-Forwarded-For from the right, skipping trusted proxies, as
+// nginx's real_ip_recursive does: the first untrusted address is the client.
+// An untrusted peer's X-Forwarded-For is ignored; an unparsable hop stops the
+// walk at the last trusted address.
+func (t trustedProxies) clientIP(r *http.Request, peer netip.Addr) netip.Addr {
+	if len(t) == 0 || !t.contains(peer) {
+		return peer
+	}
+	client := peer
+	hops := r.Header.Values("X-Forwarded-For")
+	for i := len(hops) - 1; i >= 0; i-- {
+		parts := strings.Split(hops[i], ",")
+		for j := len(parts) - 1; j >= 0; j-- {
+			a, err := netip.ParseAddr(strings.TrimSpace(parts[j]))
+			if err != nil {
+				return client
+			}
+			client = a.Unmap()
+			if !t.contains(client) {
+				return client
+			}
+		}
+	}
+	return client
+}
+
+// setForwarded writes X-Forwarded-For/-Proto/-Host and X-Real-IP on the
+// outbound request. A trusted peer's chain is extended; anybody else's is
+// replaced by what chatguard saw itself.
+func (t trustedProxies) setForwarded(pr *httputil.ProxyRequest, peer, client netip.Addr) {
+	in, out := pr.In, pr.Out.Header
+	trusted := t.contains(peer)
+	xff := peer.String()
+	if trusted {
+		if prior := strings.Join(in.Header.Values("X-Forwarded-For"), ", "); prior != "" {
+			xff = prior + ", " + xff
+		}
+	}
+	out.Set("X-Forwarded-For", xff)
+
+	proto := "http"
+	if in.TLS != nil {
+		proto = "https"
+	}
+	host := in.Host
+	if trusted {
+		if p := strings.ToLower(strings.TrimSpace(firstOf(in.Header.Get("X-Forwarded-Proto")))); p == "http" || p == "https" {
+			proto = p
+		}
+		if h := strings.TrimSpace(firstOf(in.Header.Get("X-Forwarded-Host"))); h != "" && validHost(h) {
+			host = h
+		}
+	}
+	out.Set("X-Forwarded-Proto", proto)
+	out.Set("X-Forwarded-Host", host)
+	out.Set("X-Real-IP", client.String())
+}
+
+func firstOf(list string) string {
+	first, _, _ := strings.Cut(list, ",")
+	return first
+}
+
+func validHost(h string) bool {
+	if len(h) > 255 {
+		return false
+	}
+	for i := 0; i < len(h); i++ {
+		c := h[i]
+		if c <= ' ' || c >= 0x7f || strings.IndexByte(`"<>\^`+"`{|}/", c) >= 0 {
+			return false
+		}
+	}
+	return true
+}

@@ -1,0 +1,103 @@
+package proxy
+
+import (
+	"fmt"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	apierrors "github.com/chatguard/chatguard/errors"
+)
+
+// Envelope sources, the "source" label of chatguard_envelopes_total.
+const (
+	sourceProxy       = "proxy"       // chatguard's own failure or decision
+	sourceUpstream    = "upstream"    // an upstream error reply, rewritten
+	sourcePassthrough = "passthrough" // an upstream envelope, passed on
+)
+
+var statusClasses = []string{"1xx", "2xx", "3xx", "4xx", "5xx"}
+
+// serverMetrics are the proxy's metrics. Children for every route are made up
+// front so that the request path does no label hashing.
+type serverMetrics struct {
+	requests  [][]prometheus.Counter // [route][status class]
+	durations []prometheus.Observer  // [route]
+	inFlight  prometheus.Gauge
+	upgraded  prometheus.Gauge
+	ready     prometheus.Gauge
+
+	upstreamErrors *prometheus.CounterVec
+	envelopes      *prometheus.CounterVec
+}
+
+func newServerMetrics(reg prometheus.Registerer, routes []string) (*serverMetrics, error) {
+	requests := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "chatguard_http_requests_total",
+		Help: "Requests answered on the public listener, by route and status class.",
+	}, []string{"route", "status_class"})
+	durations := prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name:    "chatguard_http_request_duration_seconds",
+		Help:    "Time from receiving a request to the end of its response, by route.",
+		Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60},
+	}, []string{"route"})
+	m := &serverMetrics{
+		inFlight: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "chatguard_http_requests_in_flight",
+			Help: "Requests being served on the public listener (upgraded connections not included).",
+		}),
+		upgraded: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "chatguard_upgraded_connections",
+			Help: "Open connections that switched protocols (WebSocket) through the proxy.",
+		}),
+		ready: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "chatguard_ready",
+			Help: "1 while /readyz answers 200, 0 while starting or draining.",
+		}),
+		upstreamErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "chatguard_upstream_errors_total",
+			Help: "Failures to get an answer from the upstream, by envelope code and reason (refused, reset, timeout, dns, eof, body_too_large, client_closed, other).",
+		}, []string{"code", "reason"}),
+		envelopes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "chatguard_envelopes_total",
+			Help: "Error envelopes sent, by code and source (proxy, upstream, passthrough).",
+		}, []string{"code", "source"}),
+	}
+	for _, r := range routes {
+		row := make([]prometheus.Counter, len(statusClasses))
+		for i, c := range statusClasses {
+			row[i] = requests.WithLabelValues(r, c)
+		}
+		m.requests = append(m.requests, row)
+		m.durations = append(m.durations, durations.WithLabelValues(r))
+	}
+	// Make every catalogue code visible at zero, so that rate() and alerts
+	// work before the first error.
+	for _, c := range apierrors.Codes() {
+		m.envelopes.WithLabelValues(string(c), sourceProxy)
+		m.envelopes.WithLabelValues(string(c), sourceUpstream)
+	}
+	for _, c := range []prometheus.Collector{requests, durations, m.inFlight, m.upgraded, m.ready, m.upstreamErrors, m.envelopes} {
+		if err := reg.Register(c); err != nil {
+			return nil, fmt.Errorf("proxy: register metrics: %w", err)
+		}
+	}
+	return m, nil
+}
+
+func (m *serverMetrics) observe(route, status int, seconds float64) {
+	class := status/100 - 1
+	if class < 0 || class >= len(statusClasses) {
+		class = 4
+	}
+	m.requests[route][class].Inc()
+	m.durations[route].Observe(seconds)
+}
+
+// envelopeCode bounds the code label to the catalogue: an upstream envelope
+// may carry any string.
+func envelopeCode(c apierrors.Code) string {
+	if c.Known() {
+		return string(c)
+	}
+	return "OTHER"
+}

@@ -1,0 +1,183 @@
+package proxy
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"net/netip"
+	"runtime/debug"
+	"time"
+
+	"github.com/sirupsen/logrus"
+
+	apierrors "github.com/chatguard/chatguard/errors"
+	"github.com/chatguard/chatguard/internal/logging"
+	"github.com/chatguard/chatguard/internal/redact"
+	"github.com/chatguard/chatguard/internal/requestid"
+)
+
+// StatsPath is answered by chatguard itself on both listeners.
+const StatsPath = "/api/internal/stats"
+
+// reqInfo follows a request through the middleware, the proxy and the log line.
+type reqInfo struct {
+	id     string
+	route  int
+	peer   netip.Addr
+	client netip.Addr
+	// set on the way back
+	upstreamStatus int
+	code           apierrors.Code
+	reason         string
+	closed         bool // the client went away before the upstream answered
+}
+
+type infoKey struct{}
+
+func infoFrom(ctx context.Context) *reqInfo {
+	if i, ok := ctx.Value(infoKey{}).(*reqInfo); ok {
+		return i
+	}
+	return &reqInfo{}
+}
+
+// RequestID returns the request id chatguard gave the request in ctx.
+func RequestID(ctx context.Context) string { return infoFrom(ctx).id }
+
+// ServeHTTP is the public listener's handler: request id, limits, drain
+// refusal, chatguard's own endpoints, then the reverse proxy; one access line
+// and the metrics for every request, whatever happened.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	start := s.now()
+	info := &reqInfo{id: requestid.FromRequest(r.Header, start)}
+	info.peer = peerAddr(r)
+	info.client = s.trust.clientIP(r, info.peer)
+	info.route = s.routes.match(r.Method, r.URL.Path)
+	r.Header.Set(requestid.Header, info.id)
+	w.Header().Set(requestid.Header, info.id)
+
+	rw := &responseWriter{ResponseWriter: w, onHijack: s.trackConn}
+	r = r.WithContext(context.WithValue(r.Context(), infoKey{}, info))
+	s.inFlight.Add(1)
+	s.metrics.inFlight.Inc()
+	defer s.finish(rw, r, info, start)
+	s.handle(rw, r, info)
+}
+
+func (s *Server) handle(w *responseWriter, r *http.Request, info *reqInfo) {
+	if s.refusing.Load() {
+		e := apierrors.New(apierrors.CodeServiceUnavailable, "chatguard is shutting down; retry on another instance")
+		e.Header = http.Header{"Connection": {"close"}, "Retry-After": {"1"}}
+		s.writeError(w, r, info, e, sourceProxy)
+		return
+	}
+	if n := headerBytes(r); n > s.cfg.Server.MaxHeaderBytes {
+		e := apierrors.New(apierrors.CodeValidation, "the request headers are too large")
+		e.Status = http.StatusRequestHeaderFieldsTooLarge
+		e.Details = map[string]any{"limitBytes": s.cfg.Server.MaxHeaderBytes}
+		e.Header = http.Header{"Connection": {"close"}}
+		s.writeError(w, r, info, e, sourceProxy)
+		return
+	}
+	if max := s.cfg.Server.MaxBodyBytes; max > 0 {
+		if r.ContentLength > max {
+			e := apierrors.New(apierrors.CodePayloadTooLarge, "")
+			e.Details = map[string]any{"limitBytes": max}
+			e.Header = http.Header{"Connection": {"close"}}
+			s.writeError(w, r, info, e, sourceProxy)
+			return
+		}
+		if r.Body != nil && r.Body != http.NoBody {
+			r.Body = http.MaxBytesReader(w, r.Body, max)
+		}
+	}
+	if r.URL.Path == StatsPath {
+		info.route = s.routes.intern
+		s.serveStats(w, r, info)
+		return
+	}
+	s.proxy.ServeHTTP(w, r)
+}
+
+// headerBytes approximates the size of the request's header block as sent.
+func headerBytes(r *http.Request) int {
+	n := len(r.Method) + len(r.RequestURI) + len(r.Host) + 16
+	for k, vals := range r.Header {
+		for _, v := range vals {
+			n += len(k) + len(v) + 4
+		}
+	}
+	return n
+}
+
+// finish recovers a panic into a 500 envelope (when nothing went out yet),
+// records metrics and writes the access line.
+func (s *Server) finish(w *responseWriter, r *http.Request, info *reqInfo, start time.Time) {
+	p := recover()
+	if !w.hijacked {
+		s.inFlight.Add(-1)
+		s.metrics.inFlight.Dec()
+	}
+	if p != nil && p != http.ErrAbortHandler {
+		s.log.WithFields(logrus.Fields{
+			"requestId":           info.id,
+			logging.FieldCategory: logging.CategoryAPI,
+			"panic":               fmt.Sprint(p),
+			"stack":               string(debug.Stack()),
+		}).Error("handler panicked")
+		if !w.wroteHeader {
+			s.writeError(w, r, info, apierrors.New(apierrors.CodeInternal, ""), sourceProxy)
+		}
+	}
+	status := w.status
+	switch {
+	case info.closed:
+		status = apierrors.StatusClientClosed
+	case !w.wroteHeader:
+		status = http.StatusOK
+	}
+	elapsed := s.now().Sub(start)
+	s.metrics.observe(info.route, status, elapsed.Seconds())
+	s.accessLog(w, r, info, status, elapsed)
+	if p == http.ErrAbortHandler {
+		panic(p) // let net/http abort the connection, as the proxy asked
+	}
+}
+
+func (s *Server) accessLog(w *responseWriter, r *http.Request, info *reqInfo, status int, elapsed time.Duration) {
+	lvl := logrus.InfoLevel
+	if status >= 500 {
+		lvl = logrus.ErrorLevel
+	}
+	if !s.log.IsLevelEnabled(lvl) {
+		return
+	}
+	f := logrus.Fields{
+		"requestId":           info.id,
+		logging.FieldCategory: logging.CategoryAPI,
+		"method":              r.Method,
+		"path":                redact.URI(r.URL.RequestURI()),
+		"route":               s.names[info.route],
+		"status":              status,
+		"duration":            float64(elapsed.Microseconds()) / 1000,
+		"bytes":               w.bytes,
+		"remoteIp":            info.client.String(),
+	}
+	if info.code != "" {
+		f["code"] = string(info.code)
+	}
+	if info.upstreamStatus != 0 {
+		f["upstreamStatus"] = info.upstreamStatus
+	}
+	if info.reason != "" {
+		f["reason"] = info.reason
+	}
+	s.log.WithFields(f).Log(lvl, "request completed")
+}
+
+// writeError sends an envelope and counts it.
+func (s *Server) writeError(w http.ResponseWriter, r *http.Request, info *reqInfo, e *apierrors.Error, source string) {
+	info.code = e.Code
+	s.metrics.envelopes.WithLabelValues(envelopeCode(e.Code), source).Inc()
+	apierrors.Write(w, r, e, info.id, s.now())
+}

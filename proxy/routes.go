@@ -1,0 +1,89 @@
+package proxy
+
+import (
+	"strings"
+
+	"github.com/chatguard/chatguard/internal/config"
+)
+
+// Route labels that are not configured routes.
+const (
+	RouteOther    = "other"    // no configured route matched
+	RouteInternal = "internal" // chatguard's own endpoints on the public listener
+)
+
+type route struct {
+	name    string
+	methods []string
+	exact   string // matches only this path, when prefix is empty
+	prefix  string // "/api/messages" for "/api/messages/*"
+	index   int
+}
+
+// routeTable matches requests to configured routes, first match wins. It is
+// built once and read concurrently without locks.
+type routeTable struct {
+	routes []route
+	other  int // index of "other"
+	intern int // index of "internal"
+}
+
+func newRouteTable(cfg []config.Route) *routeTable {
+	t := &routeTable{}
+	for i, r := range cfg {
+		rt := route{name: r.Name, methods: r.Methods, index: i}
+		if p, ok := strings.CutSuffix(r.Path, "/*"); ok {
+			rt.prefix = p
+		} else {
+			rt.exact = r.Path
+		}
+		t.routes = append(t.routes, rt)
+	}
+	t.other = len(cfg)
+	t.intern = len(cfg) + 1
+	return t
+}
+
+// names returns every label value, indexed like match's result.
+func (t *routeTable) names() []string {
+	out := make([]string, 0, len(t.routes)+2)
+	for _, r := range t.routes {
+		out = append(out, r.name)
+	}
+	return append(out, RouteOther, RouteInternal)
+}
+
+// match returns the index of the route for method and path.
+func (t *routeTable) match(method, path string) int {
+	for i := range t.routes {
+		r := &t.routes[i]
+		if !r.pathMatches(path) || !r.methodMatches(method) {
+			continue
+		}
+		return r.index
+	}
+	return t.other
+}
+
+func (r *route) pathMatches(path string) bool {
+	if r.prefix == "" {
+		return path == r.exact
+	}
+	if !strings.HasPrefix(path, r.prefix) {
+		return false
+	}
+	rest := path[len(r.prefix):]
+	return rest == "" || rest[0] == '/' || r.prefix == ""
+}
+
+func (r *route) methodMatches(method string) bool {
+	if len(r.methods) == 0 {
+		return true
+	}
+	for _, m := range r.methods {
+		if m == method {
+			return true
+		}
+	}
+	return false
+}

@@ -1,0 +1,274 @@
+// Package proxy is chatguard's HTTP side: the public listener's middleware
+// chain and reverse proxy, the admin endpoints, and the drain that ends both.
+package proxy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"net/url"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/sirupsen/logrus"
+
+	apierrors "github.com/chatguard/chatguard/errors"
+	"github.com/chatguard/chatguard/internal/config"
+	"github.com/chatguard/chatguard/internal/logging"
+)
+
+// Options configure New.
+type Options struct {
+	Config *config.Config
+	Logger *logrus.Logger
+	// Registry receives the proxy's metrics and is served on /metrics.
+	Registry *prometheus.Registry
+	// Now is the clock; nil means time.Now.
+	Now func() time.Time
+	// Transport carries requests upstream; nil means one built from Config.Proxy.
+	Transport http.RoundTripper
+}
+
+// Server is chatguard's HTTP side. It is safe for concurrent use.
+type Server struct {
+	cfg      *config.Config
+	log      *logrus.Logger
+	now      func() time.Time
+	gatherer prometheus.Gatherer
+	metrics  *serverMetrics
+	routes   *routeTable
+	names    []string
+	trust    trustedProxies
+	proxy    *httputil.ReverseProxy
+	idle     interface{ CloseIdleConnections() }
+	classify apierrors.ClassifyOptions
+	started  time.Time
+
+	ready    atomic.Bool
+	draining atomic.Bool // set when a drain starts
+	refusing atomic.Bool // set when the drain delay is over
+	inFlight atomic.Int64
+
+	connsMu sync.Mutex
+	conns   map[*trackedConn]struct{}
+
+	drainOnce   sync.Once
+	drainDone   chan struct{}
+	drainResult DrainResult
+
+	statsMu sync.Mutex
+	stats   map[string]func() any
+}
+
+// New builds a Server from a validated configuration.
+func New(o Options) (*Server, error) {
+	if o.Config == nil || o.Logger == nil || o.Registry == nil {
+		return nil, errors.New("proxy: Config, Logger and Registry are required")
+	}
+	target, err := url.Parse(o.Config.Upstream)
+	if err != nil {
+		return nil, fmt.Errorf("proxy: upstream: %w", err)
+	}
+	s := &Server{
+		cfg:       o.Config,
+		log:       o.Logger,
+		now:       o.Now,
+		gatherer:  o.Registry,
+		routes:    newRouteTable(o.Config.Routes),
+		trust:     newTrustedProxies(o.Config.Proxy.TrustedProxies),
+		classify:  apierrors.ClassifyOptions{Development: o.Config.Development()},
+		conns:     map[*trackedConn]struct{}{},
+		drainDone: make(chan struct{}),
+		stats:     map[string]func() any{},
+	}
+	if s.now == nil {
+		s.now = time.Now
+	}
+	s.started = s.now()
+	s.names = s.routes.names()
+	if s.metrics, err = newServerMetrics(o.Registry, s.names); err != nil {
+		return nil, err
+	}
+	transport := o.Transport
+	if transport == nil {
+		transport = newTransport(o.Config.Proxy)
+	}
+	if t, ok := transport.(interface{ CloseIdleConnections() }); ok {
+		s.idle = t
+	}
+	s.proxy = s.newReverseProxy(target, transport)
+	return s, nil
+}
+
+// AddStats adds a block to /api/internal/stats's data, computed on each request.
+func (s *Server) AddStats(name string, fn func() any) {
+	s.statsMu.Lock()
+	defer s.statsMu.Unlock()
+	s.stats[name] = fn
+}
+
+// Ready reports whether /readyz answers 200.
+func (s *Server) Ready() bool { return s.ready.Load() }
+
+func (s *Server) setReady(v bool) {
+	s.ready.Store(v)
+	if v {
+		s.metrics.ready.Set(1)
+	} else {
+		s.metrics.ready.Set(0)
+	}
+}
+
+// Serve answers on the two listeners until ctx is done, then drains (see
+// Drain) and shuts both down. It returns nil after a graceful stop, or the
+// error that made a listener fail. The listeners are closed on return.
+func (s *Server) Serve(ctx context.Context, public, admin net.Listener) error {
+	errLog := newStdLogger(s.log, logrus.DebugLevel)
+	pub := &http.Server{
+		Handler:           s,
+		ReadHeaderTimeout: s.cfg.Server.ReadHeaderTimeout,
+		IdleTimeout:       s.cfg.Server.IdleTimeout,
+		// net/http allows MaxHeaderBytes+4 KiB and answers a plain 431 above
+		// it; the middleware answers an envelope from the configured size on.
+		MaxHeaderBytes: 2 * s.cfg.Server.MaxHeaderBytes,
+		ErrorLog:       errLog,
+	}
+	adm := &http.Server{
+		Handler:           s.AdminHandler(),
+		ReadHeaderTimeout: s.cfg.Server.ReadHeaderTimeout,
+		IdleTimeout:       s.cfg.Server.IdleTimeout,
+		MaxHeaderBytes:    64 << 10,
+		ErrorLog:          errLog,
+	}
+	errc := make(chan error, 2)
+	go func() { errc <- pub.Serve(public) }()
+	go func() { errc <- adm.Serve(admin) }()
+	s.setReady(true)
+	s.log.WithFields(logrus.Fields{
+		logging.FieldCategory: logging.CategorySystem,
+		"listen":              public.Addr().String(),
+		"adminListen":         admin.Addr().String(),
+		"upstream":            s.cfg.Upstream,
+	}).Info("chatguard is serving")
+
+	var failed error
+	pending := 2
+	select {
+	case <-ctx.Done():
+	case err := <-errc:
+		pending--
+		failed = fmt.Errorf("proxy: listener stopped: %w", err)
+		s.log.WithError(err).WithField(logging.FieldCategory, logging.CategorySystem).Error("a listener failed; shutting down")
+	}
+
+	res := s.Drain(context.Background())
+	shutdownCtx, cancel := context.WithDeadline(context.Background(), res.Deadline.Add(time.Second))
+	defer cancel()
+	if err := pub.Shutdown(shutdownCtx); err != nil {
+		_ = pub.Close()
+	}
+	if err := adm.Shutdown(shutdownCtx); err != nil {
+		_ = adm.Close()
+	}
+	for ; pending > 0; pending-- {
+		<-errc
+	}
+	if s.idle != nil {
+		s.idle.CloseIdleConnections()
+	}
+	s.log.WithFields(logrus.Fields{
+		logging.FieldCategory: logging.CategorySystem,
+		"inFlightLeft":        res.InFlight,
+	}).Info("chatguard stopped")
+	return failed
+}
+
+// DrainResult says how a drain went.
+type DrainResult struct {
+	Started  time.Time `json:"started"`
+	Finished time.Time `json:"finished"`
+	// Deadline is when in-flight work stopped being waited for.
+	Deadline time.Time `json:"deadline"`
+	// InFlight is the number of requests still running at the end (0 unless
+	// the shutdown timeout ran out).
+	InFlight int64 `json:"inFlight"`
+	// UpgradedClosed counts upgraded (WebSocket) connections closed.
+	UpgradedClosed int `json:"upgradedClosed"`
+}
+
+// Drain turns the server not-ready at once, keeps serving for the drain
+// delay, then answers new requests with 503 SERVICE_UNAVAILABLE, closes
+// upgraded connections and waits for in-flight requests up to the shutdown
+// timeout. It runs once; later and concurrent calls wait for that one and
+// return its result (or ctx's end, with the result so far).
+func (s *Server) Drain(ctx context.Context) DrainResult {
+	s.drainOnce.Do(func() { go s.drain() })
+	select {
+	case <-s.drainDone:
+		return s.drainResult
+	case <-ctx.Done():
+		return DrainResult{InFlight: s.inFlight.Load()}
+	}
+}
+
+func (s *Server) drain() {
+	defer close(s.drainDone)
+	start := time.Now()
+	s.draining.Store(true)
+	s.setReady(false)
+	log := s.log.WithField(logging.FieldCategory, logging.CategorySystem)
+	log.WithField("drainDelay", s.cfg.Server.DrainDelay.String()).Info("draining: not ready; still serving during the drain delay")
+	time.Sleep(s.cfg.Server.DrainDelay)
+
+	s.refusing.Store(true)
+	closed := s.closeUpgraded()
+	deadline := time.Now().Add(s.cfg.Server.ShutdownTimeout)
+	for s.inFlight.Load() > 0 && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+	}
+	s.drainResult = DrainResult{
+		Started: start, Finished: time.Now(), Deadline: deadline,
+		InFlight: s.inFlight.Load(), UpgradedClosed: closed,
+	}
+	log.WithFields(logrus.Fields{
+		"inFlightLeft":   s.drainResult.InFlight,
+		"upgradedClosed": closed,
+		"duration":       float64(time.Since(start).Microseconds()) / 1000,
+	}).Info("drained")
+}
+
+// trackConn registers a hijacked connection so that drain can close it.
+func (s *Server) trackConn(c net.Conn) net.Conn {
+	s.inFlight.Add(-1)
+	s.metrics.inFlight.Dec()
+	s.metrics.upgraded.Inc()
+	tc := &trackedConn{Conn: c}
+	tc.release = func() {
+		s.connsMu.Lock()
+		delete(s.conns, tc)
+		s.connsMu.Unlock()
+		s.metrics.upgraded.Dec()
+	}
+	s.connsMu.Lock()
+	s.conns[tc] = struct{}{}
+	s.connsMu.Unlock()
+	return tc
+}
+
+func (s *Server) closeUpgraded() int {
+	s.connsMu.Lock()
+	list := make([]*trackedConn, 0, len(s.conns))
+	for c := range s.conns {
+		list = append(list, c)
+	}
+	s.connsMu.Unlock()
+	for _, c := range list {
+		_ = c.Close()
+	}
+	return len(list)
+}

@@ -1,0 +1,191 @@
+package proxy
+
+import (
+	"bytes"
+	"compress/flate"
+	"compress/gzip"
+	"compress/zlib"
+	"fmt"
+	"io"
+	"log"
+	"mime"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"net/url"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/sirupsen/logrus"
+
+	apierrors "github.com/chatguard/chatguard/errors"
+	"github.com/chatguard/chatguard/internal/config"
+	"github.com/chatguard/chatguard/internal/logging"
+)
+
+func newTransport(c config.Proxy) *http.Transport {
+	return &http.Transport{
+		// No Proxy: a sidecar talks to its own pod, whatever HTTP_PROXY says.
+		DialContext: (&net.Dialer{
+			Timeout:   c.DialTimeout,
+			KeepAlive: 30 * time.Second,
+		}).DialContext,
+		MaxIdleConns:          c.MaxIdleConns,
+		MaxIdleConnsPerHost:   c.MaxIdleConns,
+		IdleConnTimeout:       c.IdleConnTimeout,
+		ResponseHeaderTimeout: c.ResponseHeaderTimeout,
+		TLSHandshakeTimeout:   10 * time.Second,
+		ExpectContinueTimeout: time.Second,
+		// Pass Accept-Encoding and compressed bodies through untouched.
+		DisableCompression: true,
+		WriteBufferSize:    32 << 10,
+		ReadBufferSize:     32 << 10,
+	}
+}
+
+func (s *Server) newReverseProxy(target *url.URL, transport http.RoundTripper) *httputil.ReverseProxy {
+	return &httputil.ReverseProxy{
+		Rewrite: func(pr *httputil.ProxyRequest) {
+			info := infoFrom(pr.In.Context())
+			pr.SetURL(target)
+			if s.cfg.Proxy.PreserveHost {
+				pr.Out.Host = pr.In.Host
+			}
+			s.trust.setForwarded(pr, info.peer, info.client)
+		},
+		Transport:      transport,
+		BufferPool:     bufferPool{},
+		ErrorHandler:   s.upstreamFailed,
+		ModifyResponse: s.rewriteError,
+		ErrorLog:       newStdLogger(s.log, logrus.WarnLevel),
+	}
+}
+
+// upstreamFailed answers the proxy's own failures to reach the upstream.
+func (s *Server) upstreamFailed(w http.ResponseWriter, r *http.Request, err error) {
+	info := infoFrom(r.Context())
+	e, reason := apierrors.FromProxyError(err)
+	info.reason = reason
+	s.metrics.upstreamErrors.WithLabelValues(string(e.Code), reason).Inc()
+	entry := s.log.WithFields(logrus.Fields{
+		"requestId":           info.id,
+		logging.FieldCategory: logging.CategoryAPI,
+		"reason":              reason,
+		"code":                string(e.Code),
+	}).WithError(err)
+	if reason == "client_closed" {
+		info.closed = true
+		entry.Debug("client went away before the upstream answered")
+		return
+	}
+	if rw, ok := w.(*responseWriter); ok && rw.wroteHeader {
+		entry.Warn("upstream failed after the response started")
+		return
+	}
+	entry.Warn("upstream request failed")
+	s.writeError(w, r, info, e, sourceProxy)
+}
+
+// rewriteError turns an upstream error reply into the envelope. Replies
+// below 400, event streams and switching protocols are never touched.
+func (s *Server) rewriteError(resp *http.Response) error {
+	if resp.StatusCode < 400 {
+		return nil
+	}
+	ct := resp.Header.Get("Content-Type")
+	if mt, _, _ := mime.ParseMediaType(ct); mt == "text/event-stream" {
+		return nil
+	}
+	info := infoFrom(resp.Request.Context())
+	body, truncated := s.readErrorBody(resp)
+	res := apierrors.ClassifyUpstream(apierrors.Reply{
+		Status: resp.StatusCode, ContentType: ct, Body: body, Truncated: truncated,
+	}, info.id, s.classify)
+
+	status, out, source := resp.StatusCode, res.Body, sourcePassthrough
+	if !res.PassThrough {
+		status, out, source = res.Err.HTTPStatus(), res.Err.Marshal(info.id, s.now()), sourceUpstream
+	}
+	info.upstreamStatus, info.code = resp.StatusCode, res.Code
+	s.metrics.envelopes.WithLabelValues(envelopeCode(res.Code), source).Inc()
+
+	h := resp.Header
+	for _, k := range []string{"Content-Encoding", "Content-Length", "Transfer-Encoding", "Etag", "Content-Md5", "Last-Modified", "Accept-Ranges"} {
+		h.Del(k)
+	}
+	apierrors.SetHeaders(h, len(out))
+	resp.StatusCode = status
+	resp.Status = fmt.Sprintf("%d %s", status, http.StatusText(status))
+	resp.Body = io.NopCloser(bytes.NewReader(out))
+	resp.ContentLength = int64(len(out))
+	resp.TransferEncoding = nil
+	resp.Uncompressed = false
+	return nil
+}
+
+// readErrorBody reads at most the inspection cap of an error body, undoing
+// gzip or deflate. It reports truncated when the body is larger, cannot be
+// decoded or does not arrive in time; the body is closed in every case.
+func (s *Server) readErrorBody(resp *http.Response) ([]byte, bool) {
+	defer resp.Body.Close()
+	limit := int64(s.cfg.Proxy.ErrorInspectBytes)
+	if resp.ContentLength > limit {
+		return nil, true
+	}
+	// A stalled body must not hold the request forever.
+	timer := time.AfterFunc(s.cfg.Proxy.ResponseHeaderTimeout, func() { _ = resp.Body.Close() })
+	defer timer.Stop()
+	raw, err := io.ReadAll(io.LimitReader(resp.Body, limit+1))
+	if err != nil || int64(len(raw)) > limit {
+		return nil, true
+	}
+	var dec io.Reader
+	switch enc := strings.ToLower(strings.TrimSpace(resp.Header.Get("Content-Encoding"))); enc {
+	case "", "identity":
+		return raw, false
+	case "gzip", "x-gzip":
+		zr, err := gzip.NewReader(bytes.NewReader(raw))
+		if err != nil {
+			return nil, true
+		}
+		dec = zr
+	case "deflate":
+		// HTTP's "deflate" is zlib; some servers send raw deflate.
+		if zr, err := zlib.NewReader(bytes.NewReader(raw)); err == nil {
+			dec = zr
+		} else {
+			dec = flate.NewReader(bytes.NewReader(raw))
+		}
+	default:
+		return nil, true
+	}
+	plain, err := io.ReadAll(io.LimitReader(dec, limit+1))
+	if err != nil || int64(len(plain)) > limit {
+		return nil, true
+	}
+	return plain, false
+}
+
+// bufferPool lends the reverse proxy 32 KiB copy buffers.
+type bufferPool struct{}
+
+var buffers = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
+
+func (bufferPool) Get() []byte  { return *(buffers.Get().(*[]byte)) }
+func (bufferPool) Put(b []byte) { buffers.Put(&b) }
+
+// newStdLogger adapts net/http's and httputil's *log.Logger to logrus.
+func newStdLogger(l *logrus.Logger, lvl logrus.Level) *log.Logger {
+	return log.New(stdWriter{l: l, lvl: lvl}, "", 0)
+}
+
+type stdWriter struct {
+	l   *logrus.Logger
+	lvl logrus.Level
+}
+
+func (w stdWriter) Write(p []byte) (int, error) {
+	w.l.WithField(logging.FieldCategory, logging.CategorySystem).Log(w.lvl, strings.TrimSpace(string(p)))
+	return len(p), nil
+}
