@@ -107,7 +107,9 @@ func New(o Options) (*Logger, error) {
 func jsonFormatter() *logrus.JSONFormatter {
 	return &logrus.JSONFormatter{
 		TimestampFormat: TimeFormat,
-		FieldMap:        logrus.FieldMap{logrus.FieldKeyMsg: "msg"},
+		// Paths and queries stay greppable: no \u0026 for &.
+		DisableHTMLEscape: true,
+		FieldMap:          logrus.FieldMap{logrus.FieldKeyMsg: "msg"},
 	}
 }
 

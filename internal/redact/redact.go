@@ -63,8 +63,9 @@ func Value(v any) any {
 	switch t := v.(type) {
 	case map[string]any:
 		out := make(map[string]any, len(t))
+		namesSecret := namesSensitiveField(t)
 		for k, val := range t {
-			if IsSensitiveKey(k) {
+			if IsSensitiveKey(k) || namesSecret && (k == "value" || k == "val") {
 				out[k] = Filtered
 				continue
 			}
@@ -94,6 +95,26 @@ func Value(v any) any {
 	default:
 		return v
 	}
+}
+
+// namesSensitiveField reports whether an object describes a sensitive field,
+// as validation errors do: {"path": "password", "value": "…"}.
+func namesSensitiveField(m map[string]any) bool {
+	for _, k := range []string{"path", "param", "field", "key", "name", "label"} {
+		switch v := m[k].(type) {
+		case string:
+			if IsSensitiveKey(v) {
+				return true
+			}
+		case []any:
+			if len(v) > 0 {
+				if last, ok := v[len(v)-1].(string); ok && IsSensitiveKey(last) {
+					return true
+				}
+			}
+		}
+	}
+	return false
 }
 
 // Header flattens h with sensitive headers' values replaced.

@@ -1,0 +1,52 @@
+# chatguard — build, run and test. `make test` is what CI runs (.ci/run).
+GO        ?= go
+VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+REVISION  ?= $(shell git rev-parse HEAD 2>/dev/null || echo unknown)
+BUILDDATE ?= $(shell date -u +%Y-%m-%dT%H:%M:%SZ)
+PKG        = github.com/chatguard/chatguard/internal/buildinfo
+LDFLAGS    = -s -w -X $(PKG).version=$(VERSION) -X $(PKG).revision=$(REVISION) -X $(PKG).buildDate=$(BUILDDATE)
+FUZZTIME  ?= 3s
+
+.PHONY: build run test lint unit fuzz test-error-coverage bench-http clean
+
+build:
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/chatguard ./cmd/chatguard
+
+run:
+	$(GO) run ./cmd/chatguard
+
+## test: everything CI checks: formatting, vet, the race-enabled suite (goleak in
+## every package's TestMain) and a short run of every fuzz target.
+test: lint unit fuzz
+
+lint:
+	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
+	  if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	$(GO) vet ./...
+
+unit:
+	$(GO) test -race -count=1 ./...
+
+## fuzz: every Fuzz target for FUZZTIME (make fuzz FUZZTIME=5m for a real session).
+fuzz:
+	@set -e; for pkg in $$($(GO) list ./...); do \
+	  dir=$$($(GO) list -f '{{.Dir}}' $$pkg); \
+	  for f in $$(grep -ho '^func Fuzz[A-Za-z0-9_]*' $$dir/*_test.go 2>/dev/null | sed 's/func //'); do \
+	    echo "fuzz $$pkg $$f"; \
+	    $(GO) test -run='^$$' -fuzz="^$$f$$" -fuzztime=$(FUZZTIME) $$pkg >/dev/null || \
+	      { echo "FAIL: $$f in $$pkg (see testdata/fuzz)"; exit 1; }; \
+	  done; \
+	done
+
+## test-error-coverage: the envelope tests (errors package and the proxy's
+## end-to-end envelope tests), then the coverage of package errors (target >= 90 %).
+test-error-coverage:
+	$(GO) test -count=1 -coverpkg=./errors/ -coverprofile=coverage.errors.out ./errors/ ./proxy/
+	@$(GO) tool cover -func=coverage.errors.out | tail -1 | \
+	  awk '{ sub("%","",$$3); print "errors package coverage: " $$3 "%"; if ($$3+0 < 90) { print "below the 90% target"; exit 1 } }'
+
+bench-http:
+	bash bench/http/run.sh
+
+clean:
+	rm -rf bin coverage.*.out

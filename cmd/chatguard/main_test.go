@@ -1,0 +1,252 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+)
+
+// The test binary doubles as chatguard: with CHATGUARD_TEST_RUN_MAIN=1 it
+// runs main, so that signal handling is tested on a real process.
+func TestMain(m *testing.M) {
+	if os.Getenv("CHATGUARD_TEST_RUN_MAIN") == "1" {
+		main()
+		return
+	}
+	goleak.VerifyTestMain(m)
+}
+
+func runCmd(t *testing.T, args []string, env map[string]string) (int, string, string) {
+	t.Helper()
+	var out, errb bytes.Buffer
+	code := run(context.Background(), environment{
+		args: args, stdout: &out, stderr: &errb,
+		lookupEnv: func(k string) (string, bool) { v, ok := env[k]; return v, ok },
+		exit:      func(int) { t.Fatal("exit called") },
+	})
+	return code, out.String(), errb.String()
+}
+
+func TestCheckConfig(t *testing.T) {
+	t.Parallel()
+	code, out, _ := runCmd(t, []string{"check-config"}, nil)
+	if code != 0 || !strings.Contains(out, "configuration is valid") || !strings.Contains(out, "proxy.response_header_timeout") {
+		t.Fatalf("valid config: %d %s", code, out)
+	}
+	code, out, _ = runCmd(t, []string{"check-config"}, map[string]string{"CHATGUARD_STATS_TOKEN": "tok-very-secret"})
+	if code != 0 || strings.Contains(out, "tok-very-secret") {
+		t.Fatalf("secret printed by check-config: %s", out)
+	}
+	code, _, errOut := runCmd(t, []string{"check-config", "--listen", "nope", "--env", "staging"},
+		map[string]string{"CHATGUARD_DIAL_TIMEOUT": "soon", "CHATGUARD_UPSTREAM": "ftp://x"})
+	if code != 2 {
+		t.Fatalf("invalid config exit code %d", code)
+	}
+	for _, want := range []string{"4 problem(s)", "listen:", "env:", "proxy.dial_timeout (env CHATGUARD_DIAL_TIMEOUT)", "upstream:"} {
+		if !strings.Contains(errOut, want) {
+			t.Errorf("problems lack %q:\n%s", want, errOut)
+		}
+	}
+	code, _, errOut = runCmd(t, []string{"check-config", "--config", "/does/not/exist.yaml"}, nil)
+	if code != 2 || !strings.Contains(errOut, "config file") {
+		t.Errorf("missing file: %d %s", code, errOut)
+	}
+}
+
+func TestServeRefusesInvalidConfig(t *testing.T) {
+	t.Parallel()
+	code, _, errOut := runCmd(t, []string{"--upstream", "not a url"}, nil)
+	if code != 2 || !strings.Contains(errOut, "upstream:") {
+		t.Fatalf("serve with invalid config: %d %s", code, errOut)
+	}
+}
+
+func TestVersionAndUsage(t *testing.T) {
+	t.Parallel()
+	code, out, _ := runCmd(t, []string{"version"}, nil)
+	if code != 0 || !strings.Contains(out, `"goVersion"`) || !strings.Contains(out, `"version"`) {
+		t.Fatalf("version: %d %s", code, out)
+	}
+	if code, _, _ := runCmd(t, []string{"frobnicate"}, nil); code != 2 {
+		t.Fatalf("unknown command exit %d", code)
+	}
+	if code, _, _ := runCmd(t, []string{"serve", "-h"}, nil); code != 0 {
+		t.Fatalf("-h exit %d", code)
+	}
+}
+
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
+// process is chatguard running as a child process.
+type process struct {
+	cmd           *exec.Cmd
+	public, admin string
+	mu            sync.Mutex
+	out           bytes.Buffer
+	exited        chan struct{}
+}
+
+func startProcess(t *testing.T, upstream string, extraEnv ...string) *process {
+	t.Helper()
+	p := &process{public: freeAddr(t), admin: freeAddr(t), exited: make(chan struct{})}
+	p.cmd = exec.Command(os.Args[0], "serve")
+	p.cmd.Env = append(os.Environ(),
+		"CHATGUARD_TEST_RUN_MAIN=1",
+		"CHATGUARD_LISTEN="+p.public,
+		"CHATGUARD_ADMIN_LISTEN="+p.admin,
+		"CHATGUARD_UPSTREAM="+upstream,
+	)
+	p.cmd.Env = append(p.cmd.Env, extraEnv...)
+	stdout, err := p.cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.cmd.Stderr = p.cmd.Stdout
+	if err := p.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		sc := bufio.NewScanner(stdout)
+		for sc.Scan() {
+			p.mu.Lock()
+			p.out.WriteString(sc.Text() + "\n")
+			p.mu.Unlock()
+		}
+		_ = p.cmd.Wait()
+		close(p.exited)
+	}()
+	t.Cleanup(func() {
+		_ = p.cmd.Process.Kill()
+		<-p.exited
+	})
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		resp, err := http.Get("http://" + p.admin + "/readyz")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == 200 {
+				return p
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("chatguard did not become ready:\n%s", p.output())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func (p *process) output() string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.out.String()
+}
+
+func (p *process) wait(t *testing.T, within time.Duration) int {
+	t.Helper()
+	select {
+	case <-p.exited:
+		return p.cmd.ProcessState.ExitCode()
+	case <-time.After(within):
+		t.Fatalf("chatguard did not exit within %s:\n%s", within, p.output())
+		return -1
+	}
+}
+
+func blockingUpstream(t *testing.T) (*httptest.Server, chan struct{}, chan struct{}) {
+	t.Helper()
+	entered, release := make(chan struct{}, 1), make(chan struct{})
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/slow" {
+			entered <- struct{}{}
+			select {
+			case <-release:
+			case <-r.Context().Done():
+				return
+			}
+		}
+		_, _ = io.WriteString(w, "ok")
+	}))
+	t.Cleanup(up.Close)
+	return up, entered, release
+}
+
+func TestSIGTERMDrainsAndExitsZero(t *testing.T) {
+	up, entered, release := blockingUpstream(t)
+	p := startProcess(t, up.URL, "CHATGUARD_DRAIN_DELAY=200ms")
+
+	result := make(chan string, 1)
+	go func() {
+		resp, err := http.Get("http://" + p.public + "/slow")
+		if err != nil {
+			result <- err.Error()
+			return
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		result <- string(b)
+	}()
+	<-entered
+	if err := p.cmd.Process.Signal(syscall.SIGUSR2); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(300 * time.Millisecond) // past the drain delay: the request is still in flight
+	close(release)
+	if got := <-result; got != "ok" {
+		t.Errorf("in-flight request during shutdown: %q", got)
+	}
+	if code := p.wait(t, 15*time.Second); code != 0 {
+		t.Errorf("exit code %d:\n%s", code, p.output())
+	}
+	out := p.output()
+	for _, want := range []string{"returned free memory to the OS (SIGUSR2)", "drained", "chatguard stopped"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("log lacks %q:\n%s", want, out)
+		}
+	}
+}
+
+func TestSecondSignalForcesExit(t *testing.T) {
+	up, entered, release := blockingUpstream(t)
+	defer close(release)
+	p := startProcess(t, up.URL, "CHATGUARD_DRAIN_DELAY=0s", "CHATGUARD_SHUTDOWN_TIMEOUT=60s")
+	go func() {
+		resp, err := http.Get("http://" + p.public + "/slow")
+		if err == nil {
+			resp.Body.Close()
+		}
+	}()
+	<-entered
+	_ = p.cmd.Process.Signal(syscall.SIGTERM)
+	deadline := time.Now().Add(10 * time.Second)
+	for !strings.Contains(p.output(), "shutting down gracefully") && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	_ = p.cmd.Process.Signal(syscall.SIGINT)
+	if code := p.wait(t, 10*time.Second); code != 1 {
+		t.Errorf("forced exit code %d:\n%s", code, p.output())
+	}
+}

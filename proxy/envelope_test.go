@@ -1,0 +1,317 @@
+package proxy
+
+import (
+	"bytes"
+	"compress/gzip"
+	"encoding/json"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/chatguard/chatguard/internal/config"
+)
+
+// reply is a canned upstream answer.
+type reply struct {
+	status  int
+	ctype   string
+	body    string
+	headers map[string]string
+}
+
+func (r reply) serve(w http.ResponseWriter, _ *http.Request) {
+	for k, v := range r.headers {
+		w.Header().Set(k, v)
+	}
+	if r.ctype != "" {
+		w.Header().Set("Content-Type", r.ctype)
+	}
+	w.WriteHeader(r.status)
+	_, _ = w.Write([]byte(r.body))
+}
+
+func TestUpstreamErrorsBecomeEnvelopes(t *testing.T) {
+	t.Parallel()
+	const js = "application/json; charset=utf-8"
+	tests := []struct {
+		name       string
+		reply      reply
+		wantStatus int
+		wantCode   string
+		check      func(t *testing.T, env map[string]any, body string)
+	}{
+		{"joi", reply{400, js, `{"name":"ValidationError","isJoi":true,"details":[{"message":"\"email\" is required","path":["email"],"type":"any.required","context":{"key":"email","label":"email"}}]}`, nil},
+			400, "VALIDATION_ERROR", func(t *testing.T, env map[string]any, _ string) {
+				fields := env["details"].(map[string]any)["fields"].([]any)
+				f := fields[0].(map[string]any)
+				if f["field"] != "email" || f["message"] != `"email" is required` {
+					t.Errorf("fields = %v", fields)
+				}
+			}},
+		{"express-validator", reply{422, js, `{"errors":[{"type":"field","value":"x","msg":"Invalid value","path":"email","location":"body"}]}`, nil},
+			400, "VALIDATION_ERROR", nil},
+		{"jwt expired", reply{401, js, `{"name":"TokenExpiredError","message":"jwt expired","expiredAt":"2026-01-01T00:00:00.000Z"}`, nil},
+			401, "TOKEN_EXPIRED", nil},
+		{"jwt invalid", reply{500, js, `{"error":{"name":"JsonWebTokenError","message":"invalid signature"}}`, nil},
+			401, "TOKEN_INVALID", nil},
+		{"firestore not found", reply{500, js, `{"code":"not-found","message":"No document to update: projects/p/databases/(default)/documents/conversations/x"}`, nil},
+			404, "NOT_FOUND", func(t *testing.T, _ map[string]any, body string) {
+				if strings.Contains(body, "projects/p") {
+					t.Errorf("internal message leaked: %s", body)
+				}
+			}},
+		{"firestore permission", reply{500, js, `{"code":"permission-denied","message":"Missing or insufficient permissions."}`, nil},
+			403, "FORBIDDEN", nil},
+		{"firestore unavailable", reply{500, js, `{"code":14,"details":"No connection established","metadata":{}}`, nil},
+			500, "DATABASE_ERROR", nil},
+		{"twilio", reply{500, js, `{"status":400,"message":"The 'To' number is not a valid phone number.","code":21211,"moreInfo":"https://www.twilio.com/docs/errors/21211"}`, nil},
+			502, "EXTERNAL_SERVICE_ERROR", nil},
+		{"html 500 with stack", reply{500, "text/html", "<pre>TypeError: Cannot read properties of undefined (reading 'id')<br> &nbsp; &nbsp;at /app/src/routes/messages.js:42:17</pre>", nil},
+			500, "INTERNAL_ERROR", func(t *testing.T, _ map[string]any, body string) {
+				for _, leak := range []string{"TypeError", "/app/src", "messages.js"} {
+					if strings.Contains(body, leak) {
+						t.Errorf("%q leaked: %s", leak, body)
+					}
+				}
+			}},
+		{"express 404 text", reply{404, "text/html; charset=utf-8", "<!DOCTYPE html><html><body><pre>Cannot GET /nope</pre></body></html>", nil},
+			404, "NOT_FOUND", nil},
+		{"plain 4xx message kept", reply{404, js, `{"message":"Conversation not found"}`, nil},
+			404, "NOT_FOUND", func(t *testing.T, env map[string]any, _ string) {
+				if env["message"] != "Conversation not found" {
+					t.Errorf("message = %v", env["message"])
+				}
+			}},
+		{"409 keeps its status", reply{409, js, `{"error":"already exists"}`, nil},
+			409, "VALIDATION_ERROR", nil},
+		{"empty 503", reply{503, "", "", nil}, 503, "SERVICE_UNAVAILABLE", nil},
+		{"upstream 502", reply{502, "text/plain", "bad gateway", nil}, 502, "EXTERNAL_SERVICE_ERROR", nil},
+		{"cors headers kept", reply{403, js, `{"message":"nope"}`, map[string]string{"Access-Control-Allow-Origin": "https://chat.example"}},
+			403, "FORBIDDEN", nil},
+	}
+	up := upstream(t, func(w http.ResponseWriter, r *http.Request) {
+		for _, tc := range tests {
+			if r.URL.Path == "/"+strings.ReplaceAll(tc.name, " ", "-") {
+				tc.reply.serve(w, r)
+				return
+			}
+		}
+		w.WriteHeader(599)
+	})
+	h := start(t, up.URL, nil)
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			resp, body := h.get("/" + strings.ReplaceAll(tc.name, " ", "-"))
+			if resp.StatusCode != tc.wantStatus {
+				t.Fatalf("status = %d, want %d; body %s", resp.StatusCode, tc.wantStatus, body)
+			}
+			env := envelope(t, resp, body)
+			if env["code"] != tc.wantCode {
+				t.Fatalf("code = %v, want %s; body %s", env["code"], tc.wantCode, body)
+			}
+			if tc.check != nil {
+				tc.check(t, env, string(body))
+			}
+			if tc.name == "cors headers kept" && resp.Header.Get("Access-Control-Allow-Origin") != "https://chat.example" {
+				t.Errorf("CORS header dropped: %v", resp.Header)
+			}
+		})
+	}
+}
+
+func TestUpstreamEnvelopePassesThrough(t *testing.T) {
+	t.Parallel()
+	withID := `{"success":false,"error":{"code":"FORBIDDEN","message":"no","timestamp":"2026-01-30T19:45:30.123Z"},"requestId":"req_1_upstream"}`
+	withoutID := `{"success":false,"error":{"code":"CUSTOM_CODE","message":"custom","details":{"a":1},"timestamp":"2026-01-30T19:45:30.123Z"}}`
+	up := upstream(t, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(403)
+		if r.URL.Path == "/with" {
+			_, _ = w.Write([]byte(withID))
+		} else {
+			_, _ = w.Write([]byte(withoutID))
+		}
+	})
+	h := start(t, up.URL, nil)
+
+	resp, body := h.get("/with")
+	if resp.StatusCode != 403 || string(body) != withID {
+		t.Fatalf("envelope with requestId changed: %d %s", resp.StatusCode, body)
+	}
+	resp, body = h.get("/without", "X-Request-ID", "client-id-1")
+	if resp.StatusCode != 403 {
+		t.Fatalf("status = %d", resp.StatusCode)
+	}
+	want := strings.TrimSuffix(withoutID, "}") + `,"requestId":"client-id-1"}`
+	if string(body) != want {
+		t.Fatalf("body = %s\nwant  %s", body, want)
+	}
+}
+
+func TestUpstreamErrorBodyEncodingsAndSizes(t *testing.T) {
+	t.Parallel()
+	var gz bytes.Buffer
+	zw := gzip.NewWriter(&gz)
+	_, _ = zw.Write([]byte(`{"name":"TokenExpiredError","message":"jwt expired"}`))
+	_ = zw.Close()
+	big := `{"message":"` + strings.Repeat("x", 5000) + `","name":"TokenExpiredError"}`
+
+	up := upstream(t, func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case "/gzip":
+			w.Header().Set("Content-Type", "application/json")
+			w.Header().Set("Content-Encoding", "gzip")
+			w.WriteHeader(401)
+			_, _ = w.Write(gz.Bytes())
+		case "/br":
+			w.Header().Set("Content-Encoding", "br")
+			w.WriteHeader(401)
+			_, _ = w.Write([]byte{0x1b, 0x2, 0x3})
+		case "/big":
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(400)
+			_, _ = w.Write([]byte(big))
+		case "/ok":
+			w.Header().Set("Content-Type", "application/json")
+			_, _ = w.Write([]byte(`{"name":"TokenExpiredError"}`))
+		case "/redirect":
+			http.Redirect(w, r, "/ok", http.StatusFound)
+		}
+	})
+	h := start(t, up.URL, func(c *config.Config) { c.Proxy.ErrorInspectBytes = 4096 })
+
+	resp, body := h.get("/gzip")
+	if env := envelope(t, resp, body); resp.StatusCode != 401 || env["code"] != "TOKEN_EXPIRED" {
+		t.Errorf("gzip: %d %v", resp.StatusCode, env)
+	}
+	if resp.Header.Get("Content-Encoding") != "" {
+		t.Errorf("Content-Encoding kept on a rewritten body")
+	}
+	resp, body = h.get("/br")
+	if env := envelope(t, resp, body); resp.StatusCode != 401 || env["code"] != "AUTHENTICATION_REQUIRED" || len(env["details"].(map[string]any)) != 0 {
+		t.Errorf("br: %d %v", resp.StatusCode, env)
+	}
+	resp, body = h.get("/big")
+	if env := envelope(t, resp, body); resp.StatusCode != 400 || env["code"] != "VALIDATION_ERROR" || len(env["details"].(map[string]any)) != 0 {
+		t.Errorf("over the cap must be wrapped by status without details: %d %v", resp.StatusCode, env)
+	}
+	resp, body = h.get("/ok")
+	if resp.StatusCode != 200 || string(body) != `{"name":"TokenExpiredError"}` {
+		t.Errorf("2xx touched: %d %s", resp.StatusCode, body)
+	}
+	h.client.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
+	resp, _ = h.get("/redirect")
+	if resp.StatusCode != 302 || resp.Header.Get("Location") != "/ok" {
+		t.Errorf("3xx touched: %d %v", resp.StatusCode, resp.Header)
+	}
+	req, _ := http.NewRequest(http.MethodHead, h.url+"/big", nil)
+	resp, body = h.do(req)
+	if resp.StatusCode != 400 || len(body) != 0 || resp.Header.Get("X-Request-ID") == "" {
+		t.Errorf("HEAD: %d %q", resp.StatusCode, body)
+	}
+}
+
+func TestDevelopmentModeShowsRedactedSnippet(t *testing.T) {
+	t.Parallel()
+	up := upstream(t, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(500)
+		_, _ = w.Write([]byte(`{"message":"boom","password":"hunter2","stack":"Error: boom\n    at /app/x.js:1:1"}`))
+	})
+	h := start(t, up.URL, func(c *config.Config) { c.Env = "development" })
+	resp, body := h.get("/")
+	env := envelope(t, resp, body)
+	d, _ := env["details"].(map[string]any)
+	if d == nil || d["upstreamStatus"] != float64(500) || d["upstreamBody"] == nil {
+		t.Fatalf("development details missing: %s", body)
+	}
+	if strings.Contains(string(body), "hunter2") {
+		t.Fatalf("secret in development snippet: %s", body)
+	}
+}
+
+func TestProxyOwnFailures(t *testing.T) {
+	t.Parallel()
+	t.Run("connection refused", func(t *testing.T) {
+		t.Parallel()
+		h := start(t, "http://"+closedPort(t), nil)
+		resp, body := h.get("/api/messages")
+		if env := envelope(t, resp, body); resp.StatusCode != 502 || env["code"] != "UPSTREAM_UNAVAILABLE" {
+			t.Fatalf("%d %v", resp.StatusCode, env)
+		}
+		if !strings.Contains(scrape(t, h), `chatguard_upstream_errors_total{code="UPSTREAM_UNAVAILABLE",reason="refused"} 1`) {
+			t.Errorf("upstream error not counted")
+		}
+	})
+	t.Run("response header timeout", func(t *testing.T) {
+		t.Parallel()
+		release := make(chan struct{})
+		up := upstream(t, func(w http.ResponseWriter, r *http.Request) {
+			select {
+			case <-release:
+			case <-r.Context().Done():
+			}
+		})
+		defer close(release)
+		h := start(t, up.URL, func(c *config.Config) { c.Proxy.ResponseHeaderTimeout = 100 * time.Millisecond })
+		resp, body := h.get("/slow")
+		if env := envelope(t, resp, body); resp.StatusCode != 504 || env["code"] != "UPSTREAM_TIMEOUT" {
+			t.Fatalf("%d %v", resp.StatusCode, env)
+		}
+	})
+	t.Run("upstream resets", func(t *testing.T) {
+		t.Parallel()
+		up := upstream(t, func(w http.ResponseWriter, r *http.Request) {
+			conn, _, err := http.NewResponseController(w).Hijack()
+			if err == nil {
+				conn.Close()
+			}
+		})
+		h := start(t, up.URL, nil)
+		resp, body := h.get("/reset")
+		if env := envelope(t, resp, body); resp.StatusCode != 502 || env["code"] != "UPSTREAM_UNAVAILABLE" {
+			t.Fatalf("%d %v", resp.StatusCode, env)
+		}
+	})
+}
+
+func TestRequestLimits(t *testing.T) {
+	t.Parallel()
+	up := upstream(t, func(w http.ResponseWriter, r *http.Request) {
+		var n int
+		buf := make([]byte, 4096)
+		for {
+			k, err := r.Body.Read(buf)
+			n += k
+			if err != nil {
+				break
+			}
+		}
+		_ = json.NewEncoder(w).Encode(map[string]int{"read": n})
+	})
+	h := start(t, up.URL, func(c *config.Config) {
+		c.Server.MaxBodyBytes = 1024
+		c.Server.MaxHeaderBytes = 4096
+	})
+
+	req, _ := http.NewRequest(http.MethodPost, h.url+"/api/media/upload", strings.NewReader(strings.Repeat("a", 2048)))
+	resp, body := h.do(req)
+	if env := envelope(t, resp, body); resp.StatusCode != 413 || env["code"] != "PAYLOAD_TOO_LARGE" {
+		t.Errorf("content-length over limit: %d %v", resp.StatusCode, env)
+	}
+	// Chunked: the size is only known while streaming.
+	req, _ = http.NewRequest(http.MethodPost, h.url+"/api/media/upload", struct{ *strings.Reader }{strings.NewReader(strings.Repeat("a", 4096))})
+	resp, body = h.do(req)
+	if env := envelope(t, resp, body); resp.StatusCode != 413 || env["code"] != "PAYLOAD_TOO_LARGE" {
+		t.Errorf("chunked over limit: %d %v", resp.StatusCode, env)
+	}
+	req, _ = http.NewRequest(http.MethodPost, h.url+"/api/media/upload", strings.NewReader(strings.Repeat("a", 1000)))
+	if resp, body = h.do(req); resp.StatusCode != 200 || !strings.Contains(string(body), `"read":1000`) {
+		t.Errorf("body under limit: %d %s", resp.StatusCode, body)
+	}
+	resp, body = h.get("/", "X-Big", strings.Repeat("h", 5000))
+	if env := envelope(t, resp, body); resp.StatusCode != 431 || env["code"] != "VALIDATION_ERROR" {
+		t.Errorf("headers over limit: %d %v", resp.StatusCode, env)
+	}
+}

@@ -1,0 +1,270 @@
+package proxy
+
+import (
+	"context"
+	"encoding/json"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/coder/websocket"
+
+	"github.com/chatguard/chatguard/internal/config"
+)
+
+func TestShutdownFinishesInFlightRequest(t *testing.T) {
+	t.Parallel()
+	entered := make(chan struct{}, 1)
+	release := make(chan struct{})
+	up := upstream(t, func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/slow" {
+			entered <- struct{}{}
+			<-release
+		}
+		_, _ = io.WriteString(w, "done")
+	})
+	h := start(t, up.URL, func(c *config.Config) { c.Server.DrainDelay = 300 * time.Millisecond })
+
+	slow := make(chan string, 1)
+	go func() {
+		resp, err := h.client.Get(h.url + "/slow")
+		if err != nil {
+			slow <- "error: " + err.Error()
+			return
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		slow <- string(b)
+	}()
+	<-entered
+	h.cancel() // SIGTERM
+
+	waitFor(t, "readyz 503", func() bool {
+		resp, err := h.client.Get(h.admin + "/readyz")
+		if err != nil {
+			return false
+		}
+		defer resp.Body.Close()
+		return resp.StatusCode == http.StatusServiceUnavailable
+	})
+	// Within the drain delay new work is still served.
+	if resp, body := h.get("/fast"); resp.StatusCode != 200 || string(body) != "done" {
+		t.Errorf("during drain delay: %d %s", resp.StatusCode, body)
+	}
+	// After it, new requests are refused with the envelope.
+	waitFor(t, "refusal", func() bool { return h.srv.refusing.Load() })
+	resp, body := h.get("/fast")
+	if env := envelope(t, resp, body); resp.StatusCode != 503 || env["code"] != "SERVICE_UNAVAILABLE" {
+		t.Errorf("after drain delay: %d %v", resp.StatusCode, env)
+	}
+	close(release)
+	if got := <-slow; got != "done" {
+		t.Errorf("in-flight request: %s", got)
+	}
+	if err := h.stop(); err != nil {
+		t.Errorf("Serve: %v", err)
+	}
+}
+
+func TestDrainEndpoint(t *testing.T) {
+	t.Parallel()
+	up := upstream(t, func(w http.ResponseWriter, r *http.Request) {})
+	h := start(t, up.URL, func(c *config.Config) { c.StatsToken = "s3cret-token-value" })
+
+	resp, err := h.client.Get(h.admin + "/drain")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if env := envelope(t, resp, b); resp.StatusCode != 405 || resp.Header.Get("Allow") != "POST" || env["code"] != "NOT_FOUND" {
+		t.Fatalf("GET /drain: %d %v", resp.StatusCode, env)
+	}
+
+	// A non-loopback caller needs the token (handler called directly with a remote address).
+	rec := httptest.NewRecorder()
+	req := httptest.NewRequest(http.MethodPost, "/drain", nil)
+	req.RemoteAddr = "10.1.2.3:5555"
+	h.srv.AdminHandler().ServeHTTP(rec, req)
+	if rec.Code != 401 || h.srv.draining.Load() {
+		t.Fatalf("remote drain without token: %d draining=%v", rec.Code, h.srv.draining.Load())
+	}
+
+	resp, err = h.client.Post(h.admin+"/drain", "", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out struct {
+		Success bool        `json:"success"`
+		Data    DrainResult `json:"data"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&out); err != nil || resp.StatusCode != 200 || !out.Success {
+		t.Fatalf("POST /drain: %d %v %+v", resp.StatusCode, err, out)
+	}
+	resp.Body.Close()
+	if out.Data.Finished.IsZero() || out.Data.InFlight != 0 {
+		t.Errorf("drain result %+v", out.Data)
+	}
+	if resp, body := h.get("/"); resp.StatusCode != 503 {
+		t.Errorf("after drain: %d %s", resp.StatusCode, body)
+	}
+	resp, err = h.client.Get(h.admin + "/readyz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ = io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 503 || !strings.Contains(string(b), "draining") {
+		t.Errorf("readyz after drain: %d %s", resp.StatusCode, b)
+	}
+	// A second drain returns the first one's result at once.
+	resp, err = h.client.Post(h.admin+"/drain", "", nil)
+	if err != nil || resp.StatusCode != 200 {
+		t.Fatalf("second drain: %v", err)
+	}
+	resp.Body.Close()
+}
+
+func TestWebSocketUpgradePassesAndDrainCloses(t *testing.T) {
+	t.Parallel()
+	up := upstream(t, func(w http.ResponseWriter, r *http.Request) {
+		c, err := websocket.Accept(w, r, nil)
+		if err != nil {
+			return
+		}
+		defer c.CloseNow()
+		for {
+			typ, msg, err := c.Read(r.Context())
+			if err != nil {
+				return
+			}
+			if err := c.Write(r.Context(), typ, msg); err != nil {
+				return
+			}
+		}
+	})
+	h := start(t, up.URL, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	c, resp, err := websocket.Dial(ctx, "ws"+strings.TrimPrefix(h.url, "http")+"/socket.io/?EIO=4&transport=websocket", nil)
+	if err != nil {
+		t.Fatalf("dial through proxy: %v", err)
+	}
+	defer c.CloseNow()
+	if resp.Header.Get("X-Request-ID") == "" {
+		t.Errorf("101 lacks X-Request-ID")
+	}
+	if err := c.Write(ctx, websocket.MessageText, []byte("40")); err != nil {
+		t.Fatal(err)
+	}
+	if _, msg, err := c.Read(ctx); err != nil || string(msg) != "40" {
+		t.Fatalf("echo: %q %v", msg, err)
+	}
+	waitFor(t, "upgraded gauge", func() bool { return strings.Contains(scrape(t, h), "chatguard_upgraded_connections 1") })
+
+	res := h.srv.Drain(ctx)
+	if res.UpgradedClosed != 1 {
+		t.Errorf("drain closed %d upgraded connections", res.UpgradedClosed)
+	}
+	if _, _, err := c.Read(ctx); err == nil {
+		t.Errorf("connection still open after drain")
+	}
+}
+
+func TestStatsEndpoint(t *testing.T) {
+	t.Parallel()
+	up := upstream(t, func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(418) })
+	const token = "a-long-stats-token-0123456789"
+	open := start(t, up.URL, nil)
+	h := start(t, up.URL, func(c *config.Config) { c.StatsToken = token })
+	h.srv.AddStats("extra", func() any { return map[string]int{"n": 1} })
+
+	for _, base := range []string{h.url, h.admin} {
+		tests := []struct {
+			auth     string
+			wantCode int
+			envCode  string
+		}{
+			{"", 401, "AUTHENTICATION_REQUIRED"},
+			{"Bearer wrong", 401, "TOKEN_INVALID"},
+			{"Basic " + token, 401, "AUTHENTICATION_REQUIRED"},
+			{"Bearer " + token, 200, ""},
+			{"bearer " + token, 200, ""},
+		}
+		for _, tc := range tests {
+			req, _ := http.NewRequest(http.MethodGet, base+StatsPath, nil)
+			if tc.auth != "" {
+				req.Header.Set("Authorization", tc.auth)
+			}
+			resp, body := h.do(req)
+			if resp.StatusCode != tc.wantCode {
+				t.Errorf("%s %q: status %d", base, tc.auth, resp.StatusCode)
+				continue
+			}
+			if tc.envCode != "" {
+				if env := envelope(t, resp, body); env["code"] != tc.envCode {
+					t.Errorf("%s %q: code %v", base, tc.auth, env["code"])
+				}
+				if strings.Contains(string(body), token) {
+					t.Errorf("token echoed")
+				}
+				continue
+			}
+			var out struct {
+				Success bool `json:"success"`
+				Data    struct {
+					Server struct {
+						Uptime *int64 `json:"uptime"`
+						PID    int    `json:"pid"`
+						Memory struct {
+							HeapUsed  uint64 `json:"heapUsed"`
+							HeapTotal uint64 `json:"heapTotal"`
+						} `json:"memory"`
+					} `json:"server"`
+					Extra map[string]int `json:"extra"`
+				} `json:"data"`
+			}
+			if err := json.Unmarshal(body, &out); err != nil || !out.Success {
+				t.Fatalf("stats body %s: %v", body, err)
+			}
+			s := out.Data.Server
+			if s.Uptime == nil || s.PID == 0 || s.Memory.HeapUsed == 0 || s.Memory.HeapTotal < s.Memory.HeapUsed || out.Data.Extra["n"] != 1 {
+				t.Errorf("stats data: %s", body)
+			}
+		}
+	}
+	// No token configured: nobody gets in, not even with some token.
+	resp, body := open.get(StatsPath, "Authorization", "Bearer anything")
+	if resp.StatusCode != 401 {
+		t.Errorf("unset token: %d %s", resp.StatusCode, body)
+	}
+}
+
+func TestAdminEndpoints(t *testing.T) {
+	t.Parallel()
+	up := upstream(t, func(w http.ResponseWriter, r *http.Request) {})
+	h := start(t, up.URL, nil)
+	for _, tc := range []struct {
+		method, path string
+		status       int
+	}{
+		{"GET", "/healthz", 200},
+		{"HEAD", "/healthz", 200},
+		{"GET", "/readyz", 200},
+		{"GET", "/metrics", 200},
+		{"POST", "/metrics", 405},
+		{"GET", "/nope", 404},
+	} {
+		req, _ := http.NewRequest(tc.method, h.admin+tc.path, nil)
+		resp, body := h.do(req)
+		if resp.StatusCode != tc.status {
+			t.Errorf("%s %s: %d %s", tc.method, tc.path, resp.StatusCode, body)
+		}
+		if tc.status >= 400 {
+			envelope(t, resp, body)
+		}
+	}
+}

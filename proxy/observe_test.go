@@ -1,0 +1,340 @@
+package proxy
+
+import (
+	"bufio"
+	"context"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/chatguard/chatguard/internal/config"
+)
+
+// scrape returns the admin listener's /metrics text.
+func scrape(t *testing.T, h *harness) string {
+	t.Helper()
+	resp, err := h.client.Get(h.admin + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return string(b)
+}
+
+func TestRequestIDs(t *testing.T) {
+	t.Parallel()
+	seen := make(chan string, 10)
+	up := upstream(t, func(w http.ResponseWriter, r *http.Request) {
+		seen <- r.Header.Get("X-Request-ID")
+		if r.URL.Path == "/fail" {
+			w.WriteHeader(400)
+		}
+	})
+	h := start(t, up.URL, nil)
+	generated := regexp.MustCompile(`^req_\d{13}_[0-9a-z]{9}$`)
+	tests := []struct {
+		name   string
+		header []string
+		want   func(string) bool
+	}{
+		{"valid kept", []string{"X-Request-ID", "abc-123._X"}, func(id string) bool { return id == "abc-123._X" }},
+		{"invalid replaced", []string{"X-Request-ID", "bad id<script>"}, generated.MatchString},
+		{"too long replaced", []string{"X-Request-ID", strings.Repeat("a", 129)}, generated.MatchString},
+		{"traceparent", []string{"Traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"}, func(id string) bool { return id == "4bf92f3577b34da6a3ce929d0e0e4736" }},
+		{"bad traceparent", []string{"Traceparent", "00-00000000000000000000000000000000-00f067aa0ba902b7-01"}, generated.MatchString},
+		{"none", nil, generated.MatchString},
+	}
+	for _, tc := range tests {
+		for _, path := range []string{"/ok", "/fail"} {
+			resp, body := h.get(path, tc.header...)
+			id := resp.Header.Get("X-Request-ID")
+			if !tc.want(id) {
+				t.Errorf("%s %s: id %q", tc.name, path, id)
+			}
+			if up := <-seen; up != id {
+				t.Errorf("%s: upstream saw %q, client %q", tc.name, up, id)
+			}
+			if path == "/fail" {
+				envelope(t, resp, body) // checks requestId == header
+			}
+			found := false
+			for _, l := range h.logs.lines(t) {
+				if l["requestId"] == id && l["msg"] == "request completed" {
+					found = true
+				}
+			}
+			if !found {
+				t.Errorf("%s: no access line with requestId %q", tc.name, id)
+			}
+		}
+	}
+}
+
+func TestLogsCarryNoSecrets(t *testing.T) {
+	t.Parallel()
+	const (
+		bearer   = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ1QHguY28ifQ.Zm9vYmFyYmF6cXV4"
+		queryTok = "QueryT0kenZZ9"
+		password = "Hunter2Pass!"
+	)
+	up := upstream(t, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(400)
+		_, _ = w.Write([]byte(`{"errors":[{"type":"field","value":"` + password + `","msg":"password is weak","path":"password","location":"body"}],"password":"` + password + `"}`))
+	})
+	h := start(t, up.URL, func(c *config.Config) { c.Log.Level = "debug"; c.Env = "development" })
+	req, _ := http.NewRequest(http.MethodPost, h.url+"/api/auth/login?token="+queryTok+"&x=1", strings.NewReader(`{"email":"a@b.co","password":"`+password+`"}`))
+	req.Header.Set("Authorization", "Bearer "+bearer)
+	resp, body := h.do(req)
+	env := envelope(t, resp, body)
+	if env["code"] != "VALIDATION_ERROR" {
+		t.Fatalf("code %v", env["code"])
+	}
+	if strings.Contains(string(body), password) {
+		t.Errorf("password echoed to the client: %s", body)
+	}
+	logs := h.logs.String()
+	for _, secret := range []string{bearer, queryTok, password} {
+		if strings.Contains(logs, secret) {
+			t.Errorf("secret %q in logs:\n%s", secret, logs)
+		}
+	}
+	if !strings.Contains(logs, "token=[FILTERED]&x=1") {
+		t.Errorf("redacted query not logged as expected:\n%s", logs)
+	}
+}
+
+func TestAccessLogAndMetrics(t *testing.T) {
+	t.Parallel()
+	up := upstream(t, func(w http.ResponseWriter, r *http.Request) { _, _ = w.Write([]byte("hello")) })
+	h := start(t, up.URL, nil)
+	h.get("/api/messages/42")
+	h.get("/api/messages")
+	h.get("/elsewhere")
+	req, _ := http.NewRequest(http.MethodPost, h.url+"/api/auth/login", nil)
+	h.do(req)
+
+	var line map[string]any
+	for _, l := range h.logs.lines(t) {
+		if l["msg"] == "request completed" && l["path"] == "/api/messages/42" {
+			line = l
+		}
+	}
+	if line == nil {
+		t.Fatalf("no access line:\n%s", h.logs.String())
+	}
+	for _, k := range []string{"time", "level", "msg", "requestId", "category", "method", "path", "route", "status", "duration", "bytes", "remoteIp"} {
+		if _, ok := line[k]; !ok {
+			t.Errorf("access line lacks %q: %v", k, line)
+		}
+	}
+	if line["route"] != "messages" || line["status"] != float64(200) || line["bytes"] != float64(5) || line["category"] != "api" || line["remoteIp"] != "127.0.0.1" {
+		t.Errorf("access line = %v", line)
+	}
+	m := scrape(t, h)
+	for _, want := range []string{
+		`chatguard_http_requests_total{route="messages",status_class="2xx"} 2`,
+		`chatguard_http_requests_total{route="other",status_class="2xx"} 1`,
+		`chatguard_http_requests_total{route="auth_login",status_class="2xx"} 1`,
+		`chatguard_http_request_duration_seconds_count{route="messages"} 2`,
+		`chatguard_log_lines_total{category="api",level="info"}`,
+		`chatguard_build_info{`,
+		`chatguard_ready 1`,
+		`go_goroutines`,
+		`process_resident_memory_bytes`,
+	} {
+		if !strings.Contains(m, want) {
+			t.Errorf("metrics lack %q", want)
+		}
+	}
+}
+
+func TestEventStreamIsNotBuffered(t *testing.T) {
+	t.Parallel()
+	next := make(chan struct{})
+	up := upstream(t, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/event-stream")
+		if r.URL.Path == "/chunked" {
+			w.Header().Set("Content-Type", "application/x-ndjson")
+		}
+		rc := http.NewResponseController(w)
+		for i := 0; i < 3; i++ {
+			_, _ = io.WriteString(w, "data: event\n\n")
+			_ = rc.Flush()
+			select {
+			case <-next: // the test read this event through the proxy
+			case <-r.Context().Done():
+				return
+			case <-time.After(10 * time.Second):
+				return
+			}
+		}
+	})
+	h := start(t, up.URL, nil)
+	for _, path := range []string{"/events", "/chunked"} {
+		resp, err := h.client.Get(h.url + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		br := bufio.NewReader(resp.Body)
+		for i := 0; i < 3; i++ {
+			line, err := br.ReadString('\n')
+			if err != nil || line != "data: event\n" {
+				t.Fatalf("%s event %d: %q %v", path, i, line, err)
+			}
+			_, _ = br.ReadString('\n')
+			next <- struct{}{} // only now may the upstream send the next one
+		}
+		resp.Body.Close()
+	}
+}
+
+func TestErrorEventStreamUntouched(t *testing.T) {
+	t.Parallel()
+	up := upstream(t, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/event-stream")
+		w.WriteHeader(503)
+		_, _ = io.WriteString(w, "retry: 1000\n\n")
+	})
+	h := start(t, up.URL, nil)
+	resp, body := h.get("/")
+	if resp.StatusCode != 503 || string(body) != "retry: 1000\n\n" {
+		t.Fatalf("%d %q", resp.StatusCode, body)
+	}
+}
+
+func TestForwardedHeaders(t *testing.T) {
+	t.Parallel()
+	got := make(chan http.Header, 4)
+	hosts := make(chan string, 4)
+	up := upstream(t, func(w http.ResponseWriter, r *http.Request) { got <- r.Header.Clone(); hosts <- r.Host })
+	untrusted := start(t, up.URL, nil)
+	trusted := start(t, up.URL, func(c *config.Config) { c.Proxy.TrustedProxies = []string{"127.0.0.0/8", "10.0.0.0/8"} })
+	spoof := []string{"X-Forwarded-For", "203.0.113.7, 10.1.2.3", "X-Forwarded-Proto", "https", "X-Forwarded-Host", "chat.example", "X-Real-IP", "6.6.6.6"}
+
+	untrusted.get("/", spoof...)
+	hd := <-got
+	if hd.Get("X-Forwarded-For") != "127.0.0.1" || hd.Get("X-Real-IP") != "127.0.0.1" || hd.Get("X-Forwarded-Proto") != "http" {
+		t.Errorf("untrusted peer's headers believed: %v", hd)
+	}
+	if host := <-hosts; !strings.HasPrefix(host, "127.0.0.1:") || hd.Get("X-Forwarded-Host") != host {
+		t.Errorf("host %q, X-Forwarded-Host %q", host, hd.Get("X-Forwarded-Host"))
+	}
+
+	trusted.get("/", spoof...)
+	hd = <-got
+	<-hosts
+	if hd.Get("X-Forwarded-For") != "203.0.113.7, 10.1.2.3, 127.0.0.1" || hd.Get("X-Real-IP") != "203.0.113.7" ||
+		hd.Get("X-Forwarded-Proto") != "https" || hd.Get("X-Forwarded-Host") != "chat.example" {
+		t.Errorf("trusted chain: %v", hd)
+	}
+	for _, l := range trusted.logs.lines(t) {
+		if l["msg"] == "request completed" && l["remoteIp"] != "203.0.113.7" {
+			t.Errorf("access log remoteIp = %v", l["remoteIp"])
+		}
+	}
+}
+
+func TestPreserveHost(t *testing.T) {
+	t.Parallel()
+	hosts := make(chan string, 2)
+	up := upstream(t, func(w http.ResponseWriter, r *http.Request) { hosts <- r.Host })
+	keep := start(t, up.URL, nil)
+	rewrite := start(t, up.URL, func(c *config.Config) { c.Proxy.PreserveHost = false })
+	req, _ := http.NewRequest(http.MethodGet, keep.url+"/", nil)
+	req.Host = "chat.example"
+	keep.do(req)
+	if h := <-hosts; h != "chat.example" {
+		t.Errorf("preserve_host: upstream saw %q", h)
+	}
+	req, _ = http.NewRequest(http.MethodGet, rewrite.url+"/", nil)
+	req.Host = "chat.example"
+	rewrite.do(req)
+	if h := <-hosts; h != strings.TrimPrefix(up.URL, "http://") {
+		t.Errorf("preserve_host false: upstream saw %q", h)
+	}
+}
+
+func TestSlowHeadersAreCut(t *testing.T) {
+	t.Parallel()
+	up := upstream(t, func(w http.ResponseWriter, r *http.Request) {})
+	h := start(t, up.URL, func(c *config.Config) { c.Server.ReadHeaderTimeout = 200 * time.Millisecond })
+	conn, err := net.Dial("tcp", strings.TrimPrefix(h.url, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	_, _ = io.WriteString(conn, "GET / HTTP/1.1\r\nHost: x\r\n") // never finishes
+	_ = conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := io.ReadAll(conn); err != nil {
+		t.Fatalf("server did not close a slow-header connection: %v", err)
+	}
+}
+
+func TestPanicBecomesInternalError(t *testing.T) {
+	t.Parallel()
+	h := startWith(t, "http://127.0.0.1:9", nil, roundTripFunc(func(*http.Request) (*http.Response, error) { panic("kaboom") }))
+	resp, body := h.get("/")
+	if env := envelope(t, resp, body); resp.StatusCode != 500 || env["code"] != "INTERNAL_ERROR" {
+		t.Fatalf("%d %v", resp.StatusCode, env)
+	}
+	if strings.Contains(string(body), "kaboom") {
+		t.Fatalf("panic value leaked: %s", body)
+	}
+}
+
+type roundTripFunc func(*http.Request) (*http.Response, error)
+
+func (f roundTripFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
+
+func TestClientGoneIsLogged499(t *testing.T) {
+	t.Parallel()
+	entered := make(chan struct{})
+	up := upstream(t, func(w http.ResponseWriter, r *http.Request) {
+		close(entered)
+		<-r.Context().Done()
+	})
+	h := start(t, up.URL, nil)
+	ctx, cancel := context.WithCancel(context.Background())
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, h.url+"/gone", nil)
+	go func() { <-entered; cancel() }()
+	if resp, err := h.client.Do(req); err == nil {
+		resp.Body.Close()
+		t.Fatal("request should have been cancelled")
+	}
+	waitFor(t, "499 access line", func() bool {
+		for _, l := range h.logs.lines(t) {
+			if l["msg"] == "request completed" && l["status"] == float64(499) {
+				return true
+			}
+		}
+		return false
+	})
+}
+
+// Every metric the README lists is one the running binary exports.
+func TestREADMEMetricsExist(t *testing.T) {
+	t.Parallel()
+	b, err := os.ReadFile("../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	names := regexp.MustCompile("`(chatguard_[a-z_]+)`").FindAllStringSubmatch(string(b), -1)
+	if len(names) < 8 {
+		t.Fatalf("found only %d metric names in the README", len(names))
+	}
+	h := start(t, "http://"+closedPort(t), nil)
+	h.get("/") // an upstream error, so that every vector has a child
+	m := scrape(t, h)
+	for _, n := range names {
+		if !strings.Contains(m, "# HELP "+n[1]+" ") {
+			t.Errorf("README lists %s, /metrics does not have it", n[1])
+		}
+	}
+}
