@@ -34,8 +34,8 @@ func Defaults() *Config {
 
 // Source is where Load reads from. A nil field means: none.
 type Source struct {
-	Args     []string                     // command-line flags, without the program name
-	LookupEnv func(string) (string, bool) // os.LookupEnv in production
+	Args      []string                     // command-line flags, without the program name
+	LookupEnv func(string) (string, bool)  // os.LookupEnv in production
 	ReadFile  func(string) ([]byte, error) // os.ReadFile in production
 	// Output receives -h usage text; nil means io.Discard.
 	Output io.Writer

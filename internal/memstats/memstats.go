@@ -17,7 +17,6 @@ type Heap struct {
 	RSS       uint64 `json:"rss"`
 }
 
-
 // Read returns the live heap (objects), the heap the runtime holds (objects,
 // unused and free spans not yet returned) and the resident set size.
 func Read() Heap {
