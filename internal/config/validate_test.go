@@ -1,0 +1,248 @@
+package config_test
+
+import (
+	"fmt"
+	"net/netip"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/chatguard/chatguard/internal/config"
+)
+
+func TestValidate(t *testing.T) {
+	t.Parallel()
+	manyRoutes := func(n int) []config.Route {
+		r := make([]config.Route, n)
+		for i := range r {
+			r[i] = config.Route{Name: fmt.Sprintf("r%d", i), Path: fmt.Sprintf("/r%d", i)}
+		}
+		return r
+	}
+	tests := []struct {
+		name string
+		edit func(c *config.Config)
+		want []string // substrings, one problem each; nil = valid
+	}{
+		{"defaults", func(*config.Config) {}, nil},
+		{"both listeners on :0", func(c *config.Config) { c.Listen, c.AdminListen = ":0", ":0" }, nil},
+		{"same listener twice", func(c *config.Config) { c.AdminListen = c.Listen }, []string{`admin_listen: must differ from listen (both ":8080")`}},
+		{"ipv6 listener", func(c *config.Config) { c.Listen = "[::1]:8080" }, nil},
+		{"hostname listener", func(c *config.Config) { c.Listen = "localhost:8080" }, nil},
+		{"no port", func(c *config.Config) { c.Listen = "localhost" }, []string{`listen: "localhost" is not host:port`}},
+		{"empty port", func(c *config.Config) { c.Listen = "localhost:" }, []string{`listen: "localhost:" has no valid port`}},
+		{"port too big", func(c *config.Config) { c.AdminListen = ":65536" }, []string{`admin_listen: ":65536" has no valid port`}},
+		{"negative port", func(c *config.Config) { c.AdminListen = ":-1" }, []string{`admin_listen: ":-1" has no valid port`}},
+		{"named port", func(c *config.Config) { c.Listen = ":http" }, []string{`listen: ":http" has no valid port`}},
+		{"host with space", func(c *config.Config) { c.Listen = "a b:80" }, []string{`listen: "a b:80" has an invalid host`}},
+		{"https upstream with path", func(c *config.Config) { c.Upstream = "https://chat.example.com/base" }, nil},
+		{"upstream without host", func(c *config.Config) { c.Upstream = "http://" }, []string{`upstream: "http://" has no host`}},
+		{"upstream without scheme", func(c *config.Config) { c.Upstream = "127.0.0.1:3000" }, []string{"upstream: "}},
+		{"upstream ws scheme", func(c *config.Config) { c.Upstream = "ws://x" }, []string{"must start with http:// or https://"}},
+		{"upstream query", func(c *config.Config) { c.Upstream = "http://x/?a=1" }, []string{"must not have a query or fragment"}},
+		{"upstream fragment", func(c *config.Config) { c.Upstream = "http://x/#f" }, []string{"must not have a query or fragment"}},
+		{"upstream unparsable", func(c *config.Config) { c.Upstream = "http://x:port" }, []string{"is not a URL"}},
+		{"development", func(c *config.Config) { c.Env = "development" }, nil},
+		{"env is case sensitive", func(c *config.Config) { c.Env = "Production" }, []string{`env: "Production" must be production or development`}},
+		{"trusted proxies", func(c *config.Config) {
+			c.Proxy.TrustedProxies = []string{"10.0.0.0/8", "::1", "2001:db8::/32", "192.168.1.1"}
+		}, nil},
+		{"bad trusted proxies", func(c *config.Config) {
+			c.Proxy.TrustedProxies = []string{"10.0.0.0/8", "10.0.0.0/40", "example.com", ""}
+		}, []string{`"10.0.0.0/40" is not a CIDR`, `"example.com" is not a CIDR`, `"" is not a CIDR`}},
+		{"zero timeouts that must be positive", func(c *config.Config) {
+			c.Proxy.DialTimeout, c.Proxy.ResponseHeaderTimeout, c.Server.ReadHeaderTimeout, c.Server.ShutdownTimeout = 0, 0, 0, 0
+		}, []string{
+			"proxy.dial_timeout: must be greater than 0 (got 0s)",
+			"proxy.response_header_timeout: must be greater than 0",
+			"server.read_header_timeout: must be greater than 0",
+			"server.shutdown_timeout: must be greater than 0",
+		}},
+		{"zero durations that may be zero", func(c *config.Config) {
+			c.Proxy.IdleConnTimeout, c.Server.IdleTimeout, c.Server.DrainDelay, c.Log.SummaryInterval = 0, 0, 0, 0
+		}, nil},
+		{"negative durations", func(c *config.Config) {
+			c.Proxy.IdleConnTimeout, c.Server.IdleTimeout, c.Server.DrainDelay, c.Log.SummaryInterval = -1, -time.Second, -time.Minute, -time.Hour
+		}, []string{
+			"proxy.idle_conn_timeout: must not be negative (got -1ns)",
+			"server.idle_timeout: must not be negative (got -1s)",
+			"server.drain_delay: must not be negative (got -1m0s)",
+			"log.summary_interval: must not be negative (got -1h0m0s)",
+		}},
+		{"int bounds inclusive", func(c *config.Config) {
+			c.Proxy.MaxIdleConns, c.Proxy.ErrorInspectBytes = 0, 1024
+			c.Server.MaxHeaderBytes, c.Server.MaxBodyBytes = 1<<20, 1<<40
+			c.Log.MaxSizeMB, c.Log.MaxBackups = 10240, 1000
+		}, nil},
+		{"ints out of range", func(c *config.Config) {
+			c.Proxy.MaxIdleConns, c.Proxy.ErrorInspectBytes = 100001, 16<<20+1
+			c.Server.MaxHeaderBytes, c.Server.MaxBodyBytes = 4095, -1
+			c.Log.MaxSizeMB, c.Log.MaxBackups = 0, 1001
+		}, []string{
+			"proxy.max_idle_conns: must be between 0 and 100000 (got 100001)",
+			"proxy.error_inspect_bytes: must be between 1024 and 16777216 (got 16777217)",
+			"server.max_header_bytes: must be between 4096 and 1048576 (got 4095)",
+			"server.max_body_bytes: must be between 0 and 1099511627776 (got -1)",
+			"log.max_size_mb: must be between 1 and 10240 (got 0)",
+			"log.max_backups: must be between 0 and 1000 (got 1001)",
+		}},
+		{"log levels", func(c *config.Config) { c.Log.Level = "WARNING" }, nil},
+		{"debug level", func(c *config.Config) { c.Log.Level = "debug" }, nil},
+		{"bad log level", func(c *config.Config) { c.Log.Level = "verbose" }, []string{`log.level: "verbose" must be error, warn, info or debug`}},
+		{"empty log level", func(c *config.Config) { c.Log.Level = "" }, []string{`log.level: "" must be`}},
+		{"file logging with dir", func(c *config.Config) { c.Log.File = true }, nil},
+		{"file logging without dir", func(c *config.Config) { c.Log.File, c.Log.Dir = true, "" }, []string{"log.dir: must be set when log.file is true"}},
+		{"no dir without file logging", func(c *config.Config) { c.Log.Dir = "" }, nil},
+		{"no routes", func(c *config.Config) { c.Routes = nil }, nil},
+		{"64 routes", func(c *config.Config) { c.Routes = manyRoutes(64) }, nil},
+		{"65 routes", func(c *config.Config) { c.Routes = manyRoutes(65) }, []string{"routes: at most 64 routes (got 65)"}},
+		{"route names", func(c *config.Config) {
+			c.Routes = []config.Route{
+				{Name: "", Path: "/a"}, {Name: "Upper", Path: "/b"}, {Name: "1st", Path: "/c"},
+				{Name: "with-dash", Path: "/d"}, {Name: strings.Repeat("a", 33), Path: "/e"},
+				{Name: "other", Path: "/f"}, {Name: "internal", Path: "/g"}, {Name: "ok_1", Path: "/h"},
+				{Name: "ok_1", Path: "/i"}, {Name: strings.Repeat("b", 32), Path: "/j"},
+			}
+		}, []string{
+			`routes[0].name: "" must be 1-32`, `routes[1].name: "Upper" must be`, `routes[2].name: "1st" must be`,
+			`routes[3].name: "with-dash" must be`, `routes[4].name: "aaaa`, `routes[5].name: "other" is reserved`,
+			`routes[6].name: "internal" is reserved`, `routes[8].name: "ok_1" is used twice`,
+		}},
+		{"route paths", func(c *config.Config) {
+			c.Routes = []config.Route{
+				{Name: "a", Path: "api"}, {Name: "b", Path: ""}, {Name: "c", Path: "/api/*/x"},
+				{Name: "d", Path: "/api*"}, {Name: "e", Path: "/api/**"}, {Name: "f", Path: "*"},
+				{Name: "g", Path: "/*"}, {Name: "h", Path: "/api/*"}, {Name: "i", Path: "/exact"},
+			}
+		}, []string{
+			`routes[0].path: "api" must start with /`, `routes[1].path: "" must start with /`,
+			`routes[2].path: "/api/*/x" may only end in /*`, `routes[3].path: "/api*" may only end in /*`,
+			`routes[4].path: "/api/**" may only end in /*`, `routes[5].path: "*" must start with /`,
+		}},
+		{"route methods", func(c *config.Config) {
+			c.Routes = []config.Route{{Name: "a", Path: "/a", Methods: []string{"GET", "", "GE T", "a/b", "x:y", "\tget"}}}
+		}, []string{
+			`routes[0].methods[1]: "" is not an HTTP method`, `routes[0].methods[2]: "GE T" is not`,
+			`routes[0].methods[3]: "a/b" is not`, `routes[0].methods[4]: "x:y" is not`, `routes[0].methods[5]: "\tget" is not`,
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			c := config.Defaults()
+			tt.edit(c)
+			got := config.Validate(c)
+			if len(got) != len(tt.want) {
+				t.Fatalf("Validate = %d problems %q, want %d %q", len(got), got, len(tt.want), tt.want)
+			}
+			for i, w := range tt.want {
+				if !strings.Contains(got[i], w) {
+					t.Errorf("problem %d = %q, want it to contain %q", i, got[i], w)
+				}
+			}
+		})
+	}
+}
+
+func TestValidateUppercasesMethods(t *testing.T) {
+	t.Parallel()
+	c := config.Defaults()
+	c.Routes = []config.Route{
+		{Name: "a", Path: "/a", Methods: []string{"get", "Post", "PATCH", "options"}},
+		{Name: "b", Path: "/b"},
+	}
+	if p := config.Validate(c); len(p) > 0 {
+		t.Fatalf("Validate = %q", p)
+	}
+	if want := []string{"GET", "POST", "PATCH", "OPTIONS"}; !reflect.DeepEqual(c.Routes[0].Methods, want) {
+		t.Errorf("methods = %q, want %q", c.Routes[0].Methods, want)
+	}
+	if c.Routes[1].Methods != nil {
+		t.Errorf("empty methods became %q", c.Routes[1].Methods)
+	}
+	// Twice is the same as once.
+	before := append([]string(nil), c.Routes[0].Methods...)
+	config.Validate(c)
+	if !reflect.DeepEqual(c.Routes[0].Methods, before) {
+		t.Errorf("second Validate changed methods to %q", c.Routes[0].Methods)
+	}
+}
+
+func TestLoadUppercasesMethodsFromEveryLayer(t *testing.T) {
+	t.Parallel()
+	c := mustLoad(t, config.Source{
+		Args:     []string{"--config=r.yaml"},
+		ReadFile: files{"r.yaml": "routes:\n  - name: login\n    methods: [post, get]\n    path: /login\n"}.read,
+	})
+	if want := []string{"POST", "GET"}; !reflect.DeepEqual(c.Routes[0].Methods, want) {
+		t.Errorf("methods = %q, want %q", c.Routes[0].Methods, want)
+	}
+}
+
+func TestParsePrefix(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		in      string
+		want    string // netip.Prefix.String(); "" = error
+		wantErr bool
+	}{
+		{in: "10.0.0.0/8", want: "10.0.0.0/8"},
+		{in: "10.1.2.3/8", want: "10.0.0.0/8"}, // masked
+		{in: "0.0.0.0/0", want: "0.0.0.0/0"},
+		{in: "192.168.1.1", want: "192.168.1.1/32"},
+		{in: "192.168.1.1/32", want: "192.168.1.1/32"},
+		{in: "2001:db8::1", want: "2001:db8::1/128"},
+		{in: "2001:db8::1/32", want: "2001:db8::/32"},
+		{in: "::/0", want: "::/0"},
+		{in: "::1", want: "::1/128"},
+		{in: "::ffff:10.1.2.3", want: "10.1.2.3/32"}, // IPv4-mapped: unmapped, as peers are
+		{in: "", wantErr: true},
+		{in: "garbage", wantErr: true},
+		{in: "10.0.0.0/33", wantErr: true},
+		{in: "2001:db8::/129", wantErr: true},
+		{in: "10.0.0.0/-1", wantErr: true},
+		{in: "10.0.0.0/", wantErr: true},
+		{in: "/8", wantErr: true},
+		{in: "256.0.0.1", wantErr: true},
+		{in: "10.0.0", wantErr: true},
+		{in: " 10.0.0.1", wantErr: true},
+		{in: "10.0.0.0/8/8", wantErr: true},
+		{in: "fe80::1%eth0/64", wantErr: true},
+		{in: "example.com", wantErr: true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.in, func(t *testing.T) {
+			t.Parallel()
+			p, err := config.ParsePrefix(tt.in)
+			if tt.wantErr {
+				if err == nil {
+					t.Errorf("ParsePrefix(%q) = %v, want an error", tt.in, p)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("ParsePrefix(%q) error = %v", tt.in, err)
+			}
+			if !p.IsValid() || p.String() != tt.want {
+				t.Errorf("ParsePrefix(%q) = %v, want %s", tt.in, p, tt.want)
+			}
+		})
+	}
+}
+
+// The proxy unmaps every peer address (proxy/forwarded.go) before asking
+// whether a trusted prefix contains it, and ParsePrefix unmaps a single
+// ::ffff:a.b.c.d. An IPv4-mapped CIDR is accepted by Validate too, but stays
+// an IPv6 prefix, so it can never contain an (unmapped) peer.
+func TestParsePrefixUnmapsMappedCIDR(t *testing.T) {
+	t.Skip(`BUG: ParsePrefix("::ffff:10.0.0.0/104") = ::ffff:10.0.0.0/104 (accepted by Validate) which never contains the unmapped peer 10.1.2.3; want 10.0.0.0/8 or a validation problem`)
+	t.Parallel()
+	p, err := config.ParsePrefix("::ffff:10.0.0.0/104")
+	if err != nil {
+		return // rejecting it is also a fix
+	}
+	if !p.Contains(netip.MustParseAddr("10.1.2.3")) {
+		t.Errorf("ParsePrefix(::ffff:10.0.0.0/104) = %v, does not contain 10.1.2.3", p)
+	}
+}

@@ -1,0 +1,4 @@
+package logging
+
+// HumanIntervalForTest exposes humanInterval to the external tests.
+var HumanIntervalForTest = humanInterval
