@@ -3,6 +3,8 @@ package errors
 import (
 	"bytes"
 	"encoding/json"
+	"io"
+	"sort"
 	"strings"
 	"unicode/utf8"
 
@@ -59,8 +61,8 @@ func ClassifyUpstream(rep Reply, requestID string, opts ClassifyOptions) Result 
 	if !rep.Truncated && looksJSON(rep.ContentType, rep.Body) {
 		dec := json.NewDecoder(bytes.NewReader(rep.Body))
 		dec.UseNumber()
-		if err := dec.Decode(&doc); err != nil || dec.More() {
-			doc = nil
+		if err := dec.Decode(&doc); err != nil || dec.Decode(new(json.RawMessage)) != io.EOF {
+			doc = nil // not one JSON value: trailing bytes, or none
 		}
 	}
 	if obj, ok := doc.(map[string]any); ok && isEnvelope(obj) {
@@ -68,6 +70,10 @@ func ClassifyUpstream(rep Reply, requestID string, opts ClassifyOptions) Result 
 		return Result{PassThrough: true, Body: withRequestID(rep.Body, obj, requestID), Code: Code(code), Kind: "envelope"}
 	}
 	res := classifyDoc(doc)
+	secrets := redact.SecretValues(doc)
+	if res.Err != nil {
+		scrubFields(res.Err.Details, secrets)
+	}
 	if res.Err == nil {
 		res = Result{Err: New(CodeForStatus(rep.Status), ""), Kind: "status"}
 		res.Err.Status = rep.Status
@@ -83,7 +89,7 @@ func ClassifyUpstream(rep Reply, requestID string, opts ClassifyOptions) Result 
 			res.Err.Details = map[string]any{}
 		}
 		res.Err.Details["upstreamStatus"] = rep.Status
-		if s := snippet(doc, rep.Body); s != "" {
+		if s := snippet(doc, rep.Body, secrets); s != "" {
 			res.Err.Details["upstreamBody"] = s
 		}
 	}
@@ -98,6 +104,10 @@ func looksJSON(contentType string, body []byte) bool {
 	return len(t) > 0 && (t[0] == '{' || t[0] == '[')
 }
 
+// isEnvelope recognises the upstream's own envelopes: success false, and an
+// error with an UPPER_SNAKE code and a message. A Node system error that
+// happens to sit under "error" ({"code": "ECONNREFUSED", "address": …}) is
+// not one.
 func isEnvelope(obj map[string]any) bool {
 	if s, ok := obj["success"].(bool); !ok || s {
 		return false
@@ -106,8 +116,35 @@ func isEnvelope(obj map[string]any) bool {
 	if !ok {
 		return false
 	}
-	code, ok := e["code"].(string)
-	return ok && code != ""
+	code, _ := e["code"].(string)
+	_, hasMessage := e["message"].(string)
+	if !hasMessage || !upperSnake(code) || nodeSystemErrors[code] {
+		return false
+	}
+	_, errno := e["errno"]
+	_, syscall := e["syscall"]
+	return !errno && !syscall
+}
+
+func upperSnake(s string) bool {
+	if s == "" || s[0] < 'A' || s[0] > 'Z' {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !(c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_') {
+			return false
+		}
+	}
+	return true
+}
+
+// nodeSystemErrors are libuv's error codes as Node reports them.
+var nodeSystemErrors = map[string]bool{
+	"ECONNREFUSED": true, "ECONNRESET": true, "ECONNABORTED": true, "ETIMEDOUT": true, "ENOTFOUND": true,
+	"EAI_AGAIN": true, "EPIPE": true, "EHOSTUNREACH": true, "ENETUNREACH": true, "EADDRINUSE": true,
+	"EACCES": true, "EPERM": true, "ENOENT": true, "EEXIST": true, "EMFILE": true, "EISDIR": true,
+	"ENOTDIR": true, "EBADF": true, "EINVAL": true, "ENOMEM": true, "ENOSPC": true, "EPROTO": true,
 }
 
 // withRequestID adds requestId to an envelope that lacks one, keeping the
@@ -266,8 +303,8 @@ func validationFields(c map[string]any) ([]any, string) {
 	}
 	if errs, ok := c["errors"].(map[string]any); ok && name == "ValidationError" {
 		var fields []any
-		for path, e := range errs {
-			em, ok := e.(map[string]any)
+		for _, path := range sortedKeys(errs) {
+			em, ok := errs[path].(map[string]any)
 			if !ok {
 				continue
 			}
@@ -323,15 +360,18 @@ func appendField(fields []any, field string, message, value any) []any {
 	if len(fields) >= maxFields {
 		return fields
 	}
+	rawValue := value
 	msg, _ := message.(string)
-	last := field
-	if i := strings.LastIndexByte(field, '.'); i >= 0 {
-		last = field[i+1:]
-	}
-	if redact.IsSensitiveKey(last) && value != nil {
+	if redact.IsSensitivePath(field) && value != nil {
 		value = redact.Filtered
 	} else {
 		value = safeValue(value)
+	}
+	if s, ok := value.(string); ok && s == redact.Filtered {
+		if raw, ok := rawValue.(string); ok && raw != "" {
+			// Messages quote the value: "\"password\" with value \"…\" fails to match".
+			msg = strings.ReplaceAll(msg, raw, redact.Filtered)
+		}
 	}
 	return append(fields, map[string]any{
 		"field":   truncate(field, maxValueRunes),
@@ -390,16 +430,13 @@ func firebaseCode(c map[string]any) (Code, bool) {
 	case string:
 		name = t
 	case json.Number:
+		// gRPC errors carry details or metadata; Google API errors a status
+		// string (below). A bare number is anybody's.
 		_, hasDetails := c["details"]
 		_, hasMeta := c["metadata"]
-		if !hasDetails && !hasMeta {
-			return "", false
+		if n, err := t.Int64(); err == nil && (hasDetails || hasMeta) {
+			name = grpcNames[n]
 		}
-		n, err := t.Int64()
-		if err != nil {
-			return "", false
-		}
-		name = grpcNames[n]
 	}
 	if name == "" {
 		// Google API errors: {"code": 404, "message": …, "status": "NOT_FOUND"}.
@@ -414,7 +451,12 @@ func firebaseCode(c map[string]any) (Code, bool) {
 			return firebaseAuthCode(rest)
 		}
 		switch svc {
-		case "firestore", "storage", "database", "functions", "app", "messaging":
+		case "storage":
+			if rest == "unauthorized" || rest == "unauthenticated" {
+				return map[string]Code{"unauthorized": CodeForbidden, "unauthenticated": CodeAuthRequired}[rest], true
+			}
+			name = rest
+		case "firestore", "database", "functions", "app", "messaging":
 			name = rest
 		default:
 			return "", false
@@ -423,7 +465,7 @@ func firebaseCode(c map[string]any) (Code, bool) {
 	switch name {
 	case "not-found", "object-not-found", "bucket-not-found", "project-not-found":
 		return CodeNotFound, true
-	case "permission-denied", "unauthorized":
+	case "permission-denied":
 		return CodeForbidden, true
 	case "unauthenticated":
 		return CodeAuthRequired, true
@@ -483,7 +525,7 @@ func clientMessage(doc any, rep Reply) string {
 	if !safeMessage(msg) {
 		return ""
 	}
-	return redact.String(msg)
+	return truncate(redact.String(msg), maxMessageRunes)
 }
 
 func safeMessage(s string) bool {
@@ -507,22 +549,75 @@ func safeMessage(s string) bool {
 	return true
 }
 
-// snippet is the development-mode view of an upstream body: redacted and short.
-func snippet(doc any, body []byte) string {
+// scrubFields replaces quoted secret values in validation messages.
+func scrubFields(details map[string]any, secrets []string) {
+	fields, _ := details["fields"].([]any)
+	for _, f := range fields {
+		if fm, ok := f.(map[string]any); ok {
+			if msg, ok := fm["message"].(string); ok {
+				fm["message"] = redact.ReplaceAll(msg, secrets)
+			}
+		}
+	}
+}
+
+// snippet is the development-mode view of an upstream body: redacted, without
+// stack frames, short.
+func snippet(doc any, body []byte, secrets []string) string {
 	var s string
 	if doc != nil {
-		b, err := json.Marshal(redact.Value(doc))
+		b, err := json.Marshal(redact.Value(withoutStacks(doc)))
 		if err == nil {
 			s = string(b)
 		}
 	} else {
-		s = redact.String(string(body))
+		s = cutStack(redact.String(string(body)))
 	}
-	// Keep the first line or two of a stack trace, never the frames.
+	return truncate(redact.ReplaceAll(s, secrets), snippetBytes)
+}
+
+// withoutStacks drops "stack" members and cuts stack frames from strings.
+func withoutStacks(v any) any {
+	switch t := v.(type) {
+	case map[string]any:
+		out := make(map[string]any, len(t))
+		for k, val := range t {
+			if strings.EqualFold(k, "stack") || strings.EqualFold(k, "stackTrace") {
+				continue
+			}
+			out[k] = withoutStacks(val)
+		}
+		return out
+	case []any:
+		out := make([]any, len(t))
+		for i, val := range t {
+			out[i] = withoutStacks(val)
+		}
+		return out
+	case string:
+		return cutStack(t)
+	}
+	return v
+}
+
+// cutStack keeps the text before the first stack frame ("\n    at …").
+func cutStack(s string) string {
 	if i := strings.Index(s, "\n    at "); i >= 0 {
-		s = s[:i]
+		return s[:i]
 	}
-	return truncate(s, snippetBytes)
+	if i := strings.Index(s, "\n  at "); i >= 0 {
+		return s[:i]
+	}
+	return s
+}
+
+func sortedKeys(m map[string]any) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
 }
 
 func truncate(s string, maxRunes int) string {

@@ -295,9 +295,9 @@ func TestClassifyFirebase(t *testing.T) {
 		{name: "gRPC 14 UNAVAILABLE", status: 500, body: bodyGRPCDown, kind: "firebase", code: apierrors.CodeDatabase},
 		{name: "gRPC 4 DEADLINE_EXCEEDED", status: 500, body: bodyGRPCDeadline, kind: "firebase", code: apierrors.CodeDatabase},
 		{name: "Google API error with details", status: 403, body: bodyGoogleAPIDetails, kind: "firebase", code: apierrors.CodeForbidden},
-		// Without details the numeric code is not taken for gRPC; a 404 still
-		// comes out NOT_FOUND through the status (see TestBugGoogleAPIErrorWithoutDetails).
-		{name: "Google API error at 404", status: 404, body: bodyGoogleAPI, kind: "status", code: apierrors.CodeNotFound, message: "Requested entity was not found."},
+		// Without details the numeric code is not taken for gRPC, but the
+		// status string is; like every recognised shape, the catalogue message.
+		{name: "Google API error at 404", status: 404, body: bodyGoogleAPI, kind: "firebase", code: apierrors.CodeNotFound, message: apierrors.CodeNotFound.Message()},
 		// Not Firebase.
 		{name: "gRPC code 0 falls back to the status", status: 500, body: `{"code":0,"details":"","metadata":{}}`, kind: "status", code: apierrors.CodeInternal},
 		{name: "unknown gRPC number falls back", status: 500, body: `{"code":99,"details":"x","metadata":{}}`, kind: "status", code: apierrors.CodeInternal},

@@ -3,6 +3,8 @@
 package redact
 
 import (
+	"bytes"
+	"encoding/base64"
 	"net/http"
 	"net/url"
 	"regexp"
@@ -13,47 +15,86 @@ import (
 const Filtered = "[FILTERED]"
 
 // substrings that mark a key as sensitive wherever they appear in it
-// (normalised: lower case, without '-', '_' and '.').
+// (normalised: lower case, without separators).
 var sensitiveParts = []string{
 	"password", "passwd", "secret", "token", "authorization", "credential",
 	"apikey", "jwt", "cookie", "bearer", "pwd", "session", "privatekey",
 }
 
-// keys that are sensitive only when they are the whole (normalised) key:
-// as substrings they would hit "monkey", "author" or "passenger".
-var sensitiveWhole = map[string]bool{"key": true, "auth": true, "pass": true, "xapikey": true}
+// words that are sensitive only as a whole word of the key (split at
+// separators and camelCase humps): as substrings they would hit "monkey",
+// "author" or "passenger", but "db_pass", "accessKey" and "basic-auth" count.
+var sensitiveWords = []string{"key", "auth", "pass"}
 
 // IsSensitiveKey reports whether a field, header or parameter named k holds a secret.
 // The list is the seed's: password, token, authorization, secret, key, auth,
 // credential, pass, pwd, jwt, session, cookie, x-api-key, api-key, bearer.
+// It does not allocate for keys up to 64 bytes.
 func IsSensitiveKey(k string) bool {
-	n := normalise(k)
-	if sensitiveWhole[n] {
+	var buf [64]byte
+	n := buf[:0]
+	if len(k) > len(buf) {
+		n = make([]byte, 0, len(k))
+	}
+	// One pass: the normalised key, and each word checked as it ends.
+	wordStart := 0
+	for i := 0; i < len(k); i++ {
+		c := k[i]
+		upper := c >= 'A' && c <= 'Z'
+		alnum := upper || c >= 'a' && c <= 'z' || c >= '0' && c <= '9'
+		boundary := !alnum || upper && i > 0 && k[i-1] >= 'a' && k[i-1] <= 'z'
+		if boundary && isSensitiveWord(n[wordStart:]) {
+			return true
+		}
+		if boundary {
+			wordStart = len(n)
+		}
+		if !alnum {
+			continue
+		}
+		if upper {
+			c += 'a' - 'A'
+		}
+		n = append(n, c)
+	}
+	if isSensitiveWord(n[wordStart:]) || isSensitiveWord(n) {
 		return true
 	}
 	for _, p := range sensitiveParts {
-		if strings.Contains(n, p) {
+		if bytesContains(n, p) {
 			return true
 		}
 	}
 	return false
 }
 
-func normalise(k string) string {
-	var b strings.Builder
-	b.Grow(len(k))
-	for i := 0; i < len(k); i++ {
-		c := k[i]
-		switch {
-		case c == '-' || c == '_' || c == '.' || c == ' ':
-			continue
-		case c >= 'A' && c <= 'Z':
-			b.WriteByte(c + 'a' - 'A')
-		default:
-			b.WriteByte(c)
+func isSensitiveWord(w []byte) bool {
+	for _, s := range sensitiveWords {
+		if string(w) == s {
+			return true
 		}
 	}
-	return b.String()
+	return false
+}
+
+func bytesContains(b []byte, s string) bool {
+	for i := 0; i+len(s) <= len(b); i++ {
+		if string(b[i:i+len(s)]) == s {
+			return true
+		}
+	}
+	return false
+}
+
+// IsSensitivePath reports whether a field path names a secret in any of its
+// segments: "settings.key", "refreshTokens[0]", "db.pass".
+func IsSensitivePath(p string) bool {
+	for _, seg := range strings.FieldsFunc(p, func(r rune) bool { return r == '.' || r == '[' || r == ']' || r == '/' }) {
+		if IsSensitiveKey(seg) {
+			return true
+		}
+	}
+	return false
 }
 
 // Value returns v with the values of sensitive keys replaced, recursing into
@@ -63,11 +104,20 @@ func Value(v any) any {
 	switch t := v.(type) {
 	case map[string]any:
 		out := make(map[string]any, len(t))
-		namesSecret := namesSensitiveField(t)
+		secret := sensitiveFieldValue(t)
+		descriptor := isFieldDescriptor(t)
 		for k, val := range t {
-			if IsSensitiveKey(k) || namesSecret && (k == "value" || k == "val") {
+			if descriptor && fieldNameKeys[k] {
+				out[k] = Value(val) // {"key": "email"} names a field; it is no API key
+				continue
+			}
+			if IsSensitiveKey(k) || secret != nil && (k == "value" || k == "val") {
 				out[k] = Filtered
 				continue
+			}
+			if s, ok := val.(string); ok && secret != nil && *secret != "" {
+				// Messages quote the value: "Path `password` (`hunter2`) is shorter…".
+				val = strings.ReplaceAll(s, *secret, Filtered)
 			}
 			out[k] = Value(val)
 		}
@@ -97,24 +147,86 @@ func Value(v any) any {
 	}
 }
 
-// namesSensitiveField reports whether an object describes a sensitive field,
-// as validation errors do: {"path": "password", "value": "…"}.
-func namesSensitiveField(m map[string]any) bool {
+// fieldNameKeys hold the name of a field in a validation error's descriptor.
+var fieldNameKeys = map[string]bool{"key": true, "label": true, "path": true, "param": true, "field": true, "name": true}
+
+// isFieldDescriptor recognises the objects validation libraries use to
+// describe a field (Joi's details and context, express-validator's errors):
+// in them "key" and "label" are field names, not secrets.
+func isFieldDescriptor(m map[string]any) bool {
+	for _, k := range []string{"label", "path", "param", "location"} {
+		if _, ok := m[k]; ok {
+			return true
+		}
+	}
+	return false
+}
+
+// sensitiveFieldValue recognises an object that describes a sensitive field,
+// as validation errors do ({"path": "password", "value": "…"}), and returns
+// a pointer to its value as text ("" when it is not a string), or nil.
+func sensitiveFieldValue(m map[string]any) *string {
+	named := false
 	for _, k := range []string{"path", "param", "field", "key", "name", "label"} {
 		switch v := m[k].(type) {
 		case string:
-			if IsSensitiveKey(v) {
-				return true
-			}
+			named = named || IsSensitivePath(v)
 		case []any:
-			if len(v) > 0 {
-				if last, ok := v[len(v)-1].(string); ok && IsSensitiveKey(last) {
-					return true
+			for _, seg := range v {
+				if s, ok := seg.(string); ok && IsSensitiveKey(s) {
+					named = true
 				}
 			}
 		}
 	}
-	return false
+	if !named {
+		return nil
+	}
+	s := ""
+	for _, k := range []string{"value", "val"} {
+		if v, ok := m[k].(string); ok {
+			s = v
+		}
+	}
+	return &s
+}
+
+// SecretValues collects the string values that v holds under sensitive keys
+// or as the value of a sensitive field, so that text elsewhere that quotes
+// them (a summary message) can be cleaned with ReplaceAll. Values shorter
+// than 4 bytes are left out: replacing them would mangle ordinary text.
+func SecretValues(v any) []string {
+	var out []string
+	var walk func(any)
+	walk = func(v any) {
+		switch t := v.(type) {
+		case map[string]any:
+			if p := sensitiveFieldValue(t); p != nil && len(*p) >= 4 {
+				out = append(out, *p)
+			}
+			descriptor := isFieldDescriptor(t)
+			for k, val := range t {
+				if s, ok := val.(string); ok && len(s) >= 4 && IsSensitiveKey(k) && !(descriptor && fieldNameKeys[k]) {
+					out = append(out, s)
+				}
+				walk(val)
+			}
+		case []any:
+			for _, val := range t {
+				walk(val)
+			}
+		}
+	}
+	walk(v)
+	return out
+}
+
+// ReplaceAll replaces every occurrence of each secret in s.
+func ReplaceAll(s string, secrets []string) string {
+	for _, sec := range secrets {
+		s = strings.ReplaceAll(s, sec, Filtered)
+	}
+	return s
 }
 
 // Header flattens h with sensitive headers' values replaced.
@@ -167,8 +279,8 @@ func URI(uri string) string {
 }
 
 var textPatterns = []*regexp.Regexp{
-	// Authorization schemes followed by a credential.
-	regexp.MustCompile(`(?i)\b(bearer|basic|token)\s+[A-Za-z0-9\-._~+/]+=*`),
+	// Authorization schemes (possibly several words: "token Bearer") followed by a credential.
+	regexp.MustCompile(`(?i)\b((?:bearer|basic|token)\s+)+([A-Za-z0-9\-._~+/]+=*)`),
 	// Anything that looks like a JWT.
 	regexp.MustCompile(`eyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*`),
 	// key=value and "key": "value" pairs whose key is sensitive.
@@ -183,7 +295,13 @@ func String(s string) string {
 	if !mayHoldSecret(s) {
 		return s
 	}
-	s = textPatterns[0].ReplaceAllString(s, "$1 "+Filtered)
+	s = textPatterns[0].ReplaceAllStringFunc(s, func(m string) string {
+		sub := textPatterns[0].FindStringSubmatch(m)
+		if !looksLikeCredential(sub[1], sub[2]) {
+			return m // "token expired"
+		}
+		return m[:len(m)-len(sub[2])] + Filtered
+	})
 	s = textPatterns[1].ReplaceAllString(s, Filtered)
 	s = textPatterns[2].ReplaceAllStringFunc(s, func(m string) string {
 		sub := textPatterns[2].FindStringSubmatch(m)
@@ -194,6 +312,24 @@ func String(s string) string {
 	})
 	s = textPatterns[3].ReplaceAllString(s, "${1}"+Filtered+"@")
 	return s
+}
+
+// looksLikeCredential tells what follows an authorization scheme word: after
+// Bearer always a credential; after Basic one that decodes to user:password;
+// after "token" one with a digit or token punctuation, so that "token
+// expired" and "basic authentication" stay readable.
+func looksLikeCredential(scheme, s string) bool {
+	switch strings.ToLower(strings.TrimSpace(scheme)) {
+	case "token":
+		return strings.ContainsAny(s, "0123456789._-~+/=")
+	case "basic": // base64 of user:password, not "basic authentication"
+		b, err := base64.StdEncoding.DecodeString(s)
+		if err != nil {
+			b, err = base64.RawStdEncoding.DecodeString(s)
+		}
+		return err == nil && bytes.IndexByte(b, ':') >= 0
+	}
+	return true
 }
 
 // mayHoldSecret is a cheap pre-check so that the common case (no secret)

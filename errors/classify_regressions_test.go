@@ -3,7 +3,6 @@ package errors_test
 import (
 	"bytes"
 	"encoding/json"
-	"os"
 	"sort"
 	"strings"
 	"testing"
@@ -11,22 +10,11 @@ import (
 	apierrors "github.com/chatguard/chatguard/errors"
 )
 
-// knownBug skips a test that reproduces a bug in the production code, so that
-// the suite stays green until it is fixed. Set CHATGUARD_RUN_KNOWN_BUGS=1 to
-// run them (they fail until the bug is fixed; then drop the knownBug call).
-func knownBug(t *testing.T, what string) {
-	t.Helper()
-	if os.Getenv("CHATGUARD_RUN_KNOWN_BUGS") == "" {
-		t.Skip("BUG: " + what)
-	}
-}
-
 // A body with a stray closing brace after the envelope is accepted as an
 // envelope (json.Decoder.More reports false before '}'), and requestId is then
 // spliced in before that last brace: the client gets invalid JSON.
-func TestBugPassThroughTrailingBrace(t *testing.T) {
+func TestRegressionPassThroughTrailingBrace(t *testing.T) {
 	t.Parallel()
-	knownBug(t, "ClassifyUpstream passes through an envelope followed by '}' and returns invalid JSON (classify.go: dec.More() is false before '}')")
 	for _, body := range []string{
 		bodyEnvelope + "}",
 		bodyEnvelopeWithID + "}",
@@ -42,9 +30,8 @@ func TestBugPassThroughTrailingBrace(t *testing.T) {
 // Google API errors without a details member ({"error":{"code":404,
 // "status":"NOT_FOUND"}}) are never recognised: the numeric-code branch of
 // firebaseCode returns before the "status" fallback that the comment describes.
-func TestBugGoogleAPIErrorWithoutDetails(t *testing.T) {
+func TestRegressionGoogleAPIErrorWithoutDetails(t *testing.T) {
 	t.Parallel()
-	knownBug(t, "firebaseCode returns early for a numeric code without details/metadata, so {\"error\":{\"code\":404,\"status\":\"NOT_FOUND\"}} is never read")
 	tests := []struct {
 		body string
 		code apierrors.Code
@@ -65,9 +52,8 @@ func TestBugGoogleAPIErrorWithoutDetails(t *testing.T) {
 // In development the snippet of a JSON body is re-encoded, so its newlines
 // are the two characters `\n`: the "\n    at " cut never matches and stack
 // frames (file paths) reach the client.
-func TestBugDevSnippetKeepsJSONStackFrames(t *testing.T) {
+func TestRegressionDevSnippetKeepsJSONStackFrames(t *testing.T) {
 	t.Parallel()
-	knownBug(t, "snippet() looks for a raw \"\\n    at \" but JSON bodies are re-encoded with escaped newlines, so stack frames stay in details.upstreamBody")
 	res := classifyDev(500, jsonCT, bodyNodeCrash)
 	s := snippetOf(t, res)
 	for _, frame := range []string{"/app/src/a.js:1:2", `    at `, "node_modules"} {
@@ -79,9 +65,8 @@ func TestBugDevSnippetKeepsJSONStackFrames(t *testing.T) {
 
 // In development the snippet is redact.Value of the body: Mongoose repeats
 // the rejected value inside its messages, where no key marks it as secret.
-func TestBugDevSnippetLeaksMongooseMessageValue(t *testing.T) {
+func TestRegressionDevSnippetLeaksMongooseMessageValue(t *testing.T) {
 	t.Parallel()
-	knownBug(t, "details.upstreamBody (development) shows the password that Mongoose quotes in its top-level and per-field messages")
 	res := classifyDev(400, jsonCT, bodyMongoosePassword)
 	if s := snippetOf(t, res); strings.Contains(s, secretPW) {
 		t.Errorf("input %s\n  got upstreamBody %q\n  want no %q", bodyMongoosePassword, s, secretPW)
@@ -91,9 +76,8 @@ func TestBugDevSnippetLeaksMongooseMessageValue(t *testing.T) {
 // Joi's string.pattern.base and Mongoose's minlength/maxlength/enum/match
 // messages quote the rejected value; the field's value is filtered but the
 // message carries the password to the client in production.
-func TestBugValidationMessageQuotesSecret(t *testing.T) {
+func TestRegressionValidationMessageQuotesSecret(t *testing.T) {
 	t.Parallel()
-	knownBug(t, "details.fields[].message keeps the password that Joi (string.pattern.base) and Mongoose (minlength, match, enum) quote in their messages")
 	for _, body := range []string{bodyJoiPattern, bodyMongoosePassword} {
 		res := classifyJSON(400, body)
 		out := string(res.Err.Marshal(testID, testNow))
@@ -106,9 +90,8 @@ func TestBugValidationMessageQuotesSecret(t *testing.T) {
 // appendField judges a field by its last path segment, so a Joi path that
 // ends in an array index (["tokens", 0]) is not seen as sensitive, while the
 // same field from express-validator ("tokens[0]") is.
-func TestBugJoiArrayIndexPathNotSensitive(t *testing.T) {
+func TestRegressionJoiArrayIndexPathNotSensitive(t *testing.T) {
 	t.Parallel()
-	knownBug(t, "a Joi path ending in a numeric index ([\"refreshTokens\",0]) is judged by \"0\", so the token value is not filtered")
 	body := `{"_original":{"refreshTokens":["tok_live_123"]},"details":[{"message":"\"refreshTokens[0]\" must be a valid GUID","path":["refreshTokens",0],"type":"string.guid","context":{"label":"refreshTokens[0]","value":"tok_live_123","key":0}}]}`
 	res := classifyJSON(400, body)
 	fs := fieldsOf(t, res.Err)
@@ -120,9 +103,8 @@ func TestBugJoiArrayIndexPathNotSensitive(t *testing.T) {
 // Mongoose's errors member is a JSON object; ranging over the decoded map
 // lists its fields in random order, so the same upstream reply gives
 // differently ordered envelopes (and, past 50 fields, a random subset).
-func TestBugMongooseFieldOrderRandom(t *testing.T) {
+func TestRegressionMongooseFieldOrderRandom(t *testing.T) {
 	t.Parallel()
-	knownBug(t, "mongoose details.fields come out in Go map order, different from one call to the next")
 	var first []string
 	for i := range 50 {
 		res := classifyJSON(400, bodyMongoose)
@@ -147,9 +129,8 @@ func TestBugMongooseFieldOrderRandom(t *testing.T) {
 // way ({success:false, error: err}) sends its internals (addresses, project
 // paths) to the client. A catalogue-like code (upper-case, A-Z0-9_) or at
 // least a message would tell a real envelope from a wrapped error.
-func TestBugEnvelopeLookalikePassesInternals(t *testing.T) {
+func TestRegressionEnvelopeLookalikePassesInternals(t *testing.T) {
 	t.Parallel()
-	knownBug(t, "isEnvelope accepts {success:false,error:{code:\"ECONNREFUSED\",address:…}} and passes internal addresses through (design question)")
 	for _, body := range []string{
 		`{"success":false,"error":{"code":"ECONNREFUSED","errno":-111,"syscall":"connect","address":"10.0.0.5","port":6379}}`,
 		`{"success":false,"error":{"code":"not-found","message":"No document to update: projects/chat-prod/databases/(default)/documents/conversations/abc"}}`,
@@ -163,9 +144,8 @@ func TestBugEnvelopeLookalikePassesInternals(t *testing.T) {
 
 // A bare "unauthorized" code (common in Node apps for a missing login) is
 // read as Firebase Storage's storage/unauthorized and turns a 401 into 403.
-func TestBugBareUnauthorizedCodeBecomesForbidden(t *testing.T) {
+func TestRegressionBareUnauthorizedCodeBecomesForbidden(t *testing.T) {
 	t.Parallel()
-	knownBug(t, "{\"code\":\"UNAUTHORIZED\"} on a 401 becomes FORBIDDEN 403: \"unauthorized\" should only count with the storage/ prefix (judgement call)")
 	body := `{"code":"UNAUTHORIZED","message":"Login required"}`
 	res := classifyJSON(401, body)
 	if res.Err.HTTPStatus() != 401 {
@@ -176,9 +156,8 @@ func TestBugBareUnauthorizedCodeBecomesForbidden(t *testing.T) {
 // redact.Value judges a validation entry by its whole path ("settings.key"
 // normalises to "settingskey"), ClassifyUpstream by its last segment ("key"):
 // production filters the value, the development snippet shows it.
-func TestBugDevSnippetLeaksDottedPathValue(t *testing.T) {
+func TestRegressionDevSnippetLeaksDottedPathValue(t *testing.T) {
 	t.Parallel()
-	knownBug(t, "redact.Value's namesSensitiveField checks the whole path, so {\"path\":\"settings.key\",\"value\":…} keeps its value in details.upstreamBody")
 	for _, body := range []string{
 		`{"errors":[{"type":"field","value":"S3cr3tZZ","msg":"Invalid value","path":"settings.key","location":"body"}]}`,
 		`{"errors":{"db.pass":{"name":"ValidatorError","message":"Path ` + "`db.pass`" + ` is invalid.","kind":"regexp","path":"db.pass","value":"S3cr3tZZ"}},"_message":"Config validation failed","name":"ValidationError","message":"Config validation failed"}`,
