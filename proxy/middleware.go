@@ -88,7 +88,7 @@ func (s *Server) handle(w *responseWriter, r *http.Request, info *reqInfo) {
 			return
 		}
 		if r.Body != nil && r.Body != http.NoBody {
-			r.Body = http.MaxBytesReader(w, r.Body, max)
+			r.Body = http.MaxBytesReader(w.ResponseWriter, r.Body, max) // the real writer, so net/http closes the connection after a 413
 		}
 	}
 	if r.URL.Path == StatsPath {

@@ -4,6 +4,7 @@
 package config
 
 import (
+	"fmt"
 	"time"
 )
 
@@ -81,6 +82,10 @@ func (s Secret) GoString() string { return s.String() }
 
 // MarshalText hides the secret from encoders.
 func (s Secret) MarshalText() ([]byte, error) { return []byte(s.String()), nil }
+
+// Format hides the secret from every fmt verb, including wrong ones (%d),
+// whose error path would otherwise print the raw value.
+func (s Secret) Format(f fmt.State, _ rune) { _, _ = f.Write([]byte(s.String())) }
 
 // Reveal returns the secret itself, for the one place that compares it.
 func (s Secret) Reveal() string { return string(s) }

@@ -115,10 +115,30 @@ func newFlagSet(out io.Writer) (*flag.FlagSet, *string, map[string]*string) {
 	values := make(map[string]*string, len(settings))
 	def := Defaults()
 	for _, s := range settings {
-		values[s.Flag] = fs.String(s.Flag, "", fmt.Sprintf("%s (env %s, default %q)", s.Help, s.Env, s.Value(def)))
+		v := new(string)
+		usage := fmt.Sprintf("%s (env %s, default %q)", s.Help, s.Env, s.Value(def))
+		if _, isBool := s.field(def).(*bool); isBool {
+			fs.Var(boolFlag{v}, s.Flag, usage)
+		} else {
+			fs.StringVar(v, s.Flag, "", usage)
+		}
+		values[s.Flag] = v
 	}
 	return fs, file, values
 }
+
+// boolFlag lets a boolean setting be given bare (--log-file) as well as
+// with a value (--log-file=false); the value is parsed with the others.
+type boolFlag struct{ v *string }
+
+func (b boolFlag) String() string {
+	if b.v == nil {
+		return ""
+	}
+	return *b.v
+}
+func (b boolFlag) Set(s string) error { *b.v = s; return nil }
+func (b boolFlag) IsBoolFlag() bool   { return true }
 
 // decodeYAML decodes data over c, reporting unknown keys and wrong types
 // (with line numbers) as problems rather than stopping at the first.

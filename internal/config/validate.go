@@ -130,11 +130,22 @@ func Validate(c *Config) []string {
 	return p
 }
 
-// ParsePrefix parses a CIDR or a single address (as a /32 or /128).
+// ParsePrefix parses a CIDR or a single address (as a /32 or /128). IPv4
+// written as IPv4-mapped IPv6 (::ffff:10.0.0.0/104) becomes plain IPv4
+// (10.0.0.0/8), since peers are compared unmapped.
 func ParsePrefix(s string) (netip.Prefix, error) {
 	if strings.Contains(s, "/") {
 		p, err := netip.ParsePrefix(s)
-		return p.Masked(), err
+		if err != nil {
+			return p, err
+		}
+		if p.Addr().Is4In6() {
+			if p.Bits() < 96 {
+				return netip.Prefix{}, fmt.Errorf("%s mixes IPv4-mapped and IPv6 addresses", s)
+			}
+			p = netip.PrefixFrom(p.Addr().Unmap(), p.Bits()-96)
+		}
+		return p.Masked(), nil
 	}
 	a, err := netip.ParseAddr(s)
 	if err != nil {

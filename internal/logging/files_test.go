@@ -113,7 +113,6 @@ func TestCloseStopsSummaryGoroutine(t *testing.T) {
 
 // Not parallel, as above.
 func TestCloseStopsFileGoroutines(t *testing.T) {
-	t.Skip("BUG: Close does not stop lumberjack v2.2.1's millRun goroutine, started by the first write to each file (combined.log, errors.log) and never ended: every Logger with File: true leaks two goroutines; TestMain ignores " + lumberjackMill + " for now")
 	opt := goleak.IgnoreCurrent()
 	lg, err := logging.New(logging.Options{Out: &syncBuffer{}, File: true, Dir: t.TempDir(), SummaryInterval: time.Millisecond})
 	if err != nil {

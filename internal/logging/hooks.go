@@ -2,7 +2,6 @@ package logging
 
 import (
 	"fmt"
-	"net/http"
 	"sync"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -29,10 +28,10 @@ func (redactHook) Fire(e *logrus.Entry) error {
 			e.Data[k] = redact.String(t)
 		case error:
 			e.Data[k] = redact.String(t.Error())
-		case map[string]any, []any, http.Header:
-			e.Data[k] = redact.Value(t)
 		case fmt.Stringer:
 			e.Data[k] = redact.String(t.String())
+		default:
+			e.Data[k] = redact.Value(v)
 		}
 	}
 	return nil

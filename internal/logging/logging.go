@@ -16,7 +16,6 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/sirupsen/logrus"
-	"gopkg.in/natefinch/lumberjack.v2"
 )
 
 // Categories: the seed's specialised loggers, plus system for chatguard's own lifecycle.
@@ -78,7 +77,7 @@ func New(o Options) (*Logger, error) {
 		l.SetOutput(o.Out)
 	}
 	if o.Development {
-		l.SetFormatter(&logrus.TextFormatter{ForceColors: true, FullTimestamp: true, TimestampFormat: TimeFormat})
+		l.SetFormatter(utc{&logrus.TextFormatter{ForceColors: true, FullTimestamp: true, TimestampFormat: TimeFormat}})
 	} else {
 		l.SetFormatter(jsonFormatter())
 	}
@@ -104,13 +103,22 @@ func New(o Options) (*Logger, error) {
 	return lg, nil
 }
 
-func jsonFormatter() *logrus.JSONFormatter {
-	return &logrus.JSONFormatter{
+// utc formats every line's time in UTC, as the seed and the envelope do,
+// whatever the process's time zone.
+type utc struct{ logrus.Formatter }
+
+func (f utc) Format(e *logrus.Entry) ([]byte, error) {
+	e.Time = e.Time.UTC()
+	return f.Formatter.Format(e)
+}
+
+func jsonFormatter() logrus.Formatter {
+	return utc{&logrus.JSONFormatter{
 		TimestampFormat: TimeFormat,
 		// Paths and queries stay greppable: no \u0026 for &.
 		DisableHTMLEscape: true,
 		FieldMap:          logrus.FieldMap{logrus.FieldKeyMsg: "msg"},
-	}
+	}}
 }
 
 // Close stops the summary goroutine and closes log files. It is idempotent.
@@ -170,13 +178,13 @@ func FromContext(ctx context.Context, fallback *logrus.Entry) *logrus.Entry {
 // fileHook writes every line, as JSON, to combined.log and error lines to errors.log.
 type fileHook struct {
 	format   logrus.Formatter
-	combined *lumberjack.Logger
-	errs     *lumberjack.Logger
+	combined *rotatingFile
+	errs     *rotatingFile
 }
 
 func newFileHook(dir string, maxSizeMB, maxBackups int) *fileHook {
-	mk := func(name string) *lumberjack.Logger {
-		return &lumberjack.Logger{Filename: filepath.Join(dir, name), MaxSize: maxSizeMB, MaxBackups: maxBackups, Compress: true}
+	mk := func(name string) *rotatingFile {
+		return newRotatingFile(filepath.Join(dir, name), int64(maxSizeMB)<<20, maxBackups)
 	}
 	return &fileHook{format: jsonFormatter(), combined: mk("combined.log"), errs: mk("errors.log")}
 }

@@ -14,12 +14,8 @@ import (
 	"github.com/chatguard/chatguard/internal/logging"
 )
 
-// lumberjackMill is the compression goroutine that lumberjack v2 starts on a
-// file's first write and never stops; see TestCloseStopsFileGoroutines.
-const lumberjackMill = "gopkg.in/natefinch/lumberjack%2ev2.(*Logger).millRun"
-
 func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m, goleak.IgnoreTopFunction(lumberjackMill))
+	goleak.VerifyTestMain(m)
 }
 
 // syncBuffer is an io.Writer that the summary goroutine and the test can share.

@@ -5,8 +5,11 @@ package redact
 import (
 	"bytes"
 	"encoding/base64"
+	"encoding/json"
+	"fmt"
 	"net/http"
 	"net/url"
+	"reflect"
 	"regexp"
 	"strings"
 )
@@ -98,8 +101,11 @@ func IsSensitivePath(p string) bool {
 }
 
 // Value returns v with the values of sensitive keys replaced, recursing into
-// maps and slices as produced by encoding/json. Strings are passed through String.
-// v itself is not modified.
+// maps and slices as produced by encoding/json. Strings are passed through
+// String. Any other map, slice, array or struct (logrus.Fields,
+// map[string]string, []string, a struct with a Password field) is redacted
+// by way of its JSON form. Scalars come back as they are; v itself is not
+// modified.
 func Value(v any) any {
 	switch t := v.(type) {
 	case map[string]any:
@@ -143,8 +149,41 @@ func Value(v any) any {
 		}
 		return out
 	default:
+		if composite(v) {
+			return Value(jsonForm(v))
+		}
 		return v
 	}
+}
+
+// composite reports whether v may hold keyed or nested data.
+func composite(v any) bool {
+	rv := reflect.ValueOf(v)
+	for rv.Kind() == reflect.Pointer || rv.Kind() == reflect.Interface {
+		if rv.IsNil() {
+			return false
+		}
+		rv = rv.Elem()
+	}
+	switch rv.Kind() {
+	case reflect.Map, reflect.Slice, reflect.Array, reflect.Struct:
+		return true
+	}
+	return false
+}
+
+// jsonForm is v as encoding/json sees it: maps, slices and scalars, or a
+// string when v cannot be encoded.
+func jsonForm(v any) any {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return fmt.Sprintf("%+v", v)
+	}
+	var doc any
+	if err := json.Unmarshal(b, &doc); err != nil {
+		return string(b)
+	}
+	return doc
 }
 
 // fieldNameKeys hold the name of a field in a validation error's descriptor.

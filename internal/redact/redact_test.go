@@ -87,9 +87,23 @@ func TestValueOtherTypes(t *testing.T) {
 	if got := redact.Value("Bearer abc"); got != "Bearer [FILTERED]" {
 		t.Errorf("Value(string) = %v", got)
 	}
-	for _, v := range []any{nil, 42, 1.5, true, struct{ Password string }{"x"}} {
+	for _, v := range []any{nil, 42, 1.5, true} {
 		if got := redact.Value(v); !reflect.DeepEqual(got, v) {
 			t.Errorf("Value(%#v) = %#v, want it unchanged", v, got)
+		}
+	}
+	// Structures of other types are redacted through their JSON form.
+	for _, tc := range []struct {
+		in   any
+		want any
+	}{
+		{struct{ Password, User string }{"x", "u"}, map[string]any{"Password": redact.Filtered, "User": "u"}},
+		{map[string]string{"token": "t", "a": "b"}, map[string]any{"token": redact.Filtered, "a": "b"}},
+		{[]string{"Bearer abc", "ok"}, []any{"Bearer [FILTERED]", "ok"}},
+		{&struct{ APIKey string }{"k"}, map[string]any{"APIKey": redact.Filtered}},
+	} {
+		if got := redact.Value(tc.in); !reflect.DeepEqual(got, tc.want) {
+			t.Errorf("Value(%#v) = %#v, want %#v", tc.in, got, tc.want)
 		}
 	}
 }

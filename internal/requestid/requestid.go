@@ -10,7 +10,7 @@ import (
 )
 
 // Header is the request and response header that carries the id.
-const Header = "X-Request-ID"
+const Header = "X-Request-Id" // canonical form of X-Request-ID: Get and Set need not allocate
 
 // MaxLen is the longest incoming id that is kept.
 const MaxLen = 128

@@ -270,7 +270,8 @@ func TestNewConcurrent(t *testing.T) {
 
 func TestHeaderConstants(t *testing.T) {
 	t.Parallel()
-	if requestid.Header != "X-Request-ID" || requestid.MaxLen != 128 {
+	// DESIGN.md's X-Request-ID, in Go's canonical spelling (header names are case-insensitive).
+	if http.CanonicalHeaderKey("X-Request-ID") != requestid.Header || requestid.MaxLen != 128 {
 		t.Errorf("Header = %q, MaxLen = %d", requestid.Header, requestid.MaxLen)
 	}
 }

@@ -1,0 +1,149 @@
+package logging
+
+import (
+	"compress/gzip"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+)
+
+// rotatingFile appends to a file and, when a write would take it past
+// maxBytes, renames it to name-<UTC time>.log, starts a new one, gzips the
+// old one in the background and keeps at most maxBackups of them. The
+// compression goroutines belong to the file: Close waits for them.
+type rotatingFile struct {
+	path       string
+	maxBytes   int64
+	maxBackups int
+	now        func() time.Time
+
+	mu     sync.Mutex // guards everything below
+	f      *os.File
+	size   int64
+	closed bool
+	jobs   sync.WaitGroup
+}
+
+func newRotatingFile(path string, maxBytes int64, maxBackups int) *rotatingFile {
+	return &rotatingFile{path: path, maxBytes: maxBytes, maxBackups: maxBackups, now: time.Now}
+}
+
+func (r *rotatingFile) Write(p []byte) (int, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.closed {
+		return 0, errors.New("logging: write to a closed log file")
+	}
+	if r.f == nil {
+		if err := r.open(); err != nil {
+			return 0, err
+		}
+	}
+	if r.size > 0 && r.size+int64(len(p)) > r.maxBytes {
+		if err := r.rotate(); err != nil {
+			return 0, err
+		}
+	}
+	n, err := r.f.Write(p)
+	r.size += int64(n)
+	return n, err
+}
+
+func (r *rotatingFile) open() error {
+	if err := os.MkdirAll(filepath.Dir(r.path), 0o755); err != nil {
+		return fmt.Errorf("logging: %w", err)
+	}
+	f, err := os.OpenFile(r.path, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return fmt.Errorf("logging: %w", err)
+	}
+	st, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return fmt.Errorf("logging: %w", err)
+	}
+	r.f, r.size = f, st.Size()
+	return nil
+}
+
+func (r *rotatingFile) rotate() error {
+	if err := r.f.Close(); err != nil {
+		return fmt.Errorf("logging: %w", err)
+	}
+	r.f = nil
+	ext := filepath.Ext(r.path)
+	backup := fmt.Sprintf("%s-%s%s", strings.TrimSuffix(r.path, ext), r.now().UTC().Format("2006-01-02T15-04-05.000"), ext)
+	if err := os.Rename(r.path, backup); err != nil {
+		return fmt.Errorf("logging: %w", err)
+	}
+	r.jobs.Add(1)
+	go func() {
+		defer r.jobs.Done()
+		_ = gzipFile(backup)
+		r.prune()
+	}()
+	return r.open()
+}
+
+// prune removes the oldest backups beyond maxBackups.
+func (r *rotatingFile) prune() {
+	ext := filepath.Ext(r.path)
+	base := strings.TrimSuffix(filepath.Base(r.path), ext) + "-"
+	entries, err := os.ReadDir(filepath.Dir(r.path))
+	if err != nil {
+		return
+	}
+	var backups []string
+	for _, e := range entries {
+		if n := e.Name(); strings.HasPrefix(n, base) && (strings.HasSuffix(n, ext) || strings.HasSuffix(n, ext+".gz")) {
+			backups = append(backups, n)
+		}
+	}
+	sort.Strings(backups) // the timestamps sort chronologically
+	for len(backups) > r.maxBackups {
+		_ = os.Remove(filepath.Join(filepath.Dir(r.path), backups[0]))
+		backups = backups[1:]
+	}
+}
+
+func gzipFile(path string) error {
+	in, err := os.Open(path)
+	if err != nil {
+		return err
+	}
+	defer in.Close()
+	out, err := os.Create(path + ".gz")
+	if err != nil {
+		return err
+	}
+	zw := gzip.NewWriter(out)
+	if _, err := io.Copy(zw, in); err != nil {
+		out.Close()
+		os.Remove(path + ".gz")
+		return err
+	}
+	if err := errors.Join(zw.Close(), out.Close()); err != nil {
+		os.Remove(path + ".gz")
+		return err
+	}
+	return os.Remove(path)
+}
+
+// Close closes the file and waits for background compression. Idempotent.
+func (r *rotatingFile) Close() error {
+	r.mu.Lock()
+	var err error
+	if !r.closed && r.f != nil {
+		err = r.f.Close()
+	}
+	r.closed = true
+	r.mu.Unlock()
+	r.jobs.Wait()
+	return err
+}
