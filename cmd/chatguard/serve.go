@@ -8,6 +8,7 @@ import (
 	"os/signal"
 	"syscall"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/sirupsen/logrus"
 
 	"github.com/chatguard/chatguard/internal/buildinfo"
@@ -16,6 +17,7 @@ import (
 	"github.com/chatguard/chatguard/internal/memstats"
 	"github.com/chatguard/chatguard/internal/metrics"
 	"github.com/chatguard/chatguard/proxy"
+	"github.com/chatguard/chatguard/sessions"
 )
 
 // serve runs the proxy until SIGTERM or SIGINT, then drains and exits 0.
@@ -47,11 +49,20 @@ func serve(ctx context.Context, env environment) int {
 	log := logger.WithField(logging.FieldCategory, logging.CategorySystem)
 	log.WithFields(logrus.Fields{"version": info.Version, "revision": info.Revision, "env": cfg.Env}).Info("chatguard starting")
 
+	tables, watchdog, err := startMemoryManagement(cfg, logger, reg)
+	if err != nil {
+		log.WithError(err).Error("cannot start memory management")
+		return 1
+	}
+	defer tables.Close() // after the proxy has drained: entries leave with reason shutdown
+	defer watchdog.Close()
+
 	srv, err := proxy.New(proxy.Options{Config: cfg, Logger: logger.Logger, Registry: reg})
 	if err != nil {
 		log.WithError(err).Error("cannot build the proxy")
 		return 1
 	}
+	srv.AddStats("memoryManager", func() any { return tables.StatsBlock() })
 	public, admin, err := listen(cfg)
 	if err != nil {
 		log.WithError(err).Error("cannot listen")
@@ -68,6 +79,49 @@ func serve(ctx context.Context, env environment) int {
 		return 1
 	}
 	return 0
+}
+
+// startMemoryManagement makes the table manager with the seed's tables and
+// the memory watchdog.
+func startMemoryManagement(cfg *config.Config, logger *logging.Logger, reg *prometheus.Registry) (*sessions.Manager, *sessions.Watchdog, error) {
+	perf := logger.WithField(logging.FieldCategory, logging.CategoryPerformance)
+	m := sessions.NewManager(sessions.ManagerOptions{SweepInterval: cfg.Memory.SweepInterval, Logger: perf})
+	if _, err := sessions.NewStandard(m, cfg.Tables, sessions.StandardOptions{}); err != nil {
+		m.Close()
+		return nil, nil, err
+	}
+	if err := reg.Register(m.Collector()); err != nil {
+		m.Close()
+		return nil, nil, err
+	}
+	alertFile := ""
+	if cfg.Alerts.File {
+		alertFile = cfg.Alerts.Path
+	}
+	mem := cfg.Memory
+	w, err := sessions.NewWatchdog(sessions.WatchdogOptions{
+		Manager: m,
+		Thresholds: sessions.Thresholds{
+			TableWarning: mem.WarningThreshold, TableCritical: mem.CriticalThreshold,
+			HeapWarning: mem.HeapWarningRatio, HeapCritical: mem.HeapCriticalRatio,
+			UsersWarning: mem.ConnectedUsersWarning, UsersCritical: mem.ConnectedUsersCritical,
+		},
+		Interval:     mem.CheckInterval,
+		MemoryLimit:  mem.Limit,
+		ShedFraction: mem.ShedFraction,
+		Cooldown:     mem.EmergencyCooldown,
+		ProfileDir:   mem.ProfileDir,
+		MaxProfiles:  mem.MaxProfiles,
+		CPUProfile:   mem.CPUProfile,
+		AlertFile:    alertFile,
+		Logger:       perf,
+		Registerer:   reg,
+	})
+	if err != nil {
+		m.Close()
+		return nil, nil, err
+	}
+	return m, w, nil
 }
 
 func listen(cfg *config.Config) (public, admin net.Listener, err error) {

@@ -19,6 +19,9 @@ type Config struct {
 	Proxy  Proxy   `yaml:"proxy"`
 	Server Server  `yaml:"server"`
 	Log    Log     `yaml:"log"`
+	Tables Tables  `yaml:"tables"`
+	Memory Memory  `yaml:"memory"`
+	Alerts Alerts  `yaml:"alerts"`
 	Routes []Route `yaml:"routes"`
 
 	// File is the YAML file the configuration was read from, if any.
@@ -54,6 +57,53 @@ type Log struct {
 	MaxSizeMB       int           `yaml:"max_size_mb"`
 	MaxBackups      int           `yaml:"max_backups"`
 	SummaryInterval time.Duration `yaml:"summary_interval"`
+}
+
+// Tables sizes the seed's tables. A struct, not a map, so that a file that
+// sets only max_entries keeps the default ttl.
+type Tables struct {
+	ConnectedUsers    Table `yaml:"connectedUsers"`
+	ConversationUsers Table `yaml:"conversationUsers"`
+	EventRateLimits   Table `yaml:"eventRateLimits"`
+	UserRoles         Table `yaml:"userRoles"`
+}
+
+// Table bounds one table.
+type Table struct {
+	MaxEntries int           `yaml:"max_entries"`
+	TTL        time.Duration `yaml:"ttl"`
+}
+
+// ByName lists the tables with their names.
+func (t *Tables) ByName() map[string]*Table {
+	return map[string]*Table{
+		"connectedUsers": &t.ConnectedUsers, "conversationUsers": &t.ConversationUsers,
+		"eventRateLimits": &t.EventRateLimits, "userRoles": &t.UserRoles,
+	}
+}
+
+// Memory configures the table manager and the memory watchdog.
+type Memory struct {
+	WarningThreshold       int64         `yaml:"warning_threshold"`
+	CriticalThreshold      int64         `yaml:"critical_threshold"`
+	HeapWarningRatio       float64       `yaml:"heap_warning_ratio"`
+	HeapCriticalRatio      float64       `yaml:"heap_critical_ratio"`
+	Limit                  int64         `yaml:"limit"`
+	ConnectedUsersWarning  int           `yaml:"connected_users_warning"`
+	ConnectedUsersCritical int           `yaml:"connected_users_critical"`
+	CheckInterval          time.Duration `yaml:"check_interval"`
+	SweepInterval          time.Duration `yaml:"sweep_interval"`
+	ShedFraction           float64       `yaml:"shed_fraction"`
+	EmergencyCooldown      time.Duration `yaml:"emergency_cooldown"`
+	ProfileDir             string        `yaml:"profile_dir"`
+	MaxProfiles            int           `yaml:"max_profiles"`
+	CPUProfile             time.Duration `yaml:"cpu_profile"`
+}
+
+// Alerts configures the alert file.
+type Alerts struct {
+	File bool   `yaml:"file"`
+	Path string `yaml:"path"`
 }
 
 // Route names a group of requests.

@@ -46,6 +46,22 @@ var settings = []Setting{
 	{"log.max_size_mb", "CHATGUARD_LOG_MAX_SIZE_MB", "log-max-size-mb", "rotate a log file at this size", func(c *Config) any { return &c.Log.MaxSizeMB }},
 	{"log.max_backups", "CHATGUARD_LOG_MAX_BACKUPS", "log-max-backups", "rotated files kept per log", func(c *Config) any { return &c.Log.MaxBackups }},
 	{"log.summary_interval", "CHATGUARD_LOG_SUMMARY_INTERVAL", "log-summary-interval", "interval of the logging summary line (0 = off)", func(c *Config) any { return &c.Log.SummaryInterval }},
+	{"memory.warning_threshold", "MEMORY_WARNING_THRESHOLD", "memory-warning-threshold", "bytes of table memory that raise a warning", func(c *Config) any { return &c.Memory.WarningThreshold }},
+	{"memory.critical_threshold", "MEMORY_CRITICAL_THRESHOLD", "memory-critical-threshold", "bytes of table memory that are critical (emergency cleanup)", func(c *Config) any { return &c.Memory.CriticalThreshold }},
+	{"memory.heap_warning_ratio", "CHATGUARD_HEAP_WARNING_RATIO", "heap-warning-ratio", "share of the memory limit that raises a warning", func(c *Config) any { return &c.Memory.HeapWarningRatio }},
+	{"memory.heap_critical_ratio", "CHATGUARD_HEAP_CRITICAL_RATIO", "heap-critical-ratio", "share of the memory limit that is critical", func(c *Config) any { return &c.Memory.HeapCriticalRatio }},
+	{"memory.limit", "CHATGUARD_MEMORY_LIMIT", "memory-limit", "bytes the heap is judged against (0 = GOMEMLIMIT, else the cgroup limit)", func(c *Config) any { return &c.Memory.Limit }},
+	{"memory.connected_users_warning", "CHATGUARD_CONNECTED_USERS_WARNING", "connected-users-warning", "connected users that raise a warning", func(c *Config) any { return &c.Memory.ConnectedUsersWarning }},
+	{"memory.connected_users_critical", "CHATGUARD_CONNECTED_USERS_CRITICAL", "connected-users-critical", "connected users that raise a critical alert", func(c *Config) any { return &c.Memory.ConnectedUsersCritical }},
+	{"memory.check_interval", "CHATGUARD_MEMORY_CHECK_INTERVAL", "memory-check-interval", "period of the memory watchdog (0 = off)", func(c *Config) any { return &c.Memory.CheckInterval }},
+	{"memory.sweep_interval", "CHATGUARD_SWEEP_INTERVAL", "sweep-interval", "period of the sweep of expired entries (0 = off)", func(c *Config) any { return &c.Memory.SweepInterval }},
+	{"memory.shed_fraction", "CHATGUARD_SHED_FRACTION", "shed-fraction", "share of the largest tables dropped in an emergency", func(c *Config) any { return &c.Memory.ShedFraction }},
+	{"memory.emergency_cooldown", "CHATGUARD_EMERGENCY_COOLDOWN", "emergency-cooldown", "least time between two emergency cleanups", func(c *Config) any { return &c.Memory.EmergencyCooldown }},
+	{"memory.profile_dir", "CHATGUARD_PROFILE_DIR", "profile-dir", "where emergency heap and CPU profiles go (empty = none)", func(c *Config) any { return &c.Memory.ProfileDir }},
+	{"memory.max_profiles", "CHATGUARD_MAX_PROFILES", "max-profiles", "profile files kept", func(c *Config) any { return &c.Memory.MaxProfiles }},
+	{"memory.cpu_profile", "CHATGUARD_CPU_PROFILE", "cpu-profile", "length of the emergency CPU profile (0 = none)", func(c *Config) any { return &c.Memory.CPUProfile }},
+	{"alerts.file", "ENABLE_ALERT_FILE", "alert-file", "write every alert as a JSON line to alerts.path", func(c *Config) any { return &c.Alerts.File }},
+	{"alerts.path", "CHATGUARD_ALERT_PATH", "alert-path", "the alert file", func(c *Config) any { return &c.Alerts.Path }},
 }
 
 // set parses s into the setting's field of c.
@@ -73,6 +89,12 @@ func (s Setting) set(c *Config, v string) error {
 			return fmt.Errorf("%q is not true or false", v)
 		}
 		*p = b
+	case *float64:
+		f, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
+		if err != nil {
+			return fmt.Errorf("%q is not a number", v)
+		}
+		*p = f
 	case *time.Duration:
 		d, err := time.ParseDuration(strings.TrimSpace(v))
 		if err != nil {
@@ -105,6 +127,8 @@ func (s Setting) Value(c *Config) string {
 		return strconv.FormatInt(*p, 10)
 	case *bool:
 		return strconv.FormatBool(*p)
+	case *float64:
+		return strconv.FormatFloat(*p, 'g', -1, 64)
 	case *time.Duration:
 		return p.String()
 	case *[]string:

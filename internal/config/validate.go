@@ -99,6 +99,47 @@ func Validate(c *Config) []string {
 		add("log.dir", "must be set when log.file is true")
 	}
 
+	for name, t := range c.Tables.ByName() {
+		key := "tables." + name
+		between(key+".max_entries", int64(t.MaxEntries), 1, 100_000_000)
+		if t.TTL < 0 || t.TTL > 24*24*time.Hour {
+			add(key+".ttl", "must be between 0 (no expiry) and 576h (got %s)", t.TTL)
+		}
+	}
+	m := c.Memory
+	between("memory.warning_threshold", m.WarningThreshold, 1, 1<<50)
+	between("memory.critical_threshold", m.CriticalThreshold, 1, 1<<50)
+	if m.WarningThreshold >= m.CriticalThreshold {
+		add("memory.warning_threshold", "must be below memory.critical_threshold (%d >= %d)", m.WarningThreshold, m.CriticalThreshold)
+	}
+	ratio := func(key string, v float64) {
+		if !(v > 0 && v <= 1) {
+			add(key, "must be in (0, 1] (got %g)", v)
+		}
+	}
+	ratio("memory.heap_warning_ratio", m.HeapWarningRatio)
+	ratio("memory.heap_critical_ratio", m.HeapCriticalRatio)
+	if m.HeapWarningRatio >= m.HeapCriticalRatio {
+		add("memory.heap_warning_ratio", "must be below memory.heap_critical_ratio")
+	}
+	between("memory.limit", m.Limit, 0, 1<<50)
+	between("memory.connected_users_warning", int64(m.ConnectedUsersWarning), 1, 100_000_000)
+	between("memory.connected_users_critical", int64(m.ConnectedUsersCritical), 1, 100_000_000)
+	if m.ConnectedUsersWarning >= m.ConnectedUsersCritical {
+		add("memory.connected_users_warning", "must be below memory.connected_users_critical")
+	}
+	notNegative("memory.check_interval", m.CheckInterval)
+	notNegative("memory.sweep_interval", m.SweepInterval)
+	notNegative("memory.emergency_cooldown", m.EmergencyCooldown)
+	ratio("memory.shed_fraction", m.ShedFraction)
+	between("memory.max_profiles", int64(m.MaxProfiles), 1, 1000)
+	if m.CPUProfile < 0 || m.CPUProfile > time.Minute {
+		add("memory.cpu_profile", "must be between 0 and 1m (got %s)", m.CPUProfile)
+	}
+	if c.Alerts.File && c.Alerts.Path == "" {
+		add("alerts.path", "must be set when alerts.file is true")
+	}
+
 	seen := map[string]bool{}
 	for i := range c.Routes {
 		r := &c.Routes[i]

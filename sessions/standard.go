@@ -1,0 +1,75 @@
+package sessions
+
+import (
+	"time"
+
+	"github.com/chatguard/chatguard/internal/config"
+)
+
+// ConnectedUser is a connectedUsers entry: the seed's enriched user data.
+type ConnectedUser struct {
+	SocketID     string    `json:"socketId"`
+	ConnectedAt  time.Time `json:"connectedAt"`
+	LastActivity time.Time `json:"lastActivity"`
+	Role         string    `json:"role"`
+	DisplayName  string    `json:"displayName"`
+}
+
+// Standard holds the seed's four tables, made by NewStandard.
+type Standard struct {
+	// ConnectedUsers: user → connection.
+	ConnectedUsers *Table[string, ConnectedUser]
+	// ConversationUsers: conversation → its users. Values are never
+	// modified in place: an update stores a new slice.
+	ConversationUsers *Table[string, []string]
+	// EventRateLimits: rate-limit state per key (a GCRA theoretical arrival
+	// time, in nanoseconds).
+	EventRateLimits *Table[string, int64]
+	// UserRoles: user → role.
+	UserRoles *Table[string, string]
+}
+
+// StandardOptions let the owners of the tables react to evictions; nil = none.
+type StandardOptions struct {
+	OnConnectedUserEvicted func(user string, c ConnectedUser, r Reason)
+}
+
+// NewStandard makes the seed's tables in m, sized by cfg.
+func NewStandard(m *Manager, cfg config.Tables, o StandardOptions) (*Standard, error) {
+	var (
+		s   Standard
+		err error
+	)
+	if s.ConnectedUsers, err = NewManagedTable(m, TableConnectedUsers, Options[string, ConnectedUser]{
+		MaxEntries: cfg.ConnectedUsers.MaxEntries, TTL: cfg.ConnectedUsers.TTL,
+		OnEvict: o.OnConnectedUserEvicted,
+		Size: func(k string, v ConnectedUser) int {
+			return len(k) + len(v.SocketID) + len(v.Role) + len(v.DisplayName)
+		},
+	}); err != nil {
+		return nil, err
+	}
+	if s.ConversationUsers, err = NewManagedTable(m, TableConversationUsers, Options[string, []string]{
+		MaxEntries: cfg.ConversationUsers.MaxEntries, TTL: cfg.ConversationUsers.TTL,
+		Size: func(k string, v []string) int {
+			n := len(k) + 16*cap(v)
+			for _, u := range v {
+				n += len(u)
+			}
+			return n
+		},
+	}); err != nil {
+		return nil, err
+	}
+	if s.EventRateLimits, err = NewManagedTable(m, TableEventRateLimits, Options[string, int64]{
+		MaxEntries: cfg.EventRateLimits.MaxEntries, TTL: cfg.EventRateLimits.TTL,
+	}); err != nil {
+		return nil, err
+	}
+	if s.UserRoles, err = NewManagedTable(m, TableUserRoles, Options[string, string]{
+		MaxEntries: cfg.UserRoles.MaxEntries, TTL: cfg.UserRoles.TTL,
+	}); err != nil {
+		return nil, err
+	}
+	return &s, nil
+}

@@ -1,0 +1,438 @@
+// Package sessions holds every piece of state chatguard keeps in memory:
+// bounded TTL tables (Table), the manager that owns, sweeps, reports and
+// sheds them (Manager), and the memory watchdog (Watchdog).
+package sessions
+
+import (
+	"errors"
+	"hash/maphash"
+	"iter"
+	"math"
+	"math/bits"
+	"runtime"
+	"sync/atomic"
+	"time"
+)
+
+// Reason says why an entry left a table.
+type Reason uint8
+
+// Eviction reasons, as OnEvict receives them and metrics label them.
+const (
+	ReasonExpired   Reason = iota // its TTL ran out
+	ReasonCapacity                // the table was full and it was the least recently used
+	ReasonManual                  // Delete
+	ReasonEmergency               // shed by the watchdog under memory pressure
+	ReasonShutdown                // the table was closed
+	numReasons
+)
+
+var reasonNames = [numReasons]string{"expired", "capacity", "manual", "emergency", "shutdown"}
+
+func (r Reason) String() string {
+	if r < numReasons {
+		return reasonNames[r]
+	}
+	return "unknown"
+}
+
+// Reasons lists every reason, for metrics.
+func Reasons() []Reason {
+	return []Reason{ReasonExpired, ReasonCapacity, ReasonManual, ReasonEmergency, ReasonShutdown}
+}
+
+// ErrClosed is returned by operations that report errors on a closed table or manager.
+var ErrClosed = errors.New("sessions: closed")
+
+// Options configure a Table.
+type Options[K comparable, V any] struct {
+	// MaxEntries bounds the table; required, > 0. The bound holds at every
+	// instant, under any concurrency.
+	MaxEntries int
+	// TTL is the default time to live of an entry; 0 means entries set
+	// without their own TTL never expire (they still leave by capacity).
+	TTL time.Duration
+	// OnEvict, when not nil, is called once for every entry that leaves the
+	// table other than by being overwritten by Set: with its key, value and
+	// reason. It runs after the table's locks are released, on the goroutine
+	// that caused the eviction, so it may call the table.
+	OnEvict func(key K, value V, reason Reason)
+	// Size, when not nil, estimates the bytes a key and value hold beyond
+	// their fixed size (string contents, slices, maps). nil counts the
+	// contents of string keys and string values only.
+	Size func(key K, value V) int
+	// Now is the clock; nil means time.Now.
+	Now func() time.Time
+	// Shards is the number of independently locked parts, rounded up to a
+	// power of two; 0 means 8 per CPU (GOMAXPROCS), at most 1024, with at
+	// least 16 entries per shard. The least recently used entry is the one
+	// of the key's shard.
+	Shards int
+}
+
+// maxTTL is the longest TTL an entry can remember for Touch (31 bits of milliseconds).
+const maxTTL = time.Duration(ttlMask) * time.Millisecond
+
+// Table is a bounded map with TTLs and least-recently-used eviction. It is
+// safe for concurrent use; each shard has its own lock. Get, Set of an
+// existing key, Touch and Delete do not allocate.
+type Table[K comparable, V any] struct {
+	shards    []*shard[K, V]
+	shardMask uint64
+	seed      maphash.Seed
+	ttl       time.Duration
+	onEvict   func(K, V, Reason)
+	size      func(K, V) int
+	clock     func() int64 // nanoseconds since the table was made; never 0 for a set entry's expiry
+	max       int
+	name      string // set by NewManagedTable
+
+	closed atomic.Bool
+}
+
+// NewTable returns a Table. Most tables are made through a Manager (see
+// NewManagedTable) so that they are swept, reported and shed.
+func NewTable[K comparable, V any](o Options[K, V]) (*Table[K, V], error) {
+	if o.MaxEntries <= 0 {
+		return nil, errors.New("sessions: MaxEntries must be > 0")
+	}
+	if o.TTL < 0 || o.TTL > maxTTL {
+		return nil, errors.New("sessions: TTL must be between 0 and 24 days")
+	}
+	n := o.Shards
+	if n <= 0 {
+		n = min(8*runtime.GOMAXPROCS(0), 1024, o.MaxEntries/16)
+	}
+	if n < 1 {
+		n = 1
+	}
+	n = 1 << bits.Len(uint(n-1)) // round up to a power of two
+	if n > o.MaxEntries {
+		n = 1 << (bits.Len(uint(o.MaxEntries)) - 1) // keep every shard's capacity >= 1
+	}
+	t := &Table[K, V]{
+		shards:    make([]*shard[K, V], n),
+		shardMask: uint64(n - 1),
+		seed:      maphash.MakeSeed(),
+		ttl:       o.TTL,
+		onEvict:   o.OnEvict,
+		size:      o.Size,
+		max:       o.MaxEntries,
+	}
+	// Monotonic nanoseconds from a base: one clock read per operation that
+	// needs it, and immune to wall-clock jumps. Expiries are base-relative
+	// and start at 1 ns, so 0 can mean "never".
+	if o.Now != nil {
+		base := o.Now().Add(-time.Nanosecond)
+		t.clock = func() int64 { return int64(o.Now().Sub(base)) }
+	} else {
+		base := time.Now().Add(-time.Nanosecond)
+		t.clock = func() int64 { return int64(time.Since(base)) }
+	}
+	if t.size == nil {
+		t.size = defaultSize[K, V]
+	}
+	for i := range t.shards {
+		capacity := o.MaxEntries / n
+		if i < o.MaxEntries%n {
+			capacity++
+		}
+		t.shards[i] = newShard[K, V](capacity)
+	}
+	return t, nil
+}
+
+func defaultSize[K comparable, V any](k K, v V) int {
+	n := 0
+	if s, ok := any(k).(string); ok {
+		n += len(s)
+	}
+	if s, ok := any(v).(string); ok {
+		n += len(s)
+	}
+	return n
+}
+
+func (t *Table[K, V]) locate(k K) (*shard[K, V], uint32) {
+	h := maphash.Comparable(t.seed, k)
+	return t.shards[h&t.shardMask], uint32(h >> 32)
+}
+
+// Get returns the value for k. An expired entry is never returned: it is
+// removed (reason expired) and counted as a miss. A hit marks k as used,
+// which spares it from the next capacity eviction (see Set).
+func (t *Table[K, V]) Get(k K) (V, bool) {
+	s, h := t.locate(k)
+	s.mu.Lock()
+	i := s.find(h, k)
+	if i < 0 {
+		s.misses++
+		s.mu.Unlock()
+		var zero V
+		return zero, false
+	}
+	e := s.at(i)
+	if e.expires != 0 && e.expires <= t.clock() {
+		key, val := e.key, e.val
+		s.remove(i, t.size(key, val))
+		s.evictions[ReasonExpired]++
+		s.misses++
+		s.mu.Unlock()
+		t.evicted(key, val, ReasonExpired)
+		var zero V
+		return zero, false
+	}
+	e.markUsed()
+	s.hits++
+	v := e.val
+	s.mu.Unlock()
+	return v, true
+}
+
+// Set stores v under k with the table's default TTL. It reports false only
+// on a closed table. Setting an existing key marks it used. When k is new and
+// its shard is full, the least recently used entry makes room, approximated
+// the way page caches do (second chance, or CLOCK): from the oldest end, an
+// entry used since it was last considered is spared once and goes back to
+// the young end; the first one that was not used is evicted. Each entry is
+// spared at most once per pass, so eviction is O(1) amortised, and reads
+// write nothing but a bit in the entry they already hold.
+func (t *Table[K, V]) Set(k K, v V) bool { return t.set(k, v, t.ttl) }
+
+// SetTTL stores v under k with its own TTL (0 or less: never expires;
+// longer than 24 days: 24 days).
+func (t *Table[K, V]) SetTTL(k K, v V, ttl time.Duration) bool {
+	if ttl < 0 {
+		ttl = 0
+	}
+	if ttl > maxTTL {
+		ttl = maxTTL
+	}
+	return t.set(k, v, ttl)
+}
+
+func (t *Table[K, V]) set(k K, v V, ttl time.Duration) bool {
+	var expires int64
+	if ttl > 0 {
+		expires = t.clock() + int64(ttl)
+	}
+	size := t.size(k, v)
+	s, h := t.locate(k)
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return false
+	}
+	if i := s.find(h, k); i >= 0 {
+		e := s.at(i)
+		s.bytes += int64(size - t.size(e.key, e.val))
+		e.val, e.expires, e.meta = v, expires, uint32(ttl/time.Millisecond)|usedBit
+		s.mu.Unlock()
+		return true
+	}
+	var (
+		victimKey K
+		victimVal V
+		reason    Reason
+		evicted   bool
+	)
+	if s.count >= s.capacity {
+		i := s.victim(t.clock)
+		e := s.at(i)
+		victimKey, victimVal, evicted = e.key, e.val, true
+		reason = ReasonCapacity
+		if e.expired(t.clock()) {
+			reason = ReasonExpired
+		}
+		s.remove(i, t.size(victimKey, victimVal))
+		s.evictions[reason]++
+	}
+	s.insert(h, k, v, expires, uint32(ttl/time.Millisecond), size)
+	s.mu.Unlock()
+	if evicted {
+		t.evicted(victimKey, victimVal, reason)
+	}
+	return true
+}
+
+// Touch extends k's life by its TTL (its own, or the table's default) from
+// now and marks it used: the seed's updateUserActivity.
+// It reports whether k was present and not expired.
+func (t *Table[K, V]) Touch(k K) bool {
+	s, h := t.locate(k)
+	s.mu.Lock()
+	i := s.find(h, k)
+	if i < 0 {
+		s.mu.Unlock()
+		return false
+	}
+	e := s.at(i)
+	if e.expires != 0 {
+		now := t.clock()
+		if e.expires <= now {
+			key, val := e.key, e.val
+			s.remove(i, t.size(key, val))
+			s.evictions[ReasonExpired]++
+			s.mu.Unlock()
+			t.evicted(key, val, ReasonExpired)
+			return false
+		}
+		e.expires = now + int64(e.meta&ttlMask)*int64(time.Millisecond)
+	}
+	e.markUsed()
+	s.mu.Unlock()
+	return true
+}
+
+// Delete removes k (reason manual) and reports whether it was there.
+func (t *Table[K, V]) Delete(k K) bool {
+	s, h := t.locate(k)
+	s.mu.Lock()
+	i := s.find(h, k)
+	if i < 0 {
+		s.mu.Unlock()
+		return false
+	}
+	e := s.at(i)
+	key, val := e.key, e.val
+	s.remove(i, t.size(key, val))
+	s.evictions[ReasonManual]++
+	s.mu.Unlock()
+	t.evicted(key, val, ReasonManual)
+	return true
+}
+
+// Len is the number of entries, expired ones not yet removed included.
+func (t *Table[K, V]) Len() int {
+	n := 0
+	for _, s := range t.shards {
+		s.mu.Lock()
+		n += s.count
+		s.mu.Unlock()
+	}
+	return n
+}
+
+// Cap is MaxEntries.
+func (t *Table[K, V]) Cap() int { return t.max }
+
+// TTL is the default TTL.
+func (t *Table[K, V]) TTL() time.Duration { return t.ttl }
+
+// All iterates over the live entries, shard by shard, from a snapshot of
+// each shard: fn may call the table. Expired entries are skipped.
+func (t *Table[K, V]) All() iter.Seq2[K, V] {
+	return func(yield func(K, V) bool) {
+		type kv struct {
+			k K
+			v V
+		}
+		var buf []kv
+		for _, s := range t.shards {
+			buf = buf[:0]
+			now := t.clock()
+			s.mu.Lock()
+			for i := s.head; i >= 0; i = s.at(i).next {
+				e := s.at(i)
+				if e.expires == 0 || e.expires > now {
+					buf = append(buf, kv{e.key, e.val})
+				}
+			}
+			s.mu.Unlock()
+			for _, p := range buf {
+				if !yield(p.k, p.v) {
+					return
+				}
+			}
+		}
+	}
+}
+
+// Sweep removes every expired entry (reason expired) and returns how many.
+// Shards that became mostly empty give their memory back.
+func (t *Table[K, V]) Sweep() int {
+	now := t.clock()
+	return t.bulk(ReasonExpired, func(s *shard[K, V], out []victim[K, V]) []victim[K, V] {
+		for i := s.tail; i >= 0; {
+			e := s.at(i)
+			prev := e.prev
+			if e.expires != 0 && e.expires <= now {
+				out = append(out, victim[K, V]{e.key, e.val})
+				s.remove(i, t.size(e.key, e.val))
+			}
+			i = prev
+		}
+		return out
+	})
+}
+
+// Shed removes the least recently used fraction (0–1) of every shard's
+// entries with reason and returns how many went.
+func (t *Table[K, V]) Shed(fraction float64, reason Reason) int {
+	if fraction <= 0 {
+		return 0
+	}
+	return t.bulk(reason, func(s *shard[K, V], out []victim[K, V]) []victim[K, V] {
+		n := int(math.Ceil(float64(s.count) * math.Min(fraction, 1)))
+		for ; n > 0 && s.tail >= 0; n-- {
+			e := s.at(s.tail)
+			out = append(out, victim[K, V]{e.key, e.val})
+			s.remove(s.tail, t.size(e.key, e.val))
+		}
+		return out
+	})
+}
+
+type victim[K comparable, V any] struct {
+	k K
+	v V
+}
+
+// bulk runs pick on every shard under its lock, counts the victims with
+// reason, compacts shards that became sparse, and calls OnEvict afterwards.
+func (t *Table[K, V]) bulk(reason Reason, pick func(*shard[K, V], []victim[K, V]) []victim[K, V]) int {
+	var out []victim[K, V]
+	for _, s := range t.shards {
+		s.mu.Lock()
+		before := len(out)
+		out = pick(s, out)
+		s.evictions[reason] += uint64(len(out) - before)
+		s.maybeCompact()
+		s.mu.Unlock()
+	}
+	for _, v := range out {
+		t.evicted(v.k, v.v, reason)
+	}
+	return len(out)
+}
+
+// Close removes every entry with reason shutdown (OnEvict is called for
+// each) and frees the table's memory. Afterwards Get and Touch miss, Set
+// stores nothing and reports false, Len is 0. Close is idempotent.
+func (t *Table[K, V]) Close() error {
+	if !t.closed.CompareAndSwap(false, true) {
+		return nil
+	}
+	var out []victim[K, V]
+	for _, s := range t.shards {
+		s.mu.Lock()
+		for i := s.head; i >= 0; i = s.at(i).next {
+			e := s.at(i)
+			out = append(out, victim[K, V]{e.key, e.val})
+		}
+		s.evictions[ReasonShutdown] += uint64(s.count)
+		s.reset()
+		s.closed = true
+		s.mu.Unlock()
+	}
+	for _, v := range out {
+		t.evicted(v.k, v.v, ReasonShutdown)
+	}
+	return nil
+}
+
+func (t *Table[K, V]) evicted(k K, v V, r Reason) {
+	if t.onEvict != nil {
+		t.onEvict(k, v, r)
+	}
+}

@@ -1,0 +1,458 @@
+package sessions
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"math"
+	"os"
+	"path/filepath"
+	"runtime/debug"
+	"runtime/metrics"
+	"runtime/pprof"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/sirupsen/logrus"
+
+	"github.com/chatguard/chatguard/internal/memstats"
+)
+
+// Resources the watchdog watches: the label of chatguard_memory_pressure_ratio.
+const (
+	ResourceTableMemory    = "table_memory"
+	ResourceHeap           = "heap"
+	ResourceConnectedUsers = "connected_users"
+)
+
+// Severities.
+const (
+	SeverityWarning  = "WARNING"
+	SeverityCritical = "CRITICAL"
+)
+
+// Reading is one look at the figures the watchdog judges.
+type Reading struct {
+	// TableBytes is the managed tables' estimated memory.
+	TableBytes int64
+	// HeapBytes is the Go-managed memory the runtime counts against its limit.
+	HeapBytes int64
+	// MemoryLimit is what HeapBytes is compared with; 0 = unknown (no heap alerts).
+	MemoryLimit int64
+	// ConnectedUsers is the size of the connectedUsers table.
+	ConnectedUsers int
+}
+
+// Alert has the seed's fields.
+type Alert struct {
+	Time              time.Time `json:"time"`
+	Type              string    `json:"type"`
+	Resource          string    `json:"resource"`
+	Current           int64     `json:"current"`
+	Threshold         int64     `json:"threshold"`
+	Ratio             string    `json:"ratio"` // current / threshold, two decimals
+	Severity          string    `json:"severity"`
+	RequiresAttention bool      `json:"requiresAttention"`
+}
+
+// Thresholds are the seed's alert levels.
+type Thresholds struct {
+	TableWarning, TableCritical int64   // bytes of managed table memory
+	HeapWarning, HeapCritical   float64 // share of the memory limit
+	UsersWarning, UsersCritical int     // connected users
+}
+
+// WatchdogOptions configure a Watchdog.
+type WatchdogOptions struct {
+	Manager *Manager
+	Thresholds
+	// Interval between checks (the seed's minute); 0 = no periodic check
+	// (Check can still be called).
+	Interval time.Duration
+	// MemoryLimit for the heap check; 0 derives it: GOMEMLIMIT when set,
+	// else the container's cgroup memory limit, else no heap check.
+	MemoryLimit int64
+	// ConnectedUsers counts connected users; nil = the connectedUsers table's size.
+	ConnectedUsers func() int
+	// ShedFraction of the largest tables goes in an emergency cleanup.
+	ShedFraction float64
+	// Cooldown between two emergency cleanups (and profile sets).
+	Cooldown time.Duration
+	// ProfileDir receives a heap profile and a CPU profile of CPUProfile
+	// length on each emergency; "" = no profiles. MaxProfiles bounds the
+	// files kept (oldest removed first).
+	ProfileDir  string
+	MaxProfiles int
+	CPUProfile  time.Duration
+	// AlertFile, when set, gets one JSON line per alert.
+	AlertFile string
+	// Logger receives alerts (category performance); nil discards them.
+	Logger *logrus.Entry
+	// Registerer receives the watchdog's metrics; nil = none.
+	Registerer prometheus.Registerer
+	// Now is the clock; nil = time.Now.
+	Now func() time.Time
+	// Read takes a reading; nil = the real figures.
+	Read func() Reading
+}
+
+// Watchdog checks memory and connections against the thresholds, raises
+// alerts and, when critical, cleans up. Close stops it.
+type Watchdog struct {
+	o      WatchdogOptions
+	log    *logrus.Entry
+	alerts *prometheus.CounterVec
+	ratio  *prometheus.GaugeVec
+	emerg  prometheus.Counter
+
+	mu            sync.Mutex // serialises checks and the alert file
+	lastEmergency time.Time
+
+	stop      chan struct{}
+	wg        sync.WaitGroup // the check loop and CPU profiles
+	closeOnce sync.Once
+}
+
+// NewWatchdog returns a Watchdog and, with an Interval, starts its loop.
+func NewWatchdog(o WatchdogOptions) (*Watchdog, error) {
+	if o.Manager == nil {
+		return nil, fmt.Errorf("sessions: watchdog needs a Manager")
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	if o.MemoryLimit == 0 {
+		o.MemoryLimit = DetectMemoryLimit()
+	}
+	if o.ConnectedUsers == nil {
+		o.ConnectedUsers = func() int {
+			for _, s := range o.Manager.Stats() {
+				if s.Name == TableConnectedUsers {
+					return s.Size
+				}
+			}
+			return 0
+		}
+	}
+	w := &Watchdog{
+		o:    o,
+		log:  o.Logger,
+		stop: make(chan struct{}),
+		alerts: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "chatguard_alerts_total",
+			Help: "Alerts raised by the memory watchdog, by type and severity.",
+		}, []string{"type", "severity"}),
+		ratio: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "chatguard_memory_pressure_ratio",
+			Help: "Last reading over its critical level: table_memory (bytes / MEMORY_CRITICAL_THRESHOLD), heap (bytes / memory limit, critical at 0.85), connected_users (users / critical count). 1 = critical.",
+		}, []string{"resource"}),
+		emerg: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "chatguard_emergency_cleanups_total",
+			Help: "Emergency cleanups run on a critical reading.",
+		}),
+	}
+	// Children exist from the start, so that rules and dashboards see zeros.
+	for _, kind := range []string{"MEMORY_USAGE", "HEAP_USAGE", "CONNECTED_USERS"} {
+		for _, sev := range []string{SeverityWarning, SeverityCritical} {
+			w.alerts.WithLabelValues(sev+"_"+kind, sev)
+		}
+	}
+	for _, r := range []string{ResourceTableMemory, ResourceHeap, ResourceConnectedUsers} {
+		w.ratio.WithLabelValues(r)
+	}
+	if w.log == nil {
+		l := logrus.New()
+		l.SetOutput(io.Discard)
+		w.log = logrus.NewEntry(l)
+	}
+	if o.Registerer != nil {
+		for _, c := range []prometheus.Collector{w.alerts, w.ratio, w.emerg} {
+			if err := o.Registerer.Register(c); err != nil {
+				return nil, fmt.Errorf("sessions: register watchdog metrics: %w", err)
+			}
+		}
+	}
+	if o.Read == nil {
+		w.o.Read = w.read
+	}
+	if o.Interval > 0 {
+		w.wg.Add(1)
+		go w.loop()
+	}
+	return w, nil
+}
+
+func (w *Watchdog) loop() {
+	defer w.wg.Done()
+	t := time.NewTicker(w.o.Interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-w.stop:
+			return
+		case <-t.C:
+			w.Check(w.o.Read())
+		}
+	}
+}
+
+// read takes the real figures.
+func (w *Watchdog) read() Reading {
+	return Reading{
+		TableBytes:     w.o.Manager.Bytes(),
+		HeapBytes:      goManagedBytes(),
+		MemoryLimit:    w.o.MemoryLimit,
+		ConnectedUsers: w.o.ConnectedUsers(),
+	}
+}
+
+// Check judges a reading: warnings are alerts; a critical table-memory or
+// heap reading also runs the emergency cleanup (at most once per cooldown).
+// Connected users over their critical level only alert, as in the seed.
+func (w *Watchdog) Check(r Reading) []Alert {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	now := w.o.Now()
+	t := w.o.Thresholds
+	var out []Alert
+	judge := func(resource, kind string, current, warning, critical, denominator float64) {
+		if denominator > 0 {
+			w.ratio.WithLabelValues(resource).Set(current / denominator)
+		}
+		severity, threshold := "", 0.0
+		switch {
+		case critical > 0 && current >= critical:
+			severity, threshold = SeverityCritical, critical
+		case warning > 0 && current >= warning:
+			severity, threshold = SeverityWarning, warning
+		default:
+			return
+		}
+		out = append(out, Alert{
+			Time: now, Type: severity + "_" + kind, Resource: resource,
+			Current: int64(current), Threshold: int64(math.Round(threshold)),
+			Ratio:    fmt.Sprintf("%.2f", current/threshold),
+			Severity: severity, RequiresAttention: severity == SeverityCritical,
+		})
+	}
+	judge(ResourceTableMemory, "MEMORY_USAGE", float64(r.TableBytes), float64(t.TableWarning), float64(t.TableCritical), float64(t.TableCritical))
+	if r.MemoryLimit > 0 {
+		lim := float64(r.MemoryLimit)
+		judge(ResourceHeap, "HEAP_USAGE", float64(r.HeapBytes), t.HeapWarning*lim, t.HeapCritical*lim, lim)
+	}
+	judge(ResourceConnectedUsers, "CONNECTED_USERS", float64(r.ConnectedUsers), float64(t.UsersWarning), float64(t.UsersCritical), float64(t.UsersCritical))
+
+	emergency := false
+	for _, a := range out {
+		w.raise(a)
+		if a.Severity == SeverityCritical && a.Resource != ResourceConnectedUsers {
+			emergency = true
+		}
+	}
+	if emergency && (w.lastEmergency.IsZero() || now.Sub(w.lastEmergency) >= w.o.Cooldown) {
+		w.lastEmergency = now
+		w.emergencyCleanup()
+	}
+	return out
+}
+
+func (w *Watchdog) raise(a Alert) {
+	w.alerts.WithLabelValues(a.Type, a.Severity).Inc()
+	entry := w.log.WithFields(logrus.Fields{
+		"category": "performance",
+		"alert":    a,
+		"severity": a.Severity, "requiresAttention": a.RequiresAttention,
+	})
+	if a.Severity == SeverityCritical {
+		entry.Error("CRITICAL ALERT: " + a.Type)
+	} else {
+		entry.Warn("warning alert: " + a.Type)
+	}
+	if w.o.AlertFile == "" {
+		return
+	}
+	if err := appendJSONLine(w.o.AlertFile, a); err != nil {
+		w.log.WithError(err).WithField("category", "performance").Warn("cannot write the alert file")
+	}
+}
+
+func appendJSONLine(path string, v any) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return err
+	}
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return err
+	}
+	_, werr := f.Write(append(b, '\n'))
+	return joinErr(werr, f.Close())
+}
+
+func joinErr(a, b error) error {
+	if a != nil {
+		return a
+	}
+	return b
+}
+
+// emergencyCleanup sheds table entries, returns memory to the OS and writes
+// profiles.
+func (w *Watchdog) emergencyCleanup() {
+	w.emerg.Inc()
+	shed := w.o.Manager.Shed(w.o.ShedFraction)
+	before, after := memstats.FreeOSMemory()
+	w.log.WithFields(logrus.Fields{
+		"category": "performance",
+		"shed":     shed,
+		"before":   before,
+		"after":    after,
+	}).Warn("emergency cleanup done")
+	if w.o.ProfileDir != "" {
+		w.writeProfiles()
+	}
+}
+
+// writeProfiles writes a heap profile now and a CPU profile over the next
+// CPUProfile in the background, then keeps the newest MaxProfiles files.
+func (w *Watchdog) writeProfiles() {
+	stamp := w.o.Now().UTC().Format("20060102T150405.000")
+	if err := os.MkdirAll(w.o.ProfileDir, 0o755); err != nil {
+		w.log.WithError(err).Warn("cannot create the profile directory")
+		return
+	}
+	heap := filepath.Join(w.o.ProfileDir, "heap-"+stamp+".pprof")
+	if f, err := os.Create(heap); err == nil {
+		_ = pprof.Lookup("heap").WriteTo(f, 0)
+		_ = f.Close()
+	} else {
+		w.log.WithError(err).Warn("cannot write a heap profile")
+	}
+	w.pruneProfiles()
+	if w.o.CPUProfile <= 0 {
+		return
+	}
+	cpu := filepath.Join(w.o.ProfileDir, "cpu-"+stamp+".pprof")
+	f, err := os.Create(cpu)
+	if err != nil {
+		w.log.WithError(err).Warn("cannot write a CPU profile")
+		return
+	}
+	if err := pprof.StartCPUProfile(f); err != nil { // another one running
+		_ = f.Close()
+		_ = os.Remove(cpu)
+		return
+	}
+	w.wg.Add(1)
+	go func() {
+		defer w.wg.Done()
+		t := time.NewTimer(w.o.CPUProfile)
+		defer t.Stop()
+		select {
+		case <-t.C:
+		case <-w.stop:
+		}
+		pprof.StopCPUProfile()
+		_ = f.Close()
+		w.mu.Lock()
+		w.pruneProfiles()
+		w.mu.Unlock()
+	}()
+}
+
+func (w *Watchdog) pruneProfiles() {
+	entries, err := os.ReadDir(w.o.ProfileDir)
+	if err != nil {
+		return
+	}
+	var files []os.DirEntry
+	for _, e := range entries {
+		if strings.HasSuffix(e.Name(), ".pprof") {
+			files = append(files, e)
+		}
+	}
+	stamp := func(n string) string { return n[strings.IndexByte(n, '-')+1:] }
+	sort.Slice(files, func(i, j int) bool { return stamp(files[i].Name()) < stamp(files[j].Name()) })
+	for len(files) > w.o.MaxProfiles {
+		_ = os.Remove(filepath.Join(w.o.ProfileDir, files[0].Name()))
+		files = files[1:]
+	}
+}
+
+// Close stops the loop and any CPU profile in progress. Idempotent.
+func (w *Watchdog) Close() error {
+	w.closeOnce.Do(func() { close(w.stop) })
+	w.wg.Wait()
+	return nil
+}
+
+// goManagedBytes is the memory the Go runtime counts against its limit: all
+// it mapped, less what it has returned to the OS.
+func goManagedBytes() int64 {
+	s := []metrics.Sample{{Name: "/memory/classes/total:bytes"}, {Name: "/memory/classes/heap/released:bytes"}}
+	metrics.Read(s)
+	if s[0].Value.Kind() != metrics.KindUint64 {
+		return 0
+	}
+	return int64(s[0].Value.Uint64() - s[1].Value.Uint64())
+}
+
+// DetectMemoryLimit returns GOMEMLIMIT when one is set, else the cgroup
+// (v2 or v1) memory limit of the container, else 0.
+func DetectMemoryLimit() int64 {
+	if l := debug.SetMemoryLimit(-1); l > 0 && l != math.MaxInt64 {
+		return l
+	}
+	return cgroupMemoryLimit("/proc/self/cgroup", "/sys/fs/cgroup")
+}
+
+// cgroupMemoryLimit reads the memory limit of the cgroup the process is in.
+func cgroupMemoryLimit(selfCgroup, root string) int64 {
+	b, err := os.ReadFile(selfCgroup)
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(strings.TrimSpace(string(b)), "\n") {
+		parts := strings.SplitN(line, ":", 3)
+		if len(parts) != 3 {
+			continue
+		}
+		var candidates []string
+		switch {
+		case parts[0] == "0" && parts[1] == "": // v2
+			candidates = []string{filepath.Join(root, parts[2], "memory.max"), filepath.Join(root, "memory.max")}
+		case strings.Contains(","+parts[1]+",", ",memory,"): // v1
+			candidates = []string{filepath.Join(root, "memory", parts[2], "memory.limit_in_bytes"), filepath.Join(root, "memory", "memory.limit_in_bytes")}
+		}
+		for _, c := range candidates {
+			if n := readLimit(c); n > 0 {
+				return n
+			}
+		}
+	}
+	return 0
+}
+
+// readLimit parses a cgroup limit file; "max" and v1's "unlimited" marker
+// (a huge number) are no limit.
+func readLimit(path string) int64 {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return 0
+	}
+	s := strings.TrimSpace(string(b))
+	if s == "max" {
+		return 0
+	}
+	var n int64
+	if _, err := fmt.Sscan(s, &n); err != nil || n <= 0 || n >= 1<<62 {
+		return 0
+	}
+	return n
+}
