@@ -6,7 +6,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"os"
 	"regexp"
 	"strings"
 	"testing"
@@ -316,25 +315,4 @@ func TestClientGoneIsLogged499(t *testing.T) {
 		}
 		return false
 	})
-}
-
-// Every metric the README lists is one the running binary exports.
-func TestREADMEMetricsExist(t *testing.T) {
-	t.Parallel()
-	b, err := os.ReadFile("../README.md")
-	if err != nil {
-		t.Fatal(err)
-	}
-	names := regexp.MustCompile("`(chatguard_[a-z_]+)`").FindAllStringSubmatch(string(b), -1)
-	if len(names) < 8 {
-		t.Fatalf("found only %d metric names in the README", len(names))
-	}
-	h := start(t, "http://"+closedPort(t), nil)
-	h.get("/") // an upstream error, so that every vector has a child
-	m := scrape(t, h)
-	for _, n := range names {
-		if !strings.Contains(m, "# HELP "+n[1]+" ") {
-			t.Errorf("README lists %s, /metrics does not have it", n[1])
-		}
-	}
 }

@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"bytes"
+	"encoding/json"
 	"context"
 	"io"
 	"net"
@@ -248,5 +249,44 @@ func TestSecondSignalForcesExit(t *testing.T) {
 	_ = p.cmd.Process.Signal(syscall.SIGINT)
 	if code := p.wait(t, 10*time.Second); code != 1 {
 		t.Errorf("forced exit code %d:\n%s", code, p.output())
+	}
+}
+
+func TestStatsHaveTheSeedsBlocks(t *testing.T) {
+	up, _, release := blockingUpstream(t)
+	defer close(release)
+	p := startProcess(t, up.URL, "CHATGUARD_STATS_TOKEN=stats-token-0123456789")
+	req, _ := http.NewRequest(http.MethodGet, "http://"+p.admin+"/api/internal/stats", nil)
+	req.Header.Set("Authorization", "Bearer stats-token-0123456789")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var out struct {
+		Data struct {
+			Server struct {
+				Memory struct{ HeapUsed, HeapTotal, RSS uint64 } `json:"memory"`
+			} `json:"server"`
+			MemoryManager struct {
+				Global struct {
+					TotalMaps int `json:"totalMaps"`
+				} `json:"global"`
+				Maps map[string]struct {
+					MaxEntries int    `json:"maxEntries"`
+					HitRate    string `json:"hitRate"`
+				} `json:"maps"`
+			} `json:"memoryManager"`
+		} `json:"data"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&out); err != nil {
+		t.Fatal(err)
+	}
+	mm := out.Data.MemoryManager
+	if mm.Global.TotalMaps != 4 || mm.Maps["connectedUsers"].MaxEntries != 50000 || mm.Maps["eventRateLimits"].MaxEntries != 1000000 {
+		t.Errorf("memoryManager block: %+v", mm)
+	}
+	if out.Data.Server.Memory.RSS == 0 || out.Data.Server.Memory.HeapUsed == 0 {
+		t.Errorf("server.memory: %+v", out.Data.Server.Memory)
 	}
 }

@@ -49,20 +49,12 @@ func serve(ctx context.Context, env environment) int {
 	log := logger.WithField(logging.FieldCategory, logging.CategorySystem)
 	log.WithFields(logrus.Fields{"version": info.Version, "revision": info.Revision, "env": cfg.Env}).Info("chatguard starting")
 
-	tables, watchdog, err := startMemoryManagement(cfg, logger, reg)
+	a, err := newApp(cfg, logger, reg)
 	if err != nil {
-		log.WithError(err).Error("cannot start memory management")
+		log.WithError(err).Error("cannot start")
 		return 1
 	}
-	defer tables.Close() // after the proxy has drained: entries leave with reason shutdown
-	defer watchdog.Close()
-
-	srv, err := proxy.New(proxy.Options{Config: cfg, Logger: logger.Logger, Registry: reg})
-	if err != nil {
-		log.WithError(err).Error("cannot build the proxy")
-		return 1
-	}
-	srv.AddStats("memoryManager", func() any { return tables.StatsBlock() })
+	defer a.Close() // after the proxy has drained: table entries leave with reason shutdown
 	public, admin, err := listen(cfg)
 	if err != nil {
 		log.WithError(err).Error("cannot listen")
@@ -74,11 +66,41 @@ func serve(ctx context.Context, env environment) int {
 	stopSignals := handleSignals(cancel, log, env.exit)
 	defer stopSignals()
 
-	if err := srv.Serve(ctx, public, admin); err != nil {
+	if err := a.srv.Serve(ctx, public, admin); err != nil {
 		log.WithError(err).Error("chatguard failed")
 		return 1
 	}
 	return 0
+}
+
+// app is everything serve runs, wired together.
+type app struct {
+	srv      *proxy.Server
+	tables   *sessions.Manager
+	watchdog *sessions.Watchdog
+}
+
+// newApp builds the proxy, the table manager and the watchdog, registering
+// their metrics on reg.
+func newApp(cfg *config.Config, logger *logging.Logger, reg *prometheus.Registry) (*app, error) {
+	tables, watchdog, err := startMemoryManagement(cfg, logger, reg)
+	if err != nil {
+		return nil, fmt.Errorf("memory management: %w", err)
+	}
+	srv, err := proxy.New(proxy.Options{Config: cfg, Logger: logger.Logger, Registry: reg})
+	if err != nil {
+		watchdog.Close()
+		tables.Close()
+		return nil, fmt.Errorf("proxy: %w", err)
+	}
+	srv.AddStats("memoryManager", func() any { return tables.StatsBlock() })
+	return &app{srv: srv, tables: tables, watchdog: watchdog}, nil
+}
+
+// Close stops the watchdog, then closes the tables.
+func (a *app) Close() {
+	a.watchdog.Close()
+	a.tables.Close()
 }
 
 // startMemoryManagement makes the table manager with the seed's tables and
