@@ -1,0 +1,231 @@
+// Package identity verifies the users' JWTs (HS256 with a shared secret,
+// RS256 or ES256 with a public key) and reads who they are: the user key,
+// the role and the display name.
+package identity
+
+import (
+	"crypto/ecdsa"
+	"crypto/rsa"
+	"crypto/x509"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/golang-jwt/jwt/v5"
+)
+
+// Roles as the seed names them; every other role is RoleBasic.
+const (
+	RoleAdmin = "admin"
+	RoleAgent = "agent"
+	RoleBasic = "basic"
+)
+
+// Errors of Verify.
+var (
+	ErrMissing = errors.New("identity: no token")
+	ErrExpired = errors.New("identity: token expired")
+	ErrInvalid = errors.New("identity: token invalid")
+)
+
+// Identity is who a verified token says the caller is.
+type Identity struct {
+	User string // the user key: the first non-empty of the user claims
+	Role string // admin, agent or basic
+	Name string // display name, may be empty
+}
+
+// Options configure a Verifier. At least one of Secret and PublicKeyPEM is required.
+type Options struct {
+	// Secret verifies HS256 tokens.
+	Secret []byte
+	// PublicKeyPEM verifies RS256 (an RSA key) or ES256 (a P-256 key)
+	// tokens: a PKIX public key or a certificate.
+	PublicKeyPEM []byte
+	// Issuer and Audience, when set, must match the token's iss and aud.
+	Issuer, Audience string
+	// Leeway for exp, nbf and iat; 0 means 30 seconds.
+	Leeway time.Duration
+	// RequireExpiry rejects tokens without exp.
+	RequireExpiry bool
+	// UserClaims are tried in order for the user key; nil means email, sub.
+	UserClaims []string
+	// RoleClaim and NameClaim name the role and display name claims; empty
+	// means role and name.
+	RoleClaim, NameClaim string
+	// Now is the clock; nil means time.Now.
+	Now func() time.Time
+}
+
+// Verifier checks tokens. It is safe for concurrent use.
+type Verifier struct {
+	o      Options
+	parser *jwt.Parser
+	pub    any
+}
+
+// New returns a Verifier. Only the algorithms its keys can verify are
+// accepted: "none", and a token whose algorithm does not match the kind of
+// key (the HS256-signed-with-the-public-key confusion), are rejected.
+func New(o Options) (*Verifier, error) {
+	v := &Verifier{o: o}
+	var algs []string
+	if len(o.Secret) > 0 {
+		algs = append(algs, "HS256")
+	}
+	if len(o.PublicKeyPEM) > 0 {
+		pub, alg, err := parsePublicKey(o.PublicKeyPEM)
+		if err != nil {
+			return nil, err
+		}
+		v.pub = pub
+		algs = append(algs, alg)
+	}
+	if len(algs) == 0 {
+		return nil, errors.New("identity: a secret or a public key is required")
+	}
+	if v.o.Leeway == 0 {
+		v.o.Leeway = 30 * time.Second
+	}
+	if len(v.o.UserClaims) == 0 {
+		v.o.UserClaims = []string{"email", "sub"}
+	}
+	if v.o.RoleClaim == "" {
+		v.o.RoleClaim = "role"
+	}
+	if v.o.NameClaim == "" {
+		v.o.NameClaim = "name"
+	}
+	if v.o.Now == nil {
+		v.o.Now = time.Now
+	}
+	popts := []jwt.ParserOption{
+		jwt.WithValidMethods(algs),
+		jwt.WithLeeway(v.o.Leeway),
+		jwt.WithTimeFunc(v.o.Now),
+		jwt.WithIssuedAt(),
+	}
+	if o.Issuer != "" {
+		popts = append(popts, jwt.WithIssuer(o.Issuer))
+	}
+	if o.Audience != "" {
+		popts = append(popts, jwt.WithAudience(o.Audience))
+	}
+	if o.RequireExpiry {
+		popts = append(popts, jwt.WithExpirationRequired())
+	}
+	v.parser = jwt.NewParser(popts...)
+	return v, nil
+}
+
+func parsePublicKey(data []byte) (any, string, error) {
+	block, _ := pem.Decode(data)
+	if block == nil {
+		return nil, "", errors.New("identity: the public key is not PEM")
+	}
+	var key any
+	switch block.Type {
+	case "CERTIFICATE":
+		cert, err := x509.ParseCertificate(block.Bytes)
+		if err != nil {
+			return nil, "", fmt.Errorf("identity: certificate: %w", err)
+		}
+		key = cert.PublicKey
+	case "RSA PUBLIC KEY":
+		k, err := x509.ParsePKCS1PublicKey(block.Bytes)
+		if err != nil {
+			return nil, "", fmt.Errorf("identity: public key: %w", err)
+		}
+		key = k
+	default:
+		k, err := x509.ParsePKIXPublicKey(block.Bytes)
+		if err != nil {
+			return nil, "", fmt.Errorf("identity: public key: %w", err)
+		}
+		key = k
+	}
+	switch k := key.(type) {
+	case *rsa.PublicKey:
+		if k.N.BitLen() < 2048 {
+			return nil, "", errors.New("identity: RSA keys shorter than 2048 bits are refused")
+		}
+		return k, "RS256", nil
+	case *ecdsa.PublicKey:
+		if k.Curve.Params().Name != "P-256" {
+			return nil, "", fmt.Errorf("identity: ES256 needs a P-256 key, not %s", k.Curve.Params().Name)
+		}
+		return k, "ES256", nil
+	}
+	return nil, "", fmt.Errorf("identity: unsupported public key type %T", key)
+}
+
+// Verify checks token and returns the identity in it. Errors are ErrExpired
+// or ErrInvalid (wrapping the reason).
+func (v *Verifier) Verify(token string) (Identity, error) {
+	if token == "" {
+		return Identity{}, ErrMissing
+	}
+	claims := jwt.MapClaims{}
+	_, err := v.parser.ParseWithClaims(token, claims, func(t *jwt.Token) (any, error) {
+		switch t.Method.Alg() {
+		case "HS256":
+			return v.o.Secret, nil
+		case "RS256", "ES256":
+			return v.pub, nil
+		}
+		return nil, fmt.Errorf("algorithm %s not allowed", t.Method.Alg())
+	})
+	switch {
+	case errors.Is(err, jwt.ErrTokenExpired):
+		return Identity{}, fmt.Errorf("%w: %v", ErrExpired, err)
+	case err != nil:
+		return Identity{}, fmt.Errorf("%w: %v", ErrInvalid, err)
+	}
+	id := Identity{Role: NormaliseRole(stringClaim(claims, v.o.RoleClaim)), Name: stringClaim(claims, v.o.NameClaim)}
+	for _, c := range v.o.UserClaims {
+		if id.User = stringClaim(claims, c); id.User != "" {
+			break
+		}
+	}
+	if id.User == "" {
+		return Identity{}, fmt.Errorf("%w: no user claim (%s)", ErrInvalid, strings.Join(v.o.UserClaims, ", "))
+	}
+	return id, nil
+}
+
+func stringClaim(c jwt.MapClaims, name string) string {
+	s, _ := c[name].(string)
+	return s
+}
+
+// NormaliseRole maps a role claim onto the seed's three roles.
+func NormaliseRole(r string) string {
+	switch strings.ToLower(strings.TrimSpace(r)) {
+	case RoleAdmin:
+		return RoleAdmin
+	case RoleAgent:
+		return RoleAgent
+	}
+	return RoleBasic
+}
+
+// FromRequest finds a token: the Authorization bearer, else the cookie named
+// cookie (when not empty), else the token query parameter. source says
+// which: header, cookie, query, or "" when there is none.
+func FromRequest(r *http.Request, cookie string) (token, source string) {
+	if h := r.Header.Get("Authorization"); len(h) > 7 && strings.EqualFold(h[:7], "bearer ") {
+		return strings.TrimSpace(h[7:]), "header"
+	}
+	if cookie != "" {
+		if c, err := r.Cookie(cookie); err == nil && c.Value != "" {
+			return c.Value, "cookie"
+		}
+	}
+	if t := r.URL.Query().Get("token"); t != "" {
+		return t, "query"
+	}
+	return "", ""
+}

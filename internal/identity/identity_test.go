@@ -1,0 +1,224 @@
+package identity
+
+import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/x509"
+	"encoding/base64"
+	"encoding/pem"
+	"errors"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/golang-jwt/jwt/v5"
+	"go.uber.org/goleak"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+var (
+	secret = []byte("a-test-secret-of-decent-length-0123")
+	now    = time.Date(2026, 11, 27, 10, 0, 0, 0, time.UTC)
+)
+
+func clock() time.Time { return now }
+
+func sign(t *testing.T, method jwt.SigningMethod, key any, claims jwt.MapClaims) string {
+	t.Helper()
+	s, err := jwt.NewWithClaims(method, claims).SignedString(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+func pemOf(t *testing.T, pub any) []byte {
+	t.Helper()
+	der, err := x509.MarshalPKIXPublicKey(pub)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der})
+}
+
+func claims(extra map[string]any) jwt.MapClaims {
+	c := jwt.MapClaims{"email": "ana@example.com", "sub": "u1", "role": "agent", "name": "Ana", "exp": now.Add(time.Hour).Unix(), "iat": now.Add(-time.Minute).Unix()}
+	for k, v := range extra {
+		if v == nil {
+			delete(c, k)
+		} else {
+			c[k] = v
+		}
+	}
+	return c
+}
+
+func TestVerify(t *testing.T) {
+	t.Parallel()
+	rsaKey, _ := rsa.GenerateKey(rand.Reader, 2048)
+	otherRSA, _ := rsa.GenerateKey(rand.Reader, 2048)
+	ecKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+
+	hs, err := New(Options{Secret: secret, Now: clock, Issuer: "chat", Audience: "chat-api"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rs, err := New(Options{PublicKeyPEM: pemOf(t, &rsaKey.PublicKey), Now: clock})
+	if err != nil {
+		t.Fatal(err)
+	}
+	es, err := New(Options{PublicKeyPEM: pemOf(t, &ecKey.PublicKey), Now: clock})
+	if err != nil {
+		t.Fatal(err)
+	}
+	withIssAud := claims(map[string]any{"iss": "chat", "aud": "chat-api"})
+
+	noneToken := func() string {
+		h := base64.RawURLEncoding.EncodeToString([]byte(`{"alg":"none","typ":"JWT"}`))
+		p := base64.RawURLEncoding.EncodeToString([]byte(`{"email":"ana@example.com","exp":9999999999}`))
+		return h + "." + p + "."
+	}()
+
+	tests := []struct {
+		name  string
+		v     *Verifier
+		token string
+		want  Identity
+		err   error
+	}{
+		{"HS256 valid", hs, sign(t, jwt.SigningMethodHS256, secret, withIssAud), Identity{"ana@example.com", "agent", "Ana"}, nil},
+		{"RS256 valid", rs, sign(t, jwt.SigningMethodRS256, rsaKey, claims(nil)), Identity{"ana@example.com", "agent", "Ana"}, nil},
+		{"ES256 valid", es, sign(t, jwt.SigningMethodES256, ecKey, claims(nil)), Identity{"ana@example.com", "agent", "Ana"}, nil},
+		{"sub when no email", rs, sign(t, jwt.SigningMethodRS256, rsaKey, claims(map[string]any{"email": nil, "role": "ADMIN"})), Identity{"u1", "admin", "Ana"}, nil},
+		{"unknown role is basic", rs, sign(t, jwt.SigningMethodRS256, rsaKey, claims(map[string]any{"role": "supervisor"})), Identity{"ana@example.com", "basic", "Ana"}, nil},
+		{"expired", rs, sign(t, jwt.SigningMethodRS256, rsaKey, claims(map[string]any{"exp": now.Add(-time.Minute).Unix()})), Identity{}, ErrExpired},
+		{"expired within leeway", rs, sign(t, jwt.SigningMethodRS256, rsaKey, claims(map[string]any{"exp": now.Add(-10 * time.Second).Unix()})), Identity{"ana@example.com", "agent", "Ana"}, nil},
+		{"not yet valid", rs, sign(t, jwt.SigningMethodRS256, rsaKey, claims(map[string]any{"nbf": now.Add(time.Hour).Unix()})), Identity{}, ErrInvalid},
+		{"issued in the future", rs, sign(t, jwt.SigningMethodRS256, rsaKey, claims(map[string]any{"iat": now.Add(time.Hour).Unix()})), Identity{}, ErrInvalid},
+		{"wrong secret", hs, sign(t, jwt.SigningMethodHS256, []byte("another-secret-another-secret-000"), withIssAud), Identity{}, ErrInvalid},
+		{"wrong RSA key", rs, sign(t, jwt.SigningMethodRS256, otherRSA, claims(nil)), Identity{}, ErrInvalid},
+		{"wrong issuer", hs, sign(t, jwt.SigningMethodHS256, secret, claims(map[string]any{"iss": "evil", "aud": "chat-api"})), Identity{}, ErrInvalid},
+		{"wrong audience", hs, sign(t, jwt.SigningMethodHS256, secret, claims(map[string]any{"iss": "chat", "aud": "other"})), Identity{}, ErrInvalid},
+		{"alg none", rs, noneToken, Identity{}, ErrInvalid},
+		// The classic confusion: HS256 signed with the RSA public key's PEM as the HMAC secret.
+		{"HS256 with the public key", rs, sign(t, jwt.SigningMethodHS256, pemOf(t, &rsaKey.PublicKey), claims(nil)), Identity{}, ErrInvalid},
+		{"RS256 to an HS verifier", hs, sign(t, jwt.SigningMethodRS256, rsaKey, withIssAud), Identity{}, ErrInvalid},
+		{"ES256 to an RSA verifier", rs, sign(t, jwt.SigningMethodES256, ecKey, claims(nil)), Identity{}, ErrInvalid},
+		{"no user claim", rs, sign(t, jwt.SigningMethodRS256, rsaKey, claims(map[string]any{"email": nil, "sub": nil})), Identity{}, ErrInvalid},
+		{"garbage", rs, "not.a.token", Identity{}, ErrInvalid},
+		{"empty", rs, "", Identity{}, ErrMissing},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			got, err := tc.v.Verify(tc.token)
+			if tc.err != nil {
+				if !errors.Is(err, tc.err) {
+					t.Fatalf("err = %v, want %v", err, tc.err)
+				}
+				return
+			}
+			if err != nil || got != tc.want {
+				t.Fatalf("Verify = %+v, %v; want %+v", got, err, tc.want)
+			}
+		})
+	}
+}
+
+func TestRequireExpiryAndOptions(t *testing.T) {
+	t.Parallel()
+	v, err := New(Options{Secret: secret, Now: clock, RequireExpiry: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := v.Verify(sign(t, jwt.SigningMethodHS256, secret, claims(map[string]any{"exp": nil}))); !errors.Is(err, ErrInvalid) {
+		t.Fatalf("token without exp: %v", err)
+	}
+	if _, err := New(Options{}); err == nil {
+		t.Fatal("no key accepted")
+	}
+	if _, err := New(Options{PublicKeyPEM: []byte("nope")}); err == nil {
+		t.Fatal("garbage key accepted")
+	}
+	small, _ := rsa.GenerateKey(rand.Reader, 1024)
+	if _, err := New(Options{PublicKeyPEM: pemOf(t, &small.PublicKey)}); err == nil {
+		t.Fatal("1024-bit RSA key accepted")
+	}
+	p384, _ := ecdsa.GenerateKey(elliptic.P384(), rand.Reader)
+	if _, err := New(Options{PublicKeyPEM: pemOf(t, &p384.PublicKey)}); err == nil {
+		t.Fatal("P-384 key accepted for ES256")
+	}
+	custom, _ := New(Options{Secret: secret, Now: clock, UserClaims: []string{"uid"}, RoleClaim: "r", NameClaim: "n"})
+	id, err := custom.Verify(sign(t, jwt.SigningMethodHS256, secret, claims(map[string]any{"uid": "x1", "r": "admin", "n": "X"})))
+	if err != nil || id != (Identity{"x1", "admin", "X"}) {
+		t.Fatalf("custom claims: %+v %v", id, err)
+	}
+}
+
+func TestFromRequest(t *testing.T) {
+	t.Parallel()
+	r := httptest.NewRequest("GET", "/socket.io/?EIO=4&token=q1", nil)
+	if tok, src := FromRequest(r, "jwt"); tok != "q1" || src != "query" {
+		t.Fatalf("query: %q %q", tok, src)
+	}
+	r.Header.Set("Cookie", "jwt=c1; other=x")
+	if tok, src := FromRequest(r, "jwt"); tok != "c1" || src != "cookie" {
+		t.Fatalf("cookie: %q %q", tok, src)
+	}
+	if tok, src := FromRequest(r, ""); tok != "q1" || src != "query" {
+		t.Fatalf("no cookie configured: %q %q", tok, src)
+	}
+	r.Header.Set("Authorization", "Bearer h1")
+	if tok, src := FromRequest(r, "jwt"); tok != "h1" || src != "header" {
+		t.Fatalf("header: %q %q", tok, src)
+	}
+	r.Header.Set("Authorization", "Basic dTpw")
+	if tok, _ := FromRequest(r, ""); tok != "q1" {
+		t.Fatalf("basic auth taken as a token: %q", tok)
+	}
+	if tok, src := FromRequest(httptest.NewRequest("GET", "/", nil), "jwt"); tok != "" || src != "" {
+		t.Fatalf("none: %q %q", tok, src)
+	}
+}
+
+// FuzzVerify: arbitrary tokens never panic and never verify.
+func FuzzVerify(f *testing.F) {
+	v, err := New(Options{Secret: secret, Now: clock})
+	if err != nil {
+		f.Fatal(err)
+	}
+	good, _ := jwt.NewWithClaims(jwt.SigningMethodHS256, claims(nil)).SignedString(secret)
+	for _, s := range []string{good, "", "a.b.c", "eyJhbGciOiJub25lIn0.e30.", strings.Repeat("a.", 1000), good[:len(good)-2]} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, tok string) {
+		id, err := v.Verify(tok)
+		// Only the signed token verifies (a spelling of it that decodes to the
+		// same bytes may too); the fuzzer cannot forge other claims.
+		if err == nil && id != (Identity{"ana@example.com", "agent", "Ana"}) {
+			t.Fatalf("forged token verified: %q → %+v", tok, id)
+		}
+	})
+}
+
+// FuzzFromRequest: any header, cookie or query never panics, and a token is
+// found only where one was given.
+func FuzzFromRequest(f *testing.F) {
+	f.Add("Bearer abc", "jwt=x", "token=y")
+	f.Add("", "", "")
+	f.Add("bearer ", "=;;", "token=%zz")
+	f.Fuzz(func(t *testing.T, auth, cookie, query string) {
+		r := httptest.NewRequest("GET", "/", nil)
+		r.URL.RawQuery = query
+		r.Header.Set("Authorization", auth)
+		r.Header.Set("Cookie", cookie)
+		tok, src := FromRequest(r, "jwt")
+		if (tok == "") != (src == "") {
+			t.Fatalf("token %q from %q", tok, src)
+		}
+	})
+}
