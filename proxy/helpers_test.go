@@ -228,3 +228,5 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 		time.Sleep(5 * time.Millisecond)
 	}
 }
+
+func newTestHTTPServer(h http.Handler) *httptest.Server { return httptest.NewServer(h) }

@@ -112,14 +112,7 @@ func (f utc) Format(e *logrus.Entry) ([]byte, error) {
 	return f.Formatter.Format(e)
 }
 
-func jsonFormatter() logrus.Formatter {
-	return utc{&logrus.JSONFormatter{
-		TimestampFormat: TimeFormat,
-		// Paths and queries stay greppable: no \u0026 for &.
-		DisableHTMLEscape: true,
-		FieldMap:          logrus.FieldMap{logrus.FieldKeyMsg: "msg"},
-	}}
-}
+func jsonFormatter() logrus.Formatter { return jsonLines{} }
 
 // Close stops the summary goroutine and closes log files. It is idempotent.
 func (l *Logger) Close() error {

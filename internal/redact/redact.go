@@ -377,9 +377,31 @@ func mayHoldSecret(s string) bool {
 	if strings.Contains(s, "eyJ") || strings.Contains(s, "://") {
 		return true
 	}
-	l := strings.ToLower(s)
-	for _, w := range []string{"bearer", "basic", "token", "pass", "pwd", "secret", "key", "jwt", "cookie", "session", "credential", "authorization"} {
-		if strings.Contains(l, w) {
+	for _, w := range hintWords {
+		if containsFold(s, w) {
+			return true
+		}
+	}
+	return false
+}
+
+var hintWords = []string{"bearer", "basic", "token", "pass", "pwd", "secret", "key", "jwt", "cookie", "session", "credential", "authorization"}
+
+// containsFold is strings.Contains ignoring ASCII case, for a lower-case
+// word, without allocating.
+func containsFold(s, word string) bool {
+	for i := 0; i+len(word) <= len(s); i++ {
+		j := 0
+		for ; j < len(word); j++ {
+			c := s[i+j]
+			if c >= 'A' && c <= 'Z' {
+				c += 'a' - 'A'
+			}
+			if c != word[j] {
+				break
+			}
+		}
+		if j == len(word) {
 			return true
 		}
 	}
