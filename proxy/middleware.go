@@ -172,7 +172,8 @@ func (s *Server) accessLog(w *responseWriter, r *http.Request, info *reqInfo, st
 	if info.reason != "" {
 		f["reason"] = info.reason
 	}
-	s.log.WithFields(f).Log(lvl, "request completed")
+	// An Entry of our own map: Logger.WithFields would copy it first.
+	(&logrus.Entry{Logger: s.log, Data: f}).Log(lvl, "request completed")
 }
 
 // writeError sends an envelope and counts it.

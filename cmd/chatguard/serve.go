@@ -39,6 +39,7 @@ func serve(ctx context.Context, env environment) int {
 		MaxSizeMB:       cfg.Log.MaxSizeMB,
 		MaxBackups:      cfg.Log.MaxBackups,
 		SummaryInterval: cfg.Log.SummaryInterval,
+		FlushInterval:   cfg.Log.FlushInterval,
 		Registerer:      reg,
 	})
 	if err != nil {
@@ -63,7 +64,7 @@ func serve(ctx context.Context, env environment) int {
 
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	stopSignals := handleSignals(cancel, log, env.exit)
+	stopSignals := handleSignals(cancel, log, func(code int) { _ = logger.Flush(); env.exit(code) })
 	defer stopSignals()
 
 	if err := a.srv.Serve(ctx, public, admin); err != nil {

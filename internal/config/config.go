@@ -57,6 +57,7 @@ type Log struct {
 	MaxSizeMB       int           `yaml:"max_size_mb"`
 	MaxBackups      int           `yaml:"max_backups"`
 	SummaryInterval time.Duration `yaml:"summary_interval"`
+	FlushInterval   time.Duration `yaml:"flush_interval"`
 }
 
 // Tables sizes the seed's tables. A struct, not a map, so that a file that

@@ -45,7 +45,30 @@ func documented() *config.Config {
 			MaxSizeMB:       20,
 			MaxBackups:      5,
 			SummaryInterval: time.Hour,
+			FlushInterval:   100 * time.Millisecond,
 		},
+		Tables: config.Tables{
+			ConnectedUsers:    config.Table{MaxEntries: 50000, TTL: 2 * time.Hour},
+			ConversationUsers: config.Table{MaxEntries: 100000, TTL: time.Hour},
+			EventRateLimits:   config.Table{MaxEntries: 1000000, TTL: 10 * time.Minute},
+			UserRoles:         config.Table{MaxEntries: 100000, TTL: 4 * time.Hour},
+		},
+		Memory: config.Memory{
+			WarningThreshold:       104857600,
+			CriticalThreshold:      209715200,
+			HeapWarningRatio:       0.7,
+			HeapCriticalRatio:      0.85,
+			ConnectedUsersWarning:  40000,
+			ConnectedUsersCritical: 50000,
+			CheckInterval:          time.Minute,
+			SweepInterval:          5 * time.Minute,
+			ShedFraction:           0.2,
+			EmergencyCooldown:      5 * time.Minute,
+			ProfileDir:             "./profiles",
+			MaxProfiles:            10,
+			CPUProfile:             5 * time.Second,
+		},
+		Alerts: config.Alerts{Path: "./logs/alerts.jsonl"},
 		Routes: []config.Route{
 			{Name: "auth_login", Methods: []string{"POST"}, Path: "/api/auth/login"},
 			{Name: "messages", Path: "/api/messages/*"},
@@ -148,7 +171,7 @@ func TestEverySettingIsInDefaultFile(t *testing.T) {
 			}
 			// Value hides a non-empty secret; the documented token is empty.
 			got := s.Value(def)
-			if d, err := time.ParseDuration(val); err == nil {
+			if d, err := time.ParseDuration(val); err == nil && val != "0" { // a bare 0 is a number
 				val = d.String()
 			}
 			if got != val {

@@ -46,6 +46,7 @@ var settings = []Setting{
 	{"log.max_size_mb", "CHATGUARD_LOG_MAX_SIZE_MB", "log-max-size-mb", "rotate a log file at this size", func(c *Config) any { return &c.Log.MaxSizeMB }},
 	{"log.max_backups", "CHATGUARD_LOG_MAX_BACKUPS", "log-max-backups", "rotated files kept per log", func(c *Config) any { return &c.Log.MaxBackups }},
 	{"log.summary_interval", "CHATGUARD_LOG_SUMMARY_INTERVAL", "log-summary-interval", "interval of the logging summary line (0 = off)", func(c *Config) any { return &c.Log.SummaryInterval }},
+	{"log.flush_interval", "CHATGUARD_LOG_FLUSH_INTERVAL", "log-flush-interval", "stdout lines are written in batches at least this often (0 = each line at once)", func(c *Config) any { return &c.Log.FlushInterval }},
 	{"memory.warning_threshold", "MEMORY_WARNING_THRESHOLD", "memory-warning-threshold", "bytes of table memory that raise a warning", func(c *Config) any { return &c.Memory.WarningThreshold }},
 	{"memory.critical_threshold", "MEMORY_CRITICAL_THRESHOLD", "memory-critical-threshold", "bytes of table memory that are critical (emergency cleanup)", func(c *Config) any { return &c.Memory.CriticalThreshold }},
 	{"memory.heap_warning_ratio", "CHATGUARD_HEAP_WARNING_RATIO", "heap-warning-ratio", "share of the memory limit that raises a warning", func(c *Config) any { return &c.Memory.HeapWarningRatio }},

@@ -77,6 +77,9 @@ func Validate(c *Config) []string {
 	notNegative("server.drain_delay", c.Server.DrainDelay)
 	positive("server.shutdown_timeout", c.Server.ShutdownTimeout)
 	notNegative("log.summary_interval", c.Log.SummaryInterval)
+	if c.Log.FlushInterval < 0 || c.Log.FlushInterval > 10*time.Second {
+		add("log.flush_interval", "must be between 0 and 10s (got %s)", c.Log.FlushInterval)
+	}
 
 	between := func(key string, v, lo, hi int64) {
 		if v < lo || v > hi {

@@ -48,6 +48,9 @@ type Options struct {
 	MaxBackups int
 	// SummaryInterval is the period of the "logging metrics (last hour)" line; 0 = none.
 	SummaryInterval time.Duration
+	// FlushInterval, when > 0, buffers Out and writes it at most this often
+	// (and whenever 64 KiB are waiting) instead of once per line.
+	FlushInterval time.Duration
 	// Registerer receives chatguard_log_lines_total; nil = not registered.
 	Registerer prometheus.Registerer
 }
@@ -55,6 +58,7 @@ type Options struct {
 // Logger is the process's logger and what it owns: files and the summary goroutine.
 type Logger struct {
 	*logrus.Logger
+	out     *bufferedWriter // nil when lines are written at once
 	counts  *countHook
 	closers []io.Closer
 	stop    chan struct{}
@@ -73,6 +77,7 @@ func New(o Options) (*Logger, error) {
 	}
 	l := logrus.New()
 	l.SetLevel(lvl)
+	lg := &Logger{Logger: l, stop: make(chan struct{}), done: make(chan struct{})}
 	if o.Out != nil {
 		l.SetOutput(o.Out)
 	}
@@ -81,8 +86,6 @@ func New(o Options) (*Logger, error) {
 	} else {
 		l.SetFormatter(jsonFormatter())
 	}
-	lg := &Logger{Logger: l, stop: make(chan struct{}), done: make(chan struct{})}
-
 	l.AddHook(redactHook{})
 	counts, err := newCountHook(o.Registerer)
 	if err != nil {
@@ -94,6 +97,11 @@ func New(o Options) (*Logger, error) {
 		fh := newFileHook(o.Dir, o.MaxSizeMB, o.MaxBackups)
 		l.AddHook(fh)
 		lg.closers = append(lg.closers, fh)
+	}
+	if o.FlushInterval > 0 { // last: nothing below fails, so the goroutine has its owner
+		b := newBufferedWriter(l.Out, o.FlushInterval)
+		l.SetOutput(b)
+		lg.out = b
 	}
 	if o.SummaryInterval > 0 {
 		go lg.summarise(o.SummaryInterval)
@@ -123,8 +131,19 @@ func (l *Logger) Close() error {
 		for _, c := range l.closers {
 			errs = append(errs, c.Close())
 		}
+		if l.out != nil {
+			errs = append(errs, l.out.Close())
+		}
 	})
 	return errors.Join(errs...)
+}
+
+// Flush writes out buffered lines (see Options.FlushInterval).
+func (l *Logger) Flush() error {
+	if l.out == nil {
+		return nil
+	}
+	return l.out.Flush()
 }
 
 // Summary returns the counts since the last summary line (or start).
