@@ -8,6 +8,8 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/http/httptrace"
+	"net/textproto"
 	"strings"
 	"sync"
 	"testing"
@@ -230,3 +232,10 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 }
 
 func newTestHTTPServer(h http.Handler) *httptest.Server { return httptest.NewServer(h) }
+
+// withGot1xx makes a client request report informational responses.
+func withGot1xx(ctx context.Context, f func(code int)) context.Context {
+	return httptrace.WithClientTrace(ctx, &httptrace.ClientTrace{
+		Got1xxResponse: func(code int, _ textproto.MIMEHeader) error { f(code); return nil },
+	})
+}

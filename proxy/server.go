@@ -96,7 +96,7 @@ func New(o Options) (*Server, error) {
 	}
 	transport := o.Transport
 	if transport == nil {
-		transport = newTransport(o.Config.Proxy)
+		transport = defaultTransport(target, o.Config.Proxy)
 	}
 	if t, ok := transport.(interface{ CloseIdleConnections() }); ok {
 		s.idle = t

@@ -24,6 +24,19 @@ import (
 	"github.com/chatguard/chatguard/internal/logging"
 )
 
+// defaultTransport is the lean HTTP/1.1 client for a plain-HTTP upstream (a
+// sidecar's own pod) and net/http's Transport for HTTPS.
+func defaultTransport(target *url.URL, c config.Proxy) http.RoundTripper {
+	if target.Scheme == "http" {
+		addr := target.Host
+		if target.Port() == "" {
+			addr = net.JoinHostPort(target.Hostname(), "80")
+		}
+		return newUpstreamTransport(addr, c.DialTimeout, c.IdleConnTimeout, c.ResponseHeaderTimeout, c.MaxIdleConns)
+	}
+	return newTransport(c)
+}
+
 func newTransport(c config.Proxy) *http.Transport {
 	return &http.Transport{
 		// No Proxy: a sidecar talks to its own pod, whatever HTTP_PROXY says.

@@ -1,0 +1,326 @@
+package proxy
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptrace"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// upstreamTransport is a lean HTTP/1.1 client for one plain-HTTP upstream,
+// used in place of http.Transport for http:// upstreams. A request runs on
+// the calling goroutine from write to last body byte: no per-connection
+// reader and writer goroutines, no hand-offs between them, which is where
+// http.Transport spends much of a small proxied request's CPU.
+//
+// Idle connections are kept in a LIFO stack. Before one is reused, a
+// non-blocking peek checks that the upstream has not closed it (Node closes
+// idle keep-alive connections after 5 s); a request that fails on a reused
+// connection before any response byte arrived is sent once more on a fresh
+// one when its body can be replayed (or it has none).
+type upstreamTransport struct {
+	addr                  string
+	dialer                *net.Dialer
+	maxIdle               int
+	idleTimeout           time.Duration
+	responseHeaderTimeout time.Duration
+	now                   func() time.Time
+
+	mu   sync.Mutex // guards idle
+	idle []*upstreamConn
+}
+
+type upstreamConn struct {
+	c        net.Conn
+	br       *bufio.Reader
+	bw       *bufio.Writer
+	lastUsed time.Time
+}
+
+var aLongTimeAgo = time.Unix(1, 0)
+
+func newUpstreamTransport(addr string, dialTimeout, idleTimeout, responseHeaderTimeout time.Duration, maxIdle int) *upstreamTransport {
+	return &upstreamTransport{
+		addr:                  addr,
+		dialer:                &net.Dialer{Timeout: dialTimeout, KeepAlive: 30 * time.Second},
+		maxIdle:               maxIdle,
+		idleTimeout:           idleTimeout,
+		responseHeaderTimeout: responseHeaderTimeout,
+		now:                   time.Now,
+	}
+}
+
+// CloseIdleConnections closes every idle connection.
+func (t *upstreamTransport) CloseIdleConnections() {
+	t.mu.Lock()
+	idle := t.idle
+	t.idle = nil
+	t.mu.Unlock()
+	for _, pc := range idle {
+		_ = pc.c.Close()
+	}
+}
+
+// get returns a live idle connection, or dials a new one.
+func (t *upstreamTransport) get(ctx context.Context) (pc *upstreamConn, reused bool, err error) {
+	now := t.now()
+	for {
+		t.mu.Lock()
+		n := len(t.idle)
+		if n == 0 {
+			t.mu.Unlock()
+			break
+		}
+		pc = t.idle[n-1]
+		t.idle = t.idle[:n-1]
+		t.mu.Unlock()
+		if (t.idleTimeout > 0 && now.Sub(pc.lastUsed) > t.idleTimeout) || !alive(pc.c) {
+			_ = pc.c.Close()
+			continue
+		}
+		return pc, true, nil
+	}
+	c, err := t.dialer.DialContext(ctx, "tcp", t.addr)
+	if err != nil {
+		return nil, false, err
+	}
+	return &upstreamConn{c: c, br: bufio.NewReaderSize(c, 16<<10), bw: bufio.NewWriterSize(c, 16<<10)}, false, nil
+}
+
+// put returns a connection whose last exchange completed cleanly.
+func (t *upstreamTransport) put(pc *upstreamConn) {
+	if pc.br.Buffered() > 0 { // unsolicited bytes: the stream is out of step
+		_ = pc.c.Close()
+		return
+	}
+	pc.lastUsed = t.now()
+	t.mu.Lock()
+	if len(t.idle) < t.maxIdle {
+		t.idle = append(t.idle, pc)
+		pc = nil
+	}
+	t.mu.Unlock()
+	if pc != nil {
+		_ = pc.c.Close()
+	}
+}
+
+// alive peeks at an idle connection without blocking: nothing to read means
+// alive; end of stream (or stray data) means the upstream is done with it.
+func alive(c net.Conn) bool {
+	sc, ok := c.(syscall.Conn)
+	if !ok {
+		return true
+	}
+	raw, err := sc.SyscallConn()
+	if err != nil {
+		return false
+	}
+	ok = false
+	var buf [1]byte
+	rerr := raw.Read(func(fd uintptr) bool {
+		n, _, err := syscall.Recvfrom(int(fd), buf[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
+		ok = n < 0 && (err == syscall.EAGAIN || err == syscall.EWOULDBLOCK)
+		return true // never wait
+	})
+	return rerr == nil && ok
+}
+
+// RoundTrip sends req and returns the response; its body owns the connection.
+func (t *upstreamTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	for attempt := 0; ; attempt++ {
+		pc, reused, err := t.get(req.Context())
+		if err != nil {
+			return nil, err
+		}
+		resp, gotBytes, err := t.exchange(pc, req)
+		if err == nil {
+			return resp, nil
+		}
+		_ = pc.c.Close()
+		if ctxErr := req.Context().Err(); ctxErr != nil {
+			return nil, ctxErr
+		}
+		if reused && attempt == 0 && !gotBytes && replayable(req) {
+			if req.GetBody != nil {
+				if req.Body, err = req.GetBody(); err != nil {
+					return nil, err
+				}
+			}
+			continue
+		}
+		return nil, err
+	}
+}
+
+// recordingBody keeps the error a request body's reader returned, which
+// Request.Write does not pass on as such.
+type recordingBody struct {
+	io.ReadCloser
+	err *error
+}
+
+func (r *recordingBody) Read(p []byte) (int, error) {
+	n, err := r.ReadCloser.Read(p)
+	if err != nil && *r.err == nil {
+		*r.err = err
+	}
+	return n, err
+}
+
+func replayable(req *http.Request) bool {
+	return req.Body == nil || req.Body == http.NoBody || req.GetBody != nil
+}
+
+// exchange writes req on pc and reads the response head. gotBytes reports
+// whether any of the response arrived (then a retry would be wrong).
+func (t *upstreamTransport) exchange(pc *upstreamConn, req *http.Request) (*http.Response, bool, error) {
+	ctx := req.Context()
+	// A cancelled request unblocks whatever I/O is in progress.
+	stop := context.AfterFunc(ctx, func() { _ = pc.c.SetDeadline(aLongTimeAgo) })
+	_ = pc.c.SetDeadline(time.Time{})
+
+	var bodyErr error
+	if req.Body != nil && req.Body != http.NoBody {
+		req.Body = &recordingBody{ReadCloser: req.Body, err: &bodyErr}
+	}
+	werr := req.Write(pc.bw)
+	if werr == nil {
+		werr = pc.bw.Flush()
+	}
+	if bodyErr != nil && !errors.Is(bodyErr, io.EOF) {
+		// The client's body failed (too large, cut off): that is the error.
+		stop()
+		return nil, false, bodyErr
+	}
+	if werr != nil {
+		// The upstream may have answered before taking the whole body
+		// (a 413 from the app): read what it said, briefly.
+		_ = pc.c.SetReadDeadline(t.now().Add(time.Second))
+		if resp, err := http.ReadResponse(pc.br, req); err == nil {
+			resp.Close = true
+			t.adoptBody(pc, resp, stop)
+			return resp, true, nil
+		}
+		stop()
+		return nil, false, werr
+	}
+	if t.responseHeaderTimeout > 0 {
+		_ = pc.c.SetReadDeadline(t.now().Add(t.responseHeaderTimeout))
+	}
+	trace := httptrace.ContextClientTrace(ctx)
+	for {
+		resp, err := http.ReadResponse(pc.br, req)
+		if err != nil {
+			stop()
+			return nil, pc.br.Buffered() > 0, classifyReadError(err)
+		}
+		if resp.StatusCode >= 100 && resp.StatusCode < 200 && resp.StatusCode != http.StatusSwitchingProtocols {
+			// Informational (103 Early Hints): hand it to the proxy, read on.
+			if trace != nil && trace.Got1xxResponse != nil {
+				if err := trace.Got1xxResponse(resp.StatusCode, map[string][]string(resp.Header)); err != nil {
+					stop()
+					return nil, true, err
+				}
+			}
+			continue
+		}
+		_ = pc.c.SetReadDeadline(time.Time{})
+		t.adoptBody(pc, resp, stop)
+		return resp, true, nil
+	}
+}
+
+// classifyReadError turns a read-deadline expiry into a timeout error the
+// proxy reports as UPSTREAM_TIMEOUT, and keeps everything else.
+func classifyReadError(err error) error {
+	if errors.Is(err, io.EOF) {
+		return io.ErrUnexpectedEOF
+	}
+	return err
+}
+
+// adoptBody makes resp.Body own pc: reading it to the end returns pc to the
+// pool when the exchange allows keep-alive; closing it early closes pc.
+func (t *upstreamTransport) adoptBody(pc *upstreamConn, resp *http.Response, stop func() bool) {
+	if resp.StatusCode == http.StatusSwitchingProtocols {
+		resp.Body = &upgradedBody{pc: pc, stop: stop}
+		return
+	}
+	keep := !resp.Close && !resp.Request.Close
+	if resp.Body == http.NoBody || resp.Body == nil {
+		if stop() && keep {
+			t.put(pc)
+		} else {
+			_ = pc.c.Close()
+		}
+		resp.Body = http.NoBody
+		return
+	}
+	resp.Body = &upstreamBody{rc: resp.Body, pc: pc, t: t, stop: stop, keep: keep}
+}
+
+type upstreamBody struct {
+	rc   io.ReadCloser
+	pc   *upstreamConn
+	t    *upstreamTransport
+	stop func() bool
+	keep bool
+	done bool
+}
+
+func (b *upstreamBody) Read(p []byte) (int, error) {
+	if b.done {
+		return 0, io.EOF
+	}
+	n, err := b.rc.Read(p)
+	if err == io.EOF {
+		b.finish(true)
+	} else if err != nil {
+		b.finish(false)
+	}
+	return n, err
+}
+
+func (b *upstreamBody) Close() error {
+	if !b.done {
+		b.finish(false)
+	}
+	return nil
+}
+
+// finish releases the connection: back to the pool after a complete body,
+// closed otherwise.
+func (b *upstreamBody) finish(complete bool) {
+	b.done = true
+	if b.stop() && complete && b.keep {
+		b.t.put(b.pc)
+		return
+	}
+	_ = b.pc.c.Close()
+}
+
+// upgradedBody is the body of a 101 response: the raw connection, both ways,
+// as httputil.ReverseProxy expects for an upgrade.
+type upgradedBody struct {
+	pc   *upstreamConn
+	stop func() bool
+	once sync.Once
+}
+
+func (u *upgradedBody) Read(p []byte) (int, error)  { return u.pc.br.Read(p) }
+func (u *upgradedBody) Write(p []byte) (int, error) { return u.pc.c.Write(p) }
+func (u *upgradedBody) Close() error {
+	var err error
+	u.once.Do(func() {
+		u.stop()
+		err = u.pc.c.Close()
+	})
+	return err
+}

@@ -1,0 +1,207 @@
+package proxy
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/chatguard/chatguard/internal/config"
+)
+
+// countingUpstream counts the connections the proxy opens to it.
+func countingUpstream(t *testing.T, h http.HandlerFunc, idle time.Duration) (*httptest.Server, *atomic.Int64) {
+	t.Helper()
+	var conns atomic.Int64
+	s := httptest.NewUnstartedServer(h)
+	s.Config.IdleTimeout = idle
+	s.Config.ConnState = func(_ net.Conn, st http.ConnState) {
+		if st == http.StateNew {
+			conns.Add(1)
+		}
+	}
+	s.Start()
+	t.Cleanup(s.Close)
+	return s, &conns
+}
+
+func TestTransportKeepsConnectionsAlive(t *testing.T) {
+	t.Parallel()
+	up, conns := countingUpstream(t, func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case "/close":
+			w.Header().Set("Connection", "close")
+		case "/empty":
+			w.WriteHeader(http.StatusNoContent)
+			return
+		}
+		_, _ = io.WriteString(w, "ok")
+	}, 0)
+	h := start(t, up.URL, nil)
+	for i := 0; i < 20; i++ {
+		path := "/a"
+		if i%3 == 0 {
+			path = "/empty"
+		}
+		if resp, _ := h.get(path); resp.StatusCode >= 300 {
+			t.Fatalf("%s: %d", path, resp.StatusCode)
+		}
+	}
+	req, _ := http.NewRequest(http.MethodHead, h.url+"/a", nil)
+	h.do(req)
+	if n := conns.Load(); n != 1 {
+		t.Fatalf("sequential requests used %d upstream connections", n)
+	}
+	h.get("/close")
+	h.get("/a")
+	if n := conns.Load(); n != 2 {
+		t.Fatalf("after Connection: close, %d connections (want a new one)", n)
+	}
+}
+
+func TestTransportSurvivesUpstreamIdleClose(t *testing.T) {
+	t.Parallel()
+	// Node closes idle keep-alive connections after 5 s; here after 30 ms.
+	up, conns := countingUpstream(t, func(w http.ResponseWriter, r *http.Request) { _, _ = io.WriteString(w, "ok") }, 30*time.Millisecond)
+	h := start(t, up.URL, nil)
+	for i := 0; i < 3; i++ {
+		if resp, body := h.get("/"); resp.StatusCode != 200 || string(body) != "ok" {
+			t.Fatalf("request %d after an idle close: %d %q", i, resp.StatusCode, body)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if conns.Load() != 3 {
+		t.Fatalf("%d connections", conns.Load())
+	}
+}
+
+// rawUpstream answers scripted connections: each func gets one accepted connection.
+func rawUpstream(t *testing.T, scripts ...func(c net.Conn, br *bufio.Reader)) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for _, script := range scripts {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				defer c.Close()
+				script(c, bufio.NewReader(c))
+			}()
+		}
+	}()
+	t.Cleanup(func() { l.Close(); wg.Wait() })
+	return "http://" + l.Addr().String()
+}
+
+func answer(c net.Conn, br *bufio.Reader, body string) bool {
+	req, err := http.ReadRequest(br)
+	if err != nil {
+		return false
+	}
+	_, _ = io.Copy(io.Discard, req.Body)
+	_, _ = fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s", len(body), body)
+	return true
+}
+
+// The upstream takes the second request on a kept-alive connection and
+// closes without answering (the keep-alive race): a GET is sent again on a
+// new connection, a POST with a body that cannot be replayed is not.
+func TestTransportRetriesOnlyReplayableRequests(t *testing.T) {
+	t.Parallel()
+	dropSecond := func(c net.Conn, br *bufio.Reader) {
+		answer(c, br, "first")
+		_, _ = http.ReadRequest(br) // then hang up
+	}
+	serve := func(c net.Conn, br *bufio.Reader) { answer(c, br, "second") }
+
+	get := start(t, rawUpstream(t, dropSecond, serve), nil)
+	get.get("/")
+	if resp, body := get.get("/"); resp.StatusCode != 200 || string(body) != "second" {
+		t.Fatalf("GET after a dropped keep-alive connection: %d %q", resp.StatusCode, body)
+	}
+
+	post := start(t, rawUpstream(t, dropSecond, serve), nil)
+	post.get("/")
+	req, _ := http.NewRequest(http.MethodPost, post.url+"/", struct{ io.Reader }{strings.NewReader("payload")})
+	resp, body := post.do(req)
+	if env := envelope(t, resp, body); resp.StatusCode != 502 || env["code"] != "UPSTREAM_UNAVAILABLE" {
+		t.Fatalf("streamed POST must not be replayed: %d %v", resp.StatusCode, env)
+	}
+}
+
+func TestTransportEarlyAnswerToABody(t *testing.T) {
+	t.Parallel()
+	up := rawUpstream(t, func(c net.Conn, br *bufio.Reader) {
+		_, _ = http.ReadRequest(br) // headers only; the body is refused
+		_, _ = io.WriteString(c, "HTTP/1.1 413 Payload Too Large\r\nContent-Type: application/json\r\nContent-Length: 27\r\nConnection: close\r\n\r\n{\"message\":\"file too big\"}\n")
+		if tc, ok := c.(*net.TCPConn); ok {
+			_ = tc.SetLinger(0)
+		}
+	})
+	h := start(t, up, nil)
+	req, _ := http.NewRequest(http.MethodPost, h.url+"/api/media/upload", strings.NewReader(strings.Repeat("x", 8<<20)))
+	resp, body := h.do(req)
+	if env := envelope(t, resp, body); resp.StatusCode != 413 || env["code"] != "PAYLOAD_TOO_LARGE" {
+		t.Fatalf("early 413: %d %v", resp.StatusCode, env)
+	}
+}
+
+func TestTransportForwardsEarlyHints(t *testing.T) {
+	t.Parallel()
+	up := upstream(t, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Link", "</app.css>; rel=preload")
+		w.WriteHeader(http.StatusEarlyHints)
+		_, _ = io.WriteString(w, "page")
+	})
+	h := start(t, up.URL, nil)
+	var hints []int
+	req, _ := http.NewRequest(http.MethodGet, h.url+"/", nil)
+	req = req.WithContext(withGot1xx(req.Context(), func(code int) { hints = append(hints, code) }))
+	resp, body := h.do(req)
+	if resp.StatusCode != 200 || string(body) != "page" || len(hints) != 1 || hints[0] != 103 {
+		t.Fatalf("early hints: %d %q %v", resp.StatusCode, body, hints)
+	}
+}
+
+func TestTransportResponseHeaderTimeoutAndReuse(t *testing.T) {
+	t.Parallel()
+	up, conns := countingUpstream(t, func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/slow" {
+			select {
+			case <-time.After(2 * time.Second):
+			case <-r.Context().Done():
+			}
+		}
+		_, _ = io.WriteString(w, "ok")
+	}, 0)
+	h := start(t, up.URL, func(c *config.Config) { c.Proxy.ResponseHeaderTimeout = 100 * time.Millisecond })
+	resp, body := h.get("/slow")
+	if env := envelope(t, resp, body); resp.StatusCode != 504 {
+		t.Fatalf("slow: %d %v", resp.StatusCode, env)
+	}
+	for i := 0; i < 3; i++ {
+		if resp, _ := h.get("/fast"); resp.StatusCode != 200 {
+			t.Fatalf("after a timeout: %d", resp.StatusCode)
+		}
+	}
+	if conns.Load() != 2 { // the timed-out connection is not reused
+		t.Fatalf("%d connections", conns.Load())
+	}
+}
