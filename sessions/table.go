@@ -212,46 +212,105 @@ func (t *Table[K, V]) SetTTL(k K, v V, ttl time.Duration) bool {
 }
 
 func (t *Table[K, V]) set(k K, v V, ttl time.Duration) bool {
-	var expires int64
-	if ttl > 0 {
-		expires = t.clock() + int64(ttl)
-	}
-	size := t.size(k, v)
 	s, h := t.locate(k)
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()
 		return false
 	}
+	ev := t.put(s, h, k, v, ttl)
+	s.mu.Unlock()
+	t.report(ev)
+	return true
+}
+
+// eviction is one entry that left a table, to report once the lock is released.
+type eviction[K comparable, V any] struct {
+	key    K
+	val    V
+	reason Reason
+	ok     bool
+}
+
+func (t *Table[K, V]) report(evs ...eviction[K, V]) {
+	for _, e := range evs {
+		if e.ok {
+			t.evicted(e.key, e.val, e.reason)
+		}
+	}
+}
+
+// put stores v under k in s, whose lock the caller holds, making room when
+// s is full. It returns the entry evicted for room, if any.
+func (t *Table[K, V]) put(s *shard[K, V], h uint32, k K, v V, ttl time.Duration) eviction[K, V] {
+	var expires int64
+	if ttl > 0 {
+		expires = t.clock() + int64(ttl)
+	}
+	meta := uint32(ttl / time.Millisecond)
+	size := t.size(k, v)
 	if i := s.find(h, k); i >= 0 {
 		e := s.at(i)
 		s.bytes += int64(size - t.size(e.key, e.val))
-		e.val, e.expires, e.meta = v, expires, uint32(ttl/time.Millisecond)|usedBit
-		s.mu.Unlock()
-		return true
+		e.val, e.expires, e.meta = v, expires, meta|usedBit
+		return eviction[K, V]{}
 	}
-	var (
-		victimKey K
-		victimVal V
-		reason    Reason
-		evicted   bool
-	)
+	var ev eviction[K, V]
 	if s.count >= s.capacity {
 		i := s.victim(t.clock)
 		e := s.at(i)
-		victimKey, victimVal, evicted = e.key, e.val, true
-		reason = ReasonCapacity
+		ev = eviction[K, V]{key: e.key, val: e.val, reason: ReasonCapacity, ok: true}
 		if e.expired(t.clock()) {
-			reason = ReasonExpired
+			ev.reason = ReasonExpired
 		}
-		s.remove(i, t.size(victimKey, victimVal))
-		s.evictions[reason]++
+		s.remove(i, t.size(ev.key, ev.val))
+		s.evictions[ev.reason]++
 	}
-	s.insert(h, k, v, expires, uint32(ttl/time.Millisecond), size)
+	s.insert(h, k, v, expires, meta, size)
+	return ev
+}
+
+// Update changes k's entry atomically: fn gets the current value (ok is
+// false when k is absent or expired) and returns the new value with its TTL
+// (0: never expires), or keep false to remove k (reason manual). fn runs
+// under the shard's lock: it must be quick and must not call the table.
+// This is what a rate limiter's read-modify-write needs to be exact under
+// concurrency. It reports false only on a closed table.
+func (t *Table[K, V]) Update(k K, fn func(old V, ok bool) (v V, ttl time.Duration, keep bool)) bool {
+	s, h := t.locate(k)
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return false
+	}
+	var expired, removed, room eviction[K, V]
+	var old V
+	i := s.find(h, k)
+	if i >= 0 && s.at(i).expired(t.clock()) {
+		e := s.at(i)
+		expired = eviction[K, V]{key: e.key, val: e.val, reason: ReasonExpired, ok: true}
+		s.remove(i, t.size(e.key, e.val))
+		s.evictions[ReasonExpired]++
+		i = -1
+	}
+	if i >= 0 {
+		old = s.at(i).val
+	}
+	v, ttl, keep := fn(old, i >= 0)
+	switch {
+	case keep:
+		if ttl < 0 {
+			ttl = 0
+		}
+		room = t.put(s, h, k, v, min(ttl, maxTTL))
+	case i >= 0:
+		e := s.at(i)
+		removed = eviction[K, V]{key: e.key, val: e.val, reason: ReasonManual, ok: true}
+		s.remove(i, t.size(e.key, e.val))
+		s.evictions[ReasonManual]++
+	}
 	s.mu.Unlock()
-	if evicted {
-		t.evicted(victimKey, victimVal, reason)
-	}
+	t.report(expired, removed, room)
 	return true
 }
 

@@ -455,3 +455,65 @@ func TestStatsAndOptions(t *testing.T) {
 		t.Fatalf("MaxEntries 1 with many shards holds %d", one.Len())
 	}
 }
+
+func TestUpdate(t *testing.T) {
+	t.Parallel()
+	clk := newClock()
+	var ev evictLog
+	tb := mustTable(t, Options[string, int]{MaxEntries: 2, TTL: time.Minute, Now: clk.Now, OnEvict: ev.add, Shards: 1})
+	inc := func(old int, ok bool) (int, time.Duration, bool) {
+		if !ok {
+			return 1, time.Second, true
+		}
+		return old + 1, time.Second, true
+	}
+	tb.Update("a", inc)
+	tb.Update("a", inc)
+	if v, _ := tb.Get("a"); v != 2 {
+		t.Fatalf("a = %d", v)
+	}
+	clk.Advance(2 * time.Second) // a expired: Update starts over
+	tb.Update("a", inc)
+	if v, _ := tb.Get("a"); v != 1 {
+		t.Fatalf("a after expiry = %d", v)
+	}
+	tb.Update("b", inc)
+	tb.Update("c", inc) // full: evicts the oldest unused (b; a was read)
+	tb.Update("a", func(int, bool) (int, time.Duration, bool) { return 0, 0, false })
+	want := []string{"a=2:expired", "b=1:capacity", "a=1:manual"}
+	if got := ev.list(); fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("evictions %v, want %v", got, want)
+	}
+	tb.Close()
+	if tb.Update("x", inc) {
+		t.Fatal("Update on a closed table")
+	}
+}
+
+// 200 goroutines race to take one of 50 slots under one key: exactly 50 win.
+func TestUpdateIsExactUnderConcurrency(t *testing.T) {
+	t.Parallel()
+	tb := mustTable(t, Options[string, int]{MaxEntries: 1000})
+	var admitted atomic.Int64
+	var wg sync.WaitGroup
+	start := make(chan struct{})
+	for g := 0; g < 200; g++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			<-start
+			tb.Update("login:1.2.3.4", func(n int, _ bool) (int, time.Duration, bool) {
+				if n < 50 {
+					admitted.Add(1)
+					return n + 1, 0, true
+				}
+				return n, 0, true
+			})
+		}()
+	}
+	close(start)
+	wg.Wait()
+	if admitted.Load() != 50 {
+		t.Fatalf("%d admitted, want 50", admitted.Load())
+	}
+}
