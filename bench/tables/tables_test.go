@@ -40,7 +40,9 @@ type cache interface {
 	Close()
 }
 
-type chatguard struct{ t *sessions.Table[string, int64] }
+type chatguard struct {
+	t *sessions.Table[string, int64]
+}
 
 func (c chatguard) Get(k string) bool     { _, ok := c.t.Get(k); return ok }
 func (c chatguard) Set(k string, v int64) { c.t.Set(k, v) }
@@ -62,7 +64,9 @@ func (c lru) Touch(k string) bool {
 }
 func (c lru) Close() { c.c.Purge() }
 
-type ttl struct{ c *ttlcache.Cache[string, int64] }
+type ttl struct {
+	c *ttlcache.Cache[string, int64]
+}
 
 func (c ttl) Get(k string) bool     { return c.c.Get(k) != nil }
 func (c ttl) Set(k string, v int64) { c.c.Set(k, v, ttlcache.DefaultTTL) }
