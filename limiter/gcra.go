@@ -1,0 +1,78 @@
+// Package limiter decides whether a request or an event may pass: rate-limit
+// policies, the stores that hold their state, and the headers that report it.
+//
+// Every decision is GCRA (the generic cell rate algorithm, as go-redis's
+// redis_rate and Stripe's limiters use): one timestamp per key — the
+// theoretical arrival time (TAT) — read and written in one atomic step, so a
+// store needs no counters and no windows, and decisions are exact under any
+// concurrency.
+package limiter
+
+import (
+	"fmt"
+	"time"
+)
+
+// Limit is "Rate requests per Period, in bursts of up to Burst".
+type Limit struct {
+	Rate   int
+	Period time.Duration
+	// Burst is how many may pass at once; 0 means Rate (a client that was
+	// idle for a Period may use the whole Rate at once, as a fixed window
+	// allows, and then one every Period/Rate).
+	Burst int
+}
+
+func (l Limit) String() string {
+	return fmt.Sprintf("%d per %s (burst %d)", l.Rate, l.Period, l.burst())
+}
+
+func (l Limit) burst() int {
+	if l.Burst > 0 {
+		return l.Burst
+	}
+	return l.Rate
+}
+
+// interval is the time one request "costs": Period / Rate.
+func (l Limit) interval() time.Duration {
+	return l.Period / time.Duration(l.Rate)
+}
+
+// Result is one decision.
+type Result struct {
+	Allowed bool
+	// Limit is the limit decided against (after role and multiplier).
+	Limit Limit
+	// Remaining is how many more would pass right now.
+	Remaining int
+	// RetryAfter is how long until one more passes (0 when Allowed).
+	RetryAfter time.Duration
+	// ResetAfter is how long until the key is back to a full burst.
+	ResetAfter time.Duration
+}
+
+// gcra applies one request to tat (the key's theoretical arrival time; zero
+// for a new key) at now and returns the decision and the TAT to store.
+// Times are nanoseconds on any clock both sides share.
+func gcra(l Limit, tat, now int64) (res Result, newTAT int64) {
+	interval := int64(l.interval())
+	burstOffset := interval * int64(l.burst())
+	if tat < now {
+		tat = now
+	}
+	next := tat + interval
+	allowAt := next - burstOffset
+	res.Limit = l
+	diff := now - allowAt
+	if diff < 0 {
+		// Not yet: the stored TAT stays.
+		res.RetryAfter = time.Duration(-diff)
+		res.ResetAfter = time.Duration(tat - now)
+		return res, tat
+	}
+	res.Allowed = true
+	res.Remaining = int(diff / interval)
+	res.ResetAfter = time.Duration(next - now)
+	return res, next
+}

@@ -1,0 +1,120 @@
+package limiter
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+
+	"github.com/chatguard/chatguard/sessions"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+func TestGCRA(t *testing.T) {
+	t.Parallel()
+	const sec = int64(time.Second)
+	login := Limit{Rate: 3, Period: 15 * time.Minute} // the seed's login limit
+	var tat int64
+	now := int64(1_000_000) * sec
+	for i := 0; i < 3; i++ {
+		var res Result
+		res, tat = gcra(login, tat, now)
+		if !res.Allowed || res.Remaining != 2-i {
+			t.Fatalf("attempt %d: %+v", i+1, res)
+		}
+	}
+	res, tat2 := gcra(login, tat, now)
+	if res.Allowed || res.RetryAfter != 5*time.Minute || tat2 != tat || res.ResetAfter != 15*time.Minute {
+		t.Fatalf("4th attempt: %+v", res)
+	}
+	// One comes back every Period/Rate.
+	res, tat = gcra(login, tat, now+int64(5*time.Minute))
+	if !res.Allowed || res.Remaining != 0 {
+		t.Fatalf("after 5 min: %+v", res)
+	}
+	// After a full idle Period the whole burst is back.
+	res, _ = gcra(login, tat, now+int64(30*time.Minute))
+	if !res.Allowed || res.Remaining != 2 {
+		t.Fatalf("after idling: %+v", res)
+	}
+	// A smaller burst spreads the same rate.
+	smooth := Limit{Rate: 60, Period: time.Minute, Burst: 1}
+	res, tat = gcra(smooth, 0, now)
+	if !res.Allowed {
+		t.Fatal("first")
+	}
+	if res, _ = gcra(smooth, tat, now+int64(500*time.Millisecond)); res.Allowed || res.RetryAfter != 500*time.Millisecond {
+		t.Fatalf("burst 1: %+v", res)
+	}
+}
+
+func newStore(t *testing.T, now func() time.Time) *MemoryStore {
+	t.Helper()
+	tb, err := sessions.NewTable(sessions.Options[string, int64]{MaxEntries: 10000, Now: now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { tb.Close() })
+	return NewMemoryStore(tb, now)
+}
+
+// The exactness test: 200 goroutines hit one key with limit 50.
+func TestMemoryStoreIsExact(t *testing.T) {
+	t.Parallel()
+	s := newStore(t, nil)
+	var admitted atomic.Int64
+	var wg sync.WaitGroup
+	start := make(chan struct{})
+	for g := 0; g < 200; g++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			<-start
+			res, err := s.Allow(context.Background(), "messages:ana@example.com", Limit{Rate: 50, Period: time.Hour})
+			if err != nil {
+				t.Error(err)
+			}
+			if res.Allowed {
+				admitted.Add(1)
+			}
+		}()
+	}
+	close(start)
+	wg.Wait()
+	if admitted.Load() != 50 {
+		t.Fatalf("%d admitted, want exactly 50", admitted.Load())
+	}
+}
+
+func TestMemoryStoreForgetsIdleKeys(t *testing.T) {
+	t.Parallel()
+	var now atomic.Int64
+	now.Store(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC).UnixNano())
+	clock := func() time.Time { return time.Unix(0, now.Load()) }
+	tb, err := sessions.NewTable(sessions.Options[string, int64]{MaxEntries: 100, Now: clock})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := NewMemoryStore(tb, clock)
+	l := Limit{Rate: 10, Period: time.Minute}
+	if _, err := s.Allow(context.Background(), "k", l); err != nil {
+		t.Fatal(err)
+	}
+	if tb.Len() != 1 {
+		t.Fatal("key not stored")
+	}
+	now.Add(int64(7 * time.Second)) // one interval (6 s) later the key is as good as new
+	tb.Sweep()
+	if tb.Len() != 0 {
+		t.Fatalf("idle key kept: %d", tb.Len())
+	}
+	tb.Close()
+	if _, err := s.Allow(context.Background(), "k", l); !errors.Is(err, sessions.ErrClosed) {
+		t.Fatalf("closed table: %v", err)
+	}
+}
