@@ -83,6 +83,13 @@ func start(t *testing.T, upstream string, mutate func(*config.Config)) *harness 
 // startWith is start with an optional transport in place of the real one.
 func startWith(t *testing.T, upstream string, mutate func(*config.Config), rt http.RoundTripper) *harness {
 	t.Helper()
+	return startOpts(t, upstream, mutate, func(o *Options) { o.Transport = rt })
+}
+
+// startOpts is start with the Options adjusted by opts (after Config, Logger
+// and Registry are set).
+func startOpts(t *testing.T, upstream string, mutate func(*config.Config), opts func(*Options)) *harness {
+	t.Helper()
 	cfg := config.Defaults()
 	cfg.Upstream = upstream
 	cfg.Server.DrainDelay = 0
@@ -100,7 +107,11 @@ func startWith(t *testing.T, upstream string, mutate func(*config.Config), rt ht
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv, err := New(Options{Config: cfg, Logger: lg.Logger, Registry: reg, Transport: rt})
+	o := Options{Config: cfg, Logger: lg.Logger, Registry: reg}
+	if opts != nil {
+		opts(&o)
+	}
+	srv, err := New(o)
 	if err != nil {
 		t.Fatal(err)
 	}

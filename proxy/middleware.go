@@ -96,6 +96,9 @@ func (s *Server) handle(w *responseWriter, r *http.Request, info *reqInfo) {
 		s.serveStats(w, r, info)
 		return
 	}
+	if !s.guard(w, r, info) {
+		return
+	}
 	s.proxy.ServeHTTP(w, r)
 }
 

@@ -19,7 +19,10 @@ import (
 
 	apierrors "github.com/chatguard/chatguard/errors"
 	"github.com/chatguard/chatguard/internal/config"
+	"github.com/chatguard/chatguard/internal/identity"
 	"github.com/chatguard/chatguard/internal/logging"
+	"github.com/chatguard/chatguard/limiter"
+	"github.com/chatguard/chatguard/sessions"
 )
 
 // Options configure New.
@@ -32,6 +35,12 @@ type Options struct {
 	Now func() time.Time
 	// Transport carries requests upstream; nil means one built from Config.Proxy.
 	Transport http.RoundTripper
+	// Limiter applies the routes' rate limits; nil means none.
+	Limiter *limiter.Limiter
+	// Verifier checks users' tokens; nil means no user is identified.
+	Verifier *identity.Verifier
+	// UserRoles caches the role of each verified user; nil means no cache.
+	UserRoles *sessions.Table[string, string]
 }
 
 // Server is chatguard's HTTP side. It is safe for concurrent use.
@@ -48,6 +57,12 @@ type Server struct {
 	idle     interface{ CloseIdleConnections() }
 	classify apierrors.ClassifyOptions
 	started  time.Time
+
+	limiter   *limiter.Limiter
+	verifier  *identity.Verifier
+	userRoles *sessions.Table[string, string]
+	policies  []*limiter.Policy // by route index; nil = no limit
+	authModes []string          // by route index
 
 	ready    atomic.Bool
 	draining atomic.Bool // set when a drain starts
@@ -85,6 +100,21 @@ func New(o Options) (*Server, error) {
 		conns:     map[*trackedConn]struct{}{},
 		drainDone: make(chan struct{}),
 		stats:     map[string]func() any{},
+		limiter:   o.Limiter,
+		verifier:  o.Verifier,
+		userRoles: o.UserRoles,
+	}
+	for _, r := range o.Config.Routes {
+		var p *limiter.Policy
+		if r.Limit != nil {
+			p = limiter.NewPolicy(r.Name, *r.Limit, o.Config.Limits.Multiplier)
+		}
+		mode := r.Auth
+		if mode == "" {
+			mode = authNone
+		}
+		s.policies = append(s.policies, p)
+		s.authModes = append(s.authModes, mode)
 	}
 	if s.now == nil {
 		s.now = time.Now

@@ -13,9 +13,11 @@ import (
 
 	"github.com/chatguard/chatguard/internal/buildinfo"
 	"github.com/chatguard/chatguard/internal/config"
+	"github.com/chatguard/chatguard/internal/identity"
 	"github.com/chatguard/chatguard/internal/logging"
 	"github.com/chatguard/chatguard/internal/memstats"
 	"github.com/chatguard/chatguard/internal/metrics"
+	"github.com/chatguard/chatguard/limiter"
 	"github.com/chatguard/chatguard/proxy"
 	"github.com/chatguard/chatguard/sessions"
 )
@@ -84,38 +86,79 @@ type app struct {
 // newApp builds the proxy, the table manager and the watchdog, registering
 // their metrics on reg.
 func newApp(cfg *config.Config, logger *logging.Logger, reg *prometheus.Registry) (*app, error) {
-	tables, watchdog, err := startMemoryManagement(cfg, logger, reg)
+	tables, std, watchdog, err := startMemoryManagement(cfg, logger, reg)
 	if err != nil {
 		return nil, fmt.Errorf("memory management: %w", err)
 	}
-	srv, err := proxy.New(proxy.Options{Config: cfg, Logger: logger.Logger, Registry: reg})
+	a := &app{tables: tables, watchdog: watchdog}
+	verifier, err := newVerifier(cfg.Auth)
 	if err != nil {
-		watchdog.Close()
-		tables.Close()
+		a.Close()
+		return nil, err
+	}
+	lim, err := limiter.New(limiter.Options{
+		Store:      limiter.NewMemoryStore(std.EventRateLimits, nil),
+		StoreName:  "memory",
+		Shadow:     cfg.Limits.Shadow,
+		Registerer: reg,
+	})
+	if err != nil {
+		a.Close()
+		return nil, err
+	}
+	a.srv, err = proxy.New(proxy.Options{
+		Config: cfg, Logger: logger.Logger, Registry: reg,
+		Limiter: lim, Verifier: verifier, UserRoles: std.UserRoles,
+	})
+	if err != nil {
+		a.Close()
 		return nil, fmt.Errorf("proxy: %w", err)
 	}
-	srv.AddStats("memoryManager", func() any { return tables.StatsBlock() })
-	return &app{srv: srv, tables: tables, watchdog: watchdog}, nil
+	a.srv.AddStats("memoryManager", func() any { return tables.StatsBlock() })
+	a.srv.AddStats("rateLimiting", func() any { return lim.StatsBlock() })
+	return a, nil
+}
+
+// newVerifier builds the JWT verifier, or nil when no key is configured.
+func newVerifier(c config.Auth) (*identity.Verifier, error) {
+	if !c.Configured() {
+		return nil, nil
+	}
+	o := identity.Options{
+		Secret: []byte(c.JWTSecret.Reveal()), Issuer: c.Issuer, Audience: c.Audience,
+		RequireExpiry: c.RequireExpiry, UserClaims: c.UserClaims, RoleClaim: c.RoleClaim, NameClaim: c.NameClaim,
+	}
+	if c.JWTPublicKeyFile != "" {
+		pem, err := os.ReadFile(c.JWTPublicKeyFile)
+		if err != nil {
+			return nil, fmt.Errorf("auth.jwt_public_key_file: %w", err)
+		}
+		o.PublicKeyPEM = pem
+	}
+	return identity.New(o)
 }
 
 // Close stops the watchdog, then closes the tables.
 func (a *app) Close() {
-	a.watchdog.Close()
+	if a.watchdog != nil {
+		a.watchdog.Close()
+	}
 	a.tables.Close()
 }
 
 // startMemoryManagement makes the table manager with the seed's tables and
 // the memory watchdog.
-func startMemoryManagement(cfg *config.Config, logger *logging.Logger, reg *prometheus.Registry) (*sessions.Manager, *sessions.Watchdog, error) {
+func startMemoryManagement(cfg *config.Config, logger *logging.Logger, reg *prometheus.Registry) (*sessions.Manager, *sessions.Standard, *sessions.Watchdog, error) {
 	perf := logger.WithField(logging.FieldCategory, logging.CategoryPerformance)
 	m := sessions.NewManager(sessions.ManagerOptions{SweepInterval: cfg.Memory.SweepInterval, Logger: perf})
-	if _, err := sessions.NewStandard(m, cfg.Tables, sessions.StandardOptions{}); err != nil {
+	std, err := sessions.NewStandard(m, cfg.Tables, sessions.StandardOptions{})
+	if err != nil {
 		m.Close()
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	if err := reg.Register(m.Collector()); err != nil {
 		m.Close()
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	alertFile := ""
 	if cfg.Alerts.File {
@@ -142,9 +185,9 @@ func startMemoryManagement(cfg *config.Config, logger *logging.Logger, reg *prom
 	})
 	if err != nil {
 		m.Close()
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
-	return m, w, nil
+	return m, std, w, nil
 }
 
 func listen(cfg *config.Config) (public, admin net.Listener, err error) {

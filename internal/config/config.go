@@ -22,6 +22,8 @@ type Config struct {
 	Tables Tables  `yaml:"tables"`
 	Memory Memory  `yaml:"memory"`
 	Alerts Alerts  `yaml:"alerts"`
+	Auth   Auth    `yaml:"auth"`
+	Limits Limits  `yaml:"rate_limit"`
 	Routes []Route `yaml:"routes"`
 
 	// File is the YAML file the configuration was read from, if any.
@@ -107,11 +109,50 @@ type Alerts struct {
 	Path string `yaml:"path"`
 }
 
-// Route names a group of requests.
+// Auth says how users' JWTs are verified.
+type Auth struct {
+	JWTSecret        Secret   `yaml:"jwt_secret"`
+	JWTPublicKeyFile string   `yaml:"jwt_public_key_file"`
+	Cookie           string   `yaml:"cookie"`
+	Issuer           string   `yaml:"issuer"`
+	Audience         string   `yaml:"audience"`
+	RequireExpiry    bool     `yaml:"require_expiry"`
+	UserClaims       []string `yaml:"user_claims"`
+	RoleClaim        string   `yaml:"role_claim"`
+	NameClaim        string   `yaml:"name_claim"`
+}
+
+// Configured reports whether tokens can be verified at all.
+func (a Auth) Configured() bool { return a.JWTSecret != "" || a.JWTPublicKeyFile != "" }
+
+// Limits are the rate limiter's global settings.
+type Limits struct {
+	Multiplier   float64 `yaml:"multiplier"`
+	Shadow       bool    `yaml:"shadow"`
+	BodyKeyBytes int     `yaml:"body_key_bytes"`
+}
+
+// Route names a group of requests and, optionally, how they are
+// authenticated and limited.
 type Route struct {
-	Name    string   `yaml:"name"`
-	Methods []string `yaml:"methods"`
-	Path    string   `yaml:"path"`
+	Name    string      `yaml:"name"`
+	Methods []string    `yaml:"methods"`
+	Path    string      `yaml:"path"`
+	Auth    string      `yaml:"auth"` // none (default), optional, required
+	Limit   *RouteLimit `yaml:"limit"`
+}
+
+// RouteLimit is a route's rate limit: Rate requests per Period for each key.
+type RouteLimit struct {
+	Rate   int           `yaml:"rate"`
+	Period time.Duration `yaml:"period"`
+	Burst  int           `yaml:"burst"`
+	// Key parts: ip, user, header:<Name>, body:<field>. A part that cannot
+	// be built (no token, no such field) falls back to the ip.
+	Key []string `yaml:"key"`
+	// Roles give other rates to admin, agent or basic users.
+	Roles  map[string]int `yaml:"roles"`
+	Shadow bool           `yaml:"shadow"`
 }
 
 // Development reports whether chatguard runs in development mode.

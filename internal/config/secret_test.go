@@ -153,6 +153,11 @@ func TestSettingValue(t *testing.T) {
 		"memory.cpu_profile":              "5s",
 		"alerts.file":                     "false",
 		"alerts.path":                     "./logs/alerts.jsonl",
+		"auth.jwt_secret":                 "",
+		"auth.jwt_public_key_file":        "",
+		"auth.cookie":                     "",
+		"rate_limit.multiplier":           "1",
+		"rate_limit.shadow":               "false",
 	}
 	if len(want) != len(config.Settings()) {
 		t.Errorf("test covers %d settings, there are %d", len(want), len(config.Settings()))

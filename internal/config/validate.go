@@ -5,6 +5,7 @@ import (
 	"net"
 	"net/netip"
 	"net/url"
+	"os"
 	"regexp"
 	"strconv"
 	"strings"
@@ -143,6 +144,16 @@ func Validate(c *Config) []string {
 		add("alerts.path", "must be set when alerts.file is true")
 	}
 
+	if !(c.Limits.Multiplier > 0 && c.Limits.Multiplier <= 1000) {
+		add("rate_limit.multiplier", "must be in (0, 1000] (got %g)", c.Limits.Multiplier)
+	}
+	between("rate_limit.body_key_bytes", int64(c.Limits.BodyKeyBytes), 256, 1<<20)
+	if c.Auth.JWTPublicKeyFile != "" {
+		if _, err := os.Stat(c.Auth.JWTPublicKeyFile); err != nil {
+			add("auth.jwt_public_key_file", "%v", err)
+		}
+	}
+
 	seen := map[string]bool{}
 	for i := range c.Routes {
 		r := &c.Routes[i]
@@ -159,6 +170,40 @@ func Validate(c *Config) []string {
 			add(key+".path", "%q must start with /", r.Path)
 		} else if i := strings.IndexByte(r.Path, '*'); i >= 0 && (i != len(r.Path)-1 || !strings.HasSuffix(r.Path, "/*")) {
 			add(key+".path", "%q may only end in /*", r.Path)
+		}
+		switch r.Auth {
+		case "", "none", "optional":
+		case "required":
+			if !c.Auth.Configured() {
+				add(key+".auth", "required, but neither auth.jwt_secret nor auth.jwt_public_key_file is set")
+			}
+		default:
+			add(key+".auth", "%q must be none, optional or required", r.Auth)
+		}
+		if l := r.Limit; l != nil {
+			between(key+".limit.rate", int64(l.Rate), 1, 1_000_000_000)
+			if l.Period < time.Millisecond || l.Period > 24*time.Hour {
+				add(key+".limit.period", "must be between 1ms and 24h (got %s)", l.Period)
+			}
+			between(key+".limit.burst", int64(l.Burst), 0, 1_000_000_000)
+			if len(l.Key) == 0 {
+				add(key+".limit.key", "must name at least one part (ip, user, header:<name>, body:<field>)")
+			}
+			for _, part := range l.Key {
+				kind, arg, _ := strings.Cut(part, ":")
+				switch {
+				case part == "ip" || part == "user":
+				case (kind == "header" || kind == "body") && arg != "":
+				default:
+					add(key+".limit.key", "%q is not ip, user, header:<name> or body:<field>", part)
+				}
+			}
+			for role, rate := range l.Roles {
+				if role != "admin" && role != "agent" && role != "basic" {
+					add(key+".limit.roles", "%q is not admin, agent or basic", role)
+				}
+				between(key+".limit.roles."+role, int64(rate), 1, 1_000_000_000)
+			}
 		}
 		for j, m := range r.Methods {
 			up := strings.ToUpper(m)

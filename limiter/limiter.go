@@ -1,0 +1,133 @@
+package limiter
+
+import (
+	"context"
+	"fmt"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Decision is a Limiter's answer for one request.
+type Decision struct {
+	Result
+	Policy *Policy
+	Key    string
+	// Shadow reports a request over its limit that passed because the
+	// policy or the limiter is in shadow mode.
+	Shadow bool
+}
+
+// Limited reports whether the request must be refused.
+func (d Decision) Limited() bool { return !d.Allowed && !d.Shadow }
+
+// Options configure a Limiter.
+type Options struct {
+	Store Store
+	// Shadow puts every policy in shadow mode: count, never reject.
+	Shadow bool
+	// StoreName is what /api/internal/stats reports as the store.
+	StoreName string
+	// Registerer receives the limiter's metrics; nil = none.
+	Registerer prometheus.Registerer
+	// Now is the clock for the 24-hour rejection count; nil = time.Now.
+	Now func() time.Time
+}
+
+// Limiter applies policies through a store. It is safe for concurrent use.
+type Limiter struct {
+	store     Store
+	shadow    bool
+	storeName string
+	now       func() time.Time
+	decisions *prometheus.CounterVec
+	errors    prometheus.Counter
+	rejected  hourly
+}
+
+// New returns a Limiter.
+func New(o Options) (*Limiter, error) {
+	l := &Limiter{
+		store: o.Store, shadow: o.Shadow, storeName: o.StoreName, now: o.Now,
+		decisions: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "chatguard_ratelimit_decisions_total",
+			Help: "Rate-limit decisions, by route, role (admin, agent, basic, anonymous) and outcome (allowed, limited, shadow).",
+		}, []string{"route", "role", "outcome"}),
+		errors: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "chatguard_ratelimit_store_errors_total",
+			Help: "Rate-limit decisions the store could not make (the request was let through).",
+		}),
+	}
+	if l.now == nil {
+		l.now = time.Now
+	}
+	if o.Registerer != nil {
+		for _, c := range []prometheus.Collector{l.decisions, l.errors} {
+			if err := o.Registerer.Register(c); err != nil {
+				return nil, fmt.Errorf("limiter: register metrics: %w", err)
+			}
+		}
+	}
+	return l, nil
+}
+
+// Decide applies p to r. When the store fails, the request passes (and the
+// error is returned for the log): a limiter must not turn its own outage
+// into the application's.
+func (l *Limiter) Decide(ctx context.Context, p *Policy, r Request) (Decision, error) {
+	role := r.Role
+	if r.User == "" {
+		role = Anonymous
+	}
+	d := Decision{Policy: p, Key: p.KeyFor(r)}
+	res, err := l.store.Allow(ctx, d.Key, p.LimitFor(r.Role))
+	if err != nil {
+		l.errors.Inc()
+		d.Result = Result{Allowed: true, Limit: p.LimitFor(r.Role)}
+		return d, err
+	}
+	d.Result = res
+	outcome := "allowed"
+	if !res.Allowed {
+		if p.Shadow || l.shadow {
+			d.Shadow, outcome = true, "shadow"
+		} else {
+			outcome = "limited"
+			l.rejected.add(l.now(), 1)
+		}
+	}
+	l.decisions.WithLabelValues(p.Name, role, outcome).Inc()
+	return d, nil
+}
+
+// StatsBlock is the seed's rateLimiting block of /api/internal/stats.
+func (l *Limiter) StatsBlock() map[string]any {
+	return map[string]any{"store": l.storeName, "rejectedRequests24h": l.rejected.sum(l.now())}
+}
+
+// hourly counts events in the last 24 hours, in hour buckets.
+type hourly struct {
+	buckets [24]atomic.Int64
+	hours   [24]atomic.Int64 // which hour each bucket holds
+}
+
+func (h *hourly) add(now time.Time, n int64) {
+	hour := now.Unix() / 3600
+	i := hour % 24
+	if h.hours[i].Swap(hour) != hour {
+		h.buckets[i].Store(0)
+	}
+	h.buckets[i].Add(n)
+}
+
+func (h *hourly) sum(now time.Time) int64 {
+	hour := now.Unix() / 3600
+	var total int64
+	for i := range h.buckets {
+		if hour-h.hours[i].Load() < 24 {
+			total += h.buckets[i].Load()
+		}
+	}
+	return total
+}

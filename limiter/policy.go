@@ -1,0 +1,126 @@
+package limiter
+
+import (
+	"math"
+	"net/netip"
+	"strings"
+
+	"github.com/chatguard/chatguard/internal/config"
+)
+
+// Anonymous is the role label of a caller without a verified token.
+const Anonymous = "anonymous"
+
+// Policy is one route's limit.
+type Policy struct {
+	Name   string // the route's name: the policy name in headers, envelopes and metrics
+	Limit  Limit
+	Roles  map[string]Limit // admin, agent, basic
+	Key    []KeyPart
+	Shadow bool
+}
+
+// KeyPart is one component of a rate-limit key.
+type KeyPart struct {
+	Kind string // ip, user, header, body
+	Arg  string // header name or body field
+}
+
+// Request is what a key is built from.
+type Request struct {
+	IP   netip.Addr
+	User string // empty when anonymous
+	Role string
+	// Header returns a request header's value.
+	Header func(name string) string
+	// BodyField returns a top-level field of the request body, read lazily
+	// (JSON or form); ok false when there is none. nil means no body.
+	BodyField func(field string) (string, bool)
+}
+
+// NewPolicy builds a route's policy, scaled by multiplier.
+func NewPolicy(name string, l config.RouteLimit, multiplier float64) *Policy {
+	p := &Policy{Name: name, Limit: scale(Limit{Rate: l.Rate, Period: l.Period, Burst: l.Burst}, multiplier), Shadow: l.Shadow}
+	if len(l.Roles) > 0 {
+		p.Roles = map[string]Limit{}
+		for role, rate := range l.Roles {
+			p.Roles[role] = scale(Limit{Rate: rate, Period: l.Period, Burst: l.Burst}, multiplier)
+		}
+	}
+	for _, part := range l.Key {
+		kind, arg, _ := strings.Cut(part, ":")
+		p.Key = append(p.Key, KeyPart{Kind: kind, Arg: arg})
+	}
+	return p
+}
+
+// scale multiplies a limit's rate and burst (RATE_LIMIT_MULTIPLIER), never below 1.
+func scale(l Limit, m float64) Limit {
+	l.Rate = max(1, int(math.Round(float64(l.Rate)*m)))
+	if l.Burst > 0 {
+		l.Burst = max(1, int(math.Round(float64(l.Burst)*m)))
+	}
+	return l
+}
+
+// LimitFor is the limit for a caller of role.
+func (p *Policy) LimitFor(role string) Limit {
+	if l, ok := p.Roles[role]; ok {
+		return l
+	}
+	return p.Limit
+}
+
+// KeyFor builds the request's key: the policy name and each part. A part
+// that cannot be built (no verified user, no such header or body field)
+// makes the whole key fall back to the client IP, so that such requests
+// never share one bucket.
+func (p *Policy) KeyFor(r Request) string {
+	var b strings.Builder
+	b.WriteString(p.Name)
+	for _, part := range p.Key {
+		v, ok := "", true
+		switch part.Kind {
+		case "ip":
+			v = ipKey(r.IP)
+		case "user":
+			v, ok = r.User, r.User != ""
+		case "header":
+			if r.Header != nil {
+				v = r.Header(part.Arg)
+			}
+			ok = v != ""
+		case "body":
+			ok = false
+			if r.BodyField != nil {
+				v, ok = r.BodyField(part.Arg)
+				ok = ok && v != ""
+			}
+		}
+		if !ok {
+			return p.Name + "|ip=" + ipKey(r.IP)
+		}
+		b.WriteString("|")
+		b.WriteString(part.Kind)
+		if part.Arg != "" {
+			b.WriteString(":")
+			b.WriteString(strings.ToLower(part.Arg))
+		}
+		b.WriteString("=")
+		if part.Kind == "body" || part.Kind == "user" {
+			v = strings.ToLower(strings.TrimSpace(v)) // Ana@X.com and ana@x.com are one user
+		}
+		b.WriteString(v)
+	}
+	return b.String()
+}
+
+// ipKey is the address, with IPv6 grouped by /64: one client commonly owns
+// a whole /64 and could otherwise rotate through it.
+func ipKey(a netip.Addr) string {
+	if a.Is6() && !a.Is4In6() {
+		p, _ := a.Prefix(64)
+		return p.String()
+	}
+	return a.Unmap().String()
+}

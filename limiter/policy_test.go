@@ -1,0 +1,85 @@
+package limiter
+
+import (
+	"context"
+	"net/netip"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/chatguard/chatguard/internal/config"
+)
+
+func TestKeyFor(t *testing.T) {
+	t.Parallel()
+	v4 := netip.MustParseAddr("203.0.113.7")
+	v6 := netip.MustParseAddr("2001:db8:1:2:aaaa::1")
+	body := func(f map[string]string) func(string) (string, bool) {
+		return func(k string) (string, bool) { v, ok := f[k]; return v, ok }
+	}
+	login := NewPolicy("auth_login", config.RouteLimit{Rate: 3, Period: time.Minute, Key: []string{"ip", "body:email"}}, 1)
+	user := NewPolicy("messages", config.RouteLimit{Rate: 3, Period: time.Minute, Key: []string{"user"}}, 1)
+	hdr := NewPolicy("webhook", config.RouteLimit{Rate: 3, Period: time.Minute, Key: []string{"header:X-Twilio-Account"}}, 1)
+	tests := []struct {
+		name string
+		p    *Policy
+		r    Request
+		want string
+	}{
+		{"ip and email", login, Request{IP: v4, BodyField: body(map[string]string{"email": " Ana@Example.com "})}, "auth_login|ip=203.0.113.7|body:email=ana@example.com"},
+		{"no email falls back to ip", login, Request{IP: v4, BodyField: body(nil)}, "auth_login|ip=203.0.113.7"},
+		{"no body falls back to ip", login, Request{IP: v4}, "auth_login|ip=203.0.113.7"},
+		{"ipv6 per /64", login, Request{IP: v6}, "auth_login|ip=2001:db8:1:2::/64"},
+		{"ipv4-mapped", login, Request{IP: netip.MustParseAddr("::ffff:203.0.113.7")}, "auth_login|ip=203.0.113.7"},
+		{"user", user, Request{IP: v4, User: "Ana@Example.com"}, "messages|user=ana@example.com"},
+		{"anonymous falls back to ip", user, Request{IP: v4}, "messages|ip=203.0.113.7"},
+		{"header", hdr, Request{IP: v4, Header: func(string) string { return "AC123" }}, "webhook|header:x-twilio-account=AC123"},
+		{"missing header", hdr, Request{IP: v4, Header: func(string) string { return "" }}, "webhook|ip=203.0.113.7"},
+	}
+	for _, tc := range tests {
+		if got := tc.p.KeyFor(tc.r); got != tc.want {
+			t.Errorf("%s: %q, want %q", tc.name, got, tc.want)
+		}
+	}
+}
+
+func TestPolicyRolesAndMultiplier(t *testing.T) {
+	t.Parallel()
+	p := NewPolicy("messages", config.RouteLimit{Rate: 30, Period: time.Minute, Key: []string{"user"}, Roles: map[string]int{"agent": 60, "admin": 100}}, 2)
+	for role, want := range map[string]int{"basic": 60, "agent": 120, "admin": 200, Anonymous: 60} {
+		if got := p.LimitFor(role).Rate; got != want {
+			t.Errorf("%s: %d, want %d", role, got, want)
+		}
+	}
+	tiny := NewPolicy("x", config.RouteLimit{Rate: 1, Period: time.Minute, Burst: 1, Key: []string{"ip"}}, 0.01)
+	if tiny.Limit.Rate != 1 || tiny.Limit.Burst != 1 {
+		t.Errorf("scaled below 1: %+v", tiny.Limit)
+	}
+	if !strings.Contains(p.Limit.String(), "60 per 1m0s") {
+		t.Errorf("String %q", p.Limit)
+	}
+}
+
+func TestRejectedIn24Hours(t *testing.T) {
+	t.Parallel()
+	now := time.Date(2026, 11, 27, 10, 0, 0, 0, time.UTC)
+	clock := func() time.Time { return now }
+	l, err := New(Options{Store: newStore(t, clock), StoreName: "memory", Now: clock})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := NewPolicy("p", config.RouteLimit{Rate: 1, Period: time.Hour, Key: []string{"ip"}}, 1)
+	r := Request{IP: netip.MustParseAddr("10.0.0.1")}
+	for i := 0; i < 4; i++ {
+		if _, err := l.Decide(context.Background(), p, r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := l.StatsBlock()["rejectedRequests24h"]; got != int64(3) {
+		t.Fatalf("rejected %v", got)
+	}
+	now = now.Add(25 * time.Hour)
+	if got := l.StatsBlock()["rejectedRequests24h"]; got != int64(0) {
+		t.Fatalf("a day later: %v", got)
+	}
+}

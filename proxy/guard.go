@@ -1,0 +1,186 @@
+package proxy
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"mime"
+	"net/http"
+	"net/url"
+	"strconv"
+	"time"
+
+	"github.com/sirupsen/logrus"
+
+	apierrors "github.com/chatguard/chatguard/errors"
+	"github.com/chatguard/chatguard/internal/identity"
+	"github.com/chatguard/chatguard/internal/logging"
+	"github.com/chatguard/chatguard/limiter"
+)
+
+// Auth modes of a route.
+const (
+	authNone     = "none"
+	authOptional = "optional"
+	authRequired = "required"
+)
+
+// guard authenticates and rate-limits a request on a configured route. It
+// reports false when it has answered the request itself (401, 429).
+func (s *Server) guard(w *responseWriter, r *http.Request, info *reqInfo) bool {
+	if info.route >= len(s.policies) {
+		return true // "other" and chatguard's own endpoints
+	}
+	mode, policy := s.authModes[info.route], s.policies[info.route]
+	if mode == authNone && policy == nil {
+		return true
+	}
+	var id identity.Identity
+	if mode != authNone {
+		var e *apierrors.Error
+		if id, e = s.identify(r, mode); e != nil {
+			s.securityLog(info, "authentication failed", logrus.Fields{"code": string(e.Code)})
+			s.writeError(w, r, info, e, sourceProxy)
+			return false
+		}
+	}
+	if policy == nil || s.limiter == nil {
+		return true
+	}
+	d, err := s.limiter.Decide(r.Context(), policy, limiter.Request{
+		IP: info.client, User: id.User, Role: id.Role,
+		Header:    r.Header.Get,
+		BodyField: s.bodyFields(r),
+	})
+	if err != nil {
+		s.log.WithError(err).WithFields(logrus.Fields{"requestId": info.id, logging.FieldCategory: logging.CategorySecurity}).
+			Warn("rate-limit store failed; request let through")
+	}
+	setRateLimitHeaders(w.Header(), d)
+	if !d.Limited() {
+		return true
+	}
+	retry := ceilSeconds(d.RetryAfter)
+	e := apierrors.New(apierrors.CodeRateLimitExceeded, "")
+	e.Details = map[string]any{
+		"policy":            policy.Name,
+		"limit":             d.Limit.Rate,
+		"windowSeconds":     d.Limit.Period.Seconds(),
+		"retryAfterSeconds": retry,
+	}
+	e.Header = http.Header{"Retry-After": {strconv.Itoa(retry)}}
+	s.securityLog(info, "rate limit exceeded", logrus.Fields{"policy": policy.Name, "retryAfterSeconds": retry})
+	s.writeError(w, r, info, e, sourceProxy)
+	return false
+}
+
+// identify verifies the request's token. On an optional route a missing or
+// bad token is an anonymous caller; on a required one it is a 401.
+func (s *Server) identify(r *http.Request, mode string) (identity.Identity, *apierrors.Error) {
+	if s.verifier == nil {
+		if mode == authRequired { // refused by config validation; kept as a guard
+			return identity.Identity{}, apierrors.New(apierrors.CodeAuthRequired, "")
+		}
+		return identity.Identity{}, nil
+	}
+	token, _ := identity.FromRequest(r, s.cfg.Auth.Cookie)
+	id, err := s.verifier.Verify(token)
+	if err == nil {
+		if s.userRoles != nil {
+			s.userRoles.Set(id.User, id.Role)
+		}
+		return id, nil
+	}
+	if mode != authRequired {
+		return identity.Identity{}, nil
+	}
+	switch {
+	case errors.Is(err, identity.ErrMissing):
+		return id, apierrors.New(apierrors.CodeAuthRequired, "")
+	case errors.Is(err, identity.ErrExpired):
+		return id, apierrors.New(apierrors.CodeTokenExpired, "")
+	}
+	return id, apierrors.New(apierrors.CodeTokenInvalid, "")
+}
+
+func (s *Server) securityLog(info *reqInfo, msg string, f logrus.Fields) {
+	f["requestId"] = info.id
+	f[logging.FieldCategory] = logging.CategorySecurity
+	f["remoteIp"] = info.client.String()
+	f["route"] = s.names[info.route]
+	s.log.WithFields(f).Warn(msg)
+}
+
+// setRateLimitHeaders writes the IETF draft's RateLimit-Policy and RateLimit fields.
+func setRateLimitHeaders(h http.Header, d limiter.Decision) {
+	name := strconv.Quote(d.Policy.Name)
+	h.Set("RateLimit-Policy", fmt.Sprintf("%s;q=%d;w=%d", name, d.Limit.Rate, ceilSeconds(d.Limit.Period)))
+	h.Set("RateLimit", fmt.Sprintf("%s;r=%d;t=%d", name, d.Remaining, ceilSeconds(d.ResetAfter)))
+}
+
+func ceilSeconds(d time.Duration) int {
+	return int(math.Ceil(d.Seconds()))
+}
+
+// bodyFields returns a lookup of the request body's top-level fields, read
+// on first use: at most rate_limit.body_key_bytes of a JSON or form body.
+// The exact bytes read are put back in front of the rest of the body, so the
+// upstream receives the request unchanged. nil when there is no body.
+func (s *Server) bodyFields(r *http.Request) func(string) (string, bool) {
+	if r.Body == nil || r.Body == http.NoBody {
+		return nil
+	}
+	var fields map[string]string
+	read := false
+	return func(field string) (string, bool) {
+		if !read {
+			read = true
+			fields = s.readBodyFields(r)
+		}
+		v, ok := fields[field]
+		return v, ok
+	}
+}
+
+func (s *Server) readBodyFields(r *http.Request) map[string]string {
+	limit := s.cfg.Limits.BodyKeyBytes
+	buf, err := io.ReadAll(io.LimitReader(r.Body, int64(limit)+1))
+	r.Body = replayBody{Reader: io.MultiReader(bytes.NewReader(buf), r.Body), Closer: r.Body}
+	if err != nil || len(buf) > limit {
+		return nil // too large or broken: the key falls back to the IP
+	}
+	mt, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type"))
+	out := map[string]string{}
+	switch mt {
+	case "application/json":
+		var doc map[string]any
+		if json.Unmarshal(buf, &doc) != nil {
+			return nil
+		}
+		for k, v := range doc {
+			if str, ok := v.(string); ok {
+				out[k] = str
+			}
+		}
+	case "application/x-www-form-urlencoded":
+		q, err := url.ParseQuery(string(buf))
+		if err != nil {
+			return nil
+		}
+		for k := range q {
+			out[k] = q.Get(k)
+		}
+	default:
+		return nil
+	}
+	return out
+}
+
+// replayBody is a request body whose start was read and put back.
+type replayBody struct {
+	io.Reader
+	io.Closer
+}

@@ -1,0 +1,221 @@
+package proxy
+
+import (
+	"io"
+	"net/http"
+	"net/url"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/golang-jwt/jwt/v5"
+
+	"github.com/chatguard/chatguard/internal/config"
+	"github.com/chatguard/chatguard/internal/identity"
+	"github.com/chatguard/chatguard/limiter"
+	"github.com/chatguard/chatguard/sessions"
+)
+
+const testJWTSecret = "test-secret-test-secret-test-secret"
+
+func token(t *testing.T, claims jwt.MapClaims) string {
+	t.Helper()
+	s, err := jwt.NewWithClaims(jwt.SigningMethodHS256, claims).SignedString([]byte(testJWTSecret))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+// startGuarded runs a Server with the default routes' limits, a memory store
+// and HS256 verification.
+func startGuarded(t *testing.T, upstream string, mutate func(*config.Config)) (*harness, *sessions.Table[string, string]) {
+	t.Helper()
+	events, err := sessions.NewTable(sessions.Options[string, int64]{MaxEntries: 10000})
+	if err != nil {
+		t.Fatal(err)
+	}
+	roles, _ := sessions.NewTable(sessions.Options[string, string]{MaxEntries: 100})
+	t.Cleanup(func() { events.Close(); roles.Close() })
+	v, err := identity.New(identity.Options{Secret: []byte(testJWTSecret)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := startOpts(t, upstream, func(c *config.Config) {
+		c.Auth.JWTSecret = testJWTSecret
+		if mutate != nil {
+			mutate(c)
+		}
+	}, func(o *Options) {
+		lim, err := limiter.New(limiter.Options{Store: limiter.NewMemoryStore(events, nil), StoreName: "memory", Shadow: o.Config.Limits.Shadow, Registerer: o.Registry})
+		if err != nil {
+			t.Fatal(err)
+		}
+		o.Limiter, o.Verifier, o.UserRoles = lim, v, roles
+	})
+	return h, roles
+}
+
+func TestLoginLimitPerIPAndEmail(t *testing.T) {
+	t.Parallel()
+	bodies := make(chan string, 20)
+	up := upstream(t, func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		bodies <- string(b)
+		_, _ = io.WriteString(w, `{"token":"x"}`)
+	})
+	h, _ := startGuarded(t, up.URL, nil)
+	login := func(body, ctype string) (*http.Response, []byte) {
+		req, _ := http.NewRequest(http.MethodPost, h.url+"/api/auth/login", strings.NewReader(body))
+		req.Header.Set("Content-Type", ctype)
+		return h.do(req)
+	}
+	ana := `{"email":"ana@example.com","password":"hunter22"}`
+	for i := 0; i < 3; i++ {
+		resp, _ := login(ana, "application/json")
+		if resp.StatusCode != 200 {
+			t.Fatalf("attempt %d: %d", i+1, resp.StatusCode)
+		}
+		if got := <-bodies; got != ana {
+			t.Fatalf("upstream got %q, want the exact body", got)
+		}
+		if p := resp.Header.Get("RateLimit-Policy"); p != `"auth_login";q=3;w=900` {
+			t.Fatalf("RateLimit-Policy %q", p)
+		}
+		if rl := resp.Header.Get("RateLimit"); !strings.HasPrefix(rl, `"auth_login";r=`+string(rune('2'-i))+`;t=`) {
+			t.Fatalf("attempt %d RateLimit %q", i+1, rl)
+		}
+	}
+	// The same email in another case and as a form is the same key.
+	resp, body := login("email=ANA%40example.com&password=x", "application/x-www-form-urlencoded")
+	env := envelope(t, resp, body)
+	if resp.StatusCode != 429 || env["code"] != "RATE_LIMIT_EXCEEDED" {
+		t.Fatalf("4th attempt: %d %v", resp.StatusCode, env)
+	}
+	d := env["details"].(map[string]any)
+	if d["policy"] != "auth_login" || d["limit"] != float64(3) || d["windowSeconds"] != float64(900) || d["retryAfterSeconds"] != float64(300) {
+		t.Fatalf("details %v", d)
+	}
+	if resp.Header.Get("Retry-After") != "300" || !strings.HasPrefix(resp.Header.Get("RateLimit"), `"auth_login";r=0;`) {
+		t.Fatalf("429 headers %v", resp.Header)
+	}
+	if strings.Contains(string(body), "hunter22") {
+		t.Fatal("password in the envelope")
+	}
+	// Another email from the same IP has its own attempts.
+	if resp, _ := login(`{"email":"bea@example.com"}`, "application/json"); resp.StatusCode != 200 {
+		t.Fatalf("other email: %d", resp.StatusCode)
+	}
+	<-bodies
+	// No email: the IP's own bucket, not ana's and not one shared bucket.
+	for i := 0; i < 3; i++ {
+		if resp, _ := login(`{"user":"x"}`, "application/json"); resp.StatusCode != 200 {
+			t.Fatalf("no email, attempt %d: %d", i+1, resp.StatusCode)
+		}
+		<-bodies
+	}
+	if resp, _ := login(`not json`, "application/json"); resp.StatusCode != 429 {
+		t.Fatalf("unparsable body shares the IP bucket: %d", resp.StatusCode)
+	}
+	m := scrape(t, h)
+	for _, want := range []string{
+		`chatguard_ratelimit_decisions_total{outcome="allowed",role="anonymous",route="auth_login"} 7`,
+		`chatguard_ratelimit_decisions_total{outcome="limited",role="anonymous",route="auth_login"} 2`,
+	} {
+		if !strings.Contains(m, want) {
+			t.Errorf("metrics lack %s", want)
+		}
+	}
+}
+
+func TestRoleLimitsAndMultiplier(t *testing.T) {
+	t.Parallel()
+	up := upstream(t, func(w http.ResponseWriter, r *http.Request) {})
+	// Multiplier 0.1: basic 3, agent 6, admin 10 messages per minute.
+	h, roles := startGuarded(t, up.URL, func(c *config.Config) { c.Limits.Multiplier = 0.1 })
+	exp := time.Now().Add(time.Hour).Unix()
+	for _, tc := range []struct {
+		role string
+		want int
+	}{{"user", 3}, {"agent", 6}, {"admin", 10}} {
+		tok := token(t, jwt.MapClaims{"email": tc.role + "@example.com", "role": tc.role, "exp": exp})
+		n := 0
+		for i := 0; i < 20; i++ {
+			resp, _ := h.get("/api/messages", "Authorization", "Bearer "+tok)
+			if resp.StatusCode == 200 {
+				n++
+			}
+		}
+		if n != tc.want {
+			t.Errorf("%s: %d messages passed, want %d", tc.role, n, tc.want)
+		}
+	}
+	if r, ok := roles.Get("agent@example.com"); !ok || r != "agent" {
+		t.Errorf("userRoles cache: %q %v", r, ok)
+	}
+	// Anonymous callers are limited by IP, separately from users.
+	n := 0
+	for i := 0; i < 5; i++ {
+		if resp, _ := h.get("/api/messages", "Authorization", "Bearer not-a-token"); resp.StatusCode == 200 {
+			n++
+		}
+	}
+	if n != 3 {
+		t.Errorf("anonymous: %d passed, want 3", n)
+	}
+}
+
+func TestRequiredAuth(t *testing.T) {
+	t.Parallel()
+	up := upstream(t, func(w http.ResponseWriter, r *http.Request) {})
+	h, _ := startGuarded(t, up.URL, func(c *config.Config) {
+		c.Routes = append([]config.Route{{Name: "private", Path: "/api/private/*", Auth: "required"}}, c.Routes...)
+	})
+	now := time.Now()
+	for _, tc := range []struct {
+		name, header, query string
+		status              int
+		code                string
+	}{
+		{"none", "", "", 401, "AUTHENTICATION_REQUIRED"},
+		{"expired", "Bearer " + token(t, jwt.MapClaims{"email": "a@x.co", "exp": now.Add(-time.Hour).Unix()}), "", 401, "TOKEN_EXPIRED"},
+		{"bad signature", "Bearer " + token(t, jwt.MapClaims{"email": "a@x.co"})[:20] + "x.y.z", "", 401, "TOKEN_INVALID"},
+		{"valid header", "Bearer " + token(t, jwt.MapClaims{"email": "a@x.co", "exp": now.Add(time.Hour).Unix()}), "", 200, ""},
+		{"valid query", "", "?token=" + url.QueryEscape(token(t, jwt.MapClaims{"sub": "u1"})), 200, ""},
+	} {
+		var resp *http.Response
+		var body []byte
+		if tc.header != "" {
+			resp, body = h.get("/api/private/x"+tc.query, "Authorization", tc.header)
+		} else {
+			resp, body = h.get("/api/private/x" + tc.query)
+		}
+		if resp.StatusCode != tc.status {
+			t.Errorf("%s: %d %s", tc.name, resp.StatusCode, body)
+			continue
+		}
+		if tc.code != "" {
+			if env := envelope(t, resp, body); env["code"] != tc.code {
+				t.Errorf("%s: code %v", tc.name, env["code"])
+			}
+		}
+	}
+	if strings.Contains(h.logs.String(), "?token=ey") {
+		t.Error("a token in a query string reached the log")
+	}
+}
+
+func TestShadowMode(t *testing.T) {
+	t.Parallel()
+	up := upstream(t, func(w http.ResponseWriter, r *http.Request) {})
+	h, _ := startGuarded(t, up.URL, func(c *config.Config) { c.Limits.Shadow = true })
+	for i := 0; i < 40; i++ {
+		req, _ := http.NewRequest(http.MethodPost, h.url+"/webhook/twilio", nil)
+		if resp, _ := h.do(req); resp.StatusCode != 200 {
+			t.Fatalf("shadow mode rejected request %d: %d", i, resp.StatusCode)
+		}
+	}
+	if m := scrape(t, h); !strings.Contains(m, `chatguard_ratelimit_decisions_total{outcome="shadow",role="anonymous",route="webhook"} 10`) {
+		t.Errorf("shadow decisions not counted")
+	}
+}
