@@ -1,0 +1,185 @@
+package limiter
+
+import (
+	"context"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Store modes, the mode label of chatguard_ratelimit_store_mode.
+const (
+	ModeRedis      = "redis"       // decisions in Redis
+	ModeFallback   = "fallback"    // Redis is failing: the local store, with this replica's share
+	ModeMemoryOnly = "memory-only" // no Redis configured
+)
+
+// FailoverOptions configure a FailoverStore.
+type FailoverOptions struct {
+	Primary  Store // Redis
+	Fallback Store // memory
+	// Failures in a row that open the breaker (0 = 3).
+	Failures int
+	// Cooldown before a half-open probe of the primary (0 = 1 s).
+	Cooldown time.Duration
+	// Replicas of chatguard sharing the limits: in fallback each enforces
+	// 1/Replicas of every limit (0 or 1 = the whole limit).
+	Replicas int
+	// Registerer receives the store's metrics; nil = none.
+	Registerer prometheus.Registerer
+	// OnModeChange is told of every transition; nil = nothing.
+	OnModeChange func(from, to string, err error)
+	Now          func() time.Time
+}
+
+// FailoverStore decides in the primary store while it works and in the
+// fallback the moment it does not: a failed call is answered from the
+// fallback at once, and after Failures failures in a row the breaker opens
+// so that no request waits for a dead Redis. After Cooldown one request
+// probes the primary (half-open); its success closes the breaker.
+type FailoverStore struct {
+	o FailoverOptions
+
+	mu       sync.Mutex // guards failures, open, retryAt
+	failures int
+	open     bool
+	retryAt  time.Time
+	probing  atomic.Bool
+
+	mode        *prometheus.GaugeVec
+	transitions *prometheus.CounterVec
+	latency     prometheus.Observer
+}
+
+// NewFailoverStore returns a FailoverStore in redis mode.
+func NewFailoverStore(o FailoverOptions) (*FailoverStore, error) {
+	if o.Failures <= 0 {
+		o.Failures = 3
+	}
+	if o.Cooldown <= 0 {
+		o.Cooldown = time.Second
+	}
+	if o.Replicas < 1 {
+		o.Replicas = 1
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	f := &FailoverStore{
+		o: o,
+		mode: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "chatguard_ratelimit_store_mode",
+			Help: "1 for the rate-limit store's current mode (redis, fallback, memory-only), 0 for the others.",
+		}, []string{"mode"}),
+		transitions: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "chatguard_ratelimit_fallback_transitions_total",
+			Help: "Switches of the rate-limit store, by the mode switched to.",
+		}, []string{"to"}),
+	}
+	lat := prometheus.NewHistogram(prometheus.HistogramOpts{
+		Name:    "chatguard_ratelimit_store_duration_seconds",
+		Help:    "Time of a rate-limit decision in Redis, failures included.",
+		Buckets: []float64{.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1},
+	})
+	f.latency = lat
+	if o.Registerer != nil {
+		for _, c := range []prometheus.Collector{f.mode, f.transitions, lat} {
+			if err := o.Registerer.Register(c); err != nil {
+				return nil, err
+			}
+		}
+	}
+	f.setMode(ModeRedis)
+	return f, nil
+}
+
+func (f *FailoverStore) setMode(m string) {
+	for _, x := range []string{ModeRedis, ModeFallback, ModeMemoryOnly} {
+		v := 0.0
+		if x == m {
+			v = 1
+		}
+		f.mode.WithLabelValues(x).Set(v)
+	}
+}
+
+// Mode is redis or fallback.
+func (f *FailoverStore) Mode() string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.open {
+		return ModeFallback
+	}
+	return ModeRedis
+}
+
+// Allow decides in the primary, or in the fallback with this replica's share.
+func (f *FailoverStore) Allow(ctx context.Context, key string, l Limit) (Result, error) {
+	f.mu.Lock()
+	open, due := f.open, f.open && !f.o.Now().Before(f.retryAt)
+	f.mu.Unlock()
+	if open && !(due && f.probing.CompareAndSwap(false, true)) {
+		return f.fallback(ctx, key, l)
+	}
+	if open {
+		defer f.probing.Store(false)
+	}
+	start := time.Now()
+	res, err := f.o.Primary.Allow(ctx, key, l)
+	f.latency.Observe(time.Since(start).Seconds())
+	if err == nil {
+		f.succeeded()
+		return res, nil
+	}
+	if ctx.Err() != nil { // the client went away: not Redis's fault
+		return res, err
+	}
+	f.failed(err)
+	return f.fallback(ctx, key, l)
+}
+
+func (f *FailoverStore) fallback(ctx context.Context, key string, l Limit) (Result, error) {
+	share := l
+	if f.o.Replicas > 1 {
+		share.Rate = max(1, l.Rate/f.o.Replicas)
+		if share.Burst > 0 {
+			share.Burst = max(1, l.Burst/f.o.Replicas)
+		}
+	}
+	return f.o.Fallback.Allow(ctx, key, share)
+}
+
+func (f *FailoverStore) succeeded() {
+	f.mu.Lock()
+	wasOpen := f.open
+	f.failures, f.open = 0, false
+	f.mu.Unlock()
+	if wasOpen {
+		f.transition(ModeFallback, ModeRedis, nil)
+	}
+}
+
+func (f *FailoverStore) failed(err error) {
+	f.mu.Lock()
+	f.failures++
+	opened := false
+	if f.open || f.failures >= f.o.Failures {
+		opened = !f.open
+		f.open = true
+		f.retryAt = f.o.Now().Add(f.o.Cooldown)
+	}
+	f.mu.Unlock()
+	if opened {
+		f.transition(ModeRedis, ModeFallback, err)
+	}
+}
+
+func (f *FailoverStore) transition(from, to string, err error) {
+	f.setMode(to)
+	f.transitions.WithLabelValues(to).Inc()
+	if f.o.OnModeChange != nil {
+		f.o.OnModeChange(from, to, err)
+	}
+}

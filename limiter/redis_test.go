@@ -1,0 +1,302 @@
+package limiter
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"os/exec"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/chatguard/chatguard/sessions"
+)
+
+// redisServer is a redis-server of the test's own, on a free port.
+type redisServer struct {
+	t    *testing.T
+	port int
+	args []string
+	cmd  *exec.Cmd
+}
+
+func freePort(t *testing.T, alsoFree int) int {
+	t.Helper()
+	for i := 0; i < 50; i++ {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		p := l.Addr().(*net.TCPAddr).Port
+		l.Close()
+		if alsoFree == 0 {
+			return p
+		}
+		if p+alsoFree < 65536 {
+			if l2, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", p+alsoFree)); err == nil {
+				l2.Close()
+				return p
+			}
+		}
+	}
+	t.Fatal("no free port")
+	return 0
+}
+
+func startRedis(t *testing.T, extra ...string) *redisServer {
+	t.Helper()
+	if _, err := exec.LookPath("redis-server"); err != nil {
+		t.Skip("redis-server is not installed")
+	}
+	r := &redisServer{t: t, port: freePort(t, 10000)}
+	r.args = append([]string{"--port", fmt.Sprint(r.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", t.TempDir()}, extra...)
+	r.start()
+	t.Cleanup(r.kill)
+	return r
+}
+
+func (r *redisServer) addr() string { return fmt.Sprintf("127.0.0.1:%d", r.port) }
+
+func (r *redisServer) start() {
+	r.t.Helper()
+	r.cmd = exec.Command("redis-server", r.args...)
+	if err := r.cmd.Start(); err != nil {
+		r.t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		out, err := exec.Command("redis-cli", "-p", fmt.Sprint(r.port), "ping").CombinedOutput()
+		if err == nil && strings.TrimSpace(string(out)) == "PONG" {
+			return
+		}
+		if time.Now().After(deadline) {
+			r.t.Fatalf("redis-server on %d did not start: %s", r.port, out)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// kill is kill -9: no goodbye to clients.
+func (r *redisServer) kill() {
+	if r.cmd != nil && r.cmd.Process != nil {
+		_ = r.cmd.Process.Signal(syscall.SIGKILL)
+		_ = r.cmd.Wait()
+		r.cmd = nil
+	}
+}
+
+func redisStore(t *testing.T, url string) *RedisStore {
+	t.Helper()
+	c, err := NewRedisClient(url, 50*time.Millisecond)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return NewRedisStore(c, "chatguard:rl:", 0)
+}
+
+func exactness(t *testing.T, s Store, key string) {
+	t.Helper()
+	var admitted atomic.Int64
+	var wg sync.WaitGroup
+	start := make(chan struct{})
+	for g := 0; g < 200; g++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			<-start
+			res, err := s.Allow(context.Background(), key, Limit{Rate: 50, Period: time.Hour})
+			if err != nil {
+				t.Error(err)
+			}
+			if res.Allowed {
+				admitted.Add(1)
+			}
+		}()
+	}
+	close(start)
+	wg.Wait()
+	if admitted.Load() != 50 {
+		t.Fatalf("%s: %d admitted, want exactly 50", key, admitted.Load())
+	}
+}
+
+func TestRedisStore(t *testing.T) {
+	t.Parallel()
+	r := startRedis(t)
+	s := redisStore(t, "redis://"+r.addr()+"/0")
+	exactness(t, s, "exact")
+
+	login := Limit{Rate: 3, Period: 15 * time.Minute}
+	for i := 0; i < 3; i++ {
+		res, err := s.Allow(context.Background(), "login", login)
+		if err != nil || !res.Allowed || res.Remaining != 2-i {
+			t.Fatalf("attempt %d: %+v %v", i+1, res, err)
+		}
+	}
+	res, err := s.Allow(context.Background(), "login", login)
+	if err != nil || res.Allowed || res.RetryAfter < 4*time.Minute || res.RetryAfter > 5*time.Minute {
+		t.Fatalf("4th attempt: %+v %v", res, err)
+	}
+	out, _ := exec.Command("redis-cli", "-p", fmt.Sprint(r.port), "pttl", "chatguard:rl:login").Output()
+	var pttl int64
+	fmt.Sscan(string(out), &pttl)
+	if pttl <= 0 || pttl > int64(15*time.Minute/time.Millisecond) {
+		t.Fatalf("key TTL %d ms: keys must expire when they are as good as new", pttl)
+	}
+}
+
+func TestRedisCluster(t *testing.T) {
+	t.Parallel()
+	if _, err := exec.LookPath("redis-cli"); err != nil {
+		t.Skip("redis-cli is not installed")
+	}
+	var nodes []*redisServer
+	var addrs []string
+	for i := 0; i < 3; i++ {
+		n := startRedis(t, "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf", "--cluster-node-timeout", "2000")
+		nodes = append(nodes, n)
+		addrs = append(addrs, n.addr())
+	}
+	args := append([]string{"--cluster", "create"}, addrs...)
+	args = append(args, "--cluster-replicas", "0", "--cluster-yes")
+	if out, err := exec.Command("redis-cli", args...).CombinedOutput(); err != nil {
+		t.Fatalf("cluster create: %v\n%s", err, out)
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		out, _ := exec.Command("redis-cli", "-p", fmt.Sprint(nodes[0].port), "cluster", "info").Output()
+		if strings.Contains(string(out), "cluster_state:ok") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("cluster not ok: %s", out)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	s := redisStore(t, fmt.Sprintf("redis://%s?addr=%s&addr=%s", addrs[0], addrs[1], addrs[2]))
+	// Keys that land on different masters.
+	for _, k := range []string{"messages|user=a", "messages|user=b", "login|ip=10.0.0.1", "webhook|ip=10.0.0.2"} {
+		exactness(t, s, k)
+	}
+}
+
+// kill -9 the Redis under load: no decision waits much longer than the
+// deadline, none fails, the limit is still enforced; when Redis returns,
+// the store goes back to it.
+func TestFailoverWhenRedisDies(t *testing.T) {
+	t.Parallel()
+	r := startRedis(t)
+	mem, err := sessions.NewTable(sessions.Options[string, int64]{MaxEntries: 1000})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { mem.Close() })
+	var transitions []string
+	var mu sync.Mutex
+	f, err := NewFailoverStore(FailoverOptions{
+		Primary: redisStore(t, "redis://"+r.addr()), Fallback: NewMemoryStore(mem, nil),
+		Cooldown: 100 * time.Millisecond,
+		OnModeChange: func(from, to string, _ error) {
+			mu.Lock()
+			transitions = append(transitions, from+">"+to)
+			mu.Unlock()
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	limit := Limit{Rate: 5, Period: time.Hour}
+	decide := func(key string) Result {
+		start := time.Now()
+		res, err := f.Allow(context.Background(), key, limit)
+		if d := time.Since(start); d > 50*time.Millisecond+150*time.Millisecond {
+			t.Errorf("a decision took %s", d)
+		}
+		if err != nil {
+			t.Errorf("decision failed: %v", err)
+		}
+		return res
+	}
+	if !decide("k1").Allowed || f.Mode() != ModeRedis {
+		t.Fatal("redis mode")
+	}
+
+	// Load from 8 goroutines while Redis dies.
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	var allowedAfter atomic.Int64
+	for g := 0; g < 8; g++ {
+		wg.Add(1)
+		go func(g int) {
+			defer wg.Done()
+			for i := 0; ; i++ {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				decide(fmt.Sprintf("load-%d-%d", g, i%20))
+			}
+		}(g)
+	}
+	time.Sleep(50 * time.Millisecond)
+	r.kill()
+	deadline := time.Now().Add(5 * time.Second)
+	for f.Mode() != ModeFallback {
+		if time.Now().After(deadline) {
+			t.Fatal("never fell back")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	// In fallback the limit still holds: 5 per hour for a fresh key.
+	for i := 0; i < 10; i++ {
+		if decide("fresh").Allowed {
+			allowedAfter.Add(1)
+		}
+	}
+	if allowedAfter.Load() != 5 {
+		t.Errorf("fallback admitted %d of 10, want 5", allowedAfter.Load())
+	}
+	r.start() // same port
+	for f.Mode() != ModeRedis {
+		if time.Now().After(deadline.Add(10 * time.Second)) {
+			t.Fatal("never went back to redis")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	close(stop)
+	wg.Wait()
+	mu.Lock()
+	defer mu.Unlock()
+	if len(transitions) < 2 || transitions[0] != "redis>fallback" || transitions[len(transitions)-1] != "fallback>redis" {
+		t.Fatalf("transitions %v", transitions)
+	}
+}
+
+func TestFailoverShareOfReplicas(t *testing.T) {
+	t.Parallel()
+	mem, _ := sessions.NewTable(sessions.Options[string, int64]{MaxEntries: 100})
+	t.Cleanup(func() { mem.Close() })
+	dead := redisStore(t, "redis://127.0.0.1:1") // nothing listens there
+	f, err := NewFailoverStore(FailoverOptions{Primary: dead, Fallback: NewMemoryStore(mem, nil), Replicas: 3, Failures: 1, Cooldown: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for i := 0; i < 20; i++ {
+		res, err := f.Allow(context.Background(), "k", Limit{Rate: 9, Period: time.Hour})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if res.Allowed {
+			n++
+		}
+	}
+	if n != 3 || f.Mode() != ModeFallback {
+		t.Fatalf("one of 3 replicas admitted %d of a limit of 9 (mode %s)", n, f.Mode())
+	}
+}
