@@ -67,7 +67,11 @@ func ClassifyUpstream(rep Reply, requestID string, opts ClassifyOptions) Result 
 	}
 	if obj, ok := doc.(map[string]any); ok && isEnvelope(obj) {
 		code, _ := obj["error"].(map[string]any)["code"].(string)
-		return Result{PassThrough: true, Body: withRequestID(rep.Body, obj, requestID), Code: Code(code), Kind: "envelope"}
+		body := rep.Body
+		if !opts.Development && scrubEnvelope(obj) {
+			body, _ = json.Marshal(obj) // key order changes; only when something was taken out
+		}
+		return Result{PassThrough: true, Body: withRequestID(body, obj, requestID), Code: Code(code), Kind: "envelope"}
 	}
 	res := classifyDoc(doc)
 	secrets := redact.SecretValues(doc)
@@ -124,6 +128,55 @@ func isEnvelope(obj map[string]any) bool {
 	_, errno := e["errno"]
 	_, syscall := e["syscall"]
 	return !errno && !syscall
+}
+
+// scrubEnvelope takes stack traces out of an upstream envelope's error and
+// replaces a message that shows file paths or stack frames: in production
+// those never reach the client, whoever wrote the envelope. It reports
+// whether it changed anything.
+func scrubEnvelope(obj map[string]any) bool {
+	e := obj["error"].(map[string]any)
+	changed := dropStacks(e)
+	if msg, _ := e["message"].(string); leaksInternals(msg) {
+		code, _ := e["code"].(string)
+		e["message"] = Code(code).Message()
+		changed = true
+	}
+	return changed
+}
+
+func dropStacks(v any) bool {
+	changed := false
+	switch t := v.(type) {
+	case map[string]any:
+		for k, val := range t {
+			switch strings.ToLower(k) {
+			case "stack", "stacktrace", "trace":
+				delete(t, k)
+				changed = true
+				continue
+			}
+			if s, ok := val.(string); ok && leaksInternals(s) {
+				t[k] = cutStack(s)
+				changed = changed || t[k] != s
+			}
+			changed = dropStacks(val) || changed
+		}
+	case []any:
+		for _, val := range t {
+			changed = dropStacks(val) || changed
+		}
+	}
+	return changed
+}
+
+func leaksInternals(s string) bool {
+	for _, m := range []string{"\n    at ", "\n  at ", "node_modules", ".js:", ".ts:", "/app/", "/home/", "/usr/", "/srv/", "/opt/", "/var/"} {
+		if strings.Contains(s, m) {
+			return true
+		}
+	}
+	return false
 }
 
 func upperSnake(s string) bool {

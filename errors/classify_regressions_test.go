@@ -168,3 +168,29 @@ func TestRegressionDevSnippetLeaksDottedPathValue(t *testing.T) {
 		}
 	}
 }
+
+// An upstream envelope keeps its shape, but in production no stack trace or
+// file path in it reaches the client.
+func TestRegressionEnvelopeStacksScrubbed(t *testing.T) {
+	t.Parallel()
+	body := `{"success":false,"error":{"code":"CONVERSATION_LOCKED","message":"Error at /app/src/routes/messages.js:42:13","details":{"stack":"Error: x\n    at f (/app/src/a.js:1:2)","conversationId":"c1"},"timestamp":"2026-01-30T19:45:30.123Z"}}`
+	res := apierrors.ClassifyUpstream(apierrors.Reply{Status: 409, ContentType: "application/json", Body: []byte(body)}, "req_1_x", apierrors.ClassifyOptions{})
+	if !res.PassThrough || !json.Valid(res.Body) {
+		t.Fatalf("not passed through: %+v", res)
+	}
+	out := string(res.Body)
+	for _, leak := range []string{"/app/src", "    at ", "stack"} {
+		if strings.Contains(out, leak) {
+			t.Errorf("%q reached the client: %s", leak, out)
+		}
+	}
+	for _, keep := range []string{`"conversationId":"c1"`, `"code":"CONVERSATION_LOCKED"`, `"requestId":"req_1_x"`} {
+		if !strings.Contains(out, keep) {
+			t.Errorf("%s lost: %s", keep, out)
+		}
+	}
+	dev := apierrors.ClassifyUpstream(apierrors.Reply{Status: 409, ContentType: "application/json", Body: []byte(body)}, "req_1_x", apierrors.ClassifyOptions{Development: true})
+	if !strings.Contains(string(dev.Body), "stack") {
+		t.Errorf("development mode scrubbed the envelope: %s", dev.Body)
+	}
+}

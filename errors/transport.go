@@ -9,6 +9,10 @@ import (
 	"syscall"
 )
 
+// ErrClientGone marks a failure caused by the client (an upload cut off):
+// the transport wraps it, FromProxyError reports client_closed.
+var ErrClientGone = stderrors.New("the client went away")
+
 // StatusClientClosed is logged (never sent) when the client went away before
 // the upstream answered, as nginx does.
 const StatusClientClosed = 499
@@ -25,7 +29,7 @@ func FromProxyError(err error) (e *Error, reason string) {
 	switch {
 	case stderrors.As(err, &maxBytes):
 		return New(CodePayloadTooLarge, ""), "body_too_large"
-	case stderrors.Is(err, context.Canceled):
+	case stderrors.Is(err, context.Canceled), stderrors.Is(err, ErrClientGone):
 		e := New(CodeServiceUnavailable, "the client closed the request")
 		e.Status = StatusClientClosed
 		return e, "client_closed"

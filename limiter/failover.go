@@ -48,7 +48,6 @@ type FailoverStore struct {
 	retryAt  time.Time
 	probing  atomic.Bool
 
-	mode        *prometheus.GaugeVec
 	transitions *prometheus.CounterVec
 	latency     prometheus.Observer
 }
@@ -69,10 +68,6 @@ func NewFailoverStore(o FailoverOptions) (*FailoverStore, error) {
 	}
 	f := &FailoverStore{
 		o: o,
-		mode: prometheus.NewGaugeVec(prometheus.GaugeOpts{
-			Name: "chatguard_ratelimit_store_mode",
-			Help: "1 for the rate-limit store's current mode (redis, fallback, memory-only), 0 for the others.",
-		}, []string{"mode"}),
 		transitions: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "chatguard_ratelimit_fallback_transitions_total",
 			Help: "Switches of the rate-limit store, by the mode switched to.",
@@ -85,24 +80,13 @@ func NewFailoverStore(o FailoverOptions) (*FailoverStore, error) {
 	})
 	f.latency = lat
 	if o.Registerer != nil {
-		for _, c := range []prometheus.Collector{f.mode, f.transitions, lat} {
+		for _, c := range []prometheus.Collector{f.transitions, lat} {
 			if err := o.Registerer.Register(c); err != nil {
 				return nil, err
 			}
 		}
 	}
-	f.setMode(ModeRedis)
 	return f, nil
-}
-
-func (f *FailoverStore) setMode(m string) {
-	for _, x := range []string{ModeRedis, ModeFallback, ModeMemoryOnly} {
-		v := 0.0
-		if x == m {
-			v = 1
-		}
-		f.mode.WithLabelValues(x).Set(v)
-	}
 }
 
 // Mode is redis or fallback.
@@ -177,7 +161,6 @@ func (f *FailoverStore) failed(err error) {
 }
 
 func (f *FailoverStore) transition(from, to string, err error) {
-	f.setMode(to)
 	f.transitions.WithLabelValues(to).Inc()
 	if f.o.OnModeChange != nil {
 		f.o.OnModeChange(from, to, err)

@@ -27,8 +27,10 @@ type Options struct {
 	Store Store
 	// Shadow puts every policy in shadow mode: count, never reject.
 	Shadow bool
-	// StoreName is what /api/internal/stats reports as the store.
-	StoreName string
+	// Mode reports the store's mode (ModeRedis, ModeFallback,
+	// ModeMemoryOnly) for /api/internal/stats and chatguard_ratelimit_store_mode;
+	// nil means ModeMemoryOnly.
+	Mode func() string
 	// Registerer receives the limiter's metrics; nil = none.
 	Registerer prometheus.Registerer
 	// Now is the clock for the 24-hour rejection count; nil = time.Now.
@@ -39,7 +41,7 @@ type Options struct {
 type Limiter struct {
 	store     Store
 	shadow    bool
-	storeName string
+	mode      func() string
 	now       func() time.Time
 	decisions *prometheus.CounterVec
 	errors    prometheus.Counter
@@ -49,7 +51,7 @@ type Limiter struct {
 // New returns a Limiter.
 func New(o Options) (*Limiter, error) {
 	l := &Limiter{
-		store: o.Store, shadow: o.Shadow, storeName: o.StoreName, now: o.Now,
+		store: o.Store, shadow: o.Shadow, mode: o.Mode, now: o.Now,
 		decisions: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "chatguard_ratelimit_decisions_total",
 			Help: "Rate-limit decisions, by route, role (admin, agent, basic, anonymous) and outcome (allowed, limited, shadow).",
@@ -62,8 +64,11 @@ func New(o Options) (*Limiter, error) {
 	if l.now == nil {
 		l.now = time.Now
 	}
+	if l.mode == nil {
+		l.mode = func() string { return ModeMemoryOnly }
+	}
 	if o.Registerer != nil {
-		for _, c := range []prometheus.Collector{l.decisions, l.errors} {
+		for _, c := range []prometheus.Collector{l.decisions, l.errors, modeCollector{l.mode}} {
 			if err := o.Registerer.Register(c); err != nil {
 				return nil, fmt.Errorf("limiter: register metrics: %w", err)
 			}
@@ -103,7 +108,26 @@ func (l *Limiter) Decide(ctx context.Context, p *Policy, r Request) (Decision, e
 
 // StatsBlock is the seed's rateLimiting block of /api/internal/stats.
 func (l *Limiter) StatsBlock() map[string]any {
-	return map[string]any{"store": l.storeName, "rejectedRequests24h": l.rejected.sum(l.now())}
+	return map[string]any{"store": l.mode(), "rejectedRequests24h": l.rejected.sum(l.now())}
+}
+
+var descMode = prometheus.NewDesc("chatguard_ratelimit_store_mode",
+	"1 for the rate-limit store's current mode (redis, fallback, memory-only), 0 for the others.", []string{"mode"}, nil)
+
+// modeCollector reads the store's mode at scrape time.
+type modeCollector struct{ mode func() string }
+
+func (modeCollector) Describe(ch chan<- *prometheus.Desc) { ch <- descMode }
+
+func (c modeCollector) Collect(ch chan<- prometheus.Metric) {
+	m := c.mode()
+	for _, x := range []string{ModeRedis, ModeFallback, ModeMemoryOnly} {
+		v := 0.0
+		if x == m {
+			v = 1
+		}
+		ch <- prometheus.MustNewConstMetric(descMode, prometheus.GaugeValue, v, x)
+	}
 }
 
 // hourly counts events in the last 24 hours, in hour buckets.

@@ -64,7 +64,7 @@ func TestRejectedIn24Hours(t *testing.T) {
 	t.Parallel()
 	now := time.Date(2026, 11, 27, 10, 0, 0, 0, time.UTC)
 	clock := func() time.Time { return now }
-	l, err := New(Options{Store: newStore(t, clock), StoreName: "memory", Now: clock})
+	l, err := New(Options{Store: newStore(t, clock), Now: clock})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -47,7 +47,7 @@ func startGuarded(t *testing.T, upstream string, mutate func(*config.Config)) (*
 			mutate(c)
 		}
 	}, func(o *Options) {
-		lim, err := limiter.New(limiter.Options{Store: limiter.NewMemoryStore(events, nil), StoreName: "memory", Shadow: o.Config.Limits.Shadow, Registerer: o.Registry})
+		lim, err := limiter.New(limiter.Options{Store: limiter.NewMemoryStore(events, nil), Shadow: o.Config.Limits.Shadow, Registerer: o.Registry})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -268,3 +268,49 @@ func TestAdminEndpoints(t *testing.T) {
 		}
 	}
 }
+
+// A WebSocket whose 101 arrives while the drain waits for in-flight requests
+// is closed too, not left open after the drain.
+func TestDrainClosesLateUpgrades(t *testing.T) {
+	t.Parallel()
+	up := upstream(t, func(w http.ResponseWriter, r *http.Request) {
+		time.Sleep(300 * time.Millisecond) // the upgrade answers late
+		c, err := websocket.Accept(w, r, nil)
+		if err != nil {
+			return
+		}
+		defer c.CloseNow()
+		for {
+			typ, msg, err := c.Read(r.Context())
+			if err != nil {
+				return
+			}
+			_ = c.Write(r.Context(), typ, msg)
+		}
+	})
+	h := start(t, up.URL, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	dialed := make(chan *websocket.Conn, 1)
+	go func() {
+		c, _, err := websocket.Dial(ctx, "ws"+strings.TrimPrefix(h.url, "http")+"/socket.io/?EIO=4&transport=websocket", nil)
+		if err != nil {
+			dialed <- nil
+			return
+		}
+		dialed <- c
+	}()
+	waitFor(t, "the upgrade request in flight", func() bool { return h.srv.inFlight.Load() == 1 })
+	h.srv.Drain(ctx)
+	if c := <-dialed; c != nil {
+		defer c.CloseNow()
+		if err := c.Write(ctx, websocket.MessageText, []byte("2")); err == nil {
+			if _, _, err := c.Read(ctx); err == nil {
+				t.Fatal("a WebSocket upgraded during the drain still works after it")
+			}
+		}
+	}
+	if n := h.srv.upgradedCount(); n != 0 {
+		t.Fatalf("%d upgraded connections tracked after the drain", n)
+	}
+}

@@ -5,7 +5,9 @@ import (
 	"fmt"
 	"net/http"
 	"net/netip"
+	"path"
 	"runtime/debug"
+	"strings"
 	"time"
 
 	"github.com/sirupsen/logrus"
@@ -91,7 +93,7 @@ func (s *Server) handle(w *responseWriter, r *http.Request, info *reqInfo) {
 			r.Body = http.MaxBytesReader(w.ResponseWriter, r.Body, max) // the real writer, so net/http closes the connection after a 413
 		}
 	}
-	if r.URL.Path == StatsPath {
+	if isStatsPath(r.URL.Path) {
 		info.route = s.routes.intern
 		s.serveStats(w, r, info)
 		return
@@ -100,6 +102,13 @@ func (s *Server) handle(w *responseWriter, r *http.Request, info *reqInfo) {
 		return
 	}
 	s.proxy.ServeHTTP(w, r)
+}
+
+// isStatsPath matches the stats endpoint the way an Express backend would
+// route it (case-insensitive, trailing slash, dot segments), so that no
+// spelling of it slips past the token check to the backend's own handler.
+func isStatsPath(p string) bool {
+	return strings.EqualFold(strings.TrimSuffix(path.Clean("/"+p), "/"), StatsPath)
 }
 
 // headerBytes approximates the size of the request's header block as sent.

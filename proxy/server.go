@@ -69,8 +69,9 @@ type Server struct {
 	refusing atomic.Bool // set when the drain delay is over
 	inFlight atomic.Int64
 
-	connsMu sync.Mutex
-	conns   map[*trackedConn]struct{}
+	connsMu      sync.Mutex
+	conns        map[*trackedConn]struct{}
+	closingConns bool // set by drain: a connection upgraded later is closed at once
 
 	drainOnce   sync.Once
 	drainDone   chan struct{}
@@ -285,13 +286,20 @@ func (s *Server) trackConn(c net.Conn) net.Conn {
 		s.metrics.upgraded.Dec()
 	}
 	s.connsMu.Lock()
-	s.conns[tc] = struct{}{}
+	closing := s.closingConns
+	if !closing {
+		s.conns[tc] = struct{}{}
+	}
 	s.connsMu.Unlock()
+	if closing { // upgraded while draining: the answer goes nowhere
+		_ = tc.Close()
+	}
 	return tc
 }
 
 func (s *Server) closeUpgraded() int {
 	s.connsMu.Lock()
+	s.closingConns = true
 	list := make([]*trackedConn, 0, len(s.conns))
 	for c := range s.conns {
 		list = append(list, c)

@@ -4,13 +4,17 @@ import (
 	"bufio"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"net/http/httptrace"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
+
+	apierrors "github.com/chatguard/chatguard/errors"
 )
 
 // upstreamTransport is a lean HTTP/1.1 client for one plain-HTTP upstream,
@@ -38,9 +42,37 @@ type upstreamTransport struct {
 
 type upstreamConn struct {
 	c        net.Conn
+	cr       *countingReader // under br: bytes received on this connection
 	br       *bufio.Reader
 	bw       *bufio.Writer
 	lastUsed time.Time
+
+	// cancelled is set by the request's context: every deadline change must
+	// then keep the connection's deadline in the past (see setReadDeadline).
+	cancelled atomic.Bool
+}
+
+type countingReader struct {
+	r io.Reader
+	n atomic.Int64
+}
+
+func (c *countingReader) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	c.n.Add(int64(n))
+	return n, err
+}
+
+// setReadDeadline moves the read deadline unless the request was cancelled,
+// whose deadline in the past must win.
+func (pc *upstreamConn) setReadDeadline(t time.Time) {
+	if pc.cancelled.Load() {
+		return
+	}
+	_ = pc.c.SetReadDeadline(t)
+	if pc.cancelled.Load() { // cancelled meanwhile: put it back in the past
+		_ = pc.c.SetDeadline(aLongTimeAgo)
+	}
 }
 
 var aLongTimeAgo = time.Unix(1, 0)
@@ -90,7 +122,8 @@ func (t *upstreamTransport) get(ctx context.Context) (pc *upstreamConn, reused b
 	if err != nil {
 		return nil, false, err
 	}
-	return &upstreamConn{c: c, br: bufio.NewReaderSize(c, 16<<10), bw: bufio.NewWriterSize(c, 16<<10)}, false, nil
+	cr := &countingReader{r: c}
+	return &upstreamConn{c: c, cr: cr, br: bufio.NewReaderSize(cr, 16<<10), bw: bufio.NewWriterSize(c, 16<<10)}, false, nil
 }
 
 // put returns a connection whose last exchange completed cleanly.
@@ -99,8 +132,17 @@ func (t *upstreamTransport) put(pc *upstreamConn) {
 		_ = pc.c.Close()
 		return
 	}
-	pc.lastUsed = t.now()
+	now := t.now()
+	pc.lastUsed = now
+	var stale []*upstreamConn
 	t.mu.Lock()
+	// The bottom of the stack is the longest idle: reap what has expired
+	// there, so that a steady trickle of traffic on the top cannot leave
+	// closed connections below it forever.
+	for len(t.idle) > 0 && t.idleTimeout > 0 && now.Sub(t.idle[0].lastUsed) > t.idleTimeout {
+		stale = append(stale, t.idle[0])
+		t.idle = t.idle[1:]
+	}
 	if len(t.idle) < t.maxIdle {
 		t.idle = append(t.idle, pc)
 		pc = nil
@@ -108,6 +150,9 @@ func (t *upstreamTransport) put(pc *upstreamConn) {
 	t.mu.Unlock()
 	if pc != nil {
 		_ = pc.c.Close()
+	}
+	for _, c := range stale {
+		_ = c.c.Close()
 	}
 }
 
@@ -147,7 +192,7 @@ func (t *upstreamTransport) RoundTrip(req *http.Request) (*http.Response, error)
 		if ctxErr := req.Context().Err(); ctxErr != nil {
 			return nil, ctxErr
 		}
-		if reused && attempt == 0 && !gotBytes && replayable(req) {
+		if reused && attempt == 0 && !gotBytes && retryable(req) {
 			if req.GetBody != nil {
 				if req.Body, err = req.GetBody(); err != nil {
 					return nil, err
@@ -174,17 +219,33 @@ func (r *recordingBody) Read(p []byte) (int, error) {
 	return n, err
 }
 
-func replayable(req *http.Request) bool {
-	return req.Body == nil || req.Body == http.NoBody || req.GetBody != nil
+// retryable says whether a request that died on a reused connection before
+// any response byte may be sent again, with net/http's rule: an idempotent
+// method (or an Idempotency-Key), and a body that can be sent again. The
+// upstream may have acted on it: a POST is never repeated blindly.
+func retryable(req *http.Request) bool {
+	if req.Body != nil && req.Body != http.NoBody && req.GetBody == nil {
+		return false
+	}
+	switch req.Method {
+	case "", http.MethodGet, http.MethodHead, http.MethodOptions, http.MethodTrace:
+		return true
+	}
+	return req.Header.Get("Idempotency-Key") != "" || req.Header.Get("X-Idempotency-Key") != ""
 }
 
 // exchange writes req on pc and reads the response head. gotBytes reports
 // whether any of the response arrived (then a retry would be wrong).
 func (t *upstreamTransport) exchange(pc *upstreamConn, req *http.Request) (*http.Response, bool, error) {
 	ctx := req.Context()
-	// A cancelled request unblocks whatever I/O is in progress.
-	stop := context.AfterFunc(ctx, func() { _ = pc.c.SetDeadline(aLongTimeAgo) })
+	pc.cancelled.Store(false)
 	_ = pc.c.SetDeadline(time.Time{})
+	// A cancelled request unblocks whatever I/O is in progress.
+	stop := context.AfterFunc(ctx, func() {
+		pc.cancelled.Store(true)
+		_ = pc.c.SetDeadline(aLongTimeAgo)
+	})
+	received := pc.cr.n.Load() + int64(pc.br.Buffered())
 
 	var bodyErr error
 	if req.Body != nil && req.Body != http.NoBody {
@@ -195,15 +256,20 @@ func (t *upstreamTransport) exchange(pc *upstreamConn, req *http.Request) (*http
 		werr = pc.bw.Flush()
 	}
 	if bodyErr != nil && !errors.Is(bodyErr, io.EOF) {
-		// The client's body failed (too large, cut off): that is the error.
+		// The client's body failed: too large (413), or cut off (the client left).
 		stop()
-		return nil, false, bodyErr
+		var tooLarge *http.MaxBytesError
+		if errors.As(bodyErr, &tooLarge) {
+			return nil, false, bodyErr
+		}
+		return nil, false, fmt.Errorf("%w: %v", apierrors.ErrClientGone, bodyErr)
 	}
 	if werr != nil {
 		// The upstream may have answered before taking the whole body
 		// (a 413 from the app): read what it said, briefly.
-		_ = pc.c.SetReadDeadline(t.now().Add(time.Second))
+		pc.setReadDeadline(t.now().Add(time.Second))
 		if resp, err := http.ReadResponse(pc.br, req); err == nil {
+			pc.setReadDeadline(time.Time{})
 			resp.Close = true
 			t.adoptBody(pc, resp, stop)
 			return resp, true, nil
@@ -212,17 +278,23 @@ func (t *upstreamTransport) exchange(pc *upstreamConn, req *http.Request) (*http
 		return nil, false, werr
 	}
 	if t.responseHeaderTimeout > 0 {
-		_ = pc.c.SetReadDeadline(t.now().Add(t.responseHeaderTimeout))
+		pc.setReadDeadline(t.now().Add(t.responseHeaderTimeout))
 	}
 	trace := httptrace.ContextClientTrace(ctx)
-	for {
+	for informational := 0; ; informational++ {
 		resp, err := http.ReadResponse(pc.br, req)
 		if err != nil {
 			stop()
-			return nil, pc.br.Buffered() > 0, classifyReadError(err)
+			got := pc.cr.n.Load() > received // even bytes ReadResponse consumed before failing
+			return nil, got, classifyReadError(err)
 		}
 		if resp.StatusCode >= 100 && resp.StatusCode < 200 && resp.StatusCode != http.StatusSwitchingProtocols {
-			// Informational (103 Early Hints): hand it to the proxy, read on.
+			// Informational (103 Early Hints): hand it to the proxy, read on
+			// (at most 5, as net/http allows).
+			if informational >= 5 {
+				stop()
+				return nil, true, errors.New("proxy: too many 1xx responses from the upstream")
+			}
 			if trace != nil && trace.Got1xxResponse != nil {
 				if err := trace.Got1xxResponse(resp.StatusCode, map[string][]string(resp.Header)); err != nil {
 					stop()
@@ -231,7 +303,7 @@ func (t *upstreamTransport) exchange(pc *upstreamConn, req *http.Request) (*http
 			}
 			continue
 		}
-		_ = pc.c.SetReadDeadline(time.Time{})
+		pc.setReadDeadline(time.Time{})
 		t.adoptBody(pc, resp, stop)
 		return resp, true, nil
 	}
@@ -263,42 +335,50 @@ func (t *upstreamTransport) adoptBody(pc *upstreamConn, resp *http.Response, sto
 		resp.Body = http.NoBody
 		return
 	}
-	resp.Body = &upstreamBody{rc: resp.Body, pc: pc, t: t, stop: stop, keep: keep}
+	resp.Body = &upstreamBody{rc: resp.Body, pc: pc, t: t, stop: stop, keep: keep, ctx: resp.Request.Context()}
 }
 
+// upstreamBody is a response body that owns its connection. Close may be
+// called while a Read is in progress (a timer giving up on a stalled body):
+// the connection is then closed, which ends the Read.
 type upstreamBody struct {
 	rc   io.ReadCloser
 	pc   *upstreamConn
 	t    *upstreamTransport
 	stop func() bool
 	keep bool
-	done bool
+	ctx  context.Context
+	done atomic.Bool
 }
 
 func (b *upstreamBody) Read(p []byte) (int, error) {
-	if b.done {
+	if b.done.Load() {
 		return 0, io.EOF
 	}
 	n, err := b.rc.Read(p)
-	if err == io.EOF {
+	switch {
+	case err == io.EOF:
 		b.finish(true)
-	} else if err != nil {
+	case err != nil:
 		b.finish(false)
+		if ctxErr := b.ctx.Err(); ctxErr != nil {
+			err = ctxErr // the client left: say so, not "i/o timeout"
+		}
 	}
 	return n, err
 }
 
 func (b *upstreamBody) Close() error {
-	if !b.done {
-		b.finish(false)
-	}
+	b.finish(false)
 	return nil
 }
 
-// finish releases the connection: back to the pool after a complete body,
-// closed otherwise.
+// finish releases the connection, once: back to the pool after a complete
+// body, closed otherwise.
 func (b *upstreamBody) finish(complete bool) {
-	b.done = true
+	if !b.done.CompareAndSwap(false, true) {
+		return
+	}
 	if b.stop() && complete && b.keep {
 		b.t.put(b.pc)
 		return

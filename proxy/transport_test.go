@@ -2,11 +2,13 @@ package proxy
 
 import (
 	"bufio"
+	"context"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -203,5 +205,105 @@ func TestTransportResponseHeaderTimeoutAndReuse(t *testing.T) {
 	}
 	if conns.Load() != 2 { // the timed-out connection is not reused
 		t.Fatalf("%d connections", conns.Load())
+	}
+}
+
+// A POST without a body is not repeated either: the upstream may have acted.
+func TestTransportNeverRepeatsAPost(t *testing.T) {
+	t.Parallel()
+	var posts atomic.Int64
+	dropPost := func(c net.Conn, br *bufio.Reader) {
+		answer(c, br, "first")
+		if req, err := http.ReadRequest(br); err == nil && req.Method == http.MethodPost {
+			posts.Add(1)
+		}
+	}
+	serve := func(c net.Conn, br *bufio.Reader) {
+		if req, err := http.ReadRequest(br); err == nil {
+			if req.Method == http.MethodPost {
+				posts.Add(1)
+			}
+			_, _ = io.WriteString(c, "HTTP/1.1 201 Created\r\nContent-Length: 0\r\n\r\n")
+		}
+	}
+	h := start(t, rawUpstream(t, dropPost, serve), nil)
+	h.get("/")
+	req, _ := http.NewRequest(http.MethodPost, h.url+"/api/messages", nil)
+	resp, body := h.do(req)
+	if env := envelope(t, resp, body); resp.StatusCode != 502 || posts.Load() != 1 {
+		t.Fatalf("POST after a dropped connection: %d %v, upstream saw %d POSTs", resp.StatusCode, env, posts.Load())
+	}
+}
+
+// A stalled error body is given up on (Close during Read) without a race,
+// and a client leaving a stream is not logged as an upstream read error.
+func TestTransportStalledBodiesAndLeavingClients(t *testing.T) {
+	t.Parallel()
+	release := make(chan struct{})
+	up := upstream(t, func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/stall" {
+			w.Header().Set("Content-Length", "100")
+			w.WriteHeader(500)
+			_, _ = io.WriteString(w, "abc")
+		} else {
+			w.Header().Set("Content-Type", "text/event-stream")
+			_, _ = io.WriteString(w, "data: 1\n\n")
+		}
+		_ = http.NewResponseController(w).Flush()
+		select {
+		case <-release:
+		case <-r.Context().Done():
+		}
+	})
+	defer close(release)
+	h := start(t, up.URL, func(c *config.Config) { c.Proxy.ResponseHeaderTimeout = 100 * time.Millisecond })
+	resp, body := h.get("/stall")
+	if env := envelope(t, resp, body); resp.StatusCode != 500 || env["code"] != "INTERNAL_ERROR" {
+		t.Fatalf("stalled error body: %d %v", resp.StatusCode, env)
+	}
+	stream, err := h.client.Get(h.url + "/events")
+	if err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 9)
+	_, _ = io.ReadFull(stream.Body, buf)
+	stream.Body.Close() // the client leaves
+	waitFor(t, "the stream's access line", func() bool {
+		return strings.Contains(h.logs.String(), `"path":"/events"`)
+	})
+	if strings.Contains(h.logs.String(), "read error during body copy") {
+		t.Fatalf("a client leaving was logged as an upstream error:\n%s", h.logs.String())
+	}
+}
+
+// Requests cancelled before or while they are sent never wait for the
+// response-header timeout.
+func TestTransportCancelledRequestsDoNotWait(t *testing.T) {
+	t.Parallel()
+	up := rawUpstream(t, func(c net.Conn, br *bufio.Reader) {
+		for {
+			if _, err := http.ReadRequest(br); err != nil {
+				return
+			}
+			// never answers
+		}
+	})
+	u, _ := url.Parse(up)
+	tr := newUpstreamTransport(u.Host, time.Second, time.Minute, 10*time.Second, 4)
+	defer tr.CloseIdleConnections()
+	for i := 0; i < 50; i++ {
+		ctx, cancel := context.WithCancel(context.Background())
+		if i%2 == 0 {
+			cancel()
+		} else {
+			time.AfterFunc(time.Millisecond, cancel)
+		}
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, up+"/", nil)
+		start := time.Now()
+		_, err := tr.RoundTrip(req)
+		if err == nil || time.Since(start) > 2*time.Second {
+			t.Fatalf("request %d: %v after %s", i, err, time.Since(start))
+		}
+		cancel()
 	}
 }

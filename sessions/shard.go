@@ -232,10 +232,11 @@ func (s *shard[K, V]) resize(n int) {
 	}
 }
 
-// maybeCompact gives memory back when at most a quarter of the slab is live:
-// live entries move to a fresh slab, in LRU order, and the index shrinks.
-func (s *shard[K, V]) maybeCompact() {
-	if int(s.used) <= chunkSize || s.count*4 > int(s.used) {
+// maybeCompact gives memory back when at most the share live of the slab
+// holds entries: they move to a fresh slab, in LRU order, and the index
+// shrinks.
+func (s *shard[K, V]) maybeCompact(live float64) {
+	if int(s.used) <= chunkSize || float64(s.count) > live*float64(s.used) {
 		return
 	}
 	oldChunks, oldTail, count, bytes := s.chunks, s.tail, s.count, s.bytes

@@ -70,7 +70,7 @@ func TestShardIndexAdversarialHashes(t *testing.T) {
 					delete(live, e.key)
 					s.remove(s.tail, 0)
 				}
-				s.maybeCompact()
+				s.maybeCompact(0.25)
 			}
 			s.check(t)
 		}

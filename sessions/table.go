@@ -65,8 +65,11 @@ type Options[K comparable, V any] struct {
 	Now func() time.Time
 	// Shards is the number of independently locked parts, rounded up to a
 	// power of two; 0 means 8 per CPU (GOMAXPROCS), at most 1024, with at
-	// least 16 entries per shard. The least recently used entry is the one
-	// of the key's shard.
+	// least 4096 entries per shard (so tables under 8192 entries are one
+	// shard). MaxEntries is split evenly between shards and each bounds its
+	// own: a Set evicts when its key's shard is full — the least recently
+	// used entry of that shard — so with several shards a table may evict a
+	// little before it holds MaxEntries in all, never after.
 	Shards int
 }
 
@@ -101,7 +104,10 @@ func NewTable[K comparable, V any](o Options[K, V]) (*Table[K, V], error) {
 	}
 	n := o.Shards
 	if n <= 0 {
-		n = min(8*runtime.GOMAXPROCS(0), 1024, o.MaxEntries/16)
+		// Small tables are one shard (exact LRU, exact bound); large ones
+		// get 8 per CPU with at least 4096 entries each, so that the
+		// per-shard bound stays within a few percent of MaxEntries.
+		n = min(8*runtime.GOMAXPROCS(0), 1024, o.MaxEntries/4096)
 	}
 	if n < 1 {
 		n = 1
@@ -247,7 +253,7 @@ func (t *Table[K, V]) put(s *shard[K, V], h uint32, k K, v V, ttl time.Duration)
 	if ttl > 0 {
 		expires = t.clock() + int64(ttl)
 	}
-	meta := uint32(ttl / time.Millisecond)
+	meta := uint32((ttl + time.Millisecond - 1) / time.Millisecond) // Touch never shortens a sub-millisecond TTL to 0
 	size := t.size(k, v)
 	if i := s.find(h, k); i >= 0 {
 		e := s.at(i)
@@ -431,7 +437,7 @@ func (t *Table[K, V]) Shed(fraction float64, reason Reason) int {
 	if fraction <= 0 {
 		return 0
 	}
-	return t.bulk(reason, func(s *shard[K, V], out []victim[K, V]) []victim[K, V] {
+	return t.bulkCompact(reason, 0.9, func(s *shard[K, V], out []victim[K, V]) []victim[K, V] {
 		n := int(math.Ceil(float64(s.count) * math.Min(fraction, 1)))
 		for ; n > 0 && s.tail >= 0; n-- {
 			e := s.at(s.tail)
@@ -450,13 +456,22 @@ type victim[K comparable, V any] struct {
 // bulk runs pick on every shard under its lock, counts the victims with
 // reason, compacts shards that became sparse, and calls OnEvict afterwards.
 func (t *Table[K, V]) bulk(reason Reason, pick func(*shard[K, V], []victim[K, V]) []victim[K, V]) int {
+	return t.bulkCompact(reason, 0.25, pick)
+}
+
+// bulkCompact is bulk compacting shards whose live share of the slab fell
+// to at most live (0.25 for a sweep; 0.9 when shedding, whose point is to
+// give memory back at once).
+func (t *Table[K, V]) bulkCompact(reason Reason, live float64, pick func(*shard[K, V], []victim[K, V]) []victim[K, V]) int {
 	var out []victim[K, V]
 	for _, s := range t.shards {
 		s.mu.Lock()
 		before := len(out)
 		out = pick(s, out)
 		s.evictions[reason] += uint64(len(out) - before)
-		s.maybeCompact()
+		if len(out) > before {
+			s.maybeCompact(live)
+		}
 		s.mu.Unlock()
 	}
 	for _, v := range out {

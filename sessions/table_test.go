@@ -517,3 +517,55 @@ func TestUpdateIsExactUnderConcurrency(t *testing.T) {
 		t.Fatalf("%d admitted, want 50", admitted.Load())
 	}
 }
+
+// A small table holds exactly MaxEntries before it evicts (one shard).
+func TestSmallTableFillsBeforeEvicting(t *testing.T) {
+	t.Parallel()
+	for _, n := range []int{1, 100, 1000, 8191} {
+		var ev atomic.Int64
+		tb := mustTable(t, Options[int, int]{MaxEntries: n, OnEvict: func(int, int, Reason) { ev.Add(1) }})
+		for i := 0; i < n; i++ {
+			tb.Set(i, i)
+		}
+		if ev.Load() != 0 || tb.Len() != n {
+			t.Errorf("MaxEntries %d: %d evictions before full, len %d", n, ev.Load(), tb.Len())
+		}
+		tb.Set(n, n)
+		if ev.Load() != 1 || tb.Len() != n {
+			t.Errorf("MaxEntries %d: %d evictions after one more, len %d", n, ev.Load(), tb.Len())
+		}
+	}
+}
+
+// Shedding gives the memory back at once, so that the watchdog's next
+// reading sees the relief.
+func TestShedLowersTheMemoryEstimate(t *testing.T) {
+	t.Parallel()
+	tb := mustTable(t, Options[int, int]{MaxEntries: 200000})
+	for i := 0; i < 200000; i++ {
+		tb.Set(i, i)
+	}
+	before := tb.Stats().Bytes
+	tb.Shed(0.2, ReasonEmergency)
+	after := tb.Stats().Bytes
+	if float64(after) > 0.85*float64(before) {
+		t.Fatalf("shedding 20%% of entries left %.0f%% of the bytes", 100*float64(after)/float64(before))
+	}
+	if tb.Len() < 159000 || tb.Len() > 161000 {
+		t.Fatalf("len %d", tb.Len())
+	}
+}
+
+// A sub-millisecond TTL is not shortened to nothing by Touch.
+func TestSubMillisecondTTL(t *testing.T) {
+	t.Parallel()
+	clk := newClock()
+	tb := mustTable(t, Options[string, int]{MaxEntries: 10, Now: clk.Now})
+	tb.SetTTL("a", 1, 500*time.Microsecond)
+	if !tb.Touch("a") {
+		t.Fatal("touch")
+	}
+	if _, ok := tb.Get("a"); !ok {
+		t.Fatal("touched entry expired at once")
+	}
+}

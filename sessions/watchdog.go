@@ -108,8 +108,9 @@ type Watchdog struct {
 	ratio  *prometheus.GaugeVec
 	emerg  prometheus.Counter
 
-	mu            sync.Mutex // serialises checks and the alert file
+	mu            sync.Mutex // serialises checks and the alert file; guards closed
 	lastEmergency time.Time
+	closed        bool
 
 	stop      chan struct{}
 	wg        sync.WaitGroup // the check loop and CPU profiles
@@ -344,6 +345,11 @@ func (w *Watchdog) writeProfiles() {
 		w.log.WithError(err).Warn("cannot write a CPU profile")
 		return
 	}
+	if w.closed { // no new goroutine once Close waits for them
+		_ = f.Close()
+		_ = os.Remove(cpu)
+		return
+	}
 	if err := pprof.StartCPUProfile(f); err != nil { // another one running
 		_ = f.Close()
 		_ = os.Remove(cpu)
@@ -387,7 +393,12 @@ func (w *Watchdog) pruneProfiles() {
 
 // Close stops the loop and any CPU profile in progress. Idempotent.
 func (w *Watchdog) Close() error {
-	w.closeOnce.Do(func() { close(w.stop) })
+	w.closeOnce.Do(func() {
+		w.mu.Lock()
+		w.closed = true
+		w.mu.Unlock()
+		close(w.stop)
+	})
 	w.wg.Wait()
 	return nil
 }

@@ -58,6 +58,7 @@ func TestREADMEMetricsExist(t *testing.T) {
 	l.Close()
 	cfg := config.Defaults()
 	cfg.Upstream = "http://" + closed
+	cfg.Redis.URL = config.Secret("redis://" + closed) // a dead Redis: the failover metrics move too
 	reg := metrics.NewRegistry(buildinfo.Get())
 	logger, err := logging.New(logging.Options{Out: io.Discard, Registerer: reg})
 	if err != nil {
@@ -69,8 +70,10 @@ func TestREADMEMetricsExist(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer a.Close()
-	// One failed request, so that every labelled family has a child.
-	a.srv.ServeHTTP(httptest.NewRecorder(), httptest.NewRequest(http.MethodGet, "/api/messages", nil))
+	// Failed requests on a limited route, so that every labelled family has a child.
+	for i := 0; i < 4; i++ {
+		a.srv.ServeHTTP(httptest.NewRecorder(), httptest.NewRequest(http.MethodGet, "/api/messages", nil))
+	}
 	families, err := reg.Gather()
 	if err != nil {
 		t.Fatal(err)
@@ -83,5 +86,48 @@ func TestREADMEMetricsExist(t *testing.T) {
 		if !have[n[1]] {
 			t.Errorf("README lists %s, the registry does not have it", n[1])
 		}
+	}
+}
+
+// With a Redis that is not there, the app still limits — from memory — and
+// never answers 5xx for it.
+func TestDeadRedisFallsBackToMemory(t *testing.T) {
+	t.Parallel()
+	cfg := config.Defaults()
+	cfg.Redis.URL = "redis://127.0.0.1:1"
+	cfg.Upstream = "http://127.0.0.1:1"
+	reg := metrics.NewRegistry(buildinfo.Get())
+	logger, err := logging.New(logging.Options{Out: io.Discard, Registerer: reg})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer logger.Close()
+	a, err := newApp(cfg, logger, reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	limited := 0
+	for i := 0; i < 35; i++ {
+		rec := httptest.NewRecorder()
+		a.srv.ServeHTTP(rec, httptest.NewRequest(http.MethodPost, "/webhook/twilio", nil))
+		switch rec.Code {
+		case http.StatusTooManyRequests:
+			limited++
+		case http.StatusBadGateway: // the upstream is not there either: allowed through
+		default:
+			t.Fatalf("request %d: %d %s", i, rec.Code, rec.Body)
+		}
+	}
+	if limited != 5 {
+		t.Fatalf("%d of 35 limited, want 5 (30 per minute)", limited)
+	}
+	rec := httptest.NewRecorder()
+	cfg.StatsToken = "tok-0123456789abcdef"
+	req := httptest.NewRequest(http.MethodGet, "/api/internal/stats", nil)
+	req.Header.Set("Authorization", "Bearer tok-0123456789abcdef")
+	a.srv.ServeHTTP(rec, req)
+	if !strings.Contains(rec.Body.String(), `"rateLimiting":{"rejectedRequests24h":5,"store":"fallback"}`) {
+		t.Fatalf("stats: %s", rec.Body)
 	}
 }

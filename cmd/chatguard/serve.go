@@ -6,6 +6,7 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"syscall"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -32,6 +33,7 @@ func serve(ctx context.Context, env environment) int {
 	}
 	info := buildinfo.Get()
 	reg := metrics.NewRegistry(info)
+	memLimit := deriveMemoryLimit(env.lookupEnv)
 	logger, err := logging.New(logging.Options{
 		Level:           cfg.Log.Level,
 		Development:     cfg.Development(),
@@ -50,7 +52,7 @@ func serve(ctx context.Context, env environment) int {
 	}
 	defer logger.Close()
 	log := logger.WithField(logging.FieldCategory, logging.CategorySystem)
-	log.WithFields(logrus.Fields{"version": info.Version, "revision": info.Revision, "env": cfg.Env}).Info("chatguard starting")
+	log.WithFields(logrus.Fields{"version": info.Version, "revision": info.Revision, "env": cfg.Env, "goMemLimit": memLimit}).Info("chatguard starting")
 
 	a, err := newApp(cfg, logger, reg)
 	if err != nil {
@@ -81,6 +83,7 @@ type app struct {
 	srv      *proxy.Server
 	tables   *sessions.Manager
 	watchdog *sessions.Watchdog
+	closers  []func() error
 }
 
 // newApp builds the proxy, the table manager and the watchdog, registering
@@ -96,12 +99,12 @@ func newApp(cfg *config.Config, logger *logging.Logger, reg *prometheus.Registry
 		a.Close()
 		return nil, err
 	}
-	lim, err := limiter.New(limiter.Options{
-		Store:      limiter.NewMemoryStore(std.EventRateLimits, nil),
-		StoreName:  "memory",
-		Shadow:     cfg.Limits.Shadow,
-		Registerer: reg,
-	})
+	store, mode, err := newStore(cfg, std, logger, reg, a)
+	if err != nil {
+		a.Close()
+		return nil, err
+	}
+	lim, err := limiter.New(limiter.Options{Store: store, Mode: mode, Shadow: cfg.Limits.Shadow, Registerer: reg})
 	if err != nil {
 		a.Close()
 		return nil, err
@@ -117,6 +120,41 @@ func newApp(cfg *config.Config, logger *logging.Logger, reg *prometheus.Registry
 	a.srv.AddStats("memoryManager", func() any { return tables.StatsBlock() })
 	a.srv.AddStats("rateLimiting", func() any { return lim.StatsBlock() })
 	return a, nil
+}
+
+// newStore is the rate-limit store: the memory table, or Redis with the
+// memory table as its fallback. The Redis client is closed with a.
+func newStore(cfg *config.Config, std *sessions.Standard, logger *logging.Logger, reg prometheus.Registerer, a *app) (limiter.Store, func() string, error) {
+	mem := limiter.NewMemoryStore(std.EventRateLimits, nil)
+	url := cfg.Redis.URL.Reveal()
+	if url == "" {
+		return mem, nil, nil
+	}
+	client, err := limiter.NewRedisClient(url, cfg.Redis.Timeout)
+	if err != nil {
+		return nil, nil, err
+	}
+	a.closers = append(a.closers, client.Close)
+	log := logger.WithField(logging.FieldCategory, logging.CategorySecurity)
+	f, err := limiter.NewFailoverStore(limiter.FailoverOptions{
+		Primary:  limiter.NewRedisStore(client, cfg.Redis.Prefix, cfg.Redis.Timeout),
+		Fallback: mem,
+		Failures: cfg.Redis.Failures,
+		Cooldown: cfg.Redis.Cooldown,
+		Replicas: cfg.Redis.Replicas,
+		OnModeChange: func(from, to string, err error) {
+			e := log.WithFields(logrus.Fields{"from": from, "to": to})
+			if err != nil {
+				e = e.WithError(err)
+			}
+			e.Warn("rate-limit store switched")
+		},
+		Registerer: reg,
+	})
+	if err != nil {
+		return nil, nil, err
+	}
+	return f, f.Mode, nil
 }
 
 // newVerifier builds the JWT verifier, or nil when no key is configured.
@@ -142,6 +180,9 @@ func newVerifier(c config.Auth) (*identity.Verifier, error) {
 func (a *app) Close() {
 	if a.watchdog != nil {
 		a.watchdog.Close()
+	}
+	for _, c := range a.closers {
+		_ = c()
 	}
 	a.tables.Close()
 }
@@ -188,6 +229,21 @@ func startMemoryManagement(cfg *config.Config, logger *logging.Logger, reg *prom
 		return nil, nil, nil, err
 	}
 	return m, std, w, nil
+}
+
+// deriveMemoryLimit gives the Go runtime a soft memory limit of 90 % of the
+// container's cgroup limit when GOMEMLIMIT is not set, so that the garbage
+// collector works harder before the kernel's OOM killer does. It returns the
+// limit in force (0 = none).
+func deriveMemoryLimit(lookupEnv func(string) (string, bool)) int64 {
+	if _, set := lookupEnv("GOMEMLIMIT"); set {
+		return debug.SetMemoryLimit(-1)
+	}
+	if l := sessions.DetectMemoryLimit(); l > 0 {
+		debug.SetMemoryLimit(l / 10 * 9)
+		return l / 10 * 9
+	}
+	return 0
 }
 
 func listen(cfg *config.Config) (public, admin net.Listener, err error) {

@@ -24,6 +24,7 @@ type Config struct {
 	Alerts Alerts  `yaml:"alerts"`
 	Auth   Auth    `yaml:"auth"`
 	Limits Limits  `yaml:"rate_limit"`
+	Redis  Redis   `yaml:"redis"`
 	Routes []Route `yaml:"routes"`
 
 	// File is the YAML file the configuration was read from, if any.
@@ -130,6 +131,16 @@ type Limits struct {
 	Multiplier   float64 `yaml:"multiplier"`
 	Shadow       bool    `yaml:"shadow"`
 	BodyKeyBytes int     `yaml:"body_key_bytes"`
+}
+
+// Redis is the shared rate-limit store.
+type Redis struct {
+	URL      Secret        `yaml:"url"` // may hold a password
+	Timeout  time.Duration `yaml:"timeout"`
+	Failures int           `yaml:"failures"`
+	Cooldown time.Duration `yaml:"cooldown"`
+	Replicas int           `yaml:"replicas"`
+	Prefix   string        `yaml:"prefix"`
 }
 
 // Route names a group of requests and, optionally, how they are

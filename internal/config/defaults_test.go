@@ -25,7 +25,7 @@ func documented() *config.Config {
 			TrustedProxies:        []string{},
 			DialTimeout:           5 * time.Second,
 			ResponseHeaderTimeout: 90 * time.Second,
-			IdleConnTimeout:       90 * time.Second,
+			IdleConnTimeout:       4 * time.Second,
 			MaxIdleConns:          512,
 			PreserveHost:          true,
 			ErrorInspectBytes:     65536,
@@ -71,6 +71,7 @@ func documented() *config.Config {
 		Alerts: config.Alerts{Path: "./logs/alerts.jsonl"},
 		Auth:   config.Auth{UserClaims: []string{"email", "sub"}, RoleClaim: "role", NameClaim: "name"},
 		Limits: config.Limits{Multiplier: 1, BodyKeyBytes: 8192},
+		Redis:  config.Redis{Timeout: 50 * time.Millisecond, Failures: 3, Cooldown: time.Second, Replicas: 1, Prefix: "chatguard:rl:"},
 		Routes: []config.Route{
 			{Name: "auth_login", Methods: []string{"POST"}, Path: "/api/auth/login",
 				Limit: &config.RouteLimit{Rate: 3, Period: 15 * time.Minute, Key: []string{"ip", "body:email"}}},

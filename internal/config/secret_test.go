@@ -120,7 +120,7 @@ func TestSettingValue(t *testing.T) {
 		"proxy.trusted_proxies":           "10.0.0.0/8,::1",
 		"proxy.dial_timeout":              "1.5s",
 		"proxy.response_header_timeout":   "1m30s",
-		"proxy.idle_conn_timeout":         "1m30s",
+		"proxy.idle_conn_timeout":         "4s",
 		"proxy.max_idle_conns":            "-3",
 		"proxy.preserve_host":             "false",
 		"proxy.error_inspect_bytes":       "65536",
@@ -158,6 +158,9 @@ func TestSettingValue(t *testing.T) {
 		"auth.cookie":                     "",
 		"rate_limit.multiplier":           "1",
 		"rate_limit.shadow":               "false",
+		"redis.url":                       "",
+		"redis.timeout":                   "50ms",
+		"redis.replicas":                  "1",
 	}
 	if len(want) != len(config.Settings()) {
 		t.Errorf("test covers %d settings, there are %d", len(want), len(config.Settings()))

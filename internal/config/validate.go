@@ -154,6 +154,16 @@ func Validate(c *Config) []string {
 		}
 	}
 
+	if u := c.Redis.URL.Reveal(); u != "" && !strings.HasPrefix(u, "redis://") && !strings.HasPrefix(u, "rediss://") {
+		add("redis.url", "must start with redis:// or rediss://")
+	}
+	if c.Redis.Timeout < time.Millisecond || c.Redis.Timeout > 10*time.Second {
+		add("redis.timeout", "must be between 1ms and 10s (got %s)", c.Redis.Timeout)
+	}
+	between("redis.failures", int64(c.Redis.Failures), 1, 1000)
+	positive("redis.cooldown", c.Redis.Cooldown)
+	between("redis.replicas", int64(c.Redis.Replicas), 1, 10000)
+
 	seen := map[string]bool{}
 	for i := range c.Routes {
 		r := &c.Routes[i]
