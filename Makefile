@@ -11,7 +11,7 @@ FUZZTIME  ?= 3000x
 
 LEAK_DURATION ?= 3m
 
-.PHONY: build run test lint unit fuzz test-error-coverage test-memory-leak bench-http clean
+.PHONY: build run test lint unit fuzz test-error-coverage test-memory-leak test-rate-limits bench-http clean
 
 build:
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/chatguard ./cmd/chatguard
@@ -49,6 +49,13 @@ test-error-coverage:
 	$(GO) test -count=1 -coverpkg=./errors/ -coverprofile=coverage.errors.out ./errors/ ./proxy/
 	@$(GO) tool cover -func=coverage.errors.out | tail -1 | \
 	  awk '{ sub("%","",$$3); print "errors package coverage: " $$3 "%"; if ($$3+0 < 90) { print "below the 90% target"; exit 1 } }'
+
+## test-rate-limits: the seed's command: the limiter (memory, Redis, Redis Cluster,
+## failover under kill -9, persistence, abuse) and the proxy's auth and limit tests.
+test-rate-limits:
+	$(GO) test -race -count=1 -v ./limiter/ ./internal/identity/
+	$(GO) test -race -count=1 -v -run 'Login|Role|RequiredAuth|Shadow|Abusive|Forwarded' ./proxy/
+	$(GO) test -race -count=1 -v -run 'Restart|DeadRedis' ./cmd/chatguard/
 
 ## test-memory-leak: the seed's memory-leak test, shortened: unique keys churn
 ## through the seed's tables for LEAK_DURATION; the live heap must stay flat.

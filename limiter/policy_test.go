@@ -2,10 +2,13 @@ package limiter
 
 import (
 	"context"
+	"io"
 	"net/netip"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/sirupsen/logrus"
 
 	"github.com/chatguard/chatguard/internal/config"
 )
@@ -82,4 +85,10 @@ func TestRejectedIn24Hours(t *testing.T) {
 	if got := l.StatsBlock()["rejectedRequests24h"]; got != int64(0) {
 		t.Fatalf("a day later: %v", got)
 	}
+}
+
+func discardLog() *logrus.Entry {
+	l := logrus.New()
+	l.SetOutput(io.Discard)
+	return logrus.NewEntry(l)
 }

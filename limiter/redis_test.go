@@ -88,14 +88,17 @@ func (r *redisServer) kill() {
 	}
 }
 
-func redisStore(t *testing.T, url string) *RedisStore {
+// redisStore is a store with the given per-call deadline: exactness tests
+// use a generous one (they test counting, and share two cores with the rest
+// of the suite); failover tests the production one.
+func redisStore(t *testing.T, url string, timeout time.Duration) *RedisStore {
 	t.Helper()
-	c, err := NewRedisClient(url, 50*time.Millisecond)
+	c, err := NewRedisClient(url, timeout)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { c.Close() })
-	return NewRedisStore(c, "chatguard:rl:", 0)
+	return NewRedisStore(c, "chatguard:rl:", timeout)
 }
 
 func exactness(t *testing.T, s Store, key string) {
@@ -127,7 +130,7 @@ func exactness(t *testing.T, s Store, key string) {
 func TestRedisStore(t *testing.T) {
 	t.Parallel()
 	r := startRedis(t)
-	s := redisStore(t, "redis://"+r.addr()+"/0")
+	s := redisStore(t, "redis://"+r.addr()+"/0", 5*time.Second)
 	exactness(t, s, "exact")
 
 	login := Limit{Rate: 3, Period: 15 * time.Minute}
@@ -177,7 +180,7 @@ func TestRedisCluster(t *testing.T) {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	s := redisStore(t, fmt.Sprintf("redis://%s?addr=%s&addr=%s", addrs[0], addrs[1], addrs[2]))
+	s := redisStore(t, fmt.Sprintf("redis://%s?addr=%s&addr=%s", addrs[0], addrs[1], addrs[2]), 5*time.Second)
 	// Keys that land on different masters.
 	for _, k := range []string{"messages|user=a", "messages|user=b", "login|ip=10.0.0.1", "webhook|ip=10.0.0.2"} {
 		exactness(t, s, k)
@@ -198,7 +201,7 @@ func TestFailoverWhenRedisDies(t *testing.T) {
 	var transitions []string
 	var mu sync.Mutex
 	f, err := NewFailoverStore(FailoverOptions{
-		Primary: redisStore(t, "redis://"+r.addr()), Fallback: NewMemoryStore(mem, nil),
+		Primary: redisStore(t, "redis://"+r.addr(), 50*time.Millisecond), Fallback: NewMemoryStore(mem, nil),
 		Cooldown: 100 * time.Millisecond,
 		OnModeChange: func(from, to string, _ error) {
 			mu.Lock()
@@ -210,10 +213,17 @@ func TestFailoverWhenRedisDies(t *testing.T) {
 		t.Fatal(err)
 	}
 	limit := Limit{Rate: 5, Period: time.Hour}
+	var slowest atomic.Int64
+	defer func() { t.Logf("slowest decision: %s", time.Duration(slowest.Load())) }()
 	decide := func(key string) Result {
 		start := time.Now()
 		res, err := f.Allow(context.Background(), key, limit)
-		if d := time.Since(start); d > 50*time.Millisecond+150*time.Millisecond {
+		if d := int64(time.Since(start)); d > slowest.Load() {
+			slowest.Store(d)
+		}
+		// The deadline (50 ms) plus a margin for a CI machine whose two cores
+		// also run the rest of the suite: a stalled decision would take seconds.
+		if d := time.Since(start); d > 50*time.Millisecond+500*time.Millisecond {
 			t.Errorf("a decision took %s", d)
 		}
 		if err != nil {
@@ -281,7 +291,7 @@ func TestFailoverShareOfReplicas(t *testing.T) {
 	t.Parallel()
 	mem, _ := sessions.NewTable(sessions.Options[string, int64]{MaxEntries: 100})
 	t.Cleanup(func() { mem.Close() })
-	dead := redisStore(t, "redis://127.0.0.1:1") // nothing listens there
+	dead := redisStore(t, "redis://127.0.0.1:1", 50*time.Millisecond) // nothing listens there
 	f, err := NewFailoverStore(FailoverOptions{Primary: dead, Fallback: NewMemoryStore(mem, nil), Replicas: 3, Failures: 1, Cooldown: time.Hour})
 	if err != nil {
 		t.Fatal(err)

@@ -31,6 +31,16 @@ const (
 // guard authenticates and rate-limits a request on a configured route. It
 // reports false when it has answered the request itself (401, 429).
 func (s *Server) guard(w *responseWriter, r *http.Request, info *reqInfo) bool {
+	if s.abuse != nil {
+		if left, blocked := s.abuse.Blocked(info.client); blocked {
+			retry := ceilSeconds(left)
+			e := apierrors.New(apierrors.CodeIPBlocked, "")
+			e.Details = map[string]any{"retryAfterSeconds": retry}
+			e.Header = http.Header{"Retry-After": {strconv.Itoa(retry)}}
+			s.writeError(w, r, info, e, sourceProxy)
+			return false
+		}
+	}
 	if info.route >= len(s.policies) {
 		return true // "other" and chatguard's own endpoints
 	}
@@ -73,6 +83,9 @@ func (s *Server) guard(w *responseWriter, r *http.Request, info *reqInfo) bool {
 	}
 	e.Header = http.Header{"Retry-After": {strconv.Itoa(retry)}}
 	s.securityLog(info, "rate limit exceeded", logrus.Fields{"policy": policy.Name, "retryAfterSeconds": retry})
+	if s.abuse != nil {
+		s.abuse.Rejected(info.client)
+	}
 	s.writeError(w, r, info, e, sourceProxy)
 	return false
 }

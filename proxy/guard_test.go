@@ -51,7 +51,12 @@ func startGuarded(t *testing.T, upstream string, mutate func(*config.Config)) (*
 		if err != nil {
 			t.Fatal(err)
 		}
-		o.Limiter, o.Verifier, o.UserRoles = lim, v, roles
+		abuse, err := limiter.NewAbuse(limiter.AbuseOptions{Table: events, Warning: o.Config.Limits.AbuseWarning,
+			Critical: o.Config.Limits.AbuseCritical, BlockFor: o.Config.Limits.BlockFor, Registerer: o.Registry})
+		if err != nil {
+			t.Fatal(err)
+		}
+		o.Limiter, o.Verifier, o.UserRoles, o.Abuse = lim, v, roles, abuse
 	})
 	return h, roles
 }
@@ -217,5 +222,30 @@ func TestShadowMode(t *testing.T) {
 	}
 	if m := scrape(t, h); !strings.Contains(m, `chatguard_ratelimit_decisions_total{outcome="shadow",role="anonymous",route="webhook"} 10`) {
 		t.Errorf("shadow decisions not counted")
+	}
+}
+
+func TestAbusiveIPIsBlocked(t *testing.T) {
+	t.Parallel()
+	up := upstream(t, func(w http.ResponseWriter, r *http.Request) {})
+	h, _ := startGuarded(t, up.URL, func(c *config.Config) {
+		c.Limits.AbuseWarning, c.Limits.AbuseCritical, c.Limits.BlockFor = 2, 5, time.Hour
+	})
+	statuses := map[int]int{}
+	for i := 0; i < 40; i++ {
+		req, _ := http.NewRequest(http.MethodPost, h.url+"/webhook/twilio", nil)
+		resp, _ := h.do(req)
+		statuses[resp.StatusCode]++
+	}
+	// 30 pass, 5 are limited, then the IP is blocked.
+	if statuses[200] != 30 || statuses[429] != 5 || statuses[403] != 5 {
+		t.Fatalf("statuses %v", statuses)
+	}
+	resp, body := h.get("/anything/else")
+	if env := envelope(t, resp, body); resp.StatusCode != 403 || env["code"] != "IP_BLOCKED" || resp.Header.Get("Retry-After") != "3600" {
+		t.Fatalf("blocked IP elsewhere: %d %v %v", resp.StatusCode, env, resp.Header)
+	}
+	if m := scrape(t, h); !strings.Contains(m, "chatguard_ratelimit_ip_blocks_total 1") || !strings.Contains(m, `chatguard_ratelimit_abuse_alerts_total{severity="WARNING"} 1`) {
+		t.Errorf("abuse metrics missing")
 	}
 }

@@ -41,6 +41,8 @@ type Options struct {
 	Verifier *identity.Verifier
 	// UserRoles caches the role of each verified user; nil means no cache.
 	UserRoles *sessions.Table[string, string]
+	// Abuse blocks IPs with too many rejections; nil means none.
+	Abuse *limiter.Abuse
 }
 
 // Server is chatguard's HTTP side. It is safe for concurrent use.
@@ -61,6 +63,7 @@ type Server struct {
 	limiter   *limiter.Limiter
 	verifier  *identity.Verifier
 	userRoles *sessions.Table[string, string]
+	abuse     *limiter.Abuse
 	policies  []*limiter.Policy // by route index; nil = no limit
 	authModes []string          // by route index
 
@@ -104,6 +107,7 @@ func New(o Options) (*Server, error) {
 		limiter:   o.Limiter,
 		verifier:  o.Verifier,
 		userRoles: o.UserRoles,
+		abuse:     o.Abuse,
 	}
 	for _, r := range o.Config.Routes {
 		var p *limiter.Policy

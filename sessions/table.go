@@ -276,9 +276,14 @@ func (t *Table[K, V]) put(s *shard[K, V], h uint32, k K, v V, ttl time.Duration)
 	return ev
 }
 
+// KeepTTL, returned as Update's ttl, keeps an existing entry's expiry (a new
+// entry then never expires).
+const KeepTTL time.Duration = -1
+
 // Update changes k's entry atomically: fn gets the current value (ok is
 // false when k is absent or expired) and returns the new value with its TTL
-// (0: never expires), or keep false to remove k (reason manual). fn runs
+// (0: never expires; KeepTTL: as it was), or keep false to remove k (reason
+// manual). fn runs
 // under the shard's lock: it must be quick and must not call the table.
 // This is what a rate limiter's read-modify-write needs to be exact under
 // concurrency. It reports false only on a closed table.
@@ -304,11 +309,13 @@ func (t *Table[K, V]) Update(k K, fn func(old V, ok bool) (v V, ttl time.Duratio
 	}
 	v, ttl, keep := fn(old, i >= 0)
 	switch {
+	case keep && ttl < 0 && i >= 0:
+		e := s.at(i)
+		s.bytes += int64(t.size(k, v) - t.size(e.key, e.val))
+		e.val = v
+		e.markUsed()
 	case keep:
-		if ttl < 0 {
-			ttl = 0
-		}
-		room = t.put(s, h, k, v, min(ttl, maxTTL))
+		room = t.put(s, h, k, v, min(max(ttl, 0), maxTTL))
 	case i >= 0:
 		e := s.at(i)
 		removed = eviction[K, V]{key: e.key, val: e.val, reason: ReasonManual, ok: true}

@@ -117,6 +117,8 @@ func startProcess(t *testing.T, upstream string, extraEnv ...string) *process {
 		"CHATGUARD_LISTEN="+p.public,
 		"CHATGUARD_ADMIN_LISTEN="+p.admin,
 		"CHATGUARD_UPSTREAM="+upstream,
+		"CHATGUARD_RATE_LIMIT_FILE="+t.TempDir()+"/rate-limits.json",
+		"CHATGUARD_PROFILE_DIR="+t.TempDir(),
 	)
 	p.cmd.Env = append(p.cmd.Env, extraEnv...)
 	stdout, err := p.cmd.StdoutPipe()

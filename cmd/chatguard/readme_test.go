@@ -59,6 +59,7 @@ func TestREADMEMetricsExist(t *testing.T) {
 	cfg := config.Defaults()
 	cfg.Upstream = "http://" + closed
 	cfg.Redis.URL = config.Secret("redis://" + closed) // a dead Redis: the failover metrics move too
+	cfg.Limits.File = t.TempDir() + "/rate-limits.json"
 	reg := metrics.NewRegistry(buildinfo.Get())
 	logger, err := logging.New(logging.Options{Out: io.Discard, Registerer: reg})
 	if err != nil {
@@ -96,6 +97,7 @@ func TestDeadRedisFallsBackToMemory(t *testing.T) {
 	cfg := config.Defaults()
 	cfg.Redis.URL = "redis://127.0.0.1:1"
 	cfg.Upstream = "http://127.0.0.1:1"
+	cfg.Limits.File = "" // not in the source tree
 	reg := metrics.NewRegistry(buildinfo.Get())
 	logger, err := logging.New(logging.Options{Out: io.Discard, Registerer: reg})
 	if err != nil {
@@ -127,7 +129,48 @@ func TestDeadRedisFallsBackToMemory(t *testing.T) {
 	req := httptest.NewRequest(http.MethodGet, "/api/internal/stats", nil)
 	req.Header.Set("Authorization", "Bearer tok-0123456789abcdef")
 	a.srv.ServeHTTP(rec, req)
-	if !strings.Contains(rec.Body.String(), `"rateLimiting":{"rejectedRequests24h":5,"store":"fallback"}`) {
+	if !strings.Contains(rec.Body.String(), `"rateLimiting":{"persistence":"off","rejectedRequests24h":5,"store":"fallback"}`) {
 		t.Fatalf("stats: %s", rec.Body)
+	}
+}
+
+// A client that used its 3 login attempts is still limited after a restart.
+func TestLoginLimitSurvivesRestart(t *testing.T) {
+	t.Parallel()
+	file := t.TempDir() + "/temp/rate-limits.json"
+	login := func(a *app) int {
+		rec := httptest.NewRecorder()
+		req := httptest.NewRequest(http.MethodPost, "/api/auth/login", strings.NewReader(`{"email":"ana@example.com","password":"x"}`))
+		req.Header.Set("Content-Type", "application/json")
+		a.srv.ServeHTTP(rec, req)
+		return rec.Code
+	}
+	run := func() *app {
+		cfg := config.Defaults()
+		cfg.Upstream = "http://127.0.0.1:1"
+		cfg.Limits.File = file
+		reg := metrics.NewRegistry(buildinfo.Get())
+		logger, err := logging.New(logging.Options{Out: io.Discard, Registerer: reg})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { logger.Close() })
+		a, err := newApp(cfg, logger, reg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return a
+	}
+	first := run()
+	for i := 0; i < 3; i++ {
+		if code := login(first); code == http.StatusTooManyRequests {
+			t.Fatalf("attempt %d limited", i+1)
+		}
+	}
+	first.Close() // saves
+	second := run()
+	defer second.Close()
+	if code := login(second); code != http.StatusTooManyRequests {
+		t.Fatalf("4th attempt after a restart: %d", code)
 	}
 }

@@ -109,16 +109,52 @@ func newApp(cfg *config.Config, logger *logging.Logger, reg *prometheus.Registry
 		a.Close()
 		return nil, err
 	}
+	security := logger.WithField(logging.FieldCategory, logging.CategorySecurity)
+	abuse, err := limiter.NewAbuse(limiter.AbuseOptions{
+		Table: std.EventRateLimits, Warning: cfg.Limits.AbuseWarning, Critical: cfg.Limits.AbuseCritical,
+		BlockFor: cfg.Limits.BlockFor, Registerer: reg,
+		OnAlert: func(ip string, n int64, severity string) {
+			e := security.WithFields(logrus.Fields{"ip": ip, "rejectionsLastHour": n, "severity": severity, "requiresAttention": severity == "CRITICAL"})
+			if severity == "CRITICAL" {
+				e.WithField("blockedFor", cfg.Limits.BlockFor.String()).Error("CRITICAL ALERT: RATE_LIMIT_ABUSE; IP blocked")
+			} else {
+				e.Warn("warning alert: RATE_LIMIT_ABUSE")
+			}
+		},
+	})
+	if err != nil {
+		a.Close()
+		return nil, err
+	}
+	persistence := "off"
+	var persister *limiter.Persister
+	if cfg.Limits.File != "" {
+		if persister, err = limiter.NewPersister(limiter.PersistOptions{
+			Table: std.EventRateLimits, Path: cfg.Limits.File, Every: cfg.Limits.SaveInterval,
+			Logger: security, Registerer: reg,
+		}); err != nil {
+			a.Close()
+			return nil, err
+		}
+		a.closers = append(a.closers, persister.Close)
+	}
 	a.srv, err = proxy.New(proxy.Options{
 		Config: cfg, Logger: logger.Logger, Registry: reg,
-		Limiter: lim, Verifier: verifier, UserRoles: std.UserRoles,
+		Limiter: lim, Verifier: verifier, UserRoles: std.UserRoles, Abuse: abuse,
 	})
 	if err != nil {
 		a.Close()
 		return nil, fmt.Errorf("proxy: %w", err)
 	}
 	a.srv.AddStats("memoryManager", func() any { return tables.StatsBlock() })
-	a.srv.AddStats("rateLimiting", func() any { return lim.StatsBlock() })
+	a.srv.AddStats("rateLimiting", func() any {
+		b := lim.StatsBlock()
+		b["persistence"] = persistence
+		if persister != nil {
+			b["persistence"] = map[bool]string{true: "ok", false: "failing"}[persister.Healthy()]
+		}
+		return b
+	})
 	return a, nil
 }
 

@@ -128,9 +128,14 @@ func (a Auth) Configured() bool { return a.JWTSecret != "" || a.JWTPublicKeyFile
 
 // Limits are the rate limiter's global settings.
 type Limits struct {
-	Multiplier   float64 `yaml:"multiplier"`
-	Shadow       bool    `yaml:"shadow"`
-	BodyKeyBytes int     `yaml:"body_key_bytes"`
+	Multiplier    float64       `yaml:"multiplier"`
+	Shadow        bool          `yaml:"shadow"`
+	BodyKeyBytes  int           `yaml:"body_key_bytes"`
+	File          string        `yaml:"file"`
+	SaveInterval  time.Duration `yaml:"save_interval"`
+	AbuseWarning  int           `yaml:"abuse_warning"`
+	AbuseCritical int           `yaml:"abuse_critical"`
+	BlockFor      time.Duration `yaml:"block_for"`
 }
 
 // Redis is the shared rate-limit store.

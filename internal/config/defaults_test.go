@@ -70,8 +70,9 @@ func documented() *config.Config {
 		},
 		Alerts: config.Alerts{Path: "./logs/alerts.jsonl"},
 		Auth:   config.Auth{UserClaims: []string{"email", "sub"}, RoleClaim: "role", NameClaim: "name"},
-		Limits: config.Limits{Multiplier: 1, BodyKeyBytes: 8192},
-		Redis:  config.Redis{Timeout: 50 * time.Millisecond, Failures: 3, Cooldown: time.Second, Replicas: 1, Prefix: "chatguard:rl:"},
+		Limits: config.Limits{Multiplier: 1, BodyKeyBytes: 8192, File: "temp/rate-limits.json", SaveInterval: 2 * time.Minute,
+			AbuseWarning: 100, AbuseCritical: 500, BlockFor: time.Hour},
+		Redis: config.Redis{Timeout: 50 * time.Millisecond, Failures: 3, Cooldown: time.Second, Replicas: 1, Prefix: "chatguard:rl:"},
 		Routes: []config.Route{
 			{Name: "auth_login", Methods: []string{"POST"}, Path: "/api/auth/login",
 				Limit: &config.RouteLimit{Rate: 3, Period: 15 * time.Minute, Key: []string{"ip", "body:email"}}},

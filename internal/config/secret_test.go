@@ -158,6 +158,8 @@ func TestSettingValue(t *testing.T) {
 		"auth.cookie":                     "",
 		"rate_limit.multiplier":           "1",
 		"rate_limit.shadow":               "false",
+		"rate_limit.file":                 "temp/rate-limits.json",
+		"rate_limit.block_for":            "1h0m0s",
 		"redis.url":                       "",
 		"redis.timeout":                   "50ms",
 		"redis.replicas":                  "1",

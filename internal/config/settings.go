@@ -52,6 +52,8 @@ var settings = []Setting{
 	{"auth.cookie", "CHATGUARD_JWT_COOKIE", "jwt-cookie", "cookie that may carry the token (empty = none)", func(c *Config) any { return &c.Auth.Cookie }},
 	{"rate_limit.multiplier", "RATE_LIMIT_MULTIPLIER", "rate-limit-multiplier", "scales every limit", func(c *Config) any { return &c.Limits.Multiplier }},
 	{"rate_limit.shadow", "CHATGUARD_RATE_LIMIT_SHADOW", "rate-limit-shadow", "count what would be limited, reject nothing", func(c *Config) any { return &c.Limits.Shadow }},
+	{"rate_limit.file", "CHATGUARD_RATE_LIMIT_FILE", "rate-limit-file", "where the in-memory limits are saved and reloaded (empty = not saved)", func(c *Config) any { return &c.Limits.File }},
+	{"rate_limit.block_for", "CHATGUARD_BLOCK_FOR", "block-for", "how long an IP with too many rejections is blocked", func(c *Config) any { return &c.Limits.BlockFor }},
 	{"redis.url", "REDIS_URL", "redis-url", "redis://, rediss:// or a cluster (redis://h1:7000?addr=h2:7001); empty = in-memory store", func(c *Config) any { return &c.Redis.URL }},
 	{"redis.timeout", "CHATGUARD_REDIS_TIMEOUT", "redis-timeout", "deadline of every Redis call", func(c *Config) any { return &c.Redis.Timeout }},
 	{"redis.replicas", "CHATGUARD_REPLICAS", "replicas", "chatguard replicas sharing the limits: each enforces its share while Redis is down", func(c *Config) any { return &c.Redis.Replicas }},

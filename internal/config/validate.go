@@ -148,6 +148,13 @@ func Validate(c *Config) []string {
 		add("rate_limit.multiplier", "must be in (0, 1000] (got %g)", c.Limits.Multiplier)
 	}
 	between("rate_limit.body_key_bytes", int64(c.Limits.BodyKeyBytes), 256, 1<<20)
+	notNegative("rate_limit.save_interval", c.Limits.SaveInterval)
+	between("rate_limit.abuse_warning", int64(c.Limits.AbuseWarning), 1, 1_000_000_000)
+	between("rate_limit.abuse_critical", int64(c.Limits.AbuseCritical), 1, 1_000_000_000)
+	if c.Limits.AbuseWarning >= c.Limits.AbuseCritical {
+		add("rate_limit.abuse_warning", "must be below rate_limit.abuse_critical")
+	}
+	positive("rate_limit.block_for", c.Limits.BlockFor)
 	if c.Auth.JWTPublicKeyFile != "" {
 		if _, err := os.Stat(c.Auth.JWTPublicKeyFile); err != nil {
 			add("auth.jwt_public_key_file", "%v", err)

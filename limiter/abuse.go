@@ -1,0 +1,105 @@
+package limiter
+
+import (
+	"net/netip"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/chatguard/chatguard/sessions"
+)
+
+// Abuse counts each client IP's rejections over an hour: at Warning it
+// raises a warning, at Critical a critical alert and the IP is blocked for
+// BlockFor (the seed's 100/hr and 500/hr). Its state lives in the
+// eventRateLimits table next to the limits' own.
+type Abuse struct {
+	t                 *sessions.Table[string, int64]
+	warning, critical int64
+	blockFor          time.Duration
+	now               func() time.Time
+	onAlert           func(ip string, rejections int64, severity string)
+	alerts            *prometheus.CounterVec
+	blocks            prometheus.Counter
+}
+
+// AbuseOptions configure Abuse.
+type AbuseOptions struct {
+	Table             *sessions.Table[string, int64]
+	Warning, Critical int
+	BlockFor          time.Duration
+	// OnAlert is told of each alert (severity WARNING or CRITICAL); nil = nothing.
+	OnAlert    func(ip string, rejections int64, severity string)
+	Registerer prometheus.Registerer
+	Now        func() time.Time
+}
+
+// NewAbuse returns an Abuse tracker.
+func NewAbuse(o AbuseOptions) (*Abuse, error) {
+	a := &Abuse{
+		t: o.Table, warning: int64(o.Warning), critical: int64(o.Critical), blockFor: o.BlockFor,
+		now: o.Now, onAlert: o.OnAlert,
+		alerts: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "chatguard_ratelimit_abuse_alerts_total",
+			Help: "Client IPs that crossed the rejections-per-hour levels, by severity (WARNING, CRITICAL).",
+		}, []string{"severity"}),
+		blocks: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "chatguard_ratelimit_ip_blocks_total",
+			Help: "Client IPs blocked (403 IP_BLOCKED) for too many rejections.",
+		}),
+	}
+	if a.now == nil {
+		a.now = time.Now
+	}
+	a.alerts.WithLabelValues("WARNING") // visible at zero for alert rules
+	a.alerts.WithLabelValues("CRITICAL")
+	if o.Registerer != nil {
+		for _, c := range []prometheus.Collector{a.alerts, a.blocks} {
+			if err := o.Registerer.Register(c); err != nil {
+				return nil, err
+			}
+		}
+	}
+	return a, nil
+}
+
+func abuseKey(ip netip.Addr) string   { return "abuse|ip=" + ipKey(ip) }
+func blockedKey(ip netip.Addr) string { return "blocked|ip=" + ipKey(ip) }
+
+// Blocked reports whether ip is blocked and for how much longer.
+func (a *Abuse) Blocked(ip netip.Addr) (time.Duration, bool) {
+	until, ok := a.t.Get(blockedKey(ip))
+	if !ok {
+		return 0, false
+	}
+	left := time.Duration(until - a.now().UnixNano())
+	return left, left > 0
+}
+
+// Rejected counts one rejection of ip.
+func (a *Abuse) Rejected(ip netip.Addr) {
+	var n int64
+	a.t.Update(abuseKey(ip), func(old int64, ok bool) (int64, time.Duration, bool) {
+		n = old + 1
+		if ok {
+			return n, sessions.KeepTTL, true // the hour started with the first rejection
+		}
+		return n, time.Hour, true
+	})
+	switch n {
+	case a.warning:
+		a.alert(ip, n, "WARNING")
+	case a.critical:
+		until := a.now().Add(a.blockFor).UnixNano()
+		a.t.SetTTL(blockedKey(ip), until, a.blockFor)
+		a.blocks.Inc()
+		a.alert(ip, n, "CRITICAL")
+	}
+}
+
+func (a *Abuse) alert(ip netip.Addr, n int64, severity string) {
+	a.alerts.WithLabelValues(severity).Inc()
+	if a.onAlert != nil {
+		a.onAlert(ipKey(ip), n, severity)
+	}
+}

@@ -1,0 +1,158 @@
+package limiter
+
+import (
+	"context"
+	"encoding/json"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/chatguard/chatguard/internal/config"
+	"github.com/chatguard/chatguard/sessions"
+)
+
+type testClock struct{ ns atomic.Int64 }
+
+func newTestClock() *testClock {
+	c := &testClock{}
+	c.ns.Store(time.Date(2026, 11, 27, 10, 0, 0, 0, time.UTC).UnixNano())
+	return c
+}
+func (c *testClock) Now() time.Time          { return time.Unix(0, c.ns.Load()) }
+func (c *testClock) Advance(d time.Duration) { c.ns.Add(int64(d)) }
+
+func TestAbuseWarnsThenBlocks(t *testing.T) {
+	t.Parallel()
+	clk := newTestClock()
+	tb, _ := sessions.NewTable(sessions.Options[string, int64]{MaxEntries: 100, Now: clk.Now})
+	t.Cleanup(func() { tb.Close() })
+	var alerts []string
+	a, err := NewAbuse(AbuseOptions{Table: tb, Warning: 2, Critical: 4, BlockFor: time.Hour, Now: clk.Now,
+		OnAlert: func(ip string, n int64, sev string) { alerts = append(alerts, ip+":"+sev) }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ip := netip.MustParseAddr("203.0.113.9")
+	for i := 0; i < 3; i++ {
+		a.Rejected(ip)
+	}
+	if _, blocked := a.Blocked(ip); blocked || len(alerts) != 1 || alerts[0] != "203.0.113.9:WARNING" {
+		t.Fatalf("after 3: blocked=%v alerts=%v", blocked, alerts)
+	}
+	a.Rejected(ip)
+	left, blocked := a.Blocked(ip)
+	if !blocked || left != time.Hour || len(alerts) != 2 || alerts[1] != "203.0.113.9:CRITICAL" {
+		t.Fatalf("after 4: %v %v %v", left, blocked, alerts)
+	}
+	if _, other := a.Blocked(netip.MustParseAddr("203.0.113.10")); other {
+		t.Fatal("another IP blocked")
+	}
+	clk.Advance(61 * time.Minute)
+	if _, blocked := a.Blocked(ip); blocked {
+		t.Fatal("still blocked after block_for")
+	}
+	// The count was for that hour: a new hour starts from zero.
+	a.Rejected(ip)
+	if len(alerts) != 2 {
+		t.Fatalf("count carried over the hour: %v", alerts)
+	}
+}
+
+func TestPersistRoundTrip(t *testing.T) {
+	t.Parallel()
+	clk := newTestClock()
+	path := filepath.Join(t.TempDir(), "temp", "rate-limits.json")
+	mk := func() *sessions.Table[string, int64] {
+		tb, _ := sessions.NewTable(sessions.Options[string, int64]{MaxEntries: 100, Now: clk.Now})
+		t.Cleanup(func() { tb.Close() })
+		return tb
+	}
+	first := mk()
+	p, err := NewPersister(PersistOptions{Table: first, Path: path, Logger: discardLog(), Now: clk.Now})
+	if err != nil || !p.Healthy() {
+		t.Fatal(err)
+	}
+	s := NewMemoryStore(first, clk.Now)
+	login := Limit{Rate: 3, Period: 15 * time.Minute}
+	for i := 0; i < 3; i++ {
+		s.Allow(context.Background(), "auth_login|ip=1.2.3.4", login)
+	}
+	first.SetTTL("abuse|ip=1.2.3.4", 7, time.Hour) // counts are not saved
+	if err := p.Close(); err != nil {
+		t.Fatal(err)
+	}
+	var snap map[string]any
+	b, _ := os.ReadFile(path)
+	if err := json.Unmarshal(b, &snap); err != nil || strings.Contains(string(b), "abuse|") {
+		t.Fatalf("file %s: %v", b, err)
+	}
+
+	clk.Advance(time.Minute) // "restart"
+	second := mk()
+	p2, err := NewPersister(PersistOptions{Table: second, Path: path, Logger: discardLog(), Now: clk.Now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p2.Close()
+	res, _ := NewMemoryStore(second, clk.Now).Allow(context.Background(), "auth_login|ip=1.2.3.4", login)
+	if res.Allowed {
+		t.Fatal("the 4th login after a restart was allowed")
+	}
+}
+
+func TestPersistBadFiles(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	tb, _ := sessions.NewTable(sessions.Options[string, int64]{MaxEntries: 100})
+	t.Cleanup(func() { tb.Close() })
+
+	corrupt := filepath.Join(dir, "corrupt.json")
+	os.WriteFile(corrupt, []byte(`{"version":1,"entries":{"k":`), 0o644)
+	p, err := NewPersister(PersistOptions{Table: tb, Path: corrupt, Logger: discardLog()})
+	if err != nil || p.Healthy() {
+		t.Fatalf("corrupt file: %v healthy=%v", err, p.Healthy())
+	}
+	if _, err := os.Stat(corrupt); !os.IsNotExist(err) {
+		t.Fatal("the corrupt file was not moved aside")
+	}
+	if m, _ := filepath.Glob(corrupt + ".corrupt-*"); len(m) != 1 {
+		t.Fatalf("moved aside: %v", m)
+	}
+	if err := p.Close(); err != nil || !p.Healthy() { // a save replaces it
+		t.Fatalf("save after a corrupt load: %v", err)
+	}
+
+	blocker := filepath.Join(dir, "file")
+	os.WriteFile(blocker, nil, 0o644)
+	p2, err := NewPersister(PersistOptions{Table: tb, Path: filepath.Join(blocker, "rate-limits.json"), Logger: discardLog(), Every: time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for p2.Healthy() && time.Now().Before(deadline) {
+		time.Sleep(time.Millisecond)
+	}
+	if p2.Healthy() {
+		t.Fatal("an unwritable file reads as healthy")
+	}
+	if err := p2.Close(); err == nil {
+		t.Fatal("Close saved to an unwritable path")
+	}
+}
+
+func TestLimitFromConfigKeysAreValid(t *testing.T) {
+	t.Parallel()
+	for _, r := range config.Defaults().Routes {
+		if r.Limit == nil {
+			continue
+		}
+		p := NewPolicy(r.Name, *r.Limit, 1)
+		if k := p.KeyFor(Request{IP: netip.MustParseAddr("10.0.0.1")}); !strings.HasPrefix(k, r.Name+"|") {
+			t.Errorf("%s: key %q", r.Name, k)
+		}
+	}
+}
