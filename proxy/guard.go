@@ -41,10 +41,11 @@ func (s *Server) guard(w *responseWriter, r *http.Request, info *reqInfo) bool {
 			return false
 		}
 	}
-	if info.route >= len(s.policies) {
+	rt := info.rt
+	if info.route >= len(rt.policies) {
 		return true // "other" and chatguard's own endpoints
 	}
-	mode, policy := s.authModes[info.route], s.policies[info.route]
+	mode, policy := rt.authModes[info.route], rt.policies[info.route]
 	if mode == authNone && policy == nil {
 		return true
 	}
@@ -123,7 +124,7 @@ func (s *Server) securityLog(info *reqInfo, msg string, f logrus.Fields) {
 	f["requestId"] = info.id
 	f[logging.FieldCategory] = logging.CategorySecurity
 	f["remoteIp"] = info.client.String()
-	f["route"] = s.names[info.route]
+	f["route"] = info.rt.names[info.route]
 	s.log.WithFields(f).Warn(msg)
 }
 

@@ -249,3 +249,40 @@ func TestAbusiveIPIsBlocked(t *testing.T) {
 		t.Errorf("abuse metrics missing")
 	}
 }
+
+// Reload swaps routes and limits without losing what the store counted.
+func TestReloadKeepsCounters(t *testing.T) {
+	t.Parallel()
+	up := upstream(t, func(w http.ResponseWriter, r *http.Request) {})
+	h, _ := startGuarded(t, up.URL, nil)
+	post := func(path string) int {
+		req, _ := http.NewRequest(http.MethodPost, h.url+path, nil)
+		resp, _ := h.do(req)
+		return resp.StatusCode
+	}
+	for i := 0; i < 30; i++ {
+		post("/webhook/twilio")
+	}
+	if code := post("/webhook/twilio"); code != 429 {
+		t.Fatalf("31st webhook: %d", code)
+	}
+	if code := post("/extra"); code != 200 {
+		t.Fatalf("extra before reload: %d", code)
+	}
+	cfg := *h.srv.cfg
+	cfg.Routes = append([]config.Route{{Name: "extra", Path: "/extra", Limit: &config.RouteLimit{Rate: 1, Period: time.Minute, Key: []string{"ip"}}}}, cfg.Routes...)
+	cfg.Listen = "127.0.0.1:9"
+	ignored := h.srv.Reload(&cfg)
+	if len(ignored) != 1 || ignored[0] != "listen" {
+		t.Fatalf("ignored %v", ignored)
+	}
+	if code := post("/webhook/twilio"); code != 429 {
+		t.Fatalf("webhook after reload: %d (counter lost)", code)
+	}
+	if post("/extra") != 200 || post("/extra") != 429 {
+		t.Fatal("the new route's limit is not applied")
+	}
+	if m := scrape(t, h); !strings.Contains(m, `chatguard_http_requests_total{route="webhook",status_class="4xx"} 2`) {
+		t.Errorf("metrics lost across the reload")
+	}
+}

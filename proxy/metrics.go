@@ -17,11 +17,12 @@ const (
 
 var statusClasses = []string{"1xx", "2xx", "3xx", "4xx", "5xx"}
 
-// serverMetrics are the proxy's metrics. Children for every route are made up
-// front so that the request path does no label hashing.
+// serverMetrics are the proxy's metrics. Each routing makes its routes'
+// children up front (see newRouting) so that the request path does no label
+// hashing.
 type serverMetrics struct {
-	requests  [][]prometheus.Counter // [route][status class]
-	durations []prometheus.Observer  // [route]
+	requests  *prometheus.CounterVec
+	durations *prometheus.HistogramVec
 	inFlight  prometheus.Gauge
 	upgraded  prometheus.Gauge
 	ready     prometheus.Gauge
@@ -30,7 +31,7 @@ type serverMetrics struct {
 	envelopes      *prometheus.CounterVec
 }
 
-func newServerMetrics(reg prometheus.Registerer, routes []string) (*serverMetrics, error) {
+func newServerMetrics(reg prometheus.Registerer) (*serverMetrics, error) {
 	requests := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "chatguard_http_requests_total",
 		Help: "Requests answered on the public listener, by route and status class.",
@@ -41,6 +42,8 @@ func newServerMetrics(reg prometheus.Registerer, routes []string) (*serverMetric
 		Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60},
 	}, []string{"route"})
 	m := &serverMetrics{
+		requests:  requests,
+		durations: durations,
 		inFlight: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "chatguard_http_requests_in_flight",
 			Help: "Requests being served on the public listener (upgraded connections not included).",
@@ -62,14 +65,6 @@ func newServerMetrics(reg prometheus.Registerer, routes []string) (*serverMetric
 			Help: "Error envelopes sent, by code and source (proxy, upstream, passthrough).",
 		}, []string{"code", "source"}),
 	}
-	for _, r := range routes {
-		row := make([]prometheus.Counter, len(statusClasses))
-		for i, c := range statusClasses {
-			row[i] = requests.WithLabelValues(r, c)
-		}
-		m.requests = append(m.requests, row)
-		m.durations = append(m.durations, durations.WithLabelValues(r))
-	}
 	// Make every catalogue code visible at zero, so that rate() and alerts
 	// work before the first error.
 	for _, c := range apierrors.Codes() {
@@ -84,13 +79,13 @@ func newServerMetrics(reg prometheus.Registerer, routes []string) (*serverMetric
 	return m, nil
 }
 
-func (m *serverMetrics) observe(route, status int, seconds float64) {
+func (rt *routing) observe(route, status int, seconds float64) {
 	class := status/100 - 1
 	if class < 0 || class >= len(statusClasses) {
 		class = 4
 	}
-	m.requests[route][class].Inc()
-	m.durations[route].Observe(seconds)
+	rt.requests[route][class].Inc()
+	rt.durations[route].Observe(seconds)
 }
 
 // envelopeCode bounds the code label to the catalogue: an upstream envelope

@@ -24,6 +24,7 @@ const StatsPath = "/api/internal/stats"
 // reqInfo follows a request through the middleware, the proxy and the log line.
 type reqInfo struct {
 	id     string
+	rt     *routing // the routing the request started with
 	route  int
 	peer   netip.Addr
 	client netip.Addr
@@ -54,7 +55,8 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	info := &reqInfo{id: requestid.FromRequest(r.Header, start)}
 	info.peer = peerAddr(r)
 	info.client = s.trust.clientIP(r, info.peer)
-	info.route = s.routes.match(r.Method, r.URL.Path)
+	info.rt = s.routing.Load()
+	info.route = info.rt.table.match(r.Method, r.URL.Path)
 	r.Header.Set(requestid.Header, info.id)
 	w.Header().Set(requestid.Header, info.id)
 
@@ -94,7 +96,7 @@ func (s *Server) handle(w *responseWriter, r *http.Request, info *reqInfo) {
 		}
 	}
 	if isStatsPath(r.URL.Path) {
-		info.route = s.routes.intern
+		info.route = info.rt.table.intern
 		s.serveStats(w, r, info)
 		return
 	}
@@ -149,7 +151,7 @@ func (s *Server) finish(w *responseWriter, r *http.Request, info *reqInfo, start
 		status = http.StatusOK
 	}
 	elapsed := s.now().Sub(start)
-	s.metrics.observe(info.route, status, elapsed.Seconds())
+	info.rt.observe(info.route, status, elapsed.Seconds())
 	s.accessLog(w, r, info, status, elapsed)
 	if p == http.ErrAbortHandler {
 		panic(p) // let net/http abort the connection, as the proxy asked
@@ -169,7 +171,7 @@ func (s *Server) accessLog(w *responseWriter, r *http.Request, info *reqInfo, st
 		logging.FieldCategory: logging.CategoryAPI,
 		"method":              r.Method,
 		"path":                redact.URI(r.URL.RequestURI()),
-		"route":               s.names[info.route],
+		"route":               info.rt.names[info.route],
 		"status":              status,
 		"duration":            float64(elapsed.Microseconds()) / 1000,
 		"bytes":               w.bytes,

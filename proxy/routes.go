@@ -3,7 +3,10 @@ package proxy
 import (
 	"strings"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/chatguard/chatguard/internal/config"
+	"github.com/chatguard/chatguard/limiter"
 )
 
 // Route labels that are not configured routes.
@@ -86,4 +89,43 @@ func (r *route) methodMatches(method string) bool {
 		}
 	}
 	return false
+}
+
+// routing is everything derived from the configured routes: matching,
+// labels, policies, auth modes and metric children. Reload swaps it whole;
+// a request keeps the routing it started with.
+type routing struct {
+	table     *routeTable
+	names     []string
+	policies  []*limiter.Policy // by route index; nil = no limit
+	authModes []string          // by route index
+	requests  [][]prometheus.Counter
+	durations []prometheus.Observer
+}
+
+func newRouting(cfg *config.Config, m *serverMetrics) *routing {
+	rt := &routing{table: newRouteTable(cfg.Routes)}
+	rt.names = rt.table.names()
+	for _, r := range cfg.Routes {
+		var p *limiter.Policy
+		if r.Limit != nil {
+			p = limiter.NewPolicy(r.Name, *r.Limit, cfg.Limits.Multiplier)
+			p.Shadow = p.Shadow || cfg.Limits.Shadow
+		}
+		mode := r.Auth
+		if mode == "" {
+			mode = authNone
+		}
+		rt.policies = append(rt.policies, p)
+		rt.authModes = append(rt.authModes, mode)
+	}
+	for _, name := range rt.names {
+		row := make([]prometheus.Counter, len(statusClasses))
+		for i, c := range statusClasses {
+			row[i] = m.requests.WithLabelValues(name, c)
+		}
+		rt.requests = append(rt.requests, row)
+		rt.durations = append(rt.durations, m.durations.WithLabelValues(name))
+	}
+	return rt
 }

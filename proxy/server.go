@@ -52,8 +52,7 @@ type Server struct {
 	now      func() time.Time
 	gatherer prometheus.Gatherer
 	metrics  *serverMetrics
-	routes   *routeTable
-	names    []string
+	routing  atomic.Pointer[routing]
 	trust    trustedProxies
 	proxy    *httputil.ReverseProxy
 	idle     interface{ CloseIdleConnections() }
@@ -64,8 +63,6 @@ type Server struct {
 	verifier  *identity.Verifier
 	userRoles *sessions.Table[string, string]
 	abuse     *limiter.Abuse
-	policies  []*limiter.Policy // by route index; nil = no limit
-	authModes []string          // by route index
 
 	ready    atomic.Bool
 	draining atomic.Bool // set when a drain starts
@@ -98,7 +95,6 @@ func New(o Options) (*Server, error) {
 		log:       o.Logger,
 		now:       o.Now,
 		gatherer:  o.Registry,
-		routes:    newRouteTable(o.Config.Routes),
 		trust:     newTrustedProxies(o.Config.Proxy.TrustedProxies),
 		classify:  apierrors.ClassifyOptions{Development: o.Config.Development()},
 		conns:     map[*trackedConn]struct{}{},
@@ -109,26 +105,14 @@ func New(o Options) (*Server, error) {
 		userRoles: o.UserRoles,
 		abuse:     o.Abuse,
 	}
-	for _, r := range o.Config.Routes {
-		var p *limiter.Policy
-		if r.Limit != nil {
-			p = limiter.NewPolicy(r.Name, *r.Limit, o.Config.Limits.Multiplier)
-		}
-		mode := r.Auth
-		if mode == "" {
-			mode = authNone
-		}
-		s.policies = append(s.policies, p)
-		s.authModes = append(s.authModes, mode)
-	}
 	if s.now == nil {
 		s.now = time.Now
 	}
 	s.started = s.now()
-	s.names = s.routes.names()
-	if s.metrics, err = newServerMetrics(o.Registry, s.names); err != nil {
+	if s.metrics, err = newServerMetrics(o.Registry); err != nil {
 		return nil, err
 	}
+	s.routing.Store(newRouting(o.Config, s.metrics))
 	transport := o.Transport
 	if transport == nil {
 		transport = defaultTransport(target, o.Config.Proxy)
@@ -138,6 +122,20 @@ func New(o Options) (*Server, error) {
 	}
 	s.proxy = s.newReverseProxy(target, transport)
 	return s, nil
+}
+
+// Reload takes the routes of cfg — paths, auth modes, limits, the
+// multiplier, shadow mode — without dropping a connection or a counter (limits are kept
+// per route name and key in the store). cfg must be valid; settings other
+// than routes need a restart, and Reload reports which of them differ.
+func (s *Server) Reload(cfg *config.Config) (ignored []string) {
+	s.routing.Store(newRouting(cfg, s.metrics))
+	for _, st := range config.Settings() {
+		if st.Value(cfg) != st.Value(s.cfg) && st.Key != "rate_limit.multiplier" && st.Key != "rate_limit.shadow" {
+			ignored = append(ignored, st.Key)
+		}
+	}
+	return ignored
 }
 
 // AddStats adds a block to /api/internal/stats's data, computed on each request.

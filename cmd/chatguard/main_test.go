@@ -292,3 +292,56 @@ func TestStatsHaveTheSeedsBlocks(t *testing.T) {
 		t.Errorf("server.memory: %+v", out.Data.Server.Memory)
 	}
 }
+
+// A change of the config file (and SIGHUP) reloads the routes; a broken
+// file is refused and the running configuration stays.
+func TestConfigReload(t *testing.T) {
+	up, _, release := blockingUpstream(t)
+	defer close(release)
+	file := t.TempDir() + "/chatguard.yaml"
+	write := func(s string) {
+		if err := os.WriteFile(file, []byte(s), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write("log:\n  flush_interval: 0s\n")
+	p := startProcess(t, up.URL, "CHATGUARD_CONFIG="+file)
+	get := func() int {
+		resp, err := http.Get("http://" + p.public + "/extra")
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	waitLog := func(what string) {
+		t.Helper()
+		deadline := time.Now().Add(15 * time.Second)
+		for !strings.Contains(p.output(), what) {
+			if time.Now().After(deadline) {
+				t.Fatalf("log never said %q:\n%s", what, p.output())
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	if get() != 200 || get() != 200 {
+		t.Fatal("/extra limited before the reload")
+	}
+	write("log:\n  flush_interval: 0s\nroutes:\n  - name: extra\n    path: /extra\n    limit: {rate: 1, period: 1m, key: [ip]}\n")
+	waitLog(`"reason":"the config file changed"`)
+	if get() != 200 || get() != 429 {
+		t.Fatal("the reloaded limit is not applied")
+	}
+	write("routes: [this is not valid\n")
+	waitLog("configuration reload refused")
+	if get() != 429 {
+		t.Fatal("a refused configuration replaced the running one")
+	}
+	if err := p.cmd.Process.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	waitLog(`"reason":"SIGHUP"`)
+	if get() != 429 {
+		t.Fatal("SIGHUP with a broken file replaced the running configuration")
+	}
+}

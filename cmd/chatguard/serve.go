@@ -2,12 +2,14 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"os"
 	"os/signal"
 	"runtime/debug"
 	"syscall"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/sirupsen/logrus"
@@ -68,8 +70,11 @@ func serve(ctx context.Context, env environment) int {
 
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	stopSignals := handleSignals(cancel, log, func(code int) { _ = logger.Flush(); env.exit(code) })
+	reload := func(why string) { reloadConfig(env, a, log, why) }
+	stopSignals := handleSignals(cancel, log, func(code int) { _ = logger.Flush(); env.exit(code) }, reload)
 	defer stopSignals()
+	stopWatch := watchFile(ctx, cfg.File, 2*time.Second, func() { reload("the config file changed") })
+	defer stopWatch()
 
 	if err := a.srv.Serve(ctx, public, admin); err != nil {
 		log.WithError(err).Error("chatguard failed")
@@ -295,10 +300,69 @@ func listen(cfg *config.Config) (public, admin net.Listener, err error) {
 	return public, admin, nil
 }
 
+// reloadConfig loads the configuration again (same flags, environment and
+// file) and hands its routes to the proxy. A configuration with problems is
+// refused: each problem is logged and the running one stays.
+func reloadConfig(env environment, a *app, log *logrus.Entry, why string) {
+	log = log.WithField("reason", why)
+	cfg, err := config.Load(config.Source{Args: env.args, LookupEnv: env.lookupEnv})
+	if err != nil {
+		var probs config.Problems
+		if errors.As(err, &probs) {
+			for _, p := range probs {
+				log.WithField("problem", p).Error("configuration reload refused")
+			}
+		} else {
+			log.WithError(err).Error("configuration reload refused")
+		}
+		return
+	}
+	ignored := a.srv.Reload(cfg)
+	e := log.WithField("routes", len(cfg.Routes))
+	if len(ignored) > 0 {
+		e = e.WithField("restartNeededFor", ignored)
+	}
+	e.Info("configuration reloaded: routes, limits and auth modes")
+}
+
+// watchFile calls changed when the file's size or modification time changes,
+// checking every interval, until ctx ends. No file: nothing to watch.
+func watchFile(ctx context.Context, path string, every time.Duration, changed func()) (stop func()) {
+	if path == "" {
+		return func() {}
+	}
+	stat := func() string {
+		if fi, err := os.Stat(path); err == nil {
+			return fmt.Sprint(fi.Size(), fi.ModTime().UnixNano())
+		}
+		return ""
+	}
+	last := stat()
+	ctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		t := time.NewTicker(every)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+				if now := stat(); now != last && now != "" {
+					last = now
+					changed()
+				}
+			}
+		}
+	}()
+	return func() { cancel(); <-done }
+}
+
 // handleSignals owns the signal goroutine; the returned func stops it.
-func handleSignals(cancel context.CancelFunc, log *logrus.Entry, exit func(int)) (stop func()) {
+func handleSignals(cancel context.CancelFunc, log *logrus.Entry, exit func(int), reload func(string)) (stop func()) {
 	sigs := make(chan os.Signal, 4)
-	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGUSR2)
+	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGUSR2, syscall.SIGHUP)
 	done := make(chan struct{})
 	finished := make(chan struct{})
 	go func() {
@@ -310,6 +374,8 @@ func handleSignals(cancel context.CancelFunc, log *logrus.Entry, exit func(int))
 				return
 			case sig := <-sigs:
 				switch {
+				case sig == syscall.SIGHUP:
+					reload("SIGHUP")
 				case sig == syscall.SIGUSR2:
 					before, after := memstats.FreeOSMemory()
 					log.WithFields(logrus.Fields{
