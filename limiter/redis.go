@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -33,30 +34,124 @@ return {1, math.floor(diff / interval), 0, ttl}
 `)
 
 // RedisStore keeps TATs in Redis (a single node or a cluster), shared by
-// every chatguard replica.
+// every chatguard replica. Concurrent decisions are pipelined: each of a few
+// flusher goroutines takes every decision waiting and sends them in one
+// round trip, so a busy proxy pays one round trip per batch, not per
+// request; an idle one sends each decision at once. Close stops the flushers.
 type RedisStore struct {
 	c       redis.UniversalClient
 	prefix  string
 	timeout time.Duration
+
+	calls     chan *redisCall
+	stop      chan struct{}
+	wg        sync.WaitGroup
+	closeOnce sync.Once
 }
+
+type redisCall struct {
+	key   string
+	limit Limit
+	res   Result
+	err   error
+	done  chan struct{}
+}
+
+const (
+	redisFlushers = 2   // pipelines in flight at once
+	redisMaxBatch = 128 // decisions per pipeline
+)
 
 // NewRedisStore uses c; every call gets timeout (0 = 50 ms) and keys start with prefix.
 func NewRedisStore(c redis.UniversalClient, prefix string, timeout time.Duration) *RedisStore {
 	if timeout <= 0 {
 		timeout = 50 * time.Millisecond
 	}
-	return &RedisStore{c: c, prefix: prefix, timeout: timeout}
+	r := &RedisStore{c: c, prefix: prefix, timeout: timeout, calls: make(chan *redisCall, 1024), stop: make(chan struct{})}
+	for i := 0; i < redisFlushers; i++ {
+		r.wg.Add(1)
+		go r.flush()
+	}
+	return r
 }
 
-// Allow decides one request in one script call.
+// Allow decides one request; it waits at most the store's timeout.
 func (r *RedisStore) Allow(ctx context.Context, key string, l Limit) (Result, error) {
 	ctx, cancel := context.WithTimeout(ctx, r.timeout)
 	defer cancel()
-	interval := l.interval().Microseconds()
-	if interval < 1 {
-		interval = 1
+	c := &redisCall{key: key, limit: l, done: make(chan struct{})}
+	select {
+	case r.calls <- c:
+	case <-ctx.Done():
+		return Result{}, fmt.Errorf("limiter: redis: %w", ctx.Err())
+	case <-r.stop:
+		return Result{}, errors.New("limiter: redis: store closed")
 	}
-	out, err := gcraScript.Run(ctx, r.c, []string{r.prefix + key}, interval, interval*int64(l.burst())).Int64Slice()
+	select {
+	case <-c.done:
+		return c.res, c.err
+	case <-ctx.Done():
+		return Result{}, fmt.Errorf("limiter: redis: %w", ctx.Err())
+	}
+}
+
+// flush sends batches until Close.
+func (r *RedisStore) flush() {
+	defer r.wg.Done()
+	batch := make([]*redisCall, 0, redisMaxBatch)
+	for {
+		select {
+		case <-r.stop:
+			return
+		case c := <-r.calls:
+			batch = append(batch[:0], c)
+		}
+	more:
+		for len(batch) < redisMaxBatch {
+			select {
+			case c := <-r.calls:
+				batch = append(batch, c)
+			default:
+				break more
+			}
+		}
+		r.send(batch)
+	}
+}
+
+// send runs one pipeline of script calls and hands each caller its answer.
+func (r *RedisStore) send(batch []*redisCall) {
+	ctx, cancel := context.WithTimeout(context.Background(), r.timeout)
+	defer cancel()
+	cmds := make([]*redis.Cmd, len(batch))
+	_, perr := r.c.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for i, c := range batch {
+			interval := max(c.limit.interval().Microseconds(), 1)
+			cmds[i] = gcraScript.EvalSha(ctx, p, []string{r.prefix + c.key}, interval, interval*int64(c.limit.burst()))
+		}
+		return nil
+	})
+	if perr != nil && redis.HasErrorPrefix(perr, "NOSCRIPT") {
+		// First use on this Redis (or after a restart or failover): load the
+		// script, and send the batch again with it.
+		if err := gcraScript.Load(ctx, r.c).Err(); err == nil {
+			_, perr = r.c.Pipelined(ctx, func(p redis.Pipeliner) error {
+				for i, c := range batch {
+					interval := max(c.limit.interval().Microseconds(), 1)
+					cmds[i] = gcraScript.EvalSha(ctx, p, []string{r.prefix + c.key}, interval, interval*int64(c.limit.burst()))
+				}
+				return nil
+			})
+		}
+	}
+	for i, c := range batch {
+		c.res, c.err = decode(cmds[i], c.limit)
+		close(c.done)
+	}
+}
+
+func decode(cmd *redis.Cmd, l Limit) (Result, error) {
+	out, err := cmd.Int64Slice()
 	if err != nil {
 		return Result{}, fmt.Errorf("limiter: redis: %w", err)
 	}
@@ -70,6 +165,14 @@ func (r *RedisStore) Allow(ctx context.Context, key string, l Limit) (Result, er
 		RetryAfter: time.Duration(out[2]) * time.Microsecond,
 		ResetAfter: time.Duration(out[3]) * time.Microsecond,
 	}, nil
+}
+
+// Close stops the flushers; waiting decisions fail. Idempotent; call it
+// before closing the client.
+func (r *RedisStore) Close() error {
+	r.closeOnce.Do(func() { close(r.stop) })
+	r.wg.Wait()
+	return nil
 }
 
 // Ping checks that Redis answers.

@@ -98,7 +98,9 @@ func redisStore(t *testing.T, url string, timeout time.Duration) *RedisStore {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { c.Close() })
-	return NewRedisStore(c, "chatguard:rl:", timeout)
+	s := NewRedisStore(c, "chatguard:rl:", timeout)
+	t.Cleanup(func() { s.Close() }) // before the client: cleanups run last-in first-out
+	return s
 }
 
 func exactness(t *testing.T, s Store, key string) {

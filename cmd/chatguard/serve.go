@@ -175,10 +175,11 @@ func newStore(cfg *config.Config, std *sessions.Standard, logger *logging.Logger
 	if err != nil {
 		return nil, nil, err
 	}
-	a.closers = append(a.closers, client.Close)
+	rs := limiter.NewRedisStore(client, cfg.Redis.Prefix, cfg.Redis.Timeout)
+	a.closers = append(a.closers, rs.Close, client.Close) // the store's flushers first
 	log := logger.WithField(logging.FieldCategory, logging.CategorySecurity)
 	f, err := limiter.NewFailoverStore(limiter.FailoverOptions{
-		Primary:  limiter.NewRedisStore(client, cfg.Redis.Prefix, cfg.Redis.Timeout),
+		Primary:  rs,
 		Fallback: mem,
 		Failures: cfg.Redis.Failures,
 		Cooldown: cfg.Redis.Cooldown,

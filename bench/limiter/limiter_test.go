@@ -1,0 +1,170 @@
+// Package limiter benchmarks chatguard's rate-limit stores against the peers
+// a user would otherwise pick, doing the same work in the same run:
+//   - the memory store against golang.org/x/time/rate (one rate.Limiter per
+//     key in a map under a mutex) at 1 M keys;
+//   - the Redis store against go-redis/redis_rate v10 on the same Redis
+//     (a redis-server the benchmark starts on a free port).
+//
+// cd bench && go test -run '^$' -bench . -benchmem ./limiter/
+package limiter
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"os/exec"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/go-redis/redis_rate/v10"
+	"github.com/redis/go-redis/v9"
+	"golang.org/x/time/rate"
+
+	"github.com/chatguard/chatguard/limiter"
+	"github.com/chatguard/chatguard/sessions"
+)
+
+const keys = 1 << 20
+
+var keyNames = func() []string {
+	k := make([]string, keys)
+	for i := range k {
+		k[i] = "messages|user=user" + strconv.Itoa(i) + "@example.com"
+	}
+	return k
+}()
+
+// A generous limit: the benchmark measures the decision, not rejections.
+var lim = limiter.Limit{Rate: 1_000_000, Period: time.Minute}
+
+type xrate struct {
+	mu sync.Mutex
+	m  map[string]*rate.Limiter
+}
+
+func (x *xrate) allow(k string) bool {
+	x.mu.Lock()
+	l, ok := x.m[k]
+	if !ok {
+		l = rate.NewLimiter(rate.Every(time.Minute/1_000_000), 1_000_000)
+		x.m[k] = l
+	}
+	x.mu.Unlock()
+	return l.Allow()
+}
+
+func parallel(b *testing.B, op func(k string)) {
+	var seed atomic.Uint64
+	b.ReportAllocs()
+	b.RunParallel(func(pb *testing.PB) {
+		i := seed.Add(0x9E3779B97F4A7C15)
+		for pb.Next() {
+			i = i*6364136223846793005 + 1442695040888963407
+			op(keyNames[i>>44&(keys-1)])
+		}
+	})
+}
+
+func BenchmarkMemory(b *testing.B) {
+	tb, err := sessions.NewTable(sessions.Options[string, int64]{MaxEntries: keys})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer tb.Close()
+	store := limiter.NewMemoryStore(tb, nil)
+	ctx := context.Background()
+	for _, k := range keyNames {
+		store.Allow(ctx, k, lim)
+	}
+	b.Run("chatguard", func(b *testing.B) {
+		parallel(b, func(k string) { store.Allow(ctx, k, lim) })
+	})
+	x := &xrate{m: make(map[string]*rate.Limiter, keys)}
+	for _, k := range keyNames {
+		x.allow(k)
+	}
+	b.Run("x-time-rate", func(b *testing.B) {
+		parallel(b, func(k string) { x.allow(k) })
+	})
+}
+
+func startRedis(b *testing.B) string {
+	b.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	port := l.Addr().(*net.TCPAddr).Port
+	l.Close()
+	cmd := exec.Command("redis-server", "--port", fmt.Sprint(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no")
+	if err := cmd.Start(); err != nil {
+		b.Skip("redis-server:", err)
+	}
+	b.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	addr := fmt.Sprintf("127.0.0.1:%d", port)
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		out, _ := exec.Command("redis-cli", "-p", fmt.Sprint(port), "ping").Output()
+		if strings.TrimSpace(string(out)) == "PONG" {
+			return addr
+		}
+		if time.Now().After(deadline) {
+			b.Fatal("redis-server did not start")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// BenchmarkRedis: 8 concurrent callers (SetParallelism 4 on 2 CPUs); reports
+// p99 latency per decision besides ns/op (wall time per decision over all callers).
+func BenchmarkRedis(b *testing.B) {
+	addr := startRedis(b)
+	ctx := context.Background()
+	client, err := limiter.NewRedisClient("redis://"+addr, time.Second)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer client.Close()
+	store := limiter.NewRedisStore(client, "chatguard:rl:", time.Second)
+	defer store.Close()
+	peer := redis_rate.NewLimiter(redis.NewClient(&redis.Options{Addr: addr}))
+	run := func(name string, op func(k string) error) {
+		b.Run(name, func(b *testing.B) {
+			var mu sync.Mutex
+			var lat []time.Duration
+			b.SetParallelism(4)
+			var seed atomic.Uint64
+			b.ReportAllocs()
+			b.RunParallel(func(pb *testing.PB) {
+				i := seed.Add(0x9E3779B97F4A7C15)
+				var mine []time.Duration
+				for pb.Next() {
+					i = i*6364136223846793005 + 1442695040888963407
+					start := time.Now()
+					if err := op(keyNames[i>>44&(keys-1)]); err != nil {
+						b.Error(err)
+						return
+					}
+					mine = append(mine, time.Since(start))
+				}
+				mu.Lock()
+				lat = append(lat, mine...)
+				mu.Unlock()
+			})
+			sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
+			if len(lat) > 0 {
+				b.ReportMetric(float64(lat[len(lat)*99/100].Microseconds()), "p99-µs")
+			}
+		})
+	}
+	run("chatguard", func(k string) error { _, err := store.Allow(ctx, k, lim); return err })
+	run("redis_rate", func(k string) error {
+		_, err := peer.Allow(ctx, k, redis_rate.Limit{Rate: 1_000_000, Period: time.Minute, Burst: 1_000_000})
+		return err
+	})
+}
