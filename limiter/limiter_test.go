@@ -3,7 +3,6 @@ package limiter
 import (
 	"context"
 	"errors"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -66,29 +65,7 @@ func newStore(t *testing.T, now func() time.Time) *MemoryStore {
 // The exactness test: 200 goroutines hit one key with limit 50.
 func TestMemoryStoreIsExact(t *testing.T) {
 	t.Parallel()
-	s := newStore(t, nil)
-	var admitted atomic.Int64
-	var wg sync.WaitGroup
-	start := make(chan struct{})
-	for g := 0; g < 200; g++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			<-start
-			res, err := s.Allow(context.Background(), "messages:ana@example.com", Limit{Rate: 50, Period: time.Hour})
-			if err != nil {
-				t.Error(err)
-			}
-			if res.Allowed {
-				admitted.Add(1)
-			}
-		}()
-	}
-	close(start)
-	wg.Wait()
-	if admitted.Load() != 50 {
-		t.Fatalf("%d admitted, want exactly 50", admitted.Load())
-	}
+	exactness(t, newStore(t, nil), "messages:ana@example.com")
 }
 
 func TestMemoryStoreForgetsIdleKeys(t *testing.T) {

@@ -31,9 +31,20 @@ func TestMemoryLeakChurn(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// Fill first, so that what follows is steady state.
+	// Fill every table first, so that what follows is steady state (under
+	// -race the churn alone would take longer than the test to fill them).
 	for i := 0; i < std.EventRateLimits.Cap(); i++ {
-		std.EventRateLimits.Set("warm:"+strconv.Itoa(i), int64(i))
+		k := "warm:" + strconv.Itoa(i)
+		std.EventRateLimits.Set(k, int64(i))
+		if i < std.UserRoles.Cap() {
+			std.UserRoles.Set(k, "agent")
+		}
+		if i < std.ConnectedUsers.Cap() {
+			std.ConnectedUsers.Set(k, ConnectedUser{SocketID: k, Role: "basic"})
+		}
+		if i < std.ConversationUsers.Cap() {
+			std.ConversationUsers.Set(k, []string{k})
+		}
 	}
 
 	var pushed atomic.Int64

@@ -178,13 +178,11 @@ func (t *Table[K, V]) Get(k K) (V, bool) {
 		return zero, false
 	}
 	e := s.at(i)
-	if e.expires != 0 && e.expires <= t.clock() {
-		key, val := e.key, e.val
-		s.remove(i, t.size(key, val))
-		s.evictions[ReasonExpired]++
+	if e.expired(t.clock()) {
+		ev := t.drop(s, i, ReasonExpired)
 		s.misses++
 		s.mu.Unlock()
-		t.evicted(key, val, ReasonExpired)
+		t.report(ev)
 		var zero V
 		return zero, false
 	}
@@ -238,6 +236,16 @@ type eviction[K comparable, V any] struct {
 	ok     bool
 }
 
+// drop removes entry i of s (whose lock the caller holds) with reason r and
+// returns it, to be reported once the lock is released.
+func (t *Table[K, V]) drop(s *shard[K, V], i int32, r Reason) eviction[K, V] {
+	e := s.at(i)
+	ev := eviction[K, V]{key: e.key, val: e.val, reason: r, ok: true}
+	s.remove(i, t.size(ev.key, ev.val))
+	s.evictions[r]++
+	return ev
+}
+
 func (t *Table[K, V]) report(evs ...eviction[K, V]) {
 	for _, e := range evs {
 		if e.ok {
@@ -264,13 +272,11 @@ func (t *Table[K, V]) put(s *shard[K, V], h uint32, k K, v V, ttl time.Duration)
 	var ev eviction[K, V]
 	if s.count >= s.capacity {
 		i := s.victim(t.clock)
-		e := s.at(i)
-		ev = eviction[K, V]{key: e.key, val: e.val, reason: ReasonCapacity, ok: true}
-		if e.expired(t.clock()) {
-			ev.reason = ReasonExpired
+		reason := ReasonCapacity
+		if s.at(i).expired(t.clock()) {
+			reason = ReasonExpired
 		}
-		s.remove(i, t.size(ev.key, ev.val))
-		s.evictions[ev.reason]++
+		ev = t.drop(s, i, reason)
 	}
 	s.insert(h, k, v, expires, meta, size)
 	return ev
@@ -298,10 +304,7 @@ func (t *Table[K, V]) Update(k K, fn func(old V, ok bool) (v V, ttl time.Duratio
 	var old V
 	i := s.find(h, k)
 	if i >= 0 && s.at(i).expired(t.clock()) {
-		e := s.at(i)
-		expired = eviction[K, V]{key: e.key, val: e.val, reason: ReasonExpired, ok: true}
-		s.remove(i, t.size(e.key, e.val))
-		s.evictions[ReasonExpired]++
+		expired = t.drop(s, i, ReasonExpired)
 		i = -1
 	}
 	if i >= 0 {
@@ -317,10 +320,7 @@ func (t *Table[K, V]) Update(k K, fn func(old V, ok bool) (v V, ttl time.Duratio
 	case keep:
 		room = t.put(s, h, k, v, min(max(ttl, 0), maxTTL))
 	case i >= 0:
-		e := s.at(i)
-		removed = eviction[K, V]{key: e.key, val: e.val, reason: ReasonManual, ok: true}
-		s.remove(i, t.size(e.key, e.val))
-		s.evictions[ReasonManual]++
+		removed = t.drop(s, i, ReasonManual)
 	}
 	s.mu.Unlock()
 	t.report(expired, removed, room)
@@ -342,11 +342,9 @@ func (t *Table[K, V]) Touch(k K) bool {
 	if e.expires != 0 {
 		now := t.clock()
 		if e.expires <= now {
-			key, val := e.key, e.val
-			s.remove(i, t.size(key, val))
-			s.evictions[ReasonExpired]++
+			ev := t.drop(s, i, ReasonExpired)
 			s.mu.Unlock()
-			t.evicted(key, val, ReasonExpired)
+			t.report(ev)
 			return false
 		}
 		e.expires = now + int64(e.meta&ttlMask)*int64(time.Millisecond)
@@ -365,12 +363,9 @@ func (t *Table[K, V]) Delete(k K) bool {
 		s.mu.Unlock()
 		return false
 	}
-	e := s.at(i)
-	key, val := e.key, e.val
-	s.remove(i, t.size(key, val))
-	s.evictions[ReasonManual]++
+	ev := t.drop(s, i, ReasonManual)
 	s.mu.Unlock()
-	t.evicted(key, val, ReasonManual)
+	t.report(ev)
 	return true
 }
 
