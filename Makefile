@@ -54,8 +54,8 @@ test-error-coverage:
 ## failover under kill -9, persistence, abuse) and the proxy's auth and limit tests.
 test-rate-limits:
 	$(GO) test -race -count=1 -v ./limiter/ ./internal/identity/
-	$(GO) test -race -count=1 -v -run 'Login|Role|RequiredAuth|Shadow|Abusive|Forwarded' ./proxy/
-	$(GO) test -race -count=1 -v -run 'Restart|DeadRedis' ./cmd/chatguard/
+	$(GO) test -race -count=1 -v -run 'Login|Role|RequiredAuth|Shadow|Abusive|Forwarded|Reload|Spelling' ./proxy/
+	$(GO) test -race -count=1 -v -run 'Restart|DeadRedis|ConfigReload' ./cmd/chatguard/
 
 ## test-memory-leak: the seed's memory-leak test, shortened: unique keys churn
 ## through the seed's tables for LEAK_DURATION; the live heap must stay flat.

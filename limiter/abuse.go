@@ -63,8 +63,10 @@ func NewAbuse(o AbuseOptions) (*Abuse, error) {
 	return a, nil
 }
 
-func abuseKey(ip netip.Addr) string   { return "abuse|ip=" + ipKey(ip) }
-func blockedKey(ip netip.Addr) string { return "blocked|ip=" + ipKey(ip) }
+// The abuse keys start with '#', which no route name (the first part of
+// every rate-limit key) can.
+func abuseKey(ip netip.Addr) string   { return "#abuse|ip=" + ipKey(ip) }
+func blockedKey(ip netip.Addr) string { return "#blocked|ip=" + ipKey(ip) }
 
 // Blocked reports whether ip is blocked and for how much longer.
 func (a *Abuse) Blocked(ip netip.Addr) (time.Duration, bool) {
@@ -86,10 +88,11 @@ func (a *Abuse) Rejected(ip netip.Addr) {
 		}
 		return n, time.Hour, true
 	})
-	switch n {
-	case a.warning:
+	_, blocked := a.Blocked(ip)
+	switch {
+	case n == a.warning:
 		a.alert(ip, n, "WARNING")
-	case a.critical:
+	case n >= a.critical && !blocked: // again, when a block ends within the hour
 		until := a.now().Add(a.blockFor).UnixNano()
 		a.t.SetTTL(blockedKey(ip), until, a.blockFor)
 		a.blocks.Inc()

@@ -81,13 +81,13 @@ func TestPersistRoundTrip(t *testing.T) {
 	for i := 0; i < 3; i++ {
 		s.Allow(context.Background(), "auth_login|ip=1.2.3.4", login)
 	}
-	first.SetTTL("abuse|ip=1.2.3.4", 7, time.Hour) // counts are not saved
+	first.SetTTL("#abuse|ip=1.2.3.4", 7, time.Hour) // counts are not saved
 	if err := p.Close(); err != nil {
 		t.Fatal(err)
 	}
 	var snap map[string]any
 	b, _ := os.ReadFile(path)
-	if err := json.Unmarshal(b, &snap); err != nil || strings.Contains(string(b), "abuse|") {
+	if err := json.Unmarshal(b, &snap); err != nil || strings.Contains(string(b), "#abuse|") {
 		t.Fatalf("file %s: %v", b, err)
 	}
 
@@ -154,5 +154,36 @@ func TestLimitFromConfigKeysAreValid(t *testing.T) {
 		if k := p.KeyFor(Request{IP: netip.MustParseAddr("10.0.0.1")}); !strings.HasPrefix(k, r.Name+"|") {
 			t.Errorf("%s: key %q", r.Name, k)
 		}
+	}
+}
+
+// A block that ends within the hour is applied again on the next rejection.
+func TestAbuseBlocksAgain(t *testing.T) {
+	t.Parallel()
+	clk := newTestClock()
+	tb, _ := sessions.NewTable(sessions.Options[string, int64]{MaxEntries: 100, Now: clk.Now})
+	t.Cleanup(func() { tb.Close() })
+	a, _ := NewAbuse(AbuseOptions{Table: tb, Warning: 1, Critical: 2, BlockFor: 10 * time.Minute, Now: clk.Now})
+	ip := netip.MustParseAddr("203.0.113.9")
+	a.Rejected(ip)
+	a.Rejected(ip)
+	if _, b := a.Blocked(ip); !b {
+		t.Fatal("not blocked")
+	}
+	clk.Advance(11 * time.Minute)
+	a.Rejected(ip)
+	if _, b := a.Blocked(ip); !b {
+		t.Fatal("not blocked again within the hour")
+	}
+}
+
+func TestLongKeyPartsAreHashed(t *testing.T) {
+	t.Parallel()
+	p := NewPolicy("auth_login", config.RouteLimit{Rate: 3, Period: time.Minute, Key: []string{"ip", "body:email"}}, 1)
+	long := strings.Repeat("a", 5000) + "@x.co"
+	k1 := p.KeyFor(Request{IP: netip.MustParseAddr("10.0.0.1"), BodyField: func(string) (string, bool) { return long, true }})
+	k2 := p.KeyFor(Request{IP: netip.MustParseAddr("10.0.0.1"), BodyField: func(string) (string, bool) { return long + "b", true }})
+	if len(k1) > 128 || k1 == k2 || !strings.Contains(k1, "sha256:") {
+		t.Fatalf("keys %q %q", k1, k2)
 	}
 }

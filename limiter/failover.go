@@ -49,6 +49,7 @@ type FailoverStore struct {
 	probing  atomic.Bool
 
 	transitions *prometheus.CounterVec
+	errors      prometheus.Counter
 	latency     prometheus.Observer
 }
 
@@ -73,6 +74,10 @@ func NewFailoverStore(o FailoverOptions) (*FailoverStore, error) {
 			Help: "Switches of the rate-limit store, by the mode switched to.",
 		}, []string{"to"}),
 	}
+	f.errors = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "chatguard_ratelimit_redis_errors_total",
+		Help: "Redis calls that failed (each answered from the in-memory fallback).",
+	})
 	lat := prometheus.NewHistogram(prometheus.HistogramOpts{
 		Name:    "chatguard_ratelimit_store_duration_seconds",
 		Help:    "Time of a rate-limit decision in Redis, failures included.",
@@ -80,7 +85,7 @@ func NewFailoverStore(o FailoverOptions) (*FailoverStore, error) {
 	})
 	f.latency = lat
 	if o.Registerer != nil {
-		for _, c := range []prometheus.Collector{f.transitions, lat} {
+		for _, c := range []prometheus.Collector{f.transitions, f.errors, lat} {
 			if err := o.Registerer.Register(c); err != nil {
 				return nil, err
 			}
@@ -107,19 +112,21 @@ func (f *FailoverStore) Allow(ctx context.Context, key string, l Limit) (Result,
 	if open && !(due && f.probing.CompareAndSwap(false, true)) {
 		return f.fallback(ctx, key, l)
 	}
-	if open {
+	probe := open
+	if probe {
 		defer f.probing.Store(false)
 	}
 	start := time.Now()
 	res, err := f.o.Primary.Allow(ctx, key, l)
 	f.latency.Observe(time.Since(start).Seconds())
 	if err == nil {
-		f.succeeded()
+		f.succeeded(probe)
 		return res, nil
 	}
 	if ctx.Err() != nil { // the client went away: not Redis's fault
 		return res, err
 	}
+	f.errors.Inc()
 	f.failed(err)
 	return f.fallback(ctx, key, l)
 }
@@ -135,9 +142,15 @@ func (f *FailoverStore) fallback(ctx context.Context, key string, l Limit) (Resu
 	return f.o.Fallback.Allow(ctx, key, share)
 }
 
-func (f *FailoverStore) succeeded() {
+// succeeded records a success. Only the half-open probe closes an open
+// breaker: a slow call that started before it opened proves nothing.
+func (f *FailoverStore) succeeded(probe bool) {
 	f.mu.Lock()
 	wasOpen := f.open
+	if wasOpen && !probe {
+		f.mu.Unlock()
+		return
+	}
 	f.failures, f.open = 0, false
 	f.mu.Unlock()
 	if wasOpen {

@@ -34,9 +34,10 @@ func (l Limit) burst() int {
 	return l.Rate
 }
 
-// interval is the time one request "costs": Period / Rate.
+// interval is the time one request "costs": Period / Rate, at least 1 ns
+// (configuration validation keeps it at 1 µs or more).
 func (l Limit) interval() time.Duration {
-	return l.Period / time.Duration(l.Rate)
+	return max(l.Period/time.Duration(max(l.Rate, 1)), 1)
 }
 
 // Result is one decision.

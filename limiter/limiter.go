@@ -25,8 +25,6 @@ func (d Decision) Limited() bool { return !d.Allowed && !d.Shadow }
 // Options configure a Limiter.
 type Options struct {
 	Store Store
-	// Shadow puts every policy in shadow mode: count, never reject.
-	Shadow bool
 	// Mode reports the store's mode (ModeRedis, ModeFallback,
 	// ModeMemoryOnly) for /api/internal/stats and chatguard_ratelimit_store_mode;
 	// nil means ModeMemoryOnly.
@@ -40,7 +38,6 @@ type Options struct {
 // Limiter applies policies through a store. It is safe for concurrent use.
 type Limiter struct {
 	store     Store
-	shadow    bool
 	mode      func() string
 	now       func() time.Time
 	decisions *prometheus.CounterVec
@@ -51,7 +48,7 @@ type Limiter struct {
 // New returns a Limiter.
 func New(o Options) (*Limiter, error) {
 	l := &Limiter{
-		store: o.Store, shadow: o.Shadow, mode: o.Mode, now: o.Now,
+		store: o.Store, mode: o.Mode, now: o.Now,
 		decisions: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "chatguard_ratelimit_decisions_total",
 			Help: "Rate-limit decisions, by route, role (admin, agent, basic, anonymous) and outcome (allowed, limited, shadow).",
@@ -95,7 +92,7 @@ func (l *Limiter) Decide(ctx context.Context, p *Policy, r Request) (Decision, e
 	d.Result = res
 	outcome := "allowed"
 	if !res.Allowed {
-		if p.Shadow || l.shadow {
+		if p.Shadow {
 			d.Shadow, outcome = true, "shadow"
 		} else {
 			outcome = "limited"
@@ -139,8 +136,8 @@ type hourly struct {
 func (h *hourly) add(now time.Time, n int64) {
 	hour := now.Unix() / 3600
 	i := hour % 24
-	if h.hours[i].Swap(hour) != hour {
-		h.buckets[i].Store(0)
+	if old := h.hours[i].Load(); old != hour && h.hours[i].CompareAndSwap(old, hour) {
+		h.buckets[i].Store(0) // a new hour in this bucket; an add racing it may be lost
 	}
 	h.buckets[i].Add(n)
 }

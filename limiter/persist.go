@@ -143,7 +143,7 @@ func (p *Persister) Save() error {
 	s := snapshot{Version: fileVersion, SavedAt: p.o.Now().UTC(), Entries: map[string]int64{}}
 	now := p.o.Now().UnixNano()
 	for k, v := range p.o.Table.All() {
-		if !strings.HasPrefix(k, "abuse|") && v > now {
+		if !strings.HasPrefix(k, "#abuse|") && v > now {
 			s.Entries[k] = v
 		}
 	}

@@ -1,12 +1,17 @@
 package limiter
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"math"
 	"net/netip"
 	"strings"
 
 	"github.com/chatguard/chatguard/internal/config"
 )
+
+// maxPartBytes bounds a key part's length; longer values are hashed.
+const maxPartBytes = 64
 
 // Anonymous is the role label of a caller without a verified token.
 const Anonymous = "anonymous"
@@ -109,6 +114,10 @@ func (p *Policy) KeyFor(r Request) string {
 		b.WriteString("=")
 		if part.Kind == "body" || part.Kind == "user" {
 			v = strings.ToLower(strings.TrimSpace(v)) // Ana@X.com and ana@x.com are one user
+		}
+		if len(v) > maxPartBytes { // a client-chosen value: keep the key small
+			sum := sha256.Sum256([]byte(v))
+			v = "sha256:" + hex.EncodeToString(sum[:16])
 		}
 		b.WriteString(v)
 	}

@@ -92,6 +92,8 @@ func (r *RedisStore) Allow(ctx context.Context, key string, l Limit) (Result, er
 		return c.res, c.err
 	case <-ctx.Done():
 		return Result{}, fmt.Errorf("limiter: redis: %w", ctx.Err())
+	case <-r.stop:
+		return Result{}, errors.New("limiter: redis: store closed")
 	}
 }
 
@@ -102,6 +104,7 @@ func (r *RedisStore) flush() {
 	for {
 		select {
 		case <-r.stop:
+			r.failQueued()
 			return
 		case c := <-r.calls:
 			batch = append(batch[:0], c)
@@ -119,35 +122,55 @@ func (r *RedisStore) flush() {
 	}
 }
 
+// failQueued answers the calls still queued when the store closes.
+func (r *RedisStore) failQueued() {
+	for {
+		select {
+		case c := <-r.calls:
+			c.err = errors.New("limiter: redis: store closed")
+			close(c.done)
+		default:
+			return
+		}
+	}
+}
+
 // send runs one pipeline of script calls and hands each caller its answer.
+// Calls that met NOSCRIPT (a node that restarted or failed over, or the
+// first use) are sent again once the script is loaded — only those: on a
+// cluster the others already counted on their own nodes.
 func (r *RedisStore) send(batch []*redisCall) {
 	ctx, cancel := context.WithTimeout(context.Background(), r.timeout)
 	defer cancel()
 	cmds := make([]*redis.Cmd, len(batch))
-	_, perr := r.c.Pipelined(ctx, func(p redis.Pipeliner) error {
-		for i, c := range batch {
-			interval := max(c.limit.interval().Microseconds(), 1)
-			cmds[i] = gcraScript.EvalSha(ctx, p, []string{r.prefix + c.key}, interval, interval*int64(c.limit.burst()))
-		}
-		return nil
-	})
-	if perr != nil && redis.HasErrorPrefix(perr, "NOSCRIPT") {
-		// First use on this Redis (or after a restart or failover): load the
-		// script, and send the batch again with it.
-		if err := gcraScript.Load(ctx, r.c).Err(); err == nil {
-			_, perr = r.c.Pipelined(ctx, func(p redis.Pipeliner) error {
-				for i, c := range batch {
-					interval := max(c.limit.interval().Microseconds(), 1)
-					cmds[i] = gcraScript.EvalSha(ctx, p, []string{r.prefix + c.key}, interval, interval*int64(c.limit.burst()))
-				}
-				return nil
-			})
+	r.pipeline(ctx, batch, cmds, func(int) bool { return true })
+	retry := func(i int) bool { return cmds[i].Err() != nil && redis.HasErrorPrefix(cmds[i].Err(), "NOSCRIPT") }
+	for i := range batch {
+		if retry(i) {
+			if gcraScript.Load(ctx, r.c).Err() == nil {
+				r.pipeline(ctx, batch, cmds, retry)
+			}
+			break
 		}
 	}
 	for i, c := range batch {
 		c.res, c.err = decode(cmds[i], c.limit)
 		close(c.done)
 	}
+}
+
+// pipeline sends the calls of batch that pick selects, filling cmds.
+func (r *RedisStore) pipeline(ctx context.Context, batch []*redisCall, cmds []*redis.Cmd, pick func(int) bool) {
+	_, _ = r.c.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for i, c := range batch {
+			if !pick(i) {
+				continue
+			}
+			interval := max(c.limit.interval().Microseconds(), 1)
+			cmds[i] = gcraScript.EvalSha(ctx, p, []string{r.prefix + c.key}, interval, interval*int64(c.limit.burst()))
+		}
+		return nil
+	}) // each command carries its own error
 }
 
 func decode(cmd *redis.Cmd, l Limit) (Result, error) {
@@ -192,8 +215,8 @@ func NewRedisClient(url string, timeout time.Duration) (redis.UniversalClient, e
 	var o redis.UniversalOptions
 	if strings.Contains(url, "addr=") {
 		copt, err := redis.ParseClusterURL(url)
-		if err != nil {
-			return nil, fmt.Errorf("limiter: REDIS_URL: %w", err)
+		if err != nil { // the error would quote the URL, password and all
+			return nil, errors.New("limiter: REDIS_URL is not a valid Redis cluster URL")
 		}
 		o = redis.UniversalOptions{
 			Addrs: copt.Addrs, Username: copt.Username, Password: copt.Password,
@@ -201,8 +224,8 @@ func NewRedisClient(url string, timeout time.Duration) (redis.UniversalClient, e
 		}
 	} else {
 		opt, err := redis.ParseURL(url)
-		if err != nil {
-			return nil, fmt.Errorf("limiter: REDIS_URL: %w", err)
+		if err != nil { // the error would quote the URL, password and all
+			return nil, errors.New("limiter: REDIS_URL is not a valid Redis URL")
 		}
 		o = redis.UniversalOptions{
 			Addrs: []string{opt.Addr}, DB: opt.DB, Username: opt.Username, Password: opt.Password,

@@ -312,3 +312,95 @@ func TestFailoverShareOfReplicas(t *testing.T) {
 		t.Fatalf("one of 3 replicas admitted %d of a limit of 9 (mode %s)", n, f.Mode())
 	}
 }
+
+// After SCRIPT FLUSH (a restarted or failed-over node), decisions load the
+// script again and each is counted once.
+func TestRedisNoscriptRecovery(t *testing.T) {
+	t.Parallel()
+	r := startRedis(t)
+	s := redisStore(t, "redis://"+r.addr(), 5*time.Second)
+	l := Limit{Rate: 100, Period: time.Hour}
+	if _, err := s.Allow(context.Background(), "k", l); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command("redis-cli", "-p", fmt.Sprint(r.port), "script", "flush").CombinedOutput(); err != nil {
+		t.Fatalf("%v %s", err, out)
+	}
+	var wg sync.WaitGroup
+	for i := 0; i < 20; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if _, err := s.Allow(context.Background(), "k", l); err != nil {
+				t.Error(err)
+			}
+		}()
+	}
+	wg.Wait()
+	res, err := s.Allow(context.Background(), "k", l)
+	if err != nil || res.Remaining != 100-22 {
+		t.Fatalf("after 22 decisions: remaining %d (want 78), %v", res.Remaining, err)
+	}
+}
+
+func TestRedisStoreCloseFreesCallers(t *testing.T) {
+	t.Parallel()
+	r := startRedis(t)
+	c, err := NewRedisClient("redis://"+r.addr(), time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	s := NewRedisStore(c, "p:", time.Second)
+	s.Close()
+	start := time.Now()
+	if _, err := s.Allow(context.Background(), "k", Limit{Rate: 1, Period: time.Second}); err == nil || time.Since(start) > 100*time.Millisecond {
+		t.Fatalf("Allow after Close: %v after %s", err, time.Since(start))
+	}
+}
+
+// fakeStore answers as told.
+type fakeStore struct {
+	fail  atomic.Bool
+	delay atomic.Int64
+}
+
+func (f *fakeStore) Allow(ctx context.Context, _ string, l Limit) (Result, error) {
+	if d := f.delay.Load(); d > 0 {
+		time.Sleep(time.Duration(d))
+	}
+	if f.fail.Load() {
+		return Result{}, fmt.Errorf("down")
+	}
+	return Result{Allowed: true, Limit: l}, nil
+}
+
+// Only the half-open probe closes an open breaker: a slow call that began
+// before it opened does not.
+func TestBreakerClosedOnlyByTheProbe(t *testing.T) {
+	t.Parallel()
+	mem, _ := sessions.NewTable(sessions.Options[string, int64]{MaxEntries: 100})
+	t.Cleanup(func() { mem.Close() })
+	primary := &fakeStore{}
+	f, err := NewFailoverStore(FailoverOptions{Primary: primary, Fallback: NewMemoryStore(mem, nil), Failures: 3, Cooldown: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	primary.delay.Store(int64(200 * time.Millisecond))
+	slow := make(chan struct{})
+	go func() { f.Allow(context.Background(), "slow", Limit{Rate: 10, Period: time.Minute}); close(slow) }()
+	time.Sleep(20 * time.Millisecond)
+	primary.delay.Store(0)
+	primary.fail.Store(true)
+	for i := 0; i < 3; i++ {
+		f.Allow(context.Background(), "k", Limit{Rate: 10, Period: time.Minute})
+	}
+	if f.Mode() != ModeFallback {
+		t.Fatal("breaker did not open")
+	}
+	primary.fail.Store(false)
+	<-slow // succeeds after the breaker opened
+	if f.Mode() != ModeFallback {
+		t.Fatal("a non-probe success closed the breaker before its cooldown")
+	}
+}

@@ -69,6 +69,7 @@ func (s *Server) guard(w *responseWriter, r *http.Request, info *reqInfo) bool {
 	if err != nil {
 		s.log.WithError(err).WithFields(logrus.Fields{"requestId": info.id, logging.FieldCategory: logging.CategorySecurity}).
 			Warn("rate-limit store failed; request let through")
+		return true // no headers: there is no count to report
 	}
 	setRateLimitHeaders(w.Header(), d)
 	if !d.Limited() {

@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"fmt"
 	"io"
 	"net/http"
 	"net/url"
@@ -47,7 +48,7 @@ func startGuarded(t *testing.T, upstream string, mutate func(*config.Config)) (*
 			mutate(c)
 		}
 	}, func(o *Options) {
-		lim, err := limiter.New(limiter.Options{Store: limiter.NewMemoryStore(events, nil), Shadow: o.Config.Limits.Shadow, Registerer: o.Registry})
+		lim, err := limiter.New(limiter.Options{Store: limiter.NewMemoryStore(events, nil), Registerer: o.Registry})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -272,9 +273,9 @@ func TestReloadKeepsCounters(t *testing.T) {
 	cfg := *h.srv.cfg
 	cfg.Routes = append([]config.Route{{Name: "extra", Path: "/extra", Limit: &config.RouteLimit{Rate: 1, Period: time.Minute, Key: []string{"ip"}}}}, cfg.Routes...)
 	cfg.Listen = "127.0.0.1:9"
-	ignored := h.srv.Reload(&cfg)
-	if len(ignored) != 1 || ignored[0] != "listen" {
-		t.Fatalf("ignored %v", ignored)
+	ignored, err := h.srv.Reload(&cfg)
+	if err != nil || len(ignored) != 1 || ignored[0] != "listen" {
+		t.Fatalf("ignored %v, %v", ignored, err)
 	}
 	if code := post("/webhook/twilio"); code != 429 {
 		t.Fatalf("webhook after reload: %d (counter lost)", code)
@@ -284,5 +285,38 @@ func TestReloadKeepsCounters(t *testing.T) {
 	}
 	if m := scrape(t, h); !strings.Contains(m, `chatguard_http_requests_total{route="webhook",status_class="4xx"} 2`) {
 		t.Errorf("metrics lost across the reload")
+	}
+}
+
+// Every spelling of a limited route that Express would route the same way
+// is limited the same way.
+func TestRouteSpellingsAreLimited(t *testing.T) {
+	t.Parallel()
+	up := upstream(t, func(w http.ResponseWriter, r *http.Request) {})
+	h, _ := startGuarded(t, up.URL, nil)
+	var codes []int
+	for _, p := range []string{"/api/auth/login", "/api/auth/login/", "/API/auth/login", "/api/Auth/Login/", "/api/./auth/login"} {
+		req, _ := http.NewRequest(http.MethodPost, h.url+p, strings.NewReader(`{"email":"a@b.co"}`))
+		req.Header.Set("Content-Type", "application/json")
+		resp, _ := h.do(req)
+		codes = append(codes, resp.StatusCode)
+	}
+	if fmt.Sprint(codes) != "[200 200 200 429 429]" {
+		t.Fatalf("codes %v", codes)
+	}
+}
+
+func TestReloadRefusesRequiredAuthWithoutKeys(t *testing.T) {
+	t.Parallel()
+	up := upstream(t, func(w http.ResponseWriter, r *http.Request) {})
+	h := start(t, up.URL, nil) // no verifier
+	cfg := *h.srv.cfg
+	cfg.Auth.JWTSecret = "now-there-is-one-0123456789"
+	cfg.Routes = []config.Route{{Name: "private", Path: "/p/*", Auth: "required"}}
+	if _, err := h.srv.Reload(&cfg); err == nil {
+		t.Fatal("a route requiring auth was accepted without a verifier")
+	}
+	if resp, _ := h.get("/p/x"); resp.StatusCode != 200 {
+		t.Fatalf("the refused reload changed the routes: %d", resp.StatusCode)
 	}
 }

@@ -5,9 +5,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/netip"
-	"path"
 	"runtime/debug"
-	"strings"
 	"time"
 
 	"github.com/sirupsen/logrus"
@@ -109,9 +107,7 @@ func (s *Server) handle(w *responseWriter, r *http.Request, info *reqInfo) {
 // isStatsPath matches the stats endpoint the way an Express backend would
 // route it (case-insensitive, trailing slash, dot segments), so that no
 // spelling of it slips past the token check to the backend's own handler.
-func isStatsPath(p string) bool {
-	return strings.EqualFold(strings.TrimSuffix(path.Clean("/"+p), "/"), StatsPath)
-}
+func isStatsPath(p string) bool { return canonicalPath(p) == StatsPath }
 
 // headerBytes approximates the size of the request's header block as sent.
 func headerBytes(r *http.Request) int {

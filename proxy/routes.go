@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"path"
 	"strings"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -36,9 +37,9 @@ func newRouteTable(cfg []config.Route) *routeTable {
 	for i, r := range cfg {
 		rt := route{name: r.Name, methods: r.Methods, index: i}
 		if p, ok := strings.CutSuffix(r.Path, "/*"); ok {
-			rt.prefix = p
+			rt.prefix = canonicalPath(p)
 		} else {
-			rt.exact = r.Path
+			rt.exact = canonicalPath(r.Path)
 		}
 		t.routes = append(t.routes, rt)
 	}
@@ -56,8 +57,25 @@ func (t *routeTable) names() []string {
 	return append(out, RouteOther, RouteInternal)
 }
 
+// canonicalPath is a path as an Express backend routes it: case-insensitive,
+// a trailing slash optional, dot segments resolved — so that no spelling of
+// a limited or authenticated route reaches the backend unlimited.
+func canonicalPath(p string) string {
+	c := path.Clean("/" + p)
+	if c != "/" {
+		c = strings.TrimSuffix(c, "/")
+	}
+	for i := 0; i < len(c); i++ {
+		if b := c[i]; b >= 'A' && b <= 'Z' {
+			return strings.ToLower(c)
+		}
+	}
+	return c
+}
+
 // match returns the index of the route for method and path.
-func (t *routeTable) match(method, path string) int {
+func (t *routeTable) match(method, p string) int {
+	path := canonicalPath(p)
 	for i := range t.routes {
 		r := &t.routes[i]
 		if !r.pathMatches(path) || !r.methodMatches(method) {
@@ -84,7 +102,7 @@ func (r *route) methodMatches(method string) bool {
 		return true
 	}
 	for _, m := range r.methods {
-		if m == method {
+		if m == method || m == "GET" && method == "HEAD" {
 			return true
 		}
 	}

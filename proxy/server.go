@@ -125,17 +125,26 @@ func New(o Options) (*Server, error) {
 }
 
 // Reload takes the routes of cfg — paths, auth modes, limits, the
-// multiplier, shadow mode — without dropping a connection or a counter (limits are kept
-// per route name and key in the store). cfg must be valid; settings other
-// than routes need a restart, and Reload reports which of them differ.
-func (s *Server) Reload(cfg *config.Config) (ignored []string) {
+// multiplier, shadow mode — without dropping a connection or a counter
+// (limits are kept per route name and key in the store). cfg must be valid;
+// settings other than routes need a restart, and Reload reports which of
+// them differ. It refuses routes that require authentication when this
+// process has no way to verify tokens (the JWT keys are read at start).
+func (s *Server) Reload(cfg *config.Config) (ignored []string, err error) {
+	if s.verifier == nil {
+		for _, r := range cfg.Routes {
+			if r.Auth == authRequired {
+				return nil, fmt.Errorf("proxy: route %s requires auth, but chatguard started without JWT keys: restart to add them", r.Name)
+			}
+		}
+	}
 	s.routing.Store(newRouting(cfg, s.metrics))
 	for _, st := range config.Settings() {
-		if st.Value(cfg) != st.Value(s.cfg) && st.Key != "rate_limit.multiplier" && st.Key != "rate_limit.shadow" {
+		if !st.Same(cfg, s.cfg) && st.Key != "rate_limit.multiplier" && st.Key != "rate_limit.shadow" {
 			ignored = append(ignored, st.Key)
 		}
 	}
-	return ignored
+	return ignored, nil
 }
 
 // AddStats adds a block to /api/internal/stats's data, computed on each request.

@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime/debug"
+	"sync"
 	"syscall"
 	"time"
 
@@ -89,6 +90,7 @@ type app struct {
 	tables   *sessions.Manager
 	watchdog *sessions.Watchdog
 	closers  []func() error
+	reloadMu sync.Mutex
 }
 
 // newApp builds the proxy, the table manager and the watchdog, registering
@@ -109,7 +111,7 @@ func newApp(cfg *config.Config, logger *logging.Logger, reg *prometheus.Registry
 		a.Close()
 		return nil, err
 	}
-	lim, err := limiter.New(limiter.Options{Store: store, Mode: mode, Shadow: cfg.Limits.Shadow, Registerer: reg})
+	lim, err := limiter.New(limiter.Options{Store: store, Mode: mode, Registerer: reg})
 	if err != nil {
 		a.Close()
 		return nil, err
@@ -305,6 +307,8 @@ func listen(cfg *config.Config) (public, admin net.Listener, err error) {
 // file) and hands its routes to the proxy. A configuration with problems is
 // refused: each problem is logged and the running one stays.
 func reloadConfig(env environment, a *app, log *logrus.Entry, why string) {
+	a.reloadMu.Lock() // SIGHUP and the file watcher: one reload at a time, in order
+	defer a.reloadMu.Unlock()
 	log = log.WithField("reason", why)
 	cfg, err := config.Load(config.Source{Args: env.args, LookupEnv: env.lookupEnv})
 	if err != nil {
@@ -318,7 +322,11 @@ func reloadConfig(env environment, a *app, log *logrus.Entry, why string) {
 		}
 		return
 	}
-	ignored := a.srv.Reload(cfg)
+	ignored, err := a.srv.Reload(cfg)
+	if err != nil {
+		log.WithField("problem", err.Error()).Error("configuration reload refused")
+		return
+	}
 	e := log.WithField("routes", len(cfg.Routes))
 	if len(ignored) > 0 {
 		e = e.WithField("restartNeededFor", ignored)

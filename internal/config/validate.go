@@ -2,6 +2,7 @@ package config
 
 import (
 	"fmt"
+	"math"
 	"net"
 	"net/netip"
 	"net/url"
@@ -161,8 +162,11 @@ func Validate(c *Config) []string {
 		}
 	}
 
-	if u := c.Redis.URL.Reveal(); u != "" && !strings.HasPrefix(u, "redis://") && !strings.HasPrefix(u, "rediss://") {
-		add("redis.url", "must start with redis:// or rediss://")
+	if u := c.Redis.URL.Reveal(); u != "" {
+		// Never quote the URL: it may carry a password.
+		if pu, err := url.Parse(u); err != nil || (pu.Scheme != "redis" && pu.Scheme != "rediss") || pu.Host == "" {
+			add("redis.url", "is not a valid redis:// or rediss:// URL")
+		}
 	}
 	if c.Redis.Timeout < time.Millisecond || c.Redis.Timeout > 10*time.Second {
 		add("redis.timeout", "must be between 1ms and 10s (got %s)", c.Redis.Timeout)
@@ -177,7 +181,7 @@ func Validate(c *Config) []string {
 		key := fmt.Sprintf("routes[%d]", i)
 		if !routeName.MatchString(r.Name) {
 			add(key+".name", "%q must be 1-32 of a-z, 0-9, _ starting with a letter", r.Name)
-		} else if r.Name == "other" || r.Name == "internal" {
+		} else if r.Name == "other" || r.Name == "internal" || r.Name == "abuse" || r.Name == "blocked" {
 			add(key+".name", "%q is reserved", r.Name)
 		} else if seen[r.Name] {
 			add(key+".name", "%q is used twice", r.Name)
@@ -220,7 +224,9 @@ func Validate(c *Config) []string {
 					add(key+".limit.roles", "%q is not admin, agent or basic", role)
 				}
 				between(key+".limit.roles."+role, int64(rate), 1, 1_000_000_000)
+				checkInterval(add, key+".limit.roles."+role, rate, l.Period, l.Burst, c.Limits.Multiplier)
 			}
+			checkInterval(add, key+".limit", l.Rate, l.Period, l.Burst, c.Limits.Multiplier)
 		}
 		for j, m := range r.Methods {
 			up := strings.ToUpper(m)
@@ -234,6 +240,26 @@ func Validate(c *Config) []string {
 		add("routes", "at most 64 routes (got %d); each one is a metrics label value", len(c.Routes))
 	}
 	return p
+}
+
+// checkInterval keeps a limit computable: one request's share of the period
+// (after the multiplier) at least 1 µs, and a whole burst at most 24 h.
+func checkInterval(add func(string, string, ...any), key string, rate int, period time.Duration, burst int, multiplier float64) {
+	if rate <= 0 || period <= 0 || multiplier <= 0 {
+		return
+	}
+	scaled := math.Max(1, math.Round(float64(rate)*multiplier))
+	interval := float64(period) / scaled
+	if interval < float64(time.Microsecond) {
+		add(key, "%g requests per %s (after the multiplier) is more than one per microsecond", scaled, period)
+	}
+	b := float64(burst)
+	if burst == 0 {
+		b = scaled
+	}
+	if interval*b > float64(24*time.Hour) {
+		add(key, "burst %g × %s per request is more than 24h", b, time.Duration(interval))
+	}
 }
 
 // ParsePrefix parses a CIDR or a single address (as a /32 or /128). IPv4

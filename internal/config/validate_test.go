@@ -245,3 +245,34 @@ func TestParsePrefixUnmapsMappedCIDR(t *testing.T) {
 		t.Errorf("ParsePrefix(::ffff:10.0.0.0/104) = %v, does not contain 10.1.2.3", p)
 	}
 }
+
+func TestValidateLimitsAndRedis(t *testing.T) {
+	t.Parallel()
+	c := config.Defaults()
+	c.Routes = append(c.Routes,
+		config.Route{Name: "blocked", Path: "/b"},
+		config.Route{Name: "fast", Path: "/f", Limit: &config.RouteLimit{Rate: 2_000_000, Period: time.Second, Key: []string{"ip"}}},
+		config.Route{Name: "huge", Path: "/h", Limit: &config.RouteLimit{Rate: 1, Period: 24 * time.Hour, Burst: 2, Key: []string{"ip"}}},
+	)
+	c.Redis.URL = "redis://:hunter2%zz@host:6379"
+	probs := strings.Join(config.Validate(c), "\n")
+	for _, want := range []string{`"blocked" is reserved`, "routes[7].limit: 2e+06 requests per 1s", "routes[8].limit: burst 2", "redis.url: is not a valid"} {
+		if !strings.Contains(probs, want) {
+			t.Errorf("problems lack %q:\n%s", want, probs)
+		}
+	}
+	if strings.Contains(probs, "hunter2") {
+		t.Errorf("the Redis password in a problem:\n%s", probs)
+	}
+}
+
+func TestSettingSameComparesSecrets(t *testing.T) {
+	t.Parallel()
+	a, b := config.Defaults(), config.Defaults()
+	a.Auth.JWTSecret, b.Auth.JWTSecret = "one-secret-0123456789", "two-secret-0123456789"
+	for _, s := range config.Settings() {
+		if s.Key == "auth.jwt_secret" && s.Same(a, b) {
+			t.Fatal("two different secrets compare the same")
+		}
+	}
+}
