@@ -11,6 +11,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/chatguard/chatguard/internal/buildinfo"
 	"github.com/chatguard/chatguard/internal/config"
 	"github.com/chatguard/chatguard/internal/logging"
@@ -60,17 +62,7 @@ func TestREADMEMetricsExist(t *testing.T) {
 	cfg.Upstream = "http://" + closed
 	cfg.Redis.URL = config.Secret("redis://" + closed) // a dead Redis: the failover metrics move too
 	cfg.Limits.File = t.TempDir() + "/rate-limits.json"
-	reg := metrics.NewRegistry(buildinfo.Get())
-	logger, err := logging.New(logging.Options{Out: io.Discard, Registerer: reg})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer logger.Close()
-	a, err := newApp(cfg, logger, reg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer a.Close()
+	a, reg := testApp(t, cfg)
 	// Failed requests on a limited route, so that every labelled family has a child.
 	for i := 0; i < 4; i++ {
 		a.srv.ServeHTTP(httptest.NewRecorder(), httptest.NewRequest(http.MethodGet, "/api/messages", nil))
@@ -98,17 +90,7 @@ func TestDeadRedisFallsBackToMemory(t *testing.T) {
 	cfg.Redis.URL = "redis://127.0.0.1:1"
 	cfg.Upstream = "http://127.0.0.1:1"
 	cfg.Limits.File = "" // not in the source tree
-	reg := metrics.NewRegistry(buildinfo.Get())
-	logger, err := logging.New(logging.Options{Out: io.Discard, Registerer: reg})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer logger.Close()
-	a, err := newApp(cfg, logger, reg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer a.Close()
+	a, _ := testApp(t, cfg)
 	limited := 0
 	for i := 0; i < 35; i++ {
 		rec := httptest.NewRecorder()
@@ -149,16 +131,7 @@ func TestLoginLimitSurvivesRestart(t *testing.T) {
 		cfg := config.Defaults()
 		cfg.Upstream = "http://127.0.0.1:1"
 		cfg.Limits.File = file
-		reg := metrics.NewRegistry(buildinfo.Get())
-		logger, err := logging.New(logging.Options{Out: io.Discard, Registerer: reg})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { logger.Close() })
-		a, err := newApp(cfg, logger, reg)
-		if err != nil {
-			t.Fatal(err)
-		}
+		a, _ := testApp(t, cfg)
 		return a
 	}
 	first := run()
@@ -173,4 +146,21 @@ func TestLoginLimitSurvivesRestart(t *testing.T) {
 	if code := login(second); code != http.StatusTooManyRequests {
 		t.Fatalf("4th attempt after a restart: %d", code)
 	}
+}
+
+// testApp builds what serve runs on its own registry, closed at cleanup.
+func testApp(t *testing.T, cfg *config.Config) (*app, *prometheus.Registry) {
+	t.Helper()
+	reg := metrics.NewRegistry(buildinfo.Get())
+	logger, err := logging.New(logging.Options{Out: io.Discard, Registerer: reg})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { logger.Close() })
+	a, err := newApp(cfg, logger, reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(a.Close) // idempotent: the restart test closes its first app itself
+	return a, reg
 }
