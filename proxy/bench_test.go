@@ -3,6 +3,7 @@ package proxy
 import (
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"testing"
 
 	"github.com/chatguard/chatguard/internal/buildinfo"
@@ -59,7 +60,7 @@ func (w *discardWriter) WriteHeader(code int)        { w.status = code }
 func upstreamB(b *testing.B) string {
 	b.Helper()
 	body := []byte(`{"messages":[{"id":"m1","text":"hello","from":"ana@example.com"}],"page":2,"more":false}`)
-	s := newTestHTTPServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	s := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
 		_, _ = w.Write(body)
 	}))

@@ -242,8 +242,6 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 	}
 }
 
-func newTestHTTPServer(h http.Handler) *httptest.Server { return httptest.NewServer(h) }
-
 // withGot1xx makes a client request report informational responses.
 func withGot1xx(ctx context.Context, f func(code int)) context.Context {
 	return httptrace.WithClientTrace(ctx, &httptrace.ClientTrace{

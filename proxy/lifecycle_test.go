@@ -130,22 +130,7 @@ func TestDrainEndpoint(t *testing.T) {
 
 func TestWebSocketUpgradePassesAndDrainCloses(t *testing.T) {
 	t.Parallel()
-	up := upstream(t, func(w http.ResponseWriter, r *http.Request) {
-		c, err := websocket.Accept(w, r, nil)
-		if err != nil {
-			return
-		}
-		defer c.CloseNow()
-		for {
-			typ, msg, err := c.Read(r.Context())
-			if err != nil {
-				return
-			}
-			if err := c.Write(r.Context(), typ, msg); err != nil {
-				return
-			}
-		}
-	})
+	up := upstream(t, echoWebSocket(0))
 	h := start(t, up.URL, nil)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
@@ -273,21 +258,7 @@ func TestAdminEndpoints(t *testing.T) {
 // is closed too, not left open after the drain.
 func TestDrainClosesLateUpgrades(t *testing.T) {
 	t.Parallel()
-	up := upstream(t, func(w http.ResponseWriter, r *http.Request) {
-		time.Sleep(300 * time.Millisecond) // the upgrade answers late
-		c, err := websocket.Accept(w, r, nil)
-		if err != nil {
-			return
-		}
-		defer c.CloseNow()
-		for {
-			typ, msg, err := c.Read(r.Context())
-			if err != nil {
-				return
-			}
-			_ = c.Write(r.Context(), typ, msg)
-		}
-	})
+	up := upstream(t, echoWebSocket(300*time.Millisecond)) // the upgrade answers late
 	h := start(t, up.URL, nil)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
@@ -312,5 +283,26 @@ func TestDrainClosesLateUpgrades(t *testing.T) {
 	}
 	if n := h.srv.upgradedCount(); n != 0 {
 		t.Fatalf("%d upgraded connections tracked after the drain", n)
+	}
+}
+
+// echoWebSocket accepts a WebSocket after delay and echoes every message.
+func echoWebSocket(delay time.Duration) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		time.Sleep(delay)
+		c, err := websocket.Accept(w, r, nil)
+		if err != nil {
+			return
+		}
+		defer c.CloseNow()
+		for {
+			typ, msg, err := c.Read(r.Context())
+			if err != nil {
+				return
+			}
+			if err := c.Write(r.Context(), typ, msg); err != nil {
+				return
+			}
+		}
 	}
 }
