@@ -61,10 +61,10 @@ func (t *routeTable) names() []string {
 // a trailing slash optional, dot segments resolved — so that no spelling of
 // a limited or authenticated route reaches the backend unlimited.
 func canonicalPath(p string) string {
-	c := path.Clean("/" + p)
-	if c != "/" {
-		c = strings.TrimSuffix(c, "/")
+	if !strings.HasPrefix(p, "/") {
+		p = "/" + p
 	}
+	c := path.Clean(p) // drops a trailing slash too; no allocation for a clean path
 	for i := 0; i < len(c); i++ {
 		if b := c[i]; b >= 'A' && b <= 'Z' {
 			return strings.ToLower(c)
