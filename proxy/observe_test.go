@@ -316,3 +316,35 @@ func TestClientGoneIsLogged499(t *testing.T) {
 		return false
 	})
 }
+
+// Hop-by-hop headers stop at chatguard, both ways; end-to-end ones pass.
+func TestHopByHopHeaders(t *testing.T) {
+	t.Parallel()
+	got := make(chan http.Header, 1)
+	up := upstream(t, func(w http.ResponseWriter, r *http.Request) {
+		got <- r.Header.Clone()
+		w.Header().Set("Connection", "X-Upstream-Hop")
+		w.Header().Set("X-Upstream-Hop", "secret")
+		w.Header().Set("Keep-Alive", "timeout=5")
+		w.Header().Set("X-End-To-End", "kept")
+	})
+	h := start(t, up.URL, nil)
+	resp, _ := h.get("/", "Connection", "X-Client-Hop", "X-Client-Hop", "secret", "Proxy-Authorization", "Basic dTpw", "X-App", "kept")
+	in := <-got
+	for _, k := range []string{"X-Client-Hop", "Proxy-Authorization"} {
+		if in.Get(k) != "" {
+			t.Errorf("upstream got hop-by-hop %s", k)
+		}
+	}
+	if in.Get("X-App") != "kept" {
+		t.Errorf("end-to-end request header lost")
+	}
+	for _, k := range []string{"X-Upstream-Hop", "Keep-Alive"} {
+		if resp.Header.Get(k) != "" {
+			t.Errorf("client got hop-by-hop %s", k)
+		}
+	}
+	if resp.Header.Get("X-End-To-End") != "kept" {
+		t.Errorf("end-to-end response header lost")
+	}
+}
