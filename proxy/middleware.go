@@ -42,9 +42,6 @@ func infoFrom(ctx context.Context) *reqInfo {
 	return &reqInfo{}
 }
 
-// RequestID returns the request id chatguard gave the request in ctx.
-func RequestID(ctx context.Context) string { return infoFrom(ctx).id }
-
 // ServeHTTP is the public listener's handler: request id, limits, drain
 // refusal, chatguard's own endpoints, then the reverse proxy; one access line
 // and the metrics for every request, whatever happened.

@@ -383,9 +383,6 @@ func (t *Table[K, V]) Len() int {
 // Cap is MaxEntries.
 func (t *Table[K, V]) Cap() int { return t.max }
 
-// TTL is the default TTL.
-func (t *Table[K, V]) TTL() time.Duration { return t.ttl }
-
 // All iterates over the live entries, shard by shard, from a snapshot of
 // each shard: fn may call the table. Expired entries are skipped.
 func (t *Table[K, V]) All() iter.Seq2[K, V] {

@@ -5,7 +5,6 @@
 package logging
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -170,21 +169,6 @@ func humanInterval(d time.Duration) string {
 		return "hour"
 	}
 	return d.String()
-}
-
-type ctxKey struct{}
-
-// WithEntry returns ctx carrying the request's log entry.
-func WithEntry(ctx context.Context, e *logrus.Entry) context.Context {
-	return context.WithValue(ctx, ctxKey{}, e)
-}
-
-// FromContext returns the request's entry, or fallback when ctx has none.
-func FromContext(ctx context.Context, fallback *logrus.Entry) *logrus.Entry {
-	if e, ok := ctx.Value(ctxKey{}).(*logrus.Entry); ok {
-		return e
-	}
-	return fallback
 }
 
 // fileHook writes every line, as JSON, to combined.log and error lines to errors.log.

@@ -1,7 +1,6 @@
 package logging_test
 
 import (
-	"context"
 	"encoding/json"
 	"errors"
 	"regexp"
@@ -132,39 +131,6 @@ func TestInvalidLevel(t *testing.T) {
 			}
 			if lg != nil || !strings.HasPrefix(err.Error(), "logging: ") {
 				t.Errorf("New(Level %q) = %v, %v; want nil and a logging: error", level, lg, err)
-			}
-		})
-	}
-}
-
-func TestEntryContext(t *testing.T) {
-	t.Parallel()
-	lg, _ := newLogger(t, logging.Options{})
-	fallback := lg.WithField("scope", "fallback")
-	req := lg.WithField("requestId", "req_1")
-
-	ctx := logging.WithEntry(context.Background(), req)
-	child, cancel := context.WithCancel(ctx)
-	defer cancel()
-	type otherKey struct{}
-	tests := []struct {
-		name     string
-		ctx      context.Context
-		fallback *logrus.Entry
-		want     *logrus.Entry
-	}{
-		{"carries the entry", ctx, fallback, req},
-		{"child context inherits", child, fallback, req},
-		{"empty context falls back", context.Background(), fallback, fallback},
-		{"other values fall back", context.WithValue(context.Background(), otherKey{}, req), fallback, fallback},
-		{"nil fallback", context.Background(), nil, nil},
-		{"innermost wins", logging.WithEntry(ctx, fallback), nil, fallback},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			t.Parallel()
-			if got := logging.FromContext(tt.ctx, tt.fallback); got != tt.want {
-				t.Errorf("FromContext = %p, want %p", got, tt.want)
 			}
 		})
 	}
