@@ -26,6 +26,8 @@ type Config struct {
 	Limits Limits  `yaml:"rate_limit"`
 	Redis  Redis   `yaml:"redis"`
 	Routes []Route `yaml:"routes"`
+	// WebSocket configures the WebSocket relay and Socket.IO inspection.
+	WebSocket WebSocket `yaml:"websocket"`
 
 	// File is the YAML file the configuration was read from, if any.
 	File string `yaml:"-"`
@@ -169,6 +171,43 @@ type RouteLimit struct {
 	// Roles give other rates to admin, agent or basic users.
 	Roles  map[string]int `yaml:"roles"`
 	Shadow bool           `yaml:"shadow"`
+}
+
+// WebSocket configures the WebSocket relay and its Socket.IO inspection.
+type WebSocket struct {
+	// SocketIOPath is the path prefix inspected as Socket.IO; other upgrade
+	// paths are relayed frame by frame without inspection.
+	SocketIOPath string `yaml:"socketio_path"`
+	// Origins are host patterns (path.Match) allowed in a WebSocket's Origin
+	// header; empty allows any origin.
+	Origins          []string      `yaml:"origins"`
+	HandshakeTimeout time.Duration `yaml:"handshake_timeout"`
+	// IdleTimeout closes a socket after no frame either way; 0 = never.
+	IdleTimeout time.Duration `yaml:"idle_timeout"`
+	// MaxMessageBytes is the ceiling on one message; Engine.IO's maxPayload
+	// raises the read limit up to it.
+	MaxMessageBytes int64 `yaml:"max_message_bytes"`
+	Compression     bool  `yaml:"compression"`
+	// Polling allows Engine.IO's HTTP long-polling transport.
+	Polling bool `yaml:"polling"`
+	// Auth is none, optional or required for Socket.IO CONNECT.
+	Auth              string        `yaml:"auth"`
+	DrainCloseCode    int           `yaml:"drain_close_code"`
+	MaxSocketsPerUser int           `yaml:"max_sockets_per_user"`
+	MaxSocketsPerIP   int           `yaml:"max_sockets_per_ip"`
+	ConsistencyCheck  time.Duration `yaml:"consistency_interval"`
+	ErrorEvent        string        `yaml:"error_event"`
+	JoinEvent         string        `yaml:"join_event"`
+	LeaveEvent        string        `yaml:"leave_event"`
+	ConversationField string        `yaml:"conversation_field"`
+	Events            []EventLimit  `yaml:"events"`
+}
+
+// EventLimit limits one Socket.IO event per user (per client IP for
+// anonymous sockets).
+type EventLimit struct {
+	Name  string     `yaml:"name"`
+	Limit RouteLimit `yaml:"limit"`
 }
 
 // Development reports whether chatguard runs in development mode.

@@ -86,6 +86,18 @@ func documented() *config.Config {
 				Limit: &config.RouteLimit{Rate: 30, Period: time.Minute, Key: []string{"ip"}}},
 			{Name: "socketio", Path: "/socket.io/*"},
 		},
+		WebSocket: config.WebSocket{
+			SocketIOPath: "/socket.io/", Origins: []string{}, HandshakeTimeout: 10 * time.Second,
+			MaxMessageBytes: 1 << 20, Polling: true, Auth: "optional", DrainCloseCode: 1001,
+			MaxSocketsPerUser: 10, MaxSocketsPerIP: 100, ConsistencyCheck: 5 * time.Minute,
+			ErrorEvent: "error", JoinEvent: "join-conversation", LeaveEvent: "leave-conversation",
+			ConversationField: "conversationId",
+			Events: []config.EventLimit{
+				{Name: "send-message", Limit: config.RouteLimit{Rate: 30, Period: time.Minute, Roles: map[string]int{"agent": 60, "admin": 100}}},
+				{Name: "typing", Limit: config.RouteLimit{Rate: 120, Period: time.Minute}},
+				{Name: "join-conversation", Limit: config.RouteLimit{Rate: 30, Period: time.Minute}},
+			},
+		},
 	}
 }
 

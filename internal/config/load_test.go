@@ -161,6 +161,9 @@ func TestEverySettingRoundTripsThroughEnvAndFlag(t *testing.T) {
 				if len(c.Proxy.TrustedProxies) == 0 {
 					c.Proxy.TrustedProxies = nil
 				}
+				if len(c.WebSocket.Origins) == 0 {
+					c.WebSocket.Origins = nil
+				}
 			}
 			if !reflect.DeepEqual(byEnv, def) || !reflect.DeepEqual(byFlag, def) {
 				t.Errorf("setting %s to its own default %q changed the config:\nenv:  %+v\nflag: %+v", s.Key, v, byEnv, byFlag)

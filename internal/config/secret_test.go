@@ -111,6 +111,7 @@ func TestSettingValue(t *testing.T) {
 	c.Server.IdleTimeout = 0
 	c.Log.File = true
 	c.Log.SummaryInterval = 90 * time.Minute
+	c.WebSocket.Origins = []string{"*.example.com", "localhost:*"}
 	want := map[string]string{
 		"listen":                          "[::1]:8081",
 		"admin_listen":                    ":9090",
@@ -163,6 +164,18 @@ func TestSettingValue(t *testing.T) {
 		"redis.url":                       "",
 		"redis.timeout":                   "50ms",
 		"redis.replicas":                  "1",
+		"websocket.socketio_path":         "/socket.io/",
+		"websocket.origins":               "*.example.com,localhost:*",
+		"websocket.handshake_timeout":     "10s",
+		"websocket.idle_timeout":          "0s",
+		"websocket.max_message_bytes":     "1048576",
+		"websocket.compression":           "false",
+		"websocket.polling":               "true",
+		"websocket.auth":                  "optional",
+		"websocket.drain_close_code":      "1001",
+		"websocket.max_sockets_per_user":  "10",
+		"websocket.max_sockets_per_ip":    "100",
+		"websocket.consistency_interval":  "5m0s",
 	}
 	if len(want) != len(config.Settings()) {
 		t.Errorf("test covers %d settings, there are %d", len(want), len(config.Settings()))

@@ -201,32 +201,8 @@ func Validate(c *Config) []string {
 		default:
 			add(key+".auth", "%q must be none, optional or required", r.Auth)
 		}
-		if l := r.Limit; l != nil {
-			between(key+".limit.rate", int64(l.Rate), 1, 1_000_000_000)
-			if l.Period < time.Millisecond || l.Period > 24*time.Hour {
-				add(key+".limit.period", "must be between 1ms and 24h (got %s)", l.Period)
-			}
-			between(key+".limit.burst", int64(l.Burst), 0, 1_000_000_000)
-			if len(l.Key) == 0 {
-				add(key+".limit.key", "must name at least one part (ip, user, header:<name>, body:<field>)")
-			}
-			for _, part := range l.Key {
-				kind, arg, _ := strings.Cut(part, ":")
-				switch {
-				case part == "ip" || part == "user":
-				case (kind == "header" || kind == "body") && arg != "":
-				default:
-					add(key+".limit.key", "%q is not ip, user, header:<name> or body:<field>", part)
-				}
-			}
-			for role, rate := range l.Roles {
-				if role != "admin" && role != "agent" && role != "basic" {
-					add(key+".limit.roles", "%q is not admin, agent or basic", role)
-				}
-				between(key+".limit.roles."+role, int64(rate), 1, 1_000_000_000)
-				checkInterval(add, key+".limit.roles."+role, rate, l.Period, l.Burst, c.Limits.Multiplier)
-			}
-			checkInterval(add, key+".limit", l.Rate, l.Period, l.Burst, c.Limits.Multiplier)
+		if r.Limit != nil {
+			checkLimit(add, key+".limit", r.Limit, c.Limits.Multiplier, true)
 		}
 		for j, m := range r.Methods {
 			up := strings.ToUpper(m)
@@ -239,7 +215,45 @@ func Validate(c *Config) []string {
 	if len(c.Routes) > 64 {
 		add("routes", "at most 64 routes (got %d); each one is a metrics label value", len(c.Routes))
 	}
+	validateWebSocket(c, add)
 	return p
+}
+
+// checkLimit validates a route's or an event's limit. Events are keyed by
+// ip or user only: they have no headers or body fields of their own.
+func checkLimit(add func(string, string, ...any), key string, l *RouteLimit, multiplier float64, httpParts bool) {
+	between := func(key string, v, lo, hi int64) {
+		if v < lo || v > hi {
+			add(key, "must be between %d and %d (got %d)", lo, hi, v)
+		}
+	}
+	between(key+".rate", int64(l.Rate), 1, 1_000_000_000)
+	if l.Period < time.Millisecond || l.Period > 24*time.Hour {
+		add(key+".period", "must be between 1ms and 24h (got %s)", l.Period)
+	}
+	between(key+".burst", int64(l.Burst), 0, 1_000_000_000)
+	if len(l.Key) == 0 && httpParts {
+		add(key+".key", "must name at least one part (ip, user, header:<name>, body:<field>)")
+	}
+	for _, part := range l.Key {
+		kind, arg, _ := strings.Cut(part, ":")
+		switch {
+		case part == "ip" || part == "user":
+		case httpParts && (kind == "header" || kind == "body") && arg != "":
+		case httpParts:
+			add(key+".key", "%q is not ip, user, header:<name> or body:<field>", part)
+		default:
+			add(key+".key", "%q is not ip or user", part)
+		}
+	}
+	for role, rate := range l.Roles {
+		if role != "admin" && role != "agent" && role != "basic" {
+			add(key+".roles", "%q is not admin, agent or basic", role)
+		}
+		between(key+".roles."+role, int64(rate), 1, 1_000_000_000)
+		checkInterval(add, key+".roles."+role, rate, l.Period, l.Burst, multiplier)
+	}
+	checkInterval(add, key, l.Rate, l.Period, l.Burst, multiplier)
 }
 
 // checkInterval keeps a limit computable: one request's share of the period
