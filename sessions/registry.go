@@ -1,0 +1,393 @@
+package sessions
+
+import (
+	"errors"
+	"net/netip"
+	"slices"
+	"sync"
+	"time"
+)
+
+// Socket is a live client connection the registry can end.
+type Socket interface {
+	// Disconnect tells the client it is disconnected (a Socket.IO
+	// DISCONNECT, so that it does not reconnect blindly), then closes both
+	// sides. reason is a metrics label value. It must not block and may be
+	// called more than once.
+	Disconnect(reason string)
+}
+
+// SocketInfo describes a live socket.
+type SocketInfo struct {
+	ID          string // unique per socket: the Socket.IO socket id, else chatguard's own
+	User        string // empty for an anonymous socket
+	Role        string
+	DisplayName string
+	IP          netip.Addr
+	ConnectedAt time.Time
+}
+
+// Errors of Registry.Admit.
+var (
+	ErrTooManyUserSockets = errors.New("sessions: too many sockets for this user")
+	ErrTooManyIPSockets   = errors.New("sessions: too many sockets from this address")
+)
+
+// RegistryOptions configure a Registry.
+type RegistryOptions struct {
+	// Tables are the seed's tables the registry keeps: connectedUsers and
+	// conversationUsers. Required.
+	Tables *Standard
+	// MaxPerUser and MaxPerIP bound concurrent sockets; 0 = no bound.
+	MaxPerUser, MaxPerIP int
+	// Now is the clock; nil means time.Now.
+	Now func() time.Time
+}
+
+// Registry is the seed's SocketManager state: the live sockets, which user
+// and address each belongs to, connectedUsers (user → its latest socket)
+// and conversationUsers (conversation → users). It is safe for concurrent use.
+//
+// Lock order: r.mu, then r.idxMu or a table's shard lock. Table calls are
+// made under r.mu and may report an eviction synchronously, so OnEvicted
+// takes only r.idxMu, which guards the sockets map for readers outside r.mu
+// (writers hold both) and is never held across a table call.
+type Registry struct {
+	tables     *Standard
+	maxPerUser int
+	maxPerIP   int
+	now        func() time.Time
+
+	mu      sync.Mutex
+	idxMu   sync.Mutex
+	sockets map[string]*liveSocket
+	byUser  map[string]int
+	byIP    map[netip.Addr]int
+	pending map[string]int // users admitted whose socket is not registered yet
+}
+
+type liveSocket struct {
+	info  SocketInfo
+	sock  Socket
+	convs []string // conversations this socket joined
+}
+
+// NewRegistry returns a Registry over o.Tables. Wire its OnEvicted into
+// StandardOptions.OnConnectedUserEvicted so that an evicted user is disconnected.
+func NewRegistry(o RegistryOptions) *Registry {
+	r := &Registry{
+		tables: o.Tables, maxPerUser: o.MaxPerUser, maxPerIP: o.MaxPerIP,
+		now:     o.Now,
+		sockets: map[string]*liveSocket{}, byUser: map[string]int{}, byIP: map[netip.Addr]int{},
+	}
+	if r.now == nil {
+		r.now = time.Now
+	}
+	return r
+}
+
+// Admission is a place for one socket, taken by Admit. Release it exactly
+// once, when the socket ends (or never registered).
+type Admission struct {
+	r    *Registry
+	user string
+	ip   netip.Addr
+	once sync.Once
+}
+
+// Admit reserves a place for one more socket of user (may be empty) from
+// ip, or says which limit it is over.
+func (r *Registry) Admit(user string, ip netip.Addr) (*Admission, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.maxPerIP > 0 && r.byIP[ip] >= r.maxPerIP {
+		return nil, ErrTooManyIPSockets
+	}
+	if user != "" && r.maxPerUser > 0 && r.byUser[user] >= r.maxPerUser {
+		return nil, ErrTooManyUserSockets
+	}
+	r.byIP[ip]++
+	if user != "" {
+		r.byUser[user]++
+	}
+	return &Admission{r: r, user: user, ip: ip}, nil
+}
+
+// SetUser moves the admission to user (who was learned after the upgrade,
+// from the CONNECT payload), or reports ErrTooManyUserSockets.
+func (a *Admission) SetUser(user string) error {
+	r := a.r
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if user == a.user {
+		return nil
+	}
+	if user != "" && r.maxPerUser > 0 && r.byUser[user] >= r.maxPerUser {
+		return ErrTooManyUserSockets
+	}
+	r.decUser(a.user)
+	if user != "" {
+		r.byUser[user]++
+	}
+	a.user = user
+	return nil
+}
+
+// Release frees the place.
+func (a *Admission) Release() {
+	a.once.Do(func() {
+		r := a.r
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		r.decUser(a.user)
+		if r.byIP[a.ip]--; r.byIP[a.ip] <= 0 {
+			delete(r.byIP, a.ip)
+		}
+	})
+}
+
+func (r *Registry) decUser(user string) {
+	if user == "" {
+		return
+	}
+	if r.byUser[user]--; r.byUser[user] <= 0 {
+		delete(r.byUser, user)
+	}
+}
+
+// Connect registers a live socket; a user's latest socket becomes its
+// connectedUsers entry.
+func (r *Registry) Connect(info SocketInfo, s Socket) {
+	if info.ConnectedAt.IsZero() {
+		info.ConnectedAt = r.now()
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.idxMu.Lock()
+	r.sockets[info.ID] = &liveSocket{info: info, sock: s}
+	r.idxMu.Unlock()
+	if info.User != "" {
+		r.tables.ConnectedUsers.Set(info.User, ConnectedUser{
+			SocketID: info.ID, ConnectedAt: info.ConnectedAt, LastActivity: info.ConnectedAt,
+			Role: info.Role, DisplayName: info.DisplayName,
+		})
+	}
+}
+
+// Activity records a client event of socket id: lastActivity is now and
+// the entry's TTL starts again. Heartbeats are not activity.
+func (r *Registry) Activity(user, id string) {
+	if user == "" {
+		return
+	}
+	now := r.now()
+	r.tables.ConnectedUsers.Update(user, func(old ConnectedUser, ok bool) (ConnectedUser, time.Duration, bool) {
+		if !ok {
+			return old, 0, false // no entry: nothing to extend
+		}
+		if old.SocketID != id {
+			return old, KeepTTL, true // another socket of the user owns the entry
+		}
+		old.LastActivity = now
+		return old, r.tables.ConnectedUsers.ttl, true
+	})
+}
+
+// Join adds the socket's user to a conversation.
+func (r *Registry) Join(id, conversation string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	s := r.sockets[id]
+	if s == nil || s.info.User == "" || conversation == "" {
+		return
+	}
+	if !slices.Contains(s.convs, conversation) {
+		s.convs = append(s.convs, conversation)
+	}
+	user := s.info.User
+	r.tables.ConversationUsers.Update(conversation, func(old []string, ok bool) ([]string, time.Duration, bool) {
+		if ok && slices.Contains(old, user) {
+			return old, r.tables.ConversationUsers.ttl, true // refresh the TTL
+		}
+		return append(slices.Clip(old), user), r.tables.ConversationUsers.ttl, true
+	})
+}
+
+// Leave takes the socket's user out of a conversation, unless another of
+// the user's sockets is still in it.
+func (r *Registry) Leave(id, conversation string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	s := r.sockets[id]
+	if s == nil || s.info.User == "" {
+		return
+	}
+	s.convs = slices.DeleteFunc(s.convs, func(c string) bool { return c == conversation })
+	r.leave(s.info.User, conversation)
+}
+
+// leave removes user from conversation unless another socket of the user
+// is in it; the caller holds r.mu.
+func (r *Registry) leave(user, conversation string) {
+	for _, o := range r.sockets {
+		if o.info.User == user && slices.Contains(o.convs, conversation) {
+			return
+		}
+	}
+	r.tables.ConversationUsers.Update(conversation, func(old []string, ok bool) ([]string, time.Duration, bool) {
+		if !ok {
+			return old, KeepTTL, false
+		}
+		next := slices.DeleteFunc(slices.Clone(old), func(u string) bool { return u == user })
+		if len(next) == 0 {
+			return nil, 0, false // the conversation is empty: drop it
+		}
+		return next, KeepTTL, true
+	})
+	if users, ok := r.tables.ConversationUsers.Get(conversation); ok && len(users) == 0 {
+		r.tables.ConversationUsers.Delete(conversation)
+	}
+}
+
+// Disconnect unregisters socket id (it ended): its conversations and, if it
+// was the user's current socket, the connectedUsers entry.
+func (r *Registry) Disconnect(id string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	s := r.sockets[id]
+	if s == nil {
+		return
+	}
+	r.idxMu.Lock()
+	delete(r.sockets, id)
+	r.idxMu.Unlock()
+	user := s.info.User
+	if user == "" {
+		return
+	}
+	for _, c := range s.convs {
+		r.leave(user, c)
+	}
+	if cu, ok := r.tables.ConnectedUsers.Get(user); ok && cu.SocketID == id {
+		// Another live socket of the user takes the entry over, so that
+		// the user stays connected while any of its sockets is.
+		if next := r.latestOf(user); next != nil {
+			r.tables.ConnectedUsers.Set(user, ConnectedUser{
+				SocketID: next.info.ID, ConnectedAt: next.info.ConnectedAt, LastActivity: r.now(),
+				Role: next.info.Role, DisplayName: next.info.DisplayName,
+			})
+		} else {
+			r.tables.ConnectedUsers.Delete(user)
+		}
+	}
+}
+
+// latestOf is user's most recently connected live socket; the caller holds r.mu.
+func (r *Registry) latestOf(user string) *liveSocket {
+	var best *liveSocket
+	for _, s := range r.sockets {
+		if s.info.User == user && (best == nil || s.info.ConnectedAt.After(best.info.ConnectedAt)) {
+			best = s
+		}
+	}
+	return best
+}
+
+// Kick disconnects every socket of user with reason and reports how many.
+func (r *Registry) Kick(user, reason string) int {
+	r.mu.Lock()
+	var list []Socket
+	for _, s := range r.sockets {
+		if s.info.User == user {
+			list = append(list, s.sock)
+		}
+	}
+	r.mu.Unlock()
+	for _, s := range list {
+		s.Disconnect(reason)
+	}
+	return len(list)
+}
+
+// OnEvicted is the connectedUsers eviction callback: the socket the entry
+// named is disconnected (TTL, capacity, emergency). An entry deleted by the
+// registry itself names no live socket any more, so nothing happens.
+func (r *Registry) OnEvicted(user string, cu ConnectedUser, reason Reason) {
+	if reason == ReasonManual || reason == ReasonShutdown {
+		return // the registry's own Delete, or the process is stopping
+	}
+	r.idxMu.Lock()
+	s := r.sockets[cu.SocketID]
+	r.idxMu.Unlock()
+	if s != nil && s.info.User == user {
+		s.sock.Disconnect(reason.String())
+	}
+}
+
+// Check is the seed's consistency check. It fixes connectedUsers entries
+// whose socket is gone (removed) and live sockets whose user has no entry
+// (entry restored), and reports how many of each it found.
+func (r *Registry) Check() (staleEntries, unlistedSockets int) {
+	type entry struct {
+		user string
+		id   string
+	}
+	var entries []entry
+	for user, cu := range r.tables.ConnectedUsers.All() {
+		entries = append(entries, entry{user, cu.SocketID})
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	listed := map[string]bool{}
+	for _, e := range entries {
+		s := r.sockets[e.id]
+		if s == nil || s.info.User != e.user {
+			// The entry may have changed since All read it: drop it only
+			// if it still names the dead socket.
+			dead, removed := e.id, false
+			r.tables.ConnectedUsers.Update(e.user, func(old ConnectedUser, ok bool) (ConnectedUser, time.Duration, bool) {
+				removed = ok && old.SocketID == dead
+				return old, KeepTTL, ok && !removed
+			})
+			if removed {
+				staleEntries++
+			}
+			continue
+		}
+		listed[e.user] = true
+	}
+	for _, s := range r.sockets {
+		u := s.info.User
+		if u == "" || listed[u] {
+			continue
+		}
+		if _, ok := r.tables.ConnectedUsers.Get(u); ok {
+			listed[u] = true
+			continue
+		}
+		unlistedSockets++
+		listed[u] = true
+		latest := r.latestOf(u)
+		r.tables.ConnectedUsers.Set(u, ConnectedUser{
+			SocketID: latest.info.ID, ConnectedAt: latest.info.ConnectedAt, LastActivity: r.now(),
+			Role: latest.info.Role, DisplayName: latest.info.DisplayName,
+		})
+	}
+	return staleEntries, unlistedSockets
+}
+
+// Sockets is the number of live sockets.
+func (r *Registry) Sockets() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return len(r.sockets)
+}
+
+// StatsBlock is the seed's socket block of /api/internal/stats.
+func (r *Registry) StatsBlock() map[string]any {
+	return map[string]any{
+		"connectedSockets":    r.Sockets(),
+		"connectedUsers":      r.tables.ConnectedUsers.Len(),
+		"activeConversations": r.tables.ConversationUsers.Len(),
+	}
+}
