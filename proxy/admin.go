@@ -76,6 +76,10 @@ func (s *Server) AdminHandler() http.Handler {
 		case StatsPath:
 			s.serveStats(w, r, info)
 		default:
+			if user, ok := strings.CutPrefix(r.URL.Path, SessionsPath); ok && user != "" {
+				s.serveKick(w, r, info, user)
+				return
+			}
 			s.writeError(w, r, info, apierrors.New(apierrors.CodeNotFound, "no such admin endpoint"), sourceProxy)
 		}
 	})
@@ -128,6 +132,34 @@ func bearer(r *http.Request) (string, bool) {
 	return t, t != ""
 }
 
+// SessionsPath + {user} on the admin listener disconnects that user's sockets.
+const SessionsPath = "/api/internal/sessions/"
+
+// serveKick answers DELETE /api/internal/sessions/{user}: every socket of
+// the user is disconnected (Socket.IO DISCONNECT, then close), as an
+// eviction of its connectedUsers entry would.
+func (s *Server) serveKick(w http.ResponseWriter, r *http.Request, info *reqInfo, user string) {
+	if !s.allow(w, r, info, http.MethodDelete) {
+		return
+	}
+	if !s.authorized(r) {
+		s.writeError(w, r, info, s.authError(r), sourceProxy)
+		return
+	}
+	n := 0
+	if s.ws.registry != nil {
+		n = s.ws.registry.Kick(user, "admin")
+	}
+	if n == 0 {
+		s.writeError(w, r, info, apierrors.New(apierrors.CodeNotFound, "this user has no open socket"), sourceProxy)
+		return
+	}
+	s.log.WithFields(logrus.Fields{
+		"requestId": info.id, logging.FieldCategory: logging.CategorySocket, "sockets": n,
+	}).Info("user disconnected by an admin request")
+	writeJSON(w, r, http.StatusOK, map[string]any{"success": true, "data": map[string]any{"user": user, "disconnected": n}})
+}
+
 // serveStats answers /api/internal/stats with the seed's shape.
 func (s *Server) serveStats(w http.ResponseWriter, r *http.Request, info *reqInfo) {
 	if !s.allow(w, r, info, http.MethodGet, http.MethodHead) {
@@ -169,7 +201,7 @@ func (s *Server) serverStats() map[string]any {
 func (s *Server) upgradedCount() int {
 	s.connsMu.Lock()
 	defer s.connsMu.Unlock()
-	return len(s.conns)
+	return len(s.conns) + s.ws.live()
 }
 
 func writeJSON(w http.ResponseWriter, r *http.Request, status int, v any) {

@@ -31,6 +31,9 @@ type reqInfo struct {
 	code           apierrors.Code
 	reason         string
 	closed         bool // the client went away before the upstream answered
+	// onResponse, when set, sees the upstream's response first (Socket.IO
+	// polling inspection).
+	onResponse func(*http.Response)
 }
 
 type infoKey struct{}
@@ -97,6 +100,16 @@ func (s *Server) handle(w *responseWriter, r *http.Request, info *reqInfo) {
 	}
 	if !s.guard(w, r, info) {
 		return
+	}
+	if s.ws != nil {
+		if isWebSocketUpgrade(r) {
+			s.serveWebSocket(w, r, info)
+			return
+		}
+		if s.ws.isSocketIO(r) && r.URL.Query().Get("transport") == "polling" {
+			s.servePolling(w, r, info)
+			return
+		}
 	}
 	s.proxy.ServeHTTP(w, r)
 }

@@ -14,6 +14,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/coder/websocket"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/sirupsen/logrus"
 
@@ -43,21 +44,27 @@ type Options struct {
 	UserRoles *sessions.Table[string, string]
 	// Abuse blocks IPs with too many rejections; nil means none.
 	Abuse *limiter.Abuse
+	// Sockets is the registry of live sockets (presence, per-user and
+	// per-IP socket limits, forced disconnects); nil means WebSockets are
+	// relayed and inspected without presence tracking.
+	Sockets *sessions.Registry
 }
 
 // Server is chatguard's HTTP side. It is safe for concurrent use.
 type Server struct {
-	cfg      *config.Config
-	log      *logrus.Logger
-	now      func() time.Time
-	gatherer prometheus.Gatherer
-	metrics  *serverMetrics
-	routing  atomic.Pointer[routing]
-	trust    trustedProxies
-	proxy    *httputil.ReverseProxy
-	idle     interface{ CloseIdleConnections() }
-	classify apierrors.ClassifyOptions
-	started  time.Time
+	cfg        *config.Config
+	log        *logrus.Logger
+	now        func() time.Time
+	gatherer   prometheus.Gatherer
+	metricsReg prometheus.Registerer
+	metrics    *serverMetrics
+	ws         *wsHub
+	routing    atomic.Pointer[routing]
+	trust      trustedProxies
+	proxy      *httputil.ReverseProxy
+	idle       interface{ CloseIdleConnections() }
+	classify   apierrors.ClassifyOptions
+	started    time.Time
 
 	limiter   *limiter.Limiter
 	verifier  *identity.Verifier
@@ -91,19 +98,20 @@ func New(o Options) (*Server, error) {
 		return nil, fmt.Errorf("proxy: upstream: %w", err)
 	}
 	s := &Server{
-		cfg:       o.Config,
-		log:       o.Logger,
-		now:       o.Now,
-		gatherer:  o.Registry,
-		trust:     newTrustedProxies(o.Config.Proxy.TrustedProxies),
-		classify:  apierrors.ClassifyOptions{Development: o.Config.Development()},
-		conns:     map[*trackedConn]struct{}{},
-		drainDone: make(chan struct{}),
-		stats:     map[string]func() any{},
-		limiter:   o.Limiter,
-		verifier:  o.Verifier,
-		userRoles: o.UserRoles,
-		abuse:     o.Abuse,
+		cfg:        o.Config,
+		log:        o.Logger,
+		now:        o.Now,
+		gatherer:   o.Registry,
+		metricsReg: o.Registry,
+		trust:      newTrustedProxies(o.Config.Proxy.TrustedProxies),
+		classify:   apierrors.ClassifyOptions{Development: o.Config.Development()},
+		conns:      map[*trackedConn]struct{}{},
+		drainDone:  make(chan struct{}),
+		stats:      map[string]func() any{},
+		limiter:    o.Limiter,
+		verifier:   o.Verifier,
+		userRoles:  o.UserRoles,
+		abuse:      o.Abuse,
 	}
 	if s.now == nil {
 		s.now = time.Now
@@ -121,6 +129,12 @@ func New(o Options) (*Server, error) {
 		s.idle = t
 	}
 	s.proxy = s.newReverseProxy(target, transport)
+	if s.ws, err = newWSHub(s, target, o.Sockets); err != nil {
+		return nil, err
+	}
+	if o.Sockets != nil {
+		s.AddStats("socket", func() any { return o.Sockets.StatsBlock() })
+	}
 	return s, nil
 }
 
@@ -139,6 +153,7 @@ func (s *Server) Reload(cfg *config.Config) (ignored []string, err error) {
 		}
 	}
 	s.routing.Store(newRouting(cfg, s.metrics))
+	s.ws.events.Store(newEventPolicies(cfg))
 	for _, st := range config.Settings() {
 		if !st.Same(cfg, s.cfg) && st.Key != "rate_limit.multiplier" && st.Key != "rate_limit.shadow" {
 			ignored = append(ignored, st.Key)
@@ -187,6 +202,8 @@ func (s *Server) Serve(ctx context.Context, public, admin net.Listener) error {
 		MaxHeaderBytes:    64 << 10,
 		ErrorLog:          errLog,
 	}
+	s.ws.start()
+	defer s.ws.stop()
 	errc := make(chan error, 2)
 	go func() { errc <- pub.Serve(public) }()
 	go func() { errc <- adm.Serve(admin) }()
@@ -268,8 +285,11 @@ func (s *Server) drain() {
 	time.Sleep(s.cfg.Server.DrainDelay)
 
 	s.refusing.Store(true)
-	closed := s.closeUpgraded()
 	deadline := time.Now().Add(s.cfg.Server.ShutdownTimeout)
+	wsCtx, cancel := context.WithDeadline(context.Background(), deadline)
+	closed := s.ws.closeAll(wsCtx, websocket.StatusCode(s.cfg.WebSocket.DrainCloseCode))
+	cancel()
+	closed += s.closeUpgraded()
 	for s.inFlight.Load() > 0 && time.Now().Before(deadline) {
 		time.Sleep(5 * time.Millisecond)
 	}

@@ -103,6 +103,9 @@ func (s *Server) upstreamFailed(w http.ResponseWriter, r *http.Request, err erro
 // rewriteError turns an upstream error reply into the envelope. Replies
 // below 400, event streams and switching protocols are never touched.
 func (s *Server) rewriteError(resp *http.Response) error {
+	if info := infoFrom(resp.Request.Context()); info.onResponse != nil {
+		info.onResponse(resp)
+	}
 	if resp.StatusCode < 400 {
 		return nil
 	}
@@ -112,16 +115,9 @@ func (s *Server) rewriteError(resp *http.Response) error {
 	}
 	info := infoFrom(resp.Request.Context())
 	body, truncated := s.readErrorBody(resp)
-	res := apierrors.ClassifyUpstream(apierrors.Reply{
+	status, out := s.classifyReply(info, apierrors.Reply{
 		Status: resp.StatusCode, ContentType: ct, Body: body, Truncated: truncated,
-	}, info.id, s.classify)
-
-	status, out, source := resp.StatusCode, res.Body, sourcePassthrough
-	if !res.PassThrough {
-		status, out, source = res.Err.HTTPStatus(), res.Err.Marshal(info.id, s.now()), sourceUpstream
-	}
-	info.upstreamStatus, info.code = resp.StatusCode, res.Code
-	s.metrics.envelopes.WithLabelValues(envelopeCode(res.Code), source).Inc()
+	})
 
 	h := resp.Header
 	for _, k := range []string{"Content-Encoding", "Content-Length", "Transfer-Encoding", "Etag", "Content-Md5", "Last-Modified", "Accept-Ranges"} {
@@ -135,6 +131,19 @@ func (s *Server) rewriteError(resp *http.Response) error {
 	resp.TransferEncoding = nil
 	resp.Uncompressed = false
 	return nil
+}
+
+// classifyReply turns an upstream error reply into what the client gets
+// (the envelope, or the upstream's own envelope), and counts it.
+func (s *Server) classifyReply(info *reqInfo, rep apierrors.Reply) (status int, body []byte) {
+	res := apierrors.ClassifyUpstream(rep, info.id, s.classify)
+	status, body, source := rep.Status, res.Body, sourcePassthrough
+	if !res.PassThrough {
+		status, body, source = res.Err.HTTPStatus(), res.Err.Marshal(info.id, s.now()), sourceUpstream
+	}
+	info.upstreamStatus, info.code = rep.Status, res.Code
+	s.metrics.envelopes.WithLabelValues(envelopeCode(res.Code), source).Inc()
+	return status, body
 }
 
 // readErrorBody reads at most the inspection cap of an error body, undoing

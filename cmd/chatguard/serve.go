@@ -9,6 +9,7 @@ import (
 	"os/signal"
 	"runtime/debug"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -91,16 +92,28 @@ type app struct {
 	watchdog *sessions.Watchdog
 	closers  []func() error
 	reloadMu sync.Mutex
+	// sockets receives connectedUsers evictions; set once the registry
+	// exists, before any socket does.
+	sockets atomic.Pointer[sessions.Registry]
 }
 
 // newApp builds the proxy, the table manager and the watchdog, registering
 // their metrics on reg.
 func newApp(cfg *config.Config, logger *logging.Logger, reg *prometheus.Registry) (*app, error) {
-	tables, std, watchdog, err := startMemoryManagement(cfg, logger, reg)
+	a := &app{}
+	tables, std, watchdog, err := startMemoryManagement(cfg, logger, reg, func(user string, c sessions.ConnectedUser, r sessions.Reason) {
+		if sockets := a.sockets.Load(); sockets != nil {
+			sockets.OnEvicted(user, c, r)
+		}
+	})
 	if err != nil {
 		return nil, fmt.Errorf("memory management: %w", err)
 	}
-	a := &app{tables: tables, watchdog: watchdog}
+	a.tables, a.watchdog = tables, watchdog
+	sockets := sessions.NewRegistry(sessions.RegistryOptions{
+		Tables: std, MaxPerUser: cfg.WebSocket.MaxSocketsPerUser, MaxPerIP: cfg.WebSocket.MaxSocketsPerIP,
+	})
+	a.sockets.Store(sockets)
 	verifier, err := newVerifier(cfg.Auth)
 	if err != nil {
 		a.Close()
@@ -147,7 +160,7 @@ func newApp(cfg *config.Config, logger *logging.Logger, reg *prometheus.Registry
 	}
 	a.srv, err = proxy.New(proxy.Options{
 		Config: cfg, Logger: logger.Logger, Registry: reg,
-		Limiter: lim, Verifier: verifier, UserRoles: std.UserRoles, Abuse: abuse,
+		Limiter: lim, Verifier: verifier, UserRoles: std.UserRoles, Abuse: abuse, Sockets: sockets,
 	})
 	if err != nil {
 		a.Close()
@@ -233,10 +246,11 @@ func (a *app) Close() {
 
 // startMemoryManagement makes the table manager with the seed's tables and
 // the memory watchdog.
-func startMemoryManagement(cfg *config.Config, logger *logging.Logger, reg *prometheus.Registry) (*sessions.Manager, *sessions.Standard, *sessions.Watchdog, error) {
+func startMemoryManagement(cfg *config.Config, logger *logging.Logger, reg *prometheus.Registry,
+	onUserEvicted func(string, sessions.ConnectedUser, sessions.Reason)) (*sessions.Manager, *sessions.Standard, *sessions.Watchdog, error) {
 	perf := logger.WithField(logging.FieldCategory, logging.CategoryPerformance)
 	m := sessions.NewManager(sessions.ManagerOptions{SweepInterval: cfg.Memory.SweepInterval, Logger: perf})
-	std, err := sessions.NewStandard(m, cfg.Tables, sessions.StandardOptions{})
+	std, err := sessions.NewStandard(m, cfg.Tables, sessions.StandardOptions{OnConnectedUserEvicted: onUserEvicted})
 	if err != nil {
 		m.Close()
 		return nil, nil, nil, err

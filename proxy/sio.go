@@ -1,0 +1,536 @@
+package proxy
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"net/http"
+	"net/netip"
+	"sync"
+	"time"
+
+	"github.com/coder/websocket"
+	"github.com/sirupsen/logrus"
+
+	apierrors "github.com/chatguard/chatguard/errors"
+	"github.com/chatguard/chatguard/internal/config"
+	"github.com/chatguard/chatguard/internal/identity"
+	"github.com/chatguard/chatguard/internal/logging"
+	"github.com/chatguard/chatguard/internal/socketio"
+	"github.com/chatguard/chatguard/limiter"
+	"github.com/chatguard/chatguard/sessions"
+)
+
+// sioSession is one Engine.IO session as chatguard follows it, whichever
+// transport carries it (long-polling, then usually a WebSocket): who the
+// client is, which namespaces it joined, and what is owed to it. It is the
+// sessions.Socket the registry disconnects.
+type sioSession struct {
+	hub    *wsHub
+	reqID  string
+	ip     netip.Addr
+	reqTok identity.Identity // from the handshake request's token, when it verified
+	reqErr error             // why the handshake token did not verify (ErrMissing: none)
+	adm    *sessions.Admission
+
+	mu         sync.Mutex
+	sid        string            // Engine.IO session id, from the open packet
+	pair       *wsPair           // the WebSocket transport; nil while polling
+	id         identity.Identity // who CONNECT said the client is
+	socketID   string            // the registry's id: the first Socket.IO socket id
+	registered bool
+	namespaces []string // namespaces the upstream accepted
+	skip       int      // binary attachments of a taken-out packet still to drop
+	notices    [][]byte // packets for the client's next poll
+	lastSeen   time.Time
+	upgraded   bool // the client finished the upgrade to WebSocket
+	killed     bool // polling: end the session once the next poll carried the notices
+	closed     bool // polling: the upstream sent the close packet
+	poll       *upstreamPoll
+	wake       chan struct{}   // a notice arrived for a waiting GET
+	pollCtx    context.Context // the life of polls sent on the session's behalf
+	pollStop   context.CancelFunc
+	over       bool
+	overOnce   sync.Once
+}
+
+// sessionFor finds the session a Socket.IO request belongs to (by its sid)
+// or starts one, admitted against the per-user and per-IP socket limits.
+func (h *wsHub) sessionFor(r *http.Request, info *reqInfo) (*sioSession, *apierrors.Error) {
+	sid := r.URL.Query().Get("sid")
+	if sid != "" {
+		h.mu.Lock()
+		sess := h.polls[sid]
+		h.mu.Unlock()
+		if sess != nil {
+			return sess, nil
+		}
+	}
+	sess := &sioSession{hub: h, reqID: info.id, ip: info.client, sid: sid, lastSeen: time.Now(), wake: make(chan struct{}, 1)}
+	sess.pollCtx, sess.pollStop = context.WithCancel(context.Background())
+	sess.reqErr = identity.ErrMissing
+	if h.cfg.Auth != authNone {
+		sess.reqTok, sess.reqErr = h.identify(r)
+	}
+	if h.registry != nil {
+		adm, err := h.registry.Admit(sess.reqTok.User, info.client)
+		if err != nil {
+			return nil, socketLimitError(err)
+		}
+		sess.adm = adm
+	}
+	return sess, nil
+}
+
+func socketLimitError(err error) *apierrors.Error {
+	e := apierrors.New(apierrors.CodeRateLimitExceeded, "too many open sockets")
+	switch {
+	case errors.Is(err, sessions.ErrTooManyUserSockets):
+		e.Details = map[string]any{"policy": "sockets_per_user"}
+	default:
+		e.Details = map[string]any{"policy": "sockets_per_ip"}
+	}
+	e.Header = http.Header{"Retry-After": {"1"}}
+	return e
+}
+
+func (s *sioSession) attach(p *wsPair) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.pair = p
+}
+
+// detach is told that p ended. A WebSocket that carried the session ends
+// it; a probe that never completed the upgrade leaves polling going.
+func (s *sioSession) detach(p *wsPair) {
+	s.mu.Lock()
+	mine := s.pair == p
+	if mine {
+		s.pair = nil
+	}
+	polling := !s.upgraded && s.sid != "" && s.hub.followsPoll(s.sid)
+	s.mu.Unlock()
+	if mine && !polling {
+		s.ended()
+	}
+}
+
+// release frees what an unused session holds (its handshake failed).
+func (s *sioSession) release() {
+	s.mu.Lock()
+	polling := s.sid != "" && s.hub.followsPoll(s.sid)
+	s.mu.Unlock()
+	if !polling {
+		s.ended()
+	}
+}
+
+// ended unregisters the session: the socket is gone.
+func (s *sioSession) ended() {
+	s.overOnce.Do(func() {
+		s.mu.Lock()
+		s.over = true
+		id, registered, sid := s.socketID, s.registered, s.sid
+		s.mu.Unlock()
+		s.pollStop()
+		h := s.hub
+		if sid != "" {
+			h.mu.Lock()
+			if h.polls[sid] == s {
+				delete(h.polls, sid)
+			}
+			h.mu.Unlock()
+		}
+		if registered {
+			h.registry.Disconnect(id)
+		}
+		if s.adm != nil {
+			s.adm.Release()
+		}
+	})
+}
+
+// fromClient inspects one message from the client on the WebSocket and
+// reports whether to forward it; what it takes out it answers itself.
+func (s *sioSession) fromClient(typ websocket.MessageType, msg []byte) bool {
+	if typ == websocket.MessageBinary {
+		return s.takeAttachment()
+	}
+	t, data, _, err := socketio.ParseEIO(msg)
+	if err != nil {
+		return true // not ours to judge: the upstream answers malformed input
+	}
+	switch t {
+	case socketio.EIOUpgrade:
+		s.mu.Lock()
+		s.upgraded = true
+		sid := s.sid
+		s.mu.Unlock()
+		s.hub.unfollowPoll(sid, s)
+	case socketio.EIOMessage:
+		v := s.clientPacket(data)
+		s.deliver(v)
+		return v.forward
+	}
+	return true
+}
+
+// takeAttachment reports whether a binary attachment goes on (false: it
+// belongs to a packet that was taken out).
+func (s *sioSession) takeAttachment() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.skip > 0 {
+		s.skip--
+		return false
+	}
+	return true
+}
+
+// verdict is what to do with one client packet.
+type verdict struct {
+	forward bool
+	replies [][]byte // Engine.IO packets for the client
+	kill    bool     // close the session after the replies
+}
+
+// clientPacket applies identity, presence and per-event limits to one
+// Socket.IO packet from the client (the data of an Engine.IO message).
+func (s *sioSession) clientPacket(data []byte) verdict {
+	pkt, err := socketio.Parse(data)
+	if err != nil {
+		return verdict{forward: true}
+	}
+	switch pkt.Type {
+	case socketio.PacketConnect:
+		return s.connect(pkt)
+	case socketio.PacketEvent, socketio.PacketBinaryEvent:
+		return s.event(pkt)
+	case socketio.PacketAck, socketio.PacketBinaryAck:
+		s.activity()
+	}
+	return verdict{forward: true}
+}
+
+// connect resolves who the client is: the handshake request's token, else
+// the CONNECT auth payload's. With websocket.auth required and no valid
+// token, the client gets CONNECT_ERROR carrying the 401 envelope.
+func (s *sioSession) connect(pkt socketio.Packet) verdict {
+	h := s.hub
+	id, err := s.reqTok, s.reqErr
+	if id.User == "" && len(pkt.Data) > 0 && h.s.verifier != nil {
+		if tok, ok := socketio.StringField(pkt.Data, "token"); ok && tok != "" {
+			id, err = h.s.verifier.Verify(tok)
+		}
+	}
+	if id.User == "" && h.cfg.Auth == authRequired {
+		e := authError(err)
+		h.metrics.rejections.WithLabelValues("connect", "auth").Inc()
+		h.s.log.WithFields(logrus.Fields{
+			"requestId": s.reqID, logging.FieldCategory: logging.CategoryAuth, "code": string(e.Code),
+		}).Warn("socket.io connect refused")
+		return verdict{replies: [][]byte{socketio.EncodeConnectError(pkt.Namespace, string(e.Code), e.Marshal(s.reqID, h.s.now()))}, kill: true}
+	}
+	if h.cfg.Auth == authNone {
+		id = identity.Identity{}
+	}
+	if id.User != "" && s.adm != nil {
+		if err := s.adm.SetUser(id.User); err != nil {
+			e := socketLimitError(err)
+			h.metrics.rejections.WithLabelValues("connect", "rate_limited").Inc()
+			return verdict{replies: [][]byte{socketio.EncodeConnectError(pkt.Namespace, string(e.Code), e.Marshal(s.reqID, h.s.now()))}, kill: true}
+		}
+	}
+	if id.User != "" && h.s.userRoles != nil {
+		h.s.userRoles.Set(id.User, id.Role)
+	}
+	s.mu.Lock()
+	if s.id.User == "" {
+		s.id = id
+	}
+	s.mu.Unlock()
+	return verdict{forward: true}
+}
+
+func authError(err error) *apierrors.Error {
+	switch {
+	case errors.Is(err, identity.ErrExpired):
+		return apierrors.New(apierrors.CodeTokenExpired, "")
+	case err == nil || errors.Is(err, identity.ErrMissing):
+		return apierrors.New(apierrors.CodeAuthRequired, "")
+	}
+	return apierrors.New(apierrors.CodeTokenInvalid, "")
+}
+
+// event counts a client event, extends the user's TTL, follows joins and
+// leaves, and applies the event's limit.
+func (s *sioSession) event(pkt socketio.Packet) verdict {
+	h := s.hub
+	name, _ := socketio.EventName(pkt.Data)
+	pol := h.events.Load()
+	h.metrics.events.WithLabelValues(pol.label(name)).Inc()
+	s.activity()
+	s.mu.Lock()
+	user, role, socketID := s.id.User, s.id.Role, s.socketID
+	s.mu.Unlock()
+
+	if p := pol.byName[name]; p != nil && h.s.limiter != nil {
+		d, err := h.s.limiter.Decide(context.Background(), p, limiter.Request{IP: s.ip, User: user, Role: role})
+		if err != nil {
+			h.s.log.WithError(err).WithFields(logrus.Fields{"requestId": s.reqID, logging.FieldCategory: logging.CategorySecurity}).
+				Warn("rate-limit store failed; event let through")
+		} else if d.Limited() {
+			return s.rejectEvent(pkt, name, d)
+		}
+	}
+	if h.registry != nil && socketID != "" {
+		if name == h.cfg.JoinEvent || name == h.cfg.LeaveEvent {
+			if arg, ok := socketio.EventArg(pkt.Data, 0); ok {
+				if conv, ok := socketio.StringField(arg, h.cfg.ConversationField); ok && conv != "" && len(conv) <= 256 {
+					if name == h.cfg.JoinEvent {
+						h.registry.Join(socketID, conv)
+					} else {
+						h.registry.Leave(socketID, conv)
+					}
+				}
+			}
+		}
+	}
+	return verdict{forward: true}
+}
+
+// rejectEvent takes an over-limit event out: its attachments too, and the
+// client hears of it on the ack it asked for, else on the error event.
+func (s *sioSession) rejectEvent(pkt socketio.Packet, name string, d limiter.Decision) verdict {
+	h := s.hub
+	retry := ceilSeconds(d.RetryAfter)
+	e := apierrors.New(apierrors.CodeRateLimitExceeded, "")
+	e.Details = map[string]any{
+		"event":             name,
+		"limit":             d.Limit.Rate,
+		"windowSeconds":     d.Limit.Period.Seconds(),
+		"retryAfterSeconds": retry,
+	}
+	env := json.RawMessage(e.Marshal(s.reqID, h.s.now()))
+	h.metrics.rejections.WithLabelValues(h.events.Load().label(name), "rate_limited").Inc()
+	h.s.metrics.envelopes.WithLabelValues(envelopeCode(e.Code), sourceProxy).Inc()
+	if h.s.abuse != nil {
+		h.s.abuse.Rejected(s.ip)
+	}
+	h.s.log.WithFields(logrus.Fields{
+		"requestId": s.reqID, logging.FieldCategory: logging.CategorySecurity,
+		"event": name, "retryAfterSeconds": retry,
+	}).Info("socket.io event over its limit")
+	if pkt.Type == socketio.PacketBinaryEvent {
+		s.mu.Lock()
+		s.skip += pkt.Attachments
+		s.mu.Unlock()
+	}
+	var reply []byte
+	if pkt.ID >= 0 {
+		reply = socketio.EncodeAck(pkt.Namespace, pkt.ID, env)
+	} else {
+		reply = socketio.EncodeEvent(pkt.Namespace, -1, h.cfg.ErrorEvent, env)
+	}
+	return verdict{replies: [][]byte{reply}}
+}
+
+// activity extends the user's connectedUsers entry (client events only;
+// heartbeats never come here).
+func (s *sioSession) activity() {
+	h := s.hub
+	if h.registry == nil {
+		return
+	}
+	s.mu.Lock()
+	user, id, ok := s.id.User, s.socketID, s.registered
+	s.mu.Unlock()
+	if ok {
+		h.registry.Activity(user, id)
+	}
+}
+
+// deliver sends a verdict's replies to the client over the WebSocket.
+func (s *sioSession) deliver(v verdict) {
+	if len(v.replies) == 0 && !v.kill {
+		return
+	}
+	s.mu.Lock()
+	p := s.pair
+	if p == nil { // polling: the next poll carries them
+		s.notices = append(s.notices, v.replies...)
+		s.killed = s.killed || v.kill
+		s.mu.Unlock()
+		s.notify()
+		return
+	}
+	s.mu.Unlock()
+	for _, r := range v.replies {
+		if err := p.send(r); err != nil {
+			break
+		}
+	}
+	if v.kill {
+		s.hub.background(func() { p.end(sideChatguard, websocket.StatusPolicyViolation, "connection refused", "auth") })
+	}
+}
+
+// fromUpstream follows what the upstream tells the client: the open packet
+// (the session id, maxPayload) and which namespaces it accepted. Every
+// message is forwarded.
+func (s *sioSession) fromUpstream(typ websocket.MessageType, msg []byte) bool {
+	if typ != websocket.MessageText || len(msg) < 2 {
+		return true
+	}
+	switch msg[0] {
+	case byte(socketio.EIOOpen):
+		s.opened(msg[1:])
+	case byte(socketio.EIOMessage):
+		if msg[1] == '0' || msg[1] == '1' {
+			s.upstreamPacket(msg[1:])
+		}
+	}
+	return true
+}
+
+// opened reads the open packet: the session id and Engine.IO's maxPayload,
+// which lowers the client's read limit (never above the configured ceiling).
+func (s *sioSession) opened(data []byte) {
+	o, err := socketio.ParseOpen(data)
+	if err != nil {
+		return
+	}
+	s.mu.Lock()
+	if s.sid == "" {
+		s.sid = o.SID
+	}
+	p := s.pair
+	s.mu.Unlock()
+	if p != nil && o.MaxPayload > 0 {
+		p.client.SetReadLimit(min(max(o.MaxPayload, 1024), s.hub.cfg.MaxMessageBytes))
+	}
+}
+
+// upstreamPacket follows CONNECT (accepted: the socket is registered) and
+// DISCONNECT from the upstream.
+func (s *sioSession) upstreamPacket(data []byte) {
+	pkt, err := socketio.Parse(data)
+	if err != nil {
+		return
+	}
+	h := s.hub
+	s.mu.Lock()
+	switch pkt.Type {
+	case socketio.PacketConnect:
+		s.namespaces = append(s.namespaces, pkt.Namespace)
+		if s.registered || h.registry == nil || s.over {
+			s.mu.Unlock()
+			return
+		}
+		id, _ := socketio.StringField(pkt.Data, "sid")
+		if id == "" || len(id) > 64 {
+			id = h.newSocketID()
+		}
+		s.socketID, s.registered = id, true
+		info := sessions.SocketInfo{ID: id, User: s.id.User, Role: s.id.Role, DisplayName: s.id.Name, IP: s.ip}
+		s.mu.Unlock()
+		h.registry.Connect(info, s)
+		return
+	case socketio.PacketDisconnect:
+		for i, ns := range s.namespaces {
+			if ns == pkt.Namespace {
+				s.namespaces = append(s.namespaces[:i], s.namespaces[i+1:]...)
+				break
+			}
+		}
+	}
+	s.mu.Unlock()
+}
+
+// Disconnect is the registry's way to end the socket (eviction, admin):
+// the client gets DISCONNECT for each namespace, so that it does not
+// reconnect blindly; the upstream hears the client leave; then both close.
+func (s *sioSession) Disconnect(reason string) {
+	s.hub.metrics.forced.WithLabelValues(reason).Inc()
+	s.hub.background(func() { s.disconnect(reason) })
+}
+
+func (s *sioSession) disconnect(reason string) {
+	s.mu.Lock()
+	nss := append([]string(nil), s.namespaces...)
+	if len(nss) == 0 {
+		nss = []string{"/"}
+	}
+	p := s.pair
+	if p == nil {
+		for _, ns := range nss {
+			s.notices = append(s.notices, socketio.EncodeDisconnect(ns))
+		}
+		s.killed = true
+		s.mu.Unlock()
+		s.notify()
+		return
+	}
+	s.mu.Unlock()
+	for _, ns := range nss {
+		_ = p.send(socketio.EncodeDisconnect(ns))
+		_ = p.sendUp(socketio.EncodeDisconnect(ns))
+	}
+	s.hub.s.log.WithFields(logrus.Fields{
+		"requestId": s.reqID, logging.FieldCategory: logging.CategorySocket, "reason": reason,
+	}).Info("socket disconnected by chatguard")
+	p.end(sideChatguard, websocket.StatusNormalClosure, "disconnected: "+reason, "")
+}
+
+// notify wakes a GET poll waiting for the upstream: the client is owed packets.
+func (s *sioSession) notify() {
+	select {
+	case s.wake <- struct{}{}:
+	default:
+	}
+}
+
+// background runs fn in a goroutine the hub waits for on Close.
+func (h *wsHub) background(fn func()) {
+	h.wg.Add(1)
+	go func() {
+		defer h.wg.Done()
+		fn()
+	}()
+}
+
+// eventPolicies are the per-event limits, swapped whole on reload.
+type eventPolicies struct {
+	byName map[string]*limiter.Policy
+	labels map[string]bool // event names that are metrics label values
+}
+
+func newEventPolicies(cfg *config.Config) *eventPolicies {
+	w := cfg.WebSocket
+	e := &eventPolicies{byName: map[string]*limiter.Policy{}, labels: map[string]bool{}}
+	for _, name := range []string{w.JoinEvent, w.LeaveEvent} {
+		e.labels[name] = true
+	}
+	for _, ev := range w.Events {
+		l := ev.Limit
+		if len(l.Key) == 0 {
+			l.Key = []string{"user"} // an anonymous socket falls back to its IP
+		}
+		e.byName[ev.Name] = limiter.NewPolicy("event:"+ev.Name, l, cfg.Limits.Multiplier)
+		e.labels[ev.Name] = true
+	}
+	if cfg.Limits.Shadow {
+		for _, p := range e.byName {
+			p.Shadow = true
+		}
+	}
+	return e
+}
+
+// label bounds the event label: configured names, else "other".
+func (e *eventPolicies) label(name string) string {
+	if e.labels[name] {
+		return name
+	}
+	return "other"
+}

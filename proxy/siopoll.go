@@ -1,0 +1,246 @@
+package proxy
+
+import (
+	"bytes"
+	"io"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/coder/websocket"
+
+	apierrors "github.com/chatguard/chatguard/errors"
+	"github.com/chatguard/chatguard/internal/socketio"
+)
+
+// Engine.IO long-polling: GET receives packets, POST sends them, both with
+// the session id in the query once the handshake GET has answered the open
+// packet. chatguard follows the session so that presence and per-event
+// limits hold on this transport too: an over-limit event is taken out of
+// the POST body before it goes upstream, and the client is told on its
+// next poll (the packets chatguard owes it are appended to that response).
+
+// pollGrace is how long a polling session is followed without a request:
+// Socket.IO's default pingInterval + pingTimeout (25 s + 20 s) and a margin.
+const pollGrace = 60 * time.Second
+
+// maxPollBody bounds a polling body chatguard reads to inspect.
+func (h *wsHub) maxPollBody() int64 { return h.cfg.MaxMessageBytes * 2 }
+
+// servePolling inspects one Engine.IO polling request and proxies it.
+func (s *Server) servePolling(w *responseWriter, r *http.Request, info *reqInfo) {
+	h := s.ws
+	if !h.cfg.Polling {
+		e := apierrors.New(apierrors.CodeValidation, "the polling transport is disabled; connect with transports: [\"websocket\"]")
+		e.Details = map[string]any{"transport": "polling"}
+		s.writeError(w, r, info, e, sourceProxy)
+		return
+	}
+	sid := r.URL.Query().Get("sid")
+	if sid == "" {
+		if r.Method != http.MethodGet {
+			s.proxy.ServeHTTP(w, r)
+			return
+		}
+		sess, e := h.sessionFor(r, info)
+		if e != nil {
+			h.metrics.outcomes.WithLabelValues(outcomeLimited).Inc()
+			s.writeError(w, r, info, e, sourceProxy)
+			return
+		}
+		r.Header.Del("Accept-Encoding") // an uncompressed body can be read and extended
+		info.onResponse = func(resp *http.Response) { h.handshakeAnswered(sess, resp) }
+		s.proxy.ServeHTTP(w, r)
+		if !h.followsPoll(sess.sid) {
+			sess.release() // the handshake failed: nothing to follow
+		}
+		return
+	}
+	h.mu.Lock()
+	sess := h.polls[sid]
+	h.mu.Unlock()
+	if sess == nil { // a session chatguard never saw (another replica, a restart)
+		s.proxy.ServeHTTP(w, r)
+		return
+	}
+	sess.seen()
+	switch r.Method {
+	case http.MethodPost:
+		if !h.inspectPost(sess, w, r, info) {
+			return
+		}
+	case http.MethodGet:
+		h.pollGet(sess, w, r, info)
+		return
+	}
+	s.proxy.ServeHTTP(w, r)
+}
+
+func (h *wsHub) followsPoll(sid string) bool {
+	if sid == "" {
+		return false
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.polls[sid] != nil
+}
+
+// unfollowPoll stops following sess as a polling session (it upgraded).
+func (h *wsHub) unfollowPoll(sid string, sess *sioSession) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.polls[sid] == sess {
+		delete(h.polls, sid)
+	}
+}
+
+func (s *sioSession) seen() {
+	s.mu.Lock()
+	s.lastSeen = time.Now()
+	s.mu.Unlock()
+}
+
+func (s *sioSession) pollExpired(now time.Time) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.pair == nil && now.Sub(s.lastSeen) > pollGrace
+}
+
+// handshakeAnswered reads the open packet of a handshake response and
+// starts following the session.
+func (h *wsHub) handshakeAnswered(sess *sioSession, resp *http.Response) {
+	if resp.StatusCode != http.StatusOK {
+		return
+	}
+	body, ok := readSmall(resp, h.maxPollBody())
+	if !ok {
+		return
+	}
+	for _, pkt := range socketio.SplitPayload(body) {
+		if len(pkt) > 0 && pkt[0] == byte(socketio.EIOOpen) {
+			sess.opened(pkt[1:])
+		} else {
+			sess.fromUpstream(websocket.MessageText, pkt)
+		}
+	}
+	sess.mu.Lock()
+	sid := sess.sid
+	sess.mu.Unlock()
+	if sid == "" || len(sid) > 128 {
+		return
+	}
+	h.mu.Lock()
+	h.polls[sid] = sess
+	h.mu.Unlock()
+}
+
+// pollAnswered follows what a poll response carries: CONNECT accepted,
+// the session closed or forgotten.
+func (h *wsHub) pollAnswered(sess *sioSession, resp *http.Response) {
+	if resp.StatusCode != http.StatusOK {
+		if resp.StatusCode == http.StatusBadRequest {
+			sess.ended() // the upstream forgot the session
+		}
+		return
+	}
+	body, ok := readSmall(resp, h.maxPollBody())
+	if !ok {
+		return
+	}
+	for _, pkt := range socketio.SplitPayload(body) {
+		if len(pkt) > 0 && pkt[0] == byte(socketio.EIOClose) {
+			sess.closeSeen()
+		}
+		sess.fromUpstream(websocket.MessageText, pkt)
+	}
+}
+
+// inspectPost takes over-limit events (and their attachments) out of a
+// POST body. It reports false when it answered the request itself: every
+// packet was taken out, so there is nothing to send upstream.
+func (h *wsHub) inspectPost(sess *sioSession, w *responseWriter, r *http.Request, info *reqInfo) bool {
+	body, err := io.ReadAll(io.LimitReader(r.Body, h.maxPollBody()+1))
+	_ = r.Body.Close()
+	if err != nil || int64(len(body)) > h.maxPollBody() {
+		// Unreadable or too big to inspect: the upstream judges it (the
+		// bytes read so far go first, then the rest of the body).
+		r.Body = io.NopCloser(io.MultiReader(bytes.NewReader(body), r.Body))
+		return true
+	}
+	packets := socketio.SplitPayload(body)
+	kept := packets[:0:0]
+	var replies [][]byte
+	kill, closing := false, false
+	for _, pkt := range packets {
+		t, data, binary, err := socketio.ParseEIO(pkt)
+		switch {
+		case err != nil:
+			kept = append(kept, pkt)
+		case binary:
+			if sess.takeAttachment() {
+				kept = append(kept, pkt)
+			}
+		case t == socketio.EIOClose: // the client closes the session
+			closing = true
+			kept = append(kept, pkt)
+		case t == socketio.EIOMessage:
+			v := sess.clientPacket(data)
+			if v.forward {
+				kept = append(kept, pkt)
+			}
+			replies = append(replies, v.replies...)
+			kill = kill || v.kill
+		default:
+			kept = append(kept, pkt)
+		}
+	}
+	if len(replies) > 0 || kill {
+		sess.deliver(verdict{replies: replies, kill: kill})
+	}
+	if closing {
+		defer sess.ended()
+	}
+	if len(kept) == len(packets) {
+		setRequestBody(r, body)
+		return true
+	}
+	if len(kept) == 0 {
+		// What Engine.IO answers a POST it accepted.
+		w.Header().Set("Content-Type", "text/html")
+		w.Header().Set("Content-Length", "2")
+		w.WriteHeader(http.StatusOK)
+		_, _ = w.Write([]byte("ok"))
+		return false
+	}
+	setRequestBody(r, socketio.JoinPayload(kept))
+	return true
+}
+
+func readSmall(resp *http.Response, limit int64) ([]byte, bool) {
+	body, err := io.ReadAll(io.LimitReader(resp.Body, limit+1))
+	if err != nil || int64(len(body)) > limit {
+		resp.Body = struct {
+			io.Reader
+			io.Closer
+		}{io.MultiReader(bytes.NewReader(body), resp.Body), resp.Body}
+		return nil, false
+	}
+	_ = resp.Body.Close()
+	setBody(resp, body)
+	return body, true
+}
+
+func setBody(resp *http.Response, body []byte) {
+	resp.Body = io.NopCloser(bytes.NewReader(body))
+	resp.ContentLength = int64(len(body))
+	resp.Header.Set("Content-Length", strconv.Itoa(len(body)))
+	resp.Header.Del("Transfer-Encoding")
+	resp.TransferEncoding = nil
+}
+
+func setRequestBody(r *http.Request, body []byte) {
+	r.Body = io.NopCloser(bytes.NewReader(body))
+	r.ContentLength = int64(len(body))
+	r.Header.Set("Content-Length", strconv.Itoa(len(body)))
+	r.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(body)), nil }
+}

@@ -1,0 +1,161 @@
+package proxy
+
+import (
+	"bytes"
+	"context"
+	"net/http"
+	"strconv"
+
+	"github.com/chatguard/chatguard/internal/socketio"
+)
+
+// A client's GET poll is not proxied one for one. chatguard keeps at most
+// one GET in flight upstream per session and lets the client's GET wait
+// for whichever comes first: that answer, or packets chatguard owes the
+// client itself (a rejected event's envelope, CONNECT_ERROR, DISCONNECT).
+// In the second case the upstream's answer, when it comes, is kept for the
+// client's next GET. So the client hears of a rejection at once, not after
+// the upstream's long-poll (up to pingInterval, 25 s) ends, and nothing the
+// upstream sent is lost or reordered.
+
+// upstreamPoll is a GET in flight upstream, or its answer not yet claimed.
+type upstreamPoll struct {
+	done   chan struct{}
+	status int
+	header http.Header
+	body   []byte
+}
+
+// pollGet answers a client's GET poll of a followed session.
+func (h *wsHub) pollGet(sess *sioSession, w *responseWriter, r *http.Request, info *reqInfo) {
+	for {
+		sess.mu.Lock()
+		p := sess.poll
+		if len(sess.notices) > 0 && (p == nil || !p.finished()) {
+			owed := sess.takeNotices()
+			sess.mu.Unlock()
+			h.answerPoll(sess, w, r, http.StatusOK, nil, nil, owed)
+			return
+		}
+		if p == nil {
+			p = h.startPoll(sess, r, info)
+			sess.poll = p
+		}
+		wake := sess.wake
+		sess.mu.Unlock()
+
+		select {
+		case <-p.done:
+			sess.mu.Lock()
+			if sess.poll != p {
+				sess.mu.Unlock()
+				continue // another GET claimed it
+			}
+			sess.poll = nil
+			var owed [][]byte
+			if p.status == http.StatusOK {
+				owed = sess.takeNotices()
+			}
+			sess.mu.Unlock()
+			h.answerPoll(sess, w, r, p.status, p.header, p.body, owed)
+			return
+		case <-wake:
+			continue
+		case <-r.Context().Done():
+			info.closed = true // the answer stays for the next GET
+			return
+		}
+	}
+}
+
+func (p *upstreamPoll) finished() bool {
+	select {
+	case <-p.done:
+		return true
+	default:
+		return false
+	}
+}
+
+// startPoll sends the client's GET upstream on the session's behalf; the
+// caller holds sess.mu. The request lives as long as the session, not as
+// the client's request: its answer must not be lost if the client leaves.
+func (h *wsHub) startPoll(sess *sioSession, r *http.Request, info *reqInfo) *upstreamPoll {
+	p := &upstreamPoll{done: make(chan struct{})}
+	own := &reqInfo{id: info.id, rt: info.rt, route: info.route, peer: info.peer, client: info.client}
+	own.onResponse = func(resp *http.Response) { h.pollAnswered(sess, resp) }
+	ctx := context.WithValue(sess.pollCtx, infoKey{}, own)
+	out := r.Clone(ctx)
+	out.Header.Del("Accept-Encoding") // a plain body can be read and extended
+	h.background(func() {
+		defer close(p.done)
+		rec := &recorder{header: http.Header{}}
+		h.s.proxy.ServeHTTP(rec, out)
+		p.status, p.header, p.body = rec.status, rec.header, rec.body.Bytes()
+		if p.status == 0 {
+			p.status = http.StatusOK
+		}
+	})
+	return p
+}
+
+// answerPoll writes a poll's answer: the upstream's (status, header, body;
+// nil when there is none) followed by what chatguard owes the client.
+func (h *wsHub) answerPoll(sess *sioSession, w *responseWriter, r *http.Request, status int, header http.Header, body []byte, owed [][]byte) {
+	if len(owed) > 0 {
+		var parts [][]byte
+		if len(body) > 0 && !(len(body) == 1 && body[0] == byte(socketio.EIONoop)) {
+			parts = append(parts, body)
+		}
+		body = socketio.JoinPayload(append(parts, owed...))
+	}
+	for k, v := range header {
+		w.Header()[k] = v
+	}
+	if header == nil {
+		w.Header().Set("Content-Type", "text/plain; charset=UTF-8")
+	}
+	w.Header().Set("Content-Length", strconv.Itoa(len(body)))
+	w.Header().Del("Transfer-Encoding")
+	w.WriteHeader(status)
+	_, _ = w.Write(body)
+	sess.mu.Lock()
+	done := sess.killed && len(sess.notices) == 0 || sess.closed
+	sess.mu.Unlock()
+	if done {
+		sess.ended()
+	}
+}
+
+// takeNotices hands over what the client is owed; the caller holds s.mu.
+func (s *sioSession) takeNotices() [][]byte {
+	owed := s.notices
+	s.notices = nil
+	return owed
+}
+
+func (s *sioSession) closeSeen() {
+	s.mu.Lock()
+	s.closed = true
+	s.mu.Unlock()
+}
+
+// recorder is the ResponseWriter of a poll chatguard sends upstream itself.
+type recorder struct {
+	header http.Header
+	status int
+	body   bytes.Buffer
+}
+
+func (r *recorder) Header() http.Header { return r.header }
+func (r *recorder) WriteHeader(code int) {
+	if r.status == 0 {
+		r.status = code
+	}
+}
+func (r *recorder) Write(b []byte) (int, error) {
+	if r.status == 0 {
+		r.status = http.StatusOK
+	}
+	return r.body.Write(b)
+}

@@ -1,0 +1,487 @@
+package proxy
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"net/url"
+	"path"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/coder/websocket"
+	"github.com/sirupsen/logrus"
+
+	apierrors "github.com/chatguard/chatguard/errors"
+	"github.com/chatguard/chatguard/internal/config"
+	"github.com/chatguard/chatguard/internal/identity"
+	"github.com/chatguard/chatguard/internal/logging"
+	"github.com/chatguard/chatguard/sessions"
+)
+
+// wsHub owns every relayed WebSocket: it dials the upstream, keeps the set
+// of live pairs for drain and the idle sweep, and holds the Socket.IO
+// polling sessions. Its goroutine (the janitor) stops with Close.
+type wsHub struct {
+	s        *Server
+	cfg      config.WebSocket
+	base     *url.URL // the upstream as ws:// or wss://
+	client   *http.Client
+	metrics  *wsMetrics
+	registry *sessions.Registry // nil: no presence tracking
+	events   atomic.Pointer[eventPolicies]
+	seq      atomic.Uint64
+
+	mu      sync.Mutex
+	pairs   map[*wsPair]struct{}
+	closing bool // set by drain: later upgrades are refused
+	polls   map[string]*sioSession
+
+	stopCh   chan struct{}
+	stopOnce sync.Once
+	wg       sync.WaitGroup
+}
+
+func newWSHub(s *Server, target *url.URL, registry *sessions.Registry) (*wsHub, error) {
+	h := &wsHub{
+		s: s, cfg: s.cfg.WebSocket, registry: registry,
+		pairs: map[*wsPair]struct{}{}, polls: map[string]*sioSession{},
+		stopCh: make(chan struct{}),
+	}
+	base := *target
+	base.Scheme = "ws"
+	if target.Scheme == "https" {
+		base.Scheme = "wss"
+	}
+	h.base = &base
+	h.client = &http.Client{
+		Transport: &http.Transport{
+			DialContext:         (&net.Dialer{Timeout: s.cfg.Proxy.DialTimeout, KeepAlive: 30 * time.Second}).DialContext,
+			TLSHandshakeTimeout: 10 * time.Second,
+			TLSClientConfig:     &tls.Config{MinVersion: tls.VersionTLS12},
+			DisableCompression:  true,
+			MaxIdleConns:        -1, // every handshake is its own connection
+			DisableKeepAlives:   true,
+		},
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+	}
+	var err error
+	if h.metrics, err = newWSMetrics(s.metricsReg, func() float64 {
+		h.mu.Lock()
+		defer h.mu.Unlock()
+		return float64(len(h.polls))
+	}); err != nil {
+		return nil, err
+	}
+	h.events.Store(newEventPolicies(s.cfg))
+	return h, nil
+}
+
+// start runs the janitor until stop; Serve owns both.
+func (h *wsHub) start() {
+	h.wg.Add(1)
+	go h.janitor()
+}
+
+// stop stops the janitor and waits for the hub's background work (forced
+// disconnects). Live pairs are ended by drain, not by stop.
+func (h *wsHub) stop() {
+	h.stopOnce.Do(func() { close(h.stopCh) })
+	h.mu.Lock()
+	for _, sess := range h.polls {
+		sess.pollStop() // polls sent on a session's behalf end with the server
+	}
+	h.mu.Unlock()
+	h.wg.Wait()
+}
+
+// isUpgrade reports a WebSocket upgrade request.
+func isWebSocketUpgrade(r *http.Request) bool {
+	return r.Method == http.MethodGet &&
+		headerHasToken(r.Header, "Connection", "upgrade") &&
+		strings.EqualFold(strings.TrimSpace(r.Header.Get("Upgrade")), "websocket")
+}
+
+func headerHasToken(h http.Header, name, token string) bool {
+	for _, v := range h.Values(name) {
+		for _, t := range strings.Split(v, ",") {
+			if strings.EqualFold(strings.TrimSpace(t), token) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// isSocketIO reports whether a request belongs to Socket.IO (Engine.IO v4).
+// Other protocol versions are relayed without inspection.
+func (h *wsHub) isSocketIO(r *http.Request) bool {
+	return strings.HasPrefix(canonicalPath(r.URL.Path)+"/", h.cfg.SocketIOPath) &&
+		r.URL.Query().Get("EIO") == "4"
+}
+
+// originAllowed applies websocket.origins to the Origin header. A request
+// without Origin is not from a browser and cannot be a cross-site attack.
+func (h *wsHub) originAllowed(r *http.Request) bool {
+	if len(h.cfg.Origins) == 0 {
+		return true
+	}
+	o := r.Header.Get("Origin")
+	if o == "" {
+		return true
+	}
+	u, err := url.Parse(o)
+	if err != nil || u.Host == "" {
+		return false
+	}
+	host := strings.ToLower(u.Host)
+	for _, p := range h.cfg.Origins {
+		if ok, _ := path.Match(strings.ToLower(p), host); ok {
+			return true
+		}
+	}
+	return false
+}
+
+// serveWebSocket relays one WebSocket: checks, dial the upstream first (so
+// that its refusal becomes an envelope, not a socket that closes at once),
+// then accept the client with the subprotocol the upstream chose, then relay.
+func (s *Server) serveWebSocket(w *responseWriter, r *http.Request, info *reqInfo) {
+	h := s.ws
+	fail := func(outcome string, e *apierrors.Error) {
+		h.metrics.outcomes.WithLabelValues(outcome).Inc()
+		s.writeError(w, r, info, e, sourceProxy)
+	}
+	if s.draining.Load() || h.isClosing() {
+		e := apierrors.New(apierrors.CodeServiceUnavailable, "chatguard is shutting down; reconnect to another instance")
+		e.Header = http.Header{"Retry-After": {"1"}}
+		fail(outcomeDraining, e)
+		return
+	}
+	if !h.originAllowed(r) {
+		fail(outcomeOrigin, apierrors.New(apierrors.CodeForbidden, "this origin may not open a WebSocket"))
+		return
+	}
+	kind := kindWebSocket
+	var (
+		sess *sioSession
+		adm  *sessions.Admission // a plain WebSocket's place under the per-IP limit
+	)
+	if h.isSocketIO(r) {
+		kind = kindSocketIO
+		var e *apierrors.Error
+		if sess, e = h.sessionFor(r, info); e != nil {
+			fail(outcomeLimited, e)
+			return
+		}
+	} else if h.registry != nil {
+		var err error
+		if adm, err = h.registry.Admit("", info.client); err != nil {
+			fail(outcomeLimited, socketLimitError(err))
+			return
+		}
+		defer adm.Release()
+	}
+
+	ctx, cancel := context.WithTimeout(r.Context(), h.cfg.HandshakeTimeout)
+	defer cancel()
+	up, resp, err := websocket.Dial(ctx, h.upstreamURL(r), &websocket.DialOptions{
+		HTTPClient:   h.client,
+		HTTPHeader:   h.upstreamHeader(r, info),
+		Host:         h.upstreamHost(r),
+		Subprotocols: subprotocols(r.Header),
+	})
+	if err != nil {
+		if sess != nil {
+			sess.release()
+		}
+		h.dialFailed(w, r, info, resp, err)
+		return
+	}
+	opts := &websocket.AcceptOptions{InsecureSkipVerify: true} // Origin is checked above
+	if p := up.Subprotocol(); p != "" {
+		opts.Subprotocols = []string{p}
+	}
+	if h.cfg.Compression {
+		opts.CompressionMode = websocket.CompressionContextTakeover
+	}
+	w.onHijack = s.trackWebSocket
+	client, err := websocket.Accept(w, r, opts)
+	if err != nil {
+		// Accept wrote the client its error (a bad handshake).
+		h.metrics.outcomes.WithLabelValues(outcomeHandshake).Inc()
+		_ = up.Close(websocket.StatusGoingAway, "client handshake failed")
+		if sess != nil {
+			sess.release()
+		}
+		return
+	}
+	h.metrics.outcomes.WithLabelValues(outcomeAccepted).Inc()
+	p := h.newPair(kind, info, client, up, sess)
+	if !h.add(p) { // a drain started while dialing
+		p.end(sideChatguard, websocket.StatusCode(h.cfg.DrainCloseCode), "server shutting down", "drain")
+	}
+	p.run()
+}
+
+func (h *wsHub) live() int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return len(h.pairs)
+}
+
+func (h *wsHub) isClosing() bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.closing
+}
+
+// trackWebSocket is the hijack hook of a relayed WebSocket: the request
+// stops counting as in flight; the hub, not the raw-connection list, ends it
+// on drain (with a close frame rather than a dropped connection).
+func (s *Server) trackWebSocket(c net.Conn) net.Conn {
+	s.inFlight.Add(-1)
+	s.metrics.inFlight.Dec()
+	return c
+}
+
+func (h *wsHub) upstreamURL(r *http.Request) string {
+	u := *h.base
+	u.Path = singleJoin(h.base.Path, r.URL.Path)
+	u.RawPath = ""
+	u.RawQuery = r.URL.RawQuery
+	return u.String()
+}
+
+func singleJoin(a, b string) string {
+	switch {
+	case a == "" || a == "/":
+		return b
+	case strings.HasSuffix(a, "/") && strings.HasPrefix(b, "/"):
+		return a + b[1:]
+	case !strings.HasSuffix(a, "/") && !strings.HasPrefix(b, "/"):
+		return a + "/" + b
+	}
+	return a + b
+}
+
+func (h *wsHub) upstreamHost(r *http.Request) string {
+	if h.s.cfg.Proxy.PreserveHost {
+		return r.Host
+	}
+	return ""
+}
+
+// wsHandshakeHeaders are set by the WebSocket client itself, or are
+// hop-by-hop: never copied from the client's request.
+var wsHandshakeHeaders = []string{
+	"Connection", "Upgrade", "Keep-Alive", "Proxy-Connection", "Proxy-Authorization", "Te", "Trailer", "Transfer-Encoding",
+	"Sec-Websocket-Key", "Sec-Websocket-Version", "Sec-Websocket-Extensions", "Sec-Websocket-Protocol", "Sec-Websocket-Accept", "Host",
+}
+
+// upstreamHeader is the client's handshake headers (cookies, auth, origin,
+// user agent, request id) with the forwarding headers chatguard sets for
+// every proxied request.
+func (h *wsHub) upstreamHeader(r *http.Request, info *reqInfo) http.Header {
+	out := r.Header.Clone()
+	for _, f := range r.Header.Values("Connection") { // headers the client named hop-by-hop
+		for _, k := range strings.Split(f, ",") {
+			if k = strings.TrimSpace(k); k != "" {
+				out.Del(k)
+			}
+		}
+	}
+	for _, k := range wsHandshakeHeaders {
+		out.Del(k)
+	}
+	h.s.trust.setForwarded(&httputil.ProxyRequest{In: r, Out: &http.Request{Header: out}}, info.peer, info.client)
+	return out
+}
+
+func subprotocols(h http.Header) []string {
+	var list []string
+	for _, v := range h.Values("Sec-WebSocket-Protocol") {
+		for _, p := range strings.Split(v, ",") {
+			if p = strings.TrimSpace(p); p != "" {
+				list = append(list, p)
+			}
+		}
+	}
+	return list
+}
+
+// dialFailed answers a failed upstream handshake: the upstream's own
+// refusal (a status other than 101) is classified like any error reply;
+// a failure to reach it is 502 or 504.
+func (h *wsHub) dialFailed(w *responseWriter, r *http.Request, info *reqInfo, resp *http.Response, err error) {
+	s := h.s
+	if resp != nil && resp.StatusCode != http.StatusSwitchingProtocols && resp.StatusCode >= 300 {
+		h.metrics.outcomes.WithLabelValues(outcomeUpstreamRefuse).Inc()
+		var body []byte
+		truncated := false
+		if resp.Body != nil { // the library kept the first 1 KiB of it
+			body, _ = io.ReadAll(io.LimitReader(resp.Body, 1024))
+			truncated = len(body) == 1024
+		}
+		status, out := s.classifyReply(info, apierrors.Reply{
+			Status: resp.StatusCode, ContentType: resp.Header.Get("Content-Type"), Body: body, Truncated: truncated,
+		})
+		apierrors.SetHeaders(w.Header(), len(out))
+		w.WriteHeader(status)
+		_, _ = w.Write(out)
+		return
+	}
+	h.metrics.outcomes.WithLabelValues(outcomeUpstreamFailed).Inc()
+	e, reason := apierrors.FromProxyError(err)
+	if errors.Is(err, context.DeadlineExceeded) {
+		e, reason = apierrors.New(apierrors.CodeUpstreamTimeout, ""), "timeout"
+	}
+	if reason == "client_closed" {
+		info.closed = true
+		return
+	}
+	info.reason = reason
+	s.metrics.upstreamErrors.WithLabelValues(string(e.Code), reason).Inc()
+	s.log.WithFields(logrus.Fields{
+		"requestId": info.id, logging.FieldCategory: logging.CategorySocket, "reason": reason,
+	}).WithError(err).Warn("websocket upstream handshake failed")
+	s.writeError(w, r, info, e, sourceProxy)
+}
+
+func (h *wsHub) add(p *wsPair) bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.closing {
+		return false
+	}
+	h.pairs[p] = struct{}{}
+	h.metrics.open.WithLabelValues(p.kind).Inc()
+	h.s.metrics.upgraded.Inc()
+	return true
+}
+
+func (h *wsHub) remove(p *wsPair) {
+	h.mu.Lock()
+	_, ok := h.pairs[p]
+	delete(h.pairs, p)
+	h.mu.Unlock()
+	if ok {
+		h.metrics.open.WithLabelValues(p.kind).Dec()
+		h.s.metrics.upgraded.Dec()
+	}
+}
+
+// closeAll ends every pair with code (drain) and waits until they are gone
+// or ctx ends; it reports how many it closed.
+func (h *wsHub) closeAll(ctx context.Context, code websocket.StatusCode) int {
+	h.mu.Lock()
+	h.closing = true
+	list := make([]*wsPair, 0, len(h.pairs))
+	for p := range h.pairs {
+		list = append(list, p)
+	}
+	h.mu.Unlock()
+	for _, p := range list {
+		go p.end(sideChatguard, code, "server shutting down", "drain")
+	}
+	for _, p := range list {
+		select {
+		case <-p.done:
+		case <-ctx.Done():
+			for _, q := range list {
+				q.abort()
+			}
+			return len(list)
+		}
+	}
+	return len(list)
+}
+
+// janitor closes idle and stalled pairs, forgets silent polling sessions,
+// and runs the registry's consistency check.
+func (h *wsHub) janitor() {
+	defer h.wg.Done()
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	var lastCheck time.Time
+	for {
+		select {
+		case <-h.stopCh:
+			return
+		case now := <-tick.C:
+			h.sweep(now)
+			if c := h.cfg.ConsistencyCheck; c > 0 && h.registry != nil && now.Sub(lastCheck) >= c {
+				lastCheck = now
+				h.checkConsistency()
+			}
+		}
+	}
+}
+
+// writeStall is how long one write may block before the pair is closed: a
+// peer that reads nothing must not hold a relay forever.
+const writeStall = 30 * time.Second
+
+func (h *wsHub) sweep(now time.Time) {
+	h.mu.Lock()
+	var idle, stalled []*wsPair
+	for p := range h.pairs {
+		switch {
+		case p.stalled(now, writeStall):
+			stalled = append(stalled, p)
+		case h.cfg.IdleTimeout > 0 && now.Sub(time.Unix(0, p.last.Load())) > h.cfg.IdleTimeout:
+			idle = append(idle, p)
+		}
+	}
+	var gone []*sioSession
+	for sid, sess := range h.polls {
+		if sess.pollExpired(now) {
+			delete(h.polls, sid)
+			gone = append(gone, sess)
+		}
+	}
+	h.mu.Unlock()
+	for _, p := range idle {
+		go p.end(sideChatguard, websocket.StatusGoingAway, "idle timeout", "idle")
+	}
+	for _, p := range stalled {
+		h.metrics.forced.WithLabelValues("write_stalled").Inc()
+		p.abort()
+	}
+	for _, sess := range gone {
+		sess.ended()
+	}
+}
+
+func (h *wsHub) checkConsistency() {
+	stale, unlisted := h.registry.Check()
+	h.metrics.orphans.WithLabelValues("stale_entry").Add(float64(stale))
+	h.metrics.orphans.WithLabelValues("unlisted_socket").Add(float64(unlisted))
+	if stale+unlisted > 0 {
+		h.s.log.WithFields(logrus.Fields{
+			logging.FieldCategory: logging.CategorySocket, "staleEntries": stale, "unlistedSockets": unlisted,
+		}).Warn("socket consistency check fixed orphans")
+	}
+}
+
+// newSocketID is chatguard's id for a socket until Socket.IO names it.
+func (h *wsHub) newSocketID() string {
+	return "cg_" + strconv.FormatUint(h.seq.Add(1), 36)
+}
+
+// identify verifies the token of a handshake request, if it carries one.
+func (h *wsHub) identify(r *http.Request) (identity.Identity, error) {
+	v := h.s.verifier
+	if v == nil {
+		return identity.Identity{}, identity.ErrMissing
+	}
+	token, _ := identity.FromRequest(r, h.s.cfg.Auth.Cookie)
+	return v.Verify(token)
+}
