@@ -11,7 +11,7 @@ FUZZTIME  ?= 3000x
 
 LEAK_DURATION ?= 3m
 
-.PHONY: build run test lint unit fuzz test-error-coverage test-memory-leak test-rate-limits bench-http clean
+.PHONY: build run test lint unit fuzz test-error-coverage test-memory-leak test-rate-limits bench-http clean test-e2e test-socket-stress demo
 
 build:
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/chatguard ./cmd/chatguard
@@ -21,7 +21,8 @@ run:
 
 ## test: everything CI checks: formatting, vet, the race-enabled suite (goleak in
 ## every package's TestMain) and a short run of every fuzz target.
-test: lint unit fuzz
+## test-e2e and test-socket-stress (below) run between unit and fuzz.
+test: lint unit test-e2e test-socket-stress fuzz
 
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
@@ -61,6 +62,24 @@ test-rate-limits:
 ## through the seed's tables for LEAK_DURATION; the live heap must stay flat.
 test-memory-leak:
 	CHATGUARD_LEAK_DURATION=$(LEAK_DURATION) $(GO) test -count=1 -timeout 0 -v -run '^TestMemoryLeakChurn$$' ./sessions/
+
+E2E_DIR = examples/legacy-chat
+
+## test-e2e: the built binary in front of the sample app (examples/legacy-chat),
+## driven by real Socket.IO, ws and HTTP clients (node --test; needs Node 20+).
+test-e2e: build
+	cd $(E2E_DIR) && npm ci --no-audit --no-fund && \
+	  CHATGUARD_BIN=$(CURDIR)/bin/chatguard node --test --test-concurrency=1 test/*.test.js
+
+## test-socket-stress: STRESS_CLIENTS (500) concurrent Socket.IO clients, STRESS_WAVES (3)
+## times; sockets, tables and goroutines must come back to where they started.
+test-socket-stress: build
+	cd $(E2E_DIR) && npm ci --no-audit --no-fund && \
+	  CHATGUARD_BIN=$(CURDIR)/bin/chatguard node test/stress.js
+
+## demo: the sample app on :3000 behind chatguard on :8080 (admin :9090); Ctrl-C stops both.
+demo: build
+	cd $(E2E_DIR) && npm ci --no-audit --no-fund && CHATGUARD_BIN=$(CURDIR)/bin/chatguard ./demo.sh
 
 bench-http:
 	bash bench/http/run.sh
