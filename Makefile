@@ -11,7 +11,7 @@ FUZZTIME  ?= 3000x
 
 LEAK_DURATION ?= 3m
 
-.PHONY: build run test lint unit fuzz test-error-coverage test-memory-leak test-rate-limits bench-http clean test-e2e test-socket-stress demo
+.PHONY: build run test lint unit test-monitoring fuzz test-error-coverage test-memory-leak test-rate-limits bench-http clean test-e2e test-socket-stress demo
 
 build:
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/chatguard ./cmd/chatguard
@@ -20,9 +20,10 @@ run:
 	$(GO) run ./cmd/chatguard
 
 ## test: everything CI checks: formatting, vet, the race-enabled suite (goleak in
-## every package's TestMain) and a short run of every fuzz target.
-## test-e2e and test-socket-stress (below) run between unit and fuzz.
-test: lint unit test-e2e test-socket-stress fuzz
+## every package's TestMain), the alert rules' unit tests (promtool) and a short
+## run of every fuzz target. test-e2e and test-socket-stress (below) run between
+## test-monitoring and fuzz.
+test: lint unit test-monitoring test-e2e test-socket-stress fuzz
 
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
@@ -32,6 +33,13 @@ lint:
 
 unit:
 	$(GO) test -race -count=1 ./...
+
+## test-monitoring: the Prometheus rules checked and unit-tested by promtool
+## (Debian's prometheus package; .ci/run installs it). The Go tests in
+## deploy/monitoring and cmd/chatguard check the rest offline.
+test-monitoring:
+	promtool check rules deploy/monitoring/rules.yaml
+	promtool test rules deploy/monitoring/prometheusrule.test.yaml
 
 ## fuzz: every Fuzz target for FUZZTIME executions (make fuzz FUZZTIME=5m for a real session).
 fuzz:
