@@ -51,6 +51,7 @@ type sioSession struct {
 	pollCtx    context.Context // the life of polls sent on the session's behalf
 	pollStop   context.CancelFunc
 	over       bool
+	polled     bool // the session began on long-polling
 	overOnce   sync.Once
 }
 
@@ -108,8 +109,9 @@ func (s *sioSession) detach(p *wsPair) {
 	if mine {
 		s.pair = nil
 	}
-	polling := !s.upgraded && s.sid != "" && s.hub.followsPoll(s.sid)
+	upgraded, sid := s.upgraded, s.sid
 	s.mu.Unlock()
+	polling := !upgraded && s.hub.followsPoll(sid)
 	if mine && !polling {
 		s.ended()
 	}
@@ -118,8 +120,9 @@ func (s *sioSession) detach(p *wsPair) {
 // release frees what an unused session holds (its handshake failed).
 func (s *sioSession) release() {
 	s.mu.Lock()
-	polling := s.sid != "" && s.hub.followsPoll(s.sid)
+	sid := s.sid
 	s.mu.Unlock()
+	polling := s.hub.followsPoll(sid)
 	if !polling {
 		s.ended()
 	}
@@ -217,6 +220,12 @@ func (s *sioSession) clientPacket(data []byte) verdict {
 // token, the client gets CONNECT_ERROR carrying the 401 envelope.
 func (s *sioSession) connect(pkt socketio.Packet) verdict {
 	h := s.hub
+	s.mu.Lock()
+	known := s.id.User != ""
+	s.mu.Unlock()
+	if known {
+		return verdict{forward: true} // who the client is was settled by its first CONNECT
+	}
 	id, err := s.reqTok, s.reqErr
 	if id.User == "" && len(pkt.Data) > 0 && h.s.verifier != nil {
 		if tok, ok := socketio.StringField(pkt.Data, "token"); ok && tok != "" {
@@ -357,7 +366,7 @@ func (s *sioSession) deliver(v verdict) {
 	}
 	s.mu.Lock()
 	p := s.pair
-	if p == nil { // polling: the next poll carries them
+	if p == nil || s.polled && !s.upgraded { // polling (or probing): the next poll carries them
 		s.notices = append(s.notices, v.replies...)
 		s.killed = s.killed || v.kill
 		s.mu.Unlock()
@@ -462,7 +471,7 @@ func (s *sioSession) disconnect(reason string) {
 		nss = []string{"/"}
 	}
 	p := s.pair
-	if p == nil {
+	if p == nil || s.polled && !s.upgraded {
 		for _, ns := range nss {
 			s.notices = append(s.notices, socketio.EncodeDisconnect(ns))
 		}

@@ -129,6 +129,9 @@ func (h *wsHub) handshakeAnswered(sess *sioSession, resp *http.Response) {
 	if sid == "" || len(sid) > 128 {
 		return
 	}
+	sess.mu.Lock()
+	sess.polled = true
+	sess.mu.Unlock()
 	h.mu.Lock()
 	h.polls[sid] = sess
 	h.mu.Unlock()

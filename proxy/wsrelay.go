@@ -43,6 +43,7 @@ type wsPair struct {
 
 	ending  atomic.Bool // chatguard is ending the pair itself
 	endOnce sync.Once
+	counted atomic.Bool   // a close was counted
 	done    chan struct{} // closed when both pumps stopped
 }
 
@@ -159,7 +160,7 @@ func (p *wsPair) mirrorClose(err error, dst *websocket.Conn, from string) {
 	}
 	if p.closing() {
 		from = sideChatguard // our own end: already counted
-	} else {
+	} else if p.counted.CompareAndSwap(false, true) { // the other side's echo of this close is not another close
 		p.hub.metrics.closeCodes.WithLabelValues(from, closeCodeLabel(code)).Inc()
 	}
 	switch code {

@@ -93,6 +93,7 @@ type Admission struct {
 	user string
 	ip   netip.Addr
 	once sync.Once
+	done bool // released; guarded by r.mu
 }
 
 // Admit reserves a place for one more socket of user (may be empty) from
@@ -119,7 +120,7 @@ func (a *Admission) SetUser(user string) error {
 	r := a.r
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if user == a.user {
+	if user == a.user || a.done {
 		return nil
 	}
 	if user != "" && r.maxPerUser > 0 && r.byUser[user] >= r.maxPerUser {
@@ -139,6 +140,7 @@ func (a *Admission) Release() {
 		r := a.r
 		r.mu.Lock()
 		defer r.mu.Unlock()
+		a.done = true
 		r.decUser(a.user)
 		if r.byIP[a.ip]--; r.byIP[a.ip] <= 0 {
 			delete(r.byIP, a.ip)

@@ -1,0 +1,523 @@
+package sessions
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/chatguard/chatguard/internal/config"
+)
+
+// fakeSocket records the reasons it was disconnected with.
+type fakeSocket struct {
+	mu      sync.Mutex
+	reasons []string
+}
+
+func (s *fakeSocket) Disconnect(reason string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.reasons = append(s.reasons, reason)
+}
+
+func (s *fakeSocket) got() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return slices.Clone(s.reasons)
+}
+
+// regFixture is a Registry over the standard tables of its own manager,
+// wired the way cmd/chatguard wires them.
+type regFixture struct {
+	m   *Manager
+	std *Standard
+	reg *Registry
+	clk *fakeClock
+}
+
+type regOpts struct {
+	maxUser, maxIP int
+	users          config.Table // connectedUsers; zero = defaults
+}
+
+func newRegFixture(t *testing.T, o regOpts) *regFixture {
+	t.Helper()
+	cfg := standardConfig()
+	if o.users.MaxEntries > 0 {
+		cfg.ConnectedUsers = o.users
+	}
+	f := &regFixture{m: NewManager(ManagerOptions{}), clk: newClock()}
+	var err error
+	f.std, err = NewStandard(f.m, cfg, StandardOptions{
+		OnConnectedUserEvicted: func(u string, c ConnectedUser, r Reason) { f.reg.OnEvicted(u, c, r) },
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.reg = NewRegistry(RegistryOptions{Tables: f.std, MaxPerUser: o.maxUser, MaxPerIP: o.maxIP, Now: f.clk.Now})
+	t.Cleanup(func() { f.m.Close() })
+	return f
+}
+
+// connect registers a socket of user connected at the fixture's clock,
+// which then moves on a second so that every socket has its own time.
+func (f *regFixture) connect(id, user string) *fakeSocket {
+	s := &fakeSocket{}
+	f.reg.Connect(SocketInfo{ID: id, User: user, Role: "agent", DisplayName: "N " + user, IP: ip1, ConnectedAt: f.clk.Now()}, s)
+	f.clk.Advance(time.Second)
+	return s
+}
+
+func (f *regFixture) entry(t *testing.T, user string) (string, bool) {
+	t.Helper()
+	cu, ok := f.std.ConnectedUsers.Get(user)
+	return cu.SocketID, ok
+}
+
+func (f *regFixture) stats() [3]int {
+	b := f.reg.StatsBlock()
+	return [3]int{b["connectedSockets"].(int), b["connectedUsers"].(int), b["activeConversations"].(int)}
+}
+
+func (f *regFixture) members(conv string) []string {
+	users, _ := f.std.ConversationUsers.Get(conv)
+	users = slices.Clone(users)
+	slices.Sort(users)
+	return users
+}
+
+var (
+	ip1 = netip.MustParseAddr("192.0.2.1")
+	ip2 = netip.MustParseAddr("192.0.2.2")
+)
+
+func TestRegistryAdmitLimits(t *testing.T) {
+	t.Parallel()
+	type admit struct {
+		user string
+		ip   netip.Addr
+		want error
+	}
+	tests := []struct {
+		name           string
+		maxUser, maxIP int
+		steps          []admit
+	}{
+		{"no limits", 0, 0, []admit{{"a", ip1, nil}, {"a", ip1, nil}, {"a", ip1, nil}, {"", ip1, nil}}},
+		{"per user", 2, 0, []admit{{"a", ip1, nil}, {"a", ip2, nil}, {"a", ip1, ErrTooManyUserSockets}, {"b", ip1, nil}}},
+		{"anonymous sockets have no user limit", 1, 0, []admit{{"", ip1, nil}, {"", ip1, nil}, {"", ip1, nil}}},
+		{"per ip", 0, 2, []admit{{"a", ip1, nil}, {"b", ip1, nil}, {"", ip1, ErrTooManyIPSockets}, {"c", ip2, nil}}},
+		{"ip limit checked first", 1, 1, []admit{{"a", ip1, nil}, {"a", ip1, ErrTooManyIPSockets}, {"a", ip2, ErrTooManyUserSockets}}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			f := newRegFixture(t, regOpts{maxUser: tt.maxUser, maxIP: tt.maxIP})
+			var held []*Admission
+			for i, st := range tt.steps {
+				a, err := f.reg.Admit(st.user, st.ip)
+				if !errors.Is(err, st.want) || (err == nil) != (a != nil) {
+					t.Fatalf("step %d Admit(%q, %s) = %v, %v; want %v", i, st.user, st.ip, a, err, st.want)
+				}
+				if a != nil {
+					held = append(held, a)
+				}
+			}
+			for _, a := range held {
+				a.Release()
+				a.Release() // idempotent
+			}
+			// Everything was given back: every step that was admitted is admitted again.
+			for i, st := range tt.steps {
+				if st.want != nil {
+					continue
+				}
+				a, err := f.reg.Admit(st.user, st.ip)
+				if err != nil {
+					t.Fatalf("after release, step %d: %v", i, err)
+				}
+				defer a.Release()
+			}
+		})
+	}
+}
+
+func TestAdmissionSetUser(t *testing.T) {
+	t.Parallel()
+	f := newRegFixture(t, regOpts{maxUser: 1, maxIP: 10})
+	anon, err := f.reg.Admit("", ip1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := anon.SetUser("a"); err != nil {
+		t.Fatalf("SetUser(a): %v", err)
+	}
+	if err := anon.SetUser("a"); err != nil {
+		t.Fatalf("SetUser to the same user: %v", err)
+	}
+	if _, err := f.reg.Admit("a", ip1); !errors.Is(err, ErrTooManyUserSockets) {
+		t.Fatalf("a's place is taken by the moved admission; Admit(a) = %v", err)
+	}
+	other, err := f.reg.Admit("", ip1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := other.SetUser("a"); !errors.Is(err, ErrTooManyUserSockets) {
+		t.Fatalf("second SetUser(a) = %v, want ErrTooManyUserSockets", err)
+	}
+	// The refused move left other anonymous: releasing it frees no place of a.
+	other.Release()
+	if _, err := f.reg.Admit("a", ip1); !errors.Is(err, ErrTooManyUserSockets) {
+		t.Fatalf("after releasing the refused admission, Admit(a) = %v", err)
+	}
+	// Moving to another user gives a's place back.
+	if err := anon.SetUser("b"); err != nil {
+		t.Fatal(err)
+	}
+	a, err := f.reg.Admit("a", ip1)
+	if err != nil {
+		t.Fatalf("a's place was not given back by SetUser(b): %v", err)
+	}
+	a.Release()
+	anon.Release()
+	if b, err := f.reg.Admit("b", ip1); err != nil {
+		t.Fatalf("b's place was not given back by Release: %v", err)
+	} else {
+		b.Release()
+	}
+}
+
+// A socket that ends while its CONNECT is being read (Release, then
+// SetUser) must not keep a place of the user forever.
+func TestAdmissionSetUserAfterRelease(t *testing.T) {
+	t.Parallel()
+	f := newRegFixture(t, regOpts{maxUser: 1})
+	a, err := f.reg.Admit("", ip1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a.Release()
+	_ = a.SetUser("late")
+	b, err := f.reg.Admit("late", ip1)
+	if err != nil {
+		t.Fatalf("a released admission still holds a place after SetUser: %v", err)
+	}
+	b.Release()
+}
+
+func TestRegistryConnectDisconnect(t *testing.T) {
+	t.Parallel()
+	f := newRegFixture(t, regOpts{})
+	f.connect("s1", "a")
+	f.connect("anon1", "")
+	if got := f.stats(); got != [3]int{2, 1, 0} {
+		t.Fatalf("stats = %v, want 2 sockets, 1 user, 0 conversations", got)
+	}
+	cu, ok := f.std.ConnectedUsers.Get("a")
+	if !ok || cu.SocketID != "s1" || cu.Role != "agent" || cu.DisplayName != "N a" || cu.ConnectedAt.IsZero() || !cu.LastActivity.Equal(cu.ConnectedAt) {
+		t.Fatalf("connectedUsers[a] = %+v, %v", cu, ok)
+	}
+	// ConnectedAt defaults to the registry's clock.
+	f.reg.Connect(SocketInfo{ID: "s2", User: "b"}, &fakeSocket{})
+	if cu, _ := f.std.ConnectedUsers.Get("b"); !cu.ConnectedAt.Equal(f.clk.Now()) {
+		t.Fatalf("ConnectedAt = %v, want the clock's %v", cu.ConnectedAt, f.clk.Now())
+	}
+	f.reg.Disconnect("nope") // unknown: nothing happens
+	for _, id := range []string{"s1", "anon1", "s2", "s1"} {
+		f.reg.Disconnect(id)
+	}
+	if got := f.stats(); got != [3]int{} {
+		t.Fatalf("stats after every disconnect = %v", got)
+	}
+}
+
+func TestRegistryUserWithTwoSockets(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name  string
+		order []string // disconnect order
+		after []string // the entry's socket after each disconnect ("" = no entry)
+	}{
+		{"newer first hands the entry to the older", []string{"new", "old"}, []string{"old", ""}},
+		{"older first keeps the newer", []string{"old", "new"}, []string{"new", ""}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			f := newRegFixture(t, regOpts{})
+			f.connect("old", "a")
+			f.connect("new", "a")
+			if id, _ := f.entry(t, "a"); id != "new" {
+				t.Fatalf("entry names %q, want the latest socket", id)
+			}
+			for i, id := range tt.order {
+				f.reg.Disconnect(id)
+				got, ok := f.entry(t, "a")
+				if !ok {
+					got = ""
+				}
+				if got != tt.after[i] {
+					t.Fatalf("after disconnecting %s the entry names %q, want %q", id, got, tt.after[i])
+				}
+			}
+		})
+	}
+}
+
+func TestRegistryActivity(t *testing.T) {
+	t.Parallel()
+	f := newRegFixture(t, regOpts{users: config.Table{MaxEntries: 100, TTL: 400 * time.Millisecond}})
+	f.connect("s1", "a")
+	f.connect("s2", "a") // owns the entry
+	before, _ := f.std.ConnectedUsers.Get("a")
+
+	f.clk.Advance(time.Minute)
+	f.reg.Activity("a", "s1") // not the entry's socket: nothing changes
+	if cu, _ := f.std.ConnectedUsers.Get("a"); !cu.LastActivity.Equal(before.LastActivity) {
+		t.Fatalf("activity of a socket that does not own the entry moved lastActivity to %v", cu.LastActivity)
+	}
+	f.reg.Activity("a", "s2")
+	if cu, _ := f.std.ConnectedUsers.Get("a"); !cu.LastActivity.Equal(f.clk.Now()) {
+		t.Fatalf("lastActivity = %v, want %v", cu.LastActivity, f.clk.Now())
+	}
+	f.reg.Activity("", "anon")   // anonymous: no entry
+	f.reg.Activity("ghost", "x") // no entry: none is made
+	if _, ok := f.std.ConnectedUsers.Get("ghost"); ok {
+		t.Fatal("Activity made an entry")
+	}
+
+	// Activity starts the TTL again (real time: the tables use it).
+	for range 3 {
+		time.Sleep(250 * time.Millisecond)
+		f.reg.Activity("a", "s2")
+	}
+	if _, ok := f.std.ConnectedUsers.Get("a"); !ok {
+		t.Fatal("entry expired although activity kept coming")
+	}
+	time.Sleep(500 * time.Millisecond)
+	if _, ok := f.std.ConnectedUsers.Get("a"); ok {
+		t.Fatal("entry outlived its TTL without activity")
+	}
+}
+
+func TestRegistryJoinLeave(t *testing.T) {
+	t.Parallel()
+	f := newRegFixture(t, regOpts{})
+	f.connect("a1", "a")
+	f.connect("a2", "a")
+	f.connect("b1", "b")
+	f.connect("anon", "")
+
+	steps := []struct {
+		op, id, conv string
+		want         []string // members of c1 afterwards
+		convs        int
+	}{
+		{"join", "a1", "c1", []string{"a"}, 1},
+		{"join", "a1", "c1", []string{"a"}, 1}, // idempotent
+		{"join", "b1", "c1", []string{"a", "b"}, 1},
+		{"join", "a2", "c1", []string{"a", "b"}, 1},
+		{"join", "anon", "c1", []string{"a", "b"}, 1}, // anonymous: not a member
+		{"join", "ghost", "c1", []string{"a", "b"}, 1},
+		{"join", "a1", "", []string{"a", "b"}, 1},
+		{"join", "a1", "c2", []string{"a", "b"}, 2},
+		{"leave", "a1", "c1", []string{"a", "b"}, 2}, // a2 is still in c1
+		{"leave", "a2", "c1", []string{"b"}, 2},
+		{"leave", "b1", "c1", nil, 1}, // c1 is empty: gone
+		{"leave", "ghost", "c2", nil, 1},
+		{"leave", "b1", "c2", nil, 1}, // b was never in c2
+	}
+	for i, st := range steps {
+		if st.op == "join" {
+			f.reg.Join(st.id, st.conv)
+		} else {
+			f.reg.Leave(st.id, st.conv)
+		}
+		if got := f.members("c1"); !slices.Equal(got, st.want) {
+			t.Fatalf("step %d %s(%s, %s): c1 = %v, want %v", i, st.op, st.id, st.conv, got, st.want)
+		}
+		if got := f.stats()[2]; got != st.convs {
+			t.Fatalf("step %d: activeConversations = %d, want %d", i, got, st.convs)
+		}
+	}
+	// Disconnect leaves the socket's conversations.
+	f.reg.Join("b1", "c2")
+	f.reg.Disconnect("a1")
+	if got := f.members("c2"); !slices.Equal(got, []string{"b"}) {
+		t.Fatalf("c2 after a1 disconnected = %v", got)
+	}
+	f.reg.Disconnect("b1")
+	if got := f.stats()[2]; got != 0 {
+		t.Fatalf("activeConversations = %d after every member left", got)
+	}
+}
+
+func TestRegistryKick(t *testing.T) {
+	t.Parallel()
+	f := newRegFixture(t, regOpts{})
+	a1, a2, b1 := f.connect("a1", "a"), f.connect("a2", "a"), f.connect("b1", "b")
+	if n := f.reg.Kick("a", "admin"); n != 2 {
+		t.Fatalf("Kick(a) = %d, want 2", n)
+	}
+	if n := f.reg.Kick("nobody", "admin"); n != 0 {
+		t.Fatalf("Kick(nobody) = %d", n)
+	}
+	for name, s := range map[string]*fakeSocket{"a1": a1, "a2": a2} {
+		if got := s.got(); !slices.Equal(got, []string{"admin"}) {
+			t.Errorf("%s disconnected with %v", name, got)
+		}
+	}
+	if got := b1.got(); len(got) != 0 {
+		t.Errorf("b1 disconnected with %v", got)
+	}
+}
+
+func TestRegistryOnEvicted(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name  string
+		evict func(f *regFixture)
+		want  []string
+	}{
+		{"expired", func(f *regFixture) {
+			f.std.ConnectedUsers.SetTTL("a", ConnectedUser{SocketID: "a1"}, 50*time.Millisecond)
+			time.Sleep(100 * time.Millisecond)
+			f.m.Sweep()
+		}, []string{"expired"}},
+		{"capacity", func(f *regFixture) { f.connect("b1", "b") }, []string{"capacity"}},
+		{"emergency", func(f *regFixture) { f.m.Shed(1) }, []string{"emergency"}},
+		{"manual", func(f *regFixture) { f.std.ConnectedUsers.Delete("a") }, nil},
+		{"own disconnect", func(f *regFixture) { f.reg.Disconnect("a1") }, nil},
+		{"shutdown", func(f *regFixture) { f.m.Close() }, nil},
+		{"entry of another user", func(f *regFixture) {
+			f.reg.OnEvicted("b", ConnectedUser{SocketID: "a1"}, ReasonExpired)
+		}, nil},
+		{"unknown socket", func(f *regFixture) {
+			f.reg.OnEvicted("a", ConnectedUser{SocketID: "zz"}, ReasonExpired)
+		}, nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			f := newRegFixture(t, regOpts{users: config.Table{MaxEntries: 1, TTL: time.Hour}})
+			s := f.connect("a1", "a")
+			tt.evict(f)
+			if got := s.got(); !slices.Equal(got, tt.want) {
+				t.Fatalf("Disconnect reasons = %v, want %v", got, tt.want)
+			}
+		})
+	}
+}
+
+func TestRegistryCheck(t *testing.T) {
+	t.Parallel()
+	f := newRegFixture(t, regOpts{})
+	f.connect("a1", "a")
+	f.connect("b1", "b")
+	f.connect("c1", "c")
+	f.connect("c2", "c")
+	f.connect("anon", "")
+	if stale, unlisted := f.reg.Check(); stale != 0 || unlisted != 0 {
+		t.Fatalf("consistent registry: Check = %d, %d", stale, unlisted)
+	}
+
+	f.std.ConnectedUsers.Set("ghost", ConnectedUser{SocketID: "gone"}) // no such socket
+	f.std.ConnectedUsers.Set("a", ConnectedUser{SocketID: "b1"})       // names another user's socket
+	f.std.ConnectedUsers.Delete("b")                                   // b's socket unlisted
+	f.std.ConnectedUsers.Delete("c")                                   // c's latest socket is c2
+	stale, unlisted := f.reg.Check()
+	if stale != 2 || unlisted != 3 {
+		t.Fatalf("Check = %d stale, %d unlisted; want 2, 3", stale, unlisted)
+	}
+	for user, want := range map[string]string{"a": "a1", "b": "b1", "c": "c2"} {
+		if got, ok := f.entry(t, user); !ok || got != want {
+			t.Errorf("entry of %s = %q, %v; want %q", user, got, ok, want)
+		}
+	}
+	if _, ok := f.entry(t, "ghost"); ok {
+		t.Error("stale entry kept")
+	}
+	if stale, unlisted := f.reg.Check(); stale != 0 || unlisted != 0 {
+		t.Fatalf("second Check = %d, %d", stale, unlisted)
+	}
+	if got := f.stats(); got != [3]int{5, 3, 0} {
+		t.Fatalf("stats = %v", got)
+	}
+}
+
+// Many goroutines connect, join, act and disconnect sockets of the same
+// users while others kick, check and read stats; afterwards nothing is left.
+func TestRegistryConcurrency(t *testing.T) {
+	t.Parallel()
+	f := newRegFixture(t, regOpts{maxUser: 1000, maxIP: 1000, users: config.Table{MaxEntries: 1000, TTL: time.Hour}})
+	const workers, rounds = 16, 200
+	users := []string{"a", "b"}
+	var wg sync.WaitGroup
+	stop := make(chan struct{})
+	for w := range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range rounds {
+				user := users[(w+i)%len(users)]
+				adm, err := f.reg.Admit("", ip1)
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				if err := adm.SetUser(user); err != nil {
+					t.Error(err)
+					return
+				}
+				id := fmt.Sprintf("w%d-%d", w, i)
+				f.reg.Connect(SocketInfo{ID: id, User: user, IP: ip1}, &fakeSocket{})
+				conv := fmt.Sprintf("c%d", i%3)
+				f.reg.Join(id, conv)
+				f.reg.Activity(user, id)
+				if i%2 == 0 {
+					f.reg.Leave(id, conv)
+				}
+				f.reg.Disconnect(id)
+				adm.Release()
+			}
+		}()
+	}
+	var bg sync.WaitGroup
+	bg.Add(1)
+	go func() {
+		defer bg.Done()
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			f.reg.Kick("a", "admin")
+			f.reg.Check()
+			f.reg.StatsBlock()
+			f.m.Sweep()
+		}
+	}()
+	wg.Wait()
+	close(stop)
+	bg.Wait()
+	if got := f.stats(); got != [3]int{} {
+		t.Fatalf("after every socket left: stats = %v, want zeros", got)
+	}
+	for _, u := range users {
+		if _, ok := f.std.ConnectedUsers.Get(u); ok {
+			t.Errorf("entry of %s left behind", u)
+		}
+	}
+	// Every admission was given back.
+	f.reg.mu.Lock()
+	left := len(f.reg.byUser) + len(f.reg.byIP)
+	f.reg.mu.Unlock()
+	if left != 0 {
+		t.Fatalf("%d admission counters left", left)
+	}
+}
