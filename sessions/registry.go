@@ -256,6 +256,11 @@ func (r *Registry) leave(user, conversation string) {
 func (r *Registry) Disconnect(id string) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	r.unregister(id)
+}
+
+// unregister is Disconnect with r.mu held.
+func (r *Registry) unregister(id string) {
 	s := r.sockets[id]
 	if s == nil {
 		return
@@ -296,13 +301,20 @@ func (r *Registry) latestOf(user string) *liveSocket {
 }
 
 // Kick disconnects every socket of user with reason and reports how many.
+// They leave the registry at once, so that a second Kick does not count
+// sockets that are still closing.
 func (r *Registry) Kick(user, reason string) int {
 	r.mu.Lock()
 	var list []Socket
-	for _, s := range r.sockets {
+	var ids []string
+	for id, s := range r.sockets {
 		if s.info.User == user {
 			list = append(list, s.sock)
+			ids = append(ids, id)
 		}
+	}
+	for _, id := range ids {
+		r.unregister(id)
 	}
 	r.mu.Unlock()
 	for _, s := range list {
