@@ -1,5 +1,5 @@
 // Command chatguard is a sidecar reverse proxy for a Node.js/Socket.IO chat
-// backend. Subcommands: serve (default), check-config, version.
+// backend. Subcommands: serve (default), check-config, inject, version.
 package main
 
 import (
@@ -12,6 +12,7 @@ import (
 func main() {
 	env := environment{
 		args:      os.Args[1:],
+		stdin:     os.Stdin,
 		stdout:    os.Stdout,
 		stderr:    os.Stderr,
 		lookupEnv: os.LookupEnv,
@@ -23,6 +24,7 @@ func main() {
 // environment is everything run takes from the process, so tests can fake it.
 type environment struct {
 	args      []string
+	stdin     io.Reader // nil reads as empty
 	stdout    io.Writer
 	stderr    io.Writer
 	lookupEnv func(string) (string, bool)
@@ -32,9 +34,11 @@ type environment struct {
 
 const usage = `usage: chatguard [serve] [flags]      run the proxy (default)
        chatguard check-config [flags]  validate the configuration, list every problem
+       chatguard inject [flags]        add the sidecar to Kubernetes manifests, take it
+                                       out (--uninject), or serve it as a webhook (--webhook)
        chatguard version               print version and build information
 Run "chatguard serve -h" for the flags; every flag has an environment variable
-and a YAML key, listed in the README.
+and a YAML key, listed in the README. "chatguard inject -h" lists inject's flags.
 `
 
 // run dispatches the subcommand and returns the exit code.
@@ -49,6 +53,8 @@ func run(ctx context.Context, env environment) int {
 		return serve(ctx, env)
 	case "check-config":
 		return checkConfig(env)
+	case "inject":
+		return injectCmd(ctx, env)
 	case "version":
 		return version(env)
 	case "help":

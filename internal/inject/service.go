@@ -1,0 +1,187 @@
+package inject
+
+import (
+	"encoding/json"
+	"fmt"
+	"strconv"
+)
+
+// injectedPods describes the pods of one injected workload, for matching Services.
+type injectedPods struct {
+	namespace string
+	labels    map[string]string
+	app       appPort
+}
+
+// selects reports whether a Service in namespace with selector picks these
+// pods. An object without a namespace is taken to be in the same one as the
+// other: manifests usually leave it to kubectl's -n.
+func (p injectedPods) selects(namespace string, selector map[string]string) bool {
+	if namespace != "" && p.namespace != "" && namespace != p.namespace {
+		return false
+	}
+	if len(selector) == 0 {
+		return false
+	}
+	for k, v := range selector {
+		if l, ok := p.labels[k]; !ok || l != v {
+			return false
+		}
+	}
+	return true
+}
+
+// pointService sets targetPort to chatguard's named port on every TCP port of
+// svc that targets the app of a workload it selects, and records the
+// original target ports in an annotation.
+func pointService(svc map[string]any, pods []injectedPods) error {
+	spec, err := child(svc, "spec", false)
+	if err != nil || spec == nil {
+		return err
+	}
+	selector, err := stringMap(spec, "selector")
+	if err != nil {
+		return fmt.Errorf("spec: %w", err)
+	}
+	ns := namespaceOf(svc)
+	var apps []appPort
+	for _, p := range pods {
+		if p.selects(ns, selector) {
+			apps = append(apps, p.app)
+		}
+	}
+	if len(apps) == 0 {
+		return nil
+	}
+	ports, err := list(spec, "ports")
+	if err != nil {
+		return fmt.Errorf("spec: %w", err)
+	}
+	original := map[string]any{}
+	for i, v := range ports {
+		port, ok := v.(map[string]any)
+		if !ok {
+			return fmt.Errorf("spec.ports[%d]: want an object, have %s", i, typeName(v))
+		}
+		if proto := str(port, "protocol"); proto != "" && proto != "TCP" {
+			continue
+		}
+		number, ok := port["port"].(int64)
+		if !ok {
+			return fmt.Errorf("spec.ports[%d].port: want an integer", i)
+		}
+		target, hasTarget := port["targetPort"]
+		if !hasTarget || target == nil {
+			target = number // Kubernetes' default
+		}
+		if !targetsApp(target, apps) {
+			continue
+		}
+		original[strconv.FormatInt(number, 10)] = port["targetPort"] // nil: there was none
+		port["targetPort"] = publicPortName
+	}
+	if len(original) == 0 {
+		return nil
+	}
+	meta, err := child(svc, "metadata", true)
+	if err != nil {
+		return err
+	}
+	ann, err := child(meta, "annotations", true)
+	if err != nil {
+		return fmt.Errorf("metadata: %w", err)
+	}
+	if prev, ok := ann[AnnotationOriginalTargetPorts].(string); ok {
+		var old map[string]any
+		if err := json.Unmarshal([]byte(prev), &old); err == nil {
+			for k, v := range old {
+				if _, ok := original[k]; !ok {
+					original[k] = v
+				}
+			}
+		}
+	}
+	b, err := json.Marshal(original) // sorted keys: the same ports give the same bytes
+	if err != nil {
+		return err
+	}
+	ann[AnnotationOriginalTargetPorts] = string(b)
+	return nil
+}
+
+func targetsApp(target any, apps []appPort) bool {
+	for _, a := range apps {
+		switch t := target.(type) {
+		case int64:
+			if int(t) == a.port {
+				return true
+			}
+		case string:
+			if t != publicPortName && a.name != "" && t == a.name {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// restoreService puts back the target ports pointService changed.
+func restoreService(svc map[string]any) error {
+	meta, err := child(svc, "metadata", false)
+	if err != nil || meta == nil {
+		return err
+	}
+	ann, err := child(meta, "annotations", false)
+	if err != nil {
+		return fmt.Errorf("metadata: %w", err)
+	}
+	raw, ok := ann[AnnotationOriginalTargetPorts].(string)
+	if !ok {
+		return nil
+	}
+	var original map[string]json.RawMessage
+	if err := json.Unmarshal([]byte(raw), &original); err != nil {
+		return fmt.Errorf("annotation %s: %w", AnnotationOriginalTargetPorts, err)
+	}
+	spec, err := child(svc, "spec", false)
+	if err != nil {
+		return err
+	}
+	ports, err := list(spec, "ports")
+	if err != nil {
+		return fmt.Errorf("spec: %w", err)
+	}
+	for _, v := range ports {
+		port, ok := v.(map[string]any)
+		if !ok || port["targetPort"] != publicPortName {
+			continue
+		}
+		number, _ := port["port"].(int64)
+		prev, ok := original[strconv.FormatInt(number, 10)]
+		if !ok {
+			continue
+		}
+		var target any
+		if err := json.Unmarshal(prev, &target); err != nil {
+			return fmt.Errorf("annotation %s: %w", AnnotationOriginalTargetPorts, err)
+		}
+		switch t := target.(type) {
+		case nil:
+			delete(port, "targetPort")
+		case float64:
+			port["targetPort"] = int64(t)
+		case string:
+			port["targetPort"] = t
+		default:
+			return fmt.Errorf("annotation %s: port %d: target %v is neither a number nor a name", AnnotationOriginalTargetPorts, number, prev)
+		}
+	}
+	delete(ann, AnnotationOriginalTargetPorts)
+	pruneEmpty(meta, "annotations")
+	return nil
+}
+
+func namespaceOf(obj map[string]any) string {
+	meta, _ := obj["metadata"].(map[string]any)
+	return str(meta, "namespace")
+}

@@ -1,0 +1,184 @@
+package inject
+
+import (
+	"strings"
+	"testing"
+)
+
+const deployment = `apiVersion: apps/v1
+kind: Deployment
+metadata: {name: web}
+spec:
+  selector: {matchLabels: {app: web}}
+  template:
+    metadata: {labels: {app: web}}
+    spec:
+      containers:
+      - name: app
+        image: web
+        ports: [{name: http, containerPort: 3000}]
+`
+
+func TestTransformErrors(t *testing.T) {
+	t.Parallel()
+	withSpec := func(spec string) string {
+		return strings.Replace(deployment, "      containers:\n      - name: app\n        image: web\n        ports: [{name: http, containerPort: 3000}]\n", spec, 1)
+	}
+	for _, tc := range []struct {
+		name, in string
+		o        Options
+		want     []string
+	}{
+		{"yaml syntax", "a: [\n", Options{}, []string{"test: document 1:"}},
+		{"duplicate key", "kind: Pod\nkind: Pod\n", Options{}, []string{"test: document 1:", "already"}},
+		{"not an object", deployment + "---\n- a\n", Options{}, []string{"test: document 2: want a Kubernetes object, have an array"}},
+		{"no kind", "apiVersion: v1\nmetadata: {name: x}\n", Options{}, []string{"document 1: not a Kubernetes object"}},
+		{"JSON array", `[{"kind": "Pod"}]`, Options{}, []string{"document 1: want a Kubernetes object, have an array"}},
+		{"JSON syntax", `{"kind": "Pod",}`, Options{}, []string{"document 1:"}},
+		{"containers not a list", withSpec("      containers: app\n"), Options{}, []string{"document 1 (Deployment web): pod spec:"}},
+		{"no containers", withSpec("      containers: []\n"), Options{}, []string{"document 1 (Deployment web): pod spec has no containers"}},
+		{"no template", "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: web}\nspec: {replicas: 1}\n", Options{}, []string{"document 1 (Deployment web): no pod template at spec.template"}},
+		{"template not an object", "apiVersion: batch/v1\nkind: CronJob\nmetadata: {name: c}\nspec: {jobTemplate: {spec: {template: 3}}}\n", Options{}, []string{"(CronJob c): spec.jobTemplate.spec: template: want an object"}},
+		{"hand-made sidecar", withSpec("      containers:\n      - {name: app, image: web}\n      - {name: chatguard, image: cg}\n"), Options{}, []string{`(Deployment web): a container is already named "chatguard"`}},
+		{"app on 8080", withSpec("      containers:\n      - {name: app, image: web, ports: [{containerPort: 8080}]}\n"), Options{}, []string{`container "app" declares port 8080`}},
+		{"port named chatguard", withSpec("      containers:\n      - {name: app, image: web, ports: [{containerPort: 3000, name: chatguard}]}\n"), Options{}, []string{`declares port 3000 "chatguard"`}},
+		{"volume taken", withSpec("      containers: [{name: app, image: web}]\n      volumes: [{name: chatguard-data, emptyDir: {}}]\n"), Options{}, []string{`a volume is already named "chatguard-data"`}},
+		{"labels not strings", strings.Replace(deployment, "metadata: {labels: {app: web}}", "metadata: {labels: {app: 3}}", 1), Options{}, []string{"(Deployment web): pod template metadata: labels.app: want a string"}},
+		{"annotations not an object", strings.Replace(deployment, "metadata: {name: web}", "metadata: {name: web, annotations: [a]}", 1), Options{}, []string{"(Deployment web): metadata: annotations: want an object"}},
+		{"List items", "apiVersion: v1\nkind: List\nitems: {a: b}\n", Options{}, []string{"document 1 (List): items: want an array"}},
+		{"List item", "apiVersion: v1\nkind: List\nitems:\n- apiVersion: v1\n  kind: ConfigMap\n- 7\n", Options{}, []string{"document 1 (List) item 2: want a Kubernetes object, have a number"}},
+		{"every problem", "apiVersion: v1\nkind: Pod\nmetadata: {name: a}\nspec: {containers: []}\n---\napiVersion: v1\nkind: Pod\nmetadata: {name: b}\n",
+			Options{}, []string{"document 1 (Pod a): pod spec has no containers", "document 2 (Pod b): no pod spec"}},
+		{"mode", deployment, Options{Mode: "sidecar"}, []string{`inject: mode "sidecar"`}},
+		{"upstream on chatguard's port", deployment, Options{UpstreamPort: 9090}, []string{"upstream port 9090 is one chatguard listens on"}},
+		{"upstream port range", deployment, Options{UpstreamPort: 70000}, []string{"upstream port 70000"}},
+		{"uninject: grace annotation", strings.Replace(deployment, "metadata: {labels: {app: web}}",
+			"metadata: {labels: {app: web}, annotations: {chatguard.io/injected: \"true\", chatguard.io/original-grace-period: soon}}", 1),
+			Options{Uninject: true}, []string{"chatguard.io/original-grace-period: \"soon\" is not a number"}},
+		{"uninject: service annotation", "apiVersion: v1\nkind: Service\nmetadata: {name: s, annotations: {chatguard.io/original-target-ports: '{'}}\nspec: {ports: [{port: 80, targetPort: chatguard}]}\n",
+			Options{Uninject: true}, []string{"document 1 (Service s): annotation chatguard.io/original-target-ports"}},
+	} {
+		_, err := Transform([]Source{{Name: "test", Data: []byte(tc.in)}}, tc.o)
+		if err == nil {
+			t.Errorf("%s: no error", tc.name)
+			continue
+		}
+		for _, w := range tc.want {
+			if !strings.Contains(err.Error(), w) {
+				t.Errorf("%s: error %q lacks %q", tc.name, err, w)
+			}
+		}
+	}
+}
+
+func TestUpstreamPortOption(t *testing.T) {
+	t.Parallel()
+	svc := "---\napiVersion: v1\nkind: Service\nmetadata: {name: web}\nspec:\n  selector: {app: web}\n  ports: [{port: 80, targetPort: http}, {name: alt, port: 81, targetPort: 4000}]\n"
+	res := mustTransform(t, []byte(strings.Replace(deployment, "containerPort: 3000}]", "containerPort: 3000}, {name: alt, containerPort: 4000}]", 1)+svc),
+		Options{UpstreamPort: 4000})
+	out := string(res.Manifests)
+	for _, want := range []string{"value: http://127.0.0.1:4000", `chatguard.io/original-target-ports: '{"81":4000}'`, "port: 80\n    targetPort: http"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("output lacks %q:\n%s", want, out)
+		}
+	}
+	// Injected again, with another port or none, the sidecar's upstream still decides.
+	for _, port := range []int{0, 3000} {
+		if again := mustTransform(t, res.Manifests, Options{UpstreamPort: port}); string(again.Manifests) != out {
+			t.Errorf("re-injection with upstream port %d changed the output:\n%s", port, again.Manifests)
+		}
+	}
+	res = mustTransform(t, []byte("apiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec: {containers: [{name: app, image: x}]}\n"), Options{})
+	if !strings.Contains(string(res.Manifests), "value: http://127.0.0.1:3000") {
+		t.Errorf("no containerPort: upstream is not 3000:\n%s", res.Manifests)
+	}
+}
+
+// Services in one file are pointed at workloads of another; a namespace
+// that differs, a selector that does not match and UDP ports keep theirs.
+func TestServicesAcrossSources(t *testing.T) {
+	t.Parallel()
+	svcs := `apiVersion: v1
+kind: Service
+metadata: {name: same}
+spec:
+  selector: {app: web}
+  ports: [{name: tcp, port: 3000}, {name: udp, port: 3000, protocol: UDP}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: other-ns, namespace: elsewhere}
+spec: {selector: {app: web}, ports: [{port: 80, targetPort: http}]}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: other-app}
+spec: {selector: {app: api}, ports: [{port: 80, targetPort: http}]}
+`
+	dep := strings.Replace(deployment, "metadata: {name: web}", "metadata: {name: web, namespace: chat}", 1)
+	res, err := Transform([]Source{{Name: "a.yaml", Data: []byte(dep)}, {Name: "b.yaml", Data: []byte(svcs)}}, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	docs := decodeAll(t, res.Manifests)
+	if len(docs) != 4 {
+		t.Fatalf("%d documents", len(docs))
+	}
+	ports := func(i int) []any { return docs[i]["spec"].(map[string]any)["ports"].([]any) }
+	if p := ports(1); p[0].(map[string]any)["targetPort"] != "chatguard" || p[1].(map[string]any)["targetPort"] != nil {
+		t.Errorf("Service same: %v", p)
+	}
+	for i := 2; i < 4; i++ {
+		if p := ports(i); p[0].(map[string]any)["targetPort"] != "http" {
+			t.Errorf("document %d: %v", i+1, p)
+		}
+	}
+	_, err = Transform([]Source{{Name: "a.yaml", Data: []byte(dep)}, {Name: "b.yaml", Data: []byte("kind: x\n")}}, Options{})
+	if err == nil || !strings.Contains(err.Error(), "b.yaml: document 1: not a Kubernetes object") {
+		t.Errorf("error without the file name: %v", err)
+	}
+}
+
+// Fields inside the pod spec that the vendored corev1 does not know survive
+// injection and uninjection.
+func TestUnknownPodSpecFieldsSurvive(t *testing.T) {
+	t.Parallel()
+	in := strings.Replace(deployment, "        image: web\n", "        image: web\n        futureContainerField: {a: 1}\n", 1)
+	in = strings.Replace(in, "      containers:\n", "      futurePodField: [x]\n      containers:\n", 1)
+	res := mustTransform(t, []byte(in), Options{})
+	for _, want := range []string{"futureContainerField:\n          a: 1", "futurePodField:\n      - x"} {
+		if !strings.Contains(string(res.Manifests), want) {
+			t.Errorf("output lacks %q:\n%s", want, res.Manifests)
+		}
+	}
+	un := mustTransform(t, res.Manifests, Options{Uninject: true})
+	if want, have := decodeAll(t, []byte(in)), decodeAll(t, un.Manifests); !equalJSON(want, have) {
+		t.Errorf("uninject:\n%s", un.Manifests)
+	}
+}
+
+// A preStop hook changed after injection is the owner's: uninject keeps it.
+func TestUninjectKeepsAChangedHook(t *testing.T) {
+	t.Parallel()
+	res := mustTransform(t, []byte(deployment), Options{})
+	changed := strings.Replace(string(res.Manifests), "- node\n", "- nodejs\n", 1)
+	un := mustTransform(t, []byte(changed), Options{Uninject: true})
+	if !strings.Contains(string(un.Manifests), "- nodejs") || len(un.Warnings) != 1 || !strings.Contains(un.Warnings[0], "preStop hook changed") {
+		t.Errorf("warnings %q, output:\n%s", un.Warnings, un.Manifests)
+	}
+	// Uninjecting input that was never injected changes nothing.
+	plain := mustTransform(t, []byte(deployment), Options{Uninject: true})
+	if again := mustTransform(t, plain.Manifests, Options{Uninject: true}); string(again.Manifests) != string(plain.Manifests) {
+		t.Errorf("uninject of plain input changed it")
+	}
+}
+
+func TestEmptyInput(t *testing.T) {
+	t.Parallel()
+	for _, in := range []string{"", "\n", "---\n---\n", "# only a comment\n", "null\n"} {
+		res := mustTransform(t, []byte(in), Options{})
+		if len(res.Manifests) != 0 {
+			t.Errorf("%q → %q", in, res.Manifests)
+		}
+	}
+}
