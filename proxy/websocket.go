@@ -187,7 +187,11 @@ func (s *Server) serveWebSocket(w *responseWriter, r *http.Request, info *reqInf
 			fail(outcomeLimited, socketLimitError(err))
 			return
 		}
-		defer adm.Release()
+	}
+	release := func() {
+		if adm != nil {
+			adm.Release()
+		}
 	}
 
 	ctx, cancel := context.WithTimeout(r.Context(), h.cfg.HandshakeTimeout)
@@ -202,6 +206,7 @@ func (s *Server) serveWebSocket(w *responseWriter, r *http.Request, info *reqInf
 		if sess != nil {
 			sess.release()
 		}
+		release()
 		h.dialFailed(w, r, info, resp, err)
 		return
 	}
@@ -221,14 +226,17 @@ func (s *Server) serveWebSocket(w *responseWriter, r *http.Request, info *reqInf
 		if sess != nil {
 			sess.release()
 		}
+		release()
 		return
 	}
 	h.metrics.outcomes.WithLabelValues(outcomeAccepted).Inc()
 	p := h.newPair(kind, info, client, up, sess)
 	if !h.add(p) { // a drain started while dialing
-		p.end(sideChatguard, websocket.StatusCode(h.cfg.DrainCloseCode), "server shutting down", "drain")
+		h.background(func() {
+			p.end(sideChatguard, websocket.StatusCode(h.cfg.DrainCloseCode), "server shutting down", "drain")
+		})
 	}
-	p.run()
+	p.start(release) // the handler returns: its access line is the upgrade's
 }
 
 func (h *wsHub) live() int {

@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"net/netip"
+	"runtime/debug"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -63,26 +65,34 @@ func (h *wsHub) newPair(kind string, info *reqInfo, client, up *websocket.Conn, 
 	return p
 }
 
-// run relays until both directions stop, then unregisters the pair.
-func (p *wsPair) run() {
+// start relays on two goroutines of the hub's, one per direction, and
+// returns at once: the handler that accepted the socket ends, so that its
+// stack (grown by the handshake) and the request's state are not held for
+// the socket's whole life. release runs when the pair is over.
+func (p *wsPair) start(release func()) {
 	h := p.hub
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
+	var down sync.WaitGroup // the upstream → client pump
+	down.Add(1)
+	h.background(func() {
+		defer down.Done()
 		p.pump(p.upstream, p.client, sideUpstream)
-	}()
-	p.pump(p.client, p.upstream, sideClient)
-	wg.Wait()
-	p.endOnce.Do(func() { close(p.done) })
-	h.remove(p)
-	if p.sess != nil {
-		p.sess.detach(p)
-	}
-	h.s.log.WithFields(logrus.Fields{
-		"requestId": p.reqID, logging.FieldCategory: logging.CategorySocket, "kind": p.kind,
-		"duration": float64(time.Since(p.started).Microseconds()) / 1000,
-	}).Debug("websocket closed")
+	})
+	h.background(func() {
+		p.pump(p.client, p.upstream, sideClient)
+		down.Wait()
+		p.endOnce.Do(func() { close(p.done) })
+		h.remove(p)
+		if p.sess != nil {
+			p.sess.detach(p)
+		}
+		if release != nil {
+			release()
+		}
+		h.s.log.WithFields(logrus.Fields{
+			"requestId": p.reqID, logging.FieldCategory: logging.CategorySocket, "kind": p.kind,
+			"duration": float64(time.Since(p.started).Microseconds()) / 1000,
+		}).Debug("websocket closed")
+	})
 }
 
 var messageBuffers = sync.Pool{New: func() any { return new(bytes.Buffer) }}
@@ -99,19 +109,27 @@ func (p *wsPair) pump(src, dst *websocket.Conn, from string) {
 		frames, nbytes, writing = h.metrics.framesDown, h.metrics.bytesDown, &p.writingDn
 	}
 	ctx := context.Background() // no per-message timer: the janitor watches idle and stalled writes
-	buf := messageBuffers.Get().(*bytes.Buffer)
 	defer func() {
-		if buf.Cap() <= maxPooledBuffer {
-			messageBuffers.Put(buf)
+		if v := recover(); v != nil {
+			h.s.log.WithFields(logrus.Fields{
+				"requestId": p.reqID, logging.FieldCategory: logging.CategorySocket,
+				"panic": fmt.Sprint(v), "stack": string(debug.Stack()),
+			}).Error("websocket relay panicked; both sides dropped")
+			p.abort()
 		}
 	}()
 	for {
+		// The buffer is borrowed only while a message is in hand: an idle
+		// socket holds none.
 		typ, rd, err := src.Reader(ctx)
+		var buf *bytes.Buffer
 		if err == nil {
+			buf = messageBuffers.Get().(*bytes.Buffer)
 			buf.Reset()
 			_, err = buf.ReadFrom(rd)
 		}
 		if err != nil {
+			putBuffer(buf)
 			p.mirrorClose(err, dst, from)
 			return
 		}
@@ -126,6 +144,7 @@ func (p *wsPair) pump(src, dst *websocket.Conn, from string) {
 				forward = p.sess.fromUpstream(typ, msg)
 			}
 			if !forward {
+				putBuffer(buf)
 				continue // taken out (and answered) by the inspection
 			}
 		}
@@ -134,14 +153,18 @@ func (p *wsPair) pump(src, dst *websocket.Conn, from string) {
 		writing.Store(now)
 		err = dst.Write(ctx, typ, msg)
 		writing.Store(0)
+		putBuffer(buf)
 		if err != nil {
 			// dst is gone; its own pump sees that and mirrors it onto src.
 			_ = src.CloseNow()
 			return
 		}
-		if buf.Cap() > maxPooledBuffer {
-			buf = new(bytes.Buffer)
-		}
+	}
+}
+
+func putBuffer(b *bytes.Buffer) {
+	if b != nil && b.Cap() <= maxPooledBuffer {
+		messageBuffers.Put(b)
 	}
 }
 
