@@ -11,7 +11,7 @@ FUZZTIME  ?= 3000x
 
 LEAK_DURATION ?= 3m
 
-.PHONY: build run test lint unit test-monitoring fuzz test-error-coverage test-memory-leak test-rate-limits bench-http clean test-e2e test-socket-stress demo
+.PHONY: build run test lint unit test-monitoring fuzz test-error-coverage test-memory-leak test-rate-limits bench-http bench-ws clean test-e2e test-socket-stress demo
 
 build:
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/chatguard ./cmd/chatguard
@@ -91,6 +91,11 @@ demo: build
 
 bench-http:
 	bash bench/http/run.sh
+
+## bench-ws: the WebSocket relay against direct connections: memory per idle
+## client, throughput, added latency (bench/README.md).
+bench-ws:
+	bash bench/ws/run.sh
 
 clean:
 	rm -rf bin coverage.*.out

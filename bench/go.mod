@@ -10,6 +10,7 @@ replace github.com/chatguard/chatguard => ../
 
 require (
 	github.com/chatguard/chatguard v0.0.0-00010101000000-000000000000
+	github.com/coder/websocket v1.8.15
 	github.com/go-redis/redis_rate/v10 v10.0.1
 	github.com/hashicorp/golang-lru/v2 v2.0.7
 	github.com/jellydator/ttlcache/v3 v3.4.1
