@@ -102,6 +102,12 @@ func (s *Server) handle(w *responseWriter, r *http.Request, info *reqInfo) {
 		return
 	}
 	if s.ws != nil {
+		if s.ws.oldEngineIO(r) {
+			e := apierrors.New(apierrors.CodeValidation, "chatguard accepts Engine.IO v4 (Socket.IO 3 and 4 clients) only")
+			e.Details = map[string]any{"EIO": r.URL.Query().Get("EIO")}
+			s.writeError(w, r, info, e, sourceProxy)
+			return
+		}
 		if isWebSocketUpgrade(r) {
 			s.serveWebSocket(w, r, info)
 			return

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"net/http"
 	"net/netip"
+	"slices"
 	"sync"
 	"time"
 
@@ -32,10 +33,13 @@ type sioSession struct {
 	reqTok identity.Identity // from the handshake request's token, when it verified
 	reqErr error             // why the handshake token did not verify (ErrMissing: none)
 	adm    *sessions.Admission
+	path   string // the handshake's path and Host, to reach the upstream on the session's behalf
+	host   string
 
 	mu         sync.Mutex
 	sid        string            // Engine.IO session id, from the open packet
 	pair       *wsPair           // the WebSocket transport; nil while polling
+	wsBusy     bool              // a WebSocket holds (or is being opened for) the session
 	id         identity.Identity // who CONNECT said the client is
 	socketID   string            // the registry's id: the first Socket.IO socket id
 	registered bool
@@ -67,7 +71,8 @@ func (h *wsHub) sessionFor(r *http.Request, info *reqInfo) (*sioSession, *apierr
 			return sess, nil
 		}
 	}
-	sess := &sioSession{hub: h, reqID: info.id, ip: info.client, sid: sid, lastSeen: time.Now(), wake: make(chan struct{}, 1)}
+	sess := &sioSession{hub: h, reqID: info.id, ip: info.client, sid: sid, lastSeen: time.Now(), wake: make(chan struct{}, 1),
+		path: r.URL.Path, host: r.Host}
 	sess.pollCtx, sess.pollStop = context.WithCancel(context.Background())
 	sess.reqErr = identity.ErrMissing
 	if h.cfg.Auth != authNone {
@@ -95,6 +100,19 @@ func socketLimitError(err error) *apierrors.Error {
 	return e
 }
 
+// claimWS reserves the session for one WebSocket. A second one (while the
+// first is open) is refused: it would replace the first as the session's
+// transport, and the session would then never end when the first does.
+func (s *sioSession) claimWS() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.wsBusy {
+		return false
+	}
+	s.wsBusy = true
+	return true
+}
+
 func (s *sioSession) attach(p *wsPair) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -107,7 +125,7 @@ func (s *sioSession) detach(p *wsPair) {
 	s.mu.Lock()
 	mine := s.pair == p
 	if mine {
-		s.pair = nil
+		s.pair, s.wsBusy = nil, false
 	}
 	upgraded, sid := s.upgraded, s.sid
 	s.mu.Unlock()
@@ -121,6 +139,7 @@ func (s *sioSession) detach(p *wsPair) {
 func (s *sioSession) release() {
 	s.mu.Lock()
 	sid := s.sid
+	s.wsBusy = false
 	s.mu.Unlock()
 	polling := s.hub.followsPoll(sid)
 	if !polling {
@@ -133,7 +152,7 @@ func (s *sioSession) ended() {
 	s.overOnce.Do(func() {
 		s.mu.Lock()
 		s.over = true
-		id, registered, sid := s.socketID, s.registered, s.sid
+		id, registered, sid, polled := s.socketID, s.registered, s.sid, s.polled
 		s.mu.Unlock()
 		s.pollStop()
 		h := s.hub
@@ -141,6 +160,11 @@ func (s *sioSession) ended() {
 			h.mu.Lock()
 			if h.polls[sid] == s {
 				delete(h.polls, sid)
+			}
+			if polled && h.gone != nil {
+				// The upstream may still have the session: its sid must not
+				// pass later as one chatguard never saw, uninspected.
+				h.gone[sid] = time.Now()
 			}
 			h.mu.Unlock()
 		}
@@ -367,7 +391,10 @@ func (s *sioSession) deliver(v verdict) {
 	s.mu.Lock()
 	p := s.pair
 	if p == nil || s.polled && !s.upgraded { // polling (or probing): the next poll carries them
-		s.notices = append(s.notices, v.replies...)
+		// A client that POSTs and never polls must not make chatguard
+		// hold a reply per rejected packet: past the bound they are dropped.
+		room := max(maxOwedNotices-len(s.notices), 0)
+		s.notices = append(s.notices, v.replies[:min(len(v.replies), room)]...)
 		s.killed = s.killed || v.kill
 		s.mu.Unlock()
 		s.notify()
@@ -431,7 +458,9 @@ func (s *sioSession) upstreamPacket(data []byte) {
 	s.mu.Lock()
 	switch pkt.Type {
 	case socketio.PacketConnect:
-		s.namespaces = append(s.namespaces, pkt.Namespace)
+		if !slices.Contains(s.namespaces, pkt.Namespace) {
+			s.namespaces = append(s.namespaces, pkt.Namespace)
+		}
 		if s.registered || h.registry == nil || s.over {
 			s.mu.Unlock()
 			return
@@ -444,6 +473,12 @@ func (s *sioSession) upstreamPacket(data []byte) {
 		info := sessions.SocketInfo{ID: id, User: s.id.User, Role: s.id.Role, DisplayName: s.id.Name, IP: s.ip}
 		s.mu.Unlock()
 		h.registry.Connect(info, s)
+		s.mu.Lock()
+		over := s.over
+		s.mu.Unlock()
+		if over { // the session ended while it was being registered
+			h.registry.Disconnect(id)
+		}
 		return
 	case socketio.PacketDisconnect:
 		for i, ns := range s.namespaces {
@@ -472,12 +507,15 @@ func (s *sioSession) disconnect(reason string) {
 	}
 	p := s.pair
 	if p == nil || s.polled && !s.upgraded {
+		var bye [][]byte
 		for _, ns := range nss {
-			s.notices = append(s.notices, socketio.EncodeDisconnect(ns))
+			bye = append(bye, socketio.EncodeDisconnect(ns))
 		}
+		s.notices = append(s.notices, bye...)
 		s.killed = true
 		s.mu.Unlock()
 		s.notify()
+		s.hub.tellUpstream(s, bye) // the upstream hears the client leave, as on a WebSocket
 		return
 	}
 	s.mu.Unlock()
@@ -490,6 +528,22 @@ func (s *sioSession) disconnect(reason string) {
 	}).Info("socket disconnected by chatguard")
 	p.end(sideChatguard, websocket.StatusNormalClosure, "disconnected: "+reason, "")
 }
+
+// closeForDrain tells a polling client the session is over (the Engine.IO
+// close packet) on its waiting or next GET; socket.io-client then
+// reconnects, to another instance. The session ends once that is delivered.
+func (s *sioSession) closeForDrain() {
+	s.mu.Lock()
+	if s.pair == nil || !s.upgraded {
+		s.notices = append(s.notices, []byte{byte(socketio.EIOClose)})
+		s.killed = true
+	}
+	s.mu.Unlock()
+	s.notify()
+}
+
+// maxOwedNotices bounds the replies a polling session queues for the client.
+const maxOwedNotices = 256
 
 // notify wakes a GET poll waiting for the upstream: the client is owed packets.
 func (s *sioSession) notify() {

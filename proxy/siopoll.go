@@ -58,7 +58,14 @@ func (s *Server) servePolling(w *responseWriter, r *http.Request, info *reqInfo)
 	}
 	h.mu.Lock()
 	sess := h.polls[sid]
+	_, gone := h.gone[sid]
 	h.mu.Unlock()
+	if sess == nil && gone { // ended by chatguard (refused, kicked, closed): not to be reused
+		e := apierrors.New(apierrors.CodeValidation, "this Engine.IO session is closed; open a new one")
+		e.Details = map[string]any{"transport": "polling"}
+		s.writeError(w, r, info, e, sourceProxy)
+		return
+	}
 	if sess == nil { // a session chatguard never saw (another replica, a restart)
 		s.proxy.ServeHTTP(w, r)
 		return
@@ -165,10 +172,14 @@ func (h *wsHub) inspectPost(sess *sioSession, w *responseWriter, r *http.Request
 	body, err := io.ReadAll(io.LimitReader(r.Body, h.maxPollBody()+1))
 	_ = r.Body.Close()
 	if err != nil || int64(len(body)) > h.maxPollBody() {
-		// Unreadable or too big to inspect: the upstream judges it (the
-		// bytes read so far go first, then the rest of the body).
-		r.Body = io.NopCloser(io.MultiReader(bytes.NewReader(body), r.Body))
-		return true
+		// Too big (or unreadable) to inspect: refused, as a WebSocket
+		// message over the limit is (1009). Passing it on would let the
+		// events in it skip their limits.
+		e := apierrors.New(apierrors.CodePayloadTooLarge, "")
+		e.Details = map[string]any{"limitBytes": h.maxPollBody()}
+		e.Header = http.Header{"Connection": {"close"}}
+		h.s.writeError(w, r, info, e, sourceProxy)
+		return false
 	}
 	packets := socketio.SplitPayload(body)
 	kept := packets[:0:0]

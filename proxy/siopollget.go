@@ -4,8 +4,11 @@ import (
 	"bytes"
 	"context"
 	"net/http"
+	"net/url"
 	"strconv"
+	"time"
 
+	"github.com/chatguard/chatguard/internal/requestid"
 	"github.com/chatguard/chatguard/internal/socketio"
 )
 
@@ -86,6 +89,7 @@ func (h *wsHub) startPoll(sess *sioSession, r *http.Request, info *reqInfo) *ups
 	own.onResponse = func(resp *http.Response) { h.pollAnswered(sess, resp) }
 	ctx := context.WithValue(sess.pollCtx, infoKey{}, own)
 	out := r.Clone(ctx)
+	out.Body, out.ContentLength = http.NoBody, 0
 	out.Header.Del("Accept-Encoding") // a plain body can be read and extended
 	h.background(func() {
 		defer close(p.done)
@@ -97,6 +101,29 @@ func (h *wsHub) startPoll(sess *sioSession, r *http.Request, info *reqInfo) *ups
 		}
 	})
 	return p
+}
+
+// tellUpstream POSTs packets to the upstream on a polling session's behalf.
+func (h *wsHub) tellUpstream(sess *sioSession, packets [][]byte) {
+	sess.mu.Lock()
+	path, host, sid := sess.path, sess.host, sess.sid
+	sess.mu.Unlock()
+	if sid == "" || path == "" {
+		return
+	}
+	u := url.URL{Path: path, RawQuery: url.Values{"EIO": {"4"}, "transport": {"polling"}, "sid": {sid}}.Encode()}
+	own := &reqInfo{id: sess.reqID, rt: h.s.routing.Load(), peer: sess.ip, client: sess.ip}
+	ctx, cancel := context.WithTimeout(context.WithValue(context.Background(), infoKey{}, own), 5*time.Second)
+	defer cancel()
+	body := socketio.JoinPayload(packets)
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, u.String(), bytes.NewReader(body))
+	if err != nil {
+		return
+	}
+	req.Host = host
+	req.Header.Set("Content-Type", "text/plain;charset=UTF-8")
+	req.Header.Set(requestid.Header, sess.reqID)
+	h.s.proxy.ServeHTTP(&recorder{header: http.Header{}}, req)
 }
 
 // answerPoll writes a poll's answer: the upstream's (status, header, body;

@@ -43,6 +43,7 @@ type wsHub struct {
 	pairs   map[*wsPair]struct{}
 	closing bool // set by drain: later upgrades are refused
 	polls   map[string]*sioSession
+	gone    map[string]time.Time // sids of polling sessions that ended, refused for pollGrace
 
 	stopCh   chan struct{}
 	stopOnce sync.Once
@@ -52,7 +53,7 @@ type wsHub struct {
 func newWSHub(s *Server, target *url.URL, registry *sessions.Registry) (*wsHub, error) {
 	h := &wsHub{
 		s: s, cfg: s.cfg.WebSocket, registry: registry,
-		pairs: map[*wsPair]struct{}{}, polls: map[string]*sioSession{},
+		pairs: map[*wsPair]struct{}{}, polls: map[string]*sioSession{}, gone: map[string]time.Time{},
 		stopCh: make(chan struct{}),
 	}
 	base := *target
@@ -121,10 +122,25 @@ func headerHasToken(h http.Header, name, token string) bool {
 }
 
 // isSocketIO reports whether a request belongs to Socket.IO (Engine.IO v4).
-// Other protocol versions are relayed without inspection.
+// Other protocol versions are relayed without inspection. Engine.IO matches
+// a raw prefix of the path, dot segments and all, so the uncleaned path is
+// matched too: /socket.io/../x is Socket.IO to the upstream.
 func (h *wsHub) isSocketIO(r *http.Request) bool {
-	return strings.HasPrefix(canonicalPath(r.URL.Path)+"/", h.cfg.SocketIOPath) &&
-		r.URL.Query().Get("EIO") == "4"
+	return h.underSocketIOPath(r) && r.URL.Query().Get("EIO") == "4"
+}
+
+func (h *wsHub) underSocketIOPath(r *http.Request) bool {
+	p := h.cfg.SocketIOPath
+	return strings.HasPrefix(r.URL.Path, p) || strings.HasPrefix(canonicalPath(r.URL.Path)+"/", p)
+}
+
+// oldEngineIO reports a request for another Engine.IO version under the
+// Socket.IO path (EIO=3: Socket.IO 2 clients, which a backend with
+// allowEIO3 accepts). chatguard reads v4 only, so such a request would skip
+// authentication and every event limit: it is refused.
+func (h *wsHub) oldEngineIO(r *http.Request) bool {
+	v := r.URL.Query().Get("EIO")
+	return v != "" && v != "4" && h.underSocketIOPath(r)
 }
 
 // originAllowed applies websocket.origins to the Origin header. A request
@@ -179,6 +195,10 @@ func (s *Server) serveWebSocket(w *responseWriter, r *http.Request, info *reqInf
 		var e *apierrors.Error
 		if sess, e = h.sessionFor(r, info); e != nil {
 			fail(outcomeLimited, e)
+			return
+		}
+		if !sess.claimWS() {
+			fail(outcomeHandshake, apierrors.New(apierrors.CodeValidation, "this Engine.IO session already has a WebSocket"))
 			return
 		}
 	} else if h.registry != nil {
@@ -395,9 +415,16 @@ func (h *wsHub) closeAll(ctx context.Context, code websocket.StatusCode) int {
 	for p := range h.pairs {
 		list = append(list, p)
 	}
+	polls := make([]*sioSession, 0, len(h.polls))
+	for _, sess := range h.polls {
+		polls = append(polls, sess)
+	}
 	h.mu.Unlock()
+	for _, sess := range polls {
+		sess.closeForDrain()
+	}
 	for _, p := range list {
-		go p.end(sideChatguard, code, "server shutting down", "drain")
+		h.background(func() { p.end(sideChatguard, code, "server shutting down", "drain") })
 	}
 	for _, p := range list {
 		select {
@@ -455,9 +482,14 @@ func (h *wsHub) sweep(now time.Time) {
 			gone = append(gone, sess)
 		}
 	}
+	for sid, at := range h.gone {
+		if now.Sub(at) > pollGrace {
+			delete(h.gone, sid)
+		}
+	}
 	h.mu.Unlock()
 	for _, p := range idle {
-		go p.end(sideChatguard, websocket.StatusGoingAway, "idle timeout", "idle")
+		h.background(func() { p.end(sideChatguard, websocket.StatusGoingAway, "idle timeout", "idle") })
 	}
 	for _, p := range stalled {
 		h.metrics.forced.WithLabelValues("write_stalled").Inc()

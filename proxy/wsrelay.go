@@ -177,8 +177,9 @@ func (p *wsPair) mirrorClose(err error, dst *websocket.Conn, from string) {
 	if errors.As(err, &ce) {
 		reason = ce.Reason
 	}
-	if code == -1 && from == sideClient && isReadLimit(err) {
-		// The library answered the client 1009 itself.
+	if code == -1 && isReadLimit(err) {
+		// The library answered the sender 1009 itself; the other side
+		// hears the same.
 		code, reason, from = websocket.StatusMessageTooBig, "message too big", sideChatguard
 	}
 	if p.closing() {

@@ -1,0 +1,172 @@
+package proxy
+
+import (
+	"context"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/coder/websocket"
+
+	"github.com/chatguard/chatguard/internal/config"
+)
+
+// Engine.IO matches its path by a raw prefix of req.url, dot segments and
+// all: /socket.io/../x?EIO=4 is a Socket.IO connection to the upstream. It
+// must not pass chatguard as a plain WebSocket, uninspected.
+func TestReviewDotSegmentsDoNotSkipSocketIOInspection(t *testing.T) {
+	t.Parallel()
+	fake := &fakeSIO{}
+	var mu sync.Mutex
+	var uris []string
+	up := upstream(t, func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		uris = append(uris, r.RequestURI)
+		mu.Unlock()
+		fake.ServeHTTP(w, r)
+	})
+	env := startSIO(t, up.URL, func(c *config.Config) { c.WebSocket.Auth = "required" })
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	c, _, err := websocket.Dial(ctx, wsURL(env.harness, "/socket.io/../x?EIO=4&transport=websocket"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cl := &sioClient{t: t, c: c, ctx: ctx, cancel: cancel}
+	defer cl.close()
+	cl.next() // the open packet
+	if got := cl.connect(""); !strings.HasPrefix(got, "44") {
+		mu.Lock()
+		defer mu.Unlock()
+		t.Fatalf("CONNECT without a token answered %q (upstream saw %q); want CONNECT_ERROR", got, uris)
+	}
+}
+
+// A polling session chatguard ended (here: CONNECT refused for want of a
+// token) must not become "a session chatguard never saw": the upstream still
+// has it, and its next POST would go there uninspected.
+func TestReviewKilledPollingSessionStaysClosed(t *testing.T) {
+	t.Parallel()
+	fake := newFakePolling(t, 20*time.Second)
+	env := startSIO(t, upstream(t, fake.ServeHTTP).URL, func(c *config.Config) { c.WebSocket.Auth = "required" })
+	h := env.harness
+	poll(t, h, http.MethodGet, "", "")
+	if _, body := poll(t, h, http.MethodPost, "&sid=p1", "40"); body != "ok" {
+		t.Fatalf("POST CONNECT: %q", body)
+	}
+	if _, body := poll(t, h, http.MethodGet, "&sid=p1", ""); !strings.HasPrefix(body, "44") {
+		t.Fatalf("GET: %q, want CONNECT_ERROR", body)
+	}
+	resp, _ := poll(t, h, http.MethodPost, "&sid=p1", "40")
+	for _, b := range fake.postBodies() {
+		if strings.Contains(b, "40") {
+			t.Fatalf("the upstream got an unauthenticated CONNECT on the refused session (%d): %q", resp.StatusCode, fake.postBodies())
+		}
+	}
+	if resp.StatusCode != http.StatusBadRequest {
+		t.Fatalf("POST on the closed session answered %d, want 400", resp.StatusCode)
+	}
+}
+
+// A second WebSocket on a polling session must not take the session over:
+// when the first one upgrades and ends, the session (its registry entry,
+// its admission) must end too.
+func TestReviewSecondProbeDoesNotLeakSession(t *testing.T) {
+	t.Parallel()
+	fake := newFakePolling(t, 20*time.Second)
+	env := startSIO(t, upstream(t, fake.ServeHTTP).URL, nil)
+	h := env.harness
+	poll(t, h, http.MethodGet, "", "")
+	poll(t, h, http.MethodPost, "&sid=p1", "40"+authFor(t, testUser))
+	poll(t, h, http.MethodGet, "&sid=p1", "")
+	env.waitStats(t, [3]int{1, 1, 0})
+	h.srv.ws.mu.Lock()
+	sess := h.srv.ws.polls["p1"]
+	h.srv.ws.mu.Unlock()
+	pairOf := func() *wsPair {
+		sess.mu.Lock()
+		defer sess.mu.Unlock()
+		return sess.pair
+	}
+
+	first, ctx := dialWS(t, h, sioPath+"&sid=p1", nil)
+	waitFor(t, "the first probe attached", func() bool { return pairOf() != nil })
+	dctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if second, _, err := websocket.Dial(dctx, wsURL(h, sioPath+"&sid=p1"), nil); err == nil {
+		_ = second.Close(websocket.StatusNormalClosure, "")
+		waitFor(t, "the second probe gone", func() bool { return pairOf() == nil || h.srv.ws.live() == 1 })
+		time.Sleep(50 * time.Millisecond) // let its detach run
+	}
+	for _, m := range []string{"2probe", "5"} {
+		if err := first.Write(ctx, websocket.MessageText, []byte(m)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, msg, err := first.Read(ctx); err != nil || string(msg) != "3probe" {
+		t.Fatalf("probe: %q %v", msg, err)
+	}
+	_ = first.Close(websocket.StatusNormalClosure, "")
+	env.waitStats(t, [3]int{})
+}
+
+// A POST body too big to inspect must not reach the upstream uninspected
+// (on a WebSocket the same bytes close the socket with 1009).
+func TestReviewOversizedPollBodyIsNotForwarded(t *testing.T) {
+	t.Parallel()
+	fake := newFakePolling(t, 20*time.Second)
+	env := startSIO(t, upstream(t, fake.ServeHTTP).URL, func(c *config.Config) {
+		c.WebSocket.MaxMessageBytes = 1024
+		c.WebSocket.Events = []config.EventLimit{{Name: "send-message", Limit: config.RouteLimit{Rate: 1, Period: time.Minute}}}
+	})
+	h := env.harness
+	poll(t, h, http.MethodGet, "", "")
+	poll(t, h, http.MethodPost, "&sid=p1", "40"+authFor(t, testUser))
+	poll(t, h, http.MethodGet, "&sid=p1", "")
+	ev := make([]string, 200) // ~5 KB: over 2 × max_message_bytes
+	for i := range ev {
+		ev[i] = `42["send-message",{}]`
+	}
+	resp, _ := poll(t, h, http.MethodPost, "&sid=p1", strings.Join(ev, "\x1e"))
+	for _, b := range fake.postBodies() {
+		if strings.Count(b, "send-message") > 1 {
+			t.Fatalf("the upstream got %d over-limit events in one uninspected body (status %d)", strings.Count(b, "send-message"), resp.StatusCode)
+		}
+	}
+	if resp.StatusCode != http.StatusRequestEntityTooLarge {
+		t.Fatalf("oversized POST answered %d, want 413", resp.StatusCode)
+	}
+}
+
+// What a polling client is owed must stay bounded when it never polls: one
+// POST of small over-limit events must not queue an envelope per event.
+func TestReviewPollingNoticesAreBounded(t *testing.T) {
+	t.Parallel()
+	fake := newFakePolling(t, 20*time.Second)
+	env := startSIO(t, upstream(t, fake.ServeHTTP).URL, func(c *config.Config) {
+		c.WebSocket.Events = []config.EventLimit{{Name: "send-message", Limit: config.RouteLimit{Rate: 1, Period: time.Minute}}}
+	})
+	h := env.harness
+	poll(t, h, http.MethodGet, "", "")
+	poll(t, h, http.MethodPost, "&sid=p1", "40"+authFor(t, testUser))
+	poll(t, h, http.MethodGet, "&sid=p1", "")
+	ev := make([]string, 5000) // ~110 KB in
+	for i := range ev {
+		ev[i] = `42["send-message",{}]`
+	}
+	poll(t, h, http.MethodPost, "&sid=p1", strings.Join(ev, "\x1e"))
+	h.srv.ws.mu.Lock()
+	sess := h.srv.ws.polls["p1"]
+	h.srv.ws.mu.Unlock()
+	sess.mu.Lock()
+	n, size := len(sess.notices), 0
+	for _, p := range sess.notices {
+		size += len(p)
+	}
+	sess.mu.Unlock()
+	if n > maxOwedNotices {
+		t.Fatalf("one POST queued %d notices (%d bytes) for the client", n, size)
+	}
+}

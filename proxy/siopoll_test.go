@@ -1,0 +1,88 @@
+package proxy
+
+import (
+	"context"
+	"net/http"
+	"slices"
+	"testing"
+	"time"
+)
+
+// connectPolling makes a polling session p1 with testUser connected.
+func connectPolling(t *testing.T, env *sioEnv) {
+	t.Helper()
+	h := env.harness
+	if resp, _ := poll(t, h, http.MethodGet, "", ""); resp.StatusCode != 200 {
+		t.Fatalf("handshake: %d", resp.StatusCode)
+	}
+	if _, body := poll(t, h, http.MethodPost, "&sid=p1", "40"+authFor(t, testUser)); body != "ok" {
+		t.Fatalf("POST CONNECT: %q", body)
+	}
+	if _, body := poll(t, h, http.MethodGet, "&sid=p1", ""); body != `40{"sid":"sockp1"}` {
+		t.Fatalf("GET after CONNECT: %q", body)
+	}
+	env.waitStats(t, [3]int{1, 1, 0})
+}
+
+// A drain tells a long-polling client the session is over (the Engine.IO
+// close packet, on the GET it is waiting on) instead of waiting for the
+// upstream's long-poll to end: the drain finishes at once.
+func TestSocketIOPollingDrain(t *testing.T) {
+	t.Parallel()
+	fake := newFakePolling(t, 20*time.Second)
+	env := startSIO(t, upstream(t, fake.ServeHTTP).URL, nil)
+	h := env.harness
+	connectPolling(t, env)
+	pending := pendingPoll(h, "&sid=p1")
+	waitFor(t, "the long-poll upstream", func() bool { return fake.gets.Load() == 1 })
+
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	start := time.Now()
+	res := h.srv.Drain(ctx)
+	if got := recv(t, pending, "the pending GET"); got != "1" {
+		t.Errorf("pending GET answered %q, want the close packet 1", got)
+	}
+	if d := time.Since(start); d > 3*time.Second || res.InFlight != 0 {
+		t.Errorf("drain took %v and left %d in flight; it must not wait for the long-poll", d, res.InFlight)
+	}
+	env.waitStats(t, [3]int{0, 0, 0})
+}
+
+// An admin kick of a polling client tells the upstream too (DISCONNECT in a
+// POST of the session), as it does on a WebSocket.
+func TestSocketIOPollingKickTellsUpstream(t *testing.T) {
+	t.Parallel()
+	fake := newFakePolling(t, 20*time.Second)
+	env := startSIO(t, upstream(t, fake.ServeHTTP).URL, nil)
+	h := env.harness
+	connectPolling(t, env)
+	pending := pendingPoll(h, "&sid=p1")
+	waitFor(t, "the long-poll upstream", func() bool { return fake.gets.Load() == 1 })
+
+	if n := env.reg.Kick(testUser, "admin"); n != 1 {
+		t.Fatalf("Kick = %d", n)
+	}
+	if got := recv(t, pending, "the pending GET"); got != "41" {
+		t.Errorf("pending GET answered %q, want DISCONNECT 41", got)
+	}
+	waitFor(t, "the upstream to hear DISCONNECT", func() bool { return slices.Contains(fake.postBodies(), "41") })
+	env.waitStats(t, [3]int{0, 0, 0})
+}
+
+// Engine.IO v3 under the Socket.IO path would pass uninspected (chatguard
+// reads v4), skipping authentication and event limits: it is refused.
+func TestSocketIOOldEngineIORefused(t *testing.T) {
+	t.Parallel()
+	fake := newFakePolling(t, time.Second)
+	env := startSIO(t, upstream(t, fake.ServeHTTP).URL, nil)
+	for _, q := range []string{"/socket.io/?EIO=3&transport=polling", "/socket.io/?EIO=3&transport=websocket", "/socket.io/../socket.io/?EIO=2&transport=polling"} {
+		resp, body := env.harness.get(q)
+		if e := envelope(t, resp, body); resp.StatusCode != 400 || e["code"] != "VALIDATION_ERROR" {
+			t.Errorf("%s: %d %v", q, resp.StatusCode, e)
+		}
+	}
+	if n := len(fake.postBodies()); n != 0 || fake.gets.Load() != 0 {
+		t.Errorf("the upstream saw %d posts", n)
+	}
+}
