@@ -29,6 +29,10 @@ type Policy struct {
 type KeyPart struct {
 	Kind string // ip, user, header, body
 	Arg  string // header name or body field
+	// label is the part's name in a key, "|kind:arg=", made once: arg in
+	// ASCII lower case (header names are case-insensitive), so that the
+	// key's length never exceeds the configured spelling's.
+	label string
 }
 
 // Request is what a key is built from.
@@ -54,7 +58,11 @@ func NewPolicy(name string, l config.RouteLimit, multiplier float64) *Policy {
 	}
 	for _, part := range l.Key {
 		kind, arg, _ := strings.Cut(part, ":")
-		p.Key = append(p.Key, KeyPart{Kind: kind, Arg: arg})
+		label := "|" + kind
+		if arg != "" {
+			label += ":" + asciiLower(arg)
+		}
+		p.Key = append(p.Key, KeyPart{Kind: kind, Arg: arg, label: label + "="})
 	}
 	return p
 }
@@ -105,13 +113,7 @@ func (p *Policy) KeyFor(r Request) string {
 		if !ok {
 			return p.Name + "|ip=" + ipKey(r.IP)
 		}
-		b.WriteString("|")
-		b.WriteString(part.Kind)
-		if part.Arg != "" {
-			b.WriteString(":")
-			b.WriteString(strings.ToLower(part.Arg))
-		}
-		b.WriteString("=")
+		b.WriteString(part.label)
 		if part.Kind == "body" || part.Kind == "user" {
 			v = strings.ToLower(strings.TrimSpace(v)) // Ana@X.com and ana@x.com are one user
 		}
@@ -122,6 +124,18 @@ func (p *Policy) KeyFor(r Request) string {
 		b.WriteString(v)
 	}
 	return b.String()
+}
+
+// asciiLower lowers A-Z only: strings.ToLower turns each invalid UTF-8
+// byte into a 3-byte replacement character.
+func asciiLower(s string) string {
+	b := []byte(s)
+	for i, c := range b {
+		if 'A' <= c && c <= 'Z' {
+			b[i] = c + 'a' - 'A'
+		}
+	}
+	return string(b)
 }
 
 // ipKey is the address, with IPv6 grouped by /64: one client commonly owns

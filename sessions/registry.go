@@ -195,6 +195,10 @@ func (r *Registry) Activity(user, id string) {
 	})
 }
 
+// maxConversationsPerSocket bounds the conversations one socket is followed
+// in; joins beyond it still reach the backend but are not tracked.
+const maxConversationsPerSocket = 256
+
 // Join adds the socket's user to a conversation.
 func (r *Registry) Join(id, conversation string) {
 	r.mu.Lock()
@@ -204,6 +208,9 @@ func (r *Registry) Join(id, conversation string) {
 		return
 	}
 	if !slices.Contains(s.convs, conversation) {
+		if len(s.convs) >= maxConversationsPerSocket {
+			return // one socket cannot make joins (and its disconnect) cost without bound
+		}
 		s.convs = append(s.convs, conversation)
 	}
 	user := s.info.User
