@@ -521,3 +521,27 @@ func TestRegistryConcurrency(t *testing.T) {
 		t.Fatalf("%d admission counters left", left)
 	}
 }
+
+// One socket is followed in at most maxConversationsPerSocket conversations:
+// a client joining without end cannot make the registry's work (and its
+// disconnect) grow without bound. Leaving one frees a place.
+func TestRegistryJoinsPerSocketAreBounded(t *testing.T) {
+	t.Parallel()
+	f := newRegFixture(t, regOpts{})
+	f.connect("s1", "ana")
+	for i := range maxConversationsPerSocket + 10 {
+		f.reg.Join("s1", fmt.Sprintf("c%d", i))
+	}
+	if got := f.stats()[2]; got != maxConversationsPerSocket {
+		t.Fatalf("activeConversations = %d, want %d", got, maxConversationsPerSocket)
+	}
+	f.reg.Leave("s1", "c0")
+	f.reg.Join("s1", "extra")
+	if got := f.members("extra"); !slices.Equal(got, []string{"ana"}) {
+		t.Errorf("after a leave, a join is followed again: members %v", got)
+	}
+	f.reg.Disconnect("s1")
+	if got := f.stats(); got != [3]int{0, 0, 0} {
+		t.Errorf("after disconnect: %v", got)
+	}
+}
