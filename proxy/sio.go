@@ -36,6 +36,7 @@ type sioSession struct {
 	path   string // the handshake's path and Host, to reach the upstream on the session's behalf
 	host   string
 
+	connectMu  sync.Mutex // serialises CONNECT handling
 	mu         sync.Mutex
 	sid        string            // Engine.IO session id, from the open packet
 	pair       *wsPair           // the WebSocket transport; nil while polling
@@ -244,6 +245,10 @@ func (s *sioSession) clientPacket(data []byte) verdict {
 // token, the client gets CONNECT_ERROR carrying the 401 envelope.
 func (s *sioSession) connect(pkt socketio.Packet) verdict {
 	h := s.hub
+	// One CONNECT at a time per session: two POSTs racing would otherwise
+	// both resolve an identity and move the per-user admission between them.
+	s.connectMu.Lock()
+	defer s.connectMu.Unlock()
 	s.mu.Lock()
 	known := s.id.User != ""
 	s.mu.Unlock()
@@ -554,7 +559,14 @@ func (s *sioSession) notify() {
 }
 
 // background runs fn in a goroutine the hub waits for on Close.
+// After stop nothing new starts (the process is ending; a forced
+// disconnect then has nothing left to disconnect).
 func (h *wsHub) background(fn func()) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.stopped {
+		return
+	}
 	h.wg.Add(1)
 	go func() {
 		defer h.wg.Done()

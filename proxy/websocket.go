@@ -42,6 +42,7 @@ type wsHub struct {
 	mu      sync.Mutex
 	pairs   map[*wsPair]struct{}
 	closing bool // set by drain: later upgrades are refused
+	stopped bool // set by stop: background starts nothing
 	polls   map[string]*sioSession
 	gone    map[string]time.Time // sids of polling sessions that ended, refused for pollGrace
 
@@ -96,6 +97,7 @@ func (h *wsHub) start() {
 func (h *wsHub) stop() {
 	h.stopOnce.Do(func() { close(h.stopCh) })
 	h.mu.Lock()
+	h.stopped = true
 	for _, sess := range h.polls {
 		sess.pollStop() // polls sent on a session's behalf end with the server
 	}
