@@ -96,20 +96,9 @@ LOG_LEVEL=${LOG_LEVEL:-info}
 PERF=${PERF:-0}
 KEEP_TMP=${KEEP_TMP:-0}
 
-die() { echo "run.sh: $*" >&2; exit 1; }
-log() { echo "run.sh: $*" >&2; }
+# shellcheck source=../lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/../lib.sh"
 
-# seconds DURATION: wrk's duration syntax (plain, s, m, h) in whole seconds.
-seconds() {
-	local d=$1
-	case $d in
-	*[0-9]s) echo "${d%s}" ;;
-	*[0-9]m) echo $((${d%m} * 60)) ;;
-	*[0-9]h) echo $((${d%h} * 3600)) ;;
-	*[0-9]) echo "$d" ;;
-	*) return 1 ;;
-	esac
-}
 for v in DURATION WARMUP CALIBRATE_DURATION; do
 	[[ ${!v} =~ ^[0-9]+[smh]?$ ]] && (($(seconds "${!v}") > 0)) || die "$v=${!v}: want a whole number of seconds, minutes or hours, like 10s"
 done
@@ -198,33 +187,7 @@ trap 'exit 143' TERM
 # from the ones already handed out.
 handed_out=' '
 read -r eph_low _ </proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || eph_low=32768
-free_port() {
-	local p i span=$((eph_low - 20000))
-	((span > 1000)) || span=10000
-	for ((i = 0; i < 500; i++)); do
-		p=$((20000 + (RANDOM * 32768 + RANDOM) % span))
-		[[ $handed_out == *" $p "* ]] && continue
-		if command -v ss >/dev/null; then
-			[[ -z $(ss -Htan "sport = :$p" 2>/dev/null) ]] || continue
-		elif (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
-			continue
-		fi
-		handed_out+="$p "
-		printf -v "$1" '%s' "$p"
-		return 0
-	done
-	die "found no free loopback port"
-}
 
-# wait_ready NAME PID URL LOG: until URL answers 2xx, with a 15 s deadline.
-wait_ready() {
-	local name=$1 pid=$2 url=$3 logf=$4 deadline=$((SECONDS + 15))
-	until curl -fsS -o /dev/null --max-time 1 "$url" 2>/dev/null; do
-		kill -0 "$pid" 2>/dev/null || { tail -n 20 "$logf" >&2 || true; die "$name exited during start-up (log above: $logf)"; }
-		((SECONDS < deadline)) || { tail -n 20 "$logf" >&2 || true; die "$name did not answer $url within 15 s"; }
-		sleep 0.1
-	done
-}
 
 # --- build -----------------------------------------------------------------
 
@@ -309,31 +272,6 @@ log "upstream :$up_port  chatguard :$cg_port (admin :$cg_admin_port)  nginx :$ng
 ncpu=$(getconf _NPROCESSORS_ONLN)
 hz=$(getconf CLK_TCK)
 
-# proc_ticks PID...: user+system clock ticks used so far by those processes.
-proc_ticks() {
-	local total=0 p line f
-	for p; do
-		read -r line 2>/dev/null <"/proc/$p/stat" || continue
-		f=(${line##*) }) # fields from the 3rd (state) on
-		total=$((total + f[11] + f[12]))
-	done
-	echo "$total"
-}
-# machine_ticks: "busy total interrupts" clock ticks of all CPUs, from
-# /proc/stat; interrupts (irq + softirq) are charged to no process.
-machine_ticks() {
-	local _ user nice sys idle iow irq soft steal
-	read -r _ user nice sys idle iow irq soft steal _ </proc/stat
-	echo "$((user + nice + sys + irq + soft + steal)) $((user + nice + sys + idle + iow + irq + soft + steal)) $((irq + soft))"
-}
-# children_secs FILE: the children's user+system seconds from `times` output.
-children_secs() {
-	sed -n 2p "$1" | awk '{
-		t = 0
-		for (i = 1; i <= 2; i++) { split($i, a, "m"); sub(/s$/, "", a[2]); t += a[1] * 60 + a[2] }
-		printf "%.3f", t
-	}'
-}
 # parse_wrk FILE: "req/s p50_ms p99_ms errors" (errors: socket errors + non-2xx/3xx).
 parse_wrk() {
 	awk '
@@ -480,14 +418,6 @@ measure_once() {
 		}')
 }
 
-# median: the median of the numbers on stdin ("-" when there are none or they are not numbers).
-median() {
-	sort -g | awk '$1 != "-" { a[++n] = $1 } END {
-		if (n == 0) { print "-"; exit }
-		m = (n % 2) ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2
-		print m
-	}'
-}
 # col PHASE TARGET FIELD: median of that field (1-based, see records) over the phase's rounds.
 col() { awk -F'\t' -v ph="$1" -v tg="$2" -v f="$3" '$1 == ph && $2 == tg { print $f }' "$records" | median; }
 

@@ -97,20 +97,9 @@ KEEP_TMP=${KEEP_TMP:-0}
 REV=${REV:-}
 CG_BIN=${CG_BIN:-}
 
-die() { echo "run.sh: $*" >&2; exit 1; }
-log() { echo "run.sh: $*" >&2; }
+# shellcheck source=../lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/../lib.sh"
 
-# seconds DURATION: a whole number of seconds, minutes or hours, in seconds.
-seconds() {
-	local d=$1
-	case $d in
-	*[0-9]s) echo "${d%s}" ;;
-	*[0-9]m) echo $((${d%m} * 60)) ;;
-	*[0-9]h) echo $((${d%h} * 3600)) ;;
-	*[0-9]) echo "$d" ;;
-	*) return 1 ;;
-	esac
-}
 for v in TP_DURATION LAT_DURATION WARMUP PING_INTERVAL; do
 	[[ ${!v} =~ ^[0-9]+[smh]?$ ]] && (($(seconds "${!v}") > 0)) || die "$v=${!v}: want a whole number of seconds, minutes or hours, like 5s"
 	[[ ${!v} =~ [smh]$ ]] || printf -v "$v" '%ss' "${!v}" # the client and upstream take Go durations
@@ -201,33 +190,7 @@ trap 'exit 143' TERM
 # free_port VAR: a loopback port nothing uses, below the ephemeral range (so
 # that no outgoing connection can hold it), never handed out before.
 handed_out=' '
-free_port() {
-	local p i span=$((eph_low - 20000))
-	((span > 1000)) || span=10000
-	for ((i = 0; i < 500; i++)); do
-		p=$((20000 + (RANDOM * 32768 + RANDOM) % span))
-		[[ $handed_out == *" $p "* ]] && continue
-		if command -v ss >/dev/null; then
-			[[ -z $(ss -Htan "sport = :$p" 2>/dev/null) ]] || continue
-		elif (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
-			continue
-		fi
-		handed_out+="$p "
-		printf -v "$1" '%s' "$p"
-		return 0
-	done
-	die "found no free loopback port"
-}
 
-# wait_ready NAME PID URL LOG: until URL answers 2xx, with a 15 s deadline.
-wait_ready() {
-	local name=$1 pid=$2 url=$3 logf=$4 deadline=$((SECONDS + 15))
-	until curl -fsS -o /dev/null --max-time 1 "$url" 2>/dev/null; do
-		kill -0 "$pid" 2>/dev/null || { tail -n 20 "$logf" >&2 || true; die "$name exited during start-up (log above: $logf)"; }
-		((SECONDS < deadline)) || { tail -n 20 "$logf" >&2 || true; die "$name did not answer $url within 15 s"; }
-		sleep 0.1
-	done
-}
 
 # wait_line FILE REGEX PID SECS: until a line of FILE matches, the process
 # still runs, within SECS.
@@ -426,30 +389,6 @@ idle_phase() {
 ncpu=$(getconf _NPROCESSORS_ONLN)
 hz=$(getconf CLK_TCK)
 
-# proc_ticks PID...: user+system clock ticks used so far by those processes.
-proc_ticks() {
-	local total=0 p line f
-	for p; do
-		read -r line 2>/dev/null <"/proc/$p/stat" || continue
-		f=(${line##*) }) # fields from the 3rd (state) on
-		total=$((total + f[11] + f[12]))
-	done
-	echo "$total"
-}
-# machine_ticks: "busy total interrupts" clock ticks of all CPUs, from /proc/stat.
-machine_ticks() {
-	local _ user nice sys idle iow irq soft steal
-	read -r _ user nice sys idle iow irq soft steal _ </proc/stat
-	echo "$((user + nice + sys + irq + soft + steal)) $((user + nice + sys + idle + iow + irq + soft + steal)) $((irq + soft))"
-}
-# children_secs FILE: the children's user+system seconds from `times` output.
-children_secs() {
-	sed -n 2p "$1" | awk '{
-		t = 0
-		for (i = 1; i <= 2; i++) { split($i, a, "m"); sub(/s$/, "", a[2]); t += a[1] * 60 + a[2] }
-		printf "%.3f", t
-	}'
-}
 # busy_now: CPUs busy over half a second.
 busy_now() {
 	local a b
@@ -576,14 +515,6 @@ measure_once() {
 		}')
 }
 
-# median: the median of the numbers on stdin ("-" when none).
-median() {
-	sort -g | awk '$1 != "-" { a[++n] = $1 } END {
-		if (n == 0) { print "-"; exit }
-		m = (n % 2) ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2
-		print m
-	}'
-}
 # col PHASE KIND TARGET CLIENTS FIELD: median of that field over the rounds.
 col() { awk -F'\t' -v ph="$1" -v k="$2" -v tg="$3" -v c="$4" -v f="$5" '$1 == ph && $2 == k && $3 == tg && $5 == c { print $f }' "$records" | median; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0 && a != "-") printf "%.2f", a / b; else print "-" }'; }
