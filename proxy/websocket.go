@@ -239,7 +239,7 @@ func (s *Server) serveWebSocket(w *responseWriter, r *http.Request, info *reqInf
 	if h.cfg.Compression {
 		opts.CompressionMode = websocket.CompressionContextTakeover
 	}
-	w.onHijack = s.trackWebSocket
+	w.onHijack, w.smallBuffers = s.trackWebSocket, true
 	client, err := websocket.Accept(w, r, opts)
 	if err != nil {
 		// Accept wrote the client its error (a bad handshake).

@@ -62,6 +62,11 @@ func TestWebSocketPlainRelay(t *testing.T) {
 		{websocket.MessageText, []byte{}},
 		{websocket.MessageBinary, []byte{0, 1, 2, 0xfe, 0xff}},
 		{websocket.MessageBinary, big},
+		// around the client-side buffer size (wsBufferSize), frame header included
+		{websocket.MessageBinary, big[:wsBufferSize-14]},
+		{websocket.MessageText, bytes.Repeat([]byte("a"), wsBufferSize-2)},
+		{websocket.MessageBinary, big[:wsBufferSize]},
+		{websocket.MessageBinary, big[:wsBufferSize+1]},
 	}
 	for i, m := range msgs {
 		if err := c.Write(ctx, m.typ, m.data); err != nil {
@@ -95,7 +100,11 @@ func TestWebSocketPlainRelay(t *testing.T) {
 	waitMetric(t, h, `chatguard_websocket_close_codes_total{code="4xxx",side="upstream"}`, 1)
 	waitMetric(t, h, `chatguard_websocket_frames_total{direction="client_to_upstream"}`, float64(len(msgs)+1))
 	waitMetric(t, h, `chatguard_websocket_frames_total{direction="upstream_to_client"}`, float64(len(msgs)))
-	waitMetric(t, h, `chatguard_websocket_bytes_total{direction="upstream_to_client"}`, float64(5+len(msgs[1].data)+0+5+len(big)))
+	relayed := 0
+	for _, m := range msgs {
+		relayed += len(m.data)
+	}
+	waitMetric(t, h, `chatguard_websocket_bytes_total{direction="upstream_to_client"}`, float64(relayed))
 	waitMetric(t, h, `chatguard_websocket_connections_total{outcome="accepted"}`, 2)
 }
 

@@ -20,7 +20,16 @@ type responseWriter struct {
 	// connection the caller gets (so that the server can track and close it).
 	onHijack func(net.Conn) net.Conn
 	hijacked bool
+	// smallBuffers gives the hijacked connection buffers of wsBufferSize
+	// instead of net/http's 4 KiB ones (a relayed WebSocket keeps them for
+	// its whole life).
+	smallBuffers bool
 }
+
+// wsBufferSize sizes a relayed WebSocket's client-side read and write
+// buffers. A frame bigger than a buffer is read into, or written from, the
+// message directly; most chat messages fit whole.
+const wsBufferSize = 1024
 
 func (w *responseWriter) WriteHeader(code int) {
 	if w.wroteHeader {
@@ -63,6 +72,14 @@ func (w *responseWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	}
 	if w.onHijack != nil {
 		conn = w.onHijack(conn)
+	}
+	if w.smallBuffers {
+		if brw.Reader.Buffered() == 0 { // else it holds the client's first bytes
+			brw.Reader = bufio.NewReaderSize(conn, wsBufferSize)
+		}
+		if brw.Writer.Buffered() == 0 {
+			brw.Writer = bufio.NewWriterSize(conn, wsBufferSize)
+		}
 	}
 	return conn, brw, nil
 }
