@@ -3,7 +3,6 @@ package limiter
 import (
 	"context"
 	"fmt"
-	"net"
 	"os/exec"
 	"strings"
 	"sync"
@@ -12,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/chatguard/chatguard/internal/testnet"
 	"github.com/chatguard/chatguard/sessions"
 )
 
@@ -23,28 +23,7 @@ type redisServer struct {
 	cmd  *exec.Cmd
 }
 
-func freePort(t *testing.T, alsoFree int) int {
-	t.Helper()
-	for i := 0; i < 50; i++ {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		p := l.Addr().(*net.TCPAddr).Port
-		l.Close()
-		if alsoFree == 0 {
-			return p
-		}
-		if p+alsoFree < 65536 {
-			if l2, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", p+alsoFree)); err == nil {
-				l2.Close()
-				return p
-			}
-		}
-	}
-	t.Fatal("no free port")
-	return 0
-}
+func freePort(t *testing.T, alsoFree int) int { return testnet.FreePort(t, alsoFree) }
 
 func startRedis(t *testing.T, extra ...string) *redisServer {
 	t.Helper()

@@ -5,8 +5,8 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -18,6 +18,8 @@ import (
 	"time"
 
 	"go.uber.org/goleak"
+
+	"github.com/chatguard/chatguard/internal/testnet"
 )
 
 // The test binary doubles as chatguard: with CHATGUARD_TEST_RUN_MAIN=1 it
@@ -91,12 +93,7 @@ func TestVersionAndUsage(t *testing.T) {
 
 func freeAddr(t *testing.T) string {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
+	return fmt.Sprintf("127.0.0.1:%d", testnet.FreePort(t, 0))
 }
 
 // process is chatguard running as a child process.

@@ -27,16 +27,38 @@ for (const sig of ['SIGINT', 'SIGTERM']) {
   process.once(sig, () => { killAll(); process.exit(128 + (sig === 'SIGINT' ? 2 : 15)); });
 }
 
-function freePort() {
-  return new Promise((resolve, reject) => {
+// freePort finds a port nobody listens on, below the kernel's ephemeral
+// range: a port from listen(0) is an ephemeral one, which any outgoing
+// connection (chatguard's to the app, a client's) may take as its source
+// port before the process it was picked for binds it (EADDRINUSE).
+const handedOut = new Set();
+function ephemeralLow() {
+  try {
+    return Number(fs.readFileSync('/proc/sys/net/ipv4/ip_local_port_range', 'utf8').trim().split(/\s+/)[0]) || 32768;
+  } catch {
+    return 32768;
+  }
+}
+function tryListen(port) {
+  return new Promise((resolve) => {
     const srv = net.createServer();
     srv.unref();
-    srv.on('error', reject);
-    srv.listen(0, '127.0.0.1', () => {
-      const { port } = srv.address();
-      srv.close(() => resolve(port));
-    });
+    srv.once('error', () => resolve(false));
+    srv.listen(port, () => srv.close(() => resolve(true))); // every address, as the app listens
   });
+}
+async function freePort() {
+  const low = ephemeralLow();
+  const span = low - 20000;
+  for (let i = 0; span > 1000 && i < 200; i++) {
+    const port = 20000 + Math.floor(Math.random() * span);
+    if (handedOut.has(port)) continue;
+    if (await tryListen(port)) {
+      handedOut.add(port);
+      return port;
+    }
+  }
+  throw new Error(`no free port below the ephemeral range (${low})`);
 }
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
