@@ -18,11 +18,14 @@ cleanup() {
 }
 trap cleanup INT TERM EXIT
 
-PORT=3000 node server.js & pids+=($!)
+# Each child runs in a session of its own: Ctrl-C reaches only this script,
+# whose trap stops each child with one SIGTERM (a second signal would make
+# chatguard skip its graceful drain).
+PORT=3000 setsid node server.js & pids+=($!)
 CHATGUARD_LISTEN=:8080 CHATGUARD_ADMIN_LISTEN=:9090 CHATGUARD_UPSTREAM=http://127.0.0.1:3000 \
   CHATGUARD_ENV=development CHATGUARD_JWT_SECRET=$JWT_SECRET CHATGUARD_STATS_TOKEN=$STATS_TOKEN \
   CHATGUARD_RATE_LIMIT_FILE="$tmp/rate-limits.json" CHATGUARD_PROFILE_DIR="$tmp/profiles" CHATGUARD_DRAIN_DELAY=0s \
-  "$CHATGUARD_BIN" & pids+=($!)
+  setsid "$CHATGUARD_BIN" & pids+=($!)
 
 for _ in $(seq 100); do
   curl -fsS -o /dev/null http://127.0.0.1:9090/readyz 2>/dev/null && break
