@@ -76,7 +76,11 @@ func TestSocketIOOldEngineIORefused(t *testing.T) {
 	t.Parallel()
 	fake := newFakePolling(t, time.Second)
 	env := startSIO(t, upstream(t, fake.ServeHTTP).URL, nil)
-	for _, q := range []string{"/socket.io/?EIO=3&transport=polling", "/socket.io/?EIO=3&transport=websocket", "/socket.io/../socket.io/?EIO=2&transport=polling"} {
+	for _, q := range []string{
+		"/socket.io/?EIO=3&transport=polling", "/socket.io/?EIO=3&transport=websocket",
+		"/socket.io/../socket.io/?EIO=2&transport=polling",
+		"/socket.io/?transport=polling", "/socket.io/?sid=p1", // no EIO: engine.io reads it as 3
+	} {
 		resp, body := env.harness.get(q)
 		if e := envelope(t, resp, body); resp.StatusCode != 400 || e["code"] != "VALIDATION_ERROR" {
 			t.Errorf("%s: %d %v", q, resp.StatusCode, e)
@@ -84,5 +88,13 @@ func TestSocketIOOldEngineIORefused(t *testing.T) {
 	}
 	if n := len(fake.postBodies()); n != 0 || fake.gets.Load() != 0 {
 		t.Errorf("the upstream saw %d posts", n)
+	}
+	// A request without EIO under an upgrade, too.
+	if resp, _ := upgradeRequest(t, env.harness, "/socket.io/?transport=websocket"); resp.StatusCode != 400 {
+		t.Errorf("upgrade without EIO: %d, want 400", resp.StatusCode)
+	}
+	// What Socket.IO serves there besides Engine.IO (the client bundle) passes.
+	if resp, body := env.harness.get("/socket.io/socket.io.js"); resp.StatusCode == 400 {
+		t.Errorf("/socket.io/socket.io.js refused: %s", body)
 	}
 }

@@ -136,13 +136,21 @@ func (h *wsHub) underSocketIOPath(r *http.Request) bool {
 	return strings.HasPrefix(r.URL.Path, p) || strings.HasPrefix(canonicalPath(r.URL.Path)+"/", p)
 }
 
-// oldEngineIO reports a request for another Engine.IO version under the
-// Socket.IO path (EIO=3: Socket.IO 2 clients, which a backend with
-// allowEIO3 accepts). chatguard reads v4 only, so such a request would skip
-// authentication and every event limit: it is refused.
+// oldEngineIO reports an Engine.IO request under the Socket.IO path for a
+// version other than 4: EIO=3 (Socket.IO 2 clients, which a backend with
+// allowEIO3 accepts), or no EIO at all, which engine.io reads as 3.
+// chatguard reads v4 only, so such a request would skip authentication and
+// every event limit: it is refused. Other requests there (the client bundle
+// /socket.io/socket.io.js) pass.
 func (h *wsHub) oldEngineIO(r *http.Request) bool {
-	v := r.URL.Query().Get("EIO")
-	return v != "" && v != "4" && h.underSocketIOPath(r)
+	if !h.underSocketIOPath(r) {
+		return false
+	}
+	q := r.URL.Query()
+	if q.Get("EIO") == "4" {
+		return false
+	}
+	return q.Has("EIO") || q.Has("transport") || q.Has("sid") || isWebSocketUpgrade(r)
 }
 
 // originAllowed applies websocket.origins to the Origin header. A request
