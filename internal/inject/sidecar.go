@@ -80,14 +80,19 @@ func secretEnv(name, key string) corev1.EnvVar {
 	return corev1.EnvVar{Name: name, ValueFrom: &corev1.EnvVarSource{SecretKeyRef: ref}}
 }
 
-// volumes are the pod volumes the sidecar mounts: a scratch directory for
-// everything it writes (its root filesystem is read-only) and its config.
+// volumes are the pod volumes the sidecar mounts: a bounded scratch
+// directory for everything it writes (its root filesystem is read-only) and
+// its config. The ConfigMap is required: CHATGUARD_CONFIG names its file,
+// and chatguard refuses to start on a named file that is missing, so an
+// optional one would crash-loop where a required one makes the kubelet wait,
+// with an event that names the missing ConfigMap (an empty chatguard.yaml
+// is valid: the defaults).
 func volumes() []corev1.Volume {
+	limit := resource.MustParse("256Mi")
 	return []corev1.Volume{
-		{Name: dataVolume, VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}},
+		{Name: dataVolume, VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{SizeLimit: &limit}}},
 		{Name: configVolume, VolumeSource: corev1.VolumeSource{ConfigMap: &corev1.ConfigMapVolumeSource{
 			LocalObjectReference: corev1.LocalObjectReference{Name: configMapName},
-			Optional:             new(true),
 		}}},
 	}
 }
