@@ -17,13 +17,14 @@ import (
 const shutdownGrace = 10 * time.Second
 
 // ServeTLS serves the webhook on l over TLS 1.2+ with the key pair in
-// certFile and keyFile (read once) until ctx is done; then it stops
-// accepting, waits for the reviews in flight and returns nil. It closes l.
+// certFile and keyFile (reloaded when the files change, as a rotated Secret
+// does) until ctx is done; then it stops accepting, waits for the reviews in
+// flight and returns nil. It closes l.
 func (wh *Webhook) ServeTLS(ctx context.Context, l net.Listener, certFile, keyFile string) error {
-	cert, err := tls.LoadX509KeyPair(certFile, keyFile)
+	kp, err := newKeyPair(certFile, keyFile)
 	if err != nil {
 		l.Close()
-		return fmt.Errorf("inject: loading the TLS key pair: %w", err)
+		return err
 	}
 	srv := &http.Server{
 		Handler:           wh,
@@ -34,7 +35,7 @@ func (wh *Webhook) ServeTLS(ctx context.Context, l net.Listener, certFile, keyFi
 		MaxHeaderBytes:    64 << 10,
 		ErrorLog:          log.New(logWriter{wh}, "", 0),
 	}
-	tl := tls.NewListener(l, &tls.Config{MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{cert}})
+	tl := tls.NewListener(l, &tls.Config{MinVersion: tls.VersionTLS12, GetCertificate: kp.get})
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(tl) }()
 	select {
