@@ -2,6 +2,16 @@
 # Helpers shared by the benchmark scripts (bench/http/run.sh, bench/ws/run.sh),
 # which source this file.
 
+# on_exit FN: FN runs when the script ends, however it ends; a signal ends it
+# with the shell's usual status (128 + the signal's number).
+on_exit() {
+	trap "$1" EXIT
+	trap 'exit 129' HUP
+	trap 'exit 130' INT
+	trap 'exit 141' PIPE
+	trap 'exit 143' TERM
+}
+
 die() { echo "run.sh: $*" >&2; exit 1; }
 log() { echo "run.sh: $*" >&2; }
 # seconds DURATION: wrk's duration syntax (plain, s, m, h) in whole seconds.
@@ -15,6 +25,11 @@ seconds() {
 	*) return 1 ;;
 	esac
 }
+# free_port VAR: a loopback port nothing uses, below the ephemeral range (so
+# that no outgoing connection of the benchmark can hold it), never handed out
+# before. eph_low is read below unless the script has read it.
+handed_out=' '
+[[ -n ${eph_low:-} ]] || read -r eph_low _ </proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || eph_low=32768
 free_port() {
 	local p i span=$((eph_low - 20000))
 	((span > 1000)) || span=10000

@@ -176,17 +176,7 @@ cleanup() {
 	fi
 	exit "$rc"
 }
-trap cleanup EXIT
-trap 'exit 129' HUP
-trap 'exit 130' INT
-trap 'exit 141' PIPE
-trap 'exit 143' TERM
-
-# free_port VAR: a loopback port that nothing uses, below the ephemeral range
-# (so that no outgoing connection of this benchmark can hold it), different
-# from the ones already handed out.
-handed_out=' '
-read -r eph_low _ </proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || eph_low=32768
+on_exit cleanup
 
 
 # --- build -----------------------------------------------------------------

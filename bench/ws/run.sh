@@ -181,15 +181,7 @@ cleanup() {
 	fi
 	exit "$rc"
 }
-trap cleanup EXIT
-trap 'exit 129' HUP
-trap 'exit 130' INT
-trap 'exit 141' PIPE
-trap 'exit 143' TERM
-
-# free_port VAR: a loopback port nothing uses, below the ephemeral range (so
-# that no outgoing connection can hold it), never handed out before.
-handed_out=' '
+on_exit cleanup
 
 
 # wait_line FILE REGEX PID SECS: until a line of FILE matches, the process
