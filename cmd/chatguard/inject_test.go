@@ -3,14 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
-	"encoding/pem"
-	"math/big"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -19,6 +12,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/chatguard/chatguard/internal/testnet"
 )
 
 const sampleManifests = `apiVersion: apps/v1
@@ -154,7 +149,7 @@ func TestInjectProcess(t *testing.T) {
 // chatguard inject --webhook as a real process: serves TLS, stops on SIGTERM with 0.
 func TestInjectWebhookProcess(t *testing.T) {
 	t.Parallel()
-	certFile, keyFile, pool := writeSelfSigned(t)
+	certFile, keyFile, pool := testnet.SelfSigned(t)
 	addr := freeAddr(t)
 	cmd := exec.Command(os.Args[0], "inject", "--webhook", "--listen", addr, "--tls-cert-file", certFile, "--tls-key-file", keyFile)
 	cmd.Env = append(os.Environ(), "CHATGUARD_TEST_RUN_MAIN=1")
@@ -202,30 +197,4 @@ func TestInjectWebhookProcess(t *testing.T) {
 	if !strings.Contains(out.String(), "chatguard injector stopped") {
 		t.Errorf("log:\n%s", out.String())
 	}
-}
-
-func writeSelfSigned(t *testing.T) (certFile, keyFile string, pool *x509.CertPool) {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1), DNSNames: []string{"localhost"}, IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, _ := x509.ParseCertificate(der)
-	pool = x509.NewCertPool()
-	pool.AddCert(cert)
-	kb, _ := x509.MarshalECPrivateKey(key)
-	dir := t.TempDir()
-	certFile, keyFile = filepath.Join(dir, "tls.crt"), filepath.Join(dir, "tls.key")
-	_ = os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600)
-	_ = os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kb}), 0o600)
-	return certFile, keyFile, pool
 }

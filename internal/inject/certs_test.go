@@ -5,6 +5,8 @@ import (
 	"os"
 	"testing"
 	"time"
+
+	"github.com/chatguard/chatguard/internal/testnet"
 )
 
 // A rotated key pair (new files in place, as a renewed Secret is) is served
@@ -12,7 +14,7 @@ import (
 // in service until it is whole.
 func TestKeyPairReloadsRotatedFiles(t *testing.T) {
 	t.Parallel()
-	certFile, keyFile, _ := selfSigned(t)
+	certFile, keyFile, _ := testnet.SelfSigned(t)
 	kp, err := newKeyPair(certFile, keyFile)
 	if err != nil {
 		t.Fatal(err)
@@ -20,7 +22,7 @@ func TestKeyPairReloadsRotatedFiles(t *testing.T) {
 	first, _ := kp.get(nil)
 
 	// The renewal: another pair written over the same paths.
-	newCert, newKey, _ := selfSigned(t)
+	newCert, newKey, _ := testnet.SelfSigned(t)
 	for _, f := range [][2]string{{newCert, certFile}, {newKey, keyFile}} {
 		b, err := os.ReadFile(f[0])
 		if err != nil {

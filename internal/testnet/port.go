@@ -1,5 +1,5 @@
-// Package testnet helps tests that hand a port to another process (a
-// chatguard child, a redis-server).
+// Package testnet helps network tests: ports to hand to another process (a
+// chatguard child, a redis-server) and a self-signed TLS certificate.
 package testnet
 
 import (

@@ -1,6 +1,8 @@
 package testnet
 
 import (
+	"crypto/tls"
+	"crypto/x509"
 	"fmt"
 	"net"
 	"testing"
@@ -20,6 +22,23 @@ func TestFreePortIsBindableAndBelowTheEphemeralRange(t *testing.T) {
 				t.Fatalf("port %d is not free: %v", q, err)
 			}
 			l.Close()
+		}
+	}
+}
+
+func TestSelfSignedLoadsAndVerifies(t *testing.T) {
+	certFile, keyFile, pool := SelfSigned(t)
+	pair, err := tls.LoadX509KeyPair(certFile, keyFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	leaf, err := x509.ParseCertificate(pair.Certificate[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{"127.0.0.1", "localhost", "chatguard-injector.chatguard-system.svc"} {
+		if _, err := leaf.Verify(x509.VerifyOptions{Roots: pool, DNSName: name}); err != nil {
+			t.Errorf("%s: %v", name, err)
 		}
 	}
 }
