@@ -37,6 +37,7 @@ const (
 type sioEnv struct {
 	*harness
 	reg *sessions.Registry
+	std *sessions.Standard
 }
 
 // startSIO is startOpts with sockets wired; every config gets the test JWT
@@ -65,6 +66,7 @@ func startSIO(t *testing.T, upstreamURL string, mutate func(*config.Config)) *si
 		if err != nil {
 			t.Fatal(err)
 		}
+		env.std = std
 		env.reg = sessions.NewRegistry(sessions.RegistryOptions{
 			Tables: std, MaxPerUser: cfg.WebSocket.MaxSocketsPerUser, MaxPerIP: cfg.WebSocket.MaxSocketsPerIP,
 		})
@@ -175,7 +177,8 @@ func upgradeRequest(t *testing.T, h *harness, path string, header ...string) (*h
 // it opens, accepts CONNECT, acks events that ask for it, optionally pings,
 // and records every message it receives.
 type fakeSIO struct {
-	ping time.Duration // 0: never
+	ping       time.Duration // 0: never
+	maxPayload int           // the open packet's maxPayload; 0: 1000000
 
 	mu     sync.Mutex
 	got    []string // text as is, binary as "bin:" + payload, end as "end:<code>"
@@ -218,7 +221,11 @@ func (f *fakeSIO) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := context.WithCancel(r.Context())
 	defer cancel()
 	write := func(s string) error { return c.Write(ctx, websocket.MessageText, []byte(s)) }
-	if write(`0{"sid":"s1","upgrades":[],"pingInterval":25000,"pingTimeout":20000,"maxPayload":1000000}`) != nil {
+	maxPayload := f.maxPayload
+	if maxPayload == 0 {
+		maxPayload = 1000000
+	}
+	if write(fmt.Sprintf(`0{"sid":"s1","upgrades":[],"pingInterval":25000,"pingTimeout":20000,"maxPayload":%d}`, maxPayload)) != nil {
 		return
 	}
 	var wg sync.WaitGroup
