@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"context"
 	"strings"
 	"testing"
 	"time"
@@ -43,5 +44,33 @@ func TestSocketIOConsistencyCheckRuns(t *testing.T) {
 	waitMetric(t, env.harness, `chatguard_socketio_orphans_total{kind="stale_entry"}`, 1)
 	if _, ok := env.std.ConnectedUsers.Get("ghost@example.com"); ok {
 		t.Error("the stale entry is still there")
+	}
+}
+
+// No compression unless websocket.compression: a client offering
+// permessage-deflate gets it only then.
+func TestWebSocketCompressionOnlyWhenConfigured(t *testing.T) {
+	t.Parallel()
+	for _, on := range []bool{false, true} {
+		h := start(t, upstream(t, newRelayUpstream().ServeHTTP).URL, func(c *config.Config) { c.WebSocket.Compression = on })
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		c, resp, err := websocket.Dial(ctx, wsURL(h, "/ws/echo"), &websocket.DialOptions{CompressionMode: websocket.CompressionContextTakeover})
+		if err != nil {
+			cancel()
+			t.Fatal(err)
+		}
+		got := strings.Contains(resp.Header.Get("Sec-WebSocket-Extensions"), "permessage-deflate")
+		msg := strings.Repeat("compressible ", 200)
+		if err := c.Write(ctx, websocket.MessageText, []byte(msg)); err != nil {
+			t.Fatal(err)
+		}
+		if _, back, err := c.Read(ctx); err != nil || string(back) != msg {
+			t.Errorf("compression %v: echo %d bytes, %v", on, len(back), err)
+		}
+		_ = c.Close(websocket.StatusNormalClosure, "")
+		cancel()
+		if got != on {
+			t.Errorf("compression %v: permessage-deflate negotiated = %v", on, got)
+		}
 	}
 }
