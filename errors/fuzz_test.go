@@ -240,16 +240,3 @@ func namedField(m map[string]any) (last, whole string, ok bool) {
 	}
 	return last, name, true
 }
-
-// leaksOutsideSnippet reports whether s is in e's envelope once the
-// development snippet is left out.
-func leaksOutsideSnippet(e *apierrors.Error, s string) bool {
-	c := *e
-	c.Details = make(map[string]any, len(e.Details))
-	for k, v := range e.Details {
-		if k != "upstreamBody" {
-			c.Details[k] = v
-		}
-	}
-	return bytes.Contains(c.Marshal(testID, testNow), []byte(s))
-}
