@@ -102,7 +102,8 @@ func (s *Server) handle(w *responseWriter, r *http.Request, info *reqInfo) {
 		return
 	}
 	if s.ws != nil {
-		if s.ws.oldEngineIO(r) {
+		socketIO := s.ws.underSocketIOPath(r) // the other checks only then: this runs on every request
+		if socketIO && s.ws.oldEngineIO(r) {
 			e := apierrors.New(apierrors.CodeValidation, "chatguard accepts Engine.IO v4 (Socket.IO 3 and 4 clients) only")
 			e.Details = map[string]any{"EIO": r.URL.Query().Get("EIO")}
 			s.writeError(w, r, info, e, sourceProxy)
@@ -112,7 +113,7 @@ func (s *Server) handle(w *responseWriter, r *http.Request, info *reqInfo) {
 			s.serveWebSocket(w, r, info)
 			return
 		}
-		if s.ws.isSocketIO(r) && r.URL.Query().Get("transport") == "polling" {
+		if socketIO && s.ws.isSocketIO(r) && r.URL.Query().Get("transport") == "polling" {
 			s.servePolling(w, r, info)
 			return
 		}

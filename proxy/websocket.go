@@ -131,9 +131,16 @@ func (h *wsHub) isSocketIO(r *http.Request) bool {
 	return h.underSocketIOPath(r) && r.URL.Query().Get("EIO") == "4"
 }
 
+// underSocketIOPath matches the path as sent, and cleaned the way the
+// routes are (canonicalPath drops a trailing slash: "/socket.io" is under
+// "/socket.io/" too). It runs on every request, so it does not allocate.
 func (h *wsHub) underSocketIOPath(r *http.Request) bool {
 	p := h.cfg.SocketIOPath
-	return strings.HasPrefix(r.URL.Path, p) || strings.HasPrefix(canonicalPath(r.URL.Path)+"/", p)
+	if strings.HasPrefix(r.URL.Path, p) {
+		return true
+	}
+	c := canonicalPath(r.URL.Path)
+	return strings.HasPrefix(c, p) || c == p[:len(p)-1]
 }
 
 // oldEngineIO reports an Engine.IO request under the Socket.IO path for a
