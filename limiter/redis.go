@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"runtime"
 	"strings"
 	"sync"
 	"time"
@@ -11,37 +12,53 @@ import (
 	"github.com/redis/go-redis/v9"
 )
 
-// gcraScript is one decision in one round trip. Redis's TIME is the clock,
-// so that replicas of chatguard never disagree about "now"; times are
-// microseconds (exact in Lua's doubles for centuries). One key per call, so
-// it runs unchanged on Redis Cluster. Returns {allowed, remaining,
-// retry_after_us, reset_after_us}.
+// gcraScript decides every key it is given, in order, in one call: one
+// round trip and one script run for a whole batch of concurrent decisions
+// on a single node (the same key twice in a batch is decided twice, the
+// second after the first), one key per call on a cluster. Redis's TIME is
+// the clock, so that replicas of chatguard never disagree about "now"; times
+// are microseconds (exact in Lua's doubles for centuries). ARGV holds each
+// key's interval and burst offset; a key holding anything but a TAT counts
+// as fresh and is overwritten, so one bad key never fails a batch. Returns
+// {allowed, remaining, retry_after_us, reset_after_us} for each key,
+// flattened.
 var gcraScript = redis.NewScript(`
-local interval = tonumber(ARGV[1])
-local burst_offset = tonumber(ARGV[2])
 local t = redis.call("TIME")
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-local tat = tonumber(redis.call("GET", KEYS[1])) or now
-if tat < now then tat = now end
-local new_tat = tat + interval
-local diff = now - (new_tat - burst_offset)
-if diff < 0 then
-  return {0, 0, -diff, tat - now}
+local out = {}
+for i, key in ipairs(KEYS) do
+  local interval = tonumber(ARGV[2 * i - 1])
+  local burst_offset = tonumber(ARGV[2 * i])
+  local v = redis.pcall("GET", key) -- a foreign value under our prefix reads as fresh
+  local tat = type(v) == "string" and tonumber(v) or now
+  if tat < now then tat = now end
+  local new_tat = tat + interval
+  local diff = now - (new_tat - burst_offset)
+  local n = #out
+  if diff < 0 then
+    out[n + 1], out[n + 2], out[n + 3], out[n + 4] = 0, 0, -diff, tat - now
+  else
+    local ttl = new_tat - now
+    redis.call("SET", key, string.format("%d", new_tat), "PX", math.ceil(ttl / 1000))
+    out[n + 1], out[n + 2], out[n + 3], out[n + 4] = 1, math.floor(diff / interval), 0, ttl
+  end
 end
-local ttl = new_tat - now
-redis.call("SET", KEYS[1], string.format("%d", new_tat), "PX", math.ceil(ttl / 1000))
-return {1, math.floor(diff / interval), 0, ttl}
+return out
 `)
 
 // RedisStore keeps TATs in Redis (a single node or a cluster), shared by
-// every chatguard replica. Concurrent decisions are pipelined: each of a few
+// every chatguard replica. Concurrent decisions are batched: each of a few
 // flusher goroutines takes every decision waiting and sends them in one
-// round trip, so a busy proxy pays one round trip per batch, not per
+// round trip — on a single node as one script call for the whole batch, on
+// a cluster as a pipeline of one-key calls (a script may only touch keys of
+// one hash slot) — so a busy proxy pays one round trip per batch, not per
 // request; an idle one sends each decision at once. Close stops the flushers.
 type RedisStore struct {
 	c       redis.UniversalClient
 	prefix  string
 	timeout time.Duration
+	// perKey: one script call per key (a cluster); else one per batch.
+	perKey bool
 
 	calls     chan *redisCall
 	stop      chan struct{}
@@ -67,7 +84,8 @@ func NewRedisStore(c redis.UniversalClient, prefix string, timeout time.Duration
 	if timeout <= 0 {
 		timeout = 50 * time.Millisecond
 	}
-	r := &RedisStore{c: c, prefix: prefix, timeout: timeout, calls: make(chan *redisCall, 1024), stop: make(chan struct{})}
+	_, single := c.(*redis.Client)
+	r := &RedisStore{c: c, prefix: prefix, timeout: timeout, perKey: !single, calls: make(chan *redisCall, 1024), stop: make(chan struct{})}
 	for i := 0; i < redisFlushers; i++ {
 		r.wg.Add(1)
 		go r.flush()
@@ -109,6 +127,15 @@ func (r *RedisStore) flush() {
 		case c := <-r.calls:
 			batch = append(batch[:0], c)
 		}
+		// Let callers that are about to ask (those just answered, say)
+		// join this batch: yield while the queue grows, a few times at most.
+		for spins := 0; spins < 3 && len(r.calls) < redisMaxBatch; spins++ {
+			n := len(r.calls)
+			runtime.Gosched()
+			if len(r.calls) == n {
+				break
+			}
+		}
 	more:
 		for len(batch) < redisMaxBatch {
 			select {
@@ -135,59 +162,76 @@ func (r *RedisStore) failQueued() {
 	}
 }
 
-// send runs one pipeline of script calls and hands each caller its answer.
+// send decides batch in one round trip and hands each caller its answer.
 // Calls that met NOSCRIPT (a node that restarted or failed over, or the
 // first use) are sent again once the script is loaded — only those: on a
 // cluster the others already counted on their own nodes.
 func (r *RedisStore) send(batch []*redisCall) {
 	ctx, cancel := context.WithTimeout(context.Background(), r.timeout)
 	defer cancel()
-	cmds := make([]*redis.Cmd, len(batch))
-	r.pipeline(ctx, batch, cmds, func(int) bool { return true })
+	groups := [][]*redisCall{batch}
+	if r.perKey {
+		groups = make([][]*redisCall, len(batch))
+		for i := range batch {
+			groups[i] = batch[i : i+1]
+		}
+	}
+	cmds := make([]*redis.Cmd, len(groups))
+	r.pipeline(ctx, groups, cmds, func(int) bool { return true })
 	retry := func(i int) bool { return cmds[i].Err() != nil && redis.HasErrorPrefix(cmds[i].Err(), "NOSCRIPT") }
-	for i := range batch {
+	for i := range groups {
 		if retry(i) {
 			if gcraScript.Load(ctx, r.c).Err() == nil {
-				r.pipeline(ctx, batch, cmds, retry)
+				r.pipeline(ctx, groups, cmds, retry)
 			}
 			break
 		}
 	}
-	for i, c := range batch {
-		c.res, c.err = decode(cmds[i], c.limit)
-		close(c.done)
+	for i, g := range groups {
+		out, err := cmds[i].Int64Slice()
+		if err == nil && len(out) != 4*len(g) {
+			err = errors.New("unexpected script reply")
+		}
+		for j, c := range g {
+			if err != nil {
+				c.err = fmt.Errorf("limiter: redis: %w", err)
+			} else {
+				c.res = decode(out[4*j:4*j+4], c.limit)
+			}
+			close(c.done)
+		}
 	}
 }
 
-// pipeline sends the calls of batch that pick selects, filling cmds.
-func (r *RedisStore) pipeline(ctx context.Context, batch []*redisCall, cmds []*redis.Cmd, pick func(int) bool) {
+// pipeline sends one script call for each group that pick selects, filling cmds.
+func (r *RedisStore) pipeline(ctx context.Context, groups [][]*redisCall, cmds []*redis.Cmd, pick func(int) bool) {
 	_, _ = r.c.Pipelined(ctx, func(p redis.Pipeliner) error {
-		for i, c := range batch {
+		for i, g := range groups {
 			if !pick(i) {
 				continue
 			}
-			interval := max(c.limit.interval().Microseconds(), 1)
-			cmds[i] = gcraScript.EvalSha(ctx, p, []string{r.prefix + c.key}, interval, interval*int64(c.limit.burst()))
+			keys := make([]string, len(g))
+			args := make([]any, 0, 2*len(g))
+			for j, c := range g {
+				interval := max(c.limit.interval().Microseconds(), 1)
+				keys[j] = r.prefix + c.key
+				args = append(args, interval, interval*int64(c.limit.burst()))
+			}
+			cmds[i] = gcraScript.EvalSha(ctx, p, keys, args...)
 		}
 		return nil
 	}) // each command carries its own error
 }
 
-func decode(cmd *redis.Cmd, l Limit) (Result, error) {
-	out, err := cmd.Int64Slice()
-	if err != nil {
-		return Result{}, fmt.Errorf("limiter: redis: %w", err)
-	}
-	if len(out) != 4 {
-		return Result{}, errors.New("limiter: redis: unexpected script reply")
-	}
+// decode reads one decision: {allowed, remaining, retry_after_us, reset_after_us}.
+func decode(out []int64, l Limit) Result {
 	return Result{
 		Allowed:    out[0] == 1,
 		Limit:      l,
 		Remaining:  int(out[1]),
 		RetryAfter: time.Duration(out[2]) * time.Microsecond,
 		ResetAfter: time.Duration(out[3]) * time.Microsecond,
-	}, nil
+	}
 }
 
 // Close stops the flushers; waiting decisions fail. Idempotent; call it

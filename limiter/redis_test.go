@@ -383,3 +383,64 @@ func TestBreakerClosedOnlyByTheProbe(t *testing.T) {
 		t.Fatal("a non-probe success closed the breaker before its cooldown")
 	}
 }
+
+// TestRedisStoreBatches: concurrent decisions on a single node go up as a
+// few script calls, not one each; a key that holds something else (a hash
+// an operator put under the prefix) is decided as fresh and fails nobody
+// else's decision in its batch.
+func TestRedisStoreBatches(t *testing.T) {
+	t.Parallel()
+	r := startRedis(t)
+	cli := func(args ...string) string {
+		t.Helper()
+		out, err := exec.Command("redis-cli", append([]string{"-p", fmt.Sprint(r.port)}, args...)...).CombinedOutput()
+		if err != nil {
+			t.Fatalf("redis-cli %v: %v %s", args, err, out)
+		}
+		return strings.TrimSpace(string(out))
+	}
+	cli("hset", "chatguard:rl:poison", "a", "b")
+	s := redisStore(t, "redis://"+r.addr()+"/0", 5*time.Second)
+	cli("config", "resetstat")
+
+	const n = 200
+	var wg sync.WaitGroup
+	start := make(chan struct{})
+	results := make([]Result, n)
+	for g := 0; g < n; g++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			<-start
+			key := fmt.Sprintf("k%d", g%20)
+			if g%50 == 0 {
+				key = "poison"
+			}
+			res, err := s.Allow(context.Background(), key, Limit{Rate: 100, Period: time.Hour})
+			if err != nil {
+				t.Errorf("%s: %v", key, err)
+			}
+			results[g] = res
+		}()
+	}
+	close(start)
+	wg.Wait()
+	for g, res := range results {
+		if !res.Allowed {
+			t.Errorf("decision %d denied under a limit of 100: %+v", g, res)
+		}
+	}
+	var calls int
+	for _, line := range strings.Split(cli("info", "commandstats"), "\n") {
+		if strings.HasPrefix(line, "cmdstat_evalsha:") {
+			fmt.Sscanf(strings.TrimPrefix(line, "cmdstat_evalsha:"), "calls=%d", &calls)
+		}
+	}
+	if calls == 0 || calls > n/2 {
+		t.Fatalf("%d script calls for %d concurrent decisions: want a few batches", calls, n)
+	}
+	if got := cli("get", "chatguard:rl:poison"); got == "" {
+		t.Fatal("the foreign value under the prefix was not replaced by a TAT")
+	}
+	t.Logf("%d concurrent decisions in %d script calls", n, calls)
+}
