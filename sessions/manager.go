@@ -122,17 +122,25 @@ func NewManagedTable[K comparable, V any](m *Manager, name string, o Options[K, 
 		return nil, fmt.Errorf("sessions: table %s: %w", name, err)
 	}
 	t.name = name
+	if err := m.add(name, t); err != nil {
+		return nil, err
+	}
+	return t, nil
+}
+
+// add registers t under name.
+func (m *Manager) add(name string, t managed) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if m.closed {
-		return nil, ErrClosed
+		return ErrClosed
 	}
 	if _, dup := m.tables[name]; dup {
-		return nil, fmt.Errorf("sessions: table %s exists already", name)
+		return fmt.Errorf("sessions: table %s exists already", name)
 	}
 	m.tables[name] = t
 	m.order = append(m.order, name)
-	return t, nil
+	return nil
 }
 
 // list returns the tables in creation order.
