@@ -2,6 +2,7 @@ package limiter
 
 import (
 	"net/netip"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -14,7 +15,7 @@ import (
 // BlockFor (the seed's 100/hr and 500/hr). Its state lives in the
 // eventRateLimits table next to the limits' own.
 type Abuse struct {
-	t                 *sessions.Table[string, int64]
+	t                 *sessions.StateTable
 	warning, critical int64
 	blockFor          time.Duration
 	now               func() time.Time
@@ -25,7 +26,7 @@ type Abuse struct {
 
 // AbuseOptions configure Abuse.
 type AbuseOptions struct {
-	Table             *sessions.Table[string, int64]
+	Table             *sessions.StateTable
 	Warning, Critical int
 	BlockFor          time.Duration
 	// OnAlert is told of each alert (severity WARNING or CRITICAL); nil = nothing.
@@ -65,8 +66,15 @@ func NewAbuse(o AbuseOptions) (*Abuse, error) {
 
 // The abuse keys start with '#', which no route name (the first part of
 // every rate-limit key) can.
-func abuseKey(ip netip.Addr) string   { return "#abuse|ip=" + ipKey(ip) }
+func abuseKey(ip netip.Addr) string   { return abusePrefix + ipKey(ip) }
 func blockedKey(ip netip.Addr) string { return "#blocked|ip=" + ipKey(ip) }
+
+const abusePrefix = "#abuse|ip="
+
+// Volatile reports the keys of the eventRateLimits table not worth saving
+// across a restart: abuse counts (a count within the hour, not a time).
+// It is the table's StateOptions.Volatile.
+func Volatile(key string) bool { return strings.HasPrefix(key, abusePrefix) }
 
 // Blocked reports whether ip is blocked and for how much longer.
 func (a *Abuse) Blocked(ip netip.Addr) (time.Duration, bool) {
@@ -81,12 +89,12 @@ func (a *Abuse) Blocked(ip netip.Addr) (time.Duration, bool) {
 // Rejected counts one rejection of ip.
 func (a *Abuse) Rejected(ip netip.Addr) {
 	var n int64
-	a.t.Update(abuseKey(ip), func(old int64, ok bool) (int64, time.Duration, bool) {
+	a.t.Update(abuseKey(ip), func(now, old int64, ok bool) (int64, int64, bool) {
 		n = old + 1
 		if ok {
-			return n, sessions.KeepTTL, true // the hour started with the first rejection
+			return n, sessions.KeepExpiry, true // the hour started with the first rejection
 		}
-		return n, time.Hour, true
+		return n, now + int64(time.Hour), true
 	})
 	_, blocked := a.Blocked(ip)
 	switch {

@@ -3,6 +3,7 @@ package limiter
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -28,7 +29,7 @@ func (c *testClock) Advance(d time.Duration) { c.ns.Add(int64(d)) }
 func TestAbuseWarnsThenBlocks(t *testing.T) {
 	t.Parallel()
 	clk := newTestClock()
-	tb, _ := sessions.NewTable(sessions.Options[string, int64]{MaxEntries: 100, Now: clk.Now})
+	tb, _ := sessions.NewStateTable(sessions.StateOptions{MaxEntries: 100, Now: clk.Now})
 	t.Cleanup(func() { tb.Close() })
 	var alerts []string
 	a, err := NewAbuse(AbuseOptions{Table: tb, Warning: 2, Critical: 4, BlockFor: time.Hour, Now: clk.Now,
@@ -66,8 +67,8 @@ func TestPersistRoundTrip(t *testing.T) {
 	t.Parallel()
 	clk := newTestClock()
 	path := filepath.Join(t.TempDir(), "temp", "rate-limits.json")
-	mk := func() *sessions.Table[string, int64] {
-		tb, _ := sessions.NewTable(sessions.Options[string, int64]{MaxEntries: 100, Now: clk.Now})
+	mk := func() *sessions.StateTable {
+		tb, _ := sessions.NewStateTable(sessions.StateOptions{MaxEntries: 100, Now: clk.Now, Volatile: Volatile})
 		t.Cleanup(func() { tb.Close() })
 		return tb
 	}
@@ -76,7 +77,7 @@ func TestPersistRoundTrip(t *testing.T) {
 	if err != nil || !p.Healthy() {
 		t.Fatal(err)
 	}
-	s := NewMemoryStore(first, clk.Now)
+	s := NewMemoryStore(first)
 	login := Limit{Rate: 3, Period: 15 * time.Minute}
 	for i := 0; i < 3; i++ {
 		s.Allow(context.Background(), "auth_login|ip=1.2.3.4", login)
@@ -85,10 +86,13 @@ func TestPersistRoundTrip(t *testing.T) {
 	if err := p.Close(); err != nil {
 		t.Fatal(err)
 	}
-	var snap map[string]any
+	var snap snapshot
 	b, _ := os.ReadFile(path)
-	if err := json.Unmarshal(b, &snap); err != nil || strings.Contains(string(b), "#abuse|") {
-		t.Fatalf("file %s: %v", b, err)
+	if err := json.Unmarshal(b, &snap); err != nil || snap.Version != 2 || len(snap.Entries) != 1 {
+		t.Fatalf("want one saved entry (the login limit, not the abuse count): %s %v", b, err)
+	}
+	if strings.Contains(string(b), "1.2.3.4") || strings.Contains(string(b), "login") {
+		t.Fatalf("keys reached the disk in clear: %s", b)
 	}
 
 	clk.Advance(time.Minute) // "restart"
@@ -98,16 +102,46 @@ func TestPersistRoundTrip(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer p2.Close()
-	res, _ := NewMemoryStore(second, clk.Now).Allow(context.Background(), "auth_login|ip=1.2.3.4", login)
+	res, _ := NewMemoryStore(second).Allow(context.Background(), "auth_login|ip=1.2.3.4", login)
 	if res.Allowed {
 		t.Fatal("the 4th login after a restart was allowed")
+	}
+}
+
+// A file written before fingerprints (version 1: keys in clear) still loads.
+func TestPersistReadsVersion1(t *testing.T) {
+	t.Parallel()
+	clk := newTestClock()
+	path := filepath.Join(t.TempDir(), "rate-limits.json")
+	tat := clk.Now().Add(45 * time.Minute).UnixNano() // 3 logins of 3 per 15 min: 45 min of credit used
+	v1 := fmt.Sprintf(`{"version":1,"savedAt":"2026-01-01T00:00:00Z","entries":{"auth_login|ip=1.2.3.4":%d,"auth_login|ip=5.6.7.8":%d}}`,
+		tat, clk.Now().Add(-time.Second).UnixNano())
+	if err := os.WriteFile(path, []byte(v1), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	tb, _ := sessions.NewStateTable(sessions.StateOptions{MaxEntries: 100, Now: clk.Now})
+	defer tb.Close()
+	p, err := NewPersister(PersistOptions{Table: tb, Path: path, Logger: discardLog(), Now: clk.Now})
+	if err != nil || !p.Healthy() {
+		t.Fatalf("version 1 file: %v", err)
+	}
+	defer p.Close()
+	if tb.Len() != 1 {
+		t.Fatalf("%d entries loaded, want the one that has not expired", tb.Len())
+	}
+	login := Limit{Rate: 3, Period: 15 * time.Minute}
+	if res, _ := NewMemoryStore(tb).Allow(context.Background(), "auth_login|ip=1.2.3.4", login); res.Allowed {
+		t.Fatal("a limit saved in a version 1 file was forgotten")
+	}
+	if res, _ := NewMemoryStore(tb).Allow(context.Background(), "auth_login|ip=5.6.7.8", login); !res.Allowed {
+		t.Fatal("an expired entry of a version 1 file was loaded")
 	}
 }
 
 func TestPersistBadFiles(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
-	tb, _ := sessions.NewTable(sessions.Options[string, int64]{MaxEntries: 100})
+	tb, _ := sessions.NewStateTable(sessions.StateOptions{MaxEntries: 100})
 	t.Cleanup(func() { tb.Close() })
 
 	corrupt := filepath.Join(dir, "corrupt.json")
@@ -161,7 +195,7 @@ func TestLimitFromConfigKeysAreValid(t *testing.T) {
 func TestAbuseBlocksAgain(t *testing.T) {
 	t.Parallel()
 	clk := newTestClock()
-	tb, _ := sessions.NewTable(sessions.Options[string, int64]{MaxEntries: 100, Now: clk.Now})
+	tb, _ := sessions.NewStateTable(sessions.StateOptions{MaxEntries: 100, Now: clk.Now})
 	t.Cleanup(func() { tb.Close() })
 	a, _ := NewAbuse(AbuseOptions{Table: tb, Warning: 1, Critical: 2, BlockFor: 10 * time.Minute, Now: clk.Now})
 	ip := netip.MustParseAddr("203.0.113.9")

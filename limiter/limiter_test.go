@@ -54,12 +54,12 @@ func TestGCRA(t *testing.T) {
 
 func newStore(t *testing.T, now func() time.Time) *MemoryStore {
 	t.Helper()
-	tb, err := sessions.NewTable(sessions.Options[string, int64]{MaxEntries: 10000, Now: now})
+	tb, err := sessions.NewStateTable(sessions.StateOptions{MaxEntries: 10000, Now: now})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { tb.Close() })
-	return NewMemoryStore(tb, now)
+	return NewMemoryStore(tb)
 }
 
 // The exactness test: 200 goroutines hit one key with limit 50.
@@ -73,11 +73,11 @@ func TestMemoryStoreForgetsIdleKeys(t *testing.T) {
 	var now atomic.Int64
 	now.Store(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC).UnixNano())
 	clock := func() time.Time { return time.Unix(0, now.Load()) }
-	tb, err := sessions.NewTable(sessions.Options[string, int64]{MaxEntries: 100, Now: clock})
+	tb, err := sessions.NewStateTable(sessions.StateOptions{MaxEntries: 100, Now: clock})
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := NewMemoryStore(tb, clock)
+	s := NewMemoryStore(tb)
 	l := Limit{Rate: 10, Period: time.Minute}
 	if _, err := s.Allow(context.Background(), "k", l); err != nil {
 		t.Fatal(err)

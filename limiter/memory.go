@@ -2,7 +2,6 @@ package limiter
 
 import (
 	"context"
-	"time"
 
 	"github.com/chatguard/chatguard/sessions"
 )
@@ -15,28 +14,23 @@ type Store interface {
 
 // MemoryStore keeps each key's TAT in a bounded table (the eventRateLimits
 // budget): a key lives exactly as long as it holds state that differs from
-// a fresh key's.
+// a fresh key's. Its clock is the table's.
 type MemoryStore struct {
-	t   *sessions.Table[string, int64]
-	now func() time.Time
+	t *sessions.StateTable
 }
 
-// NewMemoryStore stores in t; now is the clock (nil = time.Now).
-func NewMemoryStore(t *sessions.Table[string, int64], now func() time.Time) *MemoryStore {
-	if now == nil {
-		now = time.Now
-	}
-	return &MemoryStore{t: t, now: now}
+// NewMemoryStore stores in t.
+func NewMemoryStore(t *sessions.StateTable) *MemoryStore {
+	return &MemoryStore{t: t}
 }
 
 // Allow decides one request. It fails only on a closed table.
 func (m *MemoryStore) Allow(_ context.Context, key string, l Limit) (Result, error) {
-	now := m.now().UnixNano()
 	var res Result
-	ok := m.t.Update(key, func(tat int64, _ bool) (int64, time.Duration, bool) {
+	ok := m.t.Update(key, func(now, tat int64, _ bool) (int64, int64, bool) {
 		var next int64
 		res, next = gcra(l, tat, now)
-		return next, time.Duration(next - now), next > now
+		return next, next, next > now
 	})
 	if !ok {
 		return Result{}, sessions.ErrClosed

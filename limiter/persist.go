@@ -6,7 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"strings"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -17,20 +17,29 @@ import (
 	"github.com/chatguard/chatguard/sessions"
 )
 
-// fileVersion is the format of the persistence file.
-const fileVersion = 1
+// fileVersion is the format of the persistence file: 2 keeps fingerprints
+// (the table never holds keys: no e-mail address or IP is written to disk);
+// a version 1 file (keys in clear) is still read.
+const fileVersion = 2
 
-// snapshot is the persistence file: every key with an absolute expiry-
-// relevant value (a GCRA TAT or a block's end, Unix nanoseconds).
+// snapshot is the persistence file: the table's fingerprint seed and every
+// saved entry as [value, expiry] (Unix nanoseconds; a GCRA TAT or a block's
+// end, which is also its expiry), by fingerprint in hex.
 type snapshot struct {
-	Version int              `json:"version"`
-	SavedAt time.Time        `json:"savedAt"`
+	Version int                 `json:"version"`
+	SavedAt time.Time           `json:"savedAt"`
+	Seed    string              `json:"seed,omitempty"`
+	Entries map[string][2]int64 `json:"entries"`
+}
+
+// snapshotV1 is the first format: values by key.
+type snapshotV1 struct {
 	Entries map[string]int64 `json:"entries"`
 }
 
 // PersistOptions configure a Persister.
 type PersistOptions struct {
-	Table *sessions.Table[string, int64]
+	Table *sessions.StateTable
 	Path  string
 	// Every is the period of saves (the seed's 2 minutes); 0 = only on Close.
 	Every      time.Duration
@@ -117,20 +126,64 @@ func (p *Persister) load() (int, error) {
 	if err != nil {
 		return 0, err
 	}
-	var s snapshot
-	if err := json.Unmarshal(b, &s); err != nil || s.Version != fileVersion {
+	var head struct {
+		Version int `json:"version"`
+	}
+	err = json.Unmarshal(b, &head)
+	if err == nil && head.Version != 1 && head.Version != fileVersion {
+		err = fmt.Errorf("unknown version %d", head.Version)
+	}
+	var n int
+	if err == nil {
+		n, err = p.restore(b, head.Version)
+	}
+	if err != nil {
 		aside := fmt.Sprintf("%s.corrupt-%s", p.o.Path, p.o.Now().UTC().Format("20060102T150405"))
 		_ = os.Rename(p.o.Path, aside)
-		if err == nil {
-			err = fmt.Errorf("unknown version %d", s.Version)
-		}
 		return 0, fmt.Errorf("%w (moved to %s)", err, aside)
 	}
+	return n, nil
+}
+
+// restore puts the live entries of file b (of version v) in the table.
+func (p *Persister) restore(b []byte, v int) (int, error) {
 	now := p.o.Now().UnixNano()
 	n := 0
-	for k, v := range s.Entries {
-		if v > now {
-			p.o.Table.SetTTL(k, v, time.Duration(v-now))
+	if v == 1 {
+		var v1 snapshotV1
+		if err := json.Unmarshal(b, &v1); err != nil {
+			return 0, err
+		}
+		for k, v := range v1.Entries {
+			if v > now && p.o.Table.SetTTL(k, v, time.Duration(v-now)) {
+				n++
+			}
+		}
+		return n, nil
+	}
+	var s snapshot
+	if err := json.Unmarshal(b, &s); err != nil {
+		return 0, err
+	}
+	seed, err := strconv.ParseUint(s.Seed, 16, 64)
+	if err != nil {
+		return 0, errors.New("bad seed")
+	}
+	if err := p.o.Table.SetSeed(seed); err != nil {
+		return 0, err
+	}
+	for k, e := range s.Entries {
+		var f sessions.Fingerprint
+		if len(k) != 32 {
+			return n, fmt.Errorf("bad fingerprint %q", k)
+		}
+		hi, err1 := strconv.ParseUint(k[:16], 16, 64)
+		lo, err2 := strconv.ParseUint(k[16:], 16, 64)
+		if err1 != nil || err2 != nil {
+			return n, fmt.Errorf("bad fingerprint %q", k)
+		}
+		f.Hi, f.Lo = hi, lo
+		if e[1] > now && p.o.Table.Put(f, e[0], e[1]) {
 			n++
 		}
 	}
@@ -138,15 +191,15 @@ func (p *Persister) load() (int, error) {
 }
 
 // Save writes the table to the file atomically. Abuse counters are not
-// saved (their value is a count, not a time).
+// saved (they are volatile: a count, not a time).
 func (p *Persister) Save() error {
-	s := snapshot{Version: fileVersion, SavedAt: p.o.Now().UTC(), Entries: map[string]int64{}}
-	now := p.o.Now().UnixNano()
-	for k, v := range p.o.Table.All() {
-		if !strings.HasPrefix(k, "#abuse|") && v > now {
-			s.Entries[k] = v
+	s := snapshot{Version: fileVersion, SavedAt: p.o.Now().UTC(), Seed: fmt.Sprintf("%016x", p.o.Table.Seed()), Entries: map[string][2]int64{}}
+	p.o.Table.Entries(func(f sessions.Fingerprint, v, exp int64) bool {
+		if exp != 0 { // only what expires: limits and blocks, never an eternal entry
+			s.Entries[fmt.Sprintf("%016x%016x", f.Hi, f.Lo)] = [2]int64{v, exp}
 		}
-	}
+		return true
+	})
 	b, err := json.Marshal(s)
 	if err != nil {
 		return err

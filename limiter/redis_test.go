@@ -150,16 +150,20 @@ func TestRedisCluster(t *testing.T) {
 	if out, err := exec.Command("redis-cli", args...).CombinedOutput(); err != nil {
 		t.Fatalf("cluster create: %v\n%s", err, out)
 	}
+	// Every node must see the cluster up: one that has not yet heard of
+	// the others' slots answers CLUSTERDOWN.
 	deadline := time.Now().Add(20 * time.Second)
-	for {
-		out, _ := exec.Command("redis-cli", "-p", fmt.Sprint(nodes[0].port), "cluster", "info").Output()
-		if strings.Contains(string(out), "cluster_state:ok") {
-			break
+	for _, n := range nodes {
+		for {
+			out, _ := exec.Command("redis-cli", "-p", fmt.Sprint(n.port), "cluster", "info").Output()
+			if strings.Contains(string(out), "cluster_state:ok") {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("node %d: cluster not ok: %s", n.port, out)
+			}
+			time.Sleep(100 * time.Millisecond)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("cluster not ok: %s", out)
-		}
-		time.Sleep(100 * time.Millisecond)
 	}
 	s := redisStore(t, fmt.Sprintf("redis://%s?addr=%s&addr=%s", addrs[0], addrs[1], addrs[2]), 5*time.Second)
 	// Keys that land on different masters.
@@ -174,7 +178,7 @@ func TestRedisCluster(t *testing.T) {
 func TestFailoverWhenRedisDies(t *testing.T) {
 	t.Parallel()
 	r := startRedis(t)
-	mem, err := sessions.NewTable(sessions.Options[string, int64]{MaxEntries: 1000})
+	mem, err := sessions.NewStateTable(sessions.StateOptions{MaxEntries: 1000})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -182,7 +186,7 @@ func TestFailoverWhenRedisDies(t *testing.T) {
 	var transitions []string
 	var mu sync.Mutex
 	f, err := NewFailoverStore(FailoverOptions{
-		Primary: redisStore(t, "redis://"+r.addr(), 50*time.Millisecond), Fallback: NewMemoryStore(mem, nil),
+		Primary: redisStore(t, "redis://"+r.addr(), 50*time.Millisecond), Fallback: NewMemoryStore(mem),
 		Cooldown: 100 * time.Millisecond,
 		OnModeChange: func(from, to string, _ error) {
 			mu.Lock()
@@ -270,10 +274,10 @@ func TestFailoverWhenRedisDies(t *testing.T) {
 
 func TestFailoverShareOfReplicas(t *testing.T) {
 	t.Parallel()
-	mem, _ := sessions.NewTable(sessions.Options[string, int64]{MaxEntries: 100})
+	mem, _ := sessions.NewStateTable(sessions.StateOptions{MaxEntries: 100})
 	t.Cleanup(func() { mem.Close() })
 	dead := redisStore(t, "redis://127.0.0.1:1", 50*time.Millisecond) // nothing listens there
-	f, err := NewFailoverStore(FailoverOptions{Primary: dead, Fallback: NewMemoryStore(mem, nil), Replicas: 3, Failures: 1, Cooldown: time.Hour})
+	f, err := NewFailoverStore(FailoverOptions{Primary: dead, Fallback: NewMemoryStore(mem), Replicas: 3, Failures: 1, Cooldown: time.Hour})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -358,10 +362,10 @@ func (f *fakeStore) Allow(ctx context.Context, _ string, l Limit) (Result, error
 // before it opened does not.
 func TestBreakerClosedOnlyByTheProbe(t *testing.T) {
 	t.Parallel()
-	mem, _ := sessions.NewTable(sessions.Options[string, int64]{MaxEntries: 100})
+	mem, _ := sessions.NewStateTable(sessions.StateOptions{MaxEntries: 100})
 	t.Cleanup(func() { mem.Close() })
 	primary := &fakeStore{}
-	f, err := NewFailoverStore(FailoverOptions{Primary: primary, Fallback: NewMemoryStore(mem, nil), Failures: 3, Cooldown: time.Hour})
+	f, err := NewFailoverStore(FailoverOptions{Primary: primary, Fallback: NewMemoryStore(mem), Failures: 3, Cooldown: time.Hour})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -32,7 +32,7 @@ func token(t *testing.T, claims jwt.MapClaims) string {
 // and HS256 verification.
 func startGuarded(t *testing.T, upstream string, mutate func(*config.Config)) (*harness, *sessions.Table[string, string]) {
 	t.Helper()
-	events, err := sessions.NewTable(sessions.Options[string, int64]{MaxEntries: 10000})
+	events, err := sessions.NewStateTable(sessions.StateOptions{MaxEntries: 10000})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -48,7 +48,7 @@ func startGuarded(t *testing.T, upstream string, mutate func(*config.Config)) (*
 			mutate(c)
 		}
 	}, func(o *Options) {
-		lim, err := limiter.New(limiter.Options{Store: limiter.NewMemoryStore(events, nil), Registerer: o.Registry})
+		lim, err := limiter.New(limiter.Options{Store: limiter.NewMemoryStore(events), Registerer: o.Registry})
 		if err != nil {
 			t.Fatal(err)
 		}

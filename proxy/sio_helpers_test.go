@@ -74,7 +74,7 @@ func startSIO(t *testing.T, upstreamURL string, mutate func(*config.Config)) *si
 		if o.Verifier, err = identity.New(identity.Options{Secret: []byte(testJWTSecret)}); err != nil {
 			t.Fatal(err)
 		}
-		if o.Limiter, err = limiter.New(limiter.Options{Store: limiter.NewMemoryStore(std.EventRateLimits, nil)}); err != nil {
+		if o.Limiter, err = limiter.New(limiter.Options{Store: limiter.NewMemoryStore(std.EventRateLimits)}); err != nil {
 			t.Fatal(err)
 		}
 		o.Sockets, o.UserRoles = env.reg, std.UserRoles

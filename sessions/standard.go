@@ -23,8 +23,8 @@ type Standard struct {
 	// modified in place: an update stores a new slice.
 	ConversationUsers *Table[string, []string]
 	// EventRateLimits: rate-limit state per key (a GCRA theoretical arrival
-	// time, in nanoseconds).
-	EventRateLimits *Table[string, int64]
+	// time, a block's end, an abuse count), kept by fingerprint.
+	EventRateLimits *StateTable
 	// UserRoles: user → role.
 	UserRoles *Table[string, string]
 }
@@ -32,6 +32,9 @@ type Standard struct {
 // StandardOptions let the owners of the tables react to evictions; nil = none.
 type StandardOptions struct {
 	OnConnectedUserEvicted func(user string, c ConnectedUser, r Reason)
+	// EventVolatile reports eventRateLimits keys never saved to a file
+	// (StateOptions.Volatile).
+	EventVolatile func(key string) bool
 }
 
 // NewStandard makes the seed's tables in m, sized by cfg.
@@ -61,8 +64,9 @@ func NewStandard(m *Manager, cfg config.Tables, o StandardOptions) (*Standard, e
 	}); err != nil {
 		return nil, err
 	}
-	if s.EventRateLimits, err = NewManagedTable(m, TableEventRateLimits, Options[string, int64]{
+	if s.EventRateLimits, err = NewManagedStateTable(m, TableEventRateLimits, StateOptions{
 		MaxEntries: cfg.EventRateLimits.MaxEntries, TTL: cfg.EventRateLimits.TTL,
+		Volatile: o.EventVolatile,
 	}); err != nil {
 		return nil, err
 	}

@@ -181,7 +181,7 @@ func newApp(cfg *config.Config, logger *logging.Logger, reg *prometheus.Registry
 // newStore is the rate-limit store: the memory table, or Redis with the
 // memory table as its fallback. The Redis client is closed with a.
 func newStore(cfg *config.Config, std *sessions.Standard, logger *logging.Logger, reg prometheus.Registerer, a *app) (limiter.Store, func() string, error) {
-	mem := limiter.NewMemoryStore(std.EventRateLimits, nil)
+	mem := limiter.NewMemoryStore(std.EventRateLimits)
 	url := cfg.Redis.URL.Reveal()
 	if url == "" {
 		return mem, nil, nil
@@ -250,7 +250,7 @@ func startMemoryManagement(cfg *config.Config, logger *logging.Logger, reg *prom
 	onUserEvicted func(string, sessions.ConnectedUser, sessions.Reason)) (*sessions.Manager, *sessions.Standard, *sessions.Watchdog, error) {
 	perf := logger.WithField(logging.FieldCategory, logging.CategoryPerformance)
 	m := sessions.NewManager(sessions.ManagerOptions{SweepInterval: cfg.Memory.SweepInterval, Logger: perf})
-	std, err := sessions.NewStandard(m, cfg.Tables, sessions.StandardOptions{OnConnectedUserEvicted: onUserEvicted})
+	std, err := sessions.NewStandard(m, cfg.Tables, sessions.StandardOptions{OnConnectedUserEvicted: onUserEvicted, EventVolatile: limiter.Volatile})
 	if err != nil {
 		m.Close()
 		return nil, nil, nil, err
