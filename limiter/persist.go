@@ -169,21 +169,25 @@ func (p *Persister) restore(b []byte, v int) (int, error) {
 	if err != nil {
 		return 0, errors.New("bad seed")
 	}
+	// All or nothing: a file with one bad entry is moved aside whole.
+	type entry struct {
+		f      sessions.Fingerprint
+		v, exp int64
+	}
+	entries := make([]entry, 0, len(s.Entries))
+	for k, e := range s.Entries {
+		hi, err1 := strconv.ParseUint(k[:min(16, len(k))], 16, 64)
+		lo, err2 := strconv.ParseUint(k[min(16, len(k)):], 16, 64)
+		if len(k) != 32 || err1 != nil || err2 != nil {
+			return 0, fmt.Errorf("bad fingerprint %q", k)
+		}
+		entries = append(entries, entry{sessions.Fingerprint{Hi: hi, Lo: lo}, e[0], e[1]})
+	}
 	if err := p.o.Table.SetSeed(seed); err != nil {
 		return 0, err
 	}
-	for k, e := range s.Entries {
-		var f sessions.Fingerprint
-		if len(k) != 32 {
-			return n, fmt.Errorf("bad fingerprint %q", k)
-		}
-		hi, err1 := strconv.ParseUint(k[:16], 16, 64)
-		lo, err2 := strconv.ParseUint(k[16:], 16, 64)
-		if err1 != nil || err2 != nil {
-			return n, fmt.Errorf("bad fingerprint %q", k)
-		}
-		f.Hi, f.Lo = hi, lo
-		if e[1] > now && p.o.Table.Put(f, e[0], e[1]) {
+	for _, e := range entries {
+		if e.exp > now && p.o.Table.Put(e.f, e.v, e.exp) {
 			n++
 		}
 	}
