@@ -243,6 +243,7 @@ func (t *StateTable) Update(key string, fn func(now, old int64, ok bool) (v, exp
 		} else {
 			s.evictions[ReasonExpired]++
 		}
+		s.shrink(1.0/8, 1.0/2)
 	}
 	s.mu.Unlock()
 	return true
@@ -260,6 +261,7 @@ func (t *StateTable) Get(key string) (int64, bool) {
 	if found && s.cells[i].expired(now) {
 		s.remove(i)
 		s.evictions[ReasonExpired]++
+		s.shrink(1.0/8, 1.0/2)
 		found = false
 	}
 	if !found {
@@ -381,7 +383,7 @@ func (t *StateTable) Sweep() int {
 		s := &t.shards[i]
 		now := t.now()
 		s.mu.Lock()
-		n += s.removeWhere(len(s.cells), ReasonExpired, func(c *stateCell) bool { return c.expired(now) })
+		n += s.removeWhere(len(s.cells), ReasonExpired, 1.0/8, 1.0/2, func(c *stateCell) bool { return c.expired(now) })
 		s.mu.Unlock()
 	}
 	return n
@@ -409,7 +411,7 @@ func (t *StateTable) Shed(fraction float64, reason Reason) int {
 			}
 			slices.Sort(exps)
 			limit := exps[want-1]
-			n += s.removeWhere(want, reason, func(c *stateCell) bool { return c.sortExp() <= limit })
+			n += s.removeWhere(want, reason, 2.0/3, 2.0/3, func(c *stateCell) bool { return c.sortExp() <= limit })
 		}
 		s.mu.Unlock()
 	}
@@ -445,7 +447,29 @@ func (c *stateCell) sortExp() int64 {
 	return c.exp
 }
 
-func (s *stateShard) mask() uint64 { return uint64(len(s.cells) - 1) }
+// home is where an entry of fingerprint low half lo belongs: lo scaled to
+// the array's size (any size, not only powers of two; the shard was chosen
+// by the high half).
+func (s *stateShard) home(lo uint64) int {
+	h, _ := bits.Mul64(lo, uint64(len(s.cells)))
+	return int(h)
+}
+
+// next is the position after p, wrapping at the end of the array.
+func (s *stateShard) next(p int) int {
+	if p++; p == len(s.cells) {
+		return 0
+	}
+	return p
+}
+
+// dist is how far forward to is from from, cyclically.
+func (s *stateShard) dist(from, to int) int {
+	if to >= from {
+		return to - from
+	}
+	return to + len(s.cells) - from
+}
 
 // find returns f's position, or the empty position where it would go (-1
 // in a shard that holds no cells).
@@ -453,14 +477,13 @@ func (s *stateShard) find(f Fingerprint) (int, bool) {
 	if len(s.cells) == 0 {
 		return -1, false
 	}
-	mask := s.mask()
-	for p := f.Hi & mask; ; p = (p + 1) & mask {
+	for p := s.home(f.Lo); ; p = s.next(p) {
 		c := &s.cells[p]
 		if c.lo == 0 {
-			return int(p), false
+			return p, false
 		}
 		if c.hi == f.Hi && c.lo == f.Lo {
-			return int(p), true
+			return p, true
 		}
 	}
 }
@@ -468,7 +491,7 @@ func (s *stateShard) find(f Fingerprint) (int, bool) {
 // insert adds f, which is absent, making room when the shard is full.
 func (s *stateShard) insert(f Fingerprint, v, exp, now int64) {
 	if s.count >= s.capacity {
-		s.evict(f.Hi, now)
+		s.evict(f.Lo, now)
 	}
 	if (s.count+1)*4 > len(s.cells)*3 {
 		s.resize(max(len(s.cells)*2, stateMinCells))
@@ -478,23 +501,22 @@ func (s *stateShard) insert(f Fingerprint, v, exp, now int64) {
 	s.count++
 }
 
-// evict removes, among the first stateEvictScan entries from home on, the
-// one that expires first; an expired one at once.
-func (s *stateShard) evict(home uint64, now int64) {
-	mask := s.mask()
+// evict removes, among the first stateEvictScan entries from lo's home on,
+// the one that expires first; an expired one at once.
+func (s *stateShard) evict(lo uint64, now int64) {
 	victim, seen := -1, 0
-	for p := home & mask; seen < stateEvictScan && seen < s.count; p = (p + 1) & mask {
+	for p := s.home(lo); seen < stateEvictScan && seen < s.count; p = s.next(p) {
 		c := &s.cells[p]
 		if c.lo == 0 {
 			continue
 		}
 		seen++
 		if c.expired(now) {
-			victim = int(p)
+			victim = p
 			break
 		}
 		if victim < 0 || c.sortExp() < s.cells[victim].sortExp() {
-			victim = int(p)
+			victim = p
 		}
 	}
 	if victim < 0 {
@@ -511,15 +533,14 @@ func (s *stateShard) evict(home uint64, now int64) {
 // remove empties position i and moves later entries of its probe run back,
 // so that lookups never meet a hole (no tombstones).
 func (s *stateShard) remove(i int) {
-	mask := s.mask()
-	hole := uint64(i)
-	for p := (hole + 1) & mask; ; p = (p + 1) & mask {
+	hole := i
+	for p := s.next(hole); ; p = s.next(p) {
 		c := s.cells[p]
 		if c.lo == 0 {
 			break
 		}
-		// c stays unless the hole lies cyclically between its home and p.
-		if (p-c.hi&mask)&mask >= (p-hole)&mask {
+		// c moves into the hole unless the hole lies before its home.
+		if s.dist(s.home(c.lo), p) >= s.dist(hole, p) {
 			s.cells[hole] = c
 			hole = p
 		}
@@ -531,7 +552,7 @@ func (s *stateShard) remove(i int) {
 // removeWhere removes up to most entries that pick selects, counted under
 // reason, gives memory back if the shard became sparse, and returns how many
 // went.
-func (s *stateShard) removeWhere(most int, reason Reason, pick func(*stateCell) bool) int {
+func (s *stateShard) removeWhere(most int, reason Reason, sparse, fill float64, pick func(*stateCell) bool) int {
 	n := 0
 	for p := 0; p < len(s.cells) && n < most; {
 		if c := &s.cells[p]; c.lo != 0 && pick(c) {
@@ -542,33 +563,37 @@ func (s *stateShard) removeWhere(most int, reason Reason, pick func(*stateCell) 
 		}
 		p++
 	}
-	s.shrink()
+	s.shrink(sparse, fill)
 	return n
 }
 
-// shrink gives memory back when the shard is at most 1/8 full (all of it
-// when the shard is empty).
-func (s *stateShard) shrink() {
+// shrink gives memory back: all of it when the shard is empty; otherwise,
+// once the shard holds at most sparse of its cells, it is rebuilt fill full
+// when that is smaller. A sweep or a removal passes 1/8 and 1/2, so that a
+// shard is not rebuilt for a few keys and has room to grow again; a shed,
+// whose point is memory, 2/3 and 2/3: any saving (growth starts at 3/4).
+func (s *stateShard) shrink(sparse, fill float64) {
 	switch {
 	case s.count == 0:
 		s.cells = nil
-	case len(s.cells) > stateMinCells && s.count*8 <= len(s.cells):
-		s.resize(max(stateMinCells, 1<<bits.Len(uint(s.count*2))))
+	case len(s.cells) > stateMinCells && float64(s.count) <= float64(len(s.cells))*sparse:
+		if n := max(stateMinCells, int(math.Ceil(float64(s.count)/fill))); n < len(s.cells) {
+			s.resize(n)
+		}
 	}
 }
 
-// resize moves every entry into an array of n cells (a power of two).
+// resize moves every entry into an array of n cells.
 func (s *stateShard) resize(n int) {
 	old := s.cells
 	s.cells = make([]stateCell, n)
-	mask := s.mask()
 	for _, c := range old {
 		if c.lo == 0 {
 			continue
 		}
-		p := c.hi & mask
+		p := s.home(c.lo)
 		for s.cells[p].lo != 0 {
-			p = (p + 1) & mask
+			p = s.next(p)
 		}
 		s.cells[p] = c
 	}

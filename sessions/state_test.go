@@ -77,7 +77,7 @@ func checkStateTable(t testing.TB, tb *StateTable) {
 		s := &tb.shards[si]
 		s.mu.Lock()
 		n := len(s.cells)
-		if n != 0 && (n < stateMinCells || n&(n-1) != 0) {
+		if n != 0 && n < stateMinCells {
 			problems = append(problems, fmt.Sprintf("shard %d: %d cells", si, n))
 		}
 		occupied := 0
@@ -599,9 +599,9 @@ func TestStateModel(t *testing.T) {
 					if tb.Len() != len(m) {
 						t.Fatalf("step %d: after Sweep len %d; model holds %d live", step, tb.Len(), len(m))
 					}
-					if c := cells(); c < cellsBefore {
-						shrinks++
-					}
+				}
+				if c := cells(); c < cellsBefore { // a Sweep, a Delete or a removing Update
+					shrinks++
 				}
 				get(step, k)
 				if tb.Len() != len(m) {
@@ -634,17 +634,19 @@ func TestStateBackwardShiftWraparound(t *testing.T) {
 	tb := mustState(t, StateOptions{MaxEntries: 64, Shards: 1, Now: clk.Now})
 	now := clk.ns.Load()
 	sec := int64(time.Second)
-	last, end := ^uint64(0)-1, ^uint64(0) // homes at the end of the array, whatever its size
+	// Six entries fit the smallest array (8 cells); a home is the top three
+	// bits of the fingerprint's low half.
+	h6, h7 := uint64(6)<<61, uint64(7)<<61
 	entries := []struct {
 		f   Fingerprint
 		exp int64
 	}{
-		{Fingerprint{last, 1}, now + 1*sec},   // cell n-2
-		{Fingerprint{last, 5}, now + 50*sec},  // cell n-1
-		{Fingerprint{end, 9}, now + 2*sec},    // wraps to cell 0
-		{Fingerprint{last, 13}, now + 40*sec}, // wraps to cell 1
-		{Fingerprint{0, 17}, now + 30*sec},    // cell 2, displaced
-		{Fingerprint{1, 21}, 0},               // cell 3, displaced
+		{Fingerprint{1, h6 | 1}, now + 1*sec},   // cell 6
+		{Fingerprint{2, h6 | 5}, now + 50*sec},  // cell 7, displaced
+		{Fingerprint{3, h7 | 9}, now + 2*sec},   // home 7, wraps to cell 0
+		{Fingerprint{4, h6 | 13}, now + 40*sec}, // home 6, wraps to cell 1
+		{Fingerprint{5, 17}, now + 30*sec},      // home 0, cell 2
+		{Fingerprint{6, 21}, 0},                 // home 0, cell 3
 	}
 	for i, e := range entries {
 		if !tb.Put(e.f, int64(i), e.exp) {
@@ -652,7 +654,7 @@ func TestStateBackwardShiftWraparound(t *testing.T) {
 		}
 	}
 	s := &tb.shards[0]
-	if n := len(s.cells); s.cells[n-2].lo != 1 || s.cells[n-1].lo != 5 || s.cells[0].lo != 9 || s.cells[1].lo != 13 {
+	if n := len(s.cells); n != 8 || s.cells[6].hi != 1 || s.cells[7].hi != 2 || s.cells[0].hi != 3 || s.cells[1].hi != 4 || s.cells[2].hi != 5 {
 		t.Fatalf("layout not as planned (%d cells)", n)
 	}
 	checkStateTable(t, tb)
@@ -1166,4 +1168,30 @@ func TestNewManagedStateTable(t *testing.T) {
 	if _, err := NewManagedStateTable(m, "late", StateOptions{MaxEntries: 1}); !errors.Is(err, ErrClosed) {
 		t.Fatal("state table made in a closed manager")
 	}
+}
+
+// An emergency shed must give memory back at once (its point), and so must
+// removals that leave a shard sparse, without waiting for a sweep.
+func TestStateGivesMemoryBack(t *testing.T) {
+	t.Parallel()
+	clk := newClock()
+	tb := mustState(t, StateOptions{MaxEntries: 100000, Shards: 4, TTL: time.Hour, Now: clk.Now})
+	for i := 0; i < 40000; i++ {
+		tb.Set(fmt.Sprint(i), int64(i))
+	}
+	full := tb.Stats().Bytes
+	if n := tb.Shed(0.2, ReasonEmergency); n < 8000 || n > 8004 { // 20 % of each of 4 shards, rounded up
+		t.Fatalf("shed %d, want 8000–8004", n)
+	}
+	shed := tb.Stats().Bytes
+	if shed > full*85/100 {
+		t.Fatalf("shedding 20%% of the entries left %d of %d bytes", shed, full)
+	}
+	for i := 0; i < 40000; i++ {
+		tb.Delete(fmt.Sprint(i))
+	}
+	if b := tb.Stats().Bytes; b != 0 || tb.Len() != 0 {
+		t.Fatalf("deleting every entry left %d bytes, %d entries", b, tb.Len())
+	}
+	checkStateTable(t, tb)
 }
