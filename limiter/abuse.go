@@ -86,6 +86,16 @@ func (a *Abuse) Blocked(ip netip.Addr) (time.Duration, bool) {
 	return left, left > 0
 }
 
+// Unblock lifts ip's block (an admin's answer to a false positive: an office
+// behind one address) and forgets its rejections this hour. It reports
+// whether ip was blocked.
+func (a *Abuse) Unblock(ip netip.Addr) bool {
+	_, was := a.Blocked(ip)
+	a.t.Delete(blockedKey(ip))
+	a.t.Delete(abuseKey(ip))
+	return was
+}
+
 // Rejected counts one rejection of ip.
 func (a *Abuse) Rejected(ip netip.Addr) {
 	var n int64

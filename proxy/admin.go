@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"net/netip"
 	"os"
 	"runtime"
 	"strings"
@@ -78,6 +79,10 @@ func (s *Server) AdminHandler() http.Handler {
 		default:
 			if user, ok := strings.CutPrefix(r.URL.Path, SessionsPath); ok && user != "" {
 				s.serveKick(w, r, info, user)
+				return
+			}
+			if ip, ok := strings.CutPrefix(r.URL.Path, BlocksPath); ok && ip != "" {
+				s.serveUnblock(w, r, info, ip)
 				return
 			}
 			s.writeError(w, r, info, apierrors.New(apierrors.CodeNotFound, "no such admin endpoint"), sourceProxy)
@@ -158,6 +163,36 @@ func (s *Server) serveKick(w http.ResponseWriter, r *http.Request, info *reqInfo
 		"requestId": info.id, logging.FieldCategory: logging.CategorySocket, "sockets": n,
 	}).Info("user disconnected by an admin request")
 	writeJSON(w, r, http.StatusOK, map[string]any{"success": true, "data": map[string]any{"user": user, "disconnected": n}})
+}
+
+// BlocksPath + {ip} on the admin listener lifts that IP's abuse block.
+const BlocksPath = "/api/internal/blocks/"
+
+// serveUnblock answers DELETE BlocksPath{ip}: the block of ip (and its
+// rejections this hour) is lifted in this process.
+func (s *Server) serveUnblock(w http.ResponseWriter, r *http.Request, info *reqInfo, raw string) {
+	if !s.allow(w, r, info, http.MethodDelete) {
+		return
+	}
+	if !s.authorized(r) {
+		s.writeError(w, r, info, s.authError(r), sourceProxy)
+		return
+	}
+	ip, err := netip.ParseAddr(raw)
+	if err != nil {
+		e := apierrors.New(apierrors.CodeValidation, "not an IP address")
+		e.Details = map[string]any{"fields": []map[string]any{{"field": "ip", "message": "must be an IPv4 or IPv6 address"}}}
+		s.writeError(w, r, info, e, sourceProxy)
+		return
+	}
+	if s.abuse == nil || !s.abuse.Unblock(ip) {
+		s.writeError(w, r, info, apierrors.New(apierrors.CodeNotFound, "this IP is not blocked"), sourceProxy)
+		return
+	}
+	s.log.WithFields(logrus.Fields{
+		"requestId": info.id, logging.FieldCategory: logging.CategorySecurity, "ip": ip.String(),
+	}).Warn("IP unblocked by an admin request")
+	writeJSON(w, r, http.StatusOK, map[string]any{"success": true, "data": map[string]any{"ip": ip.String(), "unblocked": true}})
 }
 
 // serveStats answers /api/internal/stats with the seed's shape.

@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
@@ -318,5 +319,67 @@ func TestReloadRefusesRequiredAuthWithoutKeys(t *testing.T) {
 	}
 	if resp, _ := h.get("/p/x"); resp.StatusCode != 200 {
 		t.Fatalf("the refused reload changed the routes: %d", resp.StatusCode)
+	}
+}
+
+// An admin lifts a false-positive block (an office behind one address)
+// without restarting anything: DELETE /api/internal/blocks/{ip}.
+func TestAdminUnblocksAnIP(t *testing.T) {
+	t.Parallel()
+	up := upstream(t, func(w http.ResponseWriter, r *http.Request) {})
+	const token = "unblock-token-0123456789abcdef"
+	h, _ := startGuarded(t, up.URL, func(c *config.Config) {
+		c.Limits.AbuseWarning, c.Limits.AbuseCritical, c.Limits.BlockFor = 2, 5, time.Hour
+		c.StatsToken = token
+	})
+	for i := 0; i < 40; i++ {
+		req, _ := http.NewRequest(http.MethodPost, h.url+"/webhook/twilio", nil)
+		h.do(req)
+	}
+	if resp, _ := h.get("/anything"); resp.StatusCode != 403 {
+		t.Fatalf("not blocked: %d", resp.StatusCode)
+	}
+	code := func(body map[string]any) any {
+		e, _ := body["error"].(map[string]any)
+		return e["code"]
+	}
+	unblock := func(ip, auth string) (*http.Response, map[string]any) {
+		req, _ := http.NewRequest(http.MethodDelete, h.admin+BlocksPath+ip, nil)
+		if auth != "" {
+			req.Header.Set("Authorization", "Bearer "+auth)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var body map[string]any
+		json.NewDecoder(resp.Body).Decode(&body)
+		return resp, body
+	}
+	if resp, body := unblock("127.0.0.1", ""); resp.StatusCode != 401 {
+		t.Fatalf("without the token: %d %v", resp.StatusCode, body)
+	}
+	if resp, body := unblock("not-an-ip", token); resp.StatusCode != 400 || code(body) != "VALIDATION_ERROR" {
+		t.Fatalf("bad address: %d %v", resp.StatusCode, body)
+	}
+	if resp, body := unblock("127.0.0.1", token); resp.StatusCode != 200 || body["success"] != true {
+		t.Fatalf("unblock: %d %v", resp.StatusCode, body)
+	}
+	if resp, _ := h.get("/anything"); resp.StatusCode != 200 {
+		t.Fatalf("still blocked after the unblock: %d", resp.StatusCode)
+	}
+	// Its rejections were forgotten too: four more 429s do not block it again.
+	statuses := map[int]int{}
+	for i := 0; i < 4; i++ {
+		req, _ := http.NewRequest(http.MethodPost, h.url+"/webhook/twilio", nil)
+		resp, _ := h.do(req)
+		statuses[resp.StatusCode]++
+	}
+	if statuses[429] != 4 {
+		t.Fatalf("after the unblock: %v", statuses)
+	}
+	if resp, body := unblock("127.0.0.1", token); resp.StatusCode != 404 || code(body) != "NOT_FOUND" {
+		t.Fatalf("unblocking an IP that is not blocked: %d %v", resp.StatusCode, body)
 	}
 }
