@@ -221,3 +221,37 @@ func TestLongKeyPartsAreHashed(t *testing.T) {
 		t.Fatalf("keys %q %q", k1, k2)
 	}
 }
+
+// A sound file that cannot be loaded because the table already holds
+// entries (another seed) is reported, not moved aside as corrupt.
+func TestPersistIntoABusyTableKeepsTheFile(t *testing.T) {
+	t.Parallel()
+	clk := newTestClock()
+	path := filepath.Join(t.TempDir(), "rate-limits.json")
+	first, _ := sessions.NewStateTable(sessions.StateOptions{MaxEntries: 100, Now: clk.Now})
+	defer first.Close()
+	first.SetTTL("auth_login|ip=1.2.3.4", clk.Now().Add(time.Hour).UnixNano(), time.Hour)
+	p, err := NewPersister(PersistOptions{Table: first, Path: path, Logger: discardLog(), Now: clk.Now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Close(); err != nil {
+		t.Fatal(err)
+	}
+	busy, _ := sessions.NewStateTable(sessions.StateOptions{MaxEntries: 100, Now: clk.Now})
+	defer busy.Close()
+	busy.Set("something", 1)
+	p2, err := NewPersister(PersistOptions{Table: busy, Path: path, Logger: discardLog(), Now: clk.Now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p2.Healthy() {
+		t.Fatal("loading into a table that holds entries reads as healthy")
+	}
+	if _, err := os.Stat(path); err != nil {
+		t.Fatalf("the sound file was moved: %v", err)
+	}
+	if m, _ := filepath.Glob(path + ".corrupt-*"); len(m) != 0 {
+		t.Fatalf("set aside as corrupt: %v", m)
+	}
+}

@@ -137,6 +137,9 @@ func (p *Persister) load() (int, error) {
 	if err == nil {
 		n, err = p.restore(b, head.Version)
 	}
+	if errors.As(err, new(errNotLoaded)) {
+		return 0, err
+	}
 	if err != nil {
 		aside := fmt.Sprintf("%s.corrupt-%s", p.o.Path, p.o.Now().UTC().Format("20060102T150405"))
 		_ = os.Rename(p.o.Path, aside)
@@ -144,6 +147,12 @@ func (p *Persister) load() (int, error) {
 	}
 	return n, nil
 }
+
+// errNotLoaded is a failure to load a sound file: it is not moved aside.
+type errNotLoaded struct{ err error }
+
+func (e errNotLoaded) Error() string { return e.err.Error() }
+func (e errNotLoaded) Unwrap() error { return e.err }
 
 // restore puts the live entries of file b (of version v) in the table.
 func (p *Persister) restore(b []byte, v int) (int, error) {
@@ -184,7 +193,7 @@ func (p *Persister) restore(b []byte, v int) (int, error) {
 		entries = append(entries, entry{sessions.Fingerprint{Hi: hi, Lo: lo}, e[0], e[1]})
 	}
 	if err := p.o.Table.SetSeed(seed); err != nil {
-		return 0, err
+		return 0, errNotLoaded{err} // the file is fine: the table was not
 	}
 	for _, e := range entries {
 		if e.exp > now && p.o.Table.Put(e.f, e.v, e.exp) {

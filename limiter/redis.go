@@ -7,6 +7,7 @@ import (
 	"runtime"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -57,8 +58,9 @@ type RedisStore struct {
 	c       redis.UniversalClient
 	prefix  string
 	timeout time.Duration
-	// perKey: one script call per key (a cluster); else one per batch.
-	perKey bool
+	// perKey: one script call per key (a cluster, or one endpoint that
+	// answered CROSSSLOT: a cluster proxy); else one per batch.
+	perKey atomic.Bool
 
 	calls     chan *redisCall
 	stop      chan struct{}
@@ -85,7 +87,8 @@ func NewRedisStore(c redis.UniversalClient, prefix string, timeout time.Duration
 		timeout = 50 * time.Millisecond
 	}
 	_, single := c.(*redis.Client)
-	r := &RedisStore{c: c, prefix: prefix, timeout: timeout, perKey: !single, calls: make(chan *redisCall, 1024), stop: make(chan struct{})}
+	r := &RedisStore{c: c, prefix: prefix, timeout: timeout, calls: make(chan *redisCall, 1024), stop: make(chan struct{})}
+	r.perKey.Store(!single)
 	for i := 0; i < redisFlushers; i++ {
 		r.wg.Add(1)
 		go r.flush()
@@ -169,15 +172,18 @@ func (r *RedisStore) failQueued() {
 func (r *RedisStore) send(batch []*redisCall) {
 	ctx, cancel := context.WithTimeout(context.Background(), r.timeout)
 	defer cancel()
-	groups := [][]*redisCall{batch}
-	if r.perKey {
-		groups = make([][]*redisCall, len(batch))
-		for i := range batch {
-			groups[i] = batch[i : i+1]
-		}
-	}
+	perKey := r.perKey.Load()
+	groups := r.group(batch, perKey)
 	cmds := make([]*redis.Cmd, len(groups))
 	r.pipeline(ctx, groups, cmds, func(int) bool { return true })
+	if !perKey && len(batch) > 1 && cmds[0].Err() != nil && redis.HasErrorPrefix(cmds[0].Err(), "CROSSSLOT") {
+		// One address, but slots behind it (a cluster proxy, a managed
+		// multi-shard Redis): from now on one key per call.
+		r.perKey.Store(true)
+		groups = r.group(batch, true)
+		cmds = make([]*redis.Cmd, len(groups))
+		r.pipeline(ctx, groups, cmds, func(int) bool { return true })
+	}
 	retry := func(i int) bool { return cmds[i].Err() != nil && redis.HasErrorPrefix(cmds[i].Err(), "NOSCRIPT") }
 	for i := range groups {
 		if retry(i) {
@@ -201,6 +207,18 @@ func (r *RedisStore) send(batch []*redisCall) {
 			close(c.done)
 		}
 	}
+}
+
+// group splits batch into the script calls that decide it: one, or one per key.
+func (r *RedisStore) group(batch []*redisCall, perKey bool) [][]*redisCall {
+	if !perKey {
+		return [][]*redisCall{batch}
+	}
+	groups := make([][]*redisCall, len(batch))
+	for i := range batch {
+		groups[i] = batch[i : i+1]
+	}
+	return groups
 }
 
 // pipeline sends one script call for each group that pick selects, filling cmds.

@@ -448,3 +448,57 @@ func TestRedisStoreBatches(t *testing.T) {
 	}
 	t.Logf("%d concurrent decisions in %d script calls", n, calls)
 }
+
+// One address with slots behind it — a cluster proxy, a managed multi-shard
+// Redis — answers a batch across slots with CROSSSLOT: the store must switch
+// to one key per call and lose no decision. A one-node Redis Cluster owning
+// every slot, reached with a plain redis:// URL, answers the same way.
+func TestRedisStoreCrossSlotEndpoint(t *testing.T) {
+	t.Parallel()
+	r := startRedis(t, "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf")
+	if out, err := exec.Command("redis-cli", "-p", fmt.Sprint(r.port), "cluster", "addslotsrange", "0", "16383").CombinedOutput(); err != nil {
+		t.Skipf("cluster addslotsrange: %v %s", err, out)
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		out, _ := exec.Command("redis-cli", "-p", fmt.Sprint(r.port), "cluster", "info").Output()
+		if strings.Contains(string(out), "cluster_state:ok") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("cluster not ok: %s", out)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	s := redisStore(t, "redis://"+r.addr(), 5*time.Second)
+	if s.perKey.Load() {
+		t.Fatal("a redis:// URL starts in batch mode")
+	}
+	var wg sync.WaitGroup
+	start := make(chan struct{})
+	var admitted [10]atomic.Int64
+	for g := 0; g < 200; g++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			<-start
+			res, err := s.Allow(context.Background(), fmt.Sprintf("k%d", g%10), Limit{Rate: 5, Period: time.Hour})
+			if err != nil {
+				t.Errorf("decision failed: %v", err)
+			}
+			if res.Allowed {
+				admitted[g%10].Add(1)
+			}
+		}()
+	}
+	close(start)
+	wg.Wait()
+	for k := range admitted {
+		if n := admitted[k].Load(); n != 5 {
+			t.Errorf("key k%d: %d admitted, want exactly 5", k, n)
+		}
+	}
+	if !s.perKey.Load() {
+		t.Fatal("the store did not switch to one key per call")
+	}
+}

@@ -163,14 +163,28 @@ func (t *StateTable) Seed() uint64 { return t.seed.Load() }
 
 // SetSeed replaces the fingerprint seed, so that fingerprints saved by an
 // earlier process (see Entries and Put) find their keys again. The table
-// must be empty.
+// must be empty (ErrNotEmpty otherwise); the check and the change are one
+// step, with every shard locked.
 func (t *StateTable) SetSeed(seed uint64) error {
-	if t.Len() > 0 {
-		return errors.New("sessions: the seed of a table that holds entries cannot change")
+	for i := range t.shards {
+		t.shards[i].mu.Lock()
+	}
+	defer func() {
+		for i := range t.shards {
+			t.shards[i].mu.Unlock()
+		}
+	}()
+	for i := range t.shards {
+		if t.shards[i].count > 0 {
+			return ErrNotEmpty
+		}
 	}
 	t.seed.Store(seed)
 	return nil
 }
+
+// ErrNotEmpty: the seed of a table that holds entries cannot change.
+var ErrNotEmpty = errors.New("sessions: the seed of a table that holds entries cannot change")
 
 // Fingerprint is key's fingerprint in this table.
 func (t *StateTable) Fingerprint(key string) Fingerprint {
