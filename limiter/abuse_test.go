@@ -94,6 +94,9 @@ func TestPersistRoundTrip(t *testing.T) {
 	if strings.Contains(string(b), "1.2.3.4") || strings.Contains(string(b), "login") {
 		t.Fatalf("keys reached the disk in clear: %s", b)
 	}
+	if fi, err := os.Stat(path); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("the file (seed and fingerprints) must be readable by its owner only: %v %v", fi.Mode(), err)
+	}
 
 	clk.Advance(time.Minute) // "restart"
 	second := mk()
