@@ -11,6 +11,7 @@ package limiter
 import (
 	"context"
 	"fmt"
+	"math/rand"
 	"net"
 	"os/exec"
 	"runtime"
@@ -32,6 +33,8 @@ import (
 )
 
 const keys = 1 << 20
+
+var sink atomic.Uint64
 
 // keyOf writes key i into buf, as the proxy builds a request's key: in a
 // buffer of its own, hot in cache, not in a table of a million strings.
@@ -93,6 +96,26 @@ func parallel(b *testing.B, op func(k string)) {
 // alone, to read the others against.
 func BenchmarkMemory(b *testing.B) {
 	b.Run("harness", func(b *testing.B) { parallel(b, func(string) {}) })
+	// The machine's floor: one dependent random read in 64 MiB (what a
+	// decision's one cache miss costs), one chain per goroutine.
+	b.Run("random-read-64MiB", func(b *testing.B) {
+		const lines = 1 << 20 // 64-byte lines
+		next := make([]uint64, lines*8)
+		perm := rand.Perm(lines)
+		for i := range perm {
+			next[perm[i]*8] = uint64(perm[(i+1)%lines] * 8)
+		}
+		var seed atomic.Uint64
+		runtime.GC()
+		b.ResetTimer()
+		b.RunParallel(func(pb *testing.PB) {
+			j := uint64(perm[seed.Add(1)*7919%lines] * 8)
+			for pb.Next() {
+				j = next[j]
+			}
+			sink.Add(j)
+		})
+	})
 	tb, err := sessions.NewStateTable(sessions.StateOptions{MaxEntries: 2 * keys})
 	if err != nil {
 		b.Fatal(err)
