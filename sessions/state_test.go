@@ -1195,3 +1195,17 @@ func TestStateGivesMemoryBack(t *testing.T) {
 	}
 	checkStateTable(t, tb)
 }
+
+// What a decision writes in its shard (lock, counters) shares one cache
+// line, and shards are whole lines apart: with two cores deciding at once,
+// every line written is a line the other core may have to give up.
+func TestStateShardLayout(t *testing.T) {
+	t.Parallel()
+	var s stateShard
+	if n := unsafe.Sizeof(s); n%64 != 0 {
+		t.Fatalf("stateShard is %d bytes, not a whole number of cache lines", n)
+	}
+	if end := unsafe.Offsetof(s.expired) + unsafe.Sizeof(s.expired); end > 64 {
+		t.Fatalf("the fields every decision writes end at byte %d, past the first line", end)
+	}
+}
