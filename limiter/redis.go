@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -168,30 +169,33 @@ func (r *RedisStore) failQueued() {
 // send decides batch in one round trip and hands each caller its answer.
 // Calls that met NOSCRIPT (a node that restarted or failed over, or the
 // first use) are sent again once the script is loaded — only those: on a
-// cluster the others already counted on their own nodes.
+// cluster the others already counted on their own nodes. A batch that met
+// CROSSSLOT is sent again one key per call. At most three more rounds.
 func (r *RedisStore) send(batch []*redisCall) {
 	ctx, cancel := context.WithTimeout(context.Background(), r.timeout)
 	defer cancel()
 	perKey := r.perKey.Load()
 	groups := r.group(batch, perKey)
 	cmds := make([]*redis.Cmd, len(groups))
-	r.pipeline(ctx, groups, cmds, func(int) bool { return true })
-	if !perKey && len(batch) > 1 && cmds[0].Err() != nil && redis.HasErrorPrefix(cmds[0].Err(), "CROSSSLOT") {
-		// One address, but slots behind it (a cluster proxy, a managed
-		// multi-shard Redis): from now on one key per call.
-		r.perKey.Store(true)
-		groups = r.group(batch, true)
-		cmds = make([]*redis.Cmd, len(groups))
-		r.pipeline(ctx, groups, cmds, func(int) bool { return true })
-	}
-	retry := func(i int) bool { return cmds[i].Err() != nil && redis.HasErrorPrefix(cmds[i].Err(), "NOSCRIPT") }
-	for i := range groups {
-		if retry(i) {
-			if gcraScript.Load(ctx, r.c).Err() == nil {
-				r.pipeline(ctx, groups, cmds, retry)
-			}
+	all := func(int) bool { return true }
+	isNoscript := func(c *redis.Cmd) bool { return c.Err() != nil && redis.HasErrorPrefix(c.Err(), "NOSCRIPT") }
+	noscript := func(i int) bool { return isNoscript(cmds[i]) }
+	r.pipeline(ctx, groups, cmds, all)
+	for attempt := 0; attempt < 3; attempt++ {
+		if !perKey && len(batch) > 1 && cmds[0].Err() != nil && redis.HasErrorPrefix(cmds[0].Err(), "CROSSSLOT") {
+			// One address, but slots behind it (a cluster proxy, a managed
+			// multi-shard Redis): from now on one key per call.
+			perKey = true
+			r.perKey.Store(true)
+			groups = r.group(batch, true)
+			cmds = make([]*redis.Cmd, len(groups))
+			r.pipeline(ctx, groups, cmds, all)
+			continue
+		}
+		if !slices.ContainsFunc(cmds, isNoscript) || gcraScript.Load(ctx, r.c).Err() != nil {
 			break
 		}
+		r.pipeline(ctx, groups, cmds, noscript)
 	}
 	for i, g := range groups {
 		out, err := cmds[i].Int64Slice()
