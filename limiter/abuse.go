@@ -87,13 +87,16 @@ func (a *Abuse) Blocked(ip netip.Addr) (time.Duration, bool) {
 }
 
 // Unblock lifts ip's block (an admin's answer to a false positive: an office
-// behind one address) and forgets its rejections this hour. It reports
-// whether ip was blocked.
-func (a *Abuse) Unblock(ip netip.Addr) bool {
-	_, was := a.Blocked(ip)
+// behind one address) and forgets its rejections this hour. It returns what
+// was lifted (the address, or its /64 for IPv6) and whether ip was blocked;
+// an IP that was not blocked is left as it was.
+func (a *Abuse) Unblock(ip netip.Addr) (string, bool) {
+	if _, blocked := a.Blocked(ip); !blocked {
+		return ipKey(ip), false
+	}
 	a.t.Delete(blockedKey(ip))
 	a.t.Delete(abuseKey(ip))
-	return was
+	return ipKey(ip), true
 }
 
 // Rejected counts one rejection of ip.

@@ -226,7 +226,8 @@ func TestLongKeyPartsAreHashed(t *testing.T) {
 }
 
 // A sound file that cannot be loaded because the table already holds
-// entries (another seed) is reported, not moved aside as corrupt.
+// entries (another seed) is reported and kept as .unloaded-<time>: not
+// marked corrupt, not overwritten by the next save.
 func TestPersistIntoABusyTableKeepsTheFile(t *testing.T) {
 	t.Parallel()
 	clk := newTestClock()
@@ -251,10 +252,19 @@ func TestPersistIntoABusyTableKeepsTheFile(t *testing.T) {
 	if p2.Healthy() {
 		t.Fatal("loading into a table that holds entries reads as healthy")
 	}
-	if _, err := os.Stat(path); err != nil {
-		t.Fatalf("the sound file was moved: %v", err)
-	}
 	if m, _ := filepath.Glob(path + ".corrupt-*"); len(m) != 0 {
 		t.Fatalf("set aside as corrupt: %v", m)
+	}
+	if err := p2.Close(); err != nil { // the save that follows must not overwrite it
+		t.Fatal(err)
+	}
+	kept, _ := filepath.Glob(path + ".unloaded-*")
+	if len(kept) != 1 {
+		t.Fatalf("the sound file was not kept aside: %v", kept)
+	}
+	b, _ := os.ReadFile(kept[0])
+	var snap snapshot
+	if err := json.Unmarshal(b, &snap); err != nil || len(snap.Entries) != 1 {
+		t.Fatalf("the kept file lost its entry: %s %v", b, err)
 	}
 }

@@ -138,7 +138,10 @@ func (p *Persister) load() (int, error) {
 		n, err = p.restore(b, head.Version)
 	}
 	if errors.As(err, new(errNotLoaded)) {
-		return 0, err
+		// Sound, but not loaded: keep it from the next save.
+		aside := fmt.Sprintf("%s.unloaded-%s", p.o.Path, p.o.Now().UTC().Format("20060102T150405"))
+		_ = os.Rename(p.o.Path, aside)
+		return 0, fmt.Errorf("%w (moved to %s)", err, aside)
 	}
 	if err != nil {
 		aside := fmt.Sprintf("%s.corrupt-%s", p.o.Path, p.o.Now().UTC().Format("20060102T150405"))
@@ -148,7 +151,8 @@ func (p *Persister) load() (int, error) {
 	return n, nil
 }
 
-// errNotLoaded is a failure to load a sound file: it is not moved aside.
+// errNotLoaded is a failure to load a sound file: it is kept as
+// path.unloaded-<time>, not marked corrupt.
 type errNotLoaded struct{ err error }
 
 func (e errNotLoaded) Error() string { return e.err.Error() }

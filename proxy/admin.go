@@ -4,6 +4,7 @@ import (
 	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"net/netip"
@@ -179,20 +180,28 @@ func (s *Server) serveUnblock(w http.ResponseWriter, r *http.Request, info *reqI
 		return
 	}
 	ip, err := netip.ParseAddr(raw)
+	if err == nil && ip.Zone() != "" {
+		err = errors.New("zone")
+	}
 	if err != nil {
 		e := apierrors.New(apierrors.CodeValidation, "not an IP address")
 		e.Details = map[string]any{"fields": []map[string]any{{"field": "ip", "message": "must be an IPv4 or IPv6 address"}}}
 		s.writeError(w, r, info, e, sourceProxy)
 		return
 	}
-	if s.abuse == nil || !s.abuse.Unblock(ip) {
+	var lifted string
+	ok := false
+	if s.abuse != nil {
+		lifted, ok = s.abuse.Unblock(ip)
+	}
+	if !ok {
 		s.writeError(w, r, info, apierrors.New(apierrors.CodeNotFound, "this IP is not blocked"), sourceProxy)
 		return
 	}
 	s.log.WithFields(logrus.Fields{
-		"requestId": info.id, logging.FieldCategory: logging.CategorySecurity, "ip": ip.String(),
+		"requestId": info.id, logging.FieldCategory: logging.CategorySecurity, "ip": lifted,
 	}).Warn("IP unblocked by an admin request")
-	writeJSON(w, r, http.StatusOK, map[string]any{"success": true, "data": map[string]any{"ip": ip.String(), "unblocked": true}})
+	writeJSON(w, r, http.StatusOK, map[string]any{"success": true, "data": map[string]any{"ip": lifted, "unblocked": true}})
 }
 
 // serveStats answers /api/internal/stats with the seed's shape.

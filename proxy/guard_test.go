@@ -363,8 +363,14 @@ func TestAdminUnblocksAnIP(t *testing.T) {
 	if resp, body := unblock("not-an-ip", token); resp.StatusCode != 400 || code(body) != "VALIDATION_ERROR" {
 		t.Fatalf("bad address: %d %v", resp.StatusCode, body)
 	}
-	if resp, body := unblock("127.0.0.1", token); resp.StatusCode != 200 || body["success"] != true {
+	if resp, body := unblock("fe80::1%25eth0", token); resp.StatusCode != 400 || code(body) != "VALIDATION_ERROR" {
+		t.Fatalf("an address with a zone: %d %v", resp.StatusCode, body)
+	}
+	// The IPv4-mapped form names the same client; the answer says what was lifted.
+	if resp, body := unblock("::ffff:127.0.0.1", token); resp.StatusCode != 200 || body["success"] != true {
 		t.Fatalf("unblock: %d %v", resp.StatusCode, body)
+	} else if data, _ := body["data"].(map[string]any); data["ip"] != "127.0.0.1" {
+		t.Fatalf("lifted %v, want 127.0.0.1", data["ip"])
 	}
 	if resp, _ := h.get("/anything"); resp.StatusCode != 200 {
 		t.Fatalf("still blocked after the unblock: %d", resp.StatusCode)

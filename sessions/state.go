@@ -170,7 +170,9 @@ func (t *StateTable) Seed() uint64 { return t.seed.Load() }
 // SetSeed replaces the fingerprint seed, so that fingerprints saved by an
 // earlier process (see Entries and Put) find their keys again. The table
 // must be empty (ErrNotEmpty otherwise); the check and the change are one
-// step, with every shard locked.
+// step, with every shard locked. Call it before the table is shared: an
+// Update that computed its fingerprint just before the change would still
+// store under the old seed.
 func (t *StateTable) SetSeed(seed uint64) error {
 	for i := range t.shards {
 		t.shards[i].mu.Lock()
