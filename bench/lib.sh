@@ -73,6 +73,59 @@ machine_ticks() {
 	read -r _ user nice sys idle iow irq soft steal _ </proc/stat
 	echo "$((user + nice + sys + irq + soft + steal)) $((user + nice + sys + idle + iow + irq + soft + steal)) $((irq + soft))"
 }
+ncpu=$(getconf _NPROCESSORS_ONLN)
+# busy_between A B: CPUs busy between two machine_ticks readings.
+busy_between() {
+	awk -v a="$1" -v b="$2" -v ncpu="$ncpu" 'BEGIN { split(a, x, " "); split(b, y, " "); printf "%.2f", (y[2] > x[2]) ? (y[1] - x[1]) / (y[2] - x[2]) * ncpu : 0 }'
+}
+# busy_now: CPUs busy over half a second.
+busy_now() {
+	local a
+	a=$(machine_ticks)
+	sleep 0.5
+	busy_between "$a" "$(machine_ticks)"
+}
+# wait_quiet: up to QUIET_WAIT seconds until the machine (the benchmark's
+# own servers idle between runs) is less than 0.2 CPU busy.
+wait_quiet() {
+	local deadline=$((SECONDS + QUIET_WAIT)) busy waited=0
+	while :; do
+		busy=$(busy_now)
+		awk -v b="$busy" 'BEGIN { exit !(b < 0.2) }' && return 0
+		if ((SECONDS >= deadline)); then
+			log "the machine is still $busy CPU(s) busy after ${QUIET_WAIT}s; running anyway"
+			return 0
+		fi
+		((waited)) || log "the machine is $busy CPU(s) busy without us; waiting up to ${QUIET_WAIT}s for it to calm down"
+		waited=1
+		sleep 1
+	done
+}
+# measure_quietly OTHER_COLUMN PHASE ...: the script's measure_once PHASE ...
+# on a quiet machine (see wait_quiet; not for the warm-up), run again while
+# other processes used more than 0.25 CPU during it (column OTHER_COLUMN of
+# the record it leaves in $rec), up to RETRIES times. It sets $other; it
+# fails for the warm-up, which is not recorded.
+measure_quietly() {
+	local col=$1 attempt
+	shift
+	for ((attempt = 0; ; attempt++)); do
+		((QUIET_WAIT == 0)) || [[ $1 == warmup ]] || wait_quiet
+		measure_once "$@"
+		[[ $1 != warmup ]] || return 1
+		other=$(cut -f"$col" <<<"$rec")
+		if ((attempt >= RETRIES)) || awk -v o="$other" 'BEGIN { exit !(o <= 0.25) }'; then
+			return 0
+		fi
+		log "other processes used $other CPU(s) during that run; running it again"
+	done
+}
+# warn_other: the warning for a record whose run other processes disturbed.
+warn_other() {
+	if awk -v o="$other" 'BEGIN { exit !(o > 0.25) }'; then
+		log "warning: other processes used $other CPU(s) during that run; see the 'other' column"
+	fi
+}
 # children_secs FILE: the children's user+system seconds from `times` output.
 children_secs() {
 	sed -n 2p "$1" | awk '{

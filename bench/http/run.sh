@@ -259,7 +259,6 @@ log "upstream :$up_port  chatguard :$cg_port (admin :$cg_admin_port)  nginx :$ng
 
 # --- measuring ---------------------------------------------------------------
 
-ncpu=$(getconf _NPROCESSORS_ONLN)
 hz=$(getconf CLK_TCK)
 
 # parse_wrk FILE: "req/s p50_ms p99_ms errors" (errors: socket errors + non-2xx/3xx).
@@ -308,46 +307,15 @@ records=$tmp/records.tsv
 : >"$records"
 run_n=0
 
-# wait_quiet: wait up to QUIET_WAIT seconds until the machine (our servers
-# idle between runs) is less than 0.2 CPU busy over half a second.
-wait_quiet() {
-	local deadline=$((SECONDS + QUIET_WAIT)) a b busy waited=0
-	while :; do
-		a=$(machine_ticks)
-		sleep 0.5
-		b=$(machine_ticks)
-		busy=$(awk -v a="$a" -v b="$b" -v ncpu="$ncpu" 'BEGIN { split(a, x, " "); split(b, y, " "); printf "%.2f", (y[2] > x[2]) ? (y[1] - x[1]) / (y[2] - x[2]) * ncpu : 0 }')
-		awk -v b="$busy" 'BEGIN { exit !(b < 0.2) }' && break
-		if ((SECONDS >= deadline)); then
-			log "the machine is still $busy CPU(s) busy after ${QUIET_WAIT}s; running anyway"
-			return 0
-		fi
-		((waited)) || log "the machine is $busy CPU(s) busy without us; waiting up to ${QUIET_WAIT}s for it to calm down"
-		waited=1
-		sleep 2
-	done
-}
 
 # measure PHASE TARGET ROUND CONNS DURATION [WRK ARGS...]: one wrk run,
 # recorded unless PHASE is "warmup". A run during which other processes used
 # more than 0.25 CPU is run again, up to RETRIES times; the last one counts.
 measure() {
-	local attempt other
-	for ((attempt = 0; ; attempt++)); do
-		((QUIET_WAIT == 0)) || [[ $1 == warmup ]] || wait_quiet
-		measure_once "$@"
-		[[ $1 != warmup ]] || return 0
-		other=$(cut -f14 <<<"$rec")
-		if ((attempt >= RETRIES)) || awk -v o="$other" 'BEGIN { exit !(o <= 0.25) }'; then
-			break
-		fi
-		log "other processes used $other CPU(s) during that run; running it again"
-	done
+	measure_quietly 14 "$@" || return 0
 	echo "$rec" >>"$records"
 	log "$(printf '%-9s %-9s round %s  c=%-3s %8s req/s  p50 %7s ms  p99 %7s ms  errors %s' $(cut -f1-8 <<<"$rec"))"
-	if awk -v o="$other" 'BEGIN { exit !(o > 0.25) }'; then
-		log "warning: other processes used $other CPU(s) during that run; see the 'other' column"
-	fi
+	warn_other
 }
 
 # measure_once: measure's arguments; sets rec to the record line.
@@ -417,7 +385,7 @@ targets=(direct chatguard nginx)
 m0=$(machine_ticks)
 sleep 1
 m1=$(machine_ticks)
-idle_busy=$(awk -v m0="$m0" -v m1="$m1" -v ncpu="$ncpu" 'BEGIN { split(m0, a, " "); split(m1, b, " "); printf "%.2f", (b[2] > a[2]) ? (b[1] - a[1]) / (b[2] - a[2]) * ncpu : 0 }')
+idle_busy=$(busy_between "$m0" "$m1")
 loadavg=$(cut -d' ' -f1-3 /proc/loadavg)
 awk -v b="$idle_busy" 'BEGIN { exit !(b > 0.2) }' && log "warning: the machine is already $idle_busy CPU(s) busy before the benchmark; the numbers will be noisy"
 

@@ -378,32 +378,8 @@ idle_phase() {
 
 # --- throughput and latency ---------------------------------------------------
 
-ncpu=$(getconf _NPROCESSORS_ONLN)
 hz=$(getconf CLK_TCK)
 
-# busy_now: CPUs busy over half a second.
-busy_now() {
-	local a b
-	a=$(machine_ticks)
-	sleep 0.5
-	b=$(machine_ticks)
-	awk -v a="$a" -v b="$b" -v ncpu="$ncpu" 'BEGIN { split(a, x, " "); split(b, y, " "); printf "%.2f", (y[2] > x[2]) ? (y[1] - x[1]) / (y[2] - x[2]) * ncpu : 0 }'
-}
-# wait_quiet: up to QUIET_WAIT seconds until the machine is < 0.2 CPU busy.
-wait_quiet() {
-	local deadline=$((SECONDS + QUIET_WAIT)) busy waited=0
-	while :; do
-		busy=$(busy_now)
-		awk -v b="$busy" 'BEGIN { exit !(b < 0.2) }' && return 0
-		if ((SECONDS >= deadline)); then
-			log "the machine is still $busy CPU(s) busy after ${QUIET_WAIT}s; running anyway"
-			return 0
-		fi
-		((waited)) || log "the machine is $busy CPU(s) busy without us; waiting up to ${QUIET_WAIT}s"
-		waited=1
-		sleep 1
-	done
-}
 
 # target_url TARGET: where the clients of that target connect.
 target_url() {
@@ -429,23 +405,11 @@ run_n=0
 # measure PHASE KIND TARGET ROUND CLIENTS: one client run (the warm-up is
 # not recorded); one disturbed by other processes is run again, up to RETRIES times.
 measure() {
-	local attempt other
-	for ((attempt = 0; ; attempt++)); do
-		((QUIET_WAIT == 0)) || [[ $1 == warmup ]] || wait_quiet
-		measure_once "$@"
-		[[ $1 != warmup ]] || return 0
-		other=$(cut -f17 <<<"$rec")
-		if ((attempt >= RETRIES)) || awk -v o="$other" 'BEGIN { exit !(o <= 0.25) }'; then
-			break
-		fi
-		log "other processes used $other CPU(s) during that run; running it again"
-	done
+	measure_quietly 17 "$@" || return 0
 	echo "$rec" >>"$records"
 	[[ $1 == latency ]] && cat "$samples_tmp" >>"$tmp/samples-$2-$3.txt"
 	log "$(printf '%-10s %-3s %-9s round %s  c=%-3s %9s msg/s  p50 %7s us  p99 %7s us  errors %s' $(cut -f1-8,10 <<<"$rec"))"
-	if awk -v o="$other" 'BEGIN { exit !(o > 0.25) }'; then
-		log "warning: other processes used $other CPU(s) during that run; see the 'other' column"
-	fi
+	warn_other
 }
 
 samples_tmp=$tmp/samples.tmp
