@@ -4,7 +4,6 @@ import (
 	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"net/http"
 	"net/netip"
@@ -91,6 +90,18 @@ func (s *Server) AdminHandler() http.Handler {
 	})
 }
 
+// allowAuthorized is allow, then the stats bearer token (401 without it).
+func (s *Server) allowAuthorized(w http.ResponseWriter, r *http.Request, info *reqInfo, methods ...string) bool {
+	if !s.allow(w, r, info, methods...) {
+		return false
+	}
+	if !s.authorized(r) {
+		s.writeError(w, r, info, s.authError(r), sourceProxy)
+		return false
+	}
+	return true
+}
+
 // allow answers 405 with Allow when r's method is not one of methods.
 func (s *Server) allow(w http.ResponseWriter, r *http.Request, info *reqInfo, methods ...string) bool {
 	for _, m := range methods {
@@ -145,11 +156,7 @@ const SessionsPath = "/api/internal/sessions/"
 // the user is disconnected (Socket.IO DISCONNECT, then close), as an
 // eviction of its connectedUsers entry would.
 func (s *Server) serveKick(w http.ResponseWriter, r *http.Request, info *reqInfo, user string) {
-	if !s.allow(w, r, info, http.MethodDelete) {
-		return
-	}
-	if !s.authorized(r) {
-		s.writeError(w, r, info, s.authError(r), sourceProxy)
+	if !s.allowAuthorized(w, r, info, http.MethodDelete) {
 		return
 	}
 	n := 0
@@ -172,18 +179,11 @@ const BlocksPath = "/api/internal/blocks/"
 // serveUnblock answers DELETE BlocksPath{ip}: the block of ip (and its
 // rejections this hour) is lifted in this process.
 func (s *Server) serveUnblock(w http.ResponseWriter, r *http.Request, info *reqInfo, raw string) {
-	if !s.allow(w, r, info, http.MethodDelete) {
-		return
-	}
-	if !s.authorized(r) {
-		s.writeError(w, r, info, s.authError(r), sourceProxy)
+	if !s.allowAuthorized(w, r, info, http.MethodDelete) {
 		return
 	}
 	ip, err := netip.ParseAddr(raw)
-	if err == nil && ip.Zone() != "" {
-		err = errors.New("zone")
-	}
-	if err != nil {
+	if err != nil || ip.Zone() != "" {
 		e := apierrors.New(apierrors.CodeValidation, "not an IP address")
 		e.Details = map[string]any{"fields": []map[string]any{{"field": "ip", "message": "must be an IPv4 or IPv6 address"}}}
 		s.writeError(w, r, info, e, sourceProxy)
@@ -206,11 +206,7 @@ func (s *Server) serveUnblock(w http.ResponseWriter, r *http.Request, info *reqI
 
 // serveStats answers /api/internal/stats with the seed's shape.
 func (s *Server) serveStats(w http.ResponseWriter, r *http.Request, info *reqInfo) {
-	if !s.allow(w, r, info, http.MethodGet, http.MethodHead) {
-		return
-	}
-	if !s.authorized(r) {
-		s.writeError(w, r, info, s.authError(r), sourceProxy)
+	if !s.allowAuthorized(w, r, info, http.MethodGet, http.MethodHead) {
 		return
 	}
 	data := map[string]any{"server": s.serverStats()}

@@ -118,12 +118,23 @@ func NewManager(o ManagerOptions) *Manager {
 // NewManagedTable makes a table owned by m under name (unique in m).
 func NewManagedTable[K comparable, V any](m *Manager, name string, o Options[K, V]) (*Table[K, V], error) {
 	t, err := NewTable(o)
+	return manage(m, name, t, err)
+}
+
+func (t *Table[K, V]) setName(name string) { t.name = name }
+
+// manage names t (just made, with err) and registers it in m.
+func manage[T interface {
+	managed
+	setName(string)
+}](m *Manager, name string, t T, err error) (T, error) {
+	var zero T
 	if err != nil {
-		return nil, fmt.Errorf("sessions: table %s: %w", name, err)
+		return zero, fmt.Errorf("sessions: table %s: %w", name, err)
 	}
-	t.name = name
+	t.setName(name)
 	if err := m.add(name, t); err != nil {
-		return nil, err
+		return zero, err
 	}
 	return t, nil
 }

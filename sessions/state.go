@@ -4,7 +4,6 @@ import (
 	"crypto/rand"
 	"encoding/binary"
 	"errors"
-	"fmt"
 	"math"
 	"math/bits"
 	"slices"
@@ -150,15 +149,10 @@ func NewStateTable(o StateOptions) (*StateTable, error) {
 // NewManagedStateTable makes a StateTable owned by m under name (unique in m).
 func NewManagedStateTable(m *Manager, name string, o StateOptions) (*StateTable, error) {
 	t, err := NewStateTable(o)
-	if err != nil {
-		return nil, fmt.Errorf("sessions: table %s: %w", name, err)
-	}
-	t.name = name
-	if err := m.add(name, t); err != nil {
-		return nil, err
-	}
-	return t, nil
+	return manage(m, name, t, err)
 }
+
+func (t *StateTable) setName(name string) { t.name = name }
 
 // Now is the table's clock, in Unix nanoseconds.
 func (t *StateTable) Now() int64 { return t.now() }
