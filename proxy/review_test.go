@@ -78,10 +78,7 @@ func TestReviewSecondProbeDoesNotLeakSession(t *testing.T) {
 	fake := newFakePolling(t, 20*time.Second)
 	env := startSIO(t, upstream(t, fake.ServeHTTP).URL, nil)
 	h := env.harness
-	poll(t, h, http.MethodGet, "", "")
-	poll(t, h, http.MethodPost, "&sid=p1", "40"+authFor(t, testUser))
-	poll(t, h, http.MethodGet, "&sid=p1", "")
-	env.waitStats(t, [3]int{1, 1, 0})
+	connectPolling(t, env)
 	h.srv.ws.mu.Lock()
 	sess := h.srv.ws.polls["p1"]
 	h.srv.ws.mu.Unlock()
@@ -122,9 +119,7 @@ func TestReviewOversizedPollBodyIsNotForwarded(t *testing.T) {
 		c.WebSocket.Events = []config.EventLimit{{Name: "send-message", Limit: config.RouteLimit{Rate: 1, Period: time.Minute}}}
 	})
 	h := env.harness
-	poll(t, h, http.MethodGet, "", "")
-	poll(t, h, http.MethodPost, "&sid=p1", "40"+authFor(t, testUser))
-	poll(t, h, http.MethodGet, "&sid=p1", "")
+	connectPolling(t, env)
 	ev := make([]string, 200) // ~5 KB: over 2 × max_message_bytes
 	for i := range ev {
 		ev[i] = `42["send-message",{}]`
@@ -149,9 +144,7 @@ func TestReviewPollingNoticesAreBounded(t *testing.T) {
 		c.WebSocket.Events = []config.EventLimit{{Name: "send-message", Limit: config.RouteLimit{Rate: 1, Period: time.Minute}}}
 	})
 	h := env.harness
-	poll(t, h, http.MethodGet, "", "")
-	poll(t, h, http.MethodPost, "&sid=p1", "40"+authFor(t, testUser))
-	poll(t, h, http.MethodGet, "&sid=p1", "")
+	connectPolling(t, env)
 	ev := make([]string, 5000) // ~110 KB in
 	for i := range ev {
 		ev[i] = `42["send-message",{}]`

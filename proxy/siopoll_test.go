@@ -24,6 +24,15 @@ func connectPolling(t *testing.T, env *sioEnv) {
 	env.waitStats(t, [3]int{1, 1, 0})
 }
 
+// longPoll starts the client's GET on session p1 and returns its answer to
+// come, once the upstream long-poll it caused is waiting.
+func longPoll(t *testing.T, h *harness, fake *fakePolling) <-chan string {
+	t.Helper()
+	pending := pendingPoll(h, "&sid=p1")
+	waitFor(t, "the long-poll upstream", func() bool { return fake.gets.Load() == 1 })
+	return pending
+}
+
 // A drain tells a long-polling client the session is over (the Engine.IO
 // close packet, on the GET it is waiting on) instead of waiting for the
 // upstream's long-poll to end: the drain finishes at once.
@@ -33,8 +42,7 @@ func TestSocketIOPollingDrain(t *testing.T) {
 	env := startSIO(t, upstream(t, fake.ServeHTTP).URL, nil)
 	h := env.harness
 	connectPolling(t, env)
-	pending := pendingPoll(h, "&sid=p1")
-	waitFor(t, "the long-poll upstream", func() bool { return fake.gets.Load() == 1 })
+	pending := longPoll(t, h, fake)
 
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
@@ -57,8 +65,7 @@ func TestSocketIOPollingKickTellsUpstream(t *testing.T) {
 	env := startSIO(t, upstream(t, fake.ServeHTTP).URL, nil)
 	h := env.harness
 	connectPolling(t, env)
-	pending := pendingPoll(h, "&sid=p1")
-	waitFor(t, "the long-poll upstream", func() bool { return fake.gets.Load() == 1 })
+	pending := longPoll(t, h, fake)
 
 	if n := env.reg.Kick(testUser, "admin"); n != 1 {
 		t.Fatalf("Kick = %d", n)

@@ -524,8 +524,7 @@ func TestSocketIOPolling(t *testing.T) {
 		}
 		env.waitStats(t, [3]int{1, 1, 0})
 
-		pending := pendingPoll(h, "&sid=p1")
-		waitFor(t, "the long-poll upstream", func() bool { return fake.gets.Load() == 1 })
+		pending := longPoll(t, h, fake)
 		sent := time.Now()
 		events := []string{`42["send-message",{"n":1}]`, `42["send-message",{"n":2}]`, `42["send-message",{"n":3}]`}
 		if _, body := poll(t, h, http.MethodPost, "&sid=p1", strings.Join(events, "\x1e")); body != "ok" {
@@ -570,11 +569,8 @@ func TestSocketIOPollingProbeCarriesNothing(t *testing.T) {
 		c.WebSocket.Events = []config.EventLimit{{Name: "send-message", Limit: config.RouteLimit{Rate: 1, Period: time.Minute}}}
 	})
 	h := env.harness
-	poll(t, h, http.MethodGet, "", "")
-	poll(t, h, http.MethodPost, "&sid=p1", "40"+authFor(t, testUser))
-	poll(t, h, http.MethodGet, "&sid=p1", "")
-	pending := pendingPoll(h, "&sid=p1")
-	waitFor(t, "the long-poll upstream", func() bool { return fake.gets.Load() == 1 })
+	connectPolling(t, env)
+	pending := longPoll(t, h, fake)
 
 	probe, ctx := dialWS(t, h, sioPath+"&sid=p1", nil)
 	if err := probe.Write(ctx, websocket.MessageText, []byte("2probe")); err != nil {
