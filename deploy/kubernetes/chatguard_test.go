@@ -87,40 +87,30 @@ const imageWorkdir = "/home/nonroot"
 // and every such emptyDir is bounded by a sizeLimit.
 func TestWritablePaths(t *testing.T) {
 	t.Parallel()
-	load(t).eachDir(t, func(t *testing.T, docs []*doc) {
-		for _, w := range workloads(docs) {
-			c, ok := proxyOf(w)
-			if !ok {
-				continue
+	eachConfigured(t, func(t *testing.T, w *workload, c container, cfg *config.Config, docs []*doc) {
+		dirs := map[string]string{ // setting → the directory chatguard writes into
+			"rate_limit.file (CHATGUARD_RATE_LIMIT_FILE)": parentOf(cfg.Limits.File),
+			"memory.profile_dir (CHATGUARD_PROFILE_DIR)":  cfg.Memory.ProfileDir,
+			"log.dir (LOG_DIR)":                           cfg.Log.Dir,
+			"alerts.path (CHATGUARD_ALERT_PATH)":          parentOf(cfg.Alerts.Path),
+		}
+		for setting, dir := range dirs {
+			if dir == "" {
+				continue // not written at all
 			}
-			cfg, err := chatguardConfig(w, c.Container, docs)
-			if err != nil {
-				continue // TestChatguardConfigValid reports it
+			if !path.IsAbs(dir) {
+				wd := c.WorkingDir
+				if wd == "" {
+					wd = imageWorkdir
+				}
+				dir = path.Join(wd, dir)
 			}
-			dirs := map[string]string{ // setting → the directory chatguard writes into
-				"rate_limit.file (CHATGUARD_RATE_LIMIT_FILE)": parentOf(cfg.Limits.File),
-				"memory.profile_dir (CHATGUARD_PROFILE_DIR)":  cfg.Memory.ProfileDir,
-				"log.dir (LOG_DIR)":                           cfg.Log.Dir,
-				"alerts.path (CHATGUARD_ALERT_PATH)":          parentOf(cfg.Alerts.Path),
-			}
-			for setting, dir := range dirs {
-				if dir == "" {
-					continue // not written at all
-				}
-				if !path.IsAbs(dir) {
-					wd := c.WorkingDir
-					if wd == "" {
-						wd = imageWorkdir
-					}
-					dir = path.Join(wd, dir)
-				}
-				m, vol := writableMount(w, c.Container, dir)
-				switch {
-				case m == nil:
-					t.Errorf("%s: chatguard writes %s under %s, which is on no writable volume mount", w, setting, dir)
-				case vol.EmptyDir != nil && vol.EmptyDir.SizeLimit == nil:
-					t.Errorf("%s: emptyDir %q (for %s) has no sizeLimit; it could fill the node's disk", w, vol.Name, setting)
-				}
+			m, vol := writableMount(w, c.Container, dir)
+			switch {
+			case m == nil:
+				t.Errorf("%s: chatguard writes %s under %s, which is on no writable volume mount", w, setting, dir)
+			case vol.EmptyDir != nil && vol.EmptyDir.SizeLimit == nil:
+				t.Errorf("%s: emptyDir %q (for %s) has no sizeLimit; it could fill the node's disk", w, vol.Name, setting)
 			}
 		}
 	})
@@ -162,24 +152,14 @@ const margin = 10 * time.Second
 // margin; otherwise the kubelet kills it mid-drain.
 func TestTerminationGrace(t *testing.T) {
 	t.Parallel()
-	load(t).eachDir(t, func(t *testing.T, docs []*doc) {
-		for _, w := range workloads(docs) {
-			c, ok := proxyOf(w)
-			if !ok {
-				continue
-			}
-			cfg, err := chatguardConfig(w, c.Container, docs)
-			if err != nil {
-				continue
-			}
-			grace := 30 * time.Second // the API's default
-			if g := w.pod.Spec.TerminationGracePeriodSeconds; g != nil {
-				grace = time.Duration(*g) * time.Second
-			}
-			if need := cfg.Server.DrainDelay + cfg.Server.ShutdownTimeout + margin; grace < need {
-				t.Errorf("%s: terminationGracePeriodSeconds is %s; chatguard needs drain_delay %s + shutdown_timeout %s + %s = %s",
-					w, grace, cfg.Server.DrainDelay, cfg.Server.ShutdownTimeout, margin, need)
-			}
+	eachConfigured(t, func(t *testing.T, w *workload, c container, cfg *config.Config, docs []*doc) {
+		grace := 30 * time.Second // the API's default
+		if g := w.pod.Spec.TerminationGracePeriodSeconds; g != nil {
+			grace = time.Duration(*g) * time.Second
+		}
+		if need := cfg.Server.DrainDelay + cfg.Server.ShutdownTimeout + margin; grace < need {
+			t.Errorf("%s: terminationGracePeriodSeconds is %s; chatguard needs drain_delay %s + shutdown_timeout %s + %s = %s",
+				w, grace, cfg.Server.DrainDelay, cfg.Server.ShutdownTimeout, margin, need)
 		}
 	})
 }
@@ -202,28 +182,18 @@ var (
 // long enough for the drain but less than the grace period.
 func TestDrainPreStop(t *testing.T) {
 	t.Parallel()
-	load(t).eachDir(t, func(t *testing.T, docs []*doc) {
-		for _, w := range workloads(docs) {
-			cg, ok := proxyOf(w)
-			if !ok {
+	eachConfigured(t, func(t *testing.T, w *workload, cg container, cfg *config.Config, docs []*doc) {
+		adminPort := listenPort(cfg.AdminListen)
+		if cp, ok := containerPort(cg.Container, intstr.FromString(adminPortName)); !ok || int(cp.ContainerPort) != adminPort {
+			t.Errorf("%s: chatguard's %s port is not %d, where it listens", w, adminPortName, adminPort)
+		}
+		drain := cfg.Server.DrainDelay + cfg.Server.ShutdownTimeout
+		for _, c := range containers(&w.pod.Spec) {
+			if c.init || isProxy(c.Container) {
 				continue
 			}
-			cfg, err := chatguardConfig(w, cg.Container, docs)
-			if err != nil {
-				continue
-			}
-			adminPort := listenPort(cfg.AdminListen)
-			if cp, ok := containerPort(cg.Container, intstr.FromString(adminPortName)); !ok || int(cp.ContainerPort) != adminPort {
-				t.Errorf("%s: chatguard's %s port is not %d, where it listens", w, adminPortName, adminPort)
-			}
-			drain := cfg.Server.DrainDelay + cfg.Server.ShutdownTimeout
-			for _, c := range containers(&w.pod.Spec) {
-				if c.init || isProxy(c.Container) {
-					continue
-				}
-				if err := checkDrainHook(c.Lifecycle, adminPort, drain, w.pod.Spec.TerminationGracePeriodSeconds); err != nil {
-					t.Errorf("%s: container %q: %v", w, c.Name, err)
-				}
+			if err := checkDrainHook(c.Lifecycle, adminPort, drain, w.pod.Spec.TerminationGracePeriodSeconds); err != nil {
+				t.Errorf("%s: container %q: %v", w, c.Name, err)
 			}
 		}
 	})
@@ -281,30 +251,23 @@ func checkDrainHook(l *corev1.Lifecycle, adminPort int, drain time.Duration, gra
 // an HPA that could change the count breaks that, unless it is pinned.
 func TestReplicas(t *testing.T) {
 	t.Parallel()
-	load(t).eachDir(t, func(t *testing.T, docs []*doc) {
-		for _, w := range workloads(docs) {
-			c, ok := proxyOf(w)
-			if !ok || w.replicas == nil {
+	eachConfigured(t, func(t *testing.T, w *workload, c container, cfg *config.Config, docs []*doc) {
+		if w.replicas == nil {
+			return
+		}
+		if cfg.Redis.Replicas != int(*w.replicas) {
+			t.Errorf("%s: %d replicas, but CHATGUARD_REPLICAS (redis.replicas) is %d", w, *w.replicas, cfg.Redis.Replicas)
+		}
+		if *w.replicas > 1 && !envSet(c.Container, "REDIS_URL") {
+			t.Errorf("%s: %d replicas and no REDIS_URL: each enforces the whole limit on its own", w, *w.replicas)
+		}
+		for d, hpa := range all[*autoscalingv2.HorizontalPodAutoscaler](docs) {
+			ref := hpa.Spec.ScaleTargetRef
+			if d.Namespace != w.doc.Namespace || ref.Kind != w.doc.Kind || ref.Name != w.doc.Name {
 				continue
 			}
-			cfg, err := chatguardConfig(w, c.Container, docs)
-			if err != nil {
-				continue
-			}
-			if cfg.Redis.Replicas != int(*w.replicas) {
-				t.Errorf("%s: %d replicas, but CHATGUARD_REPLICAS (redis.replicas) is %d", w, *w.replicas, cfg.Redis.Replicas)
-			}
-			if *w.replicas > 1 && !envSet(c.Container, "REDIS_URL") {
-				t.Errorf("%s: %d replicas and no REDIS_URL: each enforces the whole limit on its own", w, *w.replicas)
-			}
-			for d, hpa := range all[*autoscalingv2.HorizontalPodAutoscaler](docs) {
-				ref := hpa.Spec.ScaleTargetRef
-				if d.Namespace != w.doc.Namespace || ref.Kind != w.doc.Kind || ref.Name != w.doc.Name {
-					continue
-				}
-				if hpa.Spec.MinReplicas == nil || *hpa.Spec.MinReplicas != hpa.Spec.MaxReplicas || int(hpa.Spec.MaxReplicas) != cfg.Redis.Replicas {
-					t.Errorf("%s scales %s, whose CHATGUARD_REPLICAS is fixed at %d: the fallback share would be wrong", d, w, cfg.Redis.Replicas)
-				}
+			if hpa.Spec.MinReplicas == nil || *hpa.Spec.MinReplicas != hpa.Spec.MaxReplicas || int(hpa.Spec.MaxReplicas) != cfg.Redis.Replicas {
+				t.Errorf("%s scales %s, whose CHATGUARD_REPLICAS is fixed at %d: the fallback share would be wrong", d, w, cfg.Redis.Replicas)
 			}
 		}
 	})

@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"testing"
 
 	appsv1 "k8s.io/api/apps/v1"
 	batchv1 "k8s.io/api/batch/v1"
@@ -254,6 +255,23 @@ func volumeNamed(spec *corev1.PodSpec, name string) *corev1.Volume {
 		}
 	}
 	return nil
+}
+
+// eachConfigured calls f for every workload, in every directory, whose proxy
+// is chatguard with a configuration that loads (TestChatguardConfigValid
+// reports one that does not).
+func eachConfigured(t *testing.T, f func(t *testing.T, w *workload, c container, cfg *config.Config, docs []*doc)) {
+	load(t).eachDir(t, func(t *testing.T, docs []*doc) {
+		for _, w := range workloads(docs) {
+			c, ok := proxyOf(w)
+			if !ok {
+				continue
+			}
+			if cfg, err := chatguardConfig(w, c.Container, docs); err == nil {
+				f(t, w, c, cfg, docs)
+			}
+		}
+	})
 }
 
 // chatguardConfig loads chatguard's configuration as the container would:
