@@ -141,16 +141,23 @@ func TestPrometheusRuleIsRulesYAML(t *testing.T) {
 	}
 }
 
+// checkMonitorKind: a Prometheus Operator object of kind want, with the
+// release label its Prometheus selects.
+func checkMonitorKind(t *testing.T, file, apiVersion, kind, want string, labels map[string]string) {
+	t.Helper()
+	if apiVersion != "monitoring.coreos.com/v1" || kind != want {
+		t.Errorf("%s: %s %s", file, apiVersion, kind)
+	}
+	if labels[releaseLabel] == "" {
+		t.Errorf("%s: no %s label", file, releaseLabel)
+	}
+}
+
 func TestServiceMonitor(t *testing.T) {
 	t.Parallel()
 	var sm monitoringv1.ServiceMonitor
 	decodeStrict(t, "servicemonitor.yaml", &sm)
-	if sm.APIVersion != "monitoring.coreos.com/v1" || sm.Kind != monitoringv1.ServiceMonitorsKind {
-		t.Errorf("servicemonitor.yaml: %s %s", sm.APIVersion, sm.Kind)
-	}
-	if sm.Labels[releaseLabel] == "" {
-		t.Errorf("servicemonitor.yaml: no %s label", releaseLabel)
-	}
+	checkMonitorKind(t, "servicemonitor.yaml", sm.APIVersion, sm.Kind, monitoringv1.ServiceMonitorsKind, sm.Labels)
 	if len(sm.Spec.Endpoints) != 1 {
 		t.Fatalf("servicemonitor.yaml: %d endpoints, want 1", len(sm.Spec.Endpoints))
 	}
@@ -198,12 +205,7 @@ func TestPodMonitor(t *testing.T) {
 	t.Parallel()
 	var pm monitoringv1.PodMonitor
 	decodeStrict(t, "podmonitor.yaml", &pm)
-	if pm.APIVersion != "monitoring.coreos.com/v1" || pm.Kind != monitoringv1.PodMonitorsKind {
-		t.Errorf("podmonitor.yaml: %s %s", pm.APIVersion, pm.Kind)
-	}
-	if pm.Labels[releaseLabel] == "" {
-		t.Errorf("podmonitor.yaml: no %s label", releaseLabel)
-	}
+	checkMonitorKind(t, "podmonitor.yaml", pm.APIVersion, pm.Kind, monitoringv1.PodMonitorsKind, pm.Labels)
 	if len(pm.Spec.PodMetricsEndpoints) != 1 {
 		t.Fatalf("podmonitor.yaml: %d endpoints, want 1", len(pm.Spec.PodMetricsEndpoints))
 	}
