@@ -558,20 +558,21 @@ func (s *sioSession) notify() {
 	}
 }
 
-// background runs fn in a goroutine the hub waits for on Close.
-// After stop nothing new starts (the process is ending; a forced
-// disconnect then has nothing left to disconnect).
-func (h *wsHub) background(fn func()) {
+// background runs fn in a goroutine the hub waits for on Close and reports
+// true. After stop nothing new starts and it reports false (the process is
+// ending; a forced disconnect then has nothing left to disconnect).
+func (h *wsHub) background(fn func()) bool {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if h.stopped {
-		return
+		return false
 	}
 	h.wg.Add(1)
 	go func() {
 		defer h.wg.Done()
 		fn()
 	}()
+	return true
 }
 
 // eventPolicies are the per-event limits, swapped whole on reload.

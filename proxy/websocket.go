@@ -36,8 +36,10 @@ type wsHub struct {
 	client   *http.Client
 	metrics  *wsMetrics
 	registry *sessions.Registry // nil: no presence tracking
+	poller   *readyPoller       // nil: every relayed direction keeps a goroutine
 	events   atomic.Pointer[eventPolicies]
 	seq      atomic.Uint64
+	readers  atomic.Int64 // directions with a goroutine reading
 
 	mu      sync.Mutex
 	pairs   map[*wsPair]struct{}
@@ -63,9 +65,29 @@ func newWSHub(s *Server, target *url.URL, registry *sessions.Registry) (*wsHub, 
 		base.Scheme = "wss"
 	}
 	h.base = &base
+	if p, err := newReadyPoller(); err != nil {
+		s.log.WithFields(logrus.Fields{logging.FieldCategory: logging.CategorySocket}).WithError(err).
+			Warn("idle WebSockets will each keep two goroutines")
+	} else {
+		h.poller = p
+	}
+	dialer := &net.Dialer{Timeout: s.cfg.Proxy.DialTimeout, KeepAlive: 30 * time.Second}
+	watchUpstream := h.poller != nil && base.Scheme == "ws" // through TLS the socket's bytes are not frames
 	h.client = &http.Client{
 		Transport: &http.Transport{
-			DialContext:         (&net.Dialer{Timeout: s.cfg.Proxy.DialTimeout, KeepAlive: 30 * time.Second}).DialContext,
+			DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+				c, err := dialer.DialContext(ctx, network, addr)
+				if err != nil || !watchUpstream {
+					return c, err
+				}
+				if slot, _ := ctx.Value(upstreamConnKey{}).(**frameConn); slot != nil {
+					if fc := newFrameConn(c, true); fc != nil {
+						*slot = fc
+						return fc, nil
+					}
+				}
+				return c, nil
+			},
 			TLSHandshakeTimeout: 10 * time.Second,
 			TLSClientConfig:     &tls.Config{MinVersion: tls.VersionTLS12},
 			DisableCompression:  true,
@@ -79,17 +101,29 @@ func newWSHub(s *Server, target *url.URL, registry *sessions.Registry) (*wsHub, 
 		h.mu.Lock()
 		defer h.mu.Unlock()
 		return float64(len(h.polls))
-	}); err != nil {
+	}, func() float64 { return float64(h.readers.Load()) }); err != nil {
 		return nil, err
 	}
 	h.events.Store(newEventPolicies(s.cfg))
 	return h, nil
 }
 
-// start runs the janitor until stop; Serve owns both.
+// upstreamConnKey carries, in a dial's context, where the upstream socket
+// of that WebSocket goes (a **frameConn).
+type upstreamConnKey struct{}
+
+// start runs the janitor (and the readiness poller) until stop; Serve owns
+// both.
 func (h *wsHub) start() {
 	h.wg.Add(1)
 	go h.janitor()
+	if h.poller != nil {
+		h.wg.Add(1)
+		go func() {
+			defer h.wg.Done()
+			h.poller.run()
+		}()
+	}
 }
 
 // stop stops the janitor and waits for the hub's background work (forced
@@ -102,6 +136,9 @@ func (h *wsHub) stop() {
 		sess.pollStop() // polls sent on a session's behalf end with the server
 	}
 	h.mu.Unlock()
+	if h.poller != nil {
+		_ = h.poller.close()
+	}
 	h.wg.Wait()
 }
 
@@ -233,6 +270,8 @@ func (s *Server) serveWebSocket(w *responseWriter, r *http.Request, info *reqInf
 
 	ctx, cancel := context.WithTimeout(r.Context(), h.cfg.HandshakeTimeout)
 	defer cancel()
+	var upFC, clientFC *frameConn
+	ctx = context.WithValue(ctx, upstreamConnKey{}, &upFC)
 	up, resp, err := websocket.Dial(ctx, h.upstreamURL(r), &websocket.DialOptions{
 		HTTPClient:   h.client,
 		HTTPHeader:   h.upstreamHeader(r, info),
@@ -254,7 +293,17 @@ func (s *Server) serveWebSocket(w *responseWriter, r *http.Request, info *reqInf
 	if h.cfg.Compression {
 		opts.CompressionMode = websocket.CompressionContextTakeover
 	}
-	w.onHijack, w.smallBuffers = s.trackWebSocket, true
+	w.onHijack = func(c net.Conn) net.Conn {
+		c = s.trackWebSocket(c)
+		if h.poller != nil {
+			if fc := newFrameConn(c, false); fc != nil {
+				clientFC = fc
+				return fc
+			}
+		}
+		return c
+	}
+	w.smallBuffers = true
 	client, err := websocket.Accept(w, r, opts)
 	if err != nil {
 		// Accept wrote the client its error (a bad handshake).
@@ -267,7 +316,7 @@ func (s *Server) serveWebSocket(w *responseWriter, r *http.Request, info *reqInf
 		return
 	}
 	h.metrics.outcomes.WithLabelValues(outcomeAccepted).Inc()
-	p := h.newPair(kind, info, client, up, sess)
+	p := h.newPair(kind, info, client, up, clientFC, upFC, sess)
 	if !h.add(p) { // a drain started while dialing
 		h.background(func() {
 			p.end(sideChatguard, websocket.StatusCode(h.cfg.DrainCloseCode), "server shutting down", "drain")

@@ -73,6 +73,12 @@ func (w *responseWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	if w.onHijack != nil {
 		conn = w.onHijack(conn)
 	}
+	if fc, ok := conn.(*frameConn); ok && brw.Reader.Buffered() > 0 {
+		// The client's first frames came with its handshake: they reach
+		// the library from this buffer, not through fc's Read.
+		b, _ := brw.Reader.Peek(brw.Reader.Buffered())
+		fc.feed(b)
+	}
 	if w.smallBuffers {
 		if brw.Reader.Buffered() == 0 { // else it holds the client's first bytes
 			brw.Reader = bufio.NewReaderSize(conn, wsBufferSize)

@@ -35,6 +35,7 @@ type wsMetrics struct {
 	closeCodes   *prometheus.CounterVec
 	orphans      *prometheus.CounterVec
 	pollSessions prometheus.GaugeFunc
+	readers      prometheus.GaugeFunc
 }
 
 // Outcomes of an upgrade request, the "outcome" label.
@@ -48,7 +49,7 @@ const (
 	outcomeHandshake      = "handshake_failed"
 )
 
-func newWSMetrics(reg prometheus.Registerer, pollSessions func() float64) (*wsMetrics, error) {
+func newWSMetrics(reg prometheus.Registerer, pollSessions, readers func() float64) (*wsMetrics, error) {
 	frames := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "chatguard_websocket_frames_total",
 		Help: "WebSocket data messages relayed, by direction.",
@@ -92,8 +93,12 @@ func newWSMetrics(reg prometheus.Registerer, pollSessions func() float64) (*wsMe
 			Name: "chatguard_socketio_polling_sessions",
 			Help: "Engine.IO long-polling sessions chatguard is following.",
 		}, pollSessions),
+		readers: prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "chatguard_websocket_relay_readers",
+			Help: "Directions of relayed WebSockets (two per socket) with a goroutine reading now; an idle direction waits for its socket in the readiness poller without one.",
+		}, readers),
 	}
-	for _, c := range []prometheus.Collector{m.open, m.outcomes, frames, bytes, m.events, m.rejections, m.forced, m.closeCodes, m.orphans, m.pollSessions} {
+	for _, c := range []prometheus.Collector{m.open, m.outcomes, frames, bytes, m.events, m.rejections, m.forced, m.closeCodes, m.orphans, m.pollSessions, m.readers} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("proxy: register websocket metrics: %w", err)
 		}

@@ -25,10 +25,11 @@ const (
 	sideChatguard = "chatguard"
 )
 
-// wsPair is one relayed WebSocket: the client's side and the upstream's.
-// Two goroutines pump messages, one per direction: the handler's own
-// (client → upstream) and one it starts (upstream → client); both end when
-// either side closes, and end returns only when the close is done.
+// wsPair is one relayed WebSocket: the client's side and the upstream's,
+// and a direction (wsDir) for each way messages go. A direction that is
+// reading holds a goroutine; one whose socket is idle waits in the hub's
+// readiness poller without one, so that an idle client costs no goroutine
+// stack. The pair is over when both directions are (see finish).
 type wsPair struct {
 	hub      *wsHub
 	kind     string
@@ -39,6 +40,9 @@ type wsPair struct {
 	sess     *sioSession // nil for a plain WebSocket
 	started  time.Time
 
+	up   wsDir // client → upstream
+	down wsDir // upstream → client
+
 	last      atomic.Int64 // unix ns of the last data message either way
 	writingUp atomic.Int64 // unix ns a write to the upstream started; 0 = none
 	writingDn atomic.Int64 // the same toward the client
@@ -46,15 +50,21 @@ type wsPair struct {
 	ending  atomic.Bool // chatguard is ending the pair itself
 	endOnce sync.Once
 	counted atomic.Bool   // a close was counted
-	done    chan struct{} // closed when both pumps stopped
+	live    atomic.Int32  // directions not finished
+	release func()        // run when the pair is over
+	done    chan struct{} // closed when both directions finished
 }
 
-func (h *wsHub) newPair(kind string, info *reqInfo, client, up *websocket.Conn, sess *sioSession) *wsPair {
+// newPair pairs the two sides. clientFC and upFC are their sockets as the
+// library reads them (nil: not watchable, that direction keeps a goroutine).
+func (h *wsHub) newPair(kind string, info *reqInfo, client, up *websocket.Conn, clientFC, upFC *frameConn, sess *sioSession) *wsPair {
 	p := &wsPair{
 		hub: h, kind: kind, reqID: info.id, ip: info.client,
 		client: client, upstream: up, sess: sess, started: time.Now(),
 		done: make(chan struct{}),
 	}
+	p.up = wsDir{p: p, src: client, dst: up, from: sideClient, fc: clientFC}
+	p.down = wsDir{p: p, src: up, dst: client, from: sideUpstream, fc: upFC}
 	p.last.Store(p.started.UnixNano())
 	limit := h.cfg.MaxMessageBytes
 	client.SetReadLimit(limit)
@@ -65,101 +75,231 @@ func (h *wsHub) newPair(kind string, info *reqInfo, client, up *websocket.Conn, 
 	return p
 }
 
-// start relays on two goroutines of the hub's, one per direction, and
-// returns at once: the handler that accepted the socket ends, so that its
-// stack (grown by the handshake) and the request's state are not held for
-// the socket's whole life. release runs when the pair is over.
+// start relays both ways and returns at once: the handler that accepted the
+// socket ends, so that its stack (grown by the handshake) and the request's
+// state are not held for the socket's whole life. release runs when the
+// pair is over.
 func (p *wsPair) start(release func()) {
-	h := p.hub
-	var down sync.WaitGroup // the upstream → client pump
-	down.Add(1)
-	h.background(func() {
-		defer down.Done()
-		p.pump(p.upstream, p.client, sideUpstream)
-	})
-	h.background(func() {
-		p.pump(p.client, p.upstream, sideClient)
-		down.Wait()
-		p.endOnce.Do(func() { close(p.done) })
-		h.remove(p)
-		if p.sess != nil {
-			p.sess.detach(p)
-		}
-		if release != nil {
-			release()
-		}
-		h.s.log.WithFields(logrus.Fields{
-			"requestId": p.reqID, logging.FieldCategory: logging.CategorySocket, "kind": p.kind,
-			"duration": float64(time.Since(p.started).Microseconds()) / 1000,
-		}).Debug("websocket closed")
-	})
+	p.release = release
+	p.live.Store(2)
+	p.down.begin()
+	p.up.begin()
 }
+
+// finished is called once by each direction as it stops; the second call
+// ends the pair.
+func (p *wsPair) finished() {
+	if p.live.Add(-1) != 0 {
+		return
+	}
+	h := p.hub
+	p.endOnce.Do(func() { close(p.done) })
+	h.remove(p)
+	if p.sess != nil {
+		p.sess.detach(p)
+	}
+	if p.release != nil {
+		p.release()
+	}
+	h.s.log.WithFields(logrus.Fields{
+		"requestId": p.reqID, logging.FieldCategory: logging.CategorySocket, "kind": p.kind,
+		"duration": float64(time.Since(p.started).Microseconds()) / 1000,
+	}).Debug("websocket closed")
+}
+
+// wsDir is one direction of a pair: messages read from src go to dst.
+//
+// Its state says who reads src: a goroutine of its own (running), nobody
+// until the poller reports src readable (armed), or nobody ever again
+// (ended). Only the poller's dispatch turns armed into running, and only
+// the direction's own goroutine turns running into armed or ended; anyone
+// closing src takes an armed direction (armed → ended, see take) and
+// finishes it once src is closed, since a closed socket never reports.
+type wsDir struct {
+	p        *wsPair
+	src, dst *websocket.Conn
+	from     string     // the side src belongs to
+	fc       *frameConn // src's socket; nil: a goroutine always reads src
+
+	state      atomic.Int32
+	watch      uint64 // the poller's id for src; 0: none
+	registered bool   // src is in the poller's set (armed once)
+	delivered  uint64 // data messages read from src
+
+	// registered and delivered belong to whoever runs the direction: its
+	// goroutine, or begin before there is one.
+}
+
+const (
+	dirRunning int32 = iota
+	dirArmed
+	dirEnded
+)
+
+func (d *wsDir) other() *wsDir {
+	if d == &d.p.up {
+		return &d.p.down
+	}
+	return &d.p.up
+}
+
+// begin starts the direction: a goroutine when src has bytes waiting (the
+// upstream's first message may have come with its handshake) or cannot be
+// watched, else a watch.
+func (d *wsDir) begin() {
+	h := d.p.hub
+	if h.poller == nil || d.fc == nil {
+		d.spawn()
+		return
+	}
+	d.watch = h.poller.add(d.ready)
+	if d.fc.buffered(0) || !d.park() {
+		d.spawn()
+	}
+}
+
+// ready is the poller's dispatch: src became readable (or closed).
+func (d *wsDir) ready() {
+	if d.state.CompareAndSwap(dirArmed, dirRunning) {
+		d.spawn()
+	}
+}
+
+func (d *wsDir) spawn() {
+	if !d.p.hub.background(d.run) { // the hub stopped
+		d.p.abort()
+		d.finish()
+	}
+}
+
+// park hands src to the poller; false when it cannot, and the caller reads
+// on. After true the caller must not touch d: another goroutine may own it.
+func (d *wsDir) park() bool {
+	if !d.state.CompareAndSwap(dirRunning, dirArmed) {
+		return false
+	}
+	first := !d.registered
+	d.registered = true // before arm: once armed, d may run elsewhere at once
+	if err := d.p.hub.poller.arm(d.fc.raw, d.watch, first); err != nil {
+		d.registered = !first
+		// src closed meanwhile (by the other direction, say): read on,
+		// and meet the error, unless someone ending the pair took d.
+		return !d.state.CompareAndSwap(dirArmed, dirRunning)
+	}
+	return true
+}
+
+// take claims an armed direction for someone about to close its src: true
+// means the caller finishes it (after the close); false means src's own
+// goroutine will see the close and finish it.
+func (d *wsDir) take() bool {
+	return d.state.CompareAndSwap(dirArmed, dirEnded)
+}
+
+// finish stops the direction for good.
+func (d *wsDir) finish() {
+	d.state.Store(dirEnded)
+	if d.watch != 0 {
+		d.p.hub.poller.remove(d.fc.raw, d.watch)
+	}
+	d.p.finished()
+}
+
+// run relays messages until src has been quiet for wsLinger (then parks)
+// or the direction ends.
+func (d *wsDir) run() {
+	p := d.p
+	p.hub.readers.Add(1)
+	defer p.hub.readers.Add(-1)
+	defer func() {
+		if v := recover(); v != nil {
+			p.hub.s.log.WithFields(logrus.Fields{
+				"requestId": p.reqID, logging.FieldCategory: logging.CategorySocket,
+				"panic": fmt.Sprint(v), "stack": string(debug.Stack()),
+			}).Error("websocket relay panicked; both sides dropped")
+			p.abort()
+			d.finish()
+		}
+	}()
+	for {
+		if !d.relayOne() {
+			d.finish()
+			return
+		}
+		if d.watch == 0 || d.fc.buffered(d.delivered) || d.fc.waitReadable(wsLinger) {
+			continue // more to read now
+		}
+		if d.park() {
+			return
+		}
+	}
+}
+
+// wsLinger is how long a direction's goroutine waits for the next message
+// before it hands its socket to the readiness poller and ends: a busy
+// socket keeps its reader (no poller round per message), an idle one holds
+// no goroutine.
+const wsLinger = 250 * time.Millisecond
 
 var messageBuffers = sync.Pool{New: func() any { return new(bytes.Buffer) }}
 
 // maxPooledBuffer keeps one huge message from pinning its buffer forever.
 const maxPooledBuffer = 64 << 10
 
-// pump copies messages from src to dst until src ends, then mirrors src's
-// close onto dst. from is the side src belongs to.
-func (p *wsPair) pump(src, dst *websocket.Conn, from string) {
-	h := p.hub
+// relayOne copies one message from src to dst; false when the direction is
+// over (src ended and its close was mirrored onto dst, or dst failed).
+func (d *wsDir) relayOne() bool {
+	p, h := d.p, d.p.hub
 	frames, nbytes, writing := h.metrics.framesUp, h.metrics.bytesUp, &p.writingUp
-	if from == sideUpstream {
+	if d.from == sideUpstream {
 		frames, nbytes, writing = h.metrics.framesDown, h.metrics.bytesDown, &p.writingDn
 	}
 	ctx := context.Background() // no per-message timer: the janitor watches idle and stalled writes
-	defer func() {
-		if v := recover(); v != nil {
-			h.s.log.WithFields(logrus.Fields{
-				"requestId": p.reqID, logging.FieldCategory: logging.CategorySocket,
-				"panic": fmt.Sprint(v), "stack": string(debug.Stack()),
-			}).Error("websocket relay panicked; both sides dropped")
-			p.abort()
-		}
-	}()
-	for {
-		// The buffer is borrowed only while a message is in hand: an idle
-		// socket holds none.
-		typ, rd, err := src.Reader(ctx)
-		var buf *bytes.Buffer
-		if err == nil {
-			buf = messageBuffers.Get().(*bytes.Buffer)
-			buf.Reset()
-			_, err = buf.ReadFrom(rd)
-		}
-		if err != nil {
-			putBuffer(buf)
-			p.mirrorClose(err, dst, from)
-			return
-		}
-		now := time.Now().UnixNano()
-		p.last.Store(now)
-		msg := buf.Bytes()
-		if p.sess != nil {
-			var forward bool
-			if from == sideClient {
-				forward = p.sess.fromClient(typ, msg)
-			} else {
-				forward = p.sess.fromUpstream(typ, msg)
-			}
-			if !forward {
-				putBuffer(buf)
-				continue // taken out (and answered) by the inspection
-			}
-		}
-		frames.Inc()
-		nbytes.Add(float64(len(msg)))
-		writing.Store(now)
-		err = dst.Write(ctx, typ, msg)
-		writing.Store(0)
+	// The buffer is borrowed only while a message is in hand: an idle
+	// socket holds none.
+	typ, rd, err := d.src.Reader(ctx)
+	var buf *bytes.Buffer
+	if err == nil {
+		buf = messageBuffers.Get().(*bytes.Buffer)
+		buf.Reset()
+		_, err = buf.ReadFrom(rd)
+	}
+	if err != nil {
 		putBuffer(buf)
-		if err != nil {
-			// dst is gone; its own pump sees that and mirrors it onto src.
-			_ = src.CloseNow()
-			return
+		p.mirrorClose(err, d.other(), d.from)
+		return false
+	}
+	d.delivered++
+	now := time.Now().UnixNano()
+	p.last.Store(now)
+	msg := buf.Bytes()
+	if p.sess != nil {
+		var forward bool
+		if d.from == sideClient {
+			forward = p.sess.fromClient(typ, msg)
+		} else {
+			forward = p.sess.fromUpstream(typ, msg)
+		}
+		if !forward {
+			putBuffer(buf)
+			return true // taken out (and answered) by the inspection
 		}
 	}
+	frames.Inc()
+	nbytes.Add(float64(len(msg)))
+	writing.Store(now)
+	err = d.dst.Write(ctx, typ, msg)
+	writing.Store(0)
+	putBuffer(buf)
+	if err != nil {
+		// dst is gone (the library closed it); so is this direction.
+		_ = d.src.CloseNow()
+		if o := d.other(); o.take() {
+			o.finish()
+		}
+		return false
+	}
+	return true
 }
 
 func putBuffer(b *bytes.Buffer) {
@@ -168,9 +308,14 @@ func putBuffer(b *bytes.Buffer) {
 	}
 }
 
-// mirrorClose closes dst the way src was closed: the peer's close code and
-// reason when it sent one, a dropped connection when it dropped.
-func (p *wsPair) mirrorClose(err error, dst *websocket.Conn, from string) {
+// mirrorClose closes the side o reads (o.src) the way the other side was
+// closed: the peer's close code and reason when it sent one, a dropped
+// connection when it dropped. from is the side that closed.
+func (p *wsPair) mirrorClose(err error, o *wsDir, from string) {
+	dst := o.src
+	if o.take() {
+		defer o.finish()
+	}
 	code := websocket.CloseStatus(err)
 	var ce websocket.CloseError
 	reason := ""
@@ -225,18 +370,33 @@ func (p *wsPair) end(side string, code websocket.StatusCode, why, reason string)
 		p.hub.metrics.forced.WithLabelValues(reason).Inc()
 	}
 	p.hub.metrics.closeCodes.WithLabelValues(side, closeCodeLabel(code)).Inc()
+	takenUp, takenDown := p.up.take(), p.down.take()
 	var wg sync.WaitGroup
 	wg.Add(2)
 	go func() { defer wg.Done(); _ = p.client.Close(code, why) }()
 	go func() { defer wg.Done(); _ = p.upstream.Close(websocket.StatusGoingAway, why) }()
 	wg.Wait()
+	finishTaken(&p.up, takenUp, &p.down, takenDown)
+}
+
+// finishTaken finishes the directions that were taken, for the closes that
+// took them are done.
+func finishTaken(a *wsDir, ta bool, b *wsDir, tb bool) {
+	if ta {
+		a.finish()
+	}
+	if tb {
+		b.finish()
+	}
 }
 
 // abort drops both connections without a close handshake.
 func (p *wsPair) abort() {
 	p.ending.Store(true)
+	takenUp, takenDown := p.up.take(), p.down.take()
 	_ = p.client.CloseNow()
 	_ = p.upstream.CloseNow()
+	finishTaken(&p.up, takenUp, &p.down, takenDown)
 }
 
 // stalled reports a write blocked for longer than d.

@@ -1,0 +1,151 @@
+package proxy
+
+import (
+	"os"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// readyPoller tells when idle sockets become readable, without a goroutine
+// (and its stack) per socket: an epoll instance of chatguard's own, itself
+// waited on through Go's network poller, so that no thread blocks in
+// epoll_wait. Each watched socket is armed for one event at a time
+// (EPOLLONESHOT): the relay reads until the library's buffer is empty, then
+// arms it again.
+type readyPoller struct {
+	epfd int
+	file *os.File // epfd in Go's poller
+	raw  syscall.RawConn
+
+	mu      sync.Mutex
+	next    uint64
+	watches map[uint64]func() // id → what to run when that socket is readable
+}
+
+const readyEvents = syscall.EPOLLIN | syscall.EPOLLRDHUP | syscall.EPOLLONESHOT
+
+func newReadyPoller() (*readyPoller, error) {
+	fd, err := syscall.EpollCreate1(syscall.EPOLL_CLOEXEC)
+	if err != nil {
+		return nil, os.NewSyscallError("epoll_create1", err)
+	}
+	if err := syscall.SetNonblock(fd, true); err != nil {
+		_ = syscall.Close(fd)
+		return nil, os.NewSyscallError("setnonblock", err)
+	}
+	f := os.NewFile(uintptr(fd), "chatguard-epoll")
+	raw, err := f.SyscallConn()
+	if err != nil {
+		_ = f.Close()
+		return nil, err
+	}
+	return &readyPoller{epfd: fd, file: f, raw: raw, watches: map[uint64]func(){}}, nil
+}
+
+// run dispatches readiness until close; each ready socket's function runs
+// on the dispatching goroutine and must not block (it starts the reader).
+func (rp *readyPoller) run() {
+	events := make([]syscall.EpollEvent, 128)
+	for {
+		var n int
+		err := rp.raw.Read(func(uintptr) bool {
+			var errno error
+			for {
+				n, errno = syscall.EpollWait(rp.epfd, events, 0)
+				if errno != syscall.EINTR {
+					break
+				}
+			}
+			if errno != nil {
+				n = 0 // cannot happen on an open epoll fd; wait rather than spin
+			}
+			return n > 0 // nothing ready: wait until Go's poller says the epoll fd is readable
+		})
+		if err != nil { // closed
+			return
+		}
+		for _, ev := range events[:n] {
+			id := uint64(uint32(ev.Fd)) | uint64(uint32(ev.Pad))<<32
+			rp.mu.Lock()
+			fn := rp.watches[id]
+			rp.mu.Unlock()
+			if fn != nil {
+				fn()
+			}
+		}
+	}
+}
+
+// add registers fn for raw's socket and returns the watch's id; the socket
+// is not armed yet.
+func (rp *readyPoller) add(fn func()) uint64 {
+	rp.mu.Lock()
+	defer rp.mu.Unlock()
+	rp.next++
+	rp.watches[rp.next] = fn
+	return rp.next
+}
+
+// arm asks for one event when raw's socket is readable (at once if it is
+// already). It fails when the socket is closed. The first arm of an id
+// registers the socket; later ones re-arm it.
+func (rp *readyPoller) arm(raw syscall.RawConn, id uint64, first bool) error {
+	ev := syscall.EpollEvent{Events: readyEvents, Fd: int32(uint32(id)), Pad: int32(uint32(id >> 32))}
+	op := syscall.EPOLL_CTL_MOD
+	if first {
+		op = syscall.EPOLL_CTL_ADD
+	}
+	var errno error
+	// Control holds the descriptor open while it runs: a socket closed
+	// meanwhile cannot have its number reused under this id.
+	if err := raw.Control(func(fd uintptr) { errno = syscall.EpollCtl(rp.epfd, op, int(fd), &ev) }); err != nil {
+		return err
+	}
+	if errno != nil {
+		return os.NewSyscallError("epoll_ctl", errno)
+	}
+	return nil
+}
+
+// remove forgets id; the socket itself leaves the epoll set when it is
+// closed (or now, if it is still open).
+func (rp *readyPoller) remove(raw syscall.RawConn, id uint64) {
+	rp.mu.Lock()
+	delete(rp.watches, id)
+	rp.mu.Unlock()
+	_ = raw.Control(func(fd uintptr) { _ = syscall.EpollCtl(rp.epfd, syscall.EPOLL_CTL_DEL, int(fd), nil) })
+}
+
+func (rp *readyPoller) len() int {
+	rp.mu.Lock()
+	defer rp.mu.Unlock()
+	return len(rp.watches)
+}
+
+// close stops run.
+func (rp *readyPoller) close() error {
+	return rp.file.Close()
+}
+
+// waitReadable waits up to d for c's socket to have something to read
+// (data, end of stream or an error), in Go's poller: the relay's goroutine
+// lingers there between the messages of a busy socket instead of going
+// through the readiness poller for each one.
+func (c *frameConn) waitReadable(d time.Duration) bool {
+	if err := c.Conn.SetReadDeadline(time.Now().Add(d)); err != nil {
+		return false
+	}
+	readable := false
+	err := c.raw.Read(func(fd uintptr) bool {
+		var b [1]byte
+		_, _, errno := syscall.Recvfrom(int(fd), b[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
+		if errno == syscall.EAGAIN {
+			return false // nothing yet: wait (until the deadline)
+		}
+		readable = true
+		return true
+	})
+	_ = c.Conn.SetReadDeadline(time.Time{}) // the library reads without one
+	return readable && err == nil
+}

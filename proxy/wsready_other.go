@@ -1,0 +1,25 @@
+//go:build !linux
+
+package proxy
+
+import (
+	"errors"
+	"syscall"
+	"time"
+)
+
+// readyPoller needs epoll; elsewhere every relayed WebSocket keeps a
+// goroutine per direction (see wsDir).
+type readyPoller struct{}
+
+func newReadyPoller() (*readyPoller, error) {
+	return nil, errors.New("proxy: no readiness poller on this system")
+}
+
+func (*readyPoller) run()                                    {}
+func (*readyPoller) add(func()) uint64                       { return 0 }
+func (*readyPoller) arm(syscall.RawConn, uint64, bool) error { return errors.ErrUnsupported }
+func (*readyPoller) remove(syscall.RawConn, uint64)          {}
+func (*readyPoller) len() int                                { return 0 }
+func (*readyPoller) close() error                            { return nil }
+func (*frameConn) waitReadable(time.Duration) bool           { return false }
