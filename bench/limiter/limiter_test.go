@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"math/rand"
 	"net"
+	"os"
 	"os/exec"
 	"runtime"
 	"sort"
@@ -20,6 +21,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 	"unsafe"
@@ -138,7 +140,9 @@ func BenchmarkMemory(b *testing.B) {
 	})
 }
 
-func startRedis(b *testing.B) string {
+// startRedis starts a redis-server on a free port; it returns its address
+// and its pid (for its CPU time).
+func startRedis(b *testing.B) (string, int) {
 	b.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -156,7 +160,7 @@ func startRedis(b *testing.B) string {
 	for {
 		out, _ := exec.Command("redis-cli", "-p", fmt.Sprint(port), "ping").Output()
 		if strings.TrimSpace(string(out)) == "PONG" {
-			return addr
+			return addr, cmd.Process.Pid
 		}
 		if time.Now().After(deadline) {
 			b.Fatal("redis-server did not start")
@@ -171,7 +175,7 @@ func startRedis(b *testing.B) string {
 // (wall time per decision over all callers). Callers are SetParallelism ×
 // GOMAXPROCS goroutines.
 func BenchmarkRedis(b *testing.B) {
-	addr := startRedis(b)
+	addr, redisPid := startRedis(b)
 	ctx := context.Background()
 	client, err := limiter.NewRedisClient("redis://"+addr, time.Second)
 	if err != nil {
@@ -189,6 +193,7 @@ func BenchmarkRedis(b *testing.B) {
 			b.SetParallelism(max(callers/procs, 1))
 			var seed atomic.Uint64
 			b.ReportAllocs()
+			redis0, self0 := cpuTime(redisPid), selfCPU()
 			b.RunParallel(func(pb *testing.PB) {
 				i := seed.Add(0x9E3779B97F4A7C15)
 				var mine []time.Duration
@@ -205,10 +210,17 @@ func BenchmarkRedis(b *testing.B) {
 				lat = append(lat, mine...)
 				mu.Unlock()
 			})
+			redis1, self1 := cpuTime(redisPid), selfCPU()
 			sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
 			if len(lat) > 0 {
 				b.ReportMetric(float64(lat[len(lat)*99/100].Microseconds()), "p99-µs")
 			}
+			// Where the two cores went: Redis's CPU and this process's
+			// (callers, client library, store), per decision.
+			if redis0 >= 0 && redis1 >= 0 {
+				b.ReportMetric(float64((redis1-redis0).Microseconds())/float64(b.N), "redis-cpu-µs/op")
+			}
+			b.ReportMetric(float64((self1-self0).Microseconds())/float64(b.N), "self-cpu-µs/op")
 		})
 	}
 	// Interleaved, so that both stores see the same machine.
@@ -219,4 +231,34 @@ func BenchmarkRedis(b *testing.B) {
 			return err
 		})
 	}
+}
+
+// cpuTime is the user+system CPU time of process pid so far, from
+// /proc/pid/stat (clock ticks of 10 ms); -1 when it cannot be read.
+func cpuTime(pid int) time.Duration {
+	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return -1
+	}
+	s := string(raw)
+	// Fields after the command name, which is in parentheses and may hold spaces.
+	f := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
+	if len(f) < 13 {
+		return -1
+	}
+	utime, err1 := strconv.ParseInt(f[11], 10, 64)
+	stime, err2 := strconv.ParseInt(f[12], 10, 64)
+	if err1 != nil || err2 != nil {
+		return -1
+	}
+	return time.Duration(utime+stime) * 10 * time.Millisecond
+}
+
+// selfCPU is this process's user+system CPU time so far.
+func selfCPU() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
