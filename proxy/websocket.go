@@ -126,8 +126,10 @@ func (h *wsHub) start() {
 	}
 }
 
-// stop stops the janitor and waits for the hub's background work (forced
-// disconnects). Live pairs are ended by drain, not by stop.
+// stop stops the janitor and the poller and waits for the hub's
+// goroutines. Live pairs are ended by drain, with close frames; one still
+// open here (Serve ended without a drain) is dropped, so that no socket
+// outlives the hub waiting for a poller that is gone.
 func (h *wsHub) stop() {
 	h.stopOnce.Do(func() { close(h.stopCh) })
 	h.mu.Lock()
@@ -135,9 +137,16 @@ func (h *wsHub) stop() {
 	for _, sess := range h.polls {
 		sess.pollStop() // polls sent on a session's behalf end with the server
 	}
+	left := make([]*wsPair, 0, len(h.pairs))
+	for p := range h.pairs {
+		left = append(left, p)
+	}
 	h.mu.Unlock()
 	if h.poller != nil {
 		_ = h.poller.close()
+	}
+	for _, p := range left {
+		p.abort()
 	}
 	h.wg.Wait()
 }

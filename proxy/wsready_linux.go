@@ -136,11 +136,16 @@ func (c *frameConn) waitReadable(d time.Duration) bool {
 	if err := c.Conn.SetReadDeadline(time.Now().Add(d)); err != nil {
 		return false
 	}
-	readable := false
+	readable, waited := false, false
 	err := c.raw.Read(func(fd uintptr) bool {
+		if waited { // woken by the poller: readable (or, rarely, a stale wake-up; the library then blocks until data comes)
+			readable = true
+			return true
+		}
 		var b [1]byte
 		_, _, errno := syscall.Recvfrom(int(fd), b[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
 		if errno == syscall.EAGAIN {
+			waited = true
 			return false // nothing yet: wait (until the deadline)
 		}
 		readable = true
