@@ -1,18 +1,28 @@
 package proxy
 
 import (
+	"errors"
 	"net"
+	"os"
 	"sync"
+	"sync/atomic"
 	"syscall"
+	"time"
 )
 
 // frameConn is one side of a relayed WebSocket as coder/websocket reads it:
 // the TCP connection, with a tally of the WebSocket frames that went through
-// its Read. The library reads through a buffer of its own, so after it hands
-// over a message some of the next may already be out of the socket; the
-// tally tells whether that is so (see buffered), which is what lets an idle
-// connection wait for the socket to become readable without a goroutine
-// blocked in the library's Reader.
+// its Read. Two things follow from the tally:
+//
+//   - begin knows whether bytes came with the handshake (then a reader
+//     starts at once);
+//   - with nowait set, a Read at a frame boundary, outside a fragmented
+//     message, waits wsLinger at most and then fails with errWouldBlock:
+//     the library only reads the socket when its own buffer is empty, so
+//     that error means "everything received has been handled" (messages
+//     delivered, pings answered) and nothing of a frame was consumed. That
+//     is how a relay goroutine leaves the library's Reader without a
+//     timeout that could cut a frame in two.
 //
 // The tally follows the byte stream only; it never decides anything about a
 // frame (the library does, and refuses bad ones).
@@ -20,9 +30,14 @@ type frameConn struct {
 	net.Conn
 	raw syscall.RawConn // the socket, for the readiness watch
 
-	mu sync.Mutex // the tally is read by the relay and fed by the library's reads (Close reads too)
+	nowait atomic.Bool // see above; set by the relay around its own Reader calls
+
+	mu sync.Mutex // the tally is fed by the library's reads (Close reads too)
 	t  frameTally
 }
+
+// errWouldBlock: nothing came for wsLinger, at a frame boundary.
+var errWouldBlock = errors.New("proxy: nothing to read for a while")
 
 // newFrameConn wraps c when it is a socket (a *net.TCPConn or anything with
 // a file descriptor); it returns nil otherwise. httpFirst: the stream starts
@@ -42,11 +57,34 @@ func newFrameConn(c net.Conn, httpFirst bool) *frameConn {
 }
 
 func (c *frameConn) Read(p []byte) (int, error) {
-	n, err := c.Conn.Read(p)
-	if n > 0 {
-		c.feed(p[:n])
+	if c.nowait.Load() && c.idle() {
+		// Wait wsLinger at most: a busy socket keeps its reader, an idle
+		// one gives it back. A read that times out took nothing.
+		_ = c.Conn.SetReadDeadline(time.Now().Add(wsLinger))
+		n, err := c.Conn.Read(p)
+		_ = c.Conn.SetReadDeadline(time.Time{})
+		if n > 0 {
+			c.feed(p[:n])
+		}
+		if n == 0 && errors.Is(err, os.ErrDeadlineExceeded) {
+			return 0, errWouldBlock
+		}
+		return n, err
 	}
-	return n, err
+	for {
+		n, err := c.Conn.Read(p)
+		if n > 0 {
+			c.feed(p[:n])
+		}
+		if n == 0 && errors.Is(err, os.ErrDeadlineExceeded) {
+			// Only the relay sets deadlines (the library never does): to
+			// linger, or to cut a linger short (see wsDir.take). One that
+			// reaches another read is not that read's: clear it, read on.
+			_ = c.Conn.SetReadDeadline(time.Time{})
+			continue
+		}
+		return n, err
+	}
 }
 
 // feed tallies bytes that reached the library without passing through Read
@@ -57,30 +95,42 @@ func (c *frameConn) feed(b []byte) {
 	c.mu.Unlock()
 }
 
-// buffered reports whether bytes read from the socket are still in the
-// library's buffer after it delivered `delivered` data messages: the rest
-// of a message, a control frame, or whole messages.
-func (c *frameConn) buffered(delivered uint64) bool {
+// pending reports whether frame bytes were read from the socket: before
+// the library delivered anything, they wait in a buffer above the socket.
+func (c *frameConn) pending() bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return c.t.messages > delivered || c.t.offset > c.t.lastEnd
+	return !c.t.inHTTP && c.t.offset > c.t.frameStart
 }
 
-// frameTally follows a stream of WebSocket frames (RFC 6455 §5.2): it counts
-// the data messages that ended (a final data or continuation frame) and
-// remembers where the last one ended. Headers may arrive split anywhere.
+// idle reports a frame boundary outside a fragmented message.
+func (c *frameConn) idle() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return !c.t.inHTTP && c.t.hdrLen == 0 && !c.t.inBody && !c.t.inMessage
+}
+
+// frameTally follows a stream of WebSocket frames (RFC 6455 §5.2), after
+// the HTTP response(s) that precede them on the upstream side: where frames
+// start, whether a frame header or payload is half read, whether a data
+// message is between its fragments, and how many data messages ended.
+// Headers may arrive split anywhere.
 type frameTally struct {
-	offset   uint64 // bytes seen
-	messages uint64 // data messages whose last frame ended
-	lastEnd  uint64 // offset just past the last of them
+	offset     uint64 // bytes seen
+	frameStart uint64 // offset of the first frame (after the HTTP responses)
+	messages   uint64 // data messages whose last frame ended
 
-	inHTTP bool // still in the HTTP response that precedes the frames
-	crlf   int  // bytes of "\r\n\r\n" matched so far
+	inHTTP     bool     // still in the HTTP response(s) before the frames
+	line       int      // bytes of the current HTTP line, CRs not counted
+	status     [12]byte // the start of the current response's status line: "HTTP/1.1 101"
+	statusN    int      // bytes of it kept
+	statusDone bool     // the status line ended
 
-	hdr    [14]byte // the header being read
-	hdrLen int      // bytes of it read
-	left   uint64   // payload bytes of the current frame still to come
-	inBody bool     // the header is complete, the payload is being read
+	hdr       [14]byte // the header being read
+	hdrLen    int      // bytes of it read
+	left      uint64   // payload bytes of the current frame still to come
+	inBody    bool     // the header is complete, the payload is being read
+	inMessage bool     // a data message's first frames came, its last not yet
 }
 
 func (t *frameTally) feed(b []byte) {
@@ -91,7 +141,7 @@ func (t *frameTally) feed(b []byte) {
 			t.offset += uint64(n)
 			b = b[n:]
 			if !t.inHTTP {
-				t.lastEnd = t.offset // the frames start here
+				t.frameStart = t.offset
 			}
 		case t.inBody:
 			n := uint64(len(b))
@@ -120,22 +170,29 @@ func (t *frameTally) feed(b []byte) {
 	}
 }
 
-// skipHTTP consumes b up to the blank line that ends the HTTP header; it
-// returns how many bytes it took.
+// skipHTTP consumes b up to the blank line that ends the 101 response,
+// past any other 1xx response before it (103 Early Hints, which Go's
+// client skips too); lines may end in CRLF or a bare LF. It returns how
+// many bytes it took.
 func (t *frameTally) skipHTTP(b []byte) int {
-	const end = "\r\n\r\n"
 	for i, c := range b {
 		switch {
-		case c == end[t.crlf]:
-			t.crlf++
 		case c == '\r':
-			t.crlf = 1
+		case c == '\n' && t.line > 0: // the end of a line
+			t.line, t.statusDone = 0, true
+		case c == '\n': // a blank line: the end of a response's header
+			interim := t.statusN == len(t.status) && t.status[9] == '1' && string(t.status[9:12]) != "101"
+			t.statusN, t.statusDone = 0, false
+			if !interim {
+				t.inHTTP = false
+				return i + 1
+			}
 		default:
-			t.crlf = 0
-		}
-		if t.crlf == len(end) {
-			t.inHTTP = false
-			return i + 1
+			if !t.statusDone && t.statusN < len(t.status) {
+				t.status[t.statusN] = c
+				t.statusN++
+			}
+			t.line++
 		}
 	}
 	return len(b)
@@ -177,9 +234,11 @@ func (t *frameTally) payloadLen() uint64 {
 
 func (t *frameTally) endFrame() {
 	fin, opcode := t.hdr[0]&0x80 != 0, t.hdr[0]&0x0f
-	if fin && opcode < 8 { // the last frame of a data message (control opcodes are 8 and up)
-		t.messages++
-		t.lastEnd = t.offset
+	if opcode < 8 { // a data frame (control opcodes are 8 and up, and may come between fragments)
+		t.inMessage = !fin
+		if fin {
+			t.messages++
+		}
 	}
 	t.hdrLen, t.inBody = 0, false
 }

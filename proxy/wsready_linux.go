@@ -4,7 +4,6 @@ import (
 	"os"
 	"sync"
 	"syscall"
-	"time"
 )
 
 // readyPoller tells when idle sockets become readable, without a goroutine
@@ -14,7 +13,7 @@ import (
 // (EPOLLONESHOT): the relay reads until the library's buffer is empty, then
 // arms it again.
 type readyPoller struct {
-	epfd int
+	epfd int      // for run's epoll_wait; elsewhere, under raw.Control
 	file *os.File // epfd in Go's poller
 	raw  syscall.RawConn
 
@@ -97,9 +96,14 @@ func (rp *readyPoller) arm(raw syscall.RawConn, id uint64, first bool) error {
 		op = syscall.EPOLL_CTL_ADD
 	}
 	var errno error
-	// Control holds the descriptor open while it runs: a socket closed
-	// meanwhile cannot have its number reused under this id.
-	if err := raw.Control(func(fd uintptr) { errno = syscall.EpollCtl(rp.epfd, op, int(fd), &ev) }); err != nil {
+	// Both Controls hold their descriptor open while they run: a socket,
+	// or the poller, closed meanwhile cannot have its number reused.
+	err := rp.raw.Control(func(epfd uintptr) {
+		if err := raw.Control(func(fd uintptr) { errno = syscall.EpollCtl(int(epfd), op, int(fd), &ev) }); err != nil {
+			errno = err
+		}
+	})
+	if err != nil {
 		return err
 	}
 	if errno != nil {
@@ -114,7 +118,9 @@ func (rp *readyPoller) remove(raw syscall.RawConn, id uint64) {
 	rp.mu.Lock()
 	delete(rp.watches, id)
 	rp.mu.Unlock()
-	_ = raw.Control(func(fd uintptr) { _ = syscall.EpollCtl(rp.epfd, syscall.EPOLL_CTL_DEL, int(fd), nil) })
+	_ = rp.raw.Control(func(epfd uintptr) {
+		_ = raw.Control(func(fd uintptr) { _ = syscall.EpollCtl(int(epfd), syscall.EPOLL_CTL_DEL, int(fd), nil) })
+	})
 }
 
 func (rp *readyPoller) len() int {
@@ -126,31 +132,4 @@ func (rp *readyPoller) len() int {
 // close stops run.
 func (rp *readyPoller) close() error {
 	return rp.file.Close()
-}
-
-// waitReadable waits up to d for c's socket to have something to read
-// (data, end of stream or an error), in Go's poller: the relay's goroutine
-// lingers there between the messages of a busy socket instead of going
-// through the readiness poller for each one.
-func (c *frameConn) waitReadable(d time.Duration) bool {
-	if err := c.Conn.SetReadDeadline(time.Now().Add(d)); err != nil {
-		return false
-	}
-	readable, waited := false, false
-	err := c.raw.Read(func(fd uintptr) bool {
-		if waited { // woken by the poller: readable (or, rarely, a stale wake-up; the library then blocks until data comes)
-			readable = true
-			return true
-		}
-		var b [1]byte
-		_, _, errno := syscall.Recvfrom(int(fd), b[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
-		if errno == syscall.EAGAIN {
-			waited = true
-			return false // nothing yet: wait (until the deadline)
-		}
-		readable = true
-		return true
-	})
-	_ = c.Conn.SetReadDeadline(time.Time{}) // the library reads without one
-	return readable && err == nil
 }

@@ -5,7 +5,6 @@ package proxy
 import (
 	"errors"
 	"syscall"
-	"time"
 )
 
 // readyPoller needs epoll; elsewhere every relayed WebSocket keeps a
@@ -22,4 +21,3 @@ func (*readyPoller) arm(syscall.RawConn, uint64, bool) error { return errors.Err
 func (*readyPoller) remove(syscall.RawConn, uint64)          {}
 func (*readyPoller) len() int                                { return 0 }
 func (*readyPoller) close() error                            { return nil }
-func (*frameConn) waitReadable(time.Duration) bool           { return false }

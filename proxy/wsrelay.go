@@ -123,16 +123,13 @@ type wsDir struct {
 
 	state      atomic.Int32
 	watch      uint64 // the poller's id for src; 0: none
-	registered bool   // src is in the poller's set (armed once)
-	delivered  uint64 // data messages read from src
-
-	// registered and delivered belong to whoever runs the direction: its
-	// goroutine, or begin before there is one.
+	registered bool   // src is in the poller's set (armed once); the running goroutine's (or begin's)
 }
 
 const (
 	dirRunning int32 = iota
 	dirArmed
+	dirClosing // running, and src is being closed: never parks again
 	dirEnded
 )
 
@@ -153,7 +150,7 @@ func (d *wsDir) begin() {
 		return
 	}
 	d.watch = h.poller.add(d.ready)
-	if d.fc.buffered(0) || !d.park() {
+	if d.fc.pending() || !d.park() {
 		d.spawn()
 	}
 }
@@ -193,7 +190,28 @@ func (d *wsDir) park() bool {
 // means the caller finishes it (after the close); false means src's own
 // goroutine will see the close and finish it.
 func (d *wsDir) take() bool {
-	return d.state.CompareAndSwap(dirArmed, dirEnded)
+	for {
+		switch d.state.Load() {
+		case dirArmed:
+			if d.state.CompareAndSwap(dirArmed, dirEnded) {
+				return true
+			}
+		case dirRunning:
+			// Its goroutine must not park from now on: src's close
+			// handshake may still be under way, and once src is closed
+			// no readiness would ever come. It reads on and meets the
+			// close instead; a linger it is in ends now (frameConn clears
+			// the deadline for any read it reaches).
+			if d.state.CompareAndSwap(dirRunning, dirClosing) {
+				if d.fc != nil {
+					_ = d.fc.Conn.SetReadDeadline(time.Now())
+				}
+				return false
+			}
+		default: // closing or ended: someone is on it
+			return false
+		}
+	}
 }
 
 // finish stops the direction for good.
@@ -222,23 +240,21 @@ func (d *wsDir) run() {
 		}
 	}()
 	for {
-		if !d.relayOne() {
+		ok, drained := d.relayOne()
+		if !ok {
 			d.finish()
 			return
 		}
-		if d.watch == 0 || d.fc.buffered(d.delivered) || d.fc.waitReadable(wsLinger) {
-			continue // more to read now
-		}
-		if d.park() {
+		if drained && d.park() {
 			return
 		}
 	}
 }
 
 // wsLinger is how long a direction's goroutine waits for the next message
-// before it hands its socket to the readiness poller and ends: a busy
-// socket keeps its reader (no poller round per message), an idle one holds
-// no goroutine.
+// (in Go's poller, as any read) before it hands its socket to the readiness
+// poller and ends: a busy socket keeps its reader (no poller round per
+// message), an idle one holds no goroutine.
 const wsLinger = 250 * time.Millisecond
 
 var messageBuffers = sync.Pool{New: func() any { return new(bytes.Buffer) }}
@@ -246,9 +262,12 @@ var messageBuffers = sync.Pool{New: func() any { return new(bytes.Buffer) }}
 // maxPooledBuffer keeps one huge message from pinning its buffer forever.
 const maxPooledBuffer = 64 << 10
 
-// relayOne copies one message from src to dst; false when the direction is
-// over (src ended and its close was mirrored onto dst, or dst failed).
-func (d *wsDir) relayOne() bool {
+// relayOne copies one message from src to dst. ok is false when the
+// direction is over (src ended and its close was mirrored onto dst, or dst
+// failed); drained is true when, instead of a message, src turned out to
+// have nothing left to read (everything received was handled: see
+// frameConn), which only a watched direction that may still park asks for.
+func (d *wsDir) relayOne() (ok, drained bool) {
 	p, h := d.p, d.p.hub
 	frames, nbytes, writing := h.metrics.framesUp, h.metrics.bytesUp, &p.writingUp
 	if d.from == sideUpstream {
@@ -257,7 +276,17 @@ func (d *wsDir) relayOne() bool {
 	ctx := context.Background() // no per-message timer: the janitor watches idle and stalled writes
 	// The buffer is borrowed only while a message is in hand: an idle
 	// socket holds none.
+	nowait := d.watch != 0 && d.state.Load() == dirRunning
+	if nowait {
+		d.fc.nowait.Store(true)
+	}
 	typ, rd, err := d.src.Reader(ctx)
+	if nowait {
+		d.fc.nowait.Store(false) // the message itself is read to its end, waiting if need be
+	}
+	if nowait && errors.Is(err, errWouldBlock) {
+		return true, true
+	}
 	var buf *bytes.Buffer
 	if err == nil {
 		buf = messageBuffers.Get().(*bytes.Buffer)
@@ -267,9 +296,8 @@ func (d *wsDir) relayOne() bool {
 	if err != nil {
 		putBuffer(buf)
 		p.mirrorClose(err, d.other(), d.from)
-		return false
+		return false, false
 	}
-	d.delivered++
 	now := time.Now().UnixNano()
 	p.last.Store(now)
 	msg := buf.Bytes()
@@ -282,7 +310,7 @@ func (d *wsDir) relayOne() bool {
 		}
 		if !forward {
 			putBuffer(buf)
-			return true // taken out (and answered) by the inspection
+			return true, false // taken out (and answered) by the inspection
 		}
 	}
 	frames.Inc()
@@ -297,9 +325,9 @@ func (d *wsDir) relayOne() bool {
 		if o := d.other(); o.take() {
 			o.finish()
 		}
-		return false
+		return false, false
 	}
-	return true
+	return true, false
 }
 
 func putBuffer(b *bytes.Buffer) {
