@@ -36,7 +36,7 @@ type wsHub struct {
 	client   *http.Client
 	metrics  *wsMetrics
 	registry *sessions.Registry // nil: no presence tracking
-	poller   *readyPoller       // nil: every relayed direction keeps a goroutine
+	poller   *readyPoller       // made by start; nil: every relayed direction keeps a goroutine
 	events   atomic.Pointer[eventPolicies]
 	seq      atomic.Uint64
 	readers  atomic.Int64 // directions with a goroutine reading
@@ -65,19 +65,13 @@ func newWSHub(s *Server, target *url.URL, registry *sessions.Registry) (*wsHub, 
 		base.Scheme = "wss"
 	}
 	h.base = &base
-	if p, err := newReadyPoller(); err != nil {
-		s.log.WithFields(logrus.Fields{logging.FieldCategory: logging.CategorySocket}).WithError(err).
-			Warn("idle WebSockets will each keep two goroutines")
-	} else {
-		h.poller = p
-	}
 	dialer := &net.Dialer{Timeout: s.cfg.Proxy.DialTimeout, KeepAlive: 30 * time.Second}
-	watchUpstream := h.poller != nil && base.Scheme == "ws" // through TLS the socket's bytes are not frames
+	plain := base.Scheme == "ws" // through TLS the socket's bytes are not frames
 	h.client = &http.Client{
 		Transport: &http.Transport{
 			DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
 				c, err := dialer.DialContext(ctx, network, addr)
-				if err != nil || !watchUpstream {
+				if err != nil || !plain || h.poller == nil {
 					return c, err
 				}
 				if slot, _ := ctx.Value(upstreamConnKey{}).(**frameConn); slot != nil {
@@ -117,6 +111,12 @@ type upstreamConnKey struct{}
 func (h *wsHub) start() {
 	h.wg.Add(1)
 	go h.janitor()
+	if p, err := newReadyPoller(); err != nil {
+		h.s.log.WithFields(logrus.Fields{logging.FieldCategory: logging.CategorySocket}).WithError(err).
+			Warn("idle WebSockets will each keep two goroutines")
+	} else {
+		h.poller = p // before any request: Serve starts the hub first
+	}
 	if h.poller != nil {
 		h.wg.Add(1)
 		go func() {

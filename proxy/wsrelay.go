@@ -29,7 +29,7 @@ const (
 // and a direction (wsDir) for each way messages go. A direction that is
 // reading holds a goroutine; one whose socket is idle waits in the hub's
 // readiness poller without one, so that an idle client costs no goroutine
-// stack. The pair is over when both directions are (see finish).
+// stack. The pair is over when both directions are (see finished).
 type wsPair struct {
 	hub      *wsHub
 	kind     string
@@ -112,9 +112,11 @@ func (p *wsPair) finished() {
 // Its state says who reads src: a goroutine of its own (running), nobody
 // until the poller reports src readable (armed), or nobody ever again
 // (ended). Only the poller's dispatch turns armed into running, and only
-// the direction's own goroutine turns running into armed or ended; anyone
-// closing src takes an armed direction (armed → ended, see take) and
-// finishes it once src is closed, since a closed socket never reports.
+// the direction's own goroutine turns running into armed or ended. Anyone
+// closing src takes the direction (see take): an armed one becomes ended,
+// and the closer finishes it once src is closed, since a closed socket
+// never reports; a running one becomes closing, and its goroutine reads on
+// (it never parks again) until it meets the close.
 type wsDir struct {
 	p        *wsPair
 	src, dst *websocket.Conn
@@ -274,8 +276,7 @@ func (d *wsDir) relayOne() (ok, drained bool) {
 		frames, nbytes, writing = h.metrics.framesDown, h.metrics.bytesDown, &p.writingDn
 	}
 	ctx := context.Background() // no per-message timer: the janitor watches idle and stalled writes
-	// The buffer is borrowed only while a message is in hand: an idle
-	// socket holds none.
+	// A direction that may park waits wsLinger at most for a message.
 	nowait := d.watch != 0 && d.state.Load() == dirRunning
 	if nowait {
 		d.fc.nowait.Store(true)
@@ -287,6 +288,8 @@ func (d *wsDir) relayOne() (ok, drained bool) {
 	if nowait && errors.Is(err, errWouldBlock) {
 		return true, true
 	}
+	// The buffer is borrowed only while a message is in hand: an idle
+	// socket holds none.
 	var buf *bytes.Buffer
 	if err == nil {
 		buf = messageBuffers.Get().(*bytes.Buffer)
