@@ -2,7 +2,6 @@ package proxy
 
 import (
 	"bufio"
-	"bytes"
 	"crypto/sha1"
 	"encoding/base64"
 	"fmt"
@@ -86,15 +85,8 @@ func TestWebSocketFramesInOneSegment(t *testing.T) {
 	srv := upstream(t, newRelayUpstream().ServeHTTP)
 	h := start(t, srv.URL, nil)
 	for _, withHandshake := range []bool{false, true} {
-		conn, err := net.Dial("tcp", strings.TrimPrefix(h.url, "http://"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { _ = conn.Close() })
-		_ = conn.SetDeadline(time.Now().Add(20 * time.Second))
-		const key = "dGhlIHNhbXBsZSBub25jZQ=="
-		hs := "GET /ws/echo HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" +
-			"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: " + key + "\r\n\r\n"
+		conn := rawConn(t, h)
+		hs := upgradeText("/ws/echo", "")
 		var burst []byte
 		var want []string
 		for i := 0; i < 40; i++ {
@@ -184,7 +176,27 @@ func readUpgrade(t *testing.T, br *bufio.Reader) {
 	}
 }
 
-// readFrame reads one unmasked server frame.
+// rawConn opens a TCP connection to h's public listener (closed at
+// cleanup, 20 s deadline), for a client written by hand.
+func rawConn(t *testing.T, h *harness) net.Conn {
+	t.Helper()
+	conn, err := net.Dial("tcp", strings.TrimPrefix(h.url, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = conn.Close() })
+	_ = conn.SetDeadline(time.Now().Add(20 * time.Second))
+	return conn
+}
+
+// upgradeText is a WebSocket upgrade request for path; extra holds more
+// header lines, each ending in CRLF.
+func upgradeText(path, extra string) string {
+	return "GET " + path + " HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" +
+		"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n" + extra + "\r\n"
+}
+
+// readFrame reads one unmasked server frame (7- or 16-bit length).
 func readFrame(t *testing.T, br *bufio.Reader) (byte, []byte) {
 	t.Helper()
 	var hdr [2]byte
@@ -192,12 +204,19 @@ func readFrame(t *testing.T, br *bufio.Reader) (byte, []byte) {
 		t.Fatalf("frame header: %v", err)
 	}
 	n := int(hdr[1] & 0x7f)
-	if n >= 126 {
+	switch n {
+	case 126:
+		var ext [2]byte
+		if _, err := io.ReadFull(br, ext[:]); err != nil {
+			t.Fatalf("frame length: %v", err)
+		}
+		n = int(ext[0])<<8 | int(ext[1])
+	case 127:
 		t.Fatalf("unexpectedly long frame %x", hdr)
 	}
 	payload := make([]byte, n)
 	if _, err := io.ReadFull(br, payload); err != nil {
 		t.Fatalf("frame payload: %v", err)
 	}
-	return hdr[0] & 0x0f, bytes.Clone(payload)
+	return hdr[0] & 0x0f, payload
 }
