@@ -76,25 +76,34 @@ func (rp *readyPoller) run() {
 	}
 }
 
-// add registers fn for raw's socket and returns the watch's id; the socket
-// is not armed yet.
-func (rp *readyPoller) add(fn func()) uint64 {
+// add puts raw's socket in the poller's set, not armed, with fn to run
+// when it is armed and readable, and returns the watch's id. It fails when
+// the socket, or the poller, is closed.
+func (rp *readyPoller) add(raw syscall.RawConn, fn func()) (uint64, error) {
 	rp.mu.Lock()
-	defer rp.mu.Unlock()
 	rp.next++
-	rp.watches[rp.next] = fn
-	return rp.next
+	id := rp.next
+	rp.watches[id] = fn
+	rp.mu.Unlock()
+	// One-shot with no event asked for: disarmed. (An error or hang-up may
+	// still be reported once: fn runs only for an armed watch.)
+	if err := rp.ctl(raw, syscall.EPOLL_CTL_ADD, id, syscall.EPOLLONESHOT); err != nil {
+		rp.mu.Lock()
+		delete(rp.watches, id)
+		rp.mu.Unlock()
+		return 0, err
+	}
+	return id, nil
 }
 
 // arm asks for one event when raw's socket is readable (at once if it is
-// already). It fails when the socket is closed. The first arm of an id
-// registers the socket; later ones re-arm it.
-func (rp *readyPoller) arm(raw syscall.RawConn, id uint64, first bool) error {
-	ev := syscall.EpollEvent{Events: readyEvents, Fd: int32(uint32(id)), Pad: int32(uint32(id >> 32))}
-	op := syscall.EPOLL_CTL_MOD
-	if first {
-		op = syscall.EPOLL_CTL_ADD
-	}
+// already). It fails when the socket, or the poller, is closed.
+func (rp *readyPoller) arm(raw syscall.RawConn, id uint64) error {
+	return rp.ctl(raw, syscall.EPOLL_CTL_MOD, id, readyEvents)
+}
+
+func (rp *readyPoller) ctl(raw syscall.RawConn, op int, id uint64, events uint32) error {
+	ev := syscall.EpollEvent{Events: events, Fd: int32(uint32(id)), Pad: int32(uint32(id >> 32))}
 	var errno error
 	// Both Controls hold their descriptor open while they run: a socket,
 	// or the poller, closed meanwhile cannot have its number reused.
@@ -118,9 +127,7 @@ func (rp *readyPoller) remove(raw syscall.RawConn, id uint64) {
 	rp.mu.Lock()
 	delete(rp.watches, id)
 	rp.mu.Unlock()
-	_ = rp.raw.Control(func(epfd uintptr) {
-		_ = raw.Control(func(fd uintptr) { _ = syscall.EpollCtl(int(epfd), syscall.EPOLL_CTL_DEL, int(fd), nil) })
-	})
+	_ = rp.ctl(raw, syscall.EPOLL_CTL_DEL, id, 0)
 }
 
 func (rp *readyPoller) len() int {

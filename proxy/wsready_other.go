@@ -15,9 +15,9 @@ func newReadyPoller() (*readyPoller, error) {
 	return nil, errors.New("proxy: no readiness poller on this system")
 }
 
-func (*readyPoller) run()                                    {}
-func (*readyPoller) add(func()) uint64                       { return 0 }
-func (*readyPoller) arm(syscall.RawConn, uint64, bool) error { return errors.ErrUnsupported }
-func (*readyPoller) remove(syscall.RawConn, uint64)          {}
-func (*readyPoller) len() int                                { return 0 }
-func (*readyPoller) close() error                            { return nil }
+func (*readyPoller) run()                                        {}
+func (*readyPoller) add(syscall.RawConn, func()) (uint64, error) { return 0, errors.ErrUnsupported }
+func (*readyPoller) arm(syscall.RawConn, uint64) error           { return errors.ErrUnsupported }
+func (*readyPoller) remove(syscall.RawConn, uint64)              {}
+func (*readyPoller) len() int                                    { return 0 }
+func (*readyPoller) close() error                                { return nil }

@@ -123,9 +123,8 @@ type wsDir struct {
 	from     string     // the side src belongs to
 	fc       *frameConn // src's socket; nil: a goroutine always reads src
 
-	state      atomic.Int32
-	watch      uint64 // the poller's id for src; 0: none
-	registered bool   // src is in the poller's set (armed once); the running goroutine's (or begin's)
+	state atomic.Int32
+	watch uint64 // the poller's id for src; 0: none
 }
 
 const (
@@ -151,7 +150,12 @@ func (d *wsDir) begin() {
 		d.spawn()
 		return
 	}
-	d.watch = h.poller.add(d.ready)
+	id, err := h.poller.add(d.fc.raw, d.ready)
+	if err != nil { // src already closed, say: a goroutine meets that
+		d.spawn()
+		return
+	}
+	d.watch = id
 	if d.fc.pending() || !d.park() {
 		d.spawn()
 	}
@@ -177,10 +181,7 @@ func (d *wsDir) park() bool {
 	if !d.state.CompareAndSwap(dirRunning, dirArmed) {
 		return false
 	}
-	first := !d.registered
-	d.registered = true // before arm: once armed, d may run elsewhere at once
-	if err := d.p.hub.poller.arm(d.fc.raw, d.watch, first); err != nil {
-		d.registered = !first
+	if err := d.p.hub.poller.arm(d.fc.raw, d.watch); err != nil {
 		// src closed meanwhile (by the other direction, say): read on,
 		// and meet the error, unless someone ending the pair took d.
 		return !d.state.CompareAndSwap(dirArmed, dirRunning)
