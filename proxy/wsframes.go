@@ -112,13 +112,12 @@ func (c *frameConn) idle() bool {
 
 // frameTally follows a stream of WebSocket frames (RFC 6455 §5.2), after
 // the HTTP response(s) that precede them on the upstream side: where frames
-// start, whether a frame header or payload is half read, whether a data
-// message is between its fragments, and how many data messages ended.
+// start, whether a frame header or payload is half read, and whether a
+// data message is between its fragments.
 // Headers may arrive split anywhere.
 type frameTally struct {
 	offset     uint64 // bytes seen
 	frameStart uint64 // offset of the first frame (after the HTTP responses)
-	messages   uint64 // data messages whose last frame ended
 
 	inHTTP     bool     // still in the HTTP response(s) before the frames
 	line       int      // bytes of the current HTTP line, CRs not counted
@@ -236,9 +235,6 @@ func (t *frameTally) endFrame() {
 	fin, opcode := t.hdr[0]&0x80 != 0, t.hdr[0]&0x0f
 	if opcode < 8 { // a data frame (control opcodes are 8 and up, and may come between fragments)
 		t.inMessage = !fin
-		if fin {
-			t.messages++
-		}
 	}
 	t.hdrLen, t.inBody = 0, false
 }

@@ -47,8 +47,7 @@ type wsPair struct {
 	writingUp atomic.Int64 // unix ns a write to the upstream started; 0 = none
 	writingDn atomic.Int64 // the same toward the client
 
-	ending  atomic.Bool // chatguard is ending the pair itself
-	endOnce sync.Once
+	ending  atomic.Bool   // chatguard is ending the pair itself
 	counted atomic.Bool   // a close was counted
 	live    atomic.Int32  // directions not finished
 	release func()        // run when the pair is over
@@ -93,7 +92,7 @@ func (p *wsPair) finished() {
 		return
 	}
 	h := p.hub
-	p.endOnce.Do(func() { close(p.done) })
+	close(p.done) // live reaches 0 once
 	h.remove(p)
 	if p.sess != nil {
 		p.sess.detach(p)
