@@ -14,7 +14,7 @@ import (
 	"github.com/redis/go-redis/v9"
 )
 
-// gcraScript decides every key it is given, in order, in one call: one
+// GCRAScript decides every key it is given, in order, in one call: one
 // round trip and one script run for a whole batch of concurrent decisions
 // on a single node (the same key twice in a batch is decided twice, the
 // second after the first), one key per call on a cluster. Redis's TIME is
@@ -23,8 +23,9 @@ import (
 // key's interval and burst offset; a key holding anything but a TAT counts
 // as fresh and is overwritten, so one bad key never fails a batch. Returns
 // {allowed, remaining, retry_after_us, reset_after_us} for each key,
-// flattened.
-var gcraScript = redis.NewScript(`
+// flattened. It is exported for the benchmarks under bench/, which measure
+// it without the store's queue; only the store calls it.
+var GCRAScript = redis.NewScript(`
 local t = redis.call("TIME")
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local out = {}
@@ -192,7 +193,7 @@ func (r *RedisStore) send(batch []*redisCall) {
 			r.pipeline(ctx, groups, cmds, all)
 			continue
 		}
-		if !slices.ContainsFunc(cmds, isNoscript) || gcraScript.Load(ctx, r.c).Err() != nil {
+		if !slices.ContainsFunc(cmds, isNoscript) || GCRAScript.Load(ctx, r.c).Err() != nil {
 			break
 		}
 		r.pipeline(ctx, groups, cmds, noscript)
@@ -239,7 +240,7 @@ func (r *RedisStore) pipeline(ctx context.Context, groups [][]*redisCall, cmds [
 				keys[j] = r.prefix + c.key
 				args = append(args, interval, interval*int64(c.limit.burst()))
 			}
-			cmds[i] = gcraScript.EvalSha(ctx, p, keys, args...)
+			cmds[i] = GCRAScript.EvalSha(ctx, p, keys, args...)
 		}
 		return nil
 	}) // each command carries its own error

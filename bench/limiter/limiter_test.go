@@ -262,3 +262,61 @@ func selfCPU() time.Duration {
 	}
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
+
+// BenchmarkRedisInFlight is what the store could reach with 8 decisions in
+// flight at most (BenchmarkRedis's 8 callers) if handing decisions to a
+// flusher and answers back cost nothing: conns goroutines, each on a
+// connection of its own, send batch keys at a time through the store's
+// script and wait for the answer, no queue between them (conns × batch = 8).
+// "gcra" runs the store's script; "empty" a script that only answers, so
+// that its rows are the round trips alone. ns/op is wall time per decision.
+func BenchmarkRedisInFlight(b *testing.B) {
+	addr, _ := startRedis(b)
+	ctx := context.Background()
+	client := redis.NewClient(&redis.Options{Addr: addr, PoolSize: 16})
+	defer client.Close()
+	empty := redis.NewScript(`local out = {} for i = 1, 4 * #KEYS do out[i] = 0 end return out`)
+	scripts := []struct {
+		name   string
+		script *redis.Script
+	}{{"gcra", limiter.GCRAScript}, {"empty", empty}}
+	interval := lim.Period.Microseconds() / int64(lim.Rate)
+	for _, s := range scripts {
+		if err := s.script.Load(ctx, client).Err(); err != nil {
+			b.Fatal(err)
+		}
+		for _, conns := range []int{8, 4, 2, 1} {
+			batch := 8 / conns
+			b.Run(fmt.Sprintf("%s/conns=%d,batch=%d", s.name, conns, batch), func(b *testing.B) {
+				var left atomic.Int64
+				left.Store(int64(b.N))
+				var wg sync.WaitGroup
+				b.ResetTimer()
+				for g := 0; g < conns; g++ {
+					wg.Add(1)
+					go func(seed uint64) {
+						defer wg.Done()
+						conn := client.Conn()
+						defer conn.Close()
+						batchKeys := make([]string, batch)
+						args := make([]any, 0, 2*batch)
+						i := seed
+						for left.Add(-int64(batch)) > -int64(batch) {
+							args = args[:0]
+							for j := range batchKeys {
+								i = i*6364136223846793005 + 1442695040888963407
+								batchKeys[j] = "chatguard:rl:" + keyNames[i>>44&(keys-1)]
+								args = append(args, interval, interval*int64(lim.Rate))
+							}
+							if err := s.script.EvalSha(ctx, conn, batchKeys, args...).Err(); err != nil {
+								b.Error(err)
+								return
+							}
+						}
+					}(uint64(g+1) * 0x9E3779B97F4A7C15)
+				}
+				wg.Wait()
+			})
+		}
+	}
+}
