@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"io"
+	"reflect"
 	"sort"
 	"strings"
 	"unicode/utf8"
@@ -68,7 +69,8 @@ func ClassifyUpstream(rep Reply, requestID string, opts ClassifyOptions) Result 
 	if obj, ok := doc.(map[string]any); ok && isEnvelope(obj) {
 		code, _ := obj["error"].(map[string]any)["code"].(string)
 		body := rep.Body
-		if !opts.Development && scrubEnvelope(obj) {
+		if clean, changed := scrubEnvelope(obj, !opts.Development); changed {
+			obj = clean
 			body, _ = json.Marshal(obj) // key order changes; only when something was taken out
 		}
 		return Result{PassThrough: true, Body: withRequestID(body, obj, requestID), Code: Code(code), Kind: "envelope"}
@@ -130,19 +132,47 @@ func isEnvelope(obj map[string]any) bool {
 	return !errno && !syscall
 }
 
-// scrubEnvelope takes stack traces out of an upstream envelope's error and
-// replaces a message that shows file paths or stack frames: in production
-// those never reach the client, whoever wrote the envelope. It reports
-// whether it changed anything.
-func scrubEnvelope(obj map[string]any) bool {
-	e := obj["error"].(map[string]any)
-	changed := dropStacks(e)
-	if msg, _ := e["message"].(string); leaksInternals(msg) {
+// scrubEnvelope cleans an upstream envelope before it passes through, by the
+// rules the logs follow: the values of sensitive keys anywhere in it
+// (details.password, a debug block's dbPassword) and credentials in its text
+// (a JWT, "Bearer …") become [FILTERED], always. In production it also takes
+// stack traces out of the whole document, top level included, and replaces
+// an error message that shows file paths, stack frames or a database's own
+// error text: those never reach the client, whoever wrote the envelope. It
+// returns the cleaned document and whether anything changed.
+func scrubEnvelope(obj map[string]any, production bool) (map[string]any, bool) {
+	clean, _ := redact.Value(obj).(map[string]any)
+	if clean == nil { // cannot happen: Value keeps a map a map
+		clean = obj
+	}
+	changed := !reflect.DeepEqual(clean, obj)
+	e, ok := clean["error"].(map[string]any)
+	if !production || !ok {
+		return clean, changed
+	}
+	changed = dropStacks(clean) || changed
+	if msg, _ := e["message"].(string); leaksInternals(msg) || leaksDatabase(msg) {
 		code, _ := e["code"].(string)
 		e["message"] = Code(code).Message()
 		changed = true
 	}
-	return changed
+	return clean, changed
+}
+
+// leaksDatabase recognises a database driver's own error text in a message
+// (MongoDB, Sequelize, MySQL, PostgreSQL, SQLite), which quotes tables,
+// indexes and the values that collided.
+func leaksDatabase(s string) bool {
+	for _, m := range []string{
+		"MongoServerError", "MongoError", "E11000", "Sequelize", "ER_DUP_ENTRY", "ER_PARSE_ERROR",
+		"ER_NO_SUCH_TABLE", "ER_BAD_FIELD_ERROR", "SQLITE_", "duplicate key value violates",
+		"violates foreign key constraint", "syntax error at or near", "relation \"",
+	} {
+		if strings.Contains(s, m) {
+			return true
+		}
+	}
+	return false
 }
 
 func dropStacks(v any) bool {

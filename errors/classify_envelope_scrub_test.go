@@ -1,0 +1,77 @@
+package errors_test
+
+import (
+	"encoding/json"
+	"strings"
+	"testing"
+
+	apierrors "github.com/chatguard/chatguard/errors"
+)
+
+const scrubJWT = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJhZGEifQ.c2lnbmF0dXJlLXNpZ25hdHVyZQ"
+
+// An envelope the upstream wrote passes through, but not with secrets or
+// internals in it: the log's redaction rules apply to it in both modes, and
+// in production stacks leave the whole document, top level included.
+func TestClassifyEnvelopeIsScrubbed(t *testing.T) {
+	tests := []struct {
+		name   string
+		status int
+		body   string
+		dev    bool
+		leaks  []string // must not be in the body sent
+		keeps  []string // must still be there
+	}{
+		{"secrets in details", 500,
+			`{"success":false,"error":{"code":"INTERNAL_ERROR","message":"oops","details":{"password":"hunter2LEAK","authorization":"Bearer abcdefLEAK","token":"` + scrubJWT + `"}}}`,
+			false, []string{"hunter2LEAK", "abcdefLEAK", scrubJWT}, []string{`"oops"`, `"INTERNAL_ERROR"`}},
+		{"secrets in details, development", 400,
+			`{"success":false,"error":{"code":"VALIDATION_ERROR","message":"bad","details":{"apiKey":"sk_live_LEAK"}}}`,
+			true, []string{"sk_live_LEAK"}, []string{`"VALIDATION_ERROR"`}},
+		{"a JWT quoted in a message", 401,
+			`{"success":false,"error":{"code":"TOKEN_INVALID","message":"bad token ` + scrubJWT + `"}}`,
+			false, []string{scrubJWT}, []string{`"TOKEN_INVALID"`}},
+		{"top-level stack and debug block", 500,
+			`{"success":false,"error":{"code":"INTERNAL_ERROR","message":"oops"},"stack":"Error: oops\n    at /srv/app/routes/x.js:1:1","debug":{"dbPassword":"PWLEAK"}}`,
+			false, []string{"/srv/app", "x.js", "PWLEAK"}, []string{`"oops"`, `"debug"`}},
+		{"database text in a 5xx message", 500,
+			`{"success":false,"error":{"code":"DATABASE_ERROR","message":"MongoServerError: E11000 duplicate key error collection: chat.users index: email_1 dup key: { email: \"ada@example.com\" }"}}`,
+			false, []string{"ada@example.com", "E11000", "email_1"}, []string{`"DATABASE_ERROR"`}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			res := apierrors.ClassifyUpstream(apierrors.Reply{Status: tt.status, ContentType: jsonCT, Body: []byte(tt.body)}, testID, apierrors.ClassifyOptions{Development: tt.dev})
+			if !res.PassThrough {
+				t.Fatalf("not passed through: %+v", res)
+			}
+			if !json.Valid(res.Body) {
+				t.Fatalf("invalid JSON: %s", res.Body)
+			}
+			for _, l := range tt.leaks {
+				if strings.Contains(string(res.Body), l) {
+					t.Errorf("body still holds %q: %s", l, res.Body)
+				}
+			}
+			for _, k := range tt.keeps {
+				if !strings.Contains(string(res.Body), k) {
+					t.Errorf("body lost %s: %s", k, res.Body)
+				}
+			}
+			if !strings.Contains(string(res.Body), testID) {
+				t.Errorf("no requestId: %s", res.Body)
+			}
+		})
+	}
+}
+
+// A clean envelope passes byte for byte (plus the request id): scrubbing
+// re-encodes only what it changed.
+func TestClassifyCleanEnvelopeKeepsItsBytes(t *testing.T) {
+	body := `{"success":false,"error":{"code":"NOT_FOUND","message":"No such conversation","details":{"conversationId":"c-42","fields":[{"field":"key","message":"\"key\" is required"}]}},"requestId":"up-1"}`
+	for _, dev := range []bool{false, true} {
+		res := apierrors.ClassifyUpstream(apierrors.Reply{Status: 404, ContentType: jsonCT, Body: []byte(body)}, testID, apierrors.ClassifyOptions{Development: dev})
+		if !res.PassThrough || string(res.Body) != body {
+			t.Errorf("development=%v: PassThrough=%v body %s", dev, res.PassThrough, res.Body)
+		}
+	}
+}
