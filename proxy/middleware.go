@@ -31,6 +31,10 @@ type reqInfo struct {
 	code           apierrors.Code
 	reason         string
 	closed         bool // the client went away before the upstream answered
+	// bodyErr is the error that ended reading a passed-through upstream
+	// body early (watchBody), if any.
+	bodyErr error
+	aborted bool // the response was cut off after its status line went out
 	// onResponse, when set, sees the upstream's response first (Socket.IO
 	// polling inspection).
 	onResponse func(*http.Response)
@@ -156,6 +160,9 @@ func (s *Server) finish(w *responseWriter, r *http.Request, info *reqInfo, start
 			s.writeError(w, r, info, apierrors.New(apierrors.CodeInternal, ""), sourceProxy)
 		}
 	}
+	if p == http.ErrAbortHandler && info.reason == "" {
+		s.aborted(r, info)
+	}
 	status := w.status
 	switch {
 	case info.closed:
@@ -171,10 +178,30 @@ func (s *Server) finish(w *responseWriter, r *http.Request, info *reqInfo, start
 	}
 }
 
+// aborted tells why the reverse proxy cut a response off after its status
+// line: the upstream failed mid-body (counted as an upstream error, and the
+// access line says so), or the client went away (499).
+func (s *Server) aborted(r *http.Request, info *reqInfo) {
+	if info.bodyErr == nil || r.Context().Err() != nil {
+		info.closed, info.reason = true, "client_closed"
+		return
+	}
+	e, reason := apierrors.FromProxyError(info.bodyErr)
+	if reason == "client_closed" {
+		info.closed, info.reason = true, reason
+		return
+	}
+	info.aborted, info.reason = true, reason
+	s.metrics.upstreamErrors.WithLabelValues(string(e.Code), reason).Inc()
+}
+
 func (s *Server) accessLog(w *responseWriter, r *http.Request, info *reqInfo, status int, elapsed time.Duration) {
 	lvl := logrus.InfoLevel
-	if status >= 500 {
+	switch {
+	case status >= 500:
 		lvl = logrus.ErrorLevel
+	case info.aborted:
+		lvl = logrus.WarnLevel
 	}
 	if !s.log.IsLevelEnabled(lvl) {
 		return
@@ -195,6 +222,9 @@ func (s *Server) accessLog(w *responseWriter, r *http.Request, info *reqInfo, st
 	}
 	if info.upstreamStatus != 0 {
 		f["upstreamStatus"] = info.upstreamStatus
+	}
+	if info.aborted {
+		f["aborted"] = true
 	}
 	if info.reason != "" {
 		f["reason"] = info.reason

@@ -5,6 +5,8 @@ import (
 	"compress/flate"
 	"compress/gzip"
 	"compress/zlib"
+	"context"
+	stderrors "errors"
 	"fmt"
 	"io"
 	"log"
@@ -106,15 +108,22 @@ func (s *Server) rewriteError(resp *http.Response) error {
 	if info := infoFrom(resp.Request.Context()); info.onResponse != nil {
 		info.onResponse(resp)
 	}
+	info := infoFrom(resp.Request.Context())
 	if resp.StatusCode < 400 {
+		watchBody(resp, info)
 		return nil
 	}
 	ct := resp.Header.Get("Content-Type")
 	if mt, _, _ := mime.ParseMediaType(ct); mt == "text/event-stream" {
+		watchBody(resp, info)
 		return nil
 	}
-	info := infoFrom(resp.Request.Context())
 	body, truncated := s.readErrorBody(resp)
+	if err := resp.Request.Context().Err(); stderrors.Is(err, context.Canceled) {
+		// The client left while the body was read: nobody gets an
+		// envelope, and the error handler logs it as 499.
+		return err
+	}
 	status, out := s.classifyReply(info, apierrors.Reply{
 		Status: resp.StatusCode, ContentType: ct, Body: body, Truncated: truncated,
 	})
@@ -131,6 +140,30 @@ func (s *Server) rewriteError(resp *http.Response) error {
 	resp.TransferEncoding = nil
 	resp.Uncompressed = false
 	return nil
+}
+
+// watchBody makes a failed read of a passed-through body (the upstream
+// closing or resetting mid-body) known to the access log and the metrics:
+// the status line has gone out by then, so the proxy can only abort.
+// Upgrades keep their body as it is (it must stay a ReadWriteCloser).
+func watchBody(resp *http.Response, info *reqInfo) {
+	if resp.StatusCode == http.StatusSwitchingProtocols || resp.Body == nil || resp.Body == http.NoBody {
+		return
+	}
+	resp.Body = &watchedBody{ReadCloser: resp.Body, info: info}
+}
+
+type watchedBody struct {
+	io.ReadCloser
+	info *reqInfo
+}
+
+func (b *watchedBody) Read(p []byte) (int, error) {
+	n, err := b.ReadCloser.Read(p)
+	if err != nil && err != io.EOF && b.info.bodyErr == nil {
+		b.info.bodyErr = err
+	}
+	return n, err
 }
 
 // classifyReply turns an upstream error reply into what the client gets

@@ -1,0 +1,126 @@
+package proxy
+
+import (
+	"context"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+)
+
+// accessLine is the access line of path, or nil while there is none.
+func accessLine(t *testing.T, h *harness, path string) map[string]any {
+	t.Helper()
+	for _, l := range h.logs.lines(t) {
+		if l["msg"] == "request completed" && l["path"] == path {
+			return l
+		}
+	}
+	return nil
+}
+
+// An upstream that dies in the middle of a 200 body: the client sees the
+// connection cut (as the upstream did), and the access line and the metrics
+// say the upstream failed, not that the request succeeded.
+func TestUpstreamDyingMidBodyIsAnUpstreamError(t *testing.T) {
+	t.Parallel()
+	up := upstream(t, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Length", "1000")
+		w.WriteHeader(http.StatusOK)
+		_, _ = io.WriteString(w, "partial")
+		w.(http.Flusher).Flush()
+		conn, _, err := http.NewResponseController(w).Hijack()
+		if err == nil {
+			conn.Close()
+		}
+	})
+	h := start(t, up.URL, nil)
+	resp, err := h.client.Get(h.url + "/cut")
+	if err == nil {
+		_, err = io.ReadAll(resp.Body)
+		resp.Body.Close()
+	}
+	if err == nil {
+		t.Fatal("the client read a whole body from an upstream that died mid-body")
+	}
+	var line map[string]any
+	waitFor(t, "access line", func() bool { line = accessLine(t, h, "/cut"); return line != nil })
+	if line["reason"] != "eof" || line["aborted"] != true || line["level"] != "warning" {
+		t.Errorf("access line %v: want reason eof, aborted, level warning", line)
+	}
+	if v := metricValue(t, h, `chatguard_upstream_errors_total{code="UPSTREAM_UNAVAILABLE",reason="eof"}`); v != 1 {
+		t.Errorf("upstream errors{eof} = %v, want 1", v)
+	}
+}
+
+// A client that leaves while chatguard reads a stalled error body is a 499,
+// not a 500 nobody received, and no envelope is counted.
+func TestClientLeavingDuringErrorBodyIs499(t *testing.T) {
+	t.Parallel()
+	release := make(chan struct{})
+	up := upstream(t, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		w.Header().Set("Content-Length", "100")
+		w.WriteHeader(http.StatusInternalServerError)
+		_, _ = io.WriteString(w, `{"message":`)
+		w.(http.Flusher).Flush()
+		select { // stall until the test ends
+		case <-release:
+		case <-r.Context().Done():
+		}
+	})
+	defer close(release)
+	h := start(t, up.URL, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, h.url+"/stall", nil)
+	if resp, err := h.client.Do(req); err == nil {
+		resp.Body.Close()
+		t.Fatalf("got %d before the client gave up", resp.StatusCode)
+	}
+	var line map[string]any
+	waitFor(t, "access line", func() bool { line = accessLine(t, h, "/stall"); return line != nil })
+	if line["status"] != float64(499) || line["level"] != "info" {
+		t.Errorf("access line %v: want status 499 at level info", line)
+	}
+	if v := metricValue(t, h, `chatguard_envelopes_total{code="INTERNAL_ERROR",source="upstream"}`); v != 0 {
+		t.Errorf("%v envelopes counted for a client that left", v)
+	}
+}
+
+// A client that stops reading a long body and goes away is a 499 too, and
+// no upstream error.
+func TestClientLeavingMidBodyIs499(t *testing.T) {
+	t.Parallel()
+	up := upstream(t, func(w http.ResponseWriter, r *http.Request) {
+		chunk := strings.Repeat("x", 64<<10)
+		for r.Context().Err() == nil {
+			if _, err := io.WriteString(w, chunk); err != nil {
+				return
+			}
+		}
+	})
+	h := start(t, up.URL, nil)
+	conn, err := net.Dial("tcp", strings.TrimPrefix(h.url, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, _ = io.WriteString(conn, "GET /long HTTP/1.1\r\nHost: x\r\n\r\n")
+	buf := make([]byte, 4096)
+	if _, err := io.ReadFull(conn, buf); err != nil {
+		t.Fatal(err)
+	}
+	conn.Close()
+	var line map[string]any
+	waitFor(t, "access line", func() bool { line = accessLine(t, h, "/long"); return line != nil })
+	if line["status"] != float64(499) || line["aborted"] != nil {
+		t.Errorf("access line %v: want status 499, not aborted by the upstream", line)
+	}
+	for _, reason := range []string{"eof", "reset", "other"} {
+		if v := metricValue(t, h, `chatguard_upstream_errors_total{code="UPSTREAM_UNAVAILABLE",reason="`+reason+`"}`); v > 0 {
+			t.Errorf("counted as an upstream error (%s): %v", reason, v)
+		}
+	}
+}
