@@ -281,6 +281,18 @@ func TestReloadKeepsCounters(t *testing.T) {
 	if code := post("/webhook/twilio"); code != 429 {
 		t.Fatalf("webhook after reload: %d (counter lost)", code)
 	}
+	// Keys without a flag or an environment variable are compared too.
+	cfg2 := cfg
+	cfg2.Listen = h.srv.cfg.Listen
+	cfg2.Auth.Audience = "chat-api"
+	cfg2.Limits.AbuseWarning++
+	cfg2.Limits.Shadow = !cfg2.Limits.Shadow // applied live: not named
+	if ignored, err := h.srv.Reload(&cfg2); err != nil || fmt.Sprint(ignored) != "[auth.audience rate_limit.abuse_warning]" {
+		t.Fatalf("ignored %v, %v", ignored, err)
+	}
+	if _, err := h.srv.Reload(&cfg); err != nil { // back to the routes under test
+		t.Fatal(err)
+	}
 	if post("/extra") != 200 || post("/extra") != 429 {
 		t.Fatal("the new route's limit is not applied")
 	}

@@ -138,6 +138,13 @@ func New(o Options) (*Server, error) {
 	return s, nil
 }
 
+// reloadable are the configuration keys Reload applies; any other key that
+// differs from the running configuration waits for a restart, and Reload
+// names it.
+var reloadable = map[string]bool{
+	"routes": true, "rate_limit.multiplier": true, "rate_limit.shadow": true, "websocket.events": true,
+}
+
 // Reload takes the routes of cfg — paths, auth modes, limits, the
 // multiplier, shadow mode — without dropping a connection or a counter
 // (limits are kept per route name and key in the store). cfg must be valid;
@@ -154,9 +161,9 @@ func (s *Server) Reload(cfg *config.Config) (ignored []string, err error) {
 	}
 	s.routing.Store(newRouting(cfg, s.metrics))
 	s.ws.events.Store(newEventPolicies(cfg))
-	for _, st := range config.Settings() {
-		if !st.Same(cfg, s.cfg) && st.Key != "rate_limit.multiplier" && st.Key != "rate_limit.shadow" {
-			ignored = append(ignored, st.Key)
+	for _, key := range config.Diff(s.cfg, cfg) {
+		if !reloadable[key] {
+			ignored = append(ignored, key)
 		}
 	}
 	return ignored, nil

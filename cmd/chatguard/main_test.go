@@ -341,4 +341,17 @@ func TestConfigReload(t *testing.T) {
 	if get() != 429 {
 		t.Fatal("SIGHUP with a broken file replaced the running configuration")
 	}
+	// An emptied file (a rewrite caught half-way) would mean the defaults,
+	// dropping every route: refused.
+	write("")
+	waitLog(" is empty")
+	if get() != 429 {
+		t.Fatal("an empty file replaced the running configuration")
+	}
+	// A valid file whose other changes cannot apply live says so, loudly.
+	write("log:\n  flush_interval: 0s\nauth:\n  audience: chat-api\nrate_limit:\n  abuse_warning: 3\n  abuse_critical: 5\nroutes:\n  - name: extra\n    path: /extra\n    limit: {rate: 1, period: 1m, key: [ip]}\n")
+	waitLog(`"restartNeededFor":["auth.audience","rate_limit.abuse_warning","rate_limit.abuse_critical"]`)
+	if !strings.Contains(p.output(), `"level":"warning","msg":"configuration reloaded`) {
+		t.Errorf("a reload that left changes unapplied was not logged as a warning:\n%s", p.output())
+	}
 }

@@ -92,6 +92,7 @@ type app struct {
 	watchdog *sessions.Watchdog
 	closers  []func() error
 	reloadMu sync.Mutex
+	file     string // the --config file, if any
 	// sockets receives connectedUsers evictions; set once the registry
 	// exists, before any socket does.
 	sockets atomic.Pointer[sessions.Registry]
@@ -100,7 +101,7 @@ type app struct {
 // newApp builds the proxy, the table manager and the watchdog, registering
 // their metrics on reg.
 func newApp(cfg *config.Config, logger *logging.Logger, reg *prometheus.Registry) (*app, error) {
-	a := &app{}
+	a := &app{file: cfg.File}
 	tables, std, watchdog, err := startMemoryManagement(cfg, logger, reg, func(user string, c sessions.ConnectedUser, r sessions.Reason) {
 		if sockets := a.sockets.Load(); sockets != nil {
 			sockets.OnEvicted(user, c, r)
@@ -324,6 +325,15 @@ func reloadConfig(env environment, a *app, log *logrus.Entry, why string) {
 	a.reloadMu.Lock() // SIGHUP and the file watcher: one reload at a time, in order
 	defer a.reloadMu.Unlock()
 	log = log.WithField("reason", why)
+	if a.file != "" {
+		// An empty file at start means the defaults; during a reload it is a
+		// rewrite caught half-way (or a mistake), and the defaults would drop
+		// every route's auth and limits at once.
+		if fi, err := os.Stat(a.file); err == nil && fi.Size() == 0 {
+			log.WithField("problem", a.file+" is empty").Error("configuration reload refused")
+			return
+		}
+	}
 	cfg, err := config.Load(config.Source{Args: env.args, LookupEnv: env.lookupEnv})
 	if err != nil {
 		var probs config.Problems
@@ -343,7 +353,10 @@ func reloadConfig(env environment, a *app, log *logrus.Entry, why string) {
 	}
 	e := log.WithField("routes", len(cfg.Routes))
 	if len(ignored) > 0 {
-		e = e.WithField("restartNeededFor", ignored)
+		// Said loudly: an operator tightening token checks or abuse
+		// thresholds must not believe they took effect.
+		e.WithField("restartNeededFor", ignored).Warn("configuration reloaded: routes, limits and auth modes; the other changes wait for a restart")
+		return
 	}
 	e.Info("configuration reloaded: routes, limits and auth modes")
 }
