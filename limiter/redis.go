@@ -228,7 +228,7 @@ func (r *RedisStore) group(batch []*redisCall, perKey bool) [][]*redisCall {
 
 // pipeline sends one script call for each group that pick selects, filling cmds.
 func (r *RedisStore) pipeline(ctx context.Context, groups [][]*redisCall, cmds []*redis.Cmd, pick func(int) bool) {
-	_, _ = r.c.Pipelined(ctx, func(p redis.Pipeliner) error {
+	_, err := r.c.Pipelined(ctx, func(p redis.Pipeliner) error {
 		for i, g := range groups {
 			if !pick(i) {
 				continue
@@ -243,7 +243,18 @@ func (r *RedisStore) pipeline(ctx context.Context, groups [][]*redisCall, cmds [
 			cmds[i] = GCRAScript.EvalSha(ctx, p, keys, args...)
 		}
 		return nil
-	}) // each command carries its own error
+	})
+	// Each command carries its own error, except when the connection could
+	// not be set up (a wrong password: WRONGPASS, NOAUTH): then no command
+	// got a reply, only the pipeline's error says why, and the commands
+	// without a reply must carry it (those with one keep it).
+	if err != nil {
+		for i, c := range cmds {
+			if c != nil && pick(i) && c.Err() == nil && c.Val() == nil {
+				c.SetErr(err)
+			}
+		}
+	}
 }
 
 // decode reads one decision: {allowed, remaining, retry_after_us, reset_after_us}.

@@ -502,3 +502,26 @@ func TestRedisStoreCrossSlotEndpoint(t *testing.T) {
 		t.Fatal("the store did not switch to one key per call")
 	}
 }
+
+// A wrong password is reported as such (WRONGPASS), not as a reply of an
+// unexpected type, and the password itself is in no error.
+func TestRedisWrongPasswordIsNamed(t *testing.T) {
+	r := startRedis(t)
+	if out, err := exec.Command("redis-cli", "-p", fmt.Sprint(r.port), "config", "set", "requirepass", "right-password-0123").CombinedOutput(); err != nil {
+		t.Fatalf("%v: %s", err, out)
+	}
+	c, err := NewRedisClient("redis://:wrong-password-4567@"+r.addr(), time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	st := NewRedisStore(c, "t:", time.Second)
+	defer st.Close()
+	_, err = st.Allow(context.Background(), "k", Limit{Rate: 10, Period: time.Minute})
+	if err == nil || !strings.Contains(err.Error(), "WRONGPASS") {
+		t.Fatalf("error %v: want it to name WRONGPASS", err)
+	}
+	if strings.Contains(err.Error(), "password-") {
+		t.Fatalf("a password is in the error: %v", err)
+	}
+}
