@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"strings"
 	"testing"
+	"time"
 
 	apierrors "github.com/chatguard/chatguard/errors"
 )
@@ -73,5 +74,22 @@ func TestClassifyCleanEnvelopeKeepsItsBytes(t *testing.T) {
 		if !res.PassThrough || string(res.Body) != body {
 			t.Errorf("development=%v: PassThrough=%v body %s", dev, res.PassThrough, res.Body)
 		}
+	}
+}
+
+// Joi's context names the field under "key" (with or without a label): a
+// field name, not an API key, so the message that quotes it stays whole;
+// a password field's value is still filtered.
+func TestClassifyJoiContextKeyIsAFieldName(t *testing.T) {
+	body := `{"isJoi":true,"name":"ValidationError","details":[` +
+		`{"message":"\"email\" is required","path":["email"],"type":"any.required","context":{"key":"email"}},` +
+		`{"message":"\"password\" length must be at least 8 characters long","path":["password"],"type":"string.min","context":{"key":"password","value":"hunter2x","limit":8}}]}`
+	res := apierrors.ClassifyUpstream(apierrors.Reply{Status: 400, ContentType: jsonCT, Body: []byte(body)}, testID, apierrors.ClassifyOptions{Development: true})
+	out := string(res.Err.Marshal(testID, time.Unix(0, 0)))
+	if !strings.Contains(out, `\"email\" is required`) {
+		t.Errorf("the email field's message was mangled: %s", out)
+	}
+	if strings.Contains(out, "hunter2x") {
+		t.Errorf("the password's value leaked: %s", out)
 	}
 }

@@ -106,15 +106,19 @@ func IsSensitivePath(p string) bool {
 // map[string]string, []string, a struct with a Password field) is redacted
 // by way of its JSON form. Scalars come back as they are; v itself is not
 // modified.
-func Value(v any) any {
+func Value(v any) any { return value(v, false) }
+
+// value is Value; context tells that v is the "context" member of a field
+// descriptor (Joi's {"key": "email"}), itself a descriptor.
+func value(v any, context bool) any {
 	switch t := v.(type) {
 	case map[string]any:
 		out := make(map[string]any, len(t))
 		secret := sensitiveFieldValue(t)
-		descriptor := isFieldDescriptor(t)
+		descriptor := context || isFieldDescriptor(t)
 		for k, val := range t {
 			if descriptor && fieldNameKeys[k] {
-				out[k] = Value(val) // {"key": "email"} names a field; it is no API key
+				out[k] = value(val, false) // {"key": "email"} names a field; it is no API key
 				continue
 			}
 			if IsSensitiveKey(k) || secret != nil && (k == "value" || k == "val") {
@@ -125,13 +129,13 @@ func Value(v any) any {
 				// Messages quote the value: "Path `password` (`hunter2`) is shorter…".
 				val = strings.ReplaceAll(s, *secret, Filtered)
 			}
-			out[k] = Value(val)
+			out[k] = value(val, descriptor && k == "context")
 		}
 		return out
 	case []any:
 		out := make([]any, len(t))
 		for i, val := range t {
-			out[i] = Value(val)
+			out[i] = value(val, false)
 		}
 		return out
 	case string:
@@ -236,27 +240,27 @@ func sensitiveFieldValue(m map[string]any) *string {
 // than 4 bytes are left out: replacing them would mangle ordinary text.
 func SecretValues(v any) []string {
 	var out []string
-	var walk func(any)
-	walk = func(v any) {
+	var walk func(v any, context bool)
+	walk = func(v any, context bool) {
 		switch t := v.(type) {
 		case map[string]any:
 			if p := sensitiveFieldValue(t); p != nil && len(*p) >= 4 {
 				out = append(out, *p)
 			}
-			descriptor := isFieldDescriptor(t)
+			descriptor := context || isFieldDescriptor(t)
 			for k, val := range t {
 				if s, ok := val.(string); ok && len(s) >= 4 && IsSensitiveKey(k) && !(descriptor && fieldNameKeys[k]) {
 					out = append(out, s)
 				}
-				walk(val)
+				walk(val, descriptor && k == "context")
 			}
 		case []any:
 			for _, val := range t {
-				walk(val)
+				walk(val, false)
 			}
 		}
 	}
-	walk(v)
+	walk(v, false)
 	return out
 }
 
