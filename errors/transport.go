@@ -28,7 +28,9 @@ func FromProxyError(err error) (e *Error, reason string) {
 	var netErr net.Error
 	switch {
 	case stderrors.As(err, &maxBytes):
-		return New(CodePayloadTooLarge, ""), "body_too_large"
+		e := New(CodePayloadTooLarge, "")
+		e.Details = map[string]any{"limitBytes": maxBytes.Limit} // as for a Content-Length over the limit
+		return e, "body_too_large"
 	case stderrors.Is(err, context.Canceled), stderrors.Is(err, ErrClientGone):
 		e := New(CodeServiceUnavailable, "the client closed the request")
 		e.Status = StatusClientClosed

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"compress/gzip"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"strings"
 	"testing"
@@ -297,13 +298,13 @@ func TestRequestLimits(t *testing.T) {
 
 	req, _ := http.NewRequest(http.MethodPost, h.url+"/api/media/upload", strings.NewReader(strings.Repeat("a", 2048)))
 	resp, body := h.do(req)
-	if env := envelope(t, resp, body); resp.StatusCode != 413 || env["code"] != "PAYLOAD_TOO_LARGE" {
+	if env := envelope(t, resp, body); resp.StatusCode != 413 || env["code"] != "PAYLOAD_TOO_LARGE" || fmt.Sprint(env["details"]) != "map[limitBytes:1024]" {
 		t.Errorf("content-length over limit: %d %v", resp.StatusCode, env)
 	}
 	// Chunked: the size is only known while streaming.
 	req, _ = http.NewRequest(http.MethodPost, h.url+"/api/media/upload", struct{ *strings.Reader }{strings.NewReader(strings.Repeat("a", 4096))})
 	resp, body = h.do(req)
-	if env := envelope(t, resp, body); resp.StatusCode != 413 || env["code"] != "PAYLOAD_TOO_LARGE" {
+	if env := envelope(t, resp, body); resp.StatusCode != 413 || env["code"] != "PAYLOAD_TOO_LARGE" || fmt.Sprint(env["details"]) != "map[limitBytes:1024]" {
 		t.Errorf("chunked over limit: %d %v", resp.StatusCode, env)
 	}
 	req, _ = http.NewRequest(http.MethodPost, h.url+"/api/media/upload", strings.NewReader(strings.Repeat("a", 1000)))
