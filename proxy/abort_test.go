@@ -124,3 +124,21 @@ func TestClientLeavingMidBodyIs499(t *testing.T) {
 		}
 	}
 }
+
+// A response the upstream sent without a Content-Type reaches the client
+// without one: chatguard does not sniff and add its own guess.
+func TestNoContentTypeIsNotInvented(t *testing.T) {
+	t.Parallel()
+	up := upstream(t, func(w http.ResponseWriter, r *http.Request) {
+		w.Header()["Content-Type"] = nil
+		_, _ = io.WriteString(w, "<p>plain bytes</p>")
+	})
+	h := start(t, up.URL, nil)
+	resp, body := h.get("/raw")
+	if string(body) != "<p>plain bytes</p>" {
+		t.Fatalf("body %q", body)
+	}
+	if ct, ok := resp.Header["Content-Type"]; ok {
+		t.Errorf("Content-Type %q added", ct)
+	}
+}

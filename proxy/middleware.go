@@ -122,6 +122,7 @@ func (s *Server) handle(w *responseWriter, r *http.Request, info *reqInfo) {
 			return
 		}
 	}
+	w.passThrough = true
 	s.proxy.ServeHTTP(w, r)
 }
 

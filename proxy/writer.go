@@ -24,6 +24,9 @@ type responseWriter struct {
 	// instead of net/http's 4 KiB ones (a relayed WebSocket keeps them for
 	// its whole life).
 	smallBuffers bool
+	// passThrough: the response is the upstream's, whose headers go out as
+	// they came: no Content-Type is sniffed and added when it sent none.
+	passThrough bool
 }
 
 // wsBufferSize sizes a relayed WebSocket's client-side read and write
@@ -42,6 +45,11 @@ func (w *responseWriter) WriteHeader(code int) {
 	}
 	w.status = code
 	w.wroteHeader = true
+	if h := w.Header(); w.passThrough {
+		if _, ok := h["Content-Type"]; !ok {
+			h["Content-Type"] = nil // net/http's way to say "send none"
+		}
+	}
 	w.ResponseWriter.WriteHeader(code)
 }
 
