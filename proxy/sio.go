@@ -220,6 +220,8 @@ type verdict struct {
 	forward bool
 	replies [][]byte // Engine.IO packets for the client
 	kill    bool     // close the session after the replies
+	// why is the forced-disconnect reason of a kill: "auth" when empty.
+	why string
 }
 
 // clientPacket applies identity, presence and per-event limits to one
@@ -227,7 +229,15 @@ type verdict struct {
 func (s *sioSession) clientPacket(data []byte) verdict {
 	pkt, err := socketio.Parse(data)
 	if err != nil {
-		return verdict{forward: true}
+		// Never forwarded unchecked: the backend's decoder is laxer than
+		// this parser ("40 {}", "42 6[…]" pass there), so a packet only it
+		// understands would skip the auth and event-limit checks. Socket.IO
+		// itself closes the connection on a packet it cannot decode.
+		h := s.hub
+		h.s.log.WithFields(logrus.Fields{
+			"requestId": s.reqID, logging.FieldCategory: logging.CategorySecurity, "error": err.Error(),
+		}).Warn("socket.io packet refused: malformed")
+		return verdict{kill: true, why: "malformed"}
 	}
 	switch pkt.Type {
 	case socketio.PacketConnect:
@@ -412,7 +422,11 @@ func (s *sioSession) deliver(v verdict) {
 		}
 	}
 	if v.kill {
-		s.hub.background(func() { p.end(sideChatguard, websocket.StatusPolicyViolation, "connection refused", "auth") })
+		why, text := "auth", "connection refused"
+		if v.why != "" {
+			why, text = v.why, v.why+" packet"
+		}
+		s.hub.background(func() { p.end(sideChatguard, websocket.StatusPolicyViolation, text, why) })
 	}
 }
 

@@ -1,0 +1,71 @@
+package proxy
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/coder/websocket"
+
+	"github.com/chatguard/chatguard/internal/config"
+)
+
+// A Socket.IO packet chatguard cannot parse is never forwarded unchecked:
+// the backend's decoder is laxer ("40 {}" and "42 6[…]" pass there), so
+// forwarding it would skip authentication and the event limits. The socket
+// is closed with 1008, as Socket.IO closes one on a packet it cannot decode.
+func TestMalformedSocketIOPacketsAreNotForwarded(t *testing.T) {
+	t.Parallel()
+	fake := &fakeSIO{}
+	env := startSIO(t, upstream(t, fake.ServeHTTP).URL, func(c *config.Config) { c.WebSocket.Auth = "required" })
+	tests := []struct {
+		name    string
+		connect bool // CONNECT with a valid token first
+		packet  string
+	}{
+		{"CONNECT with a space, no auth", false, "40 "},
+		{"CONNECT with a space before the payload", false, "40 {}"},
+		{"EVENT with a space before the ack id", true, `42 6["send-message",{"text":"hi"}]`},
+		{"EVENT with a space after the ack id", true, `427 ["send-message",{"text":"hi"}]`},
+		{"EVENT that is not JSON", true, `42["send-message",`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cl := dialSIO(t, env.harness, nil)
+			if tt.connect {
+				if got := cl.connect(authFor(t, "m@example.com")); !strings.HasPrefix(got, `40{"sid":`) {
+					t.Fatalf("CONNECT answered %q", got)
+				}
+			}
+			cl.send(tt.packet)
+			if rest, err := cl.until(); len(rest) != 0 || websocket.CloseStatus(err) != websocket.StatusPolicyViolation {
+				t.Fatalf("after %q: %q then %v, want close 1008", tt.packet, rest, err)
+			}
+			if fake.has(tt.packet) {
+				t.Fatalf("the upstream received %q", tt.packet)
+			}
+		})
+	}
+	waitMetric(t, env.harness, `chatguard_websocket_forced_disconnects_total{reason="malformed"}`, float64(len(tests)))
+}
+
+// The same through a polling POST: the packet is taken out of the body.
+func TestMalformedSocketIOPacketInPollingIsTakenOut(t *testing.T) {
+	t.Parallel()
+	fake := newFakePolling(t, 0)
+	env := startSIO(t, upstream(t, fake.ServeHTTP).URL, func(c *config.Config) { c.WebSocket.Auth = "required" })
+	h := env.harness
+	if resp, _ := poll(t, h, "GET", "", ""); resp.StatusCode != 200 {
+		t.Fatalf("handshake: %d", resp.StatusCode)
+	}
+	if resp, _ := poll(t, h, "POST", "&sid=p1", "40 {}"); resp.StatusCode != 200 {
+		t.Fatalf("POST: %d", resp.StatusCode)
+	}
+	for _, b := range fake.postBodies() {
+		if strings.Contains(b, "40 {}") {
+			t.Fatalf("the upstream received %q", b)
+		}
+	}
+	if n := env.socketStats()[0]; n != 0 {
+		t.Fatalf("%d sockets registered", n)
+	}
+}
