@@ -105,10 +105,10 @@ func (s *Server) upstreamFailed(w http.ResponseWriter, r *http.Request, err erro
 // rewriteError turns an upstream error reply into the envelope. Replies
 // below 400, event streams and switching protocols are never touched.
 func (s *Server) rewriteError(resp *http.Response) error {
-	if info := infoFrom(resp.Request.Context()); info.onResponse != nil {
+	info := infoFrom(resp.Request.Context())
+	if info.onResponse != nil {
 		info.onResponse(resp)
 	}
-	info := infoFrom(resp.Request.Context())
 	if resp.StatusCode < 400 {
 		watchBody(resp, info)
 		return nil
