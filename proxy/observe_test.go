@@ -119,12 +119,7 @@ func TestAccessLogAndMetrics(t *testing.T) {
 	req, _ := http.NewRequest(http.MethodPost, h.url+"/api/auth/login", nil)
 	h.do(req)
 
-	var line map[string]any
-	for _, l := range h.logs.lines(t) {
-		if l["msg"] == "request completed" && l["path"] == "/api/messages/42" {
-			line = l
-		}
-	}
+	line := accessLine(t, h, "/api/messages/42")
 	if line == nil {
 		t.Fatalf("no access line:\n%s", h.logs.String())
 	}

@@ -137,15 +137,6 @@ func (s Setting) set(c *Config, v string) error {
 	return nil
 }
 
-// Same reports whether the setting has the same value in a and b, secrets
-// compared as they are (Value shows every secret alike).
-func (s Setting) Same(a, b *Config) bool {
-	if x, ok := s.field(a).(*Secret); ok {
-		return *x == *s.field(b).(*Secret)
-	}
-	return s.Value(a) == s.Value(b)
-}
-
 // Value formats the setting's current value in c, secrets hidden.
 func (s Setting) Value(c *Config) string {
 	switch p := s.field(c).(type) {

@@ -266,13 +266,17 @@ func TestValidateLimitsAndRedis(t *testing.T) {
 	}
 }
 
-func TestSettingSameComparesSecrets(t *testing.T) {
+// Diff compares secrets as they are (their printed form hides them all
+// alike), and names nested keys as the file spells them.
+func TestDiffComparesSecretsAndNamesKeys(t *testing.T) {
 	t.Parallel()
 	a, b := config.Defaults(), config.Defaults()
+	if d := config.Diff(a, b); len(d) != 0 {
+		t.Fatalf("defaults differ from themselves: %v", d)
+	}
 	a.Auth.JWTSecret, b.Auth.JWTSecret = "one-secret-0123456789", "two-secret-0123456789"
-	for _, s := range config.Settings() {
-		if s.Key == "auth.jwt_secret" && s.Same(a, b) {
-			t.Fatal("two different secrets compare the same")
-		}
+	b.Limits.AbuseWarning++
+	if d := fmt.Sprint(config.Diff(a, b)); d != "[auth.jwt_secret rate_limit.abuse_warning]" {
+		t.Fatalf("Diff = %s", d)
 	}
 }
