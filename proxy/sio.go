@@ -253,6 +253,13 @@ func (s *sioSession) clientPacket(data []byte) verdict {
 // connect resolves who the client is: the handshake request's token, else
 // the CONNECT auth payload's. With websocket.auth required and no valid
 // token, the client gets CONNECT_ERROR carrying the 401 envelope.
+//
+// A token in a CONNECT payload is checked whenever one comes, on every
+// namespace: the backend reads socket.handshake.auth per namespace, so a
+// payload chatguard let through unchecked would reach it as if verified.
+// With auth required it must verify, and every token of a session must name
+// the same user: a handshake for one user and a payload for another would
+// split who chatguard counts from who the backend serves.
 func (s *sioSession) connect(pkt socketio.Packet) verdict {
 	h := s.hub
 	// One CONNECT at a time per session: two POSTs racing would otherwise
@@ -260,24 +267,33 @@ func (s *sioSession) connect(pkt socketio.Packet) verdict {
 	s.connectMu.Lock()
 	defer s.connectMu.Unlock()
 	s.mu.Lock()
-	known := s.id.User != ""
+	known := s.id
 	s.mu.Unlock()
-	if known {
-		return verdict{forward: true} // who the client is was settled by its first CONNECT
-	}
 	id, err := s.reqTok, s.reqErr
-	if id.User == "" && len(pkt.Data) > 0 && h.s.verifier != nil {
+	if known.User != "" {
+		id, err = known, nil // settled by an earlier CONNECT
+	}
+	if h.cfg.Auth != authNone && h.s.verifier != nil && len(pkt.Data) > 0 {
 		if tok, ok := socketio.StringField(pkt.Data, "token"); ok && tok != "" {
-			id, err = h.s.verifier.Verify(tok)
+			pid, perr := h.s.verifier.Verify(tok)
+			switch {
+			case perr != nil && id.User == "":
+				id, err = pid, perr
+			case perr != nil && h.cfg.Auth == authRequired:
+				return s.refuseConnect(pkt, authError(perr), "socket.io connect refused: the payload's token does not verify")
+			case perr == nil && id.User != "" && pid.User != id.User:
+				e := apierrors.New(apierrors.CodeTokenInvalid, "The token names another user than this connection's.")
+				return s.refuseConnect(pkt, e, "socket.io connect refused: the payload's token names another user")
+			case perr == nil && id.User == "":
+				id, err = pid, nil
+			}
 		}
 	}
+	if known.User != "" {
+		return verdict{forward: true}
+	}
 	if id.User == "" && h.cfg.Auth == authRequired {
-		e := authError(err)
-		h.metrics.rejections.WithLabelValues("connect", "auth").Inc()
-		h.s.log.WithFields(logrus.Fields{
-			"requestId": s.reqID, logging.FieldCategory: logging.CategoryAuth, "code": string(e.Code),
-		}).Warn("socket.io connect refused")
-		return verdict{replies: [][]byte{socketio.EncodeConnectError(pkt.Namespace, string(e.Code), e.Marshal(s.reqID, h.s.now()))}, kill: true}
+		return s.refuseConnect(pkt, authError(err), "socket.io connect refused")
 	}
 	if h.cfg.Auth == authNone {
 		id = identity.Identity{}
@@ -298,6 +314,17 @@ func (s *sioSession) connect(pkt socketio.Packet) verdict {
 	}
 	s.mu.Unlock()
 	return verdict{forward: true}
+}
+
+// refuseConnect answers a CONNECT with CONNECT_ERROR carrying e and closes
+// the session; the CONNECT never reaches the backend.
+func (s *sioSession) refuseConnect(pkt socketio.Packet, e *apierrors.Error, msg string) verdict {
+	h := s.hub
+	h.metrics.rejections.WithLabelValues("connect", "auth").Inc()
+	h.s.log.WithFields(logrus.Fields{
+		"requestId": s.reqID, logging.FieldCategory: logging.CategoryAuth, "code": string(e.Code), "namespace": pkt.Namespace,
+	}).Warn(msg)
+	return verdict{replies: [][]byte{socketio.EncodeConnectError(pkt.Namespace, string(e.Code), e.Marshal(s.reqID, h.s.now()))}, kill: true}
 }
 
 func authError(err error) *apierrors.Error {
