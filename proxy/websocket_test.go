@@ -499,9 +499,28 @@ func TestSocketIOSocketsPerUser(t *testing.T) {
 		t.Fatalf("first CONNECT answered %q", got)
 	}
 	refused("second socket of the user")
+	// Another user's token on a second namespace cannot move the socket to
+	// that user: it is refused and the socket closed, which frees alice's slot.
 	first.send("40/admin," + authFor(t, "bob@example.com"))
-	waitFor(t, "the namespace CONNECT upstream", func() bool { return fake.count("40/admin,") == 1 })
-	refused("after another user's CONNECT on the first socket")
+	if got := first.next(); !strings.HasPrefix(got, `44/admin,{"message":"TOKEN_INVALID"`) {
+		t.Fatalf("another user's namespace CONNECT answered %q", got)
+	}
+	if _, err := first.until(); websocket.CloseStatus(err) != websocket.StatusPolicyViolation {
+		t.Fatalf("after the refused namespace CONNECT: %v, want close 1008", err)
+	}
+	if n := fake.count("40/admin,"); n != 0 {
+		t.Fatalf("the upstream received %d namespace CONNECTs", n)
+	}
+	var again *sioClient
+	waitFor(t, "alice's slot to be free", func() bool {
+		again = dialSIO(t, env.harness, nil)
+		if strings.HasPrefix(again.connect(alice), `40{"sid":`) {
+			return true
+		}
+		again.close()
+		return false
+	})
+	refused("second socket of the user, again")
 }
 
 func TestSocketIOPolling(t *testing.T) {
