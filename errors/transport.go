@@ -13,13 +13,20 @@ import (
 // the transport wraps it, FromProxyError reports client_closed.
 var ErrClientGone = stderrors.New("the client went away")
 
+// ErrBadResponse marks an upstream answer that is not valid HTTP (a status
+// line that does not parse, a status outside 100–599): the transport wraps
+// it, FromProxyError reports bad_response, and the client gets 502, as from
+// nginx ("upstream sent invalid status line").
+var ErrBadResponse = stderrors.New("the upstream sent an invalid response")
+
 // StatusClientClosed is logged (never sent) when the client went away before
 // the upstream answered, as nginx does.
 const StatusClientClosed = 499
 
 // FromProxyError classifies a failure of the proxy itself to get an answer
 // from the upstream. reason is a short, bounded word for logs and metric
-// labels: refused, reset, timeout, dns, eof, body_too_large, client_closed, other.
+// labels: refused, reset, timeout, dns, eof, body_too_large, client_closed,
+// bad_response, other.
 // For client_closed the returned Error is never written (there is nobody to
 // read it); its status is 499.
 func FromProxyError(err error) (e *Error, reason string) {
@@ -35,6 +42,8 @@ func FromProxyError(err error) (e *Error, reason string) {
 		e := New(CodeServiceUnavailable, "the client closed the request")
 		e.Status = StatusClientClosed
 		return e, "client_closed"
+	case stderrors.Is(err, ErrBadResponse):
+		return New(CodeUpstreamUnavailable, ""), "bad_response"
 	case stderrors.Is(err, context.DeadlineExceeded):
 		return New(CodeUpstreamTimeout, ""), "timeout"
 	case stderrors.As(err, &dnsErr):

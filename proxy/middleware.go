@@ -77,6 +77,16 @@ func (s *Server) handle(w *responseWriter, r *http.Request, info *reqInfo) {
 		s.writeError(w, r, info, e, sourceProxy)
 		return
 	}
+	if r.Method == http.MethodConnect || r.Method == http.MethodTrace {
+		// A reverse proxy opens no tunnels, and TRACE would echo the request,
+		// cookies and Authorization included, back to a script (cross-site
+		// tracing): nginx answers both with 405 as well.
+		e := apierrors.New(apierrors.CodeNotFound, r.Method+" is not allowed")
+		e.Status = http.StatusMethodNotAllowed
+		e.Header = http.Header{"Allow": {"GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS"}}
+		s.writeError(w, r, info, e, sourceProxy)
+		return
+	}
 	if n := headerBytes(r); n > s.cfg.Server.MaxHeaderBytes {
 		e := apierrors.New(apierrors.CodeValidation, "the request headers are too large")
 		e.Status = http.StatusRequestHeaderFieldsTooLarge

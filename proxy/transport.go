@@ -303,6 +303,12 @@ func (t *upstreamTransport) exchange(pc *upstreamConn, req *http.Request) (*http
 			}
 			continue
 		}
+		if resp.StatusCode < 100 || resp.StatusCode > 599 {
+			// net/http would panic writing 099 and pass 600–999 on to a
+			// client that cannot know what they mean.
+			stop()
+			return nil, true, fmt.Errorf("%w: status %d", apierrors.ErrBadResponse, resp.StatusCode)
+		}
 		pc.setReadDeadline(time.Time{})
 		t.adoptBody(pc, resp, stop)
 		return resp, true, nil
@@ -312,10 +318,16 @@ func (t *upstreamTransport) exchange(pc *upstreamConn, req *http.Request) (*http
 // classifyReadError turns a read-deadline expiry into a timeout error the
 // proxy reports as UPSTREAM_TIMEOUT, and keeps everything else.
 func classifyReadError(err error) error {
-	if errors.Is(err, io.EOF) {
+	var netErr net.Error
+	switch {
+	case errors.Is(err, io.EOF):
 		return io.ErrUnexpectedEOF
+	case errors.Is(err, io.ErrUnexpectedEOF), errors.As(err, &netErr), errors.Is(err, syscall.ECONNRESET):
+		return err
 	}
-	return err
+	// Not a read failure: http.ReadResponse refused what it read
+	// ("malformed HTTP status code", a bad header line).
+	return fmt.Errorf("%w: %v", apierrors.ErrBadResponse, err)
 }
 
 // adoptBody makes resp.Body own pc: reading it to the end returns pc to the

@@ -307,3 +307,69 @@ func TestTransportCancelledRequestsDoNotWait(t *testing.T) {
 		cancel()
 	}
 }
+
+// A status line that is not valid HTTP, or a status outside 100–599, is a
+// broken upstream: the client gets 502 UPSTREAM_UNAVAILABLE (reason
+// bad_response), as from nginx, never the odd status nor an empty 200.
+func TestTransportRefusesInvalidStatuses(t *testing.T) {
+	t.Parallel()
+	lines := []string{"HTTP/1.1 099 Low", "HTTP/1.1 600 Weird", "HTTP/1.1 999 X", "HTTP/1.1 1000 Big", "HTTP/1.1 abc Nope", "HTTP/1.1 200 OK"}
+	var scripts []func(net.Conn, *bufio.Reader)
+	for _, line := range lines {
+		scripts = append(scripts, func(c net.Conn, br *bufio.Reader) {
+			if _, err := http.ReadRequest(br); err == nil {
+				_, _ = fmt.Fprintf(c, "%s\r\nContent-Type: application/json\r\nContent-Length: 8\r\nConnection: close\r\n\r\n{\"ok\":1}", line)
+			}
+		})
+	}
+	h := start(t, rawUpstream(t, scripts...), nil)
+	for _, line := range lines {
+		resp, body := h.get("/x")
+		if line == "HTTP/1.1 200 OK" {
+			if resp.StatusCode != 200 || string(body) != `{"ok":1}` {
+				t.Fatalf("%s: %d %q", line, resp.StatusCode, body)
+			}
+			continue
+		}
+		if env := envelope(t, resp, body); resp.StatusCode != 502 || env["code"] != "UPSTREAM_UNAVAILABLE" {
+			t.Fatalf("%s: %d %v", line, resp.StatusCode, env)
+		}
+	}
+	if got := metricValue(t, h, `chatguard_upstream_errors_total{code="UPSTREAM_UNAVAILABLE",reason="bad_response"}`); got != 5 {
+		t.Fatalf("bad_response errors counted %v, want 5", got)
+	}
+}
+
+// CONNECT and TRACE never reach the upstream: a reverse proxy opens no
+// tunnels, and TRACE would echo the caller's cookies back to a script.
+func TestConnectAndTraceAreRefused(t *testing.T) {
+	t.Parallel()
+	var hits atomic.Int32
+	h := start(t, upstream(t, func(w http.ResponseWriter, r *http.Request) { hits.Add(1) }).URL, nil)
+	for _, m := range []string{http.MethodTrace, http.MethodConnect} {
+		c, err := net.Dial("tcp", strings.TrimPrefix(h.url, "http://"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		target := "/"
+		if m == http.MethodConnect {
+			target = "example.com:443"
+		}
+		_, _ = fmt.Fprintf(c, "%s %s HTTP/1.1\r\nHost: example.com\r\nCookie: sid=secret\r\n\r\n", m, target)
+		resp, err := http.ReadResponse(bufio.NewReader(c), &http.Request{Method: m})
+		if err != nil {
+			t.Fatalf("%s: %v", m, err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		c.Close()
+		if env := envelope(t, resp, body); resp.StatusCode != 405 || env["code"] != "NOT_FOUND" || resp.Header.Get("Allow") == "" {
+			t.Fatalf("%s: %d %v Allow=%q", m, resp.StatusCode, env, resp.Header.Get("Allow"))
+		}
+		if strings.Contains(string(body), "secret") {
+			t.Fatalf("%s echoed the cookie: %s", m, body)
+		}
+	}
+	if n := hits.Load(); n != 0 {
+		t.Fatalf("the upstream got %d requests", n)
+	}
+}
