@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"io"
 	"reflect"
+	"regexp"
 	"sort"
 	"strings"
 	"unicode/utf8"
@@ -683,16 +684,17 @@ func withoutStacks(v any) any {
 	return v
 }
 
-// cutStack keeps the text before the first stack frame ("\n    at …").
+// cutStack keeps the text before the first stack frame: "\n    at …" in
+// text and JSON, "<br> &nbsp; &nbsp;at …" in the HTML page of Express's
+// default error handler.
 func cutStack(s string) string {
-	if i := strings.Index(s, "\n    at "); i >= 0 {
-		return s[:i]
-	}
-	if i := strings.Index(s, "\n  at "); i >= 0 {
-		return s[:i]
+	if loc := stackFrame.FindStringIndex(s); loc != nil {
+		return s[:loc[0]]
 	}
 	return s
 }
+
+var stackFrame = regexp.MustCompile(`(?:\n|<br\s*/?>)(?:[ \t]|&nbsp;)+at `)
 
 func sortedKeys(m map[string]any) []string {
 	keys := make([]string, 0, len(m))
