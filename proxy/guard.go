@@ -71,7 +71,7 @@ func (s *Server) guard(w *responseWriter, r *http.Request, info *reqInfo) bool {
 			Warn("rate-limit store failed; request let through")
 		return true // no headers: there is no count to report
 	}
-	setRateLimitHeaders(w.Header(), d)
+	setRateLimitHeaders(w, d)
 	if !d.Limited() {
 		return true
 	}
@@ -130,10 +130,10 @@ func (s *Server) securityLog(info *reqInfo, msg string, f logrus.Fields) {
 }
 
 // setRateLimitHeaders writes the IETF draft's RateLimit-Policy and RateLimit fields.
-func setRateLimitHeaders(h http.Header, d limiter.Decision) {
+func setRateLimitHeaders(w *responseWriter, d limiter.Decision) {
 	name := strconv.Quote(d.Policy.Name)
-	h.Set("RateLimit-Policy", fmt.Sprintf("%s;q=%d;w=%d", name, d.Limit.Rate, ceilSeconds(d.Limit.Period)))
-	h.Set("RateLimit", fmt.Sprintf("%s;r=%d;t=%d", name, d.Remaining, ceilSeconds(d.ResetAfter)))
+	w.setList("RateLimit-Policy", fmt.Sprintf("%s;q=%d;w=%d", name, d.Limit.Rate, ceilSeconds(d.Limit.Period)))
+	w.setList("RateLimit", fmt.Sprintf("%s;r=%d;t=%d", name, d.Remaining, ceilSeconds(d.ResetAfter)))
 }
 
 func ceilSeconds(d time.Duration) int {

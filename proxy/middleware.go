@@ -62,7 +62,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	r.Header.Set(requestid.Header, info.id)
 	w.Header().Set(requestid.Header, info.id)
 
-	rw := &responseWriter{ResponseWriter: w, onHijack: s.trackConn}
+	rw := &responseWriter{ResponseWriter: w, onHijack: s.trackConn, requestID: info.id}
 	r = r.WithContext(context.WithValue(r.Context(), infoKey{}, info))
 	s.inFlight.Add(1)
 	s.metrics.inFlight.Inc()

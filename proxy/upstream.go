@@ -68,6 +68,19 @@ func (s *Server) newReverseProxy(target *url.URL, transport http.RoundTripper) *
 				pr.Out.Host = pr.In.Host
 			}
 			s.trust.setForwarded(pr, info.peer, info.client)
+			// chatguard answers Expect itself (net/http sends 100 Continue
+			// when the body is first read); forwarded, Node would send a
+			// second 100 and the upstream would decide what only the
+			// proxy's checks should.
+			pr.Out.Header.Del("Expect")
+			if !isWebSocketUpgrade(pr.In) {
+				// Only WebSocket upgrades pass: any other (h2c, a custom
+				// protocol) would open a raw tunnel past every check, as
+				// h2c smuggling does. Without the header it is a plain
+				// request, as nginx sends it; a 101 anyway is a 502.
+				pr.Out.Header.Del("Upgrade")
+				pr.Out.Header.Del("Connection")
+			}
 		},
 		Transport:      transport,
 		BufferPool:     bufferPool{},

@@ -4,7 +4,10 @@ import (
 	"bufio"
 	"net"
 	"net/http"
+	"slices"
 	"sync"
+
+	"github.com/chatguard/chatguard/internal/requestid"
 )
 
 // responseWriter records what the handler did with a response: status, bytes,
@@ -27,6 +30,38 @@ type responseWriter struct {
 	// passThrough: the response is the upstream's, whose headers go out as
 	// they came: no Content-Type is sniffed and added when it sent none.
 	passThrough bool
+	// requestID and lists are chatguard's own fields on every final
+	// response: the request id and the RateLimit fields. They are set again
+	// when the final status goes out, because ReverseProxy clears the header
+	// map after relaying a 1xx (Node answers Expect: 100-continue itself),
+	// and the upstream's own X-Request-ID must not make a second value.
+	// lists are Structured Field lists (RateLimit, RateLimit-Policy): an
+	// upstream's own policies stay beside chatguard's.
+	requestID string
+	lists     http.Header
+}
+
+// setList puts a list-valued field of chatguard's on the response.
+func (w *responseWriter) setList(key, value string) {
+	if w.lists == nil {
+		w.lists = http.Header{}
+	}
+	w.lists.Set(key, value)
+	w.Header().Set(key, value)
+}
+
+// ownFields puts chatguard's fields back on the final response's header.
+func (w *responseWriter) ownFields(h http.Header) {
+	if w.requestID != "" {
+		h.Set(requestid.Header, w.requestID)
+	}
+	for k, vs := range w.lists {
+		for _, v := range vs {
+			if !slices.Contains(h[k], v) {
+				h[k] = append(h[k], v)
+			}
+		}
+	}
 }
 
 // wsBufferSize sizes a relayed WebSocket's client-side read and write
@@ -45,6 +80,7 @@ func (w *responseWriter) WriteHeader(code int) {
 	}
 	w.status = code
 	w.wroteHeader = true
+	w.ownFields(w.Header())
 	if h := w.Header(); w.passThrough {
 		if _, ok := h["Content-Type"]; !ok {
 			h["Content-Type"] = nil // net/http's way to say "send none"

@@ -1,0 +1,100 @@
+package proxy
+
+import (
+	"context"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"slices"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// chatguard's own response fields (the request id, the RateLimit fields)
+// are on the final response even after the upstream sent a 1xx (Node
+// answers Expect: 100-continue and writeEarlyHints with one, and
+// ReverseProxy clears the header map after relaying it), and the upstream's
+// own X-Request-ID never makes it a second value.
+func TestOwnFieldsSurviveInformationalResponses(t *testing.T) {
+	t.Parallel()
+	var sawExpect atomic.Bool
+	up := upstream(t, func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("Expect") != "" {
+			sawExpect.Store(true)
+		}
+		_, _ = io.Copy(io.Discard, r.Body)
+		w.Header().Set("Link", "</app.css>; rel=preload")
+		w.WriteHeader(http.StatusEarlyHints)
+		w.Header().Del("Link")
+		w.Header().Set("X-Request-Id", "upstream-own-id")
+		w.Header().Add("RateLimit-Policy", `"app";q=100;w=60`)
+		if r.URL.Query().Get("fail") != "" {
+			w.WriteHeader(http.StatusInternalServerError)
+			return
+		}
+		_, _ = io.WriteString(w, `{"ok":true}`)
+	})
+	h, _ := startGuarded(t, up.URL, nil)
+	for _, path := range []string{"/api/auth/login", "/api/auth/login?fail=1"} {
+		var informational atomic.Int32
+		req, _ := http.NewRequest(http.MethodPost, h.url+path, strings.NewReader(`{"email":"eve@example.com"}`))
+		req = req.WithContext(withGot1xx(req.Context(), func(int) { informational.Add(1) }))
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("Expect", "100-continue")
+		resp, body := h.do(req)
+		id := resp.Header.Values("X-Request-Id")
+		if len(id) != 1 || !strings.HasPrefix(id[0], "req_") {
+			t.Fatalf("%s: X-Request-Id %q", path, id)
+		}
+		if resp.StatusCode == 500 {
+			envelope(t, resp, body) // its requestId must equal the header
+		}
+		pol := resp.Header.Values("RateLimit-Policy")
+		slices.Sort(pol)
+		if len(pol) != 2 || pol[0] != `"app";q=100;w=60` || pol[1] != `"auth_login";q=3;w=900` {
+			t.Fatalf("%s: RateLimit-Policy %q, want chatguard's and the app's", path, pol)
+		}
+		if rl := resp.Header.Values("RateLimit"); len(rl) != 1 || !strings.HasPrefix(rl[0], `"auth_login";r=`) {
+			t.Fatalf("%s: RateLimit %q", path, rl)
+		}
+		if informational.Load() == 0 {
+			t.Fatalf("%s: the 103 did not reach the client", path)
+		}
+	}
+	if sawExpect.Load() {
+		t.Fatal("Expect reached the upstream")
+	}
+}
+
+// Only WebSocket upgrades reach the upstream as upgrades: any other (h2c, a
+// custom protocol) would open a raw tunnel past every check chatguard makes.
+func TestOnlyWebSocketUpgradesAreForwarded(t *testing.T) {
+	t.Parallel()
+	var upgrades atomic.Int32
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("Upgrade") != "" {
+			upgrades.Add(1)
+		}
+		w.Header().Set("Connection", "Upgrade")
+		w.Header().Set("Upgrade", "h2c")
+		w.WriteHeader(http.StatusSwitchingProtocols)
+	}))
+	t.Cleanup(up.Close)
+	h := start(t, up.URL, nil)
+	for _, proto := range []string{"h2c", "foo/1"} {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second) // a tunnel would never end
+		defer cancel()
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, h.url+"/tunnel", nil)
+		req.Header.Set("Connection", "Upgrade, HTTP2-Settings")
+		req.Header.Set("Upgrade", proto)
+		resp, body := h.do(req)
+		if env := envelope(t, resp, body); resp.StatusCode != 502 {
+			t.Fatalf("Upgrade: %s answered %d %v, want 502", proto, resp.StatusCode, env)
+		}
+	}
+	if n := upgrades.Load(); n != 0 {
+		t.Fatalf("the upstream saw %d upgrade requests", n)
+	}
+}
