@@ -19,6 +19,11 @@ var ErrClientGone = stderrors.New("the client went away")
 // nginx ("upstream sent invalid status line").
 var ErrBadResponse = stderrors.New("the upstream sent an invalid response")
 
+// ErrBadRequestBody marks a request body whose framing does not parse (a
+// malformed chunk): the client gets 400 and the connection closes, as from
+// nginx ("client sent invalid chunked body").
+var ErrBadRequestBody = stderrors.New("the request body is malformed")
+
 // StatusClientClosed is logged (never sent) when the client went away before
 // the upstream answered, as nginx does.
 const StatusClientClosed = 499
@@ -26,7 +31,7 @@ const StatusClientClosed = 499
 // FromProxyError classifies a failure of the proxy itself to get an answer
 // from the upstream. reason is a short, bounded word for logs and metric
 // labels: refused, reset, timeout, dns, eof, body_too_large, client_closed,
-// bad_response, other.
+// bad_response, bad_request, other.
 // For client_closed the returned Error is never written (there is nobody to
 // read it); its status is 499.
 func FromProxyError(err error) (e *Error, reason string) {
@@ -42,6 +47,10 @@ func FromProxyError(err error) (e *Error, reason string) {
 		e := New(CodeServiceUnavailable, "the client closed the request")
 		e.Status = StatusClientClosed
 		return e, "client_closed"
+	case stderrors.Is(err, ErrBadRequestBody):
+		e := New(CodeValidation, "The request body is malformed")
+		e.Header = http.Header{"Connection": {"close"}}
+		return e, "bad_request"
 	case stderrors.Is(err, ErrBadResponse):
 		return New(CodeUpstreamUnavailable, ""), "bad_response"
 	case stderrors.Is(err, context.DeadlineExceeded):

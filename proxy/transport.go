@@ -259,10 +259,16 @@ func (t *upstreamTransport) exchange(pc *upstreamConn, req *http.Request) (*http
 		// The client's body failed: too large (413), or cut off (the client left).
 		stop()
 		var tooLarge *http.MaxBytesError
-		if errors.As(bodyErr, &tooLarge) {
+		var netErr net.Error
+		switch {
+		case errors.As(bodyErr, &tooLarge):
 			return nil, false, bodyErr
+		case errors.Is(bodyErr, io.ErrUnexpectedEOF), errors.As(bodyErr, &netErr), errors.Is(bodyErr, net.ErrClosed),
+			errors.Is(bodyErr, syscall.ECONNRESET), ctx.Err() != nil:
+			return nil, false, fmt.Errorf("%w: %v", apierrors.ErrClientGone, bodyErr)
 		}
-		return nil, false, fmt.Errorf("%w: %v", apierrors.ErrClientGone, bodyErr)
+		// The body arrived but does not parse: a malformed chunk.
+		return nil, false, fmt.Errorf("%w: %v", apierrors.ErrBadRequestBody, bodyErr)
 	}
 	if werr != nil {
 		// The upstream may have answered before taking the whole body

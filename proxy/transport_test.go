@@ -373,3 +373,49 @@ func TestConnectAndTraceAreRefused(t *testing.T) {
 		t.Fatalf("the upstream got %d requests", n)
 	}
 }
+
+// A chunked request body that does not parse is the client's error: 400
+// VALIDATION_ERROR and the connection closed, as nginx answers it. A client
+// that stops sending mid-body gets no response at all (never an empty 200),
+// and the access line says 499.
+func TestMalformedAndCutRequestBodies(t *testing.T) {
+	t.Parallel()
+	up := upstream(t, func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.Copy(io.Discard, r.Body)
+		_, _ = io.WriteString(w, "ok")
+	})
+	h := start(t, up.URL, nil)
+	send := func(raw string, halfClose bool) string {
+		c, err := net.Dial("tcp", strings.TrimPrefix(h.url, "http://"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		_, _ = io.WriteString(c, raw)
+		if halfClose {
+			_ = c.(*net.TCPConn).CloseWrite()
+		}
+		_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		got, _ := io.ReadAll(c)
+		return string(got)
+	}
+	for _, chunk := range []string{"zz\r\nabcd\r\n0\r\n\r\n", "2\r\nabcd\r\n0\r\n\r\n", "ffffffffffffffffff\r\nab\r\n"} {
+		raw := "POST /api/x HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n" + chunk
+		got := send(raw, false)
+		head, body, _ := strings.Cut(got, "\r\n\r\n")
+		if !strings.HasPrefix(head, "HTTP/1.1 400 ") || !strings.Contains(body, `"code":"VALIDATION_ERROR"`) {
+			t.Fatalf("chunk %q answered %q", chunk, got)
+		}
+	}
+	if got := send("POST /api/x HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\nonly part", true); got != "" {
+		t.Fatalf("a body cut off got %q, want no response", got)
+	}
+	waitFor(t, "the 499 access line", func() bool {
+		for _, l := range h.logs.lines(t) {
+			if l["msg"] == "request completed" && l["status"] == float64(499) {
+				return true
+			}
+		}
+		return false
+	})
+}

@@ -105,6 +105,11 @@ func (s *Server) upstreamFailed(w http.ResponseWriter, r *http.Request, err erro
 	if reason == "client_closed" {
 		info.closed = true
 		entry.Debug("client went away before the upstream answered")
+		if rw, ok := w.(*responseWriter); ok && !rw.wroteHeader {
+			// Returning would make net/http send an empty 200 to a
+			// client that may still be reading (it only stopped sending).
+			panic(http.ErrAbortHandler)
+		}
 		return
 	}
 	if rw, ok := w.(*responseWriter); ok && rw.wroteHeader {
