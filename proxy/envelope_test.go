@@ -5,6 +5,7 @@ import (
 	"compress/gzip"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"strings"
 	"testing"
@@ -314,5 +315,54 @@ func TestRequestLimits(t *testing.T) {
 	resp, body = h.get("/", "X-Big", strings.Repeat("h", 5000))
 	if env := envelope(t, resp, body); resp.StatusCode != 431 || env["code"] != "VALIDATION_ERROR" {
 		t.Errorf("headers over limit: %d %v", resp.StatusCode, env)
+	}
+}
+
+// The envelope replaces the upstream's error body: fields describing that
+// body, and cache directives that would outrank its no-store at a CDN, go
+// with it; the app's other fields stay.
+func TestEnvelopeDropsFieldsOfTheReplacedBody(t *testing.T) {
+	t.Parallel()
+	up := upstream(t, func(w http.ResponseWriter, r *http.Request) {
+		h := w.Header()
+		h.Set("Content-Type", "text/plain")
+		for k, v := range map[string]string{
+			"Content-Range": "bytes 0-2/3", "Content-Disposition": `attachment; filename="err.txt"`,
+			"Content-Location": "/x.txt", "Content-Language": "es", "Digest": "sha-256=abc", "Content-Digest": "sha-256=:abc=:",
+			"Repr-Digest": "sha-256=:abc=:", "Expires": "Wed, 01 Jan 2031 00:00:00 GMT", "Age": "100", "Pragma": "cache",
+			"Surrogate-Control": "max-age=3600", "CDN-Cache-Control": "max-age=3600", "Trailer": "X-Trailer",
+			"Set-Cookie": "sid=1", "Access-Control-Allow-Origin": "https://chat.example",
+		} {
+			h.Set(k, v)
+		}
+		status := http.StatusBadRequest
+		if r.URL.Path == "/416" {
+			h.Set("Content-Range", "bytes */3")
+			status = http.StatusRequestedRangeNotSatisfiable
+		}
+		w.WriteHeader(status)
+		_, _ = io.WriteString(w, "bad")
+	})
+	h := start(t, up.URL, nil)
+	resp, body := h.get("/x")
+	envelope(t, resp, body)
+	for _, k := range []string{"Content-Range", "Content-Disposition", "Content-Location", "Content-Language", "Digest",
+		"Content-Digest", "Repr-Digest", "Expires", "Age", "Pragma", "Surrogate-Control", "CDN-Cache-Control", "Trailer"} {
+		if v := resp.Header.Get(k); v != "" {
+			t.Errorf("the envelope kept %s: %q", k, v)
+		}
+	}
+	for _, k := range []string{"Set-Cookie", "Access-Control-Allow-Origin"} {
+		if resp.Header.Get(k) == "" {
+			t.Errorf("the envelope lost %s", k)
+		}
+	}
+	if got := resp.Header.Get("Cache-Control"); got != "no-store" {
+		t.Errorf("Cache-Control %q", got)
+	}
+	resp, body = h.get("/416")
+	envelope(t, resp, body)
+	if got := resp.Header.Get("Content-Range"); got != "bytes */3" {
+		t.Errorf("a 416 lost its Content-Range: %q", got)
 	}
 }

@@ -147,8 +147,11 @@ func (s *Server) rewriteError(resp *http.Response) error {
 	})
 
 	h := resp.Header
-	for _, k := range []string{"Content-Encoding", "Content-Length", "Transfer-Encoding", "Etag", "Content-Md5", "Last-Modified", "Accept-Ranges"} {
+	for _, k := range replacedBodyFields {
 		h.Del(k)
+	}
+	if resp.StatusCode != http.StatusRequestedRangeNotSatisfiable { // there it describes the representation
+		h.Del("Content-Range")
 	}
 	apierrors.SetHeaders(h, len(out))
 	resp.StatusCode = status
@@ -156,8 +159,18 @@ func (s *Server) rewriteError(resp *http.Response) error {
 	resp.Body = io.NopCloser(bytes.NewReader(out))
 	resp.ContentLength = int64(len(out))
 	resp.TransferEncoding = nil
+	resp.Trailer = nil // ReverseProxy would announce the old body's trailers
 	resp.Uncompressed = false
 	return nil
+}
+
+// replacedBodyFields describe the upstream's error body, which the envelope
+// replaces, or would let a cache keep the envelope despite its no-store
+// (CDN-Cache-Control and Surrogate-Control take precedence at CDNs).
+var replacedBodyFields = []string{
+	"Content-Encoding", "Content-Length", "Transfer-Encoding", "Trailer", "Etag", "Content-Md5", "Last-Modified",
+	"Accept-Ranges", "Content-Disposition", "Content-Location", "Content-Language", "Digest", "Content-Digest",
+	"Repr-Digest", "Expires", "Age", "Pragma", "Surrogate-Control", "CDN-Cache-Control", "Cloudflare-CDN-Cache-Control",
 }
 
 // watchBody makes a failed read of a passed-through body (the upstream
