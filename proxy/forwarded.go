@@ -56,7 +56,7 @@ func (t trustedProxies) clientIP(r *http.Request, peer netip.Addr) netip.Addr {
 	for i := len(hops) - 1; i >= 0; i-- {
 		parts := strings.Split(hops[i], ",")
 		for j := len(parts) - 1; j >= 0; j-- {
-			a, err := netip.ParseAddr(strings.TrimSpace(parts[j]))
+			a, err := parseHop(strings.TrimSpace(parts[j]))
 			if err != nil {
 				return client
 			}
@@ -117,4 +117,24 @@ func validHost(h string) bool {
 		}
 	}
 	return true
+}
+
+// parseHop reads one X-Forwarded-For entry: an address, or an address with a
+// port ("1.2.3.4:5678", "[2001:db8::1]:443"), which some load balancers
+// (Azure Application Gateway) append. Refusing those would stop the walk at
+// the balancer, and every client would share its address.
+func parseHop(s string) (netip.Addr, error) {
+	a, err := netip.ParseAddr(s)
+	if err == nil {
+		return a, nil
+	}
+	if ap, perr := netip.ParseAddrPort(s); perr == nil {
+		return ap.Addr(), nil
+	}
+	if len(s) > 2 && s[0] == '[' && s[len(s)-1] == ']' {
+		if a, perr := netip.ParseAddr(s[1 : len(s)-1]); perr == nil && a.Is6() {
+			return a, nil
+		}
+	}
+	return netip.Addr{}, err
 }
