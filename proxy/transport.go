@@ -55,9 +55,22 @@ type upstreamConn struct {
 type countingReader struct {
 	r io.Reader
 	n atomic.Int64
+	// headEnd, when not zero, is the count past which a response head is
+	// refused: set by the goroutine that reads the head, while it does.
+	headEnd int64
 }
 
+// maxResponseHead bounds an upstream response's status line and headers
+// (1xx responses included). http.Transport allows 10 MB and nginx 4–8 KiB
+// (then 502 "upstream sent too big header"); a Node app sends a few KiB.
+const maxResponseHead = 1 << 20
+
+var errResponseHeadTooLarge = fmt.Errorf("%w: response headers over %d bytes", apierrors.ErrBadResponse, maxResponseHead)
+
 func (c *countingReader) Read(p []byte) (int, error) {
+	if c.headEnd != 0 && c.n.Load() >= c.headEnd {
+		return 0, errResponseHeadTooLarge
+	}
 	n, err := c.r.Read(p)
 	c.n.Add(int64(n))
 	return n, err
@@ -270,6 +283,9 @@ func (t *upstreamTransport) exchange(pc *upstreamConn, req *http.Request) (*http
 		// The body arrived but does not parse: a malformed chunk.
 		return nil, false, fmt.Errorf("%w: %v", apierrors.ErrBadRequestBody, bodyErr)
 	}
+	// The head may be read ahead of by one buffer of body: the limit counts from here.
+	pc.cr.headEnd = pc.cr.n.Load() + maxResponseHead + int64(pc.br.Size())
+	defer func() { pc.cr.headEnd = 0 }()
 	if werr != nil {
 		// The upstream may have answered before taking the whole body
 		// (a 413 from the app): read what it said, briefly.
@@ -328,6 +344,8 @@ func classifyReadError(err error) error {
 	switch {
 	case errors.Is(err, io.EOF):
 		return io.ErrUnexpectedEOF
+	case errors.Is(err, apierrors.ErrBadResponse):
+		return err
 	case errors.Is(err, io.ErrUnexpectedEOF), errors.As(err, &netErr), errors.Is(err, syscall.ECONNRESET):
 		return err
 	}

@@ -419,3 +419,26 @@ func TestMalformedAndCutRequestBodies(t *testing.T) {
 		return false
 	})
 }
+
+// An upstream's response head is bounded: a 52 MB header would otherwise be
+// held in memory and forwarded. Over the bound, the client gets 502; a big
+// but sane head passes.
+func TestTransportBoundsResponseHeaders(t *testing.T) {
+	t.Parallel()
+	big := func(n int) func(net.Conn, *bufio.Reader) {
+		return func(c net.Conn, br *bufio.Reader) {
+			if _, err := http.ReadRequest(br); err != nil {
+				return
+			}
+			_, _ = fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nX-Big: %s\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok", strings.Repeat("a", n))
+		}
+	}
+	h := start(t, rawUpstream(t, big(64<<10), big(4<<20)), nil)
+	if resp, body := h.get("/sane"); resp.StatusCode != 200 || len(resp.Header.Get("X-Big")) != 64<<10 || string(body) != "ok" {
+		t.Fatalf("a 64 KiB header: %d %q", resp.StatusCode, body)
+	}
+	resp, body := h.get("/huge")
+	if env := envelope(t, resp, body); resp.StatusCode != 502 || env["code"] != "UPSTREAM_UNAVAILABLE" {
+		t.Fatalf("a 4 MiB header: %d %v", resp.StatusCode, env)
+	}
+}
