@@ -53,6 +53,11 @@ func TestUpstreamDyingMidBodyIsAnUpstreamError(t *testing.T) {
 	if v := metricValue(t, h, `chatguard_upstream_errors_total{code="UPSTREAM_UNAVAILABLE",reason="eof"}`); v != 1 {
 		t.Errorf("upstream errors{eof} = %v, want 1", v)
 	}
+	for _, l := range h.logs.lines(t) { // every line an SRE sees about it leads back to the request
+		if (l["level"] == "warning" || l["level"] == "error") && l["requestId"] == nil {
+			t.Errorf("a %v line without requestId: %v", l["level"], l)
+		}
+	}
 }
 
 // A client that leaves while chatguard reads a stalled error body is a 499,

@@ -272,6 +272,12 @@ type stdWriter struct {
 }
 
 func (w stdWriter) Write(p []byte) (int, error) {
-	w.l.WithField(logging.FieldCategory, logging.CategorySystem).Log(w.lvl, strings.TrimSpace(string(p)))
+	msg, lvl := strings.TrimSpace(string(p)), w.lvl
+	if strings.Contains(msg, "ReverseProxy read error during body copy") {
+		// The request's own access line says it (aborted, reason) with its
+		// requestId; this copy, without one, only matters when debugging.
+		lvl = logrus.DebugLevel
+	}
+	w.l.WithField(logging.FieldCategory, logging.CategorySystem).Log(lvl, msg)
 	return len(p), nil
 }
