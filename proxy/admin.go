@@ -69,9 +69,12 @@ func (s *Server) AdminHandler() http.Handler {
 				return
 			}
 			if !info.peer.IsLoopback() && !s.authorized(r) {
-				s.writeError(w, r, info, s.authError(r), sourceProxy)
+				s.refuseAdmin(w, r, info)
 				return
 			}
+			s.log.WithFields(logrus.Fields{
+				"requestId": info.id, logging.FieldCategory: logging.CategorySystem, "remoteIp": info.peer.String(),
+			}).Info("drain requested")
 			res := s.Drain(r.Context())
 			writeJSON(w, r, http.StatusOK, map[string]any{"success": true, "data": res})
 		case StatsPath:
@@ -96,7 +99,7 @@ func (s *Server) allowAuthorized(w http.ResponseWriter, r *http.Request, info *r
 		return false
 	}
 	if !s.authorized(r) {
-		s.writeError(w, r, info, s.authError(r), sourceProxy)
+		s.refuseAdmin(w, r, info)
 		return false
 	}
 	return true
@@ -129,6 +132,17 @@ func (s *Server) authorized(r *http.Request) bool {
 	}
 	a, b := sha256.Sum256([]byte(given)), sha256.Sum256([]byte(token))
 	return subtle.ConstantTimeCompare(a[:], b[:]) == 1
+}
+
+// refuseAdmin answers a request without a valid stats token, and leaves an
+// audit trail of who tried what (never the token).
+func (s *Server) refuseAdmin(w http.ResponseWriter, r *http.Request, info *reqInfo) {
+	e := s.authError(r)
+	s.log.WithFields(logrus.Fields{
+		"requestId": info.id, logging.FieldCategory: logging.CategorySecurity, "remoteIp": info.client.String(),
+		"method": r.Method, "path": r.URL.Path, "code": string(e.Code),
+	}).Warn("admin request refused: no valid stats token")
+	s.writeError(w, r, info, e, sourceProxy)
 }
 
 func (s *Server) authError(r *http.Request) *apierrors.Error {

@@ -221,6 +221,22 @@ func TestStatsEndpoint(t *testing.T) {
 			}
 		}
 	}
+	// Each refusal leaves an audit line (security, who, what), never the token.
+	refusals := 0
+	for _, l := range h.logs.lines(t) {
+		if l["msg"] == "admin request refused: no valid stats token" {
+			refusals++
+			if l["category"] != "security" || l["remoteIp"] != "127.0.0.1" || l["path"] != StatsPath {
+				t.Errorf("audit line %v", l)
+			}
+		}
+	}
+	if refusals != 6 {
+		t.Errorf("%d audit lines for 6 refused requests", refusals)
+	}
+	if strings.Contains(h.logs.String(), "wrong") || strings.Contains(h.logs.String(), token) {
+		t.Errorf("a token reached the log")
+	}
 	// No token configured: nobody gets in, not even with some token.
 	resp, body := open.get(StatsPath, "Authorization", "Bearer anything")
 	if resp.StatusCode != 401 {
