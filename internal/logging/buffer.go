@@ -23,9 +23,18 @@ func newBufferedWriter(out io.Writer, every time.Duration) *bufferedWriter {
 	return b
 }
 
+// Write takes one whole line (logrus writes an entry at a time). A line
+// that does not fit what is left of the buffer flushes the buffer first, so
+// that no line is split between two writes, where another writer to the
+// same file (stderr sent to the same place) could land in its middle.
 func (b *bufferedWriter) Write(p []byte) (int, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
+	if len(p) > b.w.Available() && b.w.Buffered() > 0 {
+		if err := b.w.Flush(); err != nil {
+			return 0, err
+		}
+	}
 	return b.w.Write(p)
 }
 

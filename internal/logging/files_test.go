@@ -125,17 +125,48 @@ func TestCloseStopsFileGoroutines(t *testing.T) {
 	goleak.VerifyNone(t, opt)
 }
 
-// A log file that cannot be written does not stop the line on the main output.
+// A log directory that cannot be written is known at start: New fails
+// with a message naming it, instead of a process that runs and prints a
+// hook failure on stderr for every line.
 func TestUnwritableLogDir(t *testing.T) {
 	t.Parallel()
 	notADir := filepath.Join(t.TempDir(), "file")
 	if err := os.WriteFile(notADir, nil, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	lg, buf := newLogger(t, logging.Options{File: true, Dir: notADir, Level: "info"})
+	_, err := logging.New(logging.Options{Out: &syncBuffer{}, File: true, Dir: notADir, Level: "info"})
+	if err == nil || !strings.Contains(err.Error(), "log.dir") || !strings.Contains(err.Error(), "not a directory") {
+		t.Fatalf("New with an unwritable log.dir: %v", err)
+	}
+}
+
+// While running, a log directory removed by hand comes back (with the files)
+// at the next line a second later; one that cannot be written does not stop
+// the line on the main output.
+func TestLogDirRemovedWhileRunning(t *testing.T) {
+	t.Parallel()
+	dir := filepath.Join(t.TempDir(), "logs")
+	lg, buf := newLogger(t, logging.Options{File: true, Dir: dir, Level: "info"})
+	lg.Error("first")
+	if err := os.RemoveAll(dir); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(dir, nil, 0o600); err != nil { // now it cannot be a directory
+		t.Fatal(err)
+	}
+	time.Sleep(1100 * time.Millisecond)
 	lg.Error("still logged")
-	got := lines(t, buf.String())
-	if len(got) != 1 || got[0]["msg"] != "still logged" {
-		t.Errorf("main output = %v", got)
+	if got := lines(t, buf.String()); len(got) != 2 || got[1]["msg"] != "still logged" {
+		t.Fatalf("main output = %v", got)
+	}
+	if err := os.Remove(dir); err != nil {
+		t.Fatal(err)
+	}
+	lg.Error("back")
+	for _, name := range []string{"combined.log", "errors.log"} {
+		got := readLines(t, filepath.Join(dir, name))
+		if len(got) != 1 || got[0]["msg"] != "back" {
+			t.Errorf("%s after the directory came back = %v", name, got)
+		}
 	}
 }

@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -94,6 +95,10 @@ func New(o Options) (*Logger, error) {
 	l.AddHook(counts)
 	if o.File {
 		fh := newFileHook(o.Dir, o.MaxSizeMB, o.MaxBackups)
+		if err := errors.Join(fh.combined.Open(), fh.errs.Open()); err != nil {
+			_ = fh.Close()
+			return nil, fmt.Errorf("file logging (log.dir %q): %w", o.Dir, err)
+		}
 		l.AddHook(fh)
 		lg.closers = append(lg.closers, fh)
 	}
@@ -176,6 +181,9 @@ type fileHook struct {
 	format   logrus.Formatter
 	combined *rotatingFile
 	errs     *rotatingFile
+	// reported is when a write failure was last returned to logrus, which
+	// prints it on stderr: once a minute, not once a line.
+	reported atomic.Int64
 }
 
 func newFileHook(dir string, maxSizeMB, maxBackups int) *fileHook {
@@ -192,15 +200,23 @@ func (h *fileHook) Fire(e *logrus.Entry) error {
 	if err != nil {
 		return err
 	}
+	var failed error
 	if _, err := h.combined.Write(b); err != nil {
-		return fmt.Errorf("logging: combined.log: %w", err)
+		failed = fmt.Errorf("logging: combined.log: %w", err)
 	}
 	if e.Level <= logrus.ErrorLevel {
 		if _, err := h.errs.Write(b); err != nil {
-			return fmt.Errorf("logging: errors.log: %w", err)
+			failed = errors.Join(failed, fmt.Errorf("logging: errors.log: %w", err))
 		}
 	}
-	return nil
+	if failed == nil {
+		return nil
+	}
+	now := time.Now().UnixNano()
+	if last := h.reported.Load(); now-last < int64(time.Minute) || !h.reported.CompareAndSwap(last, now) {
+		return nil
+	}
+	return fmt.Errorf("%w (the line still went to the standard output; repeated failures are reported once a minute)", failed)
 }
 
 func (h *fileHook) Close() error {

@@ -23,12 +23,18 @@ type rotatingFile struct {
 	maxBackups int
 	now        func() time.Time
 
-	mu     sync.Mutex // guards everything below
-	f      *os.File
-	size   int64
-	closed bool
-	jobs   sync.WaitGroup
+	mu      sync.Mutex // guards everything below
+	f       *os.File
+	size    int64
+	checked time.Time // when the path was last seen to still name f
+	closed  bool
+	jobs    sync.WaitGroup
 }
+
+// recheckEvery is how often a write checks that the path still names the
+// open file: a log directory removed or a file moved away by hand would
+// otherwise swallow every line until the next rotation.
+const recheckEvery = time.Second
 
 func newRotatingFile(path string, maxBytes int64, maxBackups int) *rotatingFile {
 	return &rotatingFile{path: path, maxBytes: maxBytes, maxBackups: maxBackups, now: time.Now}
@@ -39,6 +45,15 @@ func (r *rotatingFile) Write(p []byte) (int, error) {
 	defer r.mu.Unlock()
 	if r.closed {
 		return 0, errors.New("logging: write to a closed log file")
+	}
+	if r.f != nil {
+		if now := r.now(); now.Sub(r.checked) >= recheckEvery {
+			r.checked = now
+			if !r.stillOpen() {
+				_ = r.f.Close()
+				r.f = nil
+			}
+		}
 	}
 	if r.f == nil {
 		if err := r.open(); err != nil {
@@ -55,6 +70,16 @@ func (r *rotatingFile) Write(p []byte) (int, error) {
 	return n, err
 }
 
+// stillOpen reports whether the path names the open file.
+func (r *rotatingFile) stillOpen() bool {
+	onDisk, err := os.Stat(r.path)
+	if err != nil {
+		return false
+	}
+	open, err := r.f.Stat()
+	return err == nil && os.SameFile(onDisk, open)
+}
+
 func (r *rotatingFile) open() error {
 	if err := os.MkdirAll(filepath.Dir(r.path), 0o755); err != nil {
 		return fmt.Errorf("logging: %w", err)
@@ -68,8 +93,20 @@ func (r *rotatingFile) open() error {
 		f.Close()
 		return fmt.Errorf("logging: %w", err)
 	}
-	r.f, r.size = f, st.Size()
+	r.f, r.size, r.checked = f, st.Size(), r.now()
 	return nil
+}
+
+// Open opens (creating it and its directory) the file now rather than at
+// the first line, so that a directory that cannot be written is known at
+// start.
+func (r *rotatingFile) Open() error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.f != nil {
+		return nil
+	}
+	return r.open()
 }
 
 func (r *rotatingFile) rotate() error {
