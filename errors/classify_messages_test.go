@@ -292,7 +292,7 @@ func TestClassifyDevelopment(t *testing.T) {
 		{name: "html", status: 500, ct: "text/html", body: "<h1>Internal Server Error</h1>", want: "<h1>Internal Server Error</h1>"},
 		// Express's default error handler in development (finalhandler).
 		{name: "express html stack", status: 500, ct: "text/html; charset=utf-8",
-			body: "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n<title>Error</title>\n</head>\n<body>\n<pre>TypeError: boom<br> &nbsp; &nbsp;at /app/src/a.js:1:2<br> &nbsp; &nbsp;at Layer.handle [as handle_request] (/app/node_modules/express/lib/router/layer.js:95:5)</pre>\n</body>\n</html>\n",
+			body:     "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n<title>Error</title>\n</head>\n<body>\n<pre>TypeError: boom<br> &nbsp; &nbsp;at /app/src/a.js:1:2<br> &nbsp; &nbsp;at Layer.handle [as handle_request] (/app/node_modules/express/lib/router/layer.js:95:5)</pre>\n</body>\n</html>\n",
 			mustHave: []string{"<pre>TypeError: boom"}},
 		{name: "secrets in JSON", status: 500, ct: jsonCT,
 			body:     `{"message":"login failed","authorization":"Bearer ` + testJWT + `","password":"` + secretPW + `","note":"sent ` + testJWT + `","retry":true}`,
