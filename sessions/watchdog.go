@@ -56,6 +56,8 @@ type Alert struct {
 	Ratio             string    `json:"ratio"` // current / threshold, two decimals
 	Severity          string    `json:"severity"`
 	RequiresAttention bool      `json:"requiresAttention"`
+	// IP is the client address an alert is about (RATE_LIMIT_ABUSE).
+	IP string `json:"ip,omitempty"`
 }
 
 // Thresholds are the seed's alert levels.
@@ -144,7 +146,7 @@ func NewWatchdog(o WatchdogOptions) (*Watchdog, error) {
 		stop: make(chan struct{}),
 		alerts: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "chatguard_alerts_total",
-			Help: "Alerts raised by the memory watchdog, by type and severity.",
+			Help: "Alerts raised, by type and severity: the memory watchdog's and the limiter's RATE_LIMIT_ABUSE.",
 		}, []string{"type", "severity"}),
 		ratio: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "chatguard_memory_pressure_ratio",
@@ -156,7 +158,7 @@ func NewWatchdog(o WatchdogOptions) (*Watchdog, error) {
 		}),
 	}
 	// Children exist from the start, so that rules and dashboards see zeros.
-	for _, kind := range []string{"MEMORY_USAGE", "HEAP_USAGE", "CONNECTED_USERS"} {
+	for _, kind := range []string{"MEMORY_USAGE", "HEAP_USAGE", "CONNECTED_USERS", "RATE_LIMIT_ABUSE"} {
 		for _, sev := range []string{SeverityWarning, SeverityCritical} {
 			w.alerts.WithLabelValues(sev+"_"+kind, sev)
 		}
@@ -260,6 +262,26 @@ func (w *Watchdog) Check(r Reading) []Alert {
 	return out
 }
 
+// Record counts an alert raised elsewhere (the limiter's RATE_LIMIT_ABUSE)
+// in chatguard_alerts_total and appends it to the alert file, as the
+// watchdog's own alerts are; the caller logs it in its own category.
+func (w *Watchdog) Record(a Alert) {
+	if a.Time.IsZero() {
+		a.Time = w.o.Now()
+	}
+	w.alerts.WithLabelValues(a.Type, a.Severity).Inc()
+	w.appendAlert(a)
+}
+
+func (w *Watchdog) appendAlert(a Alert) {
+	if w.o.AlertFile == "" {
+		return
+	}
+	if err := appendJSONLine(w.o.AlertFile, a); err != nil {
+		w.log.WithError(err).WithField("category", "performance").Warn("cannot write the alert file")
+	}
+}
+
 func (w *Watchdog) raise(a Alert) {
 	w.alerts.WithLabelValues(a.Type, a.Severity).Inc()
 	entry := w.log.WithFields(logrus.Fields{
@@ -272,12 +294,7 @@ func (w *Watchdog) raise(a Alert) {
 	} else {
 		entry.Warn("warning alert: " + a.Type)
 	}
-	if w.o.AlertFile == "" {
-		return
-	}
-	if err := appendJSONLine(w.o.AlertFile, a); err != nil {
-		w.log.WithError(err).WithField("category", "performance").Warn("cannot write the alert file")
-	}
+	w.appendAlert(a)
 }
 
 func appendJSONLine(path string, v any) error {

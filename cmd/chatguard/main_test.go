@@ -11,6 +11,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"sync"
 	"syscall"
@@ -353,5 +354,52 @@ func TestConfigReload(t *testing.T) {
 	waitLog(`"restartNeededFor":["auth.audience","rate_limit.abuse_warning","rate_limit.abuse_critical"]`)
 	if !strings.Contains(p.output(), `"level":"warning","msg":"configuration reloaded`) {
 		t.Errorf("a reload that left changes unapplied was not logged as a warning:\n%s", p.output())
+	}
+}
+
+// RATE_LIMIT_ABUSE alerts go where the watchdog's go: the alert file and
+// chatguard_alerts_total, not only the log.
+func TestAbuseAlertsReachTheAlertFile(t *testing.T) {
+	up, _, release := blockingUpstream(t)
+	defer close(release)
+	dir := t.TempDir()
+	cfgFile := filepath.Join(dir, "chatguard.yaml")
+	if err := os.WriteFile(cfgFile, []byte("rate_limit:\n  abuse_warning: 2\n  abuse_critical: 4\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	alerts := filepath.Join(dir, "alerts.jsonl")
+	p := startProcess(t, up.URL, "CHATGUARD_CONFIG="+cfgFile, "ENABLE_ALERT_FILE=true", "CHATGUARD_ALERT_PATH="+alerts)
+	for i := 0; i < 7; i++ { // 3 allowed, then rejections 1–4
+		resp, err := http.Post("http://"+p.public+"/api/auth/login", "application/json", strings.NewReader(`{"email":"eve@example.com"}`))
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+	}
+	b, err := os.ReadFile(alerts)
+	if err != nil {
+		t.Fatalf("alert file: %v\n%s", err, p.output())
+	}
+	var got []string
+	for _, line := range strings.Split(strings.TrimSpace(string(b)), "\n") {
+		var a struct{ Type, Severity, IP string }
+		if err := json.Unmarshal([]byte(line), &a); err != nil {
+			t.Fatalf("alert line %q: %v", line, err)
+		}
+		got = append(got, a.Type+"/"+a.Severity+"/"+a.IP)
+	}
+	if want := "RATE_LIMIT_ABUSE/WARNING/127.0.0.1 RATE_LIMIT_ABUSE/CRITICAL/127.0.0.1"; strings.Join(got, " ") != want {
+		t.Fatalf("alerts %q, want %q", got, want)
+	}
+	resp, err := http.Get("http://" + p.admin + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	for _, sev := range []string{"WARNING", "CRITICAL"} {
+		if series := `chatguard_alerts_total{severity="` + sev + `",type="RATE_LIMIT_ABUSE"} 1`; !strings.Contains(string(body), series) {
+			t.Errorf("metrics lack %s", series)
+		}
 	}
 }

@@ -135,6 +135,17 @@ func newApp(cfg *config.Config, logger *logging.Logger, reg *prometheus.Registry
 		Table: std.EventRateLimits, Warning: cfg.Limits.AbuseWarning, Critical: cfg.Limits.AbuseCritical,
 		BlockFor: cfg.Limits.BlockFor, Registerer: reg,
 		OnAlert: func(ip string, n int64, severity string) {
+			threshold := cfg.Limits.AbuseWarning
+			if severity == "CRITICAL" {
+				threshold = cfg.Limits.AbuseCritical
+			}
+			if watchdog != nil {
+				watchdog.Record(sessions.Alert{
+					Type: "RATE_LIMIT_ABUSE", Resource: "rejections_per_hour", Current: n, Threshold: int64(threshold),
+					Ratio: fmt.Sprintf("%.2f", float64(n)/float64(max(threshold, 1))), Severity: severity,
+					RequiresAttention: severity == "CRITICAL", IP: ip,
+				})
+			}
 			e := security.WithFields(logrus.Fields{"ip": ip, "rejectionsLastHour": n, "severity": severity, "requiresAttention": severity == "CRITICAL"})
 			if severity == "CRITICAL" {
 				e.WithField("blockedFor", cfg.Limits.BlockFor.String()).Error("CRITICAL ALERT: RATE_LIMIT_ABUSE; IP blocked")
