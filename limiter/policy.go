@@ -114,8 +114,10 @@ func (p *Policy) KeyFor(r Request) string {
 			return p.Name + "|ip=" + ipKey(r.IP)
 		}
 		b.WriteString(part.label)
-		if part.Kind == "body" || part.Kind == "user" {
-			v = strings.ToLower(strings.TrimSpace(v)) // Ana@X.com and ana@x.com are one user
+		if part.Kind == "body" || part.Kind == "user" && strings.Contains(v, "@") {
+			// Ana@X.com and ana@x.com are one user; a sub claim is
+			// case-sensitive (RFC 7519): Carol and carol are two.
+			v = strings.ToLower(strings.TrimSpace(v))
 		}
 		if len(v) > maxPartBytes { // a client-chosen value: keep the key small
 			sum := sha256.Sum256([]byte(v))

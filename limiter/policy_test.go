@@ -35,6 +35,7 @@ func TestKeyFor(t *testing.T) {
 		{"ipv6 per /64", login, Request{IP: v6}, "auth_login|ip=2001:db8:1:2::/64"},
 		{"ipv4-mapped", login, Request{IP: netip.MustParseAddr("::ffff:203.0.113.7")}, "auth_login|ip=203.0.113.7"},
 		{"user", user, Request{IP: v4, User: "Ana@Example.com"}, "messages|user=ana@example.com"},
+		{"user that is not an email keeps its case (sub is case-sensitive)", user, Request{IP: v4, User: "Carol"}, "messages|user=Carol"},
 		{"anonymous falls back to ip", user, Request{IP: v4}, "messages|ip=203.0.113.7"},
 		{"header", hdr, Request{IP: v4, Header: func(string) string { return "AC123" }}, "webhook|header:x-twilio-account=AC123"},
 		{"missing header", hdr, Request{IP: v4, Header: func(string) string { return "" }}, "webhook|ip=203.0.113.7"},

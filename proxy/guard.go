@@ -101,8 +101,12 @@ func (s *Server) identify(r *http.Request, mode string) (identity.Identity, *api
 		}
 		return identity.Identity{}, nil
 	}
-	token, _ := identity.FromRequest(r, s.cfg.Auth.Cookie)
-	id, err := s.verifier.Verify(token)
+	id, err := s.verifier.VerifyRequest(r, s.cfg.Auth.Cookie)
+	if errors.Is(err, identity.ErrConflict) {
+		// Valid tokens of two users: whichever the backend reads, it is
+		// not the one chatguard would count. Refused on every route.
+		return identity.Identity{}, apierrors.New(apierrors.CodeTokenInvalid, "The request carries tokens of different users.")
+	}
 	if err == nil {
 		if s.userRoles != nil {
 			s.userRoles.Set(id.User, id.Role)

@@ -78,6 +78,12 @@ func (h *wsHub) sessionFor(r *http.Request, info *reqInfo) (*sioSession, *apierr
 	sess.reqErr = identity.ErrMissing
 	if h.cfg.Auth != authNone {
 		sess.reqTok, sess.reqErr = h.identify(r)
+		if errors.Is(sess.reqErr, identity.ErrConflict) {
+			// Valid tokens of two users: the backend reads the query's
+			// before the header's, so whichever chatguard counted, the
+			// backend could serve the other. Refused in every auth mode.
+			return nil, apierrors.New(apierrors.CodeTokenInvalid, "The request carries tokens of different users.")
+		}
 	}
 	if h.registry != nil {
 		adm, err := h.registry.Admit(sess.reqTok.User, info.client)

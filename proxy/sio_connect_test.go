@@ -1,6 +1,8 @@
 package proxy
 
 import (
+	"context"
+	"io"
 	"net/http"
 	"strings"
 	"testing"
@@ -79,4 +81,63 @@ func TestSocketIOConnectTokensMustAgree(t *testing.T) {
 	}
 	waitMetric(t, env.harness, `chatguard_socketio_event_rejections_total{event="connect",reason="auth"}`, float64(refused))
 	env.waitStats(t, [3]int{})
+}
+
+// The handshake's tokens are all checked, not only the first: a garbage
+// Authorization header beside a valid ?token= (which Socket.IO apps read
+// first) is that user's socket, under that user's socket cap; valid tokens
+// of two users are refused before any upgrade, in every auth mode.
+func TestSocketIOHandshakeTokensAreAllChecked(t *testing.T) {
+	t.Parallel()
+	fake := &fakeSIO{}
+	env := startSIO(t, upstream(t, fake.ServeHTTP).URL, func(c *config.Config) { c.WebSocket.MaxSocketsPerUser = 1 })
+	h := env.harness
+	ana := userToken(t, "ana@example.com", time.Now().Add(time.Hour))
+	bob := userToken(t, "bob@example.com", time.Now().Add(time.Hour))
+	dial := func(query string, header http.Header) *sioClient {
+		t.Helper()
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		c, _, err := websocket.Dial(ctx, wsURL(h, sioPath)+query, &websocket.DialOptions{HTTPHeader: header})
+		if err != nil {
+			cancel()
+			t.Fatalf("dial: %v", err)
+		}
+		cl := &sioClient{t: t, c: c, ctx: ctx, cancel: cancel}
+		t.Cleanup(cl.close)
+		if open := cl.next(); !strings.HasPrefix(open, `0{"sid":`) {
+			t.Fatalf("first message %q", open)
+		}
+		return cl
+	}
+	garbage := http.Header{"Authorization": {"Bearer garbage"}}
+	first := dial("&token="+ana, garbage)
+	if got := first.connect(""); !strings.HasPrefix(got, `40{"sid":`) {
+		t.Fatalf("first CONNECT answered %q", got)
+	}
+	resp, body := upgradeRequest(t, h, sioPath+"&token="+ana, "Authorization", "Bearer garbage")
+	if env := envelope(t, resp, body); resp.StatusCode != 429 || env["code"] != "RATE_LIMIT_EXCEEDED" {
+		t.Fatalf("second socket of ana: %d %v; it was not counted as hers", resp.StatusCode, env)
+	}
+	resp, body = upgradeRequest(t, h, sioPath+"&token="+bob, "Authorization", "Bearer "+ana)
+	if env := envelope(t, resp, body); resp.StatusCode != 401 || env["code"] != "TOKEN_INVALID" {
+		t.Fatalf("tokens of two users: %d %v", resp.StatusCode, env)
+	}
+}
+
+// The same on HTTP routes: valid tokens of two users are refused, even on
+// an optional route, and a stale one beside a valid one is not.
+func TestHTTPTokensOfTwoUsersAreRefused(t *testing.T) {
+	t.Parallel()
+	up := upstream(t, func(w http.ResponseWriter, r *http.Request) { _, _ = io.WriteString(w, "ok") })
+	h, _ := startGuarded(t, up.URL, nil)
+	ana := userToken(t, "ana@example.com", time.Now().Add(time.Hour))
+	bob := userToken(t, "bob@example.com", time.Now().Add(time.Hour))
+	stale := userToken(t, "ana@example.com", time.Now().Add(-time.Hour))
+	resp, body := h.get("/api/messages/c1?token="+bob, "Authorization", "Bearer "+ana)
+	if env := envelope(t, resp, body); resp.StatusCode != 401 || env["code"] != "TOKEN_INVALID" {
+		t.Fatalf("two users: %d %v", resp.StatusCode, env)
+	}
+	if resp, body := h.get("/api/messages/c1?token="+stale, "Authorization", "Bearer "+ana); resp.StatusCode != 200 {
+		t.Fatalf("a stale query token beside a valid header: %d %s", resp.StatusCode, body)
+	}
 }

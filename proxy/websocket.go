@@ -597,6 +597,5 @@ func (h *wsHub) identify(r *http.Request) (identity.Identity, error) {
 	if v == nil {
 		return identity.Identity{}, identity.ErrMissing
 	}
-	token, _ := identity.FromRequest(r, h.s.cfg.Auth.Cookie)
-	return v.Verify(token)
+	return v.VerifyRequest(r, h.s.cfg.Auth.Cookie)
 }

@@ -196,9 +196,11 @@ func (v *Verifier) Verify(token string) (Identity, error) {
 	return id, nil
 }
 
+// stringClaim is a string claim without surrounding space: an email of " "
+// is no user, and must not make users share a key.
 func stringClaim(c jwt.MapClaims, name string) string {
 	s, _ := c[name].(string)
-	return s
+	return strings.TrimSpace(s)
 }
 
 // NormaliseRole maps a role claim onto the seed's three roles.
@@ -212,20 +214,61 @@ func NormaliseRole(r string) string {
 	return RoleBasic
 }
 
-// FromRequest finds a token: the Authorization bearer, else the cookie named
-// cookie (when not empty), else the token query parameter. source says
-// which: header, cookie, query, or "" when there is none.
-func FromRequest(r *http.Request, cookie string) (token, source string) {
+// ErrConflict: a request carries valid tokens of two different users.
+var ErrConflict = fmt.Errorf("%w: tokens of different users", ErrInvalid)
+
+// VerifyRequest verifies every token r carries (Authorization bearer, the
+// cookie, the token query parameter), not only the first: a backend may
+// read another one than chatguard would (Socket.IO apps read the query
+// token before the header), so the identity chatguard counts must be the
+// one every valid token names. Tokens that do not verify are passed over
+// when one does (a stale cookie beside a fresh header), since the backend
+// refuses them as well; two valid tokens naming different users are
+// ErrConflict. Without a valid token, the error is the first token's
+// (ErrMissing without any).
+func (v *Verifier) VerifyRequest(r *http.Request, cookie string) (Identity, error) {
+	var (
+		id    Identity
+		first error
+	)
+	for _, tok := range Tokens(r, cookie) {
+		got, err := v.Verify(tok)
+		switch {
+		case err != nil:
+			if first == nil {
+				first = err
+			}
+		case id.User == "":
+			id = got
+		case got.User != id.User:
+			return Identity{}, ErrConflict
+		}
+	}
+	switch {
+	case id.User != "":
+		return id, nil
+	case first != nil:
+		return Identity{}, first
+	}
+	return Identity{}, ErrMissing
+}
+
+// Tokens lists every token r carries: the Authorization bearer, the cookie
+// named cookie (when not empty), the token query parameter, in that order.
+func Tokens(r *http.Request, cookie string) []string {
+	var out []string
 	if h := r.Header.Get("Authorization"); len(h) > 7 && strings.EqualFold(h[:7], "bearer ") {
-		return strings.TrimSpace(h[7:]), "header"
+		if t := strings.TrimSpace(h[7:]); t != "" {
+			out = append(out, t)
+		}
 	}
 	if cookie != "" {
 		if c, err := r.Cookie(cookie); err == nil && c.Value != "" {
-			return c.Value, "cookie"
+			out = append(out, c.Value)
 		}
 	}
 	if t := r.URL.Query().Get("token"); t != "" {
-		return t, "query"
+		out = append(out, t)
 	}
-	return "", ""
+	return out
 }

@@ -9,6 +9,7 @@ import (
 	"encoding/base64"
 	"encoding/pem"
 	"errors"
+	"net/http"
 	"net/http/httptest"
 	"strings"
 	"testing"
@@ -159,29 +160,77 @@ func TestRequireExpiryAndOptions(t *testing.T) {
 	}
 }
 
-func TestFromRequest(t *testing.T) {
+func TestTokens(t *testing.T) {
 	t.Parallel()
 	r := httptest.NewRequest("GET", "/socket.io/?EIO=4&token=q1", nil)
-	if tok, src := FromRequest(r, "jwt"); tok != "q1" || src != "query" {
-		t.Fatalf("query: %q %q", tok, src)
+	check := func(what, cookie string, want ...string) {
+		t.Helper()
+		if got := Tokens(r, cookie); strings.Join(got, ",") != strings.Join(want, ",") {
+			t.Fatalf("%s: %q, want %q", what, got, want)
+		}
 	}
+	check("query", "jwt", "q1")
 	r.Header.Set("Cookie", "jwt=c1; other=x")
-	if tok, src := FromRequest(r, "jwt"); tok != "c1" || src != "cookie" {
-		t.Fatalf("cookie: %q %q", tok, src)
-	}
-	if tok, src := FromRequest(r, ""); tok != "q1" || src != "query" {
-		t.Fatalf("no cookie configured: %q %q", tok, src)
-	}
+	check("cookie and query", "jwt", "c1", "q1")
+	check("no cookie configured", "", "q1")
 	r.Header.Set("Authorization", "Bearer h1")
-	if tok, src := FromRequest(r, "jwt"); tok != "h1" || src != "header" {
-		t.Fatalf("header: %q %q", tok, src)
-	}
+	check("header first", "jwt", "h1", "c1", "q1")
 	r.Header.Set("Authorization", "Basic dTpw")
-	if tok, _ := FromRequest(r, ""); tok != "q1" {
-		t.Fatalf("basic auth taken as a token: %q", tok)
+	check("basic auth is no token", "", "q1")
+	r.Header.Set("Authorization", "Bearer   ")
+	check("empty bearer", "", "q1")
+	if got := Tokens(httptest.NewRequest("GET", "/", nil), "jwt"); len(got) != 0 {
+		t.Fatalf("none: %q", got)
 	}
-	if tok, src := FromRequest(httptest.NewRequest("GET", "/", nil), "jwt"); tok != "" || src != "" {
-		t.Fatalf("none: %q %q", tok, src)
+}
+
+// Every token a request carries is verified: the identity is the user all
+// valid ones name, a valid one beside an invalid one wins (a stale cookie
+// beside a fresh header), and valid tokens of two users are a conflict.
+func TestVerifyRequest(t *testing.T) {
+	t.Parallel()
+	v, err := New(Options{Secret: secret, Now: clock})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ana := sign(t, jwt.SigningMethodHS256, secret, claims(nil))
+	bob := sign(t, jwt.SigningMethodHS256, secret, claims(map[string]any{"email": "bob@example.com"}))
+	expired := sign(t, jwt.SigningMethodHS256, secret, claims(map[string]any{"exp": clock().Add(-time.Hour).Unix()}))
+	tests := []struct {
+		name                  string
+		header, cookie, query string
+		user                  string
+		err                   error
+	}{
+		{"none", "", "", "", "", ErrMissing},
+		{"header only", ana, "", "", "ana@example.com", nil},
+		{"garbage header, valid query", "garbage", "", ana, "ana@example.com", nil},
+		{"stale cookie, valid header", ana, expired, "", "ana@example.com", nil},
+		{"two users", ana, "", bob, "", ErrConflict},
+		{"two users, header and cookie", bob, ana, "", "", ErrConflict},
+		{"the same user twice", ana, "", ana, "ana@example.com", nil},
+		{"only invalid: the first's error", "", expired, "garbage", "", ErrExpired},
+	}
+	for _, tt := range tests {
+		r := httptest.NewRequest("GET", "/socket.io/?EIO=4", nil)
+		if tt.header != "" {
+			r.Header.Set("Authorization", "Bearer "+tt.header)
+		}
+		if tt.cookie != "" {
+			r.AddCookie(&http.Cookie{Name: "jwt", Value: tt.cookie})
+		}
+		if tt.query != "" {
+			r.URL.RawQuery += "&token=" + tt.query
+		}
+		id, err := v.VerifyRequest(r, "jwt")
+		if id.User != tt.user || (tt.err == nil) != (err == nil) || tt.err != nil && !errors.Is(err, tt.err) {
+			t.Errorf("%s: %q %v, want %q %v", tt.name, id.User, err, tt.user, tt.err)
+		}
+	}
+	// A blank email claim is no user: the next claim (sub) is.
+	blank := sign(t, jwt.SigningMethodHS256, secret, claims(map[string]any{"email": " ", "sub": "u-1"}))
+	if id, err := v.Verify(blank); err != nil || id.User != "u-1" {
+		t.Errorf("blank email: %q %v, want u-1", id.User, err)
 	}
 }
 
@@ -205,9 +254,9 @@ func FuzzVerify(f *testing.F) {
 	})
 }
 
-// FuzzFromRequest: any header, cookie or query never panics, and a token is
-// found only where one was given.
-func FuzzFromRequest(f *testing.F) {
+// FuzzTokens: any header, cookie or query never panics, and every token
+// found is non-empty, at most one per place.
+func FuzzTokens(f *testing.F) {
 	f.Add("Bearer abc", "jwt=x", "token=y")
 	f.Add("", "", "")
 	f.Add("bearer ", "=;;", "token=%zz")
@@ -216,9 +265,14 @@ func FuzzFromRequest(f *testing.F) {
 		r.URL.RawQuery = query
 		r.Header.Set("Authorization", auth)
 		r.Header.Set("Cookie", cookie)
-		tok, src := FromRequest(r, "jwt")
-		if (tok == "") != (src == "") {
-			t.Fatalf("token %q from %q", tok, src)
+		toks := Tokens(r, "jwt")
+		if len(toks) > 3 {
+			t.Fatalf("%d tokens", len(toks))
+		}
+		for _, tok := range toks {
+			if tok == "" {
+				t.Fatalf("an empty token among %q", toks)
+			}
 		}
 	})
 }
