@@ -1,6 +1,9 @@
 package proxy
 
 import (
+	"bytes"
+	"compress/gzip"
+	"compress/zlib"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -399,5 +402,51 @@ func TestAdminUnblocksAnIP(t *testing.T) {
 	}
 	if resp, body := unblock("127.0.0.1", token); resp.StatusCode != 404 || code(body) != "NOT_FOUND" {
 		t.Fatalf("unblocking an IP that is not blocked: %d %v", resp.StatusCode, body)
+	}
+}
+
+// A compressed login body is keyed by its e-mail as a plain one is
+// (body-parser inflates it for the backend): compressing each attempt
+// must not move it to the IP's own bucket. The upstream gets the bytes as
+// sent.
+func TestLoginLimitSeesThroughCompression(t *testing.T) {
+	t.Parallel()
+	bodies := make(chan []byte, 10)
+	up := upstream(t, func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		bodies <- b
+	})
+	h, _ := startGuarded(t, up.URL, nil)
+	body := []byte("\xef\xbb\xbf" + `{"email":"ana@example.com","password":"guess"}`)
+	var gz, zl bytes.Buffer
+	gw := gzip.NewWriter(&gz)
+	_, _ = gw.Write(body)
+	_ = gw.Close()
+	zw := zlib.NewWriter(&zl)
+	_, _ = zw.Write(body)
+	_ = zw.Close()
+	send := func(b []byte, encoding string) *http.Response {
+		req, _ := http.NewRequest(http.MethodPost, h.url+"/api/auth/login", bytes.NewReader(b))
+		req.Header.Set("Content-Type", "application/json")
+		if encoding != "" {
+			req.Header.Set("Content-Encoding", encoding)
+		}
+		resp, _ := h.do(req)
+		return resp
+	}
+	for i, tc := range []struct {
+		b   []byte
+		enc string
+	}{{gz.Bytes(), "gzip"}, {zl.Bytes(), "deflate"}, {body, ""}} {
+		if resp := send(tc.b, tc.enc); resp.StatusCode != 200 {
+			t.Fatalf("attempt %d (%q): %d", i+1, tc.enc, resp.StatusCode)
+		}
+		if got := <-bodies; !bytes.Equal(got, tc.b) {
+			t.Fatalf("attempt %d: the upstream got other bytes", i+1)
+		}
+	}
+	// The three went to the IP+email bucket, which a plain body also finds.
+	if resp := send(bytes.TrimPrefix(body, []byte("\xef\xbb\xbf")), ""); resp.StatusCode != 429 {
+		t.Fatalf("4th attempt for the same e-mail: %d, want 429", resp.StatusCode)
 	}
 }
