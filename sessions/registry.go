@@ -311,11 +311,16 @@ func (r *Registry) latestOf(user string) *liveSocket {
 // They leave the registry at once, so that a second Kick does not count
 // sockets that are still closing.
 func (r *Registry) Kick(user, reason string) int {
+	return r.kickWhere(func(s *liveSocket) bool { return s.info.User == user }, reason)
+}
+
+// kickWhere disconnects, with reason, every socket match picks.
+func (r *Registry) kickWhere(match func(*liveSocket) bool, reason string) int {
 	r.mu.Lock()
 	var list []Socket
 	var ids []string
 	for id, s := range r.sockets {
-		if s.info.User == user {
+		if match(s) {
 			list = append(list, s.sock)
 			ids = append(ids, id)
 		}
@@ -328,6 +333,13 @@ func (r *Registry) Kick(user, reason string) int {
 		s.Disconnect(reason)
 	}
 	return len(list)
+}
+
+// KickAddr disconnects every socket from an address in p with reason (an
+// IP blocked for abuse: its open sockets must not outlive the block) and
+// reports how many.
+func (r *Registry) KickAddr(p netip.Prefix, reason string) int {
+	return r.kickWhere(func(s *liveSocket) bool { return p.Contains(s.info.IP.Unmap()) }, reason)
 }
 
 // OnEvicted is the connectedUsers eviction callback: the socket the entry

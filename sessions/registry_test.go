@@ -545,3 +545,36 @@ func TestRegistryJoinsPerSocketAreBounded(t *testing.T) {
 		t.Errorf("after disconnect: %v", got)
 	}
 }
+
+// KickAddr disconnects the sockets of one address (an IPv4-mapped one
+// included) or of one IPv6 /64, anonymous ones too, and no others.
+func TestRegistryKickAddr(t *testing.T) {
+	t.Parallel()
+	f := newRegFixture(t, regOpts{})
+	add := func(id, user, addr string) *fakeSocket {
+		s := &fakeSocket{}
+		f.reg.Connect(SocketInfo{ID: id, User: user, IP: netip.MustParseAddr(addr), ConnectedAt: f.clk.Now()}, s)
+		return s
+	}
+	v4, mapped, other := add("s1", "", "203.0.113.7"), add("s2", "u2", "::ffff:203.0.113.7"), add("s3", "u3", "203.0.113.8")
+	v6a, v6b, v6other := add("s4", "", "2001:db8::1"), add("s5", "u5", "2001:db8::2"), add("s6", "", "2001:db8:0:1::1")
+	if n := f.reg.KickAddr(netip.MustParsePrefix("203.0.113.7/32"), "ip_blocked"); n != 2 {
+		t.Fatalf("KickAddr(203.0.113.7) = %d, want 2", n)
+	}
+	if n := f.reg.KickAddr(netip.MustParsePrefix("2001:db8::/64"), "ip_blocked"); n != 2 {
+		t.Fatalf("KickAddr(2001:db8::/64) = %d, want 2", n)
+	}
+	for name, s := range map[string]*fakeSocket{"v4": v4, "mapped": mapped, "v6a": v6a, "v6b": v6b} {
+		if got := s.got(); !slices.Equal(got, []string{"ip_blocked"}) {
+			t.Errorf("%s disconnected with %v", name, got)
+		}
+	}
+	for name, s := range map[string]*fakeSocket{"other": other, "v6other": v6other} {
+		if got := s.got(); len(got) != 0 {
+			t.Errorf("%s disconnected with %v", name, got)
+		}
+	}
+	if n := f.reg.Sockets(); n != 2 {
+		t.Errorf("%d sockets left, want 2", n)
+	}
+}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"os"
 	"os/signal"
 	"runtime/debug"
@@ -98,6 +99,19 @@ type app struct {
 	sockets atomic.Pointer[sessions.Registry]
 }
 
+// blockedPrefix reads the address an abuse alert names: an IPv4 address,
+// or the /64 an IPv6 one is counted by.
+func blockedPrefix(ip string) (netip.Prefix, bool) {
+	if p, err := netip.ParsePrefix(ip); err == nil {
+		return p, true
+	}
+	a, err := netip.ParseAddr(ip)
+	if err != nil {
+		return netip.Prefix{}, false
+	}
+	return netip.PrefixFrom(a, a.BitLen()), true
+}
+
 // newApp builds the proxy, the table manager and the watchdog, registering
 // their metrics on reg.
 func newApp(cfg *config.Config, logger *logging.Logger, reg *prometheus.Registry) (*app, error) {
@@ -148,6 +162,10 @@ func newApp(cfg *config.Config, logger *logging.Logger, reg *prometheus.Registry
 			}
 			e := security.WithFields(logrus.Fields{"ip": ip, "rejectionsLastHour": n, "severity": severity, "requiresAttention": severity == "CRITICAL"})
 			if severity == "CRITICAL" {
+				// The block refuses new requests; the IP's open sockets go too.
+				if p, ok := blockedPrefix(ip); ok {
+					e = e.WithField("socketsDisconnected", sockets.KickAddr(p, "ip_blocked"))
+				}
 				e.WithField("blockedFor", cfg.Limits.BlockFor.String()).Error("CRITICAL ALERT: RATE_LIMIT_ABUSE; IP blocked")
 			} else {
 				e.Warn("warning alert: RATE_LIMIT_ABUSE")

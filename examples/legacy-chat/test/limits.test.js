@@ -77,3 +77,31 @@ describe('Socket.IO event limits', { timeout: 60000 }, () => {
     }
   });
 });
+
+// An IP blocked for abuse loses its open sockets too, not only new requests:
+// the socket whose rejections caused the block would otherwise go on for the
+// whole block.
+describe('Socket.IO and abuse blocks', { timeout: 60000 }, () => {
+  let stack;
+  before(async () => {
+    stack = await startStack({
+      config: {
+        rate_limit: { abuse_warning: 2, abuse_critical: 3 },
+        websocket: { events: [{ name: 'send-message', limit: { rate: 1, period: '1m' } }] },
+      },
+    });
+  });
+  after(() => stack && stack.stop());
+
+  it('a block disconnects the IP\'s sockets', async () => {
+    const s = await connected(stack.connect({ transports: ['websocket'], auth: { token: sign({ email: uniqueUser('abuser') }) } }));
+    const gone = once(s, 'disconnect', 10000);
+    for (let i = 1; i <= 4; i++) { // 1 allowed, then rejections 1–3: the third blocks
+      s.emit('send-message', { conversationId: 'c', text: `m${i}` });
+    }
+    assert.equal(await gone, 'io server disconnect');
+    const res = await fetch(`${stack.url}/healthz`);
+    assert.equal(res.status, 403);
+    assertEnvelope(assert, await res.json(), 'IP_BLOCKED');
+  });
+});
