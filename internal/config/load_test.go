@@ -172,6 +172,51 @@ func TestEverySettingRoundTripsThroughEnvAndFlag(t *testing.T) {
 	}
 }
 
+// Values from the environment and flags lose leading and trailing
+// whitespace, whatever their type: "kubectl create secret --from-file" and
+// $(cat file) leave a newline that must not become part of a secret, and a
+// string setting must not be refused for a space an integer would be
+// forgiven.
+func TestEnvAndFlagValuesAreTrimmed(t *testing.T) {
+	t.Parallel()
+	for _, s := range config.Settings() {
+		if s.Key == "stats_token" {
+			continue // Value hides it; the secrets are checked below
+		}
+		t.Run(s.Key, func(t *testing.T) {
+			t.Parallel()
+			def := config.Defaults()
+			padded := " \t" + s.Value(def) + "\r\n"
+			byEnv := mustLoad(t, config.Source{LookupEnv: env{s.Env: padded}.lookup})
+			byFlag := mustLoad(t, config.Source{Args: []string{"--" + s.Flag + "=" + padded}})
+			for _, c := range []*config.Config{def, byEnv, byFlag} {
+				if len(c.Proxy.TrustedProxies) == 0 {
+					c.Proxy.TrustedProxies = nil
+				}
+				if len(c.WebSocket.Origins) == 0 {
+					c.WebSocket.Origins = nil
+				}
+			}
+			if !reflect.DeepEqual(byEnv, def) || !reflect.DeepEqual(byFlag, def) {
+				t.Errorf("%s = %q changed the config:\nenv:  %+v\nflag: %+v", s.Key, padded, byEnv, byFlag)
+			}
+		})
+	}
+	const jwt, stats = "0123456789abcdef0123456789abcdef-from-a-file", "stats-token-from-a-file-0123"
+	for _, tt := range []struct {
+		name string
+		src  config.Source
+	}{
+		{"env", config.Source{LookupEnv: env{"CHATGUARD_JWT_SECRET": jwt + "\n", "CHATGUARD_STATS_TOKEN": "\t" + stats + " \r\n"}.lookup}},
+		{"flag", config.Source{Args: []string{"--jwt-secret=" + jwt + "\n", "--stats-token", " " + stats + "\n"}}},
+	} {
+		c := mustLoad(t, tt.src)
+		if c.Auth.JWTSecret.Reveal() != jwt || c.StatsToken.Reveal() != stats {
+			t.Errorf("%s: jwt_secret %q, stats_token %q: want them without the whitespace", tt.name, c.Auth.JWTSecret.Reveal(), c.StatsToken.Reveal())
+		}
+	}
+}
+
 // An explicitly empty value is a value: it beats the layers below it.
 func TestEmptyValuesOverride(t *testing.T) {
 	t.Parallel()

@@ -87,39 +87,44 @@ var settings = []Setting{
 	{"alerts.path", "CHATGUARD_ALERT_PATH", "alert-path", "the alert file", func(c *Config) any { return &c.Alerts.Path }},
 }
 
-// set parses s into the setting's field of c.
+// set parses v into the setting's field of c. Leading and trailing
+// whitespace is dropped from every value, strings and secrets included:
+// a value from a file (kubectl create secret --from-file, $(cat token))
+// ends in a newline that nobody sees, and a secret kept with it would fail
+// every comparison without a word.
 func (s Setting) set(c *Config, v string) error {
+	v = strings.TrimSpace(v)
 	switch p := s.field(c).(type) {
 	case *string:
 		*p = v
 	case *Secret:
 		*p = Secret(v)
 	case *int:
-		n, err := strconv.Atoi(strings.TrimSpace(v))
+		n, err := strconv.Atoi(v)
 		if err != nil {
 			return fmt.Errorf("%q is not a whole number", v)
 		}
 		*p = n
 	case *int64:
-		n, err := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
+		n, err := strconv.ParseInt(v, 10, 64)
 		if err != nil {
 			return fmt.Errorf("%q is not a whole number", v)
 		}
 		*p = n
 	case *bool:
-		b, err := strconv.ParseBool(strings.TrimSpace(v))
+		b, err := strconv.ParseBool(v)
 		if err != nil {
 			return fmt.Errorf("%q is not true or false", v)
 		}
 		*p = b
 	case *float64:
-		f, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
+		f, err := strconv.ParseFloat(v, 64)
 		if err != nil {
 			return fmt.Errorf("%q is not a number", v)
 		}
 		*p = f
 	case *time.Duration:
-		d, err := time.ParseDuration(strings.TrimSpace(v))
+		d, err := time.ParseDuration(v)
 		if err != nil {
 			return fmt.Errorf("%q is not a duration (like 5s, 1m30s)", v)
 		}
