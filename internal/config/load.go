@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"strings"
 
 	"gopkg.in/yaml.v3"
@@ -146,16 +147,24 @@ func decodeYAML(data []byte, c *Config, name string) []string {
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	dec.KnownFields(true)
 	err := dec.Decode(c)
-	if err == nil || stderrors.Is(err, io.EOF) {
-		return nil
-	}
+	var errs []string
 	var te *yaml.TypeError
-	if stderrors.As(err, &te) {
-		out := make([]string, 0, len(te.Errors))
-		for _, e := range te.Errors {
-			out = append(out, fmt.Sprintf("%s: %s", name, e))
-		}
-		return out
+	switch {
+	case err == nil || stderrors.Is(err, io.EOF):
+	case stderrors.As(err, &te):
+		errs = slices.Clone(te.Errors)
+	default:
+		return []string{fmt.Sprintf("%s: %v", name, err)}
 	}
-	return []string{fmt.Sprintf("%s: %v", name, err)}
+	// The same bytes again, as a tree: the decoder does not say which field
+	// a problem belongs to, the tree does (a syntax error was reported above).
+	var root yaml.Node
+	if err := yaml.Unmarshal(data, &root); err == nil {
+		errs = bareDurations(&root, c, errs)
+	}
+	out := make([]string, 0, len(errs))
+	for _, e := range errs {
+		out = append(out, fmt.Sprintf("%s: %s", name, e))
+	}
+	return out
 }

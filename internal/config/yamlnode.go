@@ -1,0 +1,96 @@
+package config
+
+import (
+	"fmt"
+	"reflect"
+	"slices"
+	"strings"
+	"time"
+
+	"gopkg.in/yaml.v3"
+)
+
+var durationType = reflect.TypeFor[time.Duration]()
+
+// bareDurations fixes what yaml.v3 gets wrong about durations written as
+// numbers. yaml.v3 refuses every !!int for a time.Duration, 0 included, yet
+// the default file documents "0 = never" and "0 = no expiry" and the
+// environment takes a bare 0: so a plain 0 at a duration's place is set
+// to 0 in c (which the decoder left untouched) and its decoding error
+// dropped. Any other number stays an error, with a hint about the unit
+// added, since 30 could mean seconds, minutes or nanoseconds.
+//
+// root is data parsed as a node tree, c the configuration data was
+// decoded into, problems the decoder's errors ("line N: cannot unmarshal
+// !!int `0` into time.Duration"); it returns the problems left.
+func bareDurations(root *yaml.Node, c *Config, problems []string) []string {
+	if root.Kind != yaml.DocumentNode || len(root.Content) == 0 {
+		return problems
+	}
+	walkDurations(root.Content[0], reflect.ValueOf(c), func(n *yaml.Node, v reflect.Value) {
+		if n.Tag != "!!int" && n.Tag != "!!float" {
+			return // a string: ParseDuration's own message says what is wrong
+		}
+		// The decoder's own words for this node (it shortens long values).
+		prefix := fmt.Sprintf("line %d: cannot unmarshal %s `", n.Line, n.Tag)
+		i := slices.IndexFunc(problems, func(p string) bool {
+			return strings.HasPrefix(p, prefix) && strings.HasSuffix(p, "` into time.Duration")
+		})
+		if i < 0 {
+			return
+		}
+		if n.Tag == "!!int" && n.Value == "0" {
+			v.SetInt(0)
+			problems = append(problems[:i], problems[i+1:]...)
+			return
+		}
+		problems[i] += fmt.Sprintf(": a duration needs a unit (%[1]ss, %[1]sm, %[1]sh); only 0 may go without one", n.Value)
+	})
+	return problems
+}
+
+// walkDurations calls visit for every scalar of n that decodes into a
+// time.Duration of v, with that field. It follows what the decoder filled:
+// a struct's fields by their yaml names, a slice's elements by index, a
+// non-nil pointer's target; aliases and maps (no map holds a duration) are
+// left alone.
+func walkDurations(n *yaml.Node, v reflect.Value, visit func(*yaml.Node, reflect.Value)) {
+	for v.Kind() == reflect.Pointer {
+		if v.IsNil() {
+			return
+		}
+		v = v.Elem()
+	}
+	switch {
+	case v.Type() == durationType:
+		if n.Kind == yaml.ScalarNode && v.CanSet() {
+			visit(n, v)
+		}
+	case v.Kind() == reflect.Struct && n.Kind == yaml.MappingNode:
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			if f, ok := fieldByYAMLName(v, n.Content[i].Value); ok {
+				walkDurations(n.Content[i+1], f, visit)
+			}
+		}
+	case v.Kind() == reflect.Slice && n.Kind == yaml.SequenceNode:
+		// A decoding error may have dropped an element, shifting the rest;
+		// that error is reported anyway, so a misplaced 0 does no harm.
+		for i, item := range n.Content {
+			if i < v.Len() {
+				walkDurations(item, v.Index(i), visit)
+			}
+		}
+	}
+}
+
+// fieldByYAMLName is the field of struct v whose yaml tag names key.
+func fieldByYAMLName(v reflect.Value, key string) (reflect.Value, bool) {
+	t := v.Type()
+	for i := range t.NumField() {
+		name, _, _ := strings.Cut(t.Field(i).Tag.Get("yaml"), ",")
+		if name != "" && name != "-" && name == key {
+			return v.Field(i), true
+		}
+	}
+	return reflect.Value{}, false
+}

@@ -1,0 +1,80 @@
+package config_test
+
+import (
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/chatguard/chatguard/internal/config"
+)
+
+// A bare 0 is a duration in the file, as the default file's comments
+// ("0 = never", "0 = no expiry") and the environment have it; any other
+// bare number is still refused, with the unit named.
+func TestBareZeroDurations(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name string
+		yaml string
+		got  func(*config.Config) []time.Duration
+	}{
+		{"table ttl", "tables:\n  connectedUsers:\n    ttl: 0\n",
+			func(c *config.Config) []time.Duration { return []time.Duration{c.Tables.ConnectedUsers.TTL} }},
+		{"flow mapping", "tables: {connectedUsers: {ttl: 0}}\n",
+			func(c *config.Config) []time.Duration { return []time.Duration{c.Tables.ConnectedUsers.TTL} }},
+		{"two on one line", "memory: {check_interval: 0, sweep_interval: 0}\n",
+			func(c *config.Config) []time.Duration {
+				return []time.Duration{c.Memory.CheckInterval, c.Memory.SweepInterval}
+			}},
+		{"summary interval", "log:\n  summary_interval: 0\n",
+			func(c *config.Config) []time.Duration { return []time.Duration{c.Log.SummaryInterval} }},
+		{"explicit tag", "memory:\n  cpu_profile: !!int 0\n",
+			func(c *config.Config) []time.Duration { return []time.Duration{c.Memory.CPUProfile} }},
+		{"after a list", "websocket:\n  events:\n    - name: typing\n      limit: {rate: 5, period: 1m}\n    - name: x\n      limit: {rate: 1, period: 1s}\n  idle_timeout: 0\n",
+			func(c *config.Config) []time.Duration { return []time.Duration{c.WebSocket.IdleTimeout} }},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			c := mustLoad(t, config.Source{Args: []string{"--config=f.yaml"}, ReadFile: files{"f.yaml": tt.yaml}.read})
+			for i, d := range tt.got(c) {
+				if d != 0 {
+					t.Errorf("duration %d = %s, want 0", i, d)
+				}
+			}
+		})
+	}
+}
+
+// In a list too: a route's period of 0 reaches validation, which refuses it
+// for what it is, rather than the decoder refusing its spelling.
+func TestBareZeroDurationInAList(t *testing.T) {
+	t.Parallel()
+	yaml := "routes:\n  - name: a\n    path: /a\n  - name: b\n    path: /b\n    limit: {rate: 1, period: 0, key: [ip]}\n"
+	_, err := config.Load(config.Source{Args: []string{"--config=f.yaml"}, ReadFile: files{"f.yaml": yaml}.read})
+	var probs config.Problems
+	if !errors.As(err, &probs) || len(probs) != 1 || probs[0] != "routes[1].limit.period: must be between 1ms and 24h (got 0s)" {
+		t.Errorf("Load error = %v, want only the period's validation problem", err)
+	}
+}
+
+func TestBareNumberDurationsNeedAUnit(t *testing.T) {
+	t.Parallel()
+	tests := []struct{ yaml, want string }{
+		{"tables:\n  userRoles:\n    ttl: 30\n", "f.yaml: line 3: cannot unmarshal !!int `30` into time.Duration: a duration needs a unit (30s, 30m, 30h)"},
+		{"memory: {check_interval: 0, sweep_interval: 5}\n", "line 1: cannot unmarshal !!int `5` into time.Duration: a duration needs a unit"},
+		{"log:\n  summary_interval: 0.5\n", "line 2: cannot unmarshal !!float `0.5` into time.Duration: a duration needs a unit"},
+		{"routes:\n  - name: a\n    path: /a\n    limit: {rate: 1, period: 60, key: [ip]}\n", "line 4: cannot unmarshal !!int `60` into time.Duration: a duration needs a unit"},
+		{"proxy:\n  dial_timeout: 00\n", "cannot unmarshal !!int `00` into time.Duration: a duration needs a unit"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.want, func(t *testing.T) {
+			t.Parallel()
+			_, err := config.Load(config.Source{Args: []string{"--config=f.yaml"}, ReadFile: files{"f.yaml": tt.yaml}.read})
+			var probs config.Problems
+			if !errors.As(err, &probs) || countContaining(probs, tt.want) != 1 || countContaining(probs, "into time.Duration") != 1 {
+				t.Errorf("Load error = %v, want one problem containing %q", err, tt.want)
+			}
+		})
+	}
+}
