@@ -94,3 +94,37 @@ func fieldByYAMLName(v reflect.Value, key string) (reflect.Value, bool) {
 	}
 	return reflect.Value{}, false
 }
+
+// nullRoutes reports a routes key with nothing after it. It decodes as no
+// routes at all, silently: and it is what a file cut off right after that
+// line looks like, so every route would lose its auth and limits at once.
+// routes: [] remains the way to ask for none.
+func nullRoutes(root *yaml.Node) []string {
+	if root.Kind != yaml.DocumentNode || len(root.Content) == 0 || root.Content[0].Kind != yaml.MappingNode {
+		return nil
+	}
+	m := root.Content[0]
+	for i := 0; i+1 < len(m.Content); i += 2 {
+		if k, v := m.Content[i], m.Content[i+1]; k.Value == "routes" && v.Kind == yaml.ScalarNode && v.Tag == "!!null" {
+			return []string{fmt.Sprintf("line %d: routes has no value; list the routes, or write routes: [] for none", k.Line)}
+		}
+	}
+	return nil
+}
+
+// IsBlank reports whether data is a YAML file without a single setting:
+// empty, or only whitespace, comments, a document marker or a null. Load
+// reads such a file as the defaults (an empty ConfigMap key is a way to ask
+// for them); a reload refuses it. Data that does not parse is not blank:
+// Load reports what is wrong with it.
+func IsBlank(data []byte) bool {
+	var root yaml.Node
+	if err := yaml.Unmarshal(data, &root); err != nil {
+		return false
+	}
+	if len(root.Content) == 0 {
+		return true // no document at all
+	}
+	n := root.Content[0]
+	return n.Kind == yaml.ScalarNode && n.Tag == "!!null"
+}

@@ -2,6 +2,7 @@ package config_test
 
 import (
 	"errors"
+	"strings"
 	"testing"
 	"time"
 
@@ -76,5 +77,46 @@ func TestBareNumberDurationsNeedAUnit(t *testing.T) {
 				t.Errorf("Load error = %v, want one problem containing %q", err, tt.want)
 			}
 		})
+	}
+}
+
+// routes with no value would mean no routes, silently: it is what a file cut
+// off after that line looks like. It is a problem; routes: [] is not.
+func TestNullRoutesIsAProblem(t *testing.T) {
+	t.Parallel()
+	tests := []struct{ yaml, want string }{
+		{"routes:\n", "f.yaml: line 1: routes has no value; list the routes, or write routes: [] for none"},
+		{"log:\n  level: debug\nroutes:\n", "f.yaml: line 3: routes has no value"},
+		{"log:\n  level: debug\nroutes:\n# the routes follow\n", "f.yaml: line 3: routes has no value"},
+		{"routes: ~\n", "f.yaml: line 1: routes has no value"},
+		{"routes: null\n", "f.yaml: line 1: routes has no value"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.yaml, func(t *testing.T) {
+			t.Parallel()
+			_, err := config.Load(config.Source{Args: []string{"--config=f.yaml"}, ReadFile: files{"f.yaml": tt.yaml}.read})
+			var probs config.Problems
+			if !errors.As(err, &probs) || len(probs) != 1 || !strings.HasPrefix(probs[0], tt.want) {
+				t.Errorf("Load error = %v, want one problem starting %q", err, tt.want)
+			}
+		})
+	}
+	c := mustLoad(t, config.Source{Args: []string{"--config=f.yaml"}, ReadFile: files{"f.yaml": "routes: []\n"}.read})
+	if c.Routes == nil || len(c.Routes) != 0 {
+		t.Errorf("routes: [] gave %#v, want an empty list", c.Routes)
+	}
+}
+
+func TestIsBlank(t *testing.T) {
+	t.Parallel()
+	for _, s := range []string{"", "\n\n", "  \r\n \n", "# editing\n", "\n# a\n  # b\n\n", "---\n", "--- # x\n", "~\n", "null\n", "\ufeff# bom\n"} {
+		if !config.IsBlank([]byte(s)) {
+			t.Errorf("IsBlank(%q) = false, want true", s)
+		}
+	}
+	for _, s := range []string{"listen: \":1\"\n", "routes: []\n", "routes:\n", "{}\n", "# a\nlog: {level: debug}\n", "listen: [\n", "...\n", "\t\n" /* a tab cannot start a token: Load says so */, "- a\n", "hello\n"} {
+		if config.IsBlank([]byte(s)) {
+			t.Errorf("IsBlank(%q) = true, want false", s)
+		}
 	}
 }
