@@ -354,16 +354,30 @@ func reloadConfig(env environment, a *app, log *logrus.Entry, why string) {
 	a.reloadMu.Lock() // SIGHUP and the file watcher: one reload at a time, in order
 	defer a.reloadMu.Unlock()
 	log = log.WithField("reason", why)
+	src := config.Source{Args: env.args, LookupEnv: env.lookupEnv}
 	if a.file != "" {
 		// An empty file at start means the defaults; during a reload it is a
-		// rewrite caught half-way (or a mistake), and the defaults would drop
-		// every route's auth and limits at once.
-		if fi, err := os.Stat(a.file); err == nil && fi.Size() == 0 {
-			log.WithField("problem", a.file+" is empty").Error("configuration reload refused")
+		// rewrite caught half-way (truncated, or holding only the comment an
+		// editor wrote first) or a mistake, and the defaults would drop every
+		// route's auth and limits at once. Whitespace and comments are as
+		// empty as zero bytes.
+		data, err := os.ReadFile(a.file)
+		if err == nil && config.IsBlank(data) {
+			log.WithField("problem", a.file+" is empty (no settings, only whitespace or comments)").Error("configuration reload refused")
 			return
 		}
+		if err == nil {
+			// Load decodes the bytes checked here, not a later version of
+			// the file that nobody checked.
+			src.ReadFile = func(name string) ([]byte, error) {
+				if name == a.file {
+					return data, nil
+				}
+				return os.ReadFile(name)
+			}
+		}
 	}
-	cfg, err := config.Load(config.Source{Args: env.args, LookupEnv: env.lookupEnv})
+	cfg, err := config.Load(src)
 	if err != nil {
 		var probs config.Problems
 		if errors.As(err, &probs) {

@@ -1,0 +1,112 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"strings"
+	"testing"
+
+	"github.com/sirupsen/logrus"
+)
+
+// A reload refuses a file without settings — zero bytes, blank lines, only
+// a comment — and a file cut off after "routes:": each would drop every
+// route's auth and limits. The running routes stay.
+func TestReloadRefusesAnEmptiedFile(t *testing.T) {
+	t.Parallel()
+	file := t.TempDir() + "/chatguard.yaml"
+	write := func(s string) {
+		t.Helper()
+		if err := os.WriteFile(file, []byte(s), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	const limited = "routes:\n  - name: extra\n    path: /extra\n    limit: {rate: 1, period: 1m, key: [ip]}\n"
+	write(limited)
+	vars := map[string]string{"CHATGUARD_UPSTREAM": "http://127.0.0.1:1", "CHATGUARD_RATE_LIMIT_FILE": ""}
+	env := environment{
+		args: []string{"--config", file}, stdout: io.Discard, stderr: io.Discard,
+		lookupEnv: func(k string) (string, bool) { v, ok := vars[k]; return v, ok },
+	}
+	cfg, code := loadConfig(env)
+	if cfg == nil {
+		t.Fatalf("loadConfig: exit %d", code)
+	}
+	a, _ := testApp(t, cfg)
+	get := func() int {
+		rec := httptest.NewRecorder()
+		a.srv.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/extra", nil))
+		return rec.Code
+	}
+	if get() == http.StatusTooManyRequests || get() != http.StatusTooManyRequests {
+		t.Fatal("the file's limit is not applied")
+	}
+	reload := func() string {
+		var out bytes.Buffer
+		l := logrus.New()
+		l.SetOutput(&out)
+		l.SetFormatter(&logrus.JSONFormatter{})
+		reloadConfig(env, a, logrus.NewEntry(l), "test")
+		return out.String()
+	}
+	for _, tt := range []struct{ name, content, problem string }{
+		{"zero bytes", "", file + " is empty"},
+		{"blank lines", "\n\n", file + " is empty"},
+		{"only a comment", "# editing\n", file + " is empty"},
+		{"a document marker", "---\n", file + " is empty"},
+		{"cut off after routes", "log:\n  level: info\nroutes:\n", "routes has no value"},
+	} {
+		write(tt.content)
+		out := reload()
+		if !strings.Contains(out, "configuration reload refused") || !strings.Contains(out, tt.problem) || strings.Contains(out, "configuration reloaded") {
+			t.Errorf("%s: reload log does not refuse it for %q:\n%s", tt.name, tt.problem, out)
+		}
+		if get() != http.StatusTooManyRequests {
+			t.Fatalf("%s: the running routes were replaced", tt.name)
+		}
+	}
+	// Asking for no routes in so many words is a reload like any other.
+	write("routes: []\n")
+	if out := reload(); !strings.Contains(out, "configuration reloaded") || !strings.Contains(out, `"routes":0`) {
+		t.Fatalf("routes: [] was not reloaded:\n%s", out)
+	}
+	if get() != http.StatusBadGateway {
+		t.Fatal("/extra is still limited after its route was taken out")
+	}
+}
+
+// check-config and serve refuse "routes:" with no value as well; routes: []
+// is how to ask for none.
+func TestNullRoutesRefused(t *testing.T) {
+	t.Parallel()
+	file := t.TempDir() + "/chatguard.yaml"
+	if err := os.WriteFile(file, []byte("log:\n  level: info\nroutes:\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, cmd := range []string{"check-config", "serve"} {
+		// A serve that accepted the file stops at once (the context is
+		// done) on ports of its own, rather than serving on :8080.
+		ctx, cancel := context.WithCancel(context.Background())
+		cancel()
+		var errOut strings.Builder
+		code := run(ctx, environment{
+			args:   []string{cmd, "--config", file, "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0", "--rate-limit-file="},
+			stdout: io.Discard, stderr: &errOut,
+			lookupEnv: func(string) (string, bool) { return "", false },
+			exit:      func(int) { t.Error("exit called") },
+		})
+		if code != 2 || !strings.Contains(errOut.String(), "line 3: routes has no value") {
+			t.Errorf("%s: exit %d, %s", cmd, code, errOut.String())
+		}
+	}
+	if err := os.WriteFile(file, []byte("routes: []\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if code, out, errOut := runCmd(t, []string{"check-config", "--config", file}, nil); code != 0 || strings.Contains(out, "  route ") {
+		t.Errorf("routes: []: exit %d, %s%s", code, out, errOut)
+	}
+}
