@@ -216,6 +216,9 @@ func newStore(cfg *config.Config, std *sessions.Standard, logger *logging.Logger
 	if url == "" {
 		return mem, nil, nil
 	}
+	// go-redis logs some failures itself (a pool that cannot dial), by
+	// default as plain text on stderr, which would break the JSON stream.
+	limiter.SetRedisLogger(logger.WithField(logging.FieldCategory, logging.CategoryDatabase), url)
 	client, err := limiter.NewRedisClient(url, cfg.Redis.Timeout)
 	if err != nil {
 		return nil, nil, err
