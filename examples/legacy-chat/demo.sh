@@ -4,8 +4,9 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 CHATGUARD_BIN=${CHATGUARD_BIN:-../../bin/chatguard}
-export JWT_SECRET=demo-jwt-secret
-STATS_TOKEN=demo-stats-token
+# Demo values; chatguard wants a JWT secret of 32 bytes or more, a stats token of 16.
+export JWT_SECRET=demo-jwt-secret-0123456789abcdef01234
+STATS_TOKEN=demo-stats-token-0123
 
 tmp=$(mktemp -d)
 pids=()

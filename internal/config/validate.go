@@ -156,6 +156,7 @@ func Validate(c *Config) []string {
 		add("rate_limit.abuse_warning", "must be below rate_limit.abuse_critical")
 	}
 	positive("rate_limit.block_for", c.Limits.BlockFor)
+	validateSecrets(c, add)
 	if c.Auth.JWTPublicKeyFile != "" {
 		if _, err := os.Stat(c.Auth.JWTPublicKeyFile); err != nil {
 			add("auth.jwt_public_key_file", "%v", err)

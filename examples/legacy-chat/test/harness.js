@@ -11,8 +11,9 @@ const { io } = require('socket.io-client');
 
 const APP_DIR = path.resolve(__dirname, '..');
 const CHATGUARD_BIN = process.env.CHATGUARD_BIN || path.resolve(APP_DIR, '../../bin/chatguard');
-const SECRET = 'e2e-secret-' + process.pid;
-const STATS_TOKEN = 'e2e-stats-' + process.pid;
+// Long enough for chatguard: 32 bytes or more for the JWT secret, 16 for the stats token.
+const SECRET = 'e2e-secret-' + process.pid + '-0123456789abcdef0123456789';
+const STATS_TOKEN = 'e2e-stats-' + process.pid + '-0123456789';
 const VERBOSE = !!process.env.E2E_VERBOSE; // E2E_VERBOSE=1: children's output goes to stderr live
 
 // Children die with us, however we end, and temp dirs go with them.

@@ -1,0 +1,39 @@
+package config
+
+import "strings"
+
+// Minimum lengths of the secrets chatguard is given. The stats token is
+// chatguard's own, a bearer credential for the stats, sessions, blocks and
+// remote drain endpoints: 16 characters of anything random are out of reach
+// of guessing. The JWT secret is shared with the app, and an HMAC key is
+// tested offline against any one token a user holds: RFC 7518 §3.2 requires
+// a key at least as long as the hash, 32 bytes for HS256.
+const (
+	MinStatsTokenLen = 16
+	MinJWTSecretLen  = 32
+)
+
+// placeholder starts the sample Secrets' values (deploy/kubernetes/*/secret.yaml).
+const placeholder = "replace-me"
+
+// validateSecrets refuses the sample Secrets' placeholders and secrets too
+// short to be one. Problems never quote a secret, placeholders included.
+func validateSecrets(c *Config, add func(key, format string, args ...any)) {
+	isPlaceholder := func(s Secret) bool { return strings.HasPrefix(strings.ToLower(s.Reveal()), placeholder) }
+	const makeOne = "openssl rand -hex 32 makes one"
+	switch t := c.StatsToken.Reveal(); {
+	case t == "":
+	case isPlaceholder(c.StatsToken):
+		add("stats_token", "is the sample Secret's placeholder (it starts with %q): set a real secret (%s)", placeholder, makeOne)
+	case len(t) < MinStatsTokenLen:
+		add("stats_token", "is shorter than %d characters: set a real secret (%s)", MinStatsTokenLen, makeOne)
+	}
+	const sameInApp = "the same one the app signs its tokens with"
+	switch k := c.Auth.JWTSecret.Reveal(); {
+	case k == "":
+	case isPlaceholder(c.Auth.JWTSecret):
+		add("auth.jwt_secret", "is the sample Secret's placeholder (it starts with %q): set a real secret, %s", placeholder, sameInApp)
+	case len(k) < MinJWTSecretLen:
+		add("auth.jwt_secret", "is shorter than %d bytes, the least RFC 7518 allows for HS256: set a real secret, %s (%s)", MinJWTSecretLen, sameInApp, makeOne)
+	}
+}
