@@ -43,6 +43,9 @@ func checkConfig(env environment) int {
 		source = cfg.File
 	}
 	fmt.Fprintf(env.stdout, "configuration is valid (file: %s)\n", source)
+	for _, w := range config.Warnings(cfg) {
+		fmt.Fprintf(env.stdout, "warning: %s\n", w)
+	}
 	for _, s := range config.Settings() {
 		fmt.Fprintf(env.stdout, "  %-32s %s\n", s.Key, s.Value(cfg))
 	}

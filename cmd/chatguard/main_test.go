@@ -54,6 +54,11 @@ func TestCheckConfig(t *testing.T) {
 	if code != 0 || strings.Contains(out, "tok-very-secret-0123456789") {
 		t.Fatalf("secret printed by check-config: %s", out)
 	}
+	// A JWT secret under 32 bytes is the app's to change: a warning, exit 0.
+	code, out, _ = runCmd(t, []string{"check-config"}, map[string]string{"CHATGUARD_JWT_SECRET": "dev-secret-change-me"})
+	if code != 0 || !strings.Contains(out, "warning: auth.jwt_secret is shorter than 32 bytes") || strings.Contains(out, "dev-secret-change-me") {
+		t.Fatalf("short JWT secret: %d %s", code, out)
+	}
 	code, _, errOut := runCmd(t, []string{"check-config", "--listen", "nope", "--env", "staging"},
 		map[string]string{"CHATGUARD_DIAL_TIMEOUT": "soon", "CHATGUARD_UPSTREAM": "ftp://x"})
 	if code != 2 {

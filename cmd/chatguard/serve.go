@@ -58,6 +58,9 @@ func serve(ctx context.Context, env environment) int {
 	defer logger.Close()
 	log := logger.WithField(logging.FieldCategory, logging.CategorySystem)
 	log.WithFields(logrus.Fields{"version": info.Version, "revision": info.Revision, "env": cfg.Env, "goMemLimit": memLimit}).Info("chatguard starting")
+	for _, w := range config.Warnings(cfg) {
+		logger.WithField(logging.FieldCategory, logging.CategorySecurity).Warn(w)
+	}
 
 	a, err := newApp(cfg, logger, reg)
 	if err != nil {

@@ -1,6 +1,9 @@
 package config
 
-import "strings"
+import (
+	"fmt"
+	"strings"
+)
 
 // Minimum lengths of the secrets chatguard is given. The stats token is
 // chatguard's own, a bearer credential for the stats, sessions, blocks and
@@ -16,8 +19,9 @@ const (
 // placeholder starts the sample Secrets' values (deploy/kubernetes/*/secret.yaml).
 const placeholder = "replace-me"
 
-// validateSecrets refuses the sample Secrets' placeholders and secrets too
-// short to be one. Problems never quote a secret, placeholders included.
+// validateSecrets refuses the sample Secrets' placeholders and a stats token
+// too short to be one (a short JWT secret is a warning: see Warnings).
+// Problems never quote a secret, placeholders included.
 func validateSecrets(c *Config, add func(key, format string, args ...any)) {
 	isPlaceholder := func(s Secret) bool { return strings.HasPrefix(strings.ToLower(s.Reveal()), placeholder) }
 	const makeOne = "openssl rand -hex 32 makes one"
@@ -29,11 +33,21 @@ func validateSecrets(c *Config, add func(key, format string, args ...any)) {
 		add("stats_token", "is shorter than %d characters: set a real secret (%s)", MinStatsTokenLen, makeOne)
 	}
 	const sameInApp = "the same one the app signs its tokens with"
-	switch k := c.Auth.JWTSecret.Reveal(); {
-	case k == "":
-	case isPlaceholder(c.Auth.JWTSecret):
+	if isPlaceholder(c.Auth.JWTSecret) {
 		add("auth.jwt_secret", "is the sample Secret's placeholder (it starts with %q): set a real secret, %s", placeholder, sameInApp)
-	case len(k) < MinJWTSecretLen:
-		add("auth.jwt_secret", "is shorter than %d bytes, the least RFC 7518 allows for HS256: set a real secret, %s (%s)", MinJWTSecretLen, sameInApp, makeOne)
 	}
+}
+
+// Warnings are weaknesses chatguard runs with but reports: check-config
+// prints them and serve logs them at start. A short JWT secret is one, not
+// a refusal: the secret is the app's, and changing it logs every user out,
+// which a sidecar must not force on the app by refusing to start.
+func Warnings(c *Config) []string {
+	var out []string
+	if k := c.Auth.JWTSecret.Reveal(); k != "" && len(k) < MinJWTSecretLen {
+		out = append(out, fmt.Sprintf("auth.jwt_secret is shorter than %d bytes, the least RFC 7518 allows for HS256: "+
+			"tokens signed with it can be brute-forced offline; give the app and chatguard a longer one "+
+			"(openssl rand -hex 32 makes one)", MinJWTSecretLen))
+	}
+	return out
 }

@@ -7,8 +7,10 @@ import (
 	"github.com/chatguard/chatguard/internal/config"
 )
 
-// The sample Secrets' placeholders, and secrets too short to be one, are
-// refused, naming the key and never quoting the value.
+// The sample Secrets' placeholders, and a stats token too short to be one,
+// are refused, naming the key and never quoting the value; a JWT secret
+// under 32 bytes is a warning (it is the app's: refusing to start would
+// force the app to log everyone out).
 func TestValidateSecrets(t *testing.T) {
 	t.Parallel()
 	const (
@@ -18,19 +20,20 @@ func TestValidateSecrets(t *testing.T) {
 	tests := []struct {
 		name, stats, jwt string
 		want             []string // one problem each; nil = valid
+		warn             bool     // a warning about the JWT secret's length
 	}{
-		{"none", "", "", nil},
-		{"long enough", statsOK, jwtOK, nil},
+		{"none", "", "", nil, false},
+		{"long enough", statsOK, jwtOK, nil, false},
 		{"sample stats token", "replace-me-with-a-long-random-token", jwtOK,
-			[]string{`stats_token: is the sample Secret's placeholder (it starts with "replace-me"): set a real secret`}},
+			[]string{`stats_token: is the sample Secret's placeholder (it starts with "replace-me"): set a real secret`}, false},
 		{"sample jwt secret", statsOK, "replace-me-with-the-apps-jwt-secret",
-			[]string{`auth.jwt_secret: is the sample Secret's placeholder (it starts with "replace-me"): set a real secret`}},
+			[]string{`auth.jwt_secret: is the sample Secret's placeholder (it starts with "replace-me"): set a real secret`}, false},
 		{"placeholder in capitals", "REPLACE-ME-0123456789", "Replace-Me-0123456789abcdef0123456789", []string{
-			`stats_token: is the sample Secret's placeholder`, `auth.jwt_secret: is the sample Secret's placeholder`}},
-		{"one character", "Z", jwtOK, []string{"stats_token: is shorter than 16 characters: set a real secret"}},
-		{"15 characters", statsOK[:15], jwtOK, []string{"stats_token: is shorter than 16 characters"}},
-		{"31 bytes", statsOK, jwtOK[:31], []string{"auth.jwt_secret: is shorter than 32 bytes, the least RFC 7518 allows for HS256: set a real secret"}},
-		{"both short", "sh0rt!", "dev-secret-change-me", []string{"stats_token: is shorter", "auth.jwt_secret: is shorter"}},
+			`stats_token: is the sample Secret's placeholder`, `auth.jwt_secret: is the sample Secret's placeholder`}, false},
+		{"one character", "Z", jwtOK, []string{"stats_token: is shorter than 16 characters: set a real secret"}, false},
+		{"15 characters", statsOK[:15], jwtOK, []string{"stats_token: is shorter than 16 characters"}, false},
+		{"31 bytes", statsOK, jwtOK[:31], nil, true},
+		{"both short", "sh0rt!", "dev-secret-change-me", []string{"stats_token: is shorter"}, true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -46,7 +49,11 @@ func TestValidateSecrets(t *testing.T) {
 					t.Errorf("Validate = %q, want one problem containing %q", probs, w)
 				}
 			}
-			for _, p := range probs {
+			warns := config.Warnings(c)
+			if got := len(warns) == 1 && strings.Contains(warns[0], "auth.jwt_secret is shorter than 32 bytes"); got != tt.warn || !tt.warn && len(warns) != 0 {
+				t.Errorf("Warnings = %q, want a JWT-length warning: %v", warns, tt.warn)
+			}
+			for _, p := range append(probs, warns...) {
 				if (tt.stats != "" && strings.Contains(p, tt.stats)) || (tt.jwt != "" && strings.Contains(p, tt.jwt)) {
 					t.Errorf("problem quotes the secret: %s", p)
 				}
