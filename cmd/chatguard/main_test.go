@@ -257,6 +257,36 @@ func TestSecondSignalForcesExit(t *testing.T) {
 	}
 }
 
+// One SIGTERM delivered twice at once (timeout(1), tini -g) is one request
+// to drain, not the operator's second; the same signal later still forces.
+func TestDuplicateSignalIsNotASecond(t *testing.T) {
+	up, entered, release := blockingUpstream(t)
+	defer close(release)
+	p := startProcess(t, up.URL, "CHATGUARD_DRAIN_DELAY=0s", "CHATGUARD_SHUTDOWN_TIMEOUT=60s")
+	go func() {
+		resp, err := http.Get("http://" + p.public + "/slow")
+		if err == nil {
+			resp.Body.Close()
+		}
+	}()
+	<-entered
+	_ = p.cmd.Process.Signal(syscall.SIGTERM)
+	_ = p.cmd.Process.Signal(syscall.SIGTERM)
+	deadline := time.Now().Add(10 * time.Second)
+	for !strings.Contains(p.output(), "taken as one") && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	select {
+	case <-p.exited:
+		t.Fatalf("exited on a duplicated signal:\n%s", p.output())
+	case <-time.After(600 * time.Millisecond):
+	}
+	_ = p.cmd.Process.Signal(syscall.SIGTERM)
+	if code := p.wait(t, 10*time.Second); code != 1 {
+		t.Errorf("a later second SIGTERM: exit code %d:\n%s", code, p.output())
+	}
+}
+
 func TestStatsHaveTheSeedsBlocks(t *testing.T) {
 	up, _, release := blockingUpstream(t)
 	defer close(release)

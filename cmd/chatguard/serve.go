@@ -444,6 +444,10 @@ func watchFile(ctx context.Context, path string, every time.Duration, changed fu
 	return func() { cancel(); <-done }
 }
 
+// duplicateSignalWindow: a repeat of the first stop signal this soon is
+// taken as the same one delivered twice.
+const duplicateSignalWindow = 500 * time.Millisecond
+
 // handleSignals owns the signal goroutine; the returned func stops it.
 func handleSignals(cancel context.CancelFunc, log *logrus.Entry, exit func(int), reload func(string)) (stop func()) {
 	sigs := make(chan os.Signal, 4)
@@ -452,7 +456,11 @@ func handleSignals(cancel context.CancelFunc, log *logrus.Entry, exit func(int),
 	finished := make(chan struct{})
 	go func() {
 		defer close(finished)
-		stopping := false
+		var (
+			stopping  bool
+			first     os.Signal
+			firstTime time.Time
+		)
 		for {
 			select {
 			case <-done:
@@ -469,9 +477,14 @@ func handleSignals(cancel context.CancelFunc, log *logrus.Entry, exit func(int),
 						"after":    after,
 					}).Info("returned free memory to the OS (SIGUSR2)")
 				case !stopping:
-					stopping = true
+					stopping, first, firstTime = true, sig, time.Now()
 					log.WithField("signal", sig.String()).Info("shutting down gracefully; send the signal again to exit at once")
 					cancel()
+				case sig == first && time.Since(firstTime) < duplicateSignalWindow:
+					// The same signal twice at once is one request delivered
+					// twice (a wrapper signalling the process and its group,
+					// as timeout(1) and tini -g do), not an operator's second.
+					log.WithField("signal", sig.String()).Info("the same signal again at once: taken as one; send it again to exit at once")
 				default:
 					log.WithField("signal", sig.String()).Warn("second signal: exiting at once")
 					exit(1)
