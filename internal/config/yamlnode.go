@@ -95,19 +95,43 @@ func fieldByYAMLName(v reflect.Value, key string) (reflect.Value, bool) {
 	return reflect.Value{}, false
 }
 
-// nullRoutes reports a routes key with nothing after it. It decodes as no
-// routes at all, silently: and it is what a file cut off right after that
-// line looks like, so every route would lose its auth and limits at once.
-// routes: [] remains the way to ask for none.
+// nullRoutes reports a routes (or websocket.events) key with nothing after
+// it. It decodes as no routes at all, silently: and it is what a file cut
+// off right after that line looks like, so every route would lose its auth
+// and limits at once (every event its limit). routes: [] remains the way to
+// ask for none.
 func nullRoutes(root *yaml.Node) []string {
-	if root.Kind != yaml.DocumentNode || len(root.Content) == 0 || root.Content[0].Kind != yaml.MappingNode {
+	if root.Kind != yaml.DocumentNode || len(root.Content) == 0 {
 		return nil
 	}
-	m := root.Content[0]
-	for i := 0; i+1 < len(m.Content); i += 2 {
-		if k, v := m.Content[i], m.Content[i+1]; k.Value == "routes" && v.Kind == yaml.ScalarNode && v.Tag == "!!null" {
-			return []string{fmt.Sprintf("line %d: routes has no value; list the routes, or write routes: [] for none", k.Line)}
+	var out []string
+	for _, path := range [][]string{{"routes"}, {"websocket", "events"}} {
+		if k := nullAt(root.Content[0], path); k != nil {
+			name := strings.Join(path, ".")
+			last := path[len(path)-1]
+			out = append(out, fmt.Sprintf("line %d: %s has no value; list the %s, or write %s: [] for none", k.Line, name, last, last))
 		}
+	}
+	return out
+}
+
+// nullAt is the key node of path in mapping n when its value is null.
+func nullAt(n *yaml.Node, path []string) *yaml.Node {
+	if n.Kind != yaml.MappingNode {
+		return nil
+	}
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		k, v := n.Content[i], n.Content[i+1]
+		if k.Value != path[0] {
+			continue
+		}
+		if len(path) == 1 {
+			if v.Kind == yaml.ScalarNode && v.Tag == "!!null" {
+				return k
+			}
+			return nil
+		}
+		return nullAt(v, path[1:])
 	}
 	return nil
 }

@@ -90,6 +90,7 @@ func TestNullRoutesIsAProblem(t *testing.T) {
 		{"log:\n  level: debug\nroutes:\n# the routes follow\n", "f.yaml: line 3: routes has no value"},
 		{"routes: ~\n", "f.yaml: line 1: routes has no value"},
 		{"routes: null\n", "f.yaml: line 1: routes has no value"},
+		{"websocket:\n  auth: optional\n  events:\n", "f.yaml: line 3: websocket.events has no value; list the events, or write events: [] for none"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.yaml, func(t *testing.T) {
