@@ -21,6 +21,7 @@ import (
 	"github.com/chatguard/chatguard/internal/config"
 	"github.com/chatguard/chatguard/internal/logging"
 	"github.com/chatguard/chatguard/internal/metrics"
+	"github.com/chatguard/chatguard/internal/testnet"
 )
 
 func TestMain(m *testing.M) {
@@ -218,16 +219,12 @@ func upstream(t *testing.T, h http.HandlerFunc) *httptest.Server {
 	return s
 }
 
-// closedPort returns a loopback address nothing listens on.
+// closedPort returns a loopback address that refuses connections for the
+// whole test (see testnet.RefusedAddr: a freed port could be taken by
+// another test's listener).
 func closedPort(t *testing.T) string {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := l.Addr().String()
-	l.Close()
-	return addr
+	return testnet.RefusedAddr(t)
 }
 
 // waitFor polls cond until it holds or the deadline passes.
