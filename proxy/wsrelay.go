@@ -347,6 +347,14 @@ func (p *wsPair) mirrorClose(err error, o *wsDir, from string) {
 	if o.take() {
 		defer o.finish()
 	}
+	if p.closing() {
+		// chatguard is ending the pair itself, and end closes both sides
+		// with its own code. What arrives here is the peer's answer to
+		// that close: mirrored, it raced end's close of the other side,
+		// and the client could get the upstream's 1001, or a dropped
+		// connection, instead of chatguard's 1008.
+		return
+	}
 	code := websocket.CloseStatus(err)
 	var ce websocket.CloseError
 	reason := ""
@@ -358,9 +366,7 @@ func (p *wsPair) mirrorClose(err error, o *wsDir, from string) {
 		// hears the same.
 		code, reason, from = websocket.StatusMessageTooBig, "message too big", sideChatguard
 	}
-	if p.closing() {
-		from = sideChatguard // our own end: already counted
-	} else if p.counted.CompareAndSwap(false, true) { // the other side's echo of this close is not another close
+	if p.counted.CompareAndSwap(false, true) { // the other side's echo of this close is not another close
 		p.hub.metrics.closeCodes.WithLabelValues(from, closeCodeLabel(code)).Inc()
 	}
 	switch code {
