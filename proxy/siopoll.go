@@ -50,10 +50,15 @@ func (s *Server) servePolling(w *responseWriter, r *http.Request, info *reqInfo)
 		}
 		r.Header.Del("Accept-Encoding") // an uncompressed body can be read and extended
 		info.onResponse = func(resp *http.Response) { h.handshakeAnswered(sess, resp) }
+		// Deferred: a client that leaves before the upstream answers ends
+		// the handler with http.ErrAbortHandler, and its admission must
+		// still be given back.
+		defer func() {
+			if !h.followsPoll(sess.sid) {
+				sess.release() // the handshake failed: nothing to follow
+			}
+		}()
 		s.proxy.ServeHTTP(w, r)
-		if !h.followsPoll(sess.sid) {
-			sess.release() // the handshake failed: nothing to follow
-		}
 		return
 	}
 	h.mu.Lock()

@@ -4,8 +4,11 @@ import (
 	"context"
 	"net/http"
 	"slices"
+	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/chatguard/chatguard/internal/config"
 )
 
 // connectPolling makes a polling session p1 with testUser connected.
@@ -104,4 +107,38 @@ func TestSocketIOOldEngineIORefused(t *testing.T) {
 	if resp, body := env.harness.get("/socket.io/socket.io.js"); resp.StatusCode == 400 {
 		t.Errorf("/socket.io/socket.io.js refused: %s", body)
 	}
+}
+
+// A polling handshake the client gives up on before the upstream answers
+// gives its socket slot back: with one socket per IP, the next handshake
+// from the same address is admitted.
+func TestAbandonedPollingHandshakeFreesItsSlot(t *testing.T) {
+	t.Parallel()
+	release := make(chan struct{})
+	var first atomic.Bool
+	fake := newFakePolling(t, 0)
+	up := upstream(t, func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Query().Get("sid") == "" && first.CompareAndSwap(false, true) {
+			select { // the first handshake is held until its client is gone
+			case <-r.Context().Done():
+			case <-release:
+			}
+			return
+		}
+		fake.ServeHTTP(w, r)
+	})
+	defer close(release)
+	env := startSIO(t, up.URL, func(c *config.Config) { c.WebSocket.MaxSocketsPerIP = 1 })
+	h := env.harness
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, h.url+pollPath, nil)
+	if resp, err := h.client.Do(req); err == nil {
+		resp.Body.Close()
+		t.Fatalf("the held handshake answered %d", resp.StatusCode)
+	}
+	cancel()
+	waitFor(t, "the abandoned handshake's slot", func() bool {
+		resp, _ := poll(t, h, "GET", "", "")
+		return resp.StatusCode == 200
+	})
 }
