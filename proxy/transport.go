@@ -284,8 +284,7 @@ func (t *upstreamTransport) exchange(pc *upstreamConn, req *http.Request) (*http
 		return nil, false, fmt.Errorf("%w: %v", apierrors.ErrBadRequestBody, bodyErr)
 	}
 	// The head may be read ahead of by one buffer of body: the limit counts from here.
-	pc.cr.headEnd = pc.cr.n.Load() + maxResponseHead + int64(pc.br.Size())
-	defer func() { pc.cr.headEnd = 0 }()
+	pc.cr.headEnd = pc.cr.n.Load() + maxResponseHead + int64(pc.br.Size()) // reset by adoptBody; error paths close pc
 	if werr != nil {
 		// The upstream may have answered before taking the whole body
 		// (a 413 from the app): read what it said, briefly.
@@ -357,6 +356,10 @@ func classifyReadError(err error) error {
 // adoptBody makes resp.Body own pc: reading it to the end returns pc to the
 // pool when the exchange allows keep-alive; closing it early closes pc.
 func (t *upstreamTransport) adoptBody(pc *upstreamConn, resp *http.Response, stop func() bool) {
+	// The head is read: lift its limit now, before pc can go back to the
+	// pool (a bodiless response returns it below) and another request set
+	// its own.
+	pc.cr.headEnd = 0
 	if resp.StatusCode == http.StatusSwitchingProtocols {
 		resp.Body = &upgradedBody{pc: pc, stop: stop}
 		return

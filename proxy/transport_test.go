@@ -442,3 +442,32 @@ func TestTransportBoundsResponseHeaders(t *testing.T) {
 		t.Fatalf("a 4 MiB header: %d %v", resp.StatusCode, env)
 	}
 }
+
+// Bodiless answers (204, HEAD) hand the connection back to the pool while
+// the request that read them is still finishing: nothing of that request
+// may touch the connection afterwards (run with -race).
+func TestTransportBodilessAnswersUnderConcurrency(t *testing.T) {
+	t.Parallel()
+	up := upstream(t, func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(http.StatusNoContent) })
+	h := start(t, up.URL, nil)
+	var wg sync.WaitGroup
+	for g := 0; g < 8; g++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; i < 100; i++ {
+				resp, err := h.client.Get(h.url + "/empty")
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				resp.Body.Close()
+				if resp.StatusCode != http.StatusNoContent {
+					t.Errorf("status %d", resp.StatusCode)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+}
