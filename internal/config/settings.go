@@ -91,9 +91,14 @@ var settings = []Setting{
 // whitespace is dropped from every value, strings and secrets included:
 // a value from a file (kubectl create secret --from-file, $(cat token))
 // ends in a newline that nobody sees, and a secret kept with it would fail
-// every comparison without a word.
+// every comparison without a word. The JWT secret is the exception: the
+// app signs with it, maybe newline and all (the sidecar manifests give both
+// the same Secret key), so it is kept as given and the verifier accepts it
+// with and without the whitespace (see Warnings).
 func (s Setting) set(c *Config, v string) error {
-	v = strings.TrimSpace(v)
+	if s.Key != "auth.jwt_secret" {
+		v = strings.TrimSpace(v)
+	}
 	switch p := s.field(c).(type) {
 	case *string:
 		*p = v

@@ -23,7 +23,9 @@ const placeholder = "replace-me"
 // too short to be one (a short JWT secret is a warning: see Warnings).
 // Problems never quote a secret, placeholders included.
 func validateSecrets(c *Config, add func(key, format string, args ...any)) {
-	isPlaceholder := func(s Secret) bool { return strings.HasPrefix(strings.ToLower(s.Reveal()), placeholder) }
+	isPlaceholder := func(s Secret) bool {
+		return strings.HasPrefix(strings.ToLower(strings.TrimSpace(s.Reveal())), placeholder)
+	}
 	const makeOne = "openssl rand -hex 32 makes one"
 	switch t := c.StatsToken.Reveal(); {
 	case t == "":
@@ -44,7 +46,11 @@ func validateSecrets(c *Config, add func(key, format string, args ...any)) {
 // which a sidecar must not force on the app by refusing to start.
 func Warnings(c *Config) []string {
 	var out []string
-	if k := c.Auth.JWTSecret.Reveal(); k != "" && len(k) < MinJWTSecretLen {
+	if k := c.Auth.JWTSecret.Reveal(); k != strings.TrimSpace(k) {
+		out = append(out, "auth.jwt_secret has leading or trailing whitespace (a newline from a file?): "+
+			"tokens signed with it and without it are both accepted; check which one the app uses")
+	}
+	if k := strings.TrimSpace(c.Auth.JWTSecret.Reveal()); k != "" && len(k) < MinJWTSecretLen {
 		out = append(out, fmt.Sprintf("auth.jwt_secret is shorter than %d bytes, the least RFC 7518 allows for HS256: "+
 			"tokens signed with it can be brute-forced offline; give the app and chatguard a longer one "+
 			"(openssl rand -hex 32 makes one)", MinJWTSecretLen))

@@ -4,6 +4,7 @@
 package identity
 
 import (
+	"bytes"
 	"crypto/ecdsa"
 	"crypto/rsa"
 	"crypto/x509"
@@ -65,6 +66,7 @@ type Verifier struct {
 	o      Options
 	parser *jwt.Parser
 	pub    any
+	hmac   any // the HS256 key, or a set of two (see New)
 }
 
 // New returns a Verifier. Only the algorithms its keys can verify are
@@ -75,6 +77,14 @@ func New(o Options) (*Verifier, error) {
 	var algs []string
 	if len(o.Secret) > 0 {
 		algs = append(algs, "HS256")
+		v.hmac = o.Secret
+		// A secret read from a file often ends in a newline. The app may
+		// sign with it (it read the same Secret key) or without it (its
+		// copy was typed): both verify, rather than every token failing
+		// without a word.
+		if t := bytes.TrimSpace(o.Secret); len(t) > 0 && len(t) != len(o.Secret) {
+			v.hmac = jwt.VerificationKeySet{Keys: []jwt.VerificationKey{o.Secret, t}}
+		}
 	}
 	if len(o.PublicKeyPEM) > 0 {
 		pub, alg, err := parsePublicKey(o.PublicKeyPEM)
@@ -172,7 +182,7 @@ func (v *Verifier) Verify(token string) (Identity, error) {
 	_, err := v.parser.ParseWithClaims(token, claims, func(t *jwt.Token) (any, error) {
 		switch t.Method.Alg() {
 		case "HS256":
-			return v.o.Secret, nil
+			return v.hmac, nil
 		case "RS256", "ES256":
 			return v.pub, nil
 		}

@@ -276,3 +276,22 @@ func FuzzTokens(f *testing.F) {
 		}
 	})
 }
+
+// A secret that came from a file with its newline verifies tokens signed
+// with the newline (an app reading the same Secret key) and without it (an
+// app given the value typed); any other key still fails.
+func TestSecretWithSurroundingWhitespace(t *testing.T) {
+	t.Parallel()
+	v, err := New(Options{Secret: append(append([]byte(nil), secret...), '\n'), Now: clock})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, key := range map[string][]byte{"with the newline": append(append([]byte(nil), secret...), '\n'), "without": secret} {
+		if _, err := v.Verify(sign(t, jwt.SigningMethodHS256, key, claims(nil))); err != nil {
+			t.Errorf("signed %s: %v", name, err)
+		}
+	}
+	if _, err := v.Verify(sign(t, jwt.SigningMethodHS256, []byte("another-secret-0123456789abcdef!!"), claims(nil))); !errors.Is(err, ErrInvalid) {
+		t.Errorf("another key: %v, want ErrInvalid", err)
+	}
+}
