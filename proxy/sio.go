@@ -95,6 +95,15 @@ func (h *wsHub) sessionFor(r *http.Request, info *reqInfo) (*sioSession, *apierr
 	return sess, nil
 }
 
+// refusalOutcome is the connections_total outcome of a session refused at
+// its handshake: over a socket limit, or tokens of two users.
+func refusalOutcome(e *apierrors.Error) string {
+	if e.Code == apierrors.CodeRateLimitExceeded {
+		return outcomeLimited
+	}
+	return outcomeHandshake
+}
+
 func socketLimitError(err error) *apierrors.Error {
 	e := apierrors.New(apierrors.CodeRateLimitExceeded, "too many open sockets")
 	switch {

@@ -122,6 +122,7 @@ func TestSocketIOHandshakeTokensAreAllChecked(t *testing.T) {
 	if env := envelope(t, resp, body); resp.StatusCode != 401 || env["code"] != "TOKEN_INVALID" {
 		t.Fatalf("tokens of two users: %d %v", resp.StatusCode, env)
 	}
+	waitMetric(t, h, `chatguard_websocket_connections_total{outcome="handshake_failed"}`, 1)
 }
 
 // The same on HTTP routes: valid tokens of two users are refused, even on

@@ -44,7 +44,7 @@ func (s *Server) servePolling(w *responseWriter, r *http.Request, info *reqInfo)
 		}
 		sess, e := h.sessionFor(r, info)
 		if e != nil {
-			h.metrics.outcomes.WithLabelValues(outcomeLimited).Inc()
+			h.metrics.outcomes.WithLabelValues(refusalOutcome(e)).Inc()
 			s.writeError(w, r, info, e, sourceProxy)
 			return
 		}

@@ -257,7 +257,7 @@ func (s *Server) serveWebSocket(w *responseWriter, r *http.Request, info *reqInf
 		kind = kindSocketIO
 		var e *apierrors.Error
 		if sess, e = h.sessionFor(r, info); e != nil {
-			fail(outcomeLimited, e)
+			fail(refusalOutcome(e), e)
 			return
 		}
 		if !sess.claimWS() {

@@ -433,7 +433,7 @@ func TestAbuseAlertsReachTheAlertFile(t *testing.T) {
 		}
 		got = append(got, a.Type+"/"+a.Severity+"/"+a.IP)
 	}
-	if want := "RATE_LIMIT_ABUSE/WARNING/127.0.0.1 RATE_LIMIT_ABUSE/CRITICAL/127.0.0.1"; strings.Join(got, " ") != want {
+	if want := "WARNING_RATE_LIMIT_ABUSE/WARNING/127.0.0.1 CRITICAL_RATE_LIMIT_ABUSE/CRITICAL/127.0.0.1"; strings.Join(got, " ") != want {
 		t.Fatalf("alerts %q, want %q", got, want)
 	}
 	resp, err := http.Get("http://" + p.admin + "/metrics")
@@ -443,7 +443,7 @@ func TestAbuseAlertsReachTheAlertFile(t *testing.T) {
 	defer resp.Body.Close()
 	body, _ := io.ReadAll(resp.Body)
 	for _, sev := range []string{"WARNING", "CRITICAL"} {
-		if series := `chatguard_alerts_total{severity="` + sev + `",type="RATE_LIMIT_ABUSE"} 1`; !strings.Contains(string(body), series) {
+		if series := `chatguard_alerts_total{severity="` + sev + `",type="` + sev + `_RATE_LIMIT_ABUSE"} 1`; !strings.Contains(string(body), series) {
 			t.Errorf("metrics lack %s", series)
 		}
 	}

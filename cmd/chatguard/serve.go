@@ -158,7 +158,7 @@ func newApp(cfg *config.Config, logger *logging.Logger, reg *prometheus.Registry
 			}
 			if watchdog != nil {
 				watchdog.Record(sessions.Alert{
-					Type: "RATE_LIMIT_ABUSE", Resource: "rejections_per_hour", Current: n, Threshold: int64(threshold),
+					Type: severity + "_RATE_LIMIT_ABUSE", Resource: "rejections_per_hour", // as the watchdog names its types Current: n, Threshold: int64(threshold),
 					Ratio: fmt.Sprintf("%.2f", float64(n)/float64(max(threshold, 1))), Severity: severity,
 					RequiresAttention: severity == "CRITICAL", IP: ip,
 				})
