@@ -53,7 +53,9 @@ func (w *responseWriter) setList(key, value string) {
 // ownFields puts chatguard's fields back on the final response's header.
 func (w *responseWriter) ownFields(h http.Header) {
 	if w.requestID != "" {
-		h.Set(requestid.Header, w.requestID)
+		if v := h[requestid.Header]; len(v) != 1 || v[0] != w.requestID { // usually still there: no allocation
+			h[requestid.Header] = []string{w.requestID}
+		}
 	}
 	for k, vs := range w.lists {
 		for _, v := range vs {
