@@ -235,9 +235,13 @@ func TestSIGTERMDrainsAndExitsZero(t *testing.T) {
 	}
 }
 
-func TestSecondSignalForcesExit(t *testing.T) {
+// stoppingWithRequestInFlight starts chatguard with a long shutdown
+// timeout and a request held by the upstream, so that a drain does not end
+// by itself while the test signals.
+func stoppingWithRequestInFlight(t *testing.T) *process {
+	t.Helper()
 	up, entered, release := blockingUpstream(t)
-	defer close(release)
+	t.Cleanup(func() { close(release) })
 	p := startProcess(t, up.URL, "CHATGUARD_DRAIN_DELAY=0s", "CHATGUARD_SHUTDOWN_TIMEOUT=60s")
 	go func() {
 		resp, err := http.Get("http://" + p.public + "/slow")
@@ -246,11 +250,21 @@ func TestSecondSignalForcesExit(t *testing.T) {
 		}
 	}()
 	<-entered
-	_ = p.cmd.Process.Signal(syscall.SIGTERM)
+	return p
+}
+
+// waitLog waits (up to 10 s) for the log to say what.
+func (p *process) waitLog(what string) {
 	deadline := time.Now().Add(10 * time.Second)
-	for !strings.Contains(p.output(), "shutting down gracefully") && time.Now().Before(deadline) {
+	for !strings.Contains(p.output(), what) && time.Now().Before(deadline) {
 		time.Sleep(10 * time.Millisecond)
 	}
+}
+
+func TestSecondSignalForcesExit(t *testing.T) {
+	p := stoppingWithRequestInFlight(t)
+	_ = p.cmd.Process.Signal(syscall.SIGTERM)
+	p.waitLog("shutting down gracefully")
 	_ = p.cmd.Process.Signal(syscall.SIGINT)
 	if code := p.wait(t, 10*time.Second); code != 1 {
 		t.Errorf("forced exit code %d:\n%s", code, p.output())
@@ -260,22 +274,10 @@ func TestSecondSignalForcesExit(t *testing.T) {
 // One SIGTERM delivered twice at once (timeout(1), tini -g) is one request
 // to drain, not the operator's second; the same signal later still forces.
 func TestDuplicateSignalIsNotASecond(t *testing.T) {
-	up, entered, release := blockingUpstream(t)
-	defer close(release)
-	p := startProcess(t, up.URL, "CHATGUARD_DRAIN_DELAY=0s", "CHATGUARD_SHUTDOWN_TIMEOUT=60s")
-	go func() {
-		resp, err := http.Get("http://" + p.public + "/slow")
-		if err == nil {
-			resp.Body.Close()
-		}
-	}()
-	<-entered
+	p := stoppingWithRequestInFlight(t)
 	_ = p.cmd.Process.Signal(syscall.SIGTERM)
 	_ = p.cmd.Process.Signal(syscall.SIGTERM)
-	deadline := time.Now().Add(10 * time.Second)
-	for !strings.Contains(p.output(), "taken as one") && time.Now().Before(deadline) {
-		time.Sleep(10 * time.Millisecond)
-	}
+	p.waitLog("taken as one")
 	select {
 	case <-p.exited:
 		t.Fatalf("exited on a duplicated signal:\n%s", p.output())
@@ -326,10 +328,7 @@ func TestStatsHaveTheSeedsBlocks(t *testing.T) {
 	}
 	// One line at start says what this instance enforces (the log is
 	// flushed every log.flush_interval).
-	deadline := time.Now().Add(5 * time.Second)
-	for !strings.Contains(p.output(), `"msg":"enforcing"`) && time.Now().Before(deadline) {
-		time.Sleep(20 * time.Millisecond)
-	}
+	p.waitLog(`"msg":"enforcing"`)
 	if log := p.output(); !strings.Contains(log, `"msg":"enforcing"`) || !strings.Contains(log, `"rateLimitStore":"memory-only"`) ||
 		!strings.Contains(log, `"routes":6`) {
 		t.Errorf("no enforcing line at start:\n%s", log)

@@ -156,16 +156,7 @@ func TestEverySettingRoundTripsThroughEnvAndFlag(t *testing.T) {
 			v := s.Value(def)
 			byEnv := mustLoad(t, config.Source{LookupEnv: env{s.Env: v}.lookup})
 			byFlag := mustLoad(t, config.Source{Args: []string{"--" + s.Flag + "=" + v}})
-			// An empty list may come back as nil: the same configuration.
-			for _, c := range []*config.Config{def, byEnv, byFlag} {
-				if len(c.Proxy.TrustedProxies) == 0 {
-					c.Proxy.TrustedProxies = nil
-				}
-				if len(c.WebSocket.Origins) == 0 {
-					c.WebSocket.Origins = nil
-				}
-			}
-			if !reflect.DeepEqual(byEnv, def) || !reflect.DeepEqual(byFlag, def) {
+			if !sameConfig(def, byEnv) || !sameConfig(def, byFlag) {
 				t.Errorf("setting %s to its own default %q changed the config:\nenv:  %+v\nflag: %+v", s.Key, v, byEnv, byFlag)
 			}
 		})
@@ -189,15 +180,7 @@ func TestEnvAndFlagValuesAreTrimmed(t *testing.T) {
 			padded := " \t" + s.Value(def) + "\r\n"
 			byEnv := mustLoad(t, config.Source{LookupEnv: env{s.Env: padded}.lookup})
 			byFlag := mustLoad(t, config.Source{Args: []string{"--" + s.Flag + "=" + padded}})
-			for _, c := range []*config.Config{def, byEnv, byFlag} {
-				if len(c.Proxy.TrustedProxies) == 0 {
-					c.Proxy.TrustedProxies = nil
-				}
-				if len(c.WebSocket.Origins) == 0 {
-					c.WebSocket.Origins = nil
-				}
-			}
-			if !reflect.DeepEqual(byEnv, def) || !reflect.DeepEqual(byFlag, def) {
+			if !sameConfig(def, byEnv) || !sameConfig(def, byFlag) {
 				t.Errorf("%s = %q changed the config:\nenv:  %+v\nflag: %+v", s.Key, padded, byEnv, byFlag)
 			}
 		})
@@ -590,4 +573,18 @@ func TestBareBoolFlags(t *testing.T) {
 	if !c.Log.File || !c.Proxy.PreserveHost || c.Listen != ":1" {
 		t.Errorf("log.file %v preserve_host %v listen %q", c.Log.File, c.Proxy.PreserveHost, c.Listen)
 	}
+}
+
+// sameConfig compares two configurations, an empty list and a nil one
+// being the same (either may come back from a load).
+func sameConfig(a, b *config.Config) bool {
+	for _, c := range []*config.Config{a, b} {
+		if len(c.Proxy.TrustedProxies) == 0 {
+			c.Proxy.TrustedProxies = nil
+		}
+		if len(c.WebSocket.Origins) == 0 {
+			c.WebSocket.Origins = nil
+		}
+	}
+	return reflect.DeepEqual(a, b)
 }
