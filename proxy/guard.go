@@ -2,8 +2,6 @@ package proxy
 
 import (
 	"bytes"
-	"compress/gzip"
-	"compress/zlib"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -13,7 +11,6 @@ import (
 	"net/http"
 	"net/url"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/sirupsen/logrus"
@@ -174,7 +171,9 @@ func (s *Server) readBodyFields(r *http.Request) map[string]string {
 	if err != nil || len(buf) > limit {
 		return nil // too large or broken: the key falls back to the IP
 	}
-	if buf, err = decodeForKey(buf, r.Header.Get("Content-Encoding"), limit); err != nil {
+	// body-parser inflates gzip and deflate for the backend: compressing a
+	// login body must not move it from its IP+email bucket to the IP's.
+	if buf, err = decodeBody(buf, r.Header.Get("Content-Encoding"), int64(limit)); err != nil {
 		return nil
 	}
 	buf = bytes.TrimPrefix(buf, []byte("\xef\xbb\xbf")) // a BOM, which body-parser skips too
@@ -203,40 +202,6 @@ func (s *Server) readBodyFields(r *http.Request) map[string]string {
 		return nil
 	}
 	return out
-}
-
-// decodeForKey undoes the Content-Encoding body-parser undoes (gzip,
-// deflate), so that compressing a login body does not move it from its
-// IP+email bucket to the IP's; the upstream still gets the bytes as sent.
-// The decoded body is bounded by limit as the raw one is.
-func decodeForKey(buf []byte, encoding string, limit int) ([]byte, error) {
-	var zr io.Reader
-	switch strings.ToLower(strings.TrimSpace(encoding)) {
-	case "", "identity":
-		return buf, nil
-	case "gzip", "x-gzip":
-		gz, err := gzip.NewReader(bytes.NewReader(buf))
-		if err != nil {
-			return nil, err
-		}
-		zr = gz
-	case "deflate":
-		zl, err := zlib.NewReader(bytes.NewReader(buf))
-		if err != nil {
-			return nil, err
-		}
-		zr = zl
-	default:
-		return nil, errors.New("unsupported content encoding")
-	}
-	out, err := io.ReadAll(io.LimitReader(zr, int64(limit)+1))
-	if err != nil {
-		return nil, err
-	}
-	if len(out) > limit {
-		return nil, errors.New("decoded body over the key cap")
-	}
-	return out, nil
 }
 
 // replayBody is a request body whose start was read and put back.

@@ -226,14 +226,26 @@ func (s *Server) readErrorBody(resp *http.Response) ([]byte, bool) {
 	if err != nil || int64(len(raw)) > limit {
 		return nil, true
 	}
+	plain, err := decodeBody(raw, resp.Header.Get("Content-Encoding"), limit)
+	if err != nil {
+		return nil, true
+	}
+	return plain, false
+}
+
+// decodeBody undoes a body's Content-Encoding (gzip, deflate), reading at
+// most limit decoded bytes: an upstream error body to inspect, a request
+// body to key on. Another encoding, a broken stream or more than limit
+// bytes is an error.
+func decodeBody(raw []byte, encoding string, limit int64) ([]byte, error) {
 	var dec io.Reader
-	switch enc := strings.ToLower(strings.TrimSpace(resp.Header.Get("Content-Encoding"))); enc {
+	switch strings.ToLower(strings.TrimSpace(encoding)) {
 	case "", "identity":
-		return raw, false
+		return raw, nil
 	case "gzip", "x-gzip":
 		zr, err := gzip.NewReader(bytes.NewReader(raw))
 		if err != nil {
-			return nil, true
+			return nil, err
 		}
 		dec = zr
 	case "deflate":
@@ -244,13 +256,16 @@ func (s *Server) readErrorBody(resp *http.Response) ([]byte, bool) {
 			dec = flate.NewReader(bytes.NewReader(raw))
 		}
 	default:
-		return nil, true
+		return nil, stderrors.New("proxy: unsupported content encoding")
 	}
 	plain, err := io.ReadAll(io.LimitReader(dec, limit+1))
-	if err != nil || int64(len(plain)) > limit {
-		return nil, true
+	if err != nil {
+		return nil, err
 	}
-	return plain, false
+	if int64(len(plain)) > limit {
+		return nil, stderrors.New("proxy: decoded body over the limit")
+	}
+	return plain, nil
 }
 
 // bufferPool lends the reverse proxy 32 KiB copy buffers.
