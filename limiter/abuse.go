@@ -19,7 +19,7 @@ type Abuse struct {
 	warning, critical int64
 	blockFor          time.Duration
 	now               func() time.Time
-	onAlert           func(ip string, rejections int64, severity string)
+	onAlert           func(group netip.Prefix, rejections int64, severity string)
 	alerts            *prometheus.CounterVec
 	blocks            prometheus.Counter
 }
@@ -29,8 +29,9 @@ type AbuseOptions struct {
 	Table             *sessions.StateTable
 	Warning, Critical int
 	BlockFor          time.Duration
-	// OnAlert is told of each alert (severity WARNING or CRITICAL); nil = nothing.
-	OnAlert    func(ip string, rejections int64, severity string)
+	// OnAlert is told of each alert (severity WARNING or CRITICAL) with the
+	// client's group (AddrGroup: what is counted and blocked); nil = nothing.
+	OnAlert    func(group netip.Prefix, rejections int64, severity string)
 	Registerer prometheus.Registerer
 	Now        func() time.Time
 }
@@ -124,6 +125,6 @@ func (a *Abuse) Rejected(ip netip.Addr) {
 func (a *Abuse) alert(ip netip.Addr, n int64, severity string) {
 	a.alerts.WithLabelValues(severity).Inc()
 	if a.onAlert != nil {
-		a.onAlert(ipKey(ip), n, severity)
+		a.onAlert(AddrGroup(ip), n, severity)
 	}
 }

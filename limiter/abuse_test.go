@@ -33,7 +33,7 @@ func TestAbuseWarnsThenBlocks(t *testing.T) {
 	t.Cleanup(func() { tb.Close() })
 	var alerts []string
 	a, err := NewAbuse(AbuseOptions{Table: tb, Warning: 2, Critical: 4, BlockFor: time.Hour, Now: clk.Now,
-		OnAlert: func(ip string, n int64, sev string) { alerts = append(alerts, ip+":"+sev) }})
+		OnAlert: func(g netip.Prefix, n int64, sev string) { alerts = append(alerts, GroupString(g)+":"+sev) }})
 	if err != nil {
 		t.Fatal(err)
 	}

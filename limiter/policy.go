@@ -140,12 +140,26 @@ func asciiLower(s string) string {
 	return string(b)
 }
 
-// ipKey is the address, with IPv6 grouped by /64: one client commonly owns
-// a whole /64 and could otherwise rotate through it.
-func ipKey(a netip.Addr) string {
+// AddrGroup is what one client counts as: its IPv4 address, or the /64 of
+// its IPv6 one (one client commonly owns a whole /64 and could otherwise
+// rotate through it).
+func AddrGroup(a netip.Addr) netip.Prefix {
 	if a.Is6() && !a.Is4In6() {
 		p, _ := a.Prefix(64)
-		return p.String()
+		return p
 	}
-	return a.Unmap().String()
+	a = a.Unmap()
+	return netip.PrefixFrom(a, a.BitLen())
 }
+
+// GroupString names a group as keys and logs do: an IPv4 address alone,
+// an IPv6 group as its /64.
+func GroupString(p netip.Prefix) string {
+	if p.IsSingleIP() {
+		return p.Addr().String()
+	}
+	return p.String()
+}
+
+// ipKey is the key part of a's group.
+func ipKey(a netip.Addr) string { return GroupString(AddrGroup(a)) }

@@ -426,13 +426,16 @@ func TestAbuseAlertsReachTheAlertFile(t *testing.T) {
 	}
 	var got []string
 	for _, line := range strings.Split(strings.TrimSpace(string(b)), "\n") {
-		var a struct{ Type, Severity, IP string }
+		var a struct {
+			Type, Severity, IP, Ratio string
+			Current, Threshold        int64
+		}
 		if err := json.Unmarshal([]byte(line), &a); err != nil {
 			t.Fatalf("alert line %q: %v", line, err)
 		}
-		got = append(got, a.Type+"/"+a.Severity+"/"+a.IP)
+		got = append(got, fmt.Sprintf("%s/%s/%s/%d of %d = %s", a.Type, a.Severity, a.IP, a.Current, a.Threshold, a.Ratio))
 	}
-	if want := "WARNING_RATE_LIMIT_ABUSE/WARNING/127.0.0.1 CRITICAL_RATE_LIMIT_ABUSE/CRITICAL/127.0.0.1"; strings.Join(got, " ") != want {
+	if want := "WARNING_RATE_LIMIT_ABUSE/WARNING/127.0.0.1/2 of 2 = 1.00 CRITICAL_RATE_LIMIT_ABUSE/CRITICAL/127.0.0.1/4 of 4 = 1.00"; strings.Join(got, " ") != want {
 		t.Fatalf("alerts %q, want %q", got, want)
 	}
 	resp, err := http.Get("http://" + p.admin + "/metrics")

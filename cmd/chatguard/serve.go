@@ -102,19 +102,6 @@ type app struct {
 	sockets atomic.Pointer[sessions.Registry]
 }
 
-// blockedPrefix reads the address an abuse alert names: an IPv4 address,
-// or the /64 an IPv6 one is counted by.
-func blockedPrefix(ip string) (netip.Prefix, bool) {
-	if p, err := netip.ParsePrefix(ip); err == nil {
-		return p, true
-	}
-	a, err := netip.ParseAddr(ip)
-	if err != nil {
-		return netip.Prefix{}, false
-	}
-	return netip.PrefixFrom(a, a.BitLen()), true
-}
-
 // newApp builds the proxy, the table manager and the watchdog, registering
 // their metrics on reg.
 func newApp(cfg *config.Config, logger *logging.Logger, reg *prometheus.Registry) (*app, error) {
@@ -151,14 +138,16 @@ func newApp(cfg *config.Config, logger *logging.Logger, reg *prometheus.Registry
 	abuse, err := limiter.NewAbuse(limiter.AbuseOptions{
 		Table: std.EventRateLimits, Warning: cfg.Limits.AbuseWarning, Critical: cfg.Limits.AbuseCritical,
 		BlockFor: cfg.Limits.BlockFor, Registerer: reg,
-		OnAlert: func(ip string, n int64, severity string) {
+		OnAlert: func(group netip.Prefix, n int64, severity string) {
+			ip := limiter.GroupString(group)
 			threshold := cfg.Limits.AbuseWarning
 			if severity == "CRITICAL" {
 				threshold = cfg.Limits.AbuseCritical
 			}
 			if watchdog != nil {
 				watchdog.Record(sessions.Alert{
-					Type: severity + "_RATE_LIMIT_ABUSE", Resource: "rejections_per_hour", // as the watchdog names its types Current: n, Threshold: int64(threshold),
+					// Type as the watchdog names its types: severity_kind.
+					Type: severity + "_RATE_LIMIT_ABUSE", Resource: "rejections_per_hour", Current: n, Threshold: int64(threshold),
 					Ratio: fmt.Sprintf("%.2f", float64(n)/float64(max(threshold, 1))), Severity: severity,
 					RequiresAttention: severity == "CRITICAL", IP: ip,
 				})
@@ -166,9 +155,7 @@ func newApp(cfg *config.Config, logger *logging.Logger, reg *prometheus.Registry
 			e := security.WithFields(logrus.Fields{"ip": ip, "rejectionsLastHour": n, "severity": severity, "requiresAttention": severity == "CRITICAL"})
 			if severity == "CRITICAL" {
 				// The block refuses new requests; the IP's open sockets go too.
-				if p, ok := blockedPrefix(ip); ok {
-					e = e.WithField("socketsDisconnected", sockets.KickAddr(p, "ip_blocked"))
-				}
+				e = e.WithField("socketsDisconnected", sockets.KickAddr(group, "ip_blocked"))
 				e.WithField("blockedFor", cfg.Limits.BlockFor.String()).Error("CRITICAL ALERT: RATE_LIMIT_ABUSE; IP blocked")
 			} else {
 				e.Warn("warning alert: RATE_LIMIT_ABUSE")
