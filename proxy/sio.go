@@ -317,7 +317,7 @@ func (s *sioSession) connect(pkt socketio.Packet) verdict {
 		if err := s.adm.SetUser(id.User); err != nil {
 			e := socketLimitError(err)
 			h.metrics.rejections.WithLabelValues("connect", "rate_limited").Inc()
-			return verdict{replies: [][]byte{socketio.EncodeConnectError(pkt.Namespace, string(e.Code), e.Marshal(s.reqID, h.s.now()))}, kill: true}
+			return s.connectError(pkt, e)
 		}
 	}
 	if id.User != "" && h.s.userRoles != nil {
@@ -339,7 +339,13 @@ func (s *sioSession) refuseConnect(pkt socketio.Packet, e *apierrors.Error, msg 
 	h.s.log.WithFields(logrus.Fields{
 		"requestId": s.reqID, logging.FieldCategory: logging.CategoryAuth, "code": string(e.Code), "namespace": pkt.Namespace,
 	}).Warn(msg)
-	return verdict{replies: [][]byte{socketio.EncodeConnectError(pkt.Namespace, string(e.Code), e.Marshal(s.reqID, h.s.now()))}, kill: true}
+	return s.connectError(pkt, e)
+}
+
+// connectError is CONNECT_ERROR carrying e on the packet's namespace, then
+// the end of the session.
+func (s *sioSession) connectError(pkt socketio.Packet, e *apierrors.Error) verdict {
+	return verdict{replies: [][]byte{socketio.EncodeConnectError(pkt.Namespace, string(e.Code), e.Marshal(s.reqID, s.hub.s.now()))}, kill: true}
 }
 
 func authError(err error) *apierrors.Error {
