@@ -112,11 +112,17 @@ func (s *Server) allow(w http.ResponseWriter, r *http.Request, info *reqInfo, me
 			return true
 		}
 	}
-	e := apierrors.New(apierrors.CodeNotFound, fmt.Sprintf("%s is not allowed here; use %s", r.Method, strings.Join(methods, " or ")))
+	s.writeError(w, r, info, methodNotAllowed(fmt.Sprintf("%s is not allowed here; use %s", r.Method, strings.Join(methods, " or ")), methods), sourceProxy)
+	return false
+}
+
+// methodNotAllowed is the 405 envelope (code NOT_FOUND, as the catalogue
+// maps 405) with Allow listing methods.
+func methodNotAllowed(msg string, methods []string) *apierrors.Error {
+	e := apierrors.New(apierrors.CodeNotFound, msg)
 	e.Status = http.StatusMethodNotAllowed
 	e.Header = http.Header{"Allow": {strings.Join(methods, ", ")}}
-	s.writeError(w, r, info, e, sourceProxy)
-	return false
+	return e
 }
 
 // authorized checks the bearer token in constant time (both sides hashed, so

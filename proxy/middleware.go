@@ -70,6 +70,9 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	s.handle(rw, r, info)
 }
 
+// proxiedMethods are what a 405 for CONNECT or TRACE says is allowed.
+var proxiedMethods = []string{"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"}
+
 func (s *Server) handle(w *responseWriter, r *http.Request, info *reqInfo) {
 	if s.refusing.Load() {
 		e := apierrors.New(apierrors.CodeServiceUnavailable, "chatguard is shutting down; retry on another instance")
@@ -81,10 +84,7 @@ func (s *Server) handle(w *responseWriter, r *http.Request, info *reqInfo) {
 		// A reverse proxy opens no tunnels, and TRACE would echo the request,
 		// cookies and Authorization included, back to a script (cross-site
 		// tracing): nginx answers both with 405 as well.
-		e := apierrors.New(apierrors.CodeNotFound, r.Method+" is not allowed")
-		e.Status = http.StatusMethodNotAllowed
-		e.Header = http.Header{"Allow": {"GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS"}}
-		s.writeError(w, r, info, e, sourceProxy)
+		s.writeError(w, r, info, methodNotAllowed(r.Method+" is not allowed", proxiedMethods), sourceProxy)
 		return
 	}
 	if n := headerBytes(r); n > s.cfg.Server.MaxHeaderBytes {
