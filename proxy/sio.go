@@ -510,7 +510,7 @@ func (s *sioSession) opened(data []byte) {
 	p := s.pair
 	s.mu.Unlock()
 	if p != nil && o.MaxPayload > 0 {
-		p.client.SetReadLimit(min(max(o.MaxPayload, 1024), s.hub.cfg.MaxMessageBytes))
+		p.setClientLimit(min(max(o.MaxPayload, 1024), s.hub.cfg.MaxMessageBytes))
 	}
 }
 

@@ -23,6 +23,13 @@ func TestSocketIOReadLimitFollowsMaxPayload(t *testing.T) {
 	fits := `42["note","` + strings.Repeat("a", 1900) + `"]`
 	cl.send(fits)
 	waitFor(t, "the message under maxPayload upstream", func() bool { return fake.has(fits) })
+	expectOverMaxPayload(t, cl, fake)
+}
+
+// expectOverMaxPayload sends a message over the fake's maxPayload of 2048:
+// the client hears 1009, the upstream nothing.
+func expectOverMaxPayload(t *testing.T, cl *sioClient, fake *fakeSIO) {
+	t.Helper()
 	cl.send(`42["note","` + strings.Repeat("b", 3000) + `"]`)
 	if _, err := cl.until(); websocket.CloseStatus(err) != websocket.StatusMessageTooBig {
 		t.Fatalf("after a message over maxPayload: %v, want close 1009", err)

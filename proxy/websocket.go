@@ -74,10 +74,10 @@ func newWSHub(s *Server, target *url.URL, registry *sessions.Registry) (*wsHub, 
 				if err != nil || !plain || h.poller == nil {
 					return c, err
 				}
-				if slot, _ := ctx.Value(upstreamConnKey{}).(**frameConn); slot != nil {
+				if slot, _ := ctx.Value(upstreamConnKey{}).(**wsSock); slot != nil {
 					if fc := newFrameConn(c, true); fc != nil {
-						*slot = fc
-						return fc, nil
+						*slot = newWSSock(fc)
+						return *slot, nil
 					}
 				}
 				return c, nil
@@ -103,7 +103,7 @@ func newWSHub(s *Server, target *url.URL, registry *sessions.Registry) (*wsHub, 
 }
 
 // upstreamConnKey carries, in a dial's context, where the upstream socket
-// of that WebSocket goes (a **frameConn).
+// of that WebSocket goes (a **wsSock).
 type upstreamConnKey struct{}
 
 // start runs the janitor (and the readiness poller) until stop; Serve owns
@@ -279,8 +279,8 @@ func (s *Server) serveWebSocket(w *responseWriter, r *http.Request, info *reqInf
 
 	ctx, cancel := context.WithTimeout(r.Context(), h.cfg.HandshakeTimeout)
 	defer cancel()
-	var upFC, clientFC *frameConn
-	ctx = context.WithValue(ctx, upstreamConnKey{}, &upFC)
+	var upSock, clientSock *wsSock
+	ctx = context.WithValue(ctx, upstreamConnKey{}, &upSock)
 	up, resp, err := websocket.Dial(ctx, h.upstreamURL(r), &websocket.DialOptions{
 		HTTPClient:   h.client,
 		HTTPHeader:   h.upstreamHeader(r, info),
@@ -306,8 +306,8 @@ func (s *Server) serveWebSocket(w *responseWriter, r *http.Request, info *reqInf
 		c = s.trackWebSocket(c)
 		if h.poller != nil {
 			if fc := newFrameConn(c, false); fc != nil {
-				clientFC = fc
-				return fc
+				clientSock = newWSSock(fc)
+				return clientSock
 			}
 		}
 		return c
@@ -325,7 +325,7 @@ func (s *Server) serveWebSocket(w *responseWriter, r *http.Request, info *reqInf
 		return
 	}
 	h.metrics.outcomes.WithLabelValues(outcomeAccepted).Inc()
-	p := h.newPair(kind, info, client, up, clientFC, upFC, sess)
+	p := h.newPair(kind, info, client, up, clientSock, upSock, sess)
 	if !h.add(p) { // a drain started while dialing
 		h.background(func() {
 			p.end(sideChatguard, websocket.StatusCode(h.cfg.DrainCloseCode), "server shutting down", "drain")
@@ -541,13 +541,16 @@ const writeStall = 30 * time.Second
 
 func (h *wsHub) sweep(now time.Time) {
 	h.mu.Lock()
-	var idle, stalled []*wsPair
+	var idle, stalled, quiet []*wsPair
 	for p := range h.pairs {
+		since := now.Sub(time.Unix(0, p.last.Load()))
 		switch {
 		case p.stalled(now, writeStall):
 			stalled = append(stalled, p)
-		case h.cfg.IdleTimeout > 0 && now.Sub(time.Unix(0, p.last.Load())) > h.cfg.IdleTimeout:
+		case h.cfg.IdleTimeout > 0 && since > h.cfg.IdleTimeout:
 			idle = append(idle, p)
+		case since >= wsSleepAfter && !p.sleeping.Load():
+			quiet = append(quiet, p)
 		}
 	}
 	var gone []*sioSession
@@ -572,6 +575,9 @@ func (h *wsHub) sweep(now time.Time) {
 	}
 	for _, sess := range gone {
 		sess.ended()
+	}
+	for _, p := range quiet {
+		p.sleep()
 	}
 }
 

@@ -414,13 +414,20 @@ func TestSocketIOKick(t *testing.T) {
 	if resp.StatusCode != 200 || string(body) != `{"data":{"disconnected":1,"user":"alice@example.com"},"success":true}` {
 		t.Fatalf("kick: %d %s", resp.StatusCode, body)
 	}
+	expectKicked(t, env, cl, fake)
+	waitMetric(t, h, `chatguard_websocket_forced_disconnects_total{reason="admin"}`, 1)
+}
+
+// expectKicked checks the end of a kicked Socket.IO client: a DISCONNECT
+// packet, then close 1000; the upstream hears it leave; the tables empty.
+func expectKicked(t *testing.T, env *sioEnv, cl *sioClient, fake *fakeSIO) {
+	t.Helper()
 	msgs, err := cl.until()
 	if len(msgs) != 1 || msgs[0] != "41" || websocket.CloseStatus(err) != websocket.StatusNormalClosure {
 		t.Fatalf("client got %q then %v; want 41 then close 1000", msgs, err)
 	}
 	waitFor(t, "the upstream hears the client leave", func() bool { return fake.has("41") })
 	env.waitStats(t, [3]int{})
-	waitMetric(t, h, `chatguard_websocket_forced_disconnects_total{reason="admin"}`, 1)
 }
 
 func TestSocketIOExpiredUserIsDisconnected(t *testing.T) {

@@ -119,7 +119,7 @@ func (w *responseWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	if w.onHijack != nil {
 		conn = w.onHijack(conn)
 	}
-	if fc, ok := conn.(*frameConn); ok && brw.Reader.Buffered() > 0 {
+	if fc, ok := conn.(interface{ feed([]byte) }); ok && brw.Reader.Buffered() > 0 {
 		// The client's first frames came with its handshake: they reach
 		// the library from this buffer, not through fc's Read.
 		b, _ := brw.Reader.Peek(brw.Reader.Buffered())

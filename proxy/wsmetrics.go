@@ -36,6 +36,8 @@ type wsMetrics struct {
 	orphans      *prometheus.CounterVec
 	pollSessions prometheus.GaugeFunc
 	readers      prometheus.GaugeFunc
+	sleeping     prometheus.Gauge
+	wakes        prometheus.Counter
 }
 
 // Outcomes of an upgrade request, the "outcome" label.
@@ -97,8 +99,16 @@ func newWSMetrics(reg prometheus.Registerer, pollSessions, readers func() float6
 			Name: "chatguard_websocket_relay_readers",
 			Help: "Directions of relayed WebSockets (two per socket) with a goroutine reading now; an idle direction waits for its socket in the readiness poller without one.",
 		}, readers),
+		sleeping: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "chatguard_websocket_sleeping",
+			Help: "Relayed WebSockets asleep: idle for 2 s on both sides, they hold their sockets but no library connection (and no buffers).",
+		}),
+		wakes: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "chatguard_websocket_wakes_total",
+			Help: "Sleeping WebSockets woken (a message either way, a close, or a message chatguard sends).",
+		}),
 	}
-	for _, c := range []prometheus.Collector{m.open, m.outcomes, frames, bytes, m.events, m.rejections, m.forced, m.closeCodes, m.orphans, m.pollSessions, m.readers} {
+	for _, c := range []prometheus.Collector{m.open, m.outcomes, frames, bytes, m.events, m.rejections, m.forced, m.closeCodes, m.orphans, m.pollSessions, m.readers, m.sleeping, m.wakes} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("proxy: register websocket metrics: %w", err)
 		}

@@ -31,14 +31,26 @@ const (
 // readiness poller without one, so that an idle client costs no goroutine
 // stack. The pair is over when both directions are (see finished).
 type wsPair struct {
-	hub      *wsHub
-	kind     string
-	reqID    string
-	ip       netip.Addr
-	client   *websocket.Conn
-	upstream *websocket.Conn
-	sess     *sioSession // nil for a plain WebSocket
-	started  time.Time
+	hub     *wsHub
+	kind    string
+	reqID   string
+	ip      netip.Addr
+	sess    *sioSession // nil for a plain WebSocket
+	started time.Time
+
+	// The library connections, nil while the pair sleeps (see wssleep.go):
+	// used only between hold and unhold.
+	mu          sync.Mutex
+	client      *websocket.Conn
+	upstream    *websocket.Conn
+	users       int     // holders of the connections
+	asleep      bool    // the connections are retired
+	dropped     bool    // asleep, and the sockets were closed: never wakes
+	clientSock  *wsSock // the sockets as the connections see them; nil: not watched (never sleeps)
+	upSock      *wsSock
+	clientLimit int64       // the client side's read limit
+	subprotocol string      // the one both sides agreed on
+	sleeping    atomic.Bool // asleep, for the janitor's sweep
 
 	up   wsDir // client → upstream
 	down wsDir // upstream → client
@@ -54,20 +66,22 @@ type wsPair struct {
 	done    chan struct{} // closed when both directions finished
 }
 
-// newPair pairs the two sides. clientFC and upFC are their sockets as the
-// library reads them (nil: not watchable, that direction keeps a goroutine).
-func (h *wsHub) newPair(kind string, info *reqInfo, client, up *websocket.Conn, clientFC, upFC *frameConn, sess *sioSession) *wsPair {
+// newPair pairs the two sides. clientSock and upSock are their sockets as
+// the library reads them (nil: not watchable, that direction keeps a
+// goroutine and the pair never sleeps).
+func (h *wsHub) newPair(kind string, info *reqInfo, client, up *websocket.Conn, clientSock, upSock *wsSock, sess *sioSession) *wsPair {
 	p := &wsPair{
 		hub: h, kind: kind, reqID: info.id, ip: info.client,
 		client: client, upstream: up, sess: sess, started: time.Now(),
-		done: make(chan struct{}),
+		clientSock: clientSock, upSock: upSock, subprotocol: up.Subprotocol(),
+		clientLimit: h.cfg.MaxMessageBytes,
+		done:        make(chan struct{}),
 	}
-	p.up = wsDir{p: p, src: client, dst: up, from: sideClient, fc: clientFC}
-	p.down = wsDir{p: p, src: up, dst: client, from: sideUpstream, fc: upFC}
+	p.up = wsDir{p: p, from: sideClient, fc: sockFrames(clientSock)}
+	p.down = wsDir{p: p, from: sideUpstream, fc: sockFrames(upSock)}
 	p.last.Store(p.started.UnixNano())
-	limit := h.cfg.MaxMessageBytes
-	client.SetReadLimit(limit)
-	up.SetReadLimit(limit)
+	client.SetReadLimit(p.clientLimit)
+	up.SetReadLimit(h.cfg.MaxMessageBytes)
 	if sess != nil {
 		sess.attach(p)
 	}
@@ -94,6 +108,9 @@ func (p *wsPair) finished() {
 	h := p.hub
 	close(p.done) // live reaches 0 once
 	h.remove(p)
+	if p.sleeping.Load() { // closed asleep: it never woke
+		h.metrics.sleeping.Dec()
+	}
 	if p.sess != nil {
 		p.sess.detach(p)
 	}
@@ -117,10 +134,9 @@ func (p *wsPair) finished() {
 // never reports; a running one becomes closing, and its goroutine reads on
 // (it never parks again) until it meets the close.
 type wsDir struct {
-	p        *wsPair
-	src, dst *websocket.Conn
-	from     string     // the side src belongs to
-	fc       *frameConn // src's socket; nil: a goroutine always reads src
+	p    *wsPair
+	from string     // the side src belongs to
+	fc   *frameConn // src's socket; nil: a goroutine always reads src
 
 	state atomic.Int32
 	watch uint64 // the poller's id for src; 0: none
@@ -132,6 +148,22 @@ const (
 	dirClosing // running, and src is being closed: never parks again
 	dirEnded
 )
+
+// conns is the direction's source and destination; only while the pair is
+// held.
+func (d *wsDir) conns() (src, dst *websocket.Conn) {
+	if d.from == sideClient {
+		return d.p.client, d.p.upstream
+	}
+	return d.p.upstream, d.p.client
+}
+
+func sockFrames(s *wsSock) *frameConn {
+	if s == nil {
+		return nil
+	}
+	return s.frameConn
+}
 
 func (d *wsDir) other() *wsDir {
 	if d == &d.p.up {
@@ -241,6 +273,12 @@ func (d *wsDir) run() {
 			d.finish()
 		}
 	}()
+	if _, _, err := p.hold(); err != nil { // the pair slept and could not wake
+		p.abort()
+		d.finish()
+		return
+	}
+	defer p.unhold()
 	for {
 		ok, drained := d.relayOne()
 		if !ok {
@@ -281,7 +319,8 @@ func (d *wsDir) relayOne() (ok, drained bool) {
 	if nowait {
 		d.fc.nowait.Store(true)
 	}
-	typ, rd, err := d.src.Reader(ctx)
+	src, dst := d.conns()
+	typ, rd, err := src.Reader(ctx)
 	if nowait {
 		d.fc.nowait.Store(false) // the message itself is read to its end, waiting if need be
 	}
@@ -319,12 +358,12 @@ func (d *wsDir) relayOne() (ok, drained bool) {
 	frames.Inc()
 	nbytes.Add(float64(len(msg)))
 	writing.Store(now)
-	err = d.dst.Write(ctx, typ, msg)
+	err = dst.Write(ctx, typ, msg)
 	writing.Store(0)
 	putBuffer(buf)
 	if err != nil {
 		// dst is gone (the library closed it); so is this direction.
-		_ = d.src.CloseNow()
+		_ = src.CloseNow()
 		if o := d.other(); o.take() {
 			o.finish()
 		}
@@ -339,11 +378,11 @@ func putBuffer(b *bytes.Buffer) {
 	}
 }
 
-// mirrorClose closes the side o reads (o.src) the way the other side was
-// closed: the peer's close code and reason when it sent one, a dropped
-// connection when it dropped. from is the side that closed.
+// mirrorClose closes the side o reads the way the other side was closed:
+// the peer's close code and reason when it sent one, a dropped connection
+// when it dropped. from is the side that closed. The pair is held.
 func (p *wsPair) mirrorClose(err error, o *wsDir, from string) {
-	dst := o.src
+	dst, _ := o.conns()
 	if o.take() {
 		defer o.finish()
 	}
@@ -408,11 +447,14 @@ func (p *wsPair) end(side string, code websocket.StatusCode, why, reason string)
 	}
 	p.hub.metrics.closeCodes.WithLabelValues(side, closeCodeLabel(code)).Inc()
 	takenUp, takenDown := p.up.take(), p.down.take()
-	var wg sync.WaitGroup
-	wg.Add(2)
-	go func() { defer wg.Done(); _ = p.client.Close(code, why) }()
-	go func() { defer wg.Done(); _ = p.upstream.Close(websocket.StatusGoingAway, why) }()
-	wg.Wait()
+	if client, up, err := p.hold(); err == nil {
+		var wg sync.WaitGroup
+		wg.Add(2)
+		go func() { defer wg.Done(); _ = client.Close(code, why) }()
+		go func() { defer wg.Done(); _ = up.Close(websocket.StatusGoingAway, why) }()
+		wg.Wait()
+		p.unhold()
+	}
 	finishTaken(&p.up, takenUp, &p.down, takenDown)
 }
 
@@ -431,8 +473,7 @@ func finishTaken(a *wsDir, ta bool, b *wsDir, tb bool) {
 func (p *wsPair) abort() {
 	p.ending.Store(true)
 	takenUp, takenDown := p.up.take(), p.down.take()
-	_ = p.client.CloseNow()
-	_ = p.upstream.CloseNow()
+	p.dropSockets()
 	finishTaken(&p.up, takenUp, &p.down, takenDown)
 }
 
@@ -448,14 +489,26 @@ func (p *wsPair) stalled(now time.Time, d time.Duration) bool {
 
 // send writes a message chatguard made (an ack, an error event) to the client.
 func (p *wsPair) send(msg []byte) error {
+	return p.write(msg, true)
+}
+
+// write sends msg to the client (toClient) or the upstream.
+func (p *wsPair) write(msg []byte, toClient bool) error {
+	client, up, err := p.hold()
+	if err != nil {
+		return err
+	}
+	defer p.unhold()
+	c := up
+	if toClient {
+		c = client
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	return p.client.Write(ctx, websocket.MessageText, msg)
+	return c.Write(ctx, websocket.MessageText, msg)
 }
 
 // sendUp writes a message chatguard made to the upstream.
 func (p *wsPair) sendUp(msg []byte) error {
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	return p.upstream.Write(ctx, websocket.MessageText, msg)
+	return p.write(msg, false)
 }
