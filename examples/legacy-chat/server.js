@@ -159,7 +159,14 @@ function newMessage(conversationId, text, from) {
 const server = http.createServer(app);
 
 // destroyUpgrade: false lets the 'upgrade' handler below own paths Socket.IO does not serve.
-const io = new Server(server, { path: '/socket.io/', destroyUpgrade: false });
+// SIO_PING_INTERVAL and SIO_PING_TIMEOUT (ms) shorten Engine.IO's heartbeat
+// for tests (defaults 25000 and 20000).
+const io = new Server(server, {
+  path: '/socket.io/',
+  destroyUpgrade: false,
+  pingInterval: Number(process.env.SIO_PING_INTERVAL || 25000),
+  pingTimeout: Number(process.env.SIO_PING_TIMEOUT || 20000),
+});
 
 io.use((socket, next) => {
   const hs = socket.handshake;

@@ -147,7 +147,7 @@ async function waitHTTP(url, child, ms = 15000) {
  * CHATGUARD_CONFIG points at (JSON is YAML); env adds chatguard variables.
  * Returns URLs, helpers and stop().
  */
-async function startStack({ config = {}, env = {} } = {}) {
+async function startStack({ config = {}, env = {}, appEnv = {} } = {}) {
   const [appPort, port, adminPort] = [await freePort(), await freePort(), await freePort()];
   const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'chatguard-e2e-'));
   tmpDirs.add(tmp);
@@ -163,12 +163,12 @@ async function startStack({ config = {}, env = {} } = {}) {
     tmpDirs.delete(tmp);
   };
   try {
-    stack.app = start('app', process.execPath, ['server.js'], { ...process.env, PORT: String(appPort), JWT_SECRET: SECRET, NODE_ENV: 'development' });
+    stack.app = start('app', process.execPath, ['server.js'], { ...process.env, PORT: String(appPort), JWT_SECRET: SECRET, NODE_ENV: 'development', ...appEnv });
     await waitHTTP(`${stack.appUrl}/healthz`, stack.app);
     stack.chatguard = start('chatguard', CHATGUARD_BIN, [], {
       PATH: process.env.PATH,
       HOME: tmp,
-      LOG_LEVEL: 'warn',
+      LOG_LEVEL: 'warn', 
       CHATGUARD_LISTEN: `127.0.0.1:${port}`,
       CHATGUARD_ADMIN_LISTEN: `127.0.0.1:${adminPort}`,
       CHATGUARD_UPSTREAM: stack.appUrl,
@@ -194,6 +194,12 @@ async function startStack({ config = {}, env = {} } = {}) {
     return s;
   };
   stack.stats = () => adminJSON(stack.adminUrl + '/api/internal/stats');
+  // metric reads one unlabelled series from chatguard's /metrics (NaN: absent).
+  stack.metric = async (name) => {
+    const text = await (await fetch(stack.adminUrl + '/metrics', { signal: AbortSignal.timeout(5000) })).text();
+    const m = new RegExp(`^${name} (\\S+)$`, 'm').exec(text);
+    return m ? Number(m[1]) : NaN;
+  };
   stack.admin = (p, init = {}) => fetch(stack.adminUrl + p, {
     ...init,
     headers: { authorization: `Bearer ${STATS_TOKEN}`, ...init.headers },

@@ -18,13 +18,11 @@ const config = {
 
 async function figures(stack) {
   const stats = await stack.stats();
-  const metrics = await (await fetch(`${stack.adminUrl}/metrics`)).text();
-  const m = /^go_goroutines (\d+)/m.exec(metrics);
   return {
     sockets: stats.socket ? stats.socket.connectedSockets : NaN,
     connectedUsers: stats.memoryManager.maps.connectedUsers.size,
     conversationUsers: stats.memoryManager.maps.conversationUsers.size,
-    goroutines: m ? Number(m[1]) : NaN,
+    goroutines: await stack.metric('go_goroutines'),
   };
 }
 
