@@ -24,6 +24,9 @@
 #   WARMUP           one unmeasured throughput run per target first (default 2s)
 #   PING_INTERVAL    the upstream's Engine.IO pingInterval (default 25s)
 #   SETTLE           seconds to wait after the SIGUSR2s before reading memory (default 1)
+#   IDLE_WAIT        seconds the connected clients stay idle before memory is read
+#                    (default 4: chatguard puts a socket quiet for 2 s to sleep,
+#                    and its janitor looks once a second)
 #   SPREAD=0         all clients from 127.0.0.1 instead of one 127.1.x.y address each
 #   QUIET_WAIT       before each throughput/latency run, wait up to this many
 #                    seconds for the machine to be idle (< 0.2 CPU busy); 0 = don't (default 10)
@@ -90,6 +93,7 @@ MSG_SIZE=${MSG_SIZE:-256}
 WARMUP=${WARMUP:-2s}
 PING_INTERVAL=${PING_INTERVAL:-25s}
 SETTLE=${SETTLE:-1}
+IDLE_WAIT=${IDLE_WAIT:-4}
 SPREAD=${SPREAD:-1}
 QUIET_WAIT=${QUIET_WAIT:-10}
 RETRIES=${RETRIES:-1}
@@ -356,7 +360,11 @@ idle_phase() {
 		done
 		((gauge == connected)) || log "warning: chatguard relays $gauge $kind sockets, the client holds $connected"
 	fi
-	sleep 1
+	sleep "$IDLE_WAIT"
+	if [[ $target == chatguard ]]; then
+		scrape "$cg_admin"
+		log "chatguard: $(metric chatguard_websocket_sleeping) of $connected sockets asleep"
+	fi
 	free_memory "${pids[@]}"
 	for i in "${!pids[@]}"; do
 		printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$kind" "$n" "$target" "${names[i]}" \
