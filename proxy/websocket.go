@@ -543,13 +543,14 @@ func (h *wsHub) sweep(now time.Time) {
 	h.mu.Lock()
 	var idle, stalled, quiet []*wsPair
 	for p := range h.pairs {
-		since := now.Sub(time.Unix(0, p.last.Load()))
+		last := p.last.Load()
+		since := now.Sub(time.Unix(0, last))
 		switch {
 		case p.stalled(now, writeStall):
 			stalled = append(stalled, p)
 		case h.cfg.IdleTimeout > 0 && since > h.cfg.IdleTimeout:
 			idle = append(idle, p)
-		case since >= wsSleepAfter && !p.sleeping.Load():
+		case p.sleepy && !p.sleeping.Load() && now.Sub(time.Unix(0, max(last, p.woke.Load()))) >= wsSleepAfter:
 			quiet = append(quiet, p)
 		}
 	}

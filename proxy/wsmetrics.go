@@ -105,7 +105,7 @@ func newWSMetrics(reg prometheus.Registerer, pollSessions, readers func() float6
 		}),
 		wakes: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "chatguard_websocket_wakes_total",
-			Help: "Sleeping WebSockets woken (a message either way, a close, or a message chatguard sends).",
+			Help: "Sleeping WebSockets woken: for a message or a ping either way, a message chatguard sends, or to be closed (drain, eviction).",
 		}),
 	}
 	for _, c := range []prometheus.Collector{m.open, m.outcomes, frames, bytes, m.events, m.rejections, m.forced, m.closeCodes, m.orphans, m.pollSessions, m.readers, m.sleeping, m.wakes} {

@@ -48,9 +48,11 @@ type wsPair struct {
 	dropped     bool    // asleep, and the sockets were closed: never wakes
 	clientSock  *wsSock // the sockets as the connections see them; nil: not watched (never sleeps)
 	upSock      *wsSock
-	clientLimit int64       // the client side's read limit
-	subprotocol string      // the one both sides agreed on
-	sleeping    atomic.Bool // asleep, for the janitor's sweep
+	clientLimit int64        // the client side's read limit
+	subprotocol string       // the one both sides agreed on
+	sleepy      bool         // the pair may sleep at all (see canSleep)
+	sleeping    atomic.Bool  // asleep, for the janitor's sweep
+	woke        atomic.Int64 // unix ns of the last wake: a wake for a ping or an ack is not a message, but the pair is not quiet either
 
 	up   wsDir // client → upstream
 	down wsDir // upstream → client
@@ -74,8 +76,8 @@ func (h *wsHub) newPair(kind string, info *reqInfo, client, up *websocket.Conn, 
 		hub: h, kind: kind, reqID: info.id, ip: info.client,
 		client: client, upstream: up, sess: sess, started: time.Now(),
 		clientSock: clientSock, upSock: upSock, subprotocol: up.Subprotocol(),
-		clientLimit: h.cfg.MaxMessageBytes,
-		done:        make(chan struct{}),
+		clientLimit: h.cfg.MaxMessageBytes, sleepy: canSleep(h, clientSock, upSock),
+		done: make(chan struct{}),
 	}
 	p.up = wsDir{p: p, from: sideClient, fc: sockFrames(clientSock)}
 	p.down = wsDir{p: p, from: sideUpstream, fc: sockFrames(upSock)}
@@ -108,9 +110,11 @@ func (p *wsPair) finished() {
 	h := p.hub
 	close(p.done) // live reaches 0 once
 	h.remove(p)
-	if p.sleeping.Load() { // closed asleep: it never woke
+	p.mu.Lock()
+	if p.asleep { // closed asleep (dropped): it never wakes
 		h.metrics.sleeping.Dec()
 	}
+	p.mu.Unlock()
 	if p.sess != nil {
 		p.sess.detach(p)
 	}
@@ -273,8 +277,7 @@ func (d *wsDir) run() {
 			d.finish()
 		}
 	}()
-	if _, _, err := p.hold(); err != nil { // the pair slept and could not wake
-		p.abort()
+	if _, _, err := p.hold(); err != nil { // the pair was ended asleep (hold aborted it)
 		d.finish()
 		return
 	}

@@ -51,9 +51,9 @@ func (s *wsSock) Close() error {
 }
 
 // canSleep: both sides are watched sockets and nothing needs a connection's
-// history; p.mu is held.
-func (p *wsPair) canSleep() bool {
-	return p.clientSock != nil && p.upSock != nil && !p.hub.cfg.Compression
+// history. It never changes for a pair (newPair sets p.sleepy from it).
+func canSleep(h *wsHub, clientSock, upSock *wsSock) bool {
+	return clientSock != nil && upSock != nil && !h.cfg.Compression
 }
 
 // hold returns the pair's two library connections, waking the pair if it
@@ -61,17 +61,23 @@ func (p *wsPair) canSleep() bool {
 // of p.client or p.upstream is between the two.
 func (p *wsPair) hold() (client, up *websocket.Conn, err error) {
 	p.mu.Lock()
-	defer p.mu.Unlock()
 	if p.asleep {
 		if p.dropped {
+			p.mu.Unlock()
 			return nil, nil, net.ErrClosed // the sockets were closed asleep
 		}
 		if err := p.wake(); err != nil {
+			p.mu.Unlock()
+			// Both directions wait on sockets that are now closed, which
+			// never report: end the pair here, whoever asked.
+			p.abort()
 			return nil, nil, err
 		}
 	}
 	p.users++
-	return p.client, p.upstream, nil
+	client, up = p.client, p.upstream
+	p.mu.Unlock()
+	return client, up, nil
 }
 
 func (p *wsPair) unhold() {
@@ -83,22 +89,30 @@ func (p *wsPair) unhold() {
 // sleep retires the library connections of an idle pair; false when the pair
 // is in use, not idle on both sides, ending, or cannot sleep at all.
 func (p *wsPair) sleep() bool {
+	if !p.sleepy {
+		return false
+	}
 	p.mu.Lock()
-	defer p.mu.Unlock()
-	if !p.canSleep() || p.asleep || p.users > 0 || p.closing() ||
+	if p.asleep || p.users > 0 || p.closing() ||
 		p.up.state.Load() != dirArmed || p.down.state.Load() != dirArmed {
+		p.mu.Unlock()
 		return false
 	}
 	// Both directions are parked: each stopped at a frame boundary with the
 	// library's buffer empty, and nobody writes (writers hold the pair).
 	p.clientSock.retired.Store(true)
 	p.upSock.retired.Store(true)
-	_ = p.client.CloseNow() // the upstream side's buffers go back to the library's pool
-	_ = p.upstream.CloseNow()
+	client, up := p.client, p.upstream
 	p.client, p.upstream = nil, nil
 	p.asleep = true
 	p.sleeping.Store(true)
 	p.hub.metrics.sleeping.Inc()
+	p.mu.Unlock()
+	// Nobody else has the retired connections now. Closing them closes
+	// nothing of the sockets (retired), and gives the upstream side's
+	// buffers back to the library's pool for the next wake.
+	_ = client.CloseNow()
+	_ = up.CloseNow()
 	return true
 }
 
@@ -110,14 +124,19 @@ func (p *wsPair) wake() error {
 	client, err := rewrapClient(cs, p.subprotocol)
 	var up *websocket.Conn
 	if err == nil {
-		up, err = rewrapUpstream(us, p.subprotocol)
+		up, err = (*rewrapUpstreamFunc.Load())(us, p.subprotocol)
 	}
 	if err != nil {
 		p.dropped = true
+		cs.retired.Store(true) // the half-built connection closes nothing
+		if client != nil {
+			_ = client.CloseNow()
+		}
 		_ = cs.frameConn.Close()
 		_ = us.frameConn.Close()
 		return err
 	}
+	p.woke.Store(time.Now().UnixNano())
 	client.SetReadLimit(p.clientLimit)
 	up.SetReadLimit(p.hub.cfg.MaxMessageBytes)
 	p.client, p.upstream, p.clientSock, p.upSock = client, up, cs, us
@@ -185,6 +204,15 @@ func (rewrapTransport) RoundTrip(r *http.Request) (*http.Response, error) {
 		Status: "101 Switching Protocols", StatusCode: http.StatusSwitchingProtocols,
 		Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1, Header: h, Body: s, Request: r,
 	}, nil
+}
+
+// rewrapUpstreamFunc holds rewrapUpstream; a test swaps it to make a wake
+// fail.
+var rewrapUpstreamFunc atomic.Pointer[func(*wsSock, string) (*websocket.Conn, error)]
+
+func init() {
+	f := rewrapUpstream
+	rewrapUpstreamFunc.Store(&f)
 }
 
 // rewrapUpstream wraps the upstream socket in a client-side library

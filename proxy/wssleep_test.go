@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"net"
@@ -23,12 +24,13 @@ const sleepingMetric = "chatguard_websocket_sleeping"
 // sleeping pair.
 type pushUpstream struct {
 	push      chan string
+	ping      chan chan error // a WebSocket ping; its answer (or error) goes back
 	closeWith chan websocket.StatusCode
 	ends      chan string
 }
 
 func newPushUpstream() *pushUpstream {
-	return &pushUpstream{push: make(chan string, 4), closeWith: make(chan websocket.StatusCode, 1), ends: make(chan string, 4)}
+	return &pushUpstream{push: make(chan string, 4), ping: make(chan chan error), closeWith: make(chan websocket.StatusCode, 1), ends: make(chan string, 4)}
 }
 
 func (u *pushUpstream) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -71,6 +73,8 @@ func (u *pushUpstream) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			if err := c.Write(r.Context(), m.typ, m.msg); err != nil {
 				return
 			}
+		case reply := <-u.ping:
+			go func() { reply <- c.Ping(r.Context()) }()
 		case s := <-u.push:
 			if err := c.Write(r.Context(), websocket.MessageText, []byte(s)); err != nil {
 				return
@@ -360,4 +364,72 @@ func BenchmarkWebSocketWake(b *testing.B) {
 		_ = client.CloseNow()
 		_ = up.CloseNow()
 	}
+}
+
+// A pair that cannot wake (the in-process handshake failed, which nothing
+// on the network can cause) is ended, whoever tried to wake it: the client
+// with a message, or a kick. Not parallel: it swaps rewrapUpstreamFunc.
+func TestSocketIOFailedWakeEndsThePair(t *testing.T) {
+	needPoller(t)
+	for _, how := range []string{"message", "kick"} {
+		t.Run(how, func(t *testing.T) {
+			fake := &fakeSIO{}
+			env := startSIO(t, upstream(t, fake.ServeHTTP).URL, nil)
+			h := env.harness
+			cl := dialSIO(t, h, nil)
+			cl.connect(authFor(t, testUser))
+			env.waitStats(t, [3]int{1, 1, 0})
+			putToSleep(t, h, 1)
+			defer rewrapUpstreamFunc.Store(rewrapUpstreamFunc.Load())
+			fail := func(*wsSock, string) (*websocket.Conn, error) { return nil, errors.New("no wake") }
+			rewrapUpstreamFunc.Store(&fail)
+
+			if how == "message" {
+				cl.send(`42["note","lost"]`)
+			} else {
+				req, _ := http.NewRequest(http.MethodDelete, h.admin+SessionsPath+testUser, nil)
+				req.Header.Set("Authorization", "Bearer "+testStatsToken)
+				h.do(req)
+			}
+			if _, err := cl.until(); err == nil {
+				t.Fatal("the client's socket stayed open")
+			}
+			waitMetric(t, h, `chatguard_websocket_connections{kind="socketio"}`, 0)
+			waitMetric(t, h, sleepingMetric, 0)
+			env.waitStats(t, [3]int{})
+			if n := h.srv.ws.poller.len(); n != 0 {
+				t.Errorf("the poller still watches %d sockets", n)
+			}
+		})
+	}
+}
+
+// A wake that brings no message (a WebSocket ping, chatguard's own ack)
+// still counts as activity for sleeping: the janitor does not put the pair
+// back to sleep until it has been quiet for wsSleepAfter after the wake.
+func TestWebSocketWokenPairStaysAwakeAWhile(t *testing.T) {
+	t.Parallel()
+	needPoller(t)
+	up := newPushUpstream()
+	h := start(t, upstream(t, up.ServeHTTP).URL, nil)
+	c, ctx := dialWS(t, h, "/ws/chat", nil)
+	echoOnce(t, ctx, c, "hello")
+	putToSleep(t, h, 1)
+	pong := make(chan error, 1)
+	up.ping <- pong
+	if err := recv(t, pong, "the pong"); err != nil { // chatguard's upstream side, woken, answers
+		t.Fatal(err)
+	}
+	waitMetric(t, h, sleepingMetric, 0)
+	waitMetric(t, h, readersMetric, 0)
+	for _, p := range pairsOf(h) { // the last message was long ago; the wake was not
+		p.last.Store(time.Now().Add(-time.Hour).UnixNano())
+	}
+	h.srv.ws.sweep(time.Now())
+	if got := metricValue(t, h, sleepingMetric); got != 0 {
+		t.Fatalf("a pair woken just now was put back to sleep (%v asleep)", got)
+	}
+	h.srv.ws.sweep(time.Now().Add(wsSleepAfter))
+	waitMetric(t, h, sleepingMetric, 1)
+	echoOnce(t, ctx, c, "still here")
 }
