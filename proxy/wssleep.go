@@ -118,7 +118,7 @@ func (p *wsPair) sleep() bool {
 
 // wake wraps both sockets in new library connections; p.mu is held. On
 // failure (nothing of it touches the network, so it should not fail) the
-// sockets are closed and the pair is left to end.
+// sockets are closed, and hold ends the pair.
 func (p *wsPair) wake() error {
 	cs, us := newWSSock(p.clientSock.frameConn), newWSSock(p.upSock.frameConn)
 	client, err := rewrapClient(cs, p.subprotocol)
