@@ -198,6 +198,7 @@ func (r *RedisStore) send(batch []*redisCall) {
 		}
 		r.pipeline(ctx, groups, cmds, noscript)
 	}
+	r.reloadOnFailure(cmds)
 	for i, g := range groups {
 		out, err := cmds[i].Int64Slice()
 		if err == nil && len(out) != 4*len(g) {
@@ -211,6 +212,30 @@ func (r *RedisStore) send(batch []*redisCall) {
 			}
 			close(c.done)
 		}
+	}
+}
+
+// reloadOnFailure asks a cluster client to read the cluster's slots again
+// when a call found no answer (a dead or unreachable node): go-redis would
+// otherwise keep sending that node's slots to it until its periodic reload,
+// a minute later, long after a replica took over. Redis's own error replies
+// (MOVED is handled by go-redis itself) need no reload. Reloads are
+// coalesced by go-redis, one at a time, 200 ms apart at most.
+func (r *RedisStore) reloadOnFailure(cmds []*redis.Cmd) {
+	cc, ok := r.c.(*redis.ClusterClient)
+	if !ok {
+		return
+	}
+	for _, c := range cmds {
+		if c == nil || c.Err() == nil || errors.Is(c.Err(), redis.Nil) {
+			continue
+		}
+		var reply redis.Error
+		if errors.As(c.Err(), &reply) {
+			continue
+		}
+		cc.ReloadState(context.Background())
+		return
 	}
 }
 

@@ -133,20 +133,22 @@ func TestRedisStore(t *testing.T) {
 	}
 }
 
-func TestRedisCluster(t *testing.T) {
-	t.Parallel()
+// startCluster starts a Redis Cluster of masters masters, each with
+// replicas replicas, and waits until every node sees it up.
+func startCluster(t *testing.T, masters, replicas int, nodeTimeout string) []*redisServer {
+	t.Helper()
 	if _, err := exec.LookPath("redis-cli"); err != nil {
 		t.Skip("redis-cli is not installed")
 	}
 	var nodes []*redisServer
 	var addrs []string
-	for i := 0; i < 3; i++ {
-		n := startRedis(t, "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf", "--cluster-node-timeout", "2000")
+	for i := 0; i < masters*(1+replicas); i++ {
+		n := startRedis(t, "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf", "--cluster-node-timeout", nodeTimeout)
 		nodes = append(nodes, n)
 		addrs = append(addrs, n.addr())
 	}
 	args := append([]string{"--cluster", "create"}, addrs...)
-	args = append(args, "--cluster-replicas", "0", "--cluster-yes")
+	args = append(args, "--cluster-replicas", fmt.Sprint(replicas), "--cluster-yes")
 	if out, err := exec.Command("redis-cli", args...).CombinedOutput(); err != nil {
 		t.Fatalf("cluster create: %v\n%s", err, out)
 	}
@@ -154,22 +156,113 @@ func TestRedisCluster(t *testing.T) {
 	// the others' slots answers CLUSTERDOWN.
 	deadline := time.Now().Add(20 * time.Second)
 	for _, n := range nodes {
+		waitClusterOK(t, n, deadline)
+		// A replica that has not synced yet would never take over.
 		for {
-			out, _ := exec.Command("redis-cli", "-p", fmt.Sprint(n.port), "cluster", "info").Output()
-			if strings.Contains(string(out), "cluster_state:ok") {
+			out, _ := exec.Command("redis-cli", "-p", fmt.Sprint(n.port), "info", "replication").Output()
+			if !strings.Contains(string(out), "role:slave") || strings.Contains(string(out), "master_link_status:up") {
 				break
 			}
 			if time.Now().After(deadline) {
-				t.Fatalf("node %d: cluster not ok: %s", n.port, out)
+				t.Fatalf("replica %d never synced: %s", n.port, out)
 			}
 			time.Sleep(100 * time.Millisecond)
 		}
 	}
-	s := redisStore(t, fmt.Sprintf("redis://%s?addr=%s&addr=%s", addrs[0], addrs[1], addrs[2]), 5*time.Second)
+	return nodes
+}
+
+func waitClusterOK(t *testing.T, n *redisServer, deadline time.Time) {
+	t.Helper()
+	for {
+		out, _ := exec.Command("redis-cli", "-p", fmt.Sprint(n.port), "cluster", "info").Output()
+		if strings.Contains(string(out), "cluster_state:ok") {
+			return
+		}
+		if time.Now().After(deadline) {
+			nodesOut, _ := exec.Command("redis-cli", "-p", fmt.Sprint(n.port), "cluster", "nodes").Output()
+			t.Fatalf("node %d: cluster not ok: %s\n%s", n.port, out, nodesOut)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+func clusterURL(nodes []*redisServer) string {
+	u := "redis://" + nodes[0].addr()
+	for i, n := range nodes[1:] {
+		sep := "&"
+		if i == 0 {
+			sep = "?"
+		}
+		u += sep + "addr=" + n.addr()
+	}
+	return u
+}
+
+func TestRedisCluster(t *testing.T) {
+	t.Parallel()
+	nodes := startCluster(t, 3, 0, "2000")
+	s := redisStore(t, clusterURL(nodes), 5*time.Second)
 	// Keys that land on different masters.
 	for _, k := range []string{"messages|user=a", "messages|user=b", "login|ip=10.0.0.1", "webhook|ip=10.0.0.2"} {
 		exactness(t, s, k)
 	}
+}
+
+// A master dies and its replica takes over: the store follows the
+// promotion within seconds, not at go-redis's periodic reload of the
+// cluster's slots a minute later.
+func TestRedisClusterFollowsFailover(t *testing.T) {
+	t.Parallel()
+	nodes := startCluster(t, 3, 1, "1000")
+	s := redisStore(t, clusterURL(nodes), 500*time.Millisecond)
+	keys := make([]string, 30) // about a third on each master
+	for i := range keys {
+		keys[i] = fmt.Sprintf("messages|user=u%d", i)
+	}
+	lim := Limit{Rate: 1000, Period: time.Minute}
+	failing := func() (n int) {
+		for _, k := range keys {
+			if _, err := s.Allow(context.Background(), k, lim); err != nil {
+				n++
+			}
+		}
+		return n
+	}
+	if n := failing(); n != 0 {
+		t.Fatalf("%d of %d decisions failed on a healthy cluster", n, len(keys))
+	}
+	var victim *redisServer
+	for _, n := range nodes {
+		if out, _ := exec.Command("redis-cli", "-p", fmt.Sprint(n.port), "role").Output(); strings.HasPrefix(string(out), "master") {
+			victim = n
+			break
+		}
+	}
+	if victim == nil {
+		t.Fatal("no master")
+	}
+	victim.kill()
+	if n := failing(); n == 0 { // the dead master's keys fail at first
+		t.Fatal("no decision failed with a master dead: the test would prove nothing")
+	}
+	survivor := nodes[0]
+	if survivor == victim {
+		survivor = nodes[1]
+	}
+	waitClusterOK(t, survivor, time.Now().Add(20*time.Second)) // a replica was promoted
+	promoted := time.Now()
+	for {
+		n := failing()
+		if n == 0 {
+			break
+		}
+		if time.Since(promoted) > 10*time.Second {
+			t.Fatalf("%d of %d decisions still fail %v after the promotion", n, len(keys), time.Since(promoted).Round(time.Second))
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	t.Logf("all decisions on Redis again %v after the promotion", time.Since(promoted).Round(10*time.Millisecond))
 }
 
 // kill -9 the Redis under load: no decision waits much longer than the
