@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"net/netip"
 	"runtime/debug"
+	"strings"
 	"time"
 
 	"github.com/sirupsen/logrus"
@@ -70,7 +71,8 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	s.handle(rw, r, info)
 }
 
-// proxiedMethods are what a 405 for CONNECT or TRACE says is allowed.
+// proxiedMethods are what a 405 for CONNECT or TRACE, and OPTIONS *, say is
+// allowed.
 var proxiedMethods = []string{"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"}
 
 func (s *Server) handle(w *responseWriter, r *http.Request, info *reqInfo) {
@@ -78,6 +80,29 @@ func (s *Server) handle(w *responseWriter, r *http.Request, info *reqInfo) {
 		e := apierrors.New(apierrors.CodeServiceUnavailable, "chatguard is shutting down; retry on another instance")
 		e.Header = http.Header{"Connection": {"close"}, "Retry-After": {"1"}}
 		s.writeError(w, r, info, e, sourceProxy)
+		return
+	}
+	if r.ProtoMajor != 1 {
+		// Only HTTP/2's prior-knowledge preface (PRI * HTTP/2.0) gets here:
+		// net/http passes it on for an h2c handler. This listener speaks
+		// HTTP/1.1; forwarded, the preface reached the upstream as a request.
+		e := apierrors.New(apierrors.CodeValidation, "this listener speaks HTTP/1.1 only, not HTTP/2 with prior knowledge")
+		e.Status = http.StatusHTTPVersionNotSupported
+		e.Header = http.Header{"Connection": {"close"}}
+		s.writeError(w, r, info, e, sourceProxy)
+		return
+	}
+	if r.RequestURI == "*" {
+		// The asterisk form is for OPTIONS about the server itself (RFC 9112
+		// 3.2.4), which chatguard answers as nginx does; nothing else may
+		// use it (forwarded, * became the path /%2A).
+		if r.Method == http.MethodOptions {
+			w.Header().Set("Allow", strings.Join(proxiedMethods, ", "))
+			w.Header().Set("Content-Length", "0")
+			w.WriteHeader(http.StatusOK)
+			return
+		}
+		s.writeError(w, r, info, apierrors.New(apierrors.CodeValidation, "the request target * is for OPTIONS only"), sourceProxy)
 		return
 	}
 	if r.Method == http.MethodConnect || r.Method == http.MethodTrace {

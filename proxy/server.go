@@ -201,6 +201,9 @@ func (s *Server) Serve(ctx context.Context, public, admin net.Listener) error {
 		// it; the middleware answers an envelope from the configured size on.
 		MaxHeaderBytes: 2 * s.cfg.Server.MaxHeaderBytes,
 		ErrorLog:       errLog,
+		// OPTIONS * reaches the handler (request id, access line), as every
+		// other request does.
+		DisableGeneralOptionsHandler: true,
 	}
 	adm := &http.Server{
 		Handler:           s.AdminHandler(),

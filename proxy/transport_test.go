@@ -471,3 +471,44 @@ func TestTransportBodilessAnswersUnderConcurrency(t *testing.T) {
 	}
 	wg.Wait()
 }
+
+// Requests that are not for the upstream never reach it, and each still
+// gets a request id and an access line: HTTP/2's prior-knowledge preface
+// (505: this listener speaks HTTP/1.1), OPTIONS * (answered here, with
+// Allow), and * with another method (400).
+func TestAsteriskAndHTTP2PrefaceStayHere(t *testing.T) {
+	t.Parallel()
+	var hits atomic.Int32
+	h := start(t, upstream(t, func(w http.ResponseWriter, r *http.Request) { hits.Add(1) }).URL, nil)
+	for _, tc := range []struct {
+		raw, method string
+		status      int
+	}{
+		{"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", "PRI", 505},
+		{"OPTIONS * HTTP/1.1\r\nHost: x\r\n\r\n", "OPTIONS", 200},
+		{"GET * HTTP/1.1\r\nHost: x\r\n\r\n", "GET", 400},
+	} {
+		c := rawConn(t, h)
+		_, _ = io.WriteString(c, tc.raw)
+		resp, err := http.ReadResponse(bufio.NewReader(c), &http.Request{Method: tc.method})
+		if err != nil {
+			t.Fatalf("%q: %v", tc.raw, err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		if resp.StatusCode != tc.status || resp.Header.Get("X-Request-Id") == "" {
+			t.Fatalf("%q: %d %s (request id %q), want %d", tc.raw, resp.StatusCode, body, resp.Header.Get("X-Request-Id"), tc.status)
+		}
+		if tc.status == 200 && resp.Header.Get("Allow") == "" {
+			t.Errorf("OPTIONS *: no Allow")
+		}
+		if tc.status != 200 {
+			envelope(t, resp, body)
+		}
+		if !strings.Contains(h.logs.String(), `"requestId":"`+resp.Header.Get("X-Request-Id")+`"`) {
+			t.Errorf("%q: no log line with its request id", tc.raw)
+		}
+	}
+	if n := hits.Load(); n != 0 {
+		t.Fatalf("the upstream got %d requests", n)
+	}
+}
