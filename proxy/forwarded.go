@@ -97,7 +97,11 @@ func (t trustedProxies) setForwarded(pr *httputil.ProxyRequest, peer, client net
 		}
 	}
 	out.Set("X-Forwarded-Proto", proto)
-	out.Set("X-Forwarded-Host", host)
+	if host != "" {
+		out.Set("X-Forwarded-Host", host)
+	} else { // HTTP/1.0 without Host: no host to name, and an empty header is not one
+		out.Del("X-Forwarded-Host")
+	}
 	out.Set("X-Real-IP", client.String())
 }
 

@@ -233,6 +233,19 @@ func TestForwardedHeaders(t *testing.T) {
 			t.Errorf("access log remoteIp = %v", l["remoteIp"])
 		}
 	}
+
+	// HTTP/1.0 without Host, from an untrusted peer that sends its own
+	// X-Forwarded-Host: there is no host to name, and no empty header either.
+	c := rawConn(t, untrusted)
+	_, _ = io.WriteString(c, "GET / HTTP/1.0\r\nX-Forwarded-Host: evil.example\r\n\r\n")
+	if resp, err := http.ReadResponse(bufio.NewReader(c), nil); err != nil || resp.StatusCode != 200 {
+		t.Fatalf("HTTP/1.0 without Host: %v %v", resp, err)
+	}
+	hd = <-got
+	<-hosts
+	if v, ok := hd["X-Forwarded-Host"]; ok {
+		t.Errorf("X-Forwarded-Host %q sent for a request without a host", v)
+	}
 }
 
 func TestPreserveHost(t *testing.T) {
