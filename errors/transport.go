@@ -2,10 +2,13 @@ package errors
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	stderrors "errors"
 	"io"
 	"net"
 	"net/http"
+	"strings"
 	"syscall"
 )
 
@@ -31,7 +34,7 @@ const StatusClientClosed = 499
 // FromProxyError classifies a failure of the proxy itself to get an answer
 // from the upstream. reason is a short, bounded word for logs and metric
 // labels: refused, reset, timeout, dns, eof, body_too_large, client_closed,
-// bad_response, bad_request, other.
+// bad_response, bad_request, tls, other.
 // For client_closed the returned Error is never written (there is nobody to
 // read it); its status is 499.
 func FromProxyError(err error) (e *Error, reason string) {
@@ -57,6 +60,8 @@ func FromProxyError(err error) (e *Error, reason string) {
 		return New(CodeUpstreamTimeout, ""), "timeout"
 	case stderrors.As(err, &dnsErr):
 		return New(CodeUpstreamUnavailable, ""), "dns"
+	case isTLSFailure(err):
+		return New(CodeUpstreamUnavailable, ""), "tls"
 	case stderrors.As(err, &netErr) && netErr.Timeout():
 		return New(CodeUpstreamTimeout, ""), "timeout"
 	case stderrors.Is(err, syscall.ECONNREFUSED):
@@ -67,4 +72,22 @@ func FromProxyError(err error) (e *Error, reason string) {
 		return New(CodeUpstreamUnavailable, ""), "eof"
 	}
 	return New(CodeUpstreamUnavailable, ""), "other"
+}
+
+// isTLSFailure recognises an https:// upstream whose TLS handshake failed:
+// a certificate not trusted, expired or for another name, a TLS alert, or
+// an upstream that answered in plain HTTP.
+func isTLSFailure(err error) bool {
+	var (
+		verify   *tls.CertificateVerificationError
+		record   tls.RecordHeaderError
+		alert    tls.AlertError
+		unknown  x509.UnknownAuthorityError
+		hostname x509.HostnameError
+		invalid  x509.CertificateInvalidError
+	)
+	return stderrors.As(err, &verify) || stderrors.As(err, &record) || stderrors.As(err, &alert) ||
+		stderrors.As(err, &unknown) || stderrors.As(err, &hostname) || stderrors.As(err, &invalid) ||
+		// net/http's Transport turns a RecordHeaderError into this text.
+		err != nil && strings.Contains(err.Error(), "server gave HTTP response to HTTPS client")
 }

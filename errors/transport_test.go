@@ -5,6 +5,7 @@ import (
 	stderrors "errors"
 	"fmt"
 	"io"
+	"log"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -268,6 +269,8 @@ func TestFromProxyError(t *testing.T) {
 		{"DNS timeout", func(*testing.T) error {
 			return &net.DNSError{Err: "i/o timeout", Name: "chat-backend", IsTimeout: true}
 		}, apierrors.CodeUpstreamUnavailable, 502, "dns"},
+		{"untrusted certificate", untrustedCert, apierrors.CodeUpstreamUnavailable, 502, "tls"},
+		{"plain HTTP behind https://", plainBehindTLS, apierrors.CodeUpstreamUnavailable, 502, "tls"},
 		{"unknown error", func(*testing.T) error { return stderrors.New("proxy: something odd") }, apierrors.CodeUpstreamUnavailable, 502, "other"},
 		{"nil", func(*testing.T) error { return nil }, apierrors.CodeUpstreamUnavailable, 502, "other"},
 	}
@@ -304,4 +307,24 @@ func TestStatusClientClosed(t *testing.T) {
 	if apierrors.StatusClientClosed != 499 {
 		t.Fatalf("StatusClientClosed = %d, want 499 (nginx)", apierrors.StatusClientClosed)
 	}
+}
+
+// untrustedCert is a real handshake with a server whose certificate the
+// client does not trust (httptest's own CA).
+func untrustedCert(t *testing.T) error {
+	srv := httptest.NewUnstartedServer(http.NotFoundHandler())
+	srv.Config.ErrorLog = log.New(io.Discard, "", 0) // its side of the refused handshake
+	srv.StartTLS()
+	t.Cleanup(srv.Close)
+	_, err := (&http.Client{Transport: &http.Transport{}}).Get(srv.URL)
+	return err
+}
+
+// plainBehindTLS is an https:// request, through net/http's Transport as
+// chatguard sends it, to a server that speaks plain HTTP.
+func plainBehindTLS(t *testing.T) error {
+	srv := httptest.NewServer(http.NotFoundHandler())
+	t.Cleanup(srv.Close)
+	_, err := (&http.Client{Transport: &http.Transport{}}).Get("https://" + strings.TrimPrefix(srv.URL, "http://"))
+	return err
 }
