@@ -19,7 +19,7 @@ const (
 // FailoverOptions configure a FailoverStore.
 type FailoverOptions struct {
 	Primary  Store // Redis
-	Fallback Store // memory
+	Fallback Store // memory; a Mirror (MemoryStore) also follows the primary's decisions
 	// Failures in a row that open the breaker (0 = 3).
 	Failures int
 	// Cooldown before a half-open probe of the primary (0 = 1 s).
@@ -121,6 +121,9 @@ func (f *FailoverStore) Allow(ctx context.Context, key string, l Limit) (Result,
 	f.latency.Observe(time.Since(start).Seconds())
 	if err == nil {
 		f.succeeded(probe)
+		if m, ok := f.o.Fallback.(mirror); ok {
+			m.Mirror(key, res.ResetAfter)
+		}
 		return res, nil
 	}
 	if ctx.Err() != nil { // the client went away: not Redis's fault
@@ -129,6 +132,15 @@ func (f *FailoverStore) Allow(ctx context.Context, key string, l Limit) (Result,
 	f.errors.Inc()
 	f.failed(err)
 	return f.fallback(ctx, key, l)
+}
+
+// mirror is a fallback that can follow the primary's decisions, so that a
+// switch to it does not start every key afresh (a login that used its 3
+// attempts in Redis would get 3 more). Its debt, held in time, is the same
+// in the share's units: with the share, a replica that took 1/Replicas of a
+// key's requests has used as much of its share as the key of the limit.
+type mirror interface {
+	Mirror(key string, resetAfter time.Duration)
 }
 
 func (f *FailoverStore) fallback(ctx context.Context, key string, l Limit) (Result, error) {

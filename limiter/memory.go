@@ -2,6 +2,7 @@ package limiter
 
 import (
 	"context"
+	"time"
 
 	"github.com/chatguard/chatguard/sessions"
 )
@@ -36,4 +37,15 @@ func (m *MemoryStore) Allow(_ context.Context, key string, l Limit) (Result, err
 		return Result{}, sessions.ErrClosed
 	}
 	return res, nil
+}
+
+// Mirror copies a decision made elsewhere (Redis) into key's state: its TAT
+// becomes now + resetAfter, the debt the other store holds for key. If that
+// store fails, the next decision here starts where it left off instead of
+// from a fresh key.
+func (m *MemoryStore) Mirror(key string, resetAfter time.Duration) {
+	m.t.Update(key, func(now, _ int64, _ bool) (int64, int64, bool) {
+		next := now + int64(resetAfter)
+		return next, next, next > now
+	})
 }

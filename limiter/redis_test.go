@@ -312,6 +312,11 @@ func TestFailoverWhenRedisDies(t *testing.T) {
 	if !decide("k1").Allowed || f.Mode() != ModeRedis {
 		t.Fatal("redis mode")
 	}
+	for i := 0; i < 5; i++ { // a key that uses its whole limit in Redis
+		if !decide("used").Allowed {
+			t.Fatalf("used: request %d refused in Redis", i+1)
+		}
+	}
 
 	// Load from 8 goroutines while Redis dies.
 	stop := make(chan struct{})
@@ -348,6 +353,11 @@ func TestFailoverWhenRedisDies(t *testing.T) {
 	}
 	if allowedAfter.Load() != 5 {
 		t.Errorf("fallback admitted %d of 10, want 5", allowedAfter.Load())
+	}
+	// A key that used its limit in Redis stays limited: the fallback
+	// followed Redis's decisions, it does not start afresh.
+	if res := decide("used"); res.Allowed || res.RetryAfter < 11*time.Minute {
+		t.Errorf("after the switch to memory, the used-up key got %+v", res)
 	}
 	r.start() // same port
 	for f.Mode() != ModeRedis {
