@@ -103,6 +103,28 @@ func (c *frameConn) pending() bool {
 	return !c.t.inHTTP && c.t.offset > c.t.frameStart
 }
 
+// linger reads and drops what the peer still sends, until its close frame,
+// the end of the stream or wait, whichever comes first: chatguard closed
+// the connection (1009) while the peer was still sending a message, and a
+// peer answers the close only once that message is out. Closing at once
+// would reset the connection, and the peer would never see the 1009.
+func (c *frameConn) linger(wait time.Duration) {
+	_ = c.Conn.SetReadDeadline(time.Now().Add(wait))
+	buf := make([]byte, 4096)
+	for {
+		n, err := c.Conn.Read(buf)
+		if n > 0 {
+			c.feed(buf[:n])
+		}
+		c.mu.Lock()
+		closed := c.t.closed
+		c.mu.Unlock()
+		if closed || err != nil {
+			return
+		}
+	}
+}
+
 // idle reports a frame boundary outside a fragmented message.
 func (c *frameConn) idle() bool {
 	c.mu.Lock()
@@ -130,6 +152,7 @@ type frameTally struct {
 	left      uint64   // payload bytes of the current frame still to come
 	inBody    bool     // the header is complete, the payload is being read
 	inMessage bool     // a data message's first frames came, its last not yet
+	closed    bool     // a close frame came
 }
 
 func (t *frameTally) feed(b []byte) {
@@ -235,6 +258,9 @@ func (t *frameTally) endFrame() {
 	fin, opcode := t.hdr[0]&0x80 != 0, t.hdr[0]&0x0f
 	if opcode < 8 { // a data frame (control opcodes are 8 and up, and may come between fragments)
 		t.inMessage = !fin
+	}
+	if opcode == 8 {
+		t.closed = true
 	}
 	t.hdrLen, t.inBody = 0, false
 }

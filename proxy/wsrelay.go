@@ -300,6 +300,10 @@ func (d *wsDir) run() {
 // message), an idle one holds no goroutine.
 const wsLinger = 250 * time.Millisecond
 
+// wsLingerClose bounds how long chatguard reads on after closing a side
+// with 1009, for that side's close frame (see frameConn.linger).
+const wsLingerClose = 5 * time.Second
+
 var messageBuffers = sync.Pool{New: func() any { return new(bytes.Buffer) }}
 
 // maxPooledBuffer keeps one huge message from pinning its buffer forever.
@@ -341,6 +345,13 @@ func (d *wsDir) relayOne() (ok, drained bool) {
 	if err != nil {
 		putBuffer(buf)
 		p.mirrorClose(err, d.other(), d.from)
+		if d.fc != nil && isReadLimit(err) {
+			d.fc.linger(wsLingerClose)
+		}
+		// The library leaves a connection that ended without a close
+		// handshake (EOF, a reset, a read limit) open: its socket would stay
+		// in CLOSE-WAIT and its descriptor would leak.
+		_ = src.CloseNow()
 		return false, false
 	}
 	now := time.Now().UnixNano()

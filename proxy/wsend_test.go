@@ -1,0 +1,78 @@
+package proxy
+
+import (
+	"encoding/binary"
+	"io"
+	"net"
+	"testing"
+	"time"
+
+	"github.com/chatguard/chatguard/internal/config"
+)
+
+// A client that goes away without a close frame (TCP FIN, a crashed
+// browser tab) ends the pair, and chatguard closes its end of that socket:
+// before, it stayed in CLOSE-WAIT and its descriptor leaked.
+func TestWebSocketClientFINIsClosed(t *testing.T) {
+	t.Parallel()
+	h := start(t, upstream(t, newRelayUpstream().ServeHTTP).URL, nil)
+	for _, asleep := range []bool{false, true} {
+		conn, br := rvDialRaw(t, h, "/ws/echo")
+		if _, err := conn.Write(frame(true, 1, true, []byte("hi"))); err != nil {
+			t.Fatal(err)
+		}
+		if op, got := readFrame(t, br); op != 1 || string(got) != "hi" {
+			t.Fatalf("echo: %d %q", op, got)
+		}
+		if asleep {
+			putToSleep(t, h, 1)
+		}
+		_ = conn.(*net.TCPConn).CloseWrite()
+		_ = conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+		if _, err := io.Copy(io.Discard, br); err != nil {
+			t.Fatalf("asleep %v: chatguard never closed its end: %v", asleep, err)
+		}
+		waitMetric(t, h, `chatguard_websocket_connections{kind="websocket"}`, 0)
+	}
+}
+
+// A message over the read limit closes the sender's side with 1009, and
+// chatguard reads on (and drops) the rest of what the sender is still
+// sending until its close frame: a client answers a close only once its
+// message is out, so without that it never saw the 1009.
+func TestWebSocketOverLimitSenderSeesTheClose(t *testing.T) {
+	t.Parallel()
+	needPoller(t)
+	h := start(t, upstream(t, newRelayUpstream().ServeHTTP).URL, func(c *config.Config) { c.WebSocket.MaxMessageBytes = 4096 })
+	for _, idle := range []time.Duration{0, wsLinger + 100*time.Millisecond} {
+		conn, br := rvDialRaw(t, h, "/ws/echo")
+		time.Sleep(idle)           // 0: a reader is there; else the direction waits in the poller
+		big := make([]byte, 4<<20) // more than both sockets' buffers hold
+		hdr := []byte{0x82, 0x80 | 127, 0, 0, 0, 0, 0, 0, 0, 0, 1, 2, 3, 4}
+		binary.BigEndian.PutUint64(hdr[2:10], uint64(len(big)))
+		sent := make(chan error, 1)
+		go func() { // masked with 1 2 3 4: the payload's content does not matter
+			_, err := conn.Write(append(hdr, big...))
+			sent <- err
+		}()
+		_ = conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+		op, payload := readFrame(t, br)
+		if op != 8 || len(payload) < 2 || binary.BigEndian.Uint16(payload) != 1009 {
+			t.Fatalf("idle %v: got opcode %d %q, want close 1009", idle, op, payload)
+		}
+		if err := recv(t, sent, "the sender's message to go out"); err != nil {
+			t.Fatalf("idle %v: sending: %v", idle, err)
+		}
+		if _, err := conn.Write(frame(true, 8, true, []byte{0x03, 0xf1})); err != nil { // the client's answer: 1009
+			t.Fatal(err)
+		}
+		start := time.Now()
+		if _, err := io.Copy(io.Discard, br); err != nil {
+			t.Fatalf("idle %v: chatguard did not close after the close answer: %v", idle, err)
+		}
+		if d := time.Since(start); d > 2*time.Second {
+			t.Errorf("idle %v: closed %v after the answer, not at once", idle, d)
+		}
+		waitMetric(t, h, `chatguard_websocket_connections{kind="websocket"}`, 0)
+	}
+}
