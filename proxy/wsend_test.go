@@ -1,11 +1,15 @@
 package proxy
 
 import (
+	"context"
 	"encoding/binary"
 	"io"
 	"net"
+	"net/http"
 	"testing"
 	"time"
+
+	"github.com/coder/websocket"
 
 	"github.com/chatguard/chatguard/internal/config"
 )
@@ -36,43 +40,102 @@ func TestWebSocketClientFINIsClosed(t *testing.T) {
 	}
 }
 
+// chattyUpstream pushes a message every 10 ms (a busy room): its direction
+// toward the client is always reading.
+func chattyUpstream(w http.ResponseWriter, r *http.Request) {
+	c, err := websocket.Accept(w, r, &websocket.AcceptOptions{InsecureSkipVerify: true})
+	if err != nil {
+		return
+	}
+	defer c.CloseNow()
+	ctx := c.CloseRead(context.Background())
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(10 * time.Millisecond):
+		}
+		if err := c.Write(ctx, websocket.MessageText, []byte("tick")); err != nil {
+			return
+		}
+	}
+}
+
 // A message over the read limit closes the sender's side with 1009, and
 // chatguard reads on (and drops) the rest of what the sender is still
 // sending until its close frame: a client answers a close only once its
-// message is out, so without that it never saw the 1009.
+// message is out, so without that it never saw the 1009. The upstream's
+// answer to its own 1009 must not cut that short (a busy upstream's
+// direction reads it at once), and a close that came with the message ends
+// the wait at once.
 func TestWebSocketOverLimitSenderSeesTheClose(t *testing.T) {
 	t.Parallel()
 	needPoller(t)
-	h := start(t, upstream(t, newRelayUpstream().ServeHTTP).URL, func(c *config.Config) { c.WebSocket.MaxMessageBytes = 4096 })
-	for _, idle := range []time.Duration{0, wsLinger + 100*time.Millisecond} {
+	ups := map[string]http.HandlerFunc{"echo": newRelayUpstream().ServeHTTP, "busy": chattyUpstream}
+	for name, up := range ups {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			h := start(t, upstream(t, up).URL, func(c *config.Config) { c.WebSocket.MaxMessageBytes = 4096 })
+			for _, idle := range []time.Duration{0, wsLinger + 100*time.Millisecond} {
+				for round := 0; round < 3; round++ {
+					overLimit(t, h, idle)
+				}
+			}
+		})
+	}
+	t.Run("close with the message", func(t *testing.T) {
+		t.Parallel()
+		h := start(t, upstream(t, newRelayUpstream().ServeHTTP).URL, func(c *config.Config) { c.WebSocket.MaxMessageBytes = 4096 })
 		conn, br := rvDialRaw(t, h, "/ws/echo")
-		time.Sleep(idle)           // 0: a reader is there; else the direction waits in the poller
-		big := make([]byte, 4<<20) // more than both sockets' buffers hold
-		hdr := []byte{0x82, 0x80 | 127, 0, 0, 0, 0, 0, 0, 0, 0, 1, 2, 3, 4}
-		binary.BigEndian.PutUint64(hdr[2:10], uint64(len(big)))
-		sent := make(chan error, 1)
-		go func() { // masked with 1 2 3 4: the payload's content does not matter
-			_, err := conn.Write(append(hdr, big...))
-			sent <- err
-		}()
-		_ = conn.SetReadDeadline(time.Now().Add(10 * time.Second))
-		op, payload := readFrame(t, br)
-		if op != 8 || len(payload) < 2 || binary.BigEndian.Uint16(payload) != 1009 {
-			t.Fatalf("idle %v: got opcode %d %q, want close 1009", idle, op, payload)
-		}
-		if err := recv(t, sent, "the sender's message to go out"); err != nil {
-			t.Fatalf("idle %v: sending: %v", idle, err)
-		}
-		if _, err := conn.Write(frame(true, 8, true, []byte{0x03, 0xf1})); err != nil { // the client's answer: 1009
+		msg := append(frame(true, 2, true, make([]byte, 4100)), frame(true, 8, true, []byte{0x03, 0xe8})...)
+		if _, err := conn.Write(msg); err != nil {
 			t.Fatal(err)
 		}
 		start := time.Now()
+		_ = conn.SetReadDeadline(time.Now().Add(10 * time.Second))
 		if _, err := io.Copy(io.Discard, br); err != nil {
-			t.Fatalf("idle %v: chatguard did not close after the close answer: %v", idle, err)
+			t.Fatal(err)
 		}
 		if d := time.Since(start); d > 2*time.Second {
-			t.Errorf("idle %v: closed %v after the answer, not at once", idle, d)
+			t.Errorf("closed %v after a message and its close frame, not at once", d)
 		}
-		waitMetric(t, h, `chatguard_websocket_connections{kind="websocket"}`, 0)
+	})
+}
+
+// overLimit sends a 4 MiB message through h (limit 4096) after idle, and
+// checks the sender's side of the 1009.
+func overLimit(t *testing.T, h *harness, idle time.Duration) {
+	t.Helper()
+	conn, br := rvDialRaw(t, h, "/ws/echo")
+	time.Sleep(idle)           // 0: a reader is there; else the direction waits in the poller
+	big := make([]byte, 4<<20) // more than both sockets' buffers hold
+	hdr := []byte{0x82, 0x80 | 127, 0, 0, 0, 0, 0, 0, 0, 0, 1, 2, 3, 4}
+	binary.BigEndian.PutUint64(hdr[2:10], uint64(len(big)))
+	sent := make(chan error, 1)
+	go func() { // masked with 1 2 3 4: the payload's content does not matter
+		_, err := conn.Write(append(hdr, big...))
+		sent <- err
+	}()
+	_ = conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+	op, payload := readFrame(t, br)
+	for op == 1 { // a busy upstream's messages before the close
+		op, payload = readFrame(t, br)
 	}
+	if op != 8 || len(payload) < 2 || binary.BigEndian.Uint16(payload) != 1009 {
+		t.Fatalf("idle %v: got opcode %d %q, want close 1009", idle, op, payload)
+	}
+	if err := recv(t, sent, "the sender's message to go out"); err != nil {
+		t.Fatalf("idle %v: sending: %v", idle, err)
+	}
+	if _, err := conn.Write(frame(true, 8, true, []byte{0x03, 0xf1})); err != nil { // the client's answer: 1009
+		t.Fatalf("idle %v: answering the close: %v", idle, err)
+	}
+	start := time.Now()
+	if _, err := io.Copy(io.Discard, br); err != nil {
+		t.Fatalf("idle %v: chatguard did not close after the close answer: %v", idle, err)
+	}
+	if d := time.Since(start); d > 2*time.Second {
+		t.Errorf("idle %v: closed %v after the answer, not at once", idle, d)
+	}
+	waitMetric(t, h, `chatguard_websocket_connections{kind="websocket"}`, 0)
 }

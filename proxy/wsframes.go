@@ -112,14 +112,17 @@ func (c *frameConn) linger(wait time.Duration) {
 	_ = c.Conn.SetReadDeadline(time.Now().Add(wait))
 	buf := make([]byte, 4096)
 	for {
+		c.mu.Lock()
+		closed := c.t.closed // it may have come with the message
+		c.mu.Unlock()
+		if closed {
+			return
+		}
 		n, err := c.Conn.Read(buf)
 		if n > 0 {
 			c.feed(buf[:n])
 		}
-		c.mu.Lock()
-		closed := c.t.closed
-		c.mu.Unlock()
-		if closed || err != nil {
+		if err != nil {
 			return
 		}
 	}

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"net/netip"
 	"runtime/debug"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -345,7 +344,7 @@ func (d *wsDir) relayOne() (ok, drained bool) {
 	if err != nil {
 		putBuffer(buf)
 		p.mirrorClose(err, d.other(), d.from)
-		if d.fc != nil && isReadLimit(err) {
+		if d.fc != nil && isReadLimit(err) && d.state.Load() == dirRunning { // not when someone is ending the pair
 			d.fc.linger(wsLingerClose)
 		}
 		// The library leaves a connection that ended without a close
@@ -396,6 +395,13 @@ func putBuffer(b *bytes.Buffer) {
 // the peer's close code and reason when it sent one, a dropped connection
 // when it dropped. from is the side that closed. The pair is held.
 func (p *wsPair) mirrorClose(err error, o *wsDir, from string) {
+	if p.counted.Load() {
+		// A close was already mirrored onto this side (the first close
+		// either way is): what arrives here is its answer. Mirrored back,
+		// it would take the other direction in the middle of its own
+		// close, a linger after a 1009 say, and reset that connection.
+		return
+	}
 	dst, _ := o.conns()
 	if o.take() {
 		defer o.finish()
@@ -432,10 +438,10 @@ func (p *wsPair) mirrorClose(err error, o *wsDir, from string) {
 	}
 }
 
-// isReadLimit recognises the library's read-limit error (it has no
-// sentinel): the message was bigger than the limit.
+// isReadLimit recognises the library's read-limit error: the message was
+// bigger than the limit.
 func isReadLimit(err error) bool {
-	return strings.Contains(err.Error(), "read limited at")
+	return errors.Is(err, websocket.ErrMessageTooBig)
 }
 
 // closing reports whether chatguard started ending the pair itself.
