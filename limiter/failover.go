@@ -121,9 +121,7 @@ func (f *FailoverStore) Allow(ctx context.Context, key string, l Limit) (Result,
 	f.latency.Observe(time.Since(start).Seconds())
 	if err == nil {
 		f.succeeded(probe)
-		if m, ok := f.o.Fallback.(mirror); ok {
-			m.Mirror(key, res.ResetAfter)
-		}
+		f.mirror(key, l, res)
 		return res, nil
 	}
 	if ctx.Err() != nil { // the client went away: not Redis's fault
@@ -136,14 +134,38 @@ func (f *FailoverStore) Allow(ctx context.Context, key string, l Limit) (Result,
 
 // mirror is a fallback that can follow the primary's decisions, so that a
 // switch to it does not start every key afresh (a login that used its 3
-// attempts in Redis would get 3 more). Its debt, held in time, is the same
-// in the share's units: with the share, a replica that took 1/Replicas of a
-// key's requests has used as much of its share as the key of the limit.
+// attempts in Redis would get 3 more).
 type mirror interface {
 	Mirror(key string, resetAfter time.Duration)
 }
 
-func (f *FailoverStore) fallback(ctx context.Context, key string, l Limit) (Result, error) {
+// mirror copies a primary's decision into the fallback. One replica: the
+// key's debt as Redis returned it, so the fallback goes on exactly where
+// Redis stopped. Several: each replica's share gets its part of what the key
+// has left (Remaining/Replicas requests, rounded up, at most the share's
+// burst): a key with room left keeps some in every replica (rounded down, a
+// login with 2 of 3 attempts left would have none in each of 3 replicas),
+// and the replicas together admit at most Replicas-1 more than the limit
+// across the switch, where starting afresh gave each its whole share.
+func (f *FailoverStore) mirror(key string, l Limit, res Result) {
+	m, ok := f.o.Fallback.(mirror)
+	if !ok {
+		return
+	}
+	if f.o.Replicas <= 1 {
+		m.Mirror(key, res.ResetAfter)
+		return
+	}
+	share := f.share(l)
+	left := min((res.Remaining+f.o.Replicas-1)/f.o.Replicas, share.burst())
+	if !res.Allowed {
+		left = 0
+	}
+	m.Mirror(key, time.Duration(share.burst()-left)*share.interval())
+}
+
+// share is this replica's part of l while in fallback.
+func (f *FailoverStore) share(l Limit) Limit {
 	share := l
 	if f.o.Replicas > 1 {
 		share.Rate = max(1, l.Rate/f.o.Replicas)
@@ -151,7 +173,11 @@ func (f *FailoverStore) fallback(ctx context.Context, key string, l Limit) (Resu
 			share.Burst = max(1, l.Burst/f.o.Replicas)
 		}
 	}
-	return f.o.Fallback.Allow(ctx, key, share)
+	return share
+}
+
+func (f *FailoverStore) fallback(ctx context.Context, key string, l Limit) (Result, error) {
+	return f.o.Fallback.Allow(ctx, key, f.share(l))
 }
 
 // succeeded records a success. Only the half-open probe closes an open

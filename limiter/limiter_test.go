@@ -95,3 +95,72 @@ func TestMemoryStoreForgetsIdleKeys(t *testing.T) {
 		t.Fatalf("closed table: %v", err)
 	}
 }
+
+// failingStore decides in a memory store until it is told to fail, as a
+// Redis that dies.
+type failingStore struct {
+	s    *MemoryStore
+	fail atomic.Bool
+}
+
+func (p *failingStore) Allow(ctx context.Context, key string, l Limit) (Result, error) {
+	if p.fail.Load() {
+		return Result{}, errors.New("redis: connection refused")
+	}
+	return p.s.Allow(ctx, key, l)
+}
+
+// After the switch to the memory fallback, a key goes on from what Redis
+// left it: all of it with one replica, its part (rounded up, within the
+// share) in each of several.
+func TestFallbackFollowsRedisDecisions(t *testing.T) {
+	t.Parallel()
+	login := Limit{Rate: 3, Period: 15 * time.Minute}
+	for _, tc := range []struct {
+		l              Limit
+		replicas, used int
+		want           int // admitted by this replica in fallback
+	}{
+		{login, 1, 1, 2},
+		{login, 1, 3, 0},
+		{login, 2, 0, 1}, // never seen by Redis: a fresh share
+		{login, 2, 1, 1},
+		{login, 3, 1, 1}, // 2 left among 3 replicas: one each, not none
+		{login, 2, 3, 0},
+		{Limit{Rate: 30, Period: time.Minute}, 4, 10, 5},          // 20 left, share 7
+		{Limit{Rate: 2, Period: time.Minute, Burst: 10}, 4, 5, 2}, // 5 left, share burst 2
+	} {
+		table := func() *sessions.StateTable {
+			tb, err := sessions.NewStateTable(sessions.StateOptions{MaxEntries: 1000})
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { tb.Close() })
+			return tb
+		}
+		redis := &failingStore{s: NewMemoryStore(table())}
+		f, err := NewFailoverStore(FailoverOptions{Primary: redis, Fallback: NewMemoryStore(table()), Replicas: tc.replicas, Cooldown: time.Hour})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx := context.Background()
+		for i := 0; i < tc.used; i++ {
+			if r, err := f.Allow(ctx, "k", tc.l); err != nil || !r.Allowed {
+				t.Fatalf("%v ×%d: request %d refused in Redis: %v", tc.l, tc.replicas, i+1, err)
+			}
+		}
+		redis.fail.Store(true)
+		for f.Mode() != ModeFallback {
+			_, _ = f.Allow(ctx, "another key", tc.l)
+		}
+		admitted := 0
+		for i := 0; i < 20; i++ {
+			if r, _ := f.Allow(ctx, "k", tc.l); r.Allowed {
+				admitted++
+			}
+		}
+		if admitted != tc.want {
+			t.Errorf("%v, %d replicas, %d used in Redis: fallback admitted %d, want %d", tc.l, tc.replicas, tc.used, admitted, tc.want)
+		}
+	}
+}
