@@ -88,6 +88,8 @@ func isTLSFailure(err error) bool {
 	)
 	return stderrors.As(err, &verify) || stderrors.As(err, &record) || stderrors.As(err, &alert) ||
 		stderrors.As(err, &unknown) || stderrors.As(err, &hostname) || stderrors.As(err, &invalid) ||
-		// net/http's Transport turns a RecordHeaderError into this text.
-		err != nil && strings.Contains(err.Error(), "server gave HTTP response to HTTPS client")
+		// net/http's Transport turns a RecordHeaderError into this text, and
+		// an alert the upstream sent over TCP has no exported type.
+		err != nil && (strings.Contains(err.Error(), "server gave HTTP response to HTTPS client") ||
+			strings.Contains(err.Error(), "remote error: tls: "))
 }

@@ -2,6 +2,7 @@ package errors_test
 
 import (
 	"context"
+	"crypto/tls"
 	stderrors "errors"
 	"fmt"
 	"io"
@@ -271,6 +272,7 @@ func TestFromProxyError(t *testing.T) {
 		}, apierrors.CodeUpstreamUnavailable, 502, "dns"},
 		{"untrusted certificate", untrustedCert, apierrors.CodeUpstreamUnavailable, 502, "tls"},
 		{"plain HTTP behind https://", plainBehindTLS, apierrors.CodeUpstreamUnavailable, 502, "tls"},
+		{"the upstream's TLS alert (a client certificate required)", tlsAlert, apierrors.CodeUpstreamUnavailable, 502, "tls"},
 		{"unknown error", func(*testing.T) error { return stderrors.New("proxy: something odd") }, apierrors.CodeUpstreamUnavailable, 502, "other"},
 		{"nil", func(*testing.T) error { return nil }, apierrors.CodeUpstreamUnavailable, 502, "other"},
 	}
@@ -326,5 +328,17 @@ func plainBehindTLS(t *testing.T) error {
 	srv := httptest.NewServer(http.NotFoundHandler())
 	t.Cleanup(srv.Close)
 	_, err := (&http.Client{Transport: &http.Transport{}}).Get("https://" + strings.TrimPrefix(srv.URL, "http://"))
+	return err
+}
+
+// tlsAlert is a handshake the upstream refuses with an alert: it wants a
+// client certificate chatguard does not have.
+func tlsAlert(t *testing.T) error {
+	srv := httptest.NewUnstartedServer(http.NotFoundHandler())
+	srv.Config.ErrorLog = log.New(io.Discard, "", 0)
+	srv.TLS = &tls.Config{ClientAuth: tls.RequireAnyClientCert, MaxVersion: tls.VersionTLS12}
+	srv.StartTLS()
+	t.Cleanup(srv.Close)
+	_, err := (&http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}}).Get(srv.URL)
 	return err
 }
