@@ -382,14 +382,22 @@ func TestSocketIOAuthRequired(t *testing.T) {
 	env.waitStats(t, [3]int{})
 }
 
+// connectedUser starts chatguard in front of fake and connects testUser's
+// Socket.IO client through it.
+func connectedUser(t *testing.T, fake *fakeSIO) (*sioEnv, *sioClient) {
+	t.Helper()
+	env := startSIO(t, upstream(t, fake.ServeHTTP).URL, nil)
+	cl := dialSIO(t, env.harness, nil)
+	cl.connect(authFor(t, testUser))
+	env.waitStats(t, [3]int{1, 1, 0})
+	return env, cl
+}
+
 func TestSocketIOKick(t *testing.T) {
 	t.Parallel()
 	fake := &fakeSIO{}
-	env := startSIO(t, upstream(t, fake.ServeHTTP).URL, nil)
+	env, cl := connectedUser(t, fake)
 	h := env.harness
-	cl := dialSIO(t, h, nil)
-	cl.connect(authFor(t, testUser))
-	env.waitStats(t, [3]int{1, 1, 0})
 
 	kick := func(user, auth string) (*http.Response, []byte) {
 		req, _ := http.NewRequest(http.MethodDelete, h.admin+SessionsPath+user, nil)

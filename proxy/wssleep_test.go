@@ -239,11 +239,8 @@ func TestSocketIOSleepingSocket(t *testing.T) {
 	t.Parallel()
 	needPoller(t)
 	fake := &fakeSIO{maxPayload: 2048}
-	env := startSIO(t, upstream(t, fake.ServeHTTP).URL, nil)
+	env, cl := connectedUser(t, fake)
 	h := env.harness
-	cl := dialSIO(t, h, nil)
-	cl.connect(authFor(t, testUser))
-	env.waitStats(t, [3]int{1, 1, 0})
 	putToSleep(t, h, 1)
 	fits := `42["note","` + strings.Repeat("a", 1900) + `"]`
 	cl.send(fits)
@@ -374,11 +371,8 @@ func TestSocketIOFailedWakeEndsThePair(t *testing.T) {
 	for _, how := range []string{"message", "kick"} {
 		t.Run(how, func(t *testing.T) {
 			fake := &fakeSIO{}
-			env := startSIO(t, upstream(t, fake.ServeHTTP).URL, nil)
+			env, cl := connectedUser(t, fake)
 			h := env.harness
-			cl := dialSIO(t, h, nil)
-			cl.connect(authFor(t, testUser))
-			env.waitStats(t, [3]int{1, 1, 0})
 			putToSleep(t, h, 1)
 			defer rewrapUpstreamFunc.Store(rewrapUpstreamFunc.Load())
 			fail := func(*wsSock, string) (*websocket.Conn, error) { return nil, errors.New("no wake") }
