@@ -5,8 +5,6 @@ import (
 	"bytes"
 	"compress/flate"
 	"context"
-	"crypto/sha1"
-	"encoding/base64"
 	"fmt"
 	"io"
 	"net"
@@ -248,10 +246,9 @@ func TestWebSocketPingOnIdleSocketParksAgain(t *testing.T) {
 // messages, all in one segment.
 func rvEarlyHintsUpstream(t *testing.T) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		sum := sha1.Sum([]byte(r.Header.Get("Sec-WebSocket-Key") + "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"))
 		out := []byte("HTTP/1.1 103 Early Hints\r\nLink: </app.js>; rel=preload\r\n\r\n" +
 			"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" +
-			"Sec-WebSocket-Accept: " + base64.StdEncoding.EncodeToString(sum[:]) + "\r\n\r\n")
+			"Sec-WebSocket-Accept: " + wsAccept(r.Header.Get("Sec-WebSocket-Key")) + "\r\n\r\n")
 		out = append(out, frame(true, 0x2, false, []byte(strings.Repeat("x", 40)))...)
 		out = append(out, frame(true, 0x2, false, []byte("second"))...)
 		conn, brw, err := http.NewResponseController(w).Hijack()
