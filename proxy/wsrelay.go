@@ -43,14 +43,13 @@ type wsPair struct {
 	client      *websocket.Conn
 	upstream    *websocket.Conn
 	users       int     // holders of the connections
-	asleep      bool    // the connections are retired
 	dropped     bool    // asleep, and the sockets were closed: never wakes
 	clientSock  *wsSock // the sockets as the connections see them; nil: not watched (never sleeps)
 	upSock      *wsSock
 	clientLimit int64        // the client side's read limit
 	subprotocol string       // the one both sides agreed on
 	sleepy      bool         // the pair may sleep at all (see canSleep)
-	sleeping    atomic.Bool  // asleep, for the janitor's sweep
+	sleeping    atomic.Bool  // the connections are retired; changed under mu, read by the janitor's sweep without it
 	woke        atomic.Int64 // unix ns of the last wake: a wake for a ping or an ack is not a message, but the pair is not quiet either
 
 	up   wsDir // client → upstream
@@ -110,7 +109,7 @@ func (p *wsPair) finished() {
 	close(p.done) // live reaches 0 once
 	h.remove(p)
 	p.mu.Lock()
-	if p.asleep { // closed asleep (dropped): it never wakes
+	if p.sleeping.Load() { // closed asleep (dropped): it never wakes
 		h.metrics.sleeping.Dec()
 	}
 	p.mu.Unlock()

@@ -61,7 +61,7 @@ func canSleep(h *wsHub, clientSock, upSock *wsSock) bool {
 // of p.client or p.upstream is between the two.
 func (p *wsPair) hold() (client, up *websocket.Conn, err error) {
 	p.mu.Lock()
-	if p.asleep {
+	if p.sleeping.Load() {
 		if p.dropped {
 			p.mu.Unlock()
 			return nil, nil, net.ErrClosed // the sockets were closed asleep
@@ -93,7 +93,7 @@ func (p *wsPair) sleep() bool {
 		return false
 	}
 	p.mu.Lock()
-	if p.asleep || p.users > 0 || p.closing() ||
+	if p.sleeping.Load() || p.users > 0 || p.closing() ||
 		p.up.state.Load() != dirArmed || p.down.state.Load() != dirArmed {
 		p.mu.Unlock()
 		return false
@@ -104,7 +104,6 @@ func (p *wsPair) sleep() bool {
 	p.upSock.retired.Store(true)
 	client, up := p.client, p.upstream
 	p.client, p.upstream = nil, nil
-	p.asleep = true
 	p.sleeping.Store(true)
 	p.hub.metrics.sleeping.Inc()
 	p.mu.Unlock()
@@ -140,7 +139,6 @@ func (p *wsPair) wake() error {
 	client.SetReadLimit(p.clientLimit)
 	up.SetReadLimit(p.hub.cfg.MaxMessageBytes)
 	p.client, p.upstream, p.clientSock, p.upSock = client, up, cs, us
-	p.asleep = false
 	p.sleeping.Store(false)
 	p.hub.metrics.sleeping.Dec()
 	p.hub.metrics.wakes.Inc()
@@ -153,7 +151,7 @@ func (p *wsPair) setClientLimit(n int64) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.clientLimit = n
-	if !p.asleep {
+	if !p.sleeping.Load() {
 		p.client.SetReadLimit(n)
 	}
 }
@@ -165,7 +163,7 @@ func (p *wsPair) setClientLimit(n int64) {
 func (p *wsPair) dropSockets() {
 	p.mu.Lock()
 	client, up := p.client, p.upstream
-	if p.asleep {
+	if p.sleeping.Load() {
 		p.dropped = true
 		_ = p.clientSock.frameConn.Close()
 		_ = p.upSock.frameConn.Close()
