@@ -1,6 +1,9 @@
 package limiter
 
 import (
+	"encoding/json"
+	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
 	"testing"
@@ -51,6 +54,32 @@ func FuzzPersistLoad(f *testing.F) {
 		clk.Advance(time.Second)
 		if err := p.Close(); err != nil { // a save after any load works
 			t.Fatal(err)
+		}
+	})
+}
+
+// FuzzParseEntries: whatever the fast reader takes, encoding/json reads the
+// same way (the same fingerprints and values).
+func FuzzParseEntries(f *testing.F) {
+	f.Add([]byte(`{"0123456789abcdef0123456789abcdef":[1,9000000000000000000]}`))
+	f.Add([]byte("{ \"fedcba98765432100123456789abcdef\" :\n[ -1 , 2 ] , \"0123456789abcdef0123456789abcdef\":[3,4]}"))
+	f.Add([]byte(`{}`))
+	f.Add([]byte(`{"0123456789ABCDEF0123456789abcdef":[1,2]}`))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		entries, ok := parseEntries(data)
+		if !ok {
+			return
+		}
+		var m map[string][2]int64
+		if err := json.Unmarshal(data, &m); err != nil {
+			t.Fatalf("taken by the fast reader, refused by encoding/json: %v", err)
+		}
+		last := map[string][2]int64{} // a repeated key: the last one counts, as in a map
+		for _, e := range entries {
+			last[fmt.Sprintf("%016x%016x", e.f.Hi, e.f.Lo)] = [2]int64{e.v, e.exp}
+		}
+		if !maps.Equal(last, m) {
+			t.Fatalf("fast reader %v, encoding/json %v", last, m)
 		}
 	})
 }
