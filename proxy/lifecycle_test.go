@@ -69,6 +69,52 @@ func TestShutdownFinishesInFlightRequest(t *testing.T) {
 	}
 }
 
+// A request still running at the end of server.shutdown_timeout is cut
+// then (not a second later), and its access line says chatguard cut it.
+func TestShutdownCutsRequestsPastTheTimeout(t *testing.T) {
+	t.Parallel()
+	entered := make(chan struct{}, 1)
+	release := make(chan struct{})
+	t.Cleanup(func() { close(release) })
+	up := upstream(t, func(w http.ResponseWriter, r *http.Request) {
+		entered <- struct{}{}
+		select {
+		case <-release:
+		case <-r.Context().Done():
+		}
+	})
+	const timeout = 100 * time.Millisecond
+	h := start(t, up.URL, func(c *config.Config) {
+		c.Server.DrainDelay = 0
+		c.Server.ShutdownTimeout = timeout
+	})
+	slow := make(chan error, 1)
+	go func() {
+		resp, err := h.client.Get(h.url + "/slow")
+		if err == nil {
+			resp.Body.Close()
+		}
+		slow <- err
+	}()
+	<-entered
+	began := time.Now()
+	if err := h.stop(); err != nil {
+		t.Fatalf("Serve: %v", err)
+	}
+	// The shutdown timeout, a grace to flush finished responses (100 ms),
+	// and scheduling; before, net/http got a second more.
+	if took := time.Since(began); took > timeout+800*time.Millisecond {
+		t.Errorf("Serve returned %v after the signal with server.shutdown_timeout %v", took, timeout)
+	}
+	if err := <-slow; err == nil {
+		t.Error("the request past the timeout got an answer; want its connection cut")
+	}
+	waitFor(t, "access line", func() bool { return accessLine(t, h, "/slow") != nil })
+	if l := accessLine(t, h, "/slow"); l["status"] != float64(499) || l["reason"] != "shutdown" {
+		t.Errorf("access line %v: want status 499, reason shutdown", l)
+	}
+}
+
 func TestDrainEndpoint(t *testing.T) {
 	t.Parallel()
 	up := upstream(t, func(w http.ResponseWriter, r *http.Request) {})

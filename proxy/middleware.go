@@ -264,6 +264,9 @@ func (s *Server) accessLog(w *responseWriter, r *http.Request, info *reqInfo, st
 	}
 	if info.reason != "" {
 		f["reason"] = info.reason
+		if info.closed && s.cut.Load() {
+			f["reason"] = "shutdown" // chatguard closed it, past server.shutdown_timeout
+		}
 	}
 	// An Entry of our own map: Logger.WithFields would copy it first.
 	(&logrus.Entry{Logger: s.log, Data: f}).Log(lvl, "request completed")

@@ -74,6 +74,7 @@ type Server struct {
 	ready    atomic.Bool
 	draining atomic.Bool // set when a drain starts
 	refusing atomic.Bool // set when the drain delay is over
+	cut      atomic.Bool // set when requests past the shutdown timeout are cut
 	inFlight atomic.Int64
 
 	connsMu      sync.Mutex
@@ -236,9 +237,14 @@ func (s *Server) Serve(ctx context.Context, public, admin net.Listener) error {
 	}
 
 	res := s.Drain(context.Background())
-	shutdownCtx, cancel := context.WithDeadline(context.Background(), res.Deadline.Add(time.Second))
+	// The drain waited for in-flight requests up to the shutdown timeout:
+	// what is left is a response being flushed after its handler returned,
+	// a connection that never sent a request (net/http waits 5 s for those),
+	// or a request past its time, which is cut now.
+	shutdownCtx, cancel := context.WithTimeout(context.Background(), shutdownGrace)
 	defer cancel()
 	if err := pub.Shutdown(shutdownCtx); err != nil {
+		s.cut.Store(true)
 		_ = pub.Close()
 	}
 	if err := adm.Shutdown(shutdownCtx); err != nil {
@@ -256,6 +262,10 @@ func (s *Server) Serve(ctx context.Context, public, admin net.Listener) error {
 	}).Info("chatguard stopped")
 	return failed
 }
+
+// shutdownGrace is how long connections get after the drain to flush what
+// their handlers wrote before they are closed.
+const shutdownGrace = 100 * time.Millisecond
 
 // DrainResult says how a drain went.
 type DrainResult struct {
