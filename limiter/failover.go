@@ -2,6 +2,7 @@ package limiter
 
 import (
 	"context"
+	"errors"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -128,7 +129,9 @@ func (f *FailoverStore) Allow(ctx context.Context, key string, l Limit) (Result,
 		return res, err
 	}
 	f.errors.Inc()
-	f.failed(err)
+	if !errors.Is(err, ErrNodeDown) { // one cluster node, held open by its own breaker
+		f.failed(err)
+	}
 	return f.fallback(ctx, key, l)
 }
 

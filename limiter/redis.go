@@ -64,6 +64,13 @@ type RedisStore struct {
 	// answered CROSSSLOT: a cluster proxy); else one per batch.
 	perKey atomic.Bool
 
+	// nodes: a breaker per master, on a cluster only (a single node's
+	// breaker is the FailoverStore's); onNode is told when one opens or
+	// closes.
+	nodes      *nodeBreakers
+	onNode     func(addr string, down bool)
+	lastAnswer atomic.Int64 // Unix ns of the last reply from any master
+
 	calls     chan *redisCall
 	stop      chan struct{}
 	wg        sync.WaitGroup
@@ -91,11 +98,44 @@ func NewRedisStore(c redis.UniversalClient, prefix string, timeout time.Duration
 	_, single := c.(*redis.Client)
 	r := &RedisStore{c: c, prefix: prefix, timeout: timeout, calls: make(chan *redisCall, 1024), stop: make(chan struct{})}
 	r.perKey.Store(!single)
+	if _, cluster := c.(*redis.ClusterClient); cluster {
+		r.nodes = newNodeBreakers(3, time.Second)
+	}
 	for i := 0; i < redisFlushers; i++ {
 		r.wg.Add(1)
 		go r.flush()
 	}
 	return r
+}
+
+// WatchNodes sets the breaker of each cluster master (failures: rounds in a
+// row without an answer that open it; cooldown: time until a probe) and
+// tells onChange (which may be nil) when one opens or closes. Defaults: 3
+// and 1 s. No effect on a single node. Call it before the first decision.
+func (r *RedisStore) WatchNodes(failures int, cooldown time.Duration, onChange func(addr string, down bool)) {
+	if r.nodes == nil {
+		return
+	}
+	r.nodes.failures, r.nodes.cooldown, r.onNode = max(failures, 1), cooldown, onChange
+}
+
+// NodesDown lists the cluster masters whose breaker is open: their keys are
+// decided by the fallback.
+func (r *RedisStore) NodesDown() []string {
+	if r.nodes == nil {
+		return nil
+	}
+	return r.nodes.down()
+}
+
+// masterOf is the address of key's master as the cluster client knows it
+// ("" while it does not know).
+func (r *RedisStore) masterOf(ctx context.Context, key string) string {
+	node, err := r.c.(*redis.ClusterClient).MasterForKey(ctx, key)
+	if err != nil {
+		return ""
+	}
+	return node.Options().Addr
 }
 
 // Allow decides one request; it waits at most the store's timeout.
@@ -114,6 +154,9 @@ func (r *RedisStore) Allow(ctx context.Context, key string, l Limit) (Result, er
 	case <-c.done:
 		return c.res, c.err
 	case <-ctx.Done():
+		if r.othersAnswer() && ctx.Err() == context.DeadlineExceeded {
+			return Result{}, fmt.Errorf("%w: %w", ErrNodeDown, ctx.Err())
+		}
 		return Result{}, fmt.Errorf("limiter: redis: %w", ctx.Err())
 	case <-r.stop:
 		return Result{}, errors.New("limiter: redis: store closed")
@@ -173,6 +216,46 @@ func (r *RedisStore) failQueued() {
 // cluster the others already counted on their own nodes. A batch that met
 // CROSSSLOT is sent again one key per call. At most three more rounds.
 func (r *RedisStore) send(batch []*redisCall) {
+	if r.nodes == nil {
+		r.round(batch, nil, nil)
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), r.timeout)
+	batch, nodes, probes := r.admit(ctx, batch)
+	cancel()
+	// The calls for a master that failed lately (or is being probed) go
+	// in a round of their own that the flusher does not wait for: a round
+	// waits for all of its nodes, and the others' callers must not wait
+	// for a dead one.
+	var now []*redisCall
+	var nowNodes []string
+	var apart map[string][]*redisCall
+	for i, c := range batch {
+		if r.nodes.suspect(nodes[i]) {
+			if apart == nil {
+				apart = map[string][]*redisCall{}
+			}
+			apart[nodes[i]] = append(apart[nodes[i]], c)
+			continue
+		}
+		now = append(now, c)
+		nowNodes = append(nowNodes, nodes[i])
+	}
+	for addr, calls := range apart {
+		r.wg.Add(1)
+		go func() {
+			defer r.wg.Done()
+			r.round(calls, slices.Repeat([]string{addr}, len(calls)), probes)
+		}()
+	}
+	if len(now) > 0 {
+		r.round(now, nowNodes, probes)
+	}
+}
+
+// round decides batch in one round trip (on a cluster, nodes[i] is
+// batch[i]'s master, and probes the masters this round probes).
+func (r *RedisStore) round(batch []*redisCall, nodes []string, probes map[string]bool) {
 	ctx, cancel := context.WithTimeout(context.Background(), r.timeout)
 	defer cancel()
 	perKey := r.perKey.Load()
@@ -199,20 +282,111 @@ func (r *RedisStore) send(batch []*redisCall) {
 		r.pipeline(ctx, groups, cmds, noscript)
 	}
 	r.reloadOnFailure(cmds)
+	var isolated map[string]bool
+	if r.nodes != nil {
+		isolated = r.reportNodes(groups, cmds, nodes, probes)
+	}
 	for i, g := range groups {
 		out, err := cmds[i].Int64Slice()
 		if err == nil && len(out) != 4*len(g) {
 			err = errors.New("unexpected script reply")
 		}
 		for j, c := range g {
-			if err != nil {
+			switch {
+			case err != nil && nodes != nil && isolated[nodes[i]]:
+				c.err = fmt.Errorf("%w: %w", ErrNodeDown, err)
+			case err != nil:
 				c.err = fmt.Errorf("limiter: redis: %w", err)
-			} else {
+			default:
 				c.res = decode(out[4*j:4*j+4], c.limit)
 			}
 			close(c.done)
 		}
 	}
+}
+
+// admit answers at once, with ErrNodeDown, the calls whose master's
+// breaker is open, and returns the others with their masters, and which of
+// those masters this round probes. A key whose master is not known yet
+// (the slots are being read) is sent.
+func (r *RedisStore) admit(ctx context.Context, batch []*redisCall) (send []*redisCall, nodes []string, probes map[string]bool) {
+	for _, addr := range r.nodes.forget(func(key string) string { return r.masterOf(ctx, key) }) {
+		if r.onNode != nil {
+			r.onNode(addr, false)
+		}
+	}
+	send = make([]*redisCall, 0, len(batch))
+	nodes = make([]string, 0, len(batch))
+	verdicts := map[string]bool{} // addr → sent this round
+	for _, c := range batch {
+		addr := r.masterOf(ctx, r.prefix+c.key)
+		ok, seen := verdicts[addr]
+		if !seen {
+			var probe bool
+			ok, probe = r.nodes.admit(addr, r.prefix+c.key)
+			verdicts[addr] = ok
+			if probe {
+				if probes == nil {
+					probes = map[string]bool{}
+				}
+				probes[addr] = true
+			}
+		}
+		if !ok {
+			c.err = ErrNodeDown
+			close(c.done)
+			continue
+		}
+		send = append(send, c)
+		nodes = append(nodes, addr)
+	}
+	return send, nodes, probes
+}
+
+// reportNodes tells each master's breaker how this round went: failed when
+// none of its calls got an answer (a reply, even an error reply, is one).
+// On a cluster a group is one call, so groups[i] went to nodes[i]. It
+// returns the failed masters whose failure is theirs alone, not the
+// cluster's: one this round probed (already known down), or one that
+// failed while others answer (see othersAnswer). Their calls fail with
+// ErrNodeDown, which the FailoverStore does not count against the whole
+// store.
+func (r *RedisStore) reportNodes(groups [][]*redisCall, cmds []*redis.Cmd, nodes []string, probes map[string]bool) (isolated map[string]bool) {
+	answered := map[string]bool{}
+	keys := map[string]string{} // addr → one of its keys
+	for i, g := range groups {
+		addr := nodes[i]
+		err := cmds[i].Err()
+		var reply redis.Error
+		answered[addr] = answered[addr] || err == nil || errors.As(err, &reply)
+		keys[addr] = r.prefix + g[0].key
+	}
+	for _, ok := range answered {
+		if ok {
+			r.lastAnswer.Store(time.Now().UnixNano())
+			break
+		}
+	}
+	othersAnswer := r.othersAnswer()
+	for addr, ok := range answered {
+		opened, closed := r.nodes.report(addr, keys[addr], !ok, probes[addr])
+		if (opened || closed) && r.onNode != nil {
+			r.onNode(addr, opened)
+		}
+		if !ok && (othersAnswer || probes[addr]) {
+			if isolated == nil {
+				isolated = map[string]bool{}
+			}
+			isolated[addr] = true
+		}
+	}
+	return isolated
+}
+
+// othersAnswer: on a cluster, some master answered within the last two
+// deadlines, so a failure now is one node's, not the cluster's.
+func (r *RedisStore) othersAnswer() bool {
+	return r.nodes != nil && time.Since(time.Unix(0, r.lastAnswer.Load())) < 2*r.timeout
 }
 
 // reloadOnFailure asks a cluster client to read the cluster's slots again

@@ -2,6 +2,7 @@ package limiter
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os/exec"
 	"strings"
@@ -187,6 +188,18 @@ func waitClusterOK(t *testing.T, n *redisServer, deadline time.Time) {
 	}
 }
 
+// firstMaster is the first of nodes that is a master now.
+func firstMaster(t *testing.T, nodes []*redisServer) *redisServer {
+	t.Helper()
+	for _, n := range nodes {
+		if out, _ := exec.Command("redis-cli", "-p", fmt.Sprint(n.port), "role").Output(); strings.HasPrefix(string(out), "master") {
+			return n
+		}
+	}
+	t.Fatal("no master")
+	return nil
+}
+
 func clusterURL(nodes []*redisServer) string {
 	u := "redis://" + nodes[0].addr()
 	for i, n := range nodes[1:] {
@@ -232,16 +245,7 @@ func TestRedisClusterFollowsFailover(t *testing.T) {
 	if n := failing(); n != 0 {
 		t.Fatalf("%d of %d decisions failed on a healthy cluster", n, len(keys))
 	}
-	var victim *redisServer
-	for _, n := range nodes {
-		if out, _ := exec.Command("redis-cli", "-p", fmt.Sprint(n.port), "role").Output(); strings.HasPrefix(string(out), "master") {
-			victim = n
-			break
-		}
-	}
-	if victim == nil {
-		t.Fatal("no master")
-	}
+	victim := firstMaster(t, nodes)
 	victim.kill()
 	if n := failing(); n == 0 { // the dead master's keys fail at first
 		t.Fatal("no decision failed with a master dead: the test would prove nothing")
@@ -627,4 +631,135 @@ func TestRedisWrongPasswordIsNamed(t *testing.T) {
 	if strings.Contains(err.Error(), "password-") {
 		t.Fatalf("a password is in the error: %v", err)
 	}
+}
+
+// A cluster master dies: until its replica is promoted (the cluster's node
+// timeout), its keys are decided in memory at once by its own breaker,
+// while the other masters' keys stay in Redis; decisions do not wait for
+// the dead node, and the store is back on Redis after the promotion.
+func TestRedisClusterNodeDownIsolated(t *testing.T) {
+	t.Parallel()
+	nodes := startCluster(t, 3, 1, "3000")
+	rs := redisStore(t, clusterURL(nodes), 50*time.Millisecond)
+	var mu sync.Mutex
+	var changes []string
+	rs.WatchNodes(3, 200*time.Millisecond, func(addr string, down bool) {
+		mu.Lock()
+		changes = append(changes, fmt.Sprintf("%s down=%v", addr, down))
+		mu.Unlock()
+	})
+	mem, err := sessions.NewStateTable(sessions.StateOptions{MaxEntries: 1000})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { mem.Close() })
+	var switches atomic.Int64
+	f, err := NewFailoverStore(FailoverOptions{
+		Primary: rs, Fallback: NewMemoryStore(mem), Cooldown: 200 * time.Millisecond,
+		OnModeChange: func(from, to string, err error) { switches.Add(1); t.Logf("%s -> %s: %v", from, to, err) },
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	keys := make([]string, 30) // about a third on each master
+	for i := range keys {
+		keys[i] = fmt.Sprintf("messages|user=u%d", i)
+	}
+	lim := Limit{Rate: 1_000_000, Period: time.Minute}
+	victim := firstMaster(t, nodes)
+	// 8 callers; count the decisions on the surviving masters' keys, and
+	// those of them that waited for the deadline.
+	onVictim := map[string]bool{}
+	for _, k := range keys {
+		onVictim[k] = rs.masterOf(context.Background(), rs.prefix+k) == victim.addr()
+	}
+	var total, slow, downErrs atomic.Int64
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	var stopOnce sync.Once
+	halt := func() { stopOnce.Do(func() { close(stop); wg.Wait() }) }
+	t.Cleanup(halt) // before the table closes
+	for g := range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := g; ; i++ {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				start := time.Now()
+				k := keys[i%len(keys)]
+				if _, err := f.Allow(context.Background(), k, lim); err != nil {
+					t.Error(err)
+					return
+				}
+				if onVictim[k] {
+					continue
+				}
+				total.Add(1)
+				if time.Since(start) >= 40*time.Millisecond {
+					slow.Add(1)
+				}
+			}
+		}()
+	}
+	time.Sleep(300 * time.Millisecond)
+	victim.kill()
+	killed := time.Now()
+	time.Sleep(2 * time.Second) // well inside the node timeout: no promotion yet
+	t0, s0 := total.Load(), slow.Load()
+	down := rs.NodesDown()
+	for _, k := range keys { // the survivors' keys are still decided in Redis
+		if _, err := rs.Allow(context.Background(), k, lim); errors.Is(err, ErrNodeDown) {
+			downErrs.Add(1)
+		}
+	}
+	mode := f.Mode()
+	survivor := nodes[0]
+	if survivor == victim {
+		survivor = nodes[1]
+	}
+	waitClusterOK(t, survivor, time.Now().Add(20*time.Second)) // the replica was promoted
+	promoted := time.Now()
+	for len(rs.NodesDown()) != 0 {
+		if time.Since(promoted) > 10*time.Second {
+			t.Fatalf("nodes still down %v after the promotion: %v", time.Since(promoted).Round(time.Second), rs.NodesDown())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	back := time.Since(promoted)
+	halt()
+	t.Logf("2 s after the kill: %d decisions on the survivors' keys, %d of them slow (>= 40 ms); %d of %d keys on the dead node; back %v after the promotion (%v after the kill)",
+		t0, s0, downErrs.Load(), len(keys), back.Round(10*time.Millisecond), time.Since(killed).Round(100*time.Millisecond))
+	if len(down) != 1 || down[0] != victim.addr() {
+		t.Errorf("nodes down %v, want [%s]", down, victim.addr())
+	}
+	if n, want := downErrs.Load(), countTrue(onVictim); n != int64(want) || want == 0 {
+		t.Errorf("%d of %d keys refused as on a down node: want the dead master's %d", n, len(keys), want)
+	}
+	if mode != ModeRedis {
+		t.Errorf("store mode %s with two of three masters up, want redis", mode)
+	}
+	// Before the breakers, most of the survivors' decisions in the window
+	// waited for the deadline too (a batch waits for all of its nodes):
+	// allow the rounds that open the breaker and the probes.
+	if s0*10 > t0 {
+		t.Errorf("%d of %d decisions on live masters waited for the deadline after another master died", s0, t0)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(changes) < 2 || changes[0] != victim.addr()+" down=true" {
+		t.Errorf("node changes %v: want %s down, then up", changes, victim.addr())
+	}
+}
+
+func countTrue(m map[string]bool) (n int) {
+	for _, v := range m {
+		if v {
+			n++
+		}
+	}
+	return n
 }

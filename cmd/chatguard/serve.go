@@ -226,6 +226,20 @@ func newStore(cfg *config.Config, std *sessions.Standard, logger *logging.Logger
 	}
 	rs := limiter.NewRedisStore(client, cfg.Redis.Prefix, cfg.Redis.Timeout)
 	a.closers = append(a.closers, rs.Close, client.Close) // the store's flushers first
+	dbLog := logger.WithField(logging.FieldCategory, logging.CategoryDatabase)
+	rs.WatchNodes(cfg.Redis.Failures, cfg.Redis.Cooldown, func(addr string, down bool) {
+		if down {
+			dbLog.WithField("node", addr).Warn("redis cluster node does not answer; its keys are decided in memory")
+			return
+		}
+		dbLog.WithField("node", addr).Info("redis cluster node answers again (or its slots moved)")
+	})
+	if err := reg.Register(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "chatguard_ratelimit_redis_nodes_down",
+		Help: "Redis Cluster masters held open by their breaker: their keys are decided in memory (0 on a single node).",
+	}, func() float64 { return float64(len(rs.NodesDown())) })); err != nil {
+		return nil, nil, err
+	}
 	log := logger.WithField(logging.FieldCategory, logging.CategorySecurity)
 	f, err := limiter.NewFailoverStore(limiter.FailoverOptions{
 		Primary:  rs,
