@@ -415,10 +415,11 @@ func (t *StateTable) Shed(fraction float64, reason Reason) int {
 	fraction = math.Min(fraction, 1)
 	n := 0
 	var exps []int64
+	var q shedQuota
 	for i := range t.shards {
 		s := &t.shards[i]
 		s.mu.Lock()
-		want := int(math.Ceil(float64(s.count) * fraction))
+		want := q.next(s.count, fraction)
 		if want > 0 {
 			exps = exps[:0]
 			for _, c := range s.cells {

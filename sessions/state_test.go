@@ -737,6 +737,30 @@ func TestStateSweep(t *testing.T) {
 	}
 }
 
+// A small table over many shards loses the fraction asked of the whole
+// table, not a whole entry of every shard that has one.
+func TestShedFractionOfASmallTable(t *testing.T) {
+	t.Parallel()
+	st := mustState(t, StateOptions{MaxEntries: 1 << 20, Shards: 256})
+	for i := range 20 {
+		st.Set(fmt.Sprint("login|", i), 1)
+	}
+	if n := st.Shed(0.2, ReasonEmergency); n != 4 || st.Len() != 16 {
+		t.Errorf("state table of 20 over 256 shards: Shed(0.2) removed %d, left %d; want 4 and 16", n, st.Len())
+	}
+	tb, err := NewTable(Options[string, int]{MaxEntries: 1 << 16, Shards: 16})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tb.Close()
+	for i := range 30 {
+		tb.Set(fmt.Sprint("user", i), i)
+	}
+	if n := tb.Shed(0.2, ReasonEmergency); n != 6 || tb.Len() != 24 {
+		t.Errorf("table of 30 over 16 shards: Shed(0.2) removed %d, left %d; want 6 and 24", n, tb.Len())
+	}
+}
+
 func TestStateShed(t *testing.T) {
 	t.Parallel()
 	clk := newClock()
@@ -763,8 +787,11 @@ func TestStateShed(t *testing.T) {
 	if n := tb.Shed(-1, ReasonEmergency); n != 0 || tb.Len() != 400 {
 		t.Fatalf("Shed(-1) removed %d", n)
 	}
-	gone := map[string]bool{}
-	want := 0
+	const want = 100 // a quarter of the table
+	if n := tb.Shed(0.25, ReasonEmergency); n != want {
+		t.Fatalf("Shed(0.25) removed %d, want %d", n, want)
+	}
+	// Each shard gave about a quarter of its entries: those expiring first.
 	for si, ks := range byShard {
 		if len(ks) == 0 {
 			t.Fatalf("shard %d got no keys", si)
@@ -779,18 +806,20 @@ func TestStateShed(t *testing.T) {
 			}
 			return cmp.Compare(ea, eb)
 		})
-		n := (len(ks) + 3) / 4 // ceil(count/4)
-		for _, k := range ks[:n] {
-			gone[k] = true
+		gone := 0
+		for gone < len(ks) {
+			if _, ok := statePeek(tb, ks[gone]); ok {
+				break
+			}
+			gone++
 		}
-		want += n
-	}
-	if n := tb.Shed(0.25, ReasonEmergency); n != want {
-		t.Fatalf("Shed(0.25) removed %d, want %d", n, want)
-	}
-	for k := range exps {
-		if _, ok := statePeek(tb, k); ok == gone[k] {
-			t.Fatalf("%s (expiry %d) present %v after Shed", k, exps[k], ok)
+		for _, k := range ks[gone:] {
+			if _, ok := statePeek(tb, k); !ok {
+				t.Fatalf("shard %d: %s (expiry %d) shed before entries expiring sooner", si, k, exps[k])
+			}
+		}
+		if q := float64(len(ks)) / 4; float64(gone) < math.Floor(q)-1 || float64(gone) > math.Ceil(q)+1 {
+			t.Errorf("shard %d gave %d of %d entries", si, gone, len(ks))
 		}
 	}
 	checkStateTable(t, tb)

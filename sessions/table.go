@@ -436,8 +436,9 @@ func (t *Table[K, V]) Shed(fraction float64, reason Reason) int {
 	if fraction <= 0 {
 		return 0
 	}
+	var q shedQuota
 	return t.bulkCompact(reason, 0.9, func(s *shard[K, V], out []victim[K, V]) []victim[K, V] {
-		n := int(math.Ceil(float64(s.count) * math.Min(fraction, 1)))
+		n := q.next(s.count, math.Min(fraction, 1))
 		for ; n > 0 && s.tail >= 0; n-- {
 			e := s.at(s.tail)
 			out = append(out, victim[K, V]{e.key, e.val})
@@ -445,6 +446,24 @@ func (t *Table[K, V]) Shed(fraction float64, reason Reason) int {
 		}
 		return out
 	})
+}
+
+// shedQuota spreads a shed of fraction of a whole table over its shards,
+// visited one after the other: each shard gives its part, with what the
+// shards before it could not give in whole entries carried over, so that
+// the table loses ceil(fraction × entries), not ceil(fraction × shard) per
+// shard (20 entries over 256 shards lost all 20 to a 20 % shed).
+type shedQuota struct {
+	owed  float64 // fraction × the entries of the shards visited so far
+	taken int     // entries given so far
+}
+
+// next is the number of entries a shard of count entries gives.
+func (q *shedQuota) next(count int, fraction float64) int {
+	q.owed += float64(count) * fraction
+	n := min(max(int(math.Ceil(q.owed-1e-9))-q.taken, 0), count)
+	q.taken += n
+	return n
 }
 
 type victim[K comparable, V any] struct {
