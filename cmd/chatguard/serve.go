@@ -78,7 +78,15 @@ func serve(ctx context.Context, env environment) int {
 	defer cancel()
 	reload := func(why string) { reloadConfig(env, a, log, why) }
 	stopSignals := handleSignals(cancel, log, func(code int) { _ = logger.Flush(); env.exit(code) }, reload)
-	defer stopSignals()
+	// The signals stay ours until the state is saved and the log written:
+	// released earlier, a second SIGTERM in the last moments would kill the
+	// process by default (status 143), losing the rate-limit file's last
+	// save and the final log lines.
+	defer func() {
+		a.Close()
+		_ = logger.Flush()
+		stopSignals()
+	}()
 	stopWatch := watchFile(ctx, cfg.File, 2*time.Second, func() { reload("the config file changed") })
 	defer stopWatch()
 
@@ -91,12 +99,13 @@ func serve(ctx context.Context, env environment) int {
 
 // app is everything serve runs, wired together.
 type app struct {
-	srv      *proxy.Server
-	tables   *sessions.Manager
-	watchdog *sessions.Watchdog
-	closers  []func() error
-	reloadMu sync.Mutex
-	file     string // the --config file, if any
+	closeOnce sync.Once
+	srv       *proxy.Server
+	tables    *sessions.Manager
+	watchdog  *sessions.Watchdog
+	closers   []func() error
+	reloadMu  sync.Mutex
+	file      string // the --config file, if any
 	// sockets receives connectedUsers evictions; set once the registry
 	// exists, before any socket does.
 	sockets atomic.Pointer[sessions.Registry]
@@ -283,13 +292,15 @@ func newVerifier(c config.Auth) (*identity.Verifier, error) {
 
 // Close stops the watchdog, then closes the tables.
 func (a *app) Close() {
-	if a.watchdog != nil {
-		a.watchdog.Close()
-	}
-	for _, c := range a.closers {
-		_ = c()
-	}
-	a.tables.Close()
+	a.closeOnce.Do(func() {
+		if a.watchdog != nil {
+			a.watchdog.Close()
+		}
+		for _, c := range a.closers {
+			_ = c()
+		}
+		a.tables.Close()
+	})
 }
 
 // startMemoryManagement makes the table manager with the seed's tables and
