@@ -1,6 +1,7 @@
 package config
 
 import (
+	"errors"
 	"fmt"
 	"math"
 	"net"
@@ -42,14 +43,24 @@ func Validate(c *Config) []string {
 		add("admin_listen", "must differ from listen (both %q)", c.Listen)
 	}
 
+	shown := hideUserinfo(c.Upstream)
 	if u, err := url.Parse(c.Upstream); err != nil {
-		add("upstream", "%q is not a URL: %v", c.Upstream, err)
+		var ue *url.Error // its message quotes the URL, password and all
+		if errors.As(err, &ue) {
+			err = ue.Err
+		}
+		add("upstream", "%q is not a URL: %v", shown, err)
 	} else if u.Scheme != "http" && u.Scheme != "https" {
-		add("upstream", "%q must start with http:// or https://", c.Upstream)
+		add("upstream", "%q must start with http:// or https://", shown)
 	} else if u.Host == "" {
-		add("upstream", "%q has no host", c.Upstream)
+		add("upstream", "%q has no host", shown)
 	} else if u.RawQuery != "" || u.Fragment != "" {
-		add("upstream", "%q must not have a query or fragment", c.Upstream)
+		add("upstream", "%q must not have a query or fragment", shown)
+	} else if u.User != nil {
+		// As nginx's proxy_pass: credentials in the URL are never sent (the
+		// app's own Authorization headers pass through), so they would
+		// only be a secret printed wherever the URL is.
+		add("upstream", "%q must not carry credentials (user:password@): they are never sent upstream", shown)
 	}
 
 	if c.Env != "production" && c.Env != "development" {
@@ -299,4 +310,23 @@ func ParsePrefix(s string) (netip.Prefix, error) {
 		return netip.Prefix{}, err
 	}
 	return netip.PrefixFrom(a.Unmap(), a.Unmap().BitLen()), nil
+}
+
+// hideUserinfo is raw with whatever stands between :// and the last @ of
+// its authority filtered out, as the URL appears in messages: the password
+// of a URL that does not even parse must not be printed either.
+func hideUserinfo(raw string) string {
+	scheme := strings.Index(raw, "://")
+	if scheme < 0 {
+		return raw
+	}
+	rest := raw[scheme+3:]
+	if end := strings.IndexAny(rest, "/?#"); end >= 0 {
+		rest = rest[:end]
+	}
+	at := strings.LastIndex(rest, "@")
+	if at < 0 {
+		return raw
+	}
+	return raw[:scheme+3] + "[FILTERED]" + raw[scheme+3+at:]
 }

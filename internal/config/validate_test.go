@@ -43,6 +43,8 @@ func TestValidate(t *testing.T) {
 		{"upstream query", func(c *config.Config) { c.Upstream = "http://x/?a=1" }, []string{"must not have a query or fragment"}},
 		{"upstream fragment", func(c *config.Config) { c.Upstream = "http://x/#f" }, []string{"must not have a query or fragment"}},
 		{"upstream unparsable", func(c *config.Config) { c.Upstream = "http://x:port" }, []string{"is not a URL"}},
+		{"upstream credentials", func(c *config.Config) { c.Upstream = "http://app:s3cretpass@backend:3000" }, []string{`upstream: "http://[FILTERED]@backend:3000" must not carry credentials`}},
+		{"upstream bad credentials", func(c *config.Config) { c.Upstream = "http://a b:s3cret%zz@backend" }, []string{`upstream: "http://[FILTERED]@backend" is not a URL: net/url: invalid userinfo`}},
 		{"development", func(c *config.Config) { c.Env = "development" }, nil},
 		{"env is case sensitive", func(c *config.Config) { c.Env = "Production" }, []string{`env: "Production" must be production or development`}},
 		{"trusted proxies", func(c *config.Config) {
