@@ -74,6 +74,18 @@ func New(o Options) (*Limiter, error) {
 	return l, nil
 }
 
+// Prime makes p's decision counters exist at 0 (role anonymous), before
+// its first decision.
+func (l *Limiter) Prime(p *Policy) {
+	outcomes := []string{"allowed", "limited"}
+	if p.Shadow {
+		outcomes = append(outcomes, "shadow")
+	}
+	for _, o := range outcomes {
+		l.decisions.WithLabelValues(p.Name, Anonymous, o)
+	}
+}
+
 // Decide applies p to r. When the store fails, the request passes (and the
 // error is returned for the log): a limiter must not turn its own outage
 // into the application's.

@@ -450,3 +450,21 @@ func TestLoginLimitSeesThroughCompression(t *testing.T) {
 		t.Fatalf("4th attempt for the same e-mail: %d, want 429", resp.StatusCode)
 	}
 }
+
+// The series the alert rules divide exist at 0 before the first event:
+// a rate of rejections or of upstream failures is 0 then, not "no data".
+func TestFailureCountersExistAtZero(t *testing.T) {
+	t.Parallel()
+	up := upstream(t, func(w http.ResponseWriter, r *http.Request) {})
+	h, _ := startGuarded(t, up.URL, nil)
+	for _, series := range []string{
+		`chatguard_upstream_errors_total{code="UPSTREAM_UNAVAILABLE",reason="refused"}`,
+		`chatguard_upstream_errors_total{code="UPSTREAM_TIMEOUT",reason="timeout"}`,
+		`chatguard_ratelimit_decisions_total{outcome="limited",role="anonymous",route="auth_login"}`,
+		`chatguard_ratelimit_decisions_total{outcome="allowed",role="anonymous",route="messages"}`,
+	} {
+		if v := metricValue(t, h, series); v != 0 {
+			t.Errorf("%s = %v at start, want 0 (-1: absent)", series, v)
+		}
+	}
+}

@@ -71,6 +71,12 @@ func newServerMetrics(reg prometheus.Registerer) (*serverMetrics, error) {
 		m.envelopes.WithLabelValues(string(c), sourceProxy)
 		m.envelopes.WithLabelValues(string(c), sourceUpstream)
 	}
+	// The failures the alert rules divide by the requests exist at 0 from
+	// the start: a ratio of 0, not "no data", until the first one.
+	for _, reason := range []string{"refused", "reset", "dns", "eof", "tls", "bad_response", "other"} {
+		m.upstreamErrors.WithLabelValues(string(apierrors.CodeUpstreamUnavailable), reason)
+	}
+	m.upstreamErrors.WithLabelValues(string(apierrors.CodeUpstreamTimeout), "timeout")
 	for _, c := range []prometheus.Collector{requests, durations, m.inFlight, m.upgraded, m.ready, m.upstreamErrors, m.envelopes} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("proxy: register metrics: %w", err)

@@ -121,7 +121,7 @@ func New(o Options) (*Server, error) {
 	if s.metrics, err = newServerMetrics(o.Registry); err != nil {
 		return nil, err
 	}
-	s.routing.Store(newRouting(o.Config, s.metrics))
+	s.setRouting(o.Config)
 	transport := o.Transport
 	if transport == nil {
 		transport = defaultTransport(target, o.Config.Proxy)
@@ -137,6 +137,21 @@ func New(o Options) (*Server, error) {
 		s.AddStats("socket", func() any { return o.Sockets.StatsBlock() })
 	}
 	return s, nil
+}
+
+// setRouting puts cfg's routes in force; each limited route's decision
+// counters exist from then on (at 0), so that a rate of rejections is 0, not
+// "no data", until the first request.
+func (s *Server) setRouting(cfg *config.Config) {
+	rt := newRouting(cfg, s.metrics)
+	if s.limiter != nil {
+		for _, p := range rt.policies {
+			if p != nil {
+				s.limiter.Prime(p)
+			}
+		}
+	}
+	s.routing.Store(rt)
 }
 
 // reloadable are the configuration keys Reload applies; any other key that
@@ -160,7 +175,7 @@ func (s *Server) Reload(cfg *config.Config) (ignored []string, err error) {
 			}
 		}
 	}
-	s.routing.Store(newRouting(cfg, s.metrics))
+	s.setRouting(cfg)
 	s.ws.events.Store(newEventPolicies(cfg))
 	for _, key := range config.Diff(s.cfg, cfg) {
 		if !reloadable[key] {
