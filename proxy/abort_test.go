@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/chatguard/chatguard/internal/config"
 )
 
 // accessLine is the access line of path, or nil while there is none.
@@ -145,5 +147,46 @@ func TestNoContentTypeIsNotInvented(t *testing.T) {
 	}
 	if ct, ok := resp.Header["Content-Type"]; ok {
 		t.Errorf("Content-Type %q added", ct)
+	}
+}
+
+// An error status whose body stalls or is cut: the client gets the envelope
+// of the status, and the access line and the metrics say the upstream
+// failed, and how.
+func TestErrorBodyThatFailsIsAnUpstreamError(t *testing.T) {
+	t.Parallel()
+	release := make(chan struct{})
+	t.Cleanup(func() { close(release) })
+	up := upstream(t, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		w.Header().Set("Content-Length", "100")
+		w.WriteHeader(http.StatusInternalServerError)
+		_, _ = io.WriteString(w, `{"message":`)
+		w.(http.Flusher).Flush()
+		if r.URL.Path == "/cut" {
+			if conn, _, err := http.NewResponseController(w).Hijack(); err == nil {
+				conn.Close()
+			}
+			return
+		}
+		select { // stall
+		case <-release:
+		case <-r.Context().Done():
+		}
+	})
+	h := start(t, up.URL, func(c *config.Config) { c.Proxy.ResponseHeaderTimeout = 300 * time.Millisecond })
+	for path, reason := range map[string]string{"/stall": "timeout", "/cut": "eof"} {
+		resp, body := h.get(path)
+		if env := envelope(t, resp, body); resp.StatusCode != 500 || env["code"] != "INTERNAL_ERROR" {
+			t.Errorf("%s: %d %v, want the 500 envelope", path, resp.StatusCode, env)
+		}
+		var line map[string]any
+		waitFor(t, "access line", func() bool { line = accessLine(t, h, path); return line != nil })
+		if line["reason"] != reason || line["status"] != float64(500) {
+			t.Errorf("%s: access line %v, want status 500, reason %s", path, line, reason)
+		}
+		if v := metricValue(t, h, `chatguard_upstream_errors_total{code="INTERNAL_ERROR",reason="`+reason+`"}`); v != 1 {
+			t.Errorf("%s: upstream errors{INTERNAL_ERROR,%s} = %v, want 1", path, reason, v)
+		}
 	}
 }

@@ -17,6 +17,7 @@ import (
 	"net/url"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/sirupsen/logrus"
@@ -136,7 +137,7 @@ func (s *Server) rewriteError(resp *http.Response) error {
 		watchBody(resp, info)
 		return nil
 	}
-	body, truncated := s.readErrorBody(resp)
+	body, truncated, readErr := s.readErrorBody(resp)
 	if err := resp.Request.Context().Err(); stderrors.Is(err, context.Canceled) {
 		// The client left while the body was read: nobody gets an
 		// envelope, and the error handler logs it as 499.
@@ -145,6 +146,13 @@ func (s *Server) rewriteError(resp *http.Response) error {
 	status, out := s.classifyReply(info, apierrors.Reply{
 		Status: resp.StatusCode, ContentType: ct, Body: body, Truncated: truncated,
 	})
+	if readErr != nil {
+		// The status came, the body did not (it stalled past the response
+		// header timeout, or the upstream cut it): the envelope goes by the
+		// status, and the failure is the upstream's, logged and counted.
+		_, info.reason = apierrors.FromProxyError(readErr)
+		s.metrics.upstreamErrors.WithLabelValues(string(info.code), info.reason).Inc()
+	}
 
 	h := resp.Header
 	for _, k := range replacedBodyFields {
@@ -212,25 +220,34 @@ func (s *Server) classifyReply(info *reqInfo, rep apierrors.Reply) (status int, 
 
 // readErrorBody reads at most the inspection cap of an error body, undoing
 // gzip or deflate. It reports truncated when the body is larger, cannot be
-// decoded or does not arrive in time; the body is closed in every case.
-func (s *Server) readErrorBody(resp *http.Response) ([]byte, bool) {
+// decoded or does not arrive in time, and readErr when reading it failed
+// (context.DeadlineExceeded for a body that stalled); the body is closed in
+// every case.
+func (s *Server) readErrorBody(resp *http.Response) (body []byte, truncated bool, readErr error) {
 	defer resp.Body.Close()
 	limit := int64(s.cfg.Proxy.ErrorInspectBytes)
 	if resp.ContentLength > limit {
-		return nil, true
+		return nil, true, nil
 	}
 	// A stalled body must not hold the request forever.
-	timer := time.AfterFunc(s.cfg.Proxy.ResponseHeaderTimeout, func() { _ = resp.Body.Close() })
+	var stalled atomic.Bool
+	timer := time.AfterFunc(s.cfg.Proxy.ResponseHeaderTimeout, func() { stalled.Store(true); _ = resp.Body.Close() })
 	defer timer.Stop()
 	raw, err := io.ReadAll(io.LimitReader(resp.Body, limit+1))
-	if err != nil || int64(len(raw)) > limit {
-		return nil, true
+	if err != nil {
+		if stalled.Load() {
+			err = context.DeadlineExceeded
+		}
+		return nil, true, err
+	}
+	if int64(len(raw)) > limit {
+		return nil, true, nil
 	}
 	plain, err := decodeBody(raw, resp.Header.Get("Content-Encoding"), limit)
 	if err != nil {
-		return nil, true
+		return nil, true, nil
 	}
-	return plain, false
+	return plain, false, nil
 }
 
 // decodeBody undoes a body's Content-Encoding (gzip, deflate), reading at
