@@ -138,6 +138,9 @@ func TestUnwritableLogDir(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "log.dir") || !strings.Contains(err.Error(), "not a directory") {
 		t.Fatalf("New with an unwritable log.dir: %v", err)
 	}
+	if n := strings.Count(err.Error(), "not a directory"); n != 1 {
+		t.Errorf("the cause is said %d times: %v", n, err)
+	}
 }
 
 // While running, a log directory removed by hand comes back (with the files)

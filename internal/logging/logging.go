@@ -95,7 +95,11 @@ func New(o Options) (*Logger, error) {
 	l.AddHook(counts)
 	if o.File {
 		fh := newFileHook(o.Dir, o.MaxSizeMB, o.MaxBackups)
-		if err := errors.Join(fh.combined.Open(), fh.errs.Open()); err != nil {
+		err := fh.combined.Open()
+		if err == nil { // same directory: its failure would be said twice
+			err = fh.errs.Open()
+		}
+		if err != nil {
 			_ = fh.Close()
 			return nil, fmt.Errorf("file logging (log.dir %q): %w", o.Dir, err)
 		}
