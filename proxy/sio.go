@@ -46,6 +46,7 @@ type sioSession struct {
 	registered bool
 	namespaces []string // namespaces the upstream accepted
 	skip       int      // binary attachments of a taken-out packet still to drop
+	expect     int      // binary attachments of a forwarded packet still to come
 	notices    [][]byte // packets for the client's next poll
 	lastSeen   time.Time
 	upgraded   bool // the client finished the upgrade to WebSocket
@@ -197,7 +198,9 @@ func (s *sioSession) ended() {
 // reports whether to forward it; what it takes out it answers itself.
 func (s *sioSession) fromClient(typ websocket.MessageType, msg []byte) bool {
 	if typ == websocket.MessageBinary {
-		return s.takeAttachment()
+		forward, v := s.attachment()
+		s.deliver(v)
+		return forward
 	}
 	t, data, _, err := socketio.ParseEIO(msg)
 	if err != nil {
@@ -218,16 +221,35 @@ func (s *sioSession) fromClient(typ websocket.MessageType, msg []byte) bool {
 	return true
 }
 
-// takeAttachment reports whether a binary attachment goes on (false: it
-// belongs to a packet that was taken out).
-func (s *sioSession) takeAttachment() bool {
+// attachment decides one binary message from the client: an attachment of
+// a packet that was taken out is dropped, one of a forwarded packet goes
+// on. A binary message outside a binary packet is nothing Socket.IO's
+// default parser sends (a custom one, such as the msgpack parser, sends
+// every packet so): chatguard cannot read it, and it could carry a CONNECT
+// past the token check, so with websocket.auth required it ends the
+// session (reason malformed); otherwise it goes on and the upstream judges
+// it (the default parser closes the connection).
+func (s *sioSession) attachment() (forward bool, v verdict) {
 	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.skip > 0 {
+	switch {
+	case s.skip > 0:
 		s.skip--
-		return false
+		s.mu.Unlock()
+		return false, verdict{}
+	case s.expect > 0:
+		s.expect--
+		s.mu.Unlock()
+		return true, verdict{}
 	}
-	return true
+	s.mu.Unlock()
+	h := s.hub
+	if h.cfg.Auth != authRequired {
+		return true, verdict{}
+	}
+	h.s.log.WithFields(logrus.Fields{
+		"requestId": s.reqID, logging.FieldCategory: logging.CategorySecurity,
+	}).Warn("socket.io binary message outside a binary packet refused: not the default parser, cannot be inspected")
+	return false, verdict{kill: true, why: "malformed"}
 }
 
 // verdict is what to do with one client packet.
@@ -254,15 +276,21 @@ func (s *sioSession) clientPacket(data []byte) verdict {
 		}).Warn("socket.io packet refused: malformed")
 		return verdict{kill: true, why: "malformed"}
 	}
+	v := verdict{forward: true}
 	switch pkt.Type {
 	case socketio.PacketConnect:
-		return s.connect(pkt)
+		v = s.connect(pkt)
 	case socketio.PacketEvent, socketio.PacketBinaryEvent:
-		return s.event(pkt)
+		v = s.event(pkt)
 	case socketio.PacketAck, socketio.PacketBinaryAck:
 		s.activity()
 	}
-	return verdict{forward: true}
+	if v.forward && pkt.Attachments > 0 {
+		s.mu.Lock()
+		s.expect += pkt.Attachments
+		s.mu.Unlock()
+	}
+	return v
 }
 
 // connect resolves who the client is: the handshake request's token, else

@@ -69,3 +69,37 @@ func TestMalformedSocketIOPacketInPollingIsTakenOut(t *testing.T) {
 		t.Fatalf("%d sockets registered", n)
 	}
 }
+
+// A binary message outside a binary packet is what a custom parser (such as
+// socket.io-msgpack-parser) sends for every packet, CONNECT included:
+// chatguard cannot read it, so with auth required it ends the session
+// before it reaches the upstream; attachments of a forwarded binary packet
+// still pass. With auth optional it goes on (the upstream judges it).
+func TestStrayBinaryMessages(t *testing.T) {
+	t.Parallel()
+	for _, mode := range []string{"required", "optional"} {
+		t.Run(mode, func(t *testing.T) {
+			fake := &fakeSIO{}
+			env := startSIO(t, upstream(t, fake.ServeHTTP).URL, func(c *config.Config) { c.WebSocket.Auth = mode })
+			cl := dialSIO(t, env.harness, nil)
+			if got := cl.connect(authFor(t, "m@example.com")); !strings.HasPrefix(got, `40{"sid":`) {
+				t.Fatalf("CONNECT answered %q", got)
+			}
+			cl.send(`451-["upload",{"_placeholder":true,"num":0}]`)
+			cl.sendBinary([]byte("attachment"))
+			waitFor(t, "the attachment upstream", func() bool { return fake.has("bin:attachment") })
+			cl.sendBinary([]byte("msgpack-connect"))
+			if mode == "optional" {
+				waitFor(t, "the stray message upstream", func() bool { return fake.has("bin:msgpack-connect") })
+				return
+			}
+			if rest, err := cl.until(); len(rest) != 0 || websocket.CloseStatus(err) != websocket.StatusPolicyViolation {
+				t.Fatalf("after a stray binary message: %q then %v, want close 1008", rest, err)
+			}
+			if fake.has("bin:msgpack-connect") {
+				t.Fatal("the upstream received the stray binary message")
+			}
+			waitMetric(t, env.harness, `chatguard_websocket_forced_disconnects_total{reason="malformed"}`, 1)
+		})
+	}
+}

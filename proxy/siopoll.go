@@ -196,9 +196,11 @@ func (h *wsHub) inspectPost(sess *sioSession, w *responseWriter, r *http.Request
 		case err != nil:
 			kept = append(kept, pkt)
 		case binary:
-			if sess.takeAttachment() {
+			forward, v := sess.attachment()
+			if forward {
 				kept = append(kept, pkt)
 			}
+			kill = kill || v.kill
 		case t == socketio.EIOClose: // the client closes the session
 			closing = true
 			kept = append(kept, pkt)
