@@ -139,3 +139,72 @@ func overLimit(t *testing.T, h *harness, idle time.Duration) {
 	}
 	waitMetric(t, h, `chatguard_websocket_connections{kind="websocket"}`, 0)
 }
+
+// An upstream that resets its connection while the client sends: the write
+// toward it fails, and both of chatguard's sockets of the pair are closed.
+// The library does not close a connection whose write failed; when the
+// other direction was parked, nobody did, and the socket leaked for good.
+func TestFailedRelayWriteClosesBothSockets(t *testing.T) {
+	t.Parallel()
+	const pairs = 40
+	accepted := make(chan struct{}, pairs)
+	release := make(chan struct{})
+	up := upstream(t, func(w http.ResponseWriter, r *http.Request) {
+		conn, brw, err := http.NewResponseController(w).Hijack()
+		if err != nil {
+			return
+		}
+		defer conn.Close()
+		_, _ = brw.WriteString("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" +
+			"Sec-WebSocket-Accept: " + wsAccept(r.Header.Get("Sec-WebSocket-Key")) + "\r\n\r\n")
+		_ = brw.Flush()
+		accepted <- struct{}{}
+		<-release
+		_, _ = brw.ReadByte() // the client's first message is on its way: reset under it
+		_ = conn.(*net.TCPConn).SetLinger(0)
+	})
+	h := start(t, up.URL, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	clients := make([]*websocket.Conn, pairs)
+	for i := range clients {
+		c, _, err := websocket.Dial(ctx, wsURL(h, "/ws/reset"), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.CloseNow()
+		clients[i] = c
+		<-accepted
+	}
+	live := pairsOf(h)
+	if len(live) != pairs {
+		t.Fatalf("%d pairs, want %d", len(live), pairs)
+	}
+	done := make(chan struct{})
+	for _, c := range clients {
+		go func() {
+			defer func() { done <- struct{}{} }()
+			for c.Write(ctx, websocket.MessageText, []byte("hello")) == nil {
+			}
+		}()
+	}
+	close(release)
+	for range clients {
+		<-done
+	}
+	waitMetric(t, h, `chatguard_websocket_connections{kind="websocket"}`, 0)
+	leaked := 0
+	for _, p := range live {
+		for _, s := range []*wsSock{p.clientSock, p.upSock} {
+			if s == nil {
+				t.Fatal("a pair's socket is not watched: the test would prove nothing")
+			}
+			if s.raw.Control(func(uintptr) {}) == nil { // still open
+				leaked++
+			}
+		}
+	}
+	if leaked > 0 {
+		t.Errorf("%d of %d sockets still open after their pairs ended", leaked, 2*pairs)
+	}
+}

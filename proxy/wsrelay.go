@@ -374,7 +374,12 @@ func (d *wsDir) relayOne() (ok, drained bool) {
 	writing.Store(0)
 	putBuffer(buf)
 	if err != nil {
-		// dst is gone (the library closed it); so is this direction.
+		// dst is gone, and so is this direction. The library does not
+		// close a connection whose write failed: closed here, or nobody
+		// would once the other direction (parked, reading dst) is taken
+		// and finished below. Left open, its socket and buffers stayed for
+		// good (the Conn's finalizer sits in a cycle the GC never frees).
+		_ = dst.CloseNow()
 		_ = src.CloseNow()
 		if o := d.other(); o.take() {
 			o.finish()
