@@ -529,7 +529,13 @@ func (p *wsPair) write(msg []byte, toClient bool) error {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	return c.Write(ctx, websocket.MessageText, msg)
+	err = c.Write(ctx, websocket.MessageText, msg)
+	if err != nil {
+		// Unusable now, and the library leaves it open: closed, its
+		// relay's read fails and ends the pair as for any broken side.
+		_ = c.CloseNow()
+	}
+	return err
 }
 
 // sendUp writes a message chatguard made to the upstream.
