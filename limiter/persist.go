@@ -3,11 +3,13 @@ package limiter
 import (
 	"bufio"
 	"bytes"
+	"cmp"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -207,6 +209,7 @@ func (p *Persister) restore(s *snapshotRaw) (int, error) {
 			entries = append(entries, savedEntry{sessions.Fingerprint{Hi: hi, Lo: lo}, e[0], e[1]})
 		}
 	}
+	entries = lastOfEach(entries)
 	if err := p.o.Table.SetSeed(seed); err != nil {
 		return 0, errNotLoaded{err} // the file is fine: the table was not
 	}
@@ -216,6 +219,26 @@ func (p *Persister) restore(s *snapshotRaw) (int, error) {
 		}
 	}
 	return n, nil
+}
+
+// lastOfEach keeps, of a fingerprint written more than once (a file edited
+// by hand: Save writes each once), its last entry, as encoding/json's map
+// would: whichever path read the file, the same entries load.
+func lastOfEach(entries []savedEntry) []savedEntry {
+	slices.SortStableFunc(entries, func(a, b savedEntry) int {
+		if c := cmp.Compare(a.f.Hi, b.f.Hi); c != 0 {
+			return c
+		}
+		return cmp.Compare(a.f.Lo, b.f.Lo)
+	})
+	out := entries[:0]
+	for i, e := range entries {
+		if i+1 < len(entries) && entries[i+1].f == e.f {
+			continue
+		}
+		out = append(out, e)
+	}
+	return out
 }
 
 // unmarshalRaw decodes a part of the file; a missing part is JSON's null.

@@ -116,3 +116,45 @@ func TestParseEntries(t *testing.T) {
 		}
 	}
 }
+
+// A fingerprint written twice (a file edited by hand) loads as its last
+// entry, on the fast path as through encoding/json.
+func TestPersistRepeatedFingerprintLastWins(t *testing.T) {
+	t.Parallel()
+	clk := newTestClock()
+	now := clk.Now().UnixNano()
+	live, gone := now+int64(time.Hour), now-int64(time.Hour)
+	const fp = "0123456789abcdef0000000000000001"
+	for name, tc := range map[string]struct {
+		entries string
+		loaded  bool
+	}{
+		"live then expired":                        {fmt.Sprintf(`"%s":[1,%d],"%s":[2,%d]`, fp, live, fp, gone), false},
+		"expired then live":                        {fmt.Sprintf(`"%s":[1,%d],"%s":[2,%d]`, fp, gone, fp, live), true},
+		"live then expired, through encoding/json": {fmt.Sprintf(`"%s":[1,%d],"%s":[2,%d],"FFFFFFFFFFFFFFFF0000000000000002":[3,%d]`, fp, live, fp, gone, live), false},
+	} {
+		path := filepath.Join(t.TempDir(), "rate-limits.json")
+		file := fmt.Sprintf(`{"version":2,"seed":"00000000000000ff","entries":{%s}}`, tc.entries)
+		if err := os.WriteFile(path, []byte(file), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		tb, _ := sessions.NewStateTable(sessions.StateOptions{MaxEntries: 64, Now: clk.Now})
+		if _, err := NewPersister(PersistOptions{Table: tb, Path: path, Logger: discardLog(), Now: clk.Now}); err != nil {
+			t.Fatal(err)
+		}
+		found := false
+		tb.Entries(func(f sessions.Fingerprint, v, _ int64) bool {
+			if f == (sessions.Fingerprint{Hi: 0x0123456789abcdef, Lo: 1}) {
+				found = true
+				if v != 2 {
+					t.Errorf("%s: value %d loaded, want the last entry's 2", name, v)
+				}
+			}
+			return true
+		})
+		if found != tc.loaded {
+			t.Errorf("%s: loaded %v, want %v", name, found, tc.loaded)
+		}
+		tb.Close()
+	}
+}

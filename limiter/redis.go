@@ -264,7 +264,7 @@ func (r *RedisStore) round(batch []*redisCall, nodes []string, probes map[string
 	all := func(int) bool { return true }
 	isNoscript := func(c *redis.Cmd) bool { return c.Err() != nil && redis.HasErrorPrefix(c.Err(), "NOSCRIPT") }
 	noscript := func(i int) bool { return isNoscript(cmds[i]) }
-	r.pipeline(ctx, groups, cmds, all)
+	r.pipelineByNode(ctx, groups, cmds, all, nodes)
 	for attempt := 0; attempt < 3; attempt++ {
 		if !perKey && len(batch) > 1 && cmds[0].Err() != nil && redis.HasErrorPrefix(cmds[0].Err(), "CROSSSLOT") {
 			// One address, but slots behind it (a cluster proxy, a managed
@@ -273,13 +273,13 @@ func (r *RedisStore) round(batch []*redisCall, nodes []string, probes map[string
 			r.perKey.Store(true)
 			groups = r.group(batch, true)
 			cmds = make([]*redis.Cmd, len(groups))
-			r.pipeline(ctx, groups, cmds, all)
+			r.pipelineByNode(ctx, groups, cmds, all, nodes)
 			continue
 		}
 		if !slices.ContainsFunc(cmds, isNoscript) || GCRAScript.Load(ctx, r.c).Err() != nil {
 			break
 		}
-		r.pipeline(ctx, groups, cmds, noscript)
+		r.pipelineByNode(ctx, groups, cmds, noscript, nodes)
 	}
 	r.reloadOnFailure(cmds)
 	var isolated map[string]bool
@@ -307,8 +307,8 @@ func (r *RedisStore) round(batch []*redisCall, nodes []string, probes map[string
 
 // admit answers at once, with ErrNodeDown, the calls whose master's
 // breaker is open, and returns the others with their masters, and which of
-// those masters this round probes. A key whose master is not known yet
-// (the slots are being read) is sent.
+// those masters this round probes. A key whose master is not known (the
+// slots could not be read yet) is sent, outside the masters' breakers.
 func (r *RedisStore) admit(ctx context.Context, batch []*redisCall) (send []*redisCall, nodes []string, probes map[string]bool) {
 	for _, addr := range r.nodes.forget(func(key string) string { return r.masterOf(ctx, key) }) {
 		if r.onNode != nil {
@@ -321,6 +321,12 @@ func (r *RedisStore) admit(ctx context.Context, batch []*redisCall) (send []*red
 	for _, c := range batch {
 		addr := r.masterOf(ctx, r.prefix+c.key)
 		ok, seen := verdicts[addr]
+		if !seen && addr == "" {
+			// The slots are not known (the cluster was unreachable since the
+			// start): sent, and the whole store's breaker judges the result.
+			ok, seen = true, true
+			verdicts[addr] = true
+		}
 		if !seen {
 			var probe bool
 			ok, probe = r.nodes.admit(addr, r.prefix+c.key)
@@ -356,6 +362,9 @@ func (r *RedisStore) reportNodes(groups [][]*redisCall, cmds []*redis.Cmd, nodes
 	keys := map[string]string{} // addr → one of its keys
 	for i, g := range groups {
 		addr := nodes[i]
+		if addr == "" { // no master known: no breaker (see admit)
+			continue
+		}
 		err := cmds[i].Err()
 		var reply redis.Error
 		answered[addr] = answered[addr] || err == nil || errors.As(err, &reply)
@@ -423,6 +432,44 @@ func (r *RedisStore) group(batch []*redisCall, perKey bool) [][]*redisCall {
 		groups[i] = batch[i : i+1]
 	}
 	return groups
+}
+
+// pipelineByNode is pipeline with, on a cluster (nodes set: groups[i]
+// goes to master nodes[i]), one pipeline per master, sent in parallel. In
+// one pipeline, go-redis retries a dead master's calls and, when the
+// deadline ends the retry, writes its error over every call, the live
+// masters' answered ones too: their decisions, already counted in Redis,
+// would be made again in memory, and their masters blamed.
+func (r *RedisStore) pipelineByNode(ctx context.Context, groups [][]*redisCall, cmds []*redis.Cmd, pick func(int) bool, nodes []string) {
+	byNode := map[string][]int{}
+	if nodes != nil {
+		for i := range groups {
+			if pick(i) {
+				byNode[nodes[i]] = append(byNode[nodes[i]], i)
+			}
+		}
+	}
+	if len(byNode) <= 1 {
+		r.pipeline(ctx, groups, cmds, pick)
+		return
+	}
+	var wg sync.WaitGroup
+	for _, idx := range byNode {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			sub := make([][]*redisCall, len(idx))
+			subCmds := make([]*redis.Cmd, len(idx))
+			for j, i := range idx {
+				sub[j] = groups[i]
+			}
+			r.pipeline(ctx, sub, subCmds, func(int) bool { return true })
+			for j, i := range idx {
+				cmds[i] = subCmds[j]
+			}
+		}()
+	}
+	wg.Wait()
 }
 
 // pipeline sends one script call for each group that pick selects, filling cmds.

@@ -188,17 +188,23 @@ func waitClusterOK(t *testing.T, n *redisServer, deadline time.Time) {
 	}
 }
 
-// firstMaster is the first of nodes that is a master now.
-func firstMaster(t *testing.T, nodes []*redisServer) *redisServer {
+// masters are those of nodes that are masters now.
+func masters(t *testing.T, nodes []*redisServer) []*redisServer {
 	t.Helper()
+	var out []*redisServer
 	for _, n := range nodes {
-		if out, _ := exec.Command("redis-cli", "-p", fmt.Sprint(n.port), "role").Output(); strings.HasPrefix(string(out), "master") {
-			return n
+		if role, _ := exec.Command("redis-cli", "-p", fmt.Sprint(n.port), "role").Output(); strings.HasPrefix(string(role), "master") {
+			out = append(out, n)
 		}
 	}
-	t.Fatal("no master")
-	return nil
+	if len(out) == 0 {
+		t.Fatal("no master")
+	}
+	return out
 }
+
+// firstMaster is the first of nodes that is a master now.
+func firstMaster(t *testing.T, nodes []*redisServer) *redisServer { return masters(t, nodes)[0] }
 
 func clusterURL(nodes []*redisServer) string {
 	u := "redis://" + nodes[0].addr()
@@ -762,4 +768,63 @@ func countTrue(m map[string]bool) (n int) {
 		}
 	}
 	return n
+}
+
+// One round holding keys of a hung master and of a live one: the live
+// master's answer stands (its caller gets the Redis decision, its breaker
+// sees no failure); only the hung master's call fails.
+func TestClusterRoundKeepsLiveMastersAnswers(t *testing.T) {
+	t.Parallel()
+	nodes := startCluster(t, 3, 0, "5000")
+	rs := redisStore(t, clusterURL(nodes), 50*time.Millisecond)
+	ms := masters(t, nodes)
+	a, b := ms[0], ms[1]
+	keyOn := func(n *redisServer) string {
+		for i := 0; ; i++ {
+			if k := fmt.Sprintf("k%d", i); rs.masterOf(context.Background(), rs.prefix+k) == n.addr() {
+				return k
+			}
+		}
+	}
+	lim := Limit{Rate: 100, Period: time.Minute}
+	ka, kb := keyOn(a), keyOn(b)
+	for _, k := range []string{ka, kb} { // the script loaded, connections open
+		if _, err := rs.Allow(context.Background(), k, lim); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := a.cmd.Process.Signal(syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = a.cmd.Process.Signal(syscall.SIGCONT) })
+	ca := &redisCall{key: ka, limit: lim, done: make(chan struct{})}
+	cb := &redisCall{key: kb, limit: lim, done: make(chan struct{})}
+	rs.round([]*redisCall{ca, cb}, []string{a.addr(), b.addr()}, nil)
+	if cb.err != nil || !cb.res.Allowed || cb.res.Remaining != 98 {
+		t.Errorf("the live master's call: %+v, %v; want its decision (98 left)", cb.res, cb.err)
+	}
+	if rs.nodes.suspect(b.addr()) {
+		t.Error("the live master was blamed for the hung one")
+	}
+	if ca.err == nil || !rs.nodes.suspect(a.addr()) {
+		t.Errorf("the hung master's call: %v, suspect %v; want a failure on it", ca.err, rs.nodes.suspect(a.addr()))
+	}
+}
+
+// A cluster whose slots were never read (unreachable since the start):
+// decisions fail to the whole store's breaker, and no node is named down.
+func TestClusterUnreachableNamesNoNode(t *testing.T) {
+	t.Parallel()
+	url := fmt.Sprintf("redis://127.0.0.1:%d?addr=127.0.0.1:%d", freePort(t, 0), freePort(t, 0))
+	rs := redisStore(t, url, 50*time.Millisecond)
+	var named []string
+	rs.WatchNodes(1, time.Second, func(addr string, _ bool) { named = append(named, addr) })
+	for range 5 {
+		if _, err := rs.Allow(context.Background(), "k", Limit{Rate: 1, Period: time.Minute}); err == nil || errors.Is(err, ErrNodeDown) {
+			t.Fatalf("decision on an unreachable cluster: %v, want a plain failure", err)
+		}
+	}
+	if down := rs.NodesDown(); len(down) != 0 || len(named) != 0 {
+		t.Errorf("nodes down %q, changes %q: want none (no master is known)", down, named)
+	}
 }
