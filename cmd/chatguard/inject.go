@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/chatguard/chatguard/internal/inject"
 	"github.com/chatguard/chatguard/internal/logging"
@@ -56,6 +57,7 @@ func injectCmd(ctx context.Context, env environment) int {
 	listen := fs.String("listen", ":8443", "the webhook's `ADDRESS`")
 	certFile := fs.String("tls-cert-file", "", "the webhook's TLS certificate `FILE` (PEM)")
 	keyFile := fs.String("tls-key-file", "", "the webhook's TLS key `FILE` (PEM)")
+	drainDelay := fs.Duration("drain-delay", 5*time.Second, "after SIGTERM, the webhook keeps serving this `LONG` while its endpoint leaves the Service (pods created then would be admitted without chatguard: failurePolicy Ignore)")
 	if err := fs.Parse(env.args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return 0
@@ -77,7 +79,10 @@ func injectCmd(ctx context.Context, env environment) int {
 		if *certFile == "" || *keyFile == "" {
 			return usageErr("--webhook needs --tls-cert-file and --tls-key-file")
 		}
-		return serveWebhook(ctx, env, opts, *listen, *certFile, *keyFile)
+		if *drainDelay < 0 {
+			return usageErr("--drain-delay must not be negative")
+		}
+		return serveWebhook(ctx, env, opts, *listen, *certFile, *keyFile, *drainDelay)
 	}
 	srcs, err := readSources(env, files)
 	if err != nil {
@@ -162,7 +167,7 @@ func writeFileAtomic(path string, data []byte) error {
 
 // serveWebhook runs the admission webhook until SIGTERM or SIGINT, then
 // finishes the reviews in flight and exits 0.
-func serveWebhook(ctx context.Context, env environment, opts inject.Options, listen, certFile, keyFile string) int {
+func serveWebhook(ctx context.Context, env environment, opts inject.Options, listen, certFile, keyFile string, drainDelay time.Duration) int {
 	level, _ := env.lookupEnv("LOG_LEVEL")
 	logger, err := logging.New(logging.Options{Out: env.stdout, Level: level})
 	if err != nil {
@@ -176,6 +181,7 @@ func serveWebhook(ctx context.Context, env environment, opts inject.Options, lis
 		fmt.Fprintf(env.stderr, "chatguard %v\n", err)
 		return 2
 	}
+	wh.DrainDelay = drainDelay
 	ctx, stop := signal.NotifyContext(ctx, syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 	l, err := net.Listen("tcp", listen)

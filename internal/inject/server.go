@@ -43,6 +43,17 @@ func (wh *Webhook) ServeTLS(ctx context.Context, l net.Listener, certFile, keyFi
 		return fmt.Errorf("inject: serving: %w", err)
 	case <-ctx.Done():
 	}
+	if wh.DrainDelay > 0 {
+		// Still serving while the endpoint leaves the Service: the API
+		// server keeps sending reviews here until it does, and with
+		// failurePolicy Ignore a refused one admits the pod without chatguard.
+		wh.log.WithField("drainDelay", wh.DrainDelay.String()).Info("stopping: still serving during the drain delay")
+		select {
+		case err := <-served:
+			return fmt.Errorf("inject: serving: %w", err)
+		case <-time.After(wh.DrainDelay):
+		}
+	}
 	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), shutdownGrace)
 	defer cancel()
 	err = srv.Shutdown(sctx)

@@ -185,3 +185,73 @@ func namespaceOf(obj map[string]any) string {
 	meta, _ := obj["metadata"].(map[string]any)
 	return str(meta, "namespace")
 }
+
+// checkNetworkPolicy warns about an ingress rule of policy that admits the
+// app's port of a pod it selects but not chatguard's: the Services now send
+// that traffic to chatguard, and the policy would drop it.
+func checkNetworkPolicy(policy map[string]any, pods []injectedPods) []string {
+	spec, err := child(policy, "spec", false)
+	if err != nil || spec == nil {
+		return nil
+	}
+	ps, err := child(spec, "podSelector", false)
+	if err != nil {
+		return nil
+	}
+	labels, err := stringMap(ps, "matchLabels")
+	if err != nil {
+		return nil
+	}
+	_, expressions := ps["matchExpressions"]
+	ns := namespaceOf(policy)
+	var apps []appPort
+	for _, p := range pods {
+		all := len(labels) == 0 && !expressions && (ns == "" || p.namespace == "" || ns == p.namespace)
+		if all || p.selects(ns, labels) {
+			apps = append(apps, p.app)
+		}
+	}
+	if len(apps) == 0 {
+		return nil
+	}
+	rules, err := list(spec, "ingress")
+	if err != nil {
+		return nil
+	}
+	var warnings []string
+	for i, r := range rules {
+		rule, _ := r.(map[string]any)
+		ports, err := list(rule, "ports")
+		if err != nil || len(ports) == 0 { // no ports: every port
+			continue
+		}
+		admitsApp, admitsChatguard := false, false
+		for _, v := range ports {
+			port, _ := v.(map[string]any)
+			if port == nil {
+				continue
+			}
+			if proto := str(port, "protocol"); proto != "" && proto != "TCP" {
+				continue
+			}
+			n, hasNumber := port["port"]
+			if !hasNumber || n == nil {
+				admitsChatguard = true // no port: every port of the protocol
+				continue
+			}
+			admitsApp = admitsApp || targetsApp(n, apps)
+			switch t := n.(type) {
+			case int64:
+				end, _ := port["endPort"].(int64)
+				admitsChatguard = admitsChatguard || int(t) == publicPort || int(t) < publicPort && int(end) >= publicPort
+			case string:
+				admitsChatguard = admitsChatguard || t == publicPortName
+			}
+		}
+		if admitsApp && !admitsChatguard {
+			warnings = append(warnings, fmt.Sprintf("spec.ingress[%d] admits the app's port but not chatguard's (%d, %q), to which the Services now send that traffic: "+
+				"add it to the rule, or the policy drops every request", i, publicPort, publicPortName))
+		}
+	}
+	return warnings
+}

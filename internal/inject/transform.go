@@ -53,6 +53,9 @@ func Transform(srcs []Source, o Options) (*Result, error) {
 	if len(errs) > 0 {
 		return nil, fmt.Errorf("inject: %w", errors.Join(errs...))
 	}
+	if t.workloads == 0 {
+		t.warnings = append(t.warnings, "no workload in the input (Deployment, StatefulSet, DaemonSet, ReplicaSet, Job, CronJob, Pod): nothing was changed")
+	}
 	out, err := encode(docs)
 	if err != nil {
 		return nil, fmt.Errorf("inject: %w", err)
@@ -125,20 +128,32 @@ func nameOf(obj map[string]any) string {
 
 // transformer carries what one Transform learns from the workloads to the Services.
 type transformer struct {
-	opts     Options
-	pods     []injectedPods
-	warnings []string
+	opts      Options
+	workloads int // workloads injected (or uninjected)
+	pods      []injectedPods
+	warnings  []string
 }
 
 func (t *transformer) workload(ob object) error {
 	wk, ok := workloadKindOf(ob.m)
 	if !ok {
+		if tmpl, err := path(ob.m, false, "spec", "template", "spec"); err == nil && tmpl != nil {
+			// An Argo Rollout, an extensions/v1beta1 Deployment: a pod
+			// template this does not know how to roll out.
+			t.warnings = append(t.warnings, fmt.Sprintf("%s: %s %s has a pod template, but is not a workload kind inject knows: left as it is",
+				ob.where, str(ob.m, "apiVersion"), str(ob.m, "kind")))
+		}
 		return nil
 	}
 	pt, err := openPodTemplate(ob.m, wk)
 	if err != nil {
 		return err
 	}
+	if ann, err := pt.annotations(false); err == nil && str(ann, AnnotationInject) == "disabled" && !t.opts.Uninject {
+		t.warnings = append(t.warnings, fmt.Sprintf("%s: %s: disabled: left as it is", ob.where, AnnotationInject))
+		return nil
+	}
+	t.workloads++
 	var warnings []string
 	if t.opts.Uninject {
 		warnings, err = pt.uninject()
@@ -163,6 +178,12 @@ func (t *transformer) workload(ob object) error {
 }
 
 func (t *transformer) service(ob object) error {
+	if str(ob.m, "kind") == "NetworkPolicy" && str(ob.m, "apiVersion") == "networking.k8s.io/v1" && !t.opts.Uninject {
+		for _, w := range checkNetworkPolicy(ob.m, t.pods) {
+			t.warnings = append(t.warnings, ob.where+": "+w)
+		}
+		return nil
+	}
 	if str(ob.m, "kind") != "Service" || str(ob.m, "apiVersion") != "v1" {
 		return nil
 	}

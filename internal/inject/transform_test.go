@@ -1,6 +1,7 @@
 package inject
 
 import (
+	"slices"
 	"strings"
 	"testing"
 )
@@ -42,6 +43,7 @@ func TestTransformErrors(t *testing.T) {
 		{"hand-made sidecar", withSpec("      containers:\n      - {name: app, image: web}\n      - {name: chatguard, image: cg}\n"), Options{}, []string{`(Deployment web): a container is already named "chatguard"`}},
 		{"app on 8080", withSpec("      containers:\n      - {name: app, image: web, ports: [{containerPort: 8080}]}\n"), Options{}, []string{`container "app" declares port 8080`}},
 		{"port named chatguard", withSpec("      containers:\n      - {name: app, image: web, ports: [{containerPort: 3000, name: chatguard}]}\n"), Options{}, []string{`declares port 3000 "chatguard"`}},
+		{"hostNetwork", withSpec("      hostNetwork: true\n      containers: [{name: app, image: web}]\n"), Options{}, []string{"(Deployment web): hostNetwork: chatguard would listen on the node's own ports 8080 and 9090"}},
 		{"volume taken", withSpec("      containers: [{name: app, image: web}]\n      volumes: [{name: chatguard-data, emptyDir: {}}]\n"), Options{}, []string{`a volume is already named "chatguard-data"`}},
 		{"labels not strings", strings.Replace(deployment, "metadata: {labels: {app: web}}", "metadata: {labels: {app: 3}}", 1), Options{}, []string{"(Deployment web): pod template metadata: labels.app: want a string"}},
 		{"annotations not an object", strings.Replace(deployment, "metadata: {name: web}", "metadata: {name: web, annotations: [a]}", 1), Options{}, []string{"(Deployment web): metadata: annotations: want an object"}},
@@ -179,6 +181,96 @@ func TestEmptyInput(t *testing.T) {
 		res := mustTransform(t, []byte(in), Options{})
 		if len(res.Manifests) != 0 {
 			t.Errorf("%q → %q", in, res.Manifests)
+		}
+	}
+}
+
+// In a pod of several containers the app is the one kubectl's
+// default-container annotation names, else the first, or, when the first
+// declares no port (a log shipper), the first that declares one; with no
+// port anywhere, a warning says what was assumed.
+func TestAppContainerOfSeveral(t *testing.T) {
+	t.Parallel()
+	pod := func(annotations, containers string) []byte {
+		return []byte("apiVersion: v1\nkind: Pod\nmetadata: {name: p" + annotations + "}\nspec:\n  containers:\n" + containers)
+	}
+	const shipperFirst = "  - {name: log-shipper, image: fluent-bit}\n" +
+		"  - {name: app, image: chat, ports: [{containerPort: 3001}]}\n" +
+		"  - {name: redis, image: redis, ports: [{containerPort: 6379}]}\n"
+	for _, tc := range []struct {
+		name           string
+		in             []byte
+		upstream, hook string // the hook's container
+		warn           string
+	}{
+		{"a log shipper first", pod("", shipperFirst), "3001", "app", ""},
+		{"the default container", pod(", annotations: {kubectl.kubernetes.io/default-container: redis}", shipperFirst), "6379", "redis", ""},
+		{"3000 served by a later container", pod("", "  - {name: log-shipper, image: fluent-bit}\n  - {name: app, image: chat, ports: [{containerPort: 9100}, {containerPort: 3000}]}\n"), "3000", "app", ""},
+		{"no port anywhere", pod("", "  - {name: log-shipper, image: fluent-bit}\n  - {name: app, image: chat}\n"), "3000", "log-shipper", "several containers and none declares a containerPort"},
+	} {
+		res := mustTransform(t, tc.in, Options{})
+		out := string(res.Manifests)
+		if !strings.Contains(out, "value: http://127.0.0.1:"+tc.upstream+"\n") {
+			t.Errorf("%s: upstream is not %s:\n%s", tc.name, tc.upstream, out)
+		}
+		if !strings.Contains(out, "chatguard.io/drain-hook: "+tc.hook+"\n") {
+			t.Errorf("%s: the drain hook is not on %s:\n%s", tc.name, tc.hook, out)
+		}
+		warned := strings.Join(res.Warnings, "\n")
+		if tc.warn == "" && warned != "" || !strings.Contains(warned, tc.warn) {
+			t.Errorf("%s: warnings %q, want %q", tc.name, warned, tc.warn)
+		}
+	}
+}
+
+// What inject leaves alone, it says: a workload opted out, a kind with a
+// pod template it does not know, an input with no workload at all.
+func TestLeftAloneIsSaid(t *testing.T) {
+	t.Parallel()
+	optedOut := strings.Replace(deployment, "metadata: {labels: {app: web}}", "metadata: {labels: {app: web}, annotations: {chatguard.io/inject: disabled}}", 1)
+	rollout := strings.Replace(deployment, "apiVersion: apps/v1\nkind: Deployment", "apiVersion: argoproj.io/v1alpha1\nkind: Rollout", 1)
+	for _, tc := range []struct{ name, in, warn string }{
+		{"opted out", optedOut, "document 1 (Deployment web): chatguard.io/inject: disabled: left as it is"},
+		{"unknown kind", rollout, "document 1 (Rollout web): argoproj.io/v1alpha1 Rollout has a pod template, but is not a workload kind inject knows: left as it is"},
+		{"no workload", "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: c}\n", "no workload in the input"},
+	} {
+		res := mustTransform(t, []byte(tc.in), Options{})
+		if strings.Contains(string(res.Manifests), "name: chatguard") {
+			t.Errorf("%s: injected:\n%s", tc.name, res.Manifests)
+		}
+		if !slices.ContainsFunc(res.Warnings, func(w string) bool { return strings.Contains(w, tc.warn) }) {
+			t.Errorf("%s: warnings %q lack %q", tc.name, res.Warnings, tc.warn)
+		}
+	}
+}
+
+// A NetworkPolicy in the input that admits the app's port but not
+// chatguard's would drop the traffic the Services now send to chatguard:
+// inject says so.
+func TestNetworkPolicyThatWouldDropTraffic(t *testing.T) {
+	t.Parallel()
+	policy := func(selector, ports string) string {
+		return "---\napiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: np}\nspec:\n  podSelector: " + selector +
+			"\n  policyTypes: [Ingress]\n  ingress:\n  - from: [{podSelector: {}}]\n" + ports
+	}
+	for _, tc := range []struct {
+		name, policy string
+		warn         bool
+	}{
+		{"app's port only", policy("{matchLabels: {app: web}}", "    ports: [{protocol: TCP, port: 3000}]\n"), true},
+		{"app's port by name", policy("{matchLabels: {app: web}}", "    ports: [{port: http}]\n"), true},
+		{"every pod of the namespace", policy("{}", "    ports: [{port: 3000}]\n"), true},
+		{"chatguard's port too", policy("{matchLabels: {app: web}}", "    ports: [{port: 3000}, {port: 8080}]\n"), false},
+		{"a range over chatguard's port", policy("{matchLabels: {app: web}}", "    ports: [{port: 3000}, {port: 8000, endPort: 8100}]\n"), false},
+		{"every port", policy("{matchLabels: {app: web}}", ""), false},
+		{"another app", policy("{matchLabels: {app: db}}", "    ports: [{port: 3000}]\n"), false},
+	} {
+		res := mustTransform(t, []byte(deployment+tc.policy), Options{})
+		warned := slices.ContainsFunc(res.Warnings, func(w string) bool {
+			return strings.Contains(w, "(NetworkPolicy np): spec.ingress[0] admits the app's port but not chatguard's (8080")
+		})
+		if warned != tc.warn {
+			t.Errorf("%s: warnings %q, want a NetworkPolicy warning: %v", tc.name, res.Warnings, tc.warn)
 		}
 	}
 }

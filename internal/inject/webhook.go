@@ -7,6 +7,7 @@ import (
 	"io"
 	"mime"
 	"net/http"
+	"time"
 
 	"github.com/sirupsen/logrus"
 	"gomodules.xyz/jsonpatch/v2"
@@ -23,6 +24,10 @@ const MaxReviewBytes = 4 << 20
 // transform as the CLI; GET /healthz answers 200. Every review is allowed:
 // a pod that cannot be injected is admitted as it is, with a warning.
 type Webhook struct {
+	// DrainDelay: after ServeTLS's context ends, reviews are still served
+	// this long before the listener closes (0: it closes at once).
+	DrainDelay time.Duration
+
 	opts Options
 	log  *logrus.Entry
 	mux  *http.ServeMux

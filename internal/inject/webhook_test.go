@@ -38,14 +38,7 @@ func startWebhook(t *testing.T, o Options) *webhookServer {
 	if err != nil {
 		t.Fatal(err)
 	}
-	certFile, keyFile, pool := testnet.SelfSigned(t)
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- wh.ServeTLS(ctx, l, certFile, keyFile) }()
+	addr, pool, cancel, done := runWebhook(t, wh)
 	tr := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}
 	t.Cleanup(func() {
 		tr.CloseIdleConnections()
@@ -54,7 +47,22 @@ func startWebhook(t *testing.T, o Options) *webhookServer {
 			t.Errorf("ServeTLS: %v", err)
 		}
 	})
-	return &webhookServer{url: "https://" + l.Addr().String(), client: &http.Client{Transport: tr, Timeout: 10 * time.Second}, pool: pool}
+	return &webhookServer{url: "https://" + addr, client: &http.Client{Transport: tr, Timeout: 10 * time.Second}, pool: pool}
+}
+
+// runWebhook runs wh's ServeTLS on a loopback port with a fresh self-signed
+// certificate: cancel stops it, done gives ServeTLS's result.
+func runWebhook(t *testing.T, wh *Webhook) (addr string, pool *x509.CertPool, cancel func(), done <-chan error) {
+	t.Helper()
+	certFile, keyFile, pool := testnet.SelfSigned(t)
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	result := make(chan error, 1)
+	go func() { result <- wh.ServeTLS(ctx, l, certFile, keyFile) }()
+	return l.Addr().String(), pool, cancel, result
 }
 
 // post sends body to /mutate and returns the status and the decoded review.
@@ -299,5 +307,44 @@ func TestServeTLSErrors(t *testing.T) {
 	}
 	if _, err := NewWebhook(Options{Mode: "x"}, nil); err == nil {
 		t.Error("a webhook with a bad mode was made")
+	}
+}
+
+// After its context ends, the webhook serves DrainDelay more before it
+// closes: the API server sends reviews until the endpoint leaves the
+// Service, and with failurePolicy Ignore a refused one admits a pod
+// without chatguard.
+func TestWebhookServesDuringTheDrainDelay(t *testing.T) {
+	t.Parallel()
+	wh, err := NewWebhook(Options{}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wh.DrainDelay = 500 * time.Millisecond
+	addr, pool, cancel, done := runWebhook(t, wh)
+	defer cancel()
+	tr := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}, DisableKeepAlives: true}
+	client := &http.Client{Transport: tr, Timeout: 5 * time.Second}
+	health := func() error {
+		resp, err := client.Get("https://" + addr + "/healthz")
+		if err == nil {
+			resp.Body.Close()
+		}
+		return err
+	}
+	waitUntil := time.Now().Add(5 * time.Second)
+	for health() != nil && time.Now().Before(waitUntil) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	cancel() // SIGTERM
+	time.Sleep(50 * time.Millisecond)
+	if err := health(); err != nil {
+		t.Errorf("a new connection during the drain delay: %v", err)
+	}
+	if err := <-done; err != nil {
+		t.Errorf("ServeTLS: %v", err)
+	}
+	if err := health(); err == nil {
+		t.Error("still serving after the drain delay")
 	}
 }

@@ -141,20 +141,50 @@ type appPort struct {
 	container int    // index in spec.containers
 	port      int    // the upstream port
 	name      string // its containerPort name, if declared
+	declared  bool   // a container declares the port
 }
 
+// AnnotationDefaultContainer names a pod's main container (kubectl's own
+// convention): the app, when the pod has several.
+const AnnotationDefaultContainer = "kubectl.kubernetes.io/default-container"
+
 // findApp picks the app: the upstream port is what an injected sidecar
-// forwards to, else o.UpstreamPort, else the first app container's first
-// containerPort, else DefaultUpstreamPort. The app container is the one
-// declaring that port, else the first.
+// forwards to, else o.UpstreamPort, else the first containerPort of the app
+// container (the one the pod's default-container annotation names, else
+// the first); when that one declares none (a log shipper listed first),
+// 3000 if a container declares it, else the first port a container
+// declares, else DefaultUpstreamPort. The app container is the one
+// declaring the upstream port, else that first (or named) one.
 func (pt *podTemplate) findApp(o Options) appPort {
 	cs := pt.typed.Containers
-	first := 0
+	first := -1
+	var defaultName string
+	if ann, err := pt.annotations(false); err == nil {
+		defaultName, _ = ann[AnnotationDefaultContainer].(string)
+	}
 	for i, c := range cs {
-		if c.Name != containerName {
+		if c.Name == containerName {
+			continue
+		}
+		if first < 0 || defaultName != "" && c.Name == defaultName {
 			first = i
+		}
+		if defaultName == "" || c.Name == defaultName {
 			break
 		}
+	}
+	if first < 0 {
+		first = 0
+	}
+	declares := func(port int) bool {
+		for _, c := range cs {
+			for _, p := range c.Ports {
+				if c.Name != containerName && int(p.ContainerPort) == port {
+					return true
+				}
+			}
+		}
+		return false
 	}
 	port := pt.sidecarUpstream() // an injected pod's upstream is what its sidecar forwards to
 	if port == 0 {
@@ -164,6 +194,13 @@ func (pt *podTemplate) findApp(o Options) appPort {
 		port = DefaultUpstreamPort
 		if ps := cs[first].Ports; len(ps) > 0 {
 			port = int(ps[0].ContainerPort)
+		} else if !declares(DefaultUpstreamPort) {
+			for _, c := range cs {
+				if c.Name != containerName && len(c.Ports) > 0 {
+					port = int(c.Ports[0].ContainerPort)
+					break
+				}
+			}
 		}
 	}
 	for i, c := range cs {
@@ -172,11 +209,21 @@ func (pt *podTemplate) findApp(o Options) appPort {
 		}
 		for _, p := range c.Ports {
 			if int(p.ContainerPort) == port {
-				return appPort{container: i, port: port, name: p.Name}
+				return appPort{container: i, port: port, name: p.Name, declared: true}
 			}
 		}
 	}
 	return appPort{container: first, port: port}
+}
+
+// appContainers counts the containers other than chatguard.
+func (pt *podTemplate) appContainers() (n int) {
+	for _, c := range pt.typed.Containers {
+		if c.Name != containerName {
+			n++
+		}
+	}
+	return n
 }
 
 // sidecarUpstream is the port an injected chatguard forwards to, or 0.
@@ -213,6 +260,10 @@ func (pt *podTemplate) checkConflicts() error {
 	}
 	if slices.Contains(names, containerName) {
 		return fmt.Errorf("a container is already named %q, but the pod template lacks the %s annotation", containerName, AnnotationInjected)
+	}
+	if pt.typed.HostNetwork {
+		return fmt.Errorf("hostNetwork: chatguard would listen on the node's own ports %d and %d (admin), shared by every such pod on the node; run the pod without hostNetwork, or chatguard as a gateway in front of it",
+			publicPort, adminPort)
 	}
 	for _, c := range all {
 		for _, p := range c.Ports {
