@@ -72,6 +72,12 @@ func (s *Server) guard(w *responseWriter, r *http.Request, info *reqInfo) bool {
 		return true // no headers: there is no count to report
 	}
 	setRateLimitHeaders(w, d)
+	if d.Shadow {
+		// What enforcing would have refused, said as nginx's
+		// limit_req_dry_run does: who, on which route, and the access line.
+		info.shadowLimited = true
+		s.securityLog(info, "rate limit exceeded (shadow mode: let through)", logrus.Fields{"policy": policy.Name, "retryAfterSeconds": ceilSeconds(d.RetryAfter)})
+	}
 	if !d.Limited() {
 		return true
 	}

@@ -228,6 +228,23 @@ func TestShadowMode(t *testing.T) {
 	if m := scrape(t, h); !strings.Contains(m, `chatguard_ratelimit_decisions_total{outcome="shadow",role="anonymous",route="webhook"} 10`) {
 		t.Errorf("shadow decisions not counted")
 	}
+	// Each request enforcing would have refused is said, as nginx's
+	// limit_req_dry_run does: a security line and a mark on the access line.
+	count := func() (said, marked int) {
+		for _, l := range h.logs.lines(t) {
+			if l["msg"] == "rate limit exceeded (shadow mode: let through)" && l["policy"] == "webhook" && l["remoteIp"] == "127.0.0.1" {
+				said++
+			}
+			if l["msg"] == "request completed" && l["rateLimit"] == "shadow" {
+				marked++
+			}
+		}
+		return said, marked
+	}
+	waitFor(t, "40 access lines", func() bool { return len(h.logs.lines(t)) > 0 && strings.Count(h.logs.String(), `"request completed"`) >= 40 })
+	if said, marked := count(); said != 10 || marked != 10 {
+		t.Errorf("%d shadow lines, %d access lines marked; want 10 and 10", said, marked)
+	}
 }
 
 func TestAbusiveIPIsBlocked(t *testing.T) {

@@ -36,6 +36,8 @@ type reqInfo struct {
 	// body early (watchBody), if any.
 	bodyErr error
 	aborted bool // the response was cut off after its status line went out
+	// shadowLimited: a route in shadow mode would have refused the request
+	shadowLimited bool
 	// onResponse, when set, sees the upstream's response first (Socket.IO
 	// polling inspection).
 	onResponse func(*http.Response)
@@ -261,6 +263,9 @@ func (s *Server) accessLog(w *responseWriter, r *http.Request, info *reqInfo, st
 	}
 	if info.aborted {
 		f["aborted"] = true
+	}
+	if info.shadowLimited {
+		f["rateLimit"] = "shadow"
 	}
 	if info.reason != "" {
 		f["reason"] = info.reason

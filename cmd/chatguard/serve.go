@@ -214,8 +214,21 @@ func newApp(cfg *config.Config, logger *logging.Logger, reg *prometheus.Registry
 	logger.WithFields(logrus.Fields{
 		logging.FieldCategory: logging.CategorySystem, "routes": len(cfg.Routes), "rateLimitStore": storeMode,
 		"rateLimitFile": cfg.Limits.File, "usersVerified": verifier != nil, "socketIdentity": cfg.WebSocket.Auth,
+		"shadowRoutes": shadowRoutes(cfg),
 	}).Info("enforcing")
 	return a, nil
+}
+
+// shadowRoutes names the limited routes that only count (rate_limit.shadow
+// puts them all in shadow mode): what the start-up line says is not enforced.
+func shadowRoutes(cfg *config.Config) []string {
+	names := []string{}
+	for _, r := range cfg.Routes {
+		if r.Limit != nil && (cfg.Limits.Shadow || r.Limit.Shadow) {
+			names = append(names, r.Name)
+		}
+	}
+	return names
 }
 
 // newStore is the rate-limit store: the memory table, or Redis with the
@@ -423,7 +436,7 @@ func reloadConfig(env environment, a *app, log *logrus.Entry, why string) {
 		log.WithField("problem", err.Error()).Error("configuration reload refused")
 		return
 	}
-	e := log.WithField("routes", len(cfg.Routes))
+	e := log.WithFields(logrus.Fields{"routes": len(cfg.Routes), "multiplier": cfg.Limits.Multiplier, "shadowRoutes": shadowRoutes(cfg)})
 	if len(ignored) > 0 {
 		// Said loudly: an operator tightening token checks or abuse
 		// thresholds must not believe they took effect.
