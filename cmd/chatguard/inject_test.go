@@ -90,6 +90,11 @@ func TestInjectCommand(t *testing.T) {
 	if entries, _ := os.ReadDir(dir); len(entries) != 2 {
 		t.Errorf("temporary files left: %v", entries)
 	}
+	// -o into a directory that does not exist names the file asked for.
+	missing := filepath.Join(dir, "missing", "x.yaml")
+	if code, _, errOut := runInject(t, injected, "-o", missing); code != 1 || !strings.Contains(errOut, "write "+missing+": no such file or directory") {
+		t.Errorf("-o into a missing directory: %d %s", code, errOut)
+	}
 	// Warnings go to stderr, the manifests to stdout.
 	prestop := strings.Replace(sampleManifests, "containerPort: 3000}]}", "containerPort: 3000}], lifecycle: {preStop: {exec: {command: [\"true\"]}}}}", 1)
 	if code, stdout, errOut := runInject(t, prestop); code != 0 || !strings.Contains(errOut, "chatguard inject: warning: stdin: document 1 (Deployment legacy-chat): container \"app\" has a preStop hook of its own") || !strings.Contains(stdout, "kind: Deployment") {

@@ -28,10 +28,16 @@ CHATGUARD_LISTEN=:8080 CHATGUARD_ADMIN_LISTEN=:9090 CHATGUARD_UPSTREAM=http://12
   CHATGUARD_RATE_LIMIT_FILE="$tmp/rate-limits.json" CHATGUARD_PROFILE_DIR="$tmp/profiles" CHATGUARD_DRAIN_DELAY=0s \
   setsid "$CHATGUARD_BIN" & pids+=($!)
 
+ready=""
 for _ in $(seq 100); do
-  curl -fsS -o /dev/null http://127.0.0.1:9090/readyz 2>/dev/null && break
+  curl -fsS -o /dev/null http://127.0.0.1:9090/readyz 2>/dev/null && { ready=1; break; }
+  for pid in "${pids[@]}"; do kill -0 "$pid" 2>/dev/null || break 2; done # one of them exited
   sleep 0.1
 done
+if [ -z "$ready" ]; then
+  echo "demo: chatguard or legacy-chat did not start (see above: ports 3000, 8080 and 9090 must be free)" >&2
+  exit 1
+fi
 
 cat <<MSG
 

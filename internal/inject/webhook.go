@@ -7,6 +7,7 @@ import (
 	"io"
 	"mime"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/sirupsen/logrus"
@@ -94,6 +95,11 @@ func (wh *Webhook) review(req *admissionv1.AdmissionRequest) *admissionv1.Admiss
 	if req.Kind.Group != "" || req.Kind.Kind != "Pod" || req.SubResource != "" || req.Operation != admissionv1.Create {
 		return resp
 	}
+	if req.Name == "" { // a controller's pod: only its generateName is known
+		if pod, err := decodeObject(req.Object.Raw); err == nil && pod != nil {
+			log = log.WithField("name", nameOf(pod))
+		}
+	}
 	patch, warnings, err := wh.patchPod(req.Object.Raw)
 	if err != nil {
 		log.WithError(err).Warn("pod admitted without chatguard")
@@ -105,6 +111,8 @@ func (wh *Webhook) review(req *admissionv1.AdmissionRequest) *admissionv1.Admiss
 		pt := admissionv1.PatchTypeJSONPatch
 		resp.Patch, resp.PatchType = patch, &pt
 		log.WithField("warnings", len(warnings)).Info("chatguard injected")
+	} else if len(warnings) > 0 {
+		log.WithField("warning", warnings[0]).Warn("pod admitted without chatguard")
 	}
 	return resp
 }
@@ -120,7 +128,14 @@ func (wh *Webhook) patchPod(raw []byte) ([]byte, []string, error) {
 		return nil, nil, errors.New("the request has no pod")
 	}
 	ann, err := annotationsOf(pod, false)
-	if err != nil || str(ann, AnnotationInject) != "enabled" {
+	if err != nil {
+		return nil, nil, nil
+	}
+	switch v := str(ann, AnnotationInject); strings.ToLower(v) {
+	case "enabled":
+	case "true", "yes", "on", "1": // another injector's spelling: a mistake, not an opt-out
+		return nil, []string{fmt.Sprintf("chatguard not injected: %s is %q; the value that opts a pod in is \"enabled\"", AnnotationInject, v)}, nil
+	default:
 		return nil, nil, nil
 	}
 	o := wh.opts

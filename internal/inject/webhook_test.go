@@ -214,6 +214,7 @@ func TestWebhookReviews(t *testing.T) {
 		{"opted in", podKind, admissionv1.Create, enabled, true, ""},
 		{"no annotation", podKind, admissionv1.Create, annotate(t, pod), false, ""},
 		{"disabled", podKind, admissionv1.Create, annotate(t, pod, AnnotationInject, "disabled"), false, ""},
+		{"another injector's spelling", podKind, admissionv1.Create, annotate(t, pod, AnnotationInject, "true"), false, `chatguard not injected: chatguard.io/inject is "true"; the value that opts a pod in is "enabled"`},
 		{"update", podKind, admissionv1.Update, enabled, false, ""},
 		{"a Deployment", metav1.GroupVersionKind{Group: "apps", Version: "v1", Kind: "Deployment"}, admissionv1.Create, enabled, false, ""},
 		{"a ConfigMap", metav1.GroupVersionKind{Version: "v1", Kind: "ConfigMap"}, admissionv1.Create, []byte(`{"kind":"ConfigMap"}`), false, ""},
