@@ -241,7 +241,9 @@ func TestShadowMode(t *testing.T) {
 		}
 		return said, marked
 	}
-	waitFor(t, "40 access lines", func() bool { return len(h.logs.lines(t)) > 0 && strings.Count(h.logs.String(), `"request completed"`) >= 40 })
+	waitFor(t, "40 access lines", func() bool {
+		return len(h.logs.lines(t)) > 0 && strings.Count(h.logs.String(), `"request completed"`) >= 40
+	})
 	if said, marked := count(); said != 10 || marked != 10 {
 		t.Errorf("%d shadow lines, %d access lines marked; want 10 and 10", said, marked)
 	}
