@@ -210,11 +210,10 @@ func (r *RedisStore) failQueued() {
 	}
 }
 
-// send decides batch in one round trip and hands each caller its answer.
-// Calls that met NOSCRIPT (a node that restarted or failed over, or the
-// first use) are sent again once the script is loaded — only those: on a
-// cluster the others already counted on their own nodes. A batch that met
-// CROSSSLOT is sent again one key per call. At most three more rounds.
+// send decides batch and hands each caller its answer: in one round on a
+// single node; on a cluster, after the masters' breakers took out the calls
+// of masters held open, in one round for the healthy masters and one, not
+// waited for, per master that failed lately.
 func (r *RedisStore) send(batch []*redisCall) {
 	if r.nodes == nil {
 		r.round(batch, nil, nil)
@@ -254,7 +253,11 @@ func (r *RedisStore) send(batch []*redisCall) {
 }
 
 // round decides batch in one round trip (on a cluster, nodes[i] is
-// batch[i]'s master, and probes the masters this round probes).
+// batch[i]'s master, and probes the masters this round probes). Calls that
+// met NOSCRIPT (a node that restarted or failed over, or the first use) are
+// sent again once the script is loaded — only those: on a cluster the
+// others already counted on their own nodes. A batch that met CROSSSLOT is
+// sent again one key per call. At most three more rounds.
 func (r *RedisStore) round(batch []*redisCall, nodes []string, probes map[string]bool) {
 	ctx, cancel := context.WithTimeout(context.Background(), r.timeout)
 	defer cancel()
