@@ -253,10 +253,16 @@ func (s *Server) Serve(ctx context.Context, public, admin net.Listener) error {
 
 	res := s.Drain(context.Background())
 	// The drain waited for in-flight requests up to the shutdown timeout:
-	// what is left is a response being flushed after its handler returned,
-	// a connection that never sent a request (net/http waits 5 s for those),
-	// or a request past its time, which is cut now.
-	shutdownCtx, cancel := context.WithTimeout(context.Background(), shutdownGrace)
+	// what is left is a response being flushed after its handler returned
+	// (to a client reading slowly, that takes the rest of the budget), a
+	// connection that never sent a request (net/http waits 5 s for those),
+	// or a request past its time. They get what is left of the shutdown
+	// timeout, and at least shutdownGrace; then they are cut.
+	end := res.Deadline
+	if grace := time.Now().Add(shutdownGrace); end.Before(grace) {
+		end = grace
+	}
+	shutdownCtx, cancel := context.WithDeadline(context.Background(), end)
 	defer cancel()
 	if err := pub.Shutdown(shutdownCtx); err != nil {
 		s.cut.Store(true)
@@ -278,8 +284,8 @@ func (s *Server) Serve(ctx context.Context, public, admin net.Listener) error {
 	return failed
 }
 
-// shutdownGrace is how long connections get after the drain to flush what
-// their handlers wrote before they are closed.
+// shutdownGrace is the least time connections get after the drain to flush
+// what their handlers wrote before they are closed.
 const shutdownGrace = 100 * time.Millisecond
 
 // DrainResult says how a drain went.
