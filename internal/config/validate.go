@@ -49,7 +49,11 @@ func Validate(c *Config) []string {
 		if errors.As(err, &ue) {
 			err = ue.Err
 		}
-		add("upstream", "%q is not a URL: %v", shown, err)
+		if shown != c.Upstream { // the parser's reason may quote the password too
+			add("upstream", "%q is not a URL", shown)
+		} else {
+			add("upstream", "%q is not a URL: %v", shown, err)
+		}
 	} else if u.Scheme != "http" && u.Scheme != "https" {
 		add("upstream", "%q must start with http:// or https://", shown)
 	} else if u.Host == "" {
@@ -312,21 +316,15 @@ func ParsePrefix(s string) (netip.Prefix, error) {
 	return netip.PrefixFrom(a.Unmap(), a.Unmap().BitLen()), nil
 }
 
-// hideUserinfo is raw with whatever stands between :// and the last @ of
-// its authority filtered out, as the URL appears in messages: the password
-// of a URL that does not even parse must not be printed either.
+// hideUserinfo is raw with whatever stands between :// and its last @
+// filtered out, as the URL appears in messages: the password of a URL that
+// does not even parse must not be printed either, and a password may hold
+// an unencoded / ? or # (base64), so the @ is looked for in the whole URL.
 func hideUserinfo(raw string) string {
 	scheme := strings.Index(raw, "://")
-	if scheme < 0 {
+	at := strings.LastIndex(raw, "@")
+	if scheme < 0 || at < scheme {
 		return raw
 	}
-	rest := raw[scheme+3:]
-	if end := strings.IndexAny(rest, "/?#"); end >= 0 {
-		rest = rest[:end]
-	}
-	at := strings.LastIndex(rest, "@")
-	if at < 0 {
-		return raw
-	}
-	return raw[:scheme+3] + "[FILTERED]" + raw[scheme+3+at:]
+	return raw[:scheme+3] + "[FILTERED]" + raw[at:]
 }

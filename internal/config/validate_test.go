@@ -44,7 +44,9 @@ func TestValidate(t *testing.T) {
 		{"upstream fragment", func(c *config.Config) { c.Upstream = "http://x/#f" }, []string{"must not have a query or fragment"}},
 		{"upstream unparsable", func(c *config.Config) { c.Upstream = "http://x:port" }, []string{"is not a URL"}},
 		{"upstream credentials", func(c *config.Config) { c.Upstream = "http://app:s3cretpass@backend:3000" }, []string{`upstream: "http://[FILTERED]@backend:3000" must not carry credentials`}},
-		{"upstream bad credentials", func(c *config.Config) { c.Upstream = "http://a b:s3cret%zz@backend" }, []string{`upstream: "http://[FILTERED]@backend" is not a URL: net/url: invalid userinfo`}},
+		{"upstream bad credentials", func(c *config.Config) { c.Upstream = "http://a b:s3cret%zz@backend" }, []string{`upstream: "http://[FILTERED]@backend" is not a URL`}},
+		{"upstream password with a slash", func(c *config.Config) { c.Upstream = "http://app:s3cr/etpass@backend:3000" }, []string{`upstream: "http://[FILTERED]@backend:3000" `}},
+		{"upstream password with a question mark", func(c *config.Config) { c.Upstream = "http://app:s3?cr#et@backend:3000" }, []string{`upstream: "http://[FILTERED]@backend:3000" `}},
 		{"development", func(c *config.Config) { c.Env = "development" }, nil},
 		{"env is case sensitive", func(c *config.Config) { c.Env = "Production" }, []string{`env: "Production" must be production or development`}},
 		{"trusted proxies", func(c *config.Config) {
@@ -280,5 +282,27 @@ func TestDiffComparesSecretsAndNamesKeys(t *testing.T) {
 	b.Limits.AbuseWarning++
 	if d := fmt.Sprint(config.Diff(a, b)); d != "[auth.jwt_secret rate_limit.abuse_warning]" {
 		t.Fatalf("Diff = %s", d)
+	}
+}
+
+// No message about the upstream ever quotes its password, however the URL
+// is broken.
+func TestUpstreamPasswordNeverPrinted(t *testing.T) {
+	t.Parallel()
+	for _, u := range []string{
+		"http://app:s3cretpw@backend:3000", "http://app:s3cr/etpw@backend:3000", "http://app:s3?cr#etpw@backend",
+		"http://a b:s3cret%zzpw@backend", "ftp://app:s3cretpw@backend", "http://app:s3cretpw@", "http://app:s3cretpw@backend:99999999",
+	} {
+		c := config.Defaults()
+		c.Upstream = u
+		probs := config.Validate(c)
+		if len(probs) == 0 {
+			t.Errorf("%s: accepted", u)
+		}
+		for _, p := range probs {
+			if strings.Contains(fmt.Sprint(p), "pw") {
+				t.Errorf("%s: the password is in %q", u, p)
+			}
+		}
 	}
 }
