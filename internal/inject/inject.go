@@ -26,9 +26,9 @@ func (pt *podTemplate) inject(o Options) (warnings []string, err error) {
 	if err := pt.addSidecar(o, app); err != nil {
 		return nil, err
 	}
-	if !app.declared && o.UpstreamPort == 0 && pt.appContainers() > 1 {
-		warnings = append(warnings, fmt.Sprintf("several containers and none declares a containerPort: chatguard forwards to %d and the drain hook goes on container %q; "+
-			"declare the app's port, or pass --upstream-port (and annotate the pod %s: <app container>)",
+	if !app.declared && !app.named && o.UpstreamPort == 0 && pt.appContainers() > 1 {
+		warnings = append(warnings, fmt.Sprintf("several containers, and the first declares no containerPort: chatguard forwards to %d and the drain hook goes on container %q; "+
+			"if the app is another one, annotate the pod %s: <app container> (or pass --upstream-port)",
 			app.port, pt.typed.Containers[app.container].Name, AnnotationDefaultContainer))
 	}
 	w, err := pt.addDrainHook(app, ann)

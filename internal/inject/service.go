@@ -202,12 +202,17 @@ func checkNetworkPolicy(policy map[string]any, pods []injectedPods) []string {
 	if err != nil {
 		return nil
 	}
-	_, expressions := ps["matchExpressions"]
+	expressions, err := list(ps, "matchExpressions")
+	if err != nil {
+		return nil
+	}
 	ns := namespaceOf(policy)
 	var apps []appPort
 	for _, p := range pods {
-		all := len(labels) == 0 && !expressions && (ns == "" || p.namespace == "" || ns == p.namespace)
-		if all || p.selects(ns, labels) {
+		if ns != "" && p.namespace != "" && ns != p.namespace {
+			continue
+		}
+		if matchesLabels(p.labels, labels) && matchesExpressions(p.labels, expressions) {
 			apps = append(apps, p.app)
 		}
 	}
@@ -254,4 +259,56 @@ func checkNetworkPolicy(policy map[string]any, pods []injectedPods) []string {
 		}
 	}
 	return warnings
+}
+
+// matchesLabels: every key of want has its value in labels (an empty want
+// selects every pod).
+func matchesLabels(labels, want map[string]string) bool {
+	for k, v := range want {
+		if l, ok := labels[k]; !ok || l != v {
+			return false
+		}
+	}
+	return true
+}
+
+// matchesExpressions evaluates a label selector's matchExpressions (In,
+// NotIn, Exists, DoesNotExist); one it cannot read matches nothing.
+func matchesExpressions(labels map[string]string, exprs []any) bool {
+	for _, e := range exprs {
+		expr, _ := e.(map[string]any)
+		if expr == nil {
+			return false
+		}
+		key := str(expr, "key")
+		values, _ := expr["values"].([]any)
+		in := false
+		v, has := labels[key]
+		for _, x := range values {
+			if s, _ := x.(string); has && s == v {
+				in = true
+			}
+		}
+		switch str(expr, "operator") {
+		case "In":
+			if !in {
+				return false
+			}
+		case "NotIn":
+			if in {
+				return false
+			}
+		case "Exists":
+			if !has {
+				return false
+			}
+		case "DoesNotExist":
+			if has {
+				return false
+			}
+		default:
+			return false
+		}
+	}
+	return true
 }

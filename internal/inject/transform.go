@@ -53,7 +53,7 @@ func Transform(srcs []Source, o Options) (*Result, error) {
 	if len(errs) > 0 {
 		return nil, fmt.Errorf("inject: %w", errors.Join(errs...))
 	}
-	if t.workloads == 0 {
+	if t.workloads == 0 && t.optedOut == 0 && !o.Uninject {
 		t.warnings = append(t.warnings, "no workload in the input (Deployment, StatefulSet, DaemonSet, ReplicaSet, Job, CronJob, Pod): nothing was changed")
 	}
 	out, err := encode(docs)
@@ -130,6 +130,7 @@ func nameOf(obj map[string]any) string {
 type transformer struct {
 	opts      Options
 	workloads int // workloads injected (or uninjected)
+	optedOut  int // workloads annotated chatguard.io/inject: disabled
 	pods      []injectedPods
 	warnings  []string
 }
@@ -151,6 +152,7 @@ func (t *transformer) workload(ob object) error {
 	}
 	if ann, err := pt.annotations(false); err == nil && str(ann, AnnotationInject) == "disabled" && !t.opts.Uninject {
 		t.warnings = append(t.warnings, fmt.Sprintf("%s: %s: disabled: left as it is", ob.where, AnnotationInject))
+		t.optedOut++
 		return nil
 	}
 	t.workloads++

@@ -186,9 +186,10 @@ func TestEmptyInput(t *testing.T) {
 }
 
 // In a pod of several containers the app is the one kubectl's
-// default-container annotation names, else the first, or, when the first
-// declares no port (a log shipper), the first that declares one; with no
-// port anywhere, a warning says what was assumed.
+// default-container annotation names (with its port, or 3000: never
+// another container's), else the first, or the container declaring 3000
+// when the first declares no port; when it cannot tell, a warning says
+// what it assumed.
 func TestAppContainerOfSeveral(t *testing.T) {
 	t.Parallel()
 	pod := func(annotations, containers string) []byte {
@@ -203,10 +204,14 @@ func TestAppContainerOfSeveral(t *testing.T) {
 		upstream, hook string // the hook's container
 		warn           string
 	}{
-		{"a log shipper first", pod("", shipperFirst), "3001", "app", ""},
-		{"the default container", pod(", annotations: {kubectl.kubernetes.io/default-container: redis}", shipperFirst), "6379", "redis", ""},
+		{"a log shipper first", pod("", shipperFirst), "3000", "log-shipper", `the first declares no containerPort: chatguard forwards to 3000 and the drain hook goes on container "log-shipper"`},
+		{"the default container", pod(", annotations: {kubectl.kubernetes.io/default-container: app}", shipperFirst), "3001", "app", ""},
+		{"the default container without a port", pod(", annotations: {kubectl.kubernetes.io/default-container: app}",
+			"  - {name: metrics, image: exporter, ports: [{containerPort: 9100}]}\n  - {name: app, image: chat}\n"), "3000", "app", ""},
+		{"the app without a port, an exporter after it", pod("", "  - {name: app, image: chat}\n  - {name: metrics, image: exporter, ports: [{containerPort: 9100}]}\n"),
+			"3000", "app", "the first declares no containerPort"},
 		{"3000 served by a later container", pod("", "  - {name: log-shipper, image: fluent-bit}\n  - {name: app, image: chat, ports: [{containerPort: 9100}, {containerPort: 3000}]}\n"), "3000", "app", ""},
-		{"no port anywhere", pod("", "  - {name: log-shipper, image: fluent-bit}\n  - {name: app, image: chat}\n"), "3000", "log-shipper", "several containers and none declares a containerPort"},
+		{"no port anywhere", pod("", "  - {name: log-shipper, image: fluent-bit}\n  - {name: app, image: chat}\n"), "3000", "log-shipper", "the first declares no containerPort"},
 	} {
 		res := mustTransform(t, tc.in, Options{})
 		out := string(res.Manifests)
@@ -242,6 +247,17 @@ func TestLeftAloneIsSaid(t *testing.T) {
 			t.Errorf("%s: warnings %q lack %q", tc.name, res.Warnings, tc.warn)
 		}
 	}
+	// Only what is true is said: not "no workload" beside an opted-out one,
+	// nor when uninjecting Services alone.
+	svc := "apiVersion: v1\nkind: Service\nmetadata: {name: s, annotations: {chatguard.io/original-target-ports: '{\"80\":3000}'}}\nspec: {ports: [{port: 80, targetPort: chatguard}]}\n"
+	for name, run := range map[string]func() *Result{
+		"opted out":          func() *Result { return mustTransform(t, []byte(optedOut), Options{}) },
+		"uninjected service": func() *Result { return mustTransform(t, []byte(svc), Options{Uninject: true}) },
+	} {
+		if res := run(); slices.ContainsFunc(res.Warnings, func(w string) bool { return strings.Contains(w, "no workload") }) {
+			t.Errorf("%s: warnings %q", name, res.Warnings)
+		}
+	}
 }
 
 // A NetworkPolicy in the input that admits the app's port but not
@@ -264,8 +280,17 @@ func TestNetworkPolicyThatWouldDropTraffic(t *testing.T) {
 		{"a range over chatguard's port", policy("{matchLabels: {app: web}}", "    ports: [{port: 3000}, {port: 8000, endPort: 8100}]\n"), false},
 		{"every port", policy("{matchLabels: {app: web}}", ""), false},
 		{"another app", policy("{matchLabels: {app: db}}", "    ports: [{port: 3000}]\n"), false},
+		{"matchExpressions In", policy("{matchExpressions: [{key: app, operator: In, values: [web, api]}]}", "    ports: [{port: 3000}]\n"), true},
+		{"matchExpressions Exists", policy("{matchExpressions: [{key: app, operator: Exists}]}", "    ports: [{port: 3000}]\n"), true},
+		{"matchExpressions NotIn", policy("{matchExpressions: [{key: app, operator: NotIn, values: [web]}]}", "    ports: [{port: 3000}]\n"), false},
+		{"labels and an expression excluding the pod", policy("{matchLabels: {app: web}, matchExpressions: [{key: app, operator: DoesNotExist}]}", "    ports: [{port: 3000}]\n"), false},
+		{"another namespace", strings.Replace(policy("{}", "    ports: [{port: 3000}]\n"), "metadata: {name: np}", "metadata: {name: np, namespace: other}", 1), false},
 	} {
-		res := mustTransform(t, []byte(deployment+tc.policy), Options{})
+		dep := deployment
+		if tc.name == "another namespace" {
+			dep = strings.Replace(deployment, "metadata: {name: web}", "metadata: {name: web, namespace: chat}", 1)
+		}
+		res := mustTransform(t, []byte(dep+tc.policy), Options{})
 		warned := slices.ContainsFunc(res.Warnings, func(w string) bool {
 			return strings.Contains(w, "(NetworkPolicy np): spec.ingress[0] admits the app's port but not chatguard's (8080")
 		})

@@ -142,6 +142,7 @@ type appPort struct {
 	port      int    // the upstream port
 	name      string // its containerPort name, if declared
 	declared  bool   // a container declares the port
+	named     bool   // the default-container annotation names the app
 }
 
 // AnnotationDefaultContainer names a pod's main container (kubectl's own
@@ -151,13 +152,16 @@ const AnnotationDefaultContainer = "kubectl.kubernetes.io/default-container"
 // findApp picks the app: the upstream port is what an injected sidecar
 // forwards to, else o.UpstreamPort, else the first containerPort of the app
 // container (the one the pod's default-container annotation names, else
-// the first); when that one declares none (a log shipper listed first),
-// 3000 if a container declares it, else the first port a container
-// declares, else DefaultUpstreamPort. The app container is the one
-// declaring the upstream port, else that first (or named) one.
+// the first), else 3000. When the first container (no annotation) declares
+// no port but another declares 3000 (a log shipper listed before the app),
+// the app is that one. The app container is the one declaring the upstream
+// port, else that first (or named) one. No other container's port is ever
+// taken for the app's: guessing wrong would send the traffic to a metrics
+// exporter; inject warns instead (see appPort.guessed).
 func (pt *podTemplate) findApp(o Options) appPort {
 	cs := pt.typed.Containers
 	first := -1
+	named := false
 	var defaultName string
 	if ann, err := pt.annotations(false); err == nil {
 		defaultName, _ = ann[AnnotationDefaultContainer].(string)
@@ -166,25 +170,16 @@ func (pt *podTemplate) findApp(o Options) appPort {
 		if c.Name == containerName {
 			continue
 		}
-		if first < 0 || defaultName != "" && c.Name == defaultName {
+		if first < 0 {
 			first = i
 		}
-		if defaultName == "" || c.Name == defaultName {
+		if defaultName != "" && c.Name == defaultName {
+			first, named = i, true
 			break
 		}
 	}
 	if first < 0 {
 		first = 0
-	}
-	declares := func(port int) bool {
-		for _, c := range cs {
-			for _, p := range c.Ports {
-				if c.Name != containerName && int(p.ContainerPort) == port {
-					return true
-				}
-			}
-		}
-		return false
 	}
 	port := pt.sidecarUpstream() // an injected pod's upstream is what its sidecar forwards to
 	if port == 0 {
@@ -194,26 +189,27 @@ func (pt *podTemplate) findApp(o Options) appPort {
 		port = DefaultUpstreamPort
 		if ps := cs[first].Ports; len(ps) > 0 {
 			port = int(ps[0].ContainerPort)
-		} else if !declares(DefaultUpstreamPort) {
-			for _, c := range cs {
-				if c.Name != containerName && len(c.Ports) > 0 {
-					port = int(c.Ports[0].ContainerPort)
-					break
+		}
+	}
+	if !named {
+		for i, c := range cs {
+			if c.Name == containerName {
+				continue
+			}
+			for _, p := range c.Ports {
+				if int(p.ContainerPort) == port {
+					return appPort{container: i, port: port, name: p.Name, declared: true}
 				}
 			}
 		}
 	}
-	for i, c := range cs {
-		if c.Name == containerName {
-			continue
-		}
-		for _, p := range c.Ports {
-			if int(p.ContainerPort) == port {
-				return appPort{container: i, port: port, name: p.Name, declared: true}
-			}
+	app := appPort{container: first, port: port, named: named}
+	for _, p := range cs[first].Ports {
+		if int(p.ContainerPort) == port {
+			app.name, app.declared = p.Name, true
 		}
 	}
-	return appPort{container: first, port: port}
+	return app
 }
 
 // appContainers counts the containers other than chatguard.
