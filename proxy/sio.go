@@ -405,6 +405,11 @@ func (s *sioSession) event(pkt socketio.Packet) verdict {
 				Warn("rate-limit store failed; event let through")
 		} else if d.Limited() {
 			return s.rejectEvent(pkt, name, d)
+		} else if d.Shadow {
+			h.s.log.WithFields(logrus.Fields{
+				"requestId": s.reqID, logging.FieldCategory: logging.CategorySecurity,
+				"event": name, "retryAfterSeconds": ceilSeconds(d.RetryAfter),
+			}).Warn("socket.io event over its limit (shadow mode: let through)")
 		}
 	}
 	if h.registry != nil && socketID != "" {

@@ -3,6 +3,7 @@ package proxy
 import (
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/coder/websocket"
 
@@ -102,4 +103,32 @@ func TestStrayBinaryMessages(t *testing.T) {
 			waitMetric(t, env.harness, `chatguard_websocket_forced_disconnects_total{reason="malformed"}`, 1)
 		})
 	}
+}
+
+// In shadow mode an event over its limit is forwarded, and said: a security
+// line names the event, as for HTTP routes.
+func TestSocketIOEventShadowMode(t *testing.T) {
+	t.Parallel()
+	fake := &fakeSIO{}
+	env := startSIO(t, upstream(t, fake.ServeHTTP).URL, func(c *config.Config) {
+		c.Limits.Shadow = true
+		c.WebSocket.Events = []config.EventLimit{{Name: "send-message", Limit: config.RouteLimit{Rate: 1, Period: time.Minute}}}
+	})
+	cl := dialSIO(t, env.harness, nil)
+	if got := cl.connect(authFor(t, "m@example.com")); !strings.HasPrefix(got, `40{"sid":`) {
+		t.Fatalf("CONNECT answered %q", got)
+	}
+	for range 3 {
+		cl.send(`42["send-message",{"text":"hi"}]`)
+	}
+	waitFor(t, "3 events upstream", func() bool { return fake.count(`42["send-message"`) == 3 })
+	waitFor(t, "2 shadow lines", func() bool {
+		n := 0
+		for _, l := range env.harness.logs.lines(t) {
+			if l["msg"] == "socket.io event over its limit (shadow mode: let through)" && l["event"] == "send-message" {
+				n++
+			}
+		}
+		return n == 2
+	})
 }
