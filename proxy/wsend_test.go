@@ -3,6 +3,7 @@ package proxy
 import (
 	"context"
 	"encoding/binary"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -176,10 +177,8 @@ func TestFailedRelayWriteClosesBothSockets(t *testing.T) {
 		clients[i] = c
 		<-accepted
 	}
-	live := pairsOf(h)
-	if len(live) != pairs {
-		t.Fatalf("%d pairs, want %d", len(live), pairs)
-	}
+	var live []*wsPair
+	waitFor(t, fmt.Sprintf("%d pairs", pairs), func() bool { live = pairsOf(h); return len(live) == pairs })
 	done := make(chan struct{})
 	for _, c := range clients {
 		go func() {

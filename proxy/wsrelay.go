@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"net/netip"
 	"runtime/debug"
 	"sync"
@@ -374,13 +375,20 @@ func (d *wsDir) relayOne() (ok, drained bool) {
 	writing.Store(0)
 	putBuffer(buf)
 	if err != nil {
+		_ = src.CloseNow()
+		if errors.Is(err, net.ErrClosed) {
+			// chatguard closed dst itself (the library's 1009, a mirrored
+			// close, the end of the pair): whoever did owns its close
+			// handshake. Taking dst's direction would cut a linger after a
+			// 1009 short and reset dst before its peer saw the close.
+			return false, false
+		}
 		// dst is gone, and so is this direction. The library does not
 		// close a connection whose write failed: closed here, or nobody
 		// would once the other direction (parked, reading dst) is taken
 		// and finished below. Left open, its socket and buffers stayed for
 		// good (the Conn's finalizer sits in a cycle the GC never frees).
 		_ = dst.CloseNow()
-		_ = src.CloseNow()
 		if o := d.other(); o.take() {
 			o.finish()
 		}
