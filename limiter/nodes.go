@@ -29,9 +29,8 @@ type nodeBreakers struct {
 }
 
 type nodeState struct {
-	asked    time.Time // last round that had a key for it
-	key      string    // one of its keys, to tell whether it still owns it
-	failures int       // rounds in a row that failed
+	key      string // one of its keys, to tell whether it still owns it
+	failures int    // rounds in a row that failed
 	open     bool
 	retryAt  time.Time
 	probing  bool // a round is sending to the open node as a probe
@@ -50,7 +49,7 @@ func (b *nodeBreakers) admit(addr, key string) (send, probe bool) {
 	if n == nil || !n.open {
 		return true, false
 	}
-	n.asked, n.key = b.now(), key
+	n.key = key
 	if n.probing || b.now().Before(n.retryAt) {
 		return false, false
 	}
@@ -84,7 +83,7 @@ func (b *nodeBreakers) report(addr, key string, failed, probe bool) (opened, clo
 		n = &nodeState{}
 		b.nodes[addr] = n
 	}
-	n.asked, n.key = b.now(), key
+	n.key = key
 	if probe {
 		n.probing = false
 	}
