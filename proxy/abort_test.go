@@ -62,17 +62,23 @@ func TestUpstreamDyingMidBodyIsAnUpstreamError(t *testing.T) {
 	}
 }
 
+// startErrorBody sends a 500 whose JSON body (100 bytes announced) has only
+// begun: the rest stalls or never comes.
+func startErrorBody(w http.ResponseWriter) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Content-Length", "100")
+	w.WriteHeader(http.StatusInternalServerError)
+	_, _ = io.WriteString(w, `{"message":`)
+	w.(http.Flusher).Flush()
+}
+
 // A client that leaves while chatguard reads a stalled error body is a 499,
 // not a 500 nobody received, and no envelope is counted.
 func TestClientLeavingDuringErrorBodyIs499(t *testing.T) {
 	t.Parallel()
 	release := make(chan struct{})
 	up := upstream(t, func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Content-Type", "application/json")
-		w.Header().Set("Content-Length", "100")
-		w.WriteHeader(http.StatusInternalServerError)
-		_, _ = io.WriteString(w, `{"message":`)
-		w.(http.Flusher).Flush()
+		startErrorBody(w)
 		select { // stall until the test ends
 		case <-release:
 		case <-r.Context().Done():
@@ -158,11 +164,7 @@ func TestErrorBodyThatFailsIsAnUpstreamError(t *testing.T) {
 	release := make(chan struct{})
 	t.Cleanup(func() { close(release) })
 	up := upstream(t, func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Content-Type", "application/json")
-		w.Header().Set("Content-Length", "100")
-		w.WriteHeader(http.StatusInternalServerError)
-		_, _ = io.WriteString(w, `{"message":`)
-		w.(http.Flusher).Flush()
+		startErrorBody(w)
 		if r.URL.Path == "/cut" {
 			if conn, _, err := http.NewResponseController(w).Hijack(); err == nil {
 				conn.Close()
