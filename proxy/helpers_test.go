@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -91,28 +92,7 @@ func startWith(t *testing.T, upstream string, mutate func(*config.Config), rt ht
 // and Registry are set).
 func startOpts(t *testing.T, upstream string, mutate func(*config.Config), opts func(*Options)) *harness {
 	t.Helper()
-	cfg := config.Defaults()
-	cfg.Upstream = upstream
-	cfg.Server.DrainDelay = 0
-	cfg.Server.ShutdownTimeout = 5 * time.Second
-	cfg.Listen, cfg.AdminListen = "127.0.0.1:0", "127.0.0.1:1"
-	if mutate != nil {
-		mutate(cfg)
-	}
-	if probs := config.Validate(cfg); len(probs) > 0 {
-		t.Fatalf("test config invalid: %v", probs)
-	}
-	logs := &syncBuffer{}
-	reg := metrics.NewRegistry(buildinfo.Get())
-	lg, err := logging.New(logging.Options{Level: cfg.Log.Level, Out: logs, Registerer: reg})
-	if err != nil {
-		t.Fatal(err)
-	}
-	o := Options{Config: cfg, Logger: lg.Logger, Registry: reg}
-	if opts != nil {
-		opts(&o)
-	}
-	srv, err := New(o)
+	srv, logs, lg, err := newTestServer(upstream, mutate, opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -138,6 +118,40 @@ func startOpts(t *testing.T, upstream string, mutate func(*config.Config), opts 
 		_ = lg.Close()
 	})
 	return h
+}
+
+// newTestServer is a Server in front of upstream with the test defaults
+// (no drain delay, a 5 s shutdown timeout), cfg adjusted by mutate and the
+// Options by opts; logs receives its log. It fails with an error, never
+// with t.Fatal, so that tests may build servers off their own goroutine.
+func newTestServer(upstream string, mutate func(*config.Config), opts func(*Options)) (*Server, *syncBuffer, *logging.Logger, error) {
+	cfg := config.Defaults()
+	cfg.Upstream = upstream
+	cfg.Server.DrainDelay = 0
+	cfg.Server.ShutdownTimeout = 5 * time.Second
+	cfg.Listen, cfg.AdminListen = "127.0.0.1:0", "127.0.0.1:1"
+	if mutate != nil {
+		mutate(cfg)
+	}
+	if probs := config.Validate(cfg); len(probs) > 0 {
+		return nil, nil, nil, fmt.Errorf("test config invalid: %v", probs)
+	}
+	logs := &syncBuffer{}
+	reg := metrics.NewRegistry(buildinfo.Get())
+	lg, err := logging.New(logging.Options{Level: cfg.Log.Level, Out: logs, Registerer: reg})
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	o := Options{Config: cfg, Logger: lg.Logger, Registry: reg}
+	if opts != nil {
+		opts(&o)
+	}
+	srv, err := New(o)
+	if err != nil {
+		_ = lg.Close()
+		return nil, nil, nil, err
+	}
+	return srv, logs, lg, nil
 }
 
 // stop shuts the server down and waits for Serve to return.

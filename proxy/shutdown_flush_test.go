@@ -14,11 +14,6 @@ import (
 	"syscall"
 	"testing"
 	"time"
-
-	"github.com/chatguard/chatguard/internal/buildinfo"
-	"github.com/chatguard/chatguard/internal/config"
-	"github.com/chatguard/chatguard/internal/logging"
-	"github.com/chatguard/chatguard/internal/metrics"
 )
 
 // A response whose handler finished while its client paused reading (a
@@ -57,24 +52,12 @@ func shutdownWhilePaused(t *testing.T, first int) (truncated bool) {
 		time.Sleep(100 * time.Millisecond)
 		_, _ = w.Write(make([]byte, 1000))
 	})
-	cfg := config.Defaults()
-	cfg.Upstream = up.URL
-	cfg.Server.DrainDelay = 0
-	cfg.Server.ShutdownTimeout = 5 * time.Second
-	cfg.Listen, cfg.AdminListen = "127.0.0.1:0", "127.0.0.1:1"
-	logs := &syncBuffer{}
-	reg := metrics.NewRegistry(buildinfo.Get())
-	lg, err := logging.New(logging.Options{Level: cfg.Log.Level, Out: logs, Registerer: reg})
+	srv, logs, lg, err := newTestServer(up.URL, nil, nil) // shutdown timeout 5 s
 	if err != nil {
 		t.Error(err)
 		return false
 	}
 	defer lg.Close()
-	srv, err := New(Options{Config: cfg, Logger: lg.Logger, Registry: reg})
-	if err != nil {
-		t.Error(err)
-		return false
-	}
 	pub, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Error(err)
