@@ -6,6 +6,7 @@ import (
 	"errors"
 	"math"
 	"math/bits"
+	"runtime"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -33,7 +34,11 @@ import (
 // absent and are removed by Sweep.
 //
 // Times are Unix nanoseconds from the table's clock (see Now). It is safe for
-// concurrent use.
+// concurrent use. A decision on a live entry takes no lock shared with
+// other keys: it holds the entry's own cell (a bit in the cell, see
+// stateCell), so two cores deciding at once never pass a lock's cache line
+// between them; adding, removing and moving entries is done under the
+// shard's mutex.
 type StateTable struct {
 	shards     []stateShard
 	shardShift uint // shard = fingerprint.Hi >> shardShift
@@ -43,6 +48,7 @@ type StateTable struct {
 	now        func() int64
 	volatile   func(string) bool
 	name       string // set by NewManagedStateTable
+	hits       hitCount
 
 	closed atomic.Bool
 }
@@ -75,29 +81,39 @@ const (
 	stateMinCells  = 8
 	stateEvictScan = 8 // entries an eviction compares
 	volatileBit    = 2 // in Fingerprint.Lo; bit 0 is always set (0 marks an empty cell)
+	heldBit        = 4 // in stateCell.lo only: the cell is held (never in a Fingerprint)
+	stateTries     = 4 // lock-free attempts before the shard's mutex
 )
 
 type stateShard struct {
-	// What every decision reads and writes, in one cache line: with two
-	// cores deciding at once, each line a decision writes may have to come
-	// over from the other core, so there is one.
-	mu      sync.Mutex
-	cells   []stateCell // at most 3/4 full
-	count   int
-	hits    uint64
-	misses  uint64
-	expired uint64 // evictions for expiry found on the way (Update, Get)
+	// The array, read by every decision and replaced only when it grows or
+	// shrinks: a line of its own, which both cores keep in their caches.
+	cells atomic.Pointer[[]stateCell] // at most 3/4 full; nil when empty
+	_     [56]byte
 
-	// Read often, written rarely.
+	// Under mu: what adds, removes and moves entries.
+	mu        sync.Mutex
+	count     int
+	misses    uint64
+	expired   uint64 // evictions for expiry found on the way (Update, Get)
 	capacity  int
 	closed    bool
 	evictions [numReasons]uint64 // the others, and expiries a sweep removed
 
-	_ [64 - 8 - 8 - 8*numReasons]byte // two whole lines per shard
+	_ [128 - 48 - 8*numReasons]byte // whole lines per shard
 }
 
+// A stateCell is one entry. lo and hi are read without locks (atomically),
+// so that a lookup needs none; lo == 0 marks an empty cell. val and exp
+// belong to whoever holds the cell: heldBit set in lo by a compare-and-swap,
+// cleared by the store that ends the hold. Only the shard's mutex holder
+// fills, moves and empties cells, and it holds a cell before moving or
+// emptying it, so a lock-free decision that holds a cell holding its key
+// has the entry itself. An array that was replaced keeps its cells held for
+// good: a decision that read it before the swap finds them held and starts
+// again from the new one.
 type stateCell struct {
-	hi, lo uint64 // lo == 0: empty
+	hi, lo uint64
 	val    int64
 	exp    int64 // 0 = never
 }
@@ -125,6 +141,7 @@ func NewStateTable(o StateOptions) (*StateTable, error) {
 		ttl:        o.TTL,
 		max:        o.MaxEntries,
 		volatile:   o.Volatile,
+		hits:       hitCount{slots: new(hitSlots)},
 	}
 	if o.Now != nil {
 		t.now = func() int64 { return o.Now().UnixNano() }
@@ -191,7 +208,7 @@ var ErrNotEmpty = errors.New("sessions: the seed of a table that holds entries c
 // Fingerprint is key's fingerprint in this table.
 func (t *StateTable) Fingerprint(key string) Fingerprint {
 	h := xxh3.HashString128Seed(key, t.seed.Load())
-	lo := h.Lo | 1
+	lo := h.Lo&^heldBit | 1
 	if t.volatile != nil && t.volatile(key) {
 		lo |= volatileBit
 	} else {
@@ -211,31 +228,43 @@ func (t *StateTable) shard(f Fingerprint) *stateShard {
 // current value (ok is false when key is absent or expired) and returns the
 // new value with its expiry (Unix nanoseconds on the table's clock; 0:
 // never; KeepExpiry: as it was), or keep false to remove key (reason
-// manual). fn runs under the shard's lock: it must be quick and must not
-// call the table. This is a rate limiter's read-modify-write, exact under
-// concurrency. It reports false only on a closed table.
+// manual). fn runs while key's entry is held: it must be quick and must not
+// call the table. It may run more than once, and only its last run counts
+// (a removal is done again under the shard's mutex): it must only compute.
+// This is a rate limiter's read-modify-write, exact under concurrency. It
+// reports false only on a closed table.
 func (t *StateTable) Update(key string, fn func(now, old int64, ok bool) (v, expires int64, keep bool)) bool {
 	f := t.Fingerprint(key)
 	s := t.shard(f)
 	now := t.now()
+	if s.tryUpdate(f, now, fn) {
+		t.hits.add(1)
+		return true
+	}
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()
 		return false
 	}
+	cells := s.array()
 	i, found := s.find(f)
-	live := found && !s.cells[i].expired(now)
+	var c *stateCell
+	var live bool
+	if found {
+		c = &cells[i]
+		c.hold()
+		live = !c.expired(now)
+	}
 	var old int64
 	if live {
-		old = s.cells[i].val
-		s.hits++
+		old = c.val
+		t.hits.add(1)
 	} else {
 		s.misses++
 	}
 	v, exp, keep := fn(now, old, live)
 	switch {
 	case keep && found:
-		c := &s.cells[i]
 		if !live {
 			s.expired++ // replaced in place
 		}
@@ -247,6 +276,7 @@ func (t *StateTable) Update(key string, fn func(now, old int64, ok bool) (v, exp
 			}
 		}
 		c.val, c.exp = v, exp
+		c.release(f.Lo)
 	case keep:
 		if exp == KeepExpiry {
 			exp = 0
@@ -265,27 +295,113 @@ func (t *StateTable) Update(key string, fn func(now, old int64, ok bool) (v, exp
 	return true
 }
 
+// tryUpdate is Update on a live entry, without the shard's mutex: it holds
+// the entry's cell instead. It reports false when the entry is absent,
+// expired or being moved, or fn would remove it: then the caller takes the
+// mutex.
+func (s *stateShard) tryUpdate(f Fingerprint, now int64, fn func(now, old int64, ok bool) (int64, int64, bool)) bool {
+	c := s.holdLive(f, now)
+	if c == nil {
+		return false
+	}
+	v, exp, keep := fn(now, c.val, true)
+	if !keep {
+		c.release(f.Lo)
+		return false
+	}
+	if exp == KeepExpiry {
+		exp = c.exp
+	}
+	c.val, c.exp = v, exp
+	c.release(f.Lo)
+	return true
+}
+
+// holdLive finds f's cell without the shard's mutex and holds it, if it
+// holds a live entry; nil otherwise (absent, expired, or held too long by
+// others: the caller takes the mutex).
+func (s *stateShard) holdLive(f Fingerprint, now int64) *stateCell {
+	for try := 0; try < stateTries; try++ {
+		cp := s.cells.Load()
+		if cp == nil {
+			return nil
+		}
+		cells := *cp
+		c := probe(cells, f)
+		if c == nil {
+			return nil
+		}
+		if !atomic.CompareAndSwapUint64(&c.lo, f.Lo, f.Lo|heldBit) {
+			continue // held (by a decision, a move, or a replaced array) or refilled
+		}
+		if atomic.LoadUint64(&c.hi) != f.Hi || c.expired(now) {
+			c.release(f.Lo)
+			return nil
+		}
+		return c
+	}
+	return nil
+}
+
+// probe finds f's cell in cells, reading without locks: nil when absent,
+// which a concurrent move can make it report wrongly, never the reverse (a
+// found cell is checked again once held). It gives up after a whole turn
+// (an array being changed under it).
+func probe(cells []stateCell, f Fingerprint) *stateCell {
+	n := len(cells)
+	if n == 0 {
+		return nil
+	}
+	p := home(f.Lo, n)
+	for range n {
+		c := &cells[p]
+		lo := atomic.LoadUint64(&c.lo) &^ heldBit
+		if lo == 0 {
+			return nil
+		}
+		if lo == f.Lo && atomic.LoadUint64(&c.hi) == f.Hi {
+			return c
+		}
+		if p++; p == n {
+			p = 0
+		}
+	}
+	return nil
+}
+
 // Get returns key's value. An expired entry is never returned: it is removed
 // (reason expired) and counted as a miss.
 func (t *StateTable) Get(key string) (int64, bool) {
 	f := t.Fingerprint(key)
 	s := t.shard(f)
 	now := t.now()
+	if c := s.holdLive(f, now); c != nil {
+		v := c.val
+		c.release(f.Lo)
+		t.hits.add(1)
+		return v, true
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	cells := s.array()
 	i, found := s.find(f)
-	if found && s.cells[i].expired(now) {
-		s.remove(i)
-		s.expired++
-		s.shrink(1.0/8, 1.0/2)
-		found = false
+	if found {
+		c := &cells[i]
+		c.hold()
+		if c.expired(now) {
+			s.remove(i)
+			s.expired++
+			s.shrink(1.0/8, 1.0/2)
+			found = false
+		} else {
+			v := c.val
+			c.release(f.Lo)
+			t.hits.add(1)
+			return v, true
+		}
 	}
-	if !found {
-		s.misses++
-		return 0, false
-	}
-	s.hits++
-	return s.cells[i].val, true
+	s.misses++
+	return 0, false
 }
 
 // Set stores v under key for the table's TTL. It reports false only on a
@@ -316,7 +432,7 @@ func (t *StateTable) Delete(key string) bool {
 // expired: how saved state comes back. It reports false when the entry was
 // not stored (expired, or a closed table).
 func (t *StateTable) Put(f Fingerprint, v, expires int64) bool {
-	f.Lo |= 1
+	f.Lo = f.Lo&^heldBit | 1
 	s := t.shard(f)
 	now := t.now()
 	if expires != 0 && expires <= now {
@@ -328,7 +444,10 @@ func (t *StateTable) Put(f Fingerprint, v, expires int64) bool {
 		return false
 	}
 	if i, found := s.find(f); found {
-		s.cells[i].val, s.cells[i].exp = v, expires
+		c := &s.array()[i]
+		c.hold()
+		c.val, c.exp = v, expires
+		c.release(f.Lo)
 		return true
 	}
 	s.insert(f, v, expires, now)
@@ -344,9 +463,15 @@ func (t *StateTable) Entries(yield func(f Fingerprint, v, expires int64) bool) {
 		now := t.now()
 		buf = buf[:0]
 		s.mu.Lock()
-		for _, c := range s.cells {
-			if c.lo != 0 && c.lo&volatileBit == 0 && !c.expired(now) {
-				buf = append(buf, c)
+		cells := s.array()
+		for p := range cells {
+			c := &cells[p]
+			if lo := c.loLoad(); lo != 0 && lo&volatileBit == 0 {
+				c.hold()
+				if !c.expired(now) {
+					buf = append(buf, stateCell{c.hi, lo, c.val, c.exp})
+				}
+				c.release(lo)
 			}
 		}
 		s.mu.Unlock()
@@ -375,18 +500,17 @@ func (t *StateTable) Cap() int { return t.max }
 
 // Stats returns the table's figures; Bytes is the memory its cells hold.
 func (t *StateTable) Stats() TableStats {
-	st := TableStats{Name: t.name, Capacity: t.max, TTL: t.ttl}
+	st := TableStats{Name: t.name, Capacity: t.max, TTL: t.ttl, Hits: t.hits.load()}
 	for i := range t.shards {
 		s := &t.shards[i]
 		s.mu.Lock()
 		st.Size += s.count
-		st.Hits += s.hits
 		st.Misses += s.misses
 		for r := range st.Evictions {
 			st.Evictions[r] += s.evictions[r]
 		}
 		st.Evictions[ReasonExpired] += s.expired
-		st.Bytes += int64(len(s.cells)) * int64(unsafe.Sizeof(stateCell{}))
+		st.Bytes += int64(len(s.array())) * int64(unsafe.Sizeof(stateCell{}))
 		s.mu.Unlock()
 	}
 	return st
@@ -400,7 +524,7 @@ func (t *StateTable) Sweep() int {
 		s := &t.shards[i]
 		now := t.now()
 		s.mu.Lock()
-		n += s.removeWhere(len(s.cells), ReasonExpired, 1.0/8, 1.0/2, func(c *stateCell) bool { return c.expired(now) })
+		n += s.removeWhere(len(s.array()), ReasonExpired, 1.0/8, 1.0/2, func(c *stateCell) bool { return c.expired(now) })
 		s.mu.Unlock()
 	}
 	return n
@@ -422,9 +546,13 @@ func (t *StateTable) Shed(fraction float64, reason Reason) int {
 		want := q.next(s.count, fraction)
 		if want > 0 {
 			exps = exps[:0]
-			for _, c := range s.cells {
-				if c.lo != 0 {
+			cells := s.array()
+			for p := range cells {
+				c := &cells[p]
+				if lo := c.loLoad(); lo != 0 {
+					c.hold()
 					exps = append(exps, c.sortExp())
+					c.release(lo)
 				}
 			}
 			slices.Sort(exps)
@@ -448,11 +576,39 @@ func (t *StateTable) Close() error {
 		s.mu.Lock()
 		s.evictions[ReasonShutdown] += uint64(s.count)
 		s.count = 0
-		s.cells = nil
+		retire(s.array())
+		s.cells.Store(nil)
 		s.closed = true
 		s.mu.Unlock()
 	}
 	return nil
+}
+
+// loLoad is the cell's lo without its held bit: 0 for an empty cell.
+func (c *stateCell) loLoad() uint64 { return atomic.LoadUint64(&c.lo) &^ heldBit }
+
+// hold takes the cell, waiting for a holder to end; the cell must hold an
+// entry, and the caller the shard's mutex (so the entry stays the same).
+func (c *stateCell) hold() {
+	for spins := 0; ; spins++ {
+		lo := atomic.LoadUint64(&c.lo)
+		if lo&heldBit == 0 && atomic.CompareAndSwapUint64(&c.lo, lo, lo|heldBit) {
+			return
+		}
+		if spins >= 64 {
+			runtime.Gosched() // the holder was preempted
+		}
+	}
+}
+
+// release ends a hold; lo is the cell's lo (a fingerprint's).
+func (c *stateCell) release(lo uint64) { atomic.StoreUint64(&c.lo, lo) }
+
+// set fills the cell (held, or empty) with an entry and ends any hold.
+func (c *stateCell) set(hi, lo uint64, v, exp int64) {
+	atomic.StoreUint64(&c.hi, hi)
+	c.val, c.exp = v, exp
+	atomic.StoreUint64(&c.lo, lo)
 }
 
 func (c *stateCell) expired(now int64) bool { return c.exp != 0 && c.exp <= now }
@@ -465,42 +621,53 @@ func (c *stateCell) sortExp() int64 {
 	return c.exp
 }
 
-// home is where an entry of fingerprint low half lo belongs: lo scaled to
-// the array's size (any size, not only powers of two; the shard was chosen
-// by the high half).
-func (s *stateShard) home(lo uint64) int {
-	h, _ := bits.Mul64(lo, uint64(len(s.cells)))
+// array is the shard's cells (nil when it has none).
+func (s *stateShard) array() []stateCell {
+	if cp := s.cells.Load(); cp != nil {
+		return *cp
+	}
+	return nil
+}
+
+// home is where an entry of fingerprint low half lo belongs in an array of
+// n cells: lo scaled to n (any size, not only powers of two; the shard was
+// chosen by the high half).
+func home(lo uint64, n int) int {
+	h, _ := bits.Mul64(lo, uint64(n))
 	return int(h)
 }
 
-// next is the position after p, wrapping at the end of the array.
-func (s *stateShard) next(p int) int {
-	if p++; p == len(s.cells) {
+// next is the position after p in an array of n cells, wrapping at the end.
+func next(p, n int) int {
+	if p++; p == n {
 		return 0
 	}
 	return p
 }
 
-// dist is how far forward to is from from, cyclically.
-func (s *stateShard) dist(from, to int) int {
+// dist is how far forward to is from from, cyclically, in n cells.
+func dist(from, to, n int) int {
 	if to >= from {
 		return to - from
 	}
-	return to + len(s.cells) - from
+	return to + n - from
 }
 
 // find returns f's position, or the empty position where it would go (-1
-// in a shard that holds no cells).
+// in a shard that holds no cells). The caller holds the shard's mutex.
 func (s *stateShard) find(f Fingerprint) (int, bool) {
-	if len(s.cells) == 0 {
+	cells := s.array()
+	n := len(cells)
+	if n == 0 {
 		return -1, false
 	}
-	for p := s.home(f.Lo); ; p = s.next(p) {
-		c := &s.cells[p]
-		if c.lo == 0 {
+	for p := home(f.Lo, n); ; p = next(p, n) {
+		c := &cells[p]
+		lo := c.loLoad()
+		if lo == 0 {
 			return p, false
 		}
-		if c.hi == f.Hi && c.lo == f.Lo {
+		if lo == f.Lo && atomic.LoadUint64(&c.hi) == f.Hi {
 			return p, true
 		}
 	}
@@ -511,74 +678,99 @@ func (s *stateShard) insert(f Fingerprint, v, exp, now int64) {
 	if s.count >= s.capacity {
 		s.evict(f.Lo, now)
 	}
-	if (s.count+1)*4 > len(s.cells)*3 {
-		s.resize(max(len(s.cells)*2, stateMinCells))
+	if n := len(s.array()); (s.count+1)*4 > n*3 {
+		s.resize(max(n*2, stateMinCells))
 	}
 	p, _ := s.find(f)
-	s.cells[p] = stateCell{f.Hi, f.Lo, v, exp}
+	s.array()[p].set(f.Hi, f.Lo, v, exp)
 	s.count++
 }
 
 // evict removes, among the first stateEvictScan entries from lo's home on,
 // the one that expires first; an expired one at once.
 func (s *stateShard) evict(lo uint64, now int64) {
+	cells := s.array()
+	n := len(cells)
 	victim, seen := -1, 0
-	for p := s.home(lo); seen < stateEvictScan && seen < s.count; p = s.next(p) {
-		c := &s.cells[p]
-		if c.lo == 0 {
+	var victimExp int64
+	expired := false
+	for p := home(lo, n); seen < stateEvictScan && seen < s.count; p = next(p, n) {
+		c := &cells[p]
+		clo := c.loLoad()
+		if clo == 0 {
 			continue
 		}
 		seen++
-		if c.expired(now) {
-			victim = p
+		c.hold()
+		e, gone := c.sortExp(), c.expired(now)
+		c.release(clo)
+		if gone {
+			victim, expired = p, true
 			break
 		}
-		if victim < 0 || c.sortExp() < s.cells[victim].sortExp() {
-			victim = p
+		if victim < 0 || e < victimExp {
+			victim, victimExp = p, e
 		}
 	}
 	if victim < 0 {
 		return
 	}
-	if s.cells[victim].expired(now) {
+	if expired {
 		s.evictions[ReasonExpired]++
 	} else {
 		s.evictions[ReasonCapacity]++
 	}
+	cells[victim].hold()
 	s.remove(victim)
 }
 
-// remove empties position i and moves later entries of its probe run back,
-// so that lookups never meet a hole (no tombstones).
+// remove empties position i, which the caller holds, and moves later
+// entries of its probe run back, so that lookups never meet a hole (no
+// tombstones). Each entry moved is held while it is copied; its copy is
+// published before the old cell is reused, so a lock-free lookup finds the
+// entry at one place or the other, and can only hold the new one.
 func (s *stateShard) remove(i int) {
+	cells := s.array()
+	n := len(cells)
 	hole := i
-	for p := s.next(hole); ; p = s.next(p) {
-		c := s.cells[p]
-		if c.lo == 0 {
+	for p := next(hole, n); ; p = next(p, n) {
+		c := &cells[p]
+		lo := c.loLoad()
+		if lo == 0 {
 			break
 		}
 		// c moves into the hole unless the hole lies before its home.
-		if s.dist(s.home(c.lo), p) >= s.dist(hole, p) {
-			s.cells[hole] = c
+		if dist(home(lo, n), p, n) >= dist(hole, p, n) {
+			c.hold()
+			cells[hole].set(atomic.LoadUint64(&c.hi), lo, c.val, c.exp)
 			hole = p
 		}
 	}
-	s.cells[hole] = stateCell{}
+	cells[hole].set(0, 0, 0, 0)
 	s.count--
 }
 
-// removeWhere removes up to most entries that pick selects, counted under
-// reason, gives memory back if the shard became sparse, and returns how many
-// went.
+// removeWhere removes up to most entries that pick selects (it sees each
+// held), counted under reason, gives memory back if the shard became
+// sparse, and returns how many went.
 func (s *stateShard) removeWhere(most int, reason Reason, sparse, fill float64, pick func(*stateCell) bool) int {
 	n := 0
-	for p := 0; p < len(s.cells) && n < most; {
-		if c := &s.cells[p]; c.lo != 0 && pick(c) {
+	cells := s.array()
+	for p := 0; p < len(cells) && n < most; {
+		c := &cells[p]
+		lo := c.loLoad()
+		if lo == 0 {
+			p++
+			continue
+		}
+		c.hold()
+		if pick(c) {
 			s.remove(p) // a later entry may have moved into p: look again
 			s.evictions[reason]++
 			n++
 			continue
 		}
+		c.release(lo)
 		p++
 	}
 	s.shrink(sparse, fill)
@@ -591,28 +783,106 @@ func (s *stateShard) removeWhere(most int, reason Reason, sparse, fill float64, 
 // shard is not rebuilt for a few keys and has room to grow again; a shed,
 // whose point is memory, 2/3 and 2/3: any saving (growth starts at 3/4).
 func (s *stateShard) shrink(sparse, fill float64) {
+	n := len(s.array())
 	switch {
 	case s.count == 0:
-		s.cells = nil
-	case len(s.cells) > stateMinCells && float64(s.count) <= float64(len(s.cells))*sparse:
-		if n := max(stateMinCells, int(math.Ceil(float64(s.count)/fill))); n < len(s.cells) {
-			s.resize(n)
+		s.cells.Store(nil) // every cell is empty: nothing to retire
+	case n > stateMinCells && float64(s.count) <= float64(n)*sparse:
+		if m := max(stateMinCells, int(math.Ceil(float64(s.count)/fill))); m < n {
+			s.resize(m)
 		}
 	}
 }
 
-// resize moves every entry into an array of n cells.
+// resize moves every entry into an array of n cells. The old array's
+// entries stay held: a lock-free lookup that still reads it retries.
 func (s *stateShard) resize(n int) {
-	old := s.cells
-	s.cells = make([]stateCell, n)
-	for _, c := range old {
-		if c.lo == 0 {
+	old := s.array()
+	cells := make([]stateCell, n)
+	for i := range old {
+		c := &old[i]
+		lo := c.loLoad()
+		if lo == 0 {
 			continue
 		}
-		p := s.home(c.lo)
-		for s.cells[p].lo != 0 {
-			p = s.next(p)
+		c.hold()
+		p := home(lo, n)
+		for cells[p].lo != 0 {
+			p = next(p, n)
 		}
-		s.cells[p] = c
+		cells[p] = stateCell{c.hi, lo, c.val, c.exp}
 	}
+	s.cells.Store(&cells)
+}
+
+// retire holds every entry of an array that is being dropped, for good.
+func retire(cells []stateCell) {
+	for i := range cells {
+		if cells[i].loLoad() != 0 {
+			cells[i].hold()
+		}
+	}
+}
+
+// hitCount counts lookups that found an entry without a counter shared by
+// the cores: each P adds to a slot of its own, which a sync.Pool (one item
+// per P) hands it, and load sums every slot. A slot whose pool item the
+// garbage collector drops goes back to a free list, with its count: none
+// is ever lost, and there are about as many slots as Ps.
+type hitCount struct {
+	pool  sync.Pool // *hitRef
+	slots *hitSlots // apart, so that a slot's cleanup does not keep the table alive
+}
+
+type hitSlots struct {
+	mu   sync.Mutex
+	all  []*hitSlot
+	free []*hitSlot
+}
+
+type hitSlot struct {
+	n atomic.Uint64
+	_ [56]byte // a line of its own
+}
+
+type hitRef struct{ slot *hitSlot }
+
+func (h *hitCount) add(n uint64) {
+	r, _ := h.pool.Get().(*hitRef)
+	if r == nil {
+		r = h.ref()
+	}
+	r.slot.n.Add(n)
+	h.pool.Put(r)
+}
+
+// ref makes a pool item around a free slot, or a new one.
+func (h *hitCount) ref() *hitRef {
+	hs := h.slots
+	hs.mu.Lock()
+	var s *hitSlot
+	if k := len(hs.free); k > 0 {
+		s, hs.free = hs.free[k-1], hs.free[:k-1]
+	} else {
+		s = new(hitSlot)
+		hs.all = append(hs.all, s)
+	}
+	hs.mu.Unlock()
+	r := &hitRef{slot: s}
+	runtime.AddCleanup(r, func(s *hitSlot) {
+		hs.mu.Lock()
+		hs.free = append(hs.free, s)
+		hs.mu.Unlock()
+	}, s)
+	return r
+}
+
+func (h *hitCount) load() uint64 {
+	h.slots.mu.Lock()
+	defer h.slots.mu.Unlock()
+	var n uint64
+	for _, s := range h.slots.all {
+		n += s.n.Load()
+	}
+	return n
 }
