@@ -6,12 +6,13 @@ import (
 	"fmt"
 	"runtime"
 	"slices"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/chatguard/chatguard/internal/redisurl"
 )
 
 // GCRAScript decides every key it is given, in order, in one call: one
@@ -532,32 +533,13 @@ func (r *RedisStore) Ping(ctx context.Context) error {
 	return r.c.Ping(ctx).Err()
 }
 
-// NewRedisClient parses REDIS_URL: redis://[user:password@]host:port[/db]
-// or rediss:// for one node; a cluster lists more nodes with addr
-// parameters (redis://h1:7000?addr=h2:7001&addr=h3:7002), as go-redis's
-// ParseClusterURL reads them.
-// Every call is bounded by timeout; the client never retries (the failover
-// store decides what a failure means).
+// NewRedisClient connects to REDIS_URL (see redisurl.Parse). Every call is
+// bounded by timeout; the client never retries (the failover store decides
+// what a failure means).
 func NewRedisClient(url string, timeout time.Duration) (redis.UniversalClient, error) {
-	var o redis.UniversalOptions
-	if strings.Contains(url, "addr=") {
-		copt, err := redis.ParseClusterURL(url)
-		if err != nil { // the error would quote the URL, password and all
-			return nil, errors.New("limiter: REDIS_URL is not a valid Redis cluster URL")
-		}
-		o = redis.UniversalOptions{
-			Addrs: copt.Addrs, Username: copt.Username, Password: copt.Password,
-			TLSConfig: copt.TLSConfig, ClientName: "chatguard", IsClusterMode: true,
-		}
-	} else {
-		opt, err := redis.ParseURL(url)
-		if err != nil { // the error would quote the URL, password and all
-			return nil, errors.New("limiter: REDIS_URL is not a valid Redis URL")
-		}
-		o = redis.UniversalOptions{
-			Addrs: []string{opt.Addr}, DB: opt.DB, Username: opt.Username, Password: opt.Password,
-			TLSConfig: opt.TLSConfig, ClientName: "chatguard",
-		}
+	o, err := redisurl.Parse(url)
+	if err != nil { // never quotes the URL, password and all
+		return nil, fmt.Errorf("limiter: REDIS_URL %w", err)
 	}
 	o.DialTimeout, o.ReadTimeout, o.WriteTimeout, o.PoolTimeout = timeout, timeout, timeout, timeout
 	o.MaxRetries = -1

@@ -12,6 +12,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/chatguard/chatguard/internal/redisurl"
 )
 
 var routeName = regexp.MustCompile(`^[a-z][a-z0-9_]{0,31}$`)
@@ -179,9 +181,9 @@ func Validate(c *Config) []string {
 	}
 
 	if u := c.Redis.URL.Reveal(); u != "" {
-		// Never quote the URL: it may carry a password.
-		if pu, err := url.Parse(u); err != nil || (pu.Scheme != "redis" && pu.Scheme != "rediss") || pu.Host == "" {
-			add("redis.url", "is not a valid redis:// or rediss:// URL")
+		// The parser serve uses; its errors never quote the URL (a password).
+		if _, err := redisurl.Parse(u); err != nil {
+			add("redis.url", "%v", err)
 		}
 	}
 	if c.Redis.Timeout < time.Millisecond || c.Redis.Timeout > 10*time.Second {

@@ -306,3 +306,27 @@ func TestUpstreamPasswordNeverPrinted(t *testing.T) {
 		}
 	}
 }
+
+// check-config accepts exactly the Redis URLs serve can use: a database
+// that is not a number or an option go-redis does not know used to pass
+// here and stop serve.
+func TestValidateRedisURLAsServeReadsIt(t *testing.T) {
+	t.Parallel()
+	for url, want := range map[string]string{
+		"redis://:hunter2@h:6379/abc":               `redis.url: is not a valid Redis URL (invalid database number: "abc")`,
+		"redis://:hunter2@h:6379/0?foo=bar":         "redis.url: is not a valid Redis URL (unexpected option: foo)",
+		"redis://:hunter2@h1:7000?addr=h2:7001&x=1": "redis.url: is not a valid Redis cluster URL (unexpected option: x)",
+		"redis://:hunter2@h:6379/1?dial_timeout=2s": "",
+		"rediss://u:hunter2@h1:7000?addr=h2:7001":   "",
+	} {
+		c := config.Defaults()
+		c.Redis.URL = config.Secret(url)
+		probs := strings.Join(config.Validate(c), "\n")
+		if want == "" && strings.Contains(probs, "redis.url") || want != "" && !strings.Contains(probs, want) {
+			t.Errorf("%s: problems %q, want %q", strings.ReplaceAll(url, "hunter2", "…"), probs, want)
+		}
+		if strings.Contains(probs, "hunter2") {
+			t.Errorf("the Redis password in a problem:\n%s", probs)
+		}
+	}
+}
