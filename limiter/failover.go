@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/chatguard/chatguard/sessions"
 )
 
 // Store modes, the mode label of chatguard_ratelimit_store_mode.
@@ -49,6 +51,11 @@ type FailoverStore struct {
 	retryAt  time.Time
 	probing  atomic.Bool
 
+	// owed: the debt (TAT, on the table's clock) the fallback left each key
+	// it decided, until the primary has taken it (a primary that can: see
+	// owingStore). Bounded; when full, the smallest debts go first.
+	owed *sessions.StateTable
+
 	transitions *prometheus.CounterVec
 	errors      prometheus.Counter
 	latency     prometheus.Observer
@@ -85,6 +92,13 @@ func NewFailoverStore(o FailoverOptions) (*FailoverStore, error) {
 		Buckets: []float64{.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1},
 	})
 	f.latency = lat
+	if _, ok := o.Primary.(owingStore); ok {
+		owed, err := sessions.NewStateTable(sessions.StateOptions{MaxEntries: maxOwed})
+		if err != nil {
+			return nil, err
+		}
+		f.owed = owed
+	}
 	if o.Registerer != nil {
 		for _, c := range []prometheus.Collector{f.transitions, f.errors, lat} {
 			if err := o.Registerer.Register(c); err != nil {
@@ -117,10 +131,20 @@ func (f *FailoverStore) Allow(ctx context.Context, key string, l Limit) (Result,
 	if probe {
 		defer f.probing.Store(false)
 	}
+	debt := f.owing(key)
 	start := time.Now()
-	res, err := f.o.Primary.Allow(ctx, key, l)
+	var res Result
+	var err error
+	if debt > 0 {
+		res, err = f.o.Primary.(owingStore).AllowOwing(ctx, key, l, debt)
+	} else {
+		res, err = f.o.Primary.Allow(ctx, key, l)
+	}
 	f.latency.Observe(time.Since(start).Seconds())
 	if err == nil {
+		if debt > 0 {
+			f.owed.Delete(key)
+		}
 		f.succeeded(probe)
 		f.mirror(key, l, res)
 		return res, nil
@@ -180,7 +204,36 @@ func (f *FailoverStore) share(l Limit) Limit {
 }
 
 func (f *FailoverStore) fallback(ctx context.Context, key string, l Limit) (Result, error) {
-	return f.o.Fallback.Allow(ctx, key, f.share(l))
+	res, err := f.o.Fallback.Allow(ctx, key, f.share(l))
+	if err == nil && res.ResetAfter > 0 && f.owed != nil {
+		f.owed.SetTTL(key, f.owed.Now()+int64(res.ResetAfter), res.ResetAfter)
+	}
+	return res, err
+}
+
+// owingStore is a primary that can be told what a key owes at least.
+type owingStore interface {
+	AllowOwing(ctx context.Context, key string, l Limit, debt time.Duration) (Result, error)
+}
+
+// maxOwed bounds the keys whose fallback debts wait for Redis (32 bytes
+// each, about 5 MB when full).
+const maxOwed = 1 << 17
+
+// owing is the debt the fallback left key that the primary has not taken
+// yet: what the key used while Redis failed, which Redis never saw. With
+// one replica it is exact; with several it is this replica's share debt,
+// read as if every replica had admitted as much (the cautious reading:
+// the replicas' debts meet in Redis as a maximum, not a sum).
+func (f *FailoverStore) owing(key string) time.Duration {
+	if f.owed == nil {
+		return 0
+	}
+	tat, ok := f.owed.Get(key)
+	if !ok {
+		return 0
+	}
+	return time.Duration(tat - f.owed.Now())
 }
 
 // succeeded records a success. Only the half-open probe closes an open

@@ -20,26 +20,37 @@ import (
 // on a single node (the same key twice in a batch is decided twice, the
 // second after the first), one key per call on a cluster. Redis's TIME is
 // the clock, so that replicas of chatguard never disagree about "now"; times
-// are microseconds (exact in Lua's doubles for centuries). ARGV holds each
-// key's interval and burst offset; a key holding anything but a TAT counts
-// as fresh and is overwritten, so one bad key never fails a batch. Returns
-// {allowed, remaining, retry_after_us, reset_after_us} for each key,
-// flattened. It is exported for the benchmarks under bench/, which measure
-// it without the store's queue; only the store calls it.
+// are microseconds (exact in Lua's doubles for centuries). ARGV holds three
+// numbers per key: its interval, its burst offset, and a debt it owes at
+// least (0: none), what a replica admitted in its fallback while Redis
+// failed: the key's TAT is raised to now + that debt, and stored even when
+// the decision is a refusal. A key holding anything but a plausible TAT
+// (not a number, nan, inf, more than a year ahead) counts as fresh and is
+// overwritten, so one bad key never fails a batch nor blocks its client for
+// good. Returns {allowed, remaining, retry_after_us, reset_after_us} for
+// each key, flattened. It is exported for the benchmarks under bench/,
+// which measure it without the store's queue; only the store calls it.
 var GCRAScript = redis.NewScript(`
 local t = redis.call("TIME")
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local out = {}
 for i, key in ipairs(KEYS) do
-  local interval = tonumber(ARGV[2 * i - 1])
-  local burst_offset = tonumber(ARGV[2 * i])
+  local interval = tonumber(ARGV[3 * i - 2])
+  local burst_offset = tonumber(ARGV[3 * i - 1])
+  local owed = now + tonumber(ARGV[3 * i])
   local v = redis.pcall("GET", key) -- a foreign value under our prefix reads as fresh
   local tat = type(v) == "string" and tonumber(v) or now
+  if tat ~= tat or tat > now + 31536000000000 then tat = now end
+  local stored = tat
   if tat < now then tat = now end
+  if tat < owed then tat = owed end
   local new_tat = tat + interval
   local diff = now - (new_tat - burst_offset)
   local n = #out
   if diff < 0 then
+    if tat > stored and tat > now then
+      redis.call("SET", key, string.format("%d", tat), "PX", math.ceil((tat - now) / 1000))
+    end
     out[n + 1], out[n + 2], out[n + 3], out[n + 4] = 0, 0, -diff, tat - now
   else
     local ttl = new_tat - now
@@ -81,6 +92,7 @@ type RedisStore struct {
 type redisCall struct {
 	key   string
 	limit Limit
+	owed  int64 // µs, see GCRAScript
 	res   Result
 	err   error
 	done  chan struct{}
@@ -141,9 +153,15 @@ func (r *RedisStore) masterOf(ctx context.Context, key string) string {
 
 // Allow decides one request; it waits at most the store's timeout.
 func (r *RedisStore) Allow(ctx context.Context, key string, l Limit) (Result, error) {
+	return r.AllowOwing(ctx, key, l, 0)
+}
+
+// AllowOwing is Allow for a key that owes at least debt: its TAT is first
+// raised to now + debt (see GCRAScript).
+func (r *RedisStore) AllowOwing(ctx context.Context, key string, l Limit, debt time.Duration) (Result, error) {
 	ctx, cancel := context.WithTimeout(ctx, r.timeout)
 	defer cancel()
-	c := &redisCall{key: key, limit: l, done: make(chan struct{})}
+	c := &redisCall{key: key, limit: l, owed: max(debt.Microseconds(), 0), done: make(chan struct{})}
 	select {
 	case r.calls <- c:
 	case <-ctx.Done():
@@ -484,11 +502,11 @@ func (r *RedisStore) pipeline(ctx context.Context, groups [][]*redisCall, cmds [
 				continue
 			}
 			keys := make([]string, len(g))
-			args := make([]any, 0, 2*len(g))
+			args := make([]any, 0, 3*len(g))
 			for j, c := range g {
 				interval := max(c.limit.interval().Microseconds(), 1)
 				keys[j] = r.prefix + c.key
-				args = append(args, interval, interval*int64(c.limit.burst()))
+				args = append(args, interval, interval*int64(c.limit.burst()), c.owed)
 			}
 			cmds[i] = GCRAScript.EvalSha(ctx, p, keys, args...)
 		}

@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
+
 	"github.com/chatguard/chatguard/internal/testnet"
 	"github.com/chatguard/chatguard/sessions"
 )
@@ -826,5 +828,109 @@ func TestClusterUnreachableNamesNoNode(t *testing.T) {
 	}
 	if down := rs.NodesDown(); len(down) != 0 || len(named) != 0 {
 		t.Errorf("nodes down %q, changes %q: want none (no master is known)", down, named)
+	}
+}
+
+// downable is a Redis store that can be made to fail, as a Redis that
+// hangs and comes back with its keys.
+type downable struct {
+	*RedisStore
+	down atomic.Bool
+}
+
+func (d *downable) Allow(ctx context.Context, key string, l Limit) (Result, error) {
+	return d.AllowOwing(ctx, key, l, 0)
+}
+
+func (d *downable) AllowOwing(ctx context.Context, key string, l Limit, debt time.Duration) (Result, error) {
+	if d.down.Load() {
+		return Result{}, errors.New("redis: i/o timeout")
+	}
+	return d.RedisStore.AllowOwing(ctx, key, l, debt)
+}
+
+// What the fallback admitted while Redis failed reaches Redis when it
+// comes back: a login that used its 3 attempts across a Redis blip (1 in
+// Redis, 2 in memory), or all 3 in memory, gets no more once Redis
+// decides again, and the debt stays in Redis after the first refusal.
+// Redis used to know only its own share of the attempts: 6 in 3 s.
+func TestFallbackDebtReachesRedis(t *testing.T) {
+	t.Parallel()
+	r := startRedis(t)
+	mem, err := sessions.NewStateTable(sessions.StateOptions{MaxEntries: 1000})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { mem.Close() })
+	primary := &downable{RedisStore: redisStore(t, "redis://"+r.addr(), time.Second)}
+	f, err := NewFailoverStore(FailoverOptions{Primary: primary, Fallback: NewMemoryStore(mem), Failures: 1, Cooldown: 10 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	login := Limit{Rate: 3, Period: 15 * time.Minute}
+	allowed := func(key string, n int) (got []bool) {
+		for i := 0; i < n; i++ {
+			res, err := f.Allow(ctx, key, login)
+			if err != nil {
+				t.Fatalf("%s: %v", key, err)
+			}
+			got = append(got, res.Allowed)
+		}
+		return got
+	}
+	if got := allowed("login|a", 1); !got[0] {
+		t.Fatal("first attempt refused")
+	}
+	primary.down.Store(true)
+	allowed("login|probe", 1)
+	if f.Mode() != ModeFallback {
+		t.Fatalf("mode %s, want fallback", f.Mode())
+	}
+	if got := fmt.Sprint(allowed("login|a", 3), allowed("login|b", 4)); got != "[true true false] [true true true false]" {
+		t.Fatalf("in fallback: %s", got)
+	}
+	primary.down.Store(false)
+	for deadline := time.Now().Add(5 * time.Second); f.Mode() != ModeRedis; time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the store did not return to Redis")
+		}
+		allowed("login|probe", 1)
+	}
+	if got := fmt.Sprint(allowed("login|a", 2), allowed("login|b", 2), allowed("login|c", 1)); got != "[false false] [false false] [true]" {
+		t.Fatalf("back in Redis (a, b, a fresh c): %s", got)
+	}
+	if f.owing("login|a") != 0 || f.owing("login|b") != 0 {
+		t.Fatal("debts still waiting after Redis took them")
+	}
+	c := redis.NewClient(&redis.Options{Addr: r.addr()})
+	defer c.Close()
+	if ttl := c.PTTL(ctx, "chatguard:rl:login|b").Val(); ttl < 14*time.Minute {
+		t.Fatalf("b's TAT in Redis expires in %s, want its whole 15-minute debt", ttl)
+	}
+}
+
+// A key holding something that is not a plausible TAT — a value an
+// operator wrote by hand, a damaged one — is decided as fresh: never a
+// failed batch (nan made the script fail, and the store fall back), never
+// a key refused for good (inf and huge numbers overflowed to a permanent
+// 429 with Retry-After 0).
+func TestRedisJunkValuesReadAsFresh(t *testing.T) {
+	t.Parallel()
+	r := startRedis(t)
+	s := redisStore(t, "redis://"+r.addr(), time.Second)
+	c := redis.NewClient(&redis.Options{Addr: r.addr()})
+	defer c.Close()
+	ctx := context.Background()
+	l := Limit{Rate: 3, Period: time.Minute}
+	for i, junk := range []string{"nan", "-nan", "inf", "-inf", "1e300", "99999999999999999999", "0x10", "hello", ""} {
+		key := fmt.Sprint("junk", i)
+		if err := c.Set(ctx, "chatguard:rl:"+key, junk, 0).Err(); err != nil {
+			t.Fatal(err)
+		}
+		res, err := s.Allow(ctx, key, l)
+		if err != nil || !res.Allowed || res.Remaining != 2 {
+			t.Errorf("%q: %+v %v, want allowed with 2 left", junk, res, err)
+		}
 	}
 }

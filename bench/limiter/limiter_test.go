@@ -299,14 +299,14 @@ func BenchmarkRedisInFlight(b *testing.B) {
 						conn := client.Conn()
 						defer conn.Close()
 						batchKeys := make([]string, batch)
-						args := make([]any, 0, 2*batch)
+						args := make([]any, 0, 3*batch)
 						i := seed
 						for left.Add(-int64(batch)) > -int64(batch) {
 							args = args[:0]
 							for j := range batchKeys {
 								i = i*6364136223846793005 + 1442695040888963407
 								batchKeys[j] = "chatguard:rl:" + keyNames[i>>44&(keys-1)]
-								args = append(args, interval, interval*int64(lim.Rate))
+								args = append(args, interval, interval*int64(lim.Rate), 0)
 							}
 							if err := s.script.EvalSha(ctx, conn, batchKeys, args...).Err(); err != nil {
 								b.Error(err)
