@@ -97,8 +97,10 @@ func (l *Limiter) Decide(ctx context.Context, p *Policy, r Request) (Decision, e
 	d := Decision{Policy: p, Key: p.KeyFor(r)}
 	res, err := l.store.Allow(ctx, d.Key, p.LimitFor(r.Role))
 	if err != nil {
-		l.errors.Inc()
 		d.Result = Result{Allowed: true, Limit: p.LimitFor(r.Role)}
+		if ctx.Err() == nil { // else the caller left: not the store's failure
+			l.errors.Inc()
+		}
 		return d, err
 	}
 	d.Result = res

@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/sirupsen/logrus"
 
 	"github.com/chatguard/chatguard/internal/config"
@@ -109,4 +111,43 @@ func FuzzKeyFor(f *testing.F) {
 			t.Fatalf("key %q for spec %q", k, spec)
 		}
 	})
+}
+
+// waitingStore answers only when its caller gives up.
+type waitingStore struct{}
+
+func (waitingStore) Allow(ctx context.Context, _ string, _ Limit) (Result, error) {
+	<-ctx.Done()
+	return Result{}, ctx.Err()
+}
+
+// A caller that leaves while the store decides (a client that hung up)
+// is not a store failure: chatguard_ratelimit_store_errors_total counted
+// it, and the proxy logged "store failed; request let through".
+func TestDecideCallerGoneIsNoStoreError(t *testing.T) {
+	t.Parallel()
+	reg := prometheus.NewRegistry()
+	l, err := New(Options{Store: waitingStore{}, Registerer: reg})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := NewPolicy("p", config.RouteLimit{Rate: 1, Period: time.Hour, Key: []string{"ip"}}, 1)
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if _, err := l.Decide(ctx, p, Request{IP: netip.MustParseAddr("10.0.0.1")}); err == nil {
+		t.Fatal("no error from a store that gave none")
+	}
+	if n := testutil.ToFloat64(l.errors); n != 0 {
+		t.Fatalf("store errors %v after the caller left", n)
+	}
+	// A store that fails with the caller still there is counted.
+	broken := &failingStore{s: newStore(t, time.Now)}
+	broken.fail.Store(true)
+	l.store = broken
+	if _, err := l.Decide(context.Background(), p, Request{IP: netip.MustParseAddr("10.0.0.1")}); err == nil {
+		t.Fatal("no error from a failing store")
+	}
+	if n := testutil.ToFloat64(l.errors); n != 1 {
+		t.Fatalf("store errors %v, want 1", n)
+	}
 }

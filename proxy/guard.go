@@ -67,8 +67,10 @@ func (s *Server) guard(w *responseWriter, r *http.Request, info *reqInfo) bool {
 		BodyField: s.bodyFields(r),
 	})
 	if err != nil {
-		s.log.WithError(err).WithFields(logrus.Fields{"requestId": info.id, logging.FieldCategory: logging.CategorySecurity}).
-			Warn("rate-limit store failed; request let through")
+		if r.Context().Err() == nil { // else the client left while the store decided
+			s.log.WithError(err).WithFields(logrus.Fields{"requestId": info.id, logging.FieldCategory: logging.CategorySecurity}).
+				Warn("rate-limit store failed; request let through")
+		}
 		return true // no headers: there is no count to report
 	}
 	setRateLimitHeaders(w, d)

@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"compress/gzip"
 	"compress/zlib"
+	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -484,6 +486,56 @@ func TestFailureCountersExistAtZero(t *testing.T) {
 	} {
 		if v := metricValue(t, h, series); v != 0 {
 			t.Errorf("%s = %v at start, want 0 (-1: absent)", series, v)
+		}
+	}
+}
+
+// stallStore decides nothing until its caller gives up, as a hung Redis
+// with a long redis.timeout; failing, it fails at once.
+type stallStore struct{ fail bool }
+
+func (s stallStore) Allow(ctx context.Context, _ string, _ limiter.Limit) (limiter.Result, error) {
+	if s.fail {
+		return limiter.Result{}, errors.New("redis: connection refused")
+	}
+	<-ctx.Done()
+	return limiter.Result{}, ctx.Err()
+}
+
+// A client that hangs up while the store decides is not a store failure:
+// it used to log "rate-limit store failed; request let through" (neither
+// was true) and count a store error; a store that fails still does both.
+func TestClientGoneWhileStoreDecides(t *testing.T) {
+	t.Parallel()
+	for _, fail := range []bool{false, true} {
+		up := upstream(t, func(w http.ResponseWriter, r *http.Request) {})
+		h := startOpts(t, up.URL, nil, func(o *Options) {
+			lim, err := limiter.New(limiter.Options{Store: stallStore{fail: fail}, Registerer: o.Registry})
+			if err != nil {
+				t.Fatal(err)
+			}
+			o.Limiter = lim
+		})
+		ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+		req, _ := http.NewRequestWithContext(ctx, http.MethodPost, h.url+"/webhook/twilio", nil)
+		if resp, err := http.DefaultClient.Do(req); err == nil {
+			resp.Body.Close()
+		}
+		cancel()
+		// The access line comes after the guard's verdict.
+		said, done := false, false
+		for deadline := time.Now().Add(3 * time.Second); !done; time.Sleep(20 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatal("no access line")
+			}
+			for _, l := range h.logs.lines(t) {
+				said = said || l["msg"] == "rate-limit store failed; request let through"
+				done = done || l["msg"] == "request completed"
+			}
+		}
+		want := fmt.Sprintf("chatguard_ratelimit_store_errors_total %d", map[bool]int{false: 0, true: 1}[fail])
+		if m := scrape(t, h); said != fail || !strings.Contains(m, want) {
+			t.Errorf("store failing %v: logged %v, metrics lack %q", fail, said, want)
 		}
 	}
 }
