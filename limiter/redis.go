@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"runtime"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -316,9 +317,9 @@ func (r *RedisStore) round(batch []*redisCall, nodes []string, probes map[string
 		for j, c := range g {
 			switch {
 			case err != nil && nodes != nil && isolated[nodes[i]]:
-				c.err = fmt.Errorf("%w: %w", ErrNodeDown, err)
+				c.err = fmt.Errorf("%w: %w", ErrNodeDown, quiet(err))
 			case err != nil:
-				c.err = fmt.Errorf("limiter: redis: %w", err)
+				c.err = storeErr{"limiter: redis: " + strings.TrimPrefix(quiet(err).Error(), "redis: "), err}
 			default:
 				c.res = decode(out[4*j:4*j+4], c.limit)
 			}
@@ -326,6 +327,26 @@ func (r *RedisStore) round(batch []*redisCall, nodes []string, probes map[string
 		}
 	}
 }
+
+// quiet is err without what Redis quotes of a call's arguments (an unknown
+// or refused command quotes them: keys, and with them users' e-mails),
+// which would reach the logs.
+func quiet(err error) error {
+	if i := strings.Index(err.Error(), ", with args beginning with:"); i >= 0 {
+		return storeErr{err.Error()[:i], err}
+	}
+	return err
+}
+
+// storeErr is an error said otherwise: its message, its cause for errors.Is
+// and errors.As.
+type storeErr struct {
+	msg string
+	err error
+}
+
+func (e storeErr) Error() string { return e.msg }
+func (e storeErr) Unwrap() error { return e.err }
 
 // admit answers at once, with ErrNodeDown, the calls whose master's
 // breaker is open, and returns the others with their masters, and which of

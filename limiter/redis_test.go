@@ -934,3 +934,19 @@ func TestRedisJunkValuesReadAsFresh(t *testing.T) {
 		}
 	}
 }
+
+// Redis quotes the arguments of a command it does not know (a renamed
+// EVALSHA: keys, and in them users' e-mails); the store's error, which the
+// switch to fallback logs, keeps the reason and drops the quote.
+func TestRedisErrorsQuoteNoKeys(t *testing.T) {
+	t.Parallel()
+	r := startRedis(t, "--rename-command", "EVALSHA", "EVALSHA_RENAMED")
+	s := redisStore(t, "redis://"+r.addr(), time.Second)
+	_, err := s.Allow(context.Background(), "auth_login|ip=10.0.0.1|body:email=ada@example.com", Limit{Rate: 3, Period: time.Minute})
+	if err == nil {
+		t.Fatal("no error without EVALSHA")
+	}
+	if msg := err.Error(); strings.Contains(msg, "ada@") || !strings.Contains(msg, "unknown command") || strings.Contains(msg, "redis: redis:") {
+		t.Fatalf("error %q", msg)
+	}
+}
