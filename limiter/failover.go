@@ -191,13 +191,21 @@ func (f *FailoverStore) mirror(key string, l Limit, res Result) {
 	m.Mirror(key, time.Duration(share.burst()-left)*share.interval())
 }
 
-// share is this replica's part of l while in fallback.
+// share is this replica's part of l while in fallback: 1/Replicas of its
+// rate, rounded down, and of its burst, at least 1. A limit smaller than
+// the number of replicas (3 logins per 15 min, 5 replicas) becomes 1 per a
+// longer period (25 min), so that the replicas together keep its rate
+// (rounding up to 1 per 15 min gave the 5 replicas 5).
 func (f *FailoverStore) share(l Limit) Limit {
 	share := l
-	if f.o.Replicas > 1 {
-		share.Rate = max(1, l.Rate/f.o.Replicas)
+	if n := f.o.Replicas; n > 1 {
+		if l.Rate >= n {
+			share.Rate = l.Rate / n
+		} else if l.Rate > 0 {
+			share.Rate, share.Period = 1, l.Period*time.Duration(n)/time.Duration(l.Rate)
+		}
 		if share.Burst > 0 {
-			share.Burst = max(1, l.Burst/f.o.Replicas)
+			share.Burst = max(1, l.Burst/n)
 		}
 	}
 	return share

@@ -169,3 +169,30 @@ func TestFallbackFollowsRedisDecisions(t *testing.T) {
 		}
 	}
 }
+
+// A replica's share of a limit smaller than the number of replicas is 1 per
+// a longer period, so that the replicas together keep the limit's rate: 3
+// logins per 15 min among 5 replicas is 1 per 25 min each (it was 1 per
+// 15 min each: 5 per 15 min together).
+func TestFallbackShareOfASmallLimit(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		l        Limit
+		replicas int
+		want     Limit
+	}{
+		{Limit{Rate: 3, Period: 15 * time.Minute}, 5, Limit{Rate: 1, Period: 25 * time.Minute}},
+		{Limit{Rate: 3, Period: 15 * time.Minute}, 3, Limit{Rate: 1, Period: 15 * time.Minute}},
+		{Limit{Rate: 30, Period: time.Minute}, 4, Limit{Rate: 7, Period: time.Minute}},
+		{Limit{Rate: 2, Period: time.Minute, Burst: 10}, 4, Limit{Rate: 1, Period: 2 * time.Minute, Burst: 2}},
+		{Limit{Rate: 10, Period: time.Minute}, 1, Limit{Rate: 10, Period: time.Minute}},
+	} {
+		f, err := NewFailoverStore(FailoverOptions{Primary: &failingStore{}, Fallback: &failingStore{}, Replicas: tc.replicas})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := f.share(tc.l); got != tc.want {
+			t.Errorf("%v among %d replicas: share %v, want %v", tc.l, tc.replicas, got, tc.want)
+		}
+	}
+}
