@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"bufio"
 	"context"
 	"io"
 	"net/http"
@@ -96,5 +97,35 @@ func TestOnlyWebSocketUpgradesAreForwarded(t *testing.T) {
 	}
 	if n := upgrades.Load(); n != 0 {
 		t.Fatalf("the upstream saw %d upgrade requests", n)
+	}
+}
+
+// A client that names X-Request-ID in Connection (a hop-by-hop header to
+// drop) does not keep the request id from the upstream: it is set after
+// the hop-by-hop headers are removed, on plain requests and on WebSocket
+// handshakes alike.
+func TestRequestIDSurvivesConnectionHeader(t *testing.T) {
+	t.Parallel()
+	got := make(chan string, 1)
+	srv := upstream(t, func(w http.ResponseWriter, r *http.Request) { got <- r.Header.Get("X-Request-Id") })
+	h := start(t, srv.URL, nil)
+	req, _ := http.NewRequest(http.MethodGet, h.url+"/api/x", nil)
+	req.Header.Set("Connection", "keep-alive, X-Request-ID")
+	req.Header.Set("X-Request-Id", "req-from-client-1")
+	resp, _ := h.do(req)
+	if id := <-got; id == "" || id != resp.Header.Get("X-Request-Id") {
+		t.Errorf("upstream got request id %q, the client %q", id, resp.Header.Get("X-Request-Id"))
+	}
+
+	up := newRelayUpstream()
+	ws := start(t, upstream(t, up.ServeHTTP).URL, nil)
+	conn := rawConn(t, ws)
+	_, _ = io.WriteString(conn, strings.Replace(upgradeText("/ws/echo", "X-Request-Id: req-ws-2\r\n"), "Connection: Upgrade", "Connection: Upgrade, X-Request-ID", 1))
+	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	if err != nil || resp.StatusCode != http.StatusSwitchingProtocols {
+		t.Fatalf("upgrade: %v %v", resp, err)
+	}
+	if id := recv(t, up.headers, "upstream handshake").Get("X-Request-Id"); id != "req-ws-2" {
+		t.Errorf("upstream handshake request id %q, want req-ws-2", id)
 	}
 }

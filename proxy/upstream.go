@@ -25,6 +25,7 @@ import (
 	apierrors "github.com/chatguard/chatguard/errors"
 	"github.com/chatguard/chatguard/internal/config"
 	"github.com/chatguard/chatguard/internal/logging"
+	"github.com/chatguard/chatguard/internal/requestid"
 )
 
 // defaultTransport is the lean HTTP/1.1 client for a plain-HTTP upstream (a
@@ -69,6 +70,9 @@ func (s *Server) newReverseProxy(target *url.URL, transport http.RoundTripper) *
 				pr.Out.Host = pr.In.Host
 			}
 			s.trust.setForwarded(pr, info.peer, info.client)
+			// Set again: a client that named it in Connection had it
+			// removed with the hop-by-hop headers.
+			pr.Out.Header.Set(requestid.Header, info.id)
 			// chatguard answers Expect itself (net/http sends 100 Continue
 			// when the body is first read); forwarded, Node would send a
 			// second 100 and the upstream would decide what only the

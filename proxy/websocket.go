@@ -23,6 +23,7 @@ import (
 	"github.com/chatguard/chatguard/internal/config"
 	"github.com/chatguard/chatguard/internal/identity"
 	"github.com/chatguard/chatguard/internal/logging"
+	"github.com/chatguard/chatguard/internal/requestid"
 	"github.com/chatguard/chatguard/sessions"
 )
 
@@ -405,6 +406,7 @@ func (h *wsHub) upstreamHeader(r *http.Request, info *reqInfo) http.Header {
 		out.Del(k)
 	}
 	h.s.trust.setForwarded(&httputil.ProxyRequest{In: r, Out: &http.Request{Header: out}}, info.peer, info.client)
+	out.Set(requestid.Header, info.id) // even when the client named it hop-by-hop
 	return out
 }
 
