@@ -6,6 +6,8 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"net/http/httptrace"
+	"net/textproto"
 	"slices"
 	"strings"
 	"sync/atomic"
@@ -27,6 +29,7 @@ func TestOwnFieldsSurviveInformationalResponses(t *testing.T) {
 		}
 		_, _ = io.Copy(io.Discard, r.Body)
 		w.Header().Set("Link", "</app.css>; rel=preload")
+		w.Header().Set("X-Request-Id", "upstream-103-id")
 		w.WriteHeader(http.StatusEarlyHints)
 		w.Header().Del("Link")
 		w.Header().Set("X-Request-Id", "upstream-own-id")
@@ -40,8 +43,15 @@ func TestOwnFieldsSurviveInformationalResponses(t *testing.T) {
 	h, _ := startGuarded(t, up.URL, nil)
 	for _, path := range []string{"/api/auth/login", "/api/auth/login?fail=1"} {
 		var informational atomic.Int32
+		var earlyIDs atomic.Value
 		req, _ := http.NewRequest(http.MethodPost, h.url+path, strings.NewReader(`{"email":"eve@example.com"}`))
-		req = req.WithContext(withGot1xx(req.Context(), func(int) { informational.Add(1) }))
+		req = req.WithContext(httptrace.WithClientTrace(req.Context(), &httptrace.ClientTrace{
+			Got1xxResponse: func(_ int, hdr textproto.MIMEHeader) error {
+				informational.Add(1)
+				earlyIDs.Store(hdr.Values("X-Request-Id"))
+				return nil
+			},
+		}))
 		req.Header.Set("Content-Type", "application/json")
 		req.Header.Set("Expect", "100-continue")
 		resp, body := h.do(req)
@@ -62,6 +72,9 @@ func TestOwnFieldsSurviveInformationalResponses(t *testing.T) {
 		}
 		if informational.Load() == 0 {
 			t.Fatalf("%s: the 103 did not reach the client", path)
+		}
+		if early, _ := earlyIDs.Load().([]string); len(early) != 1 || early[0] != id[0] {
+			t.Fatalf("%s: the 103's X-Request-Id %q, want chatguard's %q alone", path, early, id[0])
 		}
 	}
 	if sawExpect.Load() {

@@ -77,6 +77,10 @@ func (w *responseWriter) WriteHeader(code int) {
 	}
 	if code >= 100 && code < 200 && code != http.StatusSwitchingProtocols {
 		// Informational responses (103 Early Hints) do not end the headers.
+		// They carry chatguard's request id alone, as the final one does.
+		if w.requestID != "" {
+			w.Header()[requestid.Header] = []string{w.requestID}
+		}
 		w.ResponseWriter.WriteHeader(code)
 		return
 	}
