@@ -58,7 +58,7 @@ func newServerMetrics(reg prometheus.Registerer) (*serverMetrics, error) {
 		}),
 		upstreamErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "chatguard_upstream_errors_total",
-			Help: "Failures to get an answer from the upstream, by envelope code and reason (refused, reset, timeout, dns, eof, body_too_large, client_closed, other).",
+			Help: "Failures to get an answer from the upstream, by envelope code and reason (refused, reset, timeout, dns, eof, body_too_large, client_closed, bad_response, bad_request, tls, other).",
 		}, []string{"code", "reason"}),
 		envelopes: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "chatguard_envelopes_total",
