@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"io"
+	"mime"
 	"reflect"
 	"regexp"
 	"sort"
@@ -59,6 +60,7 @@ const (
 // anything else is classified by status. Stack traces, paths and internal
 // messages never reach the result.
 func ClassifyUpstream(rep Reply, requestID string, opts ClassifyOptions) Result {
+	rep.Body = utf8Body(rep.ContentType, rep.Body)
 	var doc any
 	if !rep.Truncated && looksJSON(rep.ContentType, rep.Body) {
 		dec := json.NewDecoder(bytes.NewReader(rep.Body))
@@ -101,6 +103,23 @@ func ClassifyUpstream(rep Reply, requestID string, opts ClassifyOptions) Result 
 		}
 	}
 	return res
+}
+
+// utf8Body is body as UTF-8: without a byte-order mark (a JSON decoder
+// refuses one), and decoded from ISO-8859-1 when the Content-Type's charset
+// says so (a JSON decoder would turn its accented letters into U+FFFD).
+func utf8Body(contentType string, body []byte) []byte {
+	body = bytes.TrimPrefix(body, []byte("\xef\xbb\xbf"))
+	_, params, _ := mime.ParseMediaType(contentType)
+	switch strings.ToLower(params["charset"]) {
+	case "iso-8859-1", "latin1", "iso_8859-1", "l1":
+		out := make([]byte, 0, len(body)+len(body)/8)
+		for _, b := range body {
+			out = utf8.AppendRune(out, rune(b))
+		}
+		return out
+	}
+	return body
 }
 
 func looksJSON(contentType string, body []byte) bool {

@@ -462,3 +462,27 @@ func TestClassifyNotAnEnvelope(t *testing.T) {
 		})
 	}
 }
+
+// A byte-order mark before the JSON (some Windows-made templates and
+// serializers write one) and an ISO-8859-1 body that says so no longer
+// cost the upstream's message: the envelope passed through as the
+// catalogue's text, and "Conversación" came out as "Conversaci\uFFFDn".
+func TestClassifyBOMAndLatin1(t *testing.T) {
+	t.Parallel()
+	bom := "\xef\xbb\xbf"
+	env := apierrors.ClassifyUpstream(apierrors.Reply{Status: 403, ContentType: "application/json",
+		Body: []byte(bom + `{"success":false,"error":{"code":"FORBIDDEN","message":"Not your conversation"}}`)}, testID, apierrors.ClassifyOptions{})
+	if !env.PassThrough || !strings.HasPrefix(string(env.Body), `{"success":false`) || !strings.Contains(string(env.Body), testID) {
+		t.Errorf("envelope after a BOM: %+v %s", env, env.Body)
+	}
+	msg := apierrors.ClassifyUpstream(apierrors.Reply{Status: 404, ContentType: "application/json",
+		Body: []byte(bom + `{"message":"Conversation not found"}`)}, testID, apierrors.ClassifyOptions{})
+	if msg.Err == nil || msg.Err.Message != "Conversation not found" {
+		t.Errorf("message after a BOM: %+v", msg.Err)
+	}
+	latin1 := apierrors.ClassifyUpstream(apierrors.Reply{Status: 404, ContentType: "application/json; charset=ISO-8859-1",
+		Body: []byte("{\"message\":\"Conversaci\xf3n no encontrada\"}")}, testID, apierrors.ClassifyOptions{})
+	if latin1.Err == nil || latin1.Err.Message != "Conversación no encontrada" {
+		t.Errorf("ISO-8859-1 message: %+v", latin1.Err)
+	}
+}
