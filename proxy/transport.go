@@ -262,6 +262,9 @@ func (t *upstreamTransport) exchange(pc *upstreamConn, req *http.Request) (*http
 
 	var bodyErr error
 	if req.Body != nil && req.Body != http.NoBody {
+		if req.ContentLength < 0 || req.ContentLength > streamBodyBytes {
+			return t.exchangeStreaming(pc, req, stop, received)
+		}
 		req.Body = &recordingBody{ReadCloser: req.Body, err: &bodyErr}
 	}
 	werr := req.Write(pc.bw)
@@ -269,19 +272,8 @@ func (t *upstreamTransport) exchange(pc *upstreamConn, req *http.Request) (*http
 		werr = pc.bw.Flush()
 	}
 	if bodyErr != nil && !errors.Is(bodyErr, io.EOF) {
-		// The client's body failed: too large (413), or cut off (the client left).
 		stop()
-		var tooLarge *http.MaxBytesError
-		var netErr net.Error
-		switch {
-		case errors.As(bodyErr, &tooLarge):
-			return nil, false, bodyErr
-		case errors.Is(bodyErr, io.ErrUnexpectedEOF), errors.As(bodyErr, &netErr), errors.Is(bodyErr, net.ErrClosed),
-			errors.Is(bodyErr, syscall.ECONNRESET), ctx.Err() != nil:
-			return nil, false, fmt.Errorf("%w: %v", apierrors.ErrClientGone, bodyErr)
-		}
-		// The body arrived but does not parse: a malformed chunk.
-		return nil, false, fmt.Errorf("%w: %v", apierrors.ErrBadRequestBody, bodyErr)
+		return nil, false, clientBodyError(ctx, bodyErr)
 	}
 	// The head may be read ahead of by one buffer of body: the limit counts from here.
 	pc.cr.headEnd = pc.cr.n.Load() + maxResponseHead + int64(pc.br.Size()) // reset by adoptBody; error paths close pc
@@ -301,11 +293,111 @@ func (t *upstreamTransport) exchange(pc *upstreamConn, req *http.Request) (*http
 	if t.responseHeaderTimeout > 0 {
 		pc.setReadDeadline(t.now().Add(t.responseHeaderTimeout))
 	}
-	trace := httptrace.ContextClientTrace(ctx)
+	resp, got, err := t.readHead(pc, req, received)
+	if err != nil {
+		stop()
+		return nil, got, err
+	}
+	pc.setReadDeadline(time.Time{})
+	t.adoptBody(pc, resp, stop)
+	return resp, true, nil
+}
+
+// streamBodyBytes: a request body larger than this, or of unknown length
+// (chunked), is written while the response is read (exchangeStreaming); a
+// smaller one fits the socket's buffers and is written first.
+const streamBodyBytes = 64 << 10
+
+// clientBodyError is what the client's body failing means: too large
+// (413), cut off (the client left), or malformed (a bad chunk).
+func clientBodyError(ctx context.Context, bodyErr error) error {
+	var tooLarge *http.MaxBytesError
+	var netErr net.Error
+	switch {
+	case errors.As(bodyErr, &tooLarge):
+		return bodyErr
+	case errors.Is(bodyErr, io.ErrUnexpectedEOF), errors.As(bodyErr, &netErr), errors.Is(bodyErr, net.ErrClosed),
+		errors.Is(bodyErr, syscall.ECONNRESET), ctx.Err() != nil:
+		return fmt.Errorf("%w: %v", apierrors.ErrClientGone, bodyErr)
+	}
+	// The body arrived but does not parse: a malformed chunk.
+	return fmt.Errorf("%w: %v", apierrors.ErrBadRequestBody, bodyErr)
+}
+
+// exchangeStreaming is exchange for a large or chunked body: a goroutine
+// writes the request while this one reads the response, so that an
+// upstream answering before it took the whole body (the app's own 413, an
+// auth failure on an upload) is heard at once, as http.Transport and nginx
+// hear it, not once the upload is over (or never, from an upstream that
+// stopped reading). Such an early answer closes the connection; the writer
+// then ends on its own (ReverseProxy closes the client's body when the
+// handler returns). The response-header timeout starts when the body is
+// written, as with http.Transport.
+func (t *upstreamTransport) exchangeStreaming(pc *upstreamConn, req *http.Request, stop func() bool, received int64) (*http.Response, bool, error) {
+	ctx := req.Context()
+	var bodyErr error
+	req.Body = &recordingBody{ReadCloser: req.Body, err: &bodyErr}
+	pc.cr.headEnd = pc.cr.n.Load() + maxResponseHead + int64(pc.br.Size())
+	var mu sync.Mutex // orders the writer's verdict and the head's arrival
+	headRead, wrote := false, false
+	written := make(chan error, 1)
+	go func() {
+		werr := req.Write(pc.bw)
+		if werr == nil {
+			werr = pc.bw.Flush()
+		}
+		mu.Lock()
+		wrote = true
+		switch {
+		case headRead:
+		case bodyErr != nil && !errors.Is(bodyErr, io.EOF):
+			// The upstream waits for the rest of a body that will not come.
+			pc.setReadDeadline(aLongTimeAgo)
+		case werr == nil && t.responseHeaderTimeout > 0:
+			pc.setReadDeadline(t.now().Add(t.responseHeaderTimeout))
+		}
+		mu.Unlock()
+		written <- werr
+	}()
+	resp, got, err := t.readHead(pc, req, received)
+	mu.Lock()
+	headRead = true
+	early := !wrote
+	mu.Unlock()
+	if err == nil {
+		pc.setReadDeadline(time.Time{})
+		if early {
+			resp.Close = true // the rest of the body may be on its way: no reuse
+		} else if werr := <-written; werr != nil || bodyErr != nil && !errors.Is(bodyErr, io.EOF) {
+			resp.Close = true // answered, but the request did not go out whole
+		}
+		t.adoptBody(pc, resp, stop)
+		return resp, true, nil
+	}
+	stop()
+	_ = pc.c.Close() // a writer still writing fails now
+	var werr error
+	select {
+	case werr = <-written:
+	case <-time.After(time.Second): // blocked reading a slow client's body: it ends on its own
+		return nil, got, err
+	}
+	if bodyErr != nil && !errors.Is(bodyErr, io.EOF) {
+		return nil, false, clientBodyError(ctx, bodyErr)
+	}
+	if werr != nil && !got {
+		return nil, false, werr
+	}
+	return nil, got, err
+}
+
+// readHead reads the response head, passing 1xx responses to the client
+// trace. got reports whether any of the response arrived.
+func (t *upstreamTransport) readHead(pc *upstreamConn, req *http.Request, received int64) (resp *http.Response, got bool, err error) {
+	trace := httptrace.ContextClientTrace(req.Context())
 	for informational := 0; ; informational++ {
 		resp, err := http.ReadResponse(pc.br, req)
 		if err != nil {
-			stop()
 			got := pc.cr.n.Load() > received // even bytes ReadResponse consumed before failing
 			return nil, got, classifyReadError(err)
 		}
@@ -313,12 +405,10 @@ func (t *upstreamTransport) exchange(pc *upstreamConn, req *http.Request) (*http
 			// Informational (103 Early Hints): hand it to the proxy, read on
 			// (at most 5, as net/http allows).
 			if informational >= 5 {
-				stop()
 				return nil, true, errors.New("proxy: too many 1xx responses from the upstream")
 			}
 			if trace != nil && trace.Got1xxResponse != nil {
 				if err := trace.Got1xxResponse(resp.StatusCode, map[string][]string(resp.Header)); err != nil {
-					stop()
 					return nil, true, err
 				}
 			}
@@ -327,11 +417,8 @@ func (t *upstreamTransport) exchange(pc *upstreamConn, req *http.Request) (*http
 		if resp.StatusCode < 100 || resp.StatusCode > 599 {
 			// net/http would panic writing 099 and pass 600–999 on to a
 			// client that cannot know what they mean.
-			stop()
 			return nil, true, fmt.Errorf("%w: status %d", apierrors.ErrBadResponse, resp.StatusCode)
 		}
-		pc.setReadDeadline(time.Time{})
-		t.adoptBody(pc, resp, stop)
 		return resp, true, nil
 	}
 }

@@ -165,6 +165,54 @@ func TestTransportEarlyAnswerToABody(t *testing.T) {
 	}
 }
 
+// An upstream that answers before it has read a large or chunked body, and
+// then neither reads nor closes (Node's req.pause() and an early
+// res.status(413); Node closes such a socket only with its keep-alive
+// timer, 5 s or 65 s later), is heard at once: chatguard wrote the whole
+// body before reading, and the client waited for the upstream to close
+// (forever if it never did). The connection is not reused afterwards.
+func TestTransportHearsAnAnswerBeforeTheBodyIsSent(t *testing.T) {
+	t.Parallel()
+	for _, chunked := range []bool{false, true} {
+		hold := make(chan struct{})
+		var conns atomic.Int32
+		answer := func(c net.Conn, br *bufio.Reader) {
+			conns.Add(1)
+			_, _ = http.ReadRequest(br) // headers only; the body is never read
+			_, _ = io.WriteString(c, "HTTP/1.1 413 Payload Too Large\r\nContent-Type: application/json\r\nContent-Length: 27\r\n\r\n{\"message\":\"file too big\"}\n")
+			<-hold
+		}
+		up := rawUpstream(t, answer, answer)
+		var once sync.Once
+		release := func() { once.Do(func() { close(hold) }) }
+		t.Cleanup(release) // before rawUpstream's, which waits for the scripts
+		h := start(t, up, nil)
+		for i := 0; i < 2; i++ {
+			var body io.Reader = strings.NewReader(strings.Repeat("x", 8<<20))
+			if chunked {
+				body = io.MultiReader(body) // no length: sent chunked
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			req, _ := http.NewRequestWithContext(ctx, http.MethodPost, h.url+"/api/media/upload", body)
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				cancel()
+				t.Fatalf("chunked %v, request %d: no answer: %v", chunked, i+1, err)
+			}
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			cancel()
+			if env := envelope(t, resp, b); resp.StatusCode != 413 || env["message"] != "file too big" {
+				t.Fatalf("chunked %v, request %d: %d %v", chunked, i+1, resp.StatusCode, env)
+			}
+		}
+		if n := conns.Load(); n != 2 {
+			t.Errorf("chunked %v: %d upstream connections for 2 requests, want 2 (no reuse after an early answer)", chunked, n)
+		}
+		release()
+	}
+}
+
 func TestTransportForwardsEarlyHints(t *testing.T) {
 	t.Parallel()
 	up := upstream(t, func(w http.ResponseWriter, r *http.Request) {
