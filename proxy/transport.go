@@ -9,6 +9,8 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptrace"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -36,9 +38,18 @@ type upstreamTransport struct {
 	responseHeaderTimeout time.Duration
 	now                   func() time.Time
 
-	mu   sync.Mutex // guards idle
-	idle []*upstreamConn
+	mu        sync.Mutex // guards idle, reaper, reapArmed
+	idle      []*upstreamConn
+	reaper    *time.Timer // closes expired idle connections while no request comes
+	reapArmed bool
 }
+
+// unsafeReuseIdle: a request that could not be sent again (a POST) goes only
+// on a connection idle for less than this, else on a new one. An upstream
+// closes an idle connection (Node's keep-alive timer) when it has been
+// idle for its whole timeout; a request sent at that moment is lost with
+// it, and a POST cannot be repeated.
+const unsafeReuseIdle = time.Second
 
 type upstreamConn struct {
 	c        net.Conn
@@ -46,6 +57,9 @@ type upstreamConn struct {
 	br       *bufio.Reader
 	bw       *bufio.Writer
 	lastUsed time.Time
+	// maxIdle is how long it may wait in the pool: the transport's idle
+	// timeout, or less when the upstream's Keep-Alive header said so.
+	maxIdle time.Duration
 
 	// cancelled is set by the request's context: every deadline change must
 	// then keep the connection's deadline in the past (see setReadDeadline).
@@ -106,14 +120,20 @@ func (t *upstreamTransport) CloseIdleConnections() {
 	t.mu.Lock()
 	idle := t.idle
 	t.idle = nil
+	if t.reaper != nil {
+		t.reaper.Stop()
+	}
+	t.reapArmed = false
 	t.mu.Unlock()
 	for _, pc := range idle {
 		_ = pc.c.Close()
 	}
 }
 
-// get returns a live idle connection, or dials a new one.
-func (t *upstreamTransport) get(ctx context.Context) (pc *upstreamConn, reused bool, err error) {
+// get returns a live idle connection, or dials a new one. A request that
+// could not be sent again (safe false) takes only a connection idle for
+// less than unsafeReuseIdle.
+func (t *upstreamTransport) get(ctx context.Context, safe bool) (pc *upstreamConn, reused bool, err error) {
 	now := t.now()
 	for {
 		t.mu.Lock()
@@ -122,10 +142,14 @@ func (t *upstreamTransport) get(ctx context.Context) (pc *upstreamConn, reused b
 			t.mu.Unlock()
 			break
 		}
-		pc = t.idle[n-1]
+		pc = t.idle[n-1] // the least idle: the stack's top
+		if !safe && now.Sub(pc.lastUsed) >= unsafeReuseIdle {
+			t.mu.Unlock() // left for a request that can be repeated
+			break
+		}
 		t.idle = t.idle[:n-1]
 		t.mu.Unlock()
-		if (t.idleTimeout > 0 && now.Sub(pc.lastUsed) > t.idleTimeout) || !alive(pc.c) {
+		if pc.expired(now) || !alive(pc.c) {
 			_ = pc.c.Close()
 			continue
 		}
@@ -136,7 +160,37 @@ func (t *upstreamTransport) get(ctx context.Context) (pc *upstreamConn, reused b
 		return nil, false, err
 	}
 	cr := &countingReader{r: c}
-	return &upstreamConn{c: c, cr: cr, br: bufio.NewReaderSize(cr, 16<<10), bw: bufio.NewWriterSize(c, 16<<10)}, false, nil
+	return &upstreamConn{c: c, cr: cr, br: bufio.NewReaderSize(cr, 16<<10), bw: bufio.NewWriterSize(c, 16<<10), maxIdle: t.idleTimeout}, false, nil
+}
+
+// expired: idle in the pool for longer than it may be.
+func (pc *upstreamConn) expired(now time.Time) bool {
+	return pc.maxIdle > 0 && now.Sub(pc.lastUsed) > pc.maxIdle
+}
+
+// keepAliveFor is how long the upstream said it keeps an idle connection
+// (Node: "Keep-Alive: timeout=5", its keepAliveTimeout in seconds), less a
+// margin: a second, or half of a timeout of 2 s or less. 0 when it did not
+// say.
+func keepAliveFor(h http.Header) time.Duration {
+	for _, v := range h.Values("Keep-Alive") {
+		for _, p := range strings.Split(v, ",") {
+			k, val, ok := strings.Cut(strings.TrimSpace(p), "=")
+			if !ok || !strings.EqualFold(k, "timeout") {
+				continue
+			}
+			n, err := strconv.Atoi(strings.TrimSpace(val))
+			if err != nil || n < 0 {
+				return 0
+			}
+			d := time.Duration(n) * time.Second
+			if d <= 2*time.Second {
+				return d / 2
+			}
+			return d - time.Second
+		}
+	}
+	return 0
 }
 
 // put returns a connection whose last exchange completed cleanly.
@@ -147,23 +201,58 @@ func (t *upstreamTransport) put(pc *upstreamConn) {
 	}
 	now := t.now()
 	pc.lastUsed = now
-	var stale []*upstreamConn
 	t.mu.Lock()
 	// The bottom of the stack is the longest idle: reap what has expired
 	// there, so that a steady trickle of traffic on the top cannot leave
 	// closed connections below it forever.
-	for len(t.idle) > 0 && t.idleTimeout > 0 && now.Sub(t.idle[0].lastUsed) > t.idleTimeout {
-		stale = append(stale, t.idle[0])
-		t.idle = t.idle[1:]
-	}
+	stale := t.expiredLocked(now)
 	if len(t.idle) < t.maxIdle {
 		t.idle = append(t.idle, pc)
 		pc = nil
+		if !t.reapArmed && t.idleTimeout > 0 {
+			t.reapArmed = true
+			if t.reaper == nil {
+				t.reaper = time.AfterFunc(t.idleTimeout, t.reap)
+			} else {
+				t.reaper.Reset(t.idleTimeout)
+			}
+		}
 	}
 	t.mu.Unlock()
 	if pc != nil {
 		_ = pc.c.Close()
 	}
+	for _, c := range stale {
+		_ = c.c.Close()
+	}
+}
+
+// expiredLocked takes the expired connections off the bottom of the stack.
+func (t *upstreamTransport) expiredLocked(now time.Time) (stale []*upstreamConn) {
+	for len(t.idle) > 0 && t.idle[0].expired(now) {
+		stale = append(stale, t.idle[0])
+		t.idle = t.idle[1:]
+	}
+	return stale
+}
+
+// reap closes the idle connections that expired while no request came:
+// the upstream has closed them by now (Node after 5 s), and each would
+// hold a descriptor in CLOSE-WAIT until the next request. It runs again
+// while connections are idle.
+func (t *upstreamTransport) reap() {
+	now := t.now()
+	t.mu.Lock()
+	stale := t.expiredLocked(now)
+	t.reapArmed = len(t.idle) > 0
+	if t.reapArmed {
+		next := t.idleTimeout
+		if len(t.idle) > 0 {
+			next = max(t.idle[0].lastUsed.Add(t.idle[0].maxIdle).Sub(now), 100*time.Millisecond)
+		}
+		t.reaper.Reset(next)
+	}
+	t.mu.Unlock()
 	for _, c := range stale {
 		_ = c.c.Close()
 	}
@@ -193,7 +282,7 @@ func alive(c net.Conn) bool {
 // RoundTrip sends req and returns the response; its body owns the connection.
 func (t *upstreamTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	for attempt := 0; ; attempt++ {
-		pc, reused, err := t.get(req.Context())
+		pc, reused, err := t.get(req.Context(), retryable(req))
 		if err != nil {
 			return nil, err
 		}
@@ -447,6 +536,9 @@ func (t *upstreamTransport) adoptBody(pc *upstreamConn, resp *http.Response, sto
 	// pool (a bodiless response returns it below) and another request set
 	// its own.
 	pc.cr.headEnd = 0
+	if d := keepAliveFor(resp.Header); d > 0 && (pc.maxIdle == 0 || d < pc.maxIdle) {
+		pc.maxIdle = d
+	}
 	if resp.StatusCode == http.StatusSwitchingProtocols {
 		resp.Body = &upgradedBody{pc: pc, stop: stop}
 		return
