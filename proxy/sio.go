@@ -186,7 +186,7 @@ func (s *sioSession) ended() {
 			h.mu.Unlock()
 		}
 		if registered {
-			h.registry.Disconnect(id)
+			h.registry.DisconnectSocket(id, s)
 		}
 		if s.adm != nil {
 			s.adm.Release()
@@ -577,7 +577,7 @@ func (s *sioSession) upstreamPacket(data []byte) {
 		over := s.over
 		s.mu.Unlock()
 		if over { // the session ended while it was being registered
-			h.registry.Disconnect(id)
+			h.registry.DisconnectSocket(id, s)
 		}
 		return
 	case socketio.PacketDisconnect:

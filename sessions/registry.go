@@ -165,8 +165,19 @@ func (r *Registry) Connect(info SocketInfo, s Socket) {
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	ls := &liveSocket{info: info, sock: s}
+	if old := r.sockets[info.ID]; old != nil && old.sock != s && old.info.User == info.User {
+		// The same id from another connection: Socket.IO's connection
+		// state recovery gives a client that lost its link its old socket
+		// back, rooms and all, while the old connection has not ended yet.
+		// The new one takes the conversations over; the old one's end
+		// (DisconnectSocket) then leaves the entry alone.
+		ls.convs = old.convs
+	} else if old != nil && old.sock != s {
+		r.unregister(info.ID) // another user's: the old socket's state goes
+	}
 	r.idxMu.Lock()
-	r.sockets[info.ID] = &liveSocket{info: info, sock: s}
+	r.sockets[info.ID] = ls
 	r.idxMu.Unlock()
 	if info.User != "" {
 		r.tables.ConnectedUsers.Set(info.User, ConnectedUser{
@@ -264,6 +275,16 @@ func (r *Registry) Disconnect(id string) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.unregister(id)
+}
+
+// DisconnectSocket is Disconnect for the connection s that ended, if it
+// still holds id: a recovered socket may hold it now (see Connect).
+func (r *Registry) DisconnectSocket(id string, s Socket) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if ls := r.sockets[id]; ls != nil && ls.sock == s {
+		r.unregister(id)
+	}
 }
 
 // unregister is Disconnect with r.mu held.

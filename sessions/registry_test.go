@@ -578,3 +578,43 @@ func TestRegistryKickAddr(t *testing.T) {
 		t.Errorf("%d sockets left, want 2", n)
 	}
 }
+
+// Socket.IO's connection state recovery gives a client that lost its link
+// its old socket id back on a new connection, while the old one has not
+// ended yet (a half-open link ends at the ping timeout). The recovered
+// socket keeps the user, its conversations and its kick; the old
+// connection's end no longer takes them away (it made a live, recovered
+// client vanish from presence, leaked its conversations, and left it
+// outside every kick and IP block).
+func TestRegistryRecoveredSocketKeepsItsState(t *testing.T) {
+	t.Parallel()
+	f := newRegFixture(t, regOpts{})
+	old := f.connect("sid-1", "ana")
+	f.reg.Join("sid-1", "conv-1")
+	recovered := f.connect("sid-1", "ana")
+	f.reg.DisconnectSocket("sid-1", old) // the old connection ends afterwards
+	if got := f.stats(); got != [3]int{1, 1, 1} {
+		t.Fatalf("after the old connection ended: sockets, users, conversations %v, want [1 1 1]", got)
+	}
+	if id, ok := f.entry(t, "ana"); !ok || id != "sid-1" {
+		t.Fatalf("connectedUsers entry %q %v", id, ok)
+	}
+	if n := f.reg.Kick("ana", "admin"); n != 1 || len(recovered.got()) != 1 || len(old.got()) != 0 {
+		t.Fatalf("kick: %d, recovered %v, old %v", n, recovered.got(), old.got())
+	}
+	if got := f.stats(); got != [3]int{0, 0, 0} {
+		t.Fatalf("after the kick: %v, want nothing left", got)
+	}
+
+	// The same id from another user's connection replaces the old
+	// socket's state instead of inheriting it.
+	f.connect("sid-2", "bob")
+	f.reg.Join("sid-2", "conv-2")
+	f.connect("sid-2", "eve")
+	if m := f.members("conv-2"); len(m) != 0 {
+		t.Fatalf("conv-2 members %v after another user took the id", m)
+	}
+	if _, ok := f.entry(t, "bob"); ok {
+		t.Fatal("bob still connected")
+	}
+}
