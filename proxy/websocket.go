@@ -11,6 +11,7 @@ import (
 	"net/url"
 	"path"
 	"strconv"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -296,6 +297,7 @@ func (s *Server) serveWebSocket(w *responseWriter, r *http.Request, info *reqInf
 		h.dialFailed(w, r, info, resp, err)
 		return
 	}
+	copyUpgradeHeaders(w.Header(), resp.Header)
 	opts := &websocket.AcceptOptions{InsecureSkipVerify: true} // Origin is checked above
 	if p := up.Subprotocol(); p != "" {
 		opts.Subprotocols = []string{p}
@@ -408,6 +410,25 @@ func (h *wsHub) upstreamHeader(r *http.Request, info *reqInfo) http.Header {
 	h.s.trust.setForwarded(&httputil.ProxyRequest{In: r, Out: &http.Request{Header: out}}, info.peer, info.client)
 	out.Set(requestid.Header, info.id) // even when the client named it hop-by-hop
 	return out
+}
+
+// copyUpgradeHeaders passes the upstream's 101 headers to the client's:
+// cookies an app sets on the upgrade (Socket.IO's "headers" event, sticky
+// sessions) and its own fields; not those of the handshake itself, which
+// Accept writes for the client's side, nor hop-by-hop ones.
+func copyUpgradeHeaders(dst, src http.Header) {
+	skip := map[string]bool{}
+	for _, f := range src.Values("Connection") {
+		for _, k := range strings.Split(f, ",") {
+			skip[http.CanonicalHeaderKey(strings.TrimSpace(k))] = true
+		}
+	}
+	for k, vs := range src {
+		if skip[k] || slices.Contains(wsHandshakeHeaders, k) || k == "Content-Length" || k == "Date" || k == requestid.Header {
+			continue
+		}
+		dst[k] = append(dst[k], vs...)
+	}
 }
 
 func subprotocols(h http.Header) []string {

@@ -670,3 +670,39 @@ func TestSocketIOConnectDisconnectLeavesNothing(t *testing.T) {
 	waitMetric(t, env.harness, `chatguard_websocket_connections{kind="socketio"}`, 0)
 	waitMetric(t, env.harness, `chatguard_websocket_connections_total{outcome="accepted"}`, 200)
 }
+
+// Headers the upstream sets on its 101 (a cookie from Socket.IO's
+// "headers" event, a sticky-session cookie, its own fields) reach the
+// client, as they do on any other response; the handshake's own do not
+// come twice.
+func TestWebSocketUpgradeKeepsUpstreamHeaders(t *testing.T) {
+	t.Parallel()
+	srv := upstream(t, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Add("Set-Cookie", "uid=1234; Path=/; HttpOnly")
+		w.Header().Add("Set-Cookie", "route=node-1; Path=/")
+		w.Header().Set("X-Served-By", "node-1")
+		c, err := websocket.Accept(w, r, nil)
+		if err != nil {
+			return
+		}
+		defer c.CloseNow()
+		_, _, _ = c.Read(r.Context())
+	})
+	h := start(t, srv.URL, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	c, resp, err := websocket.Dial(ctx, "ws"+strings.TrimPrefix(h.url, "http")+"/ws/echo", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.CloseNow()
+	if got := resp.Header.Values("Set-Cookie"); len(got) != 2 || got[0] != "uid=1234; Path=/; HttpOnly" || got[1] != "route=node-1; Path=/" {
+		t.Errorf("Set-Cookie %q", got)
+	}
+	if resp.Header.Get("X-Served-By") != "node-1" || len(resp.Header.Values("Sec-WebSocket-Accept")) != 1 || len(resp.Header.Values("Upgrade")) != 1 {
+		t.Errorf("101 headers %v", resp.Header)
+	}
+	if ids := resp.Header.Values("X-Request-Id"); len(ids) != 1 {
+		t.Errorf("X-Request-Id %q", ids)
+	}
+}
