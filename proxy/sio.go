@@ -491,8 +491,16 @@ func (s *sioSession) deliver(v verdict) {
 		// hold a reply per rejected packet: past the bound they are dropped.
 		room := max(maxOwedNotices-len(s.notices), 0)
 		s.notices = append(s.notices, v.replies[:min(len(v.replies), room)]...)
+		newlyKilled := v.kill && !s.killed
 		s.killed = s.killed || v.kill
 		s.mu.Unlock()
+		if newlyKilled { // as the WebSocket side counts its end
+			why := v.why
+			if why == "" {
+				why = "auth"
+			}
+			s.hub.metrics.forced.WithLabelValues(why).Inc()
+		}
 		s.notify()
 		return
 	}

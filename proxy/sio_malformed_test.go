@@ -52,7 +52,7 @@ func TestMalformedSocketIOPacketsAreNotForwarded(t *testing.T) {
 // The same through a polling POST: the packet is taken out of the body.
 func TestMalformedSocketIOPacketInPollingIsTakenOut(t *testing.T) {
 	t.Parallel()
-	fake := newFakePolling(t, 0)
+	fake := newFakePolling(t, time.Minute) // long-polls that end only with the test
 	env := startSIO(t, upstream(t, fake.ServeHTTP).URL, func(c *config.Config) { c.WebSocket.Auth = "required" })
 	h := env.harness
 	if resp, _ := poll(t, h, "GET", "", ""); resp.StatusCode != 200 {
@@ -69,6 +69,20 @@ func TestMalformedSocketIOPacketInPollingIsTakenOut(t *testing.T) {
 	if n := env.socketStats()[0]; n != 0 {
 		t.Fatalf("%d sockets registered", n)
 	}
+	// The session is over: the next poll says so (Engine.IO close) at
+	// once, not when the upstream's long-poll ends (it waited for it: 25 s
+	// with Socket.IO's pingInterval), and the end counts as forced.
+	done := make(chan string, 1)
+	go func() { _, body := poll(t, h, "GET", "&sid=p1", ""); done <- body }()
+	select {
+	case body := <-done:
+		if body != "1" {
+			t.Fatalf("the poll after the kill answered %q, want Engine.IO close", body)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the poll after the kill waited for the upstream's long-poll")
+	}
+	waitMetric(t, h, `chatguard_websocket_forced_disconnects_total{reason="malformed"}`, 1)
 }
 
 // A binary message outside a binary packet is what a custom parser (such as

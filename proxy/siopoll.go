@@ -190,6 +190,7 @@ func (h *wsHub) inspectPost(sess *sioSession, w *responseWriter, r *http.Request
 	kept := packets[:0:0]
 	var replies [][]byte
 	kill, closing := false, false
+	why := "" // the first kill's reason
 	for _, pkt := range packets {
 		t, data, binary, err := socketio.ParseEIO(pkt)
 		switch {
@@ -199,6 +200,9 @@ func (h *wsHub) inspectPost(sess *sioSession, w *responseWriter, r *http.Request
 			forward, v := sess.attachment()
 			if forward {
 				kept = append(kept, pkt)
+			}
+			if v.kill && !kill {
+				why = v.why
 			}
 			kill = kill || v.kill
 		case t == socketio.EIOClose: // the client closes the session
@@ -210,13 +214,16 @@ func (h *wsHub) inspectPost(sess *sioSession, w *responseWriter, r *http.Request
 				kept = append(kept, pkt)
 			}
 			replies = append(replies, v.replies...)
+			if v.kill && !kill {
+				why = v.why
+			}
 			kill = kill || v.kill
 		default:
 			kept = append(kept, pkt)
 		}
 	}
 	if len(replies) > 0 || kill {
-		sess.deliver(verdict{replies: replies, kill: kill})
+		sess.deliver(verdict{replies: replies, kill: kill, why: why})
 	}
 	if closing {
 		defer sess.ended()

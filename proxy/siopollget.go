@@ -34,6 +34,14 @@ func (h *wsHub) pollGet(sess *sioSession, w *responseWriter, r *http.Request, in
 	for {
 		sess.mu.Lock()
 		p := sess.poll
+		if sess.killed && len(sess.notices) == 0 {
+			// Ended by chatguard with nothing more to say (a malformed
+			// packet, a token a required route refuses): Engine.IO's close,
+			// now, not when the upstream's long-poll ends (pingInterval).
+			sess.mu.Unlock()
+			h.answerPoll(sess, w, r, http.StatusOK, nil, []byte{byte(socketio.EIOClose)}, nil)
+			return
+		}
 		if len(sess.notices) > 0 && (p == nil || !p.finished()) {
 			owed := sess.takeNotices()
 			sess.mu.Unlock()

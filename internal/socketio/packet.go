@@ -19,10 +19,10 @@ const (
 	MaxAttachments = 10
 
 	// MaxNamespaceLen is the longest namespace, in bytes, leading slash
-	// included. Namespaces are short names chosen by the application; the
-	// bound keeps a hostile client from making the proxy copy and key tables
-	// by megabyte-long names.
-	MaxNamespaceLen = 256
+	// included. Socket.IO sets no bound, and dynamic namespaces
+	// (/tenant-<id>/…) can be long; the bound only keeps a hostile client
+	// from making the proxy copy and key tables by megabyte-long names.
+	MaxNamespaceLen = 4096
 
 	// MaxAckID is the largest ack id, JavaScript's Number.MAX_SAFE_INTEGER
 	// (2^53-1). Above it a JavaScript peer cannot hold the id exactly and
