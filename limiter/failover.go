@@ -34,7 +34,11 @@ type FailoverOptions struct {
 	Registerer prometheus.Registerer
 	// OnModeChange is told of every transition; nil = nothing.
 	OnModeChange func(from, to string, err error)
-	Now          func() time.Time
+	// OnStillFailing is told when a probe fails while in fallback with an
+	// error other than the last one told (or the same one a minute later),
+	// so that the log says why Redis is still not used; nil = nothing.
+	OnStillFailing func(err error)
+	Now            func() time.Time
 }
 
 // FailoverStore decides in the primary store while it works and in the
@@ -45,11 +49,13 @@ type FailoverOptions struct {
 type FailoverStore struct {
 	o FailoverOptions
 
-	mu       sync.Mutex // guards failures, open, retryAt
+	mu       sync.Mutex // guards failures, open, retryAt, said, saidAt
 	failures int
 	open     bool
 	retryAt  time.Time
 	probing  atomic.Bool
+	said     string // the last error told to OnStillFailing, and when
+	saidAt   time.Time
 
 	// owed: the debt (TAT, on the table's clock) the fallback left each key
 	// it decided, until the primary has taken it (a primary that can: see
@@ -92,6 +98,9 @@ func NewFailoverStore(o FailoverOptions) (*FailoverStore, error) {
 		Buckets: []float64{.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1},
 	})
 	f.latency = lat
+	for _, to := range []string{ModeFallback, ModeRedis} {
+		f.transitions.WithLabelValues(to) // at 0 from the start: increase() needs a series
+	}
 	if _, ok := o.Primary.(owingStore); ok {
 		owed, err := sessions.NewStateTable(sessions.StateOptions{MaxEntries: maxOwed})
 		if err != nil {
@@ -263,15 +272,75 @@ func (f *FailoverStore) succeeded(probe bool) {
 func (f *FailoverStore) failed(err error) {
 	f.mu.Lock()
 	f.failures++
-	opened := false
+	opened, tell := false, false
+	now := f.o.Now()
+	if f.open { // a probe failed
+		msg := err.Error()
+		if tell = msg != f.said || now.Sub(f.saidAt) >= time.Minute; tell {
+			f.said, f.saidAt = msg, now
+		}
+	}
 	if f.open || f.failures >= f.o.Failures {
 		opened = !f.open
 		f.open = true
-		f.retryAt = f.o.Now().Add(f.o.Cooldown)
+		f.retryAt = now.Add(f.o.Cooldown)
+		if opened {
+			f.said, f.saidAt = err.Error(), now
+		}
 	}
 	f.mu.Unlock()
 	if opened {
 		f.transition(ModeRedis, ModeFallback, err)
+	}
+	if tell && f.o.OnStillFailing != nil {
+		f.o.OnStillFailing(err)
+	}
+}
+
+// Trip switches to fallback at once, for a primary known to fail (Redis
+// did not answer at start): the first requests do not each wait for its
+// deadline, and the mode says so from the start.
+func (f *FailoverStore) Trip(err error) {
+	f.failed(err) // counted once
+	f.mu.Lock()
+	now := f.o.Now()
+	opened := !f.open
+	f.open, f.retryAt = true, now.Add(f.o.Cooldown)
+	if opened {
+		f.said, f.saidAt = err.Error(), now
+	}
+	f.mu.Unlock()
+	if opened {
+		f.transition(ModeRedis, ModeFallback, err)
+	}
+}
+
+// probeKey and probeLimit are what Watch decides to probe the primary: a
+// key no request builds (policy names have no colon), a limit it never
+// reaches.
+const probeKey = "chatguard:probe"
+
+var probeLimit = Limit{Rate: 1 << 30, Period: time.Second}
+
+// Watch probes the primary every cooldown while the store is in fallback,
+// until stop is closed, so that it returns to Redis when Redis does even
+// with no rate-limited traffic: otherwise the mode, its gauge and the
+// fallback alert would say fallback until the next limited request.
+func (f *FailoverStore) Watch(stop <-chan struct{}) {
+	t := time.NewTicker(max(f.o.Cooldown, 100*time.Millisecond))
+	defer t.Stop()
+	for {
+		select {
+		case <-stop:
+			return
+		case <-t.C:
+		}
+		f.mu.Lock()
+		due := f.open && !f.o.Now().Before(f.retryAt)
+		f.mu.Unlock()
+		if due {
+			_, _ = f.Allow(context.Background(), probeKey, probeLimit)
+		}
 	}
 }
 

@@ -950,3 +950,68 @@ func TestRedisErrorsQuoteNoKeys(t *testing.T) {
 		t.Fatalf("error %q", msg)
 	}
 }
+
+// flakyStore fails with the error it is given, as a Redis whose cause of
+// failure changes (a wrong password, then a missing permission).
+type flakyStore struct {
+	mu  sync.Mutex
+	err error
+}
+
+func (f *flakyStore) set(err error) { f.mu.Lock(); f.err = err; f.mu.Unlock() }
+
+func (f *flakyStore) Allow(_ context.Context, _ string, l Limit) (Result, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.err != nil {
+		return Result{}, f.err
+	}
+	return Result{Allowed: true, Limit: l}, nil
+}
+
+// In fallback, Watch probes the primary every cooldown: the store returns
+// to Redis when Redis does, with no rate-limited request to make the
+// probe (the mode, its gauge and its alert said fallback until one came).
+// A probe that fails for a new reason says so; the same reason again is
+// not repeated within the minute. Trip switches at once (a Redis that did
+// not answer at start).
+func TestFailoverWatchAndTrip(t *testing.T) {
+	t.Parallel()
+	mem, _ := sessions.NewStateTable(sessions.StateOptions{MaxEntries: 100})
+	t.Cleanup(func() { mem.Close() })
+	primary := &flakyStore{}
+	var mu sync.Mutex
+	var events []string
+	say := func(s string) { mu.Lock(); events = append(events, s); mu.Unlock() }
+	f, err := NewFailoverStore(FailoverOptions{
+		Primary: primary, Fallback: NewMemoryStore(mem), Cooldown: 20 * time.Millisecond,
+		OnModeChange:   func(from, to string, err error) { say(fmt.Sprintf("%s>%s: %v", from, to, err)) },
+		OnStillFailing: func(err error) { say("still: " + err.Error()) },
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	primary.set(errors.New("WRONGPASS"))
+	f.Trip(errors.New("WRONGPASS"))
+	if f.Mode() != ModeFallback {
+		t.Fatal("Trip did not switch to fallback")
+	}
+	stop, stopped := make(chan struct{}), make(chan struct{})
+	go func() { defer close(stopped); f.Watch(stop) }()
+	defer func() { close(stop); <-stopped }()
+	time.Sleep(150 * time.Millisecond) // several probes, the same reason
+	primary.set(errors.New("NOPERM evalsha"))
+	time.Sleep(150 * time.Millisecond)
+	primary.set(nil)
+	for deadline := time.Now().Add(5 * time.Second); f.Mode() != ModeRedis; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the store did not return to Redis without traffic")
+		}
+	}
+	mu.Lock()
+	got := strings.Join(events, "\n")
+	mu.Unlock()
+	if got != "redis>fallback: WRONGPASS\nstill: NOPERM evalsha\nfallback>redis: <nil>" {
+		t.Fatalf("events:\n%s", got)
+	}
+}

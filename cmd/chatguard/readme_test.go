@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"fmt"
 	"io"
 	"net/http"
@@ -8,9 +9,11 @@ import (
 	"os"
 	"regexp"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/chatguard/chatguard/internal/buildinfo"
 	"github.com/chatguard/chatguard/internal/config"
@@ -140,4 +143,58 @@ func testApp(t *testing.T, cfg *config.Config) (*app, *prometheus.Registry) {
 	}
 	t.Cleanup(a.Close) // idempotent: the restart test closes its first app itself
 	return a, reg
+}
+
+// A Redis that does not answer at start puts the store in fallback before
+// the first request, and the log says why: the enforcing line and the mode
+// gauge used to say redis until three requests had each waited for the
+// deadline.
+func TestRedisDownAtStartIsSaid(t *testing.T) {
+	t.Parallel()
+	cfg := config.Defaults()
+	cfg.Redis.URL = "redis://127.0.0.1:1"
+	cfg.Upstream = "http://127.0.0.1:1"
+	cfg.Limits.File = ""
+	reg := metrics.NewRegistry(buildinfo.Get())
+	var out syncBuffer
+	logger, err := logging.New(logging.Options{Out: &out, Registerer: reg})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { logger.Close() })
+	a, err := newApp(cfg, logger, reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(a.Close)
+	if err := testutil.GatherAndCompare(reg, strings.NewReader(`# HELP chatguard_ratelimit_store_mode 1 for the rate-limit store's current mode (redis, fallback, memory-only), 0 for the others.
+# TYPE chatguard_ratelimit_store_mode gauge
+chatguard_ratelimit_store_mode{mode="fallback"} 1
+chatguard_ratelimit_store_mode{mode="memory-only"} 0
+chatguard_ratelimit_store_mode{mode="redis"} 0
+`), "chatguard_ratelimit_store_mode"); err != nil {
+		t.Fatal(err)
+	}
+	logger.Flush()
+	if s := out.String(); !strings.Contains(s, "rate-limit store switched") || !strings.Contains(s, "redis does not answer at start") {
+		t.Fatalf("log:\n%s", s)
+	}
+}
+
+// syncBuffer is a bytes.Buffer safe for the logger's writer and the test.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }

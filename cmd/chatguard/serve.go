@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime/debug"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -247,6 +248,7 @@ func newStore(cfg *config.Config, std *sessions.Standard, logger *logging.Logger
 		return nil, nil, err
 	}
 	rs := limiter.NewRedisStore(client, cfg.Redis.Prefix, cfg.Redis.Timeout)
+	watchAt := len(a.closers)                             // the failover's watcher stops before the store
 	a.closers = append(a.closers, rs.Close, client.Close) // the store's flushers first
 	dbLog := logger.WithField(logging.FieldCategory, logging.CategoryDatabase)
 	rs.WatchNodes(cfg.Redis.Failures, cfg.Redis.Cooldown, func(addr string, down bool) {
@@ -276,11 +278,30 @@ func newStore(cfg *config.Config, std *sessions.Standard, logger *logging.Logger
 			}
 			e.Warn("rate-limit store switched")
 		},
+		OnStillFailing: func(err error) {
+			log.WithError(err).Warn("rate-limit store still failing; decisions stay in memory")
+		},
 		Registerer: reg,
 	})
 	if err != nil {
 		return nil, nil, err
 	}
+	// A Redis that does not answer at start: fallback from the first
+	// request, said in the log, rather than three requests waiting for
+	// the deadline and a mode that says redis until then.
+	if err := rs.Ping(context.Background()); err != nil {
+		f.Trip(fmt.Errorf("limiter: redis does not answer at start: %w", err))
+	}
+	stop, stopped := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(stopped)
+		f.Watch(stop)
+	}()
+	a.closers = slices.Insert(a.closers, watchAt, func() error {
+		close(stop)
+		<-stopped
+		return nil
+	})
 	return f, f.Mode, nil
 }
 
