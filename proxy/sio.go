@@ -352,10 +352,16 @@ func (s *sioSession) connect(pkt socketio.Packet) verdict {
 		h.s.userRoles.Set(id.User, id.Role)
 	}
 	s.mu.Lock()
+	learned := s.id.User == "" && id.User != ""
 	if s.id.User == "" {
 		s.id = id
 	}
+	registered, sockID := s.registered, s.socketID
 	s.mu.Unlock()
+	if learned && registered && h.registry != nil {
+		// An earlier namespace registered the socket anonymously.
+		h.registry.Identify(sockID, s, id.User, id.Role, id.Name)
+	}
 	return verdict{forward: true}
 }
 

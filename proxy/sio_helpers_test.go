@@ -264,6 +264,9 @@ func (f *fakeSIO) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		switch {
 		case s == "40" || strings.HasPrefix(s, "40{"):
 			err = write(fmt.Sprintf(`40{"sid":"sock%d"}`, f.seq.Add(1)))
+		case strings.HasPrefix(s, "40/"): // another namespace: 40/admin,{…}
+			ns, _, _ := strings.Cut(s[2:], ",")
+			err = write(fmt.Sprintf(`40%s,{"sid":"sock%d"}`, ns, f.seq.Add(1)))
 		case strings.HasPrefix(s, "42") || strings.HasPrefix(s, "45"):
 			if id := ackID(s); id != "" {
 				err = write("43" + id + `["ok"]`)

@@ -146,3 +146,25 @@ func TestSocketIOEventShadowMode(t *testing.T) {
 		return n == 2
 	})
 }
+
+// A connection whose "/" connected anonymously and whose "/admin" then
+// carried a user's token is that user's in presence too, not only for the
+// rate limits: stats count it, a kick by user reaches it.
+func TestSocketIOLaterNamespaceIdentifies(t *testing.T) {
+	t.Parallel()
+	fake := &fakeSIO{}
+	env := startSIO(t, upstream(t, fake.ServeHTTP).URL, func(c *config.Config) { c.WebSocket.Auth = "optional" })
+	cl := dialSIO(t, env.harness, nil)
+	if got := cl.connect(""); !strings.HasPrefix(got, `40{"sid":`) {
+		t.Fatalf("CONNECT answered %q", got)
+	}
+	env.waitStats(t, [3]int{1, 0, 0})
+	cl.send(`40/admin,` + authFor(t, "late@example.com"))
+	if got := cl.next(); !strings.HasPrefix(got, `40/admin,{"sid":`) {
+		t.Fatalf("/admin CONNECT answered %q", got)
+	}
+	env.waitStats(t, [3]int{1, 1, 0})
+	if n := env.reg.Kick("late@example.com", "admin"); n != 1 {
+		t.Fatalf("kick reached %d sockets", n)
+	}
+}

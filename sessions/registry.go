@@ -277,6 +277,28 @@ func (r *Registry) Disconnect(id string) {
 	r.unregister(id)
 }
 
+// Identify gives socket id, held by s and registered without a user, the
+// user a later CONNECT proved (Socket.IO multiplexes namespaces on one
+// connection: "/" may connect anonymously and "/admin" with a token): the
+// socket then counts in presence and can be kicked by user.
+func (r *Registry) Identify(id string, s Socket, user, role, name string) {
+	if user == "" {
+		return
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	ls := r.sockets[id]
+	if ls == nil || ls.sock != s || ls.info.User != "" {
+		return
+	}
+	r.idxMu.Lock()
+	ls.info.User, ls.info.Role, ls.info.DisplayName = user, role, name
+	r.idxMu.Unlock()
+	r.tables.ConnectedUsers.Set(user, ConnectedUser{
+		SocketID: id, ConnectedAt: ls.info.ConnectedAt, LastActivity: r.now(), Role: role, DisplayName: name,
+	})
+}
+
 // DisconnectSocket is Disconnect for the connection s that ended, if it
 // still holds id: a recovered socket may hold it now (see Connect).
 func (r *Registry) DisconnectSocket(id string, s Socket) {
@@ -372,8 +394,9 @@ func (r *Registry) OnEvicted(user string, cu ConnectedUser, reason Reason) {
 	}
 	r.idxMu.Lock()
 	s := r.sockets[cu.SocketID]
+	match := s != nil && s.info.User == user // info changes under idxMu (Identify)
 	r.idxMu.Unlock()
-	if s != nil && s.info.User == user {
+	if match {
 		s.sock.Disconnect(reason.String())
 	}
 }

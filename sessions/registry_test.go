@@ -618,3 +618,34 @@ func TestRegistryRecoveredSocketKeepsItsState(t *testing.T) {
 		t.Fatal("bob still connected")
 	}
 }
+
+// A socket registered without a user (its first namespace connected
+// anonymously) gets the user a later namespace's CONNECT proved: it counts
+// in presence and a kick by user reaches it. Only the connection holding
+// the id can identify it, and only once.
+func TestRegistryIdentifyLater(t *testing.T) {
+	t.Parallel()
+	f := newRegFixture(t, regOpts{})
+	s := f.connect("sid-1", "")
+	if got := f.stats(); got != [3]int{1, 0, 0} {
+		t.Fatalf("anonymous: %v", got)
+	}
+	f.reg.Identify("sid-1", &fakeSocket{}, "mallory", "admin", "M") // not the holder
+	f.reg.Identify("sid-1", s, "ana", "agent", "Ana")
+	f.reg.Identify("sid-1", s, "bob", "agent", "Bob") // already known
+	if id, ok := f.entry(t, "ana"); !ok || id != "sid-1" {
+		t.Fatalf("ana's entry %q %v", id, ok)
+	}
+	for _, u := range []string{"mallory", "bob"} {
+		if _, ok := f.entry(t, u); ok {
+			t.Fatalf("%s has an entry", u)
+		}
+	}
+	f.reg.Join("sid-1", "conv-1")
+	if got := f.stats(); got != [3]int{1, 1, 1} {
+		t.Fatalf("identified: %v", got)
+	}
+	if n := f.reg.Kick("ana", "admin"); n != 1 || len(s.got()) != 1 {
+		t.Fatalf("kick: %d %v", n, s.got())
+	}
+}
