@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/andybalholm/brotli"
 	"github.com/chatguard/chatguard/internal/config"
 )
 
@@ -157,6 +158,10 @@ func TestUpstreamErrorBodyEncodingsAndSizes(t *testing.T) {
 	zw := gzip.NewWriter(&gz)
 	_, _ = zw.Write([]byte(`{"name":"TokenExpiredError","message":"jwt expired"}`))
 	_ = zw.Close()
+	var br bytes.Buffer // what expressjs/compression sends a browser for a body of 1 KB or more
+	bw := brotli.NewWriter(&br)
+	_, _ = bw.Write([]byte(`{"name":"TokenExpiredError","message":"jwt expired"}`))
+	_ = bw.Close()
 	big := `{"message":"` + strings.Repeat("x", 5000) + `","name":"TokenExpiredError"}`
 
 	up := upstream(t, func(w http.ResponseWriter, r *http.Request) {
@@ -167,7 +172,12 @@ func TestUpstreamErrorBodyEncodingsAndSizes(t *testing.T) {
 			w.WriteHeader(401)
 			_, _ = w.Write(gz.Bytes())
 		case "/br":
+			w.Header().Set("Content-Type", "application/json")
 			w.Header().Set("Content-Encoding", "br")
+			w.WriteHeader(401)
+			_, _ = w.Write(br.Bytes())
+		case "/br-broken", "/zstd":
+			w.Header().Set("Content-Encoding", strings.TrimPrefix(strings.TrimSuffix(r.URL.Path, "-broken"), "/"))
 			w.WriteHeader(401)
 			_, _ = w.Write([]byte{0x1b, 0x2, 0x3})
 		case "/big":
@@ -191,8 +201,14 @@ func TestUpstreamErrorBodyEncodingsAndSizes(t *testing.T) {
 		t.Errorf("Content-Encoding kept on a rewritten body")
 	}
 	resp, body = h.get("/br")
-	if env := envelope(t, resp, body); resp.StatusCode != 401 || env["code"] != "AUTHENTICATION_REQUIRED" || len(env["details"].(map[string]any)) != 0 {
-		t.Errorf("br: %d %v", resp.StatusCode, env)
+	if env := envelope(t, resp, body); resp.StatusCode != 401 || env["code"] != "TOKEN_EXPIRED" || resp.Header.Get("Content-Encoding") != "" {
+		t.Errorf("br: %d %v %v", resp.StatusCode, env, resp.Header)
+	}
+	for _, path := range []string{"/br-broken", "/zstd"} {
+		resp, body = h.get(path)
+		if env := envelope(t, resp, body); resp.StatusCode != 401 || env["code"] != "AUTHENTICATION_REQUIRED" || len(env["details"].(map[string]any)) != 0 {
+			t.Errorf("%s: %d %v", path, resp.StatusCode, env)
+		}
 	}
 	resp, body = h.get("/big")
 	if env := envelope(t, resp, body); resp.StatusCode != 400 || env["code"] != "VALIDATION_ERROR" || len(env["details"].(map[string]any)) != 0 {

@@ -20,6 +20,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/andybalholm/brotli"
 	"github.com/sirupsen/logrus"
 
 	apierrors "github.com/chatguard/chatguard/errors"
@@ -276,6 +277,10 @@ func decodeBody(raw []byte, encoding string, limit int64) ([]byte, error) {
 		} else {
 			dec = flate.NewReader(bytes.NewReader(raw))
 		}
+	case "br":
+		// What expressjs/compression (1.8 and later) sends for bodies of
+		// 1 KB or more when the browser offers it: large validation errors.
+		dec = brotli.NewReader(bytes.NewReader(raw))
 	default:
 		return nil, stderrors.New("proxy: unsupported content encoding")
 	}
