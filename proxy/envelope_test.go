@@ -228,6 +228,20 @@ func TestUpstreamErrorBodyEncodingsAndSizes(t *testing.T) {
 	if resp.StatusCode != 400 || len(body) != 0 || resp.Header.Get("X-Request-ID") == "" {
 		t.Errorf("HEAD: %d %q", resp.StatusCode, body)
 	}
+	// Its access line counts no body bytes: none went out (it said the
+	// envelope's length, 176 in QA's run).
+	id := resp.Header.Get("X-Request-ID")
+	waitFor(t, "the HEAD's access line", func() bool {
+		for _, l := range h.logs.lines(t) {
+			if l["msg"] == "request completed" && l["requestId"] == id {
+				if l["bytes"] != float64(0) {
+					t.Fatalf("HEAD access line bytes %v", l["bytes"])
+				}
+				return true
+			}
+		}
+		return false
+	})
 }
 
 func TestDevelopmentModeShowsRedactedSnippet(t *testing.T) {

@@ -65,7 +65,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	r.Header.Set(requestid.Header, info.id)
 	w.Header().Set(requestid.Header, info.id)
 
-	rw := &responseWriter{ResponseWriter: w, onHijack: s.trackConn, requestID: info.id}
+	rw := &responseWriter{ResponseWriter: w, onHijack: s.trackConn, requestID: info.id, head: r.Method == http.MethodHead}
 	r = r.WithContext(context.WithValue(r.Context(), infoKey{}, info))
 	s.inFlight.Add(1)
 	s.metrics.inFlight.Inc()

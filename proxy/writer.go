@@ -17,7 +17,8 @@ import (
 type responseWriter struct {
 	http.ResponseWriter
 	status      int
-	bytes       int64
+	bytes       int64 // body bytes sent (none for HEAD: net/http eats them)
+	head        bool
 	wroteHeader bool
 	// onHijack is called with the hijacked connection; it returns the
 	// connection the caller gets (so that the server can track and close it).
@@ -100,7 +101,9 @@ func (w *responseWriter) Write(b []byte) (int, error) {
 		w.WriteHeader(http.StatusOK)
 	}
 	n, err := w.ResponseWriter.Write(b)
-	w.bytes += int64(n)
+	if !w.head {
+		w.bytes += int64(n)
+	}
 	return n, err
 }
 
