@@ -131,8 +131,15 @@ func TestLoginLimitSurvivesRestart(t *testing.T) {
 // testApp builds what serve runs on its own registry, closed at cleanup.
 func testApp(t *testing.T, cfg *config.Config) (*app, *prometheus.Registry) {
 	t.Helper()
+	a, reg, _ := testAppLogging(t, cfg, io.Discard)
+	return a, reg
+}
+
+// testAppLogging is testApp with its log written to out.
+func testAppLogging(t *testing.T, cfg *config.Config, out io.Writer) (*app, *prometheus.Registry, *logging.Logger) {
+	t.Helper()
 	reg := metrics.NewRegistry(buildinfo.Get())
-	logger, err := logging.New(logging.Options{Out: io.Discard, Registerer: reg})
+	logger, err := logging.New(logging.Options{Out: out, Registerer: reg})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -142,7 +149,7 @@ func testApp(t *testing.T, cfg *config.Config) (*app, *prometheus.Registry) {
 		t.Fatal(err)
 	}
 	t.Cleanup(a.Close) // idempotent: the restart test closes its first app itself
-	return a, reg
+	return a, reg, logger
 }
 
 // A Redis that does not answer at start puts the store in fallback before
@@ -155,18 +162,8 @@ func TestRedisDownAtStartIsSaid(t *testing.T) {
 	cfg.Redis.URL = "redis://127.0.0.1:1"
 	cfg.Upstream = "http://127.0.0.1:1"
 	cfg.Limits.File = ""
-	reg := metrics.NewRegistry(buildinfo.Get())
 	var out syncBuffer
-	logger, err := logging.New(logging.Options{Out: &out, Registerer: reg})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { logger.Close() })
-	a, err := newApp(cfg, logger, reg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(a.Close)
+	_, reg, logger := testAppLogging(t, cfg, &out)
 	if err := testutil.GatherAndCompare(reg, strings.NewReader(`# HELP chatguard_ratelimit_store_mode 1 for the rate-limit store's current mode (redis, fallback, memory-only), 0 for the others.
 # TYPE chatguard_ratelimit_store_mode gauge
 chatguard_ratelimit_store_mode{mode="fallback"} 1
