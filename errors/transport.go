@@ -45,6 +45,7 @@ func FromProxyError(err error) (e *Error, reason string) {
 	case stderrors.As(err, &maxBytes):
 		e := New(CodePayloadTooLarge, "")
 		e.Details = map[string]any{"limitBytes": maxBytes.Limit} // as for a Content-Length over the limit
+		e.Header = http.Header{"Connection": {"close"}}          // the rest of the body is not read
 		return e, "body_too_large"
 	case stderrors.Is(err, context.Canceled), stderrors.Is(err, ErrClientGone):
 		e := New(CodeServiceUnavailable, "the client closed the request")

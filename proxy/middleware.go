@@ -3,6 +3,7 @@ package proxy
 import (
 	"context"
 	"fmt"
+	"io"
 	"net/http"
 	"net/netip"
 	"runtime/debug"
@@ -131,7 +132,11 @@ func (s *Server) handle(w *responseWriter, r *http.Request, info *reqInfo) {
 			return
 		}
 		if r.Body != nil && r.Body != http.NoBody {
-			r.Body = http.MaxBytesReader(w.ResponseWriter, r.Body, max) // the real writer, so net/http closes the connection after a 413
+			// Not http.MaxBytesReader: it writes to the response (to close
+			// the connection) from whatever goroutine reads the body, and the
+			// transport's body writer may read on after the handler returned
+			// (an early answer). The 413 says Connection: close itself.
+			r.Body = &limitedBody{ReadCloser: r.Body, left: max, limit: max}
 		}
 	}
 	if isStatsPath(r.URL.Path) {
@@ -282,4 +287,35 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, info *reqInf
 	info.code = e.Code
 	s.metrics.envelopes.WithLabelValues(envelopeCode(e.Code), source).Inc()
 	apierrors.Write(w, r, e, info.id, s.now())
+}
+
+// limitedBody is a request body cut at limit bytes: reading past it fails
+// with *http.MaxBytesError, as http.MaxBytesReader does, but without
+// touching the response.
+type limitedBody struct {
+	io.ReadCloser
+	left, limit int64
+	err         error
+}
+
+func (b *limitedBody) Read(p []byte) (int, error) {
+	if b.err != nil {
+		return 0, b.err
+	}
+	if len(p) == 0 {
+		return 0, nil
+	}
+	if int64(len(p)) > b.left+1 {
+		p = p[:b.left+1] // one more byte tells "over the limit" from "exactly at it"
+	}
+	n, err := b.ReadCloser.Read(p)
+	if int64(n) <= b.left {
+		b.left -= int64(n)
+		b.err = err
+		return n, err
+	}
+	n = int(b.left)
+	b.left = 0
+	b.err = &http.MaxBytesError{Limit: b.limit}
+	return n, b.err
 }

@@ -38,10 +38,11 @@ type upstreamTransport struct {
 	responseHeaderTimeout time.Duration
 	now                   func() time.Time
 
-	mu        sync.Mutex // guards idle, reaper, reapArmed
+	mu        sync.Mutex // guards idle, reaper, reapArmed, reapAt
 	idle      []*upstreamConn
 	reaper    *time.Timer // closes expired idle connections while no request comes
 	reapArmed bool
+	reapAt    time.Time // when the armed reaper fires
 }
 
 // unsafeReuseIdle: a request that could not be sent again (a POST) goes only
@@ -209,13 +210,8 @@ func (t *upstreamTransport) put(pc *upstreamConn) {
 	if len(t.idle) < t.maxIdle {
 		t.idle = append(t.idle, pc)
 		pc = nil
-		if !t.reapArmed && t.idleTimeout > 0 {
-			t.reapArmed = true
-			if t.reaper == nil {
-				t.reaper = time.AfterFunc(t.idleTimeout, t.reap)
-			} else {
-				t.reaper.Reset(t.idleTimeout)
-			}
+		if d := t.idle[len(t.idle)-1].maxIdle; d > 0 {
+			t.armReaperLocked(now, d)
 		}
 	}
 	t.mu.Unlock()
@@ -236,21 +232,49 @@ func (t *upstreamTransport) expiredLocked(now time.Time) (stale []*upstreamConn)
 	return stale
 }
 
+// armReaperLocked makes the reaper fire within d (a connection just
+// pooled expires then), unless it fires sooner already.
+func (t *upstreamTransport) armReaperLocked(now time.Time, d time.Duration) {
+	at := now.Add(d)
+	switch {
+	case t.reaper == nil:
+		t.reaper = time.AfterFunc(d, t.reap)
+	case t.reapArmed && !at.Before(t.reapAt):
+		return
+	default:
+		t.reaper.Reset(d)
+	}
+	t.reapArmed, t.reapAt = true, at
+}
+
 // reap closes the idle connections that expired while no request came:
 // the upstream has closed them by now (Node after 5 s), and each would
-// hold a descriptor in CLOSE-WAIT until the next request. It runs again
-// while connections are idle.
+// hold a descriptor in CLOSE-WAIT until the next request. Connections may
+// expire in any order (the upstream's Keep-Alive header sets each one's
+// time): all are looked at, and it runs again when the next one expires.
 func (t *upstreamTransport) reap() {
 	now := t.now()
+	var stale []*upstreamConn
 	t.mu.Lock()
-	stale := t.expiredLocked(now)
-	t.reapArmed = len(t.idle) > 0
-	if t.reapArmed {
-		next := t.idleTimeout
-		if len(t.idle) > 0 {
-			next = max(t.idle[0].lastUsed.Add(t.idle[0].maxIdle).Sub(now), 100*time.Millisecond)
+	t.reapArmed = false
+	kept := t.idle[:0]
+	var next time.Duration
+	for _, pc := range t.idle {
+		if pc.expired(now) {
+			stale = append(stale, pc)
+			continue
 		}
-		t.reaper.Reset(next)
+		kept = append(kept, pc)
+		if pc.maxIdle > 0 {
+			if d := pc.lastUsed.Add(pc.maxIdle).Sub(now); next == 0 || d < next {
+				next = d
+			}
+		}
+	}
+	clear(t.idle[len(kept):])
+	t.idle = kept
+	if next > 0 {
+		t.armReaperLocked(now, max(next, 10*time.Millisecond))
 	}
 	t.mu.Unlock()
 	for _, c := range stale {
@@ -425,7 +449,8 @@ func clientBodyError(ctx context.Context, bodyErr error) error {
 func (t *upstreamTransport) exchangeStreaming(pc *upstreamConn, req *http.Request, stop func() bool, received int64) (*http.Response, bool, error) {
 	ctx := req.Context()
 	var bodyErr error
-	req.Body = &recordingBody{ReadCloser: req.Body, err: &bodyErr}
+	gate := &gatedBody{ReadCloser: req.Body}
+	req.Body = &recordingBody{ReadCloser: gate, err: &bodyErr}
 	pc.cr.headEnd = pc.cr.n.Load() + maxResponseHead + int64(pc.br.Size())
 	var mu sync.Mutex // orders the writer's verdict and the head's arrival
 	headRead, wrote := false, false
@@ -456,6 +481,10 @@ func (t *upstreamTransport) exchangeStreaming(pc *upstreamConn, req *http.Reques
 	if err == nil {
 		pc.setReadDeadline(time.Time{})
 		if early {
+			// The writer starts no read of the client's body once the
+			// answer is on its way to the client (one in progress ends with
+			// the client's next bytes, or the server's close of the body).
+			gate.cut()
 			resp.Close = true // the rest of the body may be on its way: no reuse
 		} else if werr := <-written; werr != nil || bodyErr != nil && !errors.Is(bodyErr, io.EOF) {
 			resp.Close = true // answered, but the request did not go out whole
@@ -478,6 +507,31 @@ func (t *upstreamTransport) exchangeStreaming(pc *upstreamConn, req *http.Reques
 		return nil, false, werr
 	}
 	return nil, got, err
+}
+
+// gatedBody is a client's request body whose reads can be cut off.
+type gatedBody struct {
+	io.ReadCloser
+	mu    sync.Mutex
+	isCut bool
+}
+
+var errBodyCut = errors.New("proxy: the upstream answered before the whole body was sent")
+
+func (g *gatedBody) Read(p []byte) (int, error) {
+	g.mu.Lock()
+	isCut := g.isCut
+	g.mu.Unlock()
+	if isCut {
+		return 0, errBodyCut
+	}
+	return g.ReadCloser.Read(p)
+}
+
+func (g *gatedBody) cut() {
+	g.mu.Lock()
+	g.isCut = true
+	g.mu.Unlock()
 }
 
 // readHead reads the response head, passing 1xx responses to the client

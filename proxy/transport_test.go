@@ -648,3 +648,70 @@ func TestTransportHonoursKeepAliveAndSparesPosts(t *testing.T) {
 		t.Fatalf("at once with Keep-Alive timeout=1: %d connections, want 2", n)
 	}
 }
+
+// The reaper honours each connection's own idle time: one the upstream
+// said it keeps for 1 s (Keep-Alive: timeout=1) is closed about 0.5 s
+// after its last use, not at idle_conn_timeout (4 s).
+func TestTransportReaperHonoursKeepAlive(t *testing.T) {
+	t.Parallel()
+	var closed atomic.Int64
+	s := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Keep-Alive", "timeout=1")
+	}))
+	s.Config.ConnState = func(_ net.Conn, st http.ConnState) {
+		if st == http.StateClosed {
+			closed.Add(1)
+		}
+	}
+	s.Start()
+	t.Cleanup(s.Close)
+	h := start(t, s.URL, nil)
+	h.get("/a")
+	for deadline := time.Now().Add(2500 * time.Millisecond); closed.Load() == 0; time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the connection was still open 2.5 s after its use, with Keep-Alive timeout=1")
+		}
+	}
+}
+
+// After an early answer the transport's writer may still be reading the
+// client's body when the handler has returned; going over max_body_bytes
+// then must not touch the finished response (http.MaxBytesReader did: a
+// data race with the server's own writes, a "concurrent map writes" crash
+// at worst). Run with -race.
+func TestTransportEarlyAnswerThenOversizedBody(t *testing.T) {
+	t.Parallel()
+	answer := func(c net.Conn, br *bufio.Reader) {
+		_, _ = http.ReadRequest(br)
+		_, _ = io.WriteString(c, "HTTP/1.1 401 Unauthorized\r\nContent-Type: text/plain\r\nContent-Length: 2\r\n\r\nno")
+		_, _ = io.Copy(io.Discard, br)
+	}
+	up := rawUpstream(t, answer, answer, answer) // one connection per request: an early answer is not reused
+	h := start(t, up, func(c *config.Config) { c.Server.MaxBodyBytes = 64 << 10 })
+	for i := 0; i < 3; i++ {
+		pr, pw := io.Pipe()
+		go func() {
+			chunk := make([]byte, 16<<10)
+			_, _ = pw.Write(make([]byte, 60<<10))
+			time.Sleep(300 * time.Millisecond)
+			for j := 0; j < 20; j++ {
+				if _, err := pw.Write(chunk); err != nil {
+					break
+				}
+			}
+			_ = pw.Close()
+		}()
+		req, _ := http.NewRequest(http.MethodPost, h.url+"/api/media/upload", pr)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			_ = pr.CloseWithError(err)
+			continue // the connection may close under the upload: the point is the race detector's
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		_ = pr.Close()
+		if resp.StatusCode != 401 {
+			t.Fatalf("early answer: %d", resp.StatusCode)
+		}
+	}
+}
