@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"net/url"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/sirupsen/logrus"
@@ -181,7 +182,13 @@ func (s *Server) readBodyFields(r *http.Request) map[string]string {
 	}
 	// body-parser inflates gzip and deflate for the backend: compressing a
 	// login body must not move it from its IP+email bucket to the IP's.
-	if buf, err = decodeBody(buf, r.Header.Get("Content-Encoding"), int64(limit)); err != nil {
+	// Not br, which body-parser refuses too: a 19-byte brotli stream can
+	// make its decoder allocate 16 MB, and anyone can send one.
+	enc := r.Header.Get("Content-Encoding")
+	if strings.EqualFold(strings.TrimSpace(enc), "br") {
+		return nil
+	}
+	if buf, err = decodeBody(buf, enc, int64(limit)); err != nil {
 		return nil
 	}
 	buf = bytes.TrimPrefix(buf, []byte("\xef\xbb\xbf")) // a BOM, which body-parser skips too
