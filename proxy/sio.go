@@ -588,10 +588,14 @@ func (s *sioSession) upstreamPacket(data []byte) {
 		s.mu.Unlock()
 		h.registry.Connect(info, s)
 		s.mu.Lock()
-		over := s.over
+		over, now := s.over, s.id
 		s.mu.Unlock()
 		if over { // the session ended while it was being registered
 			h.registry.DisconnectSocket(id, s)
+		} else if info.User == "" && now.User != "" {
+			// A later namespace proved a user while this registered (its
+			// Identify found no entry yet).
+			h.registry.Identify(id, s, now.User, now.Role, now.Name)
 		}
 		return
 	case socketio.PacketDisconnect:

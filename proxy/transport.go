@@ -171,18 +171,21 @@ func (pc *upstreamConn) expired(now time.Time) bool {
 
 // keepAliveFor is how long the upstream said it keeps an idle connection
 // (Node: "Keep-Alive: timeout=5", its keepAliveTimeout in seconds), less a
-// margin: a second, or half of a timeout of 2 s or less. 0 when it did not
-// say.
+// margin: a second, or half of a timeout of 2 s or less; a nanosecond for
+// timeout=0. 0 when it did not say.
 func keepAliveFor(h http.Header) time.Duration {
 	for _, v := range h.Values("Keep-Alive") {
 		for _, p := range strings.Split(v, ",") {
 			k, val, ok := strings.Cut(strings.TrimSpace(p), "=")
-			if !ok || !strings.EqualFold(k, "timeout") {
+			if !ok || !strings.EqualFold(strings.TrimSpace(k), "timeout") {
 				continue
 			}
 			n, err := strconv.Atoi(strings.TrimSpace(val))
 			if err != nil || n < 0 {
 				return 0
+			}
+			if n == 0 { // Node's keepAliveTimeout under 1 s, floored: do not pool
+				return time.Nanosecond
 			}
 			d := time.Duration(n) * time.Second
 			if d <= 2*time.Second {

@@ -715,3 +715,16 @@ func TestTransportEarlyAnswerThenOversizedBody(t *testing.T) {
 		}
 	}
 }
+
+func TestKeepAliveFor(t *testing.T) {
+	t.Parallel()
+	for v, want := range map[string]time.Duration{
+		"timeout=5": 4 * time.Second, "timeout=5, max=1000": 4 * time.Second, "max=5, Timeout = 65": 64 * time.Second,
+		"timeout=2": time.Second, "timeout=1": 500 * time.Millisecond, "timeout=0": time.Nanosecond,
+		"timeout=x": 0, "timeout=-1": 0, "max=5": 0, "": 0,
+	} {
+		if got := keepAliveFor(http.Header{"Keep-Alive": {v}}); got != want {
+			t.Errorf("Keep-Alive: %q → %v, want %v", v, got, want)
+		}
+	}
+}
