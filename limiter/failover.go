@@ -140,7 +140,7 @@ func (f *FailoverStore) Allow(ctx context.Context, key string, l Limit) (Result,
 	if probe {
 		defer f.probing.Store(false)
 	}
-	debt := f.owing(key)
+	tat, debt := f.owing(key)
 	start := time.Now()
 	var res Result
 	var err error
@@ -152,7 +152,7 @@ func (f *FailoverStore) Allow(ctx context.Context, key string, l Limit) (Result,
 	f.latency.Observe(time.Since(start).Seconds())
 	if err == nil {
 		if debt > 0 {
-			f.owed.Delete(key)
+			f.paid(key, tat)
 		}
 		f.succeeded(probe)
 		f.mirror(key, l, res)
@@ -242,15 +242,27 @@ const maxOwed = 1 << 17
 // one replica it is exact; with several it is this replica's share debt,
 // read as if every replica had admitted as much (the cautious reading:
 // the replicas' debts meet in Redis as a maximum, not a sum).
-func (f *FailoverStore) owing(key string) time.Duration {
+func (f *FailoverStore) owing(key string) (tat int64, debt time.Duration) {
 	if f.owed == nil {
-		return 0
+		return 0, 0
 	}
 	tat, ok := f.owed.Get(key)
 	if !ok {
-		return 0
+		return 0, 0
 	}
-	return time.Duration(tat - f.owed.Now())
+	return tat, time.Duration(tat - f.owed.Now())
+}
+
+// paid forgets key's debt once the primary took it (tat, as owing read
+// it), unless a fallback decision raised it in the meantime (the breaker
+// opened while the call was out): that newer debt still waits for Redis.
+func (f *FailoverStore) paid(key string, tat int64) {
+	f.owed.Update(key, func(_, old int64, ok bool) (int64, int64, bool) {
+		if ok && old > tat {
+			return old, sessions.KeepExpiry, true
+		}
+		return 0, 0, false
+	})
 }
 
 // succeeded records a success. Only the half-open probe closes an open

@@ -196,3 +196,74 @@ func TestFallbackShareOfASmallLimit(t *testing.T) {
 		}
 	}
 }
+
+// gatedOwing is a primary that takes debts and holds each call until
+// release is closed, as a Redis call still out when the breaker opens.
+type gatedOwing struct {
+	entered chan struct{}
+	release chan struct{}
+	debts   chan time.Duration
+}
+
+func (g *gatedOwing) Allow(ctx context.Context, key string, l Limit) (Result, error) {
+	return g.AllowOwing(ctx, key, l, 0)
+}
+
+func (g *gatedOwing) AllowOwing(_ context.Context, _ string, l Limit, debt time.Duration) (Result, error) {
+	g.debts <- debt
+	g.entered <- struct{}{}
+	<-g.release
+	return Result{Allowed: true, Limit: l}, nil
+}
+
+// A debt the fallback raised while a Redis call carrying the older one was
+// out stays owed: the call's success pays only what it carried. It used
+// to clear the key's debt whatever it had become, and the admissions made
+// in fallback meanwhile never reached Redis.
+func TestFallbackDebtRaisedDuringACallStaysOwed(t *testing.T) {
+	t.Parallel()
+	mem, err := sessions.NewStateTable(sessions.StateOptions{MaxEntries: 100})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { mem.Close() })
+	g := &gatedOwing{entered: make(chan struct{}), release: make(chan struct{}), debts: make(chan time.Duration, 4)}
+	f, err := NewFailoverStore(FailoverOptions{Primary: g, Fallback: NewMemoryStore(mem), Cooldown: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	login := Limit{Rate: 3, Period: 15 * time.Minute}
+	f.Trip(errors.New("redis: connection refused"))
+	if res, err := f.Allow(ctx, "login|a", login); err != nil || !res.Allowed {
+		t.Fatalf("in fallback: %+v, %v", res, err)
+	}
+	_, first := f.owing("login|a")
+	if first <= 0 {
+		t.Fatal("no debt after a fallback admission")
+	}
+	// Back to Redis, and a call carrying the first debt goes out.
+	f.mu.Lock()
+	f.open, f.failures = false, 0
+	f.mu.Unlock()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		f.Allow(ctx, "login|a", login)
+	}()
+	<-g.entered
+	if got := <-g.debts; got <= 0 || got > first {
+		t.Fatalf("the call carried %s, want the debt of %s", got, first)
+	}
+	// Meanwhile the breaker opens and the fallback admits one more.
+	f.Trip(errors.New("redis: i/o timeout"))
+	if res, err := f.Allow(ctx, "login|a", login); err != nil || !res.Allowed {
+		t.Fatalf("second in fallback: %+v, %v", res, err)
+	}
+	_, second := f.owing("login|a")
+	close(g.release)
+	<-done
+	if _, left := f.owing("login|a"); left < second-time.Second {
+		t.Fatalf("debt after the call came back: %s, want the raised %s (first %s)", left, second, first)
+	}
+}
