@@ -280,6 +280,18 @@ func decodeBody(raw []byte, encoding string, limit int64) ([]byte, error) {
 	case "br":
 		// What expressjs/compression (1.8 and later) sends for bodies of
 		// 1 KB or more when the browser offers it: large validation errors.
+		// A decoder allocates up to its stream's window: at most 4 MiB
+		// (zlib's and Node's default) and two at a time, or the body is
+		// wrapped without details.
+		if brotliWindowBits(raw) > maxBrotliWindowBits {
+			return nil, stderrors.New("proxy: brotli window over 4 MiB")
+		}
+		select {
+		case brotliSlots <- struct{}{}:
+			defer func() { <-brotliSlots }()
+		default:
+			return nil, stderrors.New("proxy: brotli decoders busy")
+		}
 		dec = brotli.NewReader(bytes.NewReader(raw))
 	default:
 		return nil, stderrors.New("proxy: unsupported content encoding")
@@ -292,6 +304,36 @@ func decodeBody(raw []byte, encoding string, limit int64) ([]byte, error) {
 		return nil, stderrors.New("proxy: decoded body over the limit")
 	}
 	return plain, nil
+}
+
+// maxBrotliWindowBits is the largest brotli window decoded: 4 MiB.
+const maxBrotliWindowBits = 22
+
+// brotliSlots bounds the brotli decoders at work at once.
+var brotliSlots = make(chan struct{}, 2)
+
+// brotliWindowBits reads the window size (WBITS) from a brotli stream's
+// first byte (RFC 7932, 9.1); 0 for an empty stream, 31 for the
+// large-window extension, which standard decoders refuse anyway.
+func brotliWindowBits(raw []byte) int {
+	if len(raw) == 0 {
+		return 0
+	}
+	b := raw[0]
+	if b&1 == 0 {
+		return 16
+	}
+	if n := int(b>>1) & 7; n != 0 {
+		return 17 + n
+	}
+	switch m := int(b>>4) & 7; m {
+	case 0:
+		return 17
+	case 1:
+		return 31
+	default:
+		return 8 + m
+	}
 }
 
 // bufferPool lends the reverse proxy 32 KiB copy buffers.
