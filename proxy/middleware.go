@@ -2,12 +2,15 @@ package proxy
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/netip"
 	"runtime/debug"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/sirupsen/logrus"
@@ -33,6 +36,10 @@ type reqInfo struct {
 	code           apierrors.Code
 	reason         string
 	closed         bool // the client went away before the upstream answered
+	// bodyTimedOut: the client stopped sending its body (idleBody). net/http
+	// cancels the request's context on the failed read, so the transport
+	// may report that instead.
+	bodyTimedOut atomic.Bool
 	// bodyErr is the error that ended reading a passed-through upstream
 	// body early (watchBody), if any.
 	bodyErr error
@@ -66,7 +73,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	r.Header.Set(requestid.Header, info.id)
 	w.Header().Set(requestid.Header, info.id)
 
-	rw := &responseWriter{ResponseWriter: w, onHijack: s.trackConn, requestID: info.id, head: r.Method == http.MethodHead}
+	rw := &responseWriter{ResponseWriter: w, onHijack: s.trackConn, requestID: info.id, head: r.Method == http.MethodHead, http10: !r.ProtoAtLeast(1, 1)}
 	r = r.WithContext(context.WithValue(r.Context(), infoKey{}, info))
 	s.inFlight.Add(1)
 	s.metrics.inFlight.Inc()
@@ -93,6 +100,21 @@ func (s *Server) handle(w *responseWriter, r *http.Request, info *reqInfo) {
 		e.Status = http.StatusHTTPVersionNotSupported
 		e.Header = http.Header{"Connection": {"close"}}
 		s.writeError(w, r, info, e, sourceProxy)
+		return
+	}
+	if len(r.TransferEncoding) > 0 || !r.ProtoAtLeast(1, 1) && r.ContentLength > 0 {
+		// net/http drops Content-Length when Transfer-Encoding came with it
+		// (and Transfer-Encoding from HTTP/1.0), so a chunked body cannot be
+		// told from one framed both ways, as request smuggling frames it for
+		// a front proxy that reads the other length. RFC 9112 6.1 and 6.3:
+		// the connection closes after the response, and whatever followed
+		// the body is never read as a request. HTTP/1.0 bodies likewise.
+		w.Header().Set("Connection", "close")
+	}
+	if r.URL.Scheme != "" && !strings.EqualFold(r.URL.Scheme, "http") && !strings.EqualFold(r.URL.Scheme, "https") {
+		// An absolute-form target names the scheme too: only HTTP's
+		// (nginx answers the others with 400 as well).
+		s.writeError(w, r, info, apierrors.New(apierrors.CodeValidation, "the request target must be an http or https URL"), sourceProxy)
 		return
 	}
 	if r.RequestURI == "*" {
@@ -122,6 +144,9 @@ func (s *Server) handle(w *responseWriter, r *http.Request, info *reqInfo) {
 		e.Header = http.Header{"Connection": {"close"}}
 		s.writeError(w, r, info, e, sourceProxy)
 		return
+	}
+	if d := s.cfg.Server.BodyReadTimeout; d > 0 && r.Body != nil && r.Body != http.NoBody {
+		r.Body = &idleBody{ReadCloser: r.Body, rc: http.NewResponseController(w.ResponseWriter), timeout: d, timedOut: &info.bodyTimedOut}
 	}
 	if max := s.cfg.Server.MaxBodyBytes; max > 0 {
 		if r.ContentLength > max {
@@ -287,6 +312,40 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, info *reqInf
 	info.code = e.Code
 	s.metrics.envelopes.WithLabelValues(envelopeCode(e.Code), source).Inc()
 	apierrors.Write(w, r, e, info.id, s.now())
+}
+
+// idleBody is a request body whose client must send more within timeout
+// of each read (nginx's client_body_timeout): a client that stalls
+// mid-body held its connection and an upstream connection for good. The
+// deadline is the connection's; it is lifted once the body is read whole,
+// before net/http's background read (which watches for the client leaving
+// while the response is made) could meet it.
+type idleBody struct {
+	io.ReadCloser
+	rc       *http.ResponseController
+	timeout  time.Duration
+	timedOut *atomic.Bool
+}
+
+// errBodyTimeout: the client sent no more of its body within
+// server.body_read_timeout.
+var errBodyTimeout = errors.New("proxy: the client sent no more of its request body in time")
+
+func (b *idleBody) Read(p []byte) (int, error) {
+	if b.timedOut.Load() {
+		return 0, errBodyTimeout
+	}
+	_ = b.rc.SetReadDeadline(time.Now().Add(b.timeout))
+	n, err := b.ReadCloser.Read(p)
+	var ne net.Error
+	switch {
+	case err == io.EOF:
+		_ = b.rc.SetReadDeadline(time.Time{})
+	case errors.As(err, &ne) && ne.Timeout():
+		b.timedOut.Store(true)
+		return n, errBodyTimeout
+	}
+	return n, err
 }
 
 // limitedBody is a request body cut at limit bytes: reading past it fails

@@ -430,7 +430,7 @@ func clientBodyError(ctx context.Context, bodyErr error) error {
 	var tooLarge *http.MaxBytesError
 	var netErr net.Error
 	switch {
-	case errors.As(bodyErr, &tooLarge):
+	case errors.As(bodyErr, &tooLarge), errors.Is(bodyErr, errBodyTimeout):
 		return bodyErr
 	case errors.Is(bodyErr, io.ErrUnexpectedEOF), errors.As(bodyErr, &netErr), errors.Is(bodyErr, net.ErrClosed),
 		errors.Is(bodyErr, syscall.ECONNRESET), ctx.Err() != nil:

@@ -67,6 +67,17 @@ func (s *Server) newReverseProxy(target *url.URL, transport http.RoundTripper) *
 		Rewrite: func(pr *httputil.ProxyRequest) {
 			info := infoFrom(pr.In.Context())
 			pr.SetURL(target)
+			// The query as the client sent it: ReverseProxy drops the
+			// parameters Go cannot parse (a ';', a stray '%'), which Express
+			// reads (?name=a;b is name "a;b"), and the app lost them
+			// without a word. nginx passes the query unchanged too.
+			pr.Out.URL.RawQuery = pr.In.URL.RawQuery
+			if target.RawQuery != "" {
+				pr.Out.URL.RawQuery = target.RawQuery + "&" + pr.In.URL.RawQuery
+				if pr.In.URL.RawQuery == "" {
+					pr.Out.URL.RawQuery = target.RawQuery
+				}
+			}
 			if s.cfg.Proxy.PreserveHost {
 				pr.Out.Host = pr.In.Host
 			}
@@ -99,6 +110,21 @@ func (s *Server) newReverseProxy(target *url.URL, transport http.RoundTripper) *
 // upstreamFailed answers the proxy's own failures to reach the upstream.
 func (s *Server) upstreamFailed(w http.ResponseWriter, r *http.Request, err error) {
 	info := infoFrom(r.Context())
+	if stderrors.Is(err, errBodyTimeout) || info.bodyTimedOut.Load() {
+		// The client's fault, not the upstream's: not counted as an
+		// upstream error. nginx answers 408 too.
+		info.reason = "body_timeout"
+		s.log.WithFields(logrus.Fields{
+			"requestId":           info.id,
+			logging.FieldCategory: logging.CategoryAPI,
+			"reason":              info.reason,
+		}).Info("the client stopped sending its request body")
+		e := apierrors.New(apierrors.CodeValidation, "The request body did not arrive in time")
+		e.Status = http.StatusRequestTimeout
+		e.Header = http.Header{"Connection": {"close"}}
+		s.writeError(w, r, info, e, sourceProxy)
+		return
+	}
 	e, reason := apierrors.FromProxyError(err)
 	info.reason = reason
 	s.metrics.upstreamErrors.WithLabelValues(string(e.Code), reason).Inc()

@@ -20,6 +20,9 @@ type responseWriter struct {
 	bytes       int64 // body bytes sent (none for HEAD: net/http eats them)
 	head        bool
 	wroteHeader bool
+	// http10: the client speaks HTTP/1.0, which has no 1xx responses (it
+	// would take a 103 for the final answer; RFC 9110 15.2): none is sent.
+	http10 bool
 	// onHijack is called with the hijacked connection; it returns the
 	// connection the caller gets (so that the server can track and close it).
 	onHijack func(net.Conn) net.Conn
@@ -79,6 +82,9 @@ func (w *responseWriter) WriteHeader(code int) {
 	if code >= 100 && code < 200 && code != http.StatusSwitchingProtocols {
 		// Informational responses (103 Early Hints) do not end the headers.
 		// They carry chatguard's request id alone, as the final one does.
+		if w.http10 {
+			return
+		}
 		if w.requestID != "" {
 			w.Header()[requestid.Header] = []string{w.requestID}
 		}

@@ -47,6 +47,7 @@ type Proxy struct {
 // Server configures the listeners and the lifecycle.
 type Server struct {
 	ReadHeaderTimeout time.Duration `yaml:"read_header_timeout"`
+	BodyReadTimeout   time.Duration `yaml:"body_read_timeout"`
 	IdleTimeout       time.Duration `yaml:"idle_timeout"`
 	MaxHeaderBytes    int           `yaml:"max_header_bytes"`
 	MaxBodyBytes      int64         `yaml:"max_body_bytes"`

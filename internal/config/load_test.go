@@ -94,6 +94,8 @@ func TestPrecedence(t *testing.T) {
 			func(c *config.Config) any { return c.Proxy.DialTimeout }, 7 * time.Second, 90 * time.Second, 250 * time.Millisecond},
 		{"log.summary_interval", layer{"0s", " 10m ", "1h30m"},
 			func(c *config.Config) any { return c.Log.SummaryInterval }, time.Duration(0), 10 * time.Minute, 90 * time.Minute},
+		{"server.body_read_timeout", layer{"0s", "2m", "15s"},
+			func(c *config.Config) any { return c.Server.BodyReadTimeout }, time.Duration(0), 2 * time.Minute, 15 * time.Second},
 		{"server.shutdown_timeout", layer{"1m", "2s", "3ms"},
 			func(c *config.Config) any { return c.Server.ShutdownTimeout }, time.Minute, 2 * time.Second, 3 * time.Millisecond},
 		{"proxy.trusted_proxies", layer{"[10.0.0.0/8, 192.168.1.1]", "172.16.0.0/12, ::1", "1.2.3.4/32,,2001:db8::/32,"},

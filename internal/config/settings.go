@@ -35,6 +35,7 @@ var settings = []Setting{
 	{"proxy.preserve_host", "CHATGUARD_PRESERVE_HOST", "preserve-host", "send the client's Host upstream", func(c *Config) any { return &c.Proxy.PreserveHost }},
 	{"proxy.error_inspect_bytes", "CHATGUARD_ERROR_INSPECT_BYTES", "error-inspect-bytes", "bytes of an upstream error body read to classify it", func(c *Config) any { return &c.Proxy.ErrorInspectBytes }},
 	{"server.read_header_timeout", "CHATGUARD_READ_HEADER_TIMEOUT", "read-header-timeout", "time a client has to send its headers", func(c *Config) any { return &c.Server.ReadHeaderTimeout }},
+	{"server.body_read_timeout", "CHATGUARD_BODY_READ_TIMEOUT", "body-read-timeout", "longest wait for the next bytes of a request body (0: none)", func(c *Config) any { return &c.Server.BodyReadTimeout }},
 	{"server.idle_timeout", "CHATGUARD_IDLE_TIMEOUT", "idle-timeout", "idle client keep-alive lifetime", func(c *Config) any { return &c.Server.IdleTimeout }},
 	{"server.max_header_bytes", "CHATGUARD_MAX_HEADER_BYTES", "max-header-bytes", "largest request header block (431 above)", func(c *Config) any { return &c.Server.MaxHeaderBytes }},
 	{"server.max_body_bytes", "CHATGUARD_MAX_BODY_BYTES", "max-body-bytes", "largest request body (413 above; 0 = no limit)", func(c *Config) any { return &c.Server.MaxBodyBytes }},

@@ -92,6 +92,7 @@ func Validate(c *Config) []string {
 	positive("proxy.response_header_timeout", c.Proxy.ResponseHeaderTimeout)
 	notNegative("proxy.idle_conn_timeout", c.Proxy.IdleConnTimeout)
 	positive("server.read_header_timeout", c.Server.ReadHeaderTimeout)
+	notNegative("server.body_read_timeout", c.Server.BodyReadTimeout)
 	notNegative("server.idle_timeout", c.Server.IdleTimeout)
 	notNegative("server.drain_delay", c.Server.DrainDelay)
 	positive("server.shutdown_timeout", c.Server.ShutdownTimeout)

@@ -1,0 +1,104 @@
+package proxy
+
+import (
+	"bufio"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/chatguard/chatguard/internal/config"
+)
+
+// A client that stops sending its body gets 408 within
+// server.body_read_timeout of its last bytes, and the connection closes;
+// it held its connection and an upstream one for good (nginx: 408 after
+// client_body_timeout). A slow client that keeps sending, and a response
+// that takes longer than the timeout after the body, are not cut.
+func TestStalledRequestBodyGets408(t *testing.T) {
+	t.Parallel()
+	const timeout = 300 * time.Millisecond
+	up := upstream(t, func(w http.ResponseWriter, r *http.Request) {
+		b, err := io.ReadAll(r.Body)
+		if err != nil {
+			return
+		}
+		if r.URL.Path == "/slow-answer" {
+			time.Sleep(3 * timeout)
+		}
+		_, _ = w.Write(b)
+	})
+	h := start(t, up.URL, func(c *config.Config) { c.Server.BodyReadTimeout = timeout })
+	addr := strings.TrimPrefix(h.url, "http://")
+
+	for name, head := range map[string]string{
+		"content-length": "POST /upload HTTP/1.1\r\nHost: a\r\nContent-Length: 100\r\n\r\n0123456789",
+		"chunked":        "POST /upload HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\na\r\n0123456789\r\n",
+		"large":          "POST /upload HTTP/1.1\r\nHost: a\r\nContent-Length: 1000000\r\n\r\n" + strings.Repeat("x", 100_000),
+	} {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		began := time.Now()
+		if _, err := io.WriteString(c, head); err != nil {
+			t.Fatal(err)
+		}
+		_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		br := bufio.NewReader(c)
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			t.Fatalf("%s: no answer: %v", name, err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		took := time.Since(began)
+		if resp.StatusCode != http.StatusRequestTimeout || !strings.Contains(string(body), `"VALIDATION_ERROR"`) || !resp.Close {
+			t.Errorf("%s: %d close=%v %s", name, resp.StatusCode, resp.Close, body)
+		}
+		if took < timeout || took > 10*timeout {
+			t.Errorf("%s: answered after %s with body_read_timeout %s", name, took, timeout)
+		}
+		if _, err := br.ReadByte(); err != io.EOF {
+			t.Errorf("%s: connection still open after the 408: %v", name, err)
+		}
+		c.Close()
+	}
+	waitFor(t, "access line", func() bool { return accessLine(t, h, "/upload") != nil })
+	if l := accessLine(t, h, "/upload"); l["status"] != float64(408) || l["reason"] != "body_timeout" {
+		t.Errorf("access line %v", l)
+	}
+
+	// Slow but steady: a byte every timeout/3 for 4 timeouts.
+	pr, pw := io.Pipe()
+	go func() {
+		for i := 0; i < 12; i++ {
+			time.Sleep(timeout / 3)
+			_, _ = pw.Write([]byte{'a' + byte(i)})
+		}
+		pw.Close()
+	}()
+	req, _ := http.NewRequest(http.MethodPost, h.url+"/steady", pr)
+	resp, body := h.do(req)
+	if resp.StatusCode != 200 || string(body) != "abcdefghijkl" {
+		t.Errorf("steady slow body: %d %q", resp.StatusCode, body)
+	}
+	// The deadline does not outlive the body: an answer 3 timeouts later
+	// arrives, and the connection serves the next request.
+	for i := 0; i < 2; i++ {
+		resp, body = h.do(mustRequest(t, http.MethodPost, h.url+"/slow-answer", "hello"))
+		if resp.StatusCode != 200 || string(body) != "hello" {
+			t.Errorf("answer after the body: %d %q", resp.StatusCode, body)
+		}
+	}
+}
+
+func mustRequest(t *testing.T, method, url, body string) *http.Request {
+	t.Helper()
+	req, err := http.NewRequest(method, url, strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return req
+}

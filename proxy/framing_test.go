@@ -1,0 +1,154 @@
+package proxy
+
+import (
+	"bufio"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// rawExchange writes raw to the public listener and reads every response
+// until the connection closes (or 3 s pass): the status lines, in order,
+// and whether the connection was closed.
+func rawExchange(t *testing.T, h *harness, raw string) (statuses []string, resps []*http.Response, closed bool) {
+	t.Helper()
+	c, err := net.Dial("tcp", strings.TrimPrefix(h.url, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := io.WriteString(c, raw); err != nil {
+		t.Fatal(err)
+	}
+	_ = c.SetReadDeadline(time.Now().Add(3 * time.Second))
+	br := bufio.NewReader(c)
+	for {
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			var ne net.Error
+			closed = !(errors.As(err, &ne) && ne.Timeout())
+			return statuses, resps, closed
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		resp.Body = io.NopCloser(strings.NewReader(string(body)))
+		statuses = append(statuses, resp.Status)
+		resps = append(resps, resp)
+	}
+}
+
+// targetRecorder is an upstream that records the request targets it got.
+type targetRecorder struct {
+	mu   sync.Mutex
+	uris []string
+}
+
+func (rec *targetRecorder) handler(w http.ResponseWriter, r *http.Request) {
+	_, _ = io.Copy(io.Discard, r.Body)
+	rec.mu.Lock()
+	rec.uris = append(rec.uris, r.RequestURI)
+	rec.mu.Unlock()
+	_, _ = io.WriteString(w, "ok")
+}
+
+func (rec *targetRecorder) got() []string {
+	rec.mu.Lock()
+	defer rec.mu.Unlock()
+	return append([]string(nil), rec.uris...)
+}
+
+// The query reaches the upstream as the client sent it: ReverseProxy used
+// to drop what Go cannot parse, and Express lost parameters without a word.
+func TestQueryPassesUnchanged(t *testing.T) {
+	t.Parallel()
+	rec := &targetRecorder{}
+	h := start(t, upstream(t, rec.handler).URL, nil)
+	for _, target := range []string{"/echo?q=100%&page=2", "/echo?name=a;b&x=1", "/echo?%%%", "/echo?a=1&a=2&b=%zz", "/echo?"} {
+		if st, _, _ := rawExchange(t, h, "GET "+target+" HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n"); len(st) != 1 || !strings.HasPrefix(st[0], "200") {
+			t.Fatalf("%s: %v", target, st)
+		}
+		got := rec.got()
+		if last := got[len(got)-1]; last != target {
+			t.Errorf("client sent %s, upstream got %s", target, last)
+		}
+	}
+}
+
+// A request framed by Transfer-Encoding, or an HTTP/1.0 request with a
+// body, closes its connection after the response (RFC 9112 6.1, 6.3): the
+// bytes after the body, a request smuggled past a front proxy that read
+// the other length, are never read as a request. Before, each case below
+// gave two 200s on one connection and /smuggled reached the upstream.
+func TestAmbiguousFramingClosesTheConnection(t *testing.T) {
+	t.Parallel()
+	rec := &targetRecorder{}
+	h := start(t, upstream(t, rec.handler).URL, nil)
+	smuggled := "GET /smuggled HTTP/1.1\r\nHost: a\r\n\r\n"
+	for name, raw := range map[string]string{
+		"CL and TE":      "POST /a HTTP/1.1\r\nHost: a\r\nContent-Length: " + strconv.Itoa(5+len(smuggled)) + "\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n" + smuggled,
+		"TE obs-fold":    "POST /b HTTP/1.1\r\nHost: a\r\nTransfer-Encoding:\r\n chunked\r\nContent-Length: " + strconv.Itoa(5+len(smuggled)) + "\r\n\r\n0\r\n\r\n" + smuggled,
+		"TE alone":       "POST /c HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n" + smuggled,
+		"HTTP/1.0 TE CL": "POST /d HTTP/1.0\r\nHost: a\r\nConnection: keep-alive\r\nTransfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n0\r\n\r\n" + smuggled,
+	} {
+		st, resps, closed := rawExchange(t, h, raw)
+		if len(st) != 1 || !closed || resps[0].Header.Get("Connection") != "close" && !resps[0].Close {
+			t.Errorf("%s: responses %v, closed %v; want one, then the connection closed", name, st, closed)
+		}
+	}
+	for _, uri := range rec.got() {
+		if uri == "/smuggled" {
+			t.Fatal("a smuggled request reached the upstream")
+		}
+	}
+	// An ordinary keep-alive request with a Content-Length keeps its connection.
+	st, _, closed := rawExchange(t, h, "POST /e HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\n\r\nhiGET /f HTTP/1.1\r\nHost: a\r\n\r\n")
+	if len(st) != 2 || closed {
+		t.Errorf("keep-alive with Content-Length: %v, closed %v; want two responses on an open connection", st, closed)
+	}
+}
+
+// An HTTP/1.0 client gets no 1xx (it would take a 103 for the final
+// response, RFC 9110 15.2); an HTTP/1.1 client still does.
+func TestNoInformationalResponsesToHTTP10(t *testing.T) {
+	t.Parallel()
+	up := upstream(t, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Link", "</app.css>; rel=preload")
+		w.WriteHeader(http.StatusEarlyHints)
+		_, _ = io.WriteString(w, "done")
+	})
+	h := start(t, up.URL, nil)
+	st, _, _ := rawExchange(t, h, "GET / HTTP/1.0\r\nHost: a\r\n\r\n")
+	if len(st) != 1 || !strings.HasPrefix(st[0], "200") {
+		t.Errorf("HTTP/1.0: %v, want 200 alone", st)
+	}
+	st, _, _ = rawExchange(t, h, "GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+	if len(st) != 2 || !strings.HasPrefix(st[0], "103") || !strings.HasPrefix(st[1], "200") {
+		t.Errorf("HTTP/1.1: %v, want 103 then 200", st)
+	}
+}
+
+// An absolute-form target with a scheme other than HTTP's is refused, as
+// nginx refuses it; it was forwarded with its host as Host.
+func TestAbsoluteFormNeedsAnHTTPScheme(t *testing.T) {
+	t.Parallel()
+	rec := &targetRecorder{}
+	h := start(t, upstream(t, rec.handler).URL, nil)
+	st, resps, _ := rawExchange(t, h, "GET ftp://x.example/echo HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+	if len(st) != 1 || resps[0].StatusCode != http.StatusBadRequest {
+		t.Fatalf("ftp:// target: %v", st)
+	}
+	body, _ := io.ReadAll(resps[0].Body)
+	if !strings.Contains(string(body), `"VALIDATION_ERROR"`) {
+		t.Errorf("ftp:// target: body %s", body)
+	}
+	st, _, _ = rawExchange(t, h, "GET http://x.example/echo HTTP/1.1\r\nHost: x.example\r\nConnection: close\r\n\r\n")
+	if len(st) != 1 || !strings.HasPrefix(st[0], "200") || len(rec.got()) != 1 {
+		t.Errorf("http:// target: %v, upstream got %v", st, rec.got())
+	}
+}
