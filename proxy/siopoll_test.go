@@ -142,3 +142,35 @@ func TestAbandonedPollingHandshakeFreesItsSlot(t *testing.T) {
 		return resp.StatusCode == 200
 	})
 }
+
+// A polling client that vanishes while its GET waits (its connection
+// closes) is gone for the upstream at once, as it would be directly: the
+// upstream's long-poll is cut (Socket.IO says "transport error"), and the
+// socket leaves the stats. The upstream's GET used to stay open until its
+// long-poll ended, and the upstream noticed by its ping timeout, 45 s on.
+func TestSocketIOPollingClientGoneCutsTheUpstreamPoll(t *testing.T) {
+	t.Parallel()
+	fake := newFakePolling(t, 20*time.Second)
+	env := startSIO(t, upstream(t, fake.ServeHTTP).URL, nil)
+	h := env.harness
+	connectPolling(t, env)
+	ctx, cancel := context.WithCancel(context.Background())
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, h.url+pollPath+"&sid=p1", nil)
+	gone := make(chan error, 1)
+	go func() {
+		resp, err := h.client.Do(req)
+		if err == nil {
+			resp.Body.Close()
+		}
+		gone <- err
+	}()
+	waitFor(t, "the long-poll upstream", func() bool { return fake.gets.Load() == 1 })
+	cancel() // the client's connection closes
+	<-gone
+	start := time.Now()
+	waitFor(t, "the upstream's long-poll cut", func() bool { return fake.gets.Load() == 0 })
+	if d := time.Since(start); d > 3*time.Second {
+		t.Errorf("the upstream's long-poll ended %v after the client left", d)
+	}
+	env.waitStats(t, [3]int{0, 0, 0})
+}

@@ -23,7 +23,8 @@ import (
 
 // upstreamPoll is a GET in flight upstream, or its answer not yet claimed.
 type upstreamPoll struct {
-	done   chan struct{}
+	done    chan struct{}
+	waiters int // client GETs waiting for it; under the session's mu
 	status int
 	header http.Header
 	body   []byte
@@ -52,12 +53,14 @@ func (h *wsHub) pollGet(sess *sioSession, w *responseWriter, r *http.Request, in
 			p = h.startPoll(sess, r, info)
 			sess.poll = p
 		}
+		p.waiters++
 		wake := sess.wake
 		sess.mu.Unlock()
 
 		select {
 		case <-p.done:
 			sess.mu.Lock()
+			p.waiters--
 			if sess.poll != p {
 				sess.mu.Unlock()
 				continue // another GET claimed it
@@ -71,9 +74,25 @@ func (h *wsHub) pollGet(sess *sioSession, w *responseWriter, r *http.Request, in
 			h.answerPoll(sess, w, r, p.status, p.header, p.body, owed)
 			return
 		case <-wake:
+			sess.mu.Lock()
+			p.waiters--
+			sess.mu.Unlock()
 			continue
 		case <-r.Context().Done():
-			info.closed = true // the answer stays for the next GET
+			info.closed = true
+			sess.mu.Lock()
+			p.waiters--
+			left := p.waiters == 0 && sess.poll == p && !p.finished()
+			sess.mu.Unlock()
+			if left {
+				// The client's connection closed while it waited, and no
+				// other GET waits: the client is gone. Directly, the upstream
+				// would see its long-poll cut and close the session at once
+				// ("transport error"); kept open, it noticed only by its ping
+				// timeout, 45 s later, and the socket lingered in the stats.
+				// The session ends, which cuts the upstream's long-poll.
+				sess.ended()
+			}
 			return
 		}
 	}
@@ -90,7 +109,9 @@ func (p *upstreamPoll) finished() bool {
 
 // startPoll sends the client's GET upstream on the session's behalf; the
 // caller holds sess.mu. The request lives as long as the session, not as
-// the client's request: its answer must not be lost if the client leaves.
+// the client's request: its answer must not be lost when chatguard answers
+// the client's GET itself first. A client that leaves while it waits ends
+// the session (see pollGet), and with it this request.
 func (h *wsHub) startPoll(sess *sioSession, r *http.Request, info *reqInfo) *upstreamPoll {
 	p := &upstreamPoll{done: make(chan struct{})}
 	own := &reqInfo{id: info.id, rt: info.rt, route: info.route, peer: info.peer, client: info.client}
