@@ -2,6 +2,7 @@ package config
 
 import (
 	"fmt"
+	"net/url"
 	"strings"
 )
 
@@ -37,6 +38,11 @@ func validateSecrets(c *Config, add func(key, format string, args ...any)) {
 	const sameInApp = "the same one the app signs its tokens with"
 	if isPlaceholder(c.Auth.JWTSecret) {
 		add("auth.jwt_secret", "is the sample Secret's placeholder (it starts with %q): set a real secret, %s", placeholder, sameInApp)
+	}
+	if u, err := url.Parse(strings.TrimSpace(c.Redis.URL.Reveal())); err == nil && u.User != nil {
+		if pw, _ := u.User.Password(); isPlaceholder(Secret(pw)) || isPlaceholder(Secret(u.User.Username())) {
+			add("redis.url", "holds the sample Secret's placeholder password (it starts with %q): set Redis's real one", placeholder)
+		}
 	}
 }
 

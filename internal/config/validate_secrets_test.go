@@ -61,3 +61,28 @@ func TestValidateSecrets(t *testing.T) {
 		})
 	}
 }
+
+// The sample Secret's Redis URL, whose password is the placeholder, is
+// refused like the other placeholders; it was accepted, and serve ran on
+// its fallback logging WRONGPASS.
+func TestRedisURLPlaceholderRefused(t *testing.T) {
+	t.Parallel()
+	for url, refused := range map[string]bool{
+		"redis://:replace-me@redis-master.chat.svc.cluster.local:6379/0": true,
+		"redis://default:Replace-Me-too@127.0.0.1:6379":                  true,
+		"redis://:s3cret-Pa55word@127.0.0.1:6379/0":                      false,
+		"redis://127.0.0.1:6379":                                         false,
+	} {
+		c := config.Defaults()
+		c.Redis.URL = config.Secret(url)
+		probs := config.Validate(c)
+		if got := countContaining(probs, "redis.url: holds the sample Secret's placeholder password") == 1; got != refused {
+			t.Errorf("%s: problems %q, want refused %v", url, probs, refused)
+		}
+		for _, p := range probs {
+			if strings.Contains(p, "Replace-Me-too") || strings.Contains(p, "s3cret") {
+				t.Errorf("problem quotes the password: %s", p)
+			}
+		}
+	}
+}
