@@ -25,9 +25,9 @@ import (
 type upstreamPoll struct {
 	done    chan struct{}
 	waiters int // client GETs waiting for it; under the session's mu
-	status int
-	header http.Header
-	body   []byte
+	status  int
+	header  http.Header
+	body    []byte
 }
 
 // pollGet answers a client's GET poll of a followed session.
