@@ -8,6 +8,7 @@ import (
 	"strings"
 
 	"github.com/chatguard/chatguard/internal/config"
+	"github.com/chatguard/chatguard/internal/identity/userkey"
 )
 
 // maxPartBytes bounds a key part's length; longer values are hashed.
@@ -114,9 +115,13 @@ func (p *Policy) KeyFor(r Request) string {
 			return p.Name + "|ip=" + ipKey(r.IP)
 		}
 		b.WriteString(part.label)
-		if part.Kind == "body" || part.Kind == "user" && strings.Contains(v, "@") {
+		switch part.Kind {
+		case "user":
 			// Ana@X.com and ana@x.com are one user; a sub claim is
-			// case-sensitive (RFC 7519): Carol and carol are two.
+			// case-sensitive (RFC 7519): Carol and carol are two. The rule
+			// presence, socket caps and kicks key users by too.
+			v = userkey.Normalise(v)
+		case "body":
 			v = strings.ToLower(strings.TrimSpace(v))
 		}
 		if len(v) > maxPartBytes { // a client-chosen value: keep the key small

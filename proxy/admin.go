@@ -16,6 +16,7 @@ import (
 
 	apierrors "github.com/chatguard/chatguard/errors"
 	"github.com/chatguard/chatguard/internal/buildinfo"
+	"github.com/chatguard/chatguard/internal/identity/userkey"
 	"github.com/chatguard/chatguard/internal/logging"
 	"github.com/chatguard/chatguard/internal/memstats"
 	"github.com/chatguard/chatguard/internal/requestid"
@@ -174,11 +175,13 @@ const SessionsPath = "/api/internal/sessions/"
 
 // serveKick answers DELETE /api/internal/sessions/{user}: every socket of
 // the user is disconnected (Socket.IO DISCONNECT, then close), as an
-// eviction of its connectedUsers entry would.
+// eviction of its connectedUsers entry would. {user} is normalised as every
+// user key is (userkey.Normalise): an e-mail finds its user in any case.
 func (s *Server) serveKick(w http.ResponseWriter, r *http.Request, info *reqInfo, user string) {
 	if !s.allowAuthorized(w, r, info, http.MethodDelete) {
 		return
 	}
+	user = userkey.Normalise(user)
 	n := 0
 	if s.ws.registry != nil {
 		n = s.ws.registry.Kick(user, "admin")

@@ -6,6 +6,8 @@ import (
 	"slices"
 	"sync"
 	"time"
+
+	"github.com/chatguard/chatguard/internal/identity/userkey"
 )
 
 // Socket is a live client connection the registry can end.
@@ -20,7 +22,7 @@ type Socket interface {
 // SocketInfo describes a live socket.
 type SocketInfo struct {
 	ID          string // unique per socket: the Socket.IO socket id, else chatguard's own
-	User        string // empty for an anonymous socket
+	User        string // empty for an anonymous socket; the registry keys it by userkey.Normalise
 	Role        string
 	DisplayName string
 	IP          netip.Addr
@@ -47,6 +49,10 @@ type RegistryOptions struct {
 // Registry is the seed's SocketManager state: the live sockets, which user
 // and address each belongs to, connectedUsers (user → its latest socket)
 // and conversationUsers (conversation → users). It is safe for concurrent use.
+//
+// Users are keyed by userkey.Normalise, as rate limits are: every method
+// that takes a user normalises it, so that Bob@Example.com and
+// bob@example.com are one user in presence, the per-user socket cap and Kick.
 //
 // Lock order: r.mu, then r.idxMu or a table's shard lock. Table calls are
 // made under r.mu and may report an eviction synchronously, so OnEvicted
@@ -99,6 +105,7 @@ type Admission struct {
 // Admit reserves a place for one more socket of user (may be empty) from
 // ip, or says which limit it is over.
 func (r *Registry) Admit(user string, ip netip.Addr) (*Admission, error) {
+	user = userkey.Normalise(user)
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.maxPerIP > 0 && r.byIP[ip] >= r.maxPerIP {
@@ -117,6 +124,7 @@ func (r *Registry) Admit(user string, ip netip.Addr) (*Admission, error) {
 // SetUser moves the admission to user (who was learned after the upgrade,
 // from the CONNECT payload), or reports ErrTooManyUserSockets.
 func (a *Admission) SetUser(user string) error {
+	user = userkey.Normalise(user)
 	r := a.r
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -163,6 +171,7 @@ func (r *Registry) Connect(info SocketInfo, s Socket) {
 	if info.ConnectedAt.IsZero() {
 		info.ConnectedAt = r.now()
 	}
+	info.User = userkey.Normalise(info.User)
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	ls := &liveSocket{info: info, sock: s}
@@ -190,6 +199,7 @@ func (r *Registry) Connect(info SocketInfo, s Socket) {
 // Activity records a client event of socket id: lastActivity is now and
 // the entry's TTL starts again. Heartbeats are not activity.
 func (r *Registry) Activity(user, id string) {
+	user = userkey.Normalise(user)
 	if user == "" {
 		return
 	}
@@ -282,6 +292,7 @@ func (r *Registry) Disconnect(id string) {
 // connection: "/" may connect anonymously and "/admin" with a token): the
 // socket then counts in presence and can be kicked by user.
 func (r *Registry) Identify(id string, s Socket, user, role, name string) {
+	user = userkey.Normalise(user)
 	if user == "" {
 		return
 	}
@@ -352,8 +363,10 @@ func (r *Registry) latestOf(user string) *liveSocket {
 
 // Kick disconnects every socket of user with reason and reports how many.
 // They leave the registry at once, so that a second Kick does not count
-// sockets that are still closing.
+// sockets that are still closing. An e-mail finds its user in any case
+// (see userkey.Normalise).
 func (r *Registry) Kick(user, reason string) int {
+	user = userkey.Normalise(user)
 	return r.kickWhere(func(s *liveSocket) bool { return s.info.User == user }, reason)
 }
 

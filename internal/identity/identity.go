@@ -16,6 +16,8 @@ import (
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
+
+	"github.com/chatguard/chatguard/internal/identity/userkey"
 )
 
 // Roles as the seed names them; every other role is RoleBasic.
@@ -34,7 +36,7 @@ var (
 
 // Identity is who a verified token says the caller is.
 type Identity struct {
-	User string // the user key: the first non-empty of the user claims
+	User string // the user key: the first non-empty of the user claims, as userkey.Normalise gives it
 	Role string // admin, agent or basic
 	Name string // display name, may be empty
 }
@@ -196,7 +198,7 @@ func (v *Verifier) Verify(token string) (Identity, error) {
 	}
 	id := Identity{Role: NormaliseRole(stringClaim(claims, v.o.RoleClaim)), Name: stringClaim(claims, v.o.NameClaim)}
 	for _, c := range v.o.UserClaims {
-		if id.User = stringClaim(claims, c); id.User != "" {
+		if id.User = userkey.Normalise(stringClaim(claims, c)); id.User != "" {
 			break
 		}
 	}
