@@ -409,6 +409,12 @@ func (h *wsHub) upstreamHeader(r *http.Request, info *reqInfo) http.Header {
 	}
 	h.s.trust.setForwarded(&httputil.ProxyRequest{In: r, Out: &http.Request{Header: out}}, info.peer, info.client)
 	out.Set(requestid.Header, info.id) // even when the client named it hop-by-hop
+	if _, ok := out["User-Agent"]; !ok {
+		// Present and empty: Go's client then sends none, instead of its
+		// own "Go-http-client/1.1", which the app would take for the
+		// client's (ReverseProxy does the same for plain requests).
+		out["User-Agent"] = []string{""}
+	}
 	return out
 }
 

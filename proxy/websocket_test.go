@@ -27,6 +27,7 @@ func TestWebSocketPlainRelay(t *testing.T) {
 		"Authorization":   {"Bearer opaque-token"},
 		"X-Request-Id":    {"req-ws-relay-1"},
 		"X-Forwarded-For": {"203.0.113.9"}, // from an untrusted peer: replaced
+		"User-Agent":      {""},            // present and empty: Go's client sends none
 	}
 	c, ctx := dialWS(t, h, "/ws/echo?room=1", &websocket.DialOptions{
 		HTTPClient: &http.Client{Transport: keys}, HTTPHeader: hdr, Subprotocols: []string{"chat.v1", "chat.v2"},
@@ -42,6 +43,11 @@ func TestWebSocketPlainRelay(t *testing.T) {
 		if got.Get(k) != want {
 			t.Errorf("upstream %s = %q, want %q", k, got.Get(k), want)
 		}
+	}
+	if ua, ok := got["User-Agent"]; ok {
+		// chatguard's dial added Go's own ("Go-http-client/1.1"), which the
+		// app took for the client's.
+		t.Errorf("upstream User-Agent %q; the client sent none", ua)
 	}
 	keys.mu.Lock()
 	clientKey := keys.key

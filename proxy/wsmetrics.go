@@ -81,11 +81,11 @@ func newWSMetrics(reg prometheus.Registerer, pollSessions, readers func() float6
 		}, []string{"event", "reason"}),
 		forced: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "chatguard_websocket_forced_disconnects_total",
-			Help: "Sockets chatguard disconnected, by reason (expired, capacity, emergency, admin, drain, idle, auth, malformed, write_stalled).",
+			Help: "Sockets chatguard disconnected, by reason (expired, capacity, emergency, admin, drain, idle, auth, malformed, write_stalled, ip_blocked).",
 		}, []string{"reason"}),
 		closeCodes: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "chatguard_websocket_close_codes_total",
-			Help: "WebSocket closes, by the side that closed first (client, upstream, chatguard) and close code (1000-1015, 4000-4999 as \"4xxx\", \"none\" when the connection dropped).",
+			Help: "WebSocket closes, by the side that closed first (client, upstream, chatguard) and close code (1000-1015, 3000-3999 as \"3xxx\", 4000-4999 as \"4xxx\", \"invalid\" for any other, \"none\" when the connection dropped).",
 		}, []string{"side", "code"}),
 		orphans: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "chatguard_socketio_orphans_total",
