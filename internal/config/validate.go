@@ -13,6 +13,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/chatguard/chatguard/internal/identity/pubkey"
 	"github.com/chatguard/chatguard/internal/redisurl"
 )
 
@@ -176,8 +177,13 @@ func Validate(c *Config) []string {
 	positive("rate_limit.block_for", c.Limits.BlockFor)
 	validateSecrets(c, add)
 	if c.Auth.JWTPublicKeyFile != "" {
-		if _, err := os.Stat(c.Auth.JWTPublicKeyFile); err != nil {
+		// Read and parsed as serve reads it: a file that exists but holds
+		// no usable key (garbage, a private key) passed here, and serve
+		// then refused to start with another message.
+		if data, err := os.ReadFile(c.Auth.JWTPublicKeyFile); err != nil {
 			add("auth.jwt_public_key_file", "%v", err)
+		} else if _, _, err := pubkey.Parse(data); err != nil {
+			add("auth.jwt_public_key_file", "%s: %s", c.Auth.JWTPublicKeyFile, strings.TrimPrefix(err.Error(), "identity: "))
 		}
 	}
 

@@ -5,10 +5,6 @@ package identity
 
 import (
 	"bytes"
-	"crypto/ecdsa"
-	"crypto/rsa"
-	"crypto/x509"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"net/http"
@@ -17,6 +13,7 @@ import (
 
 	"github.com/golang-jwt/jwt/v5"
 
+	"github.com/chatguard/chatguard/internal/identity/pubkey"
 	"github.com/chatguard/chatguard/internal/identity/userkey"
 )
 
@@ -89,7 +86,7 @@ func New(o Options) (*Verifier, error) {
 		}
 	}
 	if len(o.PublicKeyPEM) > 0 {
-		pub, alg, err := parsePublicKey(o.PublicKeyPEM)
+		pub, alg, err := pubkey.Parse(o.PublicKeyPEM)
 		if err != nil {
 			return nil, err
 		}
@@ -131,47 +128,6 @@ func New(o Options) (*Verifier, error) {
 	}
 	v.parser = jwt.NewParser(popts...)
 	return v, nil
-}
-
-func parsePublicKey(data []byte) (any, string, error) {
-	block, _ := pem.Decode(data)
-	if block == nil {
-		return nil, "", errors.New("identity: the public key is not PEM")
-	}
-	var key any
-	switch block.Type {
-	case "CERTIFICATE":
-		cert, err := x509.ParseCertificate(block.Bytes)
-		if err != nil {
-			return nil, "", fmt.Errorf("identity: certificate: %w", err)
-		}
-		key = cert.PublicKey
-	case "RSA PUBLIC KEY":
-		k, err := x509.ParsePKCS1PublicKey(block.Bytes)
-		if err != nil {
-			return nil, "", fmt.Errorf("identity: public key: %w", err)
-		}
-		key = k
-	default:
-		k, err := x509.ParsePKIXPublicKey(block.Bytes)
-		if err != nil {
-			return nil, "", fmt.Errorf("identity: public key: %w", err)
-		}
-		key = k
-	}
-	switch k := key.(type) {
-	case *rsa.PublicKey:
-		if k.N.BitLen() < 2048 {
-			return nil, "", errors.New("identity: RSA keys shorter than 2048 bits are refused")
-		}
-		return k, "RS256", nil
-	case *ecdsa.PublicKey:
-		if k.Curve.Params().Name != "P-256" {
-			return nil, "", fmt.Errorf("identity: ES256 needs a P-256 key, not %s", k.Curve.Params().Name)
-		}
-		return k, "ES256", nil
-	}
-	return nil, "", fmt.Errorf("identity: unsupported public key type %T", key)
 }
 
 // Verify checks token and returns the identity in it. Errors are ErrExpired
