@@ -70,7 +70,35 @@ type Registry struct {
 	byUser  map[string]int
 	byIP    map[netip.Addr]int
 	pending map[string]int // users admitted whose socket is not registered yet
+
+	// dropped: the conversations of sockets whose connection ended, kept
+	// for Socket.IO's connection state recovery (see Connect); order is
+	// their ids oldest first, to bound them.
+	dropped      map[string]droppedSocket
+	order        []droppedRef
+	droppedConvs int // conversations held in dropped
 }
+
+type droppedRef struct {
+	id string
+	at time.Time
+}
+
+// droppedSocket is what a socket that lost its connection may get back.
+type droppedSocket struct {
+	user  string
+	convs []string
+	at    time.Time
+}
+
+// RecoveryWindow is how long a socket that lost its connection keeps its
+// conversations for a client that recovers it (the same socket id, the
+// same user): Socket.IO's default maxDisconnectionDuration, 2 min.
+const RecoveryWindow = 2 * time.Minute
+
+// maxDroppedConvs bounds the conversations kept for recovery, all sockets
+// together (about 3 MB): the oldest sockets' go first.
+const maxDroppedConvs = 65536
 
 type liveSocket struct {
 	info  SocketInfo
@@ -85,6 +113,7 @@ func NewRegistry(o RegistryOptions) *Registry {
 		tables: o.Tables, maxPerUser: o.MaxPerUser, maxPerIP: o.MaxPerIP,
 		now:     o.Now,
 		sockets: map[string]*liveSocket{}, byUser: map[string]int{}, byIP: map[netip.Addr]int{},
+		dropped: map[string]droppedSocket{},
 	}
 	if r.now == nil {
 		r.now = time.Now
@@ -184,7 +213,21 @@ func (r *Registry) Connect(info SocketInfo, s Socket) {
 		ls.convs = old.convs
 	} else if old != nil && old.sock != s {
 		r.unregister(info.ID) // another user's: the old socket's state goes
+	} else if d, ok := r.dropped[info.ID]; ok && info.User != "" && d.user == info.User && r.now().Sub(d.at) < RecoveryWindow {
+		// The same, after the old connection ended: recovered within the
+		// window, the socket is back in its rooms on the backend, and in
+		// its conversations here.
+		ls.convs = d.convs
+		for _, c := range d.convs {
+			r.tables.ConversationUsers.Update(c, func(old []string, ok bool) ([]string, time.Duration, bool) {
+				if ok && slices.Contains(old, info.User) {
+					return old, r.tables.ConversationUsers.ttl, true
+				}
+				return append(slices.Clip(old), info.User), r.tables.ConversationUsers.ttl, true
+			})
+		}
 	}
+	r.forgetDropped(info.ID)
 	r.idxMu.Lock()
 	r.sockets[info.ID] = ls
 	r.idxMu.Unlock()
@@ -316,7 +359,42 @@ func (r *Registry) DisconnectSocket(id string, s Socket) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if ls := r.sockets[id]; ls != nil && ls.sock == s {
+		r.keepForRecovery(ls)
 		r.unregister(id)
+	}
+}
+
+// keepForRecovery keeps the conversations of a socket whose connection
+// ended, for RecoveryWindow (see Connect); the caller holds r.mu.
+func (r *Registry) keepForRecovery(ls *liveSocket) {
+	if ls.info.User == "" || len(ls.convs) == 0 {
+		return
+	}
+	now := r.now()
+	r.forgetDropped(ls.info.ID)
+	for len(r.order) > 0 {
+		ref := r.order[0]
+		if now.Sub(ref.at) < RecoveryWindow && r.droppedConvs+len(ls.convs) <= maxDroppedConvs && len(r.order) < maxDroppedConvs {
+			break
+		}
+		if d, ok := r.dropped[ref.id]; ok && d.at.Equal(ref.at) {
+			r.forgetDropped(ref.id)
+		}
+		r.order = r.order[1:]
+	}
+	if len(r.order) == 0 {
+		r.order = nil // let the array go
+	}
+	r.dropped[ls.info.ID] = droppedSocket{user: ls.info.User, convs: slices.Clone(ls.convs), at: now}
+	r.droppedConvs += len(ls.convs)
+	r.order = append(r.order, droppedRef{id: ls.info.ID, at: now})
+}
+
+// forgetDropped drops what id kept for recovery; the caller holds r.mu.
+func (r *Registry) forgetDropped(id string) {
+	if d, ok := r.dropped[id]; ok {
+		r.droppedConvs -= len(d.convs)
+		delete(r.dropped, id)
 	}
 }
 
