@@ -179,21 +179,37 @@ func scrubEnvelope(obj map[string]any, production bool) (map[string]any, bool) {
 	return clean, changed
 }
 
-// leaksDatabase recognises a database driver's own error text in a message
-// (MongoDB, Sequelize, MySQL, PostgreSQL, SQLite), which quotes tables,
-// indexes and the values that collided.
+// leaksDatabase recognises a database driver's or ORM's own error text in a
+// message (MongoDB and Mongoose, MySQL ER_… codes, PostgreSQL, SQLite,
+// Sequelize, Prisma, TypeORM), which quotes tables, indexes, columns and the
+// values that collided.
 func leaksDatabase(s string) bool {
-	for _, m := range []string{
-		"MongoServerError", "MongoError", "E11000", "Sequelize", "ER_DUP_ENTRY", "ER_PARSE_ERROR",
-		"ER_NO_SUCH_TABLE", "ER_BAD_FIELD_ERROR", "SQLITE_", "duplicate key value violates",
-		"violates foreign key constraint", "syntax error at or near", "relation \"",
-	} {
-		if strings.Contains(s, m) {
-			return true
-		}
-	}
-	return false
+	return databaseText.MatchString(s)
 }
+
+var databaseText = regexp.MustCompile(strings.Join([]string{
+	`Mongo[A-Za-z]*Error`, `E11000`, // MongoServerError, MongoError, MongoBulkWriteError, MongooseError
+	`\bER_[A-Z0-9_]+`, `SQLITE_`, // MySQL/MariaDB error codes, SQLite result codes
+	`Sequelize`, `QueryFailedError`, `TypeORM`,
+	`Prisma`, "`prisma\\.", `^P[12][0-9]{3}\b`, `\bP[12][0-9]{3}:`, `Unique constraint failed on the`, // Prisma P1xxx/P2xxx
+	`relation "`, `column "[^"]*" (?:does not exist|of relation)`, // PostgreSQL
+	`duplicate key value violates`, `violates (?:foreign key|unique|not-null|check|exclusion) constraint`,
+	`syntax error at (?:or near|end of input)`, `invalid input syntax for`, `(?i:sqlstate)`,
+}, "|"))
+
+// errorClass recognises an error class name as err.toString() and
+// util.inspect write it: "Error: boom", "SequelizeUniqueConstraintError: …".
+var errorClass = regexp.MustCompile(`\b(?:[A-Z][A-Za-z0-9_$]*)?(?:Error|Exception):`)
+
+// leaksInternalText reports whether a message an upstream wrote shows its
+// internals: stack frames, file paths, a database's own error text or an
+// error class name. Such a message is replaced, never cut.
+func leaksInternalText(s string) bool {
+	return leaksInternals(s) || leaksDatabase(s) || errorClass.MatchString(s)
+}
+
+// fieldMessage replaces a validation field's message that shows internals.
+const fieldMessage = "Invalid value"
 
 func dropStacks(v any) bool {
 	changed := false
@@ -221,13 +237,18 @@ func dropStacks(v any) bool {
 }
 
 func leaksInternals(s string) bool {
-	for _, m := range []string{"\n    at ", "\n  at ", "node_modules", ".js:", ".ts:", "/app/", "/home/", "/usr/", "/srv/", "/opt/", "/var/"} {
+	for _, m := range []string{
+		"\n    at ", "\n  at ", "node_modules", ".js:", ".ts:", "/app/", "/home/", "/usr/", "/srv/", "/opt/", "/var/",
+		"/tmp/", "/root/", "/etc/", "/Users/",
+	} {
 		if strings.Contains(s, m) {
 			return true
 		}
 	}
-	return false
+	return windowsPath.MatchString(s)
 }
+
+var windowsPath = regexp.MustCompile(`(?:^|[\s'"(=])[A-Za-z]:\\`)
 
 func upperSnake(s string) bool {
 	if s == "" || s[0] < 'A' || s[0] > 'Z' {
@@ -465,6 +486,9 @@ func appendField(fields []any, field string, message, value any) []any {
 	}
 	rawValue := value
 	msg, _ := message.(string)
+	if leaksInternalText(msg) {
+		msg = fieldMessage
+	}
 	if redact.IsSensitivePath(field) && value != nil {
 		value = redact.Filtered
 	} else {
@@ -606,7 +630,8 @@ func firebaseAuthCode(rest string) (Code, bool) {
 }
 
 // clientMessage extracts a 4xx reply's own message when it is short, single
-// line and free of stack traces, paths and secrets.
+// line and free of stack traces, paths, error class names, a database's own
+// error text (leaksInternalText, the rule envelopes follow) and secrets.
 func clientMessage(doc any, rep Reply) string {
 	var msg string
 	switch {
@@ -635,7 +660,7 @@ func safeMessage(s string) bool {
 	if s == "" || utf8.RuneCountInString(s) > maxMessageRunes || !utf8.ValidString(s) {
 		return false
 	}
-	if strings.ContainsAny(s, "\n\r\t<>") {
+	if strings.ContainsAny(s, "\n\r\t<>") || leaksInternalText(s) {
 		return false
 	}
 	lower := strings.ToLower(s)
