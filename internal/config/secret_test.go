@@ -111,6 +111,7 @@ func TestSettingValue(t *testing.T) {
 	c.Server.IdleTimeout = 0
 	c.Log.File = true
 	c.Log.SummaryInterval = 90 * time.Minute
+	c.Redis.URL = "redis://default:s3cret-pw@redis-0.redis:6379/2"
 	c.WebSocket.Origins = []string{"*.example.com", "localhost:*"}
 	want := map[string]string{
 		"listen":                          "[::1]:8081",
@@ -162,7 +163,7 @@ func TestSettingValue(t *testing.T) {
 		"rate_limit.shadow":               "false",
 		"rate_limit.file":                 "temp/rate-limits.json",
 		"rate_limit.block_for":            "1h0m0s",
-		"redis.url":                       "",
+		"redis.url":                       "redis://[FILTERED]@redis-0.redis:6379/2",
 		"redis.timeout":                   "50ms",
 		"redis.replicas":                  "1",
 		"websocket.socketio_path":         "/socket.io/",

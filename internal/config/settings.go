@@ -154,6 +154,11 @@ func (s Setting) Value(c *Config) string {
 	case *string:
 		return *p
 	case *Secret:
+		if s.Key == "redis.url" && p.Reveal() != "" {
+			// Which Redis won the precedence is worth seeing; only the
+			// credentials are secret (as for upstream).
+			return hideUserinfo(p.Reveal())
+		}
 		return p.String()
 	case *int:
 		return strconv.Itoa(*p)
