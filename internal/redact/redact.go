@@ -294,14 +294,14 @@ func Query(rawQuery string) string {
 	parts := strings.Split(rawQuery, "&")
 	changed := false
 	for i, p := range parts {
-		name, _, hasValue := strings.Cut(p, "=")
+		name, value, hasValue := strings.Cut(p, "=")
 		if !hasValue {
 			continue
 		}
 		if un, err := url.QueryUnescape(name); err == nil {
 			name = un
 		}
-		if IsSensitiveKey(name) {
+		if IsSensitiveKey(name) || encodedSecret(value) {
 			parts[i] = p[:strings.IndexByte(p, '=')+1] + Filtered
 			changed = true
 		}
@@ -310,6 +310,17 @@ func Query(rawQuery string) string {
 		return rawQuery
 	}
 	return strings.Join(parts, "&")
+}
+
+// encodedSecret reports a percent-encoded query value that holds, once
+// decoded, what String would filter (?next=https%3A%2F%2Fbob%3Apw%40host):
+// the encoded form hides it from String's patterns.
+func encodedSecret(value string) bool {
+	if strings.IndexByte(value, '%') < 0 {
+		return false
+	}
+	dec, err := url.QueryUnescape(value)
+	return err == nil && dec != value && String(dec) != dec
 }
 
 // URI redacts the query part of a request URI.

@@ -128,7 +128,12 @@ func TestQuery(t *testing.T) {
 		{"X-Api-Key=k", "X-Api-Key=[FILTERED]"},
 		{"%zz=1&secret=s", "%zz=1&secret=[FILTERED]"}, // a bad escape is kept as is
 		{"q=Bearer+abc&&jwt=x&", "q=Bearer+abc&&jwt=[FILTERED]&"},
-		{"redirect=%2Fapi%3Ftoken%3Dabc", "redirect=%2Fapi%3Ftoken%3Dabc"}, // only names are judged
+		// A percent-encoded value is judged decoded: the encoding hid a
+		// token in a redirect target, and a URL's password, from the log.
+		{"redirect=%2Fapi%3Ftoken%3Dabc", "redirect=[FILTERED]"},
+		{"next=https%3A%2F%2Fbob%3AENCPW-SECRET%40evil.example%2F&x=1", "next=[FILTERED]&x=1"},
+		{"next=https%3A%2F%2Fexample.com%2Fchat%3Froom%3D7", "next=https%3A%2F%2Fexample.com%2Fchat%3Froom%3D7"},
+		{"q=100%25%20off", "q=100%25%20off"},
 	}
 	for _, tt := range tests {
 		if got := redact.Query(tt.in); got != tt.want {
