@@ -231,6 +231,13 @@ func (s *Server) finish(w *responseWriter, r *http.Request, info *reqInfo, start
 	if p == http.ErrAbortHandler && info.reason == "" {
 		s.aborted(r, info)
 	}
+	if p == http.ErrAbortHandler && info.aborted && w.wroteHeader && !w.hijacked {
+		// The upstream cut its body: what came of it goes out before the
+		// connection closes, as nginx sends it. Unflushed, a body shorter
+		// than net/http's 4 KiB buffer never left: the client saw the
+		// connection close without even a status line.
+		_ = http.NewResponseController(w.ResponseWriter).Flush()
+	}
 	status := w.status
 	switch {
 	case info.closed:
