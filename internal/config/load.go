@@ -161,6 +161,7 @@ func decodeYAML(data []byte, c *Config, name string) []string {
 	var root yaml.Node
 	if err := yaml.Unmarshal(data, &root); err == nil {
 		errs = bareDurations(&root, c, errs)
+		errs = nameProblems(&root, errs)
 		errs = append(errs, nullRoutes(&root)...)
 	}
 	out := make([]string, 0, len(errs))

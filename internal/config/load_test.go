@@ -359,10 +359,10 @@ func TestLoadReportsEveryProblem(t *testing.T) {
 		t.Fatal("Load returned a nil config with its problems")
 	}
 	want := []string{
-		"bad.yaml: line 3: field bogus_key not found",
-		"bad.yaml: line 13: field also_unknown not found",
-		"cannot unmarshal !!str `5 seconds` into time.Duration",
-		"cannot unmarshal !!str `many` into int",
+		"bad.yaml: line 3: bogus_key: not a chatguard setting",
+		"bad.yaml: line 13: server.also_unknown: not a chatguard setting",
+		"line 8: proxy.dial_timeout: `5 seconds` is not a duration (30s, 5m, 1h)",
+		"line 9: proxy.max_idle_conns: `many` is not a whole number",
 		`env: "staging" must be production or development`,
 		`admin_listen: "admin.internal" is not host:port`,
 		`upstream: "ftp://backend:21" must start with http:// or https://`,
@@ -411,15 +411,15 @@ func TestUnknownKeysReportLines(t *testing.T) {
 		yaml string
 		want []string
 	}{
-		{"nope: 1\n", []string{"line 1: field nope not found in type config.Config"}},
-		{"listen: \":1\"\n\n\nlog:\n  levle: debug\n", []string{"line 5: field levle not found in type config.Log"}},
+		{"nope: 1\n", []string{"line 1: nope: not a chatguard setting"}},
+		{"listen: \":1\"\n\n\nlog:\n  levle: debug\n", []string{"line 5: log.levle: not a chatguard setting"}},
 		{"proxy:\n  x: 1\n  y: 2\nroutes:\n  - name: a\n    path: /a\n    method: [GET]\n", []string{
-			"line 2: field x not found in type config.Proxy",
-			"line 3: field y not found in type config.Proxy",
-			"line 7: field method not found in type config.Route",
+			"line 2: proxy.x: not a chatguard setting",
+			"line 3: proxy.y: not a chatguard setting",
+			"line 7: routes[0].method: not a chatguard setting",
 		}},
 		// File is not a YAML key even though it is a Config field.
-		{"File: x.yaml\n", []string{"line 1: field File not found"}},
+		{"File: x.yaml\n", []string{"line 1: File: not a chatguard setting"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.want[0], func(t *testing.T) {
@@ -450,9 +450,9 @@ func TestFileProblems(t *testing.T) {
 		{"scalar document", "hello\n", "cannot unmarshal !!str `hello` into config.Config"},
 		{"list where scalar", "listen: [a, b]\n", "cannot unmarshal !!seq into string"},
 		{"map where list", "routes: {name: a}\n", "cannot unmarshal !!map into []config.Route"},
-		{"int overflow", "proxy:\n  max_idle_conns: 99999999999999999999\n", "into int"},
-		{"int as duration", "proxy:\n  dial_timeout: 5\n", "into time.Duration"},
-		{"bad bool", "log:\n  file: maybe\n", "into bool"},
+		{"int overflow", "proxy:\n  max_idle_conns: 99999999999999999999\n", "line 2: proxy.max_idle_conns: `9999999...` is not a whole number"},
+		{"int as duration", "proxy:\n  dial_timeout: 5\n", "line 2: proxy.dial_timeout: `5` is not a duration: a duration needs a unit"},
+		{"bad bool", "log:\n  file: maybe\n", "line 2: log.file: `maybe` is not true or false"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -3,6 +3,7 @@ package config
 import (
 	"fmt"
 	"reflect"
+	"regexp"
 	"slices"
 	"strings"
 	"time"
@@ -152,3 +153,93 @@ func IsBlank(data []byte) bool {
 	n := root.Content[0]
 	return n.Kind == yaml.ScalarNode && n.Tag == "!!null"
 }
+
+// nameProblems says which setting each of the decoder's problems is about,
+// in the words the environment's and flags' problems use: "line 5:
+// proxy.max_idle_conns: `lots` is not a whole number", not "line 5: cannot
+// unmarshal !!str `lots` into int"; and an unknown key by its path, not as
+// "field bogus_key not found in type config.Config".
+func nameProblems(root *yaml.Node, problems []string) []string {
+	if root.Kind != yaml.DocumentNode || len(root.Content) == 0 {
+		return problems
+	}
+	type scalarAt struct{ path, value string }
+	keys := map[int]string{}       // line → path of the (first) key written there
+	values := map[int][]scalarAt{} // line → the scalar values written there
+	var walk func(n *yaml.Node, path string)
+	walk = func(n *yaml.Node, path string) {
+		switch n.Kind {
+		case yaml.MappingNode:
+			for i := 0; i+1 < len(n.Content); i += 2 {
+				k, v := n.Content[i], n.Content[i+1]
+				p := k.Value
+				if path != "" {
+					p = path + "." + k.Value
+				}
+				if _, ok := keys[k.Line]; !ok {
+					keys[k.Line] = p
+				}
+				walk(v, p)
+			}
+		case yaml.SequenceNode:
+			for i, item := range n.Content {
+				walk(item, fmt.Sprintf("%s[%d]", path, i))
+			}
+		case yaml.ScalarNode:
+			values[n.Line] = append(values[n.Line], scalarAt{path, n.Value})
+		}
+	}
+	walk(root.Content[0], "")
+	out := make([]string, 0, len(problems))
+	for _, p := range problems {
+		var line int
+		var rest string
+		if n, err := fmt.Sscanf(p, "line %d:", &line); n != 1 || err != nil {
+			out = append(out, p)
+			continue
+		}
+		_, rest, _ = strings.Cut(p, ": ")
+		// The value the decoder quotes (shortened to 7 characters and
+		// "..." when long) tells which scalar of the line it is.
+		at := func(quoted string) string {
+			found := ""
+			for _, s := range values[line] {
+				if s.value == quoted || strings.HasSuffix(quoted, "...") && strings.HasPrefix(s.value, strings.TrimSuffix(quoted, "...")) {
+					if found != "" {
+						return "" // two alike: do not guess
+					}
+					found = s.path
+				}
+			}
+			return found
+		}
+		if m := unmarshalProblem.FindStringSubmatch(rest); m != nil && at(m[1]) != "" {
+			what, ok := goTypeWords[m[2]]
+			if !ok {
+				what = "of the wrong type"
+			}
+			hint := ""
+			if _, after, ok := strings.Cut(rest, "` into time.Duration"); ok && after != "" {
+				what, hint = "not a duration", after // bareDurations' unit hint
+			}
+			out = append(out, fmt.Sprintf("line %d: %s: `%s` is %s%s", line, at(m[1]), m[1], what, hint))
+			continue
+		}
+		if m := unknownField.FindStringSubmatch(rest); m != nil && keys[line] != "" {
+			out = append(out, fmt.Sprintf("line %d: %s: not a chatguard setting (see the configuration table in the README)", line, keys[line]))
+			continue
+		}
+		out = append(out, p)
+	}
+	return out
+}
+
+var (
+	unmarshalProblem = regexp.MustCompile("^cannot unmarshal ![!a-z]+ `(.*)` into ([][.A-Za-z0-9]+)")
+	unknownField     = regexp.MustCompile(`^field (\S+) not found in type `)
+	goTypeWords      = map[string]string{
+		"int": "not a whole number", "int64": "not a whole number", "float64": "not a number",
+		"bool": "not true or false", "string": "not a string", "time.Duration": "not a duration (30s, 5m, 1h)",
+		"[]string": "not a list", "config.Secret": "not a string",
+	}
+)
