@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/coder/websocket"
+
 	"github.com/chatguard/chatguard/internal/config"
 )
 
@@ -173,4 +175,44 @@ func TestSocketIOPollingClientGoneCutsTheUpstreamPoll(t *testing.T) {
 		t.Errorf("the upstream's long-poll ended %v after the client left", d)
 	}
 	env.waitStats(t, [3]int{0, 0, 0})
+}
+
+// A client that upgraded to WebSocket while a GET was pending, then lost
+// that GET's connection, is still there: its socket stays registered (a
+// review found the session ended, the socket out of the stats and of the
+// caps while its WebSocket kept relaying).
+func TestSocketIOUpgradedSessionSurvivesItsAbandonedGet(t *testing.T) {
+	t.Parallel()
+	fake := newFakePolling(t, 20*time.Second)
+	env := startSIO(t, upstream(t, fake.ServeHTTP).URL, nil)
+	h := env.harness
+	connectPolling(t, env)
+	ctx, cancel := context.WithCancel(context.Background())
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, h.url+pollPath+"&sid=p1", nil)
+	gone := make(chan error, 1)
+	go func() {
+		resp, err := h.client.Do(req)
+		if err == nil {
+			resp.Body.Close()
+		}
+		gone <- err
+	}()
+	waitFor(t, "the long-poll upstream", func() bool { return fake.gets.Load() == 1 })
+	ws, wctx := dialWS(t, h, sioPath+"&sid=p1", nil)
+	if err := ws.Write(wctx, websocket.MessageText, []byte("2probe")); err != nil {
+		t.Fatal(err)
+	}
+	if _, msg, err := ws.Read(wctx); err != nil || string(msg) != "3probe" {
+		t.Fatalf("probe %q %v", msg, err)
+	}
+	if err := ws.Write(wctx, websocket.MessageText, []byte("5")); err != nil {
+		t.Fatal(err)
+	}
+	env.waitStats(t, [3]int{1, 1, 0})
+	cancel()
+	<-gone
+	time.Sleep(500 * time.Millisecond)
+	if got := env.socketStats(); got != [3]int{1, 1, 0} {
+		t.Errorf("after the abandoned GET, the upgraded socket's stats are %v, want it still there", got)
+	}
 }

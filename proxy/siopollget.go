@@ -82,7 +82,9 @@ func (h *wsHub) pollGet(sess *sioSession, w *responseWriter, r *http.Request, in
 			info.closed = true
 			sess.mu.Lock()
 			p.waiters--
-			left := p.waiters == 0 && sess.poll == p && !p.finished()
+			// A WebSocket that holds the session (upgraded, or probing)
+			// is the client, still there: its old GET does not count.
+			left := p.waiters == 0 && sess.poll == p && !p.finished() && !sess.upgraded && !sess.wsBusy
 			sess.mu.Unlock()
 			if left {
 				// The client's connection closed while it waited, and no
