@@ -8,7 +8,9 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"net/url"
 	"runtime/debug"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -115,6 +117,15 @@ func (s *Server) handle(w *responseWriter, r *http.Request, info *reqInfo) {
 		// An absolute-form target names the scheme too: only HTTP's
 		// (nginx answers the others with 400 as well).
 		s.writeError(w, r, info, apierrors.New(apierrors.CodeValidation, "the request target must be an http or https URL"), sourceProxy)
+		return
+	}
+	if name, ok := hiddenQueryParam(r.URL.RawQuery); ok {
+		// The query goes upstream as sent, and the app's parser reads
+		// pairs Go's skips (a ';', a stray '%'): one of the parameters
+		// chatguard decides on, hidden that way, would be one thing to
+		// chatguard and another to the app.
+		e := apierrors.New(apierrors.CodeValidation, "the query parameter "+strconv.Quote(name)+" does not parse")
+		s.writeError(w, r, info, e, sourceProxy)
 		return
 	}
 	if r.RequestURI == "*" {
@@ -353,6 +364,31 @@ func (b *idleBody) Read(p []byte) (int, error) {
 		return n, errBodyTimeout
 	}
 	return n, err
+}
+
+// checkedQueryParams are the query parameters chatguard decides on: the
+// token, and Engine.IO's version, transport and session.
+var checkedQueryParams = map[string]bool{"token": true, "EIO": true, "transport": true, "sid": true}
+
+// hiddenQueryParam finds a pair of rawQuery that Go's parser skips (it
+// holds a ';' or a bad escape) and whose name is one chatguard decides on.
+func hiddenQueryParam(rawQuery string) (string, bool) {
+	if rawQuery == "" || !strings.ContainsAny(rawQuery, ";%") {
+		return "", false
+	}
+	for _, pair := range strings.Split(rawQuery, "&") {
+		if _, err := url.ParseQuery(pair); err == nil {
+			continue
+		}
+		name, _, _ := strings.Cut(pair, "=")
+		if un, err := url.QueryUnescape(name); err == nil {
+			name = un
+		}
+		if checkedQueryParams[name] {
+			return name, true
+		}
+	}
+	return "", false
 }
 
 // limitedBody is a request body cut at limit bytes: reading past it fails
