@@ -102,3 +102,53 @@ func mustRequest(t *testing.T, method, url, body string) *http.Request {
 	}
 	return req
 }
+
+// An upstream that answers before the whole body and then streams its
+// response is not cut by the client's pause in sending the rest: the
+// response is already on its way (review: 4 of 20 bytes arrived, the
+// deadline of the writer's pending read cancelling the request).
+func TestBodyTimeoutSparesAnEarlyAnswer(t *testing.T) {
+	t.Parallel()
+	up := upstream(t, func(w http.ResponseWriter, r *http.Request) {
+		_ = http.NewResponseController(w).EnableFullDuplex()
+		time.Sleep(100 * time.Millisecond)
+		w.WriteHeader(200)
+		for i := 0; i < 10; i++ {
+			_, _ = w.Write([]byte("x"))
+			w.(http.Flusher).Flush()
+			time.Sleep(100 * time.Millisecond)
+		}
+	})
+	h := start(t, up.URL, func(c *config.Config) { c.Server.BodyReadTimeout = 300 * time.Millisecond })
+	c, err := net.Dial("tcp", strings.TrimPrefix(h.url, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := io.WriteString(c, "POST /early HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := io.ReadAll(resp.Body)
+	if resp.StatusCode != 200 || len(b) != 10 {
+		t.Errorf("early answer: %d, %d of 10 bytes (%v)", resp.StatusCode, len(b), err)
+	}
+}
+
+// A Socket.IO polling POST whose client stalls gets the same 408, not a
+// 413 "too large" (its read error was taken for an oversize body).
+func TestStalledPollingPostGets408(t *testing.T) {
+	t.Parallel()
+	fake := newFakePolling(t, 20*time.Second)
+	env := startSIO(t, upstream(t, fake.ServeHTTP).URL, func(c *config.Config) { c.Server.BodyReadTimeout = 300 * time.Millisecond })
+	h := env.harness
+	connectPolling(t, env)
+	st, resps, _ := rawExchange(t, h, "POST "+pollPath+"&sid=p1 HTTP/1.1\r\nHost: a\r\nContent-Type: text/plain\r\nContent-Length: 100\r\n\r\n42[\"x\"")
+	if len(st) != 1 || resps[0].StatusCode != http.StatusRequestTimeout {
+		t.Fatalf("stalled polling POST: %v", st)
+	}
+}

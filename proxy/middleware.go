@@ -42,6 +42,7 @@ type reqInfo struct {
 	// cancels the request's context on the failed read, so the transport
 	// may report that instead.
 	bodyTimedOut atomic.Bool
+	idle         *idleBody // the request body's timeout, if any
 	// bodyErr is the error that ended reading a passed-through upstream
 	// body early (watchBody), if any.
 	bodyErr error
@@ -157,7 +158,8 @@ func (s *Server) handle(w *responseWriter, r *http.Request, info *reqInfo) {
 		return
 	}
 	if d := s.cfg.Server.BodyReadTimeout; d > 0 && r.Body != nil && r.Body != http.NoBody {
-		r.Body = &idleBody{ReadCloser: r.Body, rc: http.NewResponseController(w.ResponseWriter), timeout: d, timedOut: &info.bodyTimedOut}
+		info.idle = &idleBody{ReadCloser: r.Body, rc: http.NewResponseController(w.ResponseWriter), timeout: d, timedOut: &info.bodyTimedOut}
+		r.Body = info.idle
 	}
 	if max := s.cfg.Server.MaxBodyBytes; max > 0 {
 		if r.ContentLength > max {
@@ -343,6 +345,19 @@ type idleBody struct {
 	rc       *http.ResponseController
 	timeout  time.Duration
 	timedOut *atomic.Bool
+	// disarmed: the upstream answered before the whole body (an early
+	// answer streams to the client while the rest of the body may never
+	// come); a deadline then would cut that response (net/http cancels the
+	// request on the failed read).
+	disarmed atomic.Bool
+}
+
+// disarm lifts the timeout for good; the handler's goroutine calls it.
+func (b *idleBody) disarm() {
+	if b == nil || !b.disarmed.CompareAndSwap(false, true) {
+		return
+	}
+	_ = b.rc.SetReadDeadline(time.Time{})
 }
 
 // errBodyTimeout: the client sent no more of its body within
@@ -353,7 +368,13 @@ func (b *idleBody) Read(p []byte) (int, error) {
 	if b.timedOut.Load() {
 		return 0, errBodyTimeout
 	}
+	if b.disarmed.Load() {
+		return b.ReadCloser.Read(p)
+	}
 	_ = b.rc.SetReadDeadline(time.Now().Add(b.timeout))
+	if b.disarmed.Load() { // disarmed meanwhile: its clearing may have come first
+		_ = b.rc.SetReadDeadline(time.Time{})
+	}
 	n, err := b.ReadCloser.Read(p)
 	var ne net.Error
 	switch {

@@ -176,6 +176,10 @@ func (h *wsHub) pollAnswered(sess *sioSession, resp *http.Response) {
 func (h *wsHub) inspectPost(sess *sioSession, w *responseWriter, r *http.Request, info *reqInfo) bool {
 	body, err := io.ReadAll(io.LimitReader(r.Body, h.maxPollBody()+1))
 	_ = r.Body.Close()
+	if info.bodyTimedOut.Load() {
+		h.s.bodyTimedOut(w, r, info)
+		return false
+	}
 	if err != nil || int64(len(body)) > h.maxPollBody() {
 		// Too big (or unreadable) to inspect: refused, as a WebSocket
 		// message over the limit is (1009). Passing it on would let the

@@ -111,18 +111,7 @@ func (s *Server) newReverseProxy(target *url.URL, transport http.RoundTripper) *
 func (s *Server) upstreamFailed(w http.ResponseWriter, r *http.Request, err error) {
 	info := infoFrom(r.Context())
 	if stderrors.Is(err, errBodyTimeout) || info.bodyTimedOut.Load() {
-		// The client's fault, not the upstream's: not counted as an
-		// upstream error. nginx answers 408 too.
-		info.reason = "body_timeout"
-		s.log.WithFields(logrus.Fields{
-			"requestId":           info.id,
-			logging.FieldCategory: logging.CategoryAPI,
-			"reason":              info.reason,
-		}).Info("the client stopped sending its request body")
-		e := apierrors.New(apierrors.CodeValidation, "The request body did not arrive in time")
-		e.Status = http.StatusRequestTimeout
-		e.Header = http.Header{"Connection": {"close"}}
-		s.writeError(w, r, info, e, sourceProxy)
+		s.bodyTimedOut(w, r, info)
 		return
 	}
 	e, reason := apierrors.FromProxyError(err)
@@ -149,6 +138,22 @@ func (s *Server) upstreamFailed(w http.ResponseWriter, r *http.Request, err erro
 		return
 	}
 	entry.Warn("upstream request failed")
+	s.writeError(w, r, info, e, sourceProxy)
+}
+
+// bodyTimedOut answers a request whose client stopped sending its body
+// (server.body_read_timeout) with 408, as nginx does: the client's fault,
+// not counted as an upstream error.
+func (s *Server) bodyTimedOut(w http.ResponseWriter, r *http.Request, info *reqInfo) {
+	info.reason = "body_timeout"
+	s.log.WithFields(logrus.Fields{
+		"requestId":           info.id,
+		logging.FieldCategory: logging.CategoryAPI,
+		"reason":              info.reason,
+	}).Info("the client stopped sending its request body")
+	e := apierrors.New(apierrors.CodeValidation, "The request body did not arrive in time")
+	e.Status = http.StatusRequestTimeout
+	e.Header = http.Header{"Connection": {"close"}}
 	s.writeError(w, r, info, e, sourceProxy)
 }
 
