@@ -189,7 +189,10 @@ func leaksDatabase(s string) bool {
 
 var databaseText = regexp.MustCompile(strings.Join([]string{
 	`Mongo[A-Za-z]*Error`, `E11000`, // MongoServerError, MongoError, MongoBulkWriteError, MongooseError
-	`\bER_[A-Z0-9_]+`, `SQLITE_`, // MySQL/MariaDB error codes, SQLite result codes
+	// MySQL/MariaDB error codes as drivers write them ("ER_DUP_ENTRY: …"),
+	// the usual ones anywhere; SQLite result codes. Not an app's own codes
+	// that happen to start with ER_ ("Coupon code ER_2024 is not valid").
+	`\bER_[A-Z][A-Z0-9_]*:`, `\bER_(?:DUP_ENTRY|PARSE_ERROR|NO_SUCH_TABLE|BAD_FIELD_ERROR|ROW_IS_REFERENCED|NO_REFERENCED_ROW)`, `SQLITE_`,
 	`Sequelize`, `QueryFailedError`, `TypeORM`,
 	`Prisma`, "`prisma\\.", `^P[12][0-9]{3}\b`, `\bP[12][0-9]{3}:`, `Unique constraint failed on the`, // Prisma P1xxx/P2xxx
 	`relation "`, `column "[^"]*" (?:does not exist|of relation)`, // PostgreSQL
@@ -198,8 +201,10 @@ var databaseText = regexp.MustCompile(strings.Join([]string{
 }, "|"))
 
 // errorClass recognises an error class name as err.toString() and
-// util.inspect write it: "Error: boom", "SequelizeUniqueConstraintError: …".
-var errorClass = regexp.MustCompile(`\b(?:[A-Z][A-Za-z0-9_$]*)?(?:Error|Exception):`)
+// util.inspect write it: "Error: boom" (at the start), "TypeError: …",
+// "SequelizeUniqueConstraintError: …" (one word); not an app's own words
+// ("Validation Error: email is required", "Payment Error: card declined").
+var errorClass = regexp.MustCompile(`^Error:|\b[A-Z][A-Za-z0-9_$]*[a-z0-9_$](?:Error|Exception):`)
 
 // leaksInternalText reports whether a message an upstream wrote shows its
 // internals: stack frames, file paths, a database's own error text or an
@@ -239,7 +244,7 @@ func dropStacks(v any) bool {
 func leaksInternals(s string) bool {
 	for _, m := range []string{
 		"\n    at ", "\n  at ", "node_modules", ".js:", ".ts:", "/app/", "/home/", "/usr/", "/srv/", "/opt/", "/var/",
-		"/tmp/", "/root/", "/etc/", "/Users/",
+		"/tmp/", "/root/", "/etc/",
 	} {
 		if strings.Contains(s, m) {
 			return true

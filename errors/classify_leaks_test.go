@@ -147,6 +147,15 @@ func TestClassifyWrapped4xxOrdinaryMessagesKept(t *testing.T) {
 			code: apierrors.CodeNotFound, message: "Plan P2002 is not available"},
 		{name: "the word error", status: 400, ct: jsonCT, body: `{"message":"Error saving the profile picture"}`,
 			code: apierrors.CodeValidation, message: "Error saving the profile picture"},
+		// An app's own words, not a class name or a driver's code (review).
+		{name: "Validation Error:", status: 400, ct: jsonCT, body: `{"message":"Validation Error: email is required"}`,
+			code: apierrors.CodeValidation, message: "Validation Error: email is required"},
+		{name: "Payment Error:", status: 402, ct: jsonCT, body: `{"message":"Payment Error: card declined"}`,
+			code: apierrors.CodeForStatus(402), message: "Payment Error: card declined"},
+		{name: "an app code starting ER_", status: 400, ct: jsonCT, body: `{"message":"Coupon code ER_2024 is not valid"}`,
+			code: apierrors.CodeValidation, message: "Coupon code ER_2024 is not valid"},
+		{name: "a /Users/ route", status: 404, ct: jsonCT, body: `{"message":"Route /Users/42 not found"}`,
+			code: apierrors.CodeNotFound, message: "Route /Users/42 not found"},
 		{name: "express-validator field", status: 400, ct: jsonCT, body: `{"errors":[{"msg":"email is required","path":"email","location":"body","value":""}]}`,
 			code: apierrors.CodeValidation, message: apierrors.CodeValidation.Message(), fieldMsg: "email is required"},
 	}
