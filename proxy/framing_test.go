@@ -95,6 +95,7 @@ func TestAmbiguousFramingClosesTheConnection(t *testing.T) {
 		"TE obs-fold":    "POST /b HTTP/1.1\r\nHost: a\r\nTransfer-Encoding:\r\n chunked\r\nContent-Length: " + strconv.Itoa(5+len(smuggled)) + "\r\n\r\n0\r\n\r\n" + smuggled,
 		"TE alone":       "POST /c HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n" + smuggled,
 		"HTTP/1.0 TE CL": "POST /d HTTP/1.0\r\nHost: a\r\nConnection: keep-alive\r\nTransfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n0\r\n\r\n" + smuggled,
+		"HTTP/1.0 TE":    "POST /g HTTP/1.0\r\nHost: a\r\nConnection: keep-alive\r\nTransfer-Encoding: chunked\r\n\r\n" + smuggled,
 	} {
 		st, resps, closed := rawExchange(t, h, raw)
 		if len(st) != 1 || !closed || resps[0].Header.Get("Connection") != "close" && !resps[0].Close {

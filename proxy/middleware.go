@@ -105,13 +105,15 @@ func (s *Server) handle(w *responseWriter, r *http.Request, info *reqInfo) {
 		s.writeError(w, r, info, e, sourceProxy)
 		return
 	}
-	if len(r.TransferEncoding) > 0 || !r.ProtoAtLeast(1, 1) && r.ContentLength > 0 {
+	if len(r.TransferEncoding) > 0 || !r.ProtoAtLeast(1, 1) && (r.ContentLength > 0 || r.Method != http.MethodGet && r.Method != http.MethodHead) {
 		// net/http drops Content-Length when Transfer-Encoding came with it
 		// (and Transfer-Encoding from HTTP/1.0), so a chunked body cannot be
 		// told from one framed both ways, as request smuggling frames it for
 		// a front proxy that reads the other length. RFC 9112 6.1 and 6.3:
 		// the connection closes after the response, and whatever followed
-		// the body is never read as a request. HTTP/1.0 bodies likewise.
+		// the body is never read as a request. HTTP/1.0 bodies likewise, and
+		// any HTTP/1.0 request but GET and HEAD: net/http ignores an
+		// HTTP/1.0 Transfer-Encoding, reading a chunked body as requests.
 		w.Header().Set("Connection", "close")
 	}
 	if r.URL.Scheme != "" && !strings.EqualFold(r.URL.Scheme, "http") && !strings.EqualFold(r.URL.Scheme, "https") {
