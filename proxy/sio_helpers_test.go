@@ -625,18 +625,7 @@ func recv[T any](t *testing.T, ch <-chan T, what string) T {
 // checkStatsEndpoint reads data.socket from the admin stats endpoint.
 func checkStatsEndpoint(t *testing.T, h *harness, users int) {
 	t.Helper()
-	req, _ := http.NewRequest(http.MethodGet, h.admin+StatsPath, nil)
-	req.Header.Set("Authorization", "Bearer "+testStatsToken)
-	resp, body := h.do(req)
-	var out struct {
-		Data struct {
-			Socket map[string]int `json:"socket"`
-		} `json:"data"`
-	}
-	if err := json.Unmarshal(body, &out); err != nil || resp.StatusCode != 200 {
-		t.Fatalf("stats: %d %s", resp.StatusCode, body)
-	}
-	if out.Data.Socket["connectedUsers"] != users || out.Data.Socket["connectedSockets"] != users {
-		t.Fatalf("stats socket block = %v, want %d users", out.Data.Socket, users)
+	if got := statsSockets(t, h); got["connectedUsers"] != users || got["connectedSockets"] != users {
+		t.Fatalf("stats socket block = %v, want %d users", got, users)
 	}
 }

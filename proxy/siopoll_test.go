@@ -29,6 +29,25 @@ func connectPolling(t *testing.T, env *sioEnv) {
 	env.waitStats(t, [3]int{1, 1, 0})
 }
 
+// abandonablePoll starts the client's GET on session p1, waits for the
+// upstream long-poll it caused, and returns what closes that GET's
+// connection (a client that vanishes).
+func abandonablePoll(t *testing.T, h *harness, fake *fakePolling) (leave func()) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, h.url+pollPath+"&sid=p1", nil)
+	gone := make(chan error, 1)
+	go func() {
+		resp, err := h.client.Do(req)
+		if err == nil {
+			resp.Body.Close()
+		}
+		gone <- err
+	}()
+	waitFor(t, "the long-poll upstream", func() bool { return fake.gets.Load() == 1 })
+	return func() { cancel(); <-gone }
+}
+
 // longPoll starts the client's GET on session p1 and returns its answer to
 // come, once the upstream long-poll it caused is waiting.
 func longPoll(t *testing.T, h *harness, fake *fakePolling) <-chan string {
@@ -156,19 +175,8 @@ func TestSocketIOPollingClientGoneCutsTheUpstreamPoll(t *testing.T) {
 	env := startSIO(t, upstream(t, fake.ServeHTTP).URL, nil)
 	h := env.harness
 	connectPolling(t, env)
-	ctx, cancel := context.WithCancel(context.Background())
-	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, h.url+pollPath+"&sid=p1", nil)
-	gone := make(chan error, 1)
-	go func() {
-		resp, err := h.client.Do(req)
-		if err == nil {
-			resp.Body.Close()
-		}
-		gone <- err
-	}()
-	waitFor(t, "the long-poll upstream", func() bool { return fake.gets.Load() == 1 })
-	cancel() // the client's connection closes
-	<-gone
+	leave := abandonablePoll(t, h, fake)
+	leave() // the client's connection closes
 	start := time.Now()
 	waitFor(t, "the upstream's long-poll cut", func() bool { return fake.gets.Load() == 0 })
 	if d := time.Since(start); d > 3*time.Second {
@@ -187,17 +195,7 @@ func TestSocketIOUpgradedSessionSurvivesItsAbandonedGet(t *testing.T) {
 	env := startSIO(t, upstream(t, fake.ServeHTTP).URL, nil)
 	h := env.harness
 	connectPolling(t, env)
-	ctx, cancel := context.WithCancel(context.Background())
-	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, h.url+pollPath+"&sid=p1", nil)
-	gone := make(chan error, 1)
-	go func() {
-		resp, err := h.client.Do(req)
-		if err == nil {
-			resp.Body.Close()
-		}
-		gone <- err
-	}()
-	waitFor(t, "the long-poll upstream", func() bool { return fake.gets.Load() == 1 })
+	leave := abandonablePoll(t, h, fake)
 	ws, wctx := dialWS(t, h, sioPath+"&sid=p1", nil)
 	if err := ws.Write(wctx, websocket.MessageText, []byte("2probe")); err != nil {
 		t.Fatal(err)
@@ -209,8 +207,7 @@ func TestSocketIOUpgradedSessionSurvivesItsAbandonedGet(t *testing.T) {
 		t.Fatal(err)
 	}
 	env.waitStats(t, [3]int{1, 1, 0})
-	cancel()
-	<-gone
+	leave()
 	time.Sleep(500 * time.Millisecond)
 	if got := env.socketStats(); got != [3]int{1, 1, 0} {
 		t.Errorf("after the abandoned GET, the upgraded socket's stats are %v, want it still there", got)
