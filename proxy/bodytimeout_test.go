@@ -152,3 +152,51 @@ func TestStalledPollingPostGets408(t *testing.T) {
 		t.Fatalf("stalled polling POST: %v", st)
 	}
 }
+
+// An upstream that answers (401) before taking a large body whose client
+// then stalls: the answer reaches the client at once and the connection
+// closes. net/http read the rest of the body before writing the answer's
+// head (to keep the connection), and with the timeout lifted for the early
+// answer it waited for the stalled client for good (QA: nothing in 20 s).
+func TestEarlyAnswerReachesAStalledClient(t *testing.T) {
+	t.Parallel()
+	up := upstream(t, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		w.Header().Set("Connection", "close") // as Node answers: Go's server would first read the rest
+		w.WriteHeader(http.StatusUnauthorized)
+		_, _ = io.WriteString(w, `{"message":"jwt expired","name":"TokenExpiredError"}`)
+	})
+	for _, timeout := range []time.Duration{30 * time.Second, 0} { // 0: no body timeout at all
+		earlyAnswerToStalledClient(t, up.URL, timeout)
+	}
+}
+
+func earlyAnswerToStalledClient(t *testing.T, upstreamURL string, timeout time.Duration) {
+	h := start(t, upstreamURL, func(c *config.Config) { c.Server.BodyReadTimeout = timeout })
+	for name, head := range map[string]string{
+		"content-length": "POST /upload HTTP/1.1\r\nHost: a\r\nContent-Length: 200000\r\n\r\n" + strings.Repeat("x", 1000),
+		"chunked":        "POST /upload HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n3e8\r\n" + strings.Repeat("x", 1000) + "\r\n",
+	} {
+		c, err := net.Dial("tcp", strings.TrimPrefix(h.url, "http://"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := io.WriteString(c, head); err != nil {
+			t.Fatal(err)
+		}
+		_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		br := bufio.NewReader(c)
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			t.Fatalf("timeout %s, %s: no answer while the client holds the rest of its body: %v", timeout, name, err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		if resp.StatusCode != http.StatusUnauthorized || !strings.Contains(string(body), `"TOKEN_EXPIRED"`) || !resp.Close {
+			t.Errorf("timeout %s, %s: %d close=%v %s", timeout, name, resp.StatusCode, resp.Close, body)
+		}
+		if _, err := br.ReadByte(); err != io.EOF {
+			t.Errorf("timeout %s, %s: connection still open after the early answer: %v", timeout, name, err)
+		}
+		c.Close()
+	}
+}

@@ -42,7 +42,10 @@ type reqInfo struct {
 	// cancels the request's context on the failed read, so the transport
 	// may report that instead.
 	bodyTimedOut atomic.Bool
-	idle         *idleBody // the request body's timeout, if any
+	idle         *idleBody // the request body, read with its timeout
+	// bodyLeft: the upstream answered before the whole request body, whose
+	// rest is never read: the client's connection closes after the answer.
+	bodyLeft bool
 	// bodyErr is the error that ended reading a passed-through upstream
 	// body early (watchBody), if any.
 	bodyErr error
@@ -82,6 +85,9 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	s.metrics.inFlight.Inc()
 	defer s.finish(rw, r, info, start)
 	s.handle(rw, r, info)
+	if info.bodyLeft {
+		info.idle.release()
+	}
 }
 
 // proxiedMethods are what a 405 for CONNECT or TRACE, and OPTIONS *, say is
@@ -159,8 +165,8 @@ func (s *Server) handle(w *responseWriter, r *http.Request, info *reqInfo) {
 		s.writeError(w, r, info, e, sourceProxy)
 		return
 	}
-	if d := s.cfg.Server.BodyReadTimeout; d > 0 && r.Body != nil && r.Body != http.NoBody {
-		info.idle = &idleBody{ReadCloser: r.Body, rc: http.NewResponseController(w.ResponseWriter), timeout: d, timedOut: &info.bodyTimedOut}
+	if r.Body != nil && r.Body != http.NoBody {
+		info.idle = &idleBody{ReadCloser: r.Body, rc: http.NewResponseController(w.ResponseWriter), timeout: s.cfg.Server.BodyReadTimeout, timedOut: &info.bodyTimedOut, busy: make(chan struct{}, 1)}
 		r.Body = info.idle
 	}
 	if max := s.cfg.Server.MaxBodyBytes; max > 0 {
@@ -337,11 +343,11 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, info *reqInf
 }
 
 // idleBody is a request body whose client must send more within timeout
-// of each read (nginx's client_body_timeout): a client that stalls
-// mid-body held its connection and an upstream connection for good. The
-// deadline is the connection's; it is lifted once the body is read whole,
-// before net/http's background read (which watches for the client leaving
-// while the response is made) could meet it.
+// of each read (nginx's client_body_timeout; none when timeout is 0): a
+// client that stalls mid-body held its connection and an upstream
+// connection for good. The deadline is the connection's; it is lifted once
+// the body is read whole, before net/http's background read (which watches
+// for the client leaving while the response is made) could meet it.
 type idleBody struct {
 	io.ReadCloser
 	rc       *http.ResponseController
@@ -352,6 +358,8 @@ type idleBody struct {
 	// come); a deadline then would cut that response (net/http cancels the
 	// request on the failed read).
 	disarmed atomic.Bool
+	released atomic.Bool   // release: no more reads
+	busy     chan struct{} // holds a token while a read is in progress
 }
 
 // disarm lifts the timeout for good; the handler's goroutine calls it.
@@ -366,11 +374,44 @@ func (b *idleBody) disarm() {
 // server.body_read_timeout.
 var errBodyTimeout = errors.New("proxy: the client sent no more of its request body in time")
 
+// release ends the client's body for good after an early answer: reads
+// fail from now on, and one still waiting for the client (the transport's
+// writer may be in one) ends at once. Else net/http, which reads the rest
+// of a body (up to 256 KiB) when the handler returns, waited on the same
+// connection with no deadline: a client that stalled held its connection
+// and two goroutines for good. The read deadline is left in the past: the
+// connection closes after the answer (bodyLeft says Connection: close).
+func (b *idleBody) release() {
+	if b == nil {
+		return
+	}
+	b.released.Store(true)
+	_ = b.rc.SetReadDeadline(aLongTimeAgo)
+	// net/http resets the deadline if a read is still in progress when the
+	// handler returns: wait for it (it fails now), briefly.
+	t := time.NewTimer(time.Second)
+	defer t.Stop()
+	select {
+	case b.busy <- struct{}{}:
+		<-b.busy
+	case <-t.C:
+	}
+}
+
+// errBodyReleased: the upstream answered before the whole body, and the
+// handler is done.
+var errBodyReleased = errors.New("proxy: the request body is not read after an early answer")
+
 func (b *idleBody) Read(p []byte) (int, error) {
+	b.busy <- struct{}{}
+	defer func() { <-b.busy }()
+	if b.released.Load() {
+		return 0, errBodyReleased
+	}
 	if b.timedOut.Load() {
 		return 0, errBodyTimeout
 	}
-	if b.disarmed.Load() {
+	if b.disarmed.Load() || b.timeout <= 0 {
 		return b.ReadCloser.Read(p)
 	}
 	_ = b.rc.SetReadDeadline(time.Now().Add(b.timeout))

@@ -400,6 +400,7 @@ func (t *upstreamTransport) exchange(pc *upstreamConn, req *http.Request) (*http
 		if resp, err := http.ReadResponse(pc.br, req); err == nil {
 			pc.setReadDeadline(time.Time{})
 			resp.Close = true
+			infoFrom(ctx).bodyLeft = true
 			t.adoptBody(pc, resp, stop)
 			return resp, true, nil
 		}
@@ -488,7 +489,9 @@ func (t *upstreamTransport) exchangeStreaming(pc *upstreamConn, req *http.Reques
 			// answer is on its way to the client (one in progress ends with
 			// the client's next bytes, or the server's close of the body).
 			gate.cut()
-			infoFrom(ctx).idle.disarm()
+			info := infoFrom(ctx)
+			info.idle.disarm()
+			info.bodyLeft = true
 			resp.Close = true // the rest of the body may be on its way: no reuse
 		} else if werr := <-written; werr != nil || bodyErr != nil && !errors.Is(bodyErr, io.EOF) {
 			resp.Close = true // answered, but the request did not go out whole

@@ -161,6 +161,12 @@ func (s *Server) bodyTimedOut(w http.ResponseWriter, r *http.Request, info *reqI
 // below 400, event streams and switching protocols are never touched.
 func (s *Server) rewriteError(resp *http.Response) error {
 	info := infoFrom(resp.Request.Context())
+	if info.bodyLeft {
+		// net/http would read the rest of the body before sending this
+		// answer's head, to keep the connection: from a client that
+		// stalled, never (or after the body timeout). nginx closes too.
+		resp.Header.Set("Connection", "close")
+	}
 	if info.onResponse != nil {
 		info.onResponse(resp)
 	}
