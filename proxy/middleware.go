@@ -128,7 +128,7 @@ func (s *Server) handle(w *responseWriter, r *http.Request, info *reqInfo) {
 		s.writeError(w, r, info, apierrors.New(apierrors.CodeValidation, "the request target must be an http or https URL"), sourceProxy)
 		return
 	}
-	if name, ok := hiddenQueryParam(r.URL.RawQuery); ok {
+	if name, ok := hiddenQueryParam(r.URL.RawQuery, func() bool { return s.ws != nil && s.ws.underSocketIOPath(r) }); ok {
 		// The query goes upstream as sent, and the app's parser reads
 		// pairs Go's skips (a ';', a stray '%'): one of the parameters
 		// chatguard decides on, hidden that way, would be one thing to
@@ -430,13 +430,17 @@ func (b *idleBody) Read(p []byte) (int, error) {
 	return n, err
 }
 
-// checkedQueryParams are the query parameters chatguard decides on: the
-// token, and Engine.IO's version, transport and session.
-var checkedQueryParams = map[string]bool{"token": true, "EIO": true, "transport": true, "sid": true}
+// engineIOQueryParams are the query parameters chatguard decides on under
+// the Socket.IO path: Engine.IO's version, transport and session. The
+// token is read on every route.
+var engineIOQueryParams = map[string]bool{"EIO": true, "transport": true, "sid": true}
 
 // hiddenQueryParam finds a pair of rawQuery that Go's parser skips (it
-// holds a ';' or a bad escape) and whose name is one chatguard decides on.
-func hiddenQueryParam(rawQuery string) (string, bool) {
+// holds a ';' or a bad escape) and whose name is one chatguard decides on:
+// the token, or an Engine.IO parameter when socketIO (asked only then)
+// says the request is for the Socket.IO path. Elsewhere those names are
+// the app's own (?transport=car;bus on a search route).
+func hiddenQueryParam(rawQuery string, socketIO func() bool) (string, bool) {
 	if rawQuery == "" || !strings.ContainsAny(rawQuery, ";%") {
 		return "", false
 	}
@@ -448,7 +452,7 @@ func hiddenQueryParam(rawQuery string) (string, bool) {
 		if un, err := url.QueryUnescape(name); err == nil {
 			name = un
 		}
-		if checkedQueryParams[name] {
+		if name == "token" || engineIOQueryParams[name] && socketIO() {
 			return name, true
 		}
 	}
