@@ -170,12 +170,12 @@ func scrubEnvelope(obj map[string]any, production bool) (map[string]any, bool) {
 	if !production || !ok {
 		return clean, changed
 	}
-	changed = dropStacks(clean) || changed
 	if msg, _ := e["message"].(string); leaksInternals(msg) || leaksDatabase(msg) {
 		code, _ := e["code"].(string)
 		e["message"] = Code(code).Message()
 		changed = true
 	}
+	changed = dropStacks(clean) || changed
 	return clean, changed
 }
 
@@ -198,6 +198,9 @@ var databaseText = regexp.MustCompile(strings.Join([]string{
 	`relation "`, `column "[^"]*" (?:does not exist|of relation)`, // PostgreSQL
 	`duplicate key value violates`, `violates (?:foreign key|unique|not-null|check|exclusion) constraint`,
 	`syntax error at (?:or near|end of input)`, `invalid input syntax for`, `(?i:sqlstate)`,
+	// A query itself, as drivers quote it (keywords in capitals: not an
+	// app's "select from the list").
+	`\bSELECT\b.+\bFROM\b`, `\bINSERT INTO\b`, `\bUPDATE\s+\S+\s+SET\b`, `\bDELETE FROM\b`,
 }, "|"))
 
 // errorClass recognises an error class name as err.toString() and
@@ -216,6 +219,10 @@ func leaksInternalText(s string) bool {
 // fieldMessage replaces a validation field's message that shows internals.
 const fieldMessage = "Invalid value"
 
+// dropStacks takes the internals out of an envelope's members, in place:
+// stack members go, and a string loses its stack frames and file paths;
+// one that still shows internals (a database's own text, a query) is
+// replaced by removedText. It reports whether anything changed.
 func dropStacks(v any) bool {
 	changed := false
 	switch t := v.(type) {
@@ -227,19 +234,51 @@ func dropStacks(v any) bool {
 				changed = true
 				continue
 			}
-			if s, ok := val.(string); ok && leaksInternals(s) {
-				t[k] = cutStack(s)
-				changed = changed || t[k] != s
+			if s, ok := val.(string); ok {
+				if c := withoutInternals(s); c != s {
+					t[k] = c
+					changed = true
+				}
+				continue
 			}
 			changed = dropStacks(val) || changed
 		}
 	case []any:
-		for _, val := range t {
+		for i, val := range t {
+			if s, ok := val.(string); ok {
+				if c := withoutInternals(s); c != s {
+					t[i] = c
+					changed = true
+				}
+				continue
+			}
 			changed = dropStacks(val) || changed
 		}
 	}
 	return changed
 }
+
+// removedText replaces a string of an upstream envelope that shows a
+// database's own error text or a query, in production.
+const removedText = "[REMOVED]"
+
+// withoutInternals is s without stack frames, and with its file paths
+// replaced by "[path]"; removedText if it still shows internals.
+func withoutInternals(s string) string {
+	if !leaksInternals(s) && !leaksDatabase(s) {
+		return s
+	}
+	c := filePath.ReplaceAllString(cutStack(s), "[path]")
+	if leaksInternals(c) || leaksDatabase(c) {
+		return removedText
+	}
+	return c
+}
+
+// filePath is a file path as leaksInternals finds one: a token that holds
+// a server directory, node_modules or a script's line number, or starts
+// with a Windows drive.
+var filePath = regexp.MustCompile(`[^\s'"()<>,;]*(?:/(?:app|home|usr|srv|opt|var|tmp|root|etc)/|node_modules|\.[cm]?[jt]s:[0-9])[^\s'"()<>,;]*|\b[A-Za-z]:\\[^\s'"()<>,;]*`)
 
 func leaksInternals(s string) bool {
 	for _, m := range []string{

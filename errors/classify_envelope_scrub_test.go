@@ -38,6 +38,16 @@ func TestClassifyEnvelopeIsScrubbed(t *testing.T) {
 		{"database text in a 5xx message", 500,
 			`{"success":false,"error":{"code":"DATABASE_ERROR","message":"MongoServerError: E11000 duplicate key error collection: chat.users index: email_1 dup key: { email: \"ada@example.com\" }"}}`,
 			false, []string{"ada@example.com", "E11000", "email_1"}, []string{`"DATABASE_ERROR"`}},
+		// QA: details strings kept their paths and SQL (only frames were cut).
+		{"a path in details", 500,
+			`{"success":false,"error":{"code":"INTERNAL_ERROR","message":"upload failed","details":{"cause":"ENOENT: no such file or directory, open '/app/uploads/tmp/ada.png'","hint":"C:\\srv\\chat\\config.json missing","frame":"at handler (webpack:///src/x.ts:12:4)","tried":["/srv/chat/a.png",{"q":"SELECT id FROM files"},"b.png"]}}}`,
+			false, []string{"/app/uploads", `C:\\srv`, "config.json", "x.ts:12", "/srv/chat", "SELECT"}, []string{`"upload failed"`, `["[path]",{"q":"[REMOVED]"},"b.png"]`, `ENOENT: no such file or directory, open '[path]'`, `[path] missing`}},
+		{"database text in details", 409,
+			`{"success":false,"error":{"code":"VALIDATION_ERROR","message":"Already registered","details":{"reason":"duplicate key value violates unique constraint \"users_email_key\"","sql":"INSERT INTO users (email) VALUES ('ada@example.com') -- SQLSTATE 23505","conversationId":"c-7"}}}`,
+			false, []string{"users_email_key", "ada@example.com", "INSERT INTO"}, []string{`"Already registered"`, `"conversationId":"c-7"`, `"reason":"[REMOVED]"`}},
+		{"paths and database text kept in development", 500,
+			`{"success":false,"error":{"code":"INTERNAL_ERROR","message":"x","details":{"cause":"open '/app/uploads/a.png'"}}}`,
+			true, nil, []string{`/app/uploads/a.png`}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
