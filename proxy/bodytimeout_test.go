@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"bufio"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -194,9 +195,52 @@ func earlyAnswerToStalledClient(t *testing.T, upstreamURL string, timeout time.D
 		if resp.StatusCode != http.StatusUnauthorized || !strings.Contains(string(body), `"TOKEN_EXPIRED"`) || !resp.Close {
 			t.Errorf("timeout %s, %s: %d close=%v %s", timeout, name, resp.StatusCode, resp.Close, body)
 		}
+		// The rest of the body is waited for as nginx's lingering close
+		// does (5 s without a byte), then the connection closes.
+		_ = c.SetReadDeadline(time.Now().Add(lingerTimeout + 5*time.Second))
 		if _, err := br.ReadByte(); err != io.EOF {
 			t.Errorf("timeout %s, %s: connection still open after the early answer: %v", timeout, name, err)
 		}
 		c.Close()
+	}
+}
+
+// A client that sends its whole body before it reads (a simple script, a
+// load tool) gets the upstream's early 413, not a reset: chatguard reads
+// and drops the rest of the body as nginx's lingering close does. Closed
+// under its unread bytes, the socket answered with a reset, which threw
+// the 413 away from the client's receive buffer.
+func TestEarlyAnswerReachesAClientThatSendsEverythingFirst(t *testing.T) {
+	t.Parallel()
+	up := upstream(t, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		w.Header().Set("Connection", "close")
+		w.WriteHeader(http.StatusRequestEntityTooLarge)
+		_, _ = io.WriteString(w, `{"message":"file too big"}`)
+	})
+	h := start(t, up.URL, nil)
+	const size = 16 << 20
+	c, err := net.Dial("tcp", strings.TrimPrefix(h.url, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(20 * time.Second))
+	if _, err := fmt.Fprintf(c, "POST /api/media/upload HTTP/1.1\r\nHost: a\r\nContent-Length: %d\r\n\r\n", size); err != nil {
+		t.Fatal(err)
+	}
+	chunk := []byte(strings.Repeat("x", 64<<10))
+	for sent := 0; sent < size; sent += len(chunk) {
+		if _, err := c.Write(chunk); err != nil {
+			t.Fatalf("after %d of %d bytes: %v", sent, size, err)
+		}
+	}
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil {
+		t.Fatalf("no answer after the whole body: %v", err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != http.StatusRequestEntityTooLarge || !strings.Contains(string(body), "file too big") {
+		t.Errorf("%d %s", resp.StatusCode, body)
 	}
 }

@@ -83,11 +83,16 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	r = r.WithContext(context.WithValue(r.Context(), infoKey{}, info))
 	s.inFlight.Add(1)
 	s.metrics.inFlight.Inc()
+	s.serve(rw, r, info, start)
+	if info.bodyLeft {
+		info.idle.linger()
+	}
+}
+
+// serve handles the request and logs it, whatever happened.
+func (s *Server) serve(rw *responseWriter, r *http.Request, info *reqInfo, start time.Time) {
 	defer s.finish(rw, r, info, start)
 	s.handle(rw, r, info)
-	if info.bodyLeft {
-		info.idle.release()
-	}
 }
 
 // proxiedMethods are what a 405 for CONNECT or TRACE, and OPTIONS *, say is
@@ -358,7 +363,7 @@ type idleBody struct {
 	// come); a deadline then would cut that response (net/http cancels the
 	// request on the failed read).
 	disarmed atomic.Bool
-	released atomic.Bool   // release: no more reads
+	released atomic.Bool   // linger: the transport's writer reads no more
 	busy     chan struct{} // holds a token while a read is in progress
 }
 
@@ -374,21 +379,46 @@ func (b *idleBody) disarm() {
 // server.body_read_timeout.
 var errBodyTimeout = errors.New("proxy: the client sent no more of its request body in time")
 
-// release ends the client's body for good after an early answer: reads
-// fail from now on, and one still waiting for the client (the transport's
-// writer may be in one) ends at once. Else net/http, which reads the rest
-// of a body (up to 256 KiB) when the handler returns, waited on the same
-// connection with no deadline: a client that stalled held its connection
-// and two goroutines for good. The read deadline is left in the past: the
-// connection closes after the answer (bodyLeft says Connection: close).
-func (b *idleBody) release() {
+// Lingering after an early answer, as nginx's lingering_close: how long
+// the rest of the body is read and dropped, in all and between two reads.
+const (
+	lingerTime    = 30 * time.Second
+	lingerTimeout = 5 * time.Second
+)
+
+// linger ends the client's body after an early answer, once the answer is
+// logged: the transport's writer reads no more of it, and the rest is
+// read and dropped, as nginx does, for at most lingerTime and lingerTimeout
+// between reads, so that the connection closes on a client that has sent
+// everything. Closed under a client still sending (net/http waits 500 ms
+// without reading), the socket answers its next bytes with a reset, which
+// discards the answer from the client's receive buffer if it had not read
+// it yet: a client that sends its whole body before reading got "connection
+// reset" instead of the 413. And net/http, which reads up to 256 KiB of a
+// body when the handler returns, waited on a client that stalled with no
+// deadline: that client got no answer at all (nor did the connection close).
+func (b *idleBody) linger() {
 	if b == nil {
 		return
 	}
 	b.released.Store(true)
-	_ = b.rc.SetReadDeadline(aLongTimeAgo)
+	_ = b.rc.Flush() // the answer before the wait
+	end := time.Now().Add(lingerTime)
+	buf := make([]byte, 16<<10)
+	var err error
+	for err == nil {
+		d := time.Now().Add(lingerTimeout)
+		if d.After(end) {
+			d = end
+		}
+		_ = b.rc.SetReadDeadline(d)
+		_, err = b.ReadCloser.Read(buf)
+	}
+	if err != io.EOF {
+		_ = b.rc.SetReadDeadline(aLongTimeAgo)
+	}
 	// net/http resets the deadline if a read is still in progress when the
-	// handler returns: wait for it (it fails now), briefly.
+	// handler returns: wait for the writer's (it ends now), briefly.
 	t := time.NewTimer(time.Second)
 	defer t.Stop()
 	select {
