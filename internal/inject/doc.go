@@ -28,6 +28,11 @@ const (
 	AnnotationInject = "chatguard.io/inject"
 	// AnnotationMode selects the webhook's form for a Pod: native (default) or classic.
 	AnnotationMode = "chatguard.io/mode"
+	// AnnotationReplicas on a pod template is the number of pods sharing the
+	// rate limits (CHATGUARD_REPLICAS: while Redis is down each enforces its
+	// share); without it a Deployment's, StatefulSet's or ReplicaSet's
+	// spec.replicas is taken.
+	AnnotationReplicas = "chatguard.io/replicas"
 	// AnnotationDrainHook lists the containers whose preStop hook chatguard added.
 	AnnotationDrainHook = "chatguard.io/drain-hook"
 	// AnnotationOriginalGracePeriod holds terminationGracePeriodSeconds as it

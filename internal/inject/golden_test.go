@@ -101,11 +101,11 @@ func TestWarnings(t *testing.T) {
 		want []string
 	}{
 		{"own-prestop", ModeNative, []string{`document 1 (Deployment legacy-chat): container "app" has a preStop hook of its own, left as it is`}},
-		{"daemonset", ModeNative, []string{"document 1 (DaemonSet edge-chat): the pod template has prometheus.io annotations already"}},
+		{"daemonset", ModeNative, []string{"document 1 (DaemonSet edge-chat): a DaemonSet runs a pod per node", "document 1 (DaemonSet edge-chat): the pod template has prometheus.io annotations already"}},
 		{"job", ModeClassic, []string{"document 1 (Job backfill): restartPolicy Never with a classic sidecar"}},
 		{"cronjob", ModeClassic, []string{"restartPolicy OnFailure with a classic sidecar"}},
 		{"job", ModeNative, nil},
-		{"deployment", ModeNative, nil},
+		{"deployment", ModeNative, []string{"document 1 (Deployment legacy-chat): CHATGUARD_REPLICAS=3, from spec.replicas"}},
 	} {
 		src, err := os.ReadFile("testdata/" + tc.in + ".in.yaml")
 		if err != nil {

@@ -22,6 +22,11 @@ func (pt *podTemplate) inject(o Options) (warnings []string, err error) {
 	if err != nil {
 		return nil, err
 	}
+	var w []string
+	if o.replicas, w, err = pt.replicas(ann); err != nil {
+		return nil, err
+	}
+	warnings = append(warnings, w...)
 	app := pt.findApp(o)
 	if err := pt.addSidecar(o, app); err != nil {
 		return nil, err
@@ -31,7 +36,7 @@ func (pt *podTemplate) inject(o Options) (warnings []string, err error) {
 			"if the app is another one, annotate the pod %s: <app container> (or pass --upstream-port)",
 			app.port, pt.typed.Containers[app.container].Name, AnnotationDefaultContainer))
 	}
-	w, err := pt.addDrainHook(app, ann)
+	w, err = pt.addDrainHook(app, ann)
 	if err != nil {
 		return nil, err
 	}
@@ -123,4 +128,40 @@ func addScrapeAnnotations(ann map[string]any) []string {
 	slices.Sort(keys)
 	ann[AnnotationAddedAnnotations] = strings.Join(keys, ",")
 	return nil
+}
+
+// replicas is the number of pods sharing the rate limits, for
+// CHATGUARD_REPLICAS: while Redis is down each enforces its share of every
+// limit, so with 1 (the default) each of N pods would admit the whole
+// limit, N times it in all. The pod template's chatguard.io/replicas, else
+// the workload's spec.replicas (1 when unset, as Kubernetes reads it).
+func (pt *podTemplate) replicas(ann map[string]any) (int, []string, error) {
+	if v, ok := ann[AnnotationReplicas]; ok {
+		s, _ := v.(string)
+		n, err := strconv.Atoi(strings.TrimSpace(s))
+		if err != nil || n < 1 || n > 10000 {
+			return 0, nil, fmt.Errorf("annotation %s: %q is not a number of pods (1-10000)", AnnotationReplicas, fmt.Sprint(v))
+		}
+		return n, nil, nil
+	}
+	switch str(pt.obj, "kind") {
+	case "Deployment", "StatefulSet", "ReplicaSet":
+		spec, _ := pt.obj["spec"].(map[string]any)
+		n := 1
+		switch v := spec["replicas"].(type) {
+		case int64:
+			n = int(v)
+		case float64:
+			n = int(v)
+		}
+		if n <= 1 {
+			return 1, nil, nil
+		}
+		return n, []string{fmt.Sprintf("CHATGUARD_REPLICAS=%d, from spec.replicas (while Redis is down each pod enforces 1/%d of every limit): "+
+			"if an autoscaler or kubectl scale changes the count, annotate the pod template %s with the most pods there will be", n, n, AnnotationReplicas)}, nil
+	case "DaemonSet":
+		return 1, []string{fmt.Sprintf("a DaemonSet runs a pod per node, each enforcing the whole of every limit while Redis is down: "+
+			"annotate the pod template %s with the number of nodes", AnnotationReplicas)}, nil
+	}
+	return 1, nil, nil
 }

@@ -35,6 +35,8 @@ type Options struct {
 	UpstreamPort int
 	// Uninject removes what an injection added instead of adding it.
 	Uninject bool
+
+	replicas int // the workload's, for CHATGUARD_REPLICAS (set per workload)
 }
 
 // withDefaults fills the defaults and validates what was given.

@@ -4,6 +4,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	"k8s.io/apimachinery/pkg/util/intstr"
+	"strconv"
 )
 
 // drainScript asks chatguard to drain and waits for the answer; the app is
@@ -62,6 +63,9 @@ func sidecar(o Options, upstreamPort int) corev1.Container {
 			Capabilities:             &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}},
 			SeccompProfile:           &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault},
 		},
+	}
+	if o.replicas > 1 {
+		c.Env = append(c.Env, corev1.EnvVar{Name: "CHATGUARD_REPLICAS", Value: strconv.Itoa(o.replicas)})
 	}
 	if o.Mode == ModeNative {
 		c.RestartPolicy = new(corev1.ContainerRestartPolicyAlways)

@@ -299,3 +299,56 @@ func TestNetworkPolicyThatWouldDropTraffic(t *testing.T) {
 		}
 	}
 }
+
+// CHATGUARD_REPLICAS follows the workload (QA: a Deployment of 3 got none,
+// so while Redis was down each pod admitted the whole limit, 3 times it in
+// all): the pod template's chatguard.io/replicas, else spec.replicas; a
+// pod (the webhook's case) has only the annotation.
+func TestReplicasForTheFallbackShare(t *testing.T) {
+	t.Parallel()
+	replicasEnv := func(t *testing.T, src string) (string, []string) {
+		t.Helper()
+		res := mustTransform(t, []byte(src), Options{})
+		for _, ob := range decodeAll(t, res.Manifests) {
+			wk, _ := workloadKindOf(ob)
+			pt, err := openPodTemplate(ob, wk)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, c := range pt.typed.InitContainers {
+				for _, e := range c.Env {
+					if e.Name == "CHATGUARD_REPLICAS" {
+						return e.Value, res.Warnings
+					}
+				}
+			}
+		}
+		return "", res.Warnings
+	}
+	withReplicas := strings.Replace(deployment, "spec:\n  selector", "spec:\n  replicas: 4\n  selector", 1)
+	annotated := strings.Replace(withReplicas, "    metadata: {labels: {app: web}}", "    metadata: {labels: {app: web}, annotations: {chatguard.io/replicas: \"10\"}}", 1)
+	pod := "apiVersion: v1\nkind: Pod\nmetadata: {name: web-1, annotations: {chatguard.io/replicas: \"6\"}}\nspec:\n  containers: [{name: app, image: web}]\n"
+	for _, tc := range []struct {
+		name, in, want, warning string
+	}{
+		{"unset", deployment, "", ""},
+		{"spec.replicas", withReplicas, "4", "CHATGUARD_REPLICAS=4, from spec.replicas"},
+		{"annotation first", annotated, "10", ""},
+		{"a pod's annotation", pod, "6", ""},
+		{"daemonset", strings.Replace(strings.Replace(deployment, "Deployment", "DaemonSet", 1), "metadata: {name: web}", "metadata: {name: edge}", 1), "", "annotate the pod template chatguard.io/replicas with the number of nodes"},
+	} {
+		got, warnings := replicasEnv(t, tc.in)
+		if got != tc.want {
+			t.Errorf("%s: CHATGUARD_REPLICAS %q, want %q", tc.name, got, tc.want)
+		}
+		if tc.warning == "" && len(warnings) > 0 || tc.warning != "" && (len(warnings) != 1 || !strings.Contains(warnings[0], tc.warning)) {
+			t.Errorf("%s: warnings %q, want %q", tc.name, warnings, tc.warning)
+		}
+	}
+	for _, bad := range []string{`"0"`, `"three"`, `"-2"`, `"20000"`} {
+		in := strings.Replace(annotated, `"10"`, bad, 1)
+		if _, err := Transform([]Source{{Name: "test", Data: []byte(in)}}, Options{}); err == nil || !strings.Contains(err.Error(), "chatguard.io/replicas") {
+			t.Errorf("annotation %s: %v", bad, err)
+		}
+	}
+}
