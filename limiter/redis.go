@@ -582,6 +582,10 @@ func NewRedisClient(url string, timeout time.Duration) (redis.UniversalClient, e
 	}
 	o.DialTimeout, o.ReadTimeout, o.WriteTimeout, o.PoolTimeout = timeout, timeout, timeout, timeout
 	o.MaxRetries = -1
+	// One dial per call: go-redis's 5 dials 100 ms apart outlast the
+	// deadline, and the caller got "context deadline exceeded" where the
+	// dial said "connection refused" or "no such host".
+	o.DialerRetries = 1
 	o.ContextTimeoutEnabled = true
 	return redis.NewUniversalClient(&o), nil
 }

@@ -641,6 +641,30 @@ func TestRedisWrongPasswordIsNamed(t *testing.T) {
 	}
 }
 
+// A Redis that cannot be reached says why (QA: "connection refused" and
+// an unknown host were both logged as "context deadline exceeded": go-redis
+// retried the dial 5 times, 100 ms apart, past the call's deadline, so the
+// runbook's grep read "Redis is slow" when it was down or misnamed).
+func TestRedisUnreachableSaysWhy(t *testing.T) {
+	t.Parallel()
+	for url, want := range map[string]string{
+		fmt.Sprintf("redis://127.0.0.1:%d", freePort(t, 0)): "connection refused",
+		"redis://no-such-host.invalid:6379":                 "lookup no-such-host.invalid", // "no such host", or the resolver's own failure
+	} {
+		c, err := NewRedisClient(url, 50*time.Millisecond)
+		if err != nil {
+			t.Fatal(err)
+		}
+		st := NewRedisStore(c, "t:", 50*time.Millisecond)
+		_, err = st.Allow(context.Background(), "k", Limit{Rate: 10, Period: time.Minute})
+		st.Close()
+		c.Close()
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%s: %v, want it to say %q", url, err, want)
+		}
+	}
+}
+
 // A cluster master dies: until its replica is promoted (the cluster's node
 // timeout), its keys are decided in memory at once by its own breaker,
 // while the other masters' keys stay in Redis; decisions do not wait for
