@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"regexp"
 	"slices"
 	"strings"
 
@@ -99,7 +100,20 @@ func Load(src Source) (*Config, error) {
 		}
 	})
 
-	probs = append(probs, Validate(c)...)
+	// A setting the file spelled wrong holds its zero value (in a list) or
+	// its default: its problem is the spelling, not what validation makes
+	// of the value left (rate "many" is not also "got 0").
+	misspelt := map[string]bool{}
+	for _, p := range probs {
+		if m := fileProblemKey.FindStringSubmatch(p); m != nil {
+			misspelt[m[1]] = true
+		}
+	}
+	for _, p := range Validate(c) {
+		if key, _, ok := strings.Cut(p, ": "); !ok || !misspelt[key] {
+			probs = append(probs, p)
+		}
+	}
 	if len(probs) > 0 {
 		return c, probs
 	}
@@ -140,6 +154,10 @@ func (b boolFlag) String() string {
 }
 func (b boolFlag) Set(s string) error { *b.v = s; return nil }
 func (b boolFlag) IsBoolFlag() bool   { return true }
+
+// fileProblemKey finds the setting a named problem of the file is about
+// ("f.yaml: line 4: routes[0].limit.rate: …").
+var fileProblemKey = regexp.MustCompile(`: line [0-9]+: ([A-Za-z0-9_.\[\]]+): `)
 
 // decodeYAML decodes data over c, reporting unknown keys and wrong types
 // (with line numbers) as problems rather than stopping at the first.

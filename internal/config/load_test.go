@@ -453,6 +453,10 @@ func TestFileProblems(t *testing.T) {
 		{"int overflow", "proxy:\n  max_idle_conns: 99999999999999999999\n", "line 2: proxy.max_idle_conns: `9999999...` is not a whole number"},
 		{"int as duration", "proxy:\n  dial_timeout: 5\n", "line 2: proxy.dial_timeout: `5` is not a duration: a duration needs a unit"},
 		{"bad bool", "log:\n  file: maybe\n", "line 2: log.file: `maybe` is not true or false"},
+		// In a list the field is left at zero: validation no longer repeats
+		// the problem as "got 0" (QA: each was reported twice).
+		{"bad rate in a route", "routes:\n  - name: lim\n    path: /api/lim/*\n    limit: {rate: many, period: 1m, key: [ip]}\n", "line 4: routes[0].limit.rate: `many` is not a whole number"},
+		{"bad period in an event", "websocket:\n  events:\n    - name: typing\n      limit: {rate: 5, period: 1x}\n", "line 4: websocket.events[0].limit.period: `1x` is not a duration"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
