@@ -261,14 +261,32 @@ func (p *process) waitLog(what string) {
 	}
 }
 
+// A second signal exits at once, but with the rate-limit file saved (QA:
+// up to rate_limit.save_interval of counters, login attempts among them,
+// were lost).
 func TestSecondSignalForcesExit(t *testing.T) {
 	p := stoppingWithRequestInFlight(t)
+	file := envValue(p.cmd.Env, "CHATGUARD_RATE_LIMIT_FILE")
 	_ = p.cmd.Process.Signal(syscall.SIGTERM)
 	p.waitLog("shutting down gracefully")
 	_ = p.cmd.Process.Signal(syscall.SIGINT)
 	if code := p.wait(t, 10*time.Second); code != 1 {
 		t.Errorf("forced exit code %d:\n%s", code, p.output())
 	}
+	if b, err := os.ReadFile(file); err != nil || !strings.Contains(string(b), `"entries"`) {
+		t.Errorf("rate-limit file after a forced exit: %v %.80s\n%s", err, b, p.output())
+	}
+}
+
+// envValue is name's value in env (the last one set).
+func envValue(env []string, name string) string {
+	v := ""
+	for _, kv := range env {
+		if k, val, _ := strings.Cut(kv, "="); k == name {
+			v = val
+		}
+	}
+	return v
 }
 
 // One SIGTERM delivered twice at once (timeout(1), tini -g) is one request

@@ -78,7 +78,12 @@ func serve(ctx context.Context, env environment) int {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	reload := func(why string) { reloadConfig(env, a, log, why) }
-	stopSignals := handleSignals(cancel, log, func(code int) { _ = logger.Flush(); env.exit(code) }, reload)
+	forcedExit := func(code int) {
+		a.saveBeforeExit(log, time.Second)
+		_ = logger.Flush()
+		env.exit(code)
+	}
+	stopSignals := handleSignals(cancel, log, forcedExit, reload)
 	// The signals stay ours until the state is saved and the log written:
 	// released earlier, a second SIGTERM in the last moments would kill the
 	// process by default (status 143), losing the rate-limit file's last
@@ -105,11 +110,37 @@ type app struct {
 	tables    *sessions.Manager
 	watchdog  *sessions.Watchdog
 	closers   []func() error
+	persister *limiter.Persister // the rate-limit file, if any
 	reloadMu  sync.Mutex
 	file      string // the --config file, if any
 	// sockets receives connectedUsers evictions; set once the registry
 	// exists, before any socket does.
 	sockets atomic.Pointer[sessions.Registry]
+}
+
+// saveBeforeExit writes the rate-limit file on a forced exit (a second
+// signal), waiting at most limit: the periodic save may be up to
+// rate_limit.save_interval old, and with it the login attempts a client
+// used. The file is replaced atomically, so an exit mid-write leaves the
+// last one whole.
+func (a *app) saveBeforeExit(log *logrus.Entry, limit time.Duration) {
+	if a.persister == nil {
+		return
+	}
+	saved := make(chan error, 1)
+	go func() { saved <- a.persister.Save() }()
+	t := time.NewTimer(limit)
+	defer t.Stop()
+	select {
+	case err := <-saved:
+		if err != nil {
+			log.WithError(err).Warn("cannot save the rate-limit file before exiting")
+			return
+		}
+		log.Info("saved the rate-limit file before exiting")
+	case <-t.C:
+		log.WithField("waited", limit.String()).Warn("the rate-limit file was not saved in time before exiting")
+	}
 }
 
 // newApp builds the proxy, the table manager and the watchdog, registering
@@ -187,6 +218,7 @@ func newApp(cfg *config.Config, logger *logging.Logger, reg *prometheus.Registry
 			return nil, err
 		}
 		a.closers = append(a.closers, persister.Close)
+		a.persister = persister
 	}
 	a.srv, err = proxy.New(proxy.Options{
 		Config: cfg, Logger: logger.Logger, Registry: reg,
