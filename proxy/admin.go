@@ -23,7 +23,8 @@ import (
 )
 
 // AdminHandler serves the admin listener: /metrics, /healthz, /readyz,
-// POST /drain and /api/internal/stats. Every error is an envelope.
+// POST /drain, /api/internal/stats and the other /api/internal endpoints
+// (sessions, blocks, memory, profiles). Every error is an envelope.
 func (s *Server) AdminHandler() http.Handler {
 	metrics := promhttp.HandlerFor(s.gatherer, promhttp.HandlerOpts{
 		ErrorLog:          newStdLogger(s.log, logrus.ErrorLevel),
@@ -80,7 +81,15 @@ func (s *Server) AdminHandler() http.Handler {
 			writeJSON(w, r, http.StatusOK, map[string]any{"success": true, "data": res})
 		case StatsPath:
 			s.serveStats(w, r, info)
+		case MemoryFreePath:
+			s.serveMemoryFree(w, r, info)
+		case ProfilesPath:
+			s.serveProfiles(w, r, info, "")
 		default:
+			if name, ok := strings.CutPrefix(r.URL.Path, ProfilesPath+"/"); ok {
+				s.serveProfiles(w, r, info, name)
+				return
+			}
 			if user, ok := strings.CutPrefix(r.URL.Path, SessionsPath); ok && user != "" {
 				s.serveKick(w, r, info, user)
 				return
