@@ -68,7 +68,9 @@ func TestMemoryRunbookOverHTTP(t *testing.T) {
 	if err := json.Unmarshal(b, &freed); resp.StatusCode != 200 || err != nil || len(freed.Data.Before) == 0 || len(freed.Data.After) == 0 {
 		t.Errorf("free: %d %s", resp.StatusCode, b)
 	}
-	waitFor(t, "the free-memory log line", func() bool { return strings.Contains(h.logs.String(), "returned free memory to the OS (admin request)") })
+	waitFor(t, "the free-memory log line", func() bool {
+		return strings.Contains(h.logs.String(), "returned free memory to the OS (admin request)")
+	})
 
 	resp, b = call(http.MethodGet, ProfilesPath, true)
 	var list struct {
