@@ -155,11 +155,11 @@ func TestAbsoluteFormNeedsAnHTTPScheme(t *testing.T) {
 }
 
 // A parameter chatguard decides on (the token, Engine.IO's EIO, transport,
-// sid) written so that Go's parser skips it while the app's reads it is
-// refused: now that the query goes upstream as sent, it would be one thing
-// to chatguard and another to the app (the review's
-// ?token=OTHER_USERS_TOKEN;&transport=polling%).
-func TestHiddenCheckedQueryParamsRefused(t *testing.T) {
+// sid) written so that Go's parser skips it while the app's reads it, or
+// given twice (Go reads the first, engine.io the last), is refused: now
+// that the query goes upstream as sent, it would be one thing to chatguard
+// and another to the app (the review's ?token=OTHER_USERS_TOKEN;&transport=polling%).
+func TestSuspectCheckedQueryParamsRefused(t *testing.T) {
 	t.Parallel()
 	rec := &targetRecorder{}
 	h := start(t, upstream(t, rec.handler).URL, nil)
@@ -172,6 +172,14 @@ func TestHiddenCheckedQueryParamsRefused(t *testing.T) {
 		"/api/x?q=100%&page=2":                         false,
 		"/api/x?token=abc&tokenX=a;b":                  false,
 		"/api/x?note=50%25+off&sid=abc":                false,
+		// Given twice: Go reads the first, engine.io the last (QA: a decoy sid
+		// first made the real session's packets pass uninspected).
+		"/socket.io/?EIO=4&transport=polling&sid=decoy&sid=real":  true,
+		"/socket.io/?EIO=4&transport=polling&%73id=decoy&sid=x":   true,
+		"/socket.io/?EIO=4&EIO=3&transport=polling":               true,
+		"/socket.io/?EIO=4&transport=websocket&transport=polling": true,
+		"/api/x?token=mine&token=OTHER":                           true,
+		"/api/x?tag=a&tag=b&sid=1&sid=2":                          false,
 		// Engine.IO's names elsewhere are the app's own (QA: /healthz?transport=car;bus got 400).
 		"/api/x?transport=car;bus": false,
 		"/api/x?%73id=abc;":        false,

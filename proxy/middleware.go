@@ -133,12 +133,13 @@ func (s *Server) handle(w *responseWriter, r *http.Request, info *reqInfo) {
 		s.writeError(w, r, info, apierrors.New(apierrors.CodeValidation, "the request target must be an http or https URL"), sourceProxy)
 		return
 	}
-	if name, ok := hiddenQueryParam(r.URL.RawQuery, func() bool { return s.ws != nil && s.ws.underSocketIOPath(r) }); ok {
+	if name, problem := suspectQueryParam(r.URL.RawQuery, func() bool { return s.ws != nil && s.ws.underSocketIOPath(r) }); problem != "" {
 		// The query goes upstream as sent, and the app's parser reads
-		// pairs Go's skips (a ';', a stray '%'): one of the parameters
-		// chatguard decides on, hidden that way, would be one thing to
-		// chatguard and another to the app.
-		e := apierrors.New(apierrors.CodeValidation, "the query parameter "+strconv.Quote(name)+" does not parse")
+		// pairs Go's skips (a ';', a stray '%') and takes the last of a
+		// repeated name: one of the parameters chatguard decides on,
+		// written that way, would be one thing to chatguard and another
+		// to the app.
+		e := apierrors.New(apierrors.CodeValidation, "the query parameter "+strconv.Quote(name)+" "+problem)
 		s.writeError(w, r, info, e, sourceProxy)
 		return
 	}
@@ -460,33 +461,69 @@ func (b *idleBody) Read(p []byte) (int, error) {
 	return n, err
 }
 
-// engineIOQueryParams are the query parameters chatguard decides on under
-// the Socket.IO path: Engine.IO's version, transport and session. The
-// token is read on every route.
-var engineIOQueryParams = map[string]bool{"EIO": true, "transport": true, "sid": true}
-
-// hiddenQueryParam finds a pair of rawQuery that Go's parser skips (it
-// holds a ';' or a bad escape) and whose name is one chatguard decides on:
-// the token, or an Engine.IO parameter when socketIO (asked only then)
-// says the request is for the Socket.IO path. Elsewhere those names are
-// the app's own (?transport=car;bus on a search route).
-func hiddenQueryParam(rawQuery string, socketIO func() bool) (string, bool) {
-	if rawQuery == "" || !strings.ContainsAny(rawQuery, ";%") {
-		return "", false
+// checkedQueryParam numbers the query parameters chatguard decides on: the
+// token on every route (1), Engine.IO's version, transport and session
+// under the Socket.IO path (2-4); 0 for any other name.
+func checkedQueryParam(name string) int {
+	switch name {
+	case "token":
+		return 1
+	case "EIO":
+		return 2
+	case "transport":
+		return 3
+	case "sid":
+		return 4
 	}
-	for _, pair := range strings.Split(rawQuery, "&") {
-		if _, err := url.ParseQuery(pair); err == nil {
+	return 0
+}
+
+// suspectQueryParam finds a parameter chatguard decides on that chatguard
+// and the app would read differently: written so that Go's parser skips it
+// (a ';', a bad escape), which Express reads, or given more than once (Go
+// reads the first, engine.io the last: ?sid=unknown&sid=<real session> was
+// a session chatguard never saw, uninspected, while engine.io applied its
+// packets to the real one; Express makes an array of it). Engine.IO's
+// names count only when socketIO (asked only then) says the request is for
+// the Socket.IO path: elsewhere they are the app's own (?transport=car;bus).
+func suspectQueryParam(rawQuery string, socketIO func() bool) (name, problem string) {
+	var seen [5]bool
+	sio := 0 // 0 unknown, 1 yes, 2 no
+	for q := rawQuery; q != ""; {
+		var pair string
+		pair, q, _ = strings.Cut(q, "&")
+		n, _, _ := strings.Cut(pair, "=")
+		if strings.ContainsAny(n, "%+") {
+			if un, err := url.QueryUnescape(n); err == nil {
+				n = un
+			}
+		}
+		i := checkedQueryParam(n)
+		if i == 0 {
 			continue
 		}
-		name, _, _ := strings.Cut(pair, "=")
-		if un, err := url.QueryUnescape(name); err == nil {
-			name = un
+		if i > 1 {
+			if sio == 0 {
+				sio = 2
+				if socketIO() {
+					sio = 1
+				}
+			}
+			if sio == 2 {
+				continue
+			}
 		}
-		if name == "token" || engineIOQueryParams[name] && socketIO() {
-			return name, true
+		if strings.ContainsAny(pair, ";%") {
+			if _, err := url.ParseQuery(pair); err != nil {
+				return n, "does not parse"
+			}
 		}
+		if seen[i] {
+			return n, "is given more than once"
+		}
+		seen[i] = true
 	}
-	return "", false
+	return "", ""
 }
 
 // limitedBody is a request body cut at limit bytes: reading past it fails
