@@ -72,7 +72,13 @@ func (s *Server) serveProfiles(w http.ResponseWriter, r *http.Request, info *req
 		w.Header().Set("Content-Disposition", `attachment; filename="heap-now.pprof"`)
 		_ = pprof.Lookup("heap").WriteTo(w, 0)
 	case dir != "" && profileName.MatchString(name) && !strings.Contains(name, ".."):
-		f, err := os.Open(filepath.Join(dir, name))
+		// Only what the listing shows: a regular file, not a link to
+		// something else (review: evil.pprof -> a secret was served).
+		if fi, err := os.Lstat(filepath.Join(dir, name)); err != nil || !fi.Mode().IsRegular() {
+			s.writeError(w, r, info, apierrors.New(apierrors.CodeNotFound, "no such profile"), sourceProxy)
+			return
+		}
+		f, err := os.OpenInRoot(dir, name)
 		if err != nil {
 			s.writeError(w, r, info, apierrors.New(apierrors.CodeNotFound, "no such profile"), sourceProxy)
 			return

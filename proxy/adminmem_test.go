@@ -32,6 +32,10 @@ func TestMemoryRunbookOverHTTP(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(filepath.Dir(dir), "outside.pprof"), []byte("outside"), 0o644); err != nil {
 		t.Fatal(err)
 	}
+	// A link in the directory is neither listed nor served (review: it was served).
+	if err := os.Symlink(filepath.Join(filepath.Dir(dir), "outside.pprof"), filepath.Join(dir, "link.pprof")); err != nil {
+		t.Fatal(err)
+	}
 	h := start(t, upstream(t, func(http.ResponseWriter, *http.Request) {}).URL, func(c *config.Config) {
 		c.StatsToken = testStatsToken
 		c.Memory.ProfileDir = dir
@@ -88,7 +92,7 @@ func TestMemoryRunbookOverHTTP(t *testing.T) {
 	if resp, b := call(http.MethodGet, ProfilesPath+"/heap-20261128T031500Z.pprof", true); resp.StatusCode != 200 || !bytes.Equal(b, saved) {
 		t.Errorf("fetch: %d %q", resp.StatusCode, b)
 	}
-	for _, name := range []string{"notes.txt", "..%2Foutside.pprof", "../outside.pprof", "missing.pprof", "%2e%2e/outside.pprof"} {
+	for _, name := range []string{"notes.txt", "link.pprof", "..%2Foutside.pprof", "../outside.pprof", "missing.pprof", "%2e%2e/outside.pprof"} {
 		if resp, b := call(http.MethodGet, ProfilesPath+"/"+name, true); resp.StatusCode != 404 || bytes.Contains(b, []byte("outside")) {
 			t.Errorf("%s: %d %s", name, resp.StatusCode, b)
 		}

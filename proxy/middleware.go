@@ -85,7 +85,12 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	s.metrics.inFlight.Inc()
 	s.serve(rw, r, info, start)
 	if info.bodyLeft {
-		info.idle.linger()
+		// Lingering only where the answer's end does not wait for the
+		// handler: net/http writes a chunked answer's last chunk when the
+		// handler returns, and an HTTP/1.0 answer without a length ends
+		// with the connection (review: a chunked early 200 was complete
+		// only 5 to 30 s later). Not while draining either.
+		info.idle.end(rw.lengthKnown() && !s.refusing.Load(), s.refusing.Load)
 	}
 }
 
@@ -181,6 +186,7 @@ func (s *Server) handle(w *responseWriter, r *http.Request, info *reqInfo) {
 			e.Details = map[string]any{"limitBytes": max}
 			e.Header = http.Header{"Connection": {"close"}}
 			s.writeError(w, r, info, e, sourceProxy)
+			info.bodyLeft = true // an early answer of chatguard's own
 			return
 		}
 		if r.Body != nil && r.Body != http.NoBody {
@@ -364,7 +370,7 @@ type idleBody struct {
 	// come); a deadline then would cut that response (net/http cancels the
 	// request on the failed read).
 	disarmed atomic.Bool
-	released atomic.Bool   // linger: the transport's writer reads no more
+	released atomic.Bool   // end: the transport's writer reads no more
 	busy     chan struct{} // holds a token while a read is in progress
 }
 
@@ -387,33 +393,38 @@ const (
 	lingerTimeout = 5 * time.Second
 )
 
-// linger ends the client's body after an early answer, once the answer is
-// logged: the transport's writer reads no more of it, and the rest is
-// read and dropped, as nginx does, for at most lingerTime and lingerTimeout
-// between reads, so that the connection closes on a client that has sent
-// everything. Closed under a client still sending (net/http waits 500 ms
-// without reading), the socket answers its next bytes with a reset, which
-// discards the answer from the client's receive buffer if it had not read
-// it yet: a client that sends its whole body before reading got "connection
-// reset" instead of the 413. And net/http, which reads up to 256 KiB of a
-// body when the handler returns, waited on a client that stalled with no
-// deadline: that client got no answer at all (nor did the connection close).
-func (b *idleBody) linger() {
+// end ends the client's body after an early answer, once the answer is
+// logged: the transport's writer reads no more of it. With linger, the
+// rest is read and dropped, as nginx does, for at most lingerTime and
+// lingerTimeout between reads (and until stop says the server drains), so
+// that the connection closes on a client that has sent everything. Closed
+// under a client still sending (net/http waits 500 ms without reading),
+// the socket answers its next bytes with a reset, which discards the
+// answer from the client's receive buffer if it had not read it yet: a
+// client that sends its whole body before reading got "connection reset"
+// instead of the 413. Without linger, a read still waiting for the client
+// ends at once. Either way net/http, which reads up to 256 KiB of a body
+// when the handler returns, no longer waits on a client that stalled with
+// no deadline: that client got no answer at all (nor did the connection
+// close).
+func (b *idleBody) end(linger bool, stop func() bool) {
 	if b == nil {
 		return
 	}
 	b.released.Store(true)
-	_ = b.rc.Flush() // the answer before the wait
-	end := time.Now().Add(lingerTime)
-	buf := make([]byte, 16<<10)
-	var err error
-	for err == nil {
-		d := time.Now().Add(lingerTimeout)
-		if d.After(end) {
-			d = end
+	err := error(errBodyReleased)
+	if linger {
+		_ = b.rc.Flush() // the answer before the wait
+		until := time.Now().Add(lingerTime)
+		buf := make([]byte, 4<<10)
+		for err = nil; err == nil && !stop(); {
+			d := time.Now().Add(lingerTimeout)
+			if d.After(until) {
+				d = until
+			}
+			_ = b.rc.SetReadDeadline(d)
+			_, err = b.ReadCloser.Read(buf)
 		}
-		_ = b.rc.SetReadDeadline(d)
-		_, err = b.ReadCloser.Read(buf)
 	}
 	if err != io.EOF {
 		_ = b.rc.SetReadDeadline(aLongTimeAgo)

@@ -116,6 +116,9 @@ func (s *Server) upstreamFailed(w http.ResponseWriter, r *http.Request, err erro
 	}
 	e, reason := apierrors.FromProxyError(err)
 	info.reason = reason
+	if e.Code == apierrors.CodePayloadTooLarge {
+		info.bodyLeft = true // the rest of the body is never read: linger
+	}
 	s.metrics.upstreamErrors.WithLabelValues(string(e.Code), reason).Inc()
 	entry := s.log.WithFields(logrus.Fields{
 		"requestId":           info.id,

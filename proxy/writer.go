@@ -163,3 +163,17 @@ func (c *trackedConn) Close() error {
 	c.once.Do(c.release)
 	return err
 }
+
+// lengthKnown reports whether the response's end reaches the client without
+// the handler returning: a HEAD answer, one without a body, or one whose
+// Content-Length went out (net/http writes a chunked answer's last chunk,
+// and ends an HTTP/1.0 answer of unknown length by closing, only then).
+func (w *responseWriter) lengthKnown() bool {
+	if w.head || !w.wroteHeader {
+		return w.head
+	}
+	if w.status == http.StatusNoContent || w.status == http.StatusNotModified || w.status < 200 {
+		return true
+	}
+	return w.Header().Get("Content-Length") != ""
+}
