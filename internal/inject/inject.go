@@ -23,9 +23,7 @@ func (pt *podTemplate) inject(o Options) (warnings []string, err error) {
 		return nil, err
 	}
 	var w []string
-	if o.replicas, w, err = pt.replicas(ann); err != nil {
-		return nil, err
-	}
+	o.replicas, w = pt.replicas(ann)
 	warnings = append(warnings, w...)
 	app := pt.findApp(o)
 	if err := pt.addSidecar(o, app); err != nil {
@@ -134,15 +132,18 @@ func addScrapeAnnotations(ann map[string]any) []string {
 // CHATGUARD_REPLICAS: while Redis is down each enforces its share of every
 // limit, so with 1 (the default) each of N pods would admit the whole
 // limit, N times it in all. The pod template's chatguard.io/replicas, else
-// the workload's spec.replicas (1 when unset, as Kubernetes reads it).
-func (pt *podTemplate) replicas(ann map[string]any) (int, []string, error) {
+// the workload's spec.replicas (1 when unset, as Kubernetes reads it). A
+// value that is not a number of pods is a warning, never an error: the
+// webhook would admit the pod without chatguard at all.
+func (pt *podTemplate) replicas(ann map[string]any) (int, []string) {
+	var warnings []string
 	if v, ok := ann[AnnotationReplicas]; ok {
 		s, _ := v.(string)
 		n, err := strconv.Atoi(strings.TrimSpace(s))
-		if err != nil || n < 1 || n > 10000 {
-			return 0, nil, fmt.Errorf("annotation %s: %q is not a number of pods (1-10000)", AnnotationReplicas, fmt.Sprint(v))
+		if err == nil && n >= 1 && n <= maxReplicas {
+			return n, nil
 		}
-		return n, nil, nil
+		warnings = append(warnings, fmt.Sprintf("annotation %s: %q is not a number of pods (1-%d, quoted): ignored", AnnotationReplicas, fmt.Sprint(v), maxReplicas))
 	}
 	switch str(pt.obj, "kind") {
 	case "Deployment", "StatefulSet", "ReplicaSet":
@@ -150,18 +151,37 @@ func (pt *podTemplate) replicas(ann map[string]any) (int, []string, error) {
 		n := 1
 		switch v := spec["replicas"].(type) {
 		case int64:
-			n = int(v)
+			n = int(min(v, maxReplicas+1))
 		case float64:
-			n = int(v)
+			n = int(min(v, maxReplicas+1))
 		}
 		if n <= 1 {
-			return 1, nil, nil
+			return 1, warnings
 		}
-		return n, []string{fmt.Sprintf("CHATGUARD_REPLICAS=%d, from spec.replicas (while Redis is down each pod enforces 1/%d of every limit): "+
-			"if an autoscaler or kubectl scale changes the count, annotate the pod template %s with the most pods there will be", n, n, AnnotationReplicas)}, nil
+		if n > maxReplicas {
+			n = maxReplicas
+		}
+		return n, append(warnings, fmt.Sprintf("CHATGUARD_REPLICAS=%d, from spec.replicas (while Redis is down each pod enforces 1/%d of every limit): "+
+			"if an autoscaler or kubectl scale changes the count, annotate the pod template %s with the most pods there will be (and inject again: uninject first)", n, n, AnnotationReplicas))
 	case "DaemonSet":
-		return 1, []string{fmt.Sprintf("a DaemonSet runs a pod per node, each enforcing the whole of every limit while Redis is down: "+
-			"annotate the pod template %s with the number of nodes", AnnotationReplicas)}, nil
+		return 1, append(warnings, fmt.Sprintf("a DaemonSet runs a pod per node, each enforcing the whole of every limit while Redis is down: "+
+			"annotate the pod template %s with the number of nodes", AnnotationReplicas))
+	case "Pod":
+		// The webhook's case: a pod of a ReplicaSet or StatefulSet has no
+		// count of its own to read.
+		meta, _ := pt.obj["metadata"].(map[string]any)
+		owners, _ := meta["ownerReferences"].([]any)
+		for _, o := range owners {
+			if om, _ := o.(map[string]any); om != nil {
+				if k := str(om, "kind"); k == "ReplicaSet" || k == "StatefulSet" {
+					return 1, append(warnings, fmt.Sprintf("a pod of %s %s: without the annotation %s on its template, CHATGUARD_REPLICAS is 1 and each pod enforces the whole of every limit while Redis is down",
+						k, str(om, "name"), AnnotationReplicas))
+				}
+			}
+		}
 	}
-	return 1, nil, nil
+	return 1, warnings
 }
+
+// maxReplicas is the most CHATGUARD_REPLICAS config validation accepts.
+const maxReplicas = 10000

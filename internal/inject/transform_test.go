@@ -345,10 +345,22 @@ func TestReplicasForTheFallbackShare(t *testing.T) {
 			t.Errorf("%s: warnings %q, want %q", tc.name, warnings, tc.warning)
 		}
 	}
-	for _, bad := range []string{`"0"`, `"three"`, `"-2"`, `"20000"`} {
+	// A bad annotation is a warning, the count falls back to spec.replicas:
+	// as an error, the webhook admitted the pod without chatguard at all.
+	for _, bad := range []string{`"0"`, `"three"`, `"-2"`, `"20000"`, `3`} {
 		in := strings.Replace(annotated, `"10"`, bad, 1)
-		if _, err := Transform([]Source{{Name: "test", Data: []byte(in)}}, Options{}); err == nil || !strings.Contains(err.Error(), "chatguard.io/replicas") {
-			t.Errorf("annotation %s: %v", bad, err)
+		got, warnings := replicasEnv(t, in)
+		if got != "4" || len(warnings) != 2 || !strings.Contains(warnings[0], "chatguard.io/replicas: ") || !strings.Contains(warnings[0], "ignored") {
+			t.Errorf("annotation %s: CHATGUARD_REPLICAS %q, warnings %q", bad, got, warnings)
 		}
+	}
+	// More than config validation takes is capped, else the sidecar would not start.
+	if got, _ := replicasEnv(t, strings.Replace(withReplicas, "replicas: 4", "replicas: 20000", 1)); got != "10000" {
+		t.Errorf("spec.replicas 20000: CHATGUARD_REPLICAS %q, want the cap 10000", got)
+	}
+	// A pod of a ReplicaSet (the webhook's case) without the annotation is told.
+	owned := "apiVersion: v1\nkind: Pod\nmetadata: {name: web-1, ownerReferences: [{apiVersion: apps/v1, kind: ReplicaSet, name: web-7d4b9, uid: u, controller: true}]}\nspec:\n  containers: [{name: app, image: web}]\n"
+	if got, warnings := replicasEnv(t, owned); got != "" || len(warnings) != 1 || !strings.Contains(warnings[0], "ReplicaSet web-7d4b9") {
+		t.Errorf("owned pod: CHATGUARD_REPLICAS %q, warnings %q", got, warnings)
 	}
 }
