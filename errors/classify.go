@@ -198,9 +198,14 @@ var databaseText = regexp.MustCompile(strings.Join([]string{
 	`relation "`, `column "[^"]*" (?:does not exist|of relation)`, // PostgreSQL
 	`duplicate key value violates`, `violates (?:foreign key|unique|not-null|check|exclusion) constraint`,
 	`syntax error at (?:or near|end of input)`, `invalid input syntax for`, `(?i:sqlstate)`,
-	// A query itself, as drivers quote it (keywords in capitals: not an
-	// app's "select from the list").
-	`\bSELECT\b.+\bFROM\b`, `\bINSERT INTO\b`, `\bUPDATE\s+\S+\s+SET\b`, `\bDELETE FROM\b`,
+	// A query itself, as drivers quote it: its shape, in either case (not
+	// an app's "PLEASE SELECT ONE FROM THE LIST").
+	`(?i:\bselect\s.{1,200}?\sfrom\s+[\w."` + "`" + `]+\s+(?:where|join|inner|left|order\s+by|group\s+by|limit)\b)`,
+	`(?i:\binsert\s+into\s+[\w."` + "`" + `]+\s*(?:\(|values\b|select\b))`,
+	`(?i:\bupdate\s+[\w."` + "`" + `]+\s+set\s+[\w."` + "`" + `]+\s*=)`,
+	`(?i:\bdelete\s+from\s+[\w."` + "`" + `]+\s+where\b)`,
+	// MySQL's and PostgreSQL's texts that quote the colliding value.
+	`Duplicate entry '.*' for key`, `Key \([^)]*\)=\(`,
 }, "|"))
 
 // errorClass recognises an error class name as err.toString() and
@@ -222,7 +227,9 @@ const fieldMessage = "Invalid value"
 // dropStacks takes the internals out of an envelope's members, in place:
 // stack members go, and a string loses its stack frames and file paths;
 // one that still shows internals (a database's own text, a query) is
-// replaced by removedText. It reports whether anything changed.
+// replaced by removedText. Codes (any "code" member: error.code,
+// a driver's ER_DUP_ENTRY) are names a client branches on and are kept.
+// It reports whether anything changed.
 func dropStacks(v any) bool {
 	changed := false
 	switch t := v.(type) {
@@ -232,6 +239,8 @@ func dropStacks(v any) bool {
 			case "stack", "stacktrace", "trace":
 				delete(t, k)
 				changed = true
+				continue
+			case "code":
 				continue
 			}
 			if s, ok := val.(string); ok {
@@ -263,22 +272,35 @@ func dropStacks(v any) bool {
 const removedText = "[REMOVED]"
 
 // withoutInternals is s without stack frames, and with its file paths
-// replaced by "[path]"; removedText if it still shows internals.
+// replaced by "[path]"; removedText if it still shows a database's text
+// or a query. URLs are not paths (https://cdn.example.com/app/x.js), nor
+// are an app's routes (/api/home/feed): a path is a token that starts at
+// a server directory, or names node_modules or a script's line.
 func withoutInternals(s string) string {
-	if !leaksInternals(s) && !leaksDatabase(s) {
+	if !strings.Contains(s, "\n") && !stackFrame.MatchString(s) && !filePath.MatchString(s) && !leaksDatabase(s) {
 		return s
 	}
-	c := filePath.ReplaceAllString(cutStack(s), "[path]")
-	if leaksInternals(c) || leaksDatabase(c) {
+	c := cutStack(s)
+	c = filePath.ReplaceAllStringFunc(c, func(m string) string {
+		token := strings.TrimLeft(m, " \t\n'\"(=:[,")
+		if webURL.MatchString(token) {
+			return m
+		}
+		return m[:len(m)-len(token)] + "[path]"
+	})
+	if leaksDatabase(c) || stackFrame.MatchString(c) {
 		return removedText
 	}
 	return c
 }
 
-// filePath is a file path as leaksInternals finds one: a token that holds
-// a server directory, node_modules or a script's line number, or starts
-// with a Windows drive.
-var filePath = regexp.MustCompile(`[^\s'"()<>,;]*(?:/(?:app|home|usr|srv|opt|var|tmp|root|etc)/|node_modules|\.[cm]?[jt]s:[0-9])[^\s'"()<>,;]*|\b[A-Za-z]:\\[^\s'"()<>,;]*`)
+// webURL is a link a client may follow (not webpack:///src/x.ts:12).
+var webURL = regexp.MustCompile(`^(?i:https?|wss?)://`)
+
+// filePath finds a file path, with the delimiter before it: a token that
+// starts at a server directory or a Windows drive, or holds node_modules or
+// a script's line number (server.mjs:12).
+var filePath = regexp.MustCompile(`(?:^|[\s'"(=:\[,])(?:/(?:app|home|usr|srv|opt|var|tmp|root|etc|workspace)/[^\s'"()<>,;]*|[A-Za-z]:\\[^\s'"()<>,;]*)|[^\s'"()<>,;]*(?:node_modules|\.[cm]?[jt]sx?:[0-9])[^\s'"()<>,;]*`)
 
 func leaksInternals(s string) bool {
 	for _, m := range []string{

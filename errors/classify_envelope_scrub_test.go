@@ -40,7 +40,7 @@ func TestClassifyEnvelopeIsScrubbed(t *testing.T) {
 			false, []string{"ada@example.com", "E11000", "email_1"}, []string{`"DATABASE_ERROR"`}},
 		// QA: details strings kept their paths and SQL (only frames were cut).
 		{"a path in details", 500,
-			`{"success":false,"error":{"code":"INTERNAL_ERROR","message":"upload failed","details":{"cause":"ENOENT: no such file or directory, open '/app/uploads/tmp/ada.png'","hint":"C:\\srv\\chat\\config.json missing","frame":"at handler (webpack:///src/x.ts:12:4)","tried":["/srv/chat/a.png",{"q":"SELECT id FROM files"},"b.png"]}}}`,
+			`{"success":false,"error":{"code":"INTERNAL_ERROR","message":"upload failed","details":{"cause":"ENOENT: no such file or directory, open '/app/uploads/tmp/ada.png'","hint":"C:\\srv\\chat\\config.json missing","frame":"at handler (webpack:///src/x.ts:12:4)","tried":["/srv/chat/a.png",{"q":"SELECT id FROM files WHERE owner = 'ada'"},"b.png"]}}}`,
 			false, []string{"/app/uploads", `C:\\srv`, "config.json", "x.ts:12", "/srv/chat", "SELECT"}, []string{`"upload failed"`, `["[path]",{"q":"[REMOVED]"},"b.png"]`, `ENOENT: no such file or directory, open '[path]'`, `[path] missing`}},
 		{"database text in details", 409,
 			`{"success":false,"error":{"code":"VALIDATION_ERROR","message":"Already registered","details":{"reason":"duplicate key value violates unique constraint \"users_email_key\"","sql":"INSERT INTO users (email) VALUES ('ada@example.com') -- SQLSTATE 23505","conversationId":"c-7"}}}`,
@@ -101,5 +101,52 @@ func TestClassifyJoiContextKeyIsAFieldName(t *testing.T) {
 	}
 	if strings.Contains(out, "hunter2x") {
 		t.Errorf("the password's value leaked: %s", out)
+	}
+}
+
+// What the scrubbing of an upstream envelope's strings must leave alone,
+// and what it must still take out (review: links, routes, codes and
+// shouted text were mangled; lowercase SQL and quoted duplicate values
+// passed).
+func TestEnvelopeScrubKeepsLinksRoutesAndCodes(t *testing.T) {
+	tests := []struct {
+		name        string
+		body        string
+		keeps, cuts []string
+	}{
+		{"links and routes",
+			`{"success":false,"error":{"code":"NOT_FOUND","message":"No such setting","details":{"allowed":"https://cdn.example.com/app/x.js","help":"https://docs.example.com/home/errors#e42","path":"/api/app/config","deepLink":"chatapp://app/conversations/c-42"}},"path":"/api/home/feed"}`,
+			[]string{"https://cdn.example.com/app/x.js", "https://docs.example.com/home/errors#e42", `"/api/app/config"`, "chatapp://app/conversations/c-42", `"/api/home/feed"`}, nil},
+		{"version text",
+			`{"success":false,"error":{"code":"VALIDATION_ERROR","message":"Unsupported client","details":{"requirement":"Node.js: 18 or later","note":"see socket.io.js: v4"}}}`,
+			[]string{"Node.js: 18 or later", "see socket.io.js: v4"}, nil},
+		{"shouted text",
+			`{"success":false,"error":{"code":"VALIDATION_ERROR","message":"PLEASE SELECT ONE FROM THE LIST","details":{"text":"I SELECT pizza FROM the menu","upd":"UPDATE profile SET"}}}`,
+			[]string{"PLEASE SELECT ONE FROM THE LIST", "I SELECT pizza FROM the menu", "UPDATE profile SET"}, nil},
+		{"codes", `{"success":false,"error":{"code":"SQLITE_CONSTRAINT","message":"Already exists","details":{"code":"P2002"}}}`,
+			[]string{`"code":"SQLITE_CONSTRAINT"`, `"code":"P2002"`}, nil},
+		{"MySQL's duplicate entry",
+			`{"success":false,"error":{"code":"CONFLICT","message":"Already registered","details":{"code":"ER_DUP_ENTRY","sqlMessage":"Duplicate entry 'ada@example.com' for key 'users.email'"}}}`,
+			[]string{`"code":"ER_DUP_ENTRY"`, `"Already registered"`}, []string{"ada@example.com"}},
+		{"PostgreSQL's detail",
+			`{"success":false,"error":{"code":"CONFLICT","message":"Already registered","details":{"detail":"Key (email)=(ada@example.com) already exists."}}}`,
+			nil, []string{"ada@example.com"}},
+		{"lowercase SQL", `{"success":false,"error":{"code":"CONFLICT","message":"x","details":{"sql":"insert into users (email) values ('ada@example.com')"}}}`,
+			nil, []string{"ada@example.com"}},
+		{"module paths", `{"success":false,"error":{"code":"INTERNAL_ERROR","message":"oops","details":{"f":"/workspace/src/server.mjs:12","g":"at x (webpack:///src/x.ts:12:4)"}}}`,
+			[]string{`"[path]"`}, []string{"server.mjs", "x.ts:12"}},
+	}
+	for _, tt := range tests {
+		res := apierrors.ClassifyUpstream(apierrors.Reply{Status: 409, ContentType: jsonCT, Body: []byte(tt.body)}, testID, apierrors.ClassifyOptions{})
+		for _, k := range tt.keeps {
+			if !strings.Contains(string(res.Body), k) {
+				t.Errorf("%s: lost %s: %s", tt.name, k, res.Body)
+			}
+		}
+		for _, c := range tt.cuts {
+			if strings.Contains(string(res.Body), c) {
+				t.Errorf("%s: still holds %s: %s", tt.name, c, res.Body)
+			}
+		}
 	}
 }
