@@ -105,7 +105,9 @@ func Load(src Source) (*Config, error) {
 	// of the value left (rate "many" is not also "got 0").
 	misspelt := map[string]bool{}
 	for _, p := range probs {
-		if m := fileProblemKey.FindStringSubmatch(p); m != nil {
+		// Only a value's problem: an unknown key is named by its line's
+		// first key, which may well have a problem of its own.
+		if m := fileProblemKey.FindStringSubmatch(p); m != nil && !strings.Contains(p, ": not a chatguard setting") {
 			misspelt[m[1]] = true
 		}
 	}

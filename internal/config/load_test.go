@@ -458,6 +458,15 @@ func TestFileProblems(t *testing.T) {
 		{"bad rate in a route", "routes:\n  - name: lim\n    path: /api/lim/*\n    limit: {rate: many, period: 1m, key: [ip]}\n", "line 4: routes[0].limit.rate: `many` is not a whole number"},
 		{"bad period in an event", "websocket:\n  events:\n    - name: typing\n      limit: {rate: 5, period: 1x}\n", "line 4: websocket.events[0].limit.period: `1x` is not a duration"},
 	}
+	// An unknown key is named by its line's first key: that key's own
+	// problem is still told (review: "other" is reserved was dropped).
+	{
+		_, err := config.Load(config.Source{Args: []string{"--config=f.yaml"}, ReadFile: files{"f.yaml": "routes:\n  - {name: other, path: /api/x/*, limt: {rate: 5, period: 1m, key: [ip]}}\n"}.read})
+		var probs config.Problems
+		if !errors.As(err, &probs) || len(probs) != 2 || !strings.Contains(probs[1], "reserved") {
+			t.Errorf("unknown key on a route named other: %v", err)
+		}
+	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
