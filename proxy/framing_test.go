@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -197,5 +198,31 @@ func TestSuspectCheckedQueryParamsRefused(t *testing.T) {
 		if strings.Contains(uri, ";&") || strings.HasSuffix(uri, "polling%") {
 			t.Errorf("a hidden parameter reached the upstream: %s", uri)
 		}
+	}
+}
+
+// The path reaches the upstream as the client sent it, as nginx passes it:
+// Go re-encoded a path holding a character it escapes from the decoded
+// form, so the client's %2F became a separator (QA: Express routed
+// /api/files/reports%2F2024|final.pdf to a 404).
+func TestPathReachesTheUpstreamAsSent(t *testing.T) {
+	t.Parallel()
+	rec := &targetRecorder{}
+	h := start(t, upstream(t, rec.handler).URL, nil)
+	targets := []string{
+		"/api/files/reports%2F2024|final.pdf",
+		"/hooks/{id}?x=1",
+		"/files/a%2Fb/{v}",
+		"/a^b%7e/c\"d",
+		"/plain/path?q=%2F",
+	}
+	for _, target := range targets {
+		st, _, _ := rawExchange(t, h, "GET "+target+" HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+		if len(st) != 1 || !strings.HasPrefix(st[0], "200") {
+			t.Fatalf("%s: %v", target, st)
+		}
+	}
+	if got := rec.got(); !slices.Equal(got, targets) {
+		t.Errorf("the upstream got\n%q\nwant\n%q", got, targets)
 	}
 }

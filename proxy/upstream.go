@@ -67,6 +67,16 @@ func (s *Server) newReverseProxy(target *url.URL, transport http.RoundTripper) *
 		Rewrite: func(pr *httputil.ProxyRequest) {
 			info := infoFrom(pr.In.Context())
 			pr.SetURL(target)
+			// The path as the client sent it, as nginx passes it: Go
+			// re-encodes a path holding a character it would escape ({, |,
+			// ^, a quote) from its decoded form, and so also turned the
+			// client's %2F into a real separator (Express then routed
+			// /api/files/reports%2F2024|final.pdf to a 404).
+			if raw, ok := rawPath(pr.In.RequestURI); ok {
+				if joined := strings.TrimSuffix(target.EscapedPath(), "/") + raw; joined != pr.Out.URL.EscapedPath() {
+					pr.Out.URL.Opaque = joined
+				}
+			}
 			// The query as the client sent it: ReverseProxy drops the
 			// parameters Go cannot parse (a ';', a stray '%'), which Express
 			// reads (?name=a;b is name "a;b"), and the app lost them
@@ -105,6 +115,17 @@ func (s *Server) newReverseProxy(target *url.URL, transport http.RoundTripper) *
 		ModifyResponse: s.rewriteError,
 		ErrorLog:       newStdLogger(s.log, logrus.WarnLevel),
 	}
+}
+
+// rawPath is the path of an origin-form request target as it came ("" and
+// false for the absolute and asterisk forms, and for a path starting with
+// "//", which as a URL's opaque part would be sent as a host).
+func rawPath(requestURI string) (string, bool) {
+	if !strings.HasPrefix(requestURI, "/") || strings.HasPrefix(requestURI, "//") {
+		return "", false
+	}
+	p, _, _ := strings.Cut(requestURI, "?")
+	return p, true
 }
 
 // upstreamFailed answers the proxy's own failures to reach the upstream.
