@@ -226,3 +226,28 @@ func TestPathReachesTheUpstreamAsSent(t *testing.T) {
 		t.Errorf("the upstream got\n%q\nwant\n%q", got, targets)
 	}
 }
+
+// A '#' in the request target is refused: Go kept the fragment in the
+// query, so ?sid=<real sid>#x named a session chatguard never saw (passed
+// uninspected), while Node drops it and engine.io used the real session
+// (QA: an anonymous CONNECT got through with auth required, 20 of 20
+// events over a limit of 2).
+func TestFragmentInTheTargetRefused(t *testing.T) {
+	t.Parallel()
+	rec := &targetRecorder{}
+	h := start(t, upstream(t, rec.handler).URL, nil)
+	for target, refused := range map[string]bool{
+		"/socket.io/?EIO=4&transport=polling#x":         true,
+		"/socket.io/?EIO=4&transport=polling&sid=abc#x": true,
+		"/api/x#frag":              true,
+		"/api/x?q=%23&tag=%23chat": false,
+	} {
+		st, resps, _ := rawExchange(t, h, "GET "+target+" HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+		if len(st) != 1 || (resps[0].StatusCode == http.StatusBadRequest) != refused {
+			t.Errorf("%s: %v, want refused %v", target, st, refused)
+		}
+	}
+	if got := rec.got(); len(got) != 1 || got[0] != "/api/x?q=%23&tag=%23chat" {
+		t.Errorf("the upstream got %q", got)
+	}
+}

@@ -138,6 +138,15 @@ func (s *Server) handle(w *responseWriter, r *http.Request, info *reqInfo) {
 		s.writeError(w, r, info, apierrors.New(apierrors.CodeValidation, "the request target must be an http or https URL"), sourceProxy)
 		return
 	}
+	if strings.IndexByte(r.RequestURI, '#') >= 0 {
+		// A fragment is never sent (RFC 9112 3.2): Go keeps it in the path
+		// or the query, Node drops it, so ?sid=<real>#x was a session
+		// chatguard never saw, passed uninspected, and the real one to
+		// engine.io (QA: an anonymous CONNECT got through with auth
+		// required). nginx refuses it too.
+		s.writeError(w, r, info, apierrors.New(apierrors.CodeValidation, "the request target must not hold a fragment (#)"), sourceProxy)
+		return
+	}
 	if name, problem := suspectQueryParam(r.URL.RawQuery, func() bool { return s.ws != nil && s.ws.underSocketIOPath(r) }); problem != "" {
 		// The query goes upstream as sent, and the app's parser reads
 		// pairs Go's skips (a ';', a stray '%') and takes the last of a
