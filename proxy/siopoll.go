@@ -71,8 +71,15 @@ func (s *Server) servePolling(w *responseWriter, r *http.Request, info *reqInfo)
 		s.writeError(w, r, info, e, sourceProxy)
 		return
 	}
-	if sess == nil { // a session chatguard never saw (another replica, a restart)
-		s.proxy.ServeHTTP(w, r)
+	if sess == nil {
+		// A session chatguard never saw the handshake of (a restart,
+		// another replica): it would run uninspected, and with auth
+		// required an anonymous CONNECT would pass (QA). The client opens a
+		// new session, as after engine.io's own "Session ID unknown"; a
+		// WebSocket client reconnects after a restart as well.
+		e := apierrors.New(apierrors.CodeValidation, "this Engine.IO session is unknown to chatguard (it restarted, or another instance saw the handshake); open a new one")
+		e.Details = map[string]any{"transport": "polling"}
+		s.writeError(w, r, info, e, sourceProxy)
 		return
 	}
 	sess.seen()

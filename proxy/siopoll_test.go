@@ -4,6 +4,7 @@ import (
 	"context"
 	"net/http"
 	"slices"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -211,5 +212,28 @@ func TestSocketIOUpgradedSessionSurvivesItsAbandonedGet(t *testing.T) {
 	time.Sleep(500 * time.Millisecond)
 	if got := env.socketStats(); got != [3]int{1, 1, 0} {
 		t.Errorf("after the abandoned GET, the upgraded socket's stats are %v, want it still there", got)
+	}
+}
+
+// A polling request for a session chatguard never saw the handshake of (a
+// restart, another instance) gets 400 and never reaches the upstream: it
+// used to be proxied uninspected, so after a restart an anonymous CONNECT
+// passed websocket.auth required and events passed their limits (QA).
+func TestUnknownPollingSessionRefused(t *testing.T) {
+	t.Parallel()
+	fake := newFakePolling(t, 100*time.Millisecond)
+	env := startSIO(t, upstream(t, fake.ServeHTTP).URL, nil)
+	for _, method := range []string{http.MethodPost, http.MethodGet} {
+		body := ""
+		if method == http.MethodPost {
+			body = "40"
+		}
+		resp, b := env.harness.do(mustRequest(t, method, env.harness.url+pollPath+"&sid=before-a-restart", body))
+		if resp.StatusCode != http.StatusBadRequest || !strings.Contains(string(b), "unknown to chatguard") {
+			t.Errorf("%s: %d %s", method, resp.StatusCode, b)
+		}
+	}
+	if posts := fake.postBodies(); len(posts) != 0 {
+		t.Errorf("the upstream got %q", posts)
 	}
 }
