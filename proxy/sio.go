@@ -49,6 +49,7 @@ type sioSession struct {
 	expect     int      // binary attachments of a forwarded packet still to come
 	notices    [][]byte // packets for the client's next poll
 	lastSeen   time.Time
+	followed   bool // polling: a request came after the handshake
 	upgraded   bool // the client finished the upgrade to WebSocket
 	killed     bool // polling: end the session once the next poll carried the notices
 	closed     bool // polling: the upstream sent the close packet

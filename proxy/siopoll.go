@@ -24,6 +24,14 @@ import (
 // Socket.IO's default pingInterval + pingTimeout (25 s + 20 s) and a margin.
 const pollGrace = 60 * time.Second
 
+// handshakeGraceDefault is how long a polling session is followed when its
+// client never came back after the handshake: socket.io-client sends its
+// CONNECT and first poll at once. Such a session holds a slot of the
+// per-IP and per-user socket caps, and held it for pollGrace: 5 bare
+// handshakes a minute kept an address (a NAT's users) from connecting
+// (QA).
+const handshakeGraceDefault = 10 * time.Second
+
 // maxPollBody bounds a polling body chatguard reads to inspect.
 func (h *wsHub) maxPollBody() int64 { return h.cfg.MaxMessageBytes * 2 }
 
@@ -116,13 +124,21 @@ func (h *wsHub) unfollowPoll(sid string, sess *sioSession) {
 func (s *sioSession) seen() {
 	s.mu.Lock()
 	s.lastSeen = time.Now()
+	s.followed = true
 	s.mu.Unlock()
 }
 
 func (s *sioSession) pollExpired(now time.Time) bool {
+	grace := pollGrace
+	if d := time.Duration(s.hub.handshakeGrace.Load()); d > 0 && d < grace {
+		grace = d
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.pair == nil && now.Sub(s.lastSeen) > pollGrace
+	if s.followed || s.wsBusy {
+		grace = pollGrace
+	}
+	return s.pair == nil && now.Sub(s.lastSeen) > grace
 }
 
 // handshakeAnswered reads the open packet of a handshake response and

@@ -2,6 +2,8 @@ package proxy
 
 import (
 	"context"
+	"fmt"
+	"io"
 	"net/http"
 	"slices"
 	"strings"
@@ -235,5 +237,48 @@ func TestUnknownPollingSessionRefused(t *testing.T) {
 	}
 	if posts := fake.postBodies(); len(posts) != 0 {
 		t.Errorf("the upstream got %q", posts)
+	}
+}
+
+// A polling handshake whose client never comes back gives its socket-cap
+// slot back after a short grace, not pollGrace: 5 bare handshakes a minute
+// kept an address from connecting (QA: a real client got 429 for 62 s).
+// A session whose client did come back keeps the long grace.
+func TestAbandonedHandshakeFreesItsSlotSoon(t *testing.T) {
+	t.Parallel()
+	var n atomic.Int64
+	up := upstream(t, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; charset=UTF-8")
+		switch {
+		case r.URL.Query().Get("sid") == "":
+			fmt.Fprintf(w, `0{"sid":"s%d","upgrades":[],"pingInterval":25000,"pingTimeout":20000,"maxPayload":1000000}`, n.Add(1))
+		case r.Method == http.MethodPost:
+			_, _ = io.WriteString(w, "ok")
+		default:
+			_, _ = io.WriteString(w, "6")
+		}
+	})
+	env := startSIO(t, up.URL, func(c *config.Config) { c.WebSocket.MaxSocketsPerIP = 2 })
+	h := env.harness
+	h.srv.ws.handshakeGrace.Store(int64(500 * time.Millisecond))
+	if resp, body := poll(t, h, "GET", "", ""); resp.StatusCode != 200 || !strings.Contains(body, `"s1"`) {
+		t.Fatalf("bare handshake: %d %s", resp.StatusCode, body)
+	}
+	if resp, _ := poll(t, h, "GET", "", ""); resp.StatusCode != 200 {
+		t.Fatalf("second handshake: %d", resp.StatusCode)
+	}
+	if resp, body := poll(t, h, "GET", "&sid=s2", ""); resp.StatusCode != 200 { // its client comes back
+		t.Fatalf("poll of s2: %d %s", resp.StatusCode, body)
+	}
+	if resp, _ := poll(t, h, "GET", "", ""); resp.StatusCode != http.StatusTooManyRequests {
+		t.Fatalf("a third socket from the address: %d, want 429", resp.StatusCode)
+	}
+	waitFor(t, "the abandoned handshake's slot", func() bool {
+		resp, _ := poll(t, h, "GET", "", "")
+		return resp.StatusCode == 200
+	})
+	// s2 is still followed (pollGrace): the cap is full again.
+	if resp, _ := poll(t, h, "GET", "", ""); resp.StatusCode != http.StatusTooManyRequests {
+		t.Errorf("after the new handshake: %d, want 429 (the followed session kept)", resp.StatusCode)
 	}
 }

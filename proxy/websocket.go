@@ -40,6 +40,10 @@ type wsHub struct {
 	registry *sessions.Registry // nil: no presence tracking
 	poller   *readyPoller       // made by start; nil: every relayed direction keeps a goroutine
 	events   atomic.Pointer[eventPolicies]
+	// handshakeGrace: how long a polling session whose client never came
+	// back after the handshake is followed (handshakeGraceDefault; tests
+	// shorten it).
+	handshakeGrace atomic.Int64
 	seq      atomic.Uint64
 	readers  atomic.Int64 // directions with a goroutine reading
 
@@ -61,6 +65,7 @@ func newWSHub(s *Server, target *url.URL, registry *sessions.Registry) (*wsHub, 
 		pairs: map[*wsPair]struct{}{}, polls: map[string]*sioSession{}, gone: map[string]time.Time{},
 		stopCh: make(chan struct{}),
 	}
+	h.handshakeGrace.Store(int64(handshakeGraceDefault))
 	base := *target
 	base.Scheme = "ws"
 	if target.Scheme == "https" {
