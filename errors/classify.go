@@ -715,6 +715,11 @@ func clientMessage(doc any, rep Reply) string {
 		}
 	case strings.HasPrefix(strings.ToLower(rep.ContentType), "text/plain"):
 		msg = string(bytes.TrimSpace(rep.Body))
+	case strings.HasPrefix(strings.ToLower(rep.ContentType), "text/html") && !bytes.ContainsAny(rep.Body, "<>&"):
+		// Express's res.status(404).send('Conversation not found') is
+		// text/html: a line of text with no markup (nor entities) is
+		// the same message.
+		msg = string(bytes.TrimSpace(rep.Body))
 	}
 	if !safeMessage(msg) {
 		return ""

@@ -58,7 +58,10 @@ func TestClassifyClientMessage(t *testing.T) {
 		{"exception", 400, jsonCT, `{"message":"NullPointerException"}`, ""},
 		{"stack word", 400, jsonCT, `{"message":"Maximum call stack size exceeded"}`, ""},
 		{"invalid UTF-8 in text", 400, "text/plain", "Bad \xff request", ""},
-		{"text/html is never used", 404, "text/html; charset=utf-8", bodyExpressHTML, ""},
+		{"text/html with markup is never used", 404, "text/html; charset=utf-8", bodyExpressHTML, ""},
+		// Express's res.status(404).send('…') is text/html (QA: the message was lost).
+		{"text/html line without markup", 404, "text/html; charset=utf-8", "Conversation not found", "Conversation not found"},
+		{"text/html with an entity", 409, "text/html; charset=utf-8", "Tom &amp; Jerry exist", ""},
 		{"other content types are not used", 404, "application/octet-stream", "Conversation not found", ""},
 		{"JSON string body", 404, jsonCT, `"Conversation not found"`, ""},
 		{"JSON number message", 404, jsonCT, `{"message":404}`, ""},
