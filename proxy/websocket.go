@@ -44,8 +44,8 @@ type wsHub struct {
 	// back after the handshake is followed (handshakeGraceDefault; tests
 	// shorten it).
 	handshakeGrace atomic.Int64
-	seq      atomic.Uint64
-	readers  atomic.Int64 // directions with a goroutine reading
+	seq            atomic.Uint64
+	readers        atomic.Int64 // directions with a goroutine reading
 
 	mu      sync.Mutex
 	pairs   map[*wsPair]struct{}
