@@ -121,10 +121,7 @@ func TestBodyTimeoutSparesAnEarlyAnswer(t *testing.T) {
 		}
 	})
 	h := start(t, up.URL, func(c *config.Config) { c.Server.BodyReadTimeout = 300 * time.Millisecond })
-	c, err := net.Dial("tcp", strings.TrimPrefix(h.url, "http://"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	c := dialPublic(t, h)
 	defer c.Close()
 	if _, err := io.WriteString(c, "POST /early HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n"); err != nil {
 		t.Fatal(err)
@@ -178,10 +175,7 @@ func earlyAnswerToStalledClient(t *testing.T, upstreamURL string, timeout time.D
 		"content-length": "POST /upload HTTP/1.1\r\nHost: a\r\nContent-Length: 200000\r\n\r\n" + strings.Repeat("x", 1000),
 		"chunked":        "POST /upload HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n3e8\r\n" + strings.Repeat("x", 1000) + "\r\n",
 	} {
-		c, err := net.Dial("tcp", strings.TrimPrefix(h.url, "http://"))
-		if err != nil {
-			t.Fatal(err)
-		}
+		c := dialPublic(t, h)
 		if _, err := io.WriteString(c, head); err != nil {
 			t.Fatal(err)
 		}
@@ -220,10 +214,7 @@ func TestEarlyAnswerReachesAClientThatSendsEverythingFirst(t *testing.T) {
 	})
 	h := start(t, up.URL, nil)
 	const size = 16 << 20
-	c, err := net.Dial("tcp", strings.TrimPrefix(h.url, "http://"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	c := dialPublic(t, h)
 	defer c.Close()
 	_ = c.SetDeadline(time.Now().Add(20 * time.Second))
 	if _, err := fmt.Fprintf(c, "POST /api/media/upload HTTP/1.1\r\nHost: a\r\nContent-Length: %d\r\n\r\n", size); err != nil {
@@ -260,10 +251,7 @@ func TestChunkedEarlyAnswerIsNotHeldByLingering(t *testing.T) {
 		_, _ = io.WriteString(w, ", thanks")
 	})
 	h := start(t, up.URL, nil)
-	c, err := net.Dial("tcp", strings.TrimPrefix(h.url, "http://"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	c := dialPublic(t, h)
 	defer c.Close()
 	fmt.Fprintf(c, "POST /upload HTTP/1.1\r\nHost: a\r\nContent-Length: 1000000\r\n\r\n%s", strings.Repeat("x", 100000))
 	// Well inside lingerTimeout: held by the lingering, the read times out.
@@ -290,10 +278,7 @@ func TestLingeringEndsWithTheDrain(t *testing.T) {
 		_, _ = io.WriteString(w, `{"message":"no"}`)
 	})
 	h := start(t, up.URL, func(c *config.Config) { c.Server.DrainDelay, c.Server.ShutdownTimeout = 0, time.Minute })
-	c, err := net.Dial("tcp", strings.TrimPrefix(h.url, "http://"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	c := dialPublic(t, h)
 	defer c.Close()
 	fmt.Fprintf(c, "POST /upload HTTP/1.1\r\nHost: a\r\nContent-Length: 1000000\r\n\r\n%s", strings.Repeat("x", 100000))
 	done := make(chan struct{})
@@ -333,10 +318,7 @@ func TestOwn413ReachesAClientThatSendsEverythingFirst(t *testing.T) {
 	h := start(t, up.URL, func(c *config.Config) { c.Server.MaxBodyBytes = 1 << 20 })
 	for _, chunked := range []bool{false, true} {
 		const size = 16 << 20
-		c, err := net.Dial("tcp", strings.TrimPrefix(h.url, "http://"))
-		if err != nil {
-			t.Fatal(err)
-		}
+		c := dialPublic(t, h)
 		_ = c.SetDeadline(time.Now().Add(20 * time.Second))
 		if chunked {
 			fmt.Fprintf(c, "POST /api/media/upload HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n")
@@ -364,4 +346,16 @@ func TestOwn413ReachesAClientThatSendsEverythingFirst(t *testing.T) {
 		}
 		c.Close()
 	}
+}
+
+// dialPublic opens a raw connection to h's public listener, closed at the
+// test's end.
+func dialPublic(t *testing.T, h *harness) net.Conn {
+	t.Helper()
+	c, err := net.Dial("tcp", strings.TrimPrefix(h.url, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
 }
