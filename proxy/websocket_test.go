@@ -712,3 +712,29 @@ func TestWebSocketUpgradeKeepsUpstreamHeaders(t *testing.T) {
 		t.Errorf("X-Request-Id %q", ids)
 	}
 }
+
+// A close frame without a code (engine.io closes that way) reaches the
+// client as one: it reads 1005, as it would directly, not 1000 (QA).
+func TestWebSocketCloseWithoutCodeIsMirrored(t *testing.T) {
+	t.Parallel()
+	srv := upstream(t, func(w http.ResponseWriter, r *http.Request) {
+		c, err := websocket.Accept(w, r, nil)
+		if err != nil {
+			return
+		}
+		ctx, cancel := context.WithTimeout(r.Context(), 5*time.Second)
+		defer cancel()
+		if _, _, err := c.Read(ctx); err != nil {
+			return
+		}
+		_ = c.Close(websocket.StatusNoStatusRcvd, "")
+	})
+	h := start(t, srv.URL, nil)
+	c, ctx := dialWS(t, h, "/ws/bye", nil)
+	if err := c.Write(ctx, websocket.MessageText, []byte("2")); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := c.Read(ctx); websocket.CloseStatus(err) != websocket.StatusNoStatusRcvd {
+		t.Errorf("client read after a close without a code: %v, want 1005", err)
+	}
+}

@@ -444,7 +444,10 @@ func (p *wsPair) mirrorClose(err error, o *wsDir, from string) {
 	case -1, websocket.StatusAbnormalClosure, websocket.StatusTLSHandshake:
 		_ = dst.CloseNow()
 	case websocket.StatusNoStatusRcvd:
-		_ = dst.Close(websocket.StatusNormalClosure, "")
+		// A close frame without a code: the library sends one for this
+		// code, so the other side reads 1005 too, as it would directly
+		// (engine.io closes that way; it read 1000).
+		_ = dst.Close(websocket.StatusNoStatusRcvd, "")
 	default:
 		_ = dst.Close(code, reason)
 	}
