@@ -16,6 +16,7 @@ import (
 	apierrors "github.com/chatguard/chatguard/errors"
 	"github.com/chatguard/chatguard/internal/config"
 	"github.com/chatguard/chatguard/internal/identity"
+	"github.com/chatguard/chatguard/internal/identity/userkey"
 	"github.com/chatguard/chatguard/internal/logging"
 	"github.com/chatguard/chatguard/internal/socketio"
 	"github.com/chatguard/chatguard/limiter"
@@ -587,6 +588,20 @@ func (s *sioSession) upstreamPacket(data []byte) {
 		s.socketID, s.registered = id, true
 		info := sessions.SocketInfo{ID: id, User: s.id.User, Role: s.id.Role, DisplayName: s.id.Name, IP: s.ip}
 		s.mu.Unlock()
+		if owner, ok := h.registry.OwnerOf(id); ok && owner != "" && owner != userkey.Normalise(info.User) {
+			// The backend recovered another user's socket (Socket.IO's
+			// connection state recovery goes by the socket's private id,
+			// and with skipMiddlewares it keeps the old user): chatguard
+			// would count this user's events and presence for the new
+			// token's user while the backend serves the old one, and a
+			// kick of the old user would miss it (QA). The socket keeps
+			// its user or ends.
+			h.s.log.WithFields(logrus.Fields{
+				"requestId": s.reqID, logging.FieldCategory: logging.CategoryAuth, "socketId": id,
+			}).Warn("socket.io recovered socket of another user: disconnected")
+			s.Disconnect("auth")
+			return
+		}
 		h.registry.Connect(info, s)
 		s.mu.Lock()
 		over, now := s.over, s.id

@@ -4,6 +4,7 @@ import (
 	"context"
 	"io"
 	"net/http"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -141,4 +142,38 @@ func TestHTTPTokensOfTwoUsersAreRefused(t *testing.T) {
 	if resp, body := h.get("/api/messages/c1?token="+stale, "Authorization", "Bearer "+ana); resp.StatusCode != 200 {
 		t.Fatalf("a stale query token beside a valid header: %d %s", resp.StatusCode, body)
 	}
+}
+
+// A recovered socket keeps its user: Socket.IO's connection state recovery
+// gives a client its socket back by id, and with skipMiddlewares the
+// backend keeps the old user whatever the new token says. chatguard took
+// the new token's user (QA: alice's events counted for bob, a kick of
+// alice answered 404 while her socket stayed up). Now such a socket is
+// disconnected; the same user recovering is kept.
+func TestRecoveredSocketOfAnotherUserIsDisconnected(t *testing.T) {
+	t.Parallel()
+	fake := &fakeSIO{socketID: "sock-recovered"}
+	env := startSIO(t, upstream(t, fake.ServeHTTP).URL, nil)
+	h := env.harness
+
+	first := dialSIO(t, h, nil)
+	if got := first.connect(authFor(t, testUser)); got != `40{"sid":"sock-recovered"}` {
+		t.Fatalf("first CONNECT: %q", got)
+	}
+	env.waitStats(t, [3]int{1, 1, 0})
+	first.close()
+	env.waitStats(t, [3]int{0, 0, 0})
+
+	other := dialSIO(t, h, nil)
+	other.connect(authFor(t, "bob@example.com"))
+	if rest, _ := other.until(); !slices.Contains(rest, "41") {
+		t.Errorf("another user's recovery of the socket: %q, want a DISCONNECT", rest)
+	}
+	env.waitStats(t, [3]int{0, 0, 0})
+
+	same := dialSIO(t, h, nil)
+	if got := same.connect(authFor(t, testUser)); got != `40{"sid":"sock-recovered"}` {
+		t.Fatalf("the same user's recovery: %q", got)
+	}
+	env.waitStats(t, [3]int{1, 1, 0})
 }

@@ -179,6 +179,7 @@ func upgradeRequest(t *testing.T, h *harness, path string, header ...string) (*h
 type fakeSIO struct {
 	ping       time.Duration // 0: never
 	maxPayload int           // the open packet's maxPayload; 0: 1000000
+	socketID   string        // every CONNECT's socket id (a recovered socket); "": sock<n>
 
 	mu     sync.Mutex
 	got    []string // text as is, binary as "bin:" + payload, end as "end:<code>"
@@ -262,6 +263,8 @@ func (f *fakeSIO) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		s := string(msg)
 		f.record(s)
 		switch {
+		case (s == "40" || strings.HasPrefix(s, "40{")) && f.socketID != "":
+			err = write(`40{"sid":"` + f.socketID + `"}`)
 		case s == "40" || strings.HasPrefix(s, "40{"):
 			err = write(fmt.Sprintf(`40{"sid":"sock%d"}`, f.seq.Add(1)))
 		case strings.HasPrefix(s, "40/"): // another namespace: 40/admin,{…}

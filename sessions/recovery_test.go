@@ -87,3 +87,25 @@ func TestRegistryRecoveryIsBounded(t *testing.T) {
 		t.Fatal("nothing kept")
 	}
 }
+
+// OwnerOf names the user of a live socket id, and of one whose connection
+// ended (conversations or not) until the recovery window is over.
+func TestRegistryOwnerOf(t *testing.T) {
+	t.Parallel()
+	f := newRegFixture(t, regOpts{maxUser: 10, maxIP: 10})
+	s1 := f.connect("sid1", "Ana@Example.com")
+	if u, ok := f.reg.OwnerOf("sid1"); !ok || u != "ana@example.com" {
+		t.Fatalf("live: %q %v", u, ok)
+	}
+	f.reg.DisconnectSocket("sid1", s1) // no conversation joined
+	if u, ok := f.reg.OwnerOf("sid1"); !ok || u != "ana@example.com" {
+		t.Fatalf("dropped: %q %v", u, ok)
+	}
+	f.clk.Advance(RecoveryWindow)
+	if u, ok := f.reg.OwnerOf("sid1"); ok {
+		t.Fatalf("after the window: %q", u)
+	}
+	if _, ok := f.reg.OwnerOf("never"); ok {
+		t.Fatal("an unknown id has an owner")
+	}
+}

@@ -364,10 +364,27 @@ func (r *Registry) DisconnectSocket(id string, s Socket) {
 	}
 }
 
-// keepForRecovery keeps the conversations of a socket whose connection
-// ended, for RecoveryWindow (see Connect); the caller holds r.mu.
+// OwnerOf is the user socket id belongs to: a live socket's, or one whose
+// connection ended within RecoveryWindow (Socket.IO's connection state
+// recovery gives a client its socket back by id, whatever its new token
+// says); "" and false when there is none.
+func (r *Registry) OwnerOf(id string) (string, bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if ls := r.sockets[id]; ls != nil {
+		return ls.info.User, true
+	}
+	if d, ok := r.dropped[id]; ok && r.now().Sub(d.at) < RecoveryWindow {
+		return d.user, true
+	}
+	return "", false
+}
+
+// keepForRecovery keeps the user and conversations of a socket whose
+// connection ended, for RecoveryWindow (see Connect and OwnerOf); the
+// caller holds r.mu.
 func (r *Registry) keepForRecovery(ls *liveSocket) {
-	if ls.info.User == "" || len(ls.convs) == 0 {
+	if ls.info.User == "" {
 		return
 	}
 	now := r.now()
