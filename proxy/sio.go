@@ -588,14 +588,17 @@ func (s *sioSession) upstreamPacket(data []byte) {
 		s.socketID, s.registered = id, true
 		info := sessions.SocketInfo{ID: id, User: s.id.User, Role: s.id.Role, DisplayName: s.id.Name, IP: s.ip}
 		s.mu.Unlock()
-		if owner, ok := h.registry.OwnerOf(id); ok && owner != "" && owner != userkey.Normalise(info.User) {
+		if owner, ok := h.registry.OwnerOf(id); ok && owner != "" && info.User != "" && owner != userkey.Normalise(info.User) {
 			// The backend recovered another user's socket (Socket.IO's
 			// connection state recovery goes by the socket's private id,
 			// and with skipMiddlewares it keeps the old user): chatguard
 			// would count this user's events and presence for the new
 			// token's user while the backend serves the old one, and a
 			// kick of the old user would miss it (QA). The socket keeps
-			// its user or ends.
+			// its user or ends. A socket no token has named yet is left
+			// alone: the id may be a public namespace's that the session's
+			// user registered before, and its token comes with the next
+			// namespace (Identify then gives the conversations back).
 			h.s.log.WithFields(logrus.Fields{
 				"requestId": s.reqID, logging.FieldCategory: logging.CategoryAuth, "socketId": id,
 			}).Warn("socket.io recovered socket of another user: disconnected")

@@ -176,4 +176,18 @@ func TestRecoveredSocketOfAnotherUserIsDisconnected(t *testing.T) {
 		t.Fatalf("the same user's recovery: %q", got)
 	}
 	env.waitStats(t, [3]int{1, 1, 0})
+	same.close()
+	env.waitStats(t, [3]int{0, 0, 0})
+
+	// No token yet (a public namespace first, the user's token with the
+	// next one): the socket stays, registered anonymous.
+	anon := dialSIO(t, h, nil)
+	if got := anon.connect(""); got != `40{"sid":"sock-recovered"}` {
+		t.Fatalf("anonymous recovery: %q", got)
+	}
+	env.waitStats(t, [3]int{1, 0, 0})
+	anon.send(`421["ping"]`)
+	if got := anon.next(); got != `431["ok"]` {
+		t.Fatalf("the anonymous recovered socket answered %q; it was not kept", got)
+	}
 }

@@ -109,3 +109,39 @@ func TestRegistryOwnerOf(t *testing.T) {
 		t.Fatal("an unknown id has an owner")
 	}
 }
+
+// A multiplexed session may register its socket id from a public
+// namespace before the user's token arrives with the next one: recovered,
+// that id first comes back anonymous, then Identify names the user. The
+// conversations kept for the id come back then, and only for that user.
+func TestRegistryAnonymousRecoveryThenIdentify(t *testing.T) {
+	t.Parallel()
+	f := newRegFixture(t, regOpts{maxUser: 10, maxIP: 10})
+	ana := "ana@example.com"
+	s1 := f.connect("sid1", ana)
+	f.reg.Join("sid1", "c1")
+	f.reg.DisconnectSocket("sid1", s1)
+
+	s2 := f.connect("sid1", "")
+	if got := f.stats(); got != [3]int{1, 0, 0} {
+		t.Fatalf("recovered anonymous: %v", got)
+	}
+	if u, ok := f.reg.OwnerOf("sid1"); !ok || u != "" {
+		t.Fatalf("owner of the live anonymous socket: %q %v", u, ok)
+	}
+	f.reg.Identify("sid1", s2, ana, "basic", "")
+	if got := f.stats(); got != [3]int{1, 1, 1} {
+		t.Fatalf("identified: %v, want ana back in c1", got)
+	}
+	if got := f.members("c1"); !slices.Equal(got, []string{ana}) {
+		t.Fatalf("c1: %v", got)
+	}
+
+	// Named as someone else, the id gets nothing of ana's.
+	f.reg.DisconnectSocket("sid1", s2)
+	s3 := f.connect("sid1", "")
+	f.reg.Identify("sid1", s3, "eve@example.com", "basic", "")
+	if got := f.stats(); got != [3]int{1, 1, 0} {
+		t.Fatalf("identified as eve: %v", got)
+	}
+}

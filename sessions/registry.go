@@ -213,21 +213,15 @@ func (r *Registry) Connect(info SocketInfo, s Socket) {
 		ls.convs = old.convs
 	} else if old != nil && old.sock != s {
 		r.unregister(info.ID) // another user's: the old socket's state goes
-	} else if d, ok := r.dropped[info.ID]; ok && info.User != "" && d.user == info.User && r.now().Sub(d.at) < RecoveryWindow {
-		// The same, after the old connection ended: recovered within the
-		// window, the socket is back in its rooms on the backend, and in
-		// its conversations here.
-		ls.convs = d.convs
-		for _, c := range d.convs {
-			r.tables.ConversationUsers.Update(c, func(old []string, ok bool) ([]string, time.Duration, bool) {
-				if ok && slices.Contains(old, info.User) {
-					return old, r.tables.ConversationUsers.ttl, true
-				}
-				return append(slices.Clip(old), info.User), r.tables.ConversationUsers.ttl, true
-			})
-		}
+	} else {
+		r.recoverDropped(ls)
 	}
-	r.forgetDropped(info.ID)
+	if info.User != "" {
+		// An anonymous socket keeps what was kept for it: a multiplexed
+		// session's first namespace may be a public one, and the user's
+		// token comes with the next (see Identify).
+		r.forgetDropped(info.ID)
+	}
 	r.idxMu.Lock()
 	r.sockets[info.ID] = ls
 	r.idxMu.Unlock()
@@ -348,6 +342,8 @@ func (r *Registry) Identify(id string, s Socket, user, role, name string) {
 	r.idxMu.Lock()
 	ls.info.User, ls.info.Role, ls.info.DisplayName = user, role, name
 	r.idxMu.Unlock()
+	r.recoverDropped(ls)
+	r.forgetDropped(id)
 	r.tables.ConnectedUsers.Set(user, ConnectedUser{
 		SocketID: id, ConnectedAt: ls.info.ConnectedAt, LastActivity: r.now(), Role: role, DisplayName: name,
 	})
@@ -405,6 +401,27 @@ func (r *Registry) keepForRecovery(ls *liveSocket) {
 	r.dropped[ls.info.ID] = droppedSocket{user: ls.info.User, convs: slices.Clone(ls.convs), at: now}
 	r.droppedConvs += len(ls.convs)
 	r.order = append(r.order, droppedRef{id: ls.info.ID, at: now})
+}
+
+// recoverDropped gives ls the conversations its id kept when its
+// connection ended, if ls is the same user's within RecoveryWindow: the
+// socket is back in its rooms on the backend (Socket.IO's connection state
+// recovery), and in its conversations here. The caller holds r.mu.
+func (r *Registry) recoverDropped(ls *liveSocket) {
+	user := ls.info.User
+	d, ok := r.dropped[ls.info.ID]
+	if !ok || user == "" || d.user != user || r.now().Sub(d.at) >= RecoveryWindow {
+		return
+	}
+	ls.convs = d.convs
+	for _, c := range d.convs {
+		r.tables.ConversationUsers.Update(c, func(old []string, ok bool) ([]string, time.Duration, bool) {
+			if ok && slices.Contains(old, user) {
+				return old, r.tables.ConversationUsers.ttl, true
+			}
+			return append(slices.Clip(old), user), r.tables.ConversationUsers.ttl, true
+		})
+	}
 }
 
 // forgetDropped drops what id kept for recovery; the caller holds r.mu.
