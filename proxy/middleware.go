@@ -147,6 +147,15 @@ func (s *Server) handle(w *responseWriter, r *http.Request, info *reqInfo) {
 		s.writeError(w, r, info, apierrors.New(apierrors.CodeValidation, "the request target must not hold a fragment (#)"), sourceProxy)
 		return
 	}
+	if strings.Count(r.URL.RawQuery, "&") >= maxQueryParams {
+		// Go's parser reads none of a query with more parameters than
+		// that (net/url's limit), Node's reads the first 1,000: a token or
+		// sid there was the app's alone (a polling POST with the real sid
+		// went to engine.io uninspected).
+		e := apierrors.New(apierrors.CodeValidation, "the query holds more than "+strconv.Itoa(maxQueryParams)+" parameters")
+		s.writeError(w, r, info, e, sourceProxy)
+		return
+	}
 	if name, problem := suspectQueryParam(r.URL.RawQuery, func() bool { return s.ws != nil && s.ws.underSocketIOPath(r) }); problem != "" {
 		// The query goes upstream as sent, and the app's parser reads
 		// pairs Go's skips (a ';', a stray '%') and takes the last of a
@@ -497,6 +506,10 @@ func checkedQueryParam(name string) int {
 	}
 	return 0
 }
+
+// maxQueryParams is net/url's limit: url.ParseQuery returns nothing of a
+// query with more parameters.
+const maxQueryParams = 10000
 
 // suspectQueryParam finds a parameter chatguard decides on that chatguard
 // and the app would read differently: written so that Go's parser skips it
