@@ -166,6 +166,10 @@ func (h *wsHub) handshakeAnswered(sess *sioSession, resp *http.Response) {
 	}
 	sess.mu.Lock()
 	sess.polled = true
+	// The grace runs from the answer, not from the request: a backend
+	// slow to answer the handshake would otherwise eat into the client's
+	// time to come back.
+	sess.lastSeen = time.Now()
 	sess.mu.Unlock()
 	h.mu.Lock()
 	h.polls[sid] = sess

@@ -282,3 +282,32 @@ func TestAbandonedHandshakeFreesItsSlotSoon(t *testing.T) {
 		t.Errorf("after the new handshake: %d, want 429 (the followed session kept)", resp.StatusCode)
 	}
 }
+
+// The handshake grace runs from the upstream's answer: a backend slow to
+// answer the handshake does not eat the client's time to come back.
+func TestHandshakeGraceStartsAtTheAnswer(t *testing.T) {
+	t.Parallel()
+	up := upstream(t, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; charset=UTF-8")
+		if r.URL.Query().Get("sid") == "" {
+			time.Sleep(600 * time.Millisecond)
+			_, _ = io.WriteString(w, `0{"sid":"slow1","upgrades":[],"pingInterval":25000,"pingTimeout":20000,"maxPayload":1000000}`)
+			return
+		}
+		_, _ = io.WriteString(w, "6")
+	})
+	env := startSIO(t, up.URL, nil)
+	h := env.harness
+	h.srv.ws.handshakeGrace.Store(int64(400 * time.Millisecond))
+	if resp, body := poll(t, h, "GET", "", ""); resp.StatusCode != 200 || !strings.Contains(body, `"slow1"`) {
+		t.Fatalf("handshake: %d %s", resp.StatusCode, body)
+	}
+	h.srv.ws.sweep(time.Now())
+	if !h.srv.ws.followsPoll("slow1") {
+		t.Fatal("the session was dropped at once: its grace ran from the request")
+	}
+	h.srv.ws.sweep(time.Now().Add(time.Second))
+	if h.srv.ws.followsPoll("slow1") {
+		t.Fatal("the session outlived its grace")
+	}
+}
