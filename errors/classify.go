@@ -198,15 +198,35 @@ var databaseText = regexp.MustCompile(strings.Join([]string{
 	`relation "`, `column "[^"]*" (?:does not exist|of relation)`, // PostgreSQL
 	`duplicate key value violates`, `violates (?:foreign key|unique|not-null|check|exclusion) constraint`,
 	`syntax error at (?:or near|end of input)`, `invalid input syntax for`, `(?i:sqlstate)`,
-	// A query itself, as drivers quote it: its shape, in either case (not
-	// an app's "PLEASE SELECT ONE FROM THE LIST").
-	`(?i:\bselect\s.{1,200}?\sfrom\s+[\w."` + "`" + `]+\s+(?:where|join|inner|left|order\s+by|group\s+by|limit)\b)`,
-	`(?i:\binsert\s+into\s+[\w."` + "`" + `]+\s*(?:\(|values\b|select\b))`,
-	`(?i:\bupdate\s+[\w."` + "`" + `]+\s+set\s+[\w."` + "`" + `]+\s*=)`,
-	`(?i:\bdelete\s+from\s+[\w."` + "`" + `]+\s+where\b)`,
+	// A query itself, as drivers and query builders quote it: in capitals
+	// with a column, a star or a function before FROM and the table at the
+	// end or before a clause ("SELECT COUNT(*) FROM messages", not "PLEASE
+	// SELECT ONE FROM THE LIST" nor "I SELECT pizza FROM the menu"); in
+	// either case with a clause that reads as SQL ("select * from users
+	// where id = 1", not "select messages from users left in the room").
+	`\bSELECT\s+(?:\*|DISTINCT\b|[A-Z]+\(|[a-z_"` + "`" + `]).{0,200}?\sFROM\s+` + sqlName + `\s*(?:$|[;)]|(?:WHERE|JOIN|INNER|LEFT|RIGHT|OUTER|ORDER|GROUP|LIMIT|OFFSET|HAVING|UNION|AS|ON)\b)`,
+	`(?i:\bselect\s.{1,200}?\sfrom\s+` + sqlName + `\s+(?:` + sqlClause + `))`,
+	`(?i:\binsert\s+into\s+` + sqlName + `\s*(?:\(|values\b|select\b))`,
+	`(?i:\bupdate\s+` + sqlName + `\s+set\s+` + sqlName + `\s*=)`,
+	`\bDELETE\s+FROM\s+` + sqlName + `\s*(?:$|[;)]|WHERE\b|RETURNING\b|USING\b)`,
+	`(?i:\bdelete\s+from\s+` + sqlName + `\s+(?:` + sqlClause + `))`,
+	// Drivers' own words: MySQL, PostgreSQL, SQLite.
+	`error in your SQL syntax`, `Unknown column '`, `Table '[^']*' doesn't exist`, `Column '[^']*' cannot be null`,
+	`Data truncated for column`, `Failing row contains`, `\b(?:UNIQUE|NOT NULL|CHECK|FOREIGN KEY|PRIMARY KEY) constraint failed`,
+	`no such (?:table|column): `,
 	// MySQL's and PostgreSQL's texts that quote the colliding value.
 	`Duplicate entry '.*' for key`, `Key \([^)]*\)=\(`,
 }, "|"))
+
+const (
+	// sqlName is a table or column name as a query writes it.
+	sqlName = `[\w."` + "`" + `]+`
+	// sqlClause is what follows the table in a query and not in a sentence:
+	// a join, a condition with an operator, an ordering, a limit.
+	sqlClause = `(?:left|right|inner|full|cross)\s+(?:outer\s+)?join\b|join\s+` + sqlName + `\s+on\b` +
+		`|where\s+` + sqlName + `\s*(?:[=<>!]|\bin\s*\(|\bis\s+(?:not\s+)?null\b|\blike\b|\bbetween\b)` +
+		`|order\s+by\s+` + sqlName + `|group\s+by\s+` + sqlName + `|limit\s+(?:\d|\$|\?)`
+)
 
 // errorClass recognises an error class name as err.toString() and
 // util.inspect write it: "Error: boom" (at the start), "TypeError: …",
@@ -298,23 +318,30 @@ func withoutInternals(s string) string {
 var webURL = regexp.MustCompile(`^(?i:https?|wss?)://`)
 
 // filePath finds a file path, with the delimiter before it: a token that
-// starts at a server directory or a Windows drive, or holds node_modules or
-// a script's line number (server.mjs:12).
-var filePath = regexp.MustCompile(`(?:^|[\s'"(=:\[,])(?:/(?:app|home|usr|srv|opt|var|tmp|root|etc|workspace)/[^\s'"()<>,;]*|[A-Za-z]:\\[^\s'"()<>,;]*)|[^\s'"()<>,;]*(?:node_modules|\.[cm]?[jt]sx?:[0-9])[^\s'"()<>,;]*`)
+// starts at a system directory (/etc/passwd), or at one an app's routes may
+// share a name with (app, home, data…) and names a file (/app/server.js) or
+// goes two directories down (/home/node/app); with file:// or not; one at
+// a Windows drive, any file:/// URL, or one that holds node_modules or a
+// script's line number (server.mjs:12). A route one level under such a
+// directory (?next=/home/feed, "moved to /app/settings") is not a path.
+var filePath = regexp.MustCompile(`(?:^|[\s'"(=:\[,])(?:(?:file://)?(?:` +
+	`/(?:` + systemDirs + `)/` + pathSegment + pathRest +
+	`|/(?:` + routeLikeDirs + `)/(?:(?:` + pathSegment + `/)+` + pathRest + `|` + pathSegment + `\.[A-Za-z][A-Za-z0-9]{0,5}\b` + pathRest + `))` +
+	`|file:///` + pathRest + `|[A-Za-z]:[\\/]` + pathRest + `)` +
+	`|` + pathRest + `(?:node_modules|\.[cm]?[jt]sx?:[0-9])` + pathRest)
 
+const (
+	systemDirs    = `usr|srv|opt|var|tmp|root|etc|run|mnt|private|proc|sys`
+	routeLikeDirs = `app|home|workspace|Users|code|data|builds|src|lib`
+	pathSegment   = `[^\s'"()<>,;?#/]+`
+	pathRest      = `[^\s'"()<>,;]*`
+)
+
+// leaksInternals reports whether s shows a stack or a file path.
 func leaksInternals(s string) bool {
-	for _, m := range []string{
-		"\n    at ", "\n  at ", "node_modules", ".js:", ".ts:", "/app/", "/home/", "/usr/", "/srv/", "/opt/", "/var/",
-		"/tmp/", "/root/", "/etc/",
-	} {
-		if strings.Contains(s, m) {
-			return true
-		}
-	}
-	return windowsPath.MatchString(s)
+	return strings.Contains(s, "node_modules") || stackFrame.MatchString(s) || strings.Contains(s, "\n    at ") ||
+		strings.Contains(s, "\n  at ") || filePath.MatchString(s)
 }
-
-var windowsPath = regexp.MustCompile(`(?:^|[\s'"(=])[A-Za-z]:\\`)
 
 func upperSnake(s string) bool {
 	if s == "" || s[0] < 'A' || s[0] > 'Z' {
