@@ -10,9 +10,14 @@ import (
 )
 
 // inject adds the sidecar to an opened pod template. A template that is
-// already injected is left exactly as it is.
+// already injected is left exactly as it is; one marked injected whose
+// chatguard container is gone (edited away, renamed) is an error, not a
+// pod that silently never gets chatguard.
 func (pt *podTemplate) inject(o Options) (warnings []string, err error) {
 	if pt.injected() {
+		if !pt.hasSidecar() {
+			return nil, fmt.Errorf("the pod is annotated %s but has no %q container: run uninject on it first, or remove the annotation", AnnotationInjected, containerName)
+		}
 		return nil, nil
 	}
 	if err := pt.checkConflicts(); err != nil {
@@ -185,3 +190,19 @@ func (pt *podTemplate) replicas(ann map[string]any) (int, []string) {
 
 // maxReplicas is the most CHATGUARD_REPLICAS config validation accepts.
 const maxReplicas = 10000
+
+// hasSidecar reports whether the pod has chatguard's container, as a
+// native sidecar (an init container) or a classic one.
+func (pt *podTemplate) hasSidecar() bool {
+	for _, c := range pt.typed.InitContainers {
+		if c.Name == containerName {
+			return true
+		}
+	}
+	for _, c := range pt.typed.Containers {
+		if c.Name == containerName {
+			return true
+		}
+	}
+	return false
+}
