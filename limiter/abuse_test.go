@@ -3,6 +3,7 @@ package limiter
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/netip"
 	"os"
@@ -266,5 +267,64 @@ func TestPersistIntoABusyTableKeepsTheFile(t *testing.T) {
 	var snap snapshot
 	if err := json.Unmarshal(b, &snap); err != nil || len(snap.Entries) != 1 {
 		t.Fatalf("the kept file lost its entry: %s %v", b, err)
+	}
+}
+
+// A file that exists but cannot be read (permissions: QA ran chatguard as
+// another user) is not saved over by the next save's empty table: it is
+// moved aside as .unloaded-<time>, or, when even that fails, kept where it
+// is with saves off. Here a directory stands for it (root reads any file).
+func TestPersistUnreadableFileIsNotSavedOver(t *testing.T) {
+	t.Parallel()
+	clk := newTestClock()
+	tb, _ := sessions.NewStateTable(sessions.StateOptions{MaxEntries: 100, Now: clk.Now})
+	t.Cleanup(func() { tb.Close() })
+	tb.SetTTL("auth_login|ip=1.2.3.4", clk.Now().Add(time.Hour).UnixNano(), time.Hour)
+	dir := t.TempDir()
+
+	path := filepath.Join(dir, "moved.json")
+	os.MkdirAll(filepath.Join(path, "inside"), 0o755)
+	p, err := NewPersister(PersistOptions{Table: tb, Path: path, Logger: discardLog(), Now: clk.Now})
+	if err != nil || p.Healthy() {
+		t.Fatalf("unreadable file: %v healthy=%v", err, p.Healthy())
+	}
+	if err := p.Close(); err != nil {
+		t.Fatalf("save after moving the unreadable file aside: %v", err)
+	}
+	if m, _ := filepath.Glob(path + ".unloaded-*/inside"); len(m) != 1 {
+		t.Fatalf("the unreadable file was not kept aside: %v", m)
+	}
+
+	path = filepath.Join(dir, "stuck.json")
+	os.MkdirAll(filepath.Join(path, "inside"), 0o755)
+	aside := path + ".unloaded-" + clk.Now().UTC().Format("20060102T150405")
+	os.MkdirAll(filepath.Join(aside, "taken"), 0o755) // the rename fails
+	p2, err := NewPersister(PersistOptions{Table: tb, Path: path, Logger: discardLog(), Now: clk.Now})
+	if err != nil || p2.Healthy() {
+		t.Fatalf("unreadable, unmovable file: %v healthy=%v", err, p2.Healthy())
+	}
+	if err := p2.Close(); !errors.Is(err, errKept) {
+		t.Fatalf("Close: %v, want errKept", err)
+	}
+	if _, err := os.Stat(filepath.Join(path, "inside")); err != nil {
+		t.Fatalf("the unreadable file was saved over: %v", err)
+	}
+}
+
+// A path that cannot be written is said at start, not at the first save
+// two minutes away.
+func TestPersistUnwritablePathSaidAtStart(t *testing.T) {
+	t.Parallel()
+	tb, _ := sessions.NewStateTable(sessions.StateOptions{MaxEntries: 100})
+	t.Cleanup(func() { tb.Close() })
+	blocker := filepath.Join(t.TempDir(), "file")
+	os.WriteFile(blocker, nil, 0o644)
+	p, err := NewPersister(PersistOptions{Table: tb, Path: filepath.Join(blocker, "rate-limits.json"), Logger: discardLog(), Every: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	if p.Healthy() {
+		t.Fatal("an unwritable path reads as healthy at start")
 	}
 }

@@ -60,6 +60,7 @@ type Persister struct {
 	o        PersistOptions
 	failures prometheus.Counter
 	ok       atomic.Bool
+	kept     atomic.Bool // the file could not be read nor moved aside: never saved over
 	stop     chan struct{}
 	done     chan struct{}
 	once     sync.Once
@@ -86,6 +87,10 @@ func NewPersister(o PersistOptions) (*Persister, error) {
 		p.fail("cannot load the rate-limit file; starting empty", err)
 	} else if n > 0 {
 		p.o.Logger.WithFields(logrus.Fields{"path": o.Path, "keys": n}).Info("rate limits loaded")
+	}
+	if err := p.probe(); err != nil {
+		// Said now, not at the first save two minutes (or a shutdown) away.
+		p.fail("the rate-limit file cannot be written; limits live in memory only", err)
 	}
 	if o.Every > 0 {
 		go p.loop()
@@ -128,7 +133,16 @@ func (p *Persister) load() (int, error) {
 		return 0, nil
 	}
 	if err != nil {
-		return 0, err
+		// Unreadable (permissions, an I/O error), not absent: the limits
+		// and blocks in it must not be replaced by the next save's empty
+		// table. Moved aside as a sound file not loaded is; if even that
+		// fails, saves stay off.
+		aside := fmt.Sprintf("%s.unloaded-%s", p.o.Path, p.o.Now().UTC().Format("20060102T150405"))
+		if rerr := os.Rename(p.o.Path, aside); rerr != nil {
+			p.kept.Store(true)
+			return 0, fmt.Errorf("%w; it cannot be moved aside either (%w): it is kept, and not saved over", err, rerr)
+		}
+		return 0, fmt.Errorf("%w (moved to %s)", err, aside)
 	}
 	var s snapshotRaw
 	err = json.Unmarshal(b, &s)
@@ -153,6 +167,10 @@ func (p *Persister) load() (int, error) {
 	}
 	return n, nil
 }
+
+// errKept is Save's answer while the file it would replace could not be
+// read at start (and not moved aside): saving would lose what it holds.
+var errKept = errors.New("the file could not be read at start and is kept: not saved over")
 
 // errNotLoaded is a failure to load a sound file: it is kept as
 // path.unloaded-<time>, not marked corrupt.
@@ -352,6 +370,9 @@ func parseEntries(b []byte) (entries []savedEntry, ok bool) {
 // is read from the table, in one buffer: a table of 1 M keys (a Redis-mode
 // store mirrors every active key) costs no more memory than the buffer.
 func (p *Persister) Save() error {
+	if p.kept.Load() {
+		return errKept
+	}
 	dir := filepath.Dir(p.o.Path)
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return err
@@ -377,6 +398,23 @@ func (p *Persister) Save() error {
 	}
 	p.ok.Store(true)
 	return nil
+}
+
+// probe checks that Save can write its temporary file beside the file.
+func (p *Persister) probe() error {
+	if p.kept.Load() {
+		return nil // said already
+	}
+	dir := filepath.Dir(p.o.Path)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	tmp, err := os.CreateTemp(dir, filepath.Base(p.o.Path)+".tmp-*")
+	if err != nil {
+		return err
+	}
+	tmp.Close()
+	return os.Remove(tmp.Name())
 }
 
 // write is the snapshot as encoding/json would write it, entries in the
