@@ -9,6 +9,7 @@ import (
 	"net/url"
 	"os"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -231,8 +232,10 @@ func Validate(c *Config) []string {
 		}
 		for j, m := range r.Methods {
 			up := strings.ToUpper(m)
-			if up == "" || strings.ContainsAny(up, " /:\t") {
-				add(fmt.Sprintf("%s.methods[%d]", key, j), "%q is not an HTTP method", m)
+			if !slices.Contains(nodeMethods, up) {
+				// Node's parser refuses any other method, so a route on one
+				// would never match: a typo (POTS) that turned a limit off.
+				add(fmt.Sprintf("%s.methods[%d]", key, j), "%q is not an HTTP method Node serves (GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS, …)", m)
 			}
 			r.Methods[j] = up
 		}
@@ -336,4 +339,12 @@ func hideUserinfo(raw string) string {
 		return raw
 	}
 	return raw[:scheme+3] + "[FILTERED]" + raw[at:]
+}
+
+// nodeMethods are the methods Node's HTTP parser accepts (http.METHODS).
+var nodeMethods = []string{
+	"ACL", "BIND", "CHECKOUT", "CONNECT", "COPY", "DELETE", "GET", "HEAD", "LINK", "LOCK", "M-SEARCH",
+	"MERGE", "MKACTIVITY", "MKCALENDAR", "MKCOL", "MOVE", "NOTIFY", "OPTIONS", "PATCH", "POST",
+	"PROPFIND", "PROPPATCH", "PURGE", "PUT", "QUERY", "REBIND", "REPORT", "SEARCH", "SOURCE",
+	"SUBSCRIBE", "TRACE", "UNBIND", "UNLINK", "UNLOCK", "UNSUBSCRIBE",
 }

@@ -125,10 +125,11 @@ func TestValidate(t *testing.T) {
 			`routes[4].path: "/api/**" may only end in /*`, `routes[5].path: "*" must start with /`,
 		}},
 		{"route methods", func(c *config.Config) {
-			c.Routes = []config.Route{{Name: "a", Path: "/a", Methods: []string{"GET", "", "GE T", "a/b", "x:y", "\tget"}}}
+			c.Routes = []config.Route{{Name: "a", Path: "/a", Methods: []string{"GET", "", "GE T", "a/b", "x:y", "\tget", "POTS", "post", "m-search"}}}
 		}, []string{
 			`routes[0].methods[1]: "" is not an HTTP method`, `routes[0].methods[2]: "GE T" is not`,
 			`routes[0].methods[3]: "a/b" is not`, `routes[0].methods[4]: "x:y" is not`, `routes[0].methods[5]: "\tget" is not`,
+			`routes[0].methods[6]: "POTS" is not an HTTP method Node serves`,
 		}},
 	}
 	for _, tt := range tests {
