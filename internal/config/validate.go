@@ -328,18 +328,27 @@ func ParsePrefix(s string) (netip.Prefix, error) {
 	return netip.PrefixFrom(a.Unmap(), a.Unmap().BitLen()), nil
 }
 
-// hideUserinfo is raw with whatever stands between :// and its last @
-// filtered out, as the URL appears in messages: the password of a URL that
-// does not even parse must not be printed either, and a password may hold
-// an unencoded / ? or # (base64), so the @ is looked for in the whole URL.
+// hideUserinfo is raw with whatever stands between its scheme and its last
+// @ filtered out, as the URL appears in messages: the password of a URL
+// that does not even parse must not be printed either, and a password may
+// hold an unencoded / ? or # (base64), so the @ is looked for in the whole
+// URL. Without "://" (admin:pw@10.0.0.5:3000, http:/admin:pw@host), all
+// before the @ but a scheme and its slashes goes.
 func hideUserinfo(raw string) string {
-	scheme := strings.Index(raw, "://")
 	at := strings.LastIndex(raw, "@")
-	if scheme < 0 || at < scheme {
+	if at < 0 {
 		return raw
 	}
-	return raw[:scheme+3] + "[FILTERED]" + raw[at:]
+	keep := 0
+	if scheme := strings.Index(raw, "://"); scheme >= 0 && scheme < at {
+		keep = scheme + 3
+	} else if m := schemeSlashes.FindStringIndex(raw[:at]); m != nil {
+		keep = m[1]
+	}
+	return raw[:keep] + "[FILTERED]" + raw[at:]
 }
+
+var schemeSlashes = regexp.MustCompile(`^[A-Za-z][A-Za-z0-9+.-]*:/+`)
 
 // nodeMethods are the methods Node's HTTP parser accepts (http.METHODS).
 var nodeMethods = []string{

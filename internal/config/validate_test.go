@@ -45,6 +45,8 @@ func TestValidate(t *testing.T) {
 		{"upstream unparsable", func(c *config.Config) { c.Upstream = "http://x:port" }, []string{"is not a URL"}},
 		{"upstream credentials", func(c *config.Config) { c.Upstream = "http://app:s3cretpass@backend:3000" }, []string{`upstream: "http://[FILTERED]@backend:3000" must not carry credentials`}},
 		{"upstream bad credentials", func(c *config.Config) { c.Upstream = "http://a b:s3cret%zz@backend" }, []string{`upstream: "http://[FILTERED]@backend" is not a URL`}},
+		{"upstream credentials without a scheme", func(c *config.Config) { c.Upstream = "admin:hunter2@10.0.0.5:3000" }, []string{`upstream: "[FILTERED]@10.0.0.5:3000" must start with http://`}},
+		{"upstream credentials after a short scheme", func(c *config.Config) { c.Upstream = "http:/admin:hunter2@10.0.0.5:3000" }, []string{`upstream: "http:/[FILTERED]@10.0.0.5:3000" `}},
 		{"upstream password with a slash", func(c *config.Config) { c.Upstream = "http://app:s3cr/etpass@backend:3000" }, []string{`upstream: "http://[FILTERED]@backend:3000" `}},
 		{"upstream password with a question mark", func(c *config.Config) { c.Upstream = "http://app:s3?cr#et@backend:3000" }, []string{`upstream: "http://[FILTERED]@backend:3000" `}},
 		{"development", func(c *config.Config) { c.Env = "development" }, nil},
