@@ -59,6 +59,7 @@ func serve(ctx context.Context, env environment) int {
 	defer logger.Close()
 	log := logger.WithField(logging.FieldCategory, logging.CategorySystem)
 	log.WithFields(logrus.Fields{"version": info.Version, "revision": info.Revision, "env": cfg.Env, "goMemLimit": memLimit}).Info("chatguard starting")
+	warnOverridden(log, cfg)
 	for _, w := range config.Warnings(cfg) {
 		logger.WithField(logging.FieldCategory, logging.CategorySecurity).Warn(w)
 	}
@@ -442,6 +443,15 @@ func listen(cfg *config.Config) (public, admin net.Listener, err error) {
 	return public, admin, nil
 }
 
+// warnOverridden says which of the file's settings the environment or a
+// flag replaces: editing them in the file (the runbook's multiplier, a
+// ConfigMap) changes nothing, at start or on a reload.
+func warnOverridden(log *logrus.Entry, cfg *config.Config) {
+	if len(cfg.Overridden) > 0 {
+		log.WithField("overridden", cfg.Overridden).Warn("configuration file settings not used: the environment or a flag sets them")
+	}
+}
+
 // reloadConfig loads the configuration again (same flags, environment and
 // file) and hands its routes to the proxy. A configuration with problems is
 // refused: each problem is logged and the running one stays.
@@ -489,6 +499,7 @@ func reloadConfig(env environment, a *app, log *logrus.Entry, why string) {
 		log.WithField("problem", err.Error()).Error("configuration reload refused")
 		return
 	}
+	warnOverridden(log, cfg)
 	e := log.WithFields(logrus.Fields{"routes": len(cfg.Routes), "multiplier": cfg.Limits.Multiplier, "shadowRoutes": shadowRoutes(cfg)})
 	if len(ignored) > 0 {
 		// Said loudly: an operator tightening token checks or abuse

@@ -31,6 +31,10 @@ type Config struct {
 
 	// File is the YAML file the configuration was read from, if any.
 	File string `yaml:"-"`
+	// Overridden names the file's settings that the environment or a flag
+	// set to another value ("rate_limit.multiplier (env
+	// RATE_LIMIT_MULTIPLIER)"): an edit of the file does not change them.
+	Overridden []string `yaml:"-"`
 }
 
 // Proxy configures the way to the upstream.

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"reflect"
 	"regexp"
 	"slices"
 	"strings"
@@ -71,6 +72,7 @@ func Load(src Source) (*Config, error) {
 	if *file == "" {
 		*file, _ = src.LookupEnv("CHATGUARD_CONFIG")
 	}
+	var inFile yaml.Node
 	if *file != "" {
 		c.File = *file
 		data, err := src.ReadFile(*file)
@@ -78,6 +80,21 @@ func Load(src Source) (*Config, error) {
 			probs = append(probs, fmt.Sprintf("config file: %v", err))
 		} else {
 			probs = append(probs, decodeYAML(data, c, *file)...)
+			_ = yaml.Unmarshal(data, &inFile) // a syntax error was reported above
+		}
+	}
+	// override sets s from the environment or a flag (by), and notes a
+	// value of the file's it replaces: an operator who edits the file (the
+	// runbook's multiplier) must hear that the edit changes nothing.
+	override := func(s Setting, v, by string) {
+		before := reflect.ValueOf(s.field(c)).Elem().Interface() // a copy (a slice is replaced, not changed)
+		if err := s.set(c, v); err != nil {
+			probs = append(probs, fmt.Sprintf("%s (%s): %v", s.Key, by, err))
+			return
+		}
+		after := reflect.ValueOf(s.field(c)).Elem().Interface()
+		if !reflect.DeepEqual(before, after) && hasPath(&inFile, strings.Split(s.Key, ".")) {
+			c.Overridden = append(c.Overridden, fmt.Sprintf("%s (%s)", s.Key, by))
 		}
 	}
 
@@ -86,16 +103,12 @@ func Load(src Source) (*Config, error) {
 		if !ok {
 			continue
 		}
-		if err := s.set(c, v); err != nil {
-			probs = append(probs, fmt.Sprintf("%s (env %s): %v", s.Key, s.Env, err))
-		}
+		override(s, v, "env "+s.Env)
 	}
 	fs.Visit(func(f *flag.Flag) {
 		for _, s := range settings {
 			if s.Flag == f.Name {
-				if err := s.set(c, *flagValues[s.Flag]); err != nil {
-					probs = append(probs, fmt.Sprintf("%s (flag --%s): %v", s.Key, s.Flag, err))
-				}
+				override(s, *flagValues[s.Flag], "flag --"+s.Flag)
 			}
 		}
 	})

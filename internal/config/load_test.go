@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -602,4 +603,35 @@ func sameConfig(a, b *config.Config) bool {
 		}
 	}
 	return reflect.DeepEqual(a, b)
+}
+
+// A setting the file holds and the environment or a flag sets to another
+// value is named in Overridden (QA: the runbook's "edit the multiplier in
+// the file" did nothing with RATE_LIMIT_MULTIPLIER set, and nothing said
+// so). The same value, or a setting the file does not hold, is not.
+func TestLoadNamesOverriddenFileSettings(t *testing.T) {
+	t.Parallel()
+	file := "rate_limit:\n  multiplier: 5\n  shadow: false\nproxy:\n  dial_timeout: 2s\nstats_token: from-the-file-0123456789\n"
+	c, err := config.Load(config.Source{
+		Args: []string{"--config", "c.yaml", "--dial-timeout=3s", "--drain-delay=1s"},
+		LookupEnv: env{"RATE_LIMIT_MULTIPLIER": "1", "CHATGUARD_RATE_LIMIT_SHADOW": "false",
+			"CHATGUARD_STATS_TOKEN": "from-the-env-0123456789", "CHATGUARD_LISTEN": ":7070"}.lookup,
+		ReadFile: files{"c.yaml": file}.read,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []string{"rate_limit.multiplier (env RATE_LIMIT_MULTIPLIER)", "stats_token (env CHATGUARD_STATS_TOKEN)", "proxy.dial_timeout (flag --dial-timeout)"}
+	if !slices.Equal(sortedCopy(c.Overridden), sortedCopy(want)) {
+		t.Errorf("Overridden = %q, want %q", c.Overridden, want)
+	}
+	if strings.Contains(strings.Join(c.Overridden, " "), "from-the") {
+		t.Errorf("a secret's value is named: %q", c.Overridden)
+	}
+}
+
+func sortedCopy(s []string) []string {
+	s = slices.Clone(s)
+	slices.Sort(s)
+	return s
 }

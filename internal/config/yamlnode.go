@@ -116,6 +116,30 @@ func nullRoutes(root *yaml.Node) []string {
 	return out
 }
 
+// hasPath reports whether the document root sets the key at path.
+func hasPath(root *yaml.Node, path []string) bool {
+	n := root
+	if n.Kind == yaml.DocumentNode && len(n.Content) == 1 {
+		n = n.Content[0]
+	}
+	for _, key := range path {
+		if n.Kind != yaml.MappingNode {
+			return false
+		}
+		var next *yaml.Node
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			if n.Content[i].Value == key {
+				next = n.Content[i+1]
+			}
+		}
+		if next == nil {
+			return false
+		}
+		n = next
+	}
+	return true
+}
+
 // nullAt is the key node of path in mapping n when its value is null.
 func nullAt(n *yaml.Node, path []string) *yaml.Node {
 	if n.Kind != yaml.MappingNode {
