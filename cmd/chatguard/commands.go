@@ -56,6 +56,10 @@ func checkConfig(env environment) int {
 }
 
 func version(env environment) int {
+	if len(env.args) > 0 {
+		fmt.Fprintf(env.stderr, "chatguard version: takes no arguments (got %q)\n", env.args)
+		return 2
+	}
 	b, _ := json.Marshal(buildinfo.Get())
 	fmt.Fprintln(env.stdout, string(b))
 	return 0

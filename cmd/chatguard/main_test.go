@@ -89,6 +89,14 @@ func TestVersionAndUsage(t *testing.T) {
 	if code != 0 || !strings.Contains(out, `"goVersion"`) || !strings.Contains(out, `"version"`) {
 		t.Fatalf("version: %d %s", code, out)
 	}
+	for _, flag := range []string{"--version", "-version"} {
+		if code, out, _ := runCmd(t, []string{flag}, nil); code != 0 || !strings.Contains(out, `"goVersion"`) {
+			t.Fatalf("%s: %d %s", flag, code, out)
+		}
+	}
+	if code, _, _ := runCmd(t, []string{"version", "--foo"}, nil); code != 2 {
+		t.Fatalf("version with an argument: exit %d", code)
+	}
 	if code, _, _ := runCmd(t, []string{"frobnicate"}, nil); code != 2 {
 		t.Fatalf("unknown command exit %d", code)
 	}

@@ -48,6 +48,12 @@ func TestFileLogging(t *testing.T) {
 				t.Fatalf("second Close error = %v", err)
 			}
 
+			for _, f := range []string{"combined.log", "errors.log"} {
+				// Client addresses and user ids: not for every local user.
+				if fi, err := os.Stat(filepath.Join(dir, f)); err != nil || fi.Mode().Perm()&0o007 != 0 {
+					t.Errorf("%s: %v, mode %v; want no access for others", f, err, fi.Mode())
+				}
+			}
 			combined := readLines(t, filepath.Join(dir, "combined.log"))
 			var msgs []string
 			for _, m := range combined {
