@@ -368,3 +368,45 @@ func echoWebSocket(delay time.Duration) http.HandlerFunc {
 		}
 	}
 }
+
+// "chatguard stopped" counts what is in flight when it stops, not what was
+// at the drain's deadline (QA: a request that outlived a POST /drain's
+// deadline, then finished, was still reported left at SIGTERM).
+func TestStoppedLineCountsWhatIsLeftAtTheStop(t *testing.T) {
+	t.Parallel()
+	entered := make(chan struct{}, 1)
+	release := make(chan struct{})
+	up := upstream(t, func(w http.ResponseWriter, r *http.Request) {
+		entered <- struct{}{}
+		<-release
+	})
+	h := start(t, up.URL, func(c *config.Config) {
+		c.Server.DrainDelay = 0
+		c.Server.ShutdownTimeout = 50 * time.Millisecond
+	})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		if resp, err := h.client.Get(h.url + "/slow"); err == nil {
+			resp.Body.Close()
+		}
+	}()
+	<-entered
+	if res := h.srv.Drain(context.Background()); res.InFlight != 1 {
+		t.Fatalf("drain: %+v, want 1 in flight at its deadline", res)
+	}
+	close(release)
+	<-done
+	if err := h.stop(); err != nil {
+		t.Fatalf("Serve: %v", err)
+	}
+	for _, l := range h.logs.lines(t) {
+		if l["msg"] == "chatguard stopped" {
+			if l["inFlightLeft"] != float64(0) {
+				t.Errorf("stopped line %v: want inFlightLeft 0", l)
+			}
+			return
+		}
+	}
+	t.Error("no chatguard stopped line")
+}

@@ -279,7 +279,7 @@ func (s *Server) Serve(ctx context.Context, public, admin net.Listener) error {
 	}
 	s.log.WithFields(logrus.Fields{
 		logging.FieldCategory: logging.CategorySystem,
-		"inFlightLeft":        res.InFlight,
+		"inFlightLeft":        s.inFlight.Load(), // now: a drain's deadline may be long past
 	}).Info("chatguard stopped")
 	return failed
 }
