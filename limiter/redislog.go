@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"net/url"
 	"strings"
+	"sync"
+	"time"
 
 	"github.com/redis/go-redis/v9"
 	"github.com/sirupsen/logrus"
@@ -27,10 +29,24 @@ func SetRedisLogger(log *logrus.Entry, redisURL string) {
 type redisLogger struct {
 	log     *logrus.Entry
 	secrets []string // filtered out of every line, besides redact.String's rules
+	now     func() time.Time
+
+	mu   sync.Mutex
+	seen map[string]*repeated // by format: at most one line each redisLogEvery
 }
 
-func newRedisLogger(log *logrus.Entry, redisURL string) redisLogger {
-	l := redisLogger{log: log}
+type repeated struct {
+	at     time.Time // the last line written
+	hidden int       // lines not written since
+}
+
+// redisLogEvery is how often one kind of go-redis line is written: its
+// pool retries a dead Redis every second or so, 3,600 warnings an hour
+// saying the same (chatguard's own "still failing" line is once a minute).
+const redisLogEvery = time.Minute
+
+func newRedisLogger(log *logrus.Entry, redisURL string) *redisLogger {
+	l := &redisLogger{log: log, now: time.Now, seen: map[string]*repeated{}}
 	if u, err := url.Parse(redisURL); err == nil && u.User != nil {
 		if pw, ok := u.User.Password(); ok && pw != "" {
 			l.secrets = append(l.secrets, pw)
@@ -51,8 +67,32 @@ func newRedisLogger(log *logrus.Entry, redisURL string) redisLogger {
 
 // Printf logs one go-redis line. go-redis starts most of its own with
 // "redis: "; every line gets exactly one.
-func (l redisLogger) Printf(_ context.Context, format string, args ...any) {
+// The same kind of line (its format) is written at most once each
+// redisLogEvery, with the count of those left out since.
+func (l *redisLogger) Printf(_ context.Context, format string, args ...any) {
+	now := l.now()
+	l.mu.Lock()
+	r := l.seen[format]
+	if r != nil && now.Sub(r.at) < redisLogEvery {
+		r.hidden++
+		l.mu.Unlock()
+		return
+	}
+	hidden := 0
+	if r == nil {
+		if len(l.seen) >= 64 { // formats are go-redis's constants; bounded all the same
+			clear(l.seen)
+		}
+		r = &repeated{}
+		l.seen[format] = r
+	}
+	hidden, r.at, r.hidden = r.hidden, now, 0
+	l.mu.Unlock()
 	msg := strings.TrimPrefix(fmt.Sprintf(format, args...), "redis: ")
 	msg = redact.String(redact.ReplaceAll(msg, l.secrets))
-	l.log.Warn("redis: " + msg)
+	e := l.log
+	if hidden > 0 {
+		e = e.WithField("repeatedSinceLast", hidden)
+	}
+	e.Warn("redis: " + msg)
 }

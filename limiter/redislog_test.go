@@ -7,6 +7,7 @@ import (
 	"errors"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/sirupsen/logrus"
 )
@@ -51,5 +52,41 @@ func TestRedisLoggerWritesJSONWithoutThePassword(t *testing.T) {
 				t.Errorf("got %+v, want level warning, category database, msg %q", line, tt.want)
 			}
 		})
+	}
+}
+
+// A dead Redis makes go-redis's pool log a failed dial every second or so:
+// one kind of line is written once a minute, with the count left out.
+func TestRedisLoggerWritesARepeatedLineOnceAMinute(t *testing.T) {
+	t.Parallel()
+	var out bytes.Buffer
+	l := logrus.New()
+	l.SetOutput(&out)
+	l.SetFormatter(&logrus.JSONFormatter{})
+	clk := newTestClock()
+	rl := newRedisLogger(l.WithField("category", "database"), "redis://127.0.0.1:6390")
+	rl.now = clk.Now
+	dial := "redis: connection pool: failed to dial after %d attempts: %v"
+	for range 30 {
+		rl.Printf(context.Background(), dial, 1, errors.New("connection refused"))
+		clk.Advance(time.Second)
+	}
+	rl.Printf(context.Background(), "redis: other %s", "line") // another kind: written
+	clk.Advance(30 * time.Second)
+	rl.Printf(context.Background(), dial, 1, errors.New("connection refused"))
+
+	var lines []map[string]any
+	for _, s := range strings.Split(strings.TrimSpace(out.String()), "\n") {
+		var m map[string]any
+		if err := json.Unmarshal([]byte(s), &m); err != nil {
+			t.Fatalf("%q: %v", s, err)
+		}
+		lines = append(lines, m)
+	}
+	if len(lines) != 3 {
+		t.Fatalf("%d lines, want 3: %s", len(lines), out.String())
+	}
+	if lines[1]["msg"] != "redis: other line" || lines[2]["repeatedSinceLast"] != float64(29) {
+		t.Errorf("lines: %v", lines)
 	}
 }
