@@ -70,7 +70,7 @@ func (s *Server) AdminHandler() http.Handler {
 			if !s.allow(w, r, info, http.MethodPost) {
 				return
 			}
-			if !info.peer.IsLoopback() && !s.authorized(r) {
+			if !localPeer(info.peer) && !s.authorized(r) {
 				s.refuseAdmin(w, r, info)
 				return
 			}
@@ -287,4 +287,13 @@ func writeJSON(w http.ResponseWriter, r *http.Request, status int, v any) {
 	if r.Method != http.MethodHead {
 		_, _ = w.Write(b)
 	}
+}
+
+// localPeer is a peer on this host's own addresses, 127.0.0.1 and ::1 (the
+// preStop hook's): not all of 127.0.0.0/8, since a service mesh's sidecar
+// delivers other hosts' connections from 127.0.0.6 (Istio), and they
+// must show the token to drain.
+func localPeer(a netip.Addr) bool {
+	a = a.Unmap()
+	return a == netip.AddrFrom4([4]byte{127, 0, 0, 1}) || a == netip.IPv6Loopback()
 }
