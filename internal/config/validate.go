@@ -43,8 +43,8 @@ func Validate(c *Config) []string {
 	}
 	checkAddr("listen", c.Listen)
 	checkAddr("admin_listen", c.AdminListen)
-	if c.Listen == c.AdminListen && !strings.HasSuffix(c.Listen, ":0") {
-		add("admin_listen", "must differ from listen (both %q)", c.Listen)
+	if sameListener(c.Listen, c.AdminListen) {
+		add("admin_listen", "%q takes the port of listen %q", c.AdminListen, c.Listen)
 	}
 
 	shown := hideUserinfo(c.Upstream)
@@ -326,6 +326,22 @@ func ParsePrefix(s string) (netip.Prefix, error) {
 		return netip.Prefix{}, err
 	}
 	return netip.PrefixFrom(a.Unmap(), a.Unmap().BitLen()), nil
+}
+
+// sameListener reports whether two listen addresses would take the same
+// port: the same host, or either on every address (":8080", "0.0.0.0",
+// "[::]"). Port 0 is a new port each time.
+func sameListener(a, b string) bool {
+	ha, pa, err1 := net.SplitHostPort(a)
+	hb, pb, err2 := net.SplitHostPort(b)
+	if err1 != nil || err2 != nil {
+		return a == b
+	}
+	if pa != pb || pa == "0" {
+		return false
+	}
+	everywhere := func(h string) bool { return h == "" || h == "0.0.0.0" || h == "::" }
+	return ha == hb || everywhere(ha) || everywhere(hb)
 }
 
 // hideUserinfo is raw with whatever stands between its scheme and its last

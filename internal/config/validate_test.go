@@ -27,7 +27,9 @@ func TestValidate(t *testing.T) {
 	}{
 		{"defaults", func(*config.Config) {}, nil},
 		{"both listeners on :0", func(c *config.Config) { c.Listen, c.AdminListen = ":0", ":0" }, nil},
-		{"same listener twice", func(c *config.Config) { c.AdminListen = c.Listen }, []string{`admin_listen: must differ from listen (both ":8080")`}},
+		{"same listener twice", func(c *config.Config) { c.AdminListen = c.Listen }, []string{`admin_listen: ":8080" takes the port of listen ":8080"`}},
+		{"same port, every address", func(c *config.Config) { c.Listen, c.AdminListen = ":8182", "0.0.0.0:8182" }, []string{`admin_listen: "0.0.0.0:8182" takes the port of listen ":8182"`}},
+		{"same port, IPv6 everywhere", func(c *config.Config) { c.Listen, c.AdminListen = "127.0.0.1:8182", "[::]:8182" }, []string{`admin_listen: "[::]:8182" takes the port`}},
 		{"ipv6 listener", func(c *config.Config) { c.Listen = "[::1]:8080" }, nil},
 		{"hostname listener", func(c *config.Config) { c.Listen = "localhost:8080" }, nil},
 		{"no port", func(c *config.Config) { c.Listen = "localhost" }, []string{`listen: "localhost" is not host:port`}},
@@ -330,6 +332,18 @@ func TestValidateRedisURLAsServeReadsIt(t *testing.T) {
 		}
 		if strings.Contains(probs, "hunter2") {
 			t.Errorf("the Redis password in a problem:\n%s", probs)
+		}
+	}
+}
+
+// Two hosts on one port are two listeners; so are two port-0 listeners.
+func TestValidateListenersOnTheSamePortOfTwoHosts(t *testing.T) {
+	t.Parallel()
+	for _, pair := range [][2]string{{"127.0.0.1:8080", "10.0.0.5:8080"}, {":0", ":0"}, {":8080", ":9090"}} {
+		c := config.Defaults()
+		c.Listen, c.AdminListen = pair[0], pair[1]
+		if p := config.Validate(c); len(p) > 0 {
+			t.Errorf("%v: %q", pair, p)
 		}
 	}
 }
