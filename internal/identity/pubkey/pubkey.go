@@ -24,6 +24,10 @@ func Parse(data []byte) (any, string, error) {
 	}
 	var key any
 	switch block.Type {
+	case "PRIVATE KEY", "RSA PRIVATE KEY", "EC PRIVATE KEY", "ENCRYPTED PRIVATE KEY", "OPENSSH PRIVATE KEY":
+		// Never needed (chatguard only verifies), and a secret that
+		// should not sit in its configuration.
+		return nil, "", fmt.Errorf("identity: this is a private key (%s); give the public key: openssl pkey -in key.pem -pubout", block.Type)
 	case "CERTIFICATE":
 		cert, err := x509.ParseCertificate(block.Bytes)
 		if err != nil {

@@ -34,7 +34,8 @@ func TestParse(t *testing.T) {
 		{"ES256 PKIX", "ES256", "", pemOf("PUBLIC KEY", pkix(&ec.PublicKey))},
 		{"P-384", "", "needs a P-256 key", pemOf("PUBLIC KEY", pkix(&ec384.PublicKey))},
 		{"RSA 1024 PKCS #1", "", "shorter than 2048", pemOf("RSA PUBLIC KEY", x509.MarshalPKCS1PublicKey(&small.PublicKey))},
-		{"private key", "", "public key:", pemOf("EC PRIVATE KEY", ecPriv)},
+		{"private key", "", "this is a private key (EC PRIVATE KEY); give the public key", pemOf("EC PRIVATE KEY", ecPriv)},
+		{"PKCS #8 private key", "", "this is a private key (PRIVATE KEY)", pemOf("PRIVATE KEY", ecPriv)},
 		{"not PEM", "", "not PEM", []byte("garbage")},
 		{"bad certificate", "", "certificate:", pemOf("CERTIFICATE", []byte{1, 2, 3})},
 	} {
