@@ -13,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/chatguard/chatguard/internal/config"
 	"github.com/chatguard/chatguard/sessions"
 )
@@ -319,7 +321,8 @@ func TestPersistUnwritablePathSaidAtStart(t *testing.T) {
 	t.Cleanup(func() { tb.Close() })
 	blocker := filepath.Join(t.TempDir(), "file")
 	os.WriteFile(blocker, nil, 0o644)
-	p, err := NewPersister(PersistOptions{Table: tb, Path: filepath.Join(blocker, "rate-limits.json"), Logger: discardLog(), Every: time.Hour})
+	reg := prometheus.NewRegistry()
+	p, err := NewPersister(PersistOptions{Table: tb, Path: filepath.Join(blocker, "rate-limits.json"), Logger: discardLog(), Every: time.Hour, Registerer: reg})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -327,4 +330,22 @@ func TestPersistUnwritablePathSaidAtStart(t *testing.T) {
 	if p.Healthy() {
 		t.Fatal("an unwritable path reads as healthy at start")
 	}
+	if v := gaugeValue(t, reg, "chatguard_ratelimit_persist_ok"); v != 0 {
+		t.Errorf("chatguard_ratelimit_persist_ok = %v, want 0", v)
+	}
+}
+
+func gaugeValue(t *testing.T, g prometheus.Gatherer, name string) float64 {
+	t.Helper()
+	mfs, err := g.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() == name && len(mf.GetMetric()) == 1 {
+			return mf.GetMetric()[0].GetGauge().GetValue()
+		}
+	}
+	t.Fatalf("no %s", name)
+	return 0
 }

@@ -81,6 +81,19 @@ func NewPersister(o PersistOptions) (*Persister, error) {
 		if err := o.Registerer.Register(p.failures); err != nil {
 			return nil, err
 		}
+		// The state, for an alert: the counter's first failure (at start)
+		// comes before the first scrape, where increase() cannot see it.
+		if err := o.Registerer.Register(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "chatguard_ratelimit_persist_ok",
+			Help: "1 while the last load or save of the rate-limit file worked, 0 while limits live in memory only.",
+		}, func() float64 {
+			if p.ok.Load() {
+				return 1
+			}
+			return 0
+		})); err != nil {
+			return nil, err
+		}
 	}
 	p.ok.Store(true)
 	if n, err := p.load(); err != nil {
