@@ -79,7 +79,7 @@ func Volatile(key string) bool { return strings.HasPrefix(key, abusePrefix) }
 
 // Blocked reports whether ip is blocked and for how much longer.
 func (a *Abuse) Blocked(ip netip.Addr) (time.Duration, bool) {
-	until, ok := a.t.Get(blockedKey(ip))
+	until, ok := a.t.Peek(blockedKey(ip)) // asked before every request: not a rate-limit decision
 	if !ok {
 		return 0, false
 	}

@@ -371,14 +371,23 @@ func probe(cells []stateCell, f Fingerprint) *stateCell {
 
 // Get returns key's value. An expired entry is never returned: it is removed
 // (reason expired) and counted as a miss.
-func (t *StateTable) Get(key string) (int64, bool) {
+func (t *StateTable) Get(key string) (int64, bool) { return t.get(key, true) }
+
+// Peek is Get without counting a hit or a miss: a lookup on the side of
+// the table's own work (the IP-block check before every request), which
+// would otherwise drown its hit rate.
+func (t *StateTable) Peek(key string) (int64, bool) { return t.get(key, false) }
+
+func (t *StateTable) get(key string, count bool) (int64, bool) {
 	f := t.Fingerprint(key)
 	s := t.shard(f)
 	now := t.now()
 	if c := s.holdLive(f, now); c != nil {
 		v := c.val
 		c.release(f.Lo)
-		t.hits.add(1)
+		if count {
+			t.hits.add(1)
+		}
 		return v, true
 	}
 	s.mu.Lock()
@@ -396,11 +405,15 @@ func (t *StateTable) Get(key string) (int64, bool) {
 		} else {
 			v := c.val
 			c.release(f.Lo)
-			t.hits.add(1)
+			if count {
+				t.hits.add(1)
+			}
 			return v, true
 		}
 	}
-	s.misses++
+	if count {
+		s.misses++
+	}
 	return 0, false
 }
 

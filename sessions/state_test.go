@@ -292,6 +292,14 @@ func TestStateGetSetDelete(t *testing.T) {
 	}
 	tb.Get("a")
 	counts(2, 0)
+	// Peek reads the same without counting.
+	if v, ok := tb.Peek("a"); !ok || v != 2 {
+		t.Fatalf("Peek a: %d %v", v, ok)
+	}
+	if _, ok := tb.Peek("nothing"); ok {
+		t.Fatal("Peek of a missing key")
+	}
+	counts(0, 0)
 	if cell, _ := statePeek(tb, "a"); cell.exp != clk.ns.Load()+int64(time.Minute) {
 		t.Fatalf("Set: expiry %d, want now+TTL", cell.exp-clk.ns.Load())
 	}
