@@ -449,8 +449,10 @@ func TestFileProblems(t *testing.T) {
 		{"syntax error", "listen: [\n", "f.yaml: yaml: line"},
 		{"not a mapping", "- a\n- b\n", "cannot unmarshal !!seq into config.Config"},
 		{"scalar document", "hello\n", "cannot unmarshal !!str `hello` into config.Config"},
-		{"list where scalar", "listen: [a, b]\n", "cannot unmarshal !!seq into string"},
-		{"map where list", "routes: {name: a}\n", "cannot unmarshal !!map into []config.Route"},
+		{"list where scalar", "listen: [a, b]\n", "line 1: listen: a list where a string goes"},
+		{"map where list", "routes: {name: a}\n", "line 1: routes: an object where a list goes"},
+		{"list where scalar, block style", "proxy:\n  dial_timeout:\n    - 5s\n", "line 3: proxy.dial_timeout: a list where a duration (30s, 5m, 1h) goes"},
+		{"scalar where object", "websocket:\n  events: [1]\n", "line 2: websocket.events[0]: `1` is not an object"},
 		{"int overflow", "proxy:\n  max_idle_conns: 99999999999999999999\n", "line 2: proxy.max_idle_conns: `9999999...` is not a whole number"},
 		{"int as duration", "proxy:\n  dial_timeout: 5\n", "line 2: proxy.dial_timeout: `5` is not a duration: a duration needs a unit"},
 		{"bad bool", "log:\n  file: maybe\n", "line 2: log.file: `maybe` is not true or false"},
@@ -518,7 +520,7 @@ func TestFlagProblems(t *testing.T) {
 		{"positional and bad value", []string{"--max-idle-conns=x", "extra"}, []string{"unexpected arguments", `proxy.max_idle_conns (flag --max-idle-conns): "x" is not a whole number`}},
 		{"unknown flag", []string{"--no-such-flag"}, []string{"flag provided but not defined: -no-such-flag"}},
 		{"missing value", []string{"--listen"}, []string{"flag needs an argument: -listen"}},
-		{"bad bool", []string{"--preserve-host=yes"}, []string{`proxy.preserve_host (flag --preserve-host): "yes" is not true or false`}},
+		{"bad bool", []string{"--preserve-host=maybe"}, []string{`proxy.preserve_host (flag --preserve-host): "maybe" is not true or false`}},
 		{"bad duration", []string{"--idle-timeout=10"}, []string{`server.idle_timeout (flag --idle-timeout): "10" is not a duration`}},
 		{"invalid value validated", []string{"--env=staging"}, []string{`env: "staging" must be production or development`}},
 	}
@@ -634,4 +636,17 @@ func sortedCopy(s []string) []string {
 	s = slices.Clone(s)
 	slices.Sort(s)
 	return s
+}
+
+// The environment takes the YAML file's spellings of a boolean (yes, on,
+// no, off) as well as Go's (1, true, f): ENABLE_FILE_LOGGING=yes was
+// refused while the file took `file: yes`.
+func TestEnvBooleansTakeYAMLSpellings(t *testing.T) {
+	t.Parallel()
+	for v, want := range map[string]bool{"yes": true, "On": true, "1": true, "true": true, "no": false, "OFF": false, "0": false, "false": false} {
+		c, err := config.Load(config.Source{LookupEnv: env{"ENABLE_FILE_LOGGING": v}.lookup})
+		if err != nil || c.Log.File != want {
+			t.Errorf("ENABLE_FILE_LOGGING=%s: %v, %v; want %v", v, err, c.Log.File, want)
+		}
+	}
 }

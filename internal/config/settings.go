@@ -118,7 +118,14 @@ func (s Setting) set(c *Config, v string) error {
 		}
 		*p = n
 	case *bool:
+		// The YAML file's spellings too (yes, on), besides Go's (1, t).
 		b, err := strconv.ParseBool(v)
+		switch strings.ToLower(v) {
+		case "yes", "y", "on":
+			b, err = true, nil
+		case "no", "n", "off":
+			b, err = false, nil
+		}
 		if err != nil {
 			return fmt.Errorf("%q is not true or false", v)
 		}

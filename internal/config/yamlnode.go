@@ -190,8 +190,12 @@ func nameProblems(root *yaml.Node, problems []string) []string {
 	type scalarAt struct{ path, value string }
 	keys := map[int]string{}       // line → path of the (first) key written there
 	values := map[int][]scalarAt{} // line → the scalar values written there
+	lists := map[int]string{}      // line → path of the (innermost) list or object starting there
 	var walk func(n *yaml.Node, path string)
 	walk = func(n *yaml.Node, path string) {
+		if n.Kind == yaml.MappingNode || n.Kind == yaml.SequenceNode {
+			lists[n.Line] = path
+		}
 		switch n.Kind {
 		case yaml.MappingNode:
 			for i := 0; i+1 < len(n.Content); i += 2 {
@@ -240,13 +244,20 @@ func nameProblems(root *yaml.Node, problems []string) []string {
 		if m := unmarshalProblem.FindStringSubmatch(rest); m != nil && at(m[1]) != "" {
 			what, ok := goTypeWords[m[2]]
 			if !ok {
-				what = "of the wrong type"
+				what = "not " + wantedWords(m[2])
 			}
 			hint := ""
 			if _, after, ok := strings.Cut(rest, "` into time.Duration"); ok && after != "" {
 				what, hint = "not a duration", after // bareDurations' unit hint
 			}
 			out = append(out, fmt.Sprintf("line %d: %s: `%s` is %s%s", line, at(m[1]), m[1], what, hint))
+			continue
+		}
+		if m := unmarshalNode.FindStringSubmatch(rest); m != nil && lists[line] != "" {
+			// A list or an object where a value goes (or the reverse):
+			// "cannot unmarshal !!seq into string" named no setting.
+			got := map[string]string{"seq": "a list", "map": "an object"}[m[1]]
+			out = append(out, fmt.Sprintf("line %d: %s: %s where %s goes", line, lists[line], got, wantedWords(m[2])))
 			continue
 		}
 		if m := unknownField.FindStringSubmatch(rest); m != nil && keys[line] != "" {
@@ -258,7 +269,31 @@ func nameProblems(root *yaml.Node, problems []string) []string {
 	return out
 }
 
+// wantedWords says what a Go type of the configuration takes.
+func wantedWords(goType string) string {
+	switch {
+	case strings.HasPrefix(goType, "[]"):
+		return "a list"
+	case strings.HasPrefix(goType, "map["):
+		return "an object"
+	}
+	switch goType {
+	case "string", "config.Secret":
+		return "a string"
+	case "int", "int64":
+		return "a whole number"
+	case "float64":
+		return "a number"
+	case "bool":
+		return "true or false"
+	case "time.Duration":
+		return "a duration (30s, 5m, 1h)"
+	}
+	return "an object" // a section (config.Proxy, config.RouteLimit…)
+}
+
 var (
+	unmarshalNode    = regexp.MustCompile(`^cannot unmarshal !!(seq|map) into (\S+)`)
 	unmarshalProblem = regexp.MustCompile("^cannot unmarshal ![!a-z]+ `(.*)` into ([][.A-Za-z0-9]+)")
 	unknownField     = regexp.MustCompile(`^field (\S+) not found in type `)
 	goTypeWords      = map[string]string{
