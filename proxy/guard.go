@@ -64,7 +64,7 @@ func (s *Server) guard(w *responseWriter, r *http.Request, info *reqInfo) bool {
 	}
 	d, err := s.limiter.Decide(r.Context(), policy, limiter.Request{
 		IP: info.client, User: id.User, Role: id.Role,
-		Header:    r.Header.Get,
+		Header:    headerAsNode(r.Header),
 		BodyField: s.bodyFields(r),
 	})
 	if err != nil {
@@ -210,8 +210,24 @@ func (s *Server) readBodyFields(r *http.Request) map[string]string {
 		if err != nil {
 			return nil
 		}
-		for k := range q {
-			out[k] = q.Get(k)
+		// A field given twice, or also in qs's bracket form (email[]=,
+		// email[0]=), is an array to Express, and to an ORM "any of
+		// these": keyed on its first value, email=decoy<n>&email=victim
+		// had a new bucket each guess (QA). It is no key: the request
+		// falls back to its IP's.
+		ambiguous := map[string]bool{}
+		for k, vs := range q {
+			if i := strings.IndexByte(k, '['); i > 0 {
+				ambiguous[k[:i]] = true
+			}
+			if len(vs) > 1 {
+				ambiguous[k] = true
+			}
+		}
+		for k, vs := range q {
+			if !ambiguous[k] {
+				out[k] = vs[0]
+			}
 		}
 	default:
 		return nil
@@ -223,4 +239,17 @@ func (s *Server) readBodyFields(r *http.Request) map[string]string {
 type replayBody struct {
 	io.Reader
 	io.Closer
+}
+
+// headerAsNode reads a header as Node gives it to the app: the values of a
+// repeated header joined with ", " (a key on the first alone would let a
+// client pick its bucket while the app reads both).
+func headerAsNode(h http.Header) func(string) string {
+	return func(name string) string {
+		vs := h.Values(name)
+		if len(vs) == 1 {
+			return vs[0]
+		}
+		return strings.Join(vs, ", ")
+	}
 }

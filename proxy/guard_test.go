@@ -11,6 +11,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -549,5 +550,59 @@ func TestClientGoneWhileStoreDecides(t *testing.T) {
 		if m := scrape(t, h); said != fail || !strings.Contains(m, want) {
 			t.Errorf("store failing %v: logged %v, metrics lack %q", fail, said, want)
 		}
+	}
+}
+
+// A form field given twice (or also in qs's bracket form) is an array to
+// Express and "any of these" to an ORM: keyed on its first value,
+// email=decoy<n>&email=victim got a new bucket each guess (QA). It is no
+// key: such logins share their IP's bucket.
+func TestLoginLimitIgnoresARepeatedField(t *testing.T) {
+	t.Parallel()
+	up := upstream(t, func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.Copy(io.Discard, r.Body)
+		_, _ = io.WriteString(w, `{"token":"x"}`)
+	})
+	h, _ := startGuarded(t, up.URL, nil)
+	login := func(body string) int {
+		req, _ := http.NewRequest(http.MethodPost, h.url+"/api/auth/login", strings.NewReader(body))
+		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		resp, _ := h.do(req)
+		return resp.StatusCode
+	}
+	var got []int
+	for _, body := range []string{
+		"email=decoy1%40x.com&email=victim%40x.com&password=g1",
+		"email=decoy2%40x.com&email[]=victim%40x.com&password=g2",
+		"email=decoy3%40x.com&email%5B0%5D=victim%40x.com&password=g3",
+		"email=decoy4%40x.com&email=victim%40x.com&password=g4",
+	} {
+		got = append(got, login(body))
+	}
+	if !slices.Equal(got, []int{200, 200, 200, 429}) {
+		t.Errorf("statuses %v, want the IP's bucket: 200 200 200 429", got)
+	}
+	// One email alone still has its own bucket.
+	if st := login("email=ana%40x.com&password=p"); st != 200 {
+		t.Errorf("a single email after the IP's bucket is full: %d", st)
+	}
+}
+
+// A header key reads a repeated header as Node does: its values joined.
+func TestHeaderKeyReadsRepeatedHeadersAsNode(t *testing.T) {
+	t.Parallel()
+	h := http.Header{}
+	h.Add("X-Api-Key", "decoy")
+	h.Add("X-Api-Key", "victim")
+	h.Set("X-Tenant", "acme")
+	get := headerAsNode(h)
+	if got := get("x-api-key"); got != "decoy, victim" {
+		t.Errorf("repeated: %q", got)
+	}
+	if got := get("X-Tenant"); got != "acme" {
+		t.Errorf("single: %q", got)
+	}
+	if got := get("X-None"); got != "" {
+		t.Errorf("absent: %q", got)
 	}
 }
