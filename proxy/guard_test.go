@@ -606,3 +606,53 @@ func TestHeaderKeyReadsRepeatedHeadersAsNode(t *testing.T) {
 		t.Errorf("absent: %q", got)
 	}
 }
+
+// CORS preflights carry no credentials and are the app's cors() to answer:
+// neither auth nor a limit applies to them (QA: they used up the anonymous
+// IP bucket, then got 429 without CORS headers, and the IP was blocked).
+// An OPTIONS without the preflight headers is an ordinary request.
+func TestCORSPreflightIsNeitherAuthenticatedNorLimited(t *testing.T) {
+	t.Parallel()
+	up := upstream(t, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Access-Control-Allow-Origin", "*")
+		w.WriteHeader(http.StatusNoContent)
+	})
+	h, _ := startGuarded(t, up.URL, func(c *config.Config) {
+		for i := range c.Routes {
+			if c.Routes[i].Name == "media" {
+				c.Routes[i].Auth = authRequired
+			}
+		}
+	})
+	preflight := func(path string) int {
+		req, _ := http.NewRequest(http.MethodOptions, h.url+path, nil)
+		req.Header.Set("Origin", "https://chat.example.com")
+		req.Header.Set("Access-Control-Request-Method", "POST")
+		resp, _ := h.do(req)
+		return resp.StatusCode
+	}
+	for i := range 40 { // over messages' 30 a minute
+		if st := preflight("/api/messages/c1"); st != http.StatusNoContent {
+			t.Fatalf("preflight %d: %d", i+1, st)
+		}
+	}
+	if st := preflight("/api/media/m1"); st != http.StatusNoContent {
+		t.Errorf("preflight on a route with auth required: %d", st)
+	}
+	plain := func(path string) int {
+		req, _ := http.NewRequest(http.MethodOptions, h.url+path, nil)
+		req.Header.Set("Origin", "https://chat.example.com") // no Access-Control-Request-Method
+		resp, _ := h.do(req)
+		return resp.StatusCode
+	}
+	if st := plain("/api/media/m1"); st != http.StatusUnauthorized {
+		t.Errorf("OPTIONS without the preflight headers: %d, want the route's 401", st)
+	}
+	var last int
+	for range 31 {
+		last = plain("/api/messages/c1")
+	}
+	if last != http.StatusTooManyRequests {
+		t.Errorf("31st plain OPTIONS: %d, want the route's 429", last)
+	}
+}
