@@ -194,13 +194,14 @@ func (s *Server) rewriteError(resp *http.Response) error {
 	if info.onResponse != nil {
 		info.onResponse(resp)
 	}
-	if resp.StatusCode < 400 {
-		watchBody(resp, info)
-		return nil
-	}
 	ct := resp.Header.Get("Content-Type")
-	if mt, _, _ := mime.ParseMediaType(ct); mt == "text/event-stream" {
-		watchBody(resp, info)
+	mt, _, _ := mime.ParseMediaType(ct)
+	if resp.StatusCode < 400 || mt == "text/event-stream" {
+		idle := s.cfg.Proxy.ResponseBodyTimeout
+		if mt == "text/event-stream" {
+			idle = 0 // a stream may be quiet for long: its own heartbeats decide
+		}
+		watchBody(resp, info, idle)
 		return nil
 	}
 	body, truncated, readErr := s.readErrorBody(resp)
@@ -251,24 +252,74 @@ var replacedBodyFields = []string{
 // closing or resetting mid-body) known to the access log and the metrics:
 // the status line has gone out by then, so the proxy can only abort.
 // Upgrades keep their body as it is (it must stay a ReadWriteCloser).
-func watchBody(resp *http.Response, info *reqInfo) {
+func watchBody(resp *http.Response, info *reqInfo, idle time.Duration) {
 	if resp.StatusCode == http.StatusSwitchingProtocols || resp.Body == nil || resp.Body == http.NoBody {
 		return
 	}
-	resp.Body = &watchedBody{ReadCloser: resp.Body, info: info}
+	resp.Body = &watchedBody{ReadCloser: resp.Body, info: info, idle: idle}
 }
 
+// watchedBody is a passed-through upstream body: it records the error that
+// ended it, and gives up on one whose next bytes do not come within idle
+// (proxy.response_body_timeout; 0: never), as nginx's proxy_read_timeout
+// does. Only time spent waiting in Read counts: a client that reads
+// slowly holds the copy in its write, not here.
 type watchedBody struct {
 	io.ReadCloser
 	info *reqInfo
+	idle time.Duration
+
+	timer     *time.Timer
+	readSince atomic.Int64 // UnixNano when the Read in progress began; 0 between Reads
+	stalled   atomic.Bool
+	closed    atomic.Bool
 }
 
 func (b *watchedBody) Read(p []byte) (int, error) {
+	if b.idle > 0 {
+		b.readSince.Store(time.Now().UnixNano())
+		if b.timer == nil {
+			b.timer = time.AfterFunc(b.idle, b.check)
+		}
+	}
 	n, err := b.ReadCloser.Read(p)
+	if b.idle > 0 {
+		b.readSince.Store(0)
+		if err != nil && b.stalled.Load() {
+			err = fmt.Errorf("upstream response body: nothing for %s (proxy.response_body_timeout): %w", b.idle, context.DeadlineExceeded)
+		}
+	}
 	if err != nil && err != io.EOF && b.info.bodyErr == nil {
 		b.info.bodyErr = err
 	}
 	return n, err
+}
+
+// check runs on the timer: a Read waiting idle or longer ends (the body is
+// closed under it); otherwise the timer waits for the rest of the time.
+func (b *watchedBody) check() {
+	if b.closed.Load() {
+		return
+	}
+	wait := b.idle
+	if since := b.readSince.Load(); since != 0 {
+		waited := time.Since(time.Unix(0, since))
+		if waited >= b.idle {
+			b.stalled.Store(true)
+			_ = b.ReadCloser.Close()
+			return
+		}
+		wait = b.idle - waited
+	}
+	b.timer.Reset(wait)
+}
+
+func (b *watchedBody) Close() error {
+	b.closed.Store(true)
+	if b.timer != nil {
+		b.timer.Stop()
+	}
+	return b.ReadCloser.Close()
 }
 
 // classifyReply turns an upstream error reply into what the client gets

@@ -42,6 +42,7 @@ type Proxy struct {
 	TrustedProxies        []string      `yaml:"trusted_proxies"`
 	DialTimeout           time.Duration `yaml:"dial_timeout"`
 	ResponseHeaderTimeout time.Duration `yaml:"response_header_timeout"`
+	ResponseBodyTimeout   time.Duration `yaml:"response_body_timeout"`
 	IdleConnTimeout       time.Duration `yaml:"idle_conn_timeout"`
 	MaxIdleConns          int           `yaml:"max_idle_conns"`
 	PreserveHost          bool          `yaml:"preserve_host"`

@@ -25,6 +25,7 @@ func documented() *config.Config {
 			TrustedProxies:        []string{},
 			DialTimeout:           5 * time.Second,
 			ResponseHeaderTimeout: 90 * time.Second,
+			ResponseBodyTimeout:   time.Minute,
 			IdleConnTimeout:       4 * time.Second,
 			MaxIdleConns:          512,
 			PreserveHost:          true,

@@ -122,6 +122,7 @@ func TestSettingValue(t *testing.T) {
 		"proxy.trusted_proxies":           "10.0.0.0/8,::1",
 		"proxy.dial_timeout":              "1.5s",
 		"proxy.response_header_timeout":   "1m30s",
+		"proxy.response_body_timeout":     "1m0s",
 		"proxy.idle_conn_timeout":         "4s",
 		"proxy.max_idle_conns":            "-3",
 		"proxy.preserve_host":             "false",

@@ -30,6 +30,7 @@ var settings = []Setting{
 	{"proxy.trusted_proxies", "CHATGUARD_TRUSTED_PROXIES", "trusted-proxies", "CIDRs whose X-Forwarded-* headers are believed (comma-separated)", func(c *Config) any { return &c.Proxy.TrustedProxies }},
 	{"proxy.dial_timeout", "CHATGUARD_DIAL_TIMEOUT", "dial-timeout", "upstream connect timeout", func(c *Config) any { return &c.Proxy.DialTimeout }},
 	{"proxy.response_header_timeout", "CHATGUARD_RESPONSE_HEADER_TIMEOUT", "response-header-timeout", "wait for upstream response headers", func(c *Config) any { return &c.Proxy.ResponseHeaderTimeout }},
+	{"proxy.response_body_timeout", "CHATGUARD_RESPONSE_BODY_TIMEOUT", "response-body-timeout", "longest wait for the next bytes of an upstream response body, event streams aside (0: none)", func(c *Config) any { return &c.Proxy.ResponseBodyTimeout }},
 	{"proxy.idle_conn_timeout", "CHATGUARD_IDLE_CONN_TIMEOUT", "idle-conn-timeout", "idle upstream keep-alive lifetime", func(c *Config) any { return &c.Proxy.IdleConnTimeout }},
 	{"proxy.max_idle_conns", "CHATGUARD_MAX_IDLE_CONNS", "max-idle-conns", "idle upstream connections kept", func(c *Config) any { return &c.Proxy.MaxIdleConns }},
 	{"proxy.preserve_host", "CHATGUARD_PRESERVE_HOST", "preserve-host", "send the client's Host upstream", func(c *Config) any { return &c.Proxy.PreserveHost }},

@@ -93,6 +93,7 @@ func Validate(c *Config) []string {
 	positive("proxy.dial_timeout", c.Proxy.DialTimeout)
 	positive("proxy.response_header_timeout", c.Proxy.ResponseHeaderTimeout)
 	notNegative("proxy.idle_conn_timeout", c.Proxy.IdleConnTimeout)
+	notNegative("proxy.response_body_timeout", c.Proxy.ResponseBodyTimeout)
 	positive("server.read_header_timeout", c.Server.ReadHeaderTimeout)
 	notNegative("server.body_read_timeout", c.Server.BodyReadTimeout)
 	notNegative("server.idle_timeout", c.Server.IdleTimeout)
