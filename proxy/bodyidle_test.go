@@ -104,3 +104,49 @@ func TestResponseBodyTimeoutSparesSlowClientsAndEventStreams(t *testing.T) {
 		t.Errorf("event stream: %q", events)
 	}
 }
+
+// A client that takes none of its response for server.send_timeout is cut
+// (nginx's send_timeout; QA: a client that read nothing held the upstream
+// connection for as long as it paused). The access line says so (499,
+// send_timeout). A client that reads, and the next request on its
+// keep-alive connection after a longer pause, are not affected.
+func TestClientThatStopsReadingIsCut(t *testing.T) {
+	t.Parallel()
+	big := strings.Repeat("y", 24<<20)
+	up := upstream(t, func(w http.ResponseWriter, r *http.Request) { _, _ = io.WriteString(w, big) })
+	h := start(t, up.URL, func(c *config.Config) { c.Server.SendTimeout = time.Second })
+
+	resp, err := h.client.Get(h.url + "/stuck")
+	if err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(3 * time.Second) // takes nothing: the copy's writes block
+	got, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if err == nil || len(got) == len(big) {
+		t.Fatalf("a client that paused for 3 s got %d of %d bytes, err %v; want a cut", len(got), len(big), err)
+	}
+	var line map[string]any
+	waitFor(t, "access line", func() bool { line = accessLine(t, h, "/stuck"); return line != nil })
+	if line["status"] != float64(499) || line["reason"] != "send_timeout" {
+		t.Errorf("access line %v: want 499, reason send_timeout", line)
+	}
+
+	// One client, one connection: a whole body, a pause past the timeout,
+	// then another request on the same connection.
+	tr := &http.Transport{MaxConnsPerHost: 1}
+	defer tr.CloseIdleConnections()
+	c := &http.Client{Transport: tr, Timeout: 20 * time.Second}
+	for i := range 2 {
+		resp, err := c.Get(h.url + "/reader")
+		if err != nil {
+			t.Fatalf("request %d: %v", i+1, err)
+		}
+		got, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if err != nil || len(got) != len(big) {
+			t.Fatalf("request %d: %d bytes, %v", i+1, len(got), err)
+		}
+		time.Sleep(1500 * time.Millisecond)
+	}
+}

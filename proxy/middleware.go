@@ -79,11 +79,13 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	r.Header.Set(requestid.Header, info.id)
 	w.Header().Set(requestid.Header, info.id)
 
-	rw := &responseWriter{ResponseWriter: w, onHijack: s.trackConn, requestID: info.id, head: r.Method == http.MethodHead, http10: !r.ProtoAtLeast(1, 1)}
+	rw := &responseWriter{ResponseWriter: w, onHijack: s.trackConn, requestID: info.id, head: r.Method == http.MethodHead, http10: !r.ProtoAtLeast(1, 1),
+		sendTimeout: s.cfg.Server.SendTimeout}
 	r = r.WithContext(context.WithValue(r.Context(), infoKey{}, info))
 	s.inFlight.Add(1)
 	s.metrics.inFlight.Inc()
 	s.serve(rw, r, info, start)
+	rw.disarmWrite()
 	if info.bodyLeft {
 		// Lingering only where the answer's end does not wait for the
 		// handler: net/http writes a chunked answer's last chunk when the
@@ -278,6 +280,11 @@ func (s *Server) finish(w *responseWriter, r *http.Request, info *reqInfo, start
 		if !w.wroteHeader {
 			s.writeError(w, r, info, apierrors.New(apierrors.CodeInternal, ""), sourceProxy)
 		}
+	}
+	if p == http.ErrAbortHandler && info.reason == "" && w.stalled {
+		// The client took nothing for server.send_timeout: cut, as nginx's
+		// send_timeout cuts it; the client's doing, not the upstream's.
+		info.closed, info.reason = true, "send_timeout"
 	}
 	if p == http.ErrAbortHandler && info.reason == "" {
 		s.aborted(r, info)

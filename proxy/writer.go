@@ -2,10 +2,13 @@ package proxy
 
 import (
 	"bufio"
+	"errors"
 	"net"
 	"net/http"
+	"os"
 	"slices"
 	"sync"
+	"time"
 
 	"github.com/chatguard/chatguard/internal/requestid"
 )
@@ -43,6 +46,52 @@ type responseWriter struct {
 	// upstream's own policies stay beside chatguard's.
 	requestID string
 	lists     http.Header
+	// sendTimeout bounds one write to the client (nginx's send_timeout): a
+	// client that takes nothing for that long is cut, rather than holding
+	// the upstream's connection and the copy for as long as it likes.
+	// armedAt is when the write deadline was last pushed (at most once a
+	// second); stalled: a write hit it.
+	sendTimeout time.Duration
+	armedAt     int64
+	stalled     bool
+}
+
+// armWrite pushes the write deadline to now + sendTimeout before a write
+// that may block; at most each eighth of sendTimeout (and each second), so
+// that a write always has at least 7/8 of it.
+func (w *responseWriter) armWrite() {
+	if w.sendTimeout <= 0 || w.hijacked {
+		return
+	}
+	now := time.Now().UnixNano()
+	if now-w.armedAt < min(int64(w.sendTimeout)/8, int64(time.Second)) {
+		return
+	}
+	if d, ok := w.ResponseWriter.(interface{ SetWriteDeadline(time.Time) error }); ok {
+		_ = d.SetWriteDeadline(time.Unix(0, now).Add(w.sendTimeout))
+		w.armedAt = now
+	}
+}
+
+// disarmWrite lifts the write deadline at the end of a request: with no
+// WriteTimeout, net/http leaves it on the connection for the next request.
+func (w *responseWriter) disarmWrite() {
+	if w.armedAt == 0 || w.hijacked {
+		return
+	}
+	if d, ok := w.ResponseWriter.(interface{ SetWriteDeadline(time.Time) error }); ok {
+		_ = d.SetWriteDeadline(time.Time{})
+	}
+	w.armedAt = 0
+}
+
+// noteWriteErr records a write that hit the send timeout.
+func (w *responseWriter) noteWriteErr(err error) {
+	if ne, ok := err.(net.Error); ok && ne.Timeout() {
+		w.stalled = true
+	} else if errors.Is(err, os.ErrDeadlineExceeded) {
+		w.stalled = true
+	}
 }
 
 // setList puts a list-valued field of chatguard's on the response.
@@ -106,9 +155,13 @@ func (w *responseWriter) Write(b []byte) (int, error) {
 	if !w.wroteHeader {
 		w.WriteHeader(http.StatusOK)
 	}
+	w.armWrite()
 	n, err := w.ResponseWriter.Write(b)
 	if !w.head {
 		w.bytes += int64(n)
+	}
+	if err != nil {
+		w.noteWriteErr(err)
 	}
 	return n, err
 }
@@ -117,7 +170,10 @@ func (w *responseWriter) Flush() {
 	if !w.wroteHeader {
 		w.WriteHeader(http.StatusOK)
 	}
-	_ = http.NewResponseController(w.ResponseWriter).Flush()
+	w.armWrite()
+	if err := http.NewResponseController(w.ResponseWriter).Flush(); err != nil {
+		w.noteWriteErr(err)
+	}
 }
 
 func (w *responseWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {

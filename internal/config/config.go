@@ -53,6 +53,7 @@ type Proxy struct {
 type Server struct {
 	ReadHeaderTimeout time.Duration `yaml:"read_header_timeout"`
 	BodyReadTimeout   time.Duration `yaml:"body_read_timeout"`
+	SendTimeout       time.Duration `yaml:"send_timeout"`
 	IdleTimeout       time.Duration `yaml:"idle_timeout"`
 	MaxHeaderBytes    int           `yaml:"max_header_bytes"`
 	MaxBodyBytes      int64         `yaml:"max_body_bytes"`

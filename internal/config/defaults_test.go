@@ -34,6 +34,7 @@ func documented() *config.Config {
 		Server: config.Server{
 			ReadHeaderTimeout: 10 * time.Second,
 			BodyReadTimeout:   60 * time.Second,
+			SendTimeout:       time.Minute,
 			IdleTimeout:       120 * time.Second,
 			MaxHeaderBytes:    65536,
 			MaxBodyBytes:      26214400,

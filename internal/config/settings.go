@@ -37,6 +37,7 @@ var settings = []Setting{
 	{"proxy.error_inspect_bytes", "CHATGUARD_ERROR_INSPECT_BYTES", "error-inspect-bytes", "bytes of an upstream error body read to classify it", func(c *Config) any { return &c.Proxy.ErrorInspectBytes }},
 	{"server.read_header_timeout", "CHATGUARD_READ_HEADER_TIMEOUT", "read-header-timeout", "time a client has to send its headers", func(c *Config) any { return &c.Server.ReadHeaderTimeout }},
 	{"server.body_read_timeout", "CHATGUARD_BODY_READ_TIMEOUT", "body-read-timeout", "longest wait for the next bytes of a request body (0: none)", func(c *Config) any { return &c.Server.BodyReadTimeout }},
+	{"server.send_timeout", "CHATGUARD_SEND_TIMEOUT", "send-timeout", "longest a write to a client may block before the response is cut (0: none)", func(c *Config) any { return &c.Server.SendTimeout }},
 	{"server.idle_timeout", "CHATGUARD_IDLE_TIMEOUT", "idle-timeout", "idle client keep-alive lifetime", func(c *Config) any { return &c.Server.IdleTimeout }},
 	{"server.max_header_bytes", "CHATGUARD_MAX_HEADER_BYTES", "max-header-bytes", "largest request header block (431 above)", func(c *Config) any { return &c.Server.MaxHeaderBytes }},
 	{"server.max_body_bytes", "CHATGUARD_MAX_BODY_BYTES", "max-body-bytes", "largest request body (413 above; 0 = no limit)", func(c *Config) any { return &c.Server.MaxBodyBytes }},

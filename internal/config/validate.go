@@ -96,6 +96,7 @@ func Validate(c *Config) []string {
 	notNegative("proxy.response_body_timeout", c.Proxy.ResponseBodyTimeout)
 	positive("server.read_header_timeout", c.Server.ReadHeaderTimeout)
 	notNegative("server.body_read_timeout", c.Server.BodyReadTimeout)
+	notNegative("server.send_timeout", c.Server.SendTimeout)
 	notNegative("server.idle_timeout", c.Server.IdleTimeout)
 	notNegative("server.drain_delay", c.Server.DrainDelay)
 	positive("server.shutdown_timeout", c.Server.ShutdownTimeout)
