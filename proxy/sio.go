@@ -16,7 +16,6 @@ import (
 	apierrors "github.com/chatguard/chatguard/errors"
 	"github.com/chatguard/chatguard/internal/config"
 	"github.com/chatguard/chatguard/internal/identity"
-	"github.com/chatguard/chatguard/internal/identity/userkey"
 	"github.com/chatguard/chatguard/internal/logging"
 	"github.com/chatguard/chatguard/internal/socketio"
 	"github.com/chatguard/chatguard/limiter"
@@ -45,10 +44,11 @@ type sioSession struct {
 	id         identity.Identity // who CONNECT said the client is
 	socketID   string            // the registry's id: the first Socket.IO socket id
 	registered bool
-	namespaces []string // namespaces the upstream accepted
-	skip       int      // binary attachments of a taken-out packet still to drop
-	expect     int      // binary attachments of a forwarded packet still to come
-	notices    [][]byte // packets for the client's next poll
+	namespaces []string          // namespaces the upstream accepted
+	nsUser     map[string]string // namespace → the user its last CONNECT was admitted as
+	skip       int               // binary attachments of a taken-out packet still to drop
+	expect     int               // binary attachments of a forwarded packet still to come
+	notices    [][]byte          // packets for the client's next poll
 	lastSeen   time.Time
 	followed   bool // polling: a request came after the handshake
 	upgraded   bool // the client finished the upgrade to WebSocket
@@ -218,6 +218,15 @@ func (s *sioSession) fromClient(typ websocket.MessageType, msg []byte) bool {
 	case socketio.EIOMessage:
 		v := s.clientPacket(data)
 		s.deliver(v)
+		if v.upstream != nil {
+			s.mu.Lock()
+			p := s.pair
+			s.mu.Unlock()
+			if p != nil {
+				_ = p.sendUp(append([]byte{byte(socketio.EIOMessage)}, v.upstream...))
+			}
+			return false
+		}
 		return v.forward
 	}
 	return true
@@ -261,6 +270,9 @@ type verdict struct {
 	kill    bool     // close the session after the replies
 	// why is the forced-disconnect reason of a kill: "auth" when empty.
 	why string
+	// upstream replaces the packet (a Socket.IO packet, not forwarded
+	// itself): a CONNECT without its recovery fields.
+	upstream []byte
 }
 
 // clientPacket applies identity, presence and per-event limits to one
@@ -335,7 +347,7 @@ func (s *sioSession) connect(pkt socketio.Packet) verdict {
 		}
 	}
 	if known.User != "" {
-		return verdict{forward: true}
+		return s.admitConnect(pkt, known.User)
 	}
 	if id.User == "" && h.cfg.Auth == authRequired {
 		return s.refuseConnect(pkt, authError(err), "socket.io connect refused")
@@ -364,7 +376,33 @@ func (s *sioSession) connect(pkt socketio.Packet) verdict {
 		// An earlier namespace registered the socket anonymously.
 		h.registry.Identify(sockID, s, id.User, id.Role, id.Name)
 	}
-	return verdict{forward: true}
+	return s.admitConnect(pkt, id.User)
+}
+
+// admitConnect forwards a CONNECT admitted as user (empty: anonymous),
+// noting that user for the namespace; a connection-state-recovery pid in
+// its payload that chatguard gave to another user or namespace is taken
+// out (see pidOwners).
+func (s *sioSession) admitConnect(pkt socketio.Packet, user string) verdict {
+	s.mu.Lock()
+	if s.nsUser == nil {
+		s.nsUser = map[string]string{}
+	}
+	s.nsUser[pkt.Namespace] = user
+	s.mu.Unlock()
+	pid, ok := socketio.StringField(pkt.Data, "pid")
+	if !ok || pid == "" || !s.hub.pids.mismatch(pid, pkt.Namespace, user) {
+		return verdict{forward: true}
+	}
+	fresh, ok := withoutRecovery(pkt.Namespace, pkt.Data)
+	if !ok {
+		return verdict{forward: true}
+	}
+	s.hub.s.log.WithFields(logrus.Fields{
+		"requestId": s.reqID, logging.FieldCategory: logging.CategoryAuth, "namespace": pkt.Namespace,
+	}).Info("socket.io recovery of another user's socket refused: connecting a new one")
+	s.hub.metrics.recoveryRefused.Inc()
+	return verdict{upstream: fresh}
 }
 
 // refuseConnect answers a CONNECT with CONNECT_ERROR carrying e and closes
@@ -577,6 +615,9 @@ func (s *sioSession) upstreamPacket(data []byte) {
 		if !slices.Contains(s.namespaces, pkt.Namespace) {
 			s.namespaces = append(s.namespaces, pkt.Namespace)
 		}
+		if pid, ok := socketio.StringField(pkt.Data, "pid"); ok {
+			h.pids.record(pid, pkt.Namespace, s.nsUser[pkt.Namespace], time.Now())
+		}
 		if s.registered || h.registry == nil || s.over {
 			s.mu.Unlock()
 			return
@@ -588,23 +629,6 @@ func (s *sioSession) upstreamPacket(data []byte) {
 		s.socketID, s.registered = id, true
 		info := sessions.SocketInfo{ID: id, User: s.id.User, Role: s.id.Role, DisplayName: s.id.Name, IP: s.ip}
 		s.mu.Unlock()
-		if owner, ok := h.registry.OwnerOf(id); ok && owner != "" && info.User != "" && owner != userkey.Normalise(info.User) {
-			// The backend recovered another user's socket (Socket.IO's
-			// connection state recovery goes by the socket's private id,
-			// and with skipMiddlewares it keeps the old user): chatguard
-			// would count this user's events and presence for the new
-			// token's user while the backend serves the old one, and a
-			// kick of the old user would miss it (QA). The socket keeps
-			// its user or ends. A socket no token has named yet is left
-			// alone: the id may be a public namespace's that the session's
-			// user registered before, and its token comes with the next
-			// namespace (Identify then gives the conversations back).
-			h.s.log.WithFields(logrus.Fields{
-				"requestId": s.reqID, logging.FieldCategory: logging.CategoryAuth, "socketId": id,
-			}).Warn("socket.io recovered socket of another user: disconnected")
-			s.Disconnect("auth")
-			return
-		}
 		h.registry.Connect(info, s)
 		s.mu.Lock()
 		over, now := s.over, s.id

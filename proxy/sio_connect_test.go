@@ -4,7 +4,6 @@ import (
 	"context"
 	"io"
 	"net/http"
-	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -144,50 +143,44 @@ func TestHTTPTokensOfTwoUsersAreRefused(t *testing.T) {
 	}
 }
 
-// A recovered socket keeps its user: Socket.IO's connection state recovery
-// gives a client its socket back by id, and with skipMiddlewares the
-// backend keeps the old user whatever the new token says. chatguard took
-// the new token's user (QA: alice's events counted for bob, a kick of
-// alice answered 404 while her socket stayed up). Now such a socket is
-// disconnected; the same user recovering is kept.
-func TestRecoveredSocketOfAnotherUserIsDisconnected(t *testing.T) {
+// Connection state recovery goes by the socket's private id (pid), and
+// with skipMiddlewares the backend gives the old socket back, old user
+// included, whatever the new token says: chatguard would count bob while
+// the backend serves alice, and a kick of alice would miss her (QA). A
+// CONNECT carrying a pid chatguard admitted for another user (anonymous
+// included: a logout) goes on without pid and offset, so the backend
+// connects a new socket on the new token; the same user's keeps them.
+func TestRecoveryOfAnotherUsersSocketIsTakenOut(t *testing.T) {
 	t.Parallel()
-	fake := &fakeSIO{socketID: "sock-recovered"}
+	fake := &fakeSIO{socketID: "sock-a", pid: "pid"}
 	env := startSIO(t, upstream(t, fake.ServeHTTP).URL, nil)
 	h := env.harness
 
 	first := dialSIO(t, h, nil)
-	if got := first.connect(authFor(t, testUser)); got != `40{"sid":"sock-recovered"}` {
+	if got := first.connect(authFor(t, testUser)); got != `40{"sid":"sock-a","pid":"pid-1"}` {
 		t.Fatalf("first CONNECT: %q", got)
 	}
-	env.waitStats(t, [3]int{1, 1, 0})
 	first.close()
 	env.waitStats(t, [3]int{0, 0, 0})
 
-	other := dialSIO(t, h, nil)
-	other.connect(authFor(t, "bob@example.com"))
-	if rest, _ := other.until(); !slices.Contains(rest, "41") {
-		t.Errorf("another user's recovery of the socket: %q, want a DISCONNECT", rest)
+	bob := userToken(t, "bob@example.com", time.Now().Add(time.Hour))
+	for _, tc := range []struct {
+		name, auth, want string
+	}{
+		{"another user", `{"token":"` + bob + `","pid":"pid-1","offset":"o1"}`, `40{"token":"` + bob + `"}`},
+		{"anonymous", `{"pid":"pid-1","offset":"o1"}`, `40{}`},
+		{"an unknown pid", `{"pid":"pid-z","offset":"o1"}`, `40{"pid":"pid-z","offset":"o1"}`},
+	} {
+		c := dialSIO(t, h, nil)
+		c.connect(tc.auth)
+		waitFor(t, tc.name+": the upstream's CONNECT", func() bool { return fake.has(tc.want) })
+		c.close()
 	}
-	env.waitStats(t, [3]int{0, 0, 0})
-
-	same := dialSIO(t, h, nil)
-	if got := same.connect(authFor(t, testUser)); got != `40{"sid":"sock-recovered"}` {
-		t.Fatalf("the same user's recovery: %q", got)
-	}
-	env.waitStats(t, [3]int{1, 1, 0})
-	same.close()
-	env.waitStats(t, [3]int{0, 0, 0})
-
-	// No token yet (a public namespace first, the user's token with the
-	// next one): the socket stays, registered anonymous.
-	anon := dialSIO(t, h, nil)
-	if got := anon.connect(""); got != `40{"sid":"sock-recovered"}` {
-		t.Fatalf("anonymous recovery: %q", got)
-	}
-	env.waitStats(t, [3]int{1, 0, 0})
-	anon.send(`421["ping"]`)
-	if got := anon.next(); got != `431["ok"]` {
-		t.Fatalf("the anonymous recovered socket answered %q; it was not kept", got)
+	same := `{"token":"` + userToken(t, testUser, time.Now().Add(time.Hour)) + `","pid":"pid-1","offset":"o2"}`
+	c := dialSIO(t, h, nil)
+	c.connect(same)
+	waitFor(t, "the same user's CONNECT, pid kept", func() bool { return fake.has("40" + same) })
+	if v := metricValue(t, h, "chatguard_socketio_recoveries_refused_total"); v != 2 {
+		t.Errorf("recoveries refused = %v, want 2", v)
 	}
 }

@@ -180,6 +180,7 @@ type fakeSIO struct {
 	ping       time.Duration // 0: never
 	maxPayload int           // the open packet's maxPayload; 0: 1000000
 	socketID   string        // every CONNECT's socket id (a recovered socket); "": sock<n>
+	pid        string        // with socketID: CONNECT replies carry a private id (connection state recovery): the CONNECT's own, or pid-<n>
 
 	mu     sync.Mutex
 	got    []string // text as is, binary as "bin:" + payload, end as "end:<code>"
@@ -264,7 +265,16 @@ func (f *fakeSIO) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		f.record(s)
 		switch {
 		case (s == "40" || strings.HasPrefix(s, "40{")) && f.socketID != "":
-			err = write(`40{"sid":"` + f.socketID + `"}`)
+			pid := ""
+			if f.pid != "" {
+				var auth struct{ PID string }
+				_ = json.Unmarshal([]byte(s[2:]), &auth)
+				if auth.PID == "" {
+					auth.PID = fmt.Sprintf("%s-%d", f.pid, f.seq.Add(1))
+				}
+				pid = `,"pid":"` + auth.PID + `"`
+			}
+			err = write(`40{"sid":"` + f.socketID + `"` + pid + `}`)
 		case s == "40" || strings.HasPrefix(s, "40{"):
 			err = write(fmt.Sprintf(`40{"sid":"sock%d"}`, f.seq.Add(1)))
 		case strings.HasPrefix(s, "40/"): // another namespace: 40/admin,{…}

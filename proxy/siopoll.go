@@ -220,7 +220,7 @@ func (h *wsHub) inspectPost(sess *sioSession, w *responseWriter, r *http.Request
 	packets := socketio.SplitPayload(body)
 	kept := packets[:0:0]
 	var replies [][]byte
-	kill, closing := false, false
+	kill, closing, rewritten := false, false, false
 	why := "" // the first kill's reason
 	for _, pkt := range packets {
 		t, data, binary, err := socketio.ParseEIO(pkt)
@@ -241,7 +241,11 @@ func (h *wsHub) inspectPost(sess *sioSession, w *responseWriter, r *http.Request
 			kept = append(kept, pkt)
 		case t == socketio.EIOMessage:
 			v := sess.clientPacket(data)
-			if v.forward {
+			switch {
+			case v.upstream != nil:
+				kept = append(kept, append([]byte{byte(socketio.EIOMessage)}, v.upstream...))
+				rewritten = true
+			case v.forward:
 				kept = append(kept, pkt)
 			}
 			replies = append(replies, v.replies...)
@@ -259,7 +263,7 @@ func (h *wsHub) inspectPost(sess *sioSession, w *responseWriter, r *http.Request
 	if closing {
 		defer sess.ended()
 	}
-	if len(kept) == len(packets) {
+	if len(kept) == len(packets) && !rewritten {
 		setRequestBody(r, body)
 		return true
 	}

@@ -311,3 +311,26 @@ func TestHandshakeGraceStartsAtTheAnswer(t *testing.T) {
 		t.Fatal("the session outlived its grace")
 	}
 }
+
+// On long-polling too, a CONNECT asking to recover a socket chatguard
+// admitted for another user goes upstream without pid and offset; the
+// other packets of the POST go as they came.
+func TestSocketIOPollingRecoveryOfAnotherUsersSocketIsTakenOut(t *testing.T) {
+	t.Parallel()
+	fake := newFakePolling(t, time.Second)
+	env := startSIO(t, upstream(t, fake.ServeHTTP).URL, nil)
+	h := env.harness
+	h.srv.ws.pids.record("pid-alice", "/", "alice@example.com", time.Now())
+	if resp, body := poll(t, h, "GET", "", ""); resp.StatusCode != 200 || !strings.Contains(body, `"p1"`) {
+		t.Fatalf("handshake: %d %s", resp.StatusCode, body)
+	}
+	bob := userToken(t, "bob@example.com", time.Now().Add(time.Hour))
+	auth := `{"token":"` + bob + `","pid":"pid-alice","offset":"o1"}`
+	if resp, body := poll(t, h, "POST", "&sid=p1", "40"+auth+"\x1e2probe-not-a-packet"); resp.StatusCode != 200 {
+		t.Fatalf("POST: %d %s", resp.StatusCode, body)
+	}
+	posts := fake.postBodies()
+	if len(posts) != 1 || posts[0] != `40{"token":"`+bob+`"}`+"\x1e2probe-not-a-packet" {
+		t.Errorf("the upstream got %q; want the CONNECT without pid and offset, then the rest", posts)
+	}
+}

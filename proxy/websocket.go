@@ -54,6 +54,8 @@ type wsHub struct {
 	polls   map[string]*sioSession
 	gone    map[string]time.Time // sids of polling sessions that ended, refused for pollGrace
 
+	pids *pidOwners // who each recoverable socket was admitted as
+
 	stopCh   chan struct{}
 	stopOnce sync.Once
 	wg       sync.WaitGroup
@@ -63,7 +65,7 @@ func newWSHub(s *Server, target *url.URL, registry *sessions.Registry) (*wsHub, 
 	h := &wsHub{
 		s: s, cfg: s.cfg.WebSocket, registry: registry,
 		pairs: map[*wsPair]struct{}{}, polls: map[string]*sioSession{}, gone: map[string]time.Time{},
-		stopCh: make(chan struct{}),
+		pids: newPIDOwners(), stopCh: make(chan struct{}),
 	}
 	h.handshakeGrace.Store(int64(handshakeGraceDefault))
 	base := *target

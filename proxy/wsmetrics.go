@@ -38,6 +38,9 @@ type wsMetrics struct {
 	readers      prometheus.GaugeFunc
 	sleeping     prometheus.Gauge
 	wakes        prometheus.Counter
+	// recoveryRefused counts CONNECTs whose connection-state-recovery pid
+	// was taken out: chatguard gave it to another user or namespace.
+	recoveryRefused prometheus.Counter
 }
 
 // Outcomes of an upgrade request, the "outcome" label.
@@ -107,8 +110,12 @@ func newWSMetrics(reg prometheus.Registerer, pollSessions, readers func() float6
 			Name: "chatguard_websocket_wakes_total",
 			Help: "Sleeping WebSockets woken: for a message or a ping either way, a message chatguard sends, or to be closed (drain, eviction).",
 		}),
+		recoveryRefused: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "chatguard_socketio_recoveries_refused_total",
+			Help: "Socket.IO CONNECTs that asked to recover a socket chatguard had admitted for another user or namespace: sent on without the recovery fields, so the backend connected a new socket on the new token.",
+		}),
 	}
-	for _, c := range []prometheus.Collector{m.open, m.outcomes, frames, bytes, m.events, m.rejections, m.forced, m.closeCodes, m.orphans, m.pollSessions, m.readers, m.sleeping, m.wakes} {
+	for _, c := range []prometheus.Collector{m.open, m.outcomes, frames, bytes, m.events, m.rejections, m.forced, m.closeCodes, m.orphans, m.pollSessions, m.readers, m.sleeping, m.wakes, m.recoveryRefused} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("proxy: register websocket metrics: %w", err)
 		}

@@ -212,7 +212,12 @@ func (r *Registry) Connect(info SocketInfo, s Socket) {
 		// (DisconnectSocket) then leaves the entry alone.
 		ls.convs = old.convs
 	} else if old != nil && old.sock != s {
-		r.unregister(info.ID) // another user's: the old socket's state goes
+		// Another user's, or none yet (a multiplexed session's public
+		// namespace first): the old socket's state goes, kept for a later
+		// Identify of the same user.
+		r.keepForRecovery(old)
+		r.unregister(info.ID)
+		r.recoverDropped(ls)
 	} else {
 		r.recoverDropped(ls)
 	}
@@ -360,24 +365,8 @@ func (r *Registry) DisconnectSocket(id string, s Socket) {
 	}
 }
 
-// OwnerOf is the user socket id belongs to: a live socket's, or one whose
-// connection ended within RecoveryWindow (Socket.IO's connection state
-// recovery gives a client its socket back by id, whatever its new token
-// says); "" and false when there is none.
-func (r *Registry) OwnerOf(id string) (string, bool) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if ls := r.sockets[id]; ls != nil {
-		return ls.info.User, true
-	}
-	if d, ok := r.dropped[id]; ok && r.now().Sub(d.at) < RecoveryWindow {
-		return d.user, true
-	}
-	return "", false
-}
-
 // keepForRecovery keeps the user and conversations of a socket whose
-// connection ended, for RecoveryWindow (see Connect and OwnerOf); the
+// connection ended, for RecoveryWindow (see Connect and Identify); the
 // caller holds r.mu.
 func (r *Registry) keepForRecovery(ls *liveSocket) {
 	if ls.info.User == "" {
