@@ -275,3 +275,17 @@ func TestQueryOfTooManyParametersRefused(t *testing.T) {
 		t.Errorf("the upstream got %d targets", len(got))
 	}
 }
+
+// The limit is net/url's as GODEBUG sets it: urlmaxqueryparams=N reads
+// fewer than N parameters, 0 reads any number.
+func TestQueryParamLimitFollowsGODEBUG(t *testing.T) {
+	t.Parallel()
+	for godebug, want := range map[string]int{
+		"": 10000, "urlmaxqueryparams=5000": 4999, "http2client=0,urlmaxqueryparams=0": -1,
+		"urlmaxqueryparams=x": 10000, "urlmaxqueryparams=1": 0, "urlmaxqueryparams=20000,urlmaxqueryparams=3": 2,
+	} {
+		if got := queryParamLimit(godebug); got != want {
+			t.Errorf("queryParamLimit(%q) = %d, want %d", godebug, got, want)
+		}
+	}
+}

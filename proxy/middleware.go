@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/netip"
 	"net/url"
+	"os"
 	"runtime/debug"
 	"strconv"
 	"strings"
@@ -149,11 +150,11 @@ func (s *Server) handle(w *responseWriter, r *http.Request, info *reqInfo) {
 		s.writeError(w, r, info, apierrors.New(apierrors.CodeValidation, "the request target must not hold a fragment (#)"), sourceProxy)
 		return
 	}
-	if strings.Count(r.URL.RawQuery, "&") >= maxQueryParams {
+	if maxQueryParams >= 0 && strings.Count(r.URL.RawQuery, "&") >= maxQueryParams {
 		// Go's parser reads none of a query with more parameters than
-		// that (net/url's limit), Node's reads the first 1,000: a token or
-		// sid there was the app's alone (a polling POST with the real sid
-		// went to engine.io uninspected).
+		// that (net/url's limit), while Express's reads the first 1,000
+		// and engine.io all: a token or sid there was the app's alone (a
+		// polling POST with the real sid went to engine.io uninspected).
 		e := apierrors.New(apierrors.CodeValidation, "the query holds more than "+strconv.Itoa(maxQueryParams)+" parameters")
 		s.writeError(w, r, info, e, sourceProxy)
 		return
@@ -514,9 +515,28 @@ func checkedQueryParam(name string) int {
 	return 0
 }
 
-// maxQueryParams is net/url's limit: url.ParseQuery returns nothing of a
-// query with more parameters.
-const maxQueryParams = 10000
+// maxQueryParams is the most parameters net/url reads of a query: it
+// returns nothing of one with more. 10,000 unless GODEBUG's
+// urlmaxqueryparams sets another limit (N: fewer than N; 0: none, here
+// -1), as net/url reads it (review: with a lower setting, a query between
+// the two passed unread).
+var maxQueryParams = queryParamLimit(os.Getenv("GODEBUG"))
+
+func queryParamLimit(godebug string) int {
+	limit := 10000
+	for _, kv := range strings.Split(godebug, ",") {
+		if v, ok := strings.CutPrefix(strings.TrimSpace(kv), "urlmaxqueryparams="); ok {
+			switch n, err := strconv.Atoi(v); {
+			case err != nil || n < 0:
+			case n == 0:
+				limit = -1
+			default:
+				limit = n - 1
+			}
+		}
+	}
+	return limit
+}
 
 // suspectQueryParam finds a parameter chatguard decides on that chatguard
 // and the app would read differently: written so that Go's parser skips it
