@@ -341,6 +341,10 @@ var textPatterns = []*regexp.Regexp{
 	regexp.MustCompile(`(?i)("?[A-Za-z_\-]*(?:password|passwd|pwd|secret|token|api[_-]?key|jwt|cookie|session|credential|authorization)[A-Za-z_\-]*"?\s*[:=]\s*)("[^"]*"|[^\s&,;"}]+)`),
 	// user:password@ in URLs (redis://user:pass@host).
 	regexp.MustCompile(`(://[^/\s:@]*:)[^@\s/]+@`),
+	// Well-known API key shapes, wherever they stand ("invalid api key
+	// sk_live_…"): Stripe secret and restricted keys, AWS access key ids,
+	// Slack tokens, GitHub tokens, Google API keys.
+	regexp.MustCompile(`\b(?:[sr]k_(?:live|test)_[A-Za-z0-9]{10,}|AKIA[0-9A-Z]{16}|xox[abposr]-[A-Za-z0-9-]{10,}|gh[pousr]_[A-Za-z0-9]{30,}|github_pat_[A-Za-z0-9_]{30,}|AIza[0-9A-Za-z_-]{35})`),
 }
 
 // String redacts secrets embedded in free text: authorization credentials,
@@ -362,9 +366,13 @@ func String(s string) string {
 		if strings.HasSuffix(sub[1], Filtered) || sub[2] == Filtered || sub[2] == `"`+Filtered+`"` {
 			return m
 		}
+		if v := strings.TrimSuffix(sub[2], ")"); strings.EqualFold(v, "yes") || strings.EqualFold(v, "no") {
+			return m // MySQL's "(using password: YES)" says whether one was sent, not which
+		}
 		return sub[1] + Filtered
 	})
 	s = textPatterns[3].ReplaceAllString(s, "${1}"+Filtered+"@")
+	s = textPatterns[4].ReplaceAllString(s, Filtered)
 	return s
 }
 
@@ -392,6 +400,11 @@ func mayHoldSecret(s string) bool {
 	if strings.Contains(s, "eyJ") || strings.Contains(s, "://") {
 		return true
 	}
+	for _, p := range keyPrefixes {
+		if strings.Contains(s, p) {
+			return true
+		}
+	}
 	for _, w := range hintWords {
 		if containsFold(s, w) {
 			return true
@@ -399,6 +412,9 @@ func mayHoldSecret(s string) bool {
 	}
 	return false
 }
+
+// keyPrefixes start the API keys textPatterns[4] knows.
+var keyPrefixes = []string{"k_live_", "k_test_", "AKIA", "xox", "ghp_", "gho_", "ghu_", "ghs_", "ghr_", "github_pat_", "AIza"}
 
 var hintWords = []string{"bearer", "basic", "token", "pass", "pwd", "secret", "key", "jwt", "cookie", "session", "credential", "authorization"}
 

@@ -235,6 +235,12 @@ func TestString(t *testing.T) {
 		{name: "monkey is not a key", in: "monkey=banana", want: "monkey=banana"},
 		{name: "authorization header line", in: "Authorization: Bearer " + jwt, gone: []string{jwt, "eyJ"}},
 		{name: "cookie header line", in: "Cookie: sid=abc123", gone: []string{"abc123"}},
+		{name: "Stripe key in a sentence", in: "invalid api key sk_live_51HxYzAbCdEfGhIjKl provided", want: "invalid api key [FILTERED] provided"},
+		{name: "AWS access key id", in: "The AWS Access Key Id AKIAIOSFODNN7EXAMPLE does not exist", want: "The AWS Access Key Id [FILTERED] does not exist"},
+		{name: "GitHub token", in: "bad credentials for ghp_" + strings.Repeat("a1", 18), want: "bad credentials for [FILTERED]"},
+		{name: "MySQL says whether a password was sent", in: "Access denied for user 'chat'@'10.0.0.5' (using password: YES)",
+			want: "Access denied for user 'chat'@'10.0.0.5' (using password: YES)"},
+		{name: "sk_ in a word is not a key", in: "task_live_view is off", want: "task_live_view is off"},
 		{name: "several secrets", in: "token=a1 password=b2 Bearer c3 " + jwt + " redis://u:d4@h",
 			gone: []string{"a1", "b2", "c3", jwt, "d4"}},
 	}
