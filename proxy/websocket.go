@@ -3,7 +3,9 @@ package proxy
 import (
 	"context"
 	"crypto/tls"
+	"encoding/base64"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -257,6 +259,13 @@ func (s *Server) serveWebSocket(w *responseWriter, r *http.Request, info *reqInf
 		fail(outcomeOrigin, apierrors.New(apierrors.CodeForbidden, "this origin may not open a WebSocket"))
 		return
 	}
+	if e := badClientHandshake(r); e != nil {
+		// Checked before the upstream is dialled (QA: a bad key opened a
+		// real WebSocket to the app, closed at once with 1001), and
+		// answered with an envelope, not the library's plain text.
+		fail(outcomeHandshake, e)
+		return
+	}
 	kind := kindWebSocket
 	var (
 		sess *sioSession
@@ -461,6 +470,17 @@ func subprotocols(h http.Header) []string {
 // a failure to reach it is 502 or 504.
 func (h *wsHub) dialFailed(w *responseWriter, r *http.Request, info *reqInfo, resp *http.Response, err error) {
 	s := h.s
+	if resp != nil && resp.StatusCode >= 200 && resp.StatusCode < 300 {
+		// The app answered the upgrade as a plain request: no WebSocket
+		// there. The client still gets an envelope, but the upstream did
+		// not fail (QA: it counted in upstream_errors_total, the 502
+		// alert's series): it refused, as with a 4xx.
+		h.metrics.outcomes.WithLabelValues(outcomeUpstreamRefuse).Inc()
+		info.reason = "not_upgraded"
+		e := apierrors.New(apierrors.CodeUpstreamUnavailable, fmt.Sprintf("the upstream answered the WebSocket upgrade with %d, not 101: it serves no WebSocket at this path", resp.StatusCode))
+		s.writeError(w, r, info, e, sourceProxy)
+		return
+	}
 	if resp != nil && resp.StatusCode != http.StatusSwitchingProtocols && resp.StatusCode >= 300 {
 		h.metrics.outcomes.WithLabelValues(outcomeUpstreamRefuse).Inc()
 		var body []byte
@@ -641,4 +661,25 @@ func (h *wsHub) identify(r *http.Request) (identity.Identity, error) {
 		return identity.Identity{}, identity.ErrMissing
 	}
 	return v.VerifyRequest(r, h.s.cfg.Auth.Cookie)
+}
+
+// badClientHandshake checks what websocket.Accept would refuse in the
+// client's handshake (RFC 6455 4.2.1), before the upstream is dialled:
+// version 13 (426 with the version otherwise, as the RFC asks) and a
+// Sec-WebSocket-Key of 16 bytes in base64.
+func badClientHandshake(r *http.Request) *apierrors.Error {
+	if r.Method != http.MethodGet {
+		return apierrors.New(apierrors.CodeValidation, "a WebSocket handshake is a GET")
+	}
+	if v := r.Header.Get("Sec-WebSocket-Version"); v != "13" {
+		e := apierrors.New(apierrors.CodeValidation, "unsupported Sec-WebSocket-Version; 13 is spoken here")
+		e.Status = http.StatusUpgradeRequired
+		e.Header = http.Header{"Sec-Websocket-Version": {"13"}}
+		return e
+	}
+	key := r.Header.Get("Sec-WebSocket-Key")
+	if b, err := base64.StdEncoding.DecodeString(key); err != nil || len(b) != 16 {
+		return apierrors.New(apierrors.CodeValidation, "the Sec-WebSocket-Key is not 16 bytes in base64")
+	}
+	return nil
 }

@@ -131,7 +131,9 @@ func TestWebSocketHandshakeRefused(t *testing.T) {
 	}{
 		{"upstream down", "http://" + closedPort(t), 0, 502, "UPSTREAM_UNAVAILABLE", "upstream_failed"},
 		{"upstream refuses", refuse.URL, 0, 403, "FORBIDDEN", "upstream_refused"},
-		{"upstream answers 200", plain.URL, 0, 502, "UPSTREAM_UNAVAILABLE", "upstream_failed"},
+		// No WebSocket at that path: refused, not an upstream failure
+		// (not in upstream_errors_total, the 502 alert's series).
+		{"upstream answers 200", plain.URL, 0, 502, "UPSTREAM_UNAVAILABLE", "upstream_refused"},
 		{"upstream never answers", slow.URL, 300 * time.Millisecond, 504, "UPSTREAM_TIMEOUT", "upstream_failed"},
 	}
 	for _, tt := range tests {
@@ -151,8 +153,51 @@ func TestWebSocketHandshakeRefused(t *testing.T) {
 				t.Errorf("a refusal carries Upgrade: %q", resp.Header.Get("Upgrade"))
 			}
 			waitMetric(t, h, fmt.Sprintf(`chatguard_websocket_connections_total{outcome=%q}`, tt.outcome), 1)
+			if tt.outcome == "upstream_refused" {
+				if v := metricValue(t, h, `chatguard_upstream_errors_total{code="UPSTREAM_UNAVAILABLE",reason="other"}`); v != 0 {
+					t.Errorf("counted as an upstream error: %v", v)
+				}
+			}
 		})
 	}
+}
+
+// The client's handshake is checked before the upstream is dialled (QA: a
+// bad Sec-WebSocket-Key opened a WebSocket to the app, closed at once), and
+// refused with an envelope: 400, or 426 with the version spoken.
+func TestWebSocketBadClientHandshakeNeverReachesTheUpstream(t *testing.T) {
+	t.Parallel()
+	rec := &targetRecorder{}
+	h := start(t, upstream(t, rec.handler).URL, nil)
+	for _, tc := range []struct {
+		name, key, version string
+		status             int
+	}{
+		{"short key", "c2hvcnQ=", "13", 400},
+		{"key not base64", "not base64!!!!!!!!!!!!==", "13", 400},
+		{"no key", "", "13", 400},
+		{"version 8", "dGhlIHNhbXBsZSBub25jZQ==", "8", 426},
+	} {
+		req, _ := http.NewRequest(http.MethodGet, h.url+"/ws/echo", nil)
+		req.Header.Set("Connection", "Upgrade")
+		req.Header.Set("Upgrade", "websocket")
+		req.Header.Set("Sec-WebSocket-Version", tc.version)
+		if tc.key != "" {
+			req.Header.Set("Sec-WebSocket-Key", tc.key)
+		}
+		resp, body := h.do(req)
+		env := envelope(t, resp, body)
+		if resp.StatusCode != tc.status || env["code"] != "VALIDATION_ERROR" {
+			t.Errorf("%s: %d %v", tc.name, resp.StatusCode, env)
+		}
+		if tc.status == 426 && resp.Header.Get("Sec-WebSocket-Version") != "13" {
+			t.Errorf("%s: Sec-WebSocket-Version %q", tc.name, resp.Header.Get("Sec-WebSocket-Version"))
+		}
+	}
+	if got := rec.got(); len(got) != 0 {
+		t.Errorf("the upstream was reached: %q", got)
+	}
+	waitMetric(t, h, `chatguard_websocket_connections_total{outcome="handshake_failed"}`, 4)
 }
 
 func TestWebSocketIdleTimeout(t *testing.T) {
