@@ -628,13 +628,30 @@ type upstreamBody struct {
 	keep bool
 	ctx  context.Context
 	done atomic.Bool
+	// idle: proxy.response_body_timeout, as a read deadline pushed before
+	// a Read (at most each eighth of it); armedAt: when it last was.
+	idle    time.Duration
+	armedAt atomic.Int64 // Close may come from another goroutine than Read
 }
 
 func (b *upstreamBody) Read(p []byte) (int, error) {
 	if b.done.Load() {
 		return 0, io.EOF
 	}
+	if b.idle > 0 {
+		now := b.t.now()
+		if now.UnixNano()-b.armedAt.Load() >= min(int64(b.idle)/8, int64(time.Second)) {
+			b.pc.setReadDeadline(now.Add(b.idle))
+			b.armedAt.Store(now.UnixNano())
+		}
+	}
 	n, err := b.rc.Read(p)
+	if b.idle > 0 && err != nil && err != io.EOF {
+		var ne net.Error
+		if errors.As(err, &ne) && ne.Timeout() && b.ctx.Err() == nil {
+			err = fmt.Errorf("upstream response body: nothing for %s (proxy.response_body_timeout): %w", b.idle, context.DeadlineExceeded)
+		}
+	}
 	switch {
 	case err == io.EOF:
 		b.finish(true)
@@ -659,6 +676,9 @@ func (b *upstreamBody) finish(complete bool) {
 		return
 	}
 	if b.stop() && complete && b.keep {
+		if b.armedAt.Load() != 0 {
+			b.pc.setReadDeadline(time.Time{}) // the next request on it sets its own
+		}
 		b.t.put(b.pc)
 		return
 	}

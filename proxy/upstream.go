@@ -256,6 +256,11 @@ func watchBody(resp *http.Response, info *reqInfo, idle time.Duration) {
 	if resp.StatusCode == http.StatusSwitchingProtocols || resp.Body == nil || resp.Body == http.NoBody {
 		return
 	}
+	if ub, ok := resp.Body.(*upstreamBody); ok && idle > 0 {
+		// chatguard's own transport: a read deadline on the connection
+		// does it without a timer per response.
+		ub.idle, idle = idle, 0
+	}
 	resp.Body = &watchedBody{ReadCloser: resp.Body, info: info, idle: idle}
 }
 
