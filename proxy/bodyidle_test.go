@@ -2,8 +2,11 @@ package proxy
 
 import (
 	"bufio"
+	cryptotls "crypto/tls"
+	"fmt"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
@@ -18,9 +21,18 @@ import (
 // the metrics say timeout, and both connections close.
 func TestStalledUpstreamBodyIsGivenUp(t *testing.T) {
 	t.Parallel()
+	for _, tls := range []bool{false, true} { // chatguard's own transport (a deadline), net/http's (a timer)
+		t.Run(fmt.Sprintf("tls=%v", tls), func(t *testing.T) {
+			t.Parallel()
+			stalledBodyGivenUp(t, tls)
+		})
+	}
+}
+
+func stalledBodyGivenUp(t *testing.T, tls bool) {
 	release := make(chan struct{})
 	t.Cleanup(func() { close(release) })
-	up := upstream(t, func(w http.ResponseWriter, r *http.Request) {
+	handler := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Length", "10")
 		_, _ = io.WriteString(w, "abc")
 		w.(http.Flusher).Flush()
@@ -29,7 +41,18 @@ func TestStalledUpstreamBodyIsGivenUp(t *testing.T) {
 		case <-r.Context().Done():
 		}
 	})
-	h := start(t, up.URL, func(c *config.Config) { c.Proxy.ResponseBodyTimeout = 300 * time.Millisecond })
+	var url string
+	if tls {
+		srv := httptest.NewTLSServer(handler)
+		t.Cleanup(srv.Close)
+		url = srv.URL
+	} else {
+		url = upstream(t, handler).URL
+	}
+	h := start(t, url, func(c *config.Config) { c.Proxy.ResponseBodyTimeout = 300 * time.Millisecond })
+	if tls {
+		h.srv.proxy.Transport.(*http.Transport).TLSClientConfig = &cryptotls.Config{InsecureSkipVerify: true} // the test server's certificate
+	}
 	began := time.Now()
 	resp, err := h.client.Get(h.url + "/hang")
 	if err != nil {
