@@ -386,11 +386,7 @@ func (p *Persister) Save() error {
 	if p.kept.Load() {
 		return errKept
 	}
-	dir := filepath.Dir(p.o.Path)
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return err
-	}
-	tmp, err := os.CreateTemp(dir, filepath.Base(p.o.Path)+".tmp-*")
+	tmp, err := p.createTemp()
 	if err != nil {
 		return err
 	}
@@ -418,16 +414,22 @@ func (p *Persister) probe() error {
 	if p.kept.Load() {
 		return nil // said already
 	}
-	dir := filepath.Dir(p.o.Path)
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return err
-	}
-	tmp, err := os.CreateTemp(dir, filepath.Base(p.o.Path)+".tmp-*")
+	tmp, err := p.createTemp()
 	if err != nil {
 		return err
 	}
 	tmp.Close()
 	return os.Remove(tmp.Name())
+}
+
+// createTemp creates a temporary file beside the file (and its directory,
+// if need be), for a save's atomic rename.
+func (p *Persister) createTemp() (*os.File, error) {
+	dir := filepath.Dir(p.o.Path)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, err
+	}
+	return os.CreateTemp(dir, filepath.Base(p.o.Path)+".tmp-*")
 }
 
 // write is the snapshot as encoding/json would write it, entries in the
