@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"log"
+	"math"
 	"mime"
 	"net"
 	"net/http"
@@ -284,7 +285,9 @@ func (b *watchedBody) Read(p []byte) (int, error) {
 	if b.idle > 0 {
 		b.readSince.Store(time.Now().UnixNano())
 		if b.timer == nil {
-			b.timer = time.AfterFunc(b.idle, b.check)
+			// Set before it can fire: check resets it.
+			b.timer = time.AfterFunc(time.Duration(math.MaxInt64), b.check)
+			b.timer.Reset(b.idle)
 		}
 	}
 	n, err := b.ReadCloser.Read(p)

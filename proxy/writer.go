@@ -49,8 +49,8 @@ type responseWriter struct {
 	// sendTimeout bounds one write to the client (nginx's send_timeout): a
 	// client that takes nothing for that long is cut, rather than holding
 	// the upstream's connection and the copy for as long as it likes.
-	// armedAt is when the write deadline was last pushed (at most once a
-	// second); stalled: a write hit it.
+	// armedAt is when the write deadline was last pushed (see armWrite);
+	// stalled: a write hit it.
 	sendTimeout time.Duration
 	armedAt     int64
 	stalled     bool
@@ -87,9 +87,8 @@ func (w *responseWriter) disarmWrite() {
 
 // noteWriteErr records a write that hit the send timeout.
 func (w *responseWriter) noteWriteErr(err error) {
-	if ne, ok := err.(net.Error); ok && ne.Timeout() {
-		w.stalled = true
-	} else if errors.Is(err, os.ErrDeadlineExceeded) {
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() || errors.Is(err, os.ErrDeadlineExceeded) {
 		w.stalled = true
 	}
 }
