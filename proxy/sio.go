@@ -46,6 +46,7 @@ type sioSession struct {
 	registered bool
 	namespaces []string          // namespaces the upstream accepted
 	nsUser     map[string]string // namespace → the user its last CONNECT was admitted as
+	pids       []string          // recovery pids the upstream gave this session's sockets
 	skip       int               // binary attachments of a taken-out packet still to drop
 	expect     int               // binary attachments of a forwarded packet still to come
 	notices    [][]byte          // packets for the client's next poll
@@ -171,10 +172,13 @@ func (s *sioSession) ended() {
 	s.overOnce.Do(func() {
 		s.mu.Lock()
 		s.over = true
-		id, registered, sid, polled := s.socketID, s.registered, s.sid, s.polled
+		id, registered, sid, polled, pids := s.socketID, s.registered, s.sid, s.polled, s.pids
 		s.mu.Unlock()
 		s.pollStop()
 		h := s.hub
+		if len(pids) > 0 {
+			h.pids.ended(s, pids, time.Now())
+		}
 		if sid != "" {
 			h.mu.Lock()
 			if h.polls[sid] == s {
@@ -378,6 +382,10 @@ func (s *sioSession) connect(pkt socketio.Packet) verdict {
 	}
 	return s.admitConnect(pkt, id.User)
 }
+
+// maxSessionPIDs bounds the recovery pids one session has remembered (one
+// per namespace it connects, reconnects included).
+const maxSessionPIDs = 64
 
 // admitConnect forwards a CONNECT admitted as user (empty: anonymous),
 // noting that user for the namespace; a connection-state-recovery pid in
@@ -615,8 +623,9 @@ func (s *sioSession) upstreamPacket(data []byte) {
 		if !slices.Contains(s.namespaces, pkt.Namespace) {
 			s.namespaces = append(s.namespaces, pkt.Namespace)
 		}
-		if pid, ok := socketio.StringField(pkt.Data, "pid"); ok {
-			h.pids.record(pid, pkt.Namespace, s.nsUser[pkt.Namespace], time.Now())
+		if pid, ok := socketio.StringField(pkt.Data, "pid"); ok && pid != "" && len(s.pids) < maxSessionPIDs {
+			h.pids.record(pid, pkt.Namespace, s.nsUser[pkt.Namespace], s)
+			s.pids = append(s.pids, pid)
 		}
 		if s.registered || h.registry == nil || s.over {
 			s.mu.Unlock()

@@ -320,7 +320,7 @@ func TestSocketIOPollingRecoveryOfAnotherUsersSocketIsTakenOut(t *testing.T) {
 	fake := newFakePolling(t, time.Second)
 	env := startSIO(t, upstream(t, fake.ServeHTTP).URL, nil)
 	h := env.harness
-	h.srv.ws.pids.record("pid-alice", "/", "alice@example.com", time.Now())
+	h.srv.ws.pids.record("pid-alice", "/", "alice@example.com", &sioSession{})
 	if resp, body := poll(t, h, "GET", "", ""); resp.StatusCode != 200 || !strings.Contains(body, `"p1"`) {
 		t.Fatalf("handshake: %d %s", resp.StatusCode, body)
 	}

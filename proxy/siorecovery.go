@@ -22,12 +22,13 @@ import (
 type pidOwners struct {
 	mu    sync.Mutex
 	byPID map[string]pidOwner
-	order []pidRef // by time, for expiry
+	order []pidRef // pids whose session ended, by time, for expiry
 }
 
 type pidOwner struct {
 	ns, user string
-	at       time.Time
+	sess     *sioSession // the session holding it; nil once that ended
+	at       time.Time   // when that session ended
 }
 
 type pidRef struct {
@@ -35,23 +36,33 @@ type pidRef struct {
 	at  time.Time
 }
 
-// maxPIDs bounds the table: a recovery window's worth of connects on a
-// busy instance; past it the oldest go first (their clients then simply
-// connect anew).
+// maxPIDs bounds the pids of ended sessions kept: a recovery window's worth
+// of disconnects on a busy instance; past it the oldest go first (their
+// clients then connect anew, or, if they come back here unknown, are left
+// to the backend). The pids of live sessions are bounded by the sessions.
 const maxPIDs = 200_000
 
 func newPIDOwners() *pidOwners { return &pidOwners{byPID: map[string]pidOwner{}} }
 
-// record notes pid's namespace and user, now.
-func (t *pidOwners) record(pid, ns, user string, now time.Time) {
+// record notes the pid the upstream gave sess's socket in ns, admitted as
+// user. It is kept while sess lives, and for the recovery window after.
+func (t *pidOwners) record(pid, ns, user string, sess *sioSession) {
 	if pid == "" || len(pid) > 128 {
 		return
 	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	t.byPID[pid] = pidOwner{ns: ns, user: userkey.Normalise(user), sess: sess}
+}
+
+// ended starts the recovery window of sess's pids: from now, not from
+// their CONNECT (review: a socket older than the window was unprotected).
+func (t *pidOwners) ended(sess *sioSession, pids []string, now time.Time) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
 	for len(t.order) > 0 && (now.Sub(t.order[0].at) >= sessions.RecoveryWindow+time.Minute || len(t.order) >= maxPIDs) {
 		old := t.order[0]
-		if o, ok := t.byPID[old.pid]; ok && o.at.Equal(old.at) {
+		if o, ok := t.byPID[old.pid]; ok && o.sess == nil && o.at.Equal(old.at) {
 			delete(t.byPID, old.pid)
 		}
 		t.order = t.order[1:]
@@ -59,8 +70,13 @@ func (t *pidOwners) record(pid, ns, user string, now time.Time) {
 	if len(t.order) == 0 {
 		t.order = nil // let the array go
 	}
-	t.byPID[pid] = pidOwner{ns: ns, user: userkey.Normalise(user), at: now}
-	t.order = append(t.order, pidRef{pid: pid, at: now})
+	for _, pid := range pids {
+		if o, ok := t.byPID[pid]; ok && o.sess == sess { // not one a later session took over
+			o.sess, o.at = nil, now
+			t.byPID[pid] = o
+			t.order = append(t.order, pidRef{pid: pid, at: now})
+		}
+	}
 }
 
 // mismatch reports whether a CONNECT to ns admitted as user may not

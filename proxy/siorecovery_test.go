@@ -8,14 +8,16 @@ import (
 )
 
 // A pid is judged against the namespace and user it was given to, with
-// e-mail keys in any case; an unknown one, or one past the recovery
-// window, is not judged.
+// e-mail keys in any case; an unknown one is not judged. It is kept while
+// its session lives, however long, and for the recovery window after its
+// session ended (review: a socket older than the window was unprotected).
 func TestPIDOwners(t *testing.T) {
 	t.Parallel()
 	tb := newPIDOwners()
+	alice, pub, other := &sioSession{}, &sioSession{}, &sioSession{}
 	now := time.Unix(1_700_000_000, 0)
-	tb.record("p1", "/", "Ana@Example.com", now)
-	tb.record("p2", "/public", "", now)
+	tb.record("p1", "/", "Ana@Example.com", alice)
+	tb.record("p2", "/public", "", pub)
 	for _, tc := range []struct {
 		pid, ns, user string
 		mismatch      bool
@@ -32,10 +34,34 @@ func TestPIDOwners(t *testing.T) {
 			t.Errorf("mismatch(%s, %s, %q) = %v", tc.pid, tc.ns, tc.user, got)
 		}
 	}
-	// A record after the window has passed expires the old ones.
-	tb.record("p3", "/", "x", now.Add(sessions.RecoveryWindow+2*time.Minute))
-	if tb.mismatch("p1", "/", "bob@example.com") || tb.len() != 1 {
+	// Hours later, another session's end expires what it can: not p1,
+	// whose session is alive.
+	later := now.Add(3 * time.Hour)
+	tb.record("p3", "/", "x", other)
+	tb.ended(other, []string{"p3"}, later)
+	tb.ended(pub, []string{"p2"}, later)
+	if !tb.mismatch("p1", "/", "bob@example.com") {
+		t.Fatal("a live session's pid expired")
+	}
+	// Ended, p1 is kept for the window, then goes.
+	tb.ended(alice, []string{"p1"}, later)
+	tb.ended(other, nil, later.Add(sessions.RecoveryWindow))
+	if !tb.mismatch("p1", "/", "bob@example.com") {
+		t.Fatal("p1 expired within the window after its session ended")
+	}
+	tb.ended(other, nil, later.Add(sessions.RecoveryWindow+2*time.Minute))
+	if tb.mismatch("p1", "/", "bob@example.com") || tb.len() != 0 {
 		t.Errorf("expired pids kept: %d", tb.len())
+	}
+	// A pid a later session took over stays with that session when the
+	// first one ends.
+	again := &sioSession{}
+	tb.record("p4", "/", "ana@example.com", alice)
+	tb.record("p4", "/", "ana@example.com", again)
+	tb.ended(alice, []string{"p4"}, later)
+	tb.ended(other, nil, later.Add(time.Hour))
+	if !tb.mismatch("p4", "/", "bob@example.com") {
+		t.Error("the later session's pid expired with the first session's end")
 	}
 }
 
