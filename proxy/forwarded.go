@@ -75,14 +75,13 @@ func (t trustedProxies) clientIP(r *http.Request, peer netip.Addr) netip.Addr {
 func (t trustedProxies) setForwarded(pr *httputil.ProxyRequest, peer, client netip.Addr) {
 	in, out := pr.In, pr.Out.Header
 	trusted := t.contains(peer)
-	xff := peer.String()
+	peerIP := peer.String()
+	xff := peerIP
 	if trusted {
 		if prior := strings.Join(in.Header.Values("X-Forwarded-For"), ", "); prior != "" {
 			xff = prior + ", " + xff
 		}
 	}
-	out.Set("X-Forwarded-For", xff)
-
 	proto := "http"
 	if in.TLS != nil {
 		proto = "https"
@@ -96,13 +95,21 @@ func (t trustedProxies) setForwarded(pr *httputil.ProxyRequest, peer, client net
 			host = h
 		}
 	}
-	out.Set("X-Forwarded-Proto", proto)
-	if host != "" {
-		out.Set("X-Forwarded-Host", host)
-	} else { // HTTP/1.0 without Host: no host to name, and an empty header is not one
-		out.Del("X-Forwarded-Host")
+	realIP := peerIP
+	if client != peer {
+		realIP = client.String()
 	}
-	out.Set("X-Real-IP", client.String())
+	// One backing array for the four values, each header its own
+	// one-element slice of it (what Header.Set would make, four times).
+	vals := [...]string{xff, proto, realIP, host}
+	out["X-Forwarded-For"] = vals[0:1:1]
+	out["X-Forwarded-Proto"] = vals[1:2:2]
+	out["X-Real-Ip"] = vals[2:3:3]
+	if host != "" {
+		out["X-Forwarded-Host"] = vals[3:4:4]
+	} else { // HTTP/1.0 without Host: no host to name, and an empty header is not one
+		delete(out, "X-Forwarded-Host")
+	}
 }
 
 func firstOf(list string) string {

@@ -77,8 +77,9 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	info.client = s.trust.clientIP(r, info.peer)
 	info.rt = s.routing.Load()
 	info.route = info.rt.table.match(r.Method, r.URL.Path)
-	r.Header.Set(requestid.Header, info.id)
-	w.Header().Set(requestid.Header, info.id)
+	ids := [...]string{info.id, info.id} // one allocation for both headers' values
+	r.Header[requestid.Header] = ids[0:1:1]
+	w.Header()[requestid.Header] = ids[1:2:2]
 
 	rw := &responseWriter{ResponseWriter: w, onHijack: s.trackConn, requestID: info.id, head: r.Method == http.MethodHead, http10: !r.ProtoAtLeast(1, 1),
 		sendTimeout: s.cfg.Server.SendTimeout}

@@ -25,7 +25,12 @@ func (redactHook) Fire(e *logrus.Entry) error {
 		}
 		switch t := v.(type) {
 		case string:
-			e.Data[k] = redact.String(t)
+			// Written back only when redaction changed it: storing a
+			// string in the map boxes it again (one allocation a field,
+			// six on every access line).
+			if r := redact.String(t); r != t {
+				e.Data[k] = r
+			}
 		case error:
 			e.Data[k] = redact.String(t.Error())
 		case fmt.Stringer:
