@@ -395,46 +395,87 @@ func looksLikeCredential(scheme, s string) bool {
 }
 
 // mayHoldSecret is a cheap pre-check so that the common case (no secret)
-// costs no regular-expression work.
+// costs no regular-expression work: true when s holds "eyJ", "://", one of
+// keyPrefixes (as written) or one of hintWords (in any ASCII case). It runs
+// on every string of every log line, so it reads s once, looking further
+// only at the bytes that can start one of them.
 func mayHoldSecret(s string) bool {
-	if strings.Contains(s, "eyJ") || strings.Contains(s, "://") {
-		return true
-	}
-	for _, p := range keyPrefixes {
-		if strings.Contains(s, p) {
-			return true
+	for i := 0; i < len(s); i++ {
+		rest := s[i:]
+		switch c := s[i]; c {
+		case 'e':
+			if strings.HasPrefix(rest, "eyJ") {
+				return true
+			}
+		case ':':
+			if strings.HasPrefix(rest, "://") {
+				return true
+			}
+		case 'A':
+			if strings.HasPrefix(rest, "AKIA") || strings.HasPrefix(rest, "AIza") {
+				return true
+			}
+		case 'x':
+			if strings.HasPrefix(rest, "xox") {
+				return true
+			}
+		case 'g':
+			if strings.HasPrefix(rest, "gh") && len(rest) >= 4 && rest[3] == '_' && strings.IndexByte("pousr", rest[2]) >= 0 ||
+				strings.HasPrefix(rest, "github_pat_") {
+				return true
+			}
 		}
-	}
-	for _, w := range hintWords {
-		if containsFold(s, w) {
-			return true
+		switch s[i] | 0x20 { // ASCII lower case; other bytes match no case below
+		case 'k':
+			if strings.HasPrefix(rest, "k_live_") || strings.HasPrefix(rest, "k_test_") || hasPrefixFold(rest, "key") {
+				return true
+			}
+		case 'b':
+			if hasPrefixFold(rest, "bearer") || hasPrefixFold(rest, "basic") {
+				return true
+			}
+		case 't':
+			if hasPrefixFold(rest, "token") {
+				return true
+			}
+		case 'p':
+			if hasPrefixFold(rest, "pass") || hasPrefixFold(rest, "pwd") {
+				return true
+			}
+		case 's':
+			if hasPrefixFold(rest, "secret") || hasPrefixFold(rest, "session") {
+				return true
+			}
+		case 'j':
+			if hasPrefixFold(rest, "jwt") {
+				return true
+			}
+		case 'c':
+			if hasPrefixFold(rest, "cookie") || hasPrefixFold(rest, "credential") {
+				return true
+			}
+		case 'a':
+			if hasPrefixFold(rest, "authorization") {
+				return true
+			}
 		}
 	}
 	return false
 }
 
-// keyPrefixes start the API keys textPatterns[4] knows.
-var keyPrefixes = []string{"k_live_", "k_test_", "AKIA", "xox", "ghp_", "gho_", "ghu_", "ghs_", "ghr_", "github_pat_", "AIza"}
-
-var hintWords = []string{"bearer", "basic", "token", "pass", "pwd", "secret", "key", "jwt", "cookie", "session", "credential", "authorization"}
-
-// containsFold is strings.Contains ignoring ASCII case, for a lower-case
-// word, without allocating.
-func containsFold(s, word string) bool {
-	for i := 0; i+len(word) <= len(s); i++ {
-		j := 0
-		for ; j < len(word); j++ {
-			c := s[i+j]
-			if c >= 'A' && c <= 'Z' {
-				c += 'a' - 'A'
-			}
-			if c != word[j] {
-				break
-			}
+// hasPrefixFold is strings.HasPrefix ignoring ASCII case, for a lower-case word.
+func hasPrefixFold(s, word string) bool {
+	if len(s) < len(word) {
+		return false
+	}
+	for j := 0; j < len(word); j++ {
+		c := s[j]
+		if c >= 'A' && c <= 'Z' {
+			c += 'a' - 'A'
 		}
-		if j == len(word) {
-			return true
+		if c != word[j] {
+			return false
 		}
 	}
-	return false
+	return true
 }
