@@ -802,15 +802,23 @@ func safeMessage(s string) bool {
 	for _, bad := range []string{
 		"node_modules", ".js:", ".ts:", "/home/", "/usr/", "/app/", "/var/", "/srv/", "/opt/", `c:\`,
 		"typeerror", "referenceerror", "syntaxerror", "rangeerror", "econnrefused", "econnreset",
-		"etimedout", "enotfound", "exception", "stack", "sql", "select ", "undefined", "null pointer",
-		"cannot read prop", " at ",
+		"etimedout", "enotfound", "undefined", "null pointer", "cannot read prop",
 	} {
 		if strings.Contains(lower, bad) {
 			return false
 		}
 	}
-	return true
+	return !internalWords.MatchString(s)
 }
+
+// internalWords are words of a runtime's or a driver's text that an app's
+// own message does not use, as whole words: "NullPointerException" but not
+// "Exceptional characters", "SQL" but not "PostgreSQL or MySQL", a stack
+// frame's "at fn (" but not "at least 8 characters" (Joi's own text).
+// A query in lower case, with a star, a count or a list of columns.
+var internalWords = regexp.MustCompile(`(?i)exception\b|\bsql\b|\bcall stack\b|\bstack ?trace\b|\bstack overflow\b|` +
+	`\bat (?:async )?(?:new )?[\w$.\[\]]+ \(|\bat \S+:\d+:\d+|` +
+	"\\bselect\\s+(?:\\*|distinct\\b|count\\s*\\(|[\\w.\"`]+\\s*,).{0,200}?\\bfrom\\b") // "select * from users", not "select a file from disk"
 
 // scrubFields replaces quoted secret values in validation messages.
 func scrubFields(details map[string]any, secrets []string) {

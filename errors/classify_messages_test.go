@@ -38,6 +38,16 @@ func TestClassifyClientMessage(t *testing.T) {
 		{"200 multi-byte runes", 400, jsonCT, `{"message":"` + multi200 + `"}`, multi200},
 		{"secret in message is redacted", 401, jsonCT, `{"message":"Invalid Bearer abc123def"}`, "Invalid Bearer [FILTERED]"},
 		{"password pair in message is redacted", 400, jsonCT, `{"message":"Login failed for password=hunter2"}`, "Login failed for password=[FILTERED]"},
+		// Everyday sentences that once matched a substring of the internals
+		// list (QA: Joi's own default text was replaced).
+		{"Joi string.min", 400, jsonCT, `{"message":"\"password\" length must be at least 8 characters long"}`, `"password" length must be at least 8 characters long`},
+		{"at least", 400, jsonCT, `{"message":"Password must be at least 8 characters"}`, "Password must be at least 8 characters"},
+		{"at the moment", 409, jsonCT, `{"message":"Meeting room is full at the moment"}`, "Meeting room is full at the moment"},
+		{"please select", 400, jsonCT, `{"message":"Please select a conversation first"}`, "Please select a conversation first"},
+		{"select a file from", 400, jsonCT, `{"message":"Please select a file from your device"}`, "Please select a file from your device"},
+		{"PostgreSQL or MySQL", 400, jsonCT, `{"message":"Only PostgreSQL or MySQL exports are supported"}`, "Only PostgreSQL or MySQL exports are supported"},
+		{"Exceptional", 400, "text/plain", "Exceptional characters are not allowed", "Exceptional characters are not allowed"},
+		{"stack as a word", 400, jsonCT, `{"message":"Card stack is full"}`, "Card stack is full"},
 
 		{"201 runes", 400, jsonCT, `{"message":"` + long201 + `"}`, ""},
 		{"multi-line", 400, jsonCT, `{"message":"Bad request\nsee logs"}`, ""},
@@ -57,6 +67,13 @@ func TestClassifyClientMessage(t *testing.T) {
 		{"ECONNREFUSED", 400, jsonCT, `{"message":"connect ECONNREFUSED 127.0.0.1:6379"}`, ""},
 		{"exception", 400, jsonCT, `{"message":"NullPointerException"}`, ""},
 		{"stack word", 400, jsonCT, `{"message":"Maximum call stack size exceeded"}`, ""},
+		{"exception word", 400, jsonCT, `{"message":"An exception occurred"}`, ""},
+		{"SQL word", 400, jsonCT, `{"message":"Invalid SQL near users"}`, ""},
+		{"stack trace words", 400, jsonCT, `{"message":"see stack trace"}`, ""},
+		{"one-line stack frame", 400, jsonCT, `{"message":"boom at Layer.handle (server.mjs)"}`, ""},
+		{"frame with position", 400, jsonCT, `{"message":"boom at file:///srv/a.mjs:3:9"}`, ""},
+		{"select count", 400, jsonCT, `{"message":"failed: select count(*) from messages"}`, ""},
+		{"select columns", 400, jsonCT, `{"message":"failed: select id, email from users"}`, ""},
 		{"invalid UTF-8 in text", 400, "text/plain", "Bad \xff request", ""},
 		{"text/html with markup is never used", 404, "text/html; charset=utf-8", bodyExpressHTML, ""},
 		// Express's res.status(404).send('…') is text/html (QA: the message was lost).
