@@ -505,13 +505,33 @@ func jwtCode(c map[string]any) (Code, bool) {
 	return "", false
 }
 
+// joiDetails reports whether every item of details is a Joi error item
+// ({message, path: [...], type}), as an app that sends
+// {"error": "Bad Request", "details": err.details} passes them on.
+func joiDetails(details []any) bool {
+	for _, d := range details {
+		dm, ok := d.(map[string]any)
+		if !ok {
+			return false
+		}
+		_, msg := dm["message"].(string)
+		_, path := dm["path"].([]any)
+		_, typ := dm["type"].(string)
+		if !msg || !path || !typ {
+			return false
+		}
+	}
+	return len(details) > 0
+}
+
 // validationFields recognises Joi, celebrate, express-validator and Mongoose
 // validation errors and lists their fields.
 func validationFields(c map[string]any) ([]any, string) {
 	name, _ := c["name"].(string)
 	isJoi, _ := c["isJoi"].(bool)
 	_, hasOriginal := c["_original"]
-	if details, ok := c["details"].([]any); ok && (isJoi || name == "ValidationError" || hasOriginal) {
+	if details, ok := c["details"].([]any); ok && (isJoi || name == "ValidationError" || hasOriginal ||
+		c["error"] == "ValidationError" || joiDetails(details)) {
 		var fields []any
 		for _, d := range details {
 			dm, ok := d.(map[string]any)
