@@ -27,8 +27,9 @@ type serverMetrics struct {
 	upgraded  prometheus.Gauge
 	ready     prometheus.Gauge
 
-	upstreamErrors *prometheus.CounterVec
-	envelopes      *prometheus.CounterVec
+	upstreamErrors  *prometheus.CounterVec
+	upstreamRetries prometheus.Counter
+	envelopes       *prometheus.CounterVec
 }
 
 func newServerMetrics(reg prometheus.Registerer) (*serverMetrics, error) {
@@ -60,6 +61,10 @@ func newServerMetrics(reg prometheus.Registerer) (*serverMetrics, error) {
 			Name: "chatguard_upstream_errors_total",
 			Help: "Failures to get an answer from the upstream, by envelope code and reason (refused, reset, timeout, dns, eof, body_too_large, client_closed, bad_response, bad_request, tls, other).",
 		}, []string{"code", "reason"}),
+		upstreamRetries: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "chatguard_upstream_retries_total",
+			Help: "Idempotent requests sent again on a new upstream connection because a reused one, idle for 1 s or more, closed before any answer.",
+		}),
 		envelopes: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "chatguard_envelopes_total",
 			Help: "Error envelopes sent, by code and source (proxy, upstream, passthrough).",
@@ -77,7 +82,7 @@ func newServerMetrics(reg prometheus.Registerer) (*serverMetrics, error) {
 		m.upstreamErrors.WithLabelValues(string(apierrors.CodeUpstreamUnavailable), reason)
 	}
 	m.upstreamErrors.WithLabelValues(string(apierrors.CodeUpstreamTimeout), "timeout")
-	for _, c := range []prometheus.Collector{requests, durations, m.inFlight, m.upgraded, m.ready, m.upstreamErrors, m.envelopes} {
+	for _, c := range []prometheus.Collector{requests, durations, m.inFlight, m.upgraded, m.ready, m.upstreamErrors, m.upstreamRetries, m.envelopes} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("proxy: register metrics: %w", err)
 		}

@@ -53,6 +53,9 @@ type reqInfo struct {
 	aborted bool // the response was cut off after its status line went out
 	// shadowLimited: a route in shadow mode would have refused the request
 	shadowLimited bool
+	// retried: the request was sent again on a new upstream connection,
+	// the reused one having died before any answer (see upstreamTransport)
+	retried bool
 	// onResponse, when set, sees the upstream's response first (Socket.IO
 	// polling inspection).
 	onResponse func(*http.Response)
@@ -307,6 +310,9 @@ func (s *Server) finish(w *responseWriter, r *http.Request, info *reqInfo, start
 	}
 	elapsed := s.now().Sub(start)
 	info.rt.observe(info.route, status, elapsed.Seconds())
+	if info.retried {
+		s.metrics.upstreamRetries.Inc()
+	}
 	s.accessLog(w, r, info, status, elapsed)
 	if p == http.ErrAbortHandler {
 		panic(p) // let net/http abort the connection, as the proxy asked
@@ -363,6 +369,9 @@ func (s *Server) accessLog(w *responseWriter, r *http.Request, info *reqInfo, st
 	}
 	if info.shadowLimited {
 		f["rateLimit"] = "shadow"
+	}
+	if info.retried {
+		f["retried"] = true
 	}
 	if info.reason != "" {
 		f["reason"] = info.reason

@@ -29,7 +29,11 @@ import (
 // non-blocking peek checks that the upstream has not closed it (Node closes
 // idle keep-alive connections after 5 s); a request that fails on a reused
 // connection before any response byte arrived is sent once more on a fresh
-// one when its body can be replayed (or it has none).
+// one when its body can be replayed (or it has none) and the connection had
+// been idle long enough (unsafeReuseIdle) for the upstream to be closing it
+// for idleness: one that dies right after a request on it was busy is the
+// app's failure, and repeating the request would run it twice (two crashed
+// workers for one request of death, QA).
 type upstreamTransport struct {
 	addr                  string
 	dialer                *net.Dialer
@@ -313,6 +317,7 @@ func (t *upstreamTransport) RoundTrip(req *http.Request) (*http.Response, error)
 		if err != nil {
 			return nil, err
 		}
+		idle := t.now().Sub(pc.lastUsed)
 		resp, gotBytes, err := t.exchange(pc, req)
 		if err == nil {
 			return resp, nil
@@ -321,7 +326,8 @@ func (t *upstreamTransport) RoundTrip(req *http.Request) (*http.Response, error)
 		if ctxErr := req.Context().Err(); ctxErr != nil {
 			return nil, ctxErr
 		}
-		if reused && attempt == 0 && !gotBytes && retryable(req) {
+		if reused && attempt == 0 && !gotBytes && retryable(req) && idle >= unsafeReuseIdle {
+			infoFrom(req.Context()).retried = true
 			if req.GetBody != nil {
 				if req.Body, err = req.GetBody(); err != nil {
 					return nil, err

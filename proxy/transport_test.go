@@ -122,9 +122,10 @@ func answer(c net.Conn, br *bufio.Reader, body string) bool {
 	return true
 }
 
-// The upstream takes the second request on a kept-alive connection and
-// closes without answering (the keep-alive race): a GET is sent again on a
-// new connection, a POST with a body that cannot be replayed is not.
+// The upstream takes the second request on a kept-alive connection that
+// sat idle for over a second and closes without answering (the keep-alive
+// race): a GET is sent again on a new connection, said on its access line
+// and counted; a POST with a body that cannot be replayed is not.
 func TestTransportRetriesOnlyReplayableRequests(t *testing.T) {
 	t.Parallel()
 	dropSecond := func(c net.Conn, br *bufio.Reader) {
@@ -134,9 +135,19 @@ func TestTransportRetriesOnlyReplayableRequests(t *testing.T) {
 	serve := func(c net.Conn, br *bufio.Reader) { answer(c, br, "second") }
 
 	get := start(t, rawUpstream(t, dropSecond, serve), nil)
-	get.get("/")
-	if resp, body := get.get("/"); resp.StatusCode != 200 || string(body) != "second" {
+	get.get("/first")
+	time.Sleep(unsafeReuseIdle + 100*time.Millisecond)
+	if resp, body := get.get("/second"); resp.StatusCode != 200 || string(body) != "second" {
 		t.Fatalf("GET after a dropped keep-alive connection: %d %q", resp.StatusCode, body)
+	}
+	if l := accessLine(t, get, "/second"); l == nil || l["retried"] != true {
+		t.Errorf("access line of the retried GET: %v", l)
+	}
+	if l := accessLine(t, get, "/first"); l == nil || l["retried"] != nil {
+		t.Errorf("access line of a GET sent once: %v", l)
+	}
+	if v := metricValue(t, get, "chatguard_upstream_retries_total"); v != 1 {
+		t.Errorf("chatguard_upstream_retries_total = %v, want 1", v)
 	}
 
 	post := start(t, rawUpstream(t, dropSecond, serve), nil)
@@ -253,6 +264,39 @@ func TestTransportResponseHeaderTimeoutAndReuse(t *testing.T) {
 	}
 	if conns.Load() != 2 { // the timed-out connection is not reused
 		t.Fatalf("%d connections", conns.Load())
+	}
+}
+
+// A GET whose handler kills the connection it came on, busy a moment
+// before, is the app's failure, not a keep-alive race: it is answered 502
+// and never sent again (QA: one request of death took down both workers
+// of a Node cluster, and a counter in a GET counted twice).
+func TestTransportDoesNotRepeatARequestOnABusyConnection(t *testing.T) {
+	t.Parallel()
+	var seen atomic.Int64
+	crashOnSecond := func(c net.Conn, br *bufio.Reader) {
+		answer(c, br, "first")
+		if _, err := http.ReadRequest(br); err == nil {
+			seen.Add(1) // the handler ran, then the worker died
+		}
+	}
+	again := func(c net.Conn, br *bufio.Reader) {
+		if _, err := http.ReadRequest(br); err == nil {
+			seen.Add(1)
+			_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+		}
+	}
+	h := start(t, rawUpstream(t, crashOnSecond, again), nil)
+	h.get("/a")
+	resp, body := h.get("/crash")
+	if env := envelope(t, resp, body); resp.StatusCode != 502 || env["code"] != "UPSTREAM_UNAVAILABLE" {
+		t.Fatalf("GET that killed a busy connection: %d %v", resp.StatusCode, env)
+	}
+	if n := seen.Load(); n != 1 {
+		t.Fatalf("the upstream saw the request %d times, want 1", n)
+	}
+	if v := metricValue(t, h, "chatguard_upstream_retries_total"); v != 0 {
+		t.Errorf("chatguard_upstream_retries_total = %v, want 0", v)
 	}
 }
 
