@@ -142,3 +142,29 @@ func TestRequestIDSurvivesConnectionHeader(t *testing.T) {
 		t.Errorf("upstream handshake request id %q, want req-ws-2", id)
 	}
 }
+
+// A chunked request's trailers reach the upstream (QA: Node's req.trailers
+// was empty through chatguard).
+func TestRequestTrailersReachTheUpstream(t *testing.T) {
+	t.Parallel()
+	got := make(chan string, 1)
+	up := upstream(t, func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		got <- string(body) + "|" + r.Trailer.Get("X-Sum")
+	})
+	h := start(t, up.URL, nil)
+	statuses, _, _ := rawExchange(t, h, "POST /api/upload HTTP/1.1\r\nHost: chat.example\r\n"+
+		"Transfer-Encoding: chunked\r\nTrailer: X-Sum\r\n\r\n"+
+		"5\r\nhello\r\n0\r\nX-Sum: deadbeef\r\n\r\n")
+	if len(statuses) == 0 || !strings.Contains(statuses[0], "200") {
+		t.Fatalf("statuses %v", statuses)
+	}
+	select {
+	case s := <-got:
+		if s != "hello|deadbeef" {
+			t.Fatalf("upstream saw body|trailer %q, want %q", s, "hello|deadbeef")
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the upstream saw nothing")
+	}
+}

@@ -101,6 +101,13 @@ func (s *Server) newReverseProxy(target *url.URL, transport http.RoundTripper) *
 			// second 100 and the upstream would decide what only the
 			// proxy's checks should.
 			pr.Out.Header.Del("Expect")
+			if len(pr.In.Trailer) > 0 {
+				// The request's own trailers: net/http fills In's map
+				// once the body is read, after Out took a copy of the
+				// empty one; sharing it sends them on (Node's
+				// req.trailers), as nginx does with chunked bodies.
+				pr.Out.Trailer = pr.In.Trailer
+			}
 			if !isWebSocketUpgrade(pr.In) {
 				// Only WebSocket upgrades pass: any other (h2c, a custom
 				// protocol) would open a raw tunnel past every check, as
