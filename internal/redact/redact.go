@@ -366,6 +366,9 @@ func String(s string) string {
 		if strings.HasSuffix(sub[1], Filtered) || sub[2] == Filtered || sub[2] == `"`+Filtered+`"` {
 			return m
 		}
+		if k := strings.Trim(strings.TrimRight(sub[1], " \t:="), `"`); strings.HasSuffix(k, "Error") || strings.HasSuffix(k, "Exception") {
+			return m // "JsonWebTokenError: jwt malformed" is a class and its message
+		}
 		if v := strings.TrimSuffix(sub[2], ")"); strings.EqualFold(v, "yes") || strings.EqualFold(v, "no") {
 			return m // MySQL's "(using password: YES)" says whether one was sent, not which
 		}

@@ -225,6 +225,11 @@ func TestString(t *testing.T) {
 		{name: "client_secret", in: "client_secret=abc", want: "client_secret=[FILTERED]"},
 		{name: "session", in: "session=s%3Aabc", want: "session=[FILTERED]"},
 		{name: "jwt key", in: "jwt=abc", want: "jwt=[FILTERED]"},
+		// An error class whose name holds a key word, and its message.
+		{name: "error class", in: "JsonWebTokenError: jwt malformed", want: "JsonWebTokenError: jwt malformed"},
+		{name: "exception class", in: "InvalidTokenException: token revoked", want: "InvalidTokenException: token revoked"},
+		{name: "error class with a JWT", in: "JsonWebTokenError: " + jwt, want: "JsonWebTokenError: [FILTERED]"},
+		{name: "key named like an error", in: "tokenError=abc tokenErrors=def", want: "tokenError=abc tokenErrors=[FILTERED]"},
 		{name: "JSON pair", in: `{"token": "abc", "user": "bob"}`, want: `{"token": [FILTERED], "user": "bob"}`},
 		{name: "JSON pair compact", in: `{"password":"hunter2","email":"a@b"}`, want: `{"password":[FILTERED],"email":"a@b"}`},
 		{name: "JSON pair, value with spaces", in: `{"secret": "two words"}`, want: `{"secret": [FILTERED]}`},
