@@ -466,7 +466,7 @@ func reloadConfig(env environment, a *app, log *logrus.Entry, why string) {
 		// editor wrote first) or a mistake, and the defaults would drop every
 		// route's auth and limits at once. Whitespace and comments are as
 		// empty as zero bytes.
-		data, err := os.ReadFile(a.file)
+		data, err := config.ReadFile(a.file)
 		if err == nil && config.IsBlank(data) {
 			log.WithField("problem", a.file+" is empty (no settings, only whitespace or comments)").Error("configuration reload refused")
 			return

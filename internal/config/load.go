@@ -6,7 +6,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"os"
 	"reflect"
 	"regexp"
 	"slices"
@@ -53,7 +52,7 @@ func Load(src Source) (*Config, error) {
 		src.LookupEnv = func(string) (string, bool) { return "", false }
 	}
 	if src.ReadFile == nil {
-		src.ReadFile = os.ReadFile
+		src.ReadFile = ReadFile
 	}
 	c := Defaults()
 	var probs Problems
@@ -130,7 +129,7 @@ func Load(src Source) (*Config, error) {
 		}
 	}
 	if len(probs) > 0 {
-		return c, probs
+		return c, Problems(capProblems(probs))
 	}
 	return c, nil
 }
@@ -177,9 +176,21 @@ var fileProblemKey = regexp.MustCompile(`: line [0-9]+: ([A-Za-z0-9_.\[\]]+): `)
 // decodeYAML decodes data over c, reporting unknown keys and wrong types
 // (with line numbers) as problems rather than stopping at the first.
 func decodeYAML(data []byte, c *Config, name string) []string {
+	tree, err := parseTree(data)
+	if err != nil {
+		return []string{fmt.Sprintf("%s: %v", name, err)}
+	}
+	if probs := shapeProblems(tree); len(probs) > 0 {
+		// Not decoded: the decoder's own checks would take quadratic
+		// time on such a file, and its problems say nothing more.
+		for i, p := range probs {
+			probs[i] = fmt.Sprintf("%s: %s", name, p)
+		}
+		return probs
+	}
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	dec.KnownFields(true)
-	err := dec.Decode(c)
+	err = dec.Decode(c)
 	var errs []string
 	var te *yaml.TypeError
 	switch {
