@@ -207,6 +207,7 @@ func decodeYAML(data []byte, c *Config, name string) []string {
 		errs = bareDurations(&root, c, errs)
 		errs = nameProblems(&root, errs)
 		errs = append(errs, nullRoutes(&root)...)
+		errs = append(errs, nullSections(&root)...)
 	}
 	out := make([]string, 0, len(errs))
 	for _, e := range errs {

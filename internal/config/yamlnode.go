@@ -116,6 +116,62 @@ func nullRoutes(root *yaml.Node) []string {
 	return out
 }
 
+// nullSections reports a key with nothing after it whose setting is a
+// section or a list (rate_limit:, a route's limit:): it decodes as the
+// defaults, or as no limit at all, silently, and it is what a file cut off
+// after that line looks like (QA: a login route went unlimited for the
+// seconds an in-place write took). routes and websocket.events are
+// nullRoutes'.
+func nullSections(root *yaml.Node) []string {
+	if root.Kind != yaml.DocumentNode || len(root.Content) == 0 {
+		return nil
+	}
+	var out []string
+	var walk func(n *yaml.Node, t reflect.Type, path string)
+	walk = func(n *yaml.Node, t reflect.Type, path string) {
+		for t.Kind() == reflect.Pointer {
+			t = t.Elem()
+		}
+		switch {
+		case n.Kind == yaml.SequenceNode && t.Kind() == reflect.Slice:
+			for i, item := range n.Content {
+				walk(item, t.Elem(), fmt.Sprintf("%s[%d]", path, i))
+			}
+		case n.Kind == yaml.MappingNode && t.Kind() == reflect.Struct:
+			for i := 0; i+1 < len(n.Content); i += 2 {
+				k, v := n.Content[i], n.Content[i+1]
+				f, ok := fieldByYAMLName(reflect.New(t).Elem(), k.Value)
+				if !ok {
+					continue // an unknown key: nameProblems says so
+				}
+				name := k.Value
+				if path != "" {
+					name = path + "." + k.Value
+				}
+				ft := f.Type()
+				for ft.Kind() == reflect.Pointer {
+					ft = ft.Elem()
+				}
+				section := ft.Kind() == reflect.Struct || ft.Kind() == reflect.Map || ft.Kind() == reflect.Slice
+				if v.Kind == yaml.ScalarNode && v.Tag == "!!null" && section {
+					if name == "routes" || name == "websocket.events" {
+						continue
+					}
+					what := "give it its settings"
+					if ft.Kind() == reflect.Slice {
+						what = "list them, or write [] for none"
+					}
+					out = append(out, fmt.Sprintf("line %d: %s has no value (a file cut off after this line?); %s, or remove the key for the default", k.Line, name, what))
+					continue
+				}
+				walk(v, f.Type(), name)
+			}
+		}
+	}
+	walk(root.Content[0], reflect.TypeOf(Config{}), "")
+	return out
+}
+
 // hasPath reports whether the document root sets the key at path.
 func hasPath(root *yaml.Node, path []string) bool {
 	n := root

@@ -81,7 +81,8 @@ func TestBareNumberDurationsNeedAUnit(t *testing.T) {
 }
 
 // routes with no value would mean no routes, silently: it is what a file cut
-// off after that line looks like. It is a problem; routes: [] is not.
+// off after that line looks like. It is a problem; routes: [] is not. So is
+// any other section or list with no value.
 func TestNullRoutesIsAProblem(t *testing.T) {
 	t.Parallel()
 	tests := []struct{ yaml, want string }{
@@ -91,6 +92,11 @@ func TestNullRoutesIsAProblem(t *testing.T) {
 		{"routes: ~\n", "f.yaml: line 1: routes has no value"},
 		{"routes: null\n", "f.yaml: line 1: routes has no value"},
 		{"websocket:\n  auth: optional\n  events:\n", "f.yaml: line 3: websocket.events has no value; list the events, or write events: [] for none"},
+		// Any section or list cut off the same way (QA: a file cut after a
+		// route's "limit:" made the login route unlimited).
+		{"routes:\n  - name: login\n    path: /api/auth/login\n    limit:\n", "f.yaml: line 4: routes[0].limit has no value (a file cut off after this line?); give it its settings, or remove the key for the default"},
+		{"listen: :8080\nrate_limit:\n", "f.yaml: line 2: rate_limit has no value (a file cut off after this line?); give it its settings"},
+		{"proxy:\n  trusted_proxies:\n", "f.yaml: line 2: proxy.trusted_proxies has no value (a file cut off after this line?); list them, or write [] for none"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.yaml, func(t *testing.T) {
@@ -101,6 +107,13 @@ func TestNullRoutesIsAProblem(t *testing.T) {
 				t.Errorf("Load error = %v, want one problem starting %q", err, tt.want)
 			}
 		})
+	}
+	// An event's limit is a value, not a pointer: its zero rate is a
+	// problem too, but the cut-off line is the one that says why.
+	_, err := config.Load(config.Source{Args: []string{"--config=f.yaml"}, ReadFile: files{"f.yaml": "websocket:\n  events:\n    - name: typing\n      limit: ~\n"}.read})
+	var probs config.Problems
+	if !errors.As(err, &probs) || countContaining(probs, "f.yaml: line 4: websocket.events[0].limit has no value (a file cut off after this line?)") != 1 {
+		t.Errorf("an event's null limit: %v", err)
 	}
 	c := mustLoad(t, config.Source{Args: []string{"--config=f.yaml"}, ReadFile: files{"f.yaml": "routes: []\n"}.read})
 	if c.Routes == nil || len(c.Routes) != 0 {
