@@ -113,13 +113,14 @@ func (s *Server) guard(w *responseWriter, r *http.Request, info *reqInfo) bool {
 // identify verifies the request's token. On an optional route a missing or
 // bad token is an anonymous caller; on a required one it is a 401.
 func (s *Server) identify(r *http.Request, mode string) (identity.Identity, *apierrors.Error) {
-	if s.verifier == nil {
+	v := s.verifier.Load()
+	if v == nil {
 		if mode == authRequired { // refused by config validation; kept as a guard
 			return identity.Identity{}, apierrors.New(apierrors.CodeAuthRequired, "")
 		}
 		return identity.Identity{}, nil
 	}
-	id, err := s.verifier.VerifyRequest(r, s.cfg.Auth.Cookie)
+	id, err := v.VerifyRequest(r, s.cfg.Auth.Cookie)
 	if errors.Is(err, identity.ErrConflict) {
 		// Valid tokens of two users: whichever the backend reads, it is
 		// not the one chatguard would count. Refused on every route.

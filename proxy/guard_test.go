@@ -300,7 +300,7 @@ func TestReloadKeepsCounters(t *testing.T) {
 	cfg := *h.srv.cfg
 	cfg.Routes = append([]config.Route{{Name: "extra", Path: "/extra", Limit: &config.RouteLimit{Rate: 1, Period: time.Minute, Key: []string{"ip"}}}}, cfg.Routes...)
 	cfg.Listen = "127.0.0.1:9"
-	ignored, err := h.srv.Reload(&cfg)
+	ignored, err := h.srv.Reload(&cfg, h.srv.verifier.Load())
 	if err != nil || len(ignored) != 1 || ignored[0] != "listen" {
 		t.Fatalf("ignored %v, %v", ignored, err)
 	}
@@ -310,13 +310,14 @@ func TestReloadKeepsCounters(t *testing.T) {
 	// Keys without a flag or an environment variable are compared too.
 	cfg2 := cfg
 	cfg2.Listen = h.srv.cfg.Listen
-	cfg2.Auth.Audience = "chat-api"
+	cfg2.Auth.Audience = "chat-api" // the token checks: applied live, with the verifier given
+	cfg2.Auth.Cookie = "cg_token"
 	cfg2.Limits.AbuseWarning++
 	cfg2.Limits.Shadow = !cfg2.Limits.Shadow // applied live: not named
-	if ignored, err := h.srv.Reload(&cfg2); err != nil || fmt.Sprint(ignored) != "[auth.audience rate_limit.abuse_warning]" {
+	if ignored, err := h.srv.Reload(&cfg2, h.srv.verifier.Load()); err != nil || fmt.Sprint(ignored) != "[auth.cookie rate_limit.abuse_warning]" {
 		t.Fatalf("ignored %v, %v", ignored, err)
 	}
-	if _, err := h.srv.Reload(&cfg); err != nil { // back to the routes under test
+	if _, err := h.srv.Reload(&cfg, h.srv.verifier.Load()); err != nil { // back to the routes under test
 		t.Fatal(err)
 	}
 	if post("/extra") != 200 || post("/extra") != 429 {
@@ -352,7 +353,7 @@ func TestReloadRefusesRequiredAuthWithoutKeys(t *testing.T) {
 	cfg := *h.srv.cfg
 	cfg.Auth.JWTSecret = "now-there-is-one-0123456789"
 	cfg.Routes = []config.Route{{Name: "private", Path: "/p/*", Auth: "required"}}
-	if _, err := h.srv.Reload(&cfg); err == nil {
+	if _, err := h.srv.Reload(&cfg, nil); err == nil {
 		t.Fatal("a route requiring auth was accepted without a verifier")
 	}
 	if resp, _ := h.get("/p/x"); resp.StatusCode != 200 {

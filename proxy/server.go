@@ -67,7 +67,7 @@ type Server struct {
 	started    time.Time
 
 	limiter   *limiter.Limiter
-	verifier  *identity.Verifier
+	verifier  atomic.Pointer[identity.Verifier] // swapped by Reload: a rotated key applies at once
 	userRoles *sessions.Table[string, string]
 	abuse     *limiter.Abuse
 
@@ -110,10 +110,10 @@ func New(o Options) (*Server, error) {
 		drainDone:  make(chan struct{}),
 		stats:      map[string]func() any{},
 		limiter:    o.Limiter,
-		verifier:   o.Verifier,
 		userRoles:  o.UserRoles,
 		abuse:      o.Abuse,
 	}
+	s.verifier.Store(o.Verifier)
 	if s.now == nil {
 		s.now = time.Now
 	}
@@ -159,22 +159,27 @@ func (s *Server) setRouting(cfg *config.Config) {
 // names it.
 var reloadable = map[string]bool{
 	"routes": true, "rate_limit.multiplier": true, "rate_limit.shadow": true, "websocket.events": true,
+	// The token checks: the caller builds Reload's verifier from them.
+	"auth.jwt_secret": true, "auth.jwt_public_key_file": true, "auth.issuer": true, "auth.audience": true,
+	"auth.require_expiry": true, "auth.user_claims": true, "auth.role_claim": true, "auth.name_claim": true,
 }
 
 // Reload takes the routes of cfg — paths, auth modes, limits, the
 // multiplier, shadow mode — without dropping a connection or a counter
-// (limits are kept per route name and key in the store). cfg must be valid;
-// settings other than routes need a restart, and Reload reports which of
-// them differ. It refuses routes that require authentication when this
-// process has no way to verify tokens (the JWT keys are read at start).
-func (s *Server) Reload(cfg *config.Config) (ignored []string, err error) {
-	if s.verifier == nil {
+// (limits are kept per route name and key in the store), and v, built from
+// cfg.Auth, checks tokens from then on (a rotated key, another audience;
+// nil: no user is identified). cfg must be valid; the other settings need a
+// restart, and Reload reports which of them differ. It refuses routes that
+// require authentication without a verifier.
+func (s *Server) Reload(cfg *config.Config, v *identity.Verifier) (ignored []string, err error) {
+	if v == nil {
 		for _, r := range cfg.Routes {
 			if r.Auth == authRequired {
-				return nil, fmt.Errorf("proxy: route %s requires auth, but chatguard started without JWT keys: restart to add them", r.Name)
+				return nil, fmt.Errorf("proxy: route %s requires auth, but no JWT secret or public key is configured", r.Name)
 			}
 		}
 	}
+	s.verifier.Store(v)
 	s.setRouting(cfg)
 	s.ws.events.Store(newEventPolicies(cfg))
 	for _, key := range config.Diff(s.cfg, cfg) {

@@ -334,9 +334,9 @@ func (s *sioSession) connect(pkt socketio.Packet) verdict {
 	if known.User != "" {
 		id, err = known, nil // settled by an earlier CONNECT
 	}
-	if h.cfg.Auth != authNone && h.s.verifier != nil && len(pkt.Data) > 0 {
+	if v := h.s.verifier.Load(); h.cfg.Auth != authNone && v != nil && len(pkt.Data) > 0 {
 		if tok, ok := socketio.StringField(pkt.Data, "token"); ok && tok != "" {
-			pid, perr := h.s.verifier.Verify(tok)
+			pid, perr := v.Verify(tok)
 			switch {
 			case perr != nil && id.User == "":
 				id, err = pid, perr

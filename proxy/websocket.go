@@ -656,7 +656,7 @@ func (h *wsHub) newSocketID() string {
 
 // identify verifies the token of a handshake request, if it carries one.
 func (h *wsHub) identify(r *http.Request) (identity.Identity, error) {
-	v := h.s.verifier
+	v := h.s.verifier.Load()
 	if v == nil {
 		return identity.Identity{}, identity.ErrMissing
 	}

@@ -96,6 +96,9 @@ func serve(ctx context.Context, env environment) int {
 	}()
 	stopWatch := watchFile(ctx, cfg.File, 2*time.Second, func() { reload("the config file changed") })
 	defer stopWatch()
+	// A key rotated in its Secret (a mounted file) is a reload too.
+	stopKeyWatch := watchFile(ctx, cfg.Auth.JWTPublicKeyFile, 2*time.Second, func() { reload("the JWT public key file changed") })
+	defer stopKeyWatch()
 
 	if err := a.srv.Serve(ctx, public, admin); err != nil {
 		log.WithError(err).Error("chatguard failed")
@@ -494,7 +497,15 @@ func reloadConfig(env environment, a *app, log *logrus.Entry, why string) {
 		}
 		return
 	}
-	ignored, err := a.srv.Reload(cfg)
+	// The token checks are built again, the key file read again: a
+	// rotated key (or secret) applies with the reload (QA: the old key
+	// kept working after a reload that said it succeeded).
+	verifier, err := newVerifier(cfg.Auth)
+	if err != nil {
+		log.WithField("problem", err.Error()).Error("configuration reload refused")
+		return
+	}
+	ignored, err := a.srv.Reload(cfg, verifier)
 	if err != nil {
 		log.WithField("problem", err.Error()).Error("configuration reload refused")
 		return
@@ -504,10 +515,10 @@ func reloadConfig(env environment, a *app, log *logrus.Entry, why string) {
 	if len(ignored) > 0 {
 		// Said loudly: an operator tightening token checks or abuse
 		// thresholds must not believe they took effect.
-		e.WithField("restartNeededFor", ignored).Warn("configuration reloaded: routes, limits and auth modes; the other changes wait for a restart")
+		e.WithField("restartNeededFor", ignored).Warn("configuration reloaded: routes, limits, auth modes and token checks; the other changes wait for a restart")
 		return
 	}
-	e.Info("configuration reloaded: routes, limits and auth modes")
+	e.Info("configuration reloaded: routes, limits, auth modes and token checks")
 }
 
 // watchFile calls changed when the file's size or modification time changes,
