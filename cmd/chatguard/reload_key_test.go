@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/sirupsen/logrus"
 )
 
@@ -92,6 +93,9 @@ func TestReloadAppliesARotatedPublicKey(t *testing.T) {
 	if o, n := get(token(oldKey)), get(token(newer)); o != http.StatusUnauthorized || n != http.StatusBadGateway {
 		t.Fatalf("after the rotation: old key %d, new key %d", o, n)
 	}
+	if ok, good := testutil.ToFloat64(a.reloads.ok), testutil.ToFloat64(a.reloads.reloads.WithLabelValues("success")); ok != 1 || good != 1 {
+		t.Errorf("after an applied reload: last_reload_successful %v, successes %v", ok, good)
+	}
 	// A key file that no longer parses is refused; the running key stays.
 	if err := os.WriteFile(keyFile, []byte("not a key"), 0o600); err != nil {
 		t.Fatal(err)
@@ -101,5 +105,14 @@ func TestReloadAppliesARotatedPublicKey(t *testing.T) {
 	}
 	if n := get(token(newer)); n != http.StatusBadGateway {
 		t.Fatalf("after a refused reload the running key is gone: %d", n)
+	}
+	// The refusal shows on /metrics (ChatguardConfigReloadFailing), not
+	// only in a log line.
+	if ok, bad := testutil.ToFloat64(a.reloads.ok), testutil.ToFloat64(a.reloads.reloads.WithLabelValues("failure")); ok != 0 || bad != 1 {
+		t.Errorf("after a refused reload: last_reload_successful %v, failures %v", ok, bad)
+	}
+	writePub(newer)
+	if out := reload(); !strings.Contains(out, "configuration reloaded") || testutil.ToFloat64(a.reloads.ok) != 1 {
+		t.Errorf("a fixed key file: last_reload_successful %v\n%s", testutil.ToFloat64(a.reloads.ok), out)
 	}
 }

@@ -116,6 +116,7 @@ type app struct {
 	closers   []func() error
 	persister *limiter.Persister // the rate-limit file, if any
 	reloadMu  sync.Mutex
+	reloads   *reloadMetrics
 	file      string // the --config file, if any
 	// sockets receives connectedUsers evictions; set once the registry
 	// exists, before any socket does.
@@ -151,6 +152,10 @@ func (a *app) saveBeforeExit(log *logrus.Entry, limit time.Duration) {
 // their metrics on reg.
 func newApp(cfg *config.Config, logger *logging.Logger, reg *prometheus.Registry) (*app, error) {
 	a := &app{file: cfg.File}
+	var err error
+	if a.reloads, err = newReloadMetrics(reg, time.Now()); err != nil {
+		return nil, err
+	}
 	tables, std, watchdog, err := startMemoryManagement(cfg, logger, reg, func(user string, c sessions.ConnectedUser, r sessions.Reason) {
 		if sockets := a.sockets.Load(); sockets != nil {
 			sockets.OnEvicted(user, c, r)
@@ -461,6 +466,8 @@ func warnOverridden(log *logrus.Entry, cfg *config.Config) {
 func reloadConfig(env environment, a *app, log *logrus.Entry, why string) {
 	a.reloadMu.Lock() // SIGHUP and the file watcher: one reload at a time, in order
 	defer a.reloadMu.Unlock()
+	applied := false
+	defer func() { a.reloads.record(applied, time.Now()) }()
 	log = log.WithField("reason", why)
 	src := config.Source{Args: env.args, LookupEnv: env.lookupEnv}
 	if a.file != "" {
@@ -510,6 +517,7 @@ func reloadConfig(env environment, a *app, log *logrus.Entry, why string) {
 		log.WithField("problem", err.Error()).Error("configuration reload refused")
 		return
 	}
+	applied = true
 	warnOverridden(log, cfg)
 	e := log.WithFields(logrus.Fields{"routes": len(cfg.Routes), "multiplier": cfg.Limits.Multiplier, "shadowRoutes": shadowRoutes(cfg)})
 	if len(ignored) > 0 {
