@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -345,6 +346,34 @@ func TestRequestLimits(t *testing.T) {
 	resp, body = h.get("/", "X-Big", strings.Repeat("h", 5000))
 	if env := envelope(t, resp, body); resp.StatusCode != 431 || env["code"] != "VALIDATION_ERROR" {
 		t.Errorf("headers over limit: %d %v", resp.StatusCode, env)
+	}
+}
+
+// More header fields than server.max_header_count get a 431 before the
+// upstream sees anything: Node would keep only its first ~1,000 and drop
+// chatguard's forwarding headers, written after the client's (QA).
+func TestTooManyHeaderFields(t *testing.T) {
+	t.Parallel()
+	var seen atomic.Int64
+	up := upstream(t, func(w http.ResponseWriter, r *http.Request) { seen.Add(1) })
+	h := start(t, up.URL, nil) // the default, 100
+	send := func(n int) (*http.Response, []byte) {
+		req, _ := http.NewRequest(http.MethodGet, h.url+"/api/messages", nil)
+		for i := 0; i < n; i++ {
+			req.Header.Add(fmt.Sprintf("A%04d", i), "v")
+		}
+		return h.do(req)
+	}
+	// Go's client adds User-Agent and Accept-Encoding; with Host, 100.
+	if resp, _ := send(97); resp.StatusCode != 200 || seen.Load() != 1 {
+		t.Fatalf("100 fields: %d, upstream saw %d", resp.StatusCode, seen.Load())
+	}
+	resp, body := send(98)
+	if env := envelope(t, resp, body); resp.StatusCode != 431 || env["code"] != "VALIDATION_ERROR" || fmt.Sprint(env["details"]) != "map[limitFields:100]" {
+		t.Fatalf("101 fields: %d %v", resp.StatusCode, env)
+	}
+	if seen.Load() != 1 {
+		t.Fatalf("the upstream saw a refused request")
 	}
 }
 

@@ -193,7 +193,18 @@ func (s *Server) handle(w *responseWriter, r *http.Request, info *reqInfo) {
 		s.writeError(w, r, info, methodNotAllowed(r.Method+" is not allowed", proxiedMethods), sourceProxy)
 		return
 	}
-	if n := headerBytes(r); n > s.cfg.Server.MaxHeaderBytes {
+	n, fields := headerBytes(r)
+	if max := s.cfg.Server.MaxHeaderCount; max > 0 && fields > max {
+		// Node would drop the fields past its own count, chatguard's
+		// forwarding headers (written after the client's) first (QA).
+		e := apierrors.New(apierrors.CodeValidation, "the request has too many header fields")
+		e.Status = http.StatusRequestHeaderFieldsTooLarge
+		e.Details = map[string]any{"limitFields": max}
+		e.Header = http.Header{"Connection": {"close"}}
+		s.writeError(w, r, info, e, sourceProxy)
+		return
+	}
+	if n > s.cfg.Server.MaxHeaderBytes {
 		e := apierrors.New(apierrors.CodeValidation, "the request headers are too large")
 		e.Status = http.StatusRequestHeaderFieldsTooLarge
 		e.Details = map[string]any{"limitBytes": s.cfg.Server.MaxHeaderBytes}
@@ -256,15 +267,18 @@ func (s *Server) handle(w *responseWriter, r *http.Request, info *reqInfo) {
 // spelling of it slips past the token check to the backend's own handler.
 func isStatsPath(p string) bool { return canonicalPath(p) == StatsPath }
 
-// headerBytes approximates the size of the request's header block as sent.
-func headerBytes(r *http.Request) int {
-	n := len(r.Method) + len(r.RequestURI) + len(r.Host) + 16
+// headerBytes approximates the size of the request's header block as sent,
+// and counts its fields (Host included).
+func headerBytes(r *http.Request) (n, fields int) {
+	n = len(r.Method) + len(r.RequestURI) + len(r.Host) + 16
+	fields = 1 // Host
 	for k, vals := range r.Header {
+		fields += len(vals)
 		for _, v := range vals {
 			n += len(k) + len(v) + 4
 		}
 	}
-	return n
+	return n, fields
 }
 
 // finish recovers a panic into a 500 envelope (when nothing went out yet),

@@ -56,6 +56,7 @@ type Server struct {
 	SendTimeout       time.Duration `yaml:"send_timeout"`
 	IdleTimeout       time.Duration `yaml:"idle_timeout"`
 	MaxHeaderBytes    int           `yaml:"max_header_bytes"`
+	MaxHeaderCount    int           `yaml:"max_header_count"`
 	MaxBodyBytes      int64         `yaml:"max_body_bytes"`
 	DrainDelay        time.Duration `yaml:"drain_delay"`
 	ShutdownTimeout   time.Duration `yaml:"shutdown_timeout"`

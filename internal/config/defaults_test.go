@@ -37,6 +37,7 @@ func documented() *config.Config {
 			SendTimeout:       time.Minute,
 			IdleTimeout:       120 * time.Second,
 			MaxHeaderBytes:    65536,
+			MaxHeaderCount:    100,
 			MaxBodyBytes:      26214400,
 			DrainDelay:        5 * time.Second,
 			ShutdownTimeout:   20 * time.Second,

@@ -132,6 +132,7 @@ func TestSettingValue(t *testing.T) {
 		"server.body_read_timeout":        "1m0s",
 		"server.idle_timeout":             "0s",
 		"server.max_header_bytes":         "65536",
+		"server.max_header_count":         "100",
 		"server.max_body_bytes":           "1099511627776",
 		"server.drain_delay":              "5s",
 		"server.shutdown_timeout":         "20s",

@@ -40,6 +40,7 @@ var settings = []Setting{
 	{"server.send_timeout", "CHATGUARD_SEND_TIMEOUT", "send-timeout", "longest a write to a client may block before the response is cut (0: none)", func(c *Config) any { return &c.Server.SendTimeout }},
 	{"server.idle_timeout", "CHATGUARD_IDLE_TIMEOUT", "idle-timeout", "idle client keep-alive lifetime", func(c *Config) any { return &c.Server.IdleTimeout }},
 	{"server.max_header_bytes", "CHATGUARD_MAX_HEADER_BYTES", "max-header-bytes", "largest request header block (431 above)", func(c *Config) any { return &c.Server.MaxHeaderBytes }},
+	{"server.max_header_count", "CHATGUARD_MAX_HEADER_COUNT", "max-header-count", "most request header fields (431 above)", func(c *Config) any { return &c.Server.MaxHeaderCount }},
 	{"server.max_body_bytes", "CHATGUARD_MAX_BODY_BYTES", "max-body-bytes", "largest request body (413 above; 0 = no limit)", func(c *Config) any { return &c.Server.MaxBodyBytes }},
 	{"server.drain_delay", "CHATGUARD_DRAIN_DELAY", "drain-delay", "traffic still served after turning not-ready", func(c *Config) any { return &c.Server.DrainDelay }},
 	{"server.shutdown_timeout", "CHATGUARD_SHUTDOWN_TIMEOUT", "shutdown-timeout", "time in-flight requests get to finish", func(c *Config) any { return &c.Server.ShutdownTimeout }},

@@ -113,6 +113,10 @@ func Validate(c *Config) []string {
 	between("proxy.max_idle_conns", int64(c.Proxy.MaxIdleConns), 0, 100000)
 	between("proxy.error_inspect_bytes", int64(c.Proxy.ErrorInspectBytes), 1024, 16<<20)
 	between("server.max_header_bytes", int64(c.Server.MaxHeaderBytes), 4096, 1<<20)
+	// Node keeps the first 1,000 or so of a request's header fields and
+	// drops the rest without a word: chatguard's own (X-Forwarded-For,
+	// X-Request-Id) must never be among them.
+	between("server.max_header_count", int64(c.Server.MaxHeaderCount), 16, 500)
 	between("server.max_body_bytes", c.Server.MaxBodyBytes, 0, 1<<40)
 	between("log.max_size_mb", int64(c.Log.MaxSizeMB), 1, 10240)
 	between("log.max_backups", int64(c.Log.MaxBackups), 0, 1000)
