@@ -287,6 +287,16 @@ func Header(h http.Header) map[string]string {
 
 // Query returns rawQuery with the values of sensitive parameters replaced,
 // keeping the order and encoding of everything else.
+// queryCredentials are query parameters that carry a credential in a URL
+// though their names say nothing of it: an OAuth authorization code, a
+// one-time password, a signed URL's signature, a CAS ticket, Engine.IO's
+// session id (whoever has it reads and writes that polling session). Only
+// in a query: "code" elsewhere is an error code.
+var queryCredentials = map[string]bool{
+	"code": true, "otp": true, "sig": true, "signature": true, "x-amz-signature": true,
+	"x-goog-signature": true, "ticket": true, "sid": true,
+}
+
 func Query(rawQuery string) string {
 	if rawQuery == "" {
 		return ""
@@ -301,7 +311,7 @@ func Query(rawQuery string) string {
 		if un, err := url.QueryUnescape(name); err == nil {
 			name = un
 		}
-		if IsSensitiveKey(name) || encodedSecret(value) {
+		if IsSensitiveKey(name) || queryCredentials[strings.ToLower(name)] || encodedSecret(value) {
 			parts[i] = p[:strings.IndexByte(p, '=')+1] + Filtered
 			changed = true
 		}

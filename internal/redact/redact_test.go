@@ -134,6 +134,13 @@ func TestQuery(t *testing.T) {
 		{"next=https%3A%2F%2Fbob%3AENCPW-SECRET%40evil.example%2F&x=1", "next=[FILTERED]&x=1"},
 		{"next=https%3A%2F%2Fexample.com%2Fchat%3Froom%3D7", "next=https%3A%2F%2Fexample.com%2Fchat%3Froom%3D7"},
 		{"q=100%25%20off", "q=100%25%20off"},
+		// Credentials whose names say nothing of it (QA): an OAuth code, a
+		// one-time password, signed-URL signatures, a CAS ticket, Engine.IO's sid.
+		{"code=4%2F0AX4&state=xyz", "code=[FILTERED]&state=xyz"},
+		{"otp=123456&sig=abc&Signature=def&X-Amz-Signature=0a1b&X-Amz-Date=20261129", "otp=[FILTERED]&sig=[FILTERED]&Signature=[FILTERED]&X-Amz-Signature=[FILTERED]&X-Amz-Date=20261129"},
+		{"ticket=ST-1-abc&service=x", "ticket=[FILTERED]&service=x"},
+		{"EIO=4&transport=polling&sid=Vd0pTHzxGgqaNvXRAAAB", "EIO=4&transport=polling&sid=[FILTERED]"},
+		{"zipcode=12345&codec=h264", "zipcode=12345&codec=h264"},
 	}
 	for _, tt := range tests {
 		if got := redact.Query(tt.in); got != tt.want {
