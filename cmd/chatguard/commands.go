@@ -46,13 +46,44 @@ func checkConfig(env environment) int {
 	for _, w := range config.Warnings(cfg) {
 		fmt.Fprintf(env.stdout, "warning: %s\n", w)
 	}
+	for _, o := range cfg.Overridden {
+		// The runbook's "check-config new.yaml" must show that an edit of
+		// the file changes nothing while the environment sets the key.
+		fmt.Fprintf(env.stdout, "warning: the file's %s is not used: the environment or a flag sets it\n", o)
+	}
 	for _, s := range config.Settings() {
 		fmt.Fprintf(env.stdout, "  %-32s %s\n", s.Key, s.Value(cfg))
 	}
 	for _, r := range cfg.Routes {
-		fmt.Fprintf(env.stdout, "  route %-26s %v %s\n", r.Name, r.Methods, r.Path)
+		fmt.Fprintf(env.stdout, "  route %-26s %v %s auth=%s limit=%s\n", r.Name, r.Methods, r.Path, authMode(r.Auth), limitSummary(r.Limit))
 	}
 	return 0
+}
+
+func authMode(a string) string {
+	if a == "" {
+		return "none"
+	}
+	return a
+}
+
+// limitSummary is a route's limit in one word: "3/15m0s key=[ip body:email]",
+// or "none", so that a route left unlimited stands out.
+func limitSummary(l *config.RouteLimit) string {
+	if l == nil {
+		return "none"
+	}
+	s := fmt.Sprintf("%d/%s key=%v", l.Rate, l.Period, l.Key)
+	if l.Burst > 0 {
+		s += fmt.Sprintf(" burst=%d", l.Burst)
+	}
+	if len(l.Roles) > 0 {
+		s += fmt.Sprintf(" roles=%v", l.Roles)
+	}
+	if l.Shadow {
+		s += " shadow"
+	}
+	return s
 }
 
 func version(env environment) int {

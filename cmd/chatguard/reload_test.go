@@ -110,3 +110,27 @@ func TestNullRoutesRefused(t *testing.T) {
 		t.Errorf("routes: []: exit %d, %s%s", code, out, errOut)
 	}
 }
+
+// check-config shows what an operator checking a new file needs: the
+// file's settings the environment overrides, and each route's auth and
+// limit, so that a route left unlimited stands out (QA).
+func TestCheckConfigShowsOverridesAndLimits(t *testing.T) {
+	t.Parallel()
+	file := t.TempDir() + "/chatguard.yaml"
+	if err := os.WriteFile(file, []byte("rate_limit:\n  multiplier: 3\nroutes:\n  - {name: login, methods: [POST], path: /api/auth/login, limit: {rate: 3, period: 15m, key: [ip, 'body:email']}}\n  - {name: open, path: /open/*, auth: optional}\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	code, out, errOut := runCmd(t, []string{"check-config", "--config", file}, map[string]string{"RATE_LIMIT_MULTIPLIER": "2"})
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, errOut)
+	}
+	for _, want := range []string{
+		"warning: the file's rate_limit.multiplier (env RATE_LIMIT_MULTIPLIER) is not used",
+		"/api/auth/login auth=none limit=3/15m0s key=[ip body:email]",
+		"/open/* auth=optional limit=none",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("check-config output lacks %q:\n%s", want, out)
+		}
+	}
+}
