@@ -24,6 +24,7 @@ type serverMetrics struct {
 	requests  *prometheus.CounterVec
 	durations *prometheus.HistogramVec
 	inFlight  prometheus.Gauge
+	conns     prometheus.Gauge
 	upgraded  prometheus.Gauge
 	ready     prometheus.Gauge
 
@@ -48,6 +49,10 @@ func newServerMetrics(reg prometheus.Registerer) (*serverMetrics, error) {
 		inFlight: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "chatguard_http_requests_in_flight",
 			Help: "Requests being served on the public listener (upgraded connections not included).",
+		}),
+		conns: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "chatguard_http_connections",
+			Help: "Open client connections on the public listener that net/http serves (idle keep-alive and not yet sent a request included; upgraded WebSockets are chatguard_upgraded_connections).",
 		}),
 		upgraded: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "chatguard_upgraded_connections",
@@ -82,7 +87,7 @@ func newServerMetrics(reg prometheus.Registerer) (*serverMetrics, error) {
 		m.upstreamErrors.WithLabelValues(string(apierrors.CodeUpstreamUnavailable), reason)
 	}
 	m.upstreamErrors.WithLabelValues(string(apierrors.CodeUpstreamTimeout), "timeout")
-	for _, c := range []prometheus.Collector{requests, durations, m.inFlight, m.upgraded, m.ready, m.upstreamErrors, m.upstreamRetries, m.envelopes} {
+	for _, c := range []prometheus.Collector{requests, durations, m.inFlight, m.conns, m.upgraded, m.ready, m.upstreamErrors, m.upstreamRetries, m.envelopes} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("proxy: register metrics: %w", err)
 		}

@@ -356,3 +356,26 @@ func TestHopByHopHeaders(t *testing.T) {
 		t.Errorf("end-to-end response header lost")
 	}
 }
+
+// Connections that never send a request (an idle or slow-header flood)
+// show in chatguard_http_connections, and leave it when they close.
+func TestOpenConnectionsAreCounted(t *testing.T) {
+	t.Parallel()
+	up := upstream(t, func(w http.ResponseWriter, r *http.Request) {})
+	h := start(t, up.URL, nil)
+	addr := strings.TrimPrefix(h.url, "http://")
+	var conns []net.Conn
+	for i := 0; i < 5; i++ {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		conns = append(conns, c)
+	}
+	_, _ = conns[0].Write([]byte("GET /a HTTP/1.1\r\nHost: x\r\n")) // half a header block
+	waitMetric(t, h, "chatguard_http_connections", 5)
+	for _, c := range conns {
+		c.Close()
+	}
+	waitMetric(t, h, "chatguard_http_connections", 0)
+}

@@ -225,6 +225,16 @@ func (s *Server) Serve(ctx context.Context, public, admin net.Listener) error {
 		// OPTIONS * reaches the handler (request id, access line), as every
 		// other request does.
 		DisableGeneralOptionsHandler: true,
+		// Connections, not requests: an idle or slow-header flood
+		// (slowloris) makes no request and no log line, only this (QA).
+		ConnState: func(_ net.Conn, st http.ConnState) {
+			switch st {
+			case http.StateNew:
+				s.metrics.conns.Inc()
+			case http.StateClosed, http.StateHijacked:
+				s.metrics.conns.Dec()
+			}
+		},
 	}
 	adm := &http.Server{
 		Handler:           s.AdminHandler(),
