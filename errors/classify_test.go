@@ -200,10 +200,10 @@ func TestClassifyValidation(t *testing.T) {
 		// An app that answers {error: err.name, message, details: err.details}
 		// or {error: "Bad Request", details: err.details} (QA).
 		{name: "joi details under error name", status: 400, kind: "joi", code: apierrors.CodeValidation,
-			body: `{"error":"ValidationError","message":"\"text\" is required","details":[{"message":"\"text\" is required","path":["text"],"type":"any.required","context":{"label":"text","key":"text"}}]}`,
+			body:   `{"error":"ValidationError","message":"\"text\" is required","details":[{"message":"\"text\" is required","path":["text"],"type":"any.required","context":{"label":"text","key":"text"}}]}`,
 			fields: []field{f("text", `"text" is required`, `null`)}},
 		{name: "joi details by their shape", status: 400, kind: "joi", code: apierrors.CodeValidation,
-			body: `{"error":"Bad Request","details":[{"message":"\"limit\" must be a number","path":["limit"],"type":"number.base","context":{"value":"ten","label":"limit","key":"limit"}}]}`,
+			body:   `{"error":"Bad Request","details":[{"message":"\"limit\" must be a number","path":["limit"],"type":"number.base","context":{"value":"ten","label":"limit","key":"limit"}}]}`,
 			fields: []field{f("limit", `"limit" must be a number`, `"ten"`)}},
 		{name: "joi on a 500 is still a validation error", status: 500, body: bodyJoi, kind: "joi", code: apierrors.CodeValidation, fields: []field{
 			f("email", `"email" must be a valid email`, `"not-an-email"`),
