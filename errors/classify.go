@@ -838,6 +838,7 @@ func safeMessage(s string) bool {
 // A query in lower case, with a star, a count or a list of columns.
 var internalWords = regexp.MustCompile(`(?i)exception\b|\bsql\b|\bcall stack\b|\bstack ?trace\b|\bstack overflow\b|` +
 	`\bat (?:async )?(?:new )?[\w$.\[\]]+ \(|\bat \S+:\d+:\d+|` +
+	`\bCast to \w+ failed\b|\bat path "|` + // Mongoose's CastError: "Cast to ObjectId failed for value … at path "_id" for model "User""
 	"\\bselect\\s+(?:\\*|distinct\\b|count\\s*\\(|[\\w.\"`]+\\s*,).{0,200}?\\bfrom\\b") // "select * from users", not "select a file from disk"
 
 // scrubFields replaces quoted secret values in validation messages.

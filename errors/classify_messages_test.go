@@ -73,6 +73,7 @@ func TestClassifyClientMessage(t *testing.T) {
 		{"one-line stack frame", 400, jsonCT, `{"message":"boom at Layer.handle (server.mjs)"}`, ""},
 		{"frame with position", 400, jsonCT, `{"message":"boom at file:///srv/a.mjs:3:9"}`, ""},
 		{"select count", 400, jsonCT, `{"message":"failed: select count(*) from messages"}`, ""},
+		{"Mongoose CastError", 400, jsonCT, `{"message":"Cast to ObjectId failed for value \"abc\" (type string) at path \"_id\" for model \"User\""}`, ""},
 		{"select columns", 400, jsonCT, `{"message":"failed: select id, email from users"}`, ""},
 		{"invalid UTF-8 in text", 400, "text/plain", "Bad \xff request", ""},
 		{"text/html with markup is never used", 404, "text/html; charset=utf-8", bodyExpressHTML, ""},

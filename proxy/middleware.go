@@ -53,6 +53,8 @@ type reqInfo struct {
 	aborted bool // the response was cut off after its status line went out
 	// shadowLimited: a route in shadow mode would have refused the request
 	shadowLimited bool
+	// clientID: the client sent an X-Request-Id (else chatguard added one)
+	clientID bool
 	// retried: the request was sent again on a new upstream connection,
 	// the reused one having died before any answer (see upstreamTransport)
 	retried bool
@@ -80,6 +82,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	info.client = s.trust.clientIP(r, info.peer)
 	info.rt = s.routing.Load()
 	info.route = info.rt.table.match(r.Method, r.URL.Path)
+	_, info.clientID = r.Header[requestid.Header]
 	ids := [...]string{info.id, info.id} // one allocation for both headers' values
 	r.Header[requestid.Header] = ids[0:1:1]
 	w.Header()[requestid.Header] = ids[1:2:2]
@@ -194,6 +197,9 @@ func (s *Server) handle(w *responseWriter, r *http.Request, info *reqInfo) {
 		return
 	}
 	n, fields := headerBytes(r)
+	if !info.clientID {
+		fields-- // the request id chatguard added is not the client's
+	}
 	if max := s.cfg.Server.MaxHeaderCount; max > 0 && fields > max {
 		// Node would drop the fields past its own count, chatguard's
 		// forwarding headers (written after the client's) first (QA).
