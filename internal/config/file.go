@@ -62,15 +62,18 @@ func parseTree(data []byte) (*yaml.Node, error) {
 	if err := dec.Decode(&root); err != nil && err != io.EOF {
 		return nil, err
 	}
-	var next yaml.Node
-	switch err := dec.Decode(&next); {
-	case err == io.EOF:
-	case err != nil:
-		return nil, err
-	default:
-		return nil, fmt.Errorf("line %d: a second YAML document (after ---): chatguard reads one; merge them", next.Line)
+	for {
+		var next yaml.Node
+		switch err := dec.Decode(&next); {
+		case err == io.EOF:
+			return &root, nil
+		case err != nil:
+			return nil, err
+		case len(next.Content) > 0 && !(next.Content[0].Kind == yaml.ScalarNode && next.Content[0].Tag == "!!null"):
+			return nil, fmt.Errorf("line %d: a second YAML document (after ---): chatguard reads one; merge them", next.Line)
+		}
+		// An empty document (a trailing "---") holds no settings.
 	}
-	return &root, nil
 }
 
 // shapeProblems finds, in one pass, what would make decoding the tree slow

@@ -55,6 +55,8 @@ func TestFileShapeProblems(t *testing.T) {
 			[]string{"c.yaml: line 1: the file holds 2000 keys; no chatguard setting has more than 1000"}},
 		{"1,001 routes", manyRoutes.String(),
 			[]string{"c.yaml: line 2: routes holds 1001 items; no chatguard list has more than 1000"}},
+		{"a second document after an empty one", "listen: :8080\n---\n---\nrate_limit:\n  multiplier: lots\n",
+			[]string{"c.yaml: line 3: a second YAML document (after ---): chatguard reads one; merge them"}},
 		{"a second document", "listen: :8080\n---\nrate_limit:\n  multiplier: lots\n",
 			[]string{"c.yaml: line 2: a second YAML document (after ---): chatguard reads one; merge them"}},
 	}
@@ -66,6 +68,17 @@ func TestFileShapeProblems(t *testing.T) {
 				t.Errorf("problems:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(tt.want, "\n"))
 			}
 		})
+	}
+}
+
+// A trailing document marker, or an empty document, holds no settings.
+func TestEmptyLaterDocumentsAreFine(t *testing.T) {
+	t.Parallel()
+	for _, data := range []string{"listen: \":8080\"\n---\n", "listen: \":8080\"\n...\n---\n", "---\nlisten: \":8080\"\n--- ~\n"} {
+		c := mustLoad(t, config.Source{Args: []string{"--config", "c.yaml"}, ReadFile: func(string) ([]byte, error) { return []byte(data), nil }})
+		if c.Listen != ":8080" {
+			t.Errorf("%q: listen %q", data, c.Listen)
+		}
 	}
 }
 

@@ -116,26 +116,27 @@ func nullRoutes(root *yaml.Node) []string {
 	return out
 }
 
-// nullSections reports a key with nothing after it whose setting is a
-// section or a list (rate_limit:, a route's limit:): it decodes as the
-// defaults, or as no limit at all, silently, and it is what a file cut off
-// after that line looks like (QA: a login route went unlimited for the
-// seconds an in-place write took). routes and websocket.events are
-// nullRoutes'.
+// nullSections reports the file's last key when it has nothing after it
+// and its setting is a section or a list (rate_limit:, a route's limit:):
+// it decodes as the defaults, or as no limit at all, silently, and that is
+// what a file cut off after that line looks like (QA: a login route went
+// unlimited for the seconds an in-place write took). Such a key with more
+// settings after it is no cut (a section whose lines are commented out)
+// and stays valid. routes and websocket.events are nullRoutes'.
 func nullSections(root *yaml.Node) []string {
 	if root.Kind != yaml.DocumentNode || len(root.Content) == 0 {
 		return nil
 	}
 	var out []string
-	var walk func(n *yaml.Node, t reflect.Type, path string)
-	walk = func(n *yaml.Node, t reflect.Type, path string) {
+	var walk func(n *yaml.Node, t reflect.Type, path string, last bool)
+	walk = func(n *yaml.Node, t reflect.Type, path string, last bool) {
 		for t.Kind() == reflect.Pointer {
 			t = t.Elem()
 		}
 		switch {
 		case n.Kind == yaml.SequenceNode && t.Kind() == reflect.Slice:
 			for i, item := range n.Content {
-				walk(item, t.Elem(), fmt.Sprintf("%s[%d]", path, i))
+				walk(item, t.Elem(), fmt.Sprintf("%s[%d]", path, i), last && i == len(n.Content)-1)
 			}
 		case n.Kind == yaml.MappingNode && t.Kind() == reflect.Struct:
 			for i := 0; i+1 < len(n.Content); i += 2 {
@@ -153,8 +154,9 @@ func nullSections(root *yaml.Node) []string {
 					ft = ft.Elem()
 				}
 				section := ft.Kind() == reflect.Struct || ft.Kind() == reflect.Map || ft.Kind() == reflect.Slice
+				lastKey := last && i+2 == len(n.Content)
 				if v.Kind == yaml.ScalarNode && v.Tag == "!!null" && section {
-					if name == "routes" || name == "websocket.events" {
+					if name == "routes" || name == "websocket.events" || !lastKey {
 						continue
 					}
 					what := "give it its settings"
@@ -164,11 +166,11 @@ func nullSections(root *yaml.Node) []string {
 					out = append(out, fmt.Sprintf("line %d: %s has no value (a file cut off after this line?); %s, or remove the key for the default", k.Line, name, what))
 					continue
 				}
-				walk(v, f.Type(), name)
+				walk(v, f.Type(), name, lastKey)
 			}
 		}
 	}
-	walk(root.Content[0], reflect.TypeOf(Config{}), "")
+	walk(root.Content[0], reflect.TypeOf(Config{}), "", true)
 	return out
 }
 

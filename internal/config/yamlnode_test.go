@@ -95,6 +95,7 @@ func TestNullRoutesIsAProblem(t *testing.T) {
 		// Any section or list cut off the same way (QA: a file cut after a
 		// route's "limit:" made the login route unlimited).
 		{"routes:\n  - name: login\n    path: /api/auth/login\n    limit:\n", "f.yaml: line 4: routes[0].limit has no value (a file cut off after this line?); give it its settings, or remove the key for the default"},
+		{"routes:\n  - name: login\n    path: /api/auth/login\n    limit:\n  # the limit follows\n", "f.yaml: line 4: routes[0].limit has no value"},
 		{"listen: :8080\nrate_limit:\n", "f.yaml: line 2: rate_limit has no value (a file cut off after this line?); give it its settings"},
 		{"proxy:\n  trusted_proxies:\n", "f.yaml: line 2: proxy.trusted_proxies has no value (a file cut off after this line?); list them, or write [] for none"},
 	}
@@ -108,6 +109,10 @@ func TestNullRoutesIsAProblem(t *testing.T) {
 			}
 		})
 	}
+	// The same keys with settings after them are no cut-off file: a
+	// section whose lines are commented out, as operators write them
+	// (review: the rule had refused such files that were valid before).
+	mustLoad(t, config.Source{Args: []string{"--config=f.yaml"}, ReadFile: files{"f.yaml": "proxy:\n  trusted_proxies:\n  # - 10.0.0.0/8\nwebsocket:\n  origins:\nrate_limit:\n  # multiplier: 2\nlog:\n  level: info\n"}.read})
 	// An event's limit is a value, not a pointer: its zero rate is a
 	// problem too, but the cut-off line is the one that says why.
 	_, err := config.Load(config.Source{Args: []string{"--config=f.yaml"}, ReadFile: files{"f.yaml": "websocket:\n  events:\n    - name: typing\n      limit: ~\n"}.read})
