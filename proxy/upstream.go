@@ -101,13 +101,7 @@ func (s *Server) newReverseProxy(target *url.URL, transport http.RoundTripper) *
 			// second 100 and the upstream would decide what only the
 			// proxy's checks should.
 			pr.Out.Header.Del("Expect")
-			if len(pr.In.Trailer) > 0 {
-				// The request's own trailers: net/http fills In's map
-				// once the body is read, after Out took a copy of the
-				// empty one; sharing it sends them on (Node's
-				// req.trailers), as nginx does with chunked bodies.
-				pr.Out.Trailer = pr.In.Trailer
-			}
+			forwardTrailers(pr)
 			if !isWebSocketUpgrade(pr.In) {
 				// Only WebSocket upgrades pass: any other (h2c, a custom
 				// protocol) would open a raw tunnel past every check, as
@@ -123,6 +117,61 @@ func (s *Server) newReverseProxy(target *url.URL, transport http.RoundTripper) *
 		ModifyResponse: s.rewriteError,
 		ErrorLog:       newStdLogger(s.log, logrus.WarnLevel),
 	}
+}
+
+// forwardTrailers sends a chunked request's trailers on (Node's
+// req.trailers): Out took a copy of In's map before the body was read, and
+// net/http fills In's once it is. Only the names the request declared in
+// Trailer go, and none that chatguard sets or that frames, routes or
+// authenticates a request (RFC 9110 §6.5.1): net/http merges every
+// trailer field it receives, declared or not, and a forged
+// X-Forwarded-For or Authorization there would reach the app (review).
+func forwardTrailers(pr *httputil.ProxyRequest) {
+	pr.Out.Trailer = nil
+	if len(pr.In.Trailer) == 0 {
+		return
+	}
+	out := http.Header{}
+	for k := range pr.In.Trailer {
+		if !forbiddenTrailer(k) {
+			out[k] = nil
+		}
+	}
+	if len(out) == 0 {
+		return
+	}
+	pr.Out.Trailer = out
+	pr.Out.Body = &trailerBody{ReadCloser: pr.Out.Body, in: pr.In.Trailer, out: out}
+}
+
+// forbiddenTrailer: a field that may not come after the body, or that
+// chatguard itself decides.
+func forbiddenTrailer(k string) bool {
+	switch k {
+	case "Authorization", "Proxy-Authorization", "Cookie", "Host", "Content-Length", "Content-Type",
+		"Content-Encoding", "Content-Range", "Transfer-Encoding", "Trailer", "Te", "Connection",
+		"Keep-Alive", "Upgrade", "Expect", "Forwarded", "X-Real-Ip", requestid.Header:
+		return true
+	}
+	return strings.HasPrefix(k, "X-Forwarded-") || strings.HasPrefix(k, "Proxy-")
+}
+
+// trailerBody copies the declared trailers' values into the outgoing
+// request's map when the body ends: Request.Write writes them after the
+// last chunk, on the goroutine that read the body.
+type trailerBody struct {
+	io.ReadCloser
+	in, out http.Header
+}
+
+func (b *trailerBody) Read(p []byte) (int, error) {
+	n, err := b.ReadCloser.Read(p)
+	if err == io.EOF {
+		for k := range b.out {
+			b.out[k] = b.in[k]
+		}
+	}
+	return n, err
 }
 
 // rawPath is the path of an origin-form request target as it came ("" and
