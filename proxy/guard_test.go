@@ -657,3 +657,19 @@ func TestCORSPreflightIsNeitherAuthenticatedNorLimited(t *testing.T) {
 		t.Errorf("31st plain OPTIONS: %d, want the route's 429", last)
 	}
 }
+
+// websocket.auth waits for a restart: a reload that drops the JWT keys
+// while it is required would refuse every Socket.IO CONNECT (review).
+func TestReloadKeepsKeysWhileSocketsRequireAuth(t *testing.T) {
+	t.Parallel()
+	up := upstream(t, func(w http.ResponseWriter, r *http.Request) {})
+	h, _ := startGuarded(t, up.URL, func(c *config.Config) { c.WebSocket.Auth = "required" })
+	cfg := *h.srv.cfg
+	cfg.Routes = nil
+	if _, err := h.srv.Reload(&cfg, nil); err == nil || !strings.Contains(err.Error(), "websocket.auth") {
+		t.Fatalf("a reload without keys while websocket.auth is required: %v", err)
+	}
+	if h.srv.verifier.Load() == nil {
+		t.Fatal("the refused reload dropped the verifier")
+	}
+}

@@ -68,7 +68,7 @@ func newServerMetrics(reg prometheus.Registerer) (*serverMetrics, error) {
 		}, []string{"code", "reason"}),
 		upstreamRetries: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "chatguard_upstream_retries_total",
-			Help: "Idempotent requests sent again on a new upstream connection because a reused one, idle for 1 s or more, closed before any answer.",
+			Help: "Idempotent requests sent again on a new upstream connection because a reused one, idle for 1 s or more or reset, closed before any answer.",
 		}),
 		envelopes: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "chatguard_envelopes_total",

@@ -178,6 +178,11 @@ func (s *Server) Reload(cfg *config.Config, v *identity.Verifier) (ignored []str
 				return nil, fmt.Errorf("proxy: route %s requires auth, but no JWT secret or public key is configured", r.Name)
 			}
 		}
+		if s.cfg.WebSocket.Auth == authRequired {
+			// websocket.auth waits for a restart: the running one would
+			// refuse every Socket.IO CONNECT without a verifier (review).
+			return nil, fmt.Errorf("proxy: websocket.auth is required until a restart, but no JWT secret or public key is configured")
+		}
 	}
 	s.verifier.Store(v)
 	s.setRouting(cfg)

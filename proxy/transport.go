@@ -29,10 +29,11 @@ import (
 // non-blocking peek checks that the upstream has not closed it (Node closes
 // idle keep-alive connections after 5 s); a request that fails on a reused
 // connection before any response byte arrived is sent once more on a fresh
-// one when its body can be replayed (or it has none) and the connection had
-// been idle long enough (unsafeReuseIdle) for the upstream to be closing it
-// for idleness: one that dies right after a request on it was busy is the
-// app's failure, and repeating the request would run it twice (two crashed
+// one when its body can be replayed (or it has none), and either the
+// connection had been idle long enough (unsafeReuseIdle) for the upstream
+// to be closing it for idleness, or it was reset (the request unread): one
+// that closes cleanly right after a request on it was busy is the app's
+// failure, and repeating the request would run it twice (two crashed
 // workers for one request of death, QA).
 type upstreamTransport struct {
 	addr                  string
@@ -326,7 +327,11 @@ func (t *upstreamTransport) RoundTrip(req *http.Request) (*http.Response, error)
 		if ctxErr := req.Context().Err(); ctxErr != nil {
 			return nil, ctxErr
 		}
-		if reused && attempt == 0 && !gotBytes && retryable(req) && idle >= unsafeReuseIdle {
+		// A reset says the upstream closed the connection with the request
+		// unread (Node's closeIdleConnections on shutdown, at any idle
+		// age); a clean close after it was busy lately is the app's own
+		// failure (review: the reset case had become a 502).
+		if reused && attempt == 0 && !gotBytes && retryable(req) && (idle >= unsafeReuseIdle || errors.Is(err, syscall.ECONNRESET)) {
 			infoFrom(req.Context()).retried = true
 			if req.GetBody != nil {
 				if req.Body, err = req.GetBody(); err != nil {

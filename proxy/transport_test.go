@@ -300,6 +300,27 @@ func TestTransportDoesNotRepeatARequestOnABusyConnection(t *testing.T) {
 	}
 }
 
+// A busy connection reset under a GET (the upstream closing it with the
+// request unread, as Node's closeIdleConnections does on shutdown) is no
+// sign the app ran it: the GET is sent again (review).
+func TestTransportRetriesAResetBusyConnection(t *testing.T) {
+	t.Parallel()
+	resetSecond := func(c net.Conn, br *bufio.Reader) {
+		answer(c, br, "first")
+		_, _ = br.Peek(1) // the second request is arriving: reset
+		_ = c.(*net.TCPConn).SetLinger(0)
+	}
+	serve := func(c net.Conn, br *bufio.Reader) { answer(c, br, "second") }
+	h := start(t, rawUpstream(t, resetSecond, serve), nil)
+	h.get("/first")
+	if resp, body := h.get("/second"); resp.StatusCode != 200 || string(body) != "second" {
+		t.Fatalf("GET after a reset: %d %q", resp.StatusCode, body)
+	}
+	if l := accessLine(t, h, "/second"); l == nil || l["retried"] != true {
+		t.Errorf("access line of the retried GET: %v", l)
+	}
+}
+
 // A POST without a body is not repeated either: the upstream may have acted.
 func TestTransportNeverRepeatsAPost(t *testing.T) {
 	t.Parallel()

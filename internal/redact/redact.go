@@ -342,6 +342,10 @@ func URI(uri string) string {
 	return path + "?" + Query(q)
 }
 
+// errorClassKey is a key that is an error class followed by its message
+// ("JsonWebTokenError: "), not a field ("tokenError=", "passwordError: ").
+var errorClassKey = regexp.MustCompile(`^[A-Z][A-Za-z0-9]*(?:Error|Exception):\s*$`)
+
 var textPatterns = []*regexp.Regexp{
 	// Authorization schemes (possibly several words: "token Bearer") followed by a credential.
 	regexp.MustCompile(`(?i)\b((?:bearer|basic|token)\s+)+([A-Za-z0-9\-._~+/]+=*)`),
@@ -376,7 +380,7 @@ func String(s string) string {
 		if strings.HasSuffix(sub[1], Filtered) || sub[2] == Filtered || sub[2] == `"`+Filtered+`"` {
 			return m
 		}
-		if k := strings.Trim(strings.TrimRight(sub[1], " \t:="), `"`); strings.HasSuffix(k, "Error") || strings.HasSuffix(k, "Exception") {
+		if errorClassKey.MatchString(sub[1]) {
 			return m // "JsonWebTokenError: jwt malformed" is a class and its message
 		}
 		if v := strings.TrimSuffix(sub[2], ")"); strings.EqualFold(v, "yes") || strings.EqualFold(v, "no") {

@@ -236,7 +236,7 @@ func TestString(t *testing.T) {
 		{name: "error class", in: "JsonWebTokenError: jwt malformed", want: "JsonWebTokenError: jwt malformed"},
 		{name: "exception class", in: "InvalidTokenException: token revoked", want: "InvalidTokenException: token revoked"},
 		{name: "error class with a JWT", in: "JsonWebTokenError: " + jwt, want: "JsonWebTokenError: [FILTERED]"},
-		{name: "key named like an error", in: "tokenError=abc tokenErrors=def", want: "tokenError=abc tokenErrors=[FILTERED]"},
+		{name: "key named like an error", in: "tokenError=abc passwordError: hunter2", want: "tokenError=[FILTERED] passwordError: [FILTERED]"},
 		{name: "JSON pair", in: `{"token": "abc", "user": "bob"}`, want: `{"token": [FILTERED], "user": "bob"}`},
 		{name: "JSON pair compact", in: `{"password":"hunter2","email":"a@b"}`, want: `{"password":[FILTERED],"email":"a@b"}`},
 		{name: "JSON pair, value with spaces", in: `{"secret": "two words"}`, want: `{"secret": [FILTERED]}`},
