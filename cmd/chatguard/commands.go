@@ -19,7 +19,7 @@ func loadConfig(env environment) (*config.Config, int) {
 	}
 	var probs config.Problems
 	if errors.As(err, &probs) {
-		fmt.Fprintf(env.stderr, "chatguard: invalid configuration (%d problem(s)):\n", len(probs))
+		fmt.Fprintf(env.stderr, "chatguard: invalid configuration (%d problem(s)):\n", probs.Total())
 		for _, p := range probs {
 			fmt.Fprintf(env.stderr, "  - %s\n", p)
 		}

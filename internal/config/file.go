@@ -144,6 +144,19 @@ func join(path, key string) string {
 	return path + "." + key
 }
 
+// Total is how many problems there were, those capProblems left out
+// included.
+func (p Problems) Total() int {
+	if n := len(p); n > 0 {
+		var more int
+		var word string
+		if _, err := fmt.Sscanf(p[n-1], "… and %d more %s", &more, &word); err == nil {
+			return n - 1 + more
+		}
+	}
+	return len(p)
+}
+
 // capProblems keeps the first maxFileProblems problems and says how many
 // more there were.
 func capProblems(probs []string) []string {

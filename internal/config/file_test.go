@@ -97,6 +97,9 @@ func TestFileProblemsAreCapped(t *testing.T) {
 	if !strings.Contains(got[0], "unknown_0") {
 		t.Errorf("first problem %q", got[0])
 	}
+	if got.Total() != 60 {
+		t.Errorf("Total() = %d, want 60", got.Total())
+	}
 }
 
 func TestReadFileRefusesWhatIsNoConfigFile(t *testing.T) {
