@@ -55,7 +55,7 @@ func checkConfig(env environment) int {
 		fmt.Fprintf(env.stdout, "  %-32s %s\n", s.Key, s.Value(cfg))
 	}
 	for _, r := range cfg.Routes {
-		fmt.Fprintf(env.stdout, "  route %-26s %v %s auth=%s limit=%s\n", r.Name, r.Methods, r.Path, authMode(r.Auth), limitSummary(r.Limit))
+		fmt.Fprintf(env.stdout, "  route %-26s %v %s auth=%s limit=%s\n", r.Name, r.Methods, r.Path, authMode(r.Auth), limitSummary(r.Limit, cfg.Limits))
 	}
 	return 0
 }
@@ -69,7 +69,7 @@ func authMode(a string) string {
 
 // limitSummary is a route's limit in one word: "3/15m0s key=[ip body:email]",
 // or "none", so that a route left unlimited stands out.
-func limitSummary(l *config.RouteLimit) string {
+func limitSummary(l *config.RouteLimit, global config.Limits) string {
 	if l == nil {
 		return "none"
 	}
@@ -80,7 +80,10 @@ func limitSummary(l *config.RouteLimit) string {
 	if len(l.Roles) > 0 {
 		s += fmt.Sprintf(" roles=%v", l.Roles)
 	}
-	if l.Shadow {
+	if global.Multiplier != 1 {
+		s += fmt.Sprintf(" ×%g (rate_limit.multiplier)", global.Multiplier)
+	}
+	if l.Shadow || global.Shadow {
 		s += " shadow"
 	}
 	return s
