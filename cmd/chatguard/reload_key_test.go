@@ -1,13 +1,11 @@
 package main
 
 import (
-	"bytes"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/x509"
 	"encoding/pem"
-	"io"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -17,7 +15,6 @@ import (
 
 	"github.com/golang-jwt/jwt/v5"
 	"github.com/prometheus/client_golang/prometheus/testutil"
-	"github.com/sirupsen/logrus"
 )
 
 // A reload reads the JWT public key file again: after a key rotation the
@@ -57,16 +54,7 @@ func TestReloadAppliesARotatedPublicKey(t *testing.T) {
 	if err := os.WriteFile(cfgFile, []byte("auth:\n  jwt_public_key_file: "+keyFile+"\nroutes:\n  - {name: private, path: /p/*, auth: required}\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	vars := map[string]string{"CHATGUARD_UPSTREAM": "http://127.0.0.1:1", "CHATGUARD_RATE_LIMIT_FILE": ""}
-	env := environment{
-		args: []string{"--config", cfgFile}, stdout: io.Discard, stderr: io.Discard,
-		lookupEnv: func(k string) (string, bool) { v, ok := vars[k]; return v, ok },
-	}
-	cfg, code := loadConfig(env)
-	if cfg == nil {
-		t.Fatalf("loadConfig: exit %d", code)
-	}
-	a, _ := testApp(t, cfg)
+	a, reload := reloadableApp(t, cfgFile)
 	get := func(tok string) int {
 		rec := httptest.NewRecorder()
 		req := httptest.NewRequest(http.MethodGet, "/p/x", nil)
@@ -77,14 +65,6 @@ func TestReloadAppliesARotatedPublicKey(t *testing.T) {
 	// Past the token check the request meets the (absent) upstream: 502.
 	if o, n := get(token(oldKey)), get(token(newer)); o != http.StatusBadGateway || n != http.StatusUnauthorized {
 		t.Fatalf("before the rotation: old key %d, new key %d", o, n)
-	}
-	reload := func() string {
-		var out bytes.Buffer
-		l := logrus.New()
-		l.SetOutput(&out)
-		l.SetFormatter(&logrus.JSONFormatter{})
-		reloadConfig(env, a, logrus.NewEntry(l), "test")
-		return out.String()
 	}
 	writePub(newer)
 	if out := reload(); !strings.Contains(out, "configuration reloaded") || strings.Contains(out, "restartNeededFor") {

@@ -13,6 +13,30 @@ import (
 	"github.com/sirupsen/logrus"
 )
 
+// reloadableApp is an app on the config file file (upstream unreachable,
+// no rate-limit file), and a reload of it that returns the reload's log.
+func reloadableApp(t *testing.T, file string) (*app, func() string) {
+	t.Helper()
+	vars := map[string]string{"CHATGUARD_UPSTREAM": "http://127.0.0.1:1", "CHATGUARD_RATE_LIMIT_FILE": ""}
+	env := environment{
+		args: []string{"--config", file}, stdout: io.Discard, stderr: io.Discard,
+		lookupEnv: func(k string) (string, bool) { v, ok := vars[k]; return v, ok },
+	}
+	cfg, code := loadConfig(env)
+	if cfg == nil {
+		t.Fatalf("loadConfig: exit %d", code)
+	}
+	a, _ := testApp(t, cfg)
+	return a, func() string {
+		var out bytes.Buffer
+		l := logrus.New()
+		l.SetOutput(&out)
+		l.SetFormatter(&logrus.JSONFormatter{})
+		reloadConfig(env, a, logrus.NewEntry(l), "test")
+		return out.String()
+	}
+}
+
 // A reload refuses a file without settings — zero bytes, blank lines, only
 // a comment — and a file cut off after "routes:": each would drop every
 // route's auth and limits. The running routes stay.
@@ -27,16 +51,7 @@ func TestReloadRefusesAnEmptiedFile(t *testing.T) {
 	}
 	const limited = "routes:\n  - name: extra\n    path: /extra\n    limit: {rate: 1, period: 1m, key: [ip]}\n"
 	write(limited)
-	vars := map[string]string{"CHATGUARD_UPSTREAM": "http://127.0.0.1:1", "CHATGUARD_RATE_LIMIT_FILE": ""}
-	env := environment{
-		args: []string{"--config", file}, stdout: io.Discard, stderr: io.Discard,
-		lookupEnv: func(k string) (string, bool) { v, ok := vars[k]; return v, ok },
-	}
-	cfg, code := loadConfig(env)
-	if cfg == nil {
-		t.Fatalf("loadConfig: exit %d", code)
-	}
-	a, _ := testApp(t, cfg)
+	a, reload := reloadableApp(t, file)
 	get := func() int {
 		rec := httptest.NewRecorder()
 		a.srv.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/extra", nil))
@@ -44,14 +59,6 @@ func TestReloadRefusesAnEmptiedFile(t *testing.T) {
 	}
 	if get() == http.StatusTooManyRequests || get() != http.StatusTooManyRequests {
 		t.Fatal("the file's limit is not applied")
-	}
-	reload := func() string {
-		var out bytes.Buffer
-		l := logrus.New()
-		l.SetOutput(&out)
-		l.SetFormatter(&logrus.JSONFormatter{})
-		reloadConfig(env, a, logrus.NewEntry(l), "test")
-		return out.String()
 	}
 	for _, tt := range []struct{ name, content, problem string }{
 		{"zero bytes", "", file + " is empty"},
