@@ -4,7 +4,11 @@ package redact
 
 import (
 	"bytes"
+	"crypto/hmac"
+	"crypto/rand"
+	"crypto/sha256"
 	"encoding/base64"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -12,6 +16,7 @@ import (
 	"reflect"
 	"regexp"
 	"strings"
+	"sync"
 )
 
 // Filtered replaces every secret value.
@@ -294,7 +299,23 @@ func Header(h http.Header) map[string]string {
 // in a query: "code" elsewhere is an error code.
 var queryCredentials = map[string]bool{
 	"code": true, "otp": true, "sig": true, "signature": true, "x-amz-signature": true,
-	"x-goog-signature": true, "ticket": true, "sid": true,
+	"x-goog-signature": true, "ticket": true,
+}
+
+var (
+	fingerprintOnce sync.Once
+	fingerprintKey  [32]byte
+)
+
+// Fingerprint stands for a secret in a log line: "[FILTERED:1a2b3c4d]",
+// the same for the same secret within this process, under a random key
+// drawn at first use, so that it cannot be reversed or matched across
+// processes.
+func Fingerprint(secret string) string {
+	fingerprintOnce.Do(func() { _, _ = rand.Read(fingerprintKey[:]) })
+	m := hmac.New(sha256.New, fingerprintKey[:])
+	m.Write([]byte(secret))
+	return "[FILTERED:" + hex.EncodeToString(m.Sum(nil)[:4]) + "]"
 }
 
 func Query(rawQuery string) string {
@@ -310,6 +331,14 @@ func Query(rawQuery string) string {
 		}
 		if un, err := url.QueryUnescape(name); err == nil {
 			name = un
+		}
+		if strings.EqualFold(name, "sid") && value != "" {
+			// Engine.IO's session id: a credential, but the only way to
+			// tell one polling session's lines from another's behind a
+			// NAT. A keyed digest tells them apart and gives nothing away.
+			parts[i] = p[:strings.IndexByte(p, '=')+1] + Fingerprint(value)
+			changed = true
+			continue
 		}
 		if IsSensitiveKey(name) || queryCredentials[strings.ToLower(name)] || encodedSecret(value) {
 			parts[i] = p[:strings.IndexByte(p, '=')+1] + Filtered

@@ -139,7 +139,7 @@ func TestQuery(t *testing.T) {
 		{"code=4%2F0AX4&state=xyz", "code=[FILTERED]&state=xyz"},
 		{"otp=123456&sig=abc&Signature=def&X-Amz-Signature=0a1b&X-Amz-Date=20261129", "otp=[FILTERED]&sig=[FILTERED]&Signature=[FILTERED]&X-Amz-Signature=[FILTERED]&X-Amz-Date=20261129"},
 		{"ticket=ST-1-abc&service=x", "ticket=[FILTERED]&service=x"},
-		{"EIO=4&transport=polling&sid=Vd0pTHzxGgqaNvXRAAAB", "EIO=4&transport=polling&sid=[FILTERED]"},
+		{"EIO=4&transport=polling&sid=Vd0pTHzxGgqaNvXRAAAB", "EIO=4&transport=polling&sid=" + redact.Fingerprint("Vd0pTHzxGgqaNvXRAAAB")},
 		{"zipcode=12345&codec=h264", "zipcode=12345&codec=h264"},
 	}
 	for _, tt := range tests {
@@ -304,5 +304,21 @@ func TestRegressionValueDottedOrIndexedPath(t *testing.T) {
 		if strings.Contains(string(b), "S3cr3t") {
 			t.Errorf("Value(%s) = %s, want the value filtered", in, b)
 		}
+	}
+}
+
+// A polling session's sid is logged as a keyed digest: the same sid gives
+// the same mark, another sid another, and the sid itself never shows.
+func TestFingerprint(t *testing.T) {
+	t.Parallel()
+	a, b := redact.Fingerprint("Vd0pTHzxGgqaNvXRAAAB"), redact.Fingerprint("Wx1qUIayHhrbOwYSBBBC")
+	if a != redact.Fingerprint("Vd0pTHzxGgqaNvXRAAAB") || a == b {
+		t.Fatalf("fingerprints %q %q", a, b)
+	}
+	if len(a) != len("[FILTERED:12345678]") || !strings.HasPrefix(a, "[FILTERED:") || strings.Contains(a, "Vd0p") {
+		t.Fatalf("fingerprint %q", a)
+	}
+	if got := redact.Query("sid=Vd0pTHzxGgqaNvXRAAAB&sid="); got != "sid="+a+"&sid=" {
+		t.Fatalf("Query = %q", got)
 	}
 }
