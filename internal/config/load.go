@@ -27,7 +27,7 @@ func (p Problems) Error() string {
 // deploy/config/chatguard.yaml.
 func Defaults() *Config {
 	c := &Config{}
-	if probs := decodeYAML(deployconfig.DefaultYAML, c, "default config"); len(probs) > 0 {
+	if probs, _ := decodeYAML(deployconfig.DefaultYAML, c, "default config"); len(probs) > 0 {
 		// The embedded file is tested; reaching this is a build defect.
 		panic(Problems(probs).Error())
 	}
@@ -78,8 +78,11 @@ func Load(src Source) (*Config, error) {
 		if err != nil {
 			probs = append(probs, fmt.Sprintf("config file: %v", err))
 		} else {
-			probs = append(probs, decodeYAML(data, c, *file)...)
-			_ = yaml.Unmarshal(data, &inFile) // a syntax error was reported above
+			fileProbs, tree := decodeYAML(data, c, *file)
+			probs = append(probs, fileProbs...)
+			if tree != nil { // nil: a syntax error, reported
+				inFile = *tree
+			}
 		}
 	}
 	// override sets s from the environment or a flag (by), and notes a
@@ -174,11 +177,12 @@ func (b boolFlag) IsBoolFlag() bool   { return true }
 var fileProblemKey = regexp.MustCompile(`: line [0-9]+: ([A-Za-z0-9_.\[\]]+): `)
 
 // decodeYAML decodes data over c, reporting unknown keys and wrong types
-// (with line numbers) as problems rather than stopping at the first.
-func decodeYAML(data []byte, c *Config, name string) []string {
+// (with line numbers) as problems rather than stopping at the first. It
+// returns the parsed tree too (nil when data does not parse).
+func decodeYAML(data []byte, c *Config, name string) ([]string, *yaml.Node) {
 	tree, err := parseTree(data)
 	if err != nil {
-		return []string{fmt.Sprintf("%s: %v", name, err)}
+		return []string{fmt.Sprintf("%s: %v", name, err)}, nil
 	}
 	if probs := shapeProblems(tree); len(probs) > 0 {
 		// Not decoded: the decoder's own checks would take quadratic
@@ -186,7 +190,7 @@ func decodeYAML(data []byte, c *Config, name string) []string {
 		for i, p := range probs {
 			probs[i] = fmt.Sprintf("%s: %s", name, p)
 		}
-		return probs
+		return probs, tree
 	}
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	dec.KnownFields(true)
@@ -198,20 +202,17 @@ func decodeYAML(data []byte, c *Config, name string) []string {
 	case stderrors.As(err, &te):
 		errs = slices.Clone(te.Errors)
 	default:
-		return []string{fmt.Sprintf("%s: %v", name, err)}
+		return []string{fmt.Sprintf("%s: %v", name, err)}, tree
 	}
-	// The same bytes again, as a tree: the decoder does not say which field
-	// a problem belongs to, the tree does (a syntax error was reported above).
-	var root yaml.Node
-	if err := yaml.Unmarshal(data, &root); err == nil {
-		errs = bareDurations(&root, c, errs)
-		errs = nameProblems(&root, errs)
-		errs = append(errs, nullRoutes(&root)...)
-		errs = append(errs, nullSections(&root)...)
-	}
+	// The decoder does not say which field a problem belongs to; the tree
+	// parsed above does.
+	errs = bareDurations(tree, c, errs)
+	errs = nameProblems(tree, errs)
+	errs = append(errs, nullRoutes(tree)...)
+	errs = append(errs, nullSections(tree)...)
 	out := make([]string, 0, len(errs))
 	for _, e := range errs {
 		out = append(out, fmt.Sprintf("%s: %s", name, e))
 	}
-	return out
+	return out, tree
 }

@@ -145,10 +145,7 @@ func nullSections(root *yaml.Node) []string {
 				if !ok {
 					continue // an unknown key: nameProblems says so
 				}
-				name := k.Value
-				if path != "" {
-					name = path + "." + k.Value
-				}
+				name := join(path, k.Value)
 				ft := f.Type()
 				for ft.Kind() == reflect.Pointer {
 					ft = ft.Elem()
