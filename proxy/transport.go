@@ -138,8 +138,8 @@ func (t *upstreamTransport) CloseIdleConnections() {
 
 // get returns a live idle connection, or dials a new one. A request that
 // could not be sent again (safe false) takes only a connection idle for
-// less than unsafeReuseIdle.
-func (t *upstreamTransport) get(ctx context.Context, safe bool) (pc *upstreamConn, reused bool, err error) {
+// less than unsafeReuseIdle. idle is how long a reused one sat in the pool.
+func (t *upstreamTransport) get(ctx context.Context, safe bool) (pc *upstreamConn, reused bool, idle time.Duration, err error) {
 	now := t.now()
 	for {
 		t.mu.Lock()
@@ -159,14 +159,14 @@ func (t *upstreamTransport) get(ctx context.Context, safe bool) (pc *upstreamCon
 			_ = pc.c.Close()
 			continue
 		}
-		return pc, true, nil
+		return pc, true, now.Sub(pc.lastUsed), nil
 	}
 	c, err := t.dialer.DialContext(ctx, "tcp", t.addr)
 	if err != nil {
-		return nil, false, err
+		return nil, false, 0, err
 	}
 	cr := &countingReader{r: c}
-	return &upstreamConn{c: c, cr: cr, br: bufio.NewReaderSize(cr, 16<<10), bw: bufio.NewWriterSize(c, 16<<10), maxIdle: t.idleTimeout}, false, nil
+	return &upstreamConn{c: c, cr: cr, br: bufio.NewReaderSize(cr, 16<<10), bw: bufio.NewWriterSize(c, 16<<10), maxIdle: t.idleTimeout}, false, 0, nil
 }
 
 // expired: idle in the pool for longer than it may be.
@@ -314,11 +314,10 @@ func alive(c net.Conn) bool {
 // RoundTrip sends req and returns the response; its body owns the connection.
 func (t *upstreamTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	for attempt := 0; ; attempt++ {
-		pc, reused, err := t.get(req.Context(), retryable(req))
+		pc, reused, idle, err := t.get(req.Context(), retryable(req))
 		if err != nil {
 			return nil, err
 		}
-		idle := t.now().Sub(pc.lastUsed)
 		resp, gotBytes, err := t.exchange(pc, req)
 		if err == nil {
 			return resp, nil
