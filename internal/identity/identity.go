@@ -138,6 +138,12 @@ func (v *Verifier) Verify(token string) (Identity, error) {
 	}
 	claims := jwt.MapClaims{}
 	_, err := v.parser.ParseWithClaims(token, claims, func(t *jwt.Token) (any, error) {
+		// RFC 7515 §4.1.11: a recipient must reject a token whose "crit"
+		// header names extensions it does not understand. This verifier
+		// understands none (b64=false, say, would change what is signed).
+		if _, ok := t.Header["crit"]; ok {
+			return nil, errors.New(`token header "crit" names extensions this verifier does not support`)
+		}
 		switch t.Method.Alg() {
 		case "HS256":
 			return v.hmac, nil

@@ -295,3 +295,37 @@ func TestSecretWithSurroundingWhitespace(t *testing.T) {
 		t.Errorf("another key: %v, want ErrInvalid", err)
 	}
 }
+
+// A token whose "crit" header lists an extension is refused even though its
+// signature is good (RFC 7515 §4.1.11): the verifier understands none, and
+// one such extension (b64=false, RFC 7797) changes what the signature covers.
+func TestCritHeaderRefused(t *testing.T) {
+	t.Parallel()
+	v, err := New(Options{Secret: secret, Now: clock})
+	if err != nil {
+		t.Fatal(err)
+	}
+	signWith := func(header map[string]any) string {
+		tok := jwt.NewWithClaims(jwt.SigningMethodHS256, claims(nil))
+		for k, val := range header {
+			tok.Header[k] = val
+		}
+		s, err := tok.SignedString(secret)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	if _, err := v.Verify(signWith(map[string]any{"kid": "k1"})); err != nil {
+		t.Fatalf("a well-signed token with an ordinary extra header: %v", err)
+	}
+	for name, h := range map[string]map[string]any{
+		"unknown extension": {"crit": []string{"exp-ext"}, "exp-ext": 1},
+		"b64 false":         {"crit": []string{"b64"}, "b64": false},
+		"empty list":        {"crit": []string{}},
+	} {
+		if _, err := v.Verify(signWith(h)); !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), "crit") {
+			t.Errorf("%s: err = %v, want ErrInvalid naming crit", name, err)
+		}
+	}
+}
