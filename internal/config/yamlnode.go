@@ -296,16 +296,25 @@ func nameProblems(root *yaml.Node, problems []string) []string {
 			}
 			return found
 		}
-		if m := unmarshalProblem.FindStringSubmatch(rest); m != nil && at(m[1]) != "" {
-			what, ok := goTypeWords[m[2]]
+		if m := unmarshalProblem.FindStringSubmatch(rest); m != nil && at(m[2]) != "" {
+			tag, value, goType := m[1], m[2], m[3]
+			what, ok := goTypeWords[goType]
 			if !ok {
-				what = "not " + wantedWords(m[2])
+				what = "not " + wantedWords(goType)
 			}
 			hint := ""
 			if _, after, ok := strings.Cut(rest, "` into time.Duration"); ok && after != "" {
 				what, hint = "not a duration", after // bareDurations' unit hint
 			}
-			out = append(out, fmt.Sprintf("line %d: %s: `%s` is %s%s", line, at(m[1]), m[1], what, hint))
+			if tag == "!!str" && goType == "time.Duration" && hint == "" && quotedScalar(value, "float64") {
+				what, hint = "not a duration", fmt.Sprintf(": a duration needs a unit (%[1]ss, %[1]sm, %[1]sh)", value)
+			}
+			if tag == "!!str" && quotedScalar(value, goType) {
+				// "`2` is not a number" would puzzle: the quotes made it text.
+				out = append(out, fmt.Sprintf("line %d: %s: \"%s\" is quoted, so text, and %s: write %s without quotes", line, at(value), value, what, value))
+				continue
+			}
+			out = append(out, fmt.Sprintf("line %d: %s: `%s` is %s%s", line, at(value), value, what, hint))
 			continue
 		}
 		if m := unmarshalNode.FindStringSubmatch(rest); m != nil && lists[line] != "" {
@@ -322,6 +331,27 @@ func nameProblems(root *yaml.Node, problems []string) []string {
 		out = append(out, p)
 	}
 	return out
+}
+
+// quotedScalar reports whether value, which the file quoted, would have
+// been a good goType without its quotes.
+func quotedScalar(value, goType string) bool {
+	if strings.HasSuffix(value, "...") { // the decoder shortened it
+		return false
+	}
+	var n yaml.Node
+	if err := yaml.Unmarshal([]byte(value), &n); err != nil || len(n.Content) != 1 || n.Content[0].Kind != yaml.ScalarNode {
+		return false
+	}
+	switch tag := n.Content[0].Tag; goType {
+	case "int", "int64":
+		return tag == "!!int"
+	case "float64":
+		return tag == "!!int" || tag == "!!float"
+	case "bool":
+		return tag == "!!bool"
+	}
+	return false
 }
 
 // wantedWords says what a Go type of the configuration takes.
@@ -349,7 +379,7 @@ func wantedWords(goType string) string {
 
 var (
 	unmarshalNode    = regexp.MustCompile(`^cannot unmarshal !!(seq|map) into (\S+)`)
-	unmarshalProblem = regexp.MustCompile("^cannot unmarshal ![!a-z]+ `(.*)` into ([][.A-Za-z0-9]+)")
+	unmarshalProblem = regexp.MustCompile("^cannot unmarshal (![!a-z]+) `(.*)` into ([][.A-Za-z0-9]+)")
 	unknownField     = regexp.MustCompile(`^field (\S+) not found in type `)
 	goTypeWords      = map[string]string{
 		"int": "not a whole number", "int64": "not a whole number", "float64": "not a number",

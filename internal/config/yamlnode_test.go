@@ -80,6 +80,32 @@ func TestBareNumberDurationsNeedAUnit(t *testing.T) {
 	}
 }
 
+// A quoted number is text to YAML: "`2` is not a number" would puzzle whoever
+// wrote multiplier: "2", so the message names the quotes. A quoted word is
+// still reported as not a number, and a quoted bare duration gets the unit
+// hint.
+func TestQuotedScalarsAreNamedAsQuoted(t *testing.T) {
+	t.Parallel()
+	tests := []struct{ yaml, want string }{
+		{"rate_limit:\n  multiplier: \"2\"\n", `line 2: rate_limit.multiplier: "2" is quoted, so text, and not a number: write 2 without quotes`},
+		{"rate_limit:\n  multiplier: '0.5'\n", `line 2: rate_limit.multiplier: "0.5" is quoted, so text, and not a number: write 0.5 without quotes`},
+		{"server:\n  max_header_count: \"100\"\n", `line 2: server.max_header_count: "100" is quoted, so text, and not a whole number: write 100 without quotes`},
+		{"server:\n  max_header_count: \"lots\"\n", "line 2: server.max_header_count: `lots` is not a whole number"},
+		{"server:\n  max_header_count: \"1.5\"\n", "line 2: server.max_header_count: `1.5` is not a whole number"},
+		{"server:\n  drain_delay: \"5\"\n", "line 2: server.drain_delay: `5` is not a duration: a duration needs a unit (5s, 5m, 5h)"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.want, func(t *testing.T) {
+			t.Parallel()
+			_, err := config.Load(config.Source{Args: []string{"--config=f.yaml"}, ReadFile: files{"f.yaml": tt.yaml}.read})
+			var probs config.Problems
+			if !errors.As(err, &probs) || countContaining(probs, tt.want) != 1 || len(probs) != 1 {
+				t.Errorf("Load error = %v, want one problem containing %q", err, tt.want)
+			}
+		})
+	}
+}
+
 // routes with no value would mean no routes, silently: it is what a file cut
 // off after that line looks like. It is a problem; routes: [] is not. So is
 // any other section or list with no value.
