@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"reflect"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -648,5 +649,40 @@ func TestEnvBooleansTakeYAMLSpellings(t *testing.T) {
 		if err != nil || c.Log.File != want {
 			t.Errorf("ENABLE_FILE_LOGGING=%s: %v, %v; want %v", v, err, c.Log.File, want)
 		}
+	}
+}
+
+// VAR= (a manifest's value: "", a template that rendered nothing) for a
+// number, a switch or a duration says it is empty, for every such setting,
+// by environment and by flag alike.
+func TestEmptyValuesSayEmpty(t *testing.T) {
+	t.Parallel()
+	n := 0
+	for _, s := range config.Settings() {
+		def := config.Defaults()
+		switch s.Value(def) {
+		case "true", "false":
+		default:
+			if _, err := strconv.ParseFloat(s.Value(def), 64); err != nil {
+				if _, err := time.ParseDuration(s.Value(def)); err != nil {
+					continue // a string or a list: empty is a value
+				}
+			}
+		}
+		n++
+		for _, src := range []config.Source{
+			{LookupEnv: env{s.Env: " "}.lookup},
+			{Args: []string{"--" + s.Flag + "="}},
+		} {
+			_, err := config.Load(src)
+			var probs config.Problems
+			if !errors.As(err, &probs) || len(probs) != 1 || !strings.HasPrefix(probs[0], s.Key+" (") ||
+				!strings.HasSuffix(probs[0], "): is empty: give it a value, or leave it out for the default") {
+				t.Errorf("%s empty: %v", s.Key, err)
+			}
+		}
+	}
+	if n < 20 {
+		t.Errorf("only %d settings took numbers, switches or durations", n)
 	}
 }

@@ -1,6 +1,7 @@
 package config
 
 import (
+	"errors"
 	"fmt"
 	"strconv"
 	"strings"
@@ -102,6 +103,14 @@ var settings = []Setting{
 func (s Setting) set(c *Config, v string) error {
 	if s.Key != "auth.jwt_secret" {
 		v = strings.TrimSpace(v)
+	}
+	switch s.field(c).(type) {
+	case *int, *int64, *bool, *float64, *time.Duration:
+		if v == "" {
+			// VAR= in a manifest, a template that rendered nothing:
+			// say so rather than `"" is not a whole number`.
+			return errors.New("is empty: give it a value, or leave it out for the default")
+		}
 	}
 	switch p := s.field(c).(type) {
 	case *string:
