@@ -58,11 +58,29 @@ func Load(src Source) (*Config, error) {
 	var probs Problems
 
 	fs, file, flagValues := newFlagSet(src.Output)
-	if err := fs.Parse(src.Args); err != nil {
+	out := fs.Output()
+	fs.SetOutput(io.Discard) // the flag package's usage after each mistake would bury the problems
+	for args := src.Args; ; {
+		err := fs.Parse(args)
+		if err == nil {
+			break
+		}
 		if stderrors.Is(err, flag.ErrHelp) {
+			fs.SetOutput(out)
+			fs.Usage()
 			return c, err
 		}
-		return c, Problems{err.Error()}
+		name, unknown := strings.CutPrefix(err.Error(), "flag provided but not defined: -")
+		if !unknown {
+			return c, append(probs, err.Error())
+		}
+		// Report it and read on, so that every problem is printed at once.
+		probs = append(probs, unknownFlag(fs, name))
+		bad := args[len(args)-len(fs.Args())-1]
+		args = fs.Args()
+		if !strings.Contains(bad, "=") && len(args) > 0 && !strings.HasPrefix(args[0], "-") {
+			args = args[1:] // its value, most likely: not an unexpected argument too
+		}
 	}
 	if fs.NArg() > 0 {
 		probs = append(probs, fmt.Sprintf("unexpected arguments: %q", fs.Args()))
@@ -135,6 +153,42 @@ func Load(src Source) (*Config, error) {
 		return c, Problems(capProblems(probs))
 	}
 	return c, nil
+}
+
+// unknownFlag is the problem of a flag fs does not define, with the
+// nearest defined name when it is a likely typo.
+func unknownFlag(fs *flag.FlagSet, name string) string {
+	best, bestDist := "", 3 // more edits than this is not a typo
+	fs.VisitAll(func(f *flag.Flag) {
+		if d := editDistance(name, f.Name); d < bestDist {
+			best, bestDist = f.Name, d
+		}
+	})
+	if best != "" {
+		return fmt.Sprintf("unknown flag --%s (did you mean --%s?)", name, best)
+	}
+	return fmt.Sprintf("unknown flag --%s (chatguard --help lists them)", name)
+}
+
+// editDistance is the Levenshtein distance between two short names.
+func editDistance(a, b string) int {
+	prev := make([]int, len(b)+1)
+	cur := make([]int, len(b)+1)
+	for j := range prev {
+		prev[j] = j
+	}
+	for i := 1; i <= len(a); i++ {
+		cur[0] = i
+		for j := 1; j <= len(b); j++ {
+			cost := 1
+			if a[i-1] == b[j-1] {
+				cost = 0
+			}
+			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
+		}
+		prev, cur = cur, prev
+	}
+	return prev[len(b)]
 }
 
 func newFlagSet(out io.Writer) (*flag.FlagSet, *string, map[string]*string) {

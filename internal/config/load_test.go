@@ -519,7 +519,17 @@ func TestFlagProblems(t *testing.T) {
 		{"positional", []string{"serve"}, []string{`unexpected arguments: ["serve"]`}},
 		{"after flags", []string{"--listen", ":1", "a", "b"}, []string{`unexpected arguments: ["a" "b"]`}},
 		{"positional and bad value", []string{"--max-idle-conns=x", "extra"}, []string{"unexpected arguments", `proxy.max_idle_conns (flag --max-idle-conns): "x" is not a whole number`}},
-		{"unknown flag", []string{"--no-such-flag"}, []string{"flag provided but not defined: -no-such-flag"}},
+		{"unknown flag", []string{"--no-such-flag"}, []string{"unknown flag --no-such-flag (chatguard --help lists them)"}},
+		// Every problem at once: the flags after an unknown one are still
+		// read, and a likely typo gets the name it missed; the unknown
+		// flag's value is not also an unexpected argument.
+		{"typo then more", []string{"--upstrem", "http://x:1", "--max-header-count=5", "-bogus=1", "--drain-delay=x"}, []string{
+			"unknown flag --upstrem (did you mean --upstream?)",
+			"unknown flag --bogus (chatguard --help lists them)",
+			`server.drain_delay (flag --drain-delay): "x" is not a duration`,
+			"server.max_header_count: must be between 16 and 500 (got 5)",
+		}},
+		{"unknown flag then positional", []string{"--logfile=true", "serve"}, []string{"unknown flag --logfile (did you mean --log-file?)", `unexpected arguments: ["serve"]`}},
 		{"missing value", []string{"--listen"}, []string{"flag needs an argument: -listen"}},
 		{"bad bool", []string{"--preserve-host=maybe"}, []string{`proxy.preserve_host (flag --preserve-host): "maybe" is not true or false`}},
 		{"bad duration", []string{"--idle-timeout=10"}, []string{`server.idle_timeout (flag --idle-timeout): "10" is not a duration`}},
@@ -684,5 +694,20 @@ func TestEmptyValuesSayEmpty(t *testing.T) {
 	}
 	if n < 20 {
 		t.Errorf("only %d settings took numbers, switches or durations", n)
+	}
+}
+
+// A flag mistake is one line among the problems; the usage text (a hundred
+// lines) is for -h only, not printed after each mistake.
+func TestFlagMistakesPrintNoUsage(t *testing.T) {
+	t.Parallel()
+	var out bytes.Buffer
+	_, err := config.Load(config.Source{Args: []string{"--bogus", "--listen"}, Output: &out, LookupEnv: env{}.lookup, ReadFile: noFiles})
+	var probs config.Problems
+	if !errors.As(err, &probs) || len(probs) != 2 || probs[0] != "unknown flag --bogus (chatguard --help lists them)" || probs[1] != "flag needs an argument: -listen" {
+		t.Errorf("problems = %v", err)
+	}
+	if out.Len() != 0 {
+		t.Errorf("usage printed on a mistake:\n%.200s", out.String())
 	}
 }
