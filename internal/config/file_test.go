@@ -100,6 +100,10 @@ func TestFileProblemsAreCapped(t *testing.T) {
 	if got.Total() != 60 {
 		t.Errorf("Total() = %d, want 60", got.Total())
 	}
+	// The error's headline (logged when a reload is refused) counts them all.
+	if msg := got.Error(); !strings.HasPrefix(msg, "config: 60 problem(s):\n") {
+		t.Errorf("Error() starts %.40q", msg)
+	}
 }
 
 func TestReadFileRefusesWhatIsNoConfigFile(t *testing.T) {

@@ -20,7 +20,7 @@ import (
 type Problems []string
 
 func (p Problems) Error() string {
-	return fmt.Sprintf("config: %d problem(s):\n  - %s", len(p), strings.Join(p, "\n  - "))
+	return fmt.Sprintf("config: %d problem(s):\n  - %s", p.Total(), strings.Join(p, "\n  - "))
 }
 
 // Defaults returns the built-in configuration, decoded from the embedded
