@@ -1,0 +1,316 @@
+package errors
+
+// The error shapes a Node backend emits: Joi and express-validator,
+// jsonwebtoken, Twilio, Firebase and gRPC statuses.
+
+import (
+	"encoding/json"
+	"strings"
+
+	"github.com/chatguard/chatguard/internal/redact"
+)
+
+func validation(fields []any, kind string) Result {
+	return Result{Err: New(CodeValidation, "").WithDetails(map[string]any{"fields": fields}), Kind: kind}
+}
+
+// jwtCode recognises jsonwebtoken's errors and express-jwt's UnauthorizedError.
+func jwtCode(c map[string]any) (Code, bool) {
+	name, _ := c["name"].(string)
+	switch name {
+	case "TokenExpiredError":
+		return CodeTokenExpired, true
+	case "JsonWebTokenError", "NotBeforeError":
+		return CodeTokenInvalid, true
+	case "UnauthorizedError":
+		if inner, ok := c["inner"].(map[string]any); ok {
+			if code, ok := jwtCode(inner); ok {
+				return code, true
+			}
+		}
+		switch c["code"] {
+		case "credentials_required":
+			return CodeAuthRequired, true
+		case "invalid_token", "revoked_token":
+			if msg, _ := c["message"].(string); msg == "jwt expired" {
+				return CodeTokenExpired, true
+			}
+			return CodeTokenInvalid, true
+		}
+	}
+	return "", false
+}
+
+// joiDetails reports whether every item of details is a Joi error item
+// ({message, path: [...], type}), as an app that sends
+// {"error": "Bad Request", "details": err.details} passes them on.
+func joiDetails(details []any) bool {
+	for _, d := range details {
+		dm, ok := d.(map[string]any)
+		if !ok {
+			return false
+		}
+		_, msg := dm["message"].(string)
+		_, path := dm["path"].([]any)
+		_, typ := dm["type"].(string)
+		if !msg || !path || !typ {
+			return false
+		}
+	}
+	return len(details) > 0
+}
+
+// validationFields recognises Joi, celebrate, express-validator and Mongoose
+// validation errors and lists their fields.
+func validationFields(c map[string]any) ([]any, string) {
+	name, _ := c["name"].(string)
+	isJoi, _ := c["isJoi"].(bool)
+	_, hasOriginal := c["_original"]
+	if details, ok := c["details"].([]any); ok && (isJoi || name == "ValidationError" || hasOriginal ||
+		c["error"] == "ValidationError" || joiDetails(details)) {
+		var fields []any
+		for _, d := range details {
+			dm, ok := d.(map[string]any)
+			if !ok {
+				continue
+			}
+			field := joiPath(dm["path"])
+			var value any
+			if ctx, ok := dm["context"].(map[string]any); ok {
+				value = ctx["value"]
+				if field == "" {
+					field, _ = ctx["key"].(string)
+				}
+			}
+			fields = appendField(fields, field, dm["message"], value)
+		}
+		if fields != nil {
+			return fields, "joi"
+		}
+	}
+	if v, ok := c["validation"].(map[string]any); ok {
+		// celebrate: {"validation": {"body": {"source","keys":[…],"message"}}}
+		var fields []any
+		for _, src := range []string{"params", "headers", "query", "cookies", "signedCookies", "body"} {
+			sm, ok := v[src].(map[string]any)
+			if !ok {
+				continue
+			}
+			keys, _ := sm["keys"].([]any)
+			for _, k := range keys {
+				ks, _ := k.(string)
+				fields = appendField(fields, ks, sm["message"], nil)
+			}
+		}
+		if fields != nil {
+			return fields, "celebrate"
+		}
+	}
+	if arr, ok := c["errors"].([]any); ok {
+		if fields := expressValidatorFields(arr); fields != nil {
+			return fields, "express-validator"
+		}
+	}
+	if errs, ok := c["errors"].(map[string]any); ok && name == "ValidationError" {
+		var fields []any
+		for _, path := range sortedKeys(errs) {
+			em, ok := errs[path].(map[string]any)
+			if !ok {
+				continue
+			}
+			fields = appendField(fields, path, em["message"], em["value"])
+		}
+		if fields != nil {
+			return fields, "mongoose"
+		}
+	}
+	return nil, ""
+}
+
+func expressValidatorFields(arr []any) []any {
+	var fields []any
+	for _, e := range arr {
+		em, ok := e.(map[string]any)
+		if !ok {
+			return nil
+		}
+		msg, hasMsg := em["msg"]
+		field, _ := em["path"].(string)
+		if field == "" {
+			field, _ = em["param"].(string)
+		}
+		if !hasMsg || field == "" {
+			return nil
+		}
+		fields = appendField(fields, field, msg, em["value"])
+	}
+	return fields
+}
+
+func joiPath(p any) string {
+	switch t := p.(type) {
+	case string:
+		return t
+	case []any:
+		parts := make([]string, 0, len(t))
+		for _, e := range t {
+			switch s := e.(type) {
+			case string:
+				parts = append(parts, s)
+			case json.Number:
+				parts = append(parts, s.String())
+			}
+		}
+		return strings.Join(parts, ".")
+	}
+	return ""
+}
+
+func appendField(fields []any, field string, message, value any) []any {
+	if len(fields) >= maxFields {
+		return fields
+	}
+	rawValue := value
+	msg, _ := message.(string)
+	if leaksInternalText(msg) {
+		msg = fieldMessage
+	}
+	if redact.IsSensitivePath(field) && value != nil {
+		value = redact.Filtered
+	} else {
+		value = safeValue(value)
+	}
+	if s, ok := value.(string); ok && s == redact.Filtered {
+		if raw, ok := rawValue.(string); ok && raw != "" {
+			// Messages quote the value: "\"password\" with value \"…\" fails to match".
+			msg = strings.ReplaceAll(msg, raw, redact.Filtered)
+		}
+	}
+	return append(fields, map[string]any{
+		"field":   truncate(field, maxValueRunes),
+		"message": truncate(redact.String(msg), maxMessageRunes),
+		"value":   value,
+	})
+}
+
+// safeValue keeps scalars (shortened, redacted) and drops structures, which
+// could carry anything.
+func safeValue(v any) any {
+	switch t := v.(type) {
+	case nil, bool, json.Number:
+		return t
+	case string:
+		return truncate(redact.String(t), maxValueRunes)
+	}
+	return nil
+}
+
+// twilioCode recognises Twilio's REST errors: a numeric code in 20000–69999
+// and a more_info (moreInfo in twilio-node) link.
+func twilioCode(c map[string]any) (int64, bool) {
+	_, hasMore := c["more_info"]
+	if !hasMore {
+		_, hasMore = c["moreInfo"]
+	}
+	if !hasMore {
+		return 0, false
+	}
+	n, ok := c["code"].(json.Number)
+	if !ok {
+		return 0, false
+	}
+	code, err := n.Int64()
+	if err != nil || code < 20000 || code > 69999 {
+		return 0, false
+	}
+	return code, true
+}
+
+var grpcNames = map[int64]string{
+	1: "cancelled", 2: "unknown", 3: "invalid-argument", 4: "deadline-exceeded", 5: "not-found",
+	6: "already-exists", 7: "permission-denied", 8: "resource-exhausted", 9: "failed-precondition",
+	10: "aborted", 11: "out-of-range", 12: "unimplemented", 13: "internal", 14: "unavailable",
+	15: "data-loss", 16: "unauthenticated",
+}
+
+// firebaseCode recognises Firebase Admin / Firestore / gRPC errors: string codes
+// ("not-found", "firestore/permission-denied", "auth/id-token-expired"),
+// Google API statuses ("NOT_FOUND") and numeric gRPC codes with gRPC's
+// details/metadata members.
+func firebaseCode(c map[string]any) (Code, bool) {
+	var name string
+	switch t := c["code"].(type) {
+	case string:
+		name = t
+	case json.Number:
+		// gRPC errors carry details or metadata; Google API errors a status
+		// string (below). A bare number is anybody's.
+		_, hasDetails := c["details"]
+		_, hasMeta := c["metadata"]
+		if n, err := t.Int64(); err == nil && (hasDetails || hasMeta) {
+			name = grpcNames[n]
+		}
+	}
+	if name == "" {
+		// Google API errors: {"code": 404, "message": …, "status": "NOT_FOUND"}.
+		name, _ = c["status"].(string)
+	}
+	if name == "" {
+		return "", false
+	}
+	name = strings.ReplaceAll(strings.ToLower(name), "_", "-")
+	if svc, rest, ok := strings.Cut(name, "/"); ok {
+		if svc == "auth" {
+			return firebaseAuthCode(rest)
+		}
+		switch svc {
+		case "storage":
+			if rest == "unauthorized" || rest == "unauthenticated" {
+				return map[string]Code{"unauthorized": CodeForbidden, "unauthenticated": CodeAuthRequired}[rest], true
+			}
+			name = rest
+		case "firestore", "database", "functions", "app", "messaging":
+			name = rest
+		default:
+			return "", false
+		}
+	}
+	switch name {
+	case "not-found", "object-not-found", "bucket-not-found", "project-not-found":
+		return CodeNotFound, true
+	case "permission-denied":
+		return CodeForbidden, true
+	case "unauthenticated":
+		return CodeAuthRequired, true
+	}
+	for _, known := range grpcNames {
+		if name == known {
+			return CodeDatabase, true
+		}
+	}
+	switch name {
+	case "retry-limit-exceeded", "invalid-checksum", "quota-exceeded", "internal-error":
+		return CodeDatabase, true
+	}
+	return "", false
+}
+
+func firebaseAuthCode(rest string) (Code, bool) {
+	switch rest {
+	case "id-token-expired", "session-cookie-expired", "user-token-expired":
+		return CodeTokenExpired, true
+	case "id-token-revoked", "session-cookie-revoked", "invalid-id-token", "invalid-session-cookie-duration",
+		"argument-error", "invalid-custom-token", "custom-token-mismatch", "invalid-user-token", "user-disabled":
+		return CodeTokenInvalid, true
+	case "user-not-found":
+		return CodeNotFound, true
+	case "insufficient-permission", "unauthorized-domain", "operation-not-allowed":
+		return CodeForbidden, true
+	case "invalid-email", "invalid-password", "email-already-exists", "email-already-in-use",
+		"weak-password", "invalid-phone-number", "phone-number-already-exists", "invalid-argument":
+		return CodeValidation, true
+	case "wrong-password", "invalid-credential", "invalid-login-credentials":
+		return CodeAuthRequired, true
+	}
+	return CodeDatabase, true
+}
