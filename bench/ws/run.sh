@@ -38,6 +38,9 @@
 #   CG_BIN           benchmark this chatguard binary instead of building one
 #                    (an experiment's build, say; REV is then ignored)
 #   KEEP_TMP=1       keep the temporary directory (binaries, logs, raw samples)
+#   NGINX_WS         1: also time nginx proxying the same WebSockets (a
+#                    yardstick, as in bench/http) in the throughput and latency
+#                    runs; 0: don't (default 1 when nginx is installed)
 #
 # What it does:
 #  1. Builds chatguard (CGO_ENABLED=0 -trimpath -ldflags '-s -w', as `make
@@ -100,6 +103,8 @@ RETRIES=${RETRIES:-1}
 KEEP_TMP=${KEEP_TMP:-0}
 REV=${REV:-}
 CG_BIN=${CG_BIN:-}
+NGINX=$(command -v nginx || { [[ -x /usr/sbin/nginx ]] && echo /usr/sbin/nginx; } || true)
+NGINX_WS=${NGINX_WS:-$([[ -n $NGINX ]] && echo 1 || echo 0)}
 
 # shellcheck source=../lib.sh
 . "$(dirname "${BASH_SOURCE[0]}")/../lib.sh"
@@ -117,6 +122,7 @@ done
 for c in $TP_CLIENTS $LIMITED_CLIENTS; do
 	[[ $c =~ ^[1-9][0-9]*$ ]] || die "TP_CLIENTS/LIMITED_CLIENTS: want positive integers, got $c"
 done
+[[ $NGINX_WS == 0 || ( $NGINX_WS == 1 && -n $NGINX ) ]] || die "NGINX_WS=$NGINX_WS: want 0, or 1 with nginx installed (apt-get install nginx-light)"
 for k in $IDLE_KINDS; do [[ $k == sio || $k == ws ]] || die "IDLE_KINDS: want sio and/or ws, got $k"; done
 for p in $PHASES; do [[ $p =~ ^(memory|throughput|latency)$ ]] || die "PHASES: want memory, throughput and/or latency, got $p"; done
 ((MSG_SIZE >= 64)) || die "MSG_SIZE=$MSG_SIZE: want at least 64"
@@ -152,6 +158,8 @@ idle_counts=$IDLE_CLIENTS
 # --- processes and cleanup -------------------------------------------------
 
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/chatguard-bench-ws.XXXXXX")
+chmod 0755 "$tmp" # nginx's workers run as nobody when started as root
+nginx_pid='' # nginx's master; its workers are its children
 started=() # pids of the processes running now; stopped ones leave the list
 
 forget() { # pid: take it off the list (it is stopped and reaped)
@@ -175,9 +183,12 @@ stop_pid() { # pid: TERM, up to 5 s, then KILL; reap it; forget it.
 cleanup() {
 	local rc=$? i
 	trap - EXIT HUP INT PIPE TERM
+	local workers=''
+	[[ -n $nginx_pid ]] && workers=$(ps -o pid= --ppid "$nginx_pid" 2>/dev/null || true)
 	for ((i = ${#started[@]} - 1; i >= 0; i--)); do
 		stop_pid "${started[i]}"
 	done
+	for i in $workers; do kill -KILL "$i" 2>/dev/null || true; done
 	if [[ $KEEP_TMP == 1 ]]; then
 		log "kept $tmp"
 	else
@@ -273,6 +284,46 @@ start_chatguard() {
 	cg_pid=$!
 	started+=("$cg_pid")
 	wait_ready chatguard "$cg_pid" "http://127.0.0.1:$cg_admin/readyz" "$dir/stdout.log"
+}
+
+# start_nginx: nginx proxying every path to the upstream on up_port, with
+# the Upgrade handshake passed on (nginx's documented WebSocket setup); sets
+# nginx_pid, ngx_port.
+start_nginx() {
+	free_port ngx_port
+	mkdir -p "$tmp/nginx"
+	cat >"$tmp/nginx/nginx.conf" <<NGX
+daemon off;
+worker_processes auto;
+pid $tmp/nginx/nginx.pid;
+error_log $tmp/nginx/error.log warn;
+worker_rlimit_nofile 20000;
+events {
+    worker_connections 8192;
+}
+http {
+    access_log $tmp/nginx/access.log;
+    client_body_temp_path $tmp/nginx/client_body;
+    proxy_temp_path $tmp/nginx/proxy;
+    fastcgi_temp_path $tmp/nginx/fastcgi;
+    uwsgi_temp_path $tmp/nginx/uwsgi;
+    scgi_temp_path $tmp/nginx/scgi;
+    server {
+        listen 127.0.0.1:$ngx_port;
+        location / {
+            proxy_pass http://127.0.0.1:$up_port;
+            proxy_http_version 1.1;
+            proxy_set_header Upgrade \$http_upgrade;
+            proxy_set_header Connection "upgrade";
+            proxy_read_timeout 1h;
+        }
+    }
+}
+NGX
+	"$NGINX" -p "$tmp/nginx" -c "$tmp/nginx/nginx.conf" -e "$tmp/nginx/error.log" >"$tmp/nginx/stdout.log" 2>&1 &
+	nginx_pid=$!
+	started+=("$nginx_pid")
+	wait_ready nginx "$nginx_pid" "http://127.0.0.1:$ngx_port/healthz" "$tmp/nginx/error.log"
 }
 
 # metric ADMIN_PORT NAME: one sample's value from chatguard's /metrics (NAME
@@ -395,12 +446,14 @@ target_url() {
 	direct) echo "ws://127.0.0.1:$tp_up_port" ;;
 	chatguard) echo "ws://127.0.0.1:$tp_cg_port" ;;
 	limited) echo "ws://127.0.0.1:$tp_cgl_port" ;;
+	nginx) echo "ws://127.0.0.1:$ngx_port" ;;
 	esac
 }
 target_pid() {
 	case $1 in
 	chatguard) echo "$tp_cg_pid" ;;
 	limited) echo "$tp_cgl_pid" ;;
+	nginx) echo "$nginx_pid" $(ps -o pid= --ppid "$nginx_pid" 2>/dev/null || true) ;;
 	esac
 }
 
@@ -456,7 +509,7 @@ measure_once() {
 	w1=$(children_secs "$tmp/times1")
 	((status == 0)) || { cat "$out" >&2; die "the client failed ($phase $kind $target, $clients clients), status $status"; }
 	line=$(grep '^result ' "$out") || { cat "$out" >&2; die "no result from the client ($phase $kind $target)"; }
-	for pidv in "$tp_up_pid" "$tp_cg_pid" ${tp_cgl_pid:+"$tp_cgl_pid"}; do
+	for pidv in "$tp_up_pid" "$tp_cg_pid" ${tp_cgl_pid:+"$tp_cgl_pid"} ${nginx_pid:+"$nginx_pid"}; do
 		kill -0 "$pidv" 2>/dev/null || die "a server (pid $pidv) died during the $phase run against $target; logs in $tmp (KEEP_TMP=1 keeps them)"
 	done
 	rec=$(awk -v ph="$phase" -v k="$kind" -v tg="$target" -v r="$round" -v c="$clients" -v line="$line" \
@@ -526,7 +579,12 @@ if want_phase throughput || want_phase latency; then
 		start_chatguard "$tmp/limited.yaml"
 		tp_cgl_pid=$cg_pid tp_cgl_port=$cg_port tp_cgl_admin=$cg_admin
 	fi
-	log "throughput/latency servers: upstream :$tp_up_port, chatguard :$tp_cg_port (admin :$tp_cg_admin)${tp_cgl_pid:+, limited chatguard :$tp_cgl_port (admin :$tp_cgl_admin)}"
+	yardstick=''
+	if [[ $NGINX_WS == 1 ]]; then
+		start_nginx
+		yardstick=nginx
+	fi
+	log "throughput/latency servers: upstream :$tp_up_port, chatguard :$tp_cg_port (admin :$tp_cg_admin)${tp_cgl_pid:+, limited chatguard :$tp_cgl_port (admin :$tp_cgl_admin)}${nginx_pid:+, nginx :$ngx_port}"
 fi
 
 max_c=0
@@ -534,14 +592,14 @@ for c in $TP_CLIENTS; do ((c > max_c)) && max_c=$c; done
 if want_phase throughput; then
 	log "warm-up: $WARMUP per kind and target, $max_c clients"
 	for kind in ws sio; do
-		for t in direct chatguard; do measure warmup "$kind" "$t" 0 "$max_c"; done
+		for t in direct chatguard $yardstick; do measure warmup "$kind" "$t" 0 "$max_c"; done
 	done
 	[[ -n $LIMITED_CLIENTS ]] && measure warmup sio limited 0 "$LIMITED_CLIENTS"
 	log "throughput: $ROUNDS round(s); clients $TP_CLIENTS; $TP_DURATION each"
 	for ((r = 1; r <= ROUNDS; r++)); do
 		for kind in ws sio; do
 			for c in $TP_CLIENTS; do
-				targets="direct chatguard"
+				targets="direct chatguard $yardstick"
 				[[ $kind == sio && $c == "$LIMITED_CLIENTS" ]] && targets+=" limited"
 				for t in $(order "$r" $targets); do measure throughput "$kind" "$t" "$r" "$c"; done
 			done
@@ -560,7 +618,7 @@ if want_phase latency; then
 	log "latency: $ROUNDS round(s); $LAT_CLIENTS clients x $LAT_RATE msg/s; $LAT_DURATION each"
 	for ((r = 1; r <= ROUNDS; r++)); do
 		for kind in ws sio; do
-			for t in $(order "$r" direct chatguard); do measure latency "$kind" "$t" "$r" "$LAT_CLIENTS"; done
+			for t in $(order "$r" direct chatguard $yardstick); do measure latency "$kind" "$t" "$r" "$LAT_CLIENTS"; done
 		done
 	done
 fi
@@ -592,6 +650,7 @@ kind_name() { case $1 in sio) echo socket.io ;; ws) echo websocket ;; esac; }
 	echo "machine: $ncpu CPU(s), $(uname -sr); descriptors per process $nofile; ephemeral ports $eph_low-$eph_high"
 	echo "load average at start $load_start (busy $busy_start CPUs), at end $load_end; took ${elapsed}s"
 	echo "chatguard: production, LOG_LEVEL=warn, metrics on, WS_MAX_SOCKETS_PER_IP/USER=0, websocket.events: [] (unless 'limited')"
+	[[ -n $yardstick ]] && echo "nginx: $("$NGINX" -v 2>&1 | sed 's/^nginx version: //'), worker_processes auto, proxy_pass with Upgrade and Connection passed on, access log on"
 	echo "clients: a separate Go process (bench/ws/client), $([[ $SPREAD == 1 ]] && echo "each from its own 127.1.x.y address" || echo "all from 127.0.0.1"); upstream: bench/ws/upstream (Go, coder/websocket; Engine.IO pingInterval $PING_INTERVAL)"
 	if want_phase memory; then
 		echo
@@ -630,7 +689,7 @@ kind_name() { case $1 in sio) echo socket.io ;; ws) echo websocket ;; esac; }
 		printf '%-9s %7s %-9s %9s %6s %8s %8s %6s   %s\n' kind clients target 'msg/s' ratio 'p50 us' 'p99 us' errors 'CPU cores: client upstream chatguard interrupts other = machine; chatguard CPU us/msg'
 		for kind in ws sio; do
 			for c in $TP_CLIENTS; do
-				for t in direct chatguard limited; do
+				for t in direct chatguard limited nginx; do
 					[[ -n $(awk -F'\t' -v k="$kind" -v t="$t" -v c="$c" '$1 == "throughput" && $2 == k && $3 == t && $5 == c' "$records") ]] || continue
 					printf '%-9s %7s %-9s %9s %6s %8s %8s %6s   %6s %8s %9s %10s %5s = %5s; %s\n' "$(kind_name "$kind")" "$c" "$t" \
 						"$(col throughput "$kind" "$t" "$c" 6)" "$(ratio "$(col throughput "$kind" "$t" "$c" 6)" "$(col throughput "$kind" direct "$c" 6)")" \
@@ -642,6 +701,13 @@ kind_name() { case $1 in sio) echo socket.io ;; ws) echo websocket ;; esac; }
 				done
 			done
 		done
+		if [[ -n $yardstick ]]; then
+			for kind in ws sio; do
+				for c in $TP_CLIENTS; do
+					echo "$(kind_name "$kind") $c clients: chatguard/nginx $(ratio "$(col throughput "$kind" chatguard "$c" 6)" "$(col throughput "$kind" nginx "$c" 6)"), nginx/direct $(ratio "$(col throughput "$kind" nginx "$c" 6)" "$(col throughput "$kind" direct "$c" 6)")"
+				done
+			done
+		fi
 		if [[ -n $tp_cgl_pid ]]; then
 			echo "limited chatguard: $limited_events send-message events counted, $limited_rejected rejected; the unlimited one counted $unlimited_named under that name (0: no policy, label \"other\")"
 		fi
@@ -652,7 +718,7 @@ kind_name() { case $1 in sio) echo socket.io ;; ws) echo websocket ;; esac; }
 		echo "interleaved round(s); round trips of all rounds pooled (us). Target: chatguard adds <= 1 ms at p99."
 		printf '%-9s %-9s %9s %8s %8s %8s %8s   %s\n' kind target 'msg/s' 'p50 us' 'p99 us' 'p99.9 us' 'max us' 'CPU cores: client upstream chatguard other = machine'
 		for kind in ws sio; do
-			for t in direct chatguard; do
+			for t in direct chatguard $yardstick; do
 				f=$tmp/samples-$kind-$t.txt
 				printf '%-9s %-9s %9s %8s %8s %8s %8s   %6s %8s %9s %5s = %5s\n' "$(kind_name "$kind")" "$t" "$(col latency "$kind" "$t" "$LAT_CLIENTS" 6)" \
 					"$(pooled "$f" 0.5)" "$(pooled "$f" 0.99)" "$(pooled "$f" 0.999)" "$(pooled "$f" 1)" \
@@ -663,6 +729,11 @@ kind_name() { case $1 in sio) echo socket.io ;; ws) echo websocket ;; esac; }
 			printf '%-9s added by chatguard: p50 %+d us, p99 %+d us, p99.9 %+d us (target p99 <= +1000 us: %s)\n' "$(kind_name "$kind")" \
 				$(($(pooled "$g" 0.5) - $(pooled "$d" 0.5))) $(($(pooled "$g" 0.99) - $(pooled "$d" 0.99))) $(($(pooled "$g" 0.999) - $(pooled "$d" 0.999))) \
 				"$( (($(pooled "$g" 0.99) - $(pooled "$d" 0.99) <= 1000)) && echo met || echo NOT met)"
+			if [[ -n $yardstick ]]; then
+				n=$tmp/samples-$kind-nginx.txt
+				printf '%-9s added by nginx:     p50 %+d us, p99 %+d us, p99.9 %+d us\n' "$(kind_name "$kind")" \
+					$(($(pooled "$n" 0.5) - $(pooled "$d" 0.5))) $(($(pooled "$n" 0.99) - $(pooled "$d" 0.99))) $(($(pooled "$n" 0.999) - $(pooled "$d" 0.999)))
+			fi
 		done
 	fi
 	if [[ -s $records ]]; then
