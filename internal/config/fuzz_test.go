@@ -2,6 +2,7 @@ package config_test
 
 import (
 	"errors"
+	"flag"
 	"strings"
 	"testing"
 
@@ -74,6 +75,43 @@ func FuzzParsePrefix(f *testing.F) {
 		}
 		if !strings.Contains(s, "/") && (p.Bits() != p.Addr().BitLen() || p.Addr().Is4In6()) {
 			t.Fatalf("ParsePrefix(%q) = %v, want a single unmapped address", s, p)
+		}
+	})
+}
+
+// FuzzLoadArgs: any command line (split on NUL) gives a configuration and
+// either no error, -h's ErrHelp, or problems that each say something; the
+// reading on past unknown flags never panics.
+func FuzzLoadArgs(f *testing.F) {
+	for _, seed := range []string{
+		"--upstrem\x00http://x:1\x00--max-header-count=5",
+		"--bogus\x00--listen",
+		"-x=1\x00-y\x00z\x00--\x00--listen=:1",
+		"---\x00-=\x00--=x\x00-h",
+		"--log-file\x00false\x00extra",
+	} {
+		f.Add(seed)
+	}
+	f.Fuzz(func(t *testing.T, line string) {
+		var args []string
+		if line != "" {
+			args = strings.Split(line, "\x00")
+		}
+		c, err := config.Load(config.Source{Args: args, LookupEnv: env{}.lookup, ReadFile: noFiles})
+		if c == nil {
+			t.Fatalf("Load(%q) returned a nil config", args)
+		}
+		var probs config.Problems
+		switch {
+		case err == nil, errors.Is(err, flag.ErrHelp):
+		case !errors.As(err, &probs) || len(probs) == 0:
+			t.Fatalf("Load(%q) error %v is no problem list", args, err)
+		default:
+			for _, p := range probs {
+				if strings.TrimSpace(p) == "" {
+					t.Fatalf("Load(%q): an empty problem in %q", args, probs)
+				}
+			}
 		}
 	})
 }
