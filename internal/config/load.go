@@ -78,8 +78,11 @@ func Load(src Source) (*Config, error) {
 		probs = append(probs, unknownFlag(fs, name))
 		bad := args[len(args)-len(fs.Args())-1]
 		args = fs.Args()
-		if !strings.Contains(bad, "=") && len(args) > 0 && !strings.HasPrefix(args[0], "-") {
-			args = args[1:] // its value, most likely: not an unexpected argument too
+		if !strings.Contains(bad, "=") && len(args) > 0 && !isFlag(fs, args[0]) {
+			// Its value, most likely: not an unexpected argument too, and
+			// never quoted, even when it starts with "-" (it may be a
+			// secret: --jwt-secrt -x9…).
+			args = args[1:]
 		}
 	}
 	if fs.NArg() > 0 {
@@ -153,6 +156,17 @@ func Load(src Source) (*Config, error) {
 		return c, Problems(capProblems(probs))
 	}
 	return c, nil
+}
+
+// isFlag reports whether arg names one of fs's flags (or -h).
+func isFlag(fs *flag.FlagSet, arg string) bool {
+	name, ok := strings.CutPrefix(arg, "-")
+	if !ok {
+		return false
+	}
+	name = strings.TrimPrefix(name, "-")
+	name, _, _ = strings.Cut(name, "=")
+	return fs.Lookup(name) != nil || name == "h" || name == "help"
 }
 
 // unknownFlag is the problem of a flag fs does not define, with the

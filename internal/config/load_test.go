@@ -529,6 +529,11 @@ func TestFlagProblems(t *testing.T) {
 			`server.drain_delay (flag --drain-delay): "x" is not a duration`,
 			"server.max_header_count: must be between 16 and 500 (got 5)",
 		}},
+		// A value after an unknown flag is never quoted back, even one that
+		// looks like a flag: it may be a secret.
+		{"unknown flag's dashed value", []string{"--jwt-secrt", "-s3cr3t-value", "--listen=x"}, []string{
+			"unknown flag --jwt-secrt (did you mean --jwt-secret?)", `listen: "x" is not host:port`,
+		}},
 		{"unknown flag then positional", []string{"--logfile=true", "serve"}, []string{"unknown flag --logfile (did you mean --log-file?)", `unexpected arguments: ["serve"]`}},
 		{"missing value", []string{"--listen"}, []string{"flag needs an argument: -listen"}},
 		{"bad bool", []string{"--preserve-host=maybe"}, []string{`proxy.preserve_host (flag --preserve-host): "maybe" is not true or false`}},
