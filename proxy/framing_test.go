@@ -289,3 +289,84 @@ func TestQueryParamLimitFollowsGODEBUG(t *testing.T) {
 		}
 	}
 }
+
+// A path with a dot segment, plain or percent-encoded, is refused: Express
+// routes it as sent (/api/conversations/.. ran /api/conversations/:id with
+// id ".."), while chatguard resolved it to pick the route, so such a path
+// skipped the route's auth and limit (QA). Dots inside a segment pass.
+func TestDotSegmentsRefused(t *testing.T) {
+	t.Parallel()
+	rec := &targetRecorder{}
+	h := start(t, upstream(t, rec.handler).URL, nil)
+	tests := map[string]bool{
+		"/api/conversations/..":                        true,
+		"/api/conversations/%2e%2e":                    true,
+		"/api/conversations/%2E.":                      true,
+		"/api/conversations/..%2fuploads%2fsecret.png": true,
+		"/api/conversations/..%2F42/messages":          true,
+		"/api/conversations/..%5c42":                   true,
+		"/api/conversations/..\\42":                    true,
+		"/api/./messages":                              true,
+		"/api/messages/.":                              true,
+		"/../api/messages":                             true,
+		"/api/conversations/a..b":                      false,
+		"/api/media/photo.final..png":                  false,
+		"/api/conversations/...":                       false,
+		"/api/conversations/.well":                     false,
+		"/api/conversations/x?next=../../etc":          false,
+		"/socket.io/?EIO=4&transport=polling&t=a..b":   false,
+	}
+	var passed []string
+	for target, refused := range tests {
+		st, resps, _ := rawExchange(t, h, "GET "+target+" HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+		if len(st) != 1 || (resps[0].StatusCode == http.StatusBadRequest) != refused {
+			t.Errorf("%s: %v, want refused %v", target, st, refused)
+			continue
+		}
+		if !refused {
+			passed = append(passed, target)
+			continue
+		}
+		body, _ := io.ReadAll(resps[0].Body)
+		if e := envelope(t, resps[0], body); e["code"] != "VALIDATION_ERROR" || !strings.Contains(e["message"].(string), ". or .. segments") {
+			t.Errorf("%s: %s", target, body)
+		}
+	}
+	slices.Sort(passed)
+	got := rec.got()
+	slices.Sort(got)
+	if !slices.Equal(got, passed) {
+		t.Errorf("the upstream got %q, want %q", got, passed)
+	}
+}
+
+// An HTTP/1.0 request with a body but no Content-Length is refused with
+// 411: net/http ignores an HTTP/1.0 Transfer-Encoding and read no body, so
+// a chunked POST went upstream empty and was answered 200 (QA).
+func TestHTTP10BodyWithoutLengthRefused(t *testing.T) {
+	t.Parallel()
+	rec := &targetRecorder{}
+	h := start(t, upstream(t, rec.handler).URL, nil)
+	chunked := "POST /api/messages HTTP/1.0\r\nHost: a\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n11\r\n{\"text\":\"hello\"}\r\n0\r\n\r\n"
+	st, resps, closed := rawExchange(t, h, chunked)
+	if len(st) != 1 || resps[0].StatusCode != http.StatusLengthRequired || !closed {
+		t.Fatalf("chunked HTTP/1.0 POST: %v (closed %v), want one 411 and the connection closed", st, closed)
+	}
+	body, _ := io.ReadAll(resps[0].Body)
+	if e := envelope(t, resps[0], body); e["code"] != "VALIDATION_ERROR" || !strings.Contains(e["message"].(string), "needs a Content-Length") {
+		t.Errorf("envelope %s", body)
+	}
+	for _, raw := range []string{
+		"POST /api/messages HTTP/1.0\r\nHost: a\r\nContent-Length: 2\r\n\r\n{}",
+		"POST /api/messages HTTP/1.0\r\nHost: a\r\nContent-Length: 0\r\n\r\n",
+		"GET /api/messages HTTP/1.0\r\nHost: a\r\n\r\n",
+		"DELETE /api/messages/1 HTTP/1.0\r\nHost: a\r\n\r\n",
+	} {
+		if st, _, _ := rawExchange(t, h, raw); len(st) != 1 || !strings.HasPrefix(st[0], "200") {
+			t.Errorf("%q: %v, want 200", strings.SplitN(raw, "\r\n", 2)[0], st)
+		}
+	}
+	if got := rec.got(); len(got) != 4 {
+		t.Errorf("the upstream got %q, want the 4 framed requests only", got)
+	}
+}

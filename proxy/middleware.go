@@ -110,6 +110,34 @@ func (s *Server) serve(rw *responseWriter, r *http.Request, info *reqInfo, start
 	s.handle(rw, r, info)
 }
 
+// hasDotSegment reports whether the decoded path p has a "." or ".."
+// segment, a backslash counting as a separator too (WHATWG URL parsers
+// read it so).
+func hasDotSegment(p string) bool {
+	for len(p) > 0 {
+		i := strings.IndexAny(p, "/\\")
+		seg := p
+		if i >= 0 {
+			seg, p = p[:i], p[i+1:]
+		} else {
+			p = ""
+		}
+		if seg == "." || seg == ".." {
+			return true
+		}
+	}
+	return false
+}
+
+// bodylessMethod: methods whose requests carry no body in practice.
+func bodylessMethod(m string) bool {
+	switch m {
+	case http.MethodGet, http.MethodHead, http.MethodDelete, http.MethodOptions:
+		return true
+	}
+	return false
+}
+
 // proxiedMethods are what a 405 for CONNECT or TRACE, and OPTIONS *, say is
 // allowed.
 var proxiedMethods = []string{"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"}
@@ -155,6 +183,27 @@ func (s *Server) handle(w *responseWriter, r *http.Request, info *reqInfo) {
 		// engine.io (QA: an anonymous CONNECT got through with auth
 		// required). nginx refuses it too.
 		s.writeError(w, r, info, apierrors.New(apierrors.CodeValidation, "the request target must not hold a fragment (#)"), sourceProxy)
+		return
+	}
+	if hasDotSegment(r.URL.Path) {
+		// Express routes the path as sent, dot segments and all
+		// (/api/conversations/.. runs /api/conversations/:id with id ".."),
+		// so chatguard cannot resolve them to pick a route without letting
+		// such a path past the route's auth and limit (QA), nor pass them
+		// on unresolved as another route. No browser or HTTP library sends
+		// one: they resolve them first. nginx refuses those that climb
+		// above the root.
+		s.writeError(w, r, info, apierrors.New(apierrors.CodeValidation, "the path must not hold . or .. segments (plain or percent-encoded)"), sourceProxy)
+		return
+	}
+	if !r.ProtoAtLeast(1, 1) && r.Header.Get("Content-Length") == "" && !bodylessMethod(r.Method) {
+		// RFC 1945 7.2.2: an HTTP/1.0 request with a body needs a
+		// Content-Length. net/http ignores an HTTP/1.0 Transfer-Encoding
+		// and reads no body at all: a chunked POST went upstream empty and
+		// was answered 200 (QA). nginx refuses it too.
+		e := apierrors.New(apierrors.CodeValidation, "an HTTP/1.0 "+r.Method+" needs a Content-Length (chunked bodies are HTTP/1.1)")
+		e.Status = http.StatusLengthRequired
+		s.writeError(w, r, info, e, sourceProxy)
 		return
 	}
 	if maxQueryParams >= 0 && strings.Count(r.URL.RawQuery, "&") >= maxQueryParams {

@@ -58,8 +58,10 @@ func (t *routeTable) names() []string {
 }
 
 // canonicalPath is a path as an Express backend routes it: case-insensitive,
-// a trailing slash optional, dot segments resolved — so that no spelling of
-// a limited or authenticated route reaches the backend unlimited.
+// a trailing slash optional — so that no spelling of a limited or
+// authenticated route reaches the backend unlimited. A path with dot
+// segments, which Express does not resolve, is refused before routing
+// (hasDotSegment); Clean here only drops the trailing slash and doubled ones.
 func canonicalPath(p string) string {
 	if !strings.HasPrefix(p, "/") {
 		p = "/" + p
