@@ -22,14 +22,20 @@ import (
 func TestStalledUpstreamBodyIsGivenUp(t *testing.T) {
 	t.Parallel()
 	for _, tls := range []bool{false, true} { // chatguard's own transport (a deadline), net/http's (a timer)
-		t.Run(fmt.Sprintf("tls=%v", tls), func(t *testing.T) {
-			t.Parallel()
-			stalledBodyGivenUp(t, tls)
-		})
+		// The send timeout no longer than the body timeout (the defaults
+		// are both 60 s): the write deadline armed when "abc" was written
+		// ran out as the body timeout fired, and the client got nothing,
+		// not even the status line (QA).
+		for _, send := range []time.Duration{time.Minute, 300 * time.Millisecond, 200 * time.Millisecond} {
+			t.Run(fmt.Sprintf("tls=%v,send=%v", tls, send), func(t *testing.T) {
+				t.Parallel()
+				stalledBodyGivenUp(t, tls, send)
+			})
+		}
 	}
 }
 
-func stalledBodyGivenUp(t *testing.T, tls bool) {
+func stalledBodyGivenUp(t *testing.T, tls bool, send time.Duration) {
 	release := make(chan struct{})
 	t.Cleanup(func() { close(release) })
 	handler := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -49,7 +55,10 @@ func stalledBodyGivenUp(t *testing.T, tls bool) {
 	} else {
 		url = upstream(t, handler).URL
 	}
-	h := start(t, url, func(c *config.Config) { c.Proxy.ResponseBodyTimeout = 300 * time.Millisecond })
+	h := start(t, url, func(c *config.Config) {
+		c.Proxy.ResponseBodyTimeout = 300 * time.Millisecond
+		c.Server.SendTimeout = send
+	})
 	if tls {
 		h.srv.proxy.Transport.(*http.Transport).TLSClientConfig = &cryptotls.Config{InsecureSkipVerify: true} // the test server's certificate
 	}

@@ -367,7 +367,13 @@ func (s *Server) finish(w *responseWriter, r *http.Request, info *reqInfo, start
 		// The upstream cut its body: what came of it goes out before the
 		// connection closes, as nginx sends it. Unflushed, a body shorter
 		// than net/http's 4 KiB buffer never left: the client saw the
-		// connection close without even a status line.
+		// connection close without even a status line. The write deadline
+		// is pushed first: armed when those bytes were written, it ran out
+		// with the default timeouts at the moment the body timeout did
+		// (send_timeout ≤ response_body_timeout; QA: nothing reached the
+		// client).
+		w.armedAt = 0
+		w.armWrite()
 		_ = http.NewResponseController(w.ResponseWriter).Flush()
 	}
 	status := w.status
