@@ -359,3 +359,84 @@ func dialPublic(t *testing.T, h *harness) net.Conn {
 	t.Cleanup(func() { c.Close() })
 	return c
 }
+
+// chatguard's own refusals before the body (401 on a required route, 429
+// over a limit) reach a client that sends its whole upload before reading,
+// as its 413 does: the rest of the body is read and dropped (QA: "broken
+// pipe" for 5 MB and larger bodies, where nginx's 429 arrived).
+func TestOwnRefusalsReachAClientThatSendsEverythingFirst(t *testing.T) {
+	t.Parallel()
+	up := upstream(t, func(w http.ResponseWriter, r *http.Request) { _, _ = io.Copy(io.Discard, r.Body) })
+	h, _ := startGuarded(t, up.URL, func(c *config.Config) {
+		for i := range c.Routes {
+			if c.Routes[i].Name == "media" {
+				c.Routes[i].Auth = "required"
+			}
+		}
+	})
+	const size = 16 << 20
+	upload := func(path string) *http.Response {
+		c := dialPublic(t, h)
+		defer c.Close()
+		_ = c.SetDeadline(time.Now().Add(20 * time.Second))
+		fmt.Fprintf(c, "POST %s HTTP/1.1\r\nHost: a\r\nContent-Type: application/octet-stream\r\nContent-Length: %d\r\n\r\n", path, size)
+		chunk := []byte(strings.Repeat("x", 64<<10))
+		for sent := 0; sent < size; sent += len(chunk) {
+			if _, err := c.Write(chunk); err != nil {
+				t.Fatalf("%s: after %d of %d bytes: %v", path, sent, size, err)
+			}
+		}
+		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+		if err != nil {
+			t.Fatalf("%s: no answer after the whole body: %v", path, err)
+		}
+		_, _ = io.ReadAll(resp.Body)
+		return resp
+	}
+	if resp := upload("/api/media/upload"); resp.StatusCode != http.StatusUnauthorized {
+		t.Errorf("no token on a required route: %d, want 401", resp.StatusCode)
+	}
+	codes := []int{}
+	for i := 0; i < 4; i++ { // the login limit is 3 per 15 min; the body is no JSON: the IP's key
+		codes = append(codes, upload("/api/auth/login").StatusCode)
+	}
+	if fmt.Sprint(codes) != "[200 200 200 429]" {
+		t.Errorf("logins: %v, want [200 200 200 429]", codes)
+	}
+}
+
+// Lingering after chatguard's own refusal waits for no body the client was
+// never asked for (Expect: 100-continue), and a small body read whole
+// leaves the connection usable for the next request.
+func TestOwnRefusalLingerSparesExpectAndKeepAlive(t *testing.T) {
+	t.Parallel()
+	up := upstream(t, func(w http.ResponseWriter, r *http.Request) { _, _ = io.Copy(io.Discard, r.Body) })
+	h, _ := startGuarded(t, up.URL, func(c *config.Config) {
+		for i := range c.Routes {
+			if c.Routes[i].Name == "media" {
+				c.Routes[i].Auth = "required"
+			}
+		}
+	})
+	c := dialPublic(t, h)
+	_ = c.SetDeadline(time.Now().Add(lingerTimeout / 2))
+	fmt.Fprintf(c, "POST /api/media/upload HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\nContent-Length: 16777216\r\n\r\n")
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil || resp.StatusCode != http.StatusUnauthorized {
+		t.Fatalf("Expect: 100-continue, no body sent: %v %v, want 401 at once", resp, err)
+	}
+
+	c = dialPublic(t, h)
+	_ = c.SetDeadline(time.Now().Add(lingerTimeout / 2))
+	br := bufio.NewReader(c)
+	fmt.Fprintf(c, "POST /api/media/upload HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nhello")
+	if resp, err := http.ReadResponse(br, nil); err != nil || resp.StatusCode != http.StatusUnauthorized {
+		t.Fatalf("small body: %v %v, want 401", resp, err)
+	} else {
+		_, _ = io.ReadAll(resp.Body)
+	}
+	fmt.Fprintf(c, "GET /api/messages HTTP/1.1\r\nHost: a\r\n\r\n")
+	if resp, err := http.ReadResponse(br, nil); err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("the next request on that connection: %v %v, want 200", resp, err)
+	}
+}

@@ -94,6 +94,15 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	s.metrics.inFlight.Inc()
 	s.serve(rw, r, info, start)
 	rw.disarmWrite()
+	if !info.bodyLeft && info.idle != nil && !rw.passThrough && rw.wroteHeader && !rw.hijacked &&
+		!info.idle.eof.Load() && !strings.EqualFold(r.Header.Get("Expect"), "100-continue") {
+		// chatguard answered itself (401, 403, 429…) before the whole
+		// body came: the rest is read and dropped, as after its 413, or a
+		// client that sends its whole upload before reading got a reset
+		// instead of the answer (QA). Not after Expect: 100-continue: that
+		// client sends no body unless told to.
+		info.bodyLeft = true
+	}
 	if info.bodyLeft {
 		// Lingering only where the answer's end does not wait for the
 		// handler: net/http writes a chunked answer's last chunk when the
@@ -482,6 +491,7 @@ type idleBody struct {
 	// request on the failed read).
 	disarmed atomic.Bool
 	released atomic.Bool   // end: the transport's writer reads no more
+	eof      atomic.Bool   // a Read returned io.EOF: the body was read whole
 	busy     chan struct{} // holds a token while a read is in progress
 }
 
@@ -565,7 +575,11 @@ func (b *idleBody) Read(p []byte) (int, error) {
 		return 0, errBodyTimeout
 	}
 	if b.disarmed.Load() || b.timeout <= 0 {
-		return b.ReadCloser.Read(p)
+		n, err := b.ReadCloser.Read(p)
+		if err == io.EOF {
+			b.eof.Store(true)
+		}
+		return n, err
 	}
 	_ = b.rc.SetReadDeadline(time.Now().Add(b.timeout))
 	if b.disarmed.Load() { // disarmed meanwhile: its clearing may have come first
@@ -575,6 +589,7 @@ func (b *idleBody) Read(p []byte) (int, error) {
 	var ne net.Error
 	switch {
 	case err == io.EOF:
+		b.eof.Store(true)
 		_ = b.rc.SetReadDeadline(time.Time{})
 	case errors.As(err, &ne) && ne.Timeout():
 		b.timedOut.Store(true)
