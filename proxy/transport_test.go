@@ -520,6 +520,20 @@ func TestMalformedAndCutRequestBodies(t *testing.T) {
 			t.Fatalf("chunk %q answered %q", chunk, got)
 		}
 	}
+	// The client's doing: an info line, not the upstream-failure warning
+	// on-call is paged for (the alert leaves reason bad_request out).
+	seen := 0
+	for _, l := range h.logs.lines(t) {
+		if l["reason"] == "bad_request" && l["msg"] != "request completed" {
+			seen++
+			if l["level"] != "info" || l["msg"] != "the client's request body is malformed" {
+				t.Errorf("malformed body logged as %v", l)
+			}
+		}
+	}
+	if seen != 3 {
+		t.Errorf("%d lines for the 3 malformed bodies", seen)
+	}
 	if got := send("POST /api/x HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\nonly part", true); got != "" {
 		t.Fatalf("a body cut off got %q, want no response", got)
 	}

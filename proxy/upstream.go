@@ -218,7 +218,13 @@ func (s *Server) upstreamFailed(w http.ResponseWriter, r *http.Request, err erro
 		entry.Warn("upstream failed after the response started")
 		return
 	}
-	entry.Warn("upstream request failed")
+	if reason == "bad_request" {
+		// The client's malformed upload (a bad chunk size): its doing, not
+		// the upstream's, and no warning for on-call (QA).
+		entry.Info("the client's request body is malformed")
+	} else {
+		entry.Warn("upstream request failed")
+	}
 	s.writeError(w, r, info, e, sourceProxy)
 }
 
