@@ -95,6 +95,17 @@ func (t trustedProxies) setForwarded(pr *httputil.ProxyRequest, peer, client net
 			host = h
 		}
 	}
+	if !trusted {
+		// The rest of the family too (X-Forwarded-Port, -Prefix, -Ssl…),
+		// and the client-address headers Node's request-ip reads before
+		// X-Forwarded-For: from an untrusted peer they are its own say
+		// (QA: X-Forwarded-Prefix: /admin reached the app).
+		for k := range out {
+			if clientSaysHeader(k) {
+				delete(out, k)
+			}
+		}
+	}
 	realIP := peerIP
 	if client != peer {
 		realIP = client.String()
@@ -110,6 +121,21 @@ func (t trustedProxies) setForwarded(pr *httputil.ProxyRequest, peer, client net
 	} else { // HTTP/1.0 without Host: no host to name, and an empty header is not one
 		delete(out, "X-Forwarded-Host")
 	}
+}
+
+// clientSaysHeader: a header that only a proxy in front of chatguard may
+// set, naming the client, its address, scheme, port or path prefix.
+func clientSaysHeader(k string) bool {
+	if strings.HasPrefix(k, "X-Forwarded") {
+		return true
+	}
+	switch k {
+	case "Forwarded-For", "X-Client-Ip", "X-Cluster-Client-Ip", "True-Client-Ip", "Cf-Connecting-Ip",
+		"Fastly-Client-Ip", "X-Original-Forwarded-For", "Cf-Pseudo-Ipv4", "X-Appengine-User-Ip",
+		"Front-End-Https", "X-Url-Scheme":
+		return true
+	}
+	return false
 }
 
 func firstOf(list string) string {

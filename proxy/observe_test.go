@@ -210,12 +210,22 @@ func TestForwardedHeaders(t *testing.T) {
 	up := upstream(t, func(w http.ResponseWriter, r *http.Request) { got <- r.Header.Clone(); hosts <- r.Host })
 	untrusted := start(t, up.URL, nil)
 	trusted := start(t, up.URL, func(c *config.Config) { c.Proxy.TrustedProxies = []string{"127.0.0.0/8", "10.0.0.0/8"} })
-	spoof := []string{"X-Forwarded-For", "203.0.113.7, 10.1.2.3", "X-Forwarded-Proto", "https", "X-Forwarded-Host", "chat.example", "X-Real-IP", "6.6.6.6"}
+	spoof := []string{"X-Forwarded-For", "203.0.113.7, 10.1.2.3", "X-Forwarded-Proto", "https", "X-Forwarded-Host", "chat.example", "X-Real-IP", "6.6.6.6",
+		// The rest of the family and the client-address headers Node's
+		// request-ip reads first (QA: these reached the app as sent).
+		"X-Forwarded-Port", "443", "X-Forwarded-Prefix", "/admin", "X-Forwarded-Ssl", "on", "X-Forwarded", "for=6.6.6.6",
+		"X-Client-IP", "6.6.6.6", "True-Client-IP", "6.6.6.6", "CF-Connecting-IP", "6.6.6.6", "Forwarded-For", "6.6.6.6"}
+	others := []string{"X-Forwarded-Port", "X-Forwarded-Prefix", "X-Forwarded-Ssl", "X-Forwarded", "X-Client-Ip", "True-Client-Ip", "Cf-Connecting-Ip", "Forwarded-For"}
 
 	untrusted.get("/", spoof...)
 	hd := <-got
 	if hd.Get("X-Forwarded-For") != "127.0.0.1" || hd.Get("X-Real-IP") != "127.0.0.1" || hd.Get("X-Forwarded-Proto") != "http" {
 		t.Errorf("untrusted peer's headers believed: %v", hd)
+	}
+	for _, k := range others {
+		if v, ok := hd[k]; ok {
+			t.Errorf("untrusted peer's %s: %q reached the upstream", k, v)
+		}
 	}
 	if host := <-hosts; !strings.HasPrefix(host, "127.0.0.1:") || hd.Get("X-Forwarded-Host") != host {
 		t.Errorf("host %q, X-Forwarded-Host %q", host, hd.Get("X-Forwarded-Host"))
@@ -227,6 +237,11 @@ func TestForwardedHeaders(t *testing.T) {
 	if hd.Get("X-Forwarded-For") != "203.0.113.7, 10.1.2.3, 127.0.0.1" || hd.Get("X-Real-IP") != "203.0.113.7" ||
 		hd.Get("X-Forwarded-Proto") != "https" || hd.Get("X-Forwarded-Host") != "chat.example" {
 		t.Errorf("trusted chain: %v", hd)
+	}
+	for _, k := range others { // a trusted proxy's say
+		if _, ok := hd[k]; !ok {
+			t.Errorf("trusted peer's %s dropped", k)
+		}
 	}
 	for _, l := range trusted.logs.lines(t) {
 		if l["msg"] == "request completed" && l["remoteIp"] != "203.0.113.7" {
