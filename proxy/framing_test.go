@@ -3,9 +3,11 @@ package proxy
 import (
 	"bufio"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"net/textproto"
 	"slices"
 	"strconv"
 	"strings"
@@ -368,5 +370,36 @@ func TestHTTP10BodyWithoutLengthRefused(t *testing.T) {
 	}
 	if got := rec.got(); len(got) != 4 {
 		t.Errorf("the upstream got %q, want the 4 framed requests only", got)
+	}
+}
+
+// An upstream's early answer to a chunked upload carries one
+// Connection: close, not chatguard's twice (QA).
+func TestEarlyAnswerToChunkedUploadHasOneConnectionClose(t *testing.T) {
+	t.Parallel()
+	up := rawUpstream(t, func(c net.Conn, br *bufio.Reader) {
+		if _, err := http.ReadRequest(br); err != nil { // the head only: answered before the body
+			return
+		}
+		_, _ = io.WriteString(c, "HTTP/1.1 202 Accepted\r\nContent-Type: application/json\r\nContent-Length: 15\r\n\r\n{\"queued\":true}")
+		time.Sleep(time.Second)
+	})
+	h := start(t, up, nil)
+	c := dialPublic(t, h)
+	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+	// A first chunk, then nothing: the upstream answers before the end.
+	fmt.Fprintf(c, "POST /api/media HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n")
+	// Read raw: ReadResponse takes Connection: close out of the header.
+	tp := textproto.NewReader(bufio.NewReader(c))
+	status, err := tp.ReadLine()
+	if err != nil {
+		t.Fatal(err)
+	}
+	head, err := tp.ReadMIMEHeader()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := head.Values("Connection"); !strings.Contains(status, " 202 ") || len(got) != 1 || got[0] != "close" {
+		t.Errorf("%s, Connection %q; want 202 and one close", status, got)
 	}
 }

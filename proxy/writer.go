@@ -142,6 +142,11 @@ func (w *responseWriter) WriteHeader(code int) {
 	w.status = code
 	w.wroteHeader = true
 	w.ownFields(w.Header())
+	if c := w.Header()["Connection"]; len(c) > 1 {
+		// chatguard's own close (a chunked upload) and the one it put on
+		// the upstream's early answer: one is enough (QA).
+		w.Header()["Connection"] = slices.Compact(c)
+	}
 	if h := w.Header(); w.passThrough {
 		if _, ok := h["Content-Type"]; !ok {
 			h["Content-Type"] = nil // net/http's way to say "send none"
