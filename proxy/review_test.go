@@ -167,3 +167,26 @@ func TestReviewPollingNoticesAreBounded(t *testing.T) {
 		t.Fatalf("one POST queued %d notices (%d bytes) for the client", n, size)
 	}
 }
+
+// engine.io with addTrailingSlash: false serves every URL starting with
+// "/socket.io", so /socket.ioX?EIO=4 is a Socket.IO connection to the
+// upstream: it is inspected like /socket.io/ (QA: it passed as a plain
+// WebSocket, anonymous with auth required and past every event limit).
+func TestSocketIOPathWithoutTrailingSlashIsInspected(t *testing.T) {
+	t.Parallel()
+	env := startSIO(t, upstream(t, (&fakeSIO{}).ServeHTTP).URL, func(c *config.Config) { c.WebSocket.Auth = "required" })
+	for _, p := range []string{"/socket.io?EIO=4&transport=websocket", "/socket.ioX?EIO=4&transport=websocket", "/socket.io-x/y?EIO=4&transport=websocket"} {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		c, _, err := websocket.Dial(ctx, wsURL(env.harness, p), nil)
+		if err != nil {
+			cancel()
+			t.Fatalf("%s: %v", p, err)
+		}
+		cl := &sioClient{t: t, c: c, ctx: ctx, cancel: cancel}
+		cl.next() // the open packet
+		if got := cl.connect(""); !strings.HasPrefix(got, "44") {
+			t.Errorf("%s: CONNECT without a token answered %q; want CONNECT_ERROR", p, got)
+		}
+		cl.close()
+	}
+}

@@ -189,15 +189,15 @@ func (h *wsHub) isSocketIO(r *http.Request) bool {
 }
 
 // underSocketIOPath matches the path as sent, and cleaned the way the
-// routes are (canonicalPath drops a trailing slash: "/socket.io" is under
-// "/socket.io/" too). It runs on every request, so it does not allocate.
+// routes are, against the Socket.IO path without its trailing slash:
+// engine.io with addTrailingSlash: false serves every URL that starts with
+// "/socket.io" (/socket.ioX, /socket.io-x/y), so those are Socket.IO to the
+// upstream and must not pass uninspected (QA). It runs on every request, so
+// it does not allocate.
 func (h *wsHub) underSocketIOPath(r *http.Request) bool {
 	p := h.cfg.SocketIOPath
-	if strings.HasPrefix(r.URL.Path, p) {
-		return true
-	}
-	c := canonicalPath(r.URL.Path)
-	return strings.HasPrefix(c, p) || c == p[:len(p)-1]
+	p = p[:len(p)-1]
+	return strings.HasPrefix(r.URL.Path, p) || strings.HasPrefix(canonicalPath(r.URL.Path), p)
 }
 
 // oldEngineIO reports an Engine.IO request under the Socket.IO path for a
