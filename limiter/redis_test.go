@@ -981,15 +981,21 @@ func TestRedisErrorsQuoteNoKeys(t *testing.T) {
 // flakyStore fails with the error it is given, as a Redis whose cause of
 // failure changes (a wrong password, then a missing permission).
 type flakyStore struct {
-	mu  sync.Mutex
-	err error
+	mu     sync.Mutex
+	err    error
+	probes int // calls for probeKey
 }
 
 func (f *flakyStore) set(err error) { f.mu.Lock(); f.err = err; f.mu.Unlock() }
 
-func (f *flakyStore) Allow(_ context.Context, _ string, l Limit) (Result, error) {
+func (f *flakyStore) probeCount() int { f.mu.Lock(); defer f.mu.Unlock(); return f.probes }
+
+func (f *flakyStore) Allow(_ context.Context, key string, l Limit) (Result, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	if key == probeKey {
+		f.probes++
+	}
 	if f.err != nil {
 		return Result{}, f.err
 	}
@@ -1040,5 +1046,60 @@ func TestFailoverWatchAndTrip(t *testing.T) {
 	mu.Unlock()
 	if got != "redis>fallback: WRONGPASS\nstill: NOPERM evalsha\nfallback>redis: <nil>" {
 		t.Fatalf("events:\n%s", got)
+	}
+}
+
+// A Redis that dies while no limited request comes is noticed: Watch probes
+// a primary that had no call for a cooldown, and Failures failed probes
+// open the breaker (QA: a quiet instance said "redis" for 6.5 minutes with
+// Redis killed). A busy primary gets no probes.
+func TestFailoverWatchNoticesAQuietPrimaryDying(t *testing.T) {
+	t.Parallel()
+	mem, _ := sessions.NewStateTable(sessions.StateOptions{MaxEntries: 100})
+	t.Cleanup(func() { mem.Close() })
+	primary := &flakyStore{}
+	var mu sync.Mutex
+	var events []string
+	f, err := NewFailoverStore(FailoverOptions{
+		Primary: primary, Fallback: NewMemoryStore(mem), Cooldown: 40 * time.Millisecond,
+		OnModeChange: func(from, to string, err error) {
+			mu.Lock()
+			events = append(events, fmt.Sprintf("%s>%s: %v", from, to, err))
+			mu.Unlock()
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	stop, stopped := make(chan struct{}), make(chan struct{})
+	go func() { defer close(stopped); f.Watch(stop) }()
+	defer func() { close(stop); <-stopped }()
+
+	// Busy: a decision every 5 ms, so the primary is never quiet.
+	for end := time.Now().Add(300 * time.Millisecond); time.Now().Before(end); time.Sleep(5 * time.Millisecond) {
+		if _, err := f.Allow(context.Background(), "k", Limit{Rate: 1 << 20, Period: time.Second}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := primary.probeCount(); n > 1 {
+		t.Errorf("%d probes of a busy primary", n)
+	}
+	// Quiet, then Redis dies: fallback without a single request.
+	primary.set(errors.New("dial tcp: connection refused"))
+	for deadline := time.Now().Add(5 * time.Second); f.Mode() != ModeFallback; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("a quiet store never noticed its primary failing")
+		}
+	}
+	primary.set(nil)
+	for deadline := time.Now().Add(5 * time.Second); f.Mode() != ModeRedis; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the store did not return to Redis")
+		}
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if got := strings.Join(events, "\n"); got != "redis>fallback: dial tcp: connection refused\nfallback>redis: <nil>" {
+		t.Errorf("events:\n%s", got)
 	}
 }
