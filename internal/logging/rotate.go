@@ -155,7 +155,9 @@ func gzipFile(path string) error {
 		return err
 	}
 	defer in.Close()
-	out, err := os.Create(path + ".gz")
+	// The backup holds what the log held: as private as the log (0640, not
+	// os.Create's 0666 under the umask; QA: backups were world-readable).
+	out, err := os.OpenFile(path+".gz", os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o640)
 	if err != nil {
 		return err
 	}
