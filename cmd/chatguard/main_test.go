@@ -103,6 +103,14 @@ func TestVersionAndUsage(t *testing.T) {
 	if code, _, _ := runCmd(t, []string{"serve", "-h"}, nil); code != 0 {
 		t.Fatalf("-h exit %d", code)
 	}
+	// The command after the flags is named as such, not as an unexpected
+	// argument of serve.
+	for _, args := range [][]string{{"--listen", ":1", "check-config"}, {"--upstrem", "x", "inject"}} {
+		code, _, errOut := runCmd(t, args, nil)
+		if want := fmt.Sprintf("the command goes before the flags: chatguard %s [flags]", args[2]); code != 2 || !strings.Contains(errOut, want) {
+			t.Errorf("%q: exit %d, %q; want 2 and %q", args, code, errOut, want)
+		}
+	}
 }
 
 func freeAddr(t *testing.T) string {
