@@ -299,11 +299,13 @@ func (s *Server) serveWebSocket(w *responseWriter, r *http.Request, info *reqInf
 	defer cancel()
 	var upSock, clientSock *wsSock
 	ctx = context.WithValue(ctx, upstreamConnKey{}, &upSock)
+	pings := &pingRelay{}
 	up, resp, err := websocket.Dial(ctx, h.upstreamURL(r), &websocket.DialOptions{
-		HTTPClient:   h.client,
-		HTTPHeader:   h.upstreamHeader(r, info),
-		Host:         h.upstreamHost(r),
-		Subprotocols: subprotocols(r.Header),
+		HTTPClient:     h.client,
+		HTTPHeader:     h.upstreamHeader(r, info),
+		Host:           h.upstreamHost(r),
+		Subprotocols:   subprotocols(r.Header),
+		OnPingReceived: pings.fromUpstream,
 	})
 	if err != nil {
 		if sess != nil {
@@ -314,7 +316,7 @@ func (s *Server) serveWebSocket(w *responseWriter, r *http.Request, info *reqInf
 		return
 	}
 	copyUpgradeHeaders(w.Header(), resp.Header)
-	opts := &websocket.AcceptOptions{InsecureSkipVerify: true} // Origin is checked above
+	opts := &websocket.AcceptOptions{InsecureSkipVerify: true, OnPingReceived: pings.fromClient} // Origin is checked above
 	if p := up.Subprotocol(); p != "" {
 		opts.Subprotocols = []string{p}
 	}
@@ -345,6 +347,8 @@ func (s *Server) serveWebSocket(w *responseWriter, r *http.Request, info *reqInf
 	}
 	h.metrics.outcomes.WithLabelValues(outcomeAccepted).Inc()
 	p := h.newPair(kind, info, client, up, clientSock, upSock, sess)
+	p.pings = pings
+	pings.pair.Store(p)
 	if !h.add(p) { // a drain started while dialing
 		h.background(func() {
 			p.end(sideChatguard, websocket.StatusCode(h.cfg.DrainCloseCode), "server shutting down", "drain")

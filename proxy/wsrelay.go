@@ -52,6 +52,7 @@ type wsPair struct {
 	sleepy      bool         // the pair may sleep at all (see canSleep)
 	sleeping    atomic.Bool  // the connections are retired; changed under mu, read by the janitor's sweep without it
 	woke        atomic.Int64 // unix ns of the last wake: a wake for a ping or an ack is not a message, but the pair is not quiet either
+	pings       *pingRelay   // the connections' ping callbacks (nil in tests that build pairs by hand)
 
 	up   wsDir // client → upstream
 	down wsDir // upstream → client

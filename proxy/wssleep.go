@@ -120,10 +120,14 @@ func (p *wsPair) sleep() bool {
 // sockets are closed, and hold ends the pair.
 func (p *wsPair) wake() error {
 	cs, us := newWSSock(p.clientSock.frameConn), newWSSock(p.upSock.frameConn)
-	client, err := rewrapClient(cs, p.subprotocol)
+	var fromClient, fromUpstream func(context.Context, []byte) bool
+	if p.pings != nil {
+		fromClient, fromUpstream = p.pings.fromClient, p.pings.fromUpstream
+	}
+	client, err := rewrapClient(cs, p.subprotocol, fromClient)
 	var up *websocket.Conn
 	if err == nil {
-		up, err = (*rewrapUpstreamFunc.Load())(us, p.subprotocol)
+		up, err = (*rewrapUpstreamFunc.Load())(us, p.subprotocol, fromUpstream)
 	}
 	if err != nil {
 		p.dropped = true
@@ -206,7 +210,7 @@ func (rewrapTransport) RoundTrip(r *http.Request) (*http.Response, error) {
 
 // rewrapUpstreamFunc holds rewrapUpstream; a test swaps it to make a wake
 // fail.
-var rewrapUpstreamFunc atomic.Pointer[func(*wsSock, string) (*websocket.Conn, error)]
+var rewrapUpstreamFunc atomic.Pointer[func(*wsSock, string, func(context.Context, []byte) bool) (*websocket.Conn, error)]
 
 func init() {
 	f := rewrapUpstream
@@ -214,9 +218,9 @@ func init() {
 }
 
 // rewrapUpstream wraps the upstream socket in a client-side library
-// connection, as Dial made the first one.
-func rewrapUpstream(s *wsSock, subprotocol string) (*websocket.Conn, error) {
-	opts := &websocket.DialOptions{HTTPClient: rewrapDialer}
+// connection, as Dial made the first one, with the same ping callback.
+func rewrapUpstream(s *wsSock, subprotocol string, onPing func(context.Context, []byte) bool) (*websocket.Conn, error) {
+	opts := &websocket.DialOptions{HTTPClient: rewrapDialer, OnPingReceived: onPing}
 	if subprotocol != "" {
 		opts.Subprotocols = []string{subprotocol}
 	}
@@ -230,8 +234,9 @@ func rewrapUpstream(s *wsSock, subprotocol string) (*websocket.Conn, error) {
 const rewrapKeyValue = "Y2hhdGd1YXJkIHJld3JhcA=="
 
 // rewrapClient wraps the client socket in a server-side library connection,
-// as Accept made the first one, with the same small buffers.
-func rewrapClient(s *wsSock, subprotocol string) (*websocket.Conn, error) {
+// as Accept made the first one, with the same small buffers and ping
+// callback.
+func rewrapClient(s *wsSock, subprotocol string, onPing func(context.Context, []byte) bool) (*websocket.Conn, error) {
 	r := &http.Request{
 		Method: http.MethodGet, Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1,
 		Header: http.Header{
@@ -241,7 +246,7 @@ func rewrapClient(s *wsSock, subprotocol string) (*websocket.Conn, error) {
 			"Sec-Websocket-Key":     {rewrapKeyValue},
 		},
 	}
-	opts := &websocket.AcceptOptions{InsecureSkipVerify: true}
+	opts := &websocket.AcceptOptions{InsecureSkipVerify: true, OnPingReceived: onPing}
 	if subprotocol != "" {
 		r.Header["Sec-Websocket-Protocol"] = []string{subprotocol}
 		opts.Subprotocols = []string{subprotocol}

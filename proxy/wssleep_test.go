@@ -348,11 +348,11 @@ func BenchmarkWebSocketWake(b *testing.B) {
 	b.ReportAllocs()
 	for b.Loop() {
 		cs, us := newWSSock(cfc), newWSSock(ufc)
-		client, err := rewrapClient(cs, "")
+		client, err := rewrapClient(cs, "", nil)
 		if err != nil {
 			b.Fatal(err)
 		}
-		up, err := rewrapUpstream(us, "")
+		up, err := rewrapUpstream(us, "", nil)
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -375,7 +375,7 @@ func TestSocketIOFailedWakeEndsThePair(t *testing.T) {
 			h := env.harness
 			putToSleep(t, h, 1)
 			defer rewrapUpstreamFunc.Store(rewrapUpstreamFunc.Load())
-			fail := func(*wsSock, string) (*websocket.Conn, error) { return nil, errors.New("no wake") }
+			fail := func(*wsSock, string, func(context.Context, []byte) bool) (*websocket.Conn, error) { return nil, errors.New("no wake") }
 			rewrapUpstreamFunc.Store(&fail)
 
 			if how == "message" {
@@ -409,9 +409,13 @@ func TestWebSocketWokenPairStaysAwakeAWhile(t *testing.T) {
 	c, ctx := dialWS(t, h, "/ws/chat", nil)
 	echoOnce(t, ctx, c, "hello")
 	putToSleep(t, h, 1)
+	// The client reads meanwhile: a relayed ping is answered by the
+	// client's pong (see wsping.go), which only a reading connection sends.
+	echoed := make(chan string, 1)
+	go func() { _, got, _ := c.Read(ctx); echoed <- string(got) }()
 	pong := make(chan error, 1)
 	up.ping <- pong
-	if err := recv(t, pong, "the pong"); err != nil { // chatguard's upstream side, woken, answers
+	if err := recv(t, pong, "the pong"); err != nil { // the pair woke, and relayed the client's answer
 		t.Fatal(err)
 	}
 	waitMetric(t, h, sleepingMetric, 0)
@@ -425,5 +429,10 @@ func TestWebSocketWokenPairStaysAwakeAWhile(t *testing.T) {
 	}
 	h.srv.ws.sweep(time.Now().Add(wsSleepAfter))
 	waitMetric(t, h, sleepingMetric, 1)
-	echoOnce(t, ctx, c, "still here")
+	if err := c.Write(ctx, websocket.MessageText, []byte("still here")); err != nil {
+		t.Fatal(err)
+	}
+	if got := recv(t, echoed, "the echo"); got != "still here" {
+		t.Fatalf("echo %q", got)
+	}
 }
