@@ -375,7 +375,9 @@ func TestSocketIOFailedWakeEndsThePair(t *testing.T) {
 			h := env.harness
 			putToSleep(t, h, 1)
 			defer rewrapUpstreamFunc.Store(rewrapUpstreamFunc.Load())
-			fail := func(*wsSock, string, func(context.Context, []byte) bool) (*websocket.Conn, error) { return nil, errors.New("no wake") }
+			fail := func(*wsSock, string, func(context.Context, []byte) bool) (*websocket.Conn, error) {
+				return nil, errors.New("no wake")
+			}
 			rewrapUpstreamFunc.Store(&fail)
 
 			if how == "message" {
