@@ -58,6 +58,9 @@ type reqInfo struct {
 	// retried: the request was sent again on a new upstream connection,
 	// the reused one having died before any answer (see upstreamTransport)
 	retried bool
+	// pollClose: a polling POST that carries the client's Engine.IO close
+	// packet, which engine.io may answer by destroying the request.
+	pollClose bool
 	// onResponse, when set, sees the upstream's response first (Socket.IO
 	// polling inspection).
 	onResponse func(*http.Response)

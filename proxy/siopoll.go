@@ -261,6 +261,7 @@ func (h *wsHub) inspectPost(sess *sioSession, w *responseWriter, r *http.Request
 		sess.deliver(verdict{replies: replies, kill: kill, why: why})
 	}
 	if closing {
+		info.pollClose = true
 		defer sess.ended()
 	}
 	if len(kept) == len(packets) && !rewritten {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"slices"
 	"strings"
@@ -332,5 +333,61 @@ func TestSocketIOPollingRecoveryOfAnotherUsersSocketIsTakenOut(t *testing.T) {
 	posts := fake.postBodies()
 	if len(posts) != 1 || posts[0] != `40{"token":"`+bob+`"}`+"\x1e2probe-not-a-packet" {
 		t.Errorf("the upstream got %q; want the CONNECT without pid and offset, then the rest", posts)
+	}
+}
+
+// engine.io destroys the POST that carries the client's close packet when
+// it closes the session (polling.js doClose): the client ignores it, and so
+// does chatguard: 200 "ok" as engine.io answers an accepted POST, no ERROR
+// 502 line and no upstream error (QA: ordinary disconnects counted as
+// upstream resets). A POST without the close packet that meets the same
+// end is still the upstream's failure.
+func TestPollingCloseDestroyedByTheBackendIsNoFailure(t *testing.T) {
+	t.Parallel()
+	fake := newFakePolling(t, 20*time.Second)
+	up := upstream(t, func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodPost {
+			b, _ := io.ReadAll(r.Body)
+			if strings.Contains(string(b), "\x1e1") || string(b) == "1" || strings.Contains(string(b), "destroy-me") {
+				c, _, err := http.NewResponseController(w).Hijack()
+				if err == nil {
+					_ = c.(*net.TCPConn).SetLinger(0) // a reset, as req.destroy() gives
+					_ = c.Close()
+				}
+				return
+			}
+			r.Body = io.NopCloser(strings.NewReader(string(b)))
+		}
+		fake.ServeHTTP(w, r)
+	})
+	env := startSIO(t, up.URL, nil)
+	h := env.harness
+	poll(t, h, http.MethodGet, "", "")
+	if resp, body := poll(t, h, http.MethodPost, "&sid=p1", "41\x1e1"); resp.StatusCode != http.StatusOK || body != "ok" {
+		t.Fatalf("close POST: %d %q, want 200 ok", resp.StatusCode, body)
+	}
+	var line map[string]any
+	waitFor(t, "the access line", func() bool {
+		for _, l := range h.logs.lines(t) {
+			if l["msg"] == "request completed" && l["method"] == "POST" {
+				line = l
+				return true
+			}
+		}
+		return false
+	})
+	if line["status"] != float64(200) || line["reason"] != "session_closed" || line["level"] != "info" {
+		t.Errorf("access line %v", line)
+	}
+	for _, reason := range []string{"reset", "eof"} {
+		if v := metricValue(t, h, `chatguard_upstream_errors_total{code="UPSTREAM_UNAVAILABLE",reason="`+reason+`"}`); v > 0 {
+			t.Errorf("upstream errors{%s} = %v", reason, v)
+		}
+	}
+
+	// A new session whose ordinary POST is destroyed: the upstream failed.
+	poll(t, h, http.MethodGet, "", "")
+	if resp, _ := poll(t, h, http.MethodPost, "&sid=p1", `42["destroy-me"]`); resp.StatusCode != http.StatusBadGateway {
+		t.Errorf("an ordinary POST destroyed: %d, want 502", resp.StatusCode)
 	}
 }

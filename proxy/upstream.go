@@ -194,6 +194,22 @@ func (s *Server) upstreamFailed(w http.ResponseWriter, r *http.Request, err erro
 	}
 	e, reason := apierrors.FromProxyError(err)
 	info.reason = reason
+	if info.pollClose && (reason == "reset" || reason == "eof") {
+		// engine.io closing the session on the client's close packet
+		// destroys the POST that carried it (polling.js doClose): the
+		// session's normal end, which the client ignores, not a failure
+		// of the upstream's to page for (QA: ERROR 502 lines and upstream
+		// "reset" errors on ordinary disconnects). The client gets what
+		// engine.io answers an accepted POST.
+		info.reason = "session_closed"
+		s.log.WithFields(logrus.Fields{"requestId": info.id, logging.FieldCategory: logging.CategorySocket}).
+			WithError(err).Debug("the backend closed the polling session as the client asked")
+		w.Header().Set("Content-Type", "text/html")
+		w.Header().Set("Content-Length", "2")
+		w.WriteHeader(http.StatusOK)
+		_, _ = w.Write([]byte("ok"))
+		return
+	}
 	if e.Code == apierrors.CodePayloadTooLarge {
 		info.bodyLeft = true // the rest of the body is never read: linger
 	}
