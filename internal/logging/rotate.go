@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -29,6 +30,7 @@ type rotatingFile struct {
 	checked time.Time // when the path was last seen to still name f
 	closed  bool
 	jobs    sync.WaitGroup
+	jobMu   sync.Mutex // serialises the compress-and-prune jobs
 }
 
 // recheckEvery is how often a write checks that the path still names the
@@ -122,6 +124,11 @@ func (r *rotatingFile) rotate() error {
 	r.jobs.Add(1)
 	go func() {
 		defer r.jobs.Done()
+		// One job at a time: a prune that ran while another backup was
+		// being compressed counted it twice (.log and .log.gz) and removed
+		// one backup too many.
+		r.jobMu.Lock()
+		defer r.jobMu.Unlock()
 		_ = gzipFile(backup)
 		r.prune()
 	}()
@@ -136,15 +143,20 @@ func (r *rotatingFile) prune() {
 	if err != nil {
 		return
 	}
+	// A backup is counted once by its name without .gz: one left
+	// uncompressed beside its .gz (a crash mid-compression) is one backup.
 	var backups []string
 	for _, e := range entries {
-		if n := e.Name(); strings.HasPrefix(n, base) && (strings.HasSuffix(n, ext) || strings.HasSuffix(n, ext+".gz")) {
+		if n := strings.TrimSuffix(e.Name(), ".gz"); strings.HasPrefix(n, base) && strings.HasSuffix(n, ext) {
 			backups = append(backups, n)
 		}
 	}
 	sort.Strings(backups) // the timestamps sort chronologically
+	backups = slices.Compact(backups)
 	for len(backups) > r.maxBackups {
-		_ = os.Remove(filepath.Join(filepath.Dir(r.path), backups[0]))
+		dir := filepath.Dir(r.path)
+		_ = os.Remove(filepath.Join(dir, backups[0]))
+		_ = os.Remove(filepath.Join(dir, backups[0]+".gz"))
 		backups = backups[1:]
 	}
 }
