@@ -7,7 +7,11 @@ import (
 )
 
 // wsPingWait bounds how long a relayed ping waits for the other side's pong.
-const wsPingWait = 10 * time.Second
+// The library gives the callback a context that ends 5 s after the ping
+// came, and writes the pong with it: the wait must leave the pong time to
+// go out, or the expired context closes the connection under the write
+// (review: a pong 7 s late cut both sides).
+const wsPingWait = 4 * time.Second
 
 // pingRelay carries WebSocket pings across a pair. Each side's library
 // connection answers a ping itself; relayed as it is, the ws heartbeat
@@ -16,7 +20,8 @@ const wsPingWait = 10 * time.Second
 // the backend, nor a hung backend by the client (QA). Now a ping from one
 // side is answered only once the other side answered a ping of
 // chatguard's, within wsPingWait; otherwise it goes unanswered, and the
-// side that pinged judges the silence as it would without chatguard.
+// side that pinged judges the silence as it would without chatguard (a
+// pong later than that counts as none: the library allows no more).
 //
 // The callback runs on the reading side's reader, which waits meanwhile;
 // the other side's reader takes the pong. Only one side at a time waits:
@@ -28,10 +33,10 @@ type pingRelay struct {
 }
 
 // fromClient and fromUpstream are the library connections' OnPingReceived.
-func (r *pingRelay) fromClient(context.Context, []byte) bool   { return r.relay(true) }
-func (r *pingRelay) fromUpstream(context.Context, []byte) bool { return r.relay(false) }
+func (r *pingRelay) fromClient(ctx context.Context, _ []byte) bool   { return r.relay(ctx, true) }
+func (r *pingRelay) fromUpstream(ctx context.Context, _ []byte) bool { return r.relay(ctx, false) }
 
-func (r *pingRelay) relay(toUpstream bool) bool {
+func (r *pingRelay) relay(ctx context.Context, toUpstream bool) bool {
 	p := r.pair.Load()
 	if p == nil || !r.busy.CompareAndSwap(false, true) {
 		return true
@@ -46,7 +51,7 @@ func (r *pingRelay) relay(toUpstream bool) bool {
 	if toUpstream {
 		to = up
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), wsPingWait)
+	wait, cancel := context.WithTimeout(ctx, wsPingWait)
 	defer cancel()
-	return to.Ping(ctx) == nil
+	return to.Ping(wait) == nil && ctx.Err() == nil
 }

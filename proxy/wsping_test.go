@@ -16,10 +16,12 @@ import (
 type pingPeer struct {
 	pinged atomic.Int32
 	answer atomic.Bool
+	slow   atomic.Int64 // a delay before answering (its reader waits meanwhile)
 }
 
 func (p *pingPeer) onPing(context.Context, []byte) bool {
 	p.pinged.Add(1)
+	time.Sleep(time.Duration(p.slow.Load()))
 	return p.answer.Load()
 }
 
@@ -48,13 +50,13 @@ func TestWebSocketPingsAreRelayed(t *testing.T) {
 		readUntilClosed(c)
 	})
 	h := start(t, srv.URL, nil)
-	c, ctx := dialWS(t, h, "/ws/heartbeat", &websocket.DialOptions{OnPingReceived: clientPeer.onPing})
+	c, _ := dialWS(t, h, "/ws/heartbeat", &websocket.DialOptions{OnPingReceived: clientPeer.onPing})
 	go readUntilClosed(c)
 	up := recv(t, upConns, "upstream connection")
 	t.Cleanup(func() { _ = up.CloseNow() })
 
 	ping := func(from *websocket.Conn, wait time.Duration) error {
-		pctx, cancel := context.WithTimeout(ctx, wait)
+		pctx, cancel := context.WithTimeout(context.Background(), wait)
 		defer cancel()
 		return from.Ping(pctx)
 	}
@@ -90,9 +92,26 @@ func TestWebSocketPingsAreRelayed(t *testing.T) {
 	if err := ping(c, time.Second); err == nil {
 		t.Error("the client got a pong for a backend that gave none")
 	}
-	// Nothing of it ended the socket: messages still pass.
+	// A pong late by more than the wait (4.5 s; the client's own library
+	// allows 5) counts as none, and the
+	// socket lives on (review: it cut both sides, the library's context for
+	// the pong having run out).
 	upPeer.answer.Store(true)
-	if err := c.Write(ctx, websocket.MessageText, []byte("still here")); err != nil {
+	time.Sleep(wsPingWait + 500*time.Millisecond)
+	clientPeer.slow.Store(int64(4500 * time.Millisecond))
+	if err := ping(up, wsPingWait+2*time.Second); err == nil {
+		t.Error("the backend got a pong that came after the wait")
+	}
+	clientPeer.slow.Store(0)
+	time.Sleep(3 * time.Second) // the client's late pong is read and dropped
+
+	// Nothing of it ended the socket: messages still pass, pings again.
+	wctx, wcancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer wcancel()
+	if err := c.Write(wctx, websocket.MessageText, []byte("still here")); err != nil {
 		t.Fatal(err)
+	}
+	if err := ping(up, 5*time.Second); err != nil {
+		t.Errorf("after it all, the backend's ping to a live client: %v", err)
 	}
 }
