@@ -51,16 +51,6 @@ func run(ctx context.Context, env environment) int {
 		// "flag provided but not defined" after its whole flag list.
 		cmd, args = "version", args[1:]
 	}
-	if cmd == "serve" && len(env.args) > 0 && env.args[0] != "serve" {
-		for _, a := range args {
-			if a == "check-config" || a == "inject" || a == "version" {
-				// Flags first and the command after them: serve would
-				// say only "unexpected arguments" (QA).
-				fmt.Fprintf(env.stderr, "chatguard: the command goes before the flags: chatguard %s [flags] (%q came after them)\n", a, a)
-				return 2
-			}
-		}
-	}
 	env.args = args
 	switch cmd {
 	case "serve":

@@ -105,9 +105,9 @@ func TestVersionAndUsage(t *testing.T) {
 	}
 	// The command after the flags is named as such, not as an unexpected
 	// argument of serve.
-	for _, args := range [][]string{{"--listen", ":1", "check-config"}, {"--upstrem", "x", "inject"}} {
+	for _, args := range [][]string{{"--listen", ":1", "check-config"}, {"--upstrem", "x", "inject"}} { // not when a flag's value: --log-dir version
 		code, _, errOut := runCmd(t, args, nil)
-		if want := fmt.Sprintf("the command goes before the flags: chatguard %s [flags]", args[2]); code != 2 || !strings.Contains(errOut, want) {
+		if want := fmt.Sprintf("%q is a command: it goes before the flags (chatguard %s [flags])", args[2], args[2]); code != 2 || !strings.Contains(errOut, want) {
 			t.Errorf("%q: exit %d, %q; want 2 and %q", args, code, errOut, want)
 		}
 	}

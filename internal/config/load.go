@@ -9,6 +9,7 @@ import (
 	"reflect"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 
 	"gopkg.in/yaml.v3"
@@ -78,15 +79,18 @@ func Load(src Source) (*Config, error) {
 		probs = append(probs, unknownFlag(fs, name))
 		bad := args[len(args)-len(fs.Args())-1]
 		args = fs.Args()
-		if !strings.Contains(bad, "=") && len(args) > 0 && !isFlag(fs, args[0]) {
+		if !strings.Contains(bad, "=") && len(args) > 0 && !looksLikeFlag(fs, args[0]) {
 			// Its value, most likely: not an unexpected argument too, and
 			// never quoted, even when it starts with "-" (it may be a
-			// secret: --jwt-secrt -x9…).
+			// secret: --jwt-secrt -x9…). Another flag's name, known or
+			// not, is read as the next flag: taken for this one's value,
+			// a mistyped --jwt-secrt would go unreported and its secret
+			// be left as an unexpected argument (review).
 			args = args[1:]
 		}
 	}
 	if fs.NArg() > 0 {
-		probs = append(probs, fmt.Sprintf("unexpected arguments: %q", fs.Args()))
+		probs = append(probs, unexpectedArgs(fs.Args()))
 	}
 
 	if *file == "" {
@@ -158,16 +162,48 @@ func Load(src Source) (*Config, error) {
 	return c, nil
 }
 
-// isFlag reports whether arg names one of fs's flags (or -h).
-func isFlag(fs *flag.FlagSet, arg string) bool {
+// flagName is how chatguard's flags are spelled: two dashes, a lower-case
+// word with dashes, and maybe =value.
+var flagName = regexp.MustCompile(`^--[a-z][a-z0-9-]*(=|$)`)
+
+// looksLikeFlag reports whether arg is written as a flag: --word, known or
+// not, or one of fs's flags with a single dash. A value that starts with
+// one dash (-x9Qz…, -5) is not, since an unknown flag's name is printed.
+func looksLikeFlag(fs *flag.FlagSet, arg string) bool {
+	if flagName.MatchString(arg) {
+		return true
+	}
 	name, ok := strings.CutPrefix(arg, "-")
 	if !ok {
 		return false
 	}
-	name = strings.TrimPrefix(name, "-")
 	name, _, _ = strings.Cut(name, "=")
 	return fs.Lookup(name) != nil || name == "h" || name == "help"
 }
+
+// commands are chatguard's subcommands: one of them among the arguments
+// was written after the flags.
+var commands = map[string]bool{"serve": true, "check-config": true, "inject": true, "version": true, "help": true}
+
+// unexpectedArgs is the problem of arguments left after the flags. They are
+// quoted only when they read as plain words (a stray "serve"): anything
+// else may be a secret whose flag was mistyped.
+func unexpectedArgs(args []string) string {
+	if commands[args[0]] {
+		return fmt.Sprintf("%q is a command: it goes before the flags (chatguard %s [flags])", args[0], args[0])
+	}
+	shown := make([]string, len(args))
+	for i, a := range args {
+		if plainWord.MatchString(a) {
+			shown[i] = strconv.Quote(a)
+		} else {
+			shown[i] = fmt.Sprintf("[%d characters, not shown]", len(a))
+		}
+	}
+	return "unexpected arguments: [" + strings.Join(shown, " ") + "]"
+}
+
+var plainWord = regexp.MustCompile(`^[a-z][a-z-]{0,15}$`)
 
 // unknownFlag is the problem of a flag fs does not define, with the
 // nearest defined name when it is a likely typo.

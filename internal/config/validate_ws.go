@@ -29,8 +29,10 @@ func validEventName(s string) bool {
 
 func validateWebSocket(c *Config, add func(string, string, ...any)) {
 	w := &c.WebSocket
-	if !strings.HasPrefix(w.SocketIOPath, "/") || !strings.HasSuffix(w.SocketIOPath, "/") {
-		add("websocket.socketio_path", "%q must start and end with /", w.SocketIOPath)
+	if !strings.HasPrefix(w.SocketIOPath, "/") || w.SocketIOPath == "/" {
+		// Without a trailing slash it is engine.io's addTrailingSlash:
+		// false (every path that starts with it).
+		add("websocket.socketio_path", "%q must start with / and name a path (Socket.IO's path option, e.g. /socket.io/)", w.SocketIOPath)
 	}
 	for _, o := range w.Origins {
 		if _, err := path.Match(o, ""); err != nil || o == "" {

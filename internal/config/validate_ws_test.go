@@ -20,7 +20,9 @@ func TestValidateWebSocket(t *testing.T) {
 		{"origins", func(w *config.WebSocket) { w.Origins = []string{"*.example.com", "localhost:*", "[", ""} }, []string{
 			`websocket.origins: "[" is not a valid host pattern`, `websocket.origins: "" is not a valid host pattern`,
 		}},
-		{"socket.io path", func(w *config.WebSocket) { w.SocketIOPath = "/socket.io" }, []string{`"/socket.io" must start and end with /`}},
+		{"socket.io path without its slash", func(w *config.WebSocket) { w.SocketIOPath = "/socket.io" }, nil}, // addTrailingSlash: false
+		{"socket.io path", func(w *config.WebSocket) { w.SocketIOPath = "socket.io/" }, []string{`"socket.io/" must start with / and name a path`}},
+		{"socket.io path root", func(w *config.WebSocket) { w.SocketIOPath = "/" }, []string{`"/" must start with / and name a path`}},
 		{"timeouts", func(w *config.WebSocket) { w.HandshakeTimeout, w.IdleTimeout, w.ConsistencyCheck = 0, -time.Second, -1 }, []string{
 			"websocket.handshake_timeout: must be between", "websocket.idle_timeout: must not be negative", "websocket.consistency_interval: must not be negative",
 		}},
