@@ -169,24 +169,46 @@ func TestReviewPollingNoticesAreBounded(t *testing.T) {
 }
 
 // engine.io with addTrailingSlash: false serves every URL starting with
-// "/socket.io", so /socket.ioX?EIO=4 is a Socket.IO connection to the
-// upstream: it is inspected like /socket.io/ (QA: it passed as a plain
-// WebSocket, anonymous with auth required and past every event limit).
+// "/socket.io", so /socket.ioX?EIO=4 is a Socket.IO connection to such an
+// upstream (QA: it passed as a plain WebSocket, anonymous with auth required
+// and past every event limit). websocket.socketio_path: /socket.io (no
+// slash) says so, and then those paths are inspected. With the slash (the
+// default, engine.io's), they are the app's own and pass (review: a custom
+// /chat/ caught /chatrooms/42?sid=…).
 func TestSocketIOPathWithoutTrailingSlashIsInspected(t *testing.T) {
 	t.Parallel()
-	env := startSIO(t, upstream(t, (&fakeSIO{}).ServeHTTP).URL, func(c *config.Config) { c.WebSocket.Auth = "required" })
-	for _, p := range []string{"/socket.io?EIO=4&transport=websocket", "/socket.ioX?EIO=4&transport=websocket", "/socket.io-x/y?EIO=4&transport=websocket"} {
+	noSlash := startSIO(t, upstream(t, (&fakeSIO{}).ServeHTTP).URL, func(c *config.Config) {
+		c.WebSocket.Auth = "required"
+		c.WebSocket.SocketIOPath = "/socket.io"
+	})
+	withSlash := startSIO(t, upstream(t, (&fakeSIO{}).ServeHTTP).URL, func(c *config.Config) { c.WebSocket.Auth = "required" })
+	for _, tc := range []struct {
+		env       *sioEnv
+		path      string
+		inspected bool
+	}{
+		{noSlash, "/socket.io?EIO=4&transport=websocket", true},
+		{noSlash, "/socket.ioX?EIO=4&transport=websocket", true},
+		{noSlash, "/socket.io-x/y?EIO=4&transport=websocket", true},
+		{withSlash, "/socket.io?EIO=4&transport=websocket", true},
+		{withSlash, "/socket.io/?EIO=4&transport=websocket", true},
+		{withSlash, "/socket.ioX?EIO=4&transport=websocket", false},
+	} {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		c, _, err := websocket.Dial(ctx, wsURL(env.harness, p), nil)
+		c, _, err := websocket.Dial(ctx, wsURL(tc.env.harness, tc.path), nil)
 		if err != nil {
 			cancel()
-			t.Fatalf("%s: %v", p, err)
+			t.Fatalf("%s: %v", tc.path, err)
 		}
 		cl := &sioClient{t: t, c: c, ctx: ctx, cancel: cancel}
 		cl.next() // the open packet
-		if got := cl.connect(""); !strings.HasPrefix(got, "44") {
-			t.Errorf("%s: CONNECT without a token answered %q; want CONNECT_ERROR", p, got)
+		if got := cl.connect(""); strings.HasPrefix(got, "44") != tc.inspected {
+			t.Errorf("%s: CONNECT without a token answered %q; want inspected = %v", tc.path, got, tc.inspected)
 		}
 		cl.close()
+	}
+	// With the slash, an app route that shares the prefix is not refused.
+	if resp, _ := withSlash.harness.get("/socket.io-admin/x?sid=abc"); resp.StatusCode == http.StatusBadRequest {
+		t.Error("/socket.io-admin/x?sid=… refused under /socket.io/")
 	}
 }

@@ -189,15 +189,23 @@ func (h *wsHub) isSocketIO(r *http.Request) bool {
 }
 
 // underSocketIOPath matches the path as sent, and cleaned the way the
-// routes are, against the Socket.IO path without its trailing slash:
-// engine.io with addTrailingSlash: false serves every URL that starts with
-// "/socket.io" (/socket.ioX, /socket.io-x/y), so those are Socket.IO to the
-// upstream and must not pass uninspected (QA). It runs on every request, so
-// it does not allocate.
+// routes are (canonicalPath drops a trailing slash: "/socket.io" is under
+// "/socket.io/" too). A configured path without its trailing slash is
+// engine.io's addTrailingSlash: false, which serves every URL that starts
+// with it (/socket.ioX, /socket.io-x/y): those are Socket.IO to the
+// upstream and must not pass uninspected (QA); with the slash, such paths
+// are the app's own (review). It runs on every request, so it does not
+// allocate.
 func (h *wsHub) underSocketIOPath(r *http.Request) bool {
 	p := h.cfg.SocketIOPath
-	p = p[:len(p)-1]
-	return strings.HasPrefix(r.URL.Path, p) || strings.HasPrefix(canonicalPath(r.URL.Path), p)
+	if !strings.HasSuffix(p, "/") {
+		return strings.HasPrefix(r.URL.Path, p) || strings.HasPrefix(canonicalPath(r.URL.Path), p)
+	}
+	if strings.HasPrefix(r.URL.Path, p) {
+		return true
+	}
+	c := canonicalPath(r.URL.Path)
+	return strings.HasPrefix(c, p) || c == p[:len(p)-1]
 }
 
 // oldEngineIO reports an Engine.IO request under the Socket.IO path for a
