@@ -341,7 +341,7 @@ var probeLimit = Limit{Rate: 1 << 30, Period: time.Second}
 // with no rate-limited traffic: otherwise the mode, its gauge and the
 // fallback alert would say fallback until the next limited request.
 //
-// While Redis is used, it probes a quiet one too: a primary with no call for
+// While a single Redis is used, it probes a quiet one too: a primary with no call for
 // a cooldown gets the probe's decision, so that a Redis that dies while no
 // limited request comes is noticed (Failures probes in a row open the
 // breaker) rather than reported as used for as long as the quiet lasts
@@ -350,6 +350,11 @@ var probeLimit = Limit{Rate: 1 << 30, Period: time.Second}
 func (f *FailoverStore) Watch(stop <-chan struct{}) {
 	t := time.NewTicker(max(f.o.Cooldown/4, 25*time.Millisecond))
 	defer t.Stop()
+	// Not on a cluster: the probe's key lives on one master, and that
+	// master down would send a quiet replica's every key to the fallback
+	// (review); each master has a breaker of its own there.
+	c, ok := f.o.Primary.(interface{ Cluster() bool })
+	cluster := ok && c.Cluster()
 	for {
 		select {
 		case <-stop:
@@ -360,7 +365,7 @@ func (f *FailoverStore) Watch(stop <-chan struct{}) {
 		open := f.open
 		due := open && !f.o.Now().Before(f.retryAt)
 		f.mu.Unlock()
-		quiet := !open && time.Since(time.Unix(0, f.lastCall.Load())) >= f.o.Cooldown
+		quiet := !open && !cluster && time.Since(time.Unix(0, f.lastCall.Load())) >= f.o.Cooldown
 		if due || quiet {
 			_, _ = f.Allow(context.Background(), probeKey, probeLimit)
 		}

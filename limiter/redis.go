@@ -122,6 +122,10 @@ func NewRedisStore(c redis.UniversalClient, prefix string, timeout time.Duration
 	return r
 }
 
+// Cluster reports whether the store talks to a Redis Cluster, whose masters
+// each have a breaker of their own.
+func (r *RedisStore) Cluster() bool { return r.nodes != nil }
+
 // WatchNodes sets the breaker of each cluster master (failures: rounds in a
 // row without an answer that open it; cooldown: time until a probe) and
 // tells onChange (which may be nil) when one opens or closes. Defaults: 3

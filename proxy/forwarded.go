@@ -130,7 +130,7 @@ func clientSaysHeader(k string) bool {
 		return true
 	}
 	switch k {
-	case "Forwarded-For", "X-Client-Ip", "X-Cluster-Client-Ip", "True-Client-Ip", "Cf-Connecting-Ip",
+	case "Forwarded", "Forwarded-For", "X-Client-Ip", "Do-Connecting-Ip", "X-Cluster-Client-Ip", "True-Client-Ip", "Cf-Connecting-Ip",
 		"Fastly-Client-Ip", "X-Original-Forwarded-For", "Cf-Pseudo-Ipv4", "X-Appengine-User-Ip",
 		"Front-End-Https", "X-Url-Scheme":
 		return true

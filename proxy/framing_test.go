@@ -359,6 +359,8 @@ func TestHTTP10BodyWithoutLengthRefused(t *testing.T) {
 		t.Errorf("envelope %s", body)
 	}
 	for _, raw := range []string{
+		// No Content-Type: no body came (a health check, ab -m POST).
+		"POST /health HTTP/1.0\r\nHost: a\r\n\r\n",
 		"POST /api/messages HTTP/1.0\r\nHost: a\r\nContent-Length: 2\r\n\r\n{}",
 		"POST /api/messages HTTP/1.0\r\nHost: a\r\nContent-Length: 0\r\n\r\n",
 		"GET /api/messages HTTP/1.0\r\nHost: a\r\n\r\n",
@@ -368,8 +370,8 @@ func TestHTTP10BodyWithoutLengthRefused(t *testing.T) {
 			t.Errorf("%q: %v, want 200", strings.SplitN(raw, "\r\n", 2)[0], st)
 		}
 	}
-	if got := rec.got(); len(got) != 4 {
-		t.Errorf("the upstream got %q, want the 4 framed requests only", got)
+	if got := rec.got(); len(got) != 5 {
+		t.Errorf("the upstream got %q, want the 5 framed requests only", got)
 	}
 }
 
