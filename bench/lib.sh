@@ -142,3 +142,28 @@ median() {
 		print m
 	}'
 }
+# nginx_conf DIR WORKER_CONNECTIONS MAIN_LINES HTTP_LINES: writes DIR/nginx.conf,
+# nginx in the foreground with every file of its own (pid, logs, temp paths)
+# under DIR; MAIN_LINES go before events {}, HTTP_LINES inside http {}.
+nginx_conf() {
+	local dir=$1
+	cat >"$dir/nginx.conf" <<NGX
+daemon off;
+worker_processes auto;
+pid $dir/nginx.pid;
+error_log $dir/error.log warn;
+$3
+events {
+    worker_connections $2;
+}
+http {
+    access_log $dir/access.log;
+    client_body_temp_path $dir/client_body;
+    proxy_temp_path $dir/proxy;
+    fastcgi_temp_path $dir/fastcgi;
+    uwsgi_temp_path $dir/uwsgi;
+    scgi_temp_path $dir/scgi;
+$4
+}
+NGX
+}

@@ -366,14 +366,7 @@ func dialPublic(t *testing.T, h *harness) net.Conn {
 // pipe" for 5 MB and larger bodies, where nginx's 429 arrived).
 func TestOwnRefusalsReachAClientThatSendsEverythingFirst(t *testing.T) {
 	t.Parallel()
-	up := upstream(t, func(w http.ResponseWriter, r *http.Request) { _, _ = io.Copy(io.Discard, r.Body) })
-	h, _ := startGuarded(t, up.URL, func(c *config.Config) {
-		for i := range c.Routes {
-			if c.Routes[i].Name == "media" {
-				c.Routes[i].Auth = "required"
-			}
-		}
-	})
+	h := startMediaAuthRequired(t)
 	const size = 16 << 20
 	upload := func(path string) *http.Response {
 		c := dialPublic(t, h)
@@ -410,14 +403,7 @@ func TestOwnRefusalsReachAClientThatSendsEverythingFirst(t *testing.T) {
 // leaves the connection usable for the next request.
 func TestOwnRefusalLingerSparesExpectAndKeepAlive(t *testing.T) {
 	t.Parallel()
-	up := upstream(t, func(w http.ResponseWriter, r *http.Request) { _, _ = io.Copy(io.Discard, r.Body) })
-	h, _ := startGuarded(t, up.URL, func(c *config.Config) {
-		for i := range c.Routes {
-			if c.Routes[i].Name == "media" {
-				c.Routes[i].Auth = "required"
-			}
-		}
-	})
+	h := startMediaAuthRequired(t)
 	c := dialPublic(t, h)
 	_ = c.SetDeadline(time.Now().Add(lingerTimeout / 2))
 	fmt.Fprintf(c, "POST /api/media/upload HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\nContent-Length: 16777216\r\n\r\n")
@@ -439,4 +425,19 @@ func TestOwnRefusalLingerSparesExpectAndKeepAlive(t *testing.T) {
 	if resp, err := http.ReadResponse(br, nil); err != nil || resp.StatusCode != http.StatusOK {
 		t.Fatalf("the next request on that connection: %v %v, want 200", resp, err)
 	}
+}
+
+// startMediaAuthRequired is a guarded chatguard whose media route requires
+// a token, in front of an upstream that reads every body.
+func startMediaAuthRequired(t *testing.T) *harness {
+	t.Helper()
+	up := upstream(t, func(w http.ResponseWriter, r *http.Request) { _, _ = io.Copy(io.Discard, r.Body) })
+	h, _ := startGuarded(t, up.URL, func(c *config.Config) {
+		for i := range c.Routes {
+			if c.Routes[i].Name == "media" {
+				c.Routes[i].Auth = "required"
+			}
+		}
+	})
+	return h
 }

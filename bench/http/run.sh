@@ -214,22 +214,7 @@ wait_ready chatguard "$cg_pid" "http://127.0.0.1:$cg_admin_port/readyz" "$tmp/ch
 wait_ready chatguard "$cg_pid" "$cg_url" "$tmp/chatguard.log"
 
 mkdir -p "$tmp/nginx"
-cat >"$tmp/nginx/nginx.conf" <<EOF
-daemon off;
-worker_processes auto;
-pid $tmp/nginx/nginx.pid;
-error_log $tmp/nginx/error.log warn;
-events {
-    worker_connections 4096;
-}
-http {
-    access_log $tmp/nginx/access.log;
-    client_body_temp_path $tmp/nginx/client_body;
-    proxy_temp_path $tmp/nginx/proxy;
-    fastcgi_temp_path $tmp/nginx/fastcgi;
-    uwsgi_temp_path $tmp/nginx/uwsgi;
-    scgi_temp_path $tmp/nginx/scgi;
-    keepalive_requests 1000000;
+nginx_conf "$tmp/nginx" 4096 "" "    keepalive_requests 1000000;
     upstream backend {
         server 127.0.0.1:$up_port;
         keepalive 64;
@@ -239,11 +224,9 @@ http {
         location / {
             proxy_pass http://backend;
             proxy_http_version 1.1;
-            proxy_set_header Connection "";
+            proxy_set_header Connection \"\";
         }
-    }
-}
-EOF
+    }"
 "$NGINX" -p "$tmp/nginx" -c "$tmp/nginx/nginx.conf" -e "$tmp/nginx/error.log" >"$tmp/nginx/stdout.log" 2>&1 &
 nginx_pid=$!
 started+=("$nginx_pid")

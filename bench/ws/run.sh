@@ -292,34 +292,16 @@ start_chatguard() {
 start_nginx() {
 	free_port ngx_port
 	mkdir -p "$tmp/nginx"
-	cat >"$tmp/nginx/nginx.conf" <<NGX
-daemon off;
-worker_processes auto;
-pid $tmp/nginx/nginx.pid;
-error_log $tmp/nginx/error.log warn;
-worker_rlimit_nofile 20000;
-events {
-    worker_connections 8192;
-}
-http {
-    access_log $tmp/nginx/access.log;
-    client_body_temp_path $tmp/nginx/client_body;
-    proxy_temp_path $tmp/nginx/proxy;
-    fastcgi_temp_path $tmp/nginx/fastcgi;
-    uwsgi_temp_path $tmp/nginx/uwsgi;
-    scgi_temp_path $tmp/nginx/scgi;
-    server {
+	nginx_conf "$tmp/nginx" 8192 "worker_rlimit_nofile 20000;" "    server {
         listen 127.0.0.1:$ngx_port;
         location / {
             proxy_pass http://127.0.0.1:$up_port;
             proxy_http_version 1.1;
             proxy_set_header Upgrade \$http_upgrade;
-            proxy_set_header Connection "upgrade";
+            proxy_set_header Connection \"upgrade\";
             proxy_read_timeout 1h;
         }
-    }
-}
-NGX
+    }"
 	"$NGINX" -p "$tmp/nginx" -c "$tmp/nginx/nginx.conf" -e "$tmp/nginx/error.log" >"$tmp/nginx/stdout.log" 2>&1 &
 	nginx_pid=$!
 	started+=("$nginx_pid")
