@@ -81,7 +81,8 @@ func FuzzParsePrefix(f *testing.F) {
 
 // FuzzLoadArgs: any command line (split on NUL) gives a configuration and
 // either no error, -h's ErrHelp, or problems that each say something; the
-// reading on past unknown flags never panics.
+// reading on past unknown flags never panics, and never prints a secret
+// given after a mistyped flag.
 func FuzzLoadArgs(f *testing.F) {
 	for _, seed := range []string{
 		"--upstrem\x00http://x:1\x00--max-header-count=5",
@@ -97,9 +98,16 @@ func FuzzLoadArgs(f *testing.F) {
 		if line != "" {
 			args = strings.Split(line, "\x00")
 		}
+		// Whatever comes before it, a secret after a mistyped secret flag
+		// is never printed.
+		const secret = "Zq9!secret-Value"
+		args = append(args, "--jwt-secrt", secret)
 		c, err := config.Load(config.Source{Args: args, LookupEnv: env{}.lookup, ReadFile: noFiles})
 		if c == nil {
 			t.Fatalf("Load(%q) returned a nil config", args)
+		}
+		if err != nil && strings.Contains(err.Error(), secret) {
+			t.Fatalf("Load(%q) printed the secret: %v", args, err)
 		}
 		var probs config.Problems
 		switch {
