@@ -231,14 +231,21 @@ func (v *Verifier) VerifyRequest(r *http.Request, cookie string) (Identity, erro
 // named cookie (when not empty), the token query parameter, in that order.
 func Tokens(r *http.Request, cookie string) []string {
 	var out []string
-	if h := r.Header.Get("Authorization"); len(h) > 7 && strings.EqualFold(h[:7], "bearer ") {
-		if t := strings.TrimSpace(h[7:]); t != "" {
-			out = append(out, t)
+	// Every Authorization field and every cookie of that name: the app may
+	// read another one than the first (review of QA: two headers of two
+	// users let the client pick which one chatguard counted).
+	for _, h := range r.Header.Values("Authorization") {
+		if len(h) > 7 && strings.EqualFold(h[:7], "bearer ") {
+			if t := strings.TrimSpace(h[7:]); t != "" {
+				out = append(out, t)
+			}
 		}
 	}
 	if cookie != "" {
-		if c, err := r.Cookie(cookie); err == nil && c.Value != "" {
-			out = append(out, c.Value)
+		for _, c := range r.CookiesNamed(cookie) {
+			if c.Value != "" {
+				out = append(out, c.Value)
+			}
 		}
 	}
 	if t := r.URL.Query().Get("token"); t != "" {

@@ -179,6 +179,11 @@ func TestTokens(t *testing.T) {
 	check("basic auth is no token", "", "q1")
 	r.Header.Set("Authorization", "Bearer   ")
 	check("empty bearer", "", "q1")
+	// Every Authorization field and every cookie of the name: the app may
+	// read another than the first (QA: header order picked the user).
+	r.Header["Authorization"] = []string{"Bearer h1", "Bearer h2"}
+	r.Header["Cookie"] = []string{"jwt=c1; jwt=c2", "jwt=c3"}
+	check("repeated header and cookie", "jwt", "h1", "h2", "c1", "c2", "c3", "q1")
 	if got := Tokens(httptest.NewRequest("GET", "/", nil), "jwt"); len(got) != 0 {
 		t.Fatalf("none: %q", got)
 	}
