@@ -206,8 +206,16 @@ func (s *Server) readBodyFields(r *http.Request) map[string]string {
 	out := map[string]string{}
 	switch mt {
 	case "application/json":
+		// Numbers as text: 1e400 in another field is a number to
+		// JSON.parse, and failed the whole body in Go's float64, so the
+		// login fell back to its IP's bucket (QA).
 		var doc map[string]any
-		if json.Unmarshal(buf, &doc) != nil {
+		dec := json.NewDecoder(bytes.NewReader(buf))
+		dec.UseNumber()
+		if dec.Decode(&doc) != nil {
+			return nil
+		}
+		if _, err := dec.Token(); err != io.EOF { // something after the object
 			return nil
 		}
 		for k, v := range doc {
@@ -216,16 +224,24 @@ func (s *Server) readBodyFields(r *http.Request) map[string]string {
 			}
 		}
 	case "application/x-www-form-urlencoded":
+		// A bad escape in one field (x=%zz, which qs keeps as it is)
+		// does not fail the others: ParseQuery returns every pair it
+		// could read (QA: the login fell back to its IP's bucket). The
+		// pairs it skipped still count for ambiguity below.
 		q, err := url.ParseQuery(string(buf))
+		ambiguous := map[string]bool{}
 		if err != nil {
-			return nil
+			seen := map[string]bool{}
+			for _, k := range rawFormKeys(string(buf)) {
+				ambiguous[k] = ambiguous[k] || seen[k] // given twice, once in a pair Go skipped: an array to qs
+				seen[k] = true
+			}
 		}
 		// A field given twice, or also in qs's bracket form (email[]=,
 		// email[0]=), is an array to Express, and to an ORM "any of
 		// these": keyed on its first value, email=decoy<n>&email=victim
 		// had a new bucket each guess (QA). It is no key: the request
 		// falls back to its IP's.
-		ambiguous := map[string]bool{}
 		for k, vs := range q {
 			if i := strings.IndexByte(k, '['); i > 0 {
 				ambiguous[k[:i]] = true
@@ -243,6 +259,21 @@ func (s *Server) readBodyFields(r *http.Request) map[string]string {
 		return nil
 	}
 	return out
+}
+
+// rawFormKeys lists the key of every pair of a form body, unescaped where
+// the escapes are good, as written where not.
+func rawFormKeys(body string) []string {
+	var keys []string
+	for _, pair := range strings.Split(body, "&") {
+		k, _, _ := strings.Cut(pair, "=")
+		k = strings.ReplaceAll(k, "+", " ")
+		if u, err := url.QueryUnescape(k); err == nil {
+			k = u
+		}
+		keys = append(keys, k)
+	}
+	return keys
 }
 
 // replayBody is a request body whose start was read and put back.
