@@ -187,6 +187,12 @@ func TestSocketIOPollingClientGoneCutsTheUpstreamPoll(t *testing.T) {
 		t.Errorf("the upstream's long-poll ended %v after the client left", d)
 	}
 	env.waitStats(t, [3]int{0, 0, 0})
+	// chatguard cut its own long-poll: no upstream error of anybody's
+	// (a re-check of QA found ordinary disconnects counted as client_closed).
+	time.Sleep(200 * time.Millisecond)
+	if v := metricValue(t, h, `chatguard_upstream_errors_total{code="SERVICE_UNAVAILABLE",reason="client_closed"}`); v > 0 {
+		t.Errorf("upstream errors{client_closed} = %v after a session ended", v)
+	}
 }
 
 // A client that upgraded to WebSocket while a GET was pending, then lost
