@@ -269,11 +269,7 @@ func (h *wsHub) inspectPost(sess *sioSession, w *responseWriter, r *http.Request
 		return true
 	}
 	if len(kept) == 0 {
-		// What Engine.IO answers a POST it accepted.
-		w.Header().Set("Content-Type", "text/html")
-		w.Header().Set("Content-Length", "2")
-		w.WriteHeader(http.StatusOK)
-		_, _ = w.Write([]byte("ok"))
+		writeAccepted(w)
 		return false
 	}
 	setRequestBody(r, socketio.JoinPayload(kept))
@@ -307,4 +303,12 @@ func setRequestBody(r *http.Request, body []byte) {
 	r.ContentLength = int64(len(body))
 	r.Header.Set("Content-Length", strconv.Itoa(len(body)))
 	r.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(body)), nil }
+}
+
+// writeAccepted answers a polling POST as Engine.IO answers one it accepted.
+func writeAccepted(w http.ResponseWriter) {
+	w.Header().Set("Content-Type", "text/html")
+	w.Header().Set("Content-Length", "2")
+	w.WriteHeader(http.StatusOK)
+	_, _ = w.Write([]byte("ok"))
 }

@@ -204,10 +204,7 @@ func (s *Server) upstreamFailed(w http.ResponseWriter, r *http.Request, err erro
 		info.reason = "session_closed"
 		s.log.WithFields(logrus.Fields{"requestId": info.id, logging.FieldCategory: logging.CategorySocket}).
 			WithError(err).Debug("the backend closed the polling session as the client asked")
-		w.Header().Set("Content-Type", "text/html")
-		w.Header().Set("Content-Length", "2")
-		w.WriteHeader(http.StatusOK)
-		_, _ = w.Write([]byte("ok"))
+		writeAccepted(w)
 		return
 	}
 	if e.Code == apierrors.CodePayloadTooLarge {
