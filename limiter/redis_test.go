@@ -1103,3 +1103,31 @@ func TestFailoverWatchNoticesAQuietPrimaryDying(t *testing.T) {
 		t.Errorf("events:\n%s", got)
 	}
 }
+
+// clusterFlaky is a flakyStore that says it is a Redis Cluster.
+type clusterFlaky struct{ flakyStore }
+
+func (*clusterFlaky) Cluster() bool { return true }
+
+// On a Redis Cluster a quiet store is not probed: the probe key lives on
+// one master, and that master down would send a quiet replica's every key
+// to the fallback (review); each master has a breaker of its own.
+func TestFailoverWatchDoesNotProbeAQuietCluster(t *testing.T) {
+	t.Parallel()
+	mem, _ := sessions.NewStateTable(sessions.StateOptions{MaxEntries: 100})
+	t.Cleanup(func() { mem.Close() })
+	primary := &clusterFlaky{}
+	primary.set(errors.New("CLUSTERDOWN"))
+	f, err := NewFailoverStore(FailoverOptions{Primary: primary, Fallback: NewMemoryStore(mem), Cooldown: 20 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	stop, stopped := make(chan struct{}), make(chan struct{})
+	go func() { defer close(stopped); f.Watch(stop) }()
+	time.Sleep(300 * time.Millisecond) // 15 cooldowns of quiet
+	close(stop)
+	<-stopped
+	if n := primary.probeCount(); n != 0 || f.Mode() != ModeRedis {
+		t.Errorf("%d probes of a quiet cluster, mode %s", n, f.Mode())
+	}
+}

@@ -145,9 +145,14 @@ func TestStalledPollingPostGets408(t *testing.T) {
 	env := startSIO(t, upstream(t, fake.ServeHTTP).URL, func(c *config.Config) { c.Server.BodyReadTimeout = 300 * time.Millisecond })
 	h := env.harness
 	connectPolling(t, env)
-	st, resps, _ := rawExchange(t, h, "POST "+pollPath+"&sid=p1 HTTP/1.1\r\nHost: a\r\nContent-Type: text/plain\r\nContent-Length: 100\r\n\r\n42[\"x\"")
+	st, resps, closed := rawExchange(t, h, "POST "+pollPath+"&sid=p1 HTTP/1.1\r\nHost: a\r\nContent-Type: text/plain\r\nContent-Length: 100\r\n\r\n42[\"x\"")
 	if len(st) != 1 || resps[0].StatusCode != http.StatusRequestTimeout {
 		t.Fatalf("stalled polling POST: %v", st)
+	}
+	// Nothing more is read of a body the client stopped sending: the
+	// connection closes with the 408.
+	if !closed {
+		t.Error("the connection stayed open after the 408")
 	}
 }
 
