@@ -10,12 +10,20 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/sirupsen/logrus"
 )
 
 // reloadableApp is an app on the config file file (upstream unreachable,
 // no rate-limit file), and a reload of it that returns the reload's log.
 func reloadableApp(t *testing.T, file string) (*app, func() string) {
+	t.Helper()
+	a, reload := reloadableAppWhy(t, file)
+	return a, func() string { return reload("test") }
+}
+
+// reloadableAppWhy is reloadableApp whose reload takes its reason.
+func reloadableAppWhy(t *testing.T, file string) (*app, func(why string) string) {
 	t.Helper()
 	vars := map[string]string{"CHATGUARD_UPSTREAM": "http://127.0.0.1:1", "CHATGUARD_RATE_LIMIT_FILE": ""}
 	env := environment{
@@ -27,13 +35,55 @@ func reloadableApp(t *testing.T, file string) (*app, func() string) {
 		t.Fatalf("loadConfig: exit %d", code)
 	}
 	a, _ := testApp(t, cfg)
-	return a, func() string {
+	return a, func(why string) string {
 		var out bytes.Buffer
 		l := logrus.New()
 		l.SetOutput(&out)
 		l.SetFormatter(&logrus.JSONFormatter{})
-		reloadConfig(env, a, logrus.NewEntry(l), "test")
+		reloadConfig(env, a, logrus.NewEntry(l), why)
 		return out.String()
+	}
+}
+
+// An edit that a SIGHUP applied and the file watcher then sees is one
+// reload, not two; a real change, and a file put back after a refused
+// reload (the gauge must say the running configuration is the file's), are
+// reloaded by the watcher.
+func TestWatcherSkipsAFileASIGHUPApplied(t *testing.T) {
+	t.Parallel()
+	file := t.TempDir() + "/chatguard.yaml"
+	write := func(s string) {
+		t.Helper()
+		if err := os.WriteFile(file, []byte(s), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write("rate_limit:\n  multiplier: 1\n")
+	a, reload := reloadableAppWhy(t, file)
+	count := func(result string) float64 { return testutil.ToFloat64(a.reloads.reloads.WithLabelValues(result)) }
+
+	write("rate_limit:\n  multiplier: 2\n")
+	reload("SIGHUP")
+	reload(reasonFileChanged)
+	if count("success") != 1 {
+		t.Errorf("SIGHUP then the watcher on the same edit: %v reloads, want 1", count("success"))
+	}
+	reload("SIGHUP") // asked for: always done
+	if count("success") != 2 {
+		t.Errorf("a second SIGHUP: %v reloads, want 2", count("success"))
+	}
+	write("rate_limit:\n  multiplier: 3\n")
+	reload(reasonFileChanged)
+	if count("success") != 3 {
+		t.Errorf("a real change: %v reloads, want 3", count("success"))
+	}
+	write("rate_limit:\n  multiplier: many\n")
+	reload(reasonFileChanged)
+	write("rate_limit:\n  multiplier: 3\n") // back to the running one
+	reload(reasonFileChanged)
+	if count("failure") != 1 || count("success") != 4 || testutil.ToFloat64(a.reloads.ok) != 1 {
+		t.Errorf("refused, then put back: failures %v, successes %v, last ok %v; want 1, 4, 1",
+			count("failure"), count("success"), testutil.ToFloat64(a.reloads.ok))
 	}
 }
 

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"net"
@@ -94,7 +95,7 @@ func serve(ctx context.Context, env environment) int {
 		_ = logger.Flush()
 		stopSignals()
 	}()
-	stopWatch := watchFile(ctx, cfg.File, 2*time.Second, func() { reload("the config file changed") })
+	stopWatch := watchFile(ctx, cfg.File, 2*time.Second, func() { reload(reasonFileChanged) })
 	defer stopWatch()
 	// A key rotated in its Secret (a mounted file) is a reload too.
 	stopKeyWatch := watchFile(ctx, cfg.Auth.JWTPublicKeyFile, 2*time.Second, func() { reload("the JWT public key file changed") })
@@ -118,6 +119,12 @@ type app struct {
 	reloadMu  sync.Mutex
 	reloads   *reloadMetrics
 	file      string // the --config file, if any
+	// lastFile is the sum of the config file the last reload read, and
+	// lastApplied whether that reload applied (both under reloadMu): the
+	// watcher seeing an edit a SIGHUP already applied need not reload it
+	// again.
+	lastFile    [sha256.Size]byte
+	lastApplied bool
 	// sockets receives connectedUsers evictions; set once the registry
 	// exists, before any socket does.
 	sockets atomic.Pointer[sessions.Registry]
@@ -460,15 +467,34 @@ func warnOverridden(log *logrus.Entry, cfg *config.Config) {
 	}
 }
 
+// reasonFileChanged is the reload reason of the config file's watcher.
+const reasonFileChanged = "the config file changed"
+
 // reloadConfig loads the configuration again (same flags, environment and
 // file) and hands its routes to the proxy. A configuration with problems is
 // refused: each problem is logged and the running one stays.
 func reloadConfig(env environment, a *app, log *logrus.Entry, why string) {
 	a.reloadMu.Lock() // SIGHUP and the file watcher: one reload at a time, in order
 	defer a.reloadMu.Unlock()
-	applied := false
-	defer func() { a.reloads.record(applied, time.Now()) }()
 	log = log.WithField("reason", why)
+	var data []byte
+	var readErr error
+	if a.file != "" {
+		data, readErr = config.ReadFile(a.file)
+		sum := sha256.Sum256(data)
+		if why == reasonFileChanged && readErr == nil && a.lastApplied && sum == a.lastFile {
+			// A SIGHUP already applied this very file (its edit both
+			// signalled and seen by the watcher): one reload, not two.
+			log.Debug("configuration file unchanged since the last reload")
+			return
+		}
+		a.lastFile = sum
+	}
+	applied := false
+	defer func() {
+		a.lastApplied = applied
+		a.reloads.record(applied, time.Now())
+	}()
 	src := config.Source{Args: env.args, LookupEnv: env.lookupEnv}
 	if a.file != "" {
 		// An empty file at start means the defaults; during a reload it is a
@@ -476,7 +502,7 @@ func reloadConfig(env environment, a *app, log *logrus.Entry, why string) {
 		// editor wrote first) or a mistake, and the defaults would drop every
 		// route's auth and limits at once. Whitespace and comments are as
 		// empty as zero bytes.
-		data, err := config.ReadFile(a.file)
+		err := readErr
 		if err == nil && config.IsBlank(data) {
 			log.WithField("problem", a.file+" is empty (no settings, only whitespace or comments)").Error("configuration reload refused")
 			return
