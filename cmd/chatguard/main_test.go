@@ -374,12 +374,7 @@ func TestStatsHaveTheSeedsBlocks(t *testing.T) {
 func TestConfigReload(t *testing.T) {
 	up, _, release := blockingUpstream(t)
 	defer close(release)
-	file := t.TempDir() + "/chatguard.yaml"
-	write := func(s string) {
-		if err := os.WriteFile(file, []byte(s), 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
+	file, write := configFile(t)
 	write("log:\n  flush_interval: 0s\n")
 	p := startProcess(t, up.URL, "CHATGUARD_CONFIG="+file)
 	get := func() int {

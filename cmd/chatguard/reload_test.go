@@ -22,6 +22,19 @@ func reloadableApp(t *testing.T, file string) (*app, func() string) {
 	return a, func() string { return reload("test") }
 }
 
+// configFile is a config file path in a temporary directory and a function
+// that writes it.
+func configFile(t *testing.T) (string, func(string)) {
+	t.Helper()
+	file := t.TempDir() + "/chatguard.yaml"
+	return file, func(s string) {
+		t.Helper()
+		if err := os.WriteFile(file, []byte(s), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
 // reloadableAppWhy is reloadableApp whose reload takes its reason.
 func reloadableAppWhy(t *testing.T, file string) (*app, func(why string) string) {
 	t.Helper()
@@ -51,13 +64,7 @@ func reloadableAppWhy(t *testing.T, file string) (*app, func(why string) string)
 // reloaded by the watcher.
 func TestWatcherSkipsAFileASIGHUPApplied(t *testing.T) {
 	t.Parallel()
-	file := t.TempDir() + "/chatguard.yaml"
-	write := func(s string) {
-		t.Helper()
-		if err := os.WriteFile(file, []byte(s), 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
+	file, write := configFile(t)
 	write("rate_limit:\n  multiplier: 1\n")
 	a, reload := reloadableAppWhy(t, file)
 	count := func(result string) float64 { return testutil.ToFloat64(a.reloads.reloads.WithLabelValues(result)) }
@@ -92,13 +99,7 @@ func TestWatcherSkipsAFileASIGHUPApplied(t *testing.T) {
 // route's auth and limits. The running routes stay.
 func TestReloadRefusesAnEmptiedFile(t *testing.T) {
 	t.Parallel()
-	file := t.TempDir() + "/chatguard.yaml"
-	write := func(s string) {
-		t.Helper()
-		if err := os.WriteFile(file, []byte(s), 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
+	file, write := configFile(t)
 	const limited = "routes:\n  - name: extra\n    path: /extra\n    limit: {rate: 1, period: 1m, key: [ip]}\n"
 	write(limited)
 	a, reload := reloadableApp(t, file)
