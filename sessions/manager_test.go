@@ -341,3 +341,44 @@ func TestCgroupMemoryLimit(t *testing.T) {
 		}
 	}
 }
+
+// The CPU profile being recorded is never pruned, and of an emergency's two
+// profiles it is the newer: with max_profiles 1 it is the one kept (QA: it
+// was deleted while written, and only the heap profile stayed).
+func TestWatchdogKeepsTheCPUProfileItRecords(t *testing.T) {
+	dir := t.TempDir()
+	m := NewManager(ManagerOptions{})
+	t.Cleanup(func() { m.Close() })
+	tb, err := NewManagedTable(m, "t", Options[int, int]{MaxEntries: 10000})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 1000; i++ {
+		tb.Set(i, i)
+	}
+	pdir := filepath.Join(dir, "profiles")
+	w, err := NewWatchdog(WatchdogOptions{
+		Manager: m,
+		Thresholds: Thresholds{TableWarning: 100, TableCritical: 200, HeapWarning: 0.7, HeapCritical: 0.85,
+			UsersWarning: 40000, UsersCritical: 50000},
+		ShedFraction: 0.2, Cooldown: time.Minute,
+		ProfileDir: pdir, MaxProfiles: 1, CPUProfile: 200 * time.Millisecond,
+		Registerer: prometheus.NewRegistry(), Now: newClock().Now, MemoryLimit: 1000,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.Check(Reading{TableBytes: 1000})
+	mid, _ := filepath.Glob(filepath.Join(pdir, "cpu-*.pprof"))
+	if len(mid) != 1 {
+		t.Errorf("while recording: CPU profiles %v, want the one being written", mid)
+	}
+	w.Close() // waits for the CPU profile
+	files, _ := filepath.Glob(filepath.Join(pdir, "*.pprof"))
+	if len(files) != 1 || !strings.Contains(files[0], "cpu-") {
+		t.Fatalf("profiles kept: %v, want the CPU profile alone", files)
+	}
+	if fi, err := os.Stat(files[0]); err != nil || fi.Size() == 0 {
+		t.Errorf("the CPU profile is empty: %v", err)
+	}
+}

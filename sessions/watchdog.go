@@ -110,9 +110,10 @@ type Watchdog struct {
 	ratio  *prometheus.GaugeVec
 	emerg  prometheus.Counter
 
-	mu            sync.Mutex // serialises checks and the alert file; guards closed
+	mu            sync.Mutex // serialises checks and the alert file; guards closed, recording
 	lastEmergency time.Time
 	closed        bool
+	recording     string // the CPU profile being written: never pruned
 
 	stop      chan struct{}
 	wg        sync.WaitGroup // the check loop and CPU profiles
@@ -372,6 +373,7 @@ func (w *Watchdog) writeProfiles() {
 		_ = os.Remove(cpu)
 		return
 	}
+	w.recording = filepath.Base(cpu)
 	w.wg.Add(1)
 	go func() {
 		defer w.wg.Done()
@@ -384,6 +386,7 @@ func (w *Watchdog) writeProfiles() {
 		pprof.StopCPUProfile()
 		_ = f.Close()
 		w.mu.Lock()
+		w.recording = ""
 		w.pruneProfiles()
 		w.mu.Unlock()
 	}()
@@ -400,11 +403,29 @@ func (w *Watchdog) pruneProfiles() {
 			files = append(files, e)
 		}
 	}
-	stamp := func(n string) string { return n[strings.IndexByte(n, '-')+1:] }
-	sort.Slice(files, func(i, j int) bool { return stamp(files[i].Name()) < stamp(files[j].Name()) })
-	for len(files) > w.o.MaxProfiles {
-		_ = os.Remove(filepath.Join(w.o.ProfileDir, files[0].Name()))
-		files = files[1:]
+	// Oldest first by the time in the name; of an emergency's two, the CPU
+	// profile is the newer (it ends CPUProfile later). The one being
+	// recorded is never removed (QA: with max_profiles 1, or later
+	// emergencies' heap profiles, it was deleted while written, and no CPU
+	// profile was ever kept).
+	key := func(n string) string {
+		k := n[strings.IndexByte(n, '-')+1:]
+		if strings.HasPrefix(n, "cpu-") {
+			return k + "1"
+		}
+		return k + "0"
+	}
+	sort.Slice(files, func(i, j int) bool { return key(files[i].Name()) < key(files[j].Name()) })
+	excess := len(files) - w.o.MaxProfiles
+	for _, f := range files {
+		if excess <= 0 {
+			break
+		}
+		if f.Name() == w.recording {
+			continue
+		}
+		_ = os.Remove(filepath.Join(w.o.ProfileDir, f.Name()))
+		excess--
 	}
 }
 
