@@ -40,7 +40,8 @@ type Options struct {
 	Limiter *limiter.Limiter
 	// Verifier checks users' tokens; nil means no user is identified.
 	Verifier *identity.Verifier
-	// UserRoles caches the role of each verified user; nil means no cache.
+	// UserRoles records the role of each verified user (the stats show it;
+	// nothing reads it back: every token is verified); nil means no record.
 	UserRoles *sessions.Table[string, string]
 	// Abuse blocks IPs with too many rejections; nil means none.
 	Abuse *limiter.Abuse
