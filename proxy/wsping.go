@@ -42,15 +42,11 @@ func (r *pingRelay) relay(ctx context.Context, toUpstream bool) bool {
 		return true
 	}
 	defer r.busy.Store(false)
-	client, up, err := p.hold()
+	to, err := p.holdSide(!toUpstream)
 	if err != nil {
 		return false
 	}
 	defer p.unhold()
-	to := client
-	if toUpstream {
-		to = up
-	}
 	wait, cancel := context.WithTimeout(ctx, wsPingWait)
 	defer cancel()
 	return to.Ping(wait) == nil && ctx.Err() == nil

@@ -535,17 +535,23 @@ func (p *wsPair) send(msg []byte) error {
 	return p.write(msg, true)
 }
 
+// holdSide is hold for one side's connection: the client's (toClient) or
+// the upstream's. It stays valid until unhold.
+func (p *wsPair) holdSide(toClient bool) (*websocket.Conn, error) {
+	client, up, err := p.hold()
+	if toClient {
+		return client, err
+	}
+	return up, err
+}
+
 // write sends msg to the client (toClient) or the upstream.
 func (p *wsPair) write(msg []byte, toClient bool) error {
-	client, up, err := p.hold()
+	c, err := p.holdSide(toClient)
 	if err != nil {
 		return err
 	}
 	defer p.unhold()
-	c := up
-	if toClient {
-		c = client
-	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	err = c.Write(ctx, websocket.MessageText, msg)
