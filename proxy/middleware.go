@@ -61,6 +61,9 @@ type reqInfo struct {
 	// pollClose: a polling POST that carries the client's Engine.IO close
 	// packet, which engine.io may answer by destroying the request.
 	pollClose bool
+	// internal: a request chatguard sends on a polling session's behalf
+	// (its long-poll, packets it tells the upstream), no client's.
+	internal bool
 	// onResponse, when set, sees the upstream's response first (Socket.IO
 	// polling inspection).
 	onResponse func(*http.Response)

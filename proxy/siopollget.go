@@ -116,7 +116,7 @@ func (p *upstreamPoll) finished() bool {
 // the session (see pollGet), and with it this request.
 func (h *wsHub) startPoll(sess *sioSession, r *http.Request, info *reqInfo) *upstreamPoll {
 	p := &upstreamPoll{done: make(chan struct{})}
-	own := &reqInfo{id: info.id, rt: info.rt, route: info.route, peer: info.peer, client: info.client}
+	own := &reqInfo{id: info.id, rt: info.rt, route: info.route, peer: info.peer, client: info.client, internal: true}
 	own.onResponse = func(resp *http.Response) { h.pollAnswered(sess, resp) }
 	ctx := context.WithValue(sess.pollCtx, infoKey{}, own)
 	out := r.Clone(ctx)
@@ -143,7 +143,7 @@ func (h *wsHub) tellUpstream(sess *sioSession, packets [][]byte) {
 		return
 	}
 	u := url.URL{Path: path, RawQuery: url.Values{"EIO": {"4"}, "transport": {"polling"}, "sid": {sid}}.Encode()}
-	own := &reqInfo{id: sess.reqID, rt: h.s.routing.Load(), peer: sess.ip, client: sess.ip}
+	own := &reqInfo{id: sess.reqID, rt: h.s.routing.Load(), peer: sess.ip, client: sess.ip, internal: true}
 	ctx, cancel := context.WithTimeout(context.WithValue(context.Background(), infoKey{}, own), 5*time.Second)
 	defer cancel()
 	body := socketio.JoinPayload(packets)

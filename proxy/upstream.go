@@ -210,7 +210,7 @@ func (s *Server) upstreamFailed(w http.ResponseWriter, r *http.Request, err erro
 	if e.Code == apierrors.CodePayloadTooLarge {
 		info.bodyLeft = true // the rest of the body is never read: linger
 	}
-	if _, own := w.(*recorder); own && reason == "client_closed" {
+	if info.internal && reason == "client_closed" {
 		// chatguard's own long-poll for a polling session, cut because the
 		// session ended (the client left or closed it): nobody's request
 		// failed (re-check of QA: ordinary disconnects counted here).

@@ -502,12 +502,11 @@ func reloadConfig(env environment, a *app, log *logrus.Entry, why string) {
 		// editor wrote first) or a mistake, and the defaults would drop every
 		// route's auth and limits at once. Whitespace and comments are as
 		// empty as zero bytes.
-		err := readErr
-		if err == nil && config.IsBlank(data) {
+		if readErr == nil && config.IsBlank(data) {
 			log.WithField("problem", a.file+" is empty (no settings, only whitespace or comments)").Error("configuration reload refused")
 			return
 		}
-		if err == nil {
+		if readErr == nil {
 			// Load decodes the bytes checked here, not a later version of
 			// the file that nobody checked.
 			src.ReadFile = func(name string) ([]byte, error) {
