@@ -41,6 +41,10 @@ Run "chatguard serve -h" for the flags; every flag has an environment variable
 and a YAML key, listed in the README. "chatguard inject -h" lists inject's flags.
 `
 
+// commandNames are run's commands: written after the flags, one is named
+// as a misplaced command, not as an unexpected argument.
+var commandNames = []string{"serve", "check-config", "inject", "version", "help"}
+
 // run dispatches the subcommand and returns the exit code.
 func run(ctx context.Context, env environment) int {
 	cmd, args := "serve", env.args

@@ -42,6 +42,9 @@ type Source struct {
 	ReadFile  func(string) ([]byte, error) // os.ReadFile in production
 	// Output receives -h usage text; nil means io.Discard.
 	Output io.Writer
+	// Commands are the program's command names: one of them left after
+	// the flags was written in the wrong place, and is named as such.
+	Commands []string
 }
 
 // Load builds the configuration with the precedence flags > environment >
@@ -90,7 +93,7 @@ func Load(src Source) (*Config, error) {
 		}
 	}
 	if fs.NArg() > 0 {
-		probs = append(probs, unexpectedArgs(fs.Args()))
+		probs = append(probs, unexpectedArgs(fs.Args(), src.Commands))
 	}
 
 	if *file == "" {
@@ -181,15 +184,12 @@ func looksLikeFlag(fs *flag.FlagSet, arg string) bool {
 	return fs.Lookup(name) != nil || name == "h" || name == "help"
 }
 
-// commands are chatguard's subcommands: one of them among the arguments
-// was written after the flags.
-var commands = map[string]bool{"serve": true, "check-config": true, "inject": true, "version": true, "help": true}
-
 // unexpectedArgs is the problem of arguments left after the flags. They are
 // quoted only when they read as plain words (a stray "serve"): anything
-// else may be a secret whose flag was mistyped.
-func unexpectedArgs(args []string) string {
-	if commands[args[0]] {
+// else may be a secret whose flag was mistyped. A command among them was
+// written after the flags.
+func unexpectedArgs(args, commands []string) string {
+	if slices.Contains(commands, args[0]) {
 		return fmt.Sprintf("%q is a command: it goes before the flags (chatguard %s [flags])", args[0], args[0])
 	}
 	shown := make([]string, len(args))

@@ -553,7 +553,7 @@ func TestFlagProblems(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			_, err := config.Load(config.Source{Args: tt.args, LookupEnv: env{}.lookup, ReadFile: noFiles})
+			_, err := config.Load(config.Source{Args: tt.args, LookupEnv: env{}.lookup, ReadFile: noFiles, Commands: []string{"serve", "check-config"}})
 			var probs config.Problems
 			if !errors.As(err, &probs) || len(probs) != len(tt.want) {
 				t.Fatalf("Load(%q) error = %v, want %d problems", tt.args, err, len(tt.want))
