@@ -1002,6 +1002,56 @@ func (f *flakyStore) Allow(_ context.Context, key string, l Limit) (Result, erro
 	return Result{Allowed: true, Limit: l}, nil
 }
 
+// watchFixture is a FailoverStore over primary, with a small memory
+// fallback, whose mode changes and still-failing reports it records.
+type watchFixture struct {
+	f      *FailoverStore
+	mu     sync.Mutex
+	events []string
+}
+
+func newWatchFixture(t *testing.T, primary Store, cooldown time.Duration) *watchFixture {
+	t.Helper()
+	mem, _ := sessions.NewStateTable(sessions.StateOptions{MaxEntries: 100})
+	t.Cleanup(func() { mem.Close() })
+	w := &watchFixture{}
+	f, err := NewFailoverStore(FailoverOptions{
+		Primary: primary, Fallback: NewMemoryStore(mem), Cooldown: cooldown,
+		OnModeChange:   func(from, to string, err error) { w.say(fmt.Sprintf("%s>%s: %v", from, to, err)) },
+		OnStillFailing: func(err error) { w.say("still: " + err.Error()) },
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.f = f
+	return w
+}
+
+func (w *watchFixture) say(s string) { w.mu.Lock(); w.events = append(w.events, s); w.mu.Unlock() }
+
+func (w *watchFixture) said() string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return strings.Join(w.events, "\n")
+}
+
+// watch runs Watch until the test ends.
+func (w *watchFixture) watch(t *testing.T) {
+	stop, stopped := make(chan struct{}), make(chan struct{})
+	go func() { defer close(stopped); w.f.Watch(stop) }()
+	t.Cleanup(func() { close(stop); <-stopped })
+}
+
+// waitMode waits up to 5 s for the store to be in mode.
+func (w *watchFixture) waitMode(t *testing.T, mode, what string) {
+	t.Helper()
+	for deadline := time.Now().Add(5 * time.Second); w.f.Mode() != mode; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal(what)
+		}
+	}
+}
+
 // In fallback, Watch probes the primary every cooldown: the store returns
 // to Redis when Redis does, with no rate-limited request to make the
 // probe (the mode, its gauge and its alert said fallback until one came).
@@ -1010,41 +1060,20 @@ func (f *flakyStore) Allow(_ context.Context, key string, l Limit) (Result, erro
 // not answer at start).
 func TestFailoverWatchAndTrip(t *testing.T) {
 	t.Parallel()
-	mem, _ := sessions.NewStateTable(sessions.StateOptions{MaxEntries: 100})
-	t.Cleanup(func() { mem.Close() })
 	primary := &flakyStore{}
-	var mu sync.Mutex
-	var events []string
-	say := func(s string) { mu.Lock(); events = append(events, s); mu.Unlock() }
-	f, err := NewFailoverStore(FailoverOptions{
-		Primary: primary, Fallback: NewMemoryStore(mem), Cooldown: 20 * time.Millisecond,
-		OnModeChange:   func(from, to string, err error) { say(fmt.Sprintf("%s>%s: %v", from, to, err)) },
-		OnStillFailing: func(err error) { say("still: " + err.Error()) },
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
+	w := newWatchFixture(t, primary, 20*time.Millisecond)
 	primary.set(errors.New("WRONGPASS"))
-	f.Trip(errors.New("WRONGPASS"))
-	if f.Mode() != ModeFallback {
+	w.f.Trip(errors.New("WRONGPASS"))
+	if w.f.Mode() != ModeFallback {
 		t.Fatal("Trip did not switch to fallback")
 	}
-	stop, stopped := make(chan struct{}), make(chan struct{})
-	go func() { defer close(stopped); f.Watch(stop) }()
-	defer func() { close(stop); <-stopped }()
+	w.watch(t)
 	time.Sleep(150 * time.Millisecond) // several probes, the same reason
 	primary.set(errors.New("NOPERM evalsha"))
 	time.Sleep(150 * time.Millisecond)
 	primary.set(nil)
-	for deadline := time.Now().Add(5 * time.Second); f.Mode() != ModeRedis; time.Sleep(10 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatal("the store did not return to Redis without traffic")
-		}
-	}
-	mu.Lock()
-	got := strings.Join(events, "\n")
-	mu.Unlock()
-	if got != "redis>fallback: WRONGPASS\nstill: NOPERM evalsha\nfallback>redis: <nil>" {
+	w.waitMode(t, ModeRedis, "the store did not return to Redis without traffic")
+	if got := w.said(); got != "redis>fallback: WRONGPASS\nstill: NOPERM evalsha\nfallback>redis: <nil>" {
 		t.Fatalf("events:\n%s", got)
 	}
 }
@@ -1055,29 +1084,13 @@ func TestFailoverWatchAndTrip(t *testing.T) {
 // Redis killed). A busy primary gets no probes.
 func TestFailoverWatchNoticesAQuietPrimaryDying(t *testing.T) {
 	t.Parallel()
-	mem, _ := sessions.NewStateTable(sessions.StateOptions{MaxEntries: 100})
-	t.Cleanup(func() { mem.Close() })
 	primary := &flakyStore{}
-	var mu sync.Mutex
-	var events []string
-	f, err := NewFailoverStore(FailoverOptions{
-		Primary: primary, Fallback: NewMemoryStore(mem), Cooldown: 40 * time.Millisecond,
-		OnModeChange: func(from, to string, err error) {
-			mu.Lock()
-			events = append(events, fmt.Sprintf("%s>%s: %v", from, to, err))
-			mu.Unlock()
-		},
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	stop, stopped := make(chan struct{}), make(chan struct{})
-	go func() { defer close(stopped); f.Watch(stop) }()
-	defer func() { close(stop); <-stopped }()
+	w := newWatchFixture(t, primary, 40*time.Millisecond)
+	w.watch(t)
 
 	// Busy: a decision every 5 ms, so the primary is never quiet.
 	for end := time.Now().Add(300 * time.Millisecond); time.Now().Before(end); time.Sleep(5 * time.Millisecond) {
-		if _, err := f.Allow(context.Background(), "k", Limit{Rate: 1 << 20, Period: time.Second}); err != nil {
+		if _, err := w.f.Allow(context.Background(), "k", Limit{Rate: 1 << 20, Period: time.Second}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -1086,20 +1099,10 @@ func TestFailoverWatchNoticesAQuietPrimaryDying(t *testing.T) {
 	}
 	// Quiet, then Redis dies: fallback without a single request.
 	primary.set(errors.New("dial tcp: connection refused"))
-	for deadline := time.Now().Add(5 * time.Second); f.Mode() != ModeFallback; time.Sleep(10 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatal("a quiet store never noticed its primary failing")
-		}
-	}
+	w.waitMode(t, ModeFallback, "a quiet store never noticed its primary failing")
 	primary.set(nil)
-	for deadline := time.Now().Add(5 * time.Second); f.Mode() != ModeRedis; time.Sleep(10 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatal("the store did not return to Redis")
-		}
-	}
-	mu.Lock()
-	defer mu.Unlock()
-	if got := strings.Join(events, "\n"); got != "redis>fallback: dial tcp: connection refused\nfallback>redis: <nil>" {
+	w.waitMode(t, ModeRedis, "the store did not return to Redis")
+	if got := w.said(); got != "redis>fallback: dial tcp: connection refused\nfallback>redis: <nil>" {
 		t.Errorf("events:\n%s", got)
 	}
 }
@@ -1114,20 +1117,12 @@ func (*clusterFlaky) Cluster() bool { return true }
 // to the fallback (review); each master has a breaker of its own.
 func TestFailoverWatchDoesNotProbeAQuietCluster(t *testing.T) {
 	t.Parallel()
-	mem, _ := sessions.NewStateTable(sessions.StateOptions{MaxEntries: 100})
-	t.Cleanup(func() { mem.Close() })
 	primary := &clusterFlaky{}
 	primary.set(errors.New("CLUSTERDOWN"))
-	f, err := NewFailoverStore(FailoverOptions{Primary: primary, Fallback: NewMemoryStore(mem), Cooldown: 20 * time.Millisecond})
-	if err != nil {
-		t.Fatal(err)
-	}
-	stop, stopped := make(chan struct{}), make(chan struct{})
-	go func() { defer close(stopped); f.Watch(stop) }()
+	w := newWatchFixture(t, primary, 20*time.Millisecond)
+	w.watch(t)
 	time.Sleep(300 * time.Millisecond) // 15 cooldowns of quiet
-	close(stop)
-	<-stopped
-	if n := primary.probeCount(); n != 0 || f.Mode() != ModeRedis {
-		t.Errorf("%d probes of a quiet cluster, mode %s", n, f.Mode())
+	if n := primary.probeCount(); n != 0 || w.f.Mode() != ModeRedis {
+		t.Errorf("%d probes of a quiet cluster, mode %s", n, w.f.Mode())
 	}
 }
