@@ -561,17 +561,8 @@ func TestClientGoneWhileStoreDecides(t *testing.T) {
 // key: such logins share their IP's bucket.
 func TestLoginLimitIgnoresARepeatedField(t *testing.T) {
 	t.Parallel()
-	up := upstream(t, func(w http.ResponseWriter, r *http.Request) {
-		_, _ = io.Copy(io.Discard, r.Body)
-		_, _ = io.WriteString(w, `{"token":"x"}`)
-	})
-	h, _ := startGuarded(t, up.URL, nil)
-	login := func(body string) int {
-		req, _ := http.NewRequest(http.MethodPost, h.url+"/api/auth/login", strings.NewReader(body))
-		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
-		resp, _ := h.do(req)
-		return resp.StatusCode
-	}
+	post := loginServer(t)
+	login := func(body string) int { return post(body, "application/x-www-form-urlencoded") }
 	var got []int
 	for _, body := range []string{
 		"email=decoy1%40x.com&email=victim%40x.com&password=g1",
@@ -597,17 +588,7 @@ func TestLoginLimitIgnoresARepeatedField(t *testing.T) {
 // also given in a pair Go skipped is still ambiguous.
 func TestLoginKeySurvivesFieldsGoCannotParse(t *testing.T) {
 	t.Parallel()
-	up := upstream(t, func(w http.ResponseWriter, r *http.Request) {
-		_, _ = io.Copy(io.Discard, r.Body)
-		_, _ = io.WriteString(w, `{"token":"x"}`)
-	})
-	h, _ := startGuarded(t, up.URL, nil)
-	login := func(body, ctype string) int {
-		req, _ := http.NewRequest(http.MethodPost, h.url+"/api/auth/login", strings.NewReader(body))
-		req.Header.Set("Content-Type", ctype)
-		resp, _ := h.do(req)
-		return resp.StatusCode
-	}
+	login := loginServer(t)
 	const form, js = "application/x-www-form-urlencoded", "application/json"
 	var got []int
 	for i := 0; i < 3; i++ {
@@ -628,6 +609,24 @@ func TestLoginKeySurvivesFieldsGoCannotParse(t *testing.T) {
 	}
 	if st := login("email=carol%40x.com&email=%zz", form); st != 200 {
 		t.Errorf("a field also in a pair Go skipped: %d, want 200 from the IP's bucket", st)
+	}
+}
+
+// loginServer is a guarded chatguard with the default routes in front of an
+// upstream that accepts every login; the function posts a login body with
+// its content type and returns the status.
+func loginServer(t *testing.T) func(body, ctype string) int {
+	t.Helper()
+	up := upstream(t, func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.Copy(io.Discard, r.Body)
+		_, _ = io.WriteString(w, `{"token":"x"}`)
+	})
+	h, _ := startGuarded(t, up.URL, nil)
+	return func(body, ctype string) int {
+		req, _ := http.NewRequest(http.MethodPost, h.url+"/api/auth/login", strings.NewReader(body))
+		req.Header.Set("Content-Type", ctype)
+		resp, _ := h.do(req)
+		return resp.StatusCode
 	}
 }
 
