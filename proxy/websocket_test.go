@@ -27,7 +27,9 @@ func TestWebSocketPlainRelay(t *testing.T) {
 		"Authorization":   {"Bearer opaque-token"},
 		"X-Request-Id":    {"req-ws-relay-1"},
 		"X-Forwarded-For": {"203.0.113.9"}, // from an untrusted peer: replaced
-		"User-Agent":      {""},            // present and empty: Go's client sends none
+		"X-Client-Ip":     {"203.0.113.9"}, // and the other client-address headers removed
+		"Forwarded":       {"for=203.0.113.9"},
+		"User-Agent":      {""}, // present and empty: Go's client sends none
 	}
 	c, ctx := dialWS(t, h, "/ws/echo?room=1", &websocket.DialOptions{
 		HTTPClient: &http.Client{Transport: keys}, HTTPHeader: hdr, Subprotocols: []string{"chat.v1", "chat.v2"},
@@ -42,6 +44,11 @@ func TestWebSocketPlainRelay(t *testing.T) {
 	} {
 		if got.Get(k) != want {
 			t.Errorf("upstream %s = %q, want %q", k, got.Get(k), want)
+		}
+	}
+	for _, k := range []string{"X-Client-Ip", "Forwarded"} {
+		if v, ok := got[k]; ok {
+			t.Errorf("the untrusted client's %s reached the upstream: %q", k, v)
 		}
 	}
 	if ua, ok := got["User-Agent"]; ok {
