@@ -13,6 +13,7 @@ import (
 	"runtime/debug"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -402,12 +403,13 @@ func (s *Server) finish(w *responseWriter, r *http.Request, info *reqInfo, start
 	case !w.wroteHeader:
 		status = http.StatusOK
 	}
-	elapsed := s.now().Sub(start)
+	end := s.now()
+	elapsed := end.Sub(start)
 	info.rt.observe(info.route, status, elapsed.Seconds())
 	if info.retried {
 		s.metrics.upstreamRetries.Inc()
 	}
-	s.accessLog(w, r, info, status, elapsed)
+	s.accessLog(w, r, info, status, end, elapsed)
 	if p == http.ErrAbortHandler {
 		panic(p) // let net/http abort the connection, as the proxy asked
 	}
@@ -430,7 +432,7 @@ func (s *Server) aborted(r *http.Request, info *reqInfo) {
 	s.metrics.upstreamErrors.WithLabelValues(string(e.Code), reason).Inc()
 }
 
-func (s *Server) accessLog(w *responseWriter, r *http.Request, info *reqInfo, status int, elapsed time.Duration) {
+func (s *Server) accessLog(w *responseWriter, r *http.Request, info *reqInfo, status int, end time.Time, elapsed time.Duration) {
 	lvl := logrus.InfoLevel
 	switch {
 	case status >= 500:
@@ -441,17 +443,17 @@ func (s *Server) accessLog(w *responseWriter, r *http.Request, info *reqInfo, st
 	if !s.log.IsLevelEnabled(lvl) {
 		return
 	}
-	f := logrus.Fields{
-		"requestId":           info.id,
-		logging.FieldCategory: logging.CategoryAPI,
-		"method":              r.Method,
-		"path":                redact.URI(r.URL.RequestURI()),
-		"route":               info.rt.names[info.route],
-		"status":              status,
-		"duration":            float64(elapsed.Microseconds()) / 1000,
-		"bytes":               w.bytes,
-		"remoteIp":            info.client.String(),
-	}
+	f := accessFields.Get().(logrus.Fields)
+	defer func() { clear(f); accessFields.Put(f) }()
+	f["requestId"] = info.id
+	f[logging.FieldCategory] = logging.CategoryAPI
+	f["method"] = r.Method
+	f["path"] = redact.URI(r.URL.RequestURI())
+	f["route"] = info.rt.names[info.route]
+	f["status"] = status
+	f["duration"] = float64(elapsed.Microseconds()) / 1000
+	f["bytes"] = w.bytes
+	f["remoteIp"] = info.client.String()
 	if info.code != "" {
 		f["code"] = string(info.code)
 	}
@@ -473,9 +475,15 @@ func (s *Server) accessLog(w *responseWriter, r *http.Request, info *reqInfo, st
 			f["reason"] = "shutdown" // chatguard closed it, past server.shutdown_timeout
 		}
 	}
-	// An Entry of our own map: Logger.WithFields would copy it first.
-	(&logrus.Entry{Logger: s.log, Data: f}).Log(lvl, "request completed")
+	// An Entry of our own map: Logger.WithFields would copy it first, and
+	// logrus copies it again for the hooks, so the map can be reused. The
+	// time is the one the duration ended at (logrus would read the clock).
+	(&logrus.Entry{Logger: s.log, Data: f, Time: end}).Log(lvl, "request completed")
 }
+
+// accessFields recycles the access line's field maps: one map of ten
+// entries a request was the largest allocation of the line.
+var accessFields = sync.Pool{New: func() any { return make(logrus.Fields, 16) }}
 
 // writeError sends an envelope and counts it.
 func (s *Server) writeError(w http.ResponseWriter, r *http.Request, info *reqInfo, e *apierrors.Error, source string) {

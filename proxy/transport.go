@@ -70,6 +70,12 @@ type upstreamConn struct {
 	// cancelled is set by the request's context: every deadline change must
 	// then keep the connection's deadline in the past (see setReadDeadline).
 	cancelled atomic.Bool
+
+	// raw and peek are alive's, made at the first check and kept: built
+	// afresh they were two allocations on every reuse.
+	raw     syscall.RawConn
+	peek    func(fd uintptr) bool
+	peekRes bool
 }
 
 type countingReader struct {
@@ -155,7 +161,7 @@ func (t *upstreamTransport) get(ctx context.Context, safe bool) (pc *upstreamCon
 		}
 		t.idle = t.idle[:n-1]
 		t.mu.Unlock()
-		if pc.expired(now) || !alive(pc.c) {
+		if pc.expired(now) || !pc.alive() {
 			_ = pc.c.Close()
 			continue
 		}
@@ -292,23 +298,28 @@ func (t *upstreamTransport) reap() {
 
 // alive peeks at an idle connection without blocking: nothing to read means
 // alive; end of stream (or stray data) means the upstream is done with it.
-func alive(c net.Conn) bool {
-	sc, ok := c.(syscall.Conn)
-	if !ok {
-		return true
+// Only the goroutine that took pc from the pool calls it.
+func (pc *upstreamConn) alive() bool {
+	if pc.peek == nil {
+		sc, ok := pc.c.(syscall.Conn)
+		if !ok {
+			return true
+		}
+		raw, err := sc.SyscallConn()
+		if err != nil {
+			return false
+		}
+		var buf [1]byte
+		pc.raw = raw
+		pc.peek = func(fd uintptr) bool {
+			n, _, err := syscall.Recvfrom(int(fd), buf[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
+			pc.peekRes = n < 0 && (err == syscall.EAGAIN || err == syscall.EWOULDBLOCK)
+			return true // never wait
+		}
 	}
-	raw, err := sc.SyscallConn()
-	if err != nil {
-		return false
-	}
-	ok = false
-	var buf [1]byte
-	rerr := raw.Read(func(fd uintptr) bool {
-		n, _, err := syscall.Recvfrom(int(fd), buf[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
-		ok = n < 0 && (err == syscall.EAGAIN || err == syscall.EWOULDBLOCK)
-		return true // never wait
-	})
-	return rerr == nil && ok
+	pc.peekRes = false
+	rerr := pc.raw.Read(pc.peek)
+	return rerr == nil && pc.peekRes
 }
 
 // RoundTrip sends req and returns the response; its body owns the connection.
