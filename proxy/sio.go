@@ -54,14 +54,19 @@ type sioSession struct {
 	followed   bool // polling: a request came after the handshake
 	upgraded   bool // the client finished the upgrade to WebSocket
 	killed     bool // polling: end the session once the next poll carried the notices
-	closed     bool // polling: the upstream sent the close packet
-	poll       *upstreamPoll
-	wake       chan struct{}   // a notice arrived for a waiting GET
-	pollCtx    context.Context // the life of polls sent on the session's behalf
-	pollStop   context.CancelFunc
-	over       bool
-	polled     bool // the session began on long-polling
-	overOnce   sync.Once
+	// getCut: the client's connection closed while its GET waited and a
+	// WebSocket (a probe) held the session, so the GET did not end it. If
+	// the probe ends without the upgrade and no GET came since, the client
+	// is gone (a page reload: the browser drops both).
+	getCut   bool
+	closed   bool // polling: the upstream sent the close packet
+	poll     *upstreamPoll
+	wake     chan struct{}   // a notice arrived for a waiting GET
+	pollCtx  context.Context // the life of polls sent on the session's behalf
+	pollStop context.CancelFunc
+	over     bool
+	polled   bool // the session began on long-polling
+	overOnce sync.Once
 }
 
 // sessionFor finds the session a Socket.IO request belongs to (by its sid)
@@ -147,22 +152,28 @@ func (s *sioSession) detach(p *wsPair) {
 	if mine {
 		s.pair, s.wsBusy = nil, false
 	}
-	upgraded, sid := s.upgraded, s.sid
+	upgraded, sid, gone := s.upgraded, s.sid, s.clientGoneLocked()
 	s.mu.Unlock()
 	polling := !upgraded && s.hub.followsPoll(sid)
-	if mine && !polling {
+	if mine && (!polling || gone) {
 		s.ended()
 	}
+}
+
+// clientGoneLocked: the client's last GET was cut while a probe held the
+// session, and no GET came or waits since; the caller holds s.mu.
+func (s *sioSession) clientGoneLocked() bool {
+	return s.getCut && !s.upgraded && (s.poll == nil || s.poll.waiters == 0)
 }
 
 // release frees what an unused session holds (its handshake failed).
 func (s *sioSession) release() {
 	s.mu.Lock()
-	sid := s.sid
+	sid, gone := s.sid, s.clientGoneLocked()
 	s.wsBusy = false
 	s.mu.Unlock()
 	polling := s.hub.followsPoll(sid)
-	if !polling {
+	if !polling || gone {
 		s.ended()
 	}
 }

@@ -224,6 +224,56 @@ func TestSocketIOUpgradedSessionSurvivesItsAbandonedGet(t *testing.T) {
 	}
 }
 
+// A page reload drops both the GET a polling client waits on and the
+// WebSocket it opened to probe the upgrade. With the GET cut first, the
+// probe held the session, and its end left the session open until the
+// upstream's ping timeout: 10 quick reloads filled websocket.max_sockets_per_user
+// and the user got 429 for a minute (QA, Chromium). A probe that fails while
+// the client keeps polling leaves the session going.
+func TestSocketIOProbeEndAfterCutGetEndsSession(t *testing.T) {
+	t.Parallel()
+	for _, again := range []bool{false, true} {
+		t.Run(fmt.Sprintf("polls again=%v", again), func(t *testing.T) {
+			t.Parallel()
+			fake := newFakePolling(t, 20*time.Second)
+			env := startSIO(t, upstream(t, fake.ServeHTTP).URL, nil)
+			h := env.harness
+			connectPolling(t, env)
+			leave := abandonablePoll(t, h, fake)
+			ws, wctx := dialWS(t, h, sioPath+"&sid=p1", nil)
+			if err := ws.Write(wctx, websocket.MessageText, []byte("2probe")); err != nil {
+				t.Fatal(err)
+			}
+			if _, msg, err := ws.Read(wctx); err != nil || string(msg) != "3probe" {
+				t.Fatalf("probe %q %v", msg, err)
+			}
+			env.waitStats(t, [3]int{1, 1, 0})
+			leave() // the reload cuts the GET first...
+			time.Sleep(100 * time.Millisecond)
+			if again {
+				// ...or the client is alive and polls again: its probe
+				// failing leaves it polling.
+				_ = pendingPoll(h, "&sid=p1") // answered when the test's servers close
+				time.Sleep(200 * time.Millisecond)
+			}
+			_ = ws.Close(websocket.StatusGoingAway, "") // ...then the probe
+			if again {
+				time.Sleep(500 * time.Millisecond)
+				if got := env.socketStats(); got != [3]int{1, 1, 0} {
+					t.Errorf("a client that polls again lost its socket when its probe ended: stats %v", got)
+				}
+				return
+			}
+			start := time.Now()
+			env.waitStats(t, [3]int{0, 0, 0})
+			waitFor(t, "the upstream's long-poll cut", func() bool { return fake.gets.Load() == 0 })
+			if d := time.Since(start); d > 3*time.Second {
+				t.Errorf("the session ended %v after the probe closed", d)
+			}
+		})
+	}
+}
+
 // A polling request for a session chatguard never saw the handshake of (a
 // restart, another instance) gets 400 and never reaches the upstream: it
 // used to be proxied uninspected, so after a restart an anonymous CONNECT

@@ -34,6 +34,7 @@ type upstreamPoll struct {
 func (h *wsHub) pollGet(sess *sioSession, w *responseWriter, r *http.Request, info *reqInfo) {
 	for {
 		sess.mu.Lock()
+		sess.getCut = false // the client is here
 		p := sess.poll
 		if sess.killed && len(sess.notices) == 0 {
 			// Ended by chatguard with nothing more to say (a malformed
@@ -84,7 +85,11 @@ func (h *wsHub) pollGet(sess *sioSession, w *responseWriter, r *http.Request, in
 			p.waiters--
 			// A WebSocket that holds the session (upgraded, or probing)
 			// is the client, still there: its old GET does not count.
-			left := p.waiters == 0 && sess.poll == p && !p.finished() && !sess.upgraded && !sess.wsBusy
+			alone := p.waiters == 0 && sess.poll == p && !p.finished() && !sess.upgraded
+			left := alone && !sess.wsBusy
+			// Unless the probe completes the upgrade, or the client polls
+			// again, the probe's end ends the session (see detach).
+			sess.getCut = alone && sess.wsBusy
 			sess.mu.Unlock()
 			if left {
 				// The client's connection closed while it waited, and no
