@@ -1,11 +1,13 @@
 package proxy
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"net/http/httptrace"
 	"strings"
 	"testing"
 	"time"
@@ -413,4 +415,123 @@ func TestStoppedLineCountsWhatIsLeftAtTheStop(t *testing.T) {
 		}
 	}
 	t.Error("no chatguard stopped line")
+}
+
+// While not ready, every answer closes its connection, so that a client
+// with a warm keep-alive connection (a browser) reconnects through the load
+// balancer during the drain delay instead of meeting this instance's 503
+// after it (QA, Chromium: one 503 per tab per rollout). Envoy does the same.
+func TestDrainClosesKeepAliveConnections(t *testing.T) {
+	t.Parallel()
+	up := upstream(t, func(w http.ResponseWriter, r *http.Request) { _, _ = io.WriteString(w, "ok") })
+	h := start(t, up.URL, func(c *config.Config) { c.Server.DrainDelay = 3 * time.Second })
+	get := func() (*http.Response, bool) {
+		t.Helper()
+		reused := false
+		trace := &httptrace.ClientTrace{GotConn: func(i httptrace.GotConnInfo) { reused = i.Reused }}
+		req, _ := http.NewRequestWithContext(httptrace.WithClientTrace(context.Background(), trace), http.MethodGet, h.url+"/x", nil)
+		resp, err := h.client.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		return resp, reused
+	}
+	get()
+	// Go's client moves "Connection: close" to resp.Close.
+	if resp, reused := get(); resp.Close || !reused {
+		t.Fatalf("before the drain: close %v, reused %v; want a kept connection", resp.Close, reused)
+	}
+	drained := make(chan error, 1)
+	go func() {
+		resp, err := h.client.Post(h.admin+"/drain", "", nil)
+		if err == nil {
+			resp.Body.Close()
+		}
+		drained <- err
+	}()
+	waitFor(t, "draining", h.srv.draining.Load)
+	resp, _ := get()
+	if resp.StatusCode != 200 || !resp.Close {
+		t.Errorf("during the drain delay: %d, close %v; want 200 and Connection: close", resp.StatusCode, resp.Close)
+	}
+	if resp, reused := get(); resp.StatusCode != 200 || reused {
+		t.Errorf("the next request: %d on a reused connection %v; want a new connection", resp.StatusCode, reused)
+	}
+	if err := <-drained; err != nil {
+		t.Fatal(err)
+	}
+}
+
+// An event stream never ends on its own: the drain ends it when it closes
+// the WebSockets, cleanly (the chunked body's last chunk, so EventSource
+// reconnects elsewhere), and does not wait out the shutdown timeout for it
+// (QA: the stream kept going after /drain answered, with inFlight 1).
+func TestDrainEndsEventStreams(t *testing.T) {
+	t.Parallel()
+	upstreamGone := make(chan struct{})
+	up := upstream(t, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/event-stream")
+		tick := time.NewTicker(50 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			if _, err := io.WriteString(w, "data: tick\n\n"); err != nil {
+				break
+			}
+			w.(http.Flusher).Flush()
+			select {
+			case <-tick.C:
+				continue
+			case <-r.Context().Done():
+			}
+			break
+		}
+		close(upstreamGone)
+	})
+	h := start(t, up.URL, func(c *config.Config) {
+		c.Server.DrainDelay = 200 * time.Millisecond
+		c.Server.ShutdownTimeout = 10 * time.Second
+	})
+	resp, err := h.client.Get(h.url + "/events")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if _, err := bufio.NewReader(resp.Body).ReadString('\n'); err != nil {
+		t.Fatal(err)
+	}
+	read := make(chan error, 1)
+	go func() { _, err := io.Copy(io.Discard, resp.Body); read <- err }()
+
+	began := time.Now()
+	dr, err := h.client.Post(h.admin+"/drain", "", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out struct {
+		Data DrainResult `json:"data"`
+	}
+	_ = json.NewDecoder(dr.Body).Decode(&out)
+	dr.Body.Close()
+	if took := time.Since(began); took > 3*time.Second || out.Data.InFlight != 0 || out.Data.StreamsEnded != 1 {
+		t.Errorf("drain took %v with %+v; want the stream ended and nothing in flight", took, out.Data)
+	}
+	select {
+	case err := <-read:
+		if err != nil {
+			t.Errorf("the stream ended with %v; want a clean end", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the event stream was still open after the drain")
+	}
+	select {
+	case <-upstreamGone:
+	case <-time.After(5 * time.Second):
+		t.Error("the upstream's stream was not closed")
+	}
+	waitFor(t, "access line", func() bool { return accessLine(t, h, "/events") != nil })
+	if l := accessLine(t, h, "/events"); l["status"] != float64(200) || l["reason"] != "drain" {
+		t.Errorf("access line %v: want status 200, reason drain", l)
+	}
 }

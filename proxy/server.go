@@ -78,6 +78,7 @@ type Server struct {
 	cut      atomic.Bool // set when requests past the shutdown timeout are cut
 	inFlight atomic.Int64
 
+	streams      streamSet // event streams, ended by the drain
 	connsMu      sync.Mutex
 	conns        map[*trackedConn]struct{}
 	closingConns bool // set by drain: a connection upgraded later is closed at once
@@ -320,6 +321,8 @@ type DrainResult struct {
 	InFlight int64 `json:"inFlight"`
 	// UpgradedClosed counts upgraded (WebSocket) connections closed.
 	UpgradedClosed int `json:"upgradedClosed"`
+	// StreamsEnded counts event streams (text/event-stream) ended.
+	StreamsEnded int `json:"streamsEnded"`
 }
 
 // Drain turns the server not-ready at once, keeps serving for the drain
@@ -352,16 +355,18 @@ func (s *Server) drain() {
 	closed := s.ws.closeAll(wsCtx, websocket.StatusCode(s.cfg.WebSocket.DrainCloseCode))
 	cancel()
 	closed += s.closeUpgraded()
+	streams := s.streams.endAll()
 	for s.inFlight.Load() > 0 && time.Now().Before(deadline) {
 		time.Sleep(5 * time.Millisecond)
 	}
 	s.drainResult = DrainResult{
 		Started: start, Finished: time.Now(), Deadline: deadline,
-		InFlight: s.inFlight.Load(), UpgradedClosed: closed,
+		InFlight: s.inFlight.Load(), UpgradedClosed: closed, StreamsEnded: streams,
 	}
 	log.WithFields(logrus.Fields{
 		"inFlightLeft":   s.drainResult.InFlight,
 		"upgradedClosed": closed,
+		"streamsEnded":   streams,
 		"duration":       float64(time.Since(start).Microseconds()) / 1000,
 	}).Info("drained")
 }
