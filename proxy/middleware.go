@@ -497,6 +497,7 @@ var accessFields = sync.Pool{New: func() any { return make(logrus.Fields, 16) }}
 func (s *Server) writeError(w http.ResponseWriter, r *http.Request, info *reqInfo, e *apierrors.Error, source string) {
 	info.code = e.Code
 	s.metrics.envelopes.WithLabelValues(envelopeCode(e.Code), source).Inc()
+	s.cors.grant(r, w.Header())
 	apierrors.Write(w, r, e, info.id, s.now())
 }
 

@@ -78,7 +78,8 @@ type Server struct {
 	cut      atomic.Bool // set when requests past the shutdown timeout are cut
 	inFlight atomic.Int64
 
-	streams      streamSet // event streams, ended by the drain
+	streams      streamSet   // event streams, ended by the drain
+	cors         *corsMemory // the upstream's CORS answers; nil: not repeated
 	connsMu      sync.Mutex
 	conns        map[*trackedConn]struct{}
 	closingConns bool // set by drain: a connection upgraded later is closed at once
@@ -130,6 +131,9 @@ func New(o Options) (*Server, error) {
 	}
 	if t, ok := transport.(interface{ CloseIdleConnections() }); ok {
 		s.idle = t
+	}
+	if s.cors, err = newCORSMemory(o.Config.Proxy.CORSFromUpstream); err != nil {
+		return nil, err
 	}
 	s.proxy = s.newReverseProxy(target, transport)
 	if s.ws, err = newWSHub(s, target, o.Sockets); err != nil {

@@ -269,7 +269,7 @@ func (h *wsHub) inspectPost(sess *sioSession, w *responseWriter, r *http.Request
 		return true
 	}
 	if len(kept) == 0 {
-		writeAccepted(w)
+		h.s.writeAccepted(w, r)
 		return false
 	}
 	setRequestBody(r, socketio.JoinPayload(kept))
@@ -306,7 +306,8 @@ func setRequestBody(r *http.Request, body []byte) {
 }
 
 // writeAccepted answers a polling POST as Engine.IO answers one it accepted.
-func writeAccepted(w http.ResponseWriter) {
+func (s *Server) writeAccepted(w http.ResponseWriter, r *http.Request) {
+	s.cors.grant(r, w.Header())
 	w.Header().Set("Content-Type", "text/html")
 	w.Header().Set("Content-Length", "2")
 	w.WriteHeader(http.StatusOK)

@@ -178,6 +178,7 @@ func (h *wsHub) answerPoll(sess *sioSession, w *responseWriter, r *http.Request,
 	if header == nil {
 		w.Header().Set("Content-Type", "text/plain; charset=UTF-8")
 	}
+	h.s.cors.grant(r, w.Header()) // an answer of chatguard's own, or one without the upstream's CORS headers
 	w.Header().Set("Content-Length", strconv.Itoa(len(body)))
 	w.Header().Del("Transfer-Encoding")
 	w.WriteHeader(status)

@@ -204,7 +204,7 @@ func (s *Server) upstreamFailed(w http.ResponseWriter, r *http.Request, err erro
 		info.reason = "session_closed"
 		s.log.WithFields(logrus.Fields{"requestId": info.id, logging.FieldCategory: logging.CategorySocket}).
 			WithError(err).Debug("the backend closed the polling session as the client asked")
-		writeAccepted(w)
+		s.writeAccepted(w, r)
 		return
 	}
 	if e.Code == apierrors.CodePayloadTooLarge {
@@ -276,6 +276,7 @@ func (s *Server) rewriteError(resp *http.Response) error {
 	if info.onResponse != nil {
 		info.onResponse(resp)
 	}
+	s.cors.learn(resp.Request, resp.Header)
 	ct := resp.Header.Get("Content-Type")
 	mt, _, _ := mime.ParseMediaType(ct)
 	if resp.StatusCode < 400 || mt == "text/event-stream" {

@@ -47,6 +47,7 @@ type Proxy struct {
 	MaxIdleConns          int           `yaml:"max_idle_conns"`
 	PreserveHost          bool          `yaml:"preserve_host"`
 	ErrorInspectBytes     int           `yaml:"error_inspect_bytes"`
+	CORSFromUpstream      bool          `yaml:"cors_from_upstream"`
 }
 
 // Server configures the listeners and the lifecycle.

@@ -30,6 +30,7 @@ func documented() *config.Config {
 			MaxIdleConns:          512,
 			PreserveHost:          true,
 			ErrorInspectBytes:     65536,
+			CORSFromUpstream:      true,
 		},
 		Server: config.Server{
 			ReadHeaderTimeout: 10 * time.Second,

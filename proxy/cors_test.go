@@ -1,0 +1,106 @@
+package proxy
+
+import (
+	"net/http"
+	"strings"
+	"testing"
+
+	"github.com/chatguard/chatguard/internal/config"
+)
+
+// corsApp answers like Express with cors({origin: [allowed], credentials:
+// true, exposedHeaders: ["X-Custom"]}): the grant for an allowed Origin, no
+// CORS header for any other.
+func corsApp(allowed string) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		if o := r.Header.Get("Origin"); o == allowed {
+			w.Header().Set("Access-Control-Allow-Origin", o)
+			w.Header().Set("Access-Control-Allow-Credentials", "true")
+			w.Header().Set("Access-Control-Expose-Headers", "X-Custom")
+			w.Header().Add("Vary", "Origin")
+		}
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = w.Write([]byte(`{"token":"t"}`))
+	}
+}
+
+// chatguard's own answers (here its 429) carry the CORS headers the app last
+// answered the same Origin, so that a cross-origin page can read them as it
+// reads the app's own errors (QA, Chromium: "Failed to fetch" on every 401,
+// 413 and 429 of chatguard's). An Origin the app did not allow, or never
+// saw, gets nothing, and proxy.cors_from_upstream: false turns it off.
+func TestOwnAnswersRepeatTheAppsCORSGrant(t *testing.T) {
+	t.Parallel()
+	const app, evil = "https://chat.example", "https://evil.example"
+	for _, on := range []bool{true, false} {
+		h, _ := startGuarded(t, upstream(t, corsApp(app)).URL, func(c *config.Config) { c.Proxy.CORSFromUpstream = on })
+		login := func(origin string) *http.Response {
+			t.Helper()
+			req, _ := http.NewRequest(http.MethodPost, h.url+"/api/auth/login", strings.NewReader(`{"email":"a@b.c","password":"x"}`))
+			req.Header.Set("Content-Type", "application/json")
+			req.Header.Set("Origin", origin)
+			resp, _ := h.do(req)
+			return resp
+		}
+		for i := 0; i < 3; i++ { // the login route's 3 attempts; the app grants app
+			if resp := login(app); resp.StatusCode != 200 {
+				t.Fatalf("attempt %d: %d", i+1, resp.StatusCode)
+			}
+		}
+		for _, tc := range []struct {
+			origin string
+			grant  bool
+		}{{app, on}, {evil, false}, {"https://never-seen.example", false}, {"", false}} {
+			resp := login(tc.origin)
+			if resp.StatusCode != 429 {
+				t.Fatalf("over the limit from %q: %d", tc.origin, resp.StatusCode)
+			}
+			got := resp.Header.Get("Access-Control-Allow-Origin")
+			if !tc.grant {
+				if got != "" || resp.Header.Get("Access-Control-Allow-Credentials") != "" {
+					t.Errorf("on=%v origin %q: chatguard's 429 granted %q", on, tc.origin, got)
+				}
+				continue
+			}
+			expose := resp.Header.Get("Access-Control-Expose-Headers")
+			if got != app || resp.Header.Get("Access-Control-Allow-Credentials") != "true" ||
+				!strings.Contains(expose, "X-Custom") || !strings.Contains(expose, "Retry-After") ||
+				!strings.Contains(expose, "RateLimit") || !strings.Contains(expose, "X-Request-ID") ||
+				!strings.Contains(strings.Join(resp.Header.Values("Vary"), ","), "Origin") {
+				t.Errorf("on=%v: chatguard's 429 for the app's origin has CORS headers %v", on, resp.Header)
+			}
+		}
+	}
+}
+
+// What the app last granted an Origin counts: a wildcard, then the Origin
+// itself. An answer without a grant teaches nothing (an app may grant on
+// some routes only), so a grant the app withdrew lasts until it expires.
+func TestCORSGrantFollowsTheApp(t *testing.T) {
+	t.Parallel()
+	m, err := newCORSMemory(true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req, _ := http.NewRequest(http.MethodGet, "http://x/", nil)
+	req.Header.Set("Origin", "https://a.example")
+	granted := http.Header{"Access-Control-Allow-Origin": {"*"}}
+	m.learn(req, granted)
+	h := http.Header{}
+	m.grant(req, h)
+	if h.Get("Access-Control-Allow-Origin") != "*" || h.Get("Access-Control-Allow-Credentials") != "" || h.Get("Vary") != "" {
+		t.Errorf("after a wildcard grant: %v", h)
+	}
+	m.learn(req, http.Header{"Access-Control-Allow-Origin": {"https://a.example"}})
+	h = http.Header{}
+	m.grant(req, h)
+	if h.Get("Access-Control-Allow-Origin") != "https://a.example" {
+		t.Errorf("after the app named the origin: %v", h)
+	}
+	// A header the answer already has is left alone.
+	h = http.Header{"Access-Control-Allow-Origin": {"https://other.example"}}
+	m.grant(req, h)
+	if h.Get("Access-Control-Allow-Origin") != "https://other.example" || h.Get("Access-Control-Expose-Headers") != "" {
+		t.Errorf("an answer with its own CORS headers was changed: %v", h)
+	}
+}
