@@ -16,12 +16,16 @@ import (
 // own 401 or 413 would have been readable (QA, Chromium): a token refresh
 // on 401 never ran, and a 429's Retry-After was out of reach. chatguard
 // does not know the app's CORS policy, so it repeats what the app last
-// answered the same Origin: an Origin the app never allowed gets nothing.
+// answered the same Origin on the same route: an Origin the app never
+// allowed there gets nothing. Per route, because apps grant per route
+// (a public widget route that reflects any Origin must not open the login
+// route's answers: review).
 
-// corsTTL and corsOrigins bound what is remembered: an hour, 1,024 origins.
+// corsTTL and corsGrants bound what is remembered: an hour, 4,096 grants
+// (route and Origin).
 const (
-	corsTTL     = time.Hour
-	corsOrigins = 1024
+	corsTTL    = time.Hour
+	corsGrants = 4096
 )
 
 // corsExposed are chatguard's own headers a page needs on its answers.
@@ -45,7 +49,7 @@ func newCORSMemory(on bool) (*corsMemory, error) {
 		return nil, nil
 	}
 	t, err := sessions.NewTable(sessions.Options[string, corsGrant]{
-		MaxEntries: corsOrigins,
+		MaxEntries: corsGrants,
 		TTL:        corsTTL,
 		Size:       func(k string, g corsGrant) int { return len(k) + len(g.allowOrigin) + len(g.expose) },
 	})
@@ -55,13 +59,27 @@ func newCORSMemory(on bool) (*corsMemory, error) {
 	return &corsMemory{grants: t}, nil
 }
 
+// corsKey is what a grant is remembered by: r's route and Origin; "" when
+// r has no Origin (or an implausibly long one).
+func corsKey(r *http.Request) (key, origin string) {
+	origin = r.Header.Get("Origin")
+	if origin == "" || len(origin) > 256 {
+		return "", ""
+	}
+	route := ""
+	if info := infoFrom(r.Context()); info.rt != nil {
+		route = info.rt.names[info.route]
+	}
+	return route + "\x00" + origin, origin
+}
+
 // learn records what the upstream answered a request with an Origin.
 func (m *corsMemory) learn(r *http.Request, h http.Header) {
 	if m == nil {
 		return
 	}
-	origin := r.Header.Get("Origin")
-	if origin == "" || len(origin) > 256 {
+	key, origin := corsKey(r)
+	if key == "" {
 		return
 	}
 	allow := h.Get("Access-Control-Allow-Origin")
@@ -73,24 +91,25 @@ func (m *corsMemory) learn(r *http.Request, h http.Header) {
 		credentials: allow != "*" && strings.EqualFold(h.Get("Access-Control-Allow-Credentials"), "true"),
 		expose:      strings.Join(h.Values("Access-Control-Expose-Headers"), ", "),
 	}
-	if old, ok := m.grants.Get(origin); ok && old == g {
-		m.grants.Touch(origin)
+	if old, ok := m.grants.Get(key); ok && old == g {
+		m.grants.Touch(key)
 		return
 	}
-	m.grants.Set(origin, g)
+	m.grants.Set(key, g)
 }
 
-// grant adds to h (an answer chatguard makes itself for r) the CORS
-// headers the upstream last answered r's Origin, unless h has its own.
+// grant adds to h, an answer chatguard makes itself for r (never one of
+// the upstream's: the app's decision stands there), the CORS headers the
+// upstream last answered r's Origin on r's route, unless h has its own.
 func (m *corsMemory) grant(r *http.Request, h http.Header) {
 	if m == nil || r == nil || h.Get("Access-Control-Allow-Origin") != "" {
 		return
 	}
-	origin := r.Header.Get("Origin")
-	if origin == "" {
+	key, _ := corsKey(r)
+	if key == "" {
 		return
 	}
-	g, ok := m.grants.Get(origin)
+	g, ok := m.grants.Get(key)
 	if !ok {
 		return
 	}
@@ -103,7 +122,19 @@ func (m *corsMemory) grant(r *http.Request, h http.Header) {
 		expose = g.expose + ", " + corsExposed
 	}
 	h.Set("Access-Control-Expose-Headers", expose)
-	if g.allowOrigin != "*" {
+	if g.allowOrigin != "*" && !hasToken(h.Values("Vary"), "Origin") {
 		h.Add("Vary", "Origin")
 	}
+}
+
+// hasToken reports whether the comma-separated values hold tok (any case).
+func hasToken(values []string, tok string) bool {
+	for _, v := range values {
+		for _, t := range strings.Split(v, ",") {
+			if strings.EqualFold(strings.TrimSpace(t), tok) {
+				return true
+			}
+		}
+	}
+	return false
 }

@@ -10,10 +10,11 @@ import (
 
 // corsApp answers like Express with cors({origin: [allowed], credentials:
 // true, exposedHeaders: ["X-Custom"]}): the grant for an allowed Origin, no
-// CORS header for any other.
+// CORS header for any other; except under /public/, a widget route that
+// reflects any Origin (cors({origin: true})).
 func corsApp(allowed string) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		if o := r.Header.Get("Origin"); o == allowed {
+		if o := r.Header.Get("Origin"); o == allowed || o != "" && strings.HasPrefix(r.URL.Path, "/public/") {
 			w.Header().Set("Access-Control-Allow-Origin", o)
 			w.Header().Set("Access-Control-Allow-Credentials", "true")
 			w.Header().Set("Access-Control-Expose-Headers", "X-Custom")
@@ -28,7 +29,8 @@ func corsApp(allowed string) http.HandlerFunc {
 // answered the same Origin, so that a cross-origin page can read them as it
 // reads the app's own errors (QA, Chromium: "Failed to fetch" on every 401,
 // 413 and 429 of chatguard's). An Origin the app did not allow, or never
-// saw, gets nothing, and proxy.cors_from_upstream: false turns it off.
+// saw, gets nothing — nor one it granted on another route only — and
+// proxy.cors_from_upstream: false turns it off.
 func TestOwnAnswersRepeatTheAppsCORSGrant(t *testing.T) {
 	t.Parallel()
 	const app, evil = "https://chat.example", "https://evil.example"
@@ -41,6 +43,13 @@ func TestOwnAnswersRepeatTheAppsCORSGrant(t *testing.T) {
 			req.Header.Set("Origin", origin)
 			resp, _ := h.do(req)
 			return resp
+		}
+		// Anyone can have the widget route reflect their Origin (review: a
+		// grant learned there opened the login route's answers).
+		req, _ := http.NewRequest(http.MethodGet, h.url+"/public/widget", nil)
+		req.Header.Set("Origin", evil)
+		if resp, _ := h.do(req); resp.Header.Get("Access-Control-Allow-Origin") != evil {
+			t.Fatalf("the widget route did not reflect the Origin: %v", resp.Header)
 		}
 		for i := 0; i < 3; i++ { // the login route's 3 attempts; the app grants app
 			if resp := login(app); resp.StatusCode != 200 {
@@ -85,8 +94,15 @@ func TestCORSGrantFollowsTheApp(t *testing.T) {
 	req, _ := http.NewRequest(http.MethodGet, "http://x/", nil)
 	req.Header.Set("Origin", "https://a.example")
 	granted := http.Header{"Access-Control-Allow-Origin": {"*"}}
+	// An answer the app already marked Vary: Origin does not get it twice.
+	m.learn(req, http.Header{"Access-Control-Allow-Origin": {"https://a.example"}})
+	h := http.Header{"Vary": {"Accept-Encoding, origin"}}
+	m.grant(req, h)
+	if v := h.Values("Vary"); len(v) != 1 {
+		t.Errorf("Vary %q", v)
+	}
 	m.learn(req, granted)
-	h := http.Header{}
+	h = http.Header{}
 	m.grant(req, h)
 	if h.Get("Access-Control-Allow-Origin") != "*" || h.Get("Access-Control-Allow-Credentials") != "" || h.Get("Vary") != "" {
 		t.Errorf("after a wildcard grant: %v", h)

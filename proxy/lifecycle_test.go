@@ -530,6 +530,19 @@ func TestDrainEndsEventStreams(t *testing.T) {
 	case <-time.After(5 * time.Second):
 		t.Error("the upstream's stream was not closed")
 	}
+	// The stream's connection closed after it (its head went out before the
+	// drain, without Connection: close): EventSource's reconnect must go
+	// through the load balancer, not meet this instance's 503 on it and
+	// give up for good (review).
+	reused := false
+	trace := &httptrace.ClientTrace{GotConn: func(i httptrace.GotConnInfo) { reused = i.Reused }}
+	req, _ := http.NewRequestWithContext(httptrace.WithClientTrace(context.Background(), trace), http.MethodGet, h.url+"/events", nil)
+	if again, err := h.client.Do(req); err == nil {
+		again.Body.Close()
+		if reused {
+			t.Errorf("the reconnect went on the ended stream's connection and got %d", again.StatusCode)
+		}
+	}
 	waitFor(t, "access line", func() bool { return accessLine(t, h, "/events") != nil })
 	if l := accessLine(t, h, "/events"); l["status"] != float64(200) || l["reason"] != "drain" {
 		t.Errorf("access line %v: want status 200, reason drain", l)

@@ -93,14 +93,6 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	ids := [...]string{info.id, info.id} // one allocation for both headers' values
 	r.Header[requestid.Header] = ids[0:1:1]
 	w.Header()[requestid.Header] = ids[1:2:2]
-	if s.draining.Load() && !isWebSocketUpgrade(r) {
-		// Not ready: each answer closes its connection, so that a client
-		// with a warm keep-alive connection (a browser) opens its next one
-		// through the load balancer, to a ready instance, instead of
-		// meeting this one's 503 once the drain delay is over (Envoy's drain
-		// does the same).
-		w.Header()["Connection"] = []string{"close"}
-	}
 
 	rw := &responseWriter{ResponseWriter: w, onHijack: s.trackConn, requestID: info.id, head: r.Method == http.MethodHead, http10: !r.ProtoAtLeast(1, 1),
 		sendTimeout: s.cfg.Server.SendTimeout}

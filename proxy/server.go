@@ -78,8 +78,9 @@ type Server struct {
 	cut      atomic.Bool // set when requests past the shutdown timeout are cut
 	inFlight atomic.Int64
 
-	streams      streamSet   // event streams, ended by the drain
-	cors         *corsMemory // the upstream's CORS answers; nil: not repeated
+	pub          atomic.Pointer[http.Server] // the public listener's server, once Serve runs
+	streams      streamSet                   // event streams, ended by the drain
+	cors         *corsMemory                 // the upstream's CORS answers; nil: not repeated
 	connsMu      sync.Mutex
 	conns        map[*trackedConn]struct{}
 	closingConns bool // set by drain: a connection upgraded later is closed at once
@@ -254,6 +255,7 @@ func (s *Server) Serve(ctx context.Context, public, admin net.Listener) error {
 		MaxHeaderBytes:    64 << 10,
 		ErrorLog:          errLog,
 	}
+	s.pub.Store(pub)
 	s.ws.start()
 	defer s.ws.stop()
 	errc := make(chan error, 2)
@@ -349,6 +351,16 @@ func (s *Server) drain() {
 	start := time.Now()
 	s.draining.Store(true)
 	s.setReady(false)
+	if pub := s.pub.Load(); pub != nil {
+		// Not ready: idle keep-alive connections close now and every
+		// answer closes its own (net/http writes Connection: close on those
+		// whose head is still to go, and closes after an event stream the
+		// drain ends too), so that a client with a warm connection — a
+		// browser tab — opens its next one through the load balancer, to a
+		// ready instance, instead of meeting this one's 503 after the drain
+		// delay (QA, Chromium; Envoy's drain does the same).
+		pub.SetKeepAlivesEnabled(false)
+	}
 	log := s.log.WithField(logging.FieldCategory, logging.CategorySystem)
 	log.WithField("drainDelay", s.cfg.Server.DrainDelay.String()).Info("draining: not ready; still serving during the drain delay")
 	time.Sleep(s.cfg.Server.DrainDelay)

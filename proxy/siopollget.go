@@ -175,10 +175,10 @@ func (h *wsHub) answerPoll(sess *sioSession, w *responseWriter, r *http.Request,
 	for k, v := range header {
 		w.Header()[k] = v
 	}
-	if header == nil {
+	if header == nil { // chatguard's own answer
 		w.Header().Set("Content-Type", "text/plain; charset=UTF-8")
+		h.s.cors.grant(r, w.Header())
 	}
-	h.s.cors.grant(r, w.Header()) // an answer of chatguard's own, or one without the upstream's CORS headers
 	w.Header().Set("Content-Length", strconv.Itoa(len(body)))
 	w.Header().Del("Transfer-Encoding")
 	w.WriteHeader(status)

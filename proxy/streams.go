@@ -11,9 +11,9 @@ import (
 // running on an instance that was no longer ready (QA: an EventSource kept
 // streaming after POST /drain answered). They end with the WebSockets,
 // once the drain delay is over: cleanly, with the chunked response's last
-// chunk, so the EventSource reconnects (through the load balancer, since
-// the answer also closes its connection) as a WebSocket client does after
-// its close 1001.
+// chunk, then the connection closes (keep-alives are off from the drain's
+// start), so the EventSource reconnects through the load balancer as a
+// WebSocket client does after its close 1001.
 
 // streamSet holds the event streams being relayed.
 type streamSet struct {

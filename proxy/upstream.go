@@ -285,7 +285,7 @@ func (s *Server) rewriteError(resp *http.Response) error {
 			idle = 0 // a stream may be quiet for long: its own heartbeats decide
 		}
 		watchBody(resp, info, idle)
-		if mt == "text/event-stream" && resp.StatusCode < 300 {
+		if mt == "text/event-stream" {
 			resp.Body = s.streams.add(resp.Body, info)
 		}
 		return nil
