@@ -31,14 +31,14 @@ const (
 // corsExposed are chatguard's own headers a page needs on its answers.
 const corsExposed = "Retry-After, RateLimit, RateLimit-Policy, X-Request-ID"
 
-// corsGrant is what the upstream last answered an Origin.
+// corsGrant is what the upstream last answered an Origin on a route.
 type corsGrant struct {
 	allowOrigin string // the Origin itself, or "*"
 	credentials bool
 	expose      string
 }
 
-// corsMemory remembers the upstream's CORS answers by Origin; nil when
+// corsMemory remembers the upstream's CORS answers by route and Origin; nil when
 // proxy.cors_from_upstream is off.
 type corsMemory struct {
 	grants *sessions.Table[string, corsGrant]
@@ -60,7 +60,10 @@ func newCORSMemory(on bool) (*corsMemory, error) {
 }
 
 // corsKey is what a grant is remembered by: r's route and Origin; "" when
-// r has no Origin (or an implausibly long one).
+// r has no Origin (or an implausibly long one). A preflight counts for the
+// route of the request it asks about (Access-Control-Request-Method): the
+// login route takes POST only, and its preflight would otherwise teach the
+// route every other path falls in.
 func corsKey(r *http.Request) (key, origin string) {
 	origin = r.Header.Get("Origin")
 	if origin == "" || len(origin) > 256 {
@@ -68,7 +71,11 @@ func corsKey(r *http.Request) (key, origin string) {
 	}
 	route := ""
 	if info := infoFrom(r.Context()); info.rt != nil {
-		route = info.rt.names[info.route]
+		i := info.route
+		if info.preflightRoute > 0 {
+			i = info.preflightRoute - 1
+		}
+		route = info.rt.names[i]
 	}
 	return route + "\x00" + origin, origin
 }

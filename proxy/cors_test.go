@@ -120,3 +120,26 @@ func TestCORSGrantFollowsTheApp(t *testing.T) {
 		t.Errorf("an answer with its own CORS headers was changed: %v", h)
 	}
 }
+
+// A preflight teaches the route of the request it asks about: the login
+// route takes POST only, and the first POST chatguard refuses (here its 413)
+// comes before any POST reached the app.
+func TestPreflightTeachesTheRouteItAsksAbout(t *testing.T) {
+	t.Parallel()
+	const app = "https://chat.example"
+	h, _ := startGuarded(t, upstream(t, corsApp(app)).URL, func(c *config.Config) { c.Server.MaxBodyBytes = 64 })
+	pre, _ := http.NewRequest(http.MethodOptions, h.url+"/api/auth/login", nil)
+	pre.Header.Set("Origin", app)
+	pre.Header.Set("Access-Control-Request-Method", "POST")
+	pre.Header.Set("Access-Control-Request-Headers", "content-type")
+	if resp, _ := h.do(pre); resp.Header.Get("Access-Control-Allow-Origin") != app {
+		t.Fatalf("preflight: %d %v", resp.StatusCode, resp.Header)
+	}
+	req, _ := http.NewRequest(http.MethodPost, h.url+"/api/auth/login", strings.NewReader(`{"email":"a@b.c","password":"`+strings.Repeat("x", 200)+`"}`))
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Origin", app)
+	resp, _ := h.do(req)
+	if resp.StatusCode != 413 || resp.Header.Get("Access-Control-Allow-Origin") != app {
+		t.Errorf("chatguard's first answer on the login route after its preflight: %d, CORS %v", resp.StatusCode, resp.Header)
+	}
+}

@@ -30,11 +30,14 @@ const StatsPath = "/api/internal/stats"
 
 // reqInfo follows a request through the middleware, the proxy and the log line.
 type reqInfo struct {
-	id     string
-	rt     *routing // the routing the request started with
-	route  int
-	peer   netip.Addr
-	client netip.Addr
+	id    string
+	rt    *routing // the routing the request started with
+	route int
+	// preflightRoute, for a CORS preflight, is 1 + the route of the request
+	// it asks about (see corsKey); 0 otherwise.
+	preflightRoute int
+	peer           netip.Addr
+	client         netip.Addr
 	// set on the way back
 	upstreamStatus int
 	code           apierrors.Code
@@ -89,6 +92,11 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	info.client = s.trust.clientIP(r, info.peer)
 	info.rt = s.routing.Load()
 	info.route = info.rt.table.match(r.Method, r.URL.Path)
+	if r.Method == http.MethodOptions {
+		if m := r.Header.Get("Access-Control-Request-Method"); m != "" {
+			info.preflightRoute = 1 + info.rt.table.match(m, r.URL.Path)
+		}
+	}
 	_, info.clientID = r.Header[requestid.Header]
 	ids := [...]string{info.id, info.id} // one allocation for both headers' values
 	r.Header[requestid.Header] = ids[0:1:1]
