@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -445,4 +446,49 @@ func startMediaAuthRequired(t *testing.T) *harness {
 		}
 	})
 	return h
+}
+
+// After chatguard's own 401 on a request with a small body, the next
+// request on the same keep-alive connection is served. net/http reads and
+// closes a small unread body when the answer's head goes out; the linger
+// then read a closed body, took it for an unfinished one and set the
+// connection's read deadline in the past, under net/http's background read
+// of the next request: now and then that read failed first, the next
+// request's context was cancelled (499 client_closed, no upstream) and the
+// connection reset (QA soak: 163 of 130,457 requests; 1 % of 401-then-GET
+// pairs).
+func TestOwnRefusalKeepsTheConnectionForTheNextRequest(t *testing.T) {
+	t.Parallel()
+	h := startMediaAuthRequired(t)
+	c := dialPublic(t, h)
+	br := bufio.NewReader(c)
+	const body = `{"name":"x"}`
+	for i := 0; i < 1000; i++ { // it failed in 1 % of rounds
+		_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+		if _, err := io.WriteString(c, "POST /api/media/upload HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: "+
+			strconv.Itoa(len(body))+"\r\n\r\n"+body); err != nil {
+			t.Fatalf("round %d: %v", i, err)
+		}
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			t.Fatalf("round %d, the 401: %v", i, err)
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 401 || resp.Close {
+			t.Fatalf("round %d: %d, close %v; want 401 on a kept connection", i, resp.StatusCode, resp.Close)
+		}
+		if _, err := io.WriteString(c, "GET /api/other HTTP/1.1\r\nHost: x\r\n\r\n"); err != nil {
+			t.Fatalf("round %d: %v", i, err)
+		}
+		resp, err = http.ReadResponse(br, nil)
+		if err != nil {
+			t.Fatalf("round %d, the request after the 401: %v", i, err)
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 {
+			t.Fatalf("round %d, the request after the 401: %d", i, resp.StatusCode)
+		}
+	}
 }
