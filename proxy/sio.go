@@ -374,7 +374,13 @@ func (s *sioSession) connect(pkt socketio.Packet) verdict {
 		if err := s.adm.SetUser(id.User); err != nil {
 			e := socketLimitError(err)
 			h.metrics.rejections.WithLabelValues("connect", "rate_limited").Inc()
-			return s.connectError(pkt, e)
+			h.s.log.WithFields(logrus.Fields{
+				"requestId": s.reqID, logging.FieldCategory: logging.CategorySocket, "code": string(e.Code),
+				"namespace": pkt.Namespace, "policy": e.Details["policy"],
+			}).Warn("socket.io connect refused: too many open sockets")
+			v := s.connectError(pkt, e)
+			v.why = "socket_limit" // not an auth failure (QA: counted as one, and not logged)
+			return v
 		}
 	}
 	if id.User != "" && h.s.userRoles != nil {
@@ -577,7 +583,11 @@ func (s *sioSession) deliver(v verdict) {
 	}
 	if v.kill {
 		why, text := "auth", "connection refused"
-		if v.why != "" {
+		switch v.why {
+		case "":
+		case "socket_limit":
+			why, text = v.why, "too many open sockets"
+		default:
 			why, text = v.why, v.why+" packet"
 		}
 		s.hub.background(func() { p.end(sideChatguard, websocket.StatusPolicyViolation, text, why) })

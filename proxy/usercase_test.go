@@ -127,6 +127,15 @@ func TestSocketIOUserKeyEmailCaseSocketCap(t *testing.T) {
 	if _, err := cl.until(); websocket.CloseStatus(err) != websocket.StatusPolicyViolation {
 		t.Fatalf("after the refused CONNECT: %v, want close 1008", err)
 	}
+	// A socket cap, not an auth failure, and logged (QA soak: counted as
+	// reason "auth", and no log line said why).
+	waitMetric(t, env.harness, `chatguard_websocket_forced_disconnects_total{reason="socket_limit"}`, 1)
+	if v := metricValue(t, env.harness, `chatguard_websocket_forced_disconnects_total{reason="auth"}`); v != 0 {
+		t.Errorf("forced disconnects{auth} = %v after a socket-cap refusal", v)
+	}
+	if !strings.Contains(env.harness.logs.String(), "socket.io connect refused: too many open sockets") {
+		t.Error("no log line for the socket-cap refusal")
+	}
 
 	tok := userToken(t, "BOB@example.COM", time.Now().Add(time.Hour))
 	resp, body := upgradeRequest(t, env.harness, sioPath+"&token="+tok)

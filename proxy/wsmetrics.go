@@ -128,7 +128,7 @@ func newWSMetrics(reg prometheus.Registerer, pollSessions, readers func() float6
 	for _, o := range []string{outcomeAccepted, outcomeUpstreamFailed, outcomeUpstreamRefuse, outcomeOrigin, outcomeLimited, outcomeDraining, outcomeHandshake} {
 		m.outcomes.WithLabelValues(o)
 	}
-	for _, r := range []string{"expired", "capacity", "emergency", "admin", "drain", "idle", "auth", "write_stalled", "malformed", "ip_blocked"} {
+	for _, r := range []string{"expired", "capacity", "emergency", "admin", "drain", "idle", "auth", "socket_limit", "write_stalled", "malformed", "ip_blocked"} {
 		m.forced.WithLabelValues(r)
 	}
 	for _, side := range []string{sideClient, sideUpstream, sideChatguard} {
