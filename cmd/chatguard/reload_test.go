@@ -92,6 +92,17 @@ func TestWatcherSkipsAFileASIGHUPApplied(t *testing.T) {
 		t.Errorf("refused, then put back: failures %v, successes %v, last ok %v; want 1, 4, 1",
 			count("failure"), count("success"), testutil.ToFloat64(a.reloads.ok))
 	}
+	// A broken edit and a SIGHUP: one refusal, not two (QA soak).
+	write("rate_limit:\n  multiplier: lots\n")
+	reload("SIGHUP")
+	reload(reasonFileChanged)
+	if count("failure") != 2 {
+		t.Errorf("a broken edit, SIGHUP then the watcher: %v failures, want 2", count("failure"))
+	}
+	reload("SIGHUP") // asked for: always done
+	if count("failure") != 3 {
+		t.Errorf("a second SIGHUP on the broken file: %v failures, want 3", count("failure"))
+	}
 }
 
 // A reload refuses a file without settings — zero bytes, blank lines, only

@@ -119,12 +119,14 @@ type app struct {
 	reloadMu  sync.Mutex
 	reloads   *reloadMetrics
 	file      string // the --config file, if any
-	// lastFile is the sum of the config file the last reload read, and
-	// lastApplied whether that reload applied (both under reloadMu): the
-	// watcher seeing an edit a SIGHUP already applied need not reload it
-	// again.
+	// lastFile is the sum of the config file the last reload read,
+	// lastApplied whether that reload applied, and lastAsked whether it was
+	// asked for (a SIGHUP) rather than the watcher's (all under reloadMu):
+	// the watcher seeing an edit a SIGHUP already reloaded — applied or
+	// refused — need not reload it again.
 	lastFile    [sha256.Size]byte
 	lastApplied bool
+	lastAsked   bool
 	// sockets receives connectedUsers evictions; set once the registry
 	// exists, before any socket does.
 	sockets atomic.Pointer[sessions.Registry]
@@ -482,14 +484,17 @@ func reloadConfig(env environment, a *app, log *logrus.Entry, why string) {
 	if a.file != "" {
 		data, readErr = config.ReadFile(a.file)
 		sum := sha256.Sum256(data)
-		if why == reasonFileChanged && readErr == nil && a.lastApplied && sum == a.lastFile {
-			// A SIGHUP already applied this very file (its edit both
-			// signalled and seen by the watcher): one reload, not two.
+		if why == reasonFileChanged && readErr == nil && sum == a.lastFile && (a.lastApplied || a.lastAsked) {
+			// A SIGHUP already reloaded this very file (its edit both
+			// signalled and seen by the watcher): one reload, not two, and
+			// a refused file one failure, not two (QA soak). A file refused
+			// by the watcher itself is reloaded when it changes again.
 			log.Debug("configuration file unchanged since the last reload")
 			return
 		}
 		a.lastFile = sum
 	}
+	a.lastAsked = why != reasonFileChanged
 	applied := false
 	defer func() {
 		a.lastApplied = applied
