@@ -19,7 +19,7 @@ type Abuse struct {
 	warning, critical int64
 	blockFor          time.Duration
 	now               func() time.Time
-	onAlert           func(group netip.Prefix, rejections int64, severity string)
+	onAlert           func(group netip.Prefix, rejections int64, severity, requestID string)
 	alerts            *prometheus.CounterVec
 	blocks            prometheus.Counter
 }
@@ -30,8 +30,10 @@ type AbuseOptions struct {
 	Warning, Critical int
 	BlockFor          time.Duration
 	// OnAlert is told of each alert (severity WARNING or CRITICAL) with the
-	// client's group (AddrGroup: what is counted and blocked); nil = nothing.
-	OnAlert    func(group netip.Prefix, rejections int64, severity string)
+	// client's group (AddrGroup: what is counted and blocked) and the id of
+	// the request (or socket) whose rejection crossed the level; nil =
+	// nothing.
+	OnAlert    func(group netip.Prefix, rejections int64, severity, requestID string)
 	Registerer prometheus.Registerer
 	Now        func() time.Time
 }
@@ -100,8 +102,9 @@ func (a *Abuse) Unblock(ip netip.Addr) (string, bool) {
 	return ipKey(ip), true
 }
 
-// Rejected counts one rejection of ip.
-func (a *Abuse) Rejected(ip netip.Addr) {
+// Rejected counts one rejection of ip, made for the request (or socket)
+// requestID.
+func (a *Abuse) Rejected(ip netip.Addr, requestID string) {
 	var n int64
 	a.t.Update(abuseKey(ip), func(now, old int64, ok bool) (int64, int64, bool) {
 		n = old + 1
@@ -113,18 +116,18 @@ func (a *Abuse) Rejected(ip netip.Addr) {
 	_, blocked := a.Blocked(ip)
 	switch {
 	case n == a.warning:
-		a.alert(ip, n, "WARNING")
+		a.alert(ip, n, "WARNING", requestID)
 	case n >= a.critical && !blocked: // again, when a block ends within the hour
 		until := a.now().Add(a.blockFor).UnixNano()
 		a.t.SetTTL(blockedKey(ip), until, a.blockFor)
 		a.blocks.Inc()
-		a.alert(ip, n, "CRITICAL")
+		a.alert(ip, n, "CRITICAL", requestID)
 	}
 }
 
-func (a *Abuse) alert(ip netip.Addr, n int64, severity string) {
+func (a *Abuse) alert(ip netip.Addr, n int64, severity, requestID string) {
 	a.alerts.WithLabelValues(severity).Inc()
 	if a.onAlert != nil {
-		a.onAlert(AddrGroup(ip), n, severity)
+		a.onAlert(AddrGroup(ip), n, severity, requestID)
 	}
 }

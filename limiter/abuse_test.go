@@ -36,18 +36,18 @@ func TestAbuseWarnsThenBlocks(t *testing.T) {
 	t.Cleanup(func() { tb.Close() })
 	var alerts []string
 	a, err := NewAbuse(AbuseOptions{Table: tb, Warning: 2, Critical: 4, BlockFor: time.Hour, Now: clk.Now,
-		OnAlert: func(g netip.Prefix, n int64, sev string) { alerts = append(alerts, GroupString(g)+":"+sev) }})
+		OnAlert: func(g netip.Prefix, n int64, sev, _ string) { alerts = append(alerts, GroupString(g)+":"+sev) }})
 	if err != nil {
 		t.Fatal(err)
 	}
 	ip := netip.MustParseAddr("203.0.113.9")
 	for i := 0; i < 3; i++ {
-		a.Rejected(ip)
+		a.Rejected(ip, "req_test")
 	}
 	if _, blocked := a.Blocked(ip); blocked || len(alerts) != 1 || alerts[0] != "203.0.113.9:WARNING" {
 		t.Fatalf("after 3: blocked=%v alerts=%v", blocked, alerts)
 	}
-	a.Rejected(ip)
+	a.Rejected(ip, "req_test")
 	left, blocked := a.Blocked(ip)
 	if !blocked || left != time.Hour || len(alerts) != 2 || alerts[1] != "203.0.113.9:CRITICAL" {
 		t.Fatalf("after 4: %v %v %v", left, blocked, alerts)
@@ -60,7 +60,7 @@ func TestAbuseWarnsThenBlocks(t *testing.T) {
 		t.Fatal("still blocked after block_for")
 	}
 	// The count was for that hour: a new hour starts from zero.
-	a.Rejected(ip)
+	a.Rejected(ip, "req_test")
 	if len(alerts) != 2 {
 		t.Fatalf("count carried over the hour: %v", alerts)
 	}
@@ -205,13 +205,13 @@ func TestAbuseBlocksAgain(t *testing.T) {
 	t.Cleanup(func() { tb.Close() })
 	a, _ := NewAbuse(AbuseOptions{Table: tb, Warning: 1, Critical: 2, BlockFor: 10 * time.Minute, Now: clk.Now})
 	ip := netip.MustParseAddr("203.0.113.9")
-	a.Rejected(ip)
-	a.Rejected(ip)
+	a.Rejected(ip, "req_test")
+	a.Rejected(ip, "req_test")
 	if _, b := a.Blocked(ip); !b {
 		t.Fatal("not blocked")
 	}
 	clk.Advance(11 * time.Minute)
-	a.Rejected(ip)
+	a.Rejected(ip, "req_test")
 	if _, b := a.Blocked(ip); !b {
 		t.Fatal("not blocked again within the hour")
 	}

@@ -104,7 +104,7 @@ func (s *Server) guard(w *responseWriter, r *http.Request, info *reqInfo) bool {
 	e.Header = http.Header{"Retry-After": {strconv.Itoa(retry)}}
 	s.securityLog(info, "rate limit exceeded", logrus.Fields{"policy": policy.Name, "retryAfterSeconds": retry})
 	if s.abuse != nil {
-		s.abuse.Rejected(info.client)
+		s.abuse.Rejected(info.client, info.id)
 	}
 	s.writeError(w, r, info, e, sourceProxy)
 	return false

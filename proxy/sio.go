@@ -515,7 +515,7 @@ func (s *sioSession) rejectEvent(pkt socketio.Packet, name string, d limiter.Dec
 	h.metrics.rejections.WithLabelValues(h.events.Load().label(name), "rate_limited").Inc()
 	h.s.metrics.envelopes.WithLabelValues(envelopeCode(e.Code), sourceProxy).Inc()
 	if h.s.abuse != nil {
-		h.s.abuse.Rejected(s.ip)
+		h.s.abuse.Rejected(s.ip, s.reqID)
 	}
 	h.s.log.WithFields(logrus.Fields{
 		"requestId": s.reqID, logging.FieldCategory: logging.CategorySecurity,

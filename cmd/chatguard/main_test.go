@@ -479,4 +479,27 @@ func TestAbuseAlertsReachTheAlertFile(t *testing.T) {
 			t.Errorf("metrics lack %s", series)
 		}
 	}
+	// The alert lines carry the id of the request that crossed the level,
+	// as every line of a request does (QA soak: they had none).
+	deadline := time.Now().Add(3 * time.Second)
+	for {
+		var lines []string
+		for _, l := range strings.Split(p.output(), "\n") {
+			if strings.Contains(l, "RATE_LIMIT_ABUSE") && strings.Contains(l, `"ip":"127.0.0.1"`) {
+				lines = append(lines, l)
+			}
+		}
+		if len(lines) == 2 {
+			for _, l := range lines {
+				if !strings.Contains(l, `"requestId":"req_`) {
+					t.Errorf("alert line without the request's id: %s", l)
+				}
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d alert lines in the log, want 2:\n%s", len(lines), p.output())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 }

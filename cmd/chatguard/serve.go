@@ -197,7 +197,7 @@ func newApp(cfg *config.Config, logger *logging.Logger, reg *prometheus.Registry
 	abuse, err := limiter.NewAbuse(limiter.AbuseOptions{
 		Table: std.EventRateLimits, Warning: cfg.Limits.AbuseWarning, Critical: cfg.Limits.AbuseCritical,
 		BlockFor: cfg.Limits.BlockFor, Registerer: reg,
-		OnAlert: func(group netip.Prefix, n int64, severity string) {
+		OnAlert: func(group netip.Prefix, n int64, severity, requestID string) {
 			ip := limiter.GroupString(group)
 			threshold := cfg.Limits.AbuseWarning
 			if severity == "CRITICAL" {
@@ -211,7 +211,8 @@ func newApp(cfg *config.Config, logger *logging.Logger, reg *prometheus.Registry
 					RequiresAttention: severity == "CRITICAL", IP: ip,
 				})
 			}
-			e := security.WithFields(logrus.Fields{"ip": ip, "rejectionsLastHour": n, "severity": severity, "requiresAttention": severity == "CRITICAL"})
+			e := security.WithFields(logrus.Fields{"ip": ip, "rejectionsLastHour": n, "severity": severity,
+				"requiresAttention": severity == "CRITICAL", "requestId": requestID})
 			if severity == "CRITICAL" {
 				// The block refuses new requests; the IP's open sockets go too.
 				e = e.WithField("socketsDisconnected", sockets.KickAddr(group, "ip_blocked"))
