@@ -84,7 +84,7 @@ func newWSMetrics(reg prometheus.Registerer, pollSessions, readers func() float6
 		}, []string{"event", "reason"}),
 		forced: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "chatguard_websocket_forced_disconnects_total",
-			Help: "Sockets chatguard disconnected, by reason (expired, capacity, emergency, admin, drain, idle, auth, malformed, write_stalled, ip_blocked).",
+			Help: "Sockets chatguard disconnected, by reason (expired, capacity, emergency, admin, drain, idle, auth, socket_limit, malformed, write_stalled, ip_blocked).",
 		}, []string{"reason"}),
 		closeCodes: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "chatguard_websocket_close_codes_total",
