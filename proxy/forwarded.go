@@ -95,7 +95,23 @@ func (t trustedProxies) setForwarded(pr *httputil.ProxyRequest, peer, client net
 			host = h
 		}
 	}
-	if !trusted {
+	if trusted {
+		// ReverseProxy takes Forwarded out before Rewrite, as it does the
+		// X-Forwarded-* it rebuilds above: a trusted proxy's is kept, with
+		// chatguard's hop appended as to X-Forwarded-For (RFC 7239 5.2;
+		// QA: it was dropped, against "a trusted proxy's pass").
+		if fw := in.Header.Values("Forwarded"); len(fw) > 0 {
+			hop := "for=" + peerIP
+			if peer.Is6() && !peer.Is4In6() {
+				hop = `for="[` + peerIP + `]"`
+			}
+			scheme := "http"
+			if in.TLS != nil {
+				scheme = "https"
+			}
+			out["Forwarded"] = []string{strings.Join(fw, ", ") + ", " + hop + ";proto=" + scheme}
+		}
+	} else {
 		// The rest of the family too (X-Forwarded-Port, -Prefix, -Ssl…),
 		// and the client-address headers Node's request-ip reads before
 		// X-Forwarded-For: from an untrusted peer they are its own say

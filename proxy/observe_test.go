@@ -214,8 +214,9 @@ func TestForwardedHeaders(t *testing.T) {
 		// The rest of the family and the client-address headers Node's
 		// request-ip reads first (QA: these reached the app as sent).
 		"X-Forwarded-Port", "443", "X-Forwarded-Prefix", "/admin", "X-Forwarded-Ssl", "on", "X-Forwarded", "for=6.6.6.6",
-		"X-Client-IP", "6.6.6.6", "True-Client-IP", "6.6.6.6", "CF-Connecting-IP", "6.6.6.6", "Forwarded-For", "6.6.6.6"}
-	others := []string{"X-Forwarded-Port", "X-Forwarded-Prefix", "X-Forwarded-Ssl", "X-Forwarded", "X-Client-Ip", "True-Client-Ip", "Cf-Connecting-Ip", "Forwarded-For"}
+		"X-Client-IP", "6.6.6.6", "True-Client-IP", "6.6.6.6", "CF-Connecting-IP", "6.6.6.6", "Forwarded-For", "6.6.6.6",
+		"Forwarded", "for=203.0.113.7;proto=https"}
+	others := []string{"X-Forwarded-Port", "X-Forwarded-Prefix", "X-Forwarded-Ssl", "X-Forwarded", "X-Client-Ip", "True-Client-Ip", "Cf-Connecting-Ip", "Forwarded-For", "Forwarded"}
 
 	untrusted.get("/", spoof...)
 	hd := <-got
@@ -242,6 +243,9 @@ func TestForwardedHeaders(t *testing.T) {
 		if _, ok := hd[k]; !ok {
 			t.Errorf("trusted peer's %s dropped", k)
 		}
+	}
+	if fw := hd.Values("Forwarded"); len(fw) != 1 || fw[0] != "for=203.0.113.7;proto=https, for=127.0.0.1;proto=http" {
+		t.Errorf("trusted peer's Forwarded reached the app as %q; want it with chatguard's hop appended", fw)
 	}
 	for _, l := range trusted.logs.lines(t) {
 		if l["msg"] == "request completed" && l["remoteIp"] != "203.0.113.7" {
