@@ -412,15 +412,21 @@ func (s *Server) trackConn(c net.Conn) net.Conn {
 }
 
 func (s *Server) closeUpgraded() int {
-	s.connsMu.Lock()
-	s.closingConns = true
-	list := make([]*trackedConn, 0, len(s.conns))
-	for c := range s.conns {
-		list = append(list, c)
+	return closeSet(&s.connsMu, s.conns, &s.closingConns, func(c *trackedConn) { _ = c.Close() })
+}
+
+// closeSet sets closing (what adds to set checks it, under mu) and closes
+// every member, outside the lock; it returns how many there were.
+func closeSet[K comparable](mu *sync.Mutex, set map[K]struct{}, closing *bool, close func(K)) int {
+	mu.Lock()
+	*closing = true
+	list := make([]K, 0, len(set))
+	for k := range set {
+		list = append(list, k)
 	}
-	s.connsMu.Unlock()
-	for _, c := range list {
-		_ = c.Close()
+	mu.Unlock()
+	for _, k := range list {
+		close(k)
 	}
 	return len(list)
 }

@@ -52,6 +52,25 @@ func abandonablePoll(t *testing.T, h *harness, fake *fakePolling) (leave func())
 	return func() { cancel(); <-gone }
 }
 
+// probingPoll is a polling session p1 whose client waits on a GET (leave
+// cuts its connection) and has a WebSocket open that answered the upgrade
+// probe, not yet upgraded.
+func probingPoll(t *testing.T) (env *sioEnv, fake *fakePolling, leave func(), ws *websocket.Conn, wctx context.Context) {
+	t.Helper()
+	fake = newFakePolling(t, 20*time.Second)
+	env = startSIO(t, upstream(t, fake.ServeHTTP).URL, nil)
+	connectPolling(t, env)
+	leave = abandonablePoll(t, env.harness, fake)
+	ws, wctx = dialWS(t, env.harness, sioPath+"&sid=p1", nil)
+	if err := ws.Write(wctx, websocket.MessageText, []byte("2probe")); err != nil {
+		t.Fatal(err)
+	}
+	if _, msg, err := ws.Read(wctx); err != nil || string(msg) != "3probe" {
+		t.Fatalf("probe %q %v", msg, err)
+	}
+	return env, fake, leave, ws, wctx
+}
+
 // longPoll starts the client's GET on session p1 and returns its answer to
 // come, once the upstream long-poll it caused is waiting.
 func longPoll(t *testing.T, h *harness, fake *fakePolling) <-chan string {
@@ -201,18 +220,7 @@ func TestSocketIOPollingClientGoneCutsTheUpstreamPoll(t *testing.T) {
 // caps while its WebSocket kept relaying).
 func TestSocketIOUpgradedSessionSurvivesItsAbandonedGet(t *testing.T) {
 	t.Parallel()
-	fake := newFakePolling(t, 20*time.Second)
-	env := startSIO(t, upstream(t, fake.ServeHTTP).URL, nil)
-	h := env.harness
-	connectPolling(t, env)
-	leave := abandonablePoll(t, h, fake)
-	ws, wctx := dialWS(t, h, sioPath+"&sid=p1", nil)
-	if err := ws.Write(wctx, websocket.MessageText, []byte("2probe")); err != nil {
-		t.Fatal(err)
-	}
-	if _, msg, err := ws.Read(wctx); err != nil || string(msg) != "3probe" {
-		t.Fatalf("probe %q %v", msg, err)
-	}
+	env, _, leave, ws, wctx := probingPoll(t)
 	if err := ws.Write(wctx, websocket.MessageText, []byte("5")); err != nil {
 		t.Fatal(err)
 	}
@@ -235,18 +243,8 @@ func TestSocketIOProbeEndAfterCutGetEndsSession(t *testing.T) {
 	for _, again := range []bool{false, true} {
 		t.Run(fmt.Sprintf("polls again=%v", again), func(t *testing.T) {
 			t.Parallel()
-			fake := newFakePolling(t, 20*time.Second)
-			env := startSIO(t, upstream(t, fake.ServeHTTP).URL, nil)
+			env, fake, leave, ws, _ := probingPoll(t)
 			h := env.harness
-			connectPolling(t, env)
-			leave := abandonablePoll(t, h, fake)
-			ws, wctx := dialWS(t, h, sioPath+"&sid=p1", nil)
-			if err := ws.Write(wctx, websocket.MessageText, []byte("2probe")); err != nil {
-				t.Fatal(err)
-			}
-			if _, msg, err := ws.Read(wctx); err != nil || string(msg) != "3probe" {
-				t.Fatalf("probe %q %v", msg, err)
-			}
 			env.waitStats(t, [3]int{1, 1, 0})
 			leave() // the reload cuts the GET first...
 			time.Sleep(100 * time.Millisecond)

@@ -53,17 +53,7 @@ func (ss *streamSet) add(body io.ReadCloser, info *reqInfo) io.ReadCloser {
 
 // endAll ends every stream, now and from now on, and says how many were open.
 func (ss *streamSet) endAll() int {
-	ss.mu.Lock()
-	ss.closing = true
-	list := make([]*endableStream, 0, len(ss.open))
-	for st := range ss.open {
-		list = append(list, st)
-	}
-	ss.mu.Unlock()
-	for _, st := range list {
-		st.end()
-	}
-	return len(list)
+	return closeSet(&ss.mu, ss.open, &ss.closing, (*endableStream).end)
 }
 
 func (st *endableStream) end() {
