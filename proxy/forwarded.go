@@ -101,9 +101,10 @@ func (t trustedProxies) setForwarded(pr *httputil.ProxyRequest, peer, client net
 		// chatguard's hop appended as to X-Forwarded-For (RFC 7239 5.2;
 		// QA: it was dropped, against "a trusted proxy's pass").
 		if fw := in.Header.Values("Forwarded"); len(fw) > 0 {
-			hop := "for=" + peerIP
-			if peer.Is6() && !peer.Is4In6() {
-				hop = `for="[` + peerIP + `]"`
+			p := peer.Unmap()
+			hop := "for=" + p.String()
+			if p.Is6() { // an IPv6 node is quoted, in brackets
+				hop = `for="[` + p.String() + `]"`
 			}
 			scheme := "http"
 			if in.TLS != nil {

@@ -45,9 +45,10 @@ func (redactHook) Fire(e *logrus.Entry) error {
 	return nil
 }
 
-// plainKeys are field names chatguard itself writes on every request that
-// IsSensitiveKey clears: looked up here, the access line's ten keys cost a
-// map probe each instead of a scan of the word lists.
+// plainKeys are field names chatguard itself writes on every request, each
+// one IsSensitiveKey finds harmless: looked up here, the access line's ten
+// keys cost a map probe each instead of a scan of the word lists. Their
+// values are still redacted.
 var plainKeys = func() map[string]bool {
 	m := map[string]bool{}
 	for _, k := range []string{"requestId", FieldCategory, "method", "path", "route", "status", "duration",
