@@ -376,7 +376,7 @@ func (s *sioSession) connect(pkt socketio.Packet) verdict {
 			h.metrics.rejections.WithLabelValues("connect", "rate_limited").Inc()
 			h.s.log.WithFields(logrus.Fields{
 				"requestId": s.reqID, logging.FieldCategory: logging.CategorySocket, "code": string(e.Code),
-				"namespace": pkt.Namespace, "policy": e.Details["policy"],
+				"namespace": pkt.Namespace, "policy": e.Details["policy"], "remoteIp": s.ip.String(),
 			}).Warn("socket.io connect refused: too many open sockets")
 			v := s.connectError(pkt, e)
 			v.why = "socket_limit" // not an auth failure (QA: counted as one, and not logged)
@@ -437,6 +437,7 @@ func (s *sioSession) refuseConnect(pkt socketio.Packet, e *apierrors.Error, msg 
 	h.metrics.rejections.WithLabelValues("connect", "auth").Inc()
 	h.s.log.WithFields(logrus.Fields{
 		"requestId": s.reqID, logging.FieldCategory: logging.CategoryAuth, "code": string(e.Code), "namespace": pkt.Namespace,
+		"remoteIp": s.ip.String(),
 	}).Warn(msg)
 	return s.connectError(pkt, e)
 }

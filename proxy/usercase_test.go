@@ -133,7 +133,16 @@ func TestSocketIOUserKeyEmailCaseSocketCap(t *testing.T) {
 	if v := metricValue(t, env.harness, `chatguard_websocket_forced_disconnects_total{reason="auth"}`); v != 0 {
 		t.Errorf("forced disconnects{auth} = %v after a socket-cap refusal", v)
 	}
-	if !strings.Contains(env.harness.logs.String(), "socket.io connect refused: too many open sockets") {
+	refused := false
+	for _, l := range env.harness.logs.lines(t) {
+		if l["msg"] == "socket.io connect refused: too many open sockets" {
+			refused = true
+			if l["remoteIp"] != "127.0.0.1" || l["policy"] != "sockets_per_user" {
+				t.Errorf("the socket-cap line does not say who and which cap: %v", l)
+			}
+		}
+	}
+	if !refused {
 		t.Error("no log line for the socket-cap refusal")
 	}
 
