@@ -487,8 +487,11 @@ func TestLoginLimitSeesThroughCompression(t *testing.T) {
 	<-bodies
 }
 
-// The series the alert rules divide exist at 0 before the first event:
-// a rate of rejections or of upstream failures is 0 then, not "no data".
+// The series the alert rules divide, and the dashboard rates, exist at 0
+// before the first event: a rate of rejections or of upstream failures is 0
+// then, not "no data", and a first burst of refusals counts (QA with
+// Prometheus: a series born at 30 showed 0/s) — for every role and for the
+// per-event limits too.
 func TestFailureCountersExistAtZero(t *testing.T) {
 	t.Parallel()
 	up := upstream(t, func(w http.ResponseWriter, r *http.Request) {})
@@ -498,6 +501,10 @@ func TestFailureCountersExistAtZero(t *testing.T) {
 		`chatguard_upstream_errors_total{code="UPSTREAM_TIMEOUT",reason="timeout"}`,
 		`chatguard_ratelimit_decisions_total{outcome="limited",role="anonymous",route="auth_login"}`,
 		`chatguard_ratelimit_decisions_total{outcome="allowed",role="anonymous",route="messages"}`,
+		`chatguard_ratelimit_decisions_total{outcome="limited",role="basic",route="messages"}`,
+		`chatguard_ratelimit_decisions_total{outcome="limited",role="admin",route="messages"}`,
+		`chatguard_ratelimit_decisions_total{outcome="limited",role="agent",route="event:send-message"}`,
+		`chatguard_socketio_event_rejections_total{event="typing",reason="rate_limited"}`,
 	} {
 		if v := metricValue(t, h, series); v != 0 {
 			t.Errorf("%s = %v at start, want 0 (-1: absent)", series, v)

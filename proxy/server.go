@@ -154,11 +154,28 @@ func (s *Server) setRouting(cfg *config.Config) {
 	if s.limiter != nil {
 		for _, p := range rt.policies {
 			if p != nil {
-				s.limiter.Prime(p)
+				s.limiter.Prime(p, roleLabels...)
 			}
 		}
 	}
 	s.routing.Store(rt)
+}
+
+// roleLabels are the role label values of a verified caller.
+var roleLabels = []string{identity.RoleBasic, identity.RoleAgent, identity.RoleAdmin}
+
+// setEvents puts the per-event limits of e in force, their counters
+// existing at 0 from then on (see setRouting).
+func (h *wsHub) setEvents(e *eventPolicies) {
+	if h.s.limiter != nil {
+		for _, p := range e.byName {
+			h.s.limiter.Prime(p, roleLabels...)
+		}
+	}
+	for name := range e.labels {
+		h.metrics.rejections.WithLabelValues(name, "rate_limited")
+	}
+	h.events.Store(e)
 }
 
 // reloadable are the configuration keys Reload applies; any other key that
@@ -193,7 +210,7 @@ func (s *Server) Reload(cfg *config.Config, v *identity.Verifier) (ignored []str
 	}
 	s.verifier.Store(v)
 	s.setRouting(cfg)
-	s.ws.events.Store(newEventPolicies(cfg))
+	s.ws.setEvents(newEventPolicies(cfg))
 	for _, key := range config.Diff(s.cfg, cfg) {
 		if !reloadable[key] {
 			ignored = append(ignored, key)

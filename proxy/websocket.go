@@ -109,7 +109,7 @@ func newWSHub(s *Server, target *url.URL, registry *sessions.Registry) (*wsHub, 
 	}, func() float64 { return float64(h.readers.Load()) }); err != nil {
 		return nil, err
 	}
-	h.events.Store(newEventPolicies(s.cfg))
+	h.setEvents(newEventPolicies(s.cfg))
 	return h, nil
 }
 
