@@ -242,6 +242,20 @@ func TestWatchdogLevels(t *testing.T) {
 	if got := testutil.ToFloat64(w.emerg); got != 1 {
 		t.Fatalf("emergency cleanups %v", got)
 	}
+	// The configured levels, in the ratio's unit, for the alert rules to
+	// compare with (QA: the shipped rules had the defaults written in).
+	for _, lv := range []struct {
+		resource, level string
+		want            float64
+	}{
+		{ResourceTableMemory, "warning", 0.5}, {ResourceTableMemory, "critical", 1},
+		{ResourceHeap, "warning", 0.7}, {ResourceHeap, "critical", 0.85},
+		{ResourceConnectedUsers, "warning", 0.8}, {ResourceConnectedUsers, "critical", 1},
+	} {
+		if got := testutil.ToFloat64(w.level.WithLabelValues(lv.resource, lv.level)); got != lv.want {
+			t.Errorf("level %s/%s = %v, want %v", lv.resource, lv.level, got, lv.want)
+		}
+	}
 	if problems, err := testutil.GatherAndLint(reg); err != nil || len(problems) > 0 {
 		t.Fatalf("lint: %v %v", problems, err)
 	}

@@ -108,6 +108,7 @@ type Watchdog struct {
 	log    *logrus.Entry
 	alerts *prometheus.CounterVec
 	ratio  *prometheus.GaugeVec
+	level  *prometheus.GaugeVec
 	emerg  prometheus.Counter
 
 	mu            sync.Mutex // serialises checks and the alert file; guards closed, recording
@@ -153,6 +154,10 @@ func NewWatchdog(o WatchdogOptions) (*Watchdog, error) {
 			Name: "chatguard_memory_pressure_ratio",
 			Help: "Last reading over its critical level: table_memory (bytes / MEMORY_CRITICAL_THRESHOLD), heap (bytes / memory limit, critical at 0.85), connected_users (users / critical count). 1 = critical.",
 		}, []string{"resource"}),
+		level: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "chatguard_memory_pressure_level",
+			Help: "The configured warning and critical levels, in chatguard_memory_pressure_ratio's unit, so that alert rules follow the configuration: table_memory (MEMORY_WARNING_THRESHOLD / MEMORY_CRITICAL_THRESHOLD, and 1), heap (memory.heap_warning_ratio, memory.heap_critical_ratio), connected_users (memory.connected_users_warning / _critical, and 1). Absent for a level that is off.",
+		}, []string{"resource", "level"}),
 		emerg: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "chatguard_emergency_cleanups_total",
 			Help: "Emergency cleanups run on a critical reading.",
@@ -167,13 +172,26 @@ func NewWatchdog(o WatchdogOptions) (*Watchdog, error) {
 	for _, r := range []string{ResourceTableMemory, ResourceHeap, ResourceConnectedUsers} {
 		w.ratio.WithLabelValues(r)
 	}
+	t := o.Thresholds
+	setLevels := func(resource string, warning, critical float64) {
+		if critical <= 0 {
+			return // no critical level: no ratio either
+		}
+		w.level.WithLabelValues(resource, "critical").Set(critical)
+		if warning > 0 {
+			w.level.WithLabelValues(resource, "warning").Set(warning)
+		}
+	}
+	setLevels(ResourceTableMemory, float64(t.TableWarning)/float64(max(t.TableCritical, 1)), float64(min(t.TableCritical, 1)))
+	setLevels(ResourceHeap, t.HeapWarning, t.HeapCritical)
+	setLevels(ResourceConnectedUsers, float64(t.UsersWarning)/float64(max(t.UsersCritical, 1)), float64(min(t.UsersCritical, 1)))
 	if w.log == nil {
 		l := logrus.New()
 		l.SetOutput(io.Discard)
 		w.log = logrus.NewEntry(l)
 	}
 	if o.Registerer != nil {
-		for _, c := range []prometheus.Collector{w.alerts, w.ratio, w.emerg} {
+		for _, c := range []prometheus.Collector{w.alerts, w.ratio, w.level, w.emerg} {
 			if err := o.Registerer.Register(c); err != nil {
 				return nil, fmt.Errorf("sessions: register watchdog metrics: %w", err)
 			}
