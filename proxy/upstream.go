@@ -319,6 +319,14 @@ func (s *Server) rewriteError(resp *http.Response) error {
 	resp.Status = fmt.Sprintf("%d %s", status, http.StatusText(status))
 	resp.Body = io.NopCloser(bytes.NewReader(out))
 	resp.ContentLength = int64(len(out))
+	if resp.Request.Method == http.MethodHead {
+		// The upstream's answer to HEAD has no body to classify, so this
+		// envelope is not the one a GET gets, and its length must not be
+		// sent as the GET's (RFC 9110 8.6; QA: 176 against 162). No length
+		// then, and no body for net/http to count one from.
+		h.Del("Content-Length")
+		resp.Body, resp.ContentLength = http.NoBody, -1
+	}
 	resp.TransferEncoding = nil
 	resp.Trailer = nil // ReverseProxy would announce the old body's trailers
 	resp.Uncompressed = false
