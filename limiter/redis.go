@@ -591,5 +591,14 @@ func NewRedisClient(url string, timeout time.Duration) (redis.UniversalClient, e
 	// dial said "connection refused" or "no such host".
 	o.DialerRetries = 1
 	o.ContextTimeoutEnabled = true
+	// Over TLS go-redis cannot see that the server (or a load balancer on
+	// the way: Azure's drops idle flows after 4 minutes) closed a pooled
+	// connection, and the next decision on it fails, a spurious switch to
+	// the fallback (QA: 4 errors and one switch with rediss:// where
+	// redis:// had none). Connections idle this long are dialled afresh.
+	o.ConnMaxIdleTime = RedisConnMaxIdle
 	return redis.NewUniversalClient(&o), nil
 }
+
+// RedisConnMaxIdle is how long a Redis connection may wait in the pool.
+const RedisConnMaxIdle = 3 * time.Minute

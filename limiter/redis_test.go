@@ -1126,3 +1126,27 @@ func TestFailoverWatchDoesNotProbeAQuietCluster(t *testing.T) {
 		t.Errorf("%d probes of a quiet cluster, mode %s", n, w.f.Mode())
 	}
 }
+
+// Pooled connections are redialled after RedisConnMaxIdle, under the 4
+// minutes after which cloud load balancers drop an idle flow: over TLS
+// go-redis cannot see such a close, and the next decision failed (QA).
+func TestRedisClientRedialsIdleConnections(t *testing.T) {
+	t.Parallel()
+	for _, url := range []string{"redis://127.0.0.1:1", "rediss://127.0.0.1:1", "redis://127.0.0.1:1?addr=127.0.0.1:2"} {
+		c, err := NewRedisClient(url, time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var idle time.Duration
+		switch c := c.(type) {
+		case *redis.Client:
+			idle = c.Options().ConnMaxIdleTime
+		case *redis.ClusterClient:
+			idle = c.Options().ConnMaxIdleTime
+		}
+		c.Close()
+		if idle <= 0 || idle >= 4*time.Minute {
+			t.Errorf("%s: connections idle %v before a redial; want under 4 minutes", url, idle)
+		}
+	}
+}
