@@ -129,19 +129,7 @@ func (m *corsMemory) grant(r *http.Request, h http.Header) {
 		expose = g.expose + ", " + corsExposed
 	}
 	h.Set("Access-Control-Expose-Headers", expose)
-	if g.allowOrigin != "*" && !hasToken(h.Values("Vary"), "Origin") {
+	if g.allowOrigin != "*" && !headerHasToken(h, "Vary", "Origin") {
 		h.Add("Vary", "Origin")
 	}
-}
-
-// hasToken reports whether the comma-separated values hold tok (any case).
-func hasToken(values []string, tok string) bool {
-	for _, v := range values {
-		for _, t := range strings.Split(v, ",") {
-			if strings.EqualFold(strings.TrimSpace(t), tok) {
-				return true
-			}
-		}
-	}
-	return false
 }
