@@ -30,7 +30,6 @@ type endableStream struct {
 	set   *streamSet
 	info  *reqInfo
 	ended atomic.Bool
-	once  sync.Once
 }
 
 // add wraps body; the stream leaves the set when the reverse proxy closes it.
@@ -73,10 +72,8 @@ func (st *endableStream) Read(p []byte) (int, error) {
 }
 
 func (st *endableStream) Close() error {
-	st.once.Do(func() {
-		st.set.mu.Lock()
-		delete(st.set.open, st)
-		st.set.mu.Unlock()
-	})
+	st.set.mu.Lock()
+	delete(st.set.open, st)
+	st.set.mu.Unlock()
 	return st.ReadCloser.Close()
 }

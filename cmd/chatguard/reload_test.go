@@ -68,22 +68,22 @@ func TestWatcherSkipsAFileASIGHUPApplied(t *testing.T) {
 	write("rate_limit:\n  multiplier: 1\n")
 	a, reload := reloadableAppWhy(t, file)
 	count := func(result string) float64 { return testutil.ToFloat64(a.reloads.reloads.WithLabelValues(result)) }
+	expect := func(step, result string, want float64) {
+		t.Helper()
+		if got := count(result); got != want {
+			t.Errorf("%s: %v %s reloads, want %v", step, got, result, want)
+		}
+	}
 
 	write("rate_limit:\n  multiplier: 2\n")
 	reload("SIGHUP")
 	reload(reasonFileChanged)
-	if count("success") != 1 {
-		t.Errorf("SIGHUP then the watcher on the same edit: %v reloads, want 1", count("success"))
-	}
+	expect("SIGHUP then the watcher on the same edit", "success", 1)
 	reload("SIGHUP") // asked for: always done
-	if count("success") != 2 {
-		t.Errorf("a second SIGHUP: %v reloads, want 2", count("success"))
-	}
+	expect("a second SIGHUP", "success", 2)
 	write("rate_limit:\n  multiplier: 3\n")
 	reload(reasonFileChanged)
-	if count("success") != 3 {
-		t.Errorf("a real change: %v reloads, want 3", count("success"))
-	}
+	expect("a real change", "success", 3)
 	write("rate_limit:\n  multiplier: many\n")
 	reload(reasonFileChanged)
 	write("rate_limit:\n  multiplier: 3\n") // back to the running one
@@ -96,13 +96,9 @@ func TestWatcherSkipsAFileASIGHUPApplied(t *testing.T) {
 	write("rate_limit:\n  multiplier: lots\n")
 	reload("SIGHUP")
 	reload(reasonFileChanged)
-	if count("failure") != 2 {
-		t.Errorf("a broken edit, SIGHUP then the watcher: %v failures, want 2", count("failure"))
-	}
+	expect("a broken edit, SIGHUP then the watcher", "failure", 2)
 	reload("SIGHUP") // asked for: always done
-	if count("failure") != 3 {
-		t.Errorf("a second SIGHUP on the broken file: %v failures, want 3", count("failure"))
-	}
+	expect("a second SIGHUP on the broken file", "failure", 3)
 }
 
 // A reload refuses a file without settings — zero bytes, blank lines, only
