@@ -35,8 +35,10 @@ type FailoverOptions struct {
 	// OnModeChange is told of every transition; nil = nothing.
 	OnModeChange func(from, to string, err error)
 	// OnStillFailing is told when a probe fails while in fallback with an
-	// error other than the last one told (or the same one a minute later),
-	// so that the log says why Redis is still not used; nil = nothing.
+	// error not told in the last minute, so that the log says why Redis is
+	// still not used without a line per probe when the reason alternates
+	// (a TLS Redis refusing the password answers WRONGPASS and EOF in
+	// turn); nil = nothing.
 	OnStillFailing func(err error)
 	Now            func() time.Time
 }
@@ -49,14 +51,13 @@ type FailoverOptions struct {
 type FailoverStore struct {
 	o FailoverOptions
 
-	mu       sync.Mutex // guards failures, open, retryAt, said, saidAt
+	mu       sync.Mutex // guards failures, open, retryAt, told
 	failures int
 	open     bool
 	retryAt  time.Time
 	probing  atomic.Bool
-	lastCall atomic.Int64 // Unix ns of the last call to the primary (Watch probes a quiet one)
-	said     string       // the last error told to OnStillFailing, and when
-	saidAt   time.Time
+	lastCall atomic.Int64         // Unix ns of the last call to the primary (Watch probes a quiet one)
+	told     map[string]time.Time // errors told (or opened with) in the last minute: when
 
 	// owed: the debt (TAT, on the table's clock) the fallback left each key
 	// it decided, until the primary has taken it (a primary that can: see
@@ -289,17 +290,14 @@ func (f *FailoverStore) failed(err error) {
 	opened, tell := false, false
 	now := f.o.Now()
 	if f.open { // a probe failed
-		msg := err.Error()
-		if tell = msg != f.said || now.Sub(f.saidAt) >= time.Minute; tell {
-			f.said, f.saidAt = msg, now
-		}
+		tell = f.tellLocked(err.Error(), now)
 	}
 	if f.open || f.failures >= f.o.Failures {
 		opened = !f.open
 		f.open = true
 		f.retryAt = now.Add(f.o.Cooldown)
 		if opened {
-			f.said, f.saidAt = err.Error(), now
+			f.tellLocked(err.Error(), now)
 		}
 	}
 	f.mu.Unlock()
@@ -321,12 +319,38 @@ func (f *FailoverStore) Trip(err error) {
 	opened := !f.open
 	f.open, f.retryAt = true, now.Add(f.o.Cooldown)
 	if opened {
-		f.said, f.saidAt = err.Error(), now
+		f.tellLocked(err.Error(), now)
 	}
 	f.mu.Unlock()
 	if opened {
 		f.transition(ModeRedis, ModeFallback, err)
 	}
+}
+
+// stillFailingEvery is how often one reason is told again while Redis
+// stays unusable; maxTold bounds the reasons remembered (they come from a
+// handful of go-redis and network errors, but carry addresses and ports).
+const (
+	stillFailingEvery = time.Minute
+	maxTold           = 8
+)
+
+// tellLocked reports whether msg is to be told now: not told within
+// stillFailingEvery. It records msg as told. f.mu is held.
+func (f *FailoverStore) tellLocked(msg string, now time.Time) bool {
+	if at, ok := f.told[msg]; ok && now.Sub(at) < stillFailingEvery {
+		return false
+	}
+	if f.told == nil {
+		f.told = make(map[string]time.Time, maxTold)
+	}
+	for m, at := range f.told {
+		if now.Sub(at) >= stillFailingEvery || len(f.told) >= maxTold {
+			delete(f.told, m)
+		}
+	}
+	f.told[msg] = now
+	return true
 }
 
 // probeKey and probeLimit are what Watch decides to probe the primary: a

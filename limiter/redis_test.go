@@ -1150,3 +1150,41 @@ func TestRedisClientRedialsIdleConnections(t *testing.T) {
 		}
 	}
 }
+
+// A probe's reason that alternates with another (a TLS Redis refusing the
+// password answers WRONGPASS and EOF in turn) is told once a minute each,
+// not once a probe (QA: 25 lines a minute).
+func TestFailoverStillFailingAlternating(t *testing.T) {
+	t.Parallel()
+	now := time.Unix(1_700_000_000, 0)
+	mem, _ := sessions.NewStateTable(sessions.StateOptions{MaxEntries: 100})
+	t.Cleanup(func() { mem.Close() })
+	var told []string
+	f, err := NewFailoverStore(FailoverOptions{
+		Primary: &flakyStore{}, Fallback: NewMemoryStore(mem),
+		OnStillFailing: func(err error) { told = append(told, err.Error()) },
+		Now:            func() time.Time { return now },
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.Trip(errors.New("WRONGPASS"))
+	for i := range 20 { // 20 probes 2.5 s apart: 47.5 s
+		if i%2 == 0 {
+			f.failed(errors.New("EOF"))
+		} else {
+			f.failed(errors.New("WRONGPASS"))
+		}
+		now = now.Add(2500 * time.Millisecond)
+	}
+	if got := strings.Join(told, ","); got != "EOF" {
+		t.Fatalf("told within the first minute: %q, want EOF only (WRONGPASS opened the breaker)", got)
+	}
+	now = now.Add(15 * time.Second) // a minute after the first of each
+	f.failed(errors.New("WRONGPASS"))
+	f.failed(errors.New("EOF"))
+	f.failed(errors.New("WRONGPASS"))
+	if got := strings.Join(told, ","); got != "EOF,WRONGPASS,EOF" {
+		t.Fatalf("told: %q, want each reason again after a minute", got)
+	}
+}
