@@ -3,6 +3,7 @@ package config
 import (
 	"fmt"
 	"net/url"
+	"strconv"
 	"strings"
 )
 
@@ -60,6 +61,13 @@ func Warnings(c *Config) []string {
 		out = append(out, fmt.Sprintf("auth.jwt_secret is shorter than %d bytes, the least RFC 7518 allows for HS256: "+
 			"tokens signed with it can be brute-forced offline; give the app and chatguard a longer one "+
 			"(openssl rand -hex 32 makes one)", MinJWTSecretLen))
+	}
+	if u, err := url.Parse(strings.TrimSpace(c.Redis.URL.Reveal())); err == nil && u.Scheme == "rediss" {
+		if skip, _ := strconv.ParseBool(u.Query().Get("skip_verify")); skip {
+			out = append(out, "redis.url has skip_verify=true: the Redis server's certificate is not checked, "+
+				"so TLS hides the traffic but anyone on the path can pretend to be Redis and decide the rate limits; "+
+				"trust its CA with SSL_CERT_FILE instead")
+		}
 	}
 	return out
 }

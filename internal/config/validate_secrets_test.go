@@ -86,3 +86,29 @@ func TestRedisURLPlaceholderRefused(t *testing.T) {
 		}
 	}
 }
+
+// rediss:// with skip_verify=true runs (a test Redis with a self-signed
+// certificate) but is reported, in check-config and at start, without
+// quoting the URL's password.
+func TestRedisSkipVerifyWarned(t *testing.T) {
+	t.Parallel()
+	for url, warned := range map[string]bool{
+		"rediss://:s3cret-Pa55word@redis.example:6380/0?skip_verify=true": true,
+		"rediss://redis.example:6380?skip_verify=1":                       true,
+		"rediss://redis.example:6380?skip_verify=false":                   false,
+		"rediss://redis.example:6380":                                     false,
+		"redis://127.0.0.1:6379?skip_verify=true":                         false, // no TLS to verify
+	} {
+		c := config.Defaults()
+		c.Redis.URL = config.Secret(url)
+		warns := config.Warnings(c)
+		if got := countContaining(warns, "redis.url has skip_verify=true") == 1; got != warned {
+			t.Errorf("%s: warnings %q, want warned %v", url, warns, warned)
+		}
+		for _, w := range warns {
+			if strings.Contains(w, "s3cret") {
+				t.Errorf("warning quotes the password: %s", w)
+			}
+		}
+	}
+}
