@@ -86,6 +86,7 @@ test-socket-stress: build
 	  CHATGUARD_BIN=$(CURDIR)/bin/chatguard node test/stress.js
 
 ## demo: the sample app on :3000 behind chatguard on :8080 (admin :9090); Ctrl-C stops both.
+## DEMO_APP_PORT, DEMO_PORT and DEMO_ADMIN_PORT choose other ports.
 demo: build
 	cd $(E2E_DIR) && npm ci --no-audit --no-fund && CHATGUARD_BIN=$(CURDIR)/bin/chatguard ./demo.sh
 

@@ -58,7 +58,7 @@ func injectCmd(ctx context.Context, env environment) int {
 	listen := fs.String("listen", ":8443", "the webhook's `ADDRESS`")
 	certFile := fs.String("tls-cert-file", "", "the webhook's TLS certificate `FILE` (PEM)")
 	keyFile := fs.String("tls-key-file", "", "the webhook's TLS key `FILE` (PEM)")
-	drainDelay := fs.Duration("drain-delay", 5*time.Second, "after SIGTERM, the webhook keeps serving this `LONG` while its endpoint leaves the Service (pods created then would be admitted without chatguard: failurePolicy Ignore)")
+	drainDelay := fs.Duration("drain-delay", 5*time.Second, "after SIGTERM, the webhook keeps serving for this `DURATION` while its endpoint leaves the Service (pods created then would be admitted without chatguard: failurePolicy Ignore)")
 	if err := fs.Parse(env.args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return 0
