@@ -64,7 +64,7 @@ func TestCheckConfig(t *testing.T) {
 	if code != 2 {
 		t.Fatalf("invalid config exit code %d", code)
 	}
-	for _, want := range []string{"4 problem(s)", "listen:", "env:", "proxy.dial_timeout (env CHATGUARD_DIAL_TIMEOUT)", "upstream:"} {
+	for _, want := range []string{"4 problem(s)", "listen (flag --listen): ", "env (flag --env): ", "proxy.dial_timeout (env CHATGUARD_DIAL_TIMEOUT): ", "upstream (env CHATGUARD_UPSTREAM): "} {
 		if !strings.Contains(errOut, want) {
 			t.Errorf("problems lack %q:\n%s", want, errOut)
 		}
@@ -78,7 +78,7 @@ func TestCheckConfig(t *testing.T) {
 func TestServeRefusesInvalidConfig(t *testing.T) {
 	t.Parallel()
 	code, _, errOut := runCmd(t, []string{"--upstream", "not a url"}, nil)
-	if code != 2 || !strings.Contains(errOut, "upstream:") {
+	if code != 2 || !strings.Contains(errOut, `upstream (flag --upstream): "not a url" must start with http://`) {
 		t.Fatalf("serve with invalid config: %d %s", code, errOut)
 	}
 }

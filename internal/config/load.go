@@ -116,12 +116,14 @@ func Load(src Source) (*Config, error) {
 	// override sets s from the environment or a flag (by), and notes a
 	// value of the file's it replaces: an operator who edits the file (the
 	// runbook's multiplier) must hear that the edit changes nothing.
+	setBy := map[string]string{} // setting → the env or flag that set it last
 	override := func(s Setting, v, by string) {
 		before := reflect.ValueOf(s.field(c)).Elem().Interface() // a copy (a slice is replaced, not changed)
 		if err := s.set(c, v); err != nil {
 			probs = append(probs, fmt.Sprintf("%s (%s): %v", s.Key, by, err))
 			return
 		}
+		setBy[s.Key] = by
 		after := reflect.ValueOf(s.field(c)).Elem().Interface()
 		if !reflect.DeepEqual(before, after) && hasPath(&inFile, strings.Split(s.Key, ".")) {
 			c.Overridden = append(c.Overridden, fmt.Sprintf("%s (%s)", s.Key, by))
@@ -155,9 +157,19 @@ func Load(src Source) (*Config, error) {
 		}
 	}
 	for _, p := range Validate(c) {
-		if key, _, ok := strings.Cut(p, ": "); !ok || !misspelt[key] {
-			probs = append(probs, p)
+		key, msg, ok := strings.Cut(p, ": ")
+		switch {
+		case ok && misspelt[key]:
+			continue
+		case !ok:
+		case setBy[key] != "": // where the value came from, as a value that does not parse says
+			p = fmt.Sprintf("%s (%s): %s", key, setBy[key], msg)
+		case c.File != "":
+			if line := lineOf(&inFile, key); line > 0 {
+				p = fmt.Sprintf("%s: line %d: %s", c.File, line, p)
+			}
 		}
+		probs = append(probs, p)
 	}
 	if len(probs) > 0 {
 		return c, Problems(capProblems(probs))

@@ -365,17 +365,18 @@ func TestLoadReportsEveryProblem(t *testing.T) {
 		"bad.yaml: line 13: server.also_unknown: not a chatguard setting",
 		"line 8: proxy.dial_timeout: `5 seconds` is not a duration (30s, 5m, 1h)",
 		"line 9: proxy.max_idle_conns: `many` is not a whole number",
-		`env: "staging" must be production or development`,
-		`admin_listen: "admin.internal" is not host:port`,
-		`upstream: "ftp://backend:21" must start with http:// or https://`,
-		`proxy.trusted_proxies: "10.0.0.0/33" is not a CIDR`,
-		`proxy.trusted_proxies: "not-an-ip" is not a CIDR`,
-		"proxy.error_inspect_bytes: must be between 1024 and 16777216 (got 10)",
-		"server.max_header_bytes: must be between 4096 and 1048576 (got 100)",
-		"log.max_backups: must be between 0 and 1000 (got -1)",
-		"log.dir: must be set when log.file is true",
-		`routes[0].path: "/api/*/x" may only end in /*`,
-		`routes[1].name: "api" is used twice`,
+		// Invalid values found by validation: the file's line too.
+		`bad.yaml: line 4: env: "staging" must be production or development`,
+		`bad.yaml: line 5: admin_listen: "admin.internal" is not host:port`,
+		`bad.yaml: line 2: upstream: "ftp://backend:21" must start with http:// or https://`,
+		`bad.yaml: line 7: proxy.trusted_proxies: "10.0.0.0/33" is not a CIDR`,
+		`bad.yaml: line 7: proxy.trusted_proxies: "not-an-ip" is not a CIDR`,
+		"bad.yaml: line 10: proxy.error_inspect_bytes: must be between 1024 and 16777216 (got 10)",
+		"bad.yaml: line 12: server.max_header_bytes: must be between 4096 and 1048576 (got 100)",
+		"bad.yaml: line 17: log.max_backups: must be between 0 and 1000 (got -1)",
+		"bad.yaml: line 16: log.dir: must be set when log.file is true",
+		`bad.yaml: line 20: routes[0].path: "/api/*/x" may only end in /*`,
+		`bad.yaml: line 21: routes[1].name: "api" is used twice`,
 		`server.drain_delay (env CHATGUARD_DRAIN_DELAY): "soon" is not a duration`,
 		`server.max_body_bytes (flag --max-body-bytes): "lots" is not a whole number`,
 	}
@@ -537,18 +538,18 @@ func TestFlagProblems(t *testing.T) {
 			"unknown flag --upstrem (did you mean --upstream?)",
 			"unknown flag --bogus (chatguard --help lists them)",
 			`server.drain_delay (flag --drain-delay): "x" is not a duration`,
-			"server.max_header_count: must be between 16 and 500 (got 5)",
+			"server.max_header_count (flag --max-header-count): must be between 16 and 500 (got 5)",
 		}},
 		// A value after an unknown flag is never quoted back, even one that
 		// looks like a flag: it may be a secret.
 		{"unknown flag's dashed value", []string{"--jwt-secrt", "-s3cr3t-value", "--listen=x"}, []string{
-			"unknown flag --jwt-secrt (did you mean --jwt-secret?)", `listen: "x" is not host:port`,
+			"unknown flag --jwt-secrt (did you mean --jwt-secret?)", `listen (flag --listen): "x" is not host:port`,
 		}},
 		{"unknown flag then positional", []string{"--logfile=true", "serve"}, []string{"unknown flag --logfile (did you mean --log-file?)", `"serve" is a command: it goes before the flags`}},
 		{"missing value", []string{"--listen"}, []string{"flag needs an argument: -listen"}},
 		{"bad bool", []string{"--preserve-host=maybe"}, []string{`proxy.preserve_host (flag --preserve-host): "maybe" is not true or false`}},
 		{"bad duration", []string{"--idle-timeout=10"}, []string{`server.idle_timeout (flag --idle-timeout): "10" is not a duration`}},
-		{"invalid value validated", []string{"--env=staging"}, []string{`env: "staging" must be production or development`}},
+		{"invalid value validated", []string{"--env=staging"}, []string{`env (flag --env): "staging" must be production or development`}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -5,6 +5,7 @@ import (
 	"reflect"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -387,3 +388,43 @@ var (
 		"[]string": "not a list", "config.Secret": "not a string",
 	}
 )
+
+// lineOf is the line in root of the setting a problem names: key is a
+// validation key ("websocket.auth", "routes[0].methods[1]"); the line is
+// its key's for a mapping entry, its item's for a list element. 0 = not
+// in the file (a default, or a key not written that way).
+func lineOf(root *yaml.Node, key string) int {
+	n := root
+	if n.Kind == yaml.DocumentNode && len(n.Content) == 1 {
+		n = n.Content[0]
+	}
+	line := 0
+	for _, part := range strings.Split(key, ".") {
+		name, rest, _ := strings.Cut(part, "[")
+		if name != "" {
+			if n.Kind != yaml.MappingNode {
+				return 0
+			}
+			var k, v *yaml.Node
+			for i := 0; i+1 < len(n.Content); i += 2 {
+				if n.Content[i].Value == name {
+					k, v = n.Content[i], n.Content[i+1]
+				}
+			}
+			if v == nil {
+				return 0
+			}
+			n, line = v, k.Line
+		}
+		for rest != "" {
+			idx, after, ok := strings.Cut(rest, "]")
+			i, err := strconv.Atoi(idx)
+			if !ok || err != nil || n.Kind != yaml.SequenceNode || i < 0 || i >= len(n.Content) {
+				return 0
+			}
+			n, line = n.Content[i], n.Content[i].Line
+			rest = strings.TrimPrefix(after, "[")
+		}
+	}
+	return line
+}

@@ -54,7 +54,7 @@ func TestBareZeroDurationInAList(t *testing.T) {
 	yaml := "routes:\n  - name: a\n    path: /a\n  - name: b\n    path: /b\n    limit: {rate: 1, period: 0, key: [ip]}\n"
 	_, err := config.Load(config.Source{Args: []string{"--config=f.yaml"}, ReadFile: files{"f.yaml": yaml}.read})
 	var probs config.Problems
-	if !errors.As(err, &probs) || len(probs) != 1 || probs[0] != "routes[1].limit.period: must be between 1ms and 24h (got 0s)" {
+	if !errors.As(err, &probs) || len(probs) != 1 || probs[0] != "f.yaml: line 6: routes[1].limit.period: must be between 1ms and 24h (got 0s)" {
 		t.Errorf("Load error = %v, want only the period's validation problem", err)
 	}
 }
