@@ -21,6 +21,9 @@ type Reply struct {
 	// Truncated reports that the body was larger than the cap (or could not be
 	// decoded); it is then classified by status alone, without details.
 	Truncated bool
+	// WWWAuthenticate is the reply's WWW-Authenticate header, which says
+	// on a 401 whether the token expired or is invalid (RFC 6750).
+	WWWAuthenticate string
 }
 
 // Result says what to send instead of an upstream error reply.
@@ -76,7 +79,7 @@ func ClassifyUpstream(rep Reply, requestID string, opts ClassifyOptions) Result 
 		}
 		return Result{PassThrough: true, Body: withRequestID(body, obj, requestID), Code: Code(code), Kind: "envelope"}
 	}
-	res := classifyDoc(doc)
+	res := classifyDoc(doc, rep.Status)
 	secrets := redact.SecretValues(doc)
 	if res.Err != nil {
 		scrubFields(res.Err.Details, secrets)
@@ -84,13 +87,36 @@ func ClassifyUpstream(rep Reply, requestID string, opts ClassifyOptions) Result 
 	if res.Err == nil {
 		res = Result{Err: New(CodeForStatus(rep.Status), ""), Kind: "status"}
 		res.Err.Status = rep.Status
+		if rep.Status == 431 {
+			// Node's own 431 has no body; its catalogue message would say
+			// the data is invalid, and chatguard's own 431 says this.
+			res.Err.Message = HeadersTooLarge
+		}
 		if rep.Status < 500 && !rep.Truncated {
 			if msg := clientMessage(doc, rep); msg != "" {
 				res.Err.Message = msg
 			}
 		}
+		if rep.Status == 401 {
+			if code, ok := tokenCode(rep.WWWAuthenticate, res.Err.Message); ok {
+				res.Err.Code = code
+			}
+		}
 	}
 	res.Code = res.Err.Code
+	switch res.Kind {
+	case "jwt", "twilio", "firebase": // their codes made the classification
+	default:
+		// The app's own code (EMAIL_TAKEN) is what its client branches
+		// on: kept, beside the catalogue's, for a 4xx (a 5xx's may name
+		// internals, and its client has nothing to act on).
+		if code := appCode(doc); code != nil && (rep.Status < 500 || opts.Development) {
+			if res.Err.Details == nil {
+				res.Err.Details = map[string]any{}
+			}
+			res.Err.Details["upstreamCode"] = code
+		}
+	}
 	if opts.Development && !rep.Truncated {
 		if res.Err.Details == nil {
 			res.Err.Details = map[string]any{}
@@ -218,7 +244,7 @@ func candidates(doc any) []map[string]any {
 	return out
 }
 
-func classifyDoc(doc any) Result {
+func classifyDoc(doc any, status int) Result {
 	if arr, ok := doc.([]any); ok {
 		if fields := expressValidatorFields(arr); fields != nil {
 			return validation(fields, "express-validator")
@@ -234,6 +260,13 @@ func classifyDoc(doc any) Result {
 	for _, c := range cands {
 		if fields, kind := validationFields(c); fields != nil {
 			return validation(fields, kind)
+		}
+	}
+	if validationStatus(status) {
+		for _, c := range cands {
+			if fields, kind := frameworkFields(c); fields != nil {
+				return validation(fields, kind)
+			}
 		}
 	}
 	for _, c := range cands {

@@ -268,7 +268,7 @@ func TestClassifyJWT(t *testing.T) {
 		{name: "express-jwt under error", status: 401, body: `{"error":` + bodyExpressJWTExpired + `}`, kind: "jwt", code: apierrors.CodeTokenExpired},
 		// An UnauthorizedError with a code express-jwt does not use is left to the status.
 		{name: "UnauthorizedError unknown code", status: 401, body: `{"name":"UnauthorizedError","code":"insufficient_scope","status":401}`,
-			kind: "status", code: apierrors.CodeAuthRequired},
+			kind: "status", code: apierrors.CodeAuthRequired, details: `{"upstreamCode":"insufficient_scope"}`},
 	})
 }
 
@@ -328,7 +328,8 @@ func TestClassifyTwilio(t *testing.T) {
 		{name: "lower bound 20000", status: 500, body: `{"code":20000,"more_info":"https://www.twilio.com/docs/errors/20000"}`, kind: "twilio", code: apierrors.CodeExternalService, details: twilio(20000)},
 		{name: "upper bound 69999", status: 500, body: `{"code":69999,"moreInfo":"https://www.twilio.com/docs/errors/69999"}`, kind: "twilio", code: apierrors.CodeExternalService, details: twilio(69999)},
 		// Outside 20000–69999 it is not Twilio, even with more_info.
-		{name: "10001 is not Twilio", status: 400, body: bodyTwilioOutOfRange, kind: "status", code: apierrors.CodeValidation, message: "Account is not active"},
+		{name: "10001 is not Twilio", status: 400, body: bodyTwilioOutOfRange, kind: "status", code: apierrors.CodeValidation, message: "Account is not active",
+			details: `{"upstreamCode":10001}`}, // the app's own code, kept
 		{name: "19999 is not Twilio", status: 500, body: `{"code":19999,"more_info":"https://www.twilio.com/docs/errors/19999"}`, kind: "status", code: apierrors.CodeInternal},
 		{name: "70000 is not Twilio", status: 502, body: `{"code":70000,"more_info":"https://www.twilio.com/docs/errors/70000"}`, kind: "status", code: apierrors.CodeExternalService},
 		{name: "string code is not Twilio", status: 500, body: `{"code":"21211","more_info":"https://www.twilio.com/docs/errors/21211"}`, kind: "status", code: apierrors.CodeInternal},

@@ -111,3 +111,6 @@ func CodeForStatus(status int) Code {
 	}
 	return CodeValidation
 }
+
+// HeadersTooLarge is the message of a 431, chatguard's own or the app's.
+const HeadersTooLarge = "the request headers are too large"

@@ -3,6 +3,7 @@ package errors_test
 import (
 	"bytes"
 	"encoding/json"
+	"regexp"
 	"strings"
 	"testing"
 	"unicode/utf8"
@@ -37,6 +38,9 @@ var fuzzSeeds = []struct {
 	{500, jsonCT, bodyTwilioNested}, {400, jsonCT, bodyTwilioOutOfRange},
 	{404, jsonCT, `{"statusCode":404,"error":"Not Found","message":"Conversation not found"}`},
 	{404, "text/plain; charset=utf-8", "Conversation not found"},
+	{400, jsonCT, bodyNestValidation}, {400, jsonCT, bodyNestCustom}, {422, jsonCT, bodyClassValidatorErrors},
+	{400, jsonCT, bodyFastifyValidation}, {400, jsonCT, bodyAjv6}, {400, jsonCT, bodyFastifyDefault},
+	{400, jsonCT, bodyFieldList}, {400, jsonCT, bodyFieldMap}, {422, jsonCT, bodyRailsStyle}, {409, jsonCT, bodyConflictMap},
 	{404, "text/html; charset=utf-8", bodyExpressHTML},
 	{500, jsonCT, bodyNodeCrash}, {500, "text/plain", bodyNodeCrashText},
 	{502, "", ""},
@@ -142,8 +146,17 @@ func checkResult(t *testing.T, rep apierrors.Reply, res apierrors.Result, dev bo
 	if rep.Truncated && e.Details != nil {
 		t.Fatalf("truncated reply got details %v", e.Details)
 	}
-	if !dev && res.Kind == "status" && e.Details != nil {
-		t.Fatalf("status fallback got details %v", e.Details)
+	if code, ok := e.Details["upstreamCode"]; ok {
+		// The app's own code: a name or a whole number, on a 4xx in production.
+		if s, isString := code.(string); (!isString || !upstreamCodeShape.MatchString(s)) && !isWholeNumber(code) {
+			t.Fatalf("upstreamCode %#v is neither a code name nor a whole number", code)
+		}
+		if !dev && rep.Status >= 500 {
+			t.Fatalf("5xx got upstreamCode %v in production", code)
+		}
+	}
+	if !dev && res.Kind == "status" && e.Details != nil && (len(e.Details) != 1 || e.Details["upstreamCode"] == nil) {
+		t.Fatalf("status fallback got details beyond upstreamCode %v", e.Details)
 	}
 	if !dev && rep.Status >= 500 && res.Kind == "status" && e.Message != e.Code.Message() {
 		t.Fatalf("5xx message %q is not the catalogue's", e.Message)
@@ -239,4 +252,11 @@ func namedField(m map[string]any) (last, whole string, ok bool) {
 		last = name[i+1:]
 	}
 	return last, name, true
+}
+
+var upstreamCodeShape = regexp.MustCompile(`^[A-Za-z][A-Za-z0-9_.:/-]{0,63}$`)
+
+func isWholeNumber(v any) bool {
+	n, ok := v.(int64)
+	return ok && n > 0
 }

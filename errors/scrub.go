@@ -50,14 +50,17 @@ func safeMessage(s string) bool {
 	if s == "" || utf8.RuneCountInString(s) > maxMessageRunes || !utf8.ValidString(s) {
 		return false
 	}
-	if strings.ContainsAny(s, "\n\r\t<>") || leaksInternalText(s) {
+	// Markup, not a comparison: "must be >= 18" (ajv) is a message,
+	// "<b>boom</b>" or "&lt;" a page. File paths are leaksInternalText's,
+	// by the rule envelopes follow: "Cannot GET /api/home/feed" is a route.
+	if strings.ContainsAny(s, "\n\r\t") || markup.MatchString(s) || leaksInternalText(s) {
 		return false
 	}
 	lower := strings.ToLower(s)
 	for _, bad := range []string{
-		"node_modules", ".js:", ".ts:", "/home/", "/usr/", "/app/", "/var/", "/srv/", "/opt/", `c:\`,
+		"node_modules", ".js:", ".ts:", `c:\`,
 		"typeerror", "referenceerror", "syntaxerror", "rangeerror", "econnrefused", "econnreset",
-		"etimedout", "enotfound", "undefined", "null pointer", "cannot read prop",
+		"etimedout", "enotfound", "null pointer", "cannot read prop", "of undefined", "undefined is not", "is undefined",
 	} {
 		if strings.Contains(lower, bad) {
 			return false
@@ -65,6 +68,9 @@ func safeMessage(s string) bool {
 	}
 	return !internalWords.MatchString(s)
 }
+
+// markup is an HTML tag, comment or entity.
+var markup = regexp.MustCompile(`<[A-Za-z/!?]|&(?:[A-Za-z]+|#[0-9]+|#x[0-9A-Fa-f]+);`)
 
 // internalWords are words of a runtime's or a driver's text that an app's
 // own message does not use, as whole words: "NullPointerException" but not

@@ -5,6 +5,7 @@ package errors
 
 import (
 	"encoding/json"
+	"regexp"
 	"strings"
 
 	"github.com/chatguard/chatguard/internal/redact"
@@ -313,4 +314,34 @@ func firebaseAuthCode(rest string) (Code, bool) {
 		return CodeAuthRequired, true
 	}
 	return CodeDatabase, true
+}
+
+// bearerError is RFC 6750's error attribute of a Bearer challenge, and its
+// description.
+var (
+	bearerError       = regexp.MustCompile(`(?i)\berror\s*=\s*"?invalid_token"?`)
+	bearerDescription = regexp.MustCompile(`(?i)\berror_description\s*=\s*"([^"]*)"`)
+	expiredWord       = regexp.MustCompile(`(?i)\bexpired\b`)
+	expiredToken      = regexp.MustCompile(`(?i)\b(?:jwt|token|session)\b.{0,40}\bexpired\b|\bexpired\b.{0,20}\b(?:jwt|token)\b`)
+	invalidToken      = regexp.MustCompile(`(?i)\b(?:invalid|malformed|bad)\s+(?:jwt|token|signature)\b|\bjwt malformed\b|\b(?:jwt|token)\b.{0,20}\b(?:is )?(?:invalid|malformed)\b`)
+)
+
+// tokenCode tells an expired or invalid token on a 401 the app answered
+// without a recognised error object: by the WWW-Authenticate challenge
+// (Bearer error="invalid_token", an error_description that says expired),
+// else by the app's message ("Token expired", "jwt malformed").
+func tokenCode(challenge, message string) (Code, bool) {
+	if bearerError.MatchString(challenge) {
+		if m := bearerDescription.FindStringSubmatch(challenge); m != nil && expiredWord.MatchString(m[1]) {
+			return CodeTokenExpired, true
+		}
+		return CodeTokenInvalid, true
+	}
+	switch {
+	case expiredToken.MatchString(message):
+		return CodeTokenExpired, true
+	case invalidToken.MatchString(message):
+		return CodeTokenInvalid, true
+	}
+	return "", false
 }

@@ -461,3 +461,26 @@ func TestHeadOfAnUpstreamErrorSaysNoWrongLength(t *testing.T) {
 			resp.StatusCode, resp.Header.Get("Content-Length"), resp.Header.Get("Content-Type"), body)
 	}
 }
+
+// The app's WWW-Authenticate reaches the classification: a 401 whose
+// challenge says the token expired is TOKEN_EXPIRED, and the header itself
+// stays on the envelope for the client.
+func TestEnvelopeBearerChallenge(t *testing.T) {
+	t.Parallel()
+	const challenge = `Bearer realm="api", error="invalid_token", error_description="The access token expired"`
+	up := upstream(t, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("WWW-Authenticate", challenge)
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusUnauthorized)
+		_, _ = w.Write([]byte(`{"message":"Unauthorized","code":"SESSION_GONE"}`))
+	})
+	h := start(t, up.URL, nil)
+	resp, body := h.get("/api/me")
+	env := envelope(t, resp, body)
+	if resp.StatusCode != 401 || env["code"] != "TOKEN_EXPIRED" || resp.Header.Get("WWW-Authenticate") != challenge {
+		t.Fatalf("%d %v WWW-Authenticate %q", resp.StatusCode, env, resp.Header.Get("WWW-Authenticate"))
+	}
+	if d, _ := env["details"].(map[string]any); d["upstreamCode"] != "SESSION_GONE" {
+		t.Errorf("details = %v, want the app's code", env["details"])
+	}
+}

@@ -288,7 +288,7 @@ func (s *Server) handle(w *responseWriter, r *http.Request, info *reqInfo) {
 		return
 	}
 	if n > s.cfg.Server.MaxHeaderBytes {
-		e := apierrors.New(apierrors.CodeValidation, "the request headers are too large")
+		e := apierrors.New(apierrors.CodeValidation, apierrors.HeadersTooLarge)
 		e.Status = http.StatusRequestHeaderFieldsTooLarge
 		e.Details = map[string]any{"limitBytes": s.cfg.Server.MaxHeaderBytes}
 		e.Header = http.Header{"Connection": {"close"}}
