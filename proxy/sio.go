@@ -629,6 +629,15 @@ func (s *sioSession) opened(data []byte) {
 	if p != nil && o.MaxPayload > 0 {
 		p.setClientLimit(min(max(o.MaxPayload, 1024), s.hub.cfg.MaxMessageBytes))
 	}
+	if o.MaxPayload > s.hub.cfg.MaxMessageBytes && s.hub.warnedPayload.CompareAndSwap(false, true) {
+		// The app accepts messages chatguard refuses: say so once, not
+		// per socket, with what to change.
+		s.hub.s.log.WithFields(logrus.Fields{
+			logging.FieldCategory: logging.CategorySocket,
+			"maxPayload":          o.MaxPayload, "maxMessageBytes": s.hub.cfg.MaxMessageBytes,
+		}).Warn("the backend accepts bigger Socket.IO messages (maxHttpBufferSize) than websocket.max_message_bytes: " +
+			"a client's WebSocket message above it closes the socket (1009), a polling POST above twice it gets 413; raise websocket.max_message_bytes")
+	}
 }
 
 // upstreamPacket follows CONNECT (accepted: the socket is registered) and

@@ -181,6 +181,7 @@ type fakeSIO struct {
 	maxPayload int           // the open packet's maxPayload; 0: 1000000
 	socketID   string        // every CONNECT's socket id (a recovered socket); "": sock<n>
 	pid        string        // with socketID: CONNECT replies carry a private id (connection state recovery): the CONNECT's own, or pid-<n>
+	bigAck     int           // acks carry a string of this many bytes; 0: ["ok"]
 
 	mu     sync.Mutex
 	got    []string // text as is, binary as "bin:" + payload, end as "end:<code>"
@@ -281,7 +282,9 @@ func (f *fakeSIO) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			ns, _, _ := strings.Cut(s[2:], ",")
 			err = write(fmt.Sprintf(`40%s,{"sid":"sock%d"}`, ns, f.seq.Add(1)))
 		case strings.HasPrefix(s, "42") || strings.HasPrefix(s, "45"):
-			if id := ackID(s); id != "" {
+			if id := ackID(s); id != "" && f.bigAck > 0 {
+				err = write("43" + id + `["` + strings.Repeat("a", f.bigAck) + `"]`)
+			} else if id != "" {
 				err = write("43" + id + `["ok"]`)
 			}
 		}

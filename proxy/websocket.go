@@ -34,6 +34,9 @@ import (
 // of live pairs for drain and the idle sweep, and holds the Socket.IO
 // polling sessions. Its goroutine (the janitor) stops with Close.
 type wsHub struct {
+	// warnedPayload: the backend's maxPayload over the ceiling was logged.
+	warnedPayload atomic.Bool
+
 	s        *Server
 	cfg      config.WebSocket
 	base     *url.URL // the upstream as ws:// or wss://

@@ -32,8 +32,9 @@ type frameConn struct {
 
 	nowait atomic.Bool // see above; set by the relay around its own Reader calls
 
-	mu sync.Mutex // the tally is fed by the library's reads (Close reads too)
-	t  frameTally
+	mu  sync.Mutex // the tally is fed by the library's reads (Close reads too)
+	t   frameTally
+	eof bool // a read of the socket failed (EOF, a reset): the tally saw the whole stream
 }
 
 // errWouldBlock: nothing came for wsLinger, at a frame boundary.
@@ -69,12 +70,16 @@ func (c *frameConn) Read(p []byte) (int, error) {
 		if n == 0 && errors.Is(err, os.ErrDeadlineExceeded) {
 			return 0, errWouldBlock
 		}
+		c.ended(err)
 		return n, err
 	}
 	for {
 		n, err := c.Conn.Read(p)
 		if n > 0 {
 			c.feed(p[:n])
+		}
+		if !errors.Is(err, os.ErrDeadlineExceeded) {
+			c.ended(err)
 		}
 		if n == 0 && errors.Is(err, os.ErrDeadlineExceeded) {
 			// Only the relay sets deadlines (the library never does): to
@@ -93,6 +98,29 @@ func (c *frameConn) feed(b []byte) {
 	c.mu.Lock()
 	c.t.feed(b)
 	c.mu.Unlock()
+}
+
+// ended notes a read of the socket that failed.
+func (c *frameConn) ended(err error) {
+	if err != nil {
+		c.mu.Lock()
+		c.eof = true
+		c.mu.Unlock()
+	}
+}
+
+// cutShort reports whether the stream ended inside a frame or between the
+// fragments of a message. coder/websocket reports a message whose
+// connection dropped in the middle as complete (its reader turns the
+// connection's EOF into the message's), so the relay asks this before
+// passing such a message on.
+func (c *frameConn) cutShort() bool {
+	if c == nil {
+		return false // not watched: nothing to tell by
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.eof && (c.t.hdrLen > 0 || c.t.inBody || c.t.inMessage)
 }
 
 // pending reports whether frame bytes were read from the socket: before

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/netip"
 	"runtime/debug"
@@ -83,7 +84,7 @@ func (h *wsHub) newPair(kind string, info *reqInfo, client, up *websocket.Conn, 
 	p.down = wsDir{p: p, from: sideUpstream, fc: sockFrames(upSock)}
 	p.last.Store(p.started.UnixNano())
 	client.SetReadLimit(p.clientLimit)
-	up.SetReadLimit(h.cfg.MaxMessageBytes)
+	up.SetReadLimit(-1) // the backend's messages are its own business, and streamed past streamAfter
 	if sess != nil {
 		sess.attach(p)
 	}
@@ -144,6 +145,8 @@ type wsDir struct {
 
 	state atomic.Int32
 	watch uint64 // the poller's id for src; 0: none
+
+	head io.LimitedReader // reads the start of a message that may be streamed; only by the reading goroutine
 }
 
 const (
@@ -337,27 +340,34 @@ func (d *wsDir) relayOne() (ok, drained bool) {
 	// The buffer is borrowed only while a message is in hand: an idle
 	// socket holds none.
 	var buf *bytes.Buffer
+	streamed := false
 	if err == nil {
 		buf = messageBuffers.Get().(*bytes.Buffer)
 		buf.Reset()
-		_, err = buf.ReadFrom(rd)
+		if d.from == sideUpstream || p.sess == nil {
+			// Not inspected whole (the backend's messages, a plain
+			// WebSocket's): a message longer than streamAfter goes on
+			// frame by frame instead of being held, whatever its size.
+			d.head = io.LimitedReader{R: rd, N: streamAfter + 1} // the direction's own: no allocation per message
+			_, err = buf.ReadFrom(&d.head)
+			d.head.R = nil
+			streamed = err == nil && buf.Len() > streamAfter
+		} else {
+			_, err = buf.ReadFrom(rd)
+		}
+		if err == nil && !streamed && d.fc.cutShort() {
+			err = io.ErrUnexpectedEOF // a message cut by a dropped connection is not a message
+		}
 	}
 	if err != nil {
 		putBuffer(buf)
-		p.mirrorClose(err, d.other(), d.from)
-		if d.fc != nil && isReadLimit(err) && d.state.Load() == dirRunning { // not when someone is ending the pair
-			d.fc.linger(wsLingerClose)
-		}
-		// The library leaves a connection that ended without a close
-		// handshake (EOF, a reset, a read limit) open: its socket would stay
-		// in CLOSE-WAIT and its descriptor would leak.
-		_ = src.CloseNow()
+		d.srcFailed(err, src)
 		return false, false
 	}
 	now := time.Now().UnixNano()
 	p.last.Store(now)
 	msg := buf.Bytes()
-	if p.sess != nil {
+	if p.sess != nil && !streamed { // a streamed message is an event's or an ack's, never the open packet nor a CONNECT
 		var forward bool
 		if d.from == sideClient {
 			forward = p.sess.fromClient(typ, msg)
@@ -370,9 +380,25 @@ func (d *wsDir) relayOne() (ok, drained bool) {
 		}
 	}
 	frames.Inc()
-	nbytes.Add(float64(len(msg)))
 	writing.Store(now)
-	err = dst.Write(ctx, typ, msg)
+	n := int64(len(msg))
+	if streamed {
+		var readErr error
+		n, readErr, err = stream(ctx, dst, typ, msg, rd, writing, d.fc)
+		if readErr != nil {
+			// src failed in the middle: dst's message stays unfinished
+			// (finishing it would deliver a cut message as whole), and
+			// the close mirrored onto dst ends it.
+			nbytes.Add(float64(n))
+			writing.Store(0)
+			putBuffer(buf)
+			d.srcFailed(readErr, src)
+			return false, false
+		}
+	} else {
+		err = dst.Write(ctx, typ, msg)
+	}
+	nbytes.Add(float64(n))
 	writing.Store(0)
 	putBuffer(buf)
 	if err != nil {
@@ -403,6 +429,66 @@ func (d *wsDir) relayOne() (ok, drained bool) {
 		return false, false
 	}
 	return true, false
+}
+
+// srcFailed ends the direction after src failed (EOF, a close, a reset,
+// its read limit): its close mirrored onto the other side.
+func (d *wsDir) srcFailed(err error, src *websocket.Conn) {
+	d.p.mirrorClose(err, d.other(), d.from)
+	if d.fc != nil && isReadLimit(err) && d.state.Load() == dirRunning { // not when someone is ending the pair
+		d.fc.linger(wsLingerClose)
+	}
+	// The library leaves a connection that ended without a close
+	// handshake (EOF, a reset, a read limit) open: its socket would stay
+	// in CLOSE-WAIT and its descriptor would leak.
+	_ = src.CloseNow()
+}
+
+// streamAfter is the longest message relayed whole; a longer one that is
+// not inspected is streamed. streamChunk is what one read of it takes.
+const (
+	streamAfter = maxPooledBuffer
+	streamChunk = 32 << 10
+)
+
+// stream writes a message too long to hold to dst: head, the part of it
+// already read, then the rest of rd as it comes, a frame per read. readErr
+// is rd's failure (the message was cut, and is left unfinished on dst),
+// err dst's; fc is src's socket (nil: not watched). writing is the direction's write-start mark, set only while
+// a write is out, so that a sender slow to send its message is not taken
+// for a stalled receiver. n counts the bytes written.
+func stream(ctx context.Context, dst *websocket.Conn, typ websocket.MessageType, head []byte, rd io.Reader, writing *atomic.Int64, fc *frameConn) (n int64, readErr, err error) {
+	w, err := dst.Writer(ctx, typ)
+	if err != nil {
+		return 0, nil, err
+	}
+	if _, err = w.Write(head); err != nil {
+		return 0, nil, err
+	}
+	n = int64(len(head))
+	chunk := make([]byte, streamChunk)
+	for {
+		writing.Store(0)
+		m, rerr := rd.Read(chunk)
+		if m > 0 {
+			writing.Store(time.Now().UnixNano())
+			if _, err = w.Write(chunk[:m]); err != nil {
+				return n, nil, err
+			}
+			n += int64(m)
+		}
+		if rerr == io.EOF && fc.cutShort() {
+			return n, io.ErrUnexpectedEOF, nil
+		}
+		if rerr == io.EOF {
+			break
+		}
+		if rerr != nil {
+			return n, rerr, nil
+		}
+	}
+	writing.Store(time.Now().UnixNano())
+	return n, nil, w.Close()
 }
 
 func putBuffer(b *bytes.Buffer) {

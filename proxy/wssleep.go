@@ -141,7 +141,7 @@ func (p *wsPair) wake() error {
 	}
 	p.woke.Store(time.Now().UnixNano())
 	client.SetReadLimit(p.clientLimit)
-	up.SetReadLimit(p.hub.cfg.MaxMessageBytes)
+	up.SetReadLimit(-1) // as in newPair
 	p.client, p.upstream, p.clientSock, p.upSock = client, up, cs, us
 	p.sleeping.Store(false)
 	p.hub.metrics.sleeping.Dec()

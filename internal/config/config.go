@@ -193,8 +193,9 @@ type WebSocket struct {
 	HandshakeTimeout time.Duration `yaml:"handshake_timeout"`
 	// IdleTimeout closes a socket after no frame either way; 0 = never.
 	IdleTimeout time.Duration `yaml:"idle_timeout"`
-	// MaxMessageBytes is the ceiling on one message; Engine.IO's maxPayload
-	// raises the read limit up to it.
+	// MaxMessageBytes is the ceiling on one client message: a Socket.IO
+	// client is held to Engine.IO's maxPayload up to it. The backend's
+	// messages are not limited.
 	MaxMessageBytes int64 `yaml:"max_message_bytes"`
 	Compression     bool  `yaml:"compression"`
 	// Polling allows Engine.IO's HTTP long-polling transport.

@@ -93,7 +93,7 @@ func documented() *config.Config {
 		},
 		WebSocket: config.WebSocket{
 			SocketIOPath: "/socket.io/", Origins: []string{}, HandshakeTimeout: 10 * time.Second,
-			MaxMessageBytes: 1 << 20, Polling: true, Auth: "optional", DrainCloseCode: 1001,
+			MaxMessageBytes: 16 << 20, Polling: true, Auth: "optional", DrainCloseCode: 1001,
 			MaxSocketsPerUser: 10, MaxSocketsPerIP: 100, ConsistencyCheck: 5 * time.Minute,
 			ErrorEvent: "error", JoinEvent: "join-conversation", LeaveEvent: "leave-conversation",
 			ConversationField: "conversationId",

@@ -174,7 +174,7 @@ func TestSettingValue(t *testing.T) {
 		"websocket.origins":               "*.example.com,localhost:*",
 		"websocket.handshake_timeout":     "10s",
 		"websocket.idle_timeout":          "0s",
-		"websocket.max_message_bytes":     "1048576",
+		"websocket.max_message_bytes":     "16777216",
 		"websocket.compression":           "false",
 		"websocket.polling":               "true",
 		"websocket.auth":                  "optional",

@@ -81,7 +81,7 @@ var settings = []Setting{
 	{"websocket.origins", "CHATGUARD_WS_ORIGINS", "ws-origins", "Origin host patterns allowed to open a WebSocket (comma-separated; empty = any)", func(c *Config) any { return &c.WebSocket.Origins }},
 	{"websocket.handshake_timeout", "CHATGUARD_WS_HANDSHAKE_TIMEOUT", "ws-handshake-timeout", "dialing the upstream and both WebSocket handshakes", func(c *Config) any { return &c.WebSocket.HandshakeTimeout }},
 	{"websocket.idle_timeout", "CHATGUARD_WS_IDLE_TIMEOUT", "ws-idle-timeout", "close a WebSocket after no frame either way (0 = never)", func(c *Config) any { return &c.WebSocket.IdleTimeout }},
-	{"websocket.max_message_bytes", "CHATGUARD_WS_MAX_MESSAGE_BYTES", "ws-max-message-bytes", "largest WebSocket message (close 1009 above)", func(c *Config) any { return &c.WebSocket.MaxMessageBytes }},
+	{"websocket.max_message_bytes", "CHATGUARD_WS_MAX_MESSAGE_BYTES", "ws-max-message-bytes", "largest message a WebSocket client may send (close 1009 above)", func(c *Config) any { return &c.WebSocket.MaxMessageBytes }},
 	{"websocket.compression", "CHATGUARD_WS_COMPRESSION", "ws-compression", "permessage-deflate toward clients", func(c *Config) any { return &c.WebSocket.Compression }},
 	{"websocket.polling", "CHATGUARD_WS_POLLING", "ws-polling", "allow Engine.IO's long-polling transport", func(c *Config) any { return &c.WebSocket.Polling }},
 	{"websocket.auth", "CHATGUARD_WS_AUTH", "ws-auth", "none, optional or required for Socket.IO CONNECT", func(c *Config) any { return &c.WebSocket.Auth }},

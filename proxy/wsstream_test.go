@@ -1,0 +1,215 @@
+package proxy
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/binary"
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/coder/websocket"
+
+	"github.com/chatguard/chatguard/internal/config"
+)
+
+// bigUpstream answers "big <n>" with an n-byte binary message (pattern),
+// "cut <n>" with the first half of an n-byte one and then drops the
+// connection, and echoes anything else, whatever its size.
+func bigUpstream(w http.ResponseWriter, r *http.Request) {
+	c, err := websocket.Accept(w, r, &websocket.AcceptOptions{InsecureSkipVerify: true})
+	if err != nil {
+		return
+	}
+	defer c.CloseNow()
+	c.SetReadLimit(-1)
+	ctx := r.Context()
+	for {
+		typ, msg, err := c.Read(ctx)
+		if err != nil {
+			return
+		}
+		cmd, arg, _ := strings.Cut(string(msg), " ")
+		n, _ := strconv.Atoi(arg)
+		switch {
+		case typ == websocket.MessageText && cmd == "big":
+			if c.Write(ctx, websocket.MessageBinary, pattern(n)) != nil {
+				return
+			}
+		case typ == websocket.MessageText && cmd == "cut":
+			wr, err := c.Writer(ctx, websocket.MessageBinary)
+			if err != nil {
+				return
+			}
+			_, _ = wr.Write(pattern(n)[:n/2])
+			return // dropped in the middle of the message
+		default:
+			if c.Write(ctx, typ, msg) != nil {
+				return
+			}
+		}
+	}
+}
+
+// pattern is n bytes that show a byte out of place.
+func pattern(n int) []byte {
+	b := make([]byte, n)
+	for i := range b {
+		b[i] = byte(i % 251)
+	}
+	return b
+}
+
+// Messages longer than chatguard holds whole are streamed: the backend's
+// of any size (QA: a 1.2 MB one closed the socket), a plain WebSocket
+// client's up to websocket.max_message_bytes (16 MiB by default; QA: ws
+// sends up to 100 MiB, and 2 MiB closed the socket), byte for byte.
+func TestWebSocketStreamsBigMessages(t *testing.T) {
+	t.Parallel()
+	h := start(t, upstream(t, bigUpstream).URL, nil)
+	c, ctx := dialWS(t, h, "/ws/big", nil)
+	c.SetReadLimit(-1)
+	for _, n := range []int{streamAfter, streamAfter + 1, 3 << 20, 20 << 20} {
+		if err := c.Write(ctx, websocket.MessageText, []byte(fmt.Sprintf("big %d", n))); err != nil {
+			t.Fatal(err)
+		}
+		typ, got, err := c.Read(ctx)
+		if err != nil || typ != websocket.MessageBinary || !bytes.Equal(got, pattern(n)) {
+			t.Fatalf("backend's %d-byte message: %d bytes (%v), %v", n, len(got), typ, err)
+		}
+	}
+	for _, n := range []int{streamAfter + 1, 2 << 20} {
+		if err := c.Write(ctx, websocket.MessageBinary, pattern(n)); err != nil {
+			t.Fatal(err)
+		}
+		_, got, err := c.Read(ctx)
+		if err != nil || !bytes.Equal(got, pattern(n)) {
+			t.Fatalf("client's %d-byte message echoed: %d bytes, %v", n, len(got), err)
+		}
+	}
+	want := float64(streamAfter + streamAfter + 1 + 3<<20 + 20<<20 + 2*(streamAfter+1+2<<20))
+	if got := metricValue(t, h, `chatguard_websocket_bytes_total{direction="upstream_to_client"}`) +
+		metricValue(t, h, `chatguard_websocket_bytes_total{direction="client_to_upstream"}`); got < want {
+		t.Errorf("bytes relayed %v, want at least %v", got, want)
+	}
+}
+
+// A backend that drops its connection in the middle of a message: the
+// client never gets the cut message as a whole one (no frame with FIN),
+// whether it was streamed or held, and its connection is dropped too, as
+// the backend's was. coder/websocket itself reports such a message as
+// complete, so the client here reads raw frames.
+func TestWebSocketCutMessageIsNotDelivered(t *testing.T) {
+	t.Parallel()
+	h := start(t, upstream(t, bigUpstream).URL, nil)
+	for _, n := range []int{40_000, 1 << 20} { // held whole, streamed
+		conn, br := rvDialRaw(t, h, "/ws/big")
+		if _, err := conn.Write(frame(true, 1, true, []byte(fmt.Sprintf("cut %d", n)))); err != nil {
+			t.Fatal(err)
+		}
+		_ = conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+		got := 0
+		for {
+			fin, op, payload, err := rawFrame(br)
+			if err != nil {
+				break
+			}
+			if op >= 8 {
+				continue // control frames
+			}
+			got += len(payload)
+			if fin {
+				t.Fatalf("%d-byte message cut at %d: the client got a whole message of %d bytes", n, n/2, got)
+			}
+		}
+		if got > n/2 {
+			t.Errorf("%d bytes relayed of a message cut at %d", got, n/2)
+		}
+		_ = conn.Close()
+	}
+}
+
+// rawFrame reads one unmasked frame.
+func rawFrame(br *bufio.Reader) (fin bool, op byte, payload []byte, err error) {
+	var hdr [2]byte
+	if _, err = io.ReadFull(br, hdr[:]); err != nil {
+		return
+	}
+	n := uint64(hdr[1] & 0x7f)
+	switch n {
+	case 126:
+		var ext [2]byte
+		if _, err = io.ReadFull(br, ext[:]); err != nil {
+			return
+		}
+		n = uint64(binary.BigEndian.Uint16(ext[:]))
+	case 127:
+		var ext [8]byte
+		if _, err = io.ReadFull(br, ext[:]); err != nil {
+			return
+		}
+		n = binary.BigEndian.Uint64(ext[:])
+	}
+	payload = make([]byte, n)
+	_, err = io.ReadFull(br, payload)
+	return hdr[0]&0x80 != 0, hdr[0] & 0x0f, payload, err
+}
+
+// A plain WebSocket client is still held to websocket.max_message_bytes
+// when its message is streamed: 1009, and the backend's side is closed.
+func TestWebSocketStreamedClientMessageOverLimit(t *testing.T) {
+	t.Parallel()
+	h := start(t, upstream(t, bigUpstream).URL, func(c *config.Config) { c.WebSocket.MaxMessageBytes = 256 << 10 })
+	c, ctx := dialWS(t, h, "/ws/big", nil)
+	if err := c.Write(ctx, websocket.MessageBinary, pattern(1<<20)); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := c.Read(ctx); websocket.CloseStatus(err) != websocket.StatusMessageTooBig {
+		t.Fatalf("read after an oversized message: %v, want close 1009", err)
+	}
+}
+
+// A Socket.IO backend's ack over the old 1 MiB limit reaches the client
+// (QA: socket.io sends any size, and a 1.2 MB ack closed the socket).
+func TestSocketIOBigAckFromBackend(t *testing.T) {
+	t.Parallel()
+	fake := &fakeSIO{bigAck: 1_200_000}
+	env := startSIO(t, upstream(t, fake.ServeHTTP).URL, nil)
+	cl := dialSIO(t, env.harness, nil)
+	cl.c.SetReadLimit(-1)
+	if got := cl.connect(""); !strings.HasPrefix(got, "40") {
+		t.Fatalf("CONNECT answered %q", got)
+	}
+	cl.send(`421["upload",{}]`)
+	if got := cl.next(); len(got) != len(`431[""]`)+1_200_000 || !strings.HasPrefix(got, `431["aaa`) {
+		t.Fatalf("ack: %d bytes %q…", len(got), got[:min(len(got), 12)])
+	}
+}
+
+// A backend whose maxPayload (maxHttpBufferSize) is over chatguard's
+// ceiling is told about once, with what to change; its clients are held
+// to the ceiling.
+func TestSocketIOMaxPayloadOverCeilingWarned(t *testing.T) {
+	t.Parallel()
+	fake := &fakeSIO{maxPayload: 100_000_000}
+	env := startSIO(t, upstream(t, fake.ServeHTTP).URL, func(c *config.Config) { c.WebSocket.MaxMessageBytes = 64 << 10 })
+	for range 2 {
+		cl := dialSIO(t, env.harness, nil)
+		cl.connect("")
+	}
+	waitFor(t, "the warning", func() bool { return strings.Contains(env.harness.logs.String(), "raise websocket.max_message_bytes") })
+	time.Sleep(50 * time.Millisecond)
+	if n := strings.Count(env.harness.logs.String(), "raise websocket.max_message_bytes"); n != 1 {
+		t.Errorf("warned %d times, want once", n)
+	}
+	cl := dialSIO(t, env.harness, nil)
+	cl.connect("")
+	cl.send(`42["x","` + strings.Repeat("b", 70<<10) + `"]`)
+	if _, err := cl.until(); websocket.CloseStatus(err) != websocket.StatusMessageTooBig {
+		t.Fatalf("over the ceiling: %v, want 1009", err)
+	}
+}
