@@ -758,8 +758,8 @@ func (s *sioSession) notify() {
 // true. After stop nothing new starts and it reports false (the process is
 // ending; a forced disconnect then has nothing left to disconnect).
 func (h *wsHub) background(fn func()) bool {
-	h.mu.Lock()
-	defer h.mu.Unlock()
+	h.bgMu.Lock() // never mu: see its lock order
+	defer h.bgMu.Unlock()
 	if h.stopped {
 		return false
 	}

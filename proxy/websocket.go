@@ -52,10 +52,16 @@ type wsHub struct {
 	seq            atomic.Uint64
 	readers        atomic.Int64 // directions with a goroutine reading
 
+	// Lock order: mu before a session's mu (sweep, stop). bgMu is a leaf,
+	// taken under either: background runs with a session's lock held
+	// (a GET poll starting), and took mu there once, which deadlocked
+	// against sweep (QA: 100 polling clients, 35 s).
+	bgMu    sync.Mutex
+	stopped bool // set by stop under bgMu: background starts nothing
+
 	mu      sync.Mutex
 	pairs   map[*wsPair]struct{}
 	closing bool // set by drain: later upgrades are refused
-	stopped bool // set by stop: background starts nothing
 	polls   map[string]*sioSession
 	gone    map[string]time.Time // sids of polling sessions that ended, refused for pollGrace
 
@@ -146,8 +152,10 @@ func (h *wsHub) start() {
 // outlives the hub waiting for a poller that is gone.
 func (h *wsHub) stop() {
 	h.stopOnce.Do(func() { close(h.stopCh) })
-	h.mu.Lock()
+	h.bgMu.Lock()
 	h.stopped = true
+	h.bgMu.Unlock()
+	h.mu.Lock()
 	for _, sess := range h.polls {
 		sess.pollStop() // polls sent on a session's behalf end with the server
 	}
