@@ -12,6 +12,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unicode/utf8"
 
 	"github.com/coder/websocket"
 	"github.com/sirupsen/logrus"
@@ -367,6 +368,11 @@ func (d *wsDir) relayOne() (ok, drained bool) {
 	now := time.Now().UnixNano()
 	p.last.Store(now)
 	msg := buf.Bytes()
+	if typ == websocket.MessageText && !streamed && !utf8.Valid(msg) {
+		putBuffer(buf)
+		d.invalidText()
+		return true, false
+	}
 	if p.sess != nil && !streamed { // a streamed message is an event's or an ack's, never the open packet nor a CONNECT
 		var forward bool
 		if d.from == sideClient {
@@ -385,6 +391,13 @@ func (d *wsDir) relayOne() (ok, drained bool) {
 	if streamed {
 		var readErr error
 		n, readErr, err = stream(ctx, dst, typ, msg, rd, writing, d.fc)
+		if errors.Is(readErr, errInvalidUTF8) {
+			nbytes.Add(float64(n))
+			writing.Store(0)
+			putBuffer(buf)
+			d.invalidText() // its close ends dst's unfinished message
+			return true, false
+		}
 		if readErr != nil {
 			// src failed in the middle: dst's message stays unfinished
 			// (finishing it would deliver a cut message as whole), and
@@ -458,6 +471,13 @@ const (
 // a write is out, so that a sender slow to send its message is not taken
 // for a stalled receiver. n counts the bytes written.
 func stream(ctx context.Context, dst *websocket.Conn, typ websocket.MessageType, head []byte, rd io.Reader, writing *atomic.Int64, fc *frameConn) (n int64, readErr, err error) {
+	var text *utf8Check // a text message's bytes are checked before they go on
+	if typ == websocket.MessageText {
+		text = new(utf8Check)
+		if !text.valid(head) {
+			return 0, discardInvalid(rd), nil
+		}
+	}
 	w, err := dst.Writer(ctx, typ)
 	if err != nil {
 		return 0, nil, err
@@ -470,6 +490,9 @@ func stream(ctx context.Context, dst *websocket.Conn, typ websocket.MessageType,
 	for {
 		writing.Store(0)
 		m, rerr := rd.Read(chunk)
+		if text != nil && (!text.valid(chunk[:m]) || rerr == io.EOF && !text.done()) {
+			return n, discardInvalid(rd), nil
+		}
 		if m > 0 {
 			writing.Store(time.Now().UnixNano())
 			if _, err = w.Write(chunk[:m]); err != nil {
@@ -490,6 +513,77 @@ func stream(ctx context.Context, dst *websocket.Conn, typ websocket.MessageType,
 	writing.Store(time.Now().UnixNano())
 	return n, nil, w.Close()
 }
+
+// errInvalidUTF8: a text message that is not UTF-8 (RFC 6455 §8.1).
+var errInvalidUTF8 = errors.New("proxy: text message is not UTF-8")
+
+// discardInvalid reads the rest of an invalid text message, so that the
+// connection stays at a message boundary for its close, and reports
+// errInvalidUTF8, or what cut the reading.
+func discardInvalid(rd io.Reader) error {
+	if _, err := io.Copy(io.Discard, rd); err != nil {
+		return err
+	}
+	return errInvalidUTF8
+}
+
+// invalidText ends the pair after a text message that is not UTF-8, which
+// is not passed on: a WebSocket endpoint must fail such a connection
+// (1007), and a backend's library raises an error on it (ws, unhandled,
+// crashes a Node process: QA). From the backend, the client hears 1011.
+func (d *wsDir) invalidText() {
+	p := d.p
+	code, why := websocket.StatusInvalidFramePayloadData, "invalid UTF-8"
+	if d.from == sideUpstream {
+		code, why = websocket.StatusInternalError, "the upstream sent invalid UTF-8"
+	}
+	p.hub.s.log.WithFields(logrus.Fields{
+		"requestId": p.reqID, logging.FieldCategory: logging.CategorySocket, "from": d.from,
+	}).Warn("websocket text message is not UTF-8; socket closed")
+	p.hub.background(func() { p.end(sideChatguard, code, why, "malformed") })
+}
+
+// utf8Check checks a text message's UTF-8 as it streams: a character may
+// be split between two reads.
+type utf8Check struct {
+	carry [utf8.UTFMax]byte // the start of a character the last read cut
+	n     int
+}
+
+// valid reports whether p, after what came before, is UTF-8 so far.
+func (u *utf8Check) valid(p []byte) bool {
+	for u.n > 0 && len(p) > 0 { // finish the carried character
+		u.carry[u.n] = p[0]
+		u.n++
+		p = p[1:]
+		if utf8.FullRune(u.carry[:u.n]) {
+			if !utf8.Valid(u.carry[:u.n]) {
+				return false
+			}
+			u.n = 0
+		}
+	}
+	if u.n > 0 { // p ended inside the carried character
+		return true
+	}
+	cut := len(p) // hold back a character that p cuts
+	for i := len(p) - 1; i >= 0 && i > len(p)-utf8.UTFMax; i-- {
+		if utf8.RuneStart(p[i]) {
+			if !utf8.FullRune(p[i:]) {
+				cut = i
+			}
+			break
+		}
+	}
+	if !utf8.Valid(p[:cut]) {
+		return false
+	}
+	u.n = copy(u.carry[:], p[cut:])
+	return true
+}
+
+// done reports whether the message ended on a whole character.
+func (u *utf8Check) done() bool { return u.n == 0 }
 
 func putBuffer(b *bytes.Buffer) {
 	if b != nil && b.Cap() <= maxPooledBuffer {
@@ -523,8 +617,8 @@ func (p *wsPair) mirrorClose(err error, o *wsDir, from string) {
 	code := websocket.CloseStatus(err)
 	var ce websocket.CloseError
 	reason := ""
-	if errors.As(err, &ce) {
-		reason = ce.Reason
+	if errors.As(err, &ce) && utf8.ValidString(ce.Reason) {
+		reason = ce.Reason // one that is not UTF-8 is not passed on (a backend's library would fail on it)
 	}
 	if code == -1 && isReadLimit(err) {
 		// The library answered the sender 1009 itself; the other side
