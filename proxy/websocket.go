@@ -49,6 +49,9 @@ type wsHub struct {
 	// back after the handshake is followed (handshakeGraceDefault; tests
 	// shorten it).
 	handshakeGrace atomic.Int64
+	// readStall: how long a sender may stop in the middle of a message
+	// (readStallDefault; tests shorten it).
+	readStall atomic.Int64
 	seq            atomic.Uint64
 	readers        atomic.Int64 // directions with a goroutine reading
 
@@ -79,6 +82,7 @@ func newWSHub(s *Server, target *url.URL, registry *sessions.Registry) (*wsHub, 
 		pids: newPIDOwners(), stopCh: make(chan struct{}),
 	}
 	h.handshakeGrace.Store(int64(handshakeGraceDefault))
+	h.readStall.Store(int64(readStallDefault))
 	base := *target
 	base.Scheme = "ws"
 	if target.Scheme == "https" {
@@ -619,15 +623,23 @@ func (h *wsHub) janitor() {
 // peer that reads nothing must not hold a relay forever.
 const writeStall = 30 * time.Second
 
+// readStallDefault is how long a side may stop sending in the middle of a
+// message before the pair is dropped: nginx's proxy_read_timeout, applied
+// only where a message is unfinished (an idle socket costs nothing).
+const readStallDefault = 60 * time.Second
+
 func (h *wsHub) sweep(now time.Time) {
 	h.mu.Lock()
-	var idle, stalled, quiet []*wsPair
+	var idle, stalled, readStalled, quiet []*wsPair
+	readStall := time.Duration(h.readStall.Load())
 	for p := range h.pairs {
 		last := p.last.Load()
 		since := now.Sub(time.Unix(0, last))
 		switch {
 		case p.stalled(now, writeStall):
 			stalled = append(stalled, p)
+		case p.readStalled(now, readStall):
+			readStalled = append(readStalled, p)
 		case h.cfg.IdleTimeout > 0 && since > h.cfg.IdleTimeout:
 			idle = append(idle, p)
 		case p.sleepy && !p.sleeping.Load() && now.Sub(time.Unix(0, max(last, p.woke.Load()))) >= wsSleepAfter:
@@ -652,6 +664,10 @@ func (h *wsHub) sweep(now time.Time) {
 	}
 	for _, p := range stalled {
 		h.metrics.forced.WithLabelValues("write_stalled").Inc()
+		p.abort()
+	}
+	for _, p := range readStalled {
+		h.metrics.forced.WithLabelValues("read_stalled").Inc()
 		p.abort()
 	}
 	for _, sess := range gone {

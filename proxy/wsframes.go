@@ -30,7 +30,8 @@ type frameConn struct {
 	net.Conn
 	raw syscall.RawConn // the socket, for the readiness watch
 
-	nowait atomic.Bool // see above; set by the relay around its own Reader calls
+	nowait   atomic.Bool  // see above; set by the relay around its own Reader calls
+	lastRead atomic.Int64 // unix ns of the last bytes read from the socket
 
 	mu  sync.Mutex // the tally is fed by the library's reads (Close reads too)
 	t   frameTally
@@ -54,6 +55,7 @@ func newFrameConn(c net.Conn, httpFirst bool) *frameConn {
 	}
 	fc := &frameConn{Conn: c, raw: raw}
 	fc.t.inHTTP = httpFirst
+	fc.lastRead.Store(time.Now().UnixNano())
 	return fc
 }
 
@@ -95,6 +97,7 @@ func (c *frameConn) Read(p []byte) (int, error) {
 // feed tallies bytes that reached the library without passing through Read
 // (what net/http had buffered when the connection was hijacked).
 func (c *frameConn) feed(b []byte) {
+	c.lastRead.Store(time.Now().UnixNano())
 	c.mu.Lock()
 	c.t.feed(b)
 	c.mu.Unlock()
@@ -121,6 +124,20 @@ func (c *frameConn) cutShort() bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.eof && (c.t.hdrLen > 0 || c.t.inBody || c.t.inMessage)
+}
+
+// stalledMidMessage reports whether the stream stopped inside a message
+// (a frame's header or payload half read, or between the fragments of a
+// message) and nothing came for d: a sender that announced a frame and
+// never sends it (a length over the read limit, which the library refuses
+// only once that many bytes came) holds its reader forever otherwise.
+func (c *frameConn) stalledMidMessage(now time.Time, d time.Duration) bool {
+	if now.Sub(time.Unix(0, c.lastRead.Load())) <= d {
+		return false
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return !c.t.inHTTP && !c.t.closed && (c.t.hdrLen > 0 || c.t.inBody || c.t.inMessage)
 }
 
 // pending reports whether frame bytes were read from the socket: before

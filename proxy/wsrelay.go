@@ -710,6 +710,17 @@ func (p *wsPair) stalled(now time.Time, d time.Duration) bool {
 	return false
 }
 
+// readStalled reports whether either side stopped sending in the middle of
+// a message more than d ago (see frameConn.stalledMidMessage).
+func (p *wsPair) readStalled(now time.Time, d time.Duration) bool {
+	for _, fc := range []*frameConn{p.up.fc, p.down.fc} {
+		if fc != nil && fc.stalledMidMessage(now, d) {
+			return true
+		}
+	}
+	return false
+}
+
 // send writes a message chatguard made (an ack, an error event) to the client.
 func (p *wsPair) send(msg []byte) error {
 	return p.write(msg, true)

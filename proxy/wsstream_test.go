@@ -213,3 +213,56 @@ func TestSocketIOMaxPayloadOverCeilingWarned(t *testing.T) {
 		t.Fatalf("over the ceiling: %v, want 1009", err)
 	}
 }
+
+// A sender that stops in the middle of a message — here a frame that
+// announces 2,000,000 bytes and sends 4, which the library would refuse
+// only once 1 MiB had come — is dropped after readStall, rather than
+// holding its reader for good (QA: 40 such sockets, 40 goroutines, no end).
+// A slow sender that keeps sending is not.
+func TestWebSocketStalledMessageDropped(t *testing.T) {
+	t.Parallel()
+	h := start(t, upstream(t, bigUpstream).URL, func(c *config.Config) { c.WebSocket.MaxMessageBytes = 1 << 20 })
+	h.srv.ws.readStall.Store(int64(time.Second))
+
+	slow, slowBr := rvDialRaw(t, h, "/ws/big")
+	msg := frame(true, 2, true, pattern(200<<10))
+	go func() {
+		for i := 0; i < len(msg); i += len(msg) / 8 {
+			_, _ = slow.Write(msg[i:min(i+len(msg)/8, len(msg))])
+			time.Sleep(400 * time.Millisecond) // 3.2 s in all, never 1 s without bytes
+		}
+	}()
+
+	conn, br := rvDialRaw(t, h, "/ws/big")
+	hdr := []byte{0x82, 0xff, 0, 0, 0, 0, 0, 0x1e, 0x84, 0x80, 0x11, 0x22, 0x33, 0x44} // binary, masked, 2,000,000 bytes
+	if _, err := conn.Write(append(hdr, 'x', 'x', 'x', 'x')); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	_ = conn.SetReadDeadline(time.Now().Add(15 * time.Second))
+	if _, err := io.Copy(io.Discard, br); err != nil {
+		t.Fatalf("the stalled sender's connection was not closed: %v", err)
+	}
+	if d := time.Since(start); d < time.Second {
+		t.Errorf("dropped after %v, before the stall limit", d)
+	}
+	waitMetric(t, h, `chatguard_websocket_forced_disconnects_total{reason="read_stalled"}`, 1)
+
+	_ = slow.SetReadDeadline(time.Now().Add(15 * time.Second))
+	var echo []byte
+	for {
+		fin, op, payload, err := rawFrame(slowBr) // streamed back: several frames
+		if err != nil {
+			t.Fatalf("the slow sender's echo: %d bytes, then %v", len(echo), err)
+		}
+		if op < 8 {
+			echo = append(echo, payload...)
+		}
+		if fin && op < 8 {
+			break
+		}
+	}
+	if !bytes.Equal(echo, pattern(200<<10)) {
+		t.Fatalf("the slow sender's echo: %d bytes, not its message", len(echo))
+	}
+}
