@@ -80,6 +80,16 @@ func ClassifyUpstream(rep Reply, requestID string, opts ClassifyOptions) Result 
 		return Result{PassThrough: true, Body: withRequestID(body, obj, requestID), Code: Code(code), Kind: "envelope"}
 	}
 	res := classifyDoc(doc, rep.Status)
+	if frameworkKind(res.Kind) {
+		// Not the shapes 422 → 400 was decided for (Joi, express-validator):
+		// the app's status and its own message stay, as they did before
+		// these were recognised (QA: a 422 turned 400 and lost "Phone
+		// number is not valid").
+		res.Err.Status = rep.Status
+		if msg := clientMessage(doc, rep); msg != "" {
+			res.Err.Message = msg
+		}
+	}
 	secrets := redact.SecretValues(doc)
 	if res.Err != nil {
 		scrubFields(res.Err.Details, secrets)

@@ -34,39 +34,49 @@ const (
 func TestClassifyFrameworkValidation(t *testing.T) {
 	t.Parallel()
 	tests := []struct {
-		name   string
-		status int
-		body   string
-		kind   string
-		fields []field
+		name    string
+		status  int
+		body    string
+		kind    string
+		fields  []field
+		message string // the app's, kept; "" = not checked
 	}{
 		{"nest ValidationPipe", 400, bodyNestValidation, "class-validator", []field{
 			f("email", "email must be an email", "null"),
 			f("password", "password must be longer than or equal to 8 characters", "null"),
 			f("tags", "each value in tags must be a string", "null"),
 			f("address.city", "address.city should not be empty", "null"),
-		}},
-		{"nest custom message", 400, bodyNestCustom, "class-validator", []field{f("", "Please pick a conversation", "null")}},
+		}, ""},
+		{"nest custom message", 400, bodyNestCustom, "class-validator", []field{f("", "Please pick a conversation", "null")}, ""},
 		{"class-validator objects", 422, bodyClassValidatorErrors, "class-validator", []field{
 			f("email", "email must be an email", `"bad"`),
 			f("address.city", "city should not be empty", `""`),
-		}},
+		}, ""},
 		{"fastify ajv v8", 400, bodyFastifyValidation, "ajv", []field{
 			f("age", "must be >= 18", "null"),
 			f("email", "must have required property 'email'", "null"),
 			f("items.0.name", "must be string", "null"),
-		}},
-		{"ajv v6", 400, bodyAjv6, "ajv", []field{f("email", `should match format "email"`, "null")}},
-		{"field list", 400, bodyFieldList, "fields", []field{f("phone", "must be E.164", `"555"`)}},
-		{"field map", 400, bodyFieldMap, "fields", []field{f("email", "invalid", "null"), f("name", "is required", "null")}},
-		{"rails style", 422, bodyRailsStyle, "fields", []field{f("email", "is invalid", "null"), f("email", "is taken", "null")}},
+		}, ""},
+		{"ajv v6", 400, bodyAjv6, "ajv", []field{f("email", `should match format "email"`, "null")}, ""},
+		{"field list", 400, bodyFieldList, "fields", []field{f("phone", "must be E.164", `"555"`)}, "Phone number is not valid"},
+		{"field list on a 422", 422, bodyFieldList, "fields", []field{f("phone", "must be E.164", `"555"`)}, "Phone number is not valid"},
+		{"fastify message kept", 400, bodyFastifyValidation, "ajv", []field{
+			f("age", "must be >= 18", "null"),
+			f("email", "must have required property 'email'", "null"),
+			f("items.0.name", "must be string", "null"),
+		}, "body/age must be >= 18"},
+		{"field map", 400, bodyFieldMap, "fields", []field{f("email", "invalid", "null"), f("name", "is required", "null")}, "Bad input"},
+		{"rails style", 422, bodyRailsStyle, "fields", []field{f("email", "is invalid", "null"), f("email", "is taken", "null")}, ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
 			res := classifyJSON(tt.status, tt.body)
-			if res.Kind != tt.kind || res.Code != apierrors.CodeValidation || res.Err.Status != 400 {
-				t.Fatalf("kind %q code %s status %d, want %q VALIDATION_ERROR 400", res.Kind, res.Code, res.Err.Status, tt.kind)
+			if res.Kind != tt.kind || res.Code != apierrors.CodeValidation || res.Err.Status != tt.status {
+				t.Fatalf("kind %q code %s status %d, want %q VALIDATION_ERROR %d (the app's)", res.Kind, res.Code, res.Err.Status, tt.kind, tt.status)
+			}
+			if tt.message != "" && res.Err.Message != tt.message {
+				t.Errorf("message %q, want the app's %q", res.Err.Message, tt.message)
 			}
 			assertFields(t, fieldsOf(t, res.Err), tt.fields)
 		})
@@ -173,6 +183,7 @@ func TestClassifyTokenFailureBy401(t *testing.T) {
 		{"message malformed", ``, `{"message":"jwt malformed"}`, apierrors.CodeTokenInvalid},
 		{"message invalid token", ``, `{"message":"Invalid token"}`, apierrors.CodeTokenInvalid},
 		{"message other", ``, `{"message":"Please log in"}`, apierrors.CodeAuthRequired},
+		{"session is not a token", ``, `{"message":"Session expired, please log in again"}`, apierrors.CodeAuthRequired},
 		{"password is not a token", ``, `{"message":"Invalid password"}`, apierrors.CodeAuthRequired},
 	}
 	for _, tt := range tests {

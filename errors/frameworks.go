@@ -197,6 +197,11 @@ func fieldMap(m map[string]any) []any {
 	return fields
 }
 
+// frameworkKind reports a kind frameworkFields names.
+func frameworkKind(kind string) bool {
+	return kind == "class-validator" || kind == "ajv" || kind == "fields"
+}
+
 // validationStatus reports whether status is one a validation failure is
 // sent with.
 func validationStatus(status int) bool { return status == 400 || status == 422 }

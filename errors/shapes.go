@@ -322,7 +322,7 @@ var (
 	bearerError       = regexp.MustCompile(`(?i)\berror\s*=\s*"?invalid_token"?`)
 	bearerDescription = regexp.MustCompile(`(?i)\berror_description\s*=\s*"([^"]*)"`)
 	expiredWord       = regexp.MustCompile(`(?i)\bexpired\b`)
-	expiredToken      = regexp.MustCompile(`(?i)\b(?:jwt|token|session)\b.{0,40}\bexpired\b|\bexpired\b.{0,20}\b(?:jwt|token)\b`)
+	expiredToken      = regexp.MustCompile(`(?i)\b(?:jwt|token)\b.{0,40}\bexpired\b|\bexpired\b.{0,20}\b(?:jwt|token)\b`)
 	invalidToken      = regexp.MustCompile(`(?i)\b(?:invalid|malformed|bad)\s+(?:jwt|token|signature)\b|\bjwt malformed\b|\b(?:jwt|token)\b.{0,20}\b(?:is )?(?:invalid|malformed)\b`)
 )
 
