@@ -52,8 +52,8 @@ type wsHub struct {
 	// readStall: how long a sender may stop in the middle of a message
 	// (readStallDefault; tests shorten it).
 	readStall atomic.Int64
-	seq            atomic.Uint64
-	readers        atomic.Int64 // directions with a goroutine reading
+	seq       atomic.Uint64
+	readers   atomic.Int64 // directions with a goroutine reading
 
 	// Lock order: mu before a session's mu (sweep, stop). bgMu is a leaf,
 	// taken under either: background runs with a session's lock held
