@@ -481,3 +481,41 @@ func TestPollBackgroundUnderSessionLock(t *testing.T) {
 		t.Fatal("background waited for the hub's lock under a session's: the janitor's sweep deadlocks with it")
 	}
 }
+
+// A GET poll while another of the client's waits is answered 400 at once,
+// as engine.io answers an overlap, and the waiting GET and the session
+// carry on (QA: the extra GETs were held until the session ended, the last
+// with an empty 200).
+func TestPollOverlappingGetRefused(t *testing.T) {
+	t.Parallel()
+	env := startSIO(t, upstream(t, newFakePolling(t, 1500*time.Millisecond).ServeHTTP).URL, nil)
+	h := env.harness
+	connectPolling(t, env)
+	first := pendingPoll(h, "&sid=p1")
+	hub := h.srv.ws
+	waitFor(t, "the first GET waiting", func() bool {
+		hub.mu.Lock()
+		sess := hub.polls["p1"]
+		hub.mu.Unlock()
+		if sess == nil {
+			return false
+		}
+		sess.mu.Lock()
+		defer sess.mu.Unlock()
+		return sess.poll != nil && sess.poll.waiters > 0
+	})
+	start := time.Now()
+	resp, body := poll(t, h, http.MethodGet, "&sid=p1", "")
+	if resp.StatusCode != http.StatusBadRequest || !strings.Contains(body, "a GET poll is already waiting") {
+		t.Fatalf("overlapping GET: %d %s", resp.StatusCode, body)
+	}
+	if d := time.Since(start); d > time.Second {
+		t.Errorf("the overlapping GET was answered after %v, not at once", d)
+	}
+	if got := recv(t, first, "the first GET"); got != "2" {
+		t.Fatalf("the waiting GET got %q, want the upstream's ping", got)
+	}
+	if _, body := poll(t, h, http.MethodGet, "&sid=p1", ""); body != "2" {
+		t.Fatalf("the next GET got %q: the session did not carry on", body)
+	}
+}

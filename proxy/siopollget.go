@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"time"
 
+	apierrors "github.com/chatguard/chatguard/errors"
 	"github.com/chatguard/chatguard/internal/requestid"
 	"github.com/chatguard/chatguard/internal/socketio"
 )
@@ -32,10 +33,21 @@ type upstreamPoll struct {
 
 // pollGet answers a client's GET poll of a followed session.
 func (h *wsHub) pollGet(sess *sioSession, w *responseWriter, r *http.Request, info *reqInfo) {
-	for {
+	for first := true; ; first = false {
 		sess.mu.Lock()
-		sess.getCut = false // the client is here
 		p := sess.poll
+		if first && p != nil && p.waiters > 0 && !p.finished() {
+			// Another GET of the client's waits already: engine.io answers
+			// such an overlap 400 at once (and ends the session). Held, it
+			// waited until the session ended (QA: 45 s, then an empty
+			// 200). The waiting GET and the session carry on.
+			sess.mu.Unlock()
+			e := apierrors.New(apierrors.CodeValidation, "a GET poll is already waiting on this Engine.IO session")
+			e.Details = map[string]any{"transport": "polling"}
+			h.s.writeError(w, r, info, e, sourceProxy)
+			return
+		}
+		sess.getCut = false // the client is here
 		if sess.killed && len(sess.notices) == 0 {
 			// Ended by chatguard with nothing more to say (a malformed
 			// packet, a token a required route refuses): Engine.IO's close,
