@@ -31,7 +31,7 @@ type frameConn struct {
 	raw syscall.RawConn // the socket, for the readiness watch
 
 	nowait   atomic.Bool  // see above; set by the relay around its own Reader calls
-	lastRead atomic.Int64 // unix ns of the last bytes read from the socket
+	lastData atomic.Int64 // unix ns of the last bytes of a data frame (pings between fragments are not progress)
 
 	mu  sync.Mutex // the tally is fed by the library's reads (Close reads too)
 	t   frameTally
@@ -55,7 +55,7 @@ func newFrameConn(c net.Conn, httpFirst bool) *frameConn {
 	}
 	fc := &frameConn{Conn: c, raw: raw}
 	fc.t.inHTTP = httpFirst
-	fc.lastRead.Store(time.Now().UnixNano())
+	fc.lastData.Store(time.Now().UnixNano())
 	return fc
 }
 
@@ -97,10 +97,14 @@ func (c *frameConn) Read(p []byte) (int, error) {
 // feed tallies bytes that reached the library without passing through Read
 // (what net/http had buffered when the connection was hijacked).
 func (c *frameConn) feed(b []byte) {
-	c.lastRead.Store(time.Now().UnixNano())
 	c.mu.Lock()
+	before := c.t.dataBytes
 	c.t.feed(b)
+	progress := c.t.dataBytes != before
 	c.mu.Unlock()
+	if progress {
+		c.lastData.Store(time.Now().UnixNano())
+	}
 }
 
 // ended notes a read of the socket that failed.
@@ -132,12 +136,13 @@ func (c *frameConn) cutShort() bool {
 // never sends it (a length over the read limit, which the library refuses
 // only once that many bytes came) holds its reader forever otherwise.
 func (c *frameConn) stalledMidMessage(now time.Time, d time.Duration) bool {
-	if now.Sub(time.Unix(0, c.lastRead.Load())) <= d {
-		return false
-	}
 	c.mu.Lock()
-	defer c.mu.Unlock()
-	return !c.t.inHTTP && !c.t.closed && (c.t.hdrLen > 0 || c.t.inBody || c.t.inMessage)
+	mid := !c.t.inHTTP && !c.t.closed && (c.t.hdrLen > 0 || c.t.inBody || c.t.inMessage)
+	c.mu.Unlock()
+	// Read after the tally: bytes fed since were stamped before the tally
+	// that shows them was published (feed), so a frame that started a
+	// moment ago never meets an old stamp.
+	return mid && now.Sub(time.Unix(0, c.lastData.Load())) > d
 }
 
 // pending reports whether frame bytes were read from the socket: before
@@ -200,6 +205,7 @@ type frameTally struct {
 	left      uint64   // payload bytes of the current frame still to come
 	inBody    bool     // the header is complete, the payload is being read
 	inMessage bool     // a data message's first frames came, its last not yet
+	dataBytes uint64   // bytes of data frames (headers and payloads) seen
 	closed    bool     // a close frame came
 }
 
@@ -220,6 +226,9 @@ func (t *frameTally) feed(b []byte) {
 			}
 			t.left -= n
 			t.offset += n
+			if t.hdr[0]&0x0f < 8 {
+				t.dataBytes += n
+			}
 			b = b[n:]
 			if t.left == 0 {
 				t.endFrame()
@@ -229,6 +238,9 @@ func (t *frameTally) feed(b []byte) {
 			t.hdrLen++
 			t.offset++
 			b = b[1:]
+			if t.hdr[0]&0x0f < 8 {
+				t.dataBytes++
+			}
 			if need := t.headerLen(); need > 0 && t.hdrLen == need {
 				t.left = t.payloadLen()
 				t.inBody = true

@@ -64,6 +64,7 @@ type wsPair struct {
 	writingDn atomic.Int64 // the same toward the client
 
 	ending  atomic.Bool   // chatguard is ending the pair itself
+	failed  atomic.Bool   // a side sent what may not go on (invalidText): nothing more is relayed
 	counted atomic.Bool   // a close was counted
 	live    atomic.Int32  // directions not finished
 	release func()        // run when the pair is over
@@ -368,6 +369,10 @@ func (d *wsDir) relayOne() (ok, drained bool) {
 	now := time.Now().UnixNano()
 	p.last.Store(now)
 	msg := buf.Bytes()
+	if p.failed.Load() { // invalidText is ending the pair: nothing more goes on
+		putBuffer(buf)
+		return true, false
+	}
 	if typ == websocket.MessageText && !streamed && !utf8.Valid(msg) {
 		putBuffer(buf)
 		d.invalidText()
@@ -390,7 +395,7 @@ func (d *wsDir) relayOne() (ok, drained bool) {
 	n := int64(len(msg))
 	if streamed {
 		var readErr error
-		n, readErr, err = stream(ctx, dst, typ, msg, rd, writing, d.fc)
+		n, readErr, err = stream(ctx, dst, typ, msg, rd, writing, &p.last, d.fc)
 		if errors.Is(readErr, errInvalidUTF8) {
 			nbytes.Add(float64(n))
 			writing.Store(0)
@@ -460,21 +465,26 @@ func (d *wsDir) srcFailed(err error, src *websocket.Conn) {
 // streamAfter is the longest message relayed whole; a longer one that is
 // not inspected is streamed. streamChunk is what one read of it takes.
 const (
-	streamAfter = maxPooledBuffer
+	// Below the pooled size by bytes.Buffer's read margin: its ReadFrom
+	// keeps MinRead bytes free, and a head of exactly 64 KiB doubled the
+	// buffer past what the pool keeps (review).
+	streamAfter = maxPooledBuffer - bytes.MinRead - 1
 	streamChunk = 32 << 10
 )
 
 // stream writes a message too long to hold to dst: head, the part of it
 // already read, then the rest of rd as it comes, a frame per read. readErr
 // is rd's failure (the message was cut, and is left unfinished on dst),
-// err dst's; fc is src's socket (nil: not watched). writing is the direction's write-start mark, set only while
+// err dst's; fc is src's socket (nil: not watched), last the pair's
+// activity mark. writing is the direction's write-start mark, set only while
 // a write is out, so that a sender slow to send its message is not taken
 // for a stalled receiver. n counts the bytes written.
-func stream(ctx context.Context, dst *websocket.Conn, typ websocket.MessageType, head []byte, rd io.Reader, writing *atomic.Int64, fc *frameConn) (n int64, readErr, err error) {
+func stream(ctx context.Context, dst *websocket.Conn, typ websocket.MessageType, head []byte, rd io.Reader, writing, last *atomic.Int64, fc *frameConn) (n int64, readErr, err error) {
 	var text *utf8Check // a text message's bytes are checked before they go on
 	if typ == websocket.MessageText {
 		text = new(utf8Check)
 		if !text.valid(head) {
+			writing.Store(0) // what follows only reads
 			return 0, discardInvalid(rd), nil
 		}
 	}
@@ -490,18 +500,20 @@ func stream(ctx context.Context, dst *websocket.Conn, typ websocket.MessageType,
 	for {
 		writing.Store(0)
 		m, rerr := rd.Read(chunk)
+		if rerr == io.EOF && fc.cutShort() { // before the text check: a cut character is a cut, not bad UTF-8
+			return n, io.ErrUnexpectedEOF, nil
+		}
 		if text != nil && (!text.valid(chunk[:m]) || rerr == io.EOF && !text.done()) {
 			return n, discardInvalid(rd), nil
 		}
 		if m > 0 {
-			writing.Store(time.Now().UnixNano())
+			now := time.Now().UnixNano()
+			writing.Store(now)
+			last.Store(now) // a long message is activity all along, for websocket.idle_timeout
 			if _, err = w.Write(chunk[:m]); err != nil {
 				return n, nil, err
 			}
 			n += int64(m)
-		}
-		if rerr == io.EOF && fc.cutShort() {
-			return n, io.ErrUnexpectedEOF, nil
 		}
 		if rerr == io.EOF {
 			break
@@ -540,6 +552,7 @@ func (d *wsDir) invalidText() {
 	p.hub.s.log.WithFields(logrus.Fields{
 		"requestId": p.reqID, logging.FieldCategory: logging.CategorySocket, "from": d.from,
 	}).Warn("websocket text message is not UTF-8; socket closed")
+	p.failed.Store(true)
 	p.hub.background(func() { p.end(sideChatguard, code, why, "malformed") })
 }
 

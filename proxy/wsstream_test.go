@@ -40,6 +40,13 @@ func bigUpstream(w http.ResponseWriter, r *http.Request) {
 			if c.Write(ctx, websocket.MessageBinary, pattern(n)) != nil {
 				return
 			}
+		case typ == websocket.MessageText && cmd == "cuttext": // text cut inside a character
+			wr, err := c.Writer(ctx, websocket.MessageText)
+			if err != nil {
+				return
+			}
+			_, _ = wr.Write([]byte(strings.Repeat("é", n))[:n|1]) // an odd length ends mid-"é"
+			return
 		case typ == websocket.MessageText && cmd == "cut":
 			wr, err := c.Writer(ctx, websocket.MessageBinary)
 			if err != nil {
@@ -130,6 +137,50 @@ func TestWebSocketCutMessageIsNotDelivered(t *testing.T) {
 			t.Errorf("%d bytes relayed of a message cut at %d", got, n/2)
 		}
 		_ = conn.Close()
+	}
+}
+
+// A text message cut inside a character by a dropped connection is a cut
+// (the client is dropped too), not invalid UTF-8 (no 1007, no "malformed").
+func TestWebSocketCutTextIsACut(t *testing.T) {
+	t.Parallel()
+	h := start(t, upstream(t, bigUpstream).URL, nil)
+	for _, n := range []int{20_000, 300_000} { // held whole, streamed
+		conn, br := rvDialRaw(t, h, "/ws/big")
+		if _, err := conn.Write(frame(true, 1, true, []byte(fmt.Sprintf("cuttext %d", n)))); err != nil {
+			t.Fatal(err)
+		}
+		_ = conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+		for {
+			fin, op, payload, err := rawFrame(br)
+			if err != nil {
+				break
+			}
+			if op == 8 {
+				t.Fatalf("%d: a close frame %x, want the connection dropped as the backend's was", n, payload)
+			}
+			if fin && op < 8 {
+				t.Fatalf("%d: the cut message arrived whole", n)
+			}
+		}
+		_ = conn.Close()
+	}
+	if got := metricValue(t, h, `chatguard_websocket_forced_disconnects_total{reason="malformed"}`); got != 0 {
+		t.Errorf("a cut counted as malformed %v times", got)
+	}
+}
+
+// The head of a message that may be streamed fits a pooled buffer: a head
+// that doubled it past maxPooledBuffer cost an allocation per message.
+func TestStreamHeadFitsThePool(t *testing.T) {
+	t.Parallel()
+	buf := new(bytes.Buffer)
+	lr := io.LimitedReader{R: bytes.NewReader(make([]byte, 1<<20)), N: streamAfter + 1}
+	if _, err := buf.ReadFrom(&lr); err != nil {
+		t.Fatal(err)
+	}
+	if buf.Len() != streamAfter+1 || buf.Cap() > maxPooledBuffer {
+		t.Errorf("head %d bytes in a buffer of %d, want at most %d", buf.Len(), buf.Cap(), maxPooledBuffer)
 	}
 }
 
@@ -247,6 +298,33 @@ func TestWebSocketStalledMessageDropped(t *testing.T) {
 		t.Errorf("dropped after %v, before the stall limit", d)
 	}
 	waitMetric(t, h, `chatguard_websocket_forced_disconnects_total{reason="read_stalled"}`, 1)
+
+	// Pings between the fragments of a message are not progress: a
+	// message left unfinished is dropped all the same.
+	pinger, pingerBr := rvDialRaw(t, h, "/ws/big")
+	if _, err := pinger.Write(frame(false, 1, true, []byte("first fragment"))); err != nil {
+		t.Fatal(err)
+	}
+	pingsDone := make(chan struct{})
+	go func() {
+		defer close(pingsDone)
+		for range 40 { // 10 s of pings, unless dropped before
+			if _, err := pinger.Write(frame(true, 9, true, []byte("p"))); err != nil {
+				return
+			}
+			time.Sleep(250 * time.Millisecond)
+		}
+	}()
+	pingStart := time.Now()
+	_ = pinger.SetReadDeadline(time.Now().Add(15 * time.Second))
+	if _, err := io.Copy(io.Discard, pingerBr); err != nil {
+		t.Fatalf("a fragmented message kept alive by pings was not dropped: %v", err)
+	}
+	if d := time.Since(pingStart); d > 6*time.Second {
+		t.Errorf("dropped after %v, only once the pings stopped", d)
+	}
+	<-pingsDone
+	waitMetric(t, h, `chatguard_websocket_forced_disconnects_total{reason="read_stalled"}`, 2)
 
 	_ = slow.SetReadDeadline(time.Now().Add(15 * time.Second))
 	var echo []byte
