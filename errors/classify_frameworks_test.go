@@ -124,6 +124,10 @@ func TestClassifyKeepsAppCode(t *testing.T) {
 		{"5xx in production", 500, `{"message":"boom","code":"PAYMENT_BACKEND_DOWN"}`, false, nil},
 		{"5xx in development", 500, `{"message":"boom","code":"PAYMENT_BACKEND_DOWN"}`, true, "PAYMENT_BACKEND_DOWN"},
 		{"validation list", 400, bodyFastifyValidation, false, "FST_ERR_VALIDATION"},
+		{"node internal", 400, `{"message":"Bad","code":"ERR_INVALID_ARG_TYPE"}`, false, nil},
+		{"module not found", 400, `{"message":"Bad","code":"MODULE_NOT_FOUND"}`, false, nil},
+		{"class name", 409, `{"message":"Taken","code":"SequelizeUniqueConstraintError"}`, false, nil},
+		{"sqlstate XX", 400, `{"message":"Bad","code":"XX000"}`, false, nil},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -183,6 +187,7 @@ func TestClassifyTokenFailureBy401(t *testing.T) {
 		{"message malformed", ``, `{"message":"jwt malformed"}`, apierrors.CodeTokenInvalid},
 		{"message invalid token", ``, `{"message":"Invalid token"}`, apierrors.CodeTokenInvalid},
 		{"message other", ``, `{"message":"Please log in"}`, apierrors.CodeAuthRequired},
+		{"message not valid", ``, `{"message":"token is not valid"}`, apierrors.CodeTokenInvalid},
 		{"session is not a token", ``, `{"message":"Session expired, please log in again"}`, apierrors.CodeAuthRequired},
 		{"password is not a token", ``, `{"message":"Invalid password"}`, apierrors.CodeAuthRequired},
 	}
@@ -204,5 +209,34 @@ func TestClassify431(t *testing.T) {
 	res := apierrors.ClassifyUpstream(apierrors.Reply{Status: 431}, testID, apierrors.ClassifyOptions{})
 	if res.Err.Status != 431 || res.Err.Message != apierrors.HeadersTooLarge {
 		t.Errorf("status %d message %q", res.Err.Status, res.Err.Message)
+	}
+}
+
+// Hand-made field messages are held to the envelope message's rule: a
+// runtime's or a database's text, markup or a path becomes "Invalid value"
+// (review: they reached details.fields).
+func TestClassifyFrameworkFieldsNoInternals(t *testing.T) {
+	t.Parallel()
+	for _, body := range []string{
+		`{"errors":{"db":"SQL error near 'users'"}}`,
+		`{"errors":[{"field":"user","message":"NullPointerException in UserService.find"}]}`,
+		`{"message":["Cannot read properties of undefined (reading 'id')"],"statusCode":400}`,
+		`{"errors":{"file":"Cannot find module '/app/config'"}}`,
+		`{"errors":{"name":"<b>bad</b>"}}`,
+	} {
+		res := classifyJSON(400, body)
+		for _, fl := range fieldsOf(t, res.Err) {
+			if fl.Message != "Invalid value" {
+				t.Errorf("%s: field %q message %q, want \"Invalid value\"", body, fl.Field, fl.Message)
+			}
+		}
+	}
+	// A bare "fields" map (no message, no error beside it) may be the data
+	// echoed back: not taken for messages.
+	if res := classifyJSON(422, `{"fields":{"name":"Alice"}}`); res.Err.Details["fields"] != nil {
+		t.Errorf("an echoed fields map became messages: %v", res.Err.Details)
+	}
+	if res := classifyJSON(404, `{"message":"Cannot find module '/app/config'"}`); res.Err.Message != apierrors.CodeNotFound.Message() {
+		t.Errorf("message %q kept", res.Err.Message)
 	}
 }

@@ -45,6 +45,11 @@ func frameworkFields(c map[string]any) ([]any, string) {
 	}
 	// {"errors":{"email":"is invalid"}} or {"fields":{"email":["is invalid"]}}.
 	for _, k := range []string{"errors", "fields"} {
+		_, msg := c["message"]
+		_, e := c["error"]
+		if k == "fields" && !msg && !e {
+			continue // a bare "fields" may be the submitted data echoed back, not messages
+		}
 		if m, ok := c[k].(map[string]any); ok {
 			if fields := fieldMap(m); fields != nil {
 				return fields, "fields"
@@ -52,6 +57,18 @@ func frameworkFields(c map[string]any) ([]any, string) {
 		}
 	}
 	return nil, ""
+}
+
+// fieldText is a message of the shapes here as a client may see it: these
+// are hand-made as often as not, so held to the rule of the envelope's own
+// message (no runtime or database text, no markup, no paths), else
+// fieldMessage. Joi's and express-validator's messages are their
+// libraries' and keep the looser rule of appendField.
+func fieldText(v any) any {
+	if s, ok := v.(string); ok && s != "" && !safeMessage(truncate(s, maxMessageRunes)) {
+		return fieldMessage
+	}
+	return v
 }
 
 // classValidatorField is the property class-validator's default messages
@@ -73,7 +90,7 @@ func classValidatorMessages(msgs []any) []any {
 		if sub := classValidatorField.FindStringSubmatch(s); sub != nil {
 			field = sub[1]
 		}
-		fields = appendField(fields, field, s, nil)
+		fields = appendField(fields, field, fieldText(s), nil)
 	}
 	return fields
 }
@@ -100,7 +117,7 @@ func classValidatorErrors(arr []any) []any {
 				return false
 			}
 			for _, k := range sortedKeys(constraints) {
-				fields = appendField(fields, prefix+prop, constraints[k], em["value"])
+				fields = appendField(fields, prefix+prop, fieldText(constraints[k]), em["value"])
 			}
 			if hasKids && !walk(children, prefix+prop+".") {
 				return false
@@ -139,7 +156,7 @@ func ajvFields(arr []any) []any {
 				field = strings.Trim(field+"."+strings.TrimPrefix(missing, "."), ".")
 			}
 		}
-		fields = appendField(fields, field, em["message"], nil)
+		fields = appendField(fields, field, fieldText(em["message"]), nil)
 	}
 	return fields
 }
@@ -167,7 +184,7 @@ func namedFields(arr []any) []any {
 		if field == "" || !ok {
 			return nil
 		}
-		fields = appendField(fields, field, msg, em["value"])
+		fields = appendField(fields, field, fieldText(msg), em["value"])
 	}
 	return fields
 }
@@ -179,7 +196,7 @@ func fieldMap(m map[string]any) []any {
 	for _, k := range sortedKeys(m) {
 		switch v := m[k].(type) {
 		case string:
-			fields = appendField(fields, k, v, nil)
+			fields = appendField(fields, k, fieldText(v), nil)
 		case []any:
 			if len(v) == 0 {
 				return nil
@@ -188,7 +205,7 @@ func fieldMap(m map[string]any) []any {
 				if _, ok := s.(string); !ok {
 					return nil
 				}
-				fields = appendField(fields, k, s, nil)
+				fields = appendField(fields, k, fieldText(s), nil)
 			}
 		default:
 			return nil
@@ -214,7 +231,11 @@ var appCodePattern = regexp.MustCompile(`^[A-Za-z][A-Za-z0-9_.:/-]{0,63}$`)
 // driverCode recognises a database driver's code, which says which database
 // the app runs and nothing a client can act on: MySQL's ER_…, SQLite's,
 // Prisma's P2002, a PostgreSQL SQLSTATE (23505, 42P01).
-var driverCode = regexp.MustCompile(`^(?:ER_|SQLITE_|P[0-9]{4}$|(?:[0-9][0-9A-Z]|[A-Z][0-9])[0-9A-Z]{3}$)`)
+var driverCode = regexp.MustCompile(`^(?:ER_|SQLITE_|P[0-9]{4}$|(?:[0-9][0-9A-Z]|[A-Z][0-9]|XX|HV)[0-9A-Z]{3}$)`)
+
+// runtimeCode recognises Node's own codes (ERR_INVALID_ARG_TYPE,
+// MODULE_NOT_FOUND) and an error class name given as a code.
+var runtimeCode = regexp.MustCompile(`^(?:ERR_|MODULE_NOT_FOUND$)|(?:Error|Exception)$`)
 
 // appCode is the app's own error code in a 4xx body (code, errorCode or
 // error_code, at the top or under error): a name or a whole number, never
@@ -224,7 +245,8 @@ func appCode(doc any) any {
 		for _, k := range []string{"code", "errorCode", "error_code"} {
 			switch v := c[k].(type) {
 			case string:
-				if appCodePattern.MatchString(v) && !nodeSystemErrors[v] && !driverCode.MatchString(v) {
+				if appCodePattern.MatchString(v) && !nodeSystemErrors[v] && !driverCode.MatchString(v) &&
+					!runtimeCode.MatchString(v) && !leaksDatabase(v) {
 					return v
 				}
 			case json.Number:

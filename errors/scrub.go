@@ -60,7 +60,7 @@ func safeMessage(s string) bool {
 	for _, bad := range []string{
 		"node_modules", ".js:", ".ts:", `c:\`,
 		"typeerror", "referenceerror", "syntaxerror", "rangeerror", "econnrefused", "econnreset",
-		"etimedout", "enotfound", "null pointer", "cannot read prop", "of undefined", "undefined is not", "is undefined",
+		"etimedout", "enotfound", "null pointer", "cannot read prop", "cannot find module", "of undefined", "undefined is not", "is undefined",
 	} {
 		if strings.Contains(lower, bad) {
 			return false

@@ -323,7 +323,7 @@ var (
 	bearerDescription = regexp.MustCompile(`(?i)\berror_description\s*=\s*"([^"]*)"`)
 	expiredWord       = regexp.MustCompile(`(?i)\bexpired\b`)
 	expiredToken      = regexp.MustCompile(`(?i)\b(?:jwt|token)\b.{0,40}\bexpired\b|\bexpired\b.{0,20}\b(?:jwt|token)\b`)
-	invalidToken      = regexp.MustCompile(`(?i)\b(?:invalid|malformed|bad)\s+(?:jwt|token|signature)\b|\bjwt malformed\b|\b(?:jwt|token)\b.{0,20}\b(?:is )?(?:invalid|malformed)\b`)
+	invalidToken      = regexp.MustCompile(`(?i)\b(?:invalid|malformed|bad)\s+(?:jwt|token|signature)\b|\bjwt malformed\b|\b(?:jwt|token)\b.{0,20}\b(?:is )?(?:invalid|malformed|not valid)\b`)
 )
 
 // tokenCode tells an expired or invalid token on a 401 the app answered

@@ -298,7 +298,7 @@ func (s *Server) rewriteError(resp *http.Response) error {
 	}
 	status, out := s.classifyReply(info, apierrors.Reply{
 		Status: resp.StatusCode, ContentType: ct, Body: body, Truncated: truncated,
-		WWWAuthenticate: resp.Header.Get("WWW-Authenticate"),
+		WWWAuthenticate: strings.Join(resp.Header.Values("WWW-Authenticate"), ", "),
 	})
 	if readErr != nil {
 		// The status came, the body did not (it stalled past the response

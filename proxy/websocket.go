@@ -518,7 +518,7 @@ func (h *wsHub) dialFailed(w *responseWriter, r *http.Request, info *reqInfo, re
 		}
 		status, out := s.classifyReply(info, apierrors.Reply{
 			Status: resp.StatusCode, ContentType: resp.Header.Get("Content-Type"), Body: body, Truncated: truncated,
-			WWWAuthenticate: resp.Header.Get("WWW-Authenticate"),
+			WWWAuthenticate: strings.Join(resp.Header.Values("WWW-Authenticate"), ", "),
 		})
 		apierrors.SetHeaders(w.Header(), len(out))
 		w.WriteHeader(status)
