@@ -35,7 +35,7 @@ type frameConn struct {
 
 	mu  sync.Mutex // the tally is fed by the library's reads (Close reads too)
 	t   frameTally
-	eof bool // a read of the socket failed (EOF, a reset): the tally saw the whole stream
+	eof atomic.Bool // a read of the socket failed (EOF, a reset): the tally saw the whole stream
 }
 
 // errWouldBlock: nothing came for wsLinger, at a frame boundary.
@@ -110,9 +110,7 @@ func (c *frameConn) feed(b []byte) {
 // ended notes a read of the socket that failed.
 func (c *frameConn) ended(err error) {
 	if err != nil {
-		c.mu.Lock()
-		c.eof = true
-		c.mu.Unlock()
+		c.eof.Store(true)
 	}
 }
 
@@ -122,12 +120,12 @@ func (c *frameConn) ended(err error) {
 // connection's EOF into the message's), so the relay asks this before
 // passing such a message on.
 func (c *frameConn) cutShort() bool {
-	if c == nil {
-		return false // not watched: nothing to tell by
+	if c == nil || !c.eof.Load() { // not watched; or, every message but a connection's last, no lock
+		return false
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return c.eof && (c.t.hdrLen > 0 || c.t.inBody || c.t.inMessage)
+	return c.t.hdrLen > 0 || c.t.inBody || c.t.inMessage
 }
 
 // stalledMidMessage reports whether the stream stopped inside a message
