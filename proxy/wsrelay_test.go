@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"bufio"
+	"encoding/binary"
 	"fmt"
 	"io"
 	"net"
@@ -193,27 +194,39 @@ func upgradeText(path, extra string) string {
 		"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n" + extra + "\r\n"
 }
 
-// readFrame reads one unmasked server frame (7- or 16-bit length).
+// readFrame reads one unmasked server frame: its opcode and payload. The
+// test fails if none comes.
 func readFrame(t *testing.T, br *bufio.Reader) (byte, []byte) {
 	t.Helper()
-	var hdr [2]byte
-	if _, err := io.ReadFull(br, hdr[:]); err != nil {
-		t.Fatalf("frame header: %v", err)
+	_, op, payload, err := rawFrame(br)
+	if err != nil {
+		t.Fatalf("frame: %v", err)
 	}
-	n := int(hdr[1] & 0x7f)
+	return op, payload
+}
+
+// rawFrame reads one unmasked frame.
+func rawFrame(br *bufio.Reader) (fin bool, op byte, payload []byte, err error) {
+	var hdr [2]byte
+	if _, err = io.ReadFull(br, hdr[:]); err != nil {
+		return
+	}
+	n := uint64(hdr[1] & 0x7f)
 	switch n {
 	case 126:
 		var ext [2]byte
-		if _, err := io.ReadFull(br, ext[:]); err != nil {
-			t.Fatalf("frame length: %v", err)
+		if _, err = io.ReadFull(br, ext[:]); err != nil {
+			return
 		}
-		n = int(ext[0])<<8 | int(ext[1])
+		n = uint64(binary.BigEndian.Uint16(ext[:]))
 	case 127:
-		t.Fatalf("unexpectedly long frame %x", hdr)
+		var ext [8]byte
+		if _, err = io.ReadFull(br, ext[:]); err != nil {
+			return
+		}
+		n = binary.BigEndian.Uint64(ext[:])
 	}
-	payload := make([]byte, n)
-	if _, err := io.ReadFull(br, payload); err != nil {
-		t.Fatalf("frame payload: %v", err)
-	}
-	return hdr[0] & 0x0f, payload
+	payload = make([]byte, n)
+	_, err = io.ReadFull(br, payload)
+	return hdr[0]&0x80 != 0, hdr[0] & 0x0f, payload, err
 }

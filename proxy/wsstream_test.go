@@ -1,9 +1,7 @@
 package proxy
 
 import (
-	"bufio"
 	"bytes"
-	"encoding/binary"
 	"fmt"
 	"io"
 	"net/http"
@@ -182,32 +180,6 @@ func TestStreamHeadFitsThePool(t *testing.T) {
 	if buf.Len() != streamAfter+1 || buf.Cap() > maxPooledBuffer {
 		t.Errorf("head %d bytes in a buffer of %d, want at most %d", buf.Len(), buf.Cap(), maxPooledBuffer)
 	}
-}
-
-// rawFrame reads one unmasked frame.
-func rawFrame(br *bufio.Reader) (fin bool, op byte, payload []byte, err error) {
-	var hdr [2]byte
-	if _, err = io.ReadFull(br, hdr[:]); err != nil {
-		return
-	}
-	n := uint64(hdr[1] & 0x7f)
-	switch n {
-	case 126:
-		var ext [2]byte
-		if _, err = io.ReadFull(br, ext[:]); err != nil {
-			return
-		}
-		n = uint64(binary.BigEndian.Uint16(ext[:]))
-	case 127:
-		var ext [8]byte
-		if _, err = io.ReadFull(br, ext[:]); err != nil {
-			return
-		}
-		n = binary.BigEndian.Uint64(ext[:])
-	}
-	payload = make([]byte, n)
-	_, err = io.ReadFull(br, payload)
-	return hdr[0]&0x80 != 0, hdr[0] & 0x0f, payload, err
 }
 
 // A plain WebSocket client is still held to websocket.max_message_bytes
