@@ -393,32 +393,26 @@ func (d *wsDir) relayOne() (ok, drained bool) {
 	frames.Inc()
 	writing.Store(now)
 	n := int64(len(msg))
+	var readErr error
 	if streamed {
-		var readErr error
 		n, readErr, err = stream(ctx, dst, typ, msg, rd, writing, &p.last, d.fc)
-		if errors.Is(readErr, errInvalidUTF8) {
-			nbytes.Add(float64(n))
-			writing.Store(0)
-			putBuffer(buf)
-			d.invalidText() // its close ends dst's unfinished message
-			return true, false
-		}
-		if readErr != nil {
-			// src failed in the middle: dst's message stays unfinished
-			// (finishing it would deliver a cut message as whole), and
-			// the close mirrored onto dst ends it.
-			nbytes.Add(float64(n))
-			writing.Store(0)
-			putBuffer(buf)
-			d.srcFailed(readErr, src)
-			return false, false
-		}
 	} else {
 		err = dst.Write(ctx, typ, msg)
 	}
 	nbytes.Add(float64(n))
 	writing.Store(0)
 	putBuffer(buf)
+	switch {
+	case errors.Is(readErr, errInvalidUTF8):
+		d.invalidText() // its close ends dst's unfinished message
+		return true, false
+	case readErr != nil:
+		// src failed in the middle of a streamed message: dst's stays
+		// unfinished (finishing it would deliver a cut message as whole),
+		// and the close mirrored onto dst ends it.
+		d.srcFailed(readErr, src)
+		return false, false
+	}
 	if err != nil {
 		if p.ending.Load() {
 			// chatguard is ending the pair: end closes src itself, after
