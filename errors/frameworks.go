@@ -12,16 +12,23 @@ import (
 	"strings"
 )
 
+// The kinds frameworkFields names (Result.Kind).
+const (
+	kindClassValidator = "class-validator"
+	kindAjv            = "ajv"
+	kindFields         = "fields"
+)
+
 // frameworkFields lists the fields of a validation failure c in one of the
 // shapes above, with the rule's name.
 func frameworkFields(c map[string]any) ([]any, string) {
 	// NestJS ValidationPipe: {"statusCode":400,"message":["email must be an email",…],"error":"Bad Request"}.
 	if msgs, ok := c["message"].([]any); ok && len(msgs) > 0 {
 		if fields := classValidatorMessages(msgs); fields != nil {
-			return fields, "class-validator"
+			return fields, kindClassValidator
 		}
 		if fields := classValidatorErrors(msgs); fields != nil {
-			return fields, "class-validator"
+			return fields, kindClassValidator
 		}
 	}
 	// Fastify: {"statusCode":400,"code":"FST_ERR_VALIDATION",…,"validation":[ajv errors]},
@@ -29,18 +36,18 @@ func frameworkFields(c map[string]any) ([]any, string) {
 	for _, k := range []string{"validation", "errors"} {
 		if arr, ok := c[k].([]any); ok {
 			if fields := ajvFields(arr); fields != nil {
-				return fields, "ajv"
+				return fields, kindAjv
 			}
 		}
 	}
 	if arr, ok := c["errors"].([]any); ok {
 		// class-validator's ValidationError objects from an exceptionFactory.
 		if fields := classValidatorErrors(arr); fields != nil {
-			return fields, "class-validator"
+			return fields, kindClassValidator
 		}
 		// {"errors":[{"field":"phone","message":"must be E.164"}]} (http-errors props, hand-made).
 		if fields := namedFields(arr); fields != nil {
-			return fields, "fields"
+			return fields, kindFields
 		}
 	}
 	// {"errors":{"email":"is invalid"}} or {"fields":{"email":["is invalid"]}}.
@@ -52,7 +59,7 @@ func frameworkFields(c map[string]any) ([]any, string) {
 		}
 		if m, ok := c[k].(map[string]any); ok {
 			if fields := fieldMap(m); fields != nil {
-				return fields, "fields"
+				return fields, kindFields
 			}
 		}
 	}
@@ -136,19 +143,14 @@ func classValidatorErrors(arr []any) []any {
 // → "items.0.name"; v6's ".items[0].name" likewise), or the missing
 // property of a "required" error at the top.
 func ajvFields(arr []any) []any {
-	var fields []any
-	for _, e := range arr {
-		em, ok := e.(map[string]any)
-		if !ok {
-			return nil
-		}
+	return listFields(arr, func(em map[string]any) (string, any, any, bool) {
 		_, hasKeyword := em["keyword"].(string)
 		path, hasPath := em["instancePath"].(string)
 		if !hasPath {
 			path, hasPath = em["dataPath"].(string)
 		}
 		if !hasKeyword || !hasPath {
-			return nil
+			return "", nil, nil, false
 		}
 		field := strings.Trim(strings.NewReplacer("/", ".", "[", ".", "]", "", "~1", "/", "~0", "~").Replace(path), ".")
 		if params, ok := em["params"].(map[string]any); ok {
@@ -156,21 +158,15 @@ func ajvFields(arr []any) []any {
 				field = strings.Trim(field+"."+strings.TrimPrefix(missing, "."), ".")
 			}
 		}
-		fields = appendField(fields, field, fieldText(em["message"]), nil)
-	}
-	return fields
+		return field, fieldText(em["message"]), nil, true
+	})
 }
 
 // namedFields recognises hand-made field lists: every item an object with
 // a field name (field, property, key or param) and a message
 // (message or msg).
 func namedFields(arr []any) []any {
-	var fields []any
-	for _, e := range arr {
-		em, ok := e.(map[string]any)
-		if !ok {
-			return nil
-		}
+	return listFields(arr, func(em map[string]any) (string, any, any, bool) {
 		var field string
 		for _, k := range []string{"field", "property", "key", "param"} {
 			if field, _ = em[k].(string); field != "" {
@@ -181,12 +177,8 @@ func namedFields(arr []any) []any {
 		if !ok {
 			msg, ok = em["msg"].(string)
 		}
-		if field == "" || !ok {
-			return nil
-		}
-		fields = appendField(fields, field, fieldText(msg), em["value"])
-	}
-	return fields
+		return field, fieldText(msg), em["value"], field != "" && ok
+	})
 }
 
 // fieldMap recognises {"email": "is invalid"} and Rails' {"email": ["is
@@ -216,7 +208,7 @@ func fieldMap(m map[string]any) []any {
 
 // frameworkKind reports a kind frameworkFields names.
 func frameworkKind(kind string) bool {
-	return kind == "class-validator" || kind == "ajv" || kind == "fields"
+	return kind == kindClassValidator || kind == kindAjv || kind == kindFields
 }
 
 // validationStatus reports whether status is one a validation failure is

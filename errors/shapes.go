@@ -129,21 +129,31 @@ func validationFields(c map[string]any) ([]any, string) {
 }
 
 func expressValidatorFields(arr []any) []any {
+	return listFields(arr, func(em map[string]any) (string, any, any, bool) {
+		msg, hasMsg := em["msg"]
+		field, _ := em["path"].(string)
+		if field == "" {
+			field, _ = em["param"].(string)
+		}
+		return field, msg, em["value"], hasMsg && field != ""
+	})
+}
+
+// listFields lists the fields of arr when every item is an object that
+// item reads as a field (its name, message and value); nil otherwise, or
+// for an empty arr.
+func listFields(arr []any, item func(em map[string]any) (field string, msg, value any, ok bool)) []any {
 	var fields []any
 	for _, e := range arr {
 		em, ok := e.(map[string]any)
 		if !ok {
 			return nil
 		}
-		msg, hasMsg := em["msg"]
-		field, _ := em["path"].(string)
-		if field == "" {
-			field, _ = em["param"].(string)
-		}
-		if !hasMsg || field == "" {
+		field, msg, value, ok := item(em)
+		if !ok {
 			return nil
 		}
-		fields = appendField(fields, field, msg, em["value"])
+		fields = appendField(fields, field, msg, value)
 	}
 	return fields
 }
