@@ -396,3 +396,31 @@ func TestWatchdogKeepsTheCPUProfileItRecords(t *testing.T) {
 		t.Errorf("the CPU profile is empty: %v", err)
 	}
 }
+
+func TestWatchdogRefusesAnUnwritableAlertFile(t *testing.T) {
+	dir := t.TempDir()
+	notDir := filepath.Join(dir, "file")
+	if err := os.WriteFile(notDir, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	m := NewManager(ManagerOptions{})
+	defer m.Close()
+	// A path under a regular file can never be created, whoever runs the test.
+	w, err := NewWatchdog(WatchdogOptions{Manager: m, AlertFile: filepath.Join(notDir, "alerts.jsonl"), Registerer: prometheus.NewRegistry()})
+	if err == nil {
+		w.Close()
+		t.Fatal("NewWatchdog accepted an alert file under a regular file")
+	}
+	if !strings.Contains(err.Error(), "alert file (alerts.path") {
+		t.Fatalf("error %q does not name alerts.path", err)
+	}
+	good := filepath.Join(dir, "sub", "alerts.jsonl")
+	w, err = NewWatchdog(WatchdogOptions{Manager: m, AlertFile: good, Registerer: prometheus.NewRegistry()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.Close()
+	if fi, err := os.Stat(good); err != nil || fi.Size() != 0 {
+		t.Fatalf("alert file after start: %v, %v (want an empty file)", fi, err)
+	}
+}

@@ -132,6 +132,13 @@ func NewWatchdog(o WatchdogOptions) (*Watchdog, error) {
 	if o.MemoryLimit == 0 {
 		o.MemoryLimit = DetectMemoryLimit()
 	}
+	if o.AlertFile != "" {
+		// Found out now, as an unwritable log directory is, rather than at
+		// the first alert, which would then be lost.
+		if err := openAlertFile(o.AlertFile); err != nil {
+			return nil, fmt.Errorf("sessions: alert file (alerts.path %q): %w", o.AlertFile, err)
+		}
+	}
 	if o.ConnectedUsers == nil {
 		o.ConnectedUsers = func() int {
 			for _, s := range o.Manager.Stats() {
@@ -316,15 +323,29 @@ func (w *Watchdog) raise(a Alert) {
 	w.appendAlert(a)
 }
 
+// openAlertFile checks that the alert file can be created and appended to,
+// leaving it empty if it was not there.
+func openAlertFile(path string) error {
+	f, err := openAppend(path)
+	if err != nil {
+		return err
+	}
+	return f.Close()
+}
+
+func openAppend(path string) (*os.File, error) {
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return nil, err
+	}
+	return os.OpenFile(path, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o640)
+}
+
 func appendJSONLine(path string, v any) error {
 	b, err := json.Marshal(v)
 	if err != nil {
 		return err
 	}
-	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-		return err
-	}
-	f, err := os.OpenFile(path, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o640)
+	f, err := openAppend(path)
 	if err != nil {
 		return err
 	}

@@ -33,7 +33,7 @@ func ReadFile(path string) ([]byte, error) {
 		return nil, err
 	}
 	if !fi.Mode().IsRegular() {
-		return nil, fmt.Errorf("%s is not a regular file (%s)", path, fi.Mode().Type())
+		return nil, fmt.Errorf("%s is %s, not a regular file", path, fileKind(fi.Mode()))
 	}
 	if fi.Size() > MaxFileBytes {
 		return nil, fmt.Errorf("%s is %d bytes; a configuration file may hold at most %d (1 MiB)", path, fi.Size(), MaxFileBytes)
@@ -169,4 +169,23 @@ func capProblems(probs []string) []string {
 		word = "problem"
 	}
 	return append(probs[:maxFileProblems:maxFileProblems], fmt.Sprintf("… and %d more %s", more, word))
+}
+
+// fileKind names what a path that is not a regular file is (fs.FileMode's
+// own String prints "d---------", which reads as permissions 000).
+func fileKind(m os.FileMode) string {
+	switch {
+	case m.IsDir():
+		return "a directory"
+	case m&os.ModeNamedPipe != 0:
+		return "a named pipe"
+	case m&os.ModeSocket != 0:
+		return "a socket"
+	case m&os.ModeCharDevice != 0:
+		return "a character device"
+	case m&os.ModeDevice != 0:
+		return "a device"
+	default:
+		return "a special file (" + m.Type().String() + ")"
+	}
 }

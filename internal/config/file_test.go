@@ -126,9 +126,9 @@ func TestReadFileRefusesWhatIsNoConfigFile(t *testing.T) {
 	}
 	for path, want := range map[string]string{
 		big:                           "1048577 bytes; a configuration file may hold at most 1048576",
-		fifo:                          "is not a regular file",
-		dir:                           "is not a regular file",
-		"/dev/zero":                   "is not a regular file",
+		fifo:                          "is a named pipe, not a regular file",
+		dir:                           "is a directory, not a regular file",
+		"/dev/zero":                   "is a character device, not a regular file",
 		filepath.Join(dir, "missing"): "no such file",
 	} {
 		if _, err := config.ReadFile(path); err == nil || !strings.Contains(err.Error(), want) {

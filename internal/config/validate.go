@@ -124,7 +124,7 @@ func Validate(c *Config) []string {
 	switch strings.ToLower(c.Log.Level) {
 	case "error", "warn", "warning", "info", "debug", "trace":
 	default:
-		add("log.level", "%q must be error, warn, info or debug", c.Log.Level)
+		add("log.level", "%q must be error, warn, info or debug (or warning, or trace, which logs as debug does)", c.Log.Level)
 	}
 	if c.Log.File && c.Log.Dir == "" {
 		add("log.dir", "must be set when log.file is true")
@@ -335,8 +335,10 @@ func ParsePrefix(s string) (netip.Prefix, error) {
 }
 
 // sameListener reports whether two listen addresses would take the same
-// port: the same host, or either on every address (":8080", "0.0.0.0",
-// "[::]"). Port 0 is a new port each time.
+// port: the same host however it is spelled ("localhost", "127.0.0.1",
+// "::ffff:127.0.0.1"), or either on every address (":8080", "0.0.0.0",
+// "[::]"). Port 0 is a new port each time. Other host names are compared as
+// written: resolving them here would make validation depend on DNS.
 func sameListener(a, b string) bool {
 	ha, pa, err1 := net.SplitHostPort(a)
 	hb, pb, err2 := net.SplitHostPort(b)
@@ -347,7 +349,28 @@ func sameListener(a, b string) bool {
 		return false
 	}
 	everywhere := func(h string) bool { return h == "" || h == "0.0.0.0" || h == "::" }
-	return ha == hb || everywhere(ha) || everywhere(hb)
+	if everywhere(ha) || everywhere(hb) || strings.EqualFold(ha, hb) {
+		return true
+	}
+	for _, x := range listenIPs(ha) {
+		if slices.Contains(listenIPs(hb), x) {
+			return true
+		}
+	}
+	return false
+}
+
+// listenIPs are the addresses a listen host stands for: an IP literal's own
+// (IPv4-mapped unmapped), 127.0.0.1 for localhost (Go listens on a name's
+// first IPv4 address), nothing for another name.
+func listenIPs(h string) []netip.Addr {
+	if strings.EqualFold(h, "localhost") {
+		return []netip.Addr{netip.MustParseAddr("127.0.0.1")}
+	}
+	if a, err := netip.ParseAddr(h); err == nil {
+		return []netip.Addr{a.Unmap()}
+	}
+	return nil
 }
 
 // hideUserinfo is raw with whatever stands between its scheme and its last

@@ -49,6 +49,10 @@ func TestGolden(t *testing.T) {
 				if already && !bytes.Equal(got.Manifests, withoutComments(src)) {
 					t.Errorf("%s: injected input changed:\n%s", mode, got.Manifests)
 				}
+				// Asked for the other form, it says so instead of passing for done.
+				if other := slices.ContainsFunc(got.Warnings, func(w string) bool { return strings.Contains(w, "already injected as a native sidecar") }); already && other != (mode == ModeClassic) {
+					t.Errorf("%s: warnings %q: want one that the pod has a native sidecar only for --mode classic", mode, got.Warnings)
+				}
 				if already {
 					checkInjected(t, got.Manifests, ModeNative)
 				} else {

@@ -10,13 +10,17 @@ import (
 )
 
 // inject adds the sidecar to an opened pod template. A template that is
-// already injected is left exactly as it is; one marked injected whose
-// chatguard container is gone (edited away, renamed) is an error, not a
-// pod that silently never gets chatguard.
+// already injected is left exactly as it is (with a warning when it is in
+// the other form than o.Mode, which would otherwise pass for done); one
+// marked injected whose chatguard container is gone (edited away, renamed)
+// is an error, not a pod that silently never gets chatguard.
 func (pt *podTemplate) inject(o Options) (warnings []string, err error) {
 	if pt.injected() {
 		if !pt.hasSidecar() {
 			return nil, fmt.Errorf("the pod is annotated %s but has no %q container: run uninject on it first, or remove the annotation", AnnotationInjected, containerName)
+		}
+		if has := pt.sidecarMode(); has != o.Mode {
+			return []string{fmt.Sprintf("chatguard is already injected as a %s sidecar, left as it is: to make it %s, uninject first, then inject with --mode %s", has, o.Mode, o.Mode)}, nil
 		}
 		return nil, nil
 	}
@@ -190,6 +194,17 @@ func (pt *podTemplate) replicas(ann map[string]any) (int, []string) {
 
 // maxReplicas is the most CHATGUARD_REPLICAS config validation accepts.
 const maxReplicas = 10000
+
+// sidecarMode is the form of the pod's chatguard container: native when it
+// is an init container.
+func (pt *podTemplate) sidecarMode() Mode {
+	for _, c := range pt.typed.InitContainers {
+		if c.Name == containerName {
+			return ModeNative
+		}
+	}
+	return ModeClassic
+}
 
 // hasSidecar reports whether the pod has chatguard's container, as a
 // native sidecar (an init container) or a classic one.
