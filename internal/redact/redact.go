@@ -412,6 +412,9 @@ func String(s string) string {
 		if errorClassKey.MatchString(sub[1]) {
 			return m // "JsonWebTokenError: jwt malformed" is a class and its message
 		}
+		if sub[1] == "sessions: " {
+			return m // chatguard's own package prefix in an error chain ("sessions: alert file …")
+		}
 		if v := strings.TrimSuffix(sub[2], ")"); strings.EqualFold(v, "yes") || strings.EqualFold(v, "no") {
 			return m // MySQL's "(using password: YES)" says whether one was sent, not which
 		}
