@@ -467,10 +467,18 @@ func clientBodyError(ctx context.Context, bodyErr error) error {
 // upstream answering before it took the whole body (the app's own 413, an
 // auth failure on an upload) is heard at once, as http.Transport and nginx
 // hear it, not once the upload is over (or never, from an upstream that
-// stopped reading). Such an early answer closes the connection; the writer
-// then ends on its own (ReverseProxy closes the client's body when the
-// handler returns). The response-header timeout starts when the body is
-// written, as with http.Transport.
+// stopped reading). Such an early refusal (3xx and up) closes the
+// connection; the writer then ends on its own (ReverseProxy closes the
+// client's body when the handler returns). An early 2xx is an app that
+// answers while it reads (req.pipe(res), upload progress, "accepted" then
+// a summary): the body keeps flowing to it while the answer flows back,
+// full duplex, as directly and through nginx; if the client's body then
+// fails, the upstream connection is closed, so that the answer is cut
+// rather than the app left waiting for bytes that will not come (a client
+// that only pauses is waited for: the upstream, waiting too, meets the
+// response body timeout). The
+// response-header timeout starts when the body is written, as with
+// http.Transport.
 func (t *upstreamTransport) exchangeStreaming(pc *upstreamConn, req *http.Request, stop func() bool, received int64) (*http.Response, bool, error) {
 	ctx := req.Context()
 	var bodyErr error
@@ -478,7 +486,7 @@ func (t *upstreamTransport) exchangeStreaming(pc *upstreamConn, req *http.Reques
 	req.Body = &recordingBody{ReadCloser: gate, err: &bodyErr}
 	pc.cr.headEnd = pc.cr.n.Load() + maxResponseHead + int64(pc.br.Size())
 	var mu sync.Mutex // orders the writer's verdict and the head's arrival
-	headRead, wrote := false, false
+	headRead, wrote, duplex := false, false, false
 	written := make(chan error, 1)
 	go func() {
 		werr := req.Write(pc.bw)
@@ -489,6 +497,12 @@ func (t *upstreamTransport) exchangeStreaming(pc *upstreamConn, req *http.Reques
 		wrote = true
 		switch {
 		case headRead:
+			if duplex && (werr != nil || bodyErr != nil && !errors.Is(bodyErr, io.EOF)) {
+				// The app reads on while it answers, and the rest of the
+				// body will not come: cut the answer (the client sees it
+				// cut) rather than leave the app waiting.
+				_ = pc.c.Close()
+			}
 		case bodyErr != nil && !errors.Is(bodyErr, io.EOF):
 			// The upstream waits for the rest of a body that will not come.
 			pc.setReadDeadline(aLongTimeAgo)
@@ -499,13 +513,21 @@ func (t *upstreamTransport) exchangeStreaming(pc *upstreamConn, req *http.Reques
 		written <- werr
 	}()
 	resp, got, err := t.readHead(pc, req, received)
+	fullDuplex := err == nil && resp.StatusCode < 300 && enableFullDuplex(ctx)
 	mu.Lock()
 	headRead = true
 	early := !wrote
+	duplex = early && fullDuplex
 	mu.Unlock()
 	if err == nil {
 		pc.setReadDeadline(time.Time{})
-		if early {
+		if duplex {
+			// As after a refusal, a pause in the client's body no longer
+			// cuts an answer on its way: an upstream waiting for the rest
+			// meets the response body timeout instead.
+			infoFrom(ctx).idle.disarm()
+			resp.Close = true // the writer may still be writing: no reuse
+		} else if early {
 			// The writer starts no read of the client's body once the
 			// answer is on its way to the client (one in progress ends with
 			// the client's next bytes, or the server's close of the body).
@@ -535,6 +557,16 @@ func (t *upstreamTransport) exchangeStreaming(pc *upstreamConn, req *http.Reques
 		return nil, false, werr
 	}
 	return nil, got, err
+}
+
+// enableFullDuplex lets the request's handler write its answer while the
+// client's body is still being read: net/http otherwise reads (and drops)
+// up to 256 KiB of an HTTP/1 body before the answer's head goes out, or
+// closes the connection. False for a request that has no client body
+// (chatguard's own on a polling session's behalf) or cannot.
+func enableFullDuplex(ctx context.Context) bool {
+	info := infoFrom(ctx)
+	return info.idle != nil && info.idle.rc.EnableFullDuplex() == nil
 }
 
 // gatedBody is a client's request body whose reads can be cut off.

@@ -1,0 +1,120 @@
+package proxy
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/chatguard/chatguard/internal/config"
+)
+
+// duplexUpstream answers 200 and a first line at once, then reads the
+// whole body and ends with its size, as an Express handler that writes
+// progress while it reads (or req.pipe(res)) does. Each body read's
+// outcome goes to results.
+func duplexUpstream(t *testing.T, results chan<- string) string {
+	return upstream(t, func(w http.ResponseWriter, r *http.Request) {
+		_ = http.NewResponseController(w).EnableFullDuplex()
+		w.Header().Set("Content-Type", "application/x-ndjson")
+		w.WriteHeader(http.StatusOK)
+		_, _ = io.WriteString(w, "receiving\n")
+		w.(http.Flusher).Flush()
+		n, err := io.Copy(io.Discard, r.Body)
+		results <- fmt.Sprintf("%d %v", n, err)
+		_, _ = fmt.Fprintf(w, "n=%d\n", n)
+	}).URL
+}
+
+// An app that answers 200 before it has read the whole upload gets the
+// rest of it, and the client the rest of the answer: the body went on
+// flowing while the answer flowed back (QA: the rest of the body was cut
+// off, the app waited for it and the answer ended 60 s later, cut).
+func TestEarlyOKAnswerGetsTheRestOfTheBody(t *testing.T) {
+	t.Parallel()
+	const size = 400_000
+	first := strings.Repeat("x", 80<<10) // over the 64 KiB under which a body is sent whole first
+	for name, framing := range map[string]struct{ head, first, rest string }{
+		"content-length": {
+			head:  fmt.Sprintf("Content-Length: %d\r\n", size),
+			first: first,
+			rest:  strings.Repeat("y", size-len(first)),
+		},
+		"chunked": {
+			head:  "Transfer-Encoding: chunked\r\n",
+			first: fmt.Sprintf("%x\r\n%s\r\n", len(first), first),
+			rest:  fmt.Sprintf("%x\r\n%s\r\n0\r\n\r\n", size-len(first), strings.Repeat("y", size-len(first))),
+		},
+	} {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			results := make(chan string, 1)
+			h := start(t, duplexUpstream(t, results), nil)
+			c := dialPublic(t, h)
+			_ = c.SetDeadline(time.Now().Add(15 * time.Second))
+			if _, err := io.WriteString(c, "POST /api/media/upload HTTP/1.1\r\nHost: a\r\n"+framing.head+"\r\n"+framing.first); err != nil {
+				t.Fatal(err)
+			}
+			// The answer's head and first line come before the rest is sent.
+			br := bufio.NewReader(c)
+			resp, err := http.ReadResponse(br, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			lines := bufio.NewReader(resp.Body)
+			if l, err := lines.ReadString('\n'); err != nil || l != "receiving\n" || resp.StatusCode != 200 {
+				t.Fatalf("early answer: %d %q %v", resp.StatusCode, l, err)
+			}
+			if _, err := io.WriteString(c, framing.rest); err != nil {
+				t.Fatal(err)
+			}
+			rest, err := io.ReadAll(lines)
+			if want := fmt.Sprintf("n=%d\n", size); err != nil || string(rest) != want {
+				t.Errorf("rest of the answer: %q, %v; want %q", rest, err, want)
+			}
+			if got := <-results; got != fmt.Sprintf("%d <nil>", size) {
+				t.Errorf("the app read %s, want %d bytes and no error", got, size)
+			}
+		})
+	}
+}
+
+// When the client's body fails after such an early 200 (here a malformed
+// chunk), the app hears of it at once and the client's answer is cut,
+// rather than both waiting for the response body timeout.
+func TestEarlyOKAnswerEndsWhenTheBodyFails(t *testing.T) {
+	t.Parallel()
+	results := make(chan string, 1)
+	h := start(t, duplexUpstream(t, results), func(c *config.Config) { c.Proxy.ResponseBodyTimeout = time.Minute })
+	c := dialPublic(t, h)
+	_ = c.SetDeadline(time.Now().Add(30 * time.Second))
+	first := strings.Repeat("x", 80<<10)
+	if _, err := fmt.Fprintf(c, "POST /api/media/upload HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n%x\r\n%s\r\n", len(first), first); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil || resp.StatusCode != 200 {
+		t.Fatalf("early answer: %v %v", resp, err)
+	}
+	lines := bufio.NewReader(resp.Body)
+	if l, err := lines.ReadString('\n'); err != nil || l != "receiving\n" {
+		t.Fatalf("first line %q %v", l, err)
+	}
+	if _, err := io.WriteString(c, "zz-not-a-chunk-size\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case got := <-results:
+		if strings.HasPrefix(got, fmt.Sprintf("%d <nil>", len(first))) {
+			t.Errorf("the app took a failed body for a whole one: %s", got)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the app still waits for the body 10 s after the client's body failed")
+	}
+	if rest, err := io.ReadAll(lines); err == nil {
+		t.Errorf("the answer ended cleanly (%q) although the app never got the whole body", rest)
+	}
+}
