@@ -182,6 +182,9 @@ type fakeSIO struct {
 	socketID   string        // every CONNECT's socket id (a recovered socket); "": sock<n>
 	pid        string        // with socketID: CONNECT replies carry a private id (connection state recovery): the CONNECT's own, or pid-<n>
 	bigAck     int           // acks carry a string of this many bytes; 0: ["ok"]
+	// binAck: acks are BINARY_ACKs whose one attachment ("att") follows
+	// their text message after this long; 0: text acks.
+	binAck time.Duration
 
 	mu     sync.Mutex
 	got    []string // text as is, binary as "bin:" + payload, end as "end:<code>"
@@ -282,7 +285,12 @@ func (f *fakeSIO) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			ns, _, _ := strings.Cut(s[2:], ",")
 			err = write(fmt.Sprintf(`40%s,{"sid":"sock%d"}`, ns, f.seq.Add(1)))
 		case strings.HasPrefix(s, "42") || strings.HasPrefix(s, "45"):
-			if id := ackID(s); id != "" && f.bigAck > 0 {
+			if id := ackID(s); id != "" && f.binAck > 0 {
+				if err = write("461-" + id + `[{"_placeholder":true,"num":0}]`); err == nil {
+					time.Sleep(f.binAck)
+					err = c.Write(ctx, websocket.MessageBinary, []byte("att"))
+				}
+			} else if id != "" && f.bigAck > 0 {
 				err = write("43" + id + `["` + strings.Repeat("a", f.bigAck) + `"]`)
 			} else if id != "" {
 				err = write("43" + id + `["ok"]`)

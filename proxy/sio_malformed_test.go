@@ -168,3 +168,30 @@ func TestSocketIOLaterNamespaceIdentifies(t *testing.T) {
 		t.Fatalf("kick reached %d sockets", n)
 	}
 }
+
+// chatguard's own packets (here the rejection ack of an over-limit event)
+// never land between a binary ack's text message and its attachments:
+// socket.io-client then dropped the connection with "parse error: got
+// plaintext data when reconstructing a packet" (browser QA, a third of runs).
+func TestOwnPacketsWaitForABinaryPacketsAttachments(t *testing.T) {
+	t.Parallel()
+	fake := &fakeSIO{binAck: 300 * time.Millisecond}
+	env := startSIO(t, upstream(t, fake.ServeHTTP).URL, func(c *config.Config) {
+		c.WebSocket.Events = []config.EventLimit{{Name: "send-message", Limit: config.RouteLimit{Rate: 1, Period: time.Minute}}}
+	})
+	cl := dialSIO(t, env.harness, nil)
+	if got := cl.connect(""); !strings.HasPrefix(got, "40{") {
+		t.Fatalf("connect: %q", got)
+	}
+	cl.send(`421["send-message",{}]`)
+	if got := cl.next(); got != `461-1[{"_placeholder":true,"num":0}]` {
+		t.Fatalf("binary ack's text message: %q", got)
+	}
+	cl.send(`422["send-message",{}]`) // over the limit: chatguard answers it, while the attachment is still on its way
+	if got := cl.next(); got != "att" {
+		t.Fatalf("after the binary ack's text message came %q, not its attachment", got)
+	}
+	if got := cl.next(); !strings.HasPrefix(got, `432[{"success":false`) {
+		t.Fatalf("rejection ack: %q", got)
+	}
+}

@@ -18,6 +18,7 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"github.com/chatguard/chatguard/internal/logging"
+	"github.com/chatguard/chatguard/internal/socketio"
 )
 
 // Sides of a close, the "side" label.
@@ -59,6 +60,16 @@ type wsPair struct {
 	up   wsDir // client → upstream
 	down wsDir // upstream → client
 
+	// gates, one per destination (gateClient, gateUpstream; nil for a plain
+	// WebSocket), keep chatguard's own messages out of a Socket.IO binary
+	// packet, which is a text message and then its attachments as binary
+	// messages: the direction relaying one holds its destination's gate
+	// from the text message to the last attachment, and write takes it
+	// for each message of chatguard's. A packet of chatguard's in between
+	// made socket.io-client drop the connection ("parse error: got
+	// plaintext data when reconstructing a packet"; browser QA).
+	gates [2]chan struct{}
+
 	last      atomic.Int64 // unix ns of the last data message either way
 	writingUp atomic.Int64 // unix ns a write to the upstream started; 0 = none
 	writingDn atomic.Int64 // the same toward the client
@@ -81,6 +92,9 @@ func (h *wsHub) newPair(kind string, info *reqInfo, client, up *websocket.Conn, 
 		clientSock: clientSock, upSock: upSock, subprotocol: up.Subprotocol(),
 		clientLimit: h.cfg.MaxMessageBytes, sleepy: canSleep(h, clientSock, upSock),
 		done: make(chan struct{}),
+	}
+	if sess != nil {
+		p.gates = [2]chan struct{}{make(chan struct{}, 1), make(chan struct{}, 1)}
 	}
 	p.up = wsDir{p: p, from: sideClient, fc: sockFrames(clientSock)}
 	p.down = wsDir{p: p, from: sideUpstream, fc: sockFrames(upSock)}
@@ -130,6 +144,20 @@ func (p *wsPair) finished() {
 	}).Debug("websocket closed")
 }
 
+// Indexes of wsPair.gates.
+const (
+	gateClient   = 0
+	gateUpstream = 1
+)
+
+// gate is the gate of d's destination (nil for a plain WebSocket).
+func (d *wsDir) gate() chan struct{} {
+	if d.from == sideUpstream {
+		return d.p.gates[gateClient]
+	}
+	return d.p.gates[gateUpstream]
+}
+
 // wsDir is one direction of a pair: messages read from src go to dst.
 //
 // Its state says who reads src: a goroutine of its own (running), nobody
@@ -149,6 +177,10 @@ type wsDir struct {
 	watch uint64 // the poller's id for src; 0: none
 
 	head io.LimitedReader // reads the start of a message that may be streamed; only by the reading goroutine
+	// attachments: binary messages of the Socket.IO packet being relayed
+	// still to come; while above 0 the direction holds its destination's
+	// gate. Only whoever runs or finishes the direction touches it.
+	attachments int
 }
 
 const (
@@ -259,6 +291,10 @@ func (d *wsDir) take() bool {
 
 // finish stops the direction for good.
 func (d *wsDir) finish() {
+	if d.attachments > 0 { // ended inside a binary packet: chatguard's writes may go on
+		d.attachments = 0
+		<-d.gate()
+	}
 	d.state.Store(dirEnded)
 	if d.watch != 0 {
 		d.p.hub.poller.remove(d.fc.raw, d.watch)
@@ -390,6 +426,19 @@ func (d *wsDir) relayOne() (ok, drained bool) {
 			return true, false // taken out (and answered) by the inspection
 		}
 	}
+	packetEnds := false // msg is a binary packet's last attachment: its gate opens after it
+	if gate := d.gate(); gate != nil {
+		switch {
+		case d.attachments > 0 && typ == websocket.MessageBinary:
+			d.attachments--
+			packetEnds = d.attachments == 0
+		case d.attachments == 0 && typ == websocket.MessageText:
+			if n := socketio.BinaryAttachments(msg); n > 0 {
+				gate <- struct{}{} // after a write of chatguard's in progress (5 s at most)
+				d.attachments = n
+			}
+		}
+	}
 	frames.Inc()
 	writing.Store(now)
 	n := int64(len(msg))
@@ -398,6 +447,9 @@ func (d *wsDir) relayOne() (ok, drained bool) {
 		n, readErr, err = stream(ctx, dst, typ, msg, rd, writing, &p.last, d.fc)
 	} else {
 		err = dst.Write(ctx, typ, msg)
+	}
+	if packetEnds {
+		<-d.gate()
 	}
 	nbytes.Add(float64(n))
 	writing.Store(0)
@@ -743,15 +795,32 @@ func (p *wsPair) holdSide(toClient bool) (*websocket.Conn, error) {
 	return up, err
 }
 
-// write sends msg to the client (toClient) or the upstream.
+// errPacketOpen: a write of chatguard's waited 5 s for a binary packet
+// being relayed to that side to end; the message is dropped.
+var errPacketOpen = errors.New("proxy: a socket.io binary packet was still being relayed")
+
+// write sends msg to the client (toClient) or the upstream, between
+// Socket.IO packets (see gates).
 func (p *wsPair) write(msg []byte, toClient bool) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	gate := p.gates[gateUpstream]
+	if toClient {
+		gate = p.gates[gateClient]
+	}
+	if gate != nil {
+		select {
+		case gate <- struct{}{}:
+			defer func() { <-gate }()
+		case <-ctx.Done():
+			return errPacketOpen
+		}
+	}
 	c, err := p.holdSide(toClient)
 	if err != nil {
 		return err
 	}
 	defer p.unhold()
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
 	err = c.Write(ctx, websocket.MessageText, msg)
 	if err != nil {
 		// Unusable now, and the library leaves it open: closed, its

@@ -25,8 +25,12 @@ func FuzzParse(f *testing.F) {
 		EventArg(b, 0)
 		EventArg(b, 2)
 		StringField(b, "conversationId")
+		n := BinaryAttachments(append([]byte{byte(EIOMessage)}, b...))
 		if err != nil {
 			return
+		}
+		if n != p.Attachments { // the relay's quick read agrees with the parser on what parses
+			t.Fatalf("BinaryAttachments(4%q) = %d, Parse says %d", b, n, p.Attachments)
 		}
 		if p.Data != nil {
 			EventName(p.Data)

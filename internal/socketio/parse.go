@@ -166,3 +166,19 @@ func isDigit(c byte) bool { return '0' <= c && c <= '9' }
 func malformed(format string, args ...any) error {
 	return fmt.Errorf("%w: "+format, append([]any{ErrMalformed}, args...)...)
 }
+
+// BinaryAttachments is how many binary WebSocket messages follow msg, an
+// Engine.IO message carrying a BINARY_EVENT or BINARY_ACK ("451-[…]"): the
+// count its header announces, read without parsing the rest (up to
+// 65,536), else 0. It looks at the first bytes only, so that it can run on
+// every message a relay passes on, and on the head of a streamed one.
+func BinaryAttachments(msg []byte) int {
+	if len(msg) < 4 || msg[0] != byte(EIOMessage) || (msg[1] != '5' && msg[1] != '6') {
+		return 0
+	}
+	n, end := digits(msg, 2, 1<<16)
+	if n <= 0 || end == len(msg) || msg[end] != '-' {
+		return 0
+	}
+	return int(n)
+}

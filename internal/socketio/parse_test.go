@@ -235,3 +235,27 @@ var realFrames = []string{
 	`51-["upload",{"_placeholder":true,"num":0}]`,
 	`62-9[{"_placeholder":true,"num":0},{"_placeholder":true,"num":1}]`,
 }
+
+func TestBinaryAttachments(t *testing.T) {
+	t.Parallel()
+	for in, want := range map[string]int{
+		`451-["upload",{"_placeholder":true,"num":0}]`: 1,
+		`4610-/chat,3[{"_placeholder":true,"num":0}]`:  10,
+		`46123-[]`:   123,
+		`4599999-[]`: 0, // over 65,536
+		`452["a"]`:   0, // a count without '-'
+		`45-["a"]`:   0,
+		`450-["a"]`:  0,
+		`42["a"]`:    0,
+		`43[1]`:      0,
+		`451`:        0,
+		`451-`:       1,
+		`2`:          0,
+		`5`:          0,
+		``:           0,
+	} {
+		if got := BinaryAttachments([]byte(in)); got != want {
+			t.Errorf("BinaryAttachments(%q) = %d, want %d", in, got, want)
+		}
+	}
+}
