@@ -453,6 +453,12 @@ type fakePolling struct {
 	queue []string
 	wake  chan struct{}
 	gets  atomic.Int64 // GETs with a sid in flight
+	// engine: as engine.io, a close packet POSTed answers the waiting GET
+	// with a noop and ends the session, so does a GET cut short, and a
+	// request for an ended session gets 400; every answer to a request
+	// with an Origin grants it (the app's CORS).
+	engine bool
+	closed bool
 }
 
 func newFakePolling(t *testing.T, hold time.Duration) *fakePolling {
@@ -473,6 +479,19 @@ func (f *fakePolling) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	w.Header().Set("Content-Type", "text/plain; charset=UTF-8")
+	if o := r.Header.Get("Origin"); f.engine && o != "" {
+		w.Header().Set("Access-Control-Allow-Origin", o)
+		w.Header().Set("Access-Control-Allow-Credentials", "true")
+	}
+	f.mu.Lock()
+	closed := f.closed
+	f.mu.Unlock()
+	if closed && r.URL.Query().Get("sid") != "" {
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusBadRequest)
+		_, _ = io.WriteString(w, `{"code":1,"message":"Session ID unknown"}`)
+		return
+	}
 	if r.URL.Query().Get("sid") == "" {
 		_, _ = io.WriteString(w, `0{"sid":"p1","upgrades":["websocket"],"pingInterval":25000,"pingTimeout":20000,"maxPayload":1000000}`)
 		return
@@ -484,6 +503,10 @@ func (f *fakePolling) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		for _, p := range strings.Split(string(b), "\x1e") {
 			if p == "40" || strings.HasPrefix(p, "40{") {
 				f.queue = append(f.queue, `40{"sid":"sockp1"}`)
+			}
+			if p == "1" && f.engine {
+				f.queue = append(f.queue, "6")
+				f.closed = true
 			}
 		}
 		f.mu.Unlock()
@@ -514,6 +537,11 @@ func (f *fakePolling) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			_, _ = io.WriteString(w, "2")
 			return
 		case <-r.Context().Done():
+			if f.engine { // "transport error": engine.io drops the session
+				f.mu.Lock()
+				f.closed = true
+				f.mu.Unlock()
+			}
 			return
 		case <-f.quit:
 			return

@@ -93,7 +93,11 @@ func (s *Server) servePolling(w *responseWriter, r *http.Request, info *reqInfo)
 	sess.seen()
 	switch r.Method {
 	case http.MethodPost:
-		if !h.inspectPost(sess, w, r, info) {
+		forward := h.inspectPost(sess, w, r, info)
+		if info.pollClose {
+			defer h.closedByClient(sess)
+		}
+		if !forward {
 			return
 		}
 	case http.MethodGet:
@@ -101,6 +105,29 @@ func (s *Server) servePolling(w *responseWriter, r *http.Request, info *reqInfo)
 		return
 	}
 	s.proxy.ServeHTTP(w, r)
+}
+
+// closedByClient ends a session whose client POSTed Engine.IO's close,
+// once the upstream has read it: engine.io then answers the GET that
+// waits with a noop, which goes to the client's waiting GET with the app's
+// headers (its CORS grant), as directly. Ended before (as the POST
+// arrived), the upstream's long-poll was cut first: the client's GET got
+// an empty 200 without CORS headers (a CORS error in the browser), and
+// engine.io, seeing its long-poll cut, dropped the session, so that the
+// close POST itself got 400 half the time (browser QA).
+func (h *wsHub) closedByClient(sess *sioSession) {
+	sess.mu.Lock()
+	p := sess.poll
+	sess.mu.Unlock()
+	if p != nil {
+		t := time.NewTimer(time.Second)
+		select {
+		case <-p.done:
+		case <-t.C:
+		}
+		t.Stop()
+	}
+	sess.ended()
 }
 
 func (h *wsHub) followsPoll(sid string) bool {
@@ -261,8 +288,7 @@ func (h *wsHub) inspectPost(sess *sioSession, w *responseWriter, r *http.Request
 		sess.deliver(verdict{replies: replies, kill: kill, why: why})
 	}
 	if closing {
-		info.pollClose = true
-		defer sess.ended()
+		info.pollClose = true // the session ends once the upstream heard it (closedByClient)
 	}
 	if len(kept) == len(packets) && !rewritten {
 		setRequestBody(r, body)

@@ -519,3 +519,92 @@ func TestPollOverlappingGetRefused(t *testing.T) {
 		t.Fatalf("the next GET got %q: the session did not carry on", body)
 	}
 }
+
+// A polling client that closes its session (socket.close() in a browser)
+// POSTs Engine.IO's close while its GET waits: the upstream answers that
+// GET with a noop and the POST with ok, as directly. The session used to
+// end as the POST arrived, cutting the upstream's long-poll first: the
+// client's GET got an empty 200 without the app's CORS headers (a CORS
+// error in the browser's console), and engine.io, its long-poll cut,
+// forgot the session, so that the POST itself got 400 (browser QA: 4 of 8).
+func TestPollingCloseReachesTheUpstreamFirst(t *testing.T) {
+	t.Parallel()
+	fake := newFakePolling(t, 20*time.Second)
+	fake.engine = true
+	env := startSIO(t, upstream(t, fake.ServeHTTP).URL, nil)
+	h := env.harness
+	connectPolling(t, env)
+	const origin = "http://page.example"
+	req := func(method, body string) *http.Request {
+		var rd io.Reader
+		if body != "" {
+			rd = strings.NewReader(body)
+		}
+		r, _ := http.NewRequest(method, h.url+pollPath+"&sid=p1", rd)
+		r.Header.Set("Origin", origin)
+		if body != "" {
+			r.Header.Set("Content-Type", "text/plain;charset=UTF-8")
+		}
+		return r
+	}
+	type answer struct {
+		status int
+		allow  string
+		body   string
+	}
+	waiting := make(chan answer, 1)
+	go func() {
+		resp, err := h.client.Do(req(http.MethodGet, ""))
+		if err != nil {
+			waiting <- answer{body: err.Error()}
+			return
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		waiting <- answer{resp.StatusCode, resp.Header.Get("Access-Control-Allow-Origin"), string(b)}
+	}()
+	waitFor(t, "the upstream long-poll", func() bool { return fake.gets.Load() == 1 })
+	resp, err := h.client.Do(req(http.MethodPost, "1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || string(b) != "ok" {
+		t.Errorf("close POST: %d %q, want 200 ok", resp.StatusCode, b)
+	}
+	select {
+	case a := <-waiting:
+		if a.status != 200 || a.body != "6" || a.allow != origin {
+			t.Errorf("the GET that waited: %+v, want 200, noop (6) and the app's Access-Control-Allow-Origin", a)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the waiting GET got no answer")
+	}
+	env.waitStats(t, [3]int{})
+}
+
+// An upstream that does not answer the waiting GET when the client closes
+// (not engine.io's way) still has it answered, within a second, with
+// Engine.IO's close from chatguard: not an empty 200.
+func TestPollingCloseAnswersAWaitingGETItself(t *testing.T) {
+	t.Parallel()
+	fake := newFakePolling(t, 20*time.Second) // answers the close POST, never the GET
+	env := startSIO(t, upstream(t, fake.ServeHTTP).URL, nil)
+	h := env.harness
+	connectPolling(t, env)
+	waiting := pendingPoll(h, "&sid=p1")
+	waitFor(t, "the upstream long-poll", func() bool { return fake.gets.Load() == 1 })
+	if resp, body := poll(t, h, http.MethodPost, "&sid=p1", "1"); resp.StatusCode != 200 || body != "ok" {
+		t.Errorf("close POST: %d %q", resp.StatusCode, body)
+	}
+	select {
+	case got := <-waiting:
+		if got != "1" {
+			t.Errorf("the GET that waited got %q, want Engine.IO's close (1)", got)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the waiting GET got no answer")
+	}
+	env.waitStats(t, [3]int{})
+}

@@ -145,7 +145,11 @@ func (h *wsHub) startPoll(sess *sioSession, r *http.Request, info *reqInfo) *ups
 		h.s.proxy.ServeHTTP(rec, out)
 		p.status, p.header, p.body = rec.status, rec.header, rec.body.Bytes()
 		if p.status == 0 {
-			p.status = http.StatusOK
+			// No answer: the session ended and cut the request. A client
+			// GET still waiting hears Engine.IO's close from chatguard
+			// itself (its headers: the CORS grant), not an empty 200 with
+			// none, which a browser reports as a CORS failure.
+			p.status, p.header, p.body = http.StatusOK, nil, []byte{byte(socketio.EIOClose)}
 		}
 	})
 	return p
