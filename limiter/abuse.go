@@ -117,9 +117,14 @@ func (a *Abuse) Rejected(ip netip.Addr, requestID string) {
 	switch {
 	case n == a.warning:
 		a.alert(ip, n, "WARNING", requestID)
-	case n >= a.critical && !blocked: // again, when a block ends within the hour
+	case n >= a.critical && !blocked:
 		until := a.now().Add(a.blockFor).UnixNano()
 		a.t.SetTTL(blockedKey(ip), until, a.blockFor)
+		// The count starts over, as fail2ban's does after a ban: once a
+		// block shorter than the hour ends, the next rejection alone
+		// blocked again, with a new critical alert each time (QA, with
+		// block_for at 30 s as the NAT runbook suggests lowering it).
+		a.t.Delete(abuseKey(ip))
 		a.blocks.Inc()
 		a.alert(ip, n, "CRITICAL", requestID)
 	}

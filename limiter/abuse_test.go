@@ -197,7 +197,8 @@ func TestLimitFromConfigKeysAreValid(t *testing.T) {
 	}
 }
 
-// A block that ends within the hour is applied again on the next rejection.
+// A block starts the count over: once it ends, it takes abuse_critical
+// more rejections to block again, not the next one alone.
 func TestAbuseBlocksAgain(t *testing.T) {
 	t.Parallel()
 	clk := newTestClock()
@@ -212,8 +213,12 @@ func TestAbuseBlocksAgain(t *testing.T) {
 	}
 	clk.Advance(11 * time.Minute)
 	a.Rejected(ip, "req_test")
+	if _, b := a.Blocked(ip); b {
+		t.Fatal("blocked again by the first rejection after the block")
+	}
+	a.Rejected(ip, "req_test")
 	if _, b := a.Blocked(ip); !b {
-		t.Fatal("not blocked again within the hour")
+		t.Fatal("not blocked again after abuse_critical more rejections")
 	}
 }
 

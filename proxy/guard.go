@@ -33,7 +33,7 @@ const (
 // reports false when it has answered the request itself (401, 429).
 func (s *Server) guard(w *responseWriter, r *http.Request, info *reqInfo) bool {
 	if s.abuse != nil {
-		if left, blocked := s.abuse.Blocked(info.client); blocked {
+		if left, blocked := s.abuse.Blocked(info.client); blocked && !s.owedPoll(r) {
 			retry := ceilSeconds(left)
 			e := apierrors.New(apierrors.CodeIPBlocked, "")
 			e.Details = map[string]any{"retryAfterSeconds": retry}
@@ -108,6 +108,19 @@ func (s *Server) guard(w *responseWriter, r *http.Request, info *reqInfo) bool {
 	}
 	s.writeError(w, r, info, e, sourceProxy)
 	return false
+}
+
+// owedPoll reports whether r is a GET poll of a Socket.IO session that
+// chatguard ended with packets still owed to it: the DISCONNECT a block
+// sent to every socket of the IP. Refused with 403 like the rest, a
+// polling client that was between two polls never heard it, took the 403
+// for a transport error and reconnected, again and again for the whole
+// block (browser QA); a WebSocket client got its DISCONNECT at once.
+func (s *Server) owedPoll(r *http.Request) bool {
+	if r.Method != http.MethodGet || s.ws == nil || !s.ws.isSocketIO(r) {
+		return false
+	}
+	return s.ws.owesPoll(r.URL.Query().Get("sid"))
 }
 
 // identify verifies the request's token. On an optional route a missing or

@@ -44,6 +44,12 @@ type sioEnv struct {
 // secret and stats token before mutate runs.
 func startSIO(t *testing.T, upstreamURL string, mutate func(*config.Config)) *sioEnv {
 	t.Helper()
+	return startSIOOpts(t, upstreamURL, mutate, nil)
+}
+
+// startSIOOpts is startSIO with a last say on the options (nil: none).
+func startSIOOpts(t *testing.T, upstreamURL string, mutate func(*config.Config), extra func(*Options)) *sioEnv {
+	t.Helper()
 	env := &sioEnv{}
 	var reg atomic.Pointer[sessions.Registry]
 	env.harness = startOpts(t, upstreamURL, func(c *config.Config) {
@@ -78,6 +84,9 @@ func startSIO(t *testing.T, upstreamURL string, mutate func(*config.Config)) *si
 			t.Fatal(err)
 		}
 		o.Sockets, o.UserRoles = env.reg, std.UserRoles
+		if extra != nil {
+			extra(o)
+		}
 	})
 	return env
 }

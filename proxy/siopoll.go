@@ -130,6 +130,23 @@ func (h *wsHub) closedByClient(sess *sioSession) {
 	sess.ended()
 }
 
+// owesPoll reports whether the polling session sid was ended by chatguard
+// and its client has yet to poll for what it is owed.
+func (h *wsHub) owesPoll(sid string) bool {
+	if sid == "" {
+		return false
+	}
+	h.mu.Lock()
+	sess := h.polls[sid]
+	h.mu.Unlock()
+	if sess == nil {
+		return false
+	}
+	sess.mu.Lock()
+	defer sess.mu.Unlock()
+	return sess.killed && len(sess.notices) > 0
+}
+
 func (h *wsHub) followsPoll(sid string) bool {
 	if sid == "" {
 		return false

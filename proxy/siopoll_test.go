@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/netip"
 	"slices"
 	"strings"
 	"sync/atomic"
@@ -15,6 +16,8 @@ import (
 	"github.com/coder/websocket"
 
 	"github.com/chatguard/chatguard/internal/config"
+	"github.com/chatguard/chatguard/limiter"
+	"github.com/chatguard/chatguard/sessions"
 )
 
 // connectPolling makes a polling session p1 with testUser connected.
@@ -607,4 +610,47 @@ func TestPollingCloseAnswersAWaitingGETItself(t *testing.T) {
 		t.Fatal("the waiting GET got no answer")
 	}
 	env.waitStats(t, [3]int{})
+}
+
+// A polling client whose IP is blocked while it is between two polls gets
+// the DISCONNECT the block sent its socket on its next GET, as a WebSocket
+// client gets it at once, so that it does not reconnect; then 403 like
+// every other request. It got 403 at once, took it for a transport error
+// and reconnected for the whole block (browser QA).
+func TestPollingClientOfABlockedIPHearsItsDisconnect(t *testing.T) {
+	t.Parallel()
+	fake := newFakePolling(t, 20*time.Second)
+	var abuse *limiter.Abuse
+	env := startSIOOpts(t, upstream(t, fake.ServeHTTP).URL, func(c *config.Config) {
+		c.Limits.AbuseWarning, c.Limits.AbuseCritical, c.Limits.BlockFor = 1, 2, time.Hour
+	}, func(o *Options) {
+		events, err := sessions.NewStateTable(sessions.StateOptions{MaxEntries: 100})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { events.Close() })
+		abuse, err = limiter.NewAbuse(limiter.AbuseOptions{Table: events, Warning: 1, Critical: 2, BlockFor: time.Hour})
+		if err != nil {
+			t.Fatal(err)
+		}
+		o.Abuse = abuse
+	})
+	h := env.harness
+	connectPolling(t, env)
+	ip := netip.MustParseAddr("127.0.0.1")
+	abuse.Rejected(ip, "r1")
+	abuse.Rejected(ip, "r2")
+	if _, blocked := abuse.Blocked(ip); !blocked {
+		t.Fatal("not blocked")
+	}
+	if n := env.reg.KickAddr(netip.MustParsePrefix("127.0.0.1/32"), "ip_blocked"); n != 1 { // what serve wires to a block
+		t.Fatalf("kicked %d sockets", n)
+	}
+	resp, body := poll(t, h, http.MethodGet, "&sid=p1", "")
+	if resp.StatusCode != 200 || body != "41" {
+		t.Fatalf("next GET of the blocked client: %d %q, want its DISCONNECT (41)", resp.StatusCode, body)
+	}
+	if resp, body := poll(t, h, http.MethodGet, "&sid=p1", ""); resp.StatusCode != 403 || !strings.Contains(body, "IP_BLOCKED") {
+		t.Errorf("the GET after: %d %s, want 403 IP_BLOCKED", resp.StatusCode, body)
+	}
 }
