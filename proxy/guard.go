@@ -137,7 +137,7 @@ func (s *Server) identify(r *http.Request, mode string) (identity.Identity, *api
 	if errors.Is(err, identity.ErrConflict) {
 		// Valid tokens of two users: whichever the backend reads, it is
 		// not the one chatguard would count. Refused on every route.
-		return identity.Identity{}, apierrors.New(apierrors.CodeTokenInvalid, "The request carries tokens of different users.")
+		return identity.Identity{}, challenge(apierrors.New(apierrors.CodeTokenInvalid, "The request carries tokens of different users."))
 	}
 	if err == nil {
 		if s.userRoles != nil {
@@ -150,11 +150,30 @@ func (s *Server) identify(r *http.Request, mode string) (identity.Identity, *api
 	}
 	switch {
 	case errors.Is(err, identity.ErrMissing):
-		return id, apierrors.New(apierrors.CodeAuthRequired, "")
+		return id, challenge(apierrors.New(apierrors.CodeAuthRequired, ""))
 	case errors.Is(err, identity.ErrExpired):
-		return id, apierrors.New(apierrors.CodeTokenExpired, "")
+		return id, challenge(apierrors.New(apierrors.CodeTokenExpired, ""))
 	}
-	return id, apierrors.New(apierrors.CodeTokenInvalid, "")
+	return id, challenge(apierrors.New(apierrors.CodeTokenInvalid, ""))
+}
+
+// challenge adds the WWW-Authenticate header every 401 must carry (RFC 9110
+// §15.5.2), in RFC 6750's Bearer form: the realm alone when no token came,
+// error="invalid_token" for a bad or expired one, so that clients and SDKs
+// that read the header (to refresh a token) see it as from the app.
+func challenge(e *apierrors.Error) *apierrors.Error {
+	v := `Bearer realm="chatguard"`
+	switch e.Code {
+	case apierrors.CodeTokenExpired:
+		v += `, error="invalid_token", error_description="The access token expired"`
+	case apierrors.CodeTokenInvalid:
+		v += `, error="invalid_token", error_description="The access token is invalid"`
+	}
+	if e.Header == nil {
+		e.Header = http.Header{}
+	}
+	e.Header.Set("WWW-Authenticate", v)
+	return e
 }
 
 func (s *Server) securityLog(info *reqInfo, msg string, f logrus.Fields) {

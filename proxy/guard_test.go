@@ -190,12 +190,15 @@ func TestRequiredAuth(t *testing.T) {
 		name, header, query string
 		status              int
 		code                string
+		challenge           string // WWW-Authenticate (RFC 6750)
 	}{
-		{"none", "", "", 401, "AUTHENTICATION_REQUIRED"},
-		{"expired", "Bearer " + token(t, jwt.MapClaims{"email": "a@x.co", "exp": now.Add(-time.Hour).Unix()}), "", 401, "TOKEN_EXPIRED"},
-		{"bad signature", "Bearer " + token(t, jwt.MapClaims{"email": "a@x.co"})[:20] + "x.y.z", "", 401, "TOKEN_INVALID"},
-		{"valid header", "Bearer " + token(t, jwt.MapClaims{"email": "a@x.co", "exp": now.Add(time.Hour).Unix()}), "", 200, ""},
-		{"valid query", "", "?token=" + url.QueryEscape(token(t, jwt.MapClaims{"sub": "u1"})), 200, ""},
+		{"none", "", "", 401, "AUTHENTICATION_REQUIRED", `Bearer realm="chatguard"`},
+		{"expired", "Bearer " + token(t, jwt.MapClaims{"email": "a@x.co", "exp": now.Add(-time.Hour).Unix()}), "", 401, "TOKEN_EXPIRED",
+			`Bearer realm="chatguard", error="invalid_token", error_description="The access token expired"`},
+		{"bad signature", "Bearer " + token(t, jwt.MapClaims{"email": "a@x.co"})[:20] + "x.y.z", "", 401, "TOKEN_INVALID",
+			`Bearer realm="chatguard", error="invalid_token", error_description="The access token is invalid"`},
+		{"valid header", "Bearer " + token(t, jwt.MapClaims{"email": "a@x.co", "exp": now.Add(time.Hour).Unix()}), "", 200, "", ""},
+		{"valid query", "", "?token=" + url.QueryEscape(token(t, jwt.MapClaims{"sub": "u1"})), 200, "", ""},
 	} {
 		var resp *http.Response
 		var body []byte
@@ -212,6 +215,9 @@ func TestRequiredAuth(t *testing.T) {
 			if env := envelope(t, resp, body); env["code"] != tc.code {
 				t.Errorf("%s: code %v", tc.name, env["code"])
 			}
+		}
+		if got := resp.Header.Values("WWW-Authenticate"); tc.challenge != "" && (len(got) != 1 || got[0] != tc.challenge) {
+			t.Errorf("%s: WWW-Authenticate %q, want %q", tc.name, got, tc.challenge)
 		}
 	}
 	if strings.Contains(h.logs.String(), "?token=ey") {
