@@ -3,7 +3,6 @@ package limiter
 import (
 	"crypto/sha256"
 	"encoding/hex"
-	"math"
 	"net/netip"
 	"strings"
 
@@ -68,12 +67,9 @@ func NewPolicy(name string, l config.RouteLimit, multiplier float64) *Policy {
 	return p
 }
 
-// scale multiplies a limit's rate and burst (RATE_LIMIT_MULTIPLIER), never below 1.
+// scale applies RATE_LIMIT_MULTIPLIER to a limit (see config.ScaleLimit).
 func scale(l Limit, m float64) Limit {
-	l.Rate = max(1, int(math.Round(float64(l.Rate)*m)))
-	if l.Burst > 0 {
-		l.Burst = max(1, int(math.Round(float64(l.Burst)*m)))
-	}
+	l.Rate, l.Period, l.Burst = config.ScaleLimit(l.Rate, l.Period, l.Burst, m)
 	return l
 }
 

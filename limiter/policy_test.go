@@ -57,9 +57,24 @@ func TestPolicyRolesAndMultiplier(t *testing.T) {
 			t.Errorf("%s: %d, want %d", role, got, want)
 		}
 	}
+	// Scaled below 1 per period: 1 per a longer one, so that the rate is
+	// the one asked for (rounded up to 1 per period, every multiplier
+	// under 1/(2 × rate) gave 1/rate).
 	tiny := NewPolicy("x", config.RouteLimit{Rate: 1, Period: time.Minute, Burst: 1, Key: []string{"ip"}}, 0.01)
-	if tiny.Limit.Rate != 1 || tiny.Limit.Burst != 1 {
-		t.Errorf("scaled below 1: %+v", tiny.Limit)
+	if tiny.Limit.Rate != 1 || tiny.Limit.Burst != 1 || tiny.Limit.Period != 100*time.Minute {
+		t.Errorf("1/min ×0.01: %+v, want 1 per 100 min", tiny.Limit)
+	}
+	for m, want := range map[float64]Limit{
+		0.1:  {Rate: 1, Period: 50 * time.Minute},
+		0.2:  {Rate: 1, Period: 25 * time.Minute},
+		0.5:  {Rate: 2, Period: 15 * time.Minute}, // 1.5 rounded
+		0.34: {Rate: 1, Period: 15 * time.Minute},
+		10:   {Rate: 30, Period: 15 * time.Minute},
+	} {
+		login := NewPolicy("login", config.RouteLimit{Rate: 3, Period: 15 * time.Minute, Key: []string{"ip"}}, m)
+		if login.Limit != want {
+			t.Errorf("3 per 15 min ×%g: %+v, want %+v", m, login.Limit, want)
+		}
 	}
 	if !strings.Contains(p.Limit.String(), "60 per 1m0s") {
 		t.Errorf("String %q", p.Limit)

@@ -80,8 +80,12 @@ func limitSummary(l *config.RouteLimit, global config.Limits) string {
 	if len(l.Roles) > 0 {
 		s += fmt.Sprintf(" roles=%v", l.Roles)
 	}
-	if global.Multiplier != 1 {
-		s += fmt.Sprintf(" ×%g (rate_limit.multiplier)", global.Multiplier)
+	if m := global.Multiplier; m != 1 {
+		rate, period, burst := config.ScaleLimit(l.Rate, l.Period, l.Burst, m)
+		s += fmt.Sprintf(" ×%g (rate_limit.multiplier) = %d/%s", m, rate, period)
+		if burst > 0 {
+			s += fmt.Sprintf(" burst=%d", burst)
+		}
 	}
 	if l.Shadow || global.Shadow {
 		s += " shadow"

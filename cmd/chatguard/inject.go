@@ -72,7 +72,12 @@ func injectCmd(ctx context.Context, env environment) int {
 	if fs.NArg() > 0 {
 		return usageErr(fmt.Sprintf("unexpected argument %q (manifests are given with -f)", fs.Arg(0)))
 	}
-	opts := inject.Options{Mode: inject.Mode(*mode), Image: *image, UpstreamPort: *port, Uninject: *uninject}
+	opts := inject.Options{Image: *image, UpstreamPort: *port, Uninject: *uninject}
+	fs.Visit(func(f *flag.Flag) {
+		if f.Name == "mode" { // only a mode asked for warns of pods injected in the other
+			opts.Mode = inject.Mode(*mode)
+		}
+	})
 	if *webhook {
 		if *uninject || len(files) > 0 || *output != "" {
 			return usageErr("--webhook takes no --uninject, -f or -o")

@@ -73,6 +73,10 @@ func TestInjectCommand(t *testing.T) {
 	if b, _ := os.ReadFile(out); string(b) != injected {
 		t.Errorf("injecting twice differs:\n%s", b)
 	}
+	// Asked for the other form, it says the workload stays as it is.
+	if code, stdout, errOut := runInject(t, injected, "--mode", "native"); code != 0 || stdout != injected || !strings.Contains(errOut, "already injected as a classic sidecar, left as it is") {
+		t.Errorf("--mode native on a classic sidecar: %d %q", code, errOut)
+	}
 	code, restored, _ := runInject(t, injected, "--uninject")
 	if code != 0 || strings.Contains(restored, "chatguard") || !strings.Contains(restored, "targetPort: http") {
 		t.Errorf("uninject: %d\n%s", code, restored)

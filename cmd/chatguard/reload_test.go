@@ -191,7 +191,7 @@ func TestCheckConfigShowsOverridesAndLimits(t *testing.T) {
 	}
 	for _, want := range []string{
 		"warning: the file's rate_limit.multiplier (env RATE_LIMIT_MULTIPLIER) is not used",
-		"/api/auth/login auth=none limit=3/15m0s key=[ip body:email] ×2 (rate_limit.multiplier)",
+		"/api/auth/login auth=none limit=3/15m0s key=[ip body:email] ×2 (rate_limit.multiplier) = 6/15m0s",
 		"/open/* auth=optional limit=none",
 	} {
 		if !strings.Contains(out, want) {

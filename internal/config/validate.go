@@ -290,19 +290,46 @@ func checkLimit(add func(string, string, ...any), key string, l *RouteLimit, mul
 	checkInterval(add, key, l.Rate, l.Period, l.Burst, multiplier)
 }
 
+// ScaleLimit is a limit of rate per period (and burst, 0 = rate) scaled by
+// RATE_LIMIT_MULTIPLIER: rate and burst rounded to the nearest whole number,
+// at least 1. A rate scaled below 1 per period becomes 1 per a longer
+// period instead, so that the multiplier keeps its meaning: 3 per 15 min
+// ×0.1 is 1 per 50 min (rounded up to 1 per 15 min, every multiplier under
+// 0.17 gave ×0.33).
+func ScaleLimit(rate int, period time.Duration, burst int, m float64) (int, time.Duration, int) {
+	if m == 1 || m <= 0 || rate <= 0 {
+		return rate, period, burst
+	}
+	if burst > 0 {
+		burst = max(1, int(math.Round(float64(burst)*m)))
+	}
+	x := float64(rate) * m
+	if x >= 1 {
+		return int(math.Round(x)), period, burst
+	}
+	longer := float64(period) / x
+	if longer > float64(math.MaxInt64/2) { // config validation refuses such a limit; no overflow meanwhile
+		longer = float64(math.MaxInt64 / 2)
+	}
+	// To the microsecond: 3 × 0.1 is 0.30000000000000004 in floating point,
+	// and 15 min over it 49m59.999999999s.
+	return 1, time.Duration(longer).Round(time.Microsecond), burst
+}
+
 // checkInterval keeps a limit computable: one request's share of the period
 // (after the multiplier) at least 1 µs, and a whole burst at most 24 h.
 func checkInterval(add func(string, string, ...any), key string, rate int, period time.Duration, burst int, multiplier float64) {
 	if rate <= 0 || period <= 0 || multiplier <= 0 {
 		return
 	}
-	scaled := math.Max(1, math.Round(float64(rate)*multiplier))
-	interval := float64(period) / scaled
+	r, p, bu := ScaleLimit(rate, period, burst, multiplier)
+	scaled := float64(r)
+	interval := float64(p) / scaled
 	if interval < float64(time.Microsecond) {
-		add(key, "%g requests per %s (after the multiplier) is more than one per microsecond", scaled, period)
+		add(key, "%g requests per %s (after the multiplier) is more than one per microsecond", scaled, p)
 	}
-	b := float64(burst)
-	if burst == 0 {
+	b := float64(bu)
+	if bu == 0 {
 		b = scaled
 	}
 	if interval*b > float64(24*time.Hour) {

@@ -11,7 +11,8 @@ import (
 
 // inject adds the sidecar to an opened pod template. A template that is
 // already injected is left exactly as it is (with a warning when it is in
-// the other form than o.Mode, which would otherwise pass for done); one
+// the other form than an explicit o.Mode, which would otherwise pass for
+// done); one
 // marked injected whose chatguard container is gone (edited away, renamed)
 // is an error, not a pod that silently never gets chatguard.
 func (pt *podTemplate) inject(o Options) (warnings []string, err error) {
@@ -19,7 +20,7 @@ func (pt *podTemplate) inject(o Options) (warnings []string, err error) {
 		if !pt.hasSidecar() {
 			return nil, fmt.Errorf("the pod is annotated %s but has no %q container: run uninject on it first, or remove the annotation", AnnotationInjected, containerName)
 		}
-		if has := pt.sidecarMode(); has != o.Mode {
+		if has := pt.sidecarMode(); o.modeAsked && has != o.Mode {
 			return []string{fmt.Sprintf("chatguard is already injected as a %s sidecar, left as it is: to make it %s, uninject first, then inject with --mode %s", has, o.Mode, o.Mode)}, nil
 		}
 		return nil, nil

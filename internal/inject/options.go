@@ -37,10 +37,14 @@ type Options struct {
 	Uninject bool
 
 	replicas int // the workload's, for CHATGUARD_REPLICAS (set per workload)
+	// modeAsked: Mode was given, not defaulted; a pod injected in the other
+	// form then gets a warning.
+	modeAsked bool
 }
 
 // withDefaults fills the defaults and validates what was given.
 func (o Options) withDefaults() (Options, error) {
+	o.modeAsked = o.Mode != ""
 	if o.Mode == "" {
 		o.Mode = ModeNative
 	}

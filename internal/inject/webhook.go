@@ -140,7 +140,7 @@ func (wh *Webhook) patchPod(raw []byte) ([]byte, []string, error) {
 	}
 	o := wh.opts
 	if m := str(ann, AnnotationMode); m != "" {
-		o.Mode = Mode(m)
+		o.Mode, o.modeAsked = Mode(m), true
 	}
 	if o.Mode != ModeNative && o.Mode != ModeClassic {
 		return nil, nil, fmt.Errorf("annotation %s: %q is neither %q nor %q", AnnotationMode, o.Mode, ModeNative, ModeClassic)
