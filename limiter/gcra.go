@@ -34,6 +34,21 @@ func (l Limit) burst() int {
 	return l.Rate
 }
 
+// Quota and Window are the limit as the IETF draft's RateLimit-Policy
+// states it (q and w): the most that may pass at once (the burst), and the
+// time that many take to come back. Without a burst of its own that is
+// Rate per Period; with one, a client never has more than Burst left
+// ("r" at most "q"): 2 a minute with a burst of 10 is 10 per 5 min.
+func (l Limit) Quota() int { return l.burst() }
+
+// Window: see Quota.
+func (l Limit) Window() time.Duration {
+	if l.Burst <= 0 || l.Burst == l.Rate || l.Rate <= 0 {
+		return l.Period
+	}
+	return time.Duration(float64(l.Period) * float64(l.Burst) / float64(l.Rate))
+}
+
 // interval is the time one request "costs": Period / Rate, at least 1 ns
 // (configuration validation keeps it at 1 µs or more).
 func (l Limit) interval() time.Duration {

@@ -97,8 +97,8 @@ func (s *Server) guard(w *responseWriter, r *http.Request, info *reqInfo) bool {
 	e := apierrors.New(apierrors.CodeRateLimitExceeded, "")
 	e.Details = map[string]any{
 		"policy":            policy.Name,
-		"limit":             d.Limit.Rate,
-		"windowSeconds":     d.Limit.Period.Seconds(),
+		"limit":             d.Limit.Quota(),
+		"windowSeconds":     d.Limit.Window().Seconds(),
 		"retryAfterSeconds": retry,
 	}
 	e.Header = http.Header{"Retry-After": {strconv.Itoa(retry)}}
@@ -187,7 +187,7 @@ func (s *Server) securityLog(info *reqInfo, msg string, f logrus.Fields) {
 // setRateLimitHeaders writes the IETF draft's RateLimit-Policy and RateLimit fields.
 func setRateLimitHeaders(w *responseWriter, d limiter.Decision) {
 	name := strconv.Quote(d.Policy.Name)
-	w.setList("RateLimit-Policy", fmt.Sprintf("%s;q=%d;w=%d", name, d.Limit.Rate, ceilSeconds(d.Limit.Period)))
+	w.setList("RateLimit-Policy", fmt.Sprintf("%s;q=%d;w=%d", name, d.Limit.Quota(), ceilSeconds(d.Limit.Window())))
 	w.setList("RateLimit", fmt.Sprintf("%s;r=%d;t=%d", name, d.Remaining, ceilSeconds(d.ResetAfter)))
 }
 

@@ -727,3 +727,47 @@ func TestReloadKeepsKeysWhileSocketsRequireAuth(t *testing.T) {
 		t.Fatal("the refused reload dropped the verifier")
 	}
 }
+
+// A route whose burst differs from its rate states the burst as its quota:
+// the remaining count never exceeds the quota, and the 429 says the same
+// (QA: 2 a minute with a burst of 10 announced q=2;w=60, then r=9).
+func TestBurstIsTheStatedQuota(t *testing.T) {
+	t.Parallel()
+	up := upstream(t, func(w http.ResponseWriter, r *http.Request) {})
+	h, _ := startGuarded(t, up.URL, func(c *config.Config) {
+		c.Routes = append([]config.Route{
+			{Name: "bigburst", Path: "/bb", Limit: &config.RouteLimit{Rate: 2, Period: time.Minute, Burst: 10, Key: []string{"ip"}}},
+			{Name: "smallburst", Path: "/sb", Limit: &config.RouteLimit{Rate: 10, Period: time.Minute, Burst: 2, Key: []string{"ip"}}},
+		}, c.Routes...)
+	})
+	for path, want := range map[string]struct {
+		policy string
+		passed int
+		limit  float64
+		window float64
+	}{
+		"/bb": {`"bigburst";q=10;w=300`, 10, 10, 300},
+		"/sb": {`"smallburst";q=2;w=12`, 2, 2, 12},
+	} {
+		passed := 0
+		for i := 0; ; i++ {
+			resp, body := h.get(path)
+			if p := resp.Header.Get("RateLimit-Policy"); p != want.policy {
+				t.Fatalf("%s: RateLimit-Policy %q, want %q", path, p, want.policy)
+			}
+			var r int
+			if _, err := fmt.Sscanf(strings.SplitN(resp.Header.Get("RateLimit"), ";", 3)[1], "r=%d", &r); err != nil || r > int(want.limit) {
+				t.Fatalf("%s: RateLimit %q: remaining above the quota", path, resp.Header.Get("RateLimit"))
+			}
+			if resp.StatusCode == 200 {
+				passed++
+				continue
+			}
+			d := envelope(t, resp, body)["details"].(map[string]any)
+			if passed != want.passed || d["limit"] != want.limit || d["windowSeconds"] != want.window {
+				t.Errorf("%s: %d passed, then details %v; want %d passed, limit %g per %g s", path, passed, d, want.passed, want.limit, want.window)
+			}
+			break
+		}
+	}
+}

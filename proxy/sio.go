@@ -508,8 +508,8 @@ func (s *sioSession) rejectEvent(pkt socketio.Packet, name string, d limiter.Dec
 	e := apierrors.New(apierrors.CodeRateLimitExceeded, "")
 	e.Details = map[string]any{
 		"event":             name,
-		"limit":             d.Limit.Rate,
-		"windowSeconds":     d.Limit.Period.Seconds(),
+		"limit":             d.Limit.Quota(),
+		"windowSeconds":     d.Limit.Window().Seconds(),
 		"retryAfterSeconds": retry,
 	}
 	env := json.RawMessage(e.Marshal(s.reqID, h.s.now()))
