@@ -118,3 +118,36 @@ func TestEarlyOKAnswerEndsWhenTheBodyFails(t *testing.T) {
 		t.Errorf("the answer ended cleanly (%q) although the app never got the whole body", rest)
 	}
 }
+
+// A client that stops sending after such an early answer, once the answer
+// is over, has its connection closed after the lingering (5 s without a
+// byte), as after an early refusal: with the body timeout lifted for the
+// answer, it was held for good (review).
+func TestEarlyOKAnswerDoesNotHoldAStalledClient(t *testing.T) {
+	t.Parallel()
+	up := upstream(t, func(w http.ResponseWriter, r *http.Request) {
+		_ = http.NewResponseController(w).EnableFullDuplex()
+		w.Header().Set("Content-Length", "2")
+		_, _ = io.WriteString(w, "ok")
+		w.(http.Flusher).Flush()
+		_, _ = io.Copy(io.Discard, r.Body)
+	})
+	h := start(t, up.URL, func(c *config.Config) { c.Server.BodyReadTimeout = time.Second })
+	c := dialPublic(t, h)
+	first := strings.Repeat("x", 80<<10)
+	if _, err := fmt.Fprintf(c, "POST /api/media/upload HTTP/1.1\r\nHost: a\r\nContent-Length: %d\r\n\r\n%s", 200_000, first); err != nil {
+		t.Fatal(err)
+	}
+	_ = c.SetReadDeadline(time.Now().Add(lingerTimeout + 10*time.Second))
+	br := bufio.NewReader(c)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b, err := io.ReadAll(resp.Body); err != nil || string(b) != "ok" {
+		t.Fatalf("answer %q %v", b, err)
+	}
+	if _, err := br.ReadByte(); err != io.EOF {
+		t.Errorf("the connection of a client that stopped sending is still open %s after the answer: %v", lingerTimeout+10*time.Second, err)
+	}
+}

@@ -117,8 +117,9 @@ func (s *Server) guard(w *responseWriter, r *http.Request, info *reqInfo) bool {
 // for a transport error and reconnected, again and again for the whole
 // block (browser QA); a WebSocket client got its DISCONNECT at once.
 func (s *Server) owedPoll(r *http.Request) bool {
-	if r.Method != http.MethodGet || s.ws == nil || !s.ws.isSocketIO(r) {
-		return false
+	if r.Method != http.MethodGet || s.ws == nil || !s.ws.isSocketIO(r) || isWebSocketUpgrade(r) ||
+		r.URL.Query().Get("transport") != "polling" {
+		return false // only the poll itself: not an upgrade of the session (review)
 	}
 	return s.ws.owesPoll(r.URL.Query().Get("sid"))
 }

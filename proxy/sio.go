@@ -131,7 +131,7 @@ func socketLimitError(err error) *apierrors.Error {
 func (s *sioSession) claimWS() bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.wsBusy {
+	if s.wsBusy || s.killed { // a session chatguard ended is not upgraded either
 		return false
 	}
 	s.wsBusy = true

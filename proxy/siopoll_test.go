@@ -646,6 +646,14 @@ func TestPollingClientOfABlockedIPHearsItsDisconnect(t *testing.T) {
 	if n := env.reg.KickAddr(netip.MustParsePrefix("127.0.0.1/32"), "ip_blocked"); n != 1 { // what serve wires to a block
 		t.Fatalf("kicked %d sockets", n)
 	}
+	waitFor(t, "the DISCONNECT queued", func() bool { return h.srv.ws.owesPoll("p1") }) // the kick runs in the background
+	// Not a way past the block: the session's upgrade is refused.
+	if c, resp, err := websocket.Dial(context.Background(), wsURL(h, sioPath+"&sid=p1"), nil); err == nil {
+		c.CloseNow()
+		t.Fatal("a blocked IP upgraded its owed session to a WebSocket")
+	} else if resp == nil || resp.StatusCode != http.StatusForbidden {
+		t.Fatalf("upgrade of the owed session: %v %v, want 403", resp, err)
+	}
 	resp, body := poll(t, h, http.MethodGet, "&sid=p1", "")
 	if resp.StatusCode != 200 || body != "41" {
 		t.Fatalf("next GET of the blocked client: %d %q, want its DISCONNECT (41)", resp.StatusCode, body)

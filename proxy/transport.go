@@ -525,7 +525,13 @@ func (t *upstreamTransport) exchangeStreaming(pc *upstreamConn, req *http.Reques
 			// As after a refusal, a pause in the client's body no longer
 			// cuts an answer on its way: an upstream waiting for the rest
 			// meets the response body timeout instead.
-			infoFrom(ctx).idle.disarm()
+			info := infoFrom(ctx)
+			info.idle.disarm()
+			// Once the answer is over, what is left of the body is read
+			// and dropped for a while (lingering), then the connection
+			// closes: a client that stopped sending held it for good, the
+			// timeout lifted (review).
+			info.bodyLeft = true
 			resp.Close = true // the writer may still be writing: no reuse
 		} else if early {
 			// The writer starts no read of the client's body once the

@@ -375,6 +375,13 @@ func URI(uri string) string {
 // ("JsonWebTokenError: "), not a field ("tokenError=", "passwordError: ").
 var errorClassKey = regexp.MustCompile(`^[A-Z][A-Za-z0-9]*(?:Error|Exception):\s*$`)
 
+// sessionsErrorWords are the first words of the sessions package's errors
+// ("sessions: table …"), which are not a session=value pair.
+var sessionsErrorWords = map[string]bool{
+	"alert": true, "closed": true, "MaxEntries": true, "register": true, "table": true,
+	"the": true, "too": true, "TTL": true, "watchdog": true,
+}
+
 var textPatterns = []*regexp.Regexp{
 	// Authorization schemes (possibly several words: "token Bearer") followed by a credential.
 	regexp.MustCompile(`(?i)\b((?:bearer|basic|token)\s+)+([A-Za-z0-9\-._~+/]+=*)`),
@@ -412,8 +419,8 @@ func String(s string) string {
 		if errorClassKey.MatchString(sub[1]) {
 			return m // "JsonWebTokenError: jwt malformed" is a class and its message
 		}
-		if sub[1] == "sessions: " {
-			return m // chatguard's own package prefix in an error chain ("sessions: alert file …")
+		if sub[1] == "sessions: " && sessionsErrorWords[sub[2]] {
+			return m // chatguard's own sessions package naming itself in an error ("sessions: alert file …")
 		}
 		if v := strings.TrimSuffix(sub[2], ")"); strings.EqualFold(v, "yes") || strings.EqualFold(v, "no") {
 			return m // MySQL's "(using password: YES)" says whether one was sent, not which

@@ -237,7 +237,7 @@ func TestString(t *testing.T) {
 		{name: "exception class", in: "InvalidTokenException: token revoked", want: "InvalidTokenException: token revoked"},
 		// chatguard's own sessions package names itself in its errors.
 		{name: "sessions package prefix", in: `memory management: sessions: alert file (alerts.path "/x"): denied`, want: `memory management: sessions: alert file (alerts.path "/x"): denied`},
-		{name: "sessions as a field", in: `sessions=abc "sessions": "def" Sessions: ghi`, want: `sessions=[FILTERED] "sessions": [FILTERED] Sessions: [FILTERED]`},
+		{name: "sessions as a field", in: `sessions=abc "sessions": "def" Sessions: ghi sessions: s3cr3t`, want: `sessions=[FILTERED] "sessions": [FILTERED] Sessions: [FILTERED] sessions: [FILTERED]`},
 		{name: "error class with a JWT", in: "JsonWebTokenError: " + jwt, want: "JsonWebTokenError: [FILTERED]"},
 		{name: "key named like an error", in: "tokenError=abc passwordError: hunter2", want: "tokenError=[FILTERED] passwordError: [FILTERED]"},
 		{name: "JSON pair", in: `{"token": "abc", "user": "bob"}`, want: `{"token": [FILTERED], "user": "bob"}`},
