@@ -307,14 +307,18 @@ func ScaleLimit(rate int, period time.Duration, burst int, m float64) (int, time
 	if x >= 1 {
 		return int(math.Round(x)), period, burst
 	}
-	longer := float64(period) / x
-	if longer > float64(math.MaxInt64/2) { // config validation refuses such a limit; no overflow meanwhile
-		longer = float64(math.MaxInt64 / 2)
-	}
+	// At most a day for the whole burst, the most validation allows a limit
+	// (and never shorter than the period itself): a multiplier lowered in
+	// an attack must not make a day-long limit invalid (review).
+	longer := math.Min(float64(period)/x, float64(maxBurstSpan)/float64(max(burst, 1)))
+	longer = math.Max(longer, float64(period))
 	// To the microsecond: 3 × 0.1 is 0.30000000000000004 in floating point,
 	// and 15 min over it 49m59.999999999s.
 	return 1, time.Duration(longer).Round(time.Microsecond), burst
 }
+
+// maxBurstSpan is the longest a whole burst may take to come back.
+const maxBurstSpan = 24 * time.Hour
 
 // checkInterval keeps a limit computable: one request's share of the period
 // (after the multiplier) at least 1 µs, and a whole burst at most 24 h.
@@ -332,7 +336,7 @@ func checkInterval(add func(string, string, ...any), key string, rate int, perio
 	if bu == 0 {
 		b = scaled
 	}
-	if interval*b > float64(24*time.Hour) {
+	if interval*b > float64(maxBurstSpan) {
 		add(key, "burst %g × %s per request is more than 24h", b, time.Duration(interval))
 	}
 }

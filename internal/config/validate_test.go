@@ -350,3 +350,62 @@ func TestValidateListenersOnTheSamePortOfTwoHosts(t *testing.T) {
 		}
 	}
 }
+
+// A lowered multiplier never makes a valid limit invalid: a rate scaled
+// below 1 per period stretches its period, but never past a day for the
+// whole burst (review: 1 per 24 h ×0.5 was refused, at reload in an attack).
+func TestLoweredMultiplierKeepsLimitsValid(t *testing.T) {
+	t.Parallel()
+	for _, m := range []float64{0.5, 0.1, 0.001} {
+		c := config.Defaults()
+		c.Limits.Multiplier = m
+		c.Routes = append(c.Routes,
+			config.Route{Name: "daily", Path: "/d", Limit: &config.RouteLimit{Rate: 1, Period: 24 * time.Hour, Key: []string{"ip"}}},
+			config.Route{Name: "daily3", Path: "/d3", Limit: &config.RouteLimit{Rate: 3, Period: 24 * time.Hour, Burst: 1, Key: []string{"ip"}}},
+			config.Route{Name: "twelve", Path: "/t", Limit: &config.RouteLimit{Rate: 2, Period: 12 * time.Hour, Burst: 4, Key: []string{"ip"}}},
+		)
+		if probs := config.Validate(c); len(probs) != 0 {
+			t.Errorf("×%g: %v", m, probs)
+		}
+	}
+	for _, tc := range []struct {
+		rate, burst int
+		period      time.Duration
+		m           float64
+		want        string
+	}{
+		{3, 0, 15 * time.Minute, 0.1, "1 50m0s 0"},
+		{1, 0, 24 * time.Hour, 0.5, "1 24h0m0s 0"},             // a day at most
+		{2, 4, 12 * time.Hour, 0.1, "1 24h0m0s 1"},             // the whole burst (now 1) within a day
+		{30, 0, time.Minute, 2, "60 1m0s 0"},                   // raised: the same period
+		{10, 5, time.Minute, 0.3, "3 1m0s 2"},                  // 1.5 rounds up to 2
+		{1, 1, time.Millisecond, 1e-9, "1 24h0m0s 1"},          // no overflow
+		{1000, 0, time.Hour, 0.0001, "1 10h0m0s 0"},            // 0.1 an hour: 1 per 10 h
+		{7, 0, 15 * time.Minute, 1, "7 15m0s 0"},               // untouched
+		{3, 0, 15 * time.Minute, 0.34, "1 15m0s 0"},            // 1.02 rounds to 1 per the period
+		{3, 0, 15 * time.Minute, 0.3, "1 16m40s 0"},            // 0.9: a little longer
+		{2, 0, 90 * time.Second, 0.25, "1 3m0s 0"},             // 0.5 per 90 s
+		{5, 0, time.Hour, 0.1, "1 2h0m0s 0"},                   // 0.5 an hour
+		{1, 0, time.Second, 0.5, "1 2s 0"},                     // seconds
+		{4, 8, time.Minute, 0.125, "1 2m0s 1"},                 // burst 1 too
+		{100, 0, time.Minute, 0.005, "1 2m0s 0"},               // 0.5 a minute
+		{60, 0, time.Minute, 1.0 / 120, "1 2m0s 0"},            // 0.5 a minute again
+		{1, 0, 24 * time.Hour, 0.9, "1 24h0m0s 0"},             // capped at a day, no less than the period
+		{30, 0, time.Minute, 1000, "30000 1m0s 0"},             // the most validation allows
+		{1, 0, 20 * time.Hour, 0.5, "1 24h0m0s 0"},             // 40 h capped at a day
+		{2, 2, 20 * time.Hour, 0.5, "1 20h0m0s 1"},             // exactly 1 per period: the period kept
+		{2, 4, 20 * time.Hour, 0.4, "1 20h0m0s 2"},             // burst 2: 12 h each, but no shorter than the period
+		{3, 0, 15 * time.Minute, 0.0, "3 15m0s 0"},             // not a multiplier: left alone
+		{0, 0, 15 * time.Minute, 0.5, "0 15m0s 0"},             // not a rate: left alone
+		{3, 0, 15 * time.Minute, -1, "3 15m0s 0"},              // nor a negative multiplier
+		{3, 3, 15 * time.Minute, 0.1, "1 50m0s 1"},             // explicit burst equal to rate
+		{1, 0, 15 * time.Minute, 0.999999, "1 15m0.0009s 0"},   // just under 1
+		{1, 0, 15 * time.Minute, 1.000001, "1 15m0s 0"},        // just over
+		{2, 0, 15 * time.Minute, 0.4999999, "1 15m0.00018s 0"}, // just under 1 again
+	} {
+		r, p, b := config.ScaleLimit(tc.rate, tc.period, tc.burst, tc.m)
+		if got := fmt.Sprint(r, p, b); got != tc.want {
+			t.Errorf("ScaleLimit(%d per %s, burst %d, ×%g) = %s, want %s", tc.rate, tc.period, tc.burst, tc.m, got, tc.want)
+		}
+	}
+}
