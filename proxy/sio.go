@@ -720,9 +720,11 @@ func (s *sioSession) disconnect(reason string) {
 		return
 	}
 	s.mu.Unlock()
+	toClient, toUp := true, true // a side that failed once (or made one wait for a binary packet) gets no more
 	for _, ns := range nss {
-		_ = p.send(socketio.EncodeDisconnect(ns))
-		_ = p.sendUp(socketio.EncodeDisconnect(ns))
+		bye := socketio.EncodeDisconnect(ns)
+		toClient = toClient && p.send(bye) == nil
+		toUp = toUp && p.sendUp(bye) == nil
 	}
 	s.hub.s.log.WithFields(logrus.Fields{
 		"requestId": s.reqID, logging.FieldCategory: logging.CategorySocket, "reason": reason,

@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"net/netip"
 	"strings"
 	"testing"
 	"time"
@@ -194,4 +195,28 @@ func TestOwnPacketsWaitForABinaryPacketsAttachments(t *testing.T) {
 	if got := cl.next(); !strings.HasPrefix(got, `432[{"success":false`) {
 		t.Fatalf("rejection ack: %q", got)
 	}
+}
+
+// A client that abandons a binary packet (a text message where its
+// attachment should be) does not keep chatguard's own packets to the app
+// waiting: an eviction's DISCONNECT still reaches the app (review: held
+// back for good, it was dropped after the wait).
+func TestAbandonedBinaryPacketFreesTheWayToTheApp(t *testing.T) {
+	t.Parallel()
+	fake := &fakeSIO{}
+	env := startSIO(t, upstream(t, fake.ServeHTTP).URL, nil)
+	cl := dialSIO(t, env.harness, nil)
+	if got := cl.connect(""); !strings.HasPrefix(got, "40{") {
+		t.Fatalf("connect: %q", got)
+	}
+	cl.send(`451-["send-message",{"_placeholder":true,"num":0}]`) // its attachment never comes
+	cl.send(`42["typing",{}]`)
+	waitFor(t, "the app to get the typing event", func() bool { return fake.has(`42["typing",{}]`) })
+	if n := env.reg.KickAddr(netip.MustParsePrefix("127.0.0.1/32"), "admin"); n != 1 {
+		t.Fatalf("kicked %d sockets", n)
+	}
+	if got := cl.next(); got != "41" {
+		t.Fatalf("client got %q, want DISCONNECT", got)
+	}
+	waitFor(t, "the app to hear the client leave (41)", func() bool { return fake.has("41") })
 }

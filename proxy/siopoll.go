@@ -95,7 +95,13 @@ func (s *Server) servePolling(w *responseWriter, r *http.Request, info *reqInfo)
 	case http.MethodPost:
 		forward := h.inspectPost(sess, w, r, info)
 		if info.pollClose {
-			defer h.closedByClient(sess)
+			// Once the POST went upstream, and without holding its answer
+			// (review: "ok" came up to a second late).
+			defer func() {
+				if !h.background(func() { h.closedByClient(sess) }) {
+					sess.ended()
+				}
+			}()
 		}
 		if !forward {
 			return

@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"net/netip"
 	"slices"
 	"strings"
@@ -660,5 +661,30 @@ func TestPollingClientOfABlockedIPHearsItsDisconnect(t *testing.T) {
 	}
 	if resp, body := poll(t, h, http.MethodGet, "&sid=p1", ""); resp.StatusCode != 403 || !strings.Contains(body, "IP_BLOCKED") {
 		t.Errorf("the GET after: %d %s, want 403 IP_BLOCKED", resp.StatusCode, body)
+	}
+}
+
+// Engine.IO's close goes after the packets owed with it: a client reads
+// nothing after a close, and a DISCONNECT behind it was lost (review).
+func TestPollAnswerPutsTheCloseLast(t *testing.T) {
+	t.Parallel()
+	fake := newFakePolling(t, 20*time.Second)
+	env := startSIO(t, upstream(t, fake.ServeHTTP).URL, nil)
+	h := env.harness
+	connectPolling(t, env)
+	h.srv.ws.mu.Lock()
+	sess := h.srv.ws.polls["p1"]
+	h.srv.ws.mu.Unlock()
+	for _, tc := range []struct{ body, want string }{
+		{"1", "41\x1e1"},
+		{"6", "41"},
+		{`42["x"]`, "42[\"x\"]\x1e41"},
+	} {
+		rec := httptest.NewRecorder()
+		req := httptest.NewRequest(http.MethodGet, pollPath+"&sid=p1", nil)
+		h.srv.ws.answerPoll(sess, &responseWriter{ResponseWriter: rec}, req, http.StatusOK, nil, []byte(tc.body), [][]byte{[]byte("41")})
+		if got := rec.Body.String(); got != tc.want {
+			t.Errorf("upstream %q and owed DISCONNECT: %q, want %q", tc.body, got, tc.want)
+		}
 	}
 }

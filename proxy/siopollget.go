@@ -182,11 +182,16 @@ func (h *wsHub) tellUpstream(sess *sioSession, packets [][]byte) {
 // nil when there is none) followed by what chatguard owes the client.
 func (h *wsHub) answerPoll(sess *sioSession, w *responseWriter, r *http.Request, status int, header http.Header, body []byte, owed [][]byte) {
 	if len(owed) > 0 {
-		var parts [][]byte
-		if len(body) > 0 && !(len(body) == 1 && body[0] == byte(socketio.EIONoop)) {
-			parts = append(parts, body)
+		switch {
+		case len(body) == 1 && body[0] == byte(socketio.EIOClose):
+			// Engine.IO's close last: the client reads no further (review:
+			// a DISCONNECT behind it was lost, and the client reconnected).
+			body = socketio.JoinPayload(append(owed, body))
+		case len(body) > 0 && !(len(body) == 1 && body[0] == byte(socketio.EIONoop)):
+			body = socketio.JoinPayload(append([][]byte{body}, owed...))
+		default:
+			body = socketio.JoinPayload(owed)
 		}
-		body = socketio.JoinPayload(append(parts, owed...))
 	}
 	for k, v := range header {
 		w.Header()[k] = v

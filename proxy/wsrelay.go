@@ -414,6 +414,13 @@ func (d *wsDir) relayOne() (ok, drained bool) {
 		d.invalidText()
 		return true, false
 	}
+	if typ == websocket.MessageText && d.attachments > 0 {
+		// A text message inside a binary packet: the packet is abandoned
+		// (the receiving decoder fails on it anyway), and its gate opens
+		// before the inspection, whose own writes may need it (review).
+		d.attachments = 0
+		<-d.gate()
+	}
 	if p.sess != nil && !streamed { // a streamed message is an event's or an ack's, never the open packet nor a CONNECT
 		var forward bool
 		if d.from == sideClient {
@@ -795,8 +802,10 @@ func (p *wsPair) holdSide(toClient bool) (*websocket.Conn, error) {
 	return up, err
 }
 
-// errPacketOpen: a write of chatguard's waited 5 s for a binary packet
-// being relayed to that side to end; the message is dropped.
+// errPacketOpen: a write of chatguard's waited for a binary packet being
+// relayed to that side to end (5 s for the client's side, whose packets
+// come from the app, 1 s for the app's, whose come from a client that may
+// hold an attachment back); the message is dropped.
 var errPacketOpen = errors.New("proxy: a socket.io binary packet was still being relayed")
 
 // write sends msg to the client (toClient) or the upstream, between
@@ -804,15 +813,17 @@ var errPacketOpen = errors.New("proxy: a socket.io binary packet was still being
 func (p *wsPair) write(msg []byte, toClient bool) error {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	gate := p.gates[gateUpstream]
+	gate, wait := p.gates[gateUpstream], time.Second
 	if toClient {
-		gate = p.gates[gateClient]
+		gate, wait = p.gates[gateClient], 5*time.Second
 	}
 	if gate != nil {
+		t := time.NewTimer(wait)
 		select {
 		case gate <- struct{}{}:
+			t.Stop()
 			defer func() { <-gate }()
-		case <-ctx.Done():
+		case <-t.C:
 			return errPacketOpen
 		}
 	}
