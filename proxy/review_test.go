@@ -83,9 +83,7 @@ func TestReviewSecondProbeDoesNotLeakSession(t *testing.T) {
 	env := startSIO(t, upstream(t, fake.ServeHTTP).URL, nil)
 	h := env.harness
 	connectPolling(t, env)
-	h.srv.ws.mu.Lock()
-	sess := h.srv.ws.polls["p1"]
-	h.srv.ws.mu.Unlock()
+	sess := pollSession(h, "p1")
 	pairOf := func() *wsPair {
 		sess.mu.Lock()
 		defer sess.mu.Unlock()
@@ -154,9 +152,7 @@ func TestReviewPollingNoticesAreBounded(t *testing.T) {
 		ev[i] = `42["send-message",{}]`
 	}
 	poll(t, h, http.MethodPost, "&sid=p1", strings.Join(ev, "\x1e"))
-	h.srv.ws.mu.Lock()
-	sess := h.srv.ws.polls["p1"]
-	h.srv.ws.mu.Unlock()
+	sess := pollSession(h, "p1")
 	sess.mu.Lock()
 	n, size := len(sess.notices), 0
 	for _, p := range sess.notices {

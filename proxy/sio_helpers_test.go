@@ -577,6 +577,13 @@ func (f *fakePolling) probe(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
+// pollSession is the polling session chatguard follows as sid (nil: none).
+func pollSession(h *harness, sid string) *sioSession {
+	h.srv.ws.mu.Lock()
+	defer h.srv.ws.mu.Unlock()
+	return h.srv.ws.polls[sid]
+}
+
 // poll sends one polling request through h.
 func poll(t *testing.T, h *harness, method, query, body string) (*http.Response, string) {
 	t.Helper()

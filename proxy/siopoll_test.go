@@ -672,9 +672,7 @@ func TestPollAnswerPutsTheCloseLast(t *testing.T) {
 	env := startSIO(t, upstream(t, fake.ServeHTTP).URL, nil)
 	h := env.harness
 	connectPolling(t, env)
-	h.srv.ws.mu.Lock()
-	sess := h.srv.ws.polls["p1"]
-	h.srv.ws.mu.Unlock()
+	sess := pollSession(h, "p1")
 	for _, tc := range []struct{ body, want string }{
 		{"1", "41\x1e1"},
 		{"6", "41"},
