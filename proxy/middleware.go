@@ -51,6 +51,13 @@ type reqInfo struct {
 	// bodyLeft: the upstream answered before the whole request body, whose
 	// rest is never read: the client's connection closes after the answer.
 	bodyLeft bool
+	// expect: the client sent Expect: 100-continue (which chatguard answers
+	// and does not forward).
+	expect bool
+	// closeConn: the client's connection closes after the answer, whose
+	// head went out without saying so (see idleBody.closeConn; applied
+	// once the proxy returned, when no flush of its runs any more).
+	closeConn bool
 	// bodyErr is the error that ended reading a passed-through upstream
 	// body early (watchBody), if any.
 	bodyErr error
@@ -108,6 +115,9 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	s.inFlight.Add(1)
 	s.metrics.inFlight.Inc()
 	s.serve(rw, r, info, start)
+	if info.closeConn {
+		info.idle.closeConn()
+	}
 	rw.disarmWrite()
 	if !info.bodyLeft && info.idle != nil && !rw.passThrough && rw.wroteHeader && !rw.hijacked &&
 		!info.idle.eof.Load() && !info.bodyTimedOut.Load() && !strings.EqualFold(r.Header.Get("Expect"), "100-continue") {
@@ -296,7 +306,7 @@ func (s *Server) handle(w *responseWriter, r *http.Request, info *reqInfo) {
 		return
 	}
 	if r.Body != nil && r.Body != http.NoBody {
-		info.idle = &idleBody{ReadCloser: r.Body, rc: http.NewResponseController(w.ResponseWriter), timeout: s.cfg.Server.BodyReadTimeout, timedOut: &info.bodyTimedOut, busy: make(chan struct{}, 1)}
+		info.idle = &idleBody{ReadCloser: r.Body, w: w.ResponseWriter, rc: http.NewResponseController(w.ResponseWriter), timeout: s.cfg.Server.BodyReadTimeout, timedOut: &info.bodyTimedOut, busy: make(chan struct{}, 1)}
 		r.Body = info.idle
 	}
 	if max := s.cfg.Server.MaxBodyBytes; max > 0 {
@@ -509,6 +519,7 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, info *reqInf
 // for the client leaving while the response is made) could meet it.
 type idleBody struct {
 	io.ReadCloser
+	w        http.ResponseWriter // net/http's own, for closeConn
 	rc       *http.ResponseController
 	timeout  time.Duration
 	timedOut *atomic.Bool
@@ -522,12 +533,39 @@ type idleBody struct {
 	busy     chan struct{} // holds a token while a read is in progress
 }
 
-// disarm lifts the timeout for good; the handler's goroutine calls it.
+// disarm lifts the timeout (for good, but after rearm); the handler's
+// goroutine calls it.
 func (b *idleBody) disarm() {
 	if b == nil || !b.disarmed.CompareAndSwap(false, true) {
 		return
 	}
 	_ = b.rc.SetReadDeadline(time.Time{})
+}
+
+// rearm puts the timeout back once an answer that lifted it is over, a
+// read in progress included, so that a full-duplex upload whose client
+// stalls after the app's whole answer still ends (the handler's goroutine
+// calls it; the body is not at its end, so net/http's own background read
+// has not started).
+func (b *idleBody) rearm() {
+	if b == nil || b.timeout <= 0 || b.eof.Load() || !b.disarmed.CompareAndSwap(true, false) {
+		return
+	}
+	_ = b.rc.SetReadDeadline(time.Now().Add(b.timeout))
+}
+
+// closeConn makes net/http close the client's connection after the
+// answer, whose head went out without Connection: close, when the rest of
+// the body will not be read: left open, the connection was kept for a next
+// request that the unread body would have garbled. It is what
+// http.MaxBytesReader documents for a body over its limit; the handler's
+// goroutine calls it, once nothing else writes the answer (ReverseProxy's
+// flushes ran on a timer of their own).
+func (b *idleBody) closeConn() {
+	if b == nil {
+		return
+	}
+	_, _ = http.MaxBytesReader(b.w, io.NopCloser(strings.NewReader("x")), 0).Read(make([]byte, 1))
 }
 
 // errBodyTimeout: the client sent no more of its body within

@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -521,18 +522,38 @@ func (t *upstreamTransport) exchangeStreaming(pc *upstreamConn, req *http.Reques
 	mu.Unlock()
 	if err == nil {
 		pc.setReadDeadline(time.Time{})
+		if duplex && infoFrom(ctx).expect && resp.ContentLength >= 0 && resp.ContentLength <= streamBodyBytes {
+			// net/http closes the connection of an Expect: 100-continue
+			// request whose answer goes out before its body ended, and the
+			// client (curl) then stops sending it: an app that answered at
+			// once (202) and reads on lost the rest (QA). A small answer
+			// is held until the body went out instead.
+			return t.holdAnswer(pc, resp, stop, written, gate)
+		}
 		if duplex {
 			// As after a refusal, a pause in the client's body no longer
 			// cuts an answer on its way: an upstream waiting for the rest
 			// meets the response body timeout instead.
 			info := infoFrom(ctx)
 			info.idle.disarm()
-			// Once the answer is over, what is left of the body is read
-			// and dropped for a while (lingering), then the connection
-			// closes: a client that stopped sending held it for good, the
-			// timeout lifted (review).
-			info.bodyLeft = true
-			resp.Close = true // the writer may still be writing: no reuse
+			readsOn := !resp.Close // an app that says close reads no more
+			resp.Close = true      // the writer may still be writing: no reuse
+			t.adoptBody(pc, resp, stop)
+			if ub, ok := resp.Body.(*upstreamBody); ok {
+				ub.settle = func(complete bool) {
+					switch {
+					case complete && readsOn:
+						duplexSettle(info, written, gate, pc)
+					case complete:
+						// The rest of the body is read and dropped for a
+						// while, then the connection closes, as after a
+						// refusal.
+						info.bodyLeft = true
+						info.closeConn = true
+					}
+				}
+			}
+			return resp, true, nil
 		} else if early {
 			// The writer starts no read of the client's body once the
 			// answer is on its way to the client (one in progress ends with
@@ -565,6 +586,77 @@ func (t *upstreamTransport) exchangeStreaming(pc *upstreamConn, req *http.Reques
 	return nil, got, err
 }
 
+// duplexSettle runs when the app's whole answer to a full-duplex upload
+// is read: an app may answer at once (202) and read on, so the upstream
+// connection is kept until the writer has sent the rest of the body (QA:
+// the rest was dropped and the app's request never ended). The answer goes
+// to the client first; the client's body timeout applies again meanwhile.
+//
+// The writer is waited for while it makes progress: a read of the client's
+// body at least each server.body_read_timeout (which also ends a client
+// that stalls); an upstream that stopped reading shows as none, and its
+// connection is closed (which ends the writer). With that timeout 0, for
+// as long as it takes.
+func duplexSettle(info *reqInfo, written <-chan error, body *gatedBody, pc *upstreamConn) {
+	_ = info.idle.rc.Flush()
+	info.idle.rearm()
+	if !waitWriter(info.idle.timeout, written, body, pc) || !info.idle.eof.Load() {
+		// The body did not arrive whole: the client's connection closes
+		// after the answer, rather than wait for a next request.
+		info.closeConn = true
+	}
+}
+
+// waitWriter waits for the writer of a full-duplex exchange while it makes
+// progress (see duplexSettle); false when it was stopped for the lack of it.
+func waitWriter(idle time.Duration, written <-chan error, body *gatedBody, pc *upstreamConn) bool {
+	if idle <= 0 {
+		<-written
+		return true
+	}
+	tick := time.NewTicker(max(idle/4, 10*time.Millisecond))
+	defer tick.Stop()
+	last, since := body.n.Load(), time.Now()
+	for {
+		select {
+		case <-written:
+			return true
+		case now := <-tick.C:
+			if n := body.n.Load(); n != last {
+				last, since = n, now
+			} else if now.Sub(since) > idle {
+				_ = pc.c.Close()
+				<-written
+				return false
+			}
+		}
+	}
+}
+
+// holdAnswer reads a small early answer whole, waits for the writer to
+// send the rest of the body (see waitWriter), then hands the answer on.
+func (t *upstreamTransport) holdAnswer(pc *upstreamConn, resp *http.Response, stop func() bool, written <-chan error, body *gatedBody) (*http.Response, bool, error) {
+	info := infoFrom(resp.Request.Context())
+	if t.responseHeaderTimeout > 0 {
+		pc.setReadDeadline(t.now().Add(t.responseHeaderTimeout))
+	}
+	b, err := io.ReadAll(resp.Body)
+	pc.setReadDeadline(time.Time{})
+	if err != nil {
+		stop()
+		_ = pc.c.Close()
+		<-written
+		return nil, true, err
+	}
+	if !waitWriter(info.idle.timeout, written, body, pc) || !info.idle.eof.Load() {
+		info.closeConn = true // the body did not arrive whole
+	}
+	resp.Body = io.NopCloser(bytes.NewReader(b))
+	resp.Close = true // the writer wrote on it: not reused
+	t.adoptBody(pc, resp, stop)
+	return resp, true, nil
+}
+
 // enableFullDuplex lets the request's handler write its answer while the
 // client's body is still being read: net/http otherwise reads (and drops)
 // up to 256 KiB of an HTTP/1 body before the answer's head goes out, or
@@ -580,6 +672,7 @@ type gatedBody struct {
 	io.ReadCloser
 	mu    sync.Mutex
 	isCut bool
+	n     atomic.Int64 // bytes read
 }
 
 var errBodyCut = errors.New("proxy: the upstream answered before the whole body was sent")
@@ -591,7 +684,9 @@ func (g *gatedBody) Read(p []byte) (int, error) {
 	if isCut {
 		return 0, errBodyCut
 	}
-	return g.ReadCloser.Read(p)
+	n, err := g.ReadCloser.Read(p)
+	g.n.Add(int64(n))
+	return n, err
 }
 
 func (g *gatedBody) cut() {
@@ -687,6 +782,10 @@ type upstreamBody struct {
 	keep bool
 	ctx  context.Context
 	done atomic.Bool
+	// settle, when set, runs once the body ends, before the connection is
+	// released (complete: read to its end).
+	settle  func(complete bool)
+	eofNext bool // the last bytes were handed out without their io.EOF: the next Read ends the body
 	// idle: proxy.response_body_timeout, as a read deadline pushed before
 	// a Read (at most each eighth of it); armedAt: when it last was.
 	idle    time.Duration
@@ -695,6 +794,10 @@ type upstreamBody struct {
 
 func (b *upstreamBody) Read(p []byte) (int, error) {
 	if b.done.Load() {
+		return 0, io.EOF
+	}
+	if b.eofNext {
+		b.finish(true)
 		return 0, io.EOF
 	}
 	if b.idle > 0 {
@@ -712,6 +815,11 @@ func (b *upstreamBody) Read(p []byte) (int, error) {
 		}
 	}
 	switch {
+	case err == io.EOF && n > 0 && b.settle != nil:
+		// settle may wait (a full-duplex upload): these bytes go on to
+		// the client first, and the next Read ends the body.
+		b.eofNext = true
+		err = nil
 	case err == io.EOF:
 		b.finish(true)
 	case err != nil:
@@ -733,6 +841,9 @@ func (b *upstreamBody) Close() error {
 func (b *upstreamBody) finish(complete bool) {
 	if !b.done.CompareAndSwap(false, true) {
 		return
+	}
+	if b.settle != nil {
+		b.settle(complete)
 	}
 	if b.stop() && complete && b.keep {
 		if b.armedAt.Load() != 0 {

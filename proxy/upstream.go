@@ -100,6 +100,7 @@ func (s *Server) newReverseProxy(target *url.URL, transport http.RoundTripper) *
 			// when the body is first read); forwarded, Node would send a
 			// second 100 and the upstream would decide what only the
 			// proxy's checks should.
+			info.expect = strings.EqualFold(pr.In.Header.Get("Expect"), "100-continue")
 			pr.Out.Header.Del("Expect")
 			forwardTrailers(pr)
 			if !isWebSocketUpgrade(pr.In) {
