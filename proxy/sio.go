@@ -50,6 +50,9 @@ type sioSession struct {
 	skip       int               // binary attachments of a taken-out packet still to drop
 	expect     int               // binary attachments of a forwarded packet still to come
 	notices    [][]byte          // packets for the client's next poll
+	// downBinary: attachments of a binary packet the upstream's last poll
+	// answer began but did not finish; the notices wait until they came.
+	downBinary int
 	lastSeen   time.Time
 	followed   bool // polling: a request came after the handshake
 	upgraded   bool // the client finished the upgrade to WebSocket

@@ -247,6 +247,21 @@ func (h *wsHub) pollAnswered(sess *sioSession, resp *http.Response) {
 	}
 }
 
+// binaryLeft is how many attachments of a binary packet are still to come
+// after a poll answer's packets, pending of them being owed before it.
+func binaryLeft(pending int, body []byte) int {
+	for _, pkt := range socketio.SplitPayload(body) {
+		switch {
+		case len(pkt) == 0:
+		case pkt[0] == 'b': // a binary attachment, base64
+			pending = max(pending-1, 0)
+		case pkt[0] == byte(socketio.EIOMessage): // a packet of its own: a binary one begins, any other ends one
+			pending = socketio.BinaryAttachments(pkt)
+		}
+	}
+	return pending
+}
+
 // inspectPost takes over-limit events (and their attachments) out of a
 // POST body. It reports false when it answered the request itself: every
 // packet was taken out, so there is nothing to send upstream.

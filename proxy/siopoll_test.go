@@ -686,3 +686,45 @@ func TestPollAnswerPutsTheCloseLast(t *testing.T) {
 		}
 	}
 }
+
+// On the polling transport too, what chatguard owes the client never goes
+// between a binary packet's text and its attachments: an upstream answer
+// that began one holds the notices back until the attachment came in the
+// next (QA: 1–5 MB binaries with rejected events, "parse error" 3 of 3).
+func TestPollingNoticesWaitForABinaryPacketsAttachments(t *testing.T) {
+	t.Parallel()
+	fake := newFakePolling(t, 20*time.Second)
+	env := startSIO(t, upstream(t, fake.ServeHTTP).URL, func(c *config.Config) {
+		c.WebSocket.Events = []config.EventLimit{{Name: "send-message", Limit: config.RouteLimit{Rate: 1, Period: time.Minute}}}
+	})
+	h := env.harness
+	connectPolling(t, env)
+	upstreamSays := func(pkt string) {
+		fake.mu.Lock()
+		fake.queue = append(fake.queue, pkt)
+		fake.mu.Unlock()
+		select {
+		case fake.wake <- struct{}{}:
+		default:
+		}
+	}
+	const header = `451-["file",{"_placeholder":true,"num":0}]`
+	upstreamSays(header)
+	if _, body := poll(t, h, http.MethodGet, "&sid=p1", ""); body != header {
+		t.Fatalf("first GET: %q", body)
+	}
+	// Over the limit: chatguard owes the client an error event.
+	poll(t, h, http.MethodPost, "&sid=p1", "42[\"send-message\",{}]\x1e42[\"send-message\",{}]")
+	waiting := pendingPoll(h, "&sid=p1")
+	waitFor(t, "the upstream long-poll", func() bool { return fake.gets.Load() == 1 })
+	select {
+	case got := <-waiting:
+		t.Fatalf("the GET was answered %q inside the binary packet", got)
+	case <-time.After(200 * time.Millisecond):
+	}
+	upstreamSays("bYXR0")
+	got := <-waiting
+	if parts := strings.Split(got, "\x1e"); len(parts) != 2 || parts[0] != "bYXR0" || !strings.HasPrefix(parts[1], `42["error",{"success":false`) {
+		t.Fatalf("second GET: %q, want the attachment, then the error event", got)
+	}
+}

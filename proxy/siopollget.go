@@ -56,7 +56,7 @@ func (h *wsHub) pollGet(sess *sioSession, w *responseWriter, r *http.Request, in
 			h.answerPoll(sess, w, r, http.StatusOK, nil, []byte{byte(socketio.EIOClose)}, nil)
 			return
 		}
-		if len(sess.notices) > 0 && (p == nil || !p.finished()) {
+		if len(sess.notices) > 0 && (p == nil || !p.finished()) && sess.downBinary == 0 {
 			owed := sess.takeNotices()
 			sess.mu.Unlock()
 			h.answerPoll(sess, w, r, http.StatusOK, nil, nil, owed)
@@ -80,7 +80,10 @@ func (h *wsHub) pollGet(sess *sioSession, w *responseWriter, r *http.Request, in
 			}
 			sess.poll = nil
 			var owed [][]byte
-			if p.status == http.StatusOK {
+			if p.status == http.StatusOK && sess.downBinary == 0 {
+				// Not inside a binary packet the upstream's answer began:
+				// socket.io-client drops the connection on anything between
+				// its text and its attachments ("parse error"; QA).
 				owed = sess.takeNotices()
 			}
 			sess.mu.Unlock()
@@ -144,6 +147,14 @@ func (h *wsHub) startPoll(sess *sioSession, r *http.Request, info *reqInfo) *ups
 		rec := &recorder{header: http.Header{}}
 		h.s.proxy.ServeHTTP(rec, out)
 		p.status, p.header, p.body = rec.status, rec.header, rec.body.Bytes()
+		if p.status == http.StatusOK {
+			// Read whole here, whatever its size (pollAnswered reads only
+			// a small one): a binary packet it began and did not finish
+			// holds back what chatguard owes the client.
+			sess.mu.Lock()
+			sess.downBinary = binaryLeft(sess.downBinary, p.body)
+			sess.mu.Unlock()
+		}
 		if p.status == 0 {
 			// No answer: the session ended and cut the request. A client
 			// GET still waiting hears Engine.IO's close from chatguard

@@ -414,8 +414,9 @@ func (d *wsDir) relayOne() (ok, drained bool) {
 		d.invalidText()
 		return true, false
 	}
-	if typ == websocket.MessageText && d.attachments > 0 {
-		// A text message inside a binary packet: the packet is abandoned
+	if typ == websocket.MessageText && d.attachments > 0 && len(msg) > 0 && msg[0] == byte(socketio.EIOMessage) {
+		// A Socket.IO packet inside a binary packet (an Engine.IO ping or
+		// pong is not one): the packet is abandoned
 		// (the receiving decoder fails on it anyway), and its gate opens
 		// before the inspection, whose own writes may need it (review).
 		d.attachments = 0
