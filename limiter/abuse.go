@@ -105,6 +105,12 @@ func (a *Abuse) Unblock(ip netip.Addr) (string, bool) {
 // Rejected counts one rejection of ip, made for the request (or socket)
 // requestID.
 func (a *Abuse) Rejected(ip netip.Addr, requestID string) {
+	if _, blocked := a.Blocked(ip); blocked {
+		// Not counted while blocked: the events left in a polling POST that
+		// caused the block raised a warning alert at once, the count having
+		// started over (QA).
+		return
+	}
 	var n int64
 	a.t.Update(abuseKey(ip), func(now, old int64, ok bool) (int64, int64, bool) {
 		n = old + 1
@@ -113,11 +119,10 @@ func (a *Abuse) Rejected(ip netip.Addr, requestID string) {
 		}
 		return n, now + int64(time.Hour), true
 	})
-	_, blocked := a.Blocked(ip)
 	switch {
 	case n == a.warning:
 		a.alert(ip, n, "WARNING", requestID)
-	case n >= a.critical && !blocked:
+	case n >= a.critical:
 		until := a.now().Add(a.blockFor).UnixNano()
 		a.t.SetTTL(blockedKey(ip), until, a.blockFor)
 		// The count starts over, as fail2ban's does after a ban: once a

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/chatguard/chatguard/internal/config"
 	"github.com/chatguard/chatguard/sessions"
@@ -210,6 +211,14 @@ func TestAbuseBlocksAgain(t *testing.T) {
 	a.Rejected(ip, "req_test")
 	if _, b := a.Blocked(ip); !b {
 		t.Fatal("not blocked")
+	}
+	// While blocked nothing counts (rejections of requests already under
+	// way): no warning alert right after the critical one.
+	for i := 0; i < 5; i++ {
+		a.Rejected(ip, "req_test")
+	}
+	if got := testutil.ToFloat64(a.alerts.WithLabelValues("WARNING")); got != 1 {
+		t.Fatalf("%g warning alerts, want the one before the block", got)
 	}
 	clk.Advance(11 * time.Minute)
 	a.Rejected(ip, "req_test")

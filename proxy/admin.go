@@ -166,8 +166,7 @@ func (s *Server) authError(r *http.Request) *apierrors.Error {
 	if _, ok := bearer(r); ok {
 		e = apierrors.New(apierrors.CodeTokenInvalid, "the bearer token is not valid")
 	}
-	e.Header = http.Header{"Www-Authenticate": {`Bearer realm="chatguard"`}}
-	return e
+	return challenge(e)
 }
 
 func bearer(r *http.Request) (string, bool) {

@@ -248,6 +248,13 @@ func TestStatsEndpoint(t *testing.T) {
 				if strings.Contains(string(body), token) {
 					t.Errorf("token echoed")
 				}
+				want := `Bearer realm="chatguard"`
+				if tc.envCode == "TOKEN_INVALID" {
+					want += `, error="invalid_token", error_description="The access token is invalid"`
+				}
+				if got := resp.Header.Get("WWW-Authenticate"); got != want {
+					t.Errorf("%s %q: WWW-Authenticate %q, want %q", base, tc.auth, got, want)
+				}
 				continue
 			}
 			var out struct {

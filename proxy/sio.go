@@ -94,7 +94,7 @@ func (h *wsHub) sessionFor(r *http.Request, info *reqInfo) (*sioSession, *apierr
 			// Valid tokens of two users: the backend reads the query's
 			// before the header's, so whichever chatguard counted, the
 			// backend could serve the other. Refused in every auth mode.
-			return nil, apierrors.New(apierrors.CodeTokenInvalid, "The request carries tokens of different users.")
+			return nil, challenge(apierrors.New(apierrors.CodeTokenInvalid, "The request carries tokens of different users."))
 		}
 	}
 	if h.registry != nil {

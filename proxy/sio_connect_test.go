@@ -122,6 +122,9 @@ func TestSocketIOHandshakeTokensAreAllChecked(t *testing.T) {
 	if env := envelope(t, resp, body); resp.StatusCode != 401 || env["code"] != "TOKEN_INVALID" {
 		t.Fatalf("tokens of two users: %d %v", resp.StatusCode, env)
 	}
+	if c := resp.Header.Get("WWW-Authenticate"); !strings.Contains(c, `error="invalid_token"`) {
+		t.Errorf("401 without its challenge: WWW-Authenticate %q", c)
+	}
 	waitMetric(t, h, `chatguard_websocket_connections_total{outcome="handshake_failed"}`, 1)
 }
 
@@ -137,6 +140,9 @@ func TestHTTPTokensOfTwoUsersAreRefused(t *testing.T) {
 	resp, body := h.get("/api/messages/c1?token="+bob, "Authorization", "Bearer "+ana)
 	if env := envelope(t, resp, body); resp.StatusCode != 401 || env["code"] != "TOKEN_INVALID" {
 		t.Fatalf("two users: %d %v", resp.StatusCode, env)
+	}
+	if c := resp.Header.Get("WWW-Authenticate"); !strings.Contains(c, `error="invalid_token"`) {
+		t.Errorf("401 without its challenge: WWW-Authenticate %q", c)
 	}
 	if resp, body := h.get("/api/messages/c1?token="+stale, "Authorization", "Bearer "+ana); resp.StatusCode != 200 {
 		t.Fatalf("a stale query token beside a valid header: %d %s", resp.StatusCode, body)

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"maps"
+	"slices"
 
 	"github.com/chatguard/chatguard/internal/buildinfo"
 	"github.com/chatguard/chatguard/internal/config"
@@ -85,6 +87,10 @@ func limitSummary(l *config.RouteLimit, global config.Limits) string {
 		s += fmt.Sprintf(" ×%g (rate_limit.multiplier) = %d/%s", m, rate, period)
 		if burst > 0 {
 			s += fmt.Sprintf(" burst=%d", burst)
+		}
+		for _, role := range slices.Sorted(maps.Keys(l.Roles)) {
+			r, p, _ := config.ScaleLimit(l.Roles[role], l.Period, l.Burst, m)
+			s += fmt.Sprintf(" %s=%d/%s", role, r, p)
 		}
 	}
 	if l.Shadow || global.Shadow {

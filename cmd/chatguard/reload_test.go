@@ -182,7 +182,7 @@ func TestNullRoutesRefused(t *testing.T) {
 func TestCheckConfigShowsOverridesAndLimits(t *testing.T) {
 	t.Parallel()
 	file := t.TempDir() + "/chatguard.yaml"
-	if err := os.WriteFile(file, []byte("rate_limit:\n  multiplier: 3\nroutes:\n  - {name: login, methods: [POST], path: /api/auth/login, limit: {rate: 3, period: 15m, key: [ip, 'body:email']}}\n  - {name: open, path: /open/*, auth: optional}\n"), 0o600); err != nil {
+	if err := os.WriteFile(file, []byte("rate_limit:\n  multiplier: 3\nroutes:\n  - {name: login, methods: [POST], path: /api/auth/login, limit: {rate: 3, period: 15m, key: [ip, 'body:email'], roles: {admin: 9}}}\n  - {name: open, path: /open/*, auth: optional}\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	code, out, errOut := runCmd(t, []string{"check-config", "--config", file}, map[string]string{"RATE_LIMIT_MULTIPLIER": "2"})
@@ -191,7 +191,7 @@ func TestCheckConfigShowsOverridesAndLimits(t *testing.T) {
 	}
 	for _, want := range []string{
 		"warning: the file's rate_limit.multiplier (env RATE_LIMIT_MULTIPLIER) is not used",
-		"/api/auth/login auth=none limit=3/15m0s key=[ip body:email] ×2 (rate_limit.multiplier) = 6/15m0s",
+		"/api/auth/login auth=none limit=3/15m0s key=[ip body:email] roles=map[admin:9] ×2 (rate_limit.multiplier) = 6/15m0s admin=18/15m0s",
 		"/open/* auth=optional limit=none",
 	} {
 		if !strings.Contains(out, want) {
