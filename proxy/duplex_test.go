@@ -268,3 +268,100 @@ func TestEarlyWholeAnswerWithExpectContinue(t *testing.T) {
 		t.Errorf("next request: %q", b)
 	}
 }
+
+// The same with an early answer without a body (204, or 202 of length 0):
+// the app gets the whole upload, and a client that stalls after it has
+// its connection closed once the body timeout passed (review: the
+// connection closed at once and the app got 80 KiB; a stalled client was
+// held for good).
+func TestEarlyBodilessAnswer(t *testing.T) {
+	t.Parallel()
+	for _, status := range []int{http.StatusAccepted, http.StatusNoContent} {
+		t.Run(fmt.Sprint(status), func(t *testing.T) {
+			t.Parallel()
+			results := make(chan string, 2)
+			up := upstream(t, func(w http.ResponseWriter, r *http.Request) {
+				_ = http.NewResponseController(w).EnableFullDuplex()
+				if status == http.StatusAccepted {
+					w.Header().Set("Content-Length", "0")
+				}
+				w.WriteHeader(status)
+				w.(http.Flusher).Flush()
+				n, err := io.Copy(io.Discard, r.Body)
+				results <- fmt.Sprintf("%d %v", n, err)
+			})
+			h := start(t, up.URL, func(c *config.Config) { c.Server.BodyReadTimeout = time.Second })
+			first := strings.Repeat("x", 80<<10)
+			const size = 1 << 20
+			for _, stall := range []bool{false, true} {
+				c := dialPublic(t, h)
+				_ = c.SetDeadline(time.Now().Add(lingerTimeout + 10*time.Second))
+				if _, err := fmt.Fprintf(c, "POST /api/media/upload HTTP/1.1\r\nHost: a\r\nContent-Length: %d\r\n\r\n%s", size, first); err != nil {
+					t.Fatal(err)
+				}
+				br := bufio.NewReader(c)
+				resp, err := http.ReadResponse(br, nil)
+				if err != nil || resp.StatusCode != status {
+					t.Fatalf("early answer: %v %v", resp, err)
+				}
+				_, _ = io.ReadAll(resp.Body)
+				if stall {
+					if _, err := br.ReadByte(); err != io.EOF {
+						t.Errorf("a client that stalled after the answer is still connected: %v", err)
+					}
+					<-results
+					continue
+				}
+				if resp.Close {
+					t.Errorf("the answer closes the connection although the body may come whole")
+				}
+				if _, err := io.WriteString(c, strings.Repeat("y", size-len(first))); err != nil {
+					t.Fatalf("the rest of the body: %v", err)
+				}
+				if got := <-results; got != fmt.Sprintf("%d <nil>", size) {
+					t.Errorf("the app read %s, want %d bytes and no error", got, size)
+				}
+			}
+		})
+	}
+}
+
+// With Expect: 100-continue, a body that fails while the small early
+// answer is held gets its own answer (here 413 over max_body_bytes), not
+// the app's 202 for an upload it never got whole (review).
+func TestHeldAnswerGivesWayToAFailedBody(t *testing.T) {
+	t.Parallel()
+	up := upstream(t, func(w http.ResponseWriter, r *http.Request) {
+		_ = http.NewResponseController(w).EnableFullDuplex()
+		w.Header().Set("Content-Length", "15")
+		w.WriteHeader(http.StatusAccepted)
+		_, _ = io.WriteString(w, `{"queued":true}`)
+		w.(http.Flusher).Flush()
+		_, _ = io.Copy(io.Discard, r.Body)
+	})
+	h := start(t, up.URL, func(c *config.Config) { c.Server.MaxBodyBytes = 200_000 })
+	c := dialPublic(t, h)
+	_ = c.SetDeadline(time.Now().Add(20 * time.Second))
+	if _, err := io.WriteString(c, "POST /api/media/upload HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\nTransfer-Encoding: chunked\r\n\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	br := bufio.NewReader(c)
+	if line, err := br.ReadString('\n'); err != nil || !strings.HasPrefix(line, "HTTP/1.1 100") {
+		t.Fatalf("no 100 Continue: %q %v", line, err)
+	}
+	_, _ = br.ReadString('\n')
+	chunk := strings.Repeat("x", 64<<10)
+	for i := 0; i < 5; i++ { // 320 KiB, over the limit
+		if _, err := fmt.Fprintf(c, "%x\r\n%s\r\n", len(chunk), chunk); err != nil {
+			break // closed after the 413: fine
+		}
+	}
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	if env := envelope(t, resp, body); resp.StatusCode != http.StatusRequestEntityTooLarge || env["code"] != "PAYLOAD_TOO_LARGE" {
+		t.Fatalf("answer to a body over the limit: %d %v", resp.StatusCode, env)
+	}
+}

@@ -728,3 +728,50 @@ func TestPollingNoticesWaitForABinaryPacketsAttachments(t *testing.T) {
 		t.Fatalf("second GET: %q, want the attachment, then the error event", got)
 	}
 }
+
+// The same when the upstream's answer that begins the binary packet came
+// while no client GET waited: the next GET gets that answer alone.
+func TestPollingNoticesWaitBehindAKeptAnswer(t *testing.T) {
+	t.Parallel()
+	fake := newFakePolling(t, 20*time.Second)
+	env := startSIO(t, upstream(t, fake.ServeHTTP).URL, func(c *config.Config) {
+		c.WebSocket.Events = []config.EventLimit{{Name: "send-message", Limit: config.RouteLimit{Rate: 1, Period: time.Minute}}}
+	})
+	h := env.harness
+	connectPolling(t, env)
+	upstreamSays := func(pkt string) {
+		fake.mu.Lock()
+		fake.queue = append(fake.queue, pkt)
+		fake.mu.Unlock()
+		select {
+		case fake.wake <- struct{}{}:
+		default:
+		}
+	}
+	// A GET waits upstream; an over-limit event's notice answers it, and
+	// the upstream's long-poll stays in flight for the next GET.
+	first := pendingPoll(h, "&sid=p1")
+	waitFor(t, "the upstream long-poll", func() bool { return fake.gets.Load() == 1 })
+	poll(t, h, http.MethodPost, "&sid=p1", "42[\"send-message\",{}]\x1e42[\"send-message\",{}]")
+	if got := <-first; !strings.HasPrefix(got, `42["error"`) {
+		t.Fatalf("first GET: %q", got)
+	}
+	const header = `451-["file",{"_placeholder":true,"num":0}]`
+	upstreamSays(header) // answers the kept long-poll: no client GET waits
+	waitFor(t, "the kept answer", func() bool {
+		sess := pollSession(h, "p1")
+		sess.mu.Lock()
+		defer sess.mu.Unlock()
+		return sess.poll != nil && sess.poll.finished()
+	})
+	poll(t, h, http.MethodPost, "&sid=p1", "42[\"send-message\",{}]") // another notice owed
+	if _, body := poll(t, h, http.MethodGet, "&sid=p1", ""); body != header {
+		t.Fatalf("GET after the kept answer: %q, want the header alone", body)
+	}
+	waiting := pendingPoll(h, "&sid=p1")
+	waitFor(t, "the next long-poll", func() bool { return fake.gets.Load() == 1 })
+	upstreamSays("bYXR0")
+	if parts := strings.Split(<-waiting, "\x1e"); len(parts) != 2 || parts[0] != "bYXR0" || !strings.HasPrefix(parts[1], `42["error"`) {
+		t.Fatalf("then: %q, want the attachment, then the error event", parts)
+	}
+}

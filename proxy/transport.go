@@ -528,7 +528,7 @@ func (t *upstreamTransport) exchangeStreaming(pc *upstreamConn, req *http.Reques
 			// client (curl) then stops sending it: an app that answered at
 			// once (202) and reads on lost the rest (QA). A small answer
 			// is held until the body went out instead.
-			return t.holdAnswer(pc, resp, stop, written, gate)
+			return t.holdAnswer(pc, resp, stop, written, gate, &bodyErr)
 		}
 		if duplex {
 			// As after a refusal, a pause in the client's body no longer
@@ -538,8 +538,16 @@ func (t *upstreamTransport) exchangeStreaming(pc *upstreamConn, req *http.Reques
 			info.idle.disarm()
 			readsOn := !resp.Close // an app that says close reads no more
 			resp.Close = true      // the writer may still be writing: no reuse
+			if resp.Body == http.NoBody {
+				// A 204, or a 202 of no length: a body all the same, so
+				// that settle runs when ReverseProxy reads its end (review:
+				// the connection closed at once, and the upload with it).
+				resp.Body = io.NopCloser(bytes.NewReader(nil))
+			}
 			t.adoptBody(pc, resp, stop)
-			if ub, ok := resp.Body.(*upstreamBody); ok {
+			if ub, ok := resp.Body.(*upstreamBody); !ok {
+				info.bodyLeft, info.closeConn = true, true // never here: as after a refusal
+			} else {
 				ub.settle = func(complete bool) {
 					switch {
 					case complete && readsOn:
@@ -633,10 +641,26 @@ func waitWriter(idle time.Duration, written <-chan error, body *gatedBody, pc *u
 	}
 }
 
-// holdAnswer reads a small early answer whole, waits for the writer to
-// send the rest of the body (see waitWriter), then hands the answer on.
-func (t *upstreamTransport) holdAnswer(pc *upstreamConn, resp *http.Response, stop func() bool, written <-chan error, body *gatedBody) (*http.Response, bool, error) {
-	info := infoFrom(resp.Request.Context())
+// holdAnswer waits for the writer to send the rest of the body (see
+// waitWriter), then reads the small early answer whole and hands it on.
+// The answer is read after the body, whose end the app may wait for before
+// it writes the rest of its answer; it is small enough for the sockets'
+// buffers meanwhile. A body that failed gets its own answer (413, 408,
+// 400), as the head has not gone out. bodyErr is the writer's, read once it
+// is done.
+func (t *upstreamTransport) holdAnswer(pc *upstreamConn, resp *http.Response, stop func() bool, written <-chan error, body *gatedBody, bodyErr *error) (*http.Response, bool, error) {
+	ctx := resp.Request.Context()
+	info := infoFrom(ctx)
+	if !waitWriter(info.idle.timeout, written, body, pc) {
+		stop()
+		_ = pc.c.Close()
+		return nil, false, clientBodyError(ctx, errBodyTimeout)
+	}
+	if err := *bodyErr; err != nil && !errors.Is(err, io.EOF) {
+		stop()
+		_ = pc.c.Close()
+		return nil, false, clientBodyError(ctx, err)
+	}
 	if t.responseHeaderTimeout > 0 {
 		pc.setReadDeadline(t.now().Add(t.responseHeaderTimeout))
 	}
@@ -645,11 +669,7 @@ func (t *upstreamTransport) holdAnswer(pc *upstreamConn, resp *http.Response, st
 	if err != nil {
 		stop()
 		_ = pc.c.Close()
-		<-written
 		return nil, true, err
-	}
-	if !waitWriter(info.idle.timeout, written, body, pc) || !info.idle.eof.Load() {
-		info.closeConn = true // the body did not arrive whole
 	}
 	resp.Body = io.NopCloser(bytes.NewReader(b))
 	resp.Close = true // the writer wrote on it: not reused
