@@ -2,11 +2,13 @@ package proxy
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -289,7 +291,8 @@ func TestWebSocketStalledMessageDropped(t *testing.T) {
 	}()
 	pingStart := time.Now()
 	_ = pinger.SetReadDeadline(time.Now().Add(15 * time.Second))
-	if _, err := io.Copy(io.Discard, pingerBr); err != nil {
+	// Dropped: EOF, or a reset when the drop met a ping still being sent.
+	if _, err := io.Copy(io.Discard, pingerBr); err != nil && !errors.Is(err, syscall.ECONNRESET) {
 		t.Fatalf("a fragmented message kept alive by pings was not dropped: %v", err)
 	}
 	if d := time.Since(pingStart); d > 6*time.Second {
