@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
@@ -152,14 +153,13 @@ func TestEarlyOKAnswerDoesNotHoldAStalledClient(t *testing.T) {
 	}
 }
 
-// An app that answers at once (202 and its whole body) and reads the
-// upload afterwards gets all of it, and the client's connection stays
-// usable, as directly (QA: the connection was closed with the answer, the
-// app got 64 KiB to 2.6 MiB of 10 MiB, and its request never ended).
-func TestEarlyWholeAnswerStillGetsTheBody(t *testing.T) {
-	t.Parallel()
-	results := make(chan string, 2)
-	up := upstream(t, func(w http.ResponseWriter, r *http.Request) {
+// acceptThenRead is an app that answers an upload to /api/media/upload at
+// once, 202 and its whole body, then reads the body and reports what it
+// read (as res.status(202).json(…) and then req.on('data') do); any other
+// path answers "next".
+func acceptThenRead(t *testing.T) (*httptest.Server, <-chan string) {
+	results := make(chan string, 1)
+	return upstream(t, func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path != "/api/media/upload" {
 			_, _ = io.WriteString(w, "next")
 			return
@@ -172,7 +172,16 @@ func TestEarlyWholeAnswerStillGetsTheBody(t *testing.T) {
 		w.(http.Flusher).Flush()
 		n, err := io.Copy(io.Discard, r.Body)
 		results <- fmt.Sprintf("%d %v", n, err)
-	})
+	}), results
+}
+
+// An app that answers at once (202 and its whole body) and reads the
+// upload afterwards gets all of it, and the client's connection stays
+// usable, as directly (QA: the connection was closed with the answer, the
+// app got 64 KiB to 2.6 MiB of 10 MiB, and its request never ended).
+func TestEarlyWholeAnswerStillGetsTheBody(t *testing.T) {
+	t.Parallel()
+	up, results := acceptThenRead(t)
 	h := start(t, up.URL, nil)
 	c := dialPublic(t, h)
 	_ = c.SetDeadline(time.Now().Add(20 * time.Second))
@@ -214,20 +223,7 @@ func TestEarlyWholeAnswerStillGetsTheBody(t *testing.T) {
 // until the body went out (QA: curl uploaded 64 KiB of 10 MiB).
 func TestEarlyWholeAnswerWithExpectContinue(t *testing.T) {
 	t.Parallel()
-	results := make(chan string, 1)
-	up := upstream(t, func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Path != "/api/media/upload" {
-			_, _ = io.WriteString(w, "next")
-			return
-		}
-		_ = http.NewResponseController(w).EnableFullDuplex()
-		w.Header().Set("Content-Length", "15")
-		w.WriteHeader(http.StatusAccepted)
-		_, _ = io.WriteString(w, `{"queued":true}`)
-		w.(http.Flusher).Flush()
-		n, err := io.Copy(io.Discard, r.Body)
-		results <- fmt.Sprintf("%d %v", n, err)
-	})
+	up, results := acceptThenRead(t)
 	h := start(t, up.URL, nil)
 	c := dialPublic(t, h)
 	_ = c.SetDeadline(time.Now().Add(20 * time.Second))

@@ -142,9 +142,7 @@ func TestReviewOversizedPollBodyIsNotForwarded(t *testing.T) {
 func TestReviewPollingNoticesAreBounded(t *testing.T) {
 	t.Parallel()
 	fake := newFakePolling(t, 20*time.Second)
-	env := startSIO(t, upstream(t, fake.ServeHTTP).URL, func(c *config.Config) {
-		c.WebSocket.Events = []config.EventLimit{{Name: "send-message", Limit: config.RouteLimit{Rate: 1, Period: time.Minute}}}
-	})
+	env := startSIO(t, upstream(t, fake.ServeHTTP).URL, oneMessagePerMinute)
 	h := env.harness
 	connectPolling(t, env)
 	ev := make([]string, 5000) // ~110 KB in

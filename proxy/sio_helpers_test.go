@@ -577,6 +577,22 @@ func (f *fakePolling) probe(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
+// oneMessagePerMinute limits send-message to 1 a minute per user.
+func oneMessagePerMinute(c *config.Config) {
+	c.WebSocket.Events = []config.EventLimit{{Name: "send-message", Limit: config.RouteLimit{Rate: 1, Period: time.Minute}}}
+}
+
+// say queues packets for the upstream's next poll answer.
+func (f *fakePolling) say(pkt string) {
+	f.mu.Lock()
+	f.queue = append(f.queue, pkt)
+	f.mu.Unlock()
+	select {
+	case f.wake <- struct{}{}:
+	default:
+	}
+}
+
 // pollSession is the polling session chatguard follows as sid (nil: none).
 func pollSession(h *harness, sid string) *sioSession {
 	h.srv.ws.mu.Lock()

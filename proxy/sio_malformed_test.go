@@ -177,9 +177,7 @@ func TestSocketIOLaterNamespaceIdentifies(t *testing.T) {
 func TestOwnPacketsWaitForABinaryPacketsAttachments(t *testing.T) {
 	t.Parallel()
 	fake := &fakeSIO{binAck: 300 * time.Millisecond}
-	env := startSIO(t, upstream(t, fake.ServeHTTP).URL, func(c *config.Config) {
-		c.WebSocket.Events = []config.EventLimit{{Name: "send-message", Limit: config.RouteLimit{Rate: 1, Period: time.Minute}}}
-	})
+	env := startSIO(t, upstream(t, fake.ServeHTTP).URL, oneMessagePerMinute)
 	cl := dialSIO(t, env.harness, nil)
 	if got := cl.connect(""); !strings.HasPrefix(got, "40{") {
 		t.Fatalf("connect: %q", got)

@@ -694,22 +694,11 @@ func TestPollAnswerPutsTheCloseLast(t *testing.T) {
 func TestPollingNoticesWaitForABinaryPacketsAttachments(t *testing.T) {
 	t.Parallel()
 	fake := newFakePolling(t, 20*time.Second)
-	env := startSIO(t, upstream(t, fake.ServeHTTP).URL, func(c *config.Config) {
-		c.WebSocket.Events = []config.EventLimit{{Name: "send-message", Limit: config.RouteLimit{Rate: 1, Period: time.Minute}}}
-	})
+	env := startSIO(t, upstream(t, fake.ServeHTTP).URL, oneMessagePerMinute)
 	h := env.harness
 	connectPolling(t, env)
-	upstreamSays := func(pkt string) {
-		fake.mu.Lock()
-		fake.queue = append(fake.queue, pkt)
-		fake.mu.Unlock()
-		select {
-		case fake.wake <- struct{}{}:
-		default:
-		}
-	}
 	const header = `451-["file",{"_placeholder":true,"num":0}]`
-	upstreamSays(header)
+	fake.say(header)
 	if _, body := poll(t, h, http.MethodGet, "&sid=p1", ""); body != header {
 		t.Fatalf("first GET: %q", body)
 	}
@@ -722,7 +711,7 @@ func TestPollingNoticesWaitForABinaryPacketsAttachments(t *testing.T) {
 		t.Fatalf("the GET was answered %q inside the binary packet", got)
 	case <-time.After(200 * time.Millisecond):
 	}
-	upstreamSays("bYXR0")
+	fake.say("bYXR0")
 	got := <-waiting
 	if parts := strings.Split(got, "\x1e"); len(parts) != 2 || parts[0] != "bYXR0" || !strings.HasPrefix(parts[1], `42["error",{"success":false`) {
 		t.Fatalf("second GET: %q, want the attachment, then the error event", got)
@@ -734,20 +723,9 @@ func TestPollingNoticesWaitForABinaryPacketsAttachments(t *testing.T) {
 func TestPollingNoticesWaitBehindAKeptAnswer(t *testing.T) {
 	t.Parallel()
 	fake := newFakePolling(t, 20*time.Second)
-	env := startSIO(t, upstream(t, fake.ServeHTTP).URL, func(c *config.Config) {
-		c.WebSocket.Events = []config.EventLimit{{Name: "send-message", Limit: config.RouteLimit{Rate: 1, Period: time.Minute}}}
-	})
+	env := startSIO(t, upstream(t, fake.ServeHTTP).URL, oneMessagePerMinute)
 	h := env.harness
 	connectPolling(t, env)
-	upstreamSays := func(pkt string) {
-		fake.mu.Lock()
-		fake.queue = append(fake.queue, pkt)
-		fake.mu.Unlock()
-		select {
-		case fake.wake <- struct{}{}:
-		default:
-		}
-	}
 	// A GET waits upstream; an over-limit event's notice answers it, and
 	// the upstream's long-poll stays in flight for the next GET.
 	first := pendingPoll(h, "&sid=p1")
@@ -757,7 +735,7 @@ func TestPollingNoticesWaitBehindAKeptAnswer(t *testing.T) {
 		t.Fatalf("first GET: %q", got)
 	}
 	const header = `451-["file",{"_placeholder":true,"num":0}]`
-	upstreamSays(header) // answers the kept long-poll: no client GET waits
+	fake.say(header) // answers the kept long-poll: no client GET waits
 	waitFor(t, "the kept answer", func() bool {
 		sess := pollSession(h, "p1")
 		sess.mu.Lock()
@@ -770,7 +748,7 @@ func TestPollingNoticesWaitBehindAKeptAnswer(t *testing.T) {
 	}
 	waiting := pendingPoll(h, "&sid=p1")
 	waitFor(t, "the next long-poll", func() bool { return fake.gets.Load() == 1 })
-	upstreamSays("bYXR0")
+	fake.say("bYXR0")
 	if parts := strings.Split(<-waiting, "\x1e"); len(parts) != 2 || parts[0] != "bYXR0" || !strings.HasPrefix(parts[1], `42["error"`) {
 		t.Fatalf("then: %q, want the attachment, then the error event", parts)
 	}

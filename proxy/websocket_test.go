@@ -657,9 +657,7 @@ func TestSocketIOPolling(t *testing.T) {
 func TestSocketIOPollingProbeCarriesNothing(t *testing.T) {
 	t.Parallel()
 	fake := newFakePolling(t, 20*time.Second)
-	env := startSIO(t, upstream(t, fake.ServeHTTP).URL, func(c *config.Config) {
-		c.WebSocket.Events = []config.EventLimit{{Name: "send-message", Limit: config.RouteLimit{Rate: 1, Period: time.Minute}}}
-	})
+	env := startSIO(t, upstream(t, fake.ServeHTTP).URL, oneMessagePerMinute)
 	h := env.harness
 	connectPolling(t, env)
 	pending := longPoll(t, h, fake)
