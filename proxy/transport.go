@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"mime"
 	"net"
 	"net/http"
 	"net/http/httptrace"
@@ -544,6 +545,12 @@ func (t *upstreamTransport) exchangeStreaming(pc *upstreamConn, req *http.Reques
 				// the connection closed at once, and the upload with it).
 				resp.Body = io.NopCloser(bytes.NewReader(nil))
 			}
+			// ReverseProxy flushes a streamed answer (chunked, an event
+			// stream) itself, from a timer of its own at first: only an
+			// answer of known length is flushed here (a flush of ours then
+			// raced with that timer's).
+			mt, _, _ := mime.ParseMediaType(resp.Header.Get("Content-Type"))
+			flush := resp.ContentLength >= 0 && mt != "text/event-stream"
 			t.adoptBody(pc, resp, stop)
 			if ub, ok := resp.Body.(*upstreamBody); !ok {
 				info.bodyLeft, info.closeConn = true, true // never here: as after a refusal
@@ -551,7 +558,7 @@ func (t *upstreamTransport) exchangeStreaming(pc *upstreamConn, req *http.Reques
 				ub.settle = func(complete bool) {
 					switch {
 					case complete && readsOn:
-						duplexSettle(info, written, gate, pc)
+						duplexSettle(info, written, gate, pc, flush)
 					case complete:
 						// The rest of the body is read and dropped for a
 						// while, then the connection closes, as after a
@@ -605,8 +612,10 @@ func (t *upstreamTransport) exchangeStreaming(pc *upstreamConn, req *http.Reques
 // that stalls); an upstream that stopped reading shows as none, and its
 // connection is closed (which ends the writer). With that timeout 0, for
 // as long as it takes.
-func duplexSettle(info *reqInfo, written <-chan error, body *gatedBody, pc *upstreamConn) {
-	_ = info.idle.rc.Flush()
+func duplexSettle(info *reqInfo, written <-chan error, body *gatedBody, pc *upstreamConn, flush bool) {
+	if flush {
+		_ = info.idle.rc.Flush()
+	}
 	info.idle.rearm()
 	if !waitWriter(info.idle.timeout, written, body, pc) || !info.idle.eof.Load() {
 		// The body did not arrive whole: the client's connection closes
