@@ -142,10 +142,8 @@ func TestBodyTimeoutSparesAnEarlyAnswer(t *testing.T) {
 // 413 "too large" (its read error was taken for an oversize body).
 func TestStalledPollingPostGets408(t *testing.T) {
 	t.Parallel()
-	fake := newFakePolling(t, 20*time.Second)
-	env := startSIO(t, upstream(t, fake.ServeHTTP).URL, func(c *config.Config) { c.Server.BodyReadTimeout = 300 * time.Millisecond })
+	env, _ := pollingSession(t, func(c *config.Config) { c.Server.BodyReadTimeout = 300 * time.Millisecond })
 	h := env.harness
-	connectPolling(t, env)
 	st, resps, closed := rawExchange(t, h, "POST "+pollPath+"&sid=p1 HTTP/1.1\r\nHost: a\r\nContent-Type: text/plain\r\nContent-Length: 100\r\n\r\n42[\"x\"")
 	if len(st) != 1 || resps[0].StatusCode != http.StatusRequestTimeout {
 		t.Fatalf("stalled polling POST: %v", st)

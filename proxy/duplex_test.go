@@ -204,17 +204,7 @@ func TestEarlyWholeAnswerStillGetsTheBody(t *testing.T) {
 	if got := <-results; got != fmt.Sprintf("%d <nil>", size) {
 		t.Errorf("the app read %s, want %d bytes and no error", got, size)
 	}
-	// The same connection carries the next request.
-	if _, err := io.WriteString(c, "GET /next HTTP/1.1\r\nHost: a\r\n\r\n"); err != nil {
-		t.Fatal(err)
-	}
-	resp, err = http.ReadResponse(br, nil)
-	if err != nil {
-		t.Fatalf("next request on the connection: %v", err)
-	}
-	if b, _ := io.ReadAll(resp.Body); string(b) != "next" {
-		t.Errorf("next request: %d %q", resp.StatusCode, b)
-	}
+	nextRequestOnTheConnection(t, c, br)
 }
 
 // The same with Expect: 100-continue (curl's default over 1 MiB): net/http
@@ -232,12 +222,7 @@ func TestEarlyWholeAnswerWithExpectContinue(t *testing.T) {
 		t.Fatal(err)
 	}
 	br := bufio.NewReader(c)
-	if line, err := br.ReadString('\n'); err != nil || !strings.HasPrefix(line, "HTTP/1.1 100") {
-		t.Fatalf("no 100 Continue: %q %v", line, err)
-	}
-	if _, err := br.ReadString('\n'); err != nil { // the blank line ending the 100
-		t.Fatal(err)
-	}
+	readContinue(t, br)
 	if _, err := io.WriteString(c, strings.Repeat("x", 80<<10)); err != nil {
 		t.Fatal(err)
 	}
@@ -255,14 +240,7 @@ func TestEarlyWholeAnswerWithExpectContinue(t *testing.T) {
 	if got := <-results; got != fmt.Sprintf("%d <nil>", size) {
 		t.Errorf("the app read %s, want %d bytes and no error", got, size)
 	}
-	if _, err := io.WriteString(c, "GET /next HTTP/1.1\r\nHost: a\r\n\r\n"); err != nil {
-		t.Fatal(err)
-	}
-	if resp, err := http.ReadResponse(br, nil); err != nil {
-		t.Fatalf("next request on the connection: %v", err)
-	} else if b, _ := io.ReadAll(resp.Body); string(b) != "next" {
-		t.Errorf("next request: %q", b)
-	}
+	nextRequestOnTheConnection(t, c, br)
 }
 
 // The same with an early answer without a body (204, or 202 of length 0):
@@ -342,10 +320,7 @@ func TestHeldAnswerGivesWayToAFailedBody(t *testing.T) {
 		t.Fatal(err)
 	}
 	br := bufio.NewReader(c)
-	if line, err := br.ReadString('\n'); err != nil || !strings.HasPrefix(line, "HTTP/1.1 100") {
-		t.Fatalf("no 100 Continue: %q %v", line, err)
-	}
-	_, _ = br.ReadString('\n')
+	readContinue(t, br)
 	chunk := strings.Repeat("x", 64<<10)
 	for i := 0; i < 5; i++ { // 320 KiB, over the limit
 		if _, err := fmt.Fprintf(c, "%x\r\n%s\r\n", len(chunk), chunk); err != nil {
@@ -359,5 +334,32 @@ func TestHeldAnswerGivesWayToAFailedBody(t *testing.T) {
 	body, _ := io.ReadAll(resp.Body)
 	if env := envelope(t, resp, body); resp.StatusCode != http.StatusRequestEntityTooLarge || env["code"] != "PAYLOAD_TOO_LARGE" {
 		t.Fatalf("answer to a body over the limit: %d %v", resp.StatusCode, env)
+	}
+}
+
+// readContinue reads the 100 Continue that must come first.
+func readContinue(t *testing.T, br *bufio.Reader) {
+	t.Helper()
+	if line, err := br.ReadString('\n'); err != nil || !strings.HasPrefix(line, "HTTP/1.1 100") {
+		t.Fatalf("no 100 Continue: %q %v", line, err)
+	}
+	if _, err := br.ReadString('\n'); err != nil { // the blank line ending the 100
+		t.Fatal(err)
+	}
+}
+
+// nextRequestOnTheConnection checks that c, an acceptThenRead app's
+// client, carries a next request after the upload.
+func nextRequestOnTheConnection(t *testing.T, c io.Writer, br *bufio.Reader) {
+	t.Helper()
+	if _, err := io.WriteString(c, "GET /next HTTP/1.1\r\nHost: a\r\n\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatalf("next request on the connection: %v", err)
+	}
+	if b, _ := io.ReadAll(resp.Body); string(b) != "next" {
+		t.Errorf("next request: %d %q", resp.StatusCode, b)
 	}
 }

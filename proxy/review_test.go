@@ -79,10 +79,8 @@ func TestReviewKilledPollingSessionStaysClosed(t *testing.T) {
 // its admission) must end too.
 func TestReviewSecondProbeDoesNotLeakSession(t *testing.T) {
 	t.Parallel()
-	fake := newFakePolling(t, 20*time.Second)
-	env := startSIO(t, upstream(t, fake.ServeHTTP).URL, nil)
+	env, _ := pollingSession(t, nil)
 	h := env.harness
-	connectPolling(t, env)
 	sess := pollSession(h, "p1")
 	pairOf := func() *wsPair {
 		sess.mu.Lock()
@@ -141,10 +139,8 @@ func TestReviewOversizedPollBodyIsNotForwarded(t *testing.T) {
 // POST of small over-limit events must not queue an envelope per event.
 func TestReviewPollingNoticesAreBounded(t *testing.T) {
 	t.Parallel()
-	fake := newFakePolling(t, 20*time.Second)
-	env := startSIO(t, upstream(t, fake.ServeHTTP).URL, oneMessagePerMinute)
+	env, _ := pollingSession(t, oneMessagePerMinute)
 	h := env.harness
-	connectPolling(t, env)
 	ev := make([]string, 5000) // ~110 KB in
 	for i := range ev {
 		ev[i] = `42["send-message",{}]`

@@ -21,6 +21,16 @@ import (
 	"github.com/chatguard/chatguard/sessions"
 )
 
+// pollingSession starts chatguard (mutate as for startSIO) in front of a
+// fakePolling that holds a GET for 20 s, and connects session p1.
+func pollingSession(t *testing.T, mutate func(*config.Config)) (*sioEnv, *fakePolling) {
+	t.Helper()
+	fake := newFakePolling(t, 20*time.Second)
+	env := startSIO(t, upstream(t, fake.ServeHTTP).URL, mutate)
+	connectPolling(t, env)
+	return env, fake
+}
+
 // connectPolling makes a polling session p1 with testUser connected.
 func connectPolling(t *testing.T, env *sioEnv) {
 	t.Helper()
@@ -89,10 +99,8 @@ func longPoll(t *testing.T, h *harness, fake *fakePolling) <-chan string {
 // upstream's long-poll to end: the drain finishes at once.
 func TestSocketIOPollingDrain(t *testing.T) {
 	t.Parallel()
-	fake := newFakePolling(t, 20*time.Second)
-	env := startSIO(t, upstream(t, fake.ServeHTTP).URL, nil)
+	env, fake := pollingSession(t, nil)
 	h := env.harness
-	connectPolling(t, env)
 	pending := longPoll(t, h, fake)
 
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -112,10 +120,8 @@ func TestSocketIOPollingDrain(t *testing.T) {
 // POST of the session), as it does on a WebSocket.
 func TestSocketIOPollingKickTellsUpstream(t *testing.T) {
 	t.Parallel()
-	fake := newFakePolling(t, 20*time.Second)
-	env := startSIO(t, upstream(t, fake.ServeHTTP).URL, nil)
+	env, fake := pollingSession(t, nil)
 	h := env.harness
-	connectPolling(t, env)
 	pending := longPoll(t, h, fake)
 
 	if n := env.reg.Kick(testUser, "admin"); n != 1 {
@@ -198,10 +204,8 @@ func TestAbandonedPollingHandshakeFreesItsSlot(t *testing.T) {
 // long-poll ended, and the upstream noticed by its ping timeout, 45 s on.
 func TestSocketIOPollingClientGoneCutsTheUpstreamPoll(t *testing.T) {
 	t.Parallel()
-	fake := newFakePolling(t, 20*time.Second)
-	env := startSIO(t, upstream(t, fake.ServeHTTP).URL, nil)
+	env, fake := pollingSession(t, nil)
 	h := env.harness
-	connectPolling(t, env)
 	leave := abandonablePoll(t, h, fake)
 	leave() // the client's connection closes
 	start := time.Now()
@@ -668,10 +672,8 @@ func TestPollingClientOfABlockedIPHearsItsDisconnect(t *testing.T) {
 // nothing after a close, and a DISCONNECT behind it was lost (review).
 func TestPollAnswerPutsTheCloseLast(t *testing.T) {
 	t.Parallel()
-	fake := newFakePolling(t, 20*time.Second)
-	env := startSIO(t, upstream(t, fake.ServeHTTP).URL, nil)
+	env, _ := pollingSession(t, nil)
 	h := env.harness
-	connectPolling(t, env)
 	sess := pollSession(h, "p1")
 	for _, tc := range []struct{ body, want string }{
 		{"1", "41\x1e1"},
@@ -693,10 +695,8 @@ func TestPollAnswerPutsTheCloseLast(t *testing.T) {
 // next (QA: 1–5 MB binaries with rejected events, "parse error" 3 of 3).
 func TestPollingNoticesWaitForABinaryPacketsAttachments(t *testing.T) {
 	t.Parallel()
-	fake := newFakePolling(t, 20*time.Second)
-	env := startSIO(t, upstream(t, fake.ServeHTTP).URL, oneMessagePerMinute)
+	env, fake := pollingSession(t, oneMessagePerMinute)
 	h := env.harness
-	connectPolling(t, env)
 	const header = `451-["file",{"_placeholder":true,"num":0}]`
 	fake.say(header)
 	if _, body := poll(t, h, http.MethodGet, "&sid=p1", ""); body != header {
@@ -722,10 +722,8 @@ func TestPollingNoticesWaitForABinaryPacketsAttachments(t *testing.T) {
 // while no client GET waited: the next GET gets that answer alone.
 func TestPollingNoticesWaitBehindAKeptAnswer(t *testing.T) {
 	t.Parallel()
-	fake := newFakePolling(t, 20*time.Second)
-	env := startSIO(t, upstream(t, fake.ServeHTTP).URL, oneMessagePerMinute)
+	env, fake := pollingSession(t, oneMessagePerMinute)
 	h := env.harness
-	connectPolling(t, env)
 	// A GET waits upstream; an over-limit event's notice answers it, and
 	// the upstream's long-poll stays in flight for the next GET.
 	first := pendingPoll(h, "&sid=p1")

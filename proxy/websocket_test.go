@@ -656,10 +656,8 @@ func TestSocketIOPolling(t *testing.T) {
 // on the poll meanwhile.
 func TestSocketIOPollingProbeCarriesNothing(t *testing.T) {
 	t.Parallel()
-	fake := newFakePolling(t, 20*time.Second)
-	env := startSIO(t, upstream(t, fake.ServeHTTP).URL, oneMessagePerMinute)
+	env, fake := pollingSession(t, oneMessagePerMinute)
 	h := env.harness
-	connectPolling(t, env)
 	pending := longPoll(t, h, fake)
 
 	probe, ctx := dialWS(t, h, sioPath+"&sid=p1", nil)
