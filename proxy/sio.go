@@ -76,13 +76,8 @@ type sioSession struct {
 // or starts one, admitted against the per-user and per-IP socket limits.
 func (h *wsHub) sessionFor(r *http.Request, info *reqInfo) (*sioSession, *apierrors.Error) {
 	sid := r.URL.Query().Get("sid")
-	if sid != "" {
-		h.mu.Lock()
-		sess := h.polls[sid]
-		h.mu.Unlock()
-		if sess != nil {
-			return sess, nil
-		}
+	if sess := h.polling(sid); sid != "" && sess != nil {
+		return sess, nil
 	}
 	sess := &sioSession{hub: h, reqID: info.id, ip: info.client, sid: sid, lastSeen: time.Now(), wake: make(chan struct{}, 1),
 		path: r.URL.Path, host: r.Host}

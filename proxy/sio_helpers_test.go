@@ -595,9 +595,7 @@ func (f *fakePolling) say(pkt string) {
 
 // pollSession is the polling session chatguard follows as sid (nil: none).
 func pollSession(h *harness, sid string) *sioSession {
-	h.srv.ws.mu.Lock()
-	defer h.srv.ws.mu.Unlock()
-	return h.srv.ws.polls[sid]
+	return h.srv.ws.polling(sid)
 }
 
 // poll sends one polling request through h.

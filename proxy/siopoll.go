@@ -139,12 +139,7 @@ func (h *wsHub) closedByClient(sess *sioSession) {
 // owesPoll reports whether the polling session sid was ended by chatguard
 // and its client has yet to poll for what it is owed.
 func (h *wsHub) owesPoll(sid string) bool {
-	if sid == "" {
-		return false
-	}
-	h.mu.Lock()
-	sess := h.polls[sid]
-	h.mu.Unlock()
+	sess := h.polling(sid)
 	if sess == nil {
 		return false
 	}
@@ -153,13 +148,15 @@ func (h *wsHub) owesPoll(sid string) bool {
 	return sess.killed && len(sess.notices) > 0
 }
 
-func (h *wsHub) followsPoll(sid string) bool {
-	if sid == "" {
-		return false
-	}
+// polling is the polling session chatguard follows as sid; nil: none.
+func (h *wsHub) polling(sid string) *sioSession {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	return h.polls[sid] != nil
+	return h.polls[sid]
+}
+
+func (h *wsHub) followsPoll(sid string) bool {
+	return sid != "" && h.polling(sid) != nil
 }
 
 // unfollowPoll stops following sess as a polling session (it upgraded).

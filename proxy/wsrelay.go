@@ -414,13 +414,14 @@ func (d *wsDir) relayOne() (ok, drained bool) {
 		d.invalidText()
 		return true, false
 	}
+	gate := d.gate() // nil for a plain WebSocket
 	if typ == websocket.MessageText && d.attachments > 0 && len(msg) > 0 && msg[0] == byte(socketio.EIOMessage) {
 		// A Socket.IO packet inside a binary packet (an Engine.IO ping or
-		// pong is not one): the packet is abandoned
-		// (the receiving decoder fails on it anyway), and its gate opens
-		// before the inspection, whose own writes may need it (review).
+		// pong is not one): the packet is abandoned (the receiving decoder
+		// fails on it anyway), and its gate opens before the inspection,
+		// whose own writes may need it (review).
 		d.attachments = 0
-		<-d.gate()
+		<-gate
 	}
 	if p.sess != nil && !streamed { // a streamed message is an event's or an ack's, never the open packet nor a CONNECT
 		var forward bool
@@ -435,7 +436,7 @@ func (d *wsDir) relayOne() (ok, drained bool) {
 		}
 	}
 	packetEnds := false // msg is a binary packet's last attachment: its gate opens after it
-	if gate := d.gate(); gate != nil {
+	if gate != nil {
 		switch {
 		case d.attachments > 0 && typ == websocket.MessageBinary:
 			d.attachments--
@@ -457,7 +458,7 @@ func (d *wsDir) relayOne() (ok, drained bool) {
 		err = dst.Write(ctx, typ, msg)
 	}
 	if packetEnds {
-		<-d.gate()
+		<-gate
 	}
 	nbytes.Add(float64(n))
 	writing.Store(0)
