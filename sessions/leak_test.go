@@ -43,7 +43,7 @@ func TestMemoryLeakChurn(t *testing.T) {
 			std.ConnectedUsers.Set(k, ConnectedUser{SocketID: k, Role: "basic"})
 		}
 		if i < std.ConversationUsers.Cap() {
-			std.ConversationUsers.Set(k, []string{k})
+			std.ConversationUsers.Set(k, oneMember(k))
 		}
 	}
 
@@ -66,7 +66,7 @@ func TestMemoryLeakChurn(t *testing.T) {
 				std.EventRateLimits.Set(k, int64(i))
 				std.UserRoles.Set(k, "agent")
 				std.ConnectedUsers.Set(k, ConnectedUser{SocketID: k, Role: "basic"})
-				std.ConversationUsers.Set(k, []string{k})
+				std.ConversationUsers.Set(k, oneMember(k))
 				std.EventRateLimits.Get(k)
 				pushed.Add(4)
 			}
@@ -116,4 +116,9 @@ func capacity(m *Manager) int {
 		n += s.Capacity
 	}
 	return n
+}
+
+// oneMember is a conversationUsers value holding user, as Join makes it.
+func oneMember(user string) Members {
+	return Members{set: map[string]struct{}{user: {}}, n: 1, bytes: memberBytes + len(user), peak: 1}
 }

@@ -19,9 +19,9 @@ type ConnectedUser struct {
 type Standard struct {
 	// ConnectedUsers: user → connection.
 	ConnectedUsers *Table[string, ConnectedUser]
-	// ConversationUsers: conversation → its users. Values are never
-	// modified in place: an update stores a new slice.
-	ConversationUsers *Table[string, []string]
+	// ConversationUsers: conversation → its users (see Members: the
+	// Registry owns the values).
+	ConversationUsers *Table[string, Members]
 	// EventRateLimits: rate-limit state per key (a GCRA theoretical arrival
 	// time, a block's end, an abuse count), kept by fingerprint.
 	EventRateLimits *StateTable
@@ -52,14 +52,10 @@ func NewStandard(m *Manager, cfg config.Tables, o StandardOptions) (*Standard, e
 	}); err != nil {
 		return nil, err
 	}
-	if s.ConversationUsers, err = NewManagedTable(m, TableConversationUsers, Options[string, []string]{
+	if s.ConversationUsers, err = NewManagedTable(m, TableConversationUsers, Options[string, Members]{
 		MaxEntries: cfg.ConversationUsers.MaxEntries, TTL: cfg.ConversationUsers.TTL,
-		Size: func(k string, v []string) int {
-			n := len(k) + 16*cap(v)
-			for _, u := range v {
-				n += len(u)
-			}
-			return n
+		Size: func(k string, v Members) int {
+			return len(k) + v.bytes
 		},
 	}); err != nil {
 		return nil, err

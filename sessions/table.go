@@ -292,7 +292,8 @@ const KeepTTL time.Duration = -1
 // manual). fn runs
 // under the shard's lock: it must be quick and must not call the table.
 // This is what a rate limiter's read-modify-write needs to be exact under
-// concurrency. It reports false only on a closed table.
+// concurrency. It is a lookup like Get: a hit when k was live, else a miss.
+// It reports false only on a closed table.
 func (t *Table[K, V]) Update(k K, fn func(old V, ok bool) (v V, ttl time.Duration, keep bool)) bool {
 	s, h := t.locate(k)
 	s.mu.Lock()
@@ -309,6 +310,9 @@ func (t *Table[K, V]) Update(k K, fn func(old V, ok bool) (v V, ttl time.Duratio
 	}
 	if i >= 0 {
 		old = s.at(i).val
+		s.hits++
+	} else {
+		s.misses++
 	}
 	v, ttl, keep := fn(old, i >= 0)
 	switch {
@@ -431,7 +435,8 @@ func (t *Table[K, V]) Sweep() int {
 }
 
 // Shed removes the least recently used fraction (0–1) of every shard's
-// entries with reason and returns how many went.
+// entries with reason and returns how many went, picked as a capacity
+// eviction picks (see Set).
 func (t *Table[K, V]) Shed(fraction float64, reason Reason) int {
 	if fraction <= 0 {
 		return 0
@@ -440,9 +445,14 @@ func (t *Table[K, V]) Shed(fraction float64, reason Reason) int {
 	return t.bulkCompact(reason, 0.9, func(s *shard[K, V], out []victim[K, V]) []victim[K, V] {
 		n := q.next(s.count, math.Min(fraction, 1))
 		for ; n > 0 && s.tail >= 0; n-- {
-			e := s.at(s.tail)
+			// The same choice as a capacity eviction's: an entry read,
+			// touched or updated since it was last considered is spared
+			// once (review: popping the tail shed the earliest-connected
+			// users however active they were).
+			i := s.victim(t.clock)
+			e := s.at(i)
 			out = append(out, victim[K, V]{e.key, e.val})
-			s.remove(s.tail, t.size(e.key, e.val))
+			s.remove(i, t.size(e.key, e.val))
 		}
 		return out
 	})

@@ -4,6 +4,7 @@ import (
 	"container/list"
 	"fmt"
 	"math/rand/v2"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -567,5 +568,32 @@ func TestSubMillisecondTTL(t *testing.T) {
 	}
 	if _, ok := tb.Get("a"); !ok {
 		t.Fatal("touched entry expired at once")
+	}
+}
+
+// An emergency shed picks its victims as a capacity eviction does: entries
+// used since they were last considered are spared (before, it took the
+// oldest entries however recently they were read).
+func TestShedSparesRecentlyUsedEntries(t *testing.T) {
+	t.Parallel()
+	var shed []string
+	var mu sync.Mutex
+	tb := mustTable(t, Options[string, int]{MaxEntries: 10, OnEvict: func(k string, _ int, _ Reason) {
+		mu.Lock()
+		shed = append(shed, k)
+		mu.Unlock()
+	}})
+	for i := range 10 {
+		tb.Set(fmt.Sprintf("u%d", i), i)
+	}
+	tb.Get("u0")   // read
+	tb.Touch("u1") // activity
+	if n := tb.Shed(0.2, ReasonEmergency); n != 2 {
+		t.Fatalf("shed %d, want 2", n)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if slices.Contains(shed, "u0") || slices.Contains(shed, "u1") {
+		t.Fatalf("shed %v: a recently used entry went", shed)
 	}
 }
