@@ -267,3 +267,44 @@ func TestFallbackDebtRaisedDuringACallStaysOwed(t *testing.T) {
 		t.Fatalf("debt after the call came back: %s, want the raised %s (first %s)", left, second, first)
 	}
 }
+
+// Watch's probe leaves nothing in the fallback's table, whether Redis
+// answers it (no mirror) or not (no fallback decision): the table is also
+// what the rate-limit file loads into at start, and a load into a table
+// that holds entries fails (review: the probe of a quiet Redis came while a
+// 1 M-entry file was loading, and the file was set aside).
+func TestWatchProbeLeavesNoState(t *testing.T) {
+	t.Parallel()
+	for _, down := range []bool{false, true} {
+		primary, err := sessions.NewStateTable(sessions.StateOptions{MaxEntries: 100})
+		if err != nil {
+			t.Fatal(err)
+		}
+		fallback, err := sessions.NewStateTable(sessions.StateOptions{MaxEntries: 100})
+		if err != nil {
+			t.Fatal(err)
+		}
+		redis := &failingStore{s: NewMemoryStore(primary)}
+		redis.fail.Store(down)
+		f, err := NewFailoverStore(FailoverOptions{Primary: redis, Fallback: NewMemoryStore(fallback), Cooldown: 40 * time.Millisecond})
+		if err != nil {
+			t.Fatal(err)
+		}
+		stop, done := make(chan struct{}), make(chan struct{})
+		go func() { defer close(done); f.Watch(stop) }()
+		time.Sleep(300 * time.Millisecond) // several probes: quiet, then (down) opening the breaker and retrying
+		close(stop)
+		<-done
+		if down && f.Mode() != ModeFallback {
+			t.Errorf("Redis down: mode %s after the probes", f.Mode())
+		}
+		if !down && primary.Len() == 0 {
+			t.Error("Redis up: no probe reached it")
+		}
+		if n := fallback.Len(); n != 0 {
+			t.Errorf("Redis down=%v: the probes left %d entries in the fallback's table", down, n)
+		}
+		primary.Close()
+		fallback.Close()
+	}
+}

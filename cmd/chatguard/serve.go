@@ -183,7 +183,27 @@ func newApp(cfg *config.Config, logger *logging.Logger, reg *prometheus.Registry
 		a.Close()
 		return nil, err
 	}
+	// The rate-limit file is loaded before the store starts: a store's
+	// first decision (the failover's probe of a quiet Redis comes within a
+	// quarter of a second) in the table made a load that took longer
+	// fail, and the file was set aside (review: 1 M entries, 2.7 s).
+	persistence := "off"
+	var persister *limiter.Persister
+	if cfg.Limits.File != "" {
+		if persister, err = limiter.NewPersister(limiter.PersistOptions{
+			Table: std.EventRateLimits, Path: cfg.Limits.File, Every: cfg.Limits.SaveInterval,
+			Logger: logger.WithField(logging.FieldCategory, logging.CategorySecurity), Registerer: reg,
+		}); err != nil {
+			a.Close()
+			return nil, err
+		}
+		a.persister = persister
+	}
 	store, mode, err := newStore(cfg, std, logger, reg, a)
+	if persister != nil {
+		// Saved last, once the store's own closers have run.
+		a.closers = append(a.closers, persister.Close)
+	}
 	if err != nil {
 		a.Close()
 		return nil, err
@@ -225,19 +245,6 @@ func newApp(cfg *config.Config, logger *logging.Logger, reg *prometheus.Registry
 	if err != nil {
 		a.Close()
 		return nil, err
-	}
-	persistence := "off"
-	var persister *limiter.Persister
-	if cfg.Limits.File != "" {
-		if persister, err = limiter.NewPersister(limiter.PersistOptions{
-			Table: std.EventRateLimits, Path: cfg.Limits.File, Every: cfg.Limits.SaveInterval,
-			Logger: security, Registerer: reg,
-		}); err != nil {
-			a.Close()
-			return nil, err
-		}
-		a.closers = append(a.closers, persister.Close)
-		a.persister = persister
 	}
 	a.srv, err = proxy.New(proxy.Options{
 		Config: cfg, Logger: logger.Logger, Registry: reg,
