@@ -249,10 +249,7 @@ func (s *sioSession) fromClient(typ websocket.MessageType, msg []byte) bool {
 // a packet that was taken out is dropped, one of a forwarded packet goes
 // on. A binary message outside a binary packet is nothing Socket.IO's
 // default parser sends (a custom one, such as the msgpack parser, sends
-// every packet so): chatguard cannot read it, and it could carry a CONNECT
-// past the token check, so with websocket.auth required it ends the
-// session (reason malformed); otherwise it goes on and the upstream judges
-// it (the default parser closes the connection).
+// every packet so): see foreign.
 func (s *sioSession) attachment() (forward bool, v verdict) {
 	s.mu.Lock()
 	switch {
@@ -266,14 +263,25 @@ func (s *sioSession) attachment() (forward bool, v verdict) {
 		return true, verdict{}
 	}
 	s.mu.Unlock()
+	v = s.foreign("socket.io binary message outside a binary packet refused: not the default parser, cannot be inspected")
+	return v.forward, v
+}
+
+// foreign decides a packet of a parser other than Socket.IO's default one
+// (a binary message outside a binary packet, or a text packet whose type
+// the default parser does not know): chatguard cannot read it, and it could
+// carry a CONNECT past the token check, so with websocket.auth required it
+// ends the session (reason malformed, msg logged); otherwise it goes on
+// and the upstream judges it (the default parser closes the connection).
+func (s *sioSession) foreign(msg string) verdict {
 	h := s.hub
 	if h.cfg.Auth != authRequired {
-		return true, verdict{}
+		return verdict{forward: true}
 	}
 	h.s.log.WithFields(logrus.Fields{
 		"requestId": s.reqID, logging.FieldCategory: logging.CategorySecurity,
-	}).Warn("socket.io binary message outside a binary packet refused: not the default parser, cannot be inspected")
-	return false, verdict{kill: true, why: "malformed"}
+	}).Warn(msg)
+	return verdict{kill: true, why: "malformed"}
 }
 
 // verdict is what to do with one client packet.
@@ -292,6 +300,12 @@ type verdict struct {
 // Socket.IO packet from the client (the data of an Engine.IO message).
 func (s *sioSession) clientPacket(data []byte) verdict {
 	pkt, err := socketio.Parse(data)
+	if err != nil && socketio.ForeignText(data) {
+		// Not the default parser's: a text parser of the app's own
+		// (socket.io-json-parser writes `{"type":0,…}`). As a binary
+		// message outside a binary packet, it cannot be inspected.
+		return s.foreign("socket.io text packet of another parser refused: not the default parser, cannot be inspected")
+	}
 	if err != nil {
 		// Never forwarded unchecked: the backend's decoder is laxer than
 		// this parser ("40 {}", "42 6[…]" pass there), so a packet only it

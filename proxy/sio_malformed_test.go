@@ -120,6 +120,43 @@ func TestStrayBinaryMessages(t *testing.T) {
 	}
 }
 
+// A text packet whose type Socket.IO's default decoder does not know is
+// another parser's (socket.io-json-parser writes `4{"type":0,"nsp":"/"}`,
+// CONNECT included): as a stray binary message, it ends the session with
+// auth required, and goes on to the upstream otherwise (QA: such an app
+// never connected through chatguard, whatever the auth mode). A packet the
+// default decoder would read as CONNECT (empty, or white space first) is
+// still refused.
+func TestForeignTextPackets(t *testing.T) {
+	t.Parallel()
+	const connect = `4{"type":0,"nsp":"/","data":{"token":"x"}}`
+	for _, mode := range []string{"required", "optional", "none"} {
+		t.Run(mode, func(t *testing.T) {
+			fake := &fakeSIO{}
+			env := startSIO(t, upstream(t, fake.ServeHTTP).URL, func(c *config.Config) { c.WebSocket.Auth = mode })
+			cl := dialSIO(t, env.harness, nil)
+			cl.send(connect)
+			if mode != "required" {
+				waitFor(t, "the packet upstream", func() bool { return fake.has(connect) })
+				cl.send(`4{"type":2,"nsp":"/","data":["send-message",{"text":"hi"}]}`)
+				waitFor(t, "the event upstream", func() bool { return fake.has(`4{"type":2,"nsp":"/","data":["send-message",{"text":"hi"}]}`) })
+				cl.send("4 0{}") // the default decoder's CONNECT: never unchecked
+				if rest, err := cl.until(); len(rest) != 0 || websocket.CloseStatus(err) != websocket.StatusPolicyViolation {
+					t.Fatalf("after a CONNECT with a space: %q then %v, want close 1008", rest, err)
+				}
+				return
+			}
+			if rest, err := cl.until(); len(rest) != 0 || websocket.CloseStatus(err) != websocket.StatusPolicyViolation {
+				t.Fatalf("after %q: %q then %v, want close 1008", connect, rest, err)
+			}
+			if fake.has(connect) {
+				t.Fatal("the upstream received the packet")
+			}
+			waitMetric(t, env.harness, `chatguard_websocket_forced_disconnects_total{reason="malformed"}`, 1)
+		})
+	}
+}
+
 // In shadow mode an event over its limit is forwarded, and said: a security
 // line names the event, as for HTTP routes.
 func TestSocketIOEventShadowMode(t *testing.T) {

@@ -29,6 +29,9 @@ func FuzzParse(f *testing.F) {
 		if err != nil {
 			return
 		}
+		if ForeignText(b) { // what parses is never another parser's
+			t.Fatalf("ForeignText(%q) for a packet Parse reads as %+v", b, p)
+		}
 		if n != p.Attachments { // the relay's quick read agrees with the parser on what parses
 			t.Fatalf("BinaryAttachments(4%q) = %d, Parse says %d", b, n, p.Attachments)
 		}

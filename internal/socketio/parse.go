@@ -182,3 +182,19 @@ func BinaryAttachments(msg []byte) int {
 	}
 	return int(n)
 }
+
+// ForeignText reports whether b, the data of an Engine.IO message, is a
+// packet Socket.IO's default decoder refuses outright, by its type: a text
+// parser of the app's own wrote it (socket.io-json-parser's
+// `{"type":0,"nsp":"/"}`). The default decoder reads the type as
+// JavaScript's Number(first character) and throws on anything but 0 to 6;
+// an empty packet or one that starts with white space reads as 0 (CONNECT)
+// there, so it is not foreign: only a first byte that is printable ASCII,
+// neither a digit 0 to 6 nor a space, is.
+func ForeignText(b []byte) bool {
+	if len(b) == 0 {
+		return false
+	}
+	c := b[0]
+	return c > ' ' && c < 0x7f && (c < '0' || c > '6')
+}

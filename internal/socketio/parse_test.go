@@ -259,3 +259,25 @@ func TestBinaryAttachments(t *testing.T) {
 		}
 	}
 }
+
+func TestForeignText(t *testing.T) {
+	t.Parallel()
+	for in, want := range map[string]bool{
+		`{"type":0,"nsp":"/"}`: true, // socket.io-json-parser
+		`["event"]`:            true,
+		`7`:                    true, // no such type: the default decoder throws
+		`x`:                    true,
+		``:                     false, // Number("") is 0: a CONNECT there
+		` 0`:                   false, // Number(" ") is 0
+		"\t2[]":                false,
+		"\u00a0":               false, // non-ASCII: could be JavaScript white space
+		`0`:                    false, // the default parser's own
+		`2["m"]`:               false,
+		`6`:                    false,
+		"\x00":                 false,
+	} {
+		if got := ForeignText([]byte(in)); got != want {
+			t.Errorf("ForeignText(%q) = %v, want %v", in, got, want)
+		}
+	}
+}
