@@ -490,3 +490,43 @@ func TestOwnRefusalKeepsTheConnectionForTheNextRequest(t *testing.T) {
 		}
 	}
 }
+
+// chatguard's own refusal reaches a client that holds back the rest of a
+// small body at once: net/http, which reads up to 256 KiB of a body before
+// an answer's head, held the 401 (and 403, 429) until the body came, for
+// good (QA: nothing in 400 s, the connection open). The body that comes
+// afterwards is read and dropped, and the connection serves the next
+// request; a client that never sends it is closed after the linger.
+func TestOwnRefusalReachesAClientHoldingItsBody(t *testing.T) {
+	t.Parallel()
+	h := startMediaAuthRequired(t)
+	for _, completes := range []bool{true, false} {
+		c := dialPublic(t, h)
+		br := bufio.NewReader(c)
+		_ = c.SetDeadline(time.Now().Add(lingerTimeout / 2))
+		fmt.Fprintf(c, "POST /api/media/upload HTTP/1.1\r\nHost: a\r\nContent-Length: 1000\r\n\r\n%s", strings.Repeat("x", 10))
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil || resp.StatusCode != http.StatusUnauthorized {
+			t.Fatalf("990 bytes held back: %v %v, want the 401 at once", resp, err)
+		}
+		_, _ = io.ReadAll(resp.Body)
+		if !completes {
+			_ = c.SetDeadline(time.Now().Add(lingerTimeout + 5*time.Second))
+			start := time.Now()
+			if n, err := br.Read(make([]byte, 1)); err == nil {
+				t.Fatalf("the stalled client's connection gave %d more bytes", n)
+			}
+			if d := time.Since(start); d > lingerTimeout+3*time.Second {
+				t.Fatalf("the stalled client's connection closed after %v", d)
+			}
+			c.Close()
+			continue
+		}
+		_ = c.SetDeadline(time.Now().Add(lingerTimeout / 2))
+		fmt.Fprintf(c, "%sGET /api/messages HTTP/1.1\r\nHost: a\r\n\r\n", strings.Repeat("x", 990))
+		if resp, err := http.ReadResponse(br, nil); err != nil || resp.StatusCode != http.StatusOK {
+			t.Fatalf("the request after the body: %v %v, want 200", resp, err)
+		}
+		c.Close()
+	}
+}

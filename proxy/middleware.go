@@ -506,6 +506,16 @@ var accessFields = sync.Pool{New: func() any { return make(logrus.Fields, 16) }}
 // writeError sends an envelope and counts it.
 func (s *Server) writeError(w http.ResponseWriter, r *http.Request, info *reqInfo, e *apierrors.Error, source string) {
 	info.code = e.Code
+	if source == sourceProxy && info.idle != nil && !info.idle.eof.Load() {
+		// An answer of chatguard's own before the whole body: net/http
+		// would read up to 256 KiB more of it before the answer's head, and
+		// a client holding its body back got no answer at all, and kept
+		// the connection for good (QA: a 401, 403 or 429 with a stalled
+		// body). Full duplex sends the answer at once; the rest of the body
+		// is read and dropped afterwards (idleBody.end), which keeps the
+		// connection when it comes.
+		_ = info.idle.rc.EnableFullDuplex()
+	}
 	s.metrics.envelopes.WithLabelValues(envelopeCode(e.Code), source).Inc()
 	s.cors.grant(r, w.Header())
 	apierrors.Write(w, r, e, info.id, s.now())
@@ -620,6 +630,12 @@ func (b *idleBody) end(linger bool, stop func() bool) {
 	// 1 % of requests after a 401 of chatguard's).
 	if err != io.EOF && !errors.Is(err, http.ErrBodyReadAfterClose) {
 		_ = b.rc.SetReadDeadline(aLongTimeAgo)
+	}
+	if err != io.EOF {
+		// What is left of the body must never be read as a request: an
+		// answer sent in full duplex (chatguard's own before the body's
+		// end) went out without Connection: close.
+		b.closeConn()
 	}
 	// net/http resets the deadline if a read is still in progress when the
 	// handler returns: wait for the writer's (it ends now), briefly.
