@@ -305,7 +305,8 @@ func ScaleLimit(rate int, period time.Duration, burst int, m float64) (int, time
 	}
 	x := float64(rate) * m
 	if x >= 1 {
-		return int(math.Round(x)), period, burst
+		r := int(math.Round(x))
+		return r, period, dayBurst(burst, period/time.Duration(r))
 	}
 	// At most a day for the whole burst, the most validation allows a limit
 	// (and never shorter than the period itself): a multiplier lowered in
@@ -314,7 +315,20 @@ func ScaleLimit(rate int, period time.Duration, burst int, m float64) (int, time
 	longer = math.Max(longer, float64(period))
 	// To the microsecond: 3 × 0.1 is 0.30000000000000004 in floating point,
 	// and 15 min over it 49m59.999999999s.
-	return 1, time.Duration(longer).Round(time.Microsecond), burst
+	p := time.Duration(longer).Round(time.Microsecond)
+	return 1, p, dayBurst(burst, p)
+}
+
+// dayBurst is burst cut to what a day holds at interval per request. Rate
+// and burst scale apart (and a period is never made shorter), so a
+// scaled burst may take longer than a day to come back (2 per 12 h, burst
+// 4, ×0.7: 1 per 12 h, burst 3), which validation refuses: a multiplier
+// must not make a valid limit invalid (review).
+func dayBurst(burst int, interval time.Duration) int {
+	if burst > 0 && interval > 0 && time.Duration(burst)*interval > maxBurstSpan {
+		return max(1, int(maxBurstSpan/interval))
+	}
+	return burst
 }
 
 // maxBurstSpan is the longest a whole burst may take to come back.

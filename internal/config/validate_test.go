@@ -351,12 +351,14 @@ func TestValidateListenersOnTheSamePortOfTwoHosts(t *testing.T) {
 	}
 }
 
-// A lowered multiplier never makes a valid limit invalid: a rate scaled
-// below 1 per period stretches its period, but never past a day for the
-// whole burst (review: 1 per 24 h ×0.5 was refused, at reload in an attack).
+// A multiplier never makes a valid limit invalid: a rate scaled below 1 per
+// period stretches its period, but never past a day for the whole burst
+// (review: 1 per 24 h ×0.5 was refused, at reload in an attack); a rate and
+// a burst that round apart keep the burst within a day (review: 2 per 12 h,
+// burst 4, was refused at ×0.7 and ×1.2).
 func TestLoweredMultiplierKeepsLimitsValid(t *testing.T) {
 	t.Parallel()
-	for _, m := range []float64{0.5, 0.1, 0.001} {
+	for _, m := range []float64{0.5, 0.1, 0.001, 0.7, 1.2, 0.4} {
 		c := config.Defaults()
 		c.Limits.Multiplier = m
 		c.Routes = append(c.Routes,
@@ -394,7 +396,9 @@ func TestLoweredMultiplierKeepsLimitsValid(t *testing.T) {
 		{30, 0, time.Minute, 1000, "30000 1m0s 0"},             // the most validation allows
 		{1, 0, 20 * time.Hour, 0.5, "1 24h0m0s 0"},             // 40 h capped at a day
 		{2, 2, 20 * time.Hour, 0.5, "1 20h0m0s 1"},             // exactly 1 per period: the period kept
-		{2, 4, 20 * time.Hour, 0.4, "1 20h0m0s 2"},             // burst 2: 12 h each, but no shorter than the period
+		{2, 4, 20 * time.Hour, 0.4, "1 20h0m0s 1"},             // burst 2: 12 h each, but no shorter than the period, so a day holds 1
+		{2, 4, 12 * time.Hour, 0.7, "1 12h0m0s 2"},             // burst 3 (2.8) would take 36 h: what a day holds
+		{2, 4, 12 * time.Hour, 1.2, "2 12h0m0s 4"},             // raised: burst 5 (4.8) at 6 h each is 30 h
 		{3, 0, 15 * time.Minute, 0.0, "3 15m0s 0"},             // not a multiplier: left alone
 		{0, 0, 15 * time.Minute, 0.5, "0 15m0s 0"},             // not a rate: left alone
 		{3, 0, 15 * time.Minute, -1, "3 15m0s 0"},              // nor a negative multiplier
