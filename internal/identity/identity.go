@@ -8,8 +8,10 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"net/url"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/golang-jwt/jwt/v5"
 
@@ -227,6 +229,21 @@ func (v *Verifier) VerifyRequest(r *http.Request, cookie string) (Identity, erro
 	return Identity{}, ErrMissing
 }
 
+// cookieValue is a cookie's value as Express reads it (the cookie
+// package, under cookie-parser and req.cookies): percent-decoded when it
+// holds a '%', as decodeURIComponent does, else (or when that fails) as
+// sent. Read raw, a token written with %2E for its dots failed here and
+// was passed over while the app read the user it names (review).
+func cookieValue(v string) string {
+	if !strings.Contains(v, "%") {
+		return v
+	}
+	if d, err := url.PathUnescape(v); err == nil && utf8.ValidString(d) {
+		return d
+	}
+	return v
+}
+
 // Tokens lists every token r carries: the Authorization bearer, the cookie
 // named cookie (when not empty), the token query parameter, in that order.
 func Tokens(r *http.Request, cookie string) []string {
@@ -243,8 +260,8 @@ func Tokens(r *http.Request, cookie string) []string {
 	}
 	if cookie != "" {
 		for _, c := range r.CookiesNamed(cookie) {
-			if c.Value != "" {
-				out = append(out, c.Value)
+			if v := cookieValue(c.Value); v != "" {
+				out = append(out, v)
 			}
 		}
 	}

@@ -184,6 +184,10 @@ func TestTokens(t *testing.T) {
 	r.Header["Authorization"] = []string{"Bearer h1", "Bearer h2"}
 	r.Header["Cookie"] = []string{"jwt=c1; jwt=c2", "jwt=c3"}
 	check("repeated header and cookie", "jwt", "h1", "h2", "c1", "c2", "c3", "q1")
+	// Cookies as Express reads them: percent-decoded, unless that fails.
+	r.Header.Del("Authorization")
+	r.Header["Cookie"] = []string{"jwt=a%2Eb%2ec", "jwt=bad%zz", "jwt=%ff"}
+	check("percent-encoded cookies", "jwt", "a.b.c", "bad%zz", "%ff", "q1")
 	if got := Tokens(httptest.NewRequest("GET", "/", nil), "jwt"); len(got) != 0 {
 		t.Fatalf("none: %q", got)
 	}
@@ -214,6 +218,9 @@ func TestVerifyRequest(t *testing.T) {
 		{"two users", ana, "", bob, "", ErrConflict},
 		{"two users, header and cookie", bob, ana, "", "", ErrConflict},
 		{"the same user twice", ana, "", ana, "ana@example.com", nil},
+		// Express percent-decodes a cookie: the app reads bob (review).
+		{"two users, the cookie percent-encoded", ana, strings.Replace(bob, ".", "%2E", 2), "", "", ErrConflict},
+		{"percent-encoded cookie alone", "", strings.Replace(bob, ".", "%2e", 1), "", "bob@example.com", nil},
 		{"only invalid: the first's error", "", expired, "garbage", "", ErrExpired},
 	}
 	for _, tt := range tests {
