@@ -112,26 +112,36 @@ func (a *Abuse) Rejected(ip netip.Addr, requestID string) {
 		return
 	}
 	var n int64
+	crossed := false
 	a.t.Update(abuseKey(ip), func(now, old int64, ok bool) (int64, int64, bool) {
+		if !ok {
+			old = 0
+		}
 		n = old + 1
+		if n >= a.critical {
+			// The count starts over, as fail2ban's does after a ban: once a
+			// block shorter than the hour ends, the next rejection alone
+			// blocked again, with a new critical alert each time (QA, with
+			// block_for at 30 s as the NAT runbook suggests lowering it).
+			// In the same step as the count, so that of two rejections at
+			// the same moment only one crosses (review: both blocked,
+			// alerted and kicked).
+			crossed = true
+			return 0, 0, false
+		}
 		if ok {
 			return n, sessions.KeepExpiry, true // the hour started with the first rejection
 		}
 		return n, now + int64(time.Hour), true
 	})
 	switch {
-	case n == a.warning:
-		a.alert(ip, n, "WARNING", requestID)
-	case n >= a.critical:
+	case crossed:
 		until := a.now().Add(a.blockFor).UnixNano()
 		a.t.SetTTL(blockedKey(ip), until, a.blockFor)
-		// The count starts over, as fail2ban's does after a ban: once a
-		// block shorter than the hour ends, the next rejection alone
-		// blocked again, with a new critical alert each time (QA, with
-		// block_for at 30 s as the NAT runbook suggests lowering it).
-		a.t.Delete(abuseKey(ip))
 		a.blocks.Inc()
 		a.alert(ip, n, "CRITICAL", requestID)
+	case n == a.warning:
+		a.alert(ip, n, "WARNING", requestID)
 	}
 }
 

@@ -363,3 +363,47 @@ func gaugeValue(t *testing.T, g prometheus.Gatherer, name string) float64 {
 	t.Fatalf("no %s", name)
 	return 0
 }
+
+// Two rejections that cross the critical level at the same moment block
+// the IP once: one alert, one block counted (review: 8 rounds of 3,000 had
+// two of each, and two kicks of the IP's sockets).
+func TestAbuseConcurrentCrossingBlocksOnce(t *testing.T) {
+	t.Parallel()
+	for round := 0; round < 2000; round++ {
+		tb, _ := sessions.NewStateTable(sessions.StateOptions{MaxEntries: 100})
+		var critical atomic.Int64
+		reg := prometheus.NewRegistry()
+		a, err := NewAbuse(AbuseOptions{Table: tb, Warning: 50, Critical: 100, BlockFor: time.Hour, Registerer: reg,
+			OnAlert: func(_ netip.Prefix, _ int64, sev, _ string) {
+				if sev == "CRITICAL" {
+					critical.Add(1)
+				}
+			}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ip := netip.MustParseAddr("203.0.113.7")
+		for range 99 { // the next two cross at once
+			a.Rejected(ip, "r")
+		}
+		start := make(chan struct{})
+		done := make(chan struct{}, 2)
+		for range 2 {
+			go func() {
+				<-start
+				a.Rejected(ip, "r")
+				done <- struct{}{}
+			}()
+		}
+		close(start)
+		<-done
+		<-done
+		if n := critical.Load(); n != 1 {
+			t.Fatalf("round %d: %d critical alerts for one crossing", round, n)
+		}
+		if got := testutil.ToFloat64(a.blocks); got != 1 {
+			t.Fatalf("round %d: %v blocks counted", round, got)
+		}
+		tb.Close()
+	}
+}
