@@ -5,6 +5,7 @@ import (
 	"crypto/subtle"
 	"encoding/json"
 	"fmt"
+	"net"
 	"net/http"
 	"net/netip"
 	"os"
@@ -70,7 +71,7 @@ func (s *Server) AdminHandler() http.Handler {
 			if !s.allow(w, r, info, http.MethodPost) {
 				return
 			}
-			if !localPeer(info.peer) && !s.authorized(r) {
+			if !localCaller(r, info.peer) && !s.authorized(r) {
 				s.refuseAdmin(w, r, info)
 				return
 			}
@@ -292,6 +293,31 @@ func writeJSON(w http.ResponseWriter, r *http.Request, status int, v any) {
 // preStop hook's): not all of 127.0.0.0/8, since a service mesh's sidecar
 // delivers other hosts' connections from 127.0.0.6 (Istio), and they
 // must show the token to drain.
+// localCaller reports whether r may drain without the token: it comes
+// from loopback, and not from a browser on this machine acting for a page
+// of another site (QA: a page's form POST, or a DNS-rebound page, drained
+// chatguard). A browser names the page's site in Origin; a rebound page's
+// requests carry its own host name in Host, where a local client such as
+// curl, the preStop hook or kubectl port-forward names localhost or an
+// address.
+func localCaller(r *http.Request, peer netip.Addr) bool {
+	if !localPeer(peer) || r.Header.Get("Origin") != "" {
+		return false
+	}
+	if site := r.Header.Get("Sec-Fetch-Site"); site != "" && site != "none" {
+		return false
+	}
+	host := r.Host
+	if h, _, err := net.SplitHostPort(host); err == nil {
+		host = h
+	}
+	host = strings.TrimSuffix(strings.TrimPrefix(host, "["), "]")
+	if _, err := netip.ParseAddr(host); err == nil || host == "" {
+		return true
+	}
+	return strings.EqualFold(host, "localhost") || strings.EqualFold(host, "localhost.")
+}
+
 func localPeer(a netip.Addr) bool {
 	a = a.Unmap()
 	return a == netip.AddrFrom4([4]byte{127, 0, 0, 1}) || a == netip.IPv6Loopback()

@@ -144,6 +144,38 @@ func TestDrainEndpoint(t *testing.T) {
 			t.Fatalf("drain from %s without token: %d draining=%v", peer, rec.Code, h.srv.draining.Load())
 		}
 	}
+	// So does a browser on this machine acting for another site's page (a
+	// form POST names the page in Origin; a DNS-rebound page names its own
+	// host in Host) (QA: either drained chatguard).
+	for _, hdr := range []map[string]string{
+		{"Origin": "http://evil.example"},
+		{"Origin": "null"},
+		{"Sec-Fetch-Site": "cross-site"},
+		{"Host": "evil.example:9090"},
+	} {
+		rec := httptest.NewRecorder()
+		req := httptest.NewRequest(http.MethodPost, "/drain", strings.NewReader("x"))
+		req.RemoteAddr = "127.0.0.1:5555"
+		req.Host = "127.0.0.1:9090"
+		for k, v := range hdr {
+			if k == "Host" {
+				req.Host = v
+			} else {
+				req.Header.Set(k, v)
+			}
+		}
+		h.srv.AdminHandler().ServeHTTP(rec, req)
+		if rec.Code != 401 || h.srv.draining.Load() {
+			t.Fatalf("drain from loopback with %v, no token: %d draining=%v", hdr, rec.Code, h.srv.draining.Load())
+		}
+	}
+	for _, host := range []string{"localhost:9090", "[::1]:9090", "127.0.0.1"} { // curl, the preStop hook, port-forward
+		req := httptest.NewRequest(http.MethodPost, "/drain", nil)
+		req.RemoteAddr, req.Host = "127.0.0.1:5555", host
+		if !localCaller(req, peerAddr(req)) {
+			t.Fatalf("a local caller naming %s is refused", host)
+		}
+	}
 
 	resp, err = h.client.Post(h.admin+"/drain", "", nil)
 	if err != nil {
