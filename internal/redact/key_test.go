@@ -25,6 +25,8 @@ func TestIsSensitiveKey(t *testing.T) {
 		"credentials", "googleCredentials", "user_pwd", "jwtToken", "sessionId", "connect.session",
 		"Set-Cookie", "cookies", "bearerToken", "privateKey", "private_key", "PRIVATE-KEY",
 		"x-goog-api-key", "stripeApiKey",
+		// pw as a word (QA: ?pw= was logged).
+		"pw", "PW", "db_pw", "userPw", "pw-hash",
 	}
 	for _, k := range sensitive {
 		if !redact.IsSensitiveKey(k) {
@@ -36,6 +38,7 @@ func TestIsSensitiveKey(t *testing.T) {
 		"path", "passenger", "passage", "keyboard", "keys", "donkey", "turkey", "hockey", "compass",
 		"bypass", "bypass_cache", "username", "conversationId", "message", "text", "Content-Type",
 		"User-Agent", "Accept", "X-Forwarded-For", "traceparent", "role", "name", "value", "authority",
+		"pwa", "npw", "pwr",
 	}
 	for _, k := range plain {
 		if redact.IsSensitiveKey(k) {

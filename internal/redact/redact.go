@@ -32,11 +32,12 @@ var sensitiveParts = []string{
 // words that are sensitive only as a whole word of the key (split at
 // separators and camelCase humps): as substrings they would hit "monkey",
 // "author" or "passenger", but "db_pass", "accessKey" and "basic-auth" count.
-var sensitiveWords = []string{"key", "auth", "pass"}
+var sensitiveWords = []string{"key", "auth", "pass", "pw"}
 
 // IsSensitiveKey reports whether a field, header or parameter named k holds a secret.
 // The list is the seed's: password, token, authorization, secret, key, auth,
-// credential, pass, pwd, jwt, session, cookie, x-api-key, api-key, bearer.
+// credential, pass, pwd, jwt, session, cookie, x-api-key, api-key, bearer;
+// and pw, as a word (QA: ?pw= was logged in clear).
 // It does not allocate for keys up to 64 bytes.
 func IsSensitiveKey(k string) bool {
 	var buf [64]byte
@@ -383,8 +384,9 @@ var sessionsErrorWords = map[string]bool{
 }
 
 var textPatterns = []*regexp.Regexp{
-	// Authorization schemes (possibly several words: "token Bearer") followed by a credential.
-	regexp.MustCompile(`(?i)\b((?:bearer|basic|token)\s+)+([A-Za-z0-9\-._~+/]+=*)`),
+	// Authorization schemes (possibly several words: "token Bearer") followed by a credential,
+	// the space percent-encoded too, as in a path (QA: /api/x/Bearer%20<token> was logged).
+	regexp.MustCompile(`(?i)\b((?:bearer|basic|token)(?:\s+|%20|\+))+([A-Za-z0-9\-._~+/]+=*)`),
 	// Anything that looks like a JWT.
 	regexp.MustCompile(`eyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*`),
 	// key=value and "key": "value" pairs whose key is sensitive.
@@ -437,7 +439,8 @@ func String(s string) string {
 // after "token" one with a digit or token punctuation, so that "token
 // expired" and "basic authentication" stay readable.
 func looksLikeCredential(scheme, s string) bool {
-	switch strings.ToLower(strings.TrimSpace(scheme)) {
+	scheme = strings.TrimRight(strings.TrimSpace(scheme), "%20+")
+	switch strings.ToLower(scheme) {
 	case "token":
 		return strings.ContainsAny(s, "0123456789._-~+/=")
 	case "basic": // base64 of user:password, not "basic authentication"

@@ -221,6 +221,10 @@ func TestString(t *testing.T) {
 		{name: "bearer lower case", in: "bearer abc123", want: "bearer [FILTERED]"},
 		{name: "basic", in: "Basic dXNlcjpwYXNz", want: "Basic [FILTERED]"},
 		{name: "token scheme", in: "Token abc123", want: "Token [FILTERED]"},
+		// In a path the space is percent-encoded (QA).
+		{name: "bearer in a path", in: "/api/conversations/Bearer%20SEKB12aaaa", want: "/api/conversations/Bearer%20[FILTERED]"},
+		{name: "bearer with a plus", in: "/x?q=Bearer+abc123", want: "/x?q=Bearer+[FILTERED]"},
+		{name: "token expired in a path", in: "/docs/token%20expired", want: "/docs/token%20expired"},
 		{name: "bare JWT", in: jwt, want: "[FILTERED]"},
 		{name: "JWT in a sentence", in: "user " + jwt + " connected", want: "user [FILTERED] connected"},
 		{name: "JWT glued to text", in: "id=x" + jwt + ".", want: "id=x[FILTERED]."},
