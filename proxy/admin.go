@@ -57,6 +57,14 @@ func (s *Server) AdminHandler() http.Handler {
 				return
 			}
 			if s.Ready() {
+				if s.upCheck != nil {
+					if err := s.upCheck.check(); err != nil {
+						e := apierrors.New(apierrors.CodeServiceUnavailable, "chatguard is not ready: the upstream does not accept connections")
+						e.Details = map[string]any{"status": "upstream_unreachable", "reason": upstreamReason(err)}
+						s.writeError(w, r, info, e, sourceProxy)
+						return
+					}
+				}
 				writeJSON(w, r, http.StatusOK, map[string]any{"status": "ready"})
 				return
 			}

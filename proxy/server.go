@@ -73,9 +73,10 @@ type Server struct {
 	abuse     *limiter.Abuse
 
 	ready    atomic.Bool
-	draining atomic.Bool // set when a drain starts
-	refusing atomic.Bool // set when the drain delay is over
-	cut      atomic.Bool // set when requests past the shutdown timeout are cut
+	upCheck  *upstreamCheck // proxy.ready_on_upstream; nil: /readyz does not look
+	draining atomic.Bool    // set when a drain starts
+	refusing atomic.Bool    // set when the drain delay is over
+	cut      atomic.Bool    // set when requests past the shutdown timeout are cut
 	inFlight atomic.Int64
 
 	pub          atomic.Pointer[http.Server] // the public listener's server, once Serve runs
@@ -110,6 +111,7 @@ func New(o Options) (*Server, error) {
 		metricsReg: o.Registry,
 		trust:      newTrustedProxies(o.Config.Proxy.TrustedProxies),
 		classify:   apierrors.ClassifyOptions{Development: o.Config.Development()},
+		upCheck:    map[bool]*upstreamCheck{true: newUpstreamCheck(target)}[o.Config.Proxy.ReadyOnUpstream],
 		conns:      map[*trackedConn]struct{}{},
 		drainDone:  make(chan struct{}),
 		stats:      map[string]func() any{},

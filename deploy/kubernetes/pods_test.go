@@ -61,8 +61,9 @@ var chatguardPaths = map[string]bool{"/readyz": true, "/healthz": true, "/metric
 
 // TestProbes: a probe's named port is a port of its own container (that is
 // where the kubelet resolves it); chatguard's probes use its admin endpoints:
-// readiness and startup on /readyz, liveness on /healthz (never /readyz: a
-// draining chatguard is alive and must not be restarted).
+// readiness on /readyz, startup and liveness on /healthz (never /readyz: a
+// draining chatguard is alive and must not be restarted, and a sidecar's
+// /readyz waits for the app).
 func TestProbes(t *testing.T) {
 	t.Parallel()
 	load(t).eachDir(t, func(t *testing.T, docs []*doc) {
@@ -114,7 +115,10 @@ func checkProbe(t *testing.T, w *workload, c container, kind string, p *corev1.P
 	if cp, ok := containerPort(c.Container, port); !ok || cp.Name != adminPortName {
 		t.Errorf("%s: chatguard's %s probe targets port %s, not %s", w, kind, port.String(), adminPortName)
 	}
-	want := map[string]string{"liveness": "/healthz", "readiness": "/readyz", "startup": "/readyz"}[kind]
+	// Startup on /healthz: with CHATGUARD_READY_ON_UPSTREAM, /readyz waits
+	// for the app, which the kubelet starts only after a native sidecar's
+	// startup probe succeeds.
+	want := map[string]string{"liveness": "/healthz", "readiness": "/readyz", "startup": "/healthz"}[kind]
 	switch path := p.HTTPGet.Path; {
 	case !chatguardPaths[path]:
 		t.Errorf("%s: chatguard's %s probe asks for %q, which chatguard does not serve (it serves /readyz, /healthz, /metrics)", w, kind, path)

@@ -48,6 +48,7 @@ type Proxy struct {
 	PreserveHost          bool          `yaml:"preserve_host"`
 	ErrorInspectBytes     int           `yaml:"error_inspect_bytes"`
 	CORSFromUpstream      bool          `yaml:"cors_from_upstream"`
+	ReadyOnUpstream       bool          `yaml:"ready_on_upstream"`
 }
 
 // Server configures the listeners and the lifecycle.

@@ -128,6 +128,7 @@ func TestSettingValue(t *testing.T) {
 		"proxy.preserve_host":             "false",
 		"proxy.error_inspect_bytes":       "65536",
 		"proxy.cors_from_upstream":        "true",
+		"proxy.ready_on_upstream":         "false",
 		"server.read_header_timeout":      "10s",
 		"server.send_timeout":             "1m0s",
 		"server.body_read_timeout":        "1m0s",

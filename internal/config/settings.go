@@ -36,6 +36,7 @@ var settings = []Setting{
 	{"proxy.max_idle_conns", "CHATGUARD_MAX_IDLE_CONNS", "max-idle-conns", "idle upstream connections kept", func(c *Config) any { return &c.Proxy.MaxIdleConns }},
 	{"proxy.preserve_host", "CHATGUARD_PRESERVE_HOST", "preserve-host", "send the client's Host upstream", func(c *Config) any { return &c.Proxy.PreserveHost }},
 	{"proxy.error_inspect_bytes", "CHATGUARD_ERROR_INSPECT_BYTES", "error-inspect-bytes", "bytes of an upstream error body read to classify it", func(c *Config) any { return &c.Proxy.ErrorInspectBytes }},
+	{"proxy.ready_on_upstream", "CHATGUARD_READY_ON_UPSTREAM", "ready-on-upstream", "/readyz answers 503 while the upstream does not accept connections", func(c *Config) any { return &c.Proxy.ReadyOnUpstream }},
 	{"proxy.cors_from_upstream", "CHATGUARD_CORS_FROM_UPSTREAM", "cors-from-upstream", "answers chatguard makes itself carry the CORS headers the upstream last sent the same Origin", func(c *Config) any { return &c.Proxy.CORSFromUpstream }},
 	{"server.read_header_timeout", "CHATGUARD_READ_HEADER_TIMEOUT", "read-header-timeout", "time a client has to send its headers", func(c *Config) any { return &c.Server.ReadHeaderTimeout }},
 	{"server.body_read_timeout", "CHATGUARD_BODY_READ_TIMEOUT", "body-read-timeout", "longest wait for the next bytes of a request body (0: none)", func(c *Config) any { return &c.Server.BodyReadTimeout }},

@@ -32,6 +32,9 @@ func sidecar(o Options, upstreamPort int) corev1.Container {
 		},
 		Env: []corev1.EnvVar{
 			{Name: "CHATGUARD_UPSTREAM", Value: upstreamURL(upstreamPort)},
+			// Not ready while the app does not accept connections: an app
+			// with no probe of its own took traffic while it booted (QA).
+			{Name: "CHATGUARD_READY_ON_UPSTREAM", Value: "true"},
 			{Name: "CHATGUARD_CONFIG", Value: configPath + "/chatguard.yaml"},
 			{Name: "CHATGUARD_RATE_LIMIT_FILE", Value: dataPath + "/rate-limits.json"},
 			{Name: "CHATGUARD_PROFILE_DIR", Value: dataPath + "/profiles"},
@@ -71,8 +74,10 @@ func sidecar(o Options, upstreamPort int) corev1.Container {
 	}
 	if o.Mode == ModeNative {
 		c.RestartPolicy = new(corev1.ContainerRestartPolicyAlways)
-		// The kubelet starts the app only once this succeeds.
-		c.StartupProbe = &corev1.Probe{ProbeHandler: get("/readyz"), PeriodSeconds: 1, FailureThreshold: 30}
+		// The kubelet starts the app only once this succeeds: /healthz,
+		// chatguard is up; /readyz waits for the app, which would wait for
+		// this probe.
+		c.StartupProbe = &corev1.Probe{ProbeHandler: get("/healthz"), PeriodSeconds: 1, FailureThreshold: 30}
 	}
 	return c
 }
