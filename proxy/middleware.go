@@ -336,6 +336,9 @@ func (s *Server) handle(w *responseWriter, r *http.Request, info *reqInfo) {
 	}
 	if s.ws != nil {
 		socketIO := s.ws.underSocketIOPath(r) // the other checks only then: this runs on every request
+		if !socketIO {
+			s.ws.noteStray(r)
+		}
 		if socketIO && s.ws.oldEngineIO(r) {
 			e := apierrors.New(apierrors.CodeValidation, "chatguard accepts Engine.IO v4 (Socket.IO 3 and 4 clients) only")
 			e.Details = map[string]any{"EIO": r.URL.Query().Get("EIO")}

@@ -202,3 +202,28 @@ func TestSocketIOPathWithoutTrailingSlashIsInspected(t *testing.T) {
 		t.Error("/socket.io-admin/x?sid=… refused under /socket.io/")
 	}
 }
+
+// Engine.IO traffic outside websocket.socketio_path is the app's Socket.IO
+// on a path chatguard was not told about: relayed uninspected, so with auth
+// required anonymous clients connect there. The log says so, once per path
+// (QA: nothing warned).
+func TestEngineIOOutsideTheSocketIOPathIsLogged(t *testing.T) {
+	t.Parallel()
+	env := startSIO(t, upstream(t, func(w http.ResponseWriter, r *http.Request) {}).URL, func(c *config.Config) { c.WebSocket.Auth = "required" })
+	h := env.harness
+	for range 3 {
+		for _, p := range []string{"/custom/?EIO=4&transport=polling", "/custom/?EIO=4&transport=polling&sid=abc", "/api/messages?x=1", "/api/search?q=EIO=4"} {
+			if resp, _ := h.get(p); resp.StatusCode != 200 {
+				t.Fatalf("%s: %d", p, resp.StatusCode)
+			}
+		}
+	}
+	const msg = "Engine.IO requests outside websocket.socketio_path are relayed without inspection"
+	waitFor(t, "the warning", func() bool { return strings.Contains(h.logs.String(), msg) })
+	if n := strings.Count(h.logs.String(), msg); n != 1 {
+		t.Fatalf("%d warnings for one path, want 1:\n%s", n, h.logs.String())
+	}
+	if !strings.Contains(h.logs.String(), `"path":"/custom/"`) {
+		t.Fatalf("the warning does not name the path:\n%s", h.logs.String())
+	}
+}

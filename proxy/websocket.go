@@ -36,6 +36,10 @@ import (
 type wsHub struct {
 	// warnedPayload: the backend's maxPayload over the ceiling was logged.
 	warnedPayload atomic.Bool
+	// strayPaths: paths where Engine.IO traffic outside
+	// websocket.socketio_path was logged (once each, at most maxStrayPaths).
+	strayMu    sync.Mutex
+	strayPaths map[string]bool
 
 	s        *Server
 	cfg      config.WebSocket
@@ -221,6 +225,39 @@ func (h *wsHub) underSocketIOPath(r *http.Request) bool {
 	}
 	c := canonicalPath(r.URL.Path)
 	return strings.HasPrefix(c, p) || c == p[:len(p)-1]
+}
+
+// maxStrayPaths bounds the paths noteStray remembers (and logs).
+const maxStrayPaths = 16
+
+// noteStray logs, once per path, an Engine.IO request (EIO and transport in
+// its query) outside websocket.socketio_path: an app whose Socket.IO path
+// is not the configured one gets no inspection at all there — no presence,
+// no event limits, and websocket.auth required does not apply — and
+// nothing said so (QA: a backend on path /custom/ let anonymous clients
+// connect with auth required). r is known not to be under the path.
+func (h *wsHub) noteStray(r *http.Request) {
+	if !strings.Contains(r.URL.RawQuery, "EIO=") {
+		return // the common case, at the cost of a scan
+	}
+	q := r.URL.Query()
+	if !q.Has("EIO") || !q.Has("transport") {
+		return
+	}
+	p := r.URL.Path // an Engine.IO request's path is the Socket.IO path itself
+	h.strayMu.Lock()
+	if h.strayPaths[p] || len(h.strayPaths) >= maxStrayPaths {
+		h.strayMu.Unlock()
+		return
+	}
+	if h.strayPaths == nil {
+		h.strayPaths = map[string]bool{}
+	}
+	h.strayPaths[p] = true
+	h.strayMu.Unlock()
+	h.s.log.WithFields(logrus.Fields{
+		logging.FieldCategory: logging.CategorySocket, "path": p, "socketioPath": h.cfg.SocketIOPath,
+	}).Warn("Engine.IO requests outside websocket.socketio_path are relayed without inspection (no presence, event limits or websocket.auth); if this is the app's Socket.IO path, set websocket.socketio_path to it")
 }
 
 // oldEngineIO reports an Engine.IO request under the Socket.IO path for a
