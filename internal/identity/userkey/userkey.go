@@ -11,10 +11,29 @@ import "strings"
 // endpoint. An e-mail address (any key with an @) is trimmed and
 // lower-cased, so that Ana@X.com and ana@x.com are one user; any other key
 // (a sub claim) is kept exactly, case-sensitive (RFC 7519): Carol and carol
-// are two. Normalise(Normalise(u)) == Normalise(u).
+// are two. Only ASCII letters are lower-cased: Unicode case folding maps
+// other letters onto them (the Kelvin sign K onto k), and would make one
+// user of two accounts the app keeps apart (review).
+// Normalise(Normalise(u)) == Normalise(u).
 func Normalise(user string) string {
 	if strings.Contains(user, "@") {
-		return strings.ToLower(strings.TrimSpace(user))
+		return asciiLower(strings.TrimSpace(user))
 	}
 	return user
+}
+
+// asciiLower lower-cases the ASCII letters of s, and only those.
+func asciiLower(s string) string {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; 'A' <= c && c <= 'Z' {
+			b := []byte(s)
+			for j := i; j < len(b); j++ {
+				if c := b[j]; 'A' <= c && c <= 'Z' {
+					b[j] = c + 'a' - 'A'
+				}
+			}
+			return string(b)
+		}
+	}
+	return s
 }
