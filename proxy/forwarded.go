@@ -149,7 +149,12 @@ func clientSaysHeader(k string) bool {
 	switch k {
 	case "Forwarded", "Forwarded-For", "X-Client-Ip", "Do-Connecting-Ip", "X-Cluster-Client-Ip", "True-Client-Ip", "Cf-Connecting-Ip",
 		"Fastly-Client-Ip", "X-Original-Forwarded-For", "Cf-Pseudo-Ipv4", "X-Appengine-User-Ip",
-		"Front-End-Https", "X-Url-Scheme":
+		"Front-End-Https", "X-Url-Scheme",
+		// What other frameworks and gateways read a client's address from
+		// (QA: these reached the app from any client).
+		"Client-Ip", "X-Remote-Ip", "X-Remote-Addr", "X-Originating-Ip", "Proxy-Client-Ip",
+		"Wl-Proxy-Client-Ip", "X-Proxyuser-Ip", "X-Envoy-External-Address", "X-Azure-Clientip",
+		"X-Azure-Socketip", "Cf-Connecting-Ipv6", "Akamai-Client-Ip":
 		return true
 	}
 	return false

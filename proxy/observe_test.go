@@ -215,8 +215,12 @@ func TestForwardedHeaders(t *testing.T) {
 		// request-ip reads first (QA: these reached the app as sent).
 		"X-Forwarded-Port", "443", "X-Forwarded-Prefix", "/admin", "X-Forwarded-Ssl", "on", "X-Forwarded", "for=6.6.6.6",
 		"X-Client-IP", "6.6.6.6", "True-Client-IP", "6.6.6.6", "CF-Connecting-IP", "6.6.6.6", "Forwarded-For", "6.6.6.6",
-		"Forwarded", "for=203.0.113.7;proto=https"}
-	others := []string{"X-Forwarded-Port", "X-Forwarded-Prefix", "X-Forwarded-Ssl", "X-Forwarded", "X-Client-Ip", "True-Client-Ip", "Cf-Connecting-Ip", "Forwarded-For", "Forwarded"}
+		"Forwarded", "for=203.0.113.7;proto=https",
+		// Those other frameworks and gateways read (QA).
+		"Client-IP", "6.6.6.6", "X-Remote-IP", "6.6.6.6", "X-Originating-IP", "6.6.6.6", "WL-Proxy-Client-IP", "6.6.6.6",
+		"X-Envoy-External-Address", "6.6.6.6"}
+	others := []string{"X-Forwarded-Port", "X-Forwarded-Prefix", "X-Forwarded-Ssl", "X-Forwarded", "X-Client-Ip", "True-Client-Ip", "Cf-Connecting-Ip", "Forwarded-For", "Forwarded",
+		"Client-Ip", "X-Remote-Ip", "X-Originating-Ip", "Wl-Proxy-Client-Ip", "X-Envoy-External-Address"}
 
 	untrusted.get("/", spoof...)
 	hd := <-got
