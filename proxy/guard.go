@@ -18,6 +18,7 @@ import (
 
 	apierrors "github.com/chatguard/chatguard/errors"
 	"github.com/chatguard/chatguard/internal/identity"
+	"github.com/chatguard/chatguard/internal/identity/userkey"
 	"github.com/chatguard/chatguard/internal/logging"
 	"github.com/chatguard/chatguard/limiter"
 )
@@ -142,7 +143,7 @@ func (s *Server) identify(r *http.Request, mode string) (identity.Identity, *api
 	}
 	if err == nil {
 		if s.userRoles != nil {
-			s.userRoles.Set(id.User, id.Role)
+			s.userRoles.Set(userkey.Normalise(id.User), id.Role) // keyed as every table keys users
 		}
 		return id, nil
 	}

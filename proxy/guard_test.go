@@ -167,6 +167,17 @@ func TestRoleLimitsAndMultiplier(t *testing.T) {
 	if r, ok := roles.Get("agent@example.com"); !ok || r != "agent" {
 		t.Errorf("userRoles cache: %q %v", r, ok)
 	}
+	// Keyed as every table keys users: one entry for Case@Example.com and
+	// case@example.com (review: two).
+	for _, email := range []string{"Case@Example.com", "case@example.com"} {
+		h.get("/api/messages", "Authorization", "Bearer "+token(t, jwt.MapClaims{"email": email, "role": "agent", "exp": exp}))
+	}
+	if _, ok := roles.Get("case@example.com"); !ok {
+		t.Error("userRoles has no case@example.com")
+	}
+	if _, ok := roles.Get("Case@Example.com"); ok {
+		t.Error("userRoles keeps Case@Example.com apart from case@example.com")
+	}
 	// Anonymous callers are limited by IP, separately from users.
 	n := 0
 	for i := 0; i < 5; i++ {

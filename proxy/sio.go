@@ -16,6 +16,7 @@ import (
 	apierrors "github.com/chatguard/chatguard/errors"
 	"github.com/chatguard/chatguard/internal/config"
 	"github.com/chatguard/chatguard/internal/identity"
+	"github.com/chatguard/chatguard/internal/identity/userkey"
 	"github.com/chatguard/chatguard/internal/logging"
 	"github.com/chatguard/chatguard/internal/socketio"
 	"github.com/chatguard/chatguard/limiter"
@@ -396,7 +397,7 @@ func (s *sioSession) connect(pkt socketio.Packet) verdict {
 		}
 	}
 	if id.User != "" && h.s.userRoles != nil {
-		h.s.userRoles.Set(id.User, id.Role)
+		h.s.userRoles.Set(userkey.Normalise(id.User), id.Role)
 	}
 	s.mu.Lock()
 	learned := s.id.User == "" && id.User != ""
