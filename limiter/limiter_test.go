@@ -308,3 +308,18 @@ func TestWatchProbeLeavesNoState(t *testing.T) {
 		fallback.Close()
 	}
 }
+
+// The Redis script counts in whole microseconds: an interval is rounded up,
+// never down, so that Redis is never looser than the limit (review: 700 per
+// millisecond, 1.43 µs each, ran as 1 µs: up to 1,000 per millisecond).
+func TestMicrosUp(t *testing.T) {
+	t.Parallel()
+	for d, want := range map[time.Duration]int64{
+		0: 1, 1: 1, time.Microsecond: 1, 1001 * time.Nanosecond: 2, 1428 * time.Nanosecond: 2,
+		time.Millisecond: 1000, 15 * time.Minute / 3: 300_000_000,
+	} {
+		if got := microsUp(d); got != want {
+			t.Errorf("microsUp(%v) = %d, want %d", d, got, want)
+		}
+	}
+}

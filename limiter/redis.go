@@ -529,7 +529,7 @@ func (r *RedisStore) pipeline(ctx context.Context, groups [][]*redisCall, cmds [
 			keys := make([]string, len(g))
 			args := make([]any, 0, 3*len(g))
 			for j, c := range g {
-				interval := max(c.limit.interval().Microseconds(), 1)
+				interval := microsUp(c.limit.interval())
 				keys[j] = r.prefix + c.key
 				args = append(args, interval, interval*int64(c.limit.burst()), c.owed)
 			}
@@ -602,3 +602,12 @@ func NewRedisClient(url string, timeout time.Duration) (redis.UniversalClient, e
 
 // RedisConnMaxIdle is how long a Redis connection may wait in the pool.
 const RedisConnMaxIdle = 3 * time.Minute
+
+// microsUp is d in whole microseconds, the script's unit, rounded up (at
+// least 1): rounded down, an interval of 1.4 µs was 1 µs, and Redis
+// admitted up to twice the limit the memory store keeps (review). Up, a
+// limit of over a million a second per key is at most a little stricter
+// in Redis than configured, never looser.
+func microsUp(d time.Duration) int64 {
+	return max((int64(d)+int64(time.Microsecond)-1)/int64(time.Microsecond), 1)
+}
