@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"math/bits"
 	"net"
 	"net/netip"
 	"net/url"
@@ -306,7 +307,7 @@ func ScaleLimit(rate int, period time.Duration, burst int, m float64) (int, time
 	x := float64(rate) * m
 	if x >= 1 {
 		r := int(math.Round(x))
-		return r, period, dayBurst(burst, period/time.Duration(r))
+		return r, period, dayBurst(burst, r, period)
 	}
 	// At most a day for the whole burst, the most validation allows a limit
 	// (and never shorter than the period itself): a multiplier lowered in
@@ -316,19 +317,37 @@ func ScaleLimit(rate int, period time.Duration, burst int, m float64) (int, time
 	// To the microsecond: 3 × 0.1 is 0.30000000000000004 in floating point,
 	// and 15 min over it 49m59.999999999s.
 	p := time.Duration(longer).Round(time.Microsecond)
-	return 1, p, dayBurst(burst, p)
+	return 1, p, dayBurst(burst, 1, p)
 }
 
-// dayBurst is burst cut to what a day holds at interval per request. Rate
-// and burst scale apart (and a period is never made shorter), so a
-// scaled burst may take longer than a day to come back (2 per 12 h, burst
-// 4, ×0.7: 1 per 12 h, burst 3), which validation refuses: a multiplier
-// must not make a valid limit invalid (review).
-func dayBurst(burst int, interval time.Duration) int {
-	if burst > 0 && interval > 0 && time.Duration(burst)*interval > maxBurstSpan {
-		return max(1, int(maxBurstSpan/interval))
+// dayBurst is burst cut to what a day holds at rate per period. Rate and
+// burst scale apart (and a period is never made shorter), so a scaled
+// burst may take longer than a day to come back (2 per 12 h, burst 4,
+// ×0.7: 1 per 12 h, burst 3), which validation refuses: a multiplier must
+// not make a valid limit invalid (review). The same exact arithmetic as
+// validation's (burstSpanOver), so that the two never disagree by a
+// rounding.
+func dayBurst(burst, rate int, period time.Duration) int {
+	if burst <= 0 || rate <= 0 || period <= 0 || !burstSpanOver(burst, rate, period) {
+		return burst
 	}
-	return burst
+	// The largest b with b × period ≤ 24 h × rate.
+	hi, lo := bits.Mul64(uint64(maxBurstSpan), uint64(rate))
+	if hi >= uint64(period) {
+		return burst // a day holds more than 2^64 requests
+	}
+	q, _ := bits.Div64(hi, lo, uint64(period))
+	return max(1, int(min(q, uint64(burst))))
+}
+
+// burstSpanOver reports whether burst requests at rate per period take
+// longer than a day to come back: burst × period > 24 h × rate, in exact
+// integers (floating point refused 71 per 24 h, whose 71 intervals came to
+// 24 h and a few femtoseconds).
+func burstSpanOver(burst, rate int, period time.Duration) bool {
+	h1, l1 := bits.Mul64(uint64(burst), uint64(period))
+	h2, l2 := bits.Mul64(uint64(maxBurstSpan), uint64(rate))
+	return h1 > h2 || h1 == h2 && l1 > l2
 }
 
 // maxBurstSpan is the longest a whole burst may take to come back.
@@ -346,12 +365,12 @@ func checkInterval(add func(string, string, ...any), key string, rate int, perio
 	if interval < float64(time.Microsecond) {
 		add(key, "%g requests per %s (after the multiplier) is more than one per microsecond", scaled, p)
 	}
-	b := float64(bu)
+	b := bu
 	if bu == 0 {
-		b = scaled
+		b = r
 	}
-	if interval*b > float64(maxBurstSpan) {
-		add(key, "burst %g × %s per request is more than 24h", b, time.Duration(interval))
+	if burstSpanOver(b, r, p) {
+		add(key, "burst %d × %s per request is more than 24h", b, time.Duration(interval))
 	}
 }
 

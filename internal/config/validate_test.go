@@ -413,3 +413,35 @@ func TestLoweredMultiplierKeepsLimitsValid(t *testing.T) {
 		}
 	}
 }
+
+// No multiplier makes a valid limit invalid, and validation agrees with
+// ScaleLimit to the nanosecond (review: 47 per 24 h ×1.5 was refused, its
+// burst's float span a rounding over 24 h; 71 per 24 h at ×1 too).
+func TestMultiplierNeverInvalidatesALimit(t *testing.T) {
+	t.Parallel()
+	valid := func(rate, burst int, period time.Duration, m float64) []string {
+		c := config.Defaults()
+		c.Limits.Multiplier = m
+		c.Routes = append(c.Routes, config.Route{Name: "x", Path: "/x", Limit: &config.RouteLimit{Rate: rate, Period: period, Burst: burst, Key: []string{"ip"}}})
+		return config.Validate(c)
+	}
+	for _, rate := range []int{1, 2, 3, 47, 71, 997} {
+		for _, burst := range []int{0, 1, 3, 4, 71, 200} {
+			for _, period := range []time.Duration{time.Second, 90 * time.Second, 15 * time.Minute, 7 * time.Hour, 12 * time.Hour, 24 * time.Hour} {
+				if valid(rate, burst, period, 1) != nil {
+					continue
+				}
+				for _, m := range []float64{0.1, 0.5, 0.7, 1.2, 1.5, 3} {
+					if p := valid(rate, burst, period, m); p != nil {
+						t.Errorf("%d per %s, burst %d: valid at ×1, at ×%g: %v", rate, period, burst, m, p)
+					}
+				}
+			}
+		}
+	}
+	for _, rate := range []int{47, 71, 1999} {
+		if p := valid(rate, 0, 24*time.Hour, 1); p != nil {
+			t.Errorf("%d per 24h: %v", rate, p)
+		}
+	}
+}
