@@ -501,3 +501,20 @@ func TestGoRetainedBytesIgnoresGarbage(t *testing.T) {
 	runtime.KeepAlive(keep)
 	_ = sink
 }
+
+// A collection for the heap does not hold off the shed the tables need
+// next: each action has its own cooldown (review: tables critical right
+// after a heap-only collection shed nothing for a cooldown).
+func TestWatchdogHeapCollectionDoesNotDelayTheShed(t *testing.T) {
+	// Not parallel: CPU profiles are process-wide.
+	_, tb, w, emergency, _ := watchdogFixture(t, t.TempDir())
+	w.Check(Reading{TableBytes: 150, HeapBytes: 900, MemoryLimit: 1000}) // heap critical, tables warning
+	if emergency.Load() != 0 {
+		t.Fatal("a heap reading shed")
+	}
+	w.Check(Reading{TableBytes: 250, HeapBytes: 900, MemoryLimit: 1000}) // tables critical now
+	if n := emergency.Load(); n == 0 {
+		t.Fatalf("tables critical right after a heap-only collection: shed nothing (%d entries left)", tb.Len())
+	}
+	w.Close()
+}

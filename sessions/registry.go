@@ -333,9 +333,14 @@ func (r *Registry) removeMember(conversation, user string) {
 		old.bytes -= memberBytes + len(user)
 		if old.peak >= 64 && old.n <= old.peak/4 {
 			// A Go map never shrinks: a room that emptied gives its
-			// memory back (and the accounting stays true).
-			old.set = maps.Clone(old.set)
-			old.peak = old.n
+			// memory back (and the accounting stays true). Not maps.Clone,
+			// which keeps the source's size (review: 847 KiB held for 100
+			// members left of 20,000).
+			set := make(map[string]struct{}, old.n)
+			for u := range old.set {
+				set[u] = struct{}{}
+			}
+			old.set, old.peak = set, old.n
 		}
 		return old, KeepTTL, true
 	})

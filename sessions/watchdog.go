@@ -113,7 +113,8 @@ type Watchdog struct {
 	emerg  prometheus.Counter
 
 	mu            sync.Mutex // serialises checks and the alert file; guards closed, recording
-	lastEmergency time.Time
+	lastEmergency time.Time // the last shed
+	lastCollect   time.Time // the last collection, a shed's included
 	closed        bool
 	recording     string // the CPU profile being written: never pruned
 
@@ -287,9 +288,18 @@ func (w *Watchdog) Check(r Reading) []Alert {
 			collect = collect || a.Resource == ResourceHeap
 		}
 	}
-	if (shed || collect) && (w.lastEmergency.IsZero() || now.Sub(w.lastEmergency) >= w.o.Cooldown) {
-		w.lastEmergency = now
-		w.emergencyCleanup(shed)
+	// Each action has its own cooldown: a collection for the heap must not
+	// hold off the shed the tables then need (review: growing tables push
+	// the heap over its level first, and the tables' own critical reading
+	// found the cooldown taken by a collection that shed nothing).
+	due := func(last time.Time) bool { return last.IsZero() || now.Sub(last) >= w.o.Cooldown }
+	switch {
+	case shed && due(w.lastEmergency):
+		w.lastEmergency, w.lastCollect = now, now // the shed collects too
+		w.emergencyCleanup(true)
+	case collect && due(w.lastCollect):
+		w.lastCollect = now
+		w.emergencyCleanup(false)
 	}
 	return out
 }
