@@ -530,3 +530,28 @@ func TestOwnRefusalReachesAClientHoldingItsBody(t *testing.T) {
 		c.Close()
 	}
 }
+
+// An answer of chatguard's own that is not a refusal (the stats endpoint's
+// 200) to a request with a small body keeps the connection: net/http reads
+// that body whole when the answer's head goes out, and the linger then
+// finds it closed, which is no unfinished body (review: the connection was
+// closed under the client, with no Connection: close).
+func TestOwnAnswerToASmallBodyKeepsTheConnection(t *testing.T) {
+	t.Parallel()
+	up := upstream(t, func(w http.ResponseWriter, r *http.Request) {})
+	h := start(t, up.URL, func(c *config.Config) { c.StatsToken = "s3cret-token-value" })
+	c := dialPublic(t, h)
+	defer c.Close()
+	br := bufio.NewReader(c)
+	_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+	fmt.Fprintf(c, "GET /api/internal/stats HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer s3cret-token-value\r\nContent-Length: 5\r\n\r\nhello")
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil || resp.StatusCode != 200 || resp.Close {
+		t.Fatalf("stats: %v %v", resp, err)
+	}
+	_, _ = io.Copy(io.Discard, resp.Body)
+	fmt.Fprintf(c, "GET /api/messages HTTP/1.1\r\nHost: x\r\n\r\n")
+	if resp, err := http.ReadResponse(br, nil); err != nil || resp.StatusCode != 200 {
+		t.Fatalf("the next request on the connection: %v %v", resp, err)
+	}
+}

@@ -634,10 +634,13 @@ func (b *idleBody) end(linger bool, stop func() bool) {
 	if err != io.EOF && !errors.Is(err, http.ErrBodyReadAfterClose) {
 		_ = b.rc.SetReadDeadline(aLongTimeAgo)
 	}
-	if err != io.EOF {
+	if err != io.EOF && !errors.Is(err, http.ErrBodyReadAfterClose) {
 		// What is left of the body must never be read as a request: an
 		// answer sent in full duplex (chatguard's own before the body's
-		// end) went out without Connection: close.
+		// end) went out without Connection: close. A body net/http closed
+		// itself it read whole, or gave up on and closes the connection
+		// for (review: closing after those dropped keep-alive on the
+		// stats endpoint's answer to a GET with a small body).
 		b.closeConn()
 	}
 	// net/http resets the deadline if a read is still in progress when the
