@@ -386,9 +386,9 @@ var sessionsErrorWords = map[string]bool{
 var textPatterns = []*regexp.Regexp{
 	// Authorization schemes (possibly several words: "token Bearer") followed by a credential,
 	// the space percent-encoded too, as in a path (QA: /api/x/Bearer%20<token> was logged).
-	regexp.MustCompile(`(?i)\b((?:bearer|basic|token)(?:\s+|%20|\+))+([A-Za-z0-9\-._~+/]+=*)`),
+	regexp.MustCompile(`(?i)\b((?:bearer|basic|token)(?:\s+|%20|\+))+((?:[A-Za-z0-9\-._~+/]|%[0-9A-Fa-f]{2})+=*)`),
 	// Anything that looks like a JWT.
-	regexp.MustCompile(`eyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*`),
+	regexp.MustCompile(`eyJ[A-Za-z0-9_-]{4,}(?:\.|%2[Ee])[A-Za-z0-9_-]{4,}(?:\.|%2[Ee])[A-Za-z0-9_-]*`),
 	// key=value and "key": "value" pairs whose key is sensitive.
 	regexp.MustCompile(`(?i)("?[A-Za-z_\-]*(?:password|passwd|pwd|secret|token|api[_-]?key|jwt|cookie|session|credential|authorization)[A-Za-z_\-]*"?\s*[:=]\s*)("[^"]*"|[^\s&,;"}]+)`),
 	// user:password@ in URLs (redis://user:pass@host).
