@@ -113,8 +113,8 @@ type Watchdog struct {
 	emerg  prometheus.Counter
 
 	mu            sync.Mutex // serialises checks and the alert file; guards closed, recording
-	lastEmergency time.Time // the last shed
-	lastCollect   time.Time // the last collection, a shed's included
+	lastEmergency time.Time  // the last shed
+	lastCollect   time.Time  // the last collection, a shed's included
 	closed        bool
 	recording     string // the CPU profile being written: never pruned
 
