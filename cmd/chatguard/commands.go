@@ -56,8 +56,14 @@ func checkConfig(env environment) int {
 	for _, s := range config.Settings() {
 		fmt.Fprintf(env.stdout, "  %-32s %s\n", s.Key, s.Value(cfg))
 	}
+	for _, s := range config.FileOnly(cfg) {
+		fmt.Fprintf(env.stdout, "  %-32s %s\n", s.Key, s.Value)
+	}
 	for _, r := range cfg.Routes {
 		fmt.Fprintf(env.stdout, "  route %-26s %v %s auth=%s limit=%s\n", r.Name, r.Methods, r.Path, authMode(r.Auth), limitSummary(r.Limit, cfg.Limits))
+	}
+	for _, e := range cfg.WebSocket.Events {
+		fmt.Fprintf(env.stdout, "  event %-26s limit=%s\n", e.Name, limitSummary(&e.Limit, cfg.Limits))
 	}
 	return 0
 }

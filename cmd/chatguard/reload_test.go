@@ -199,3 +199,30 @@ func TestCheckConfigShowsOverridesAndLimits(t *testing.T) {
 		}
 	}
 }
+
+// check-config shows every effective value, the file-only settings too
+// (tables, auth.issuer, the abuse levels, event limits), secrets filtered
+// (QA: only the configuration table's settings were printed).
+func TestCheckConfigShowsFileOnlySettings(t *testing.T) {
+	t.Parallel()
+	file := t.TempDir() + "/chatguard.yaml"
+	if err := os.WriteFile(file, []byte("tables: {connectedUsers: {max_entries: 20000}}\nrate_limit: {abuse_critical: 700}\nauth: {issuer: https://iss.example}\nredis: {prefix: 'x:'}\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	code, out, errOut := runCmd(t, []string{"check-config", "--config", file}, map[string]string{"CHATGUARD_JWT_SECRET": "a-long-enough-secret-for-hs256-0123456789"})
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, errOut)
+	}
+	for _, want := range []string{
+		"tables.connectedUsers.max_entries 20000", "tables.connectedUsers.ttl        2h0m0s",
+		"rate_limit.abuse_critical        700", "auth.issuer                      https://iss.example",
+		"redis.prefix                     x:", "event send-message               limit=30/1m0s",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("check-config output lacks %q:\n%s", want, out)
+		}
+	}
+	if strings.Contains(out, "a-long-enough-secret") {
+		t.Error("check-config printed the JWT secret")
+	}
+}

@@ -3,6 +3,7 @@ package config
 import (
 	"errors"
 	"fmt"
+	"reflect"
 	"strconv"
 	"strings"
 	"time"
@@ -195,4 +196,62 @@ func (s Setting) Value(c *Config) string {
 		return strings.Join(*p, ",")
 	}
 	return ""
+}
+
+// FileOnlySetting is a setting only the YAML file sets (no variable or
+// flag), with its effective value.
+type FileOnlySetting struct{ Key, Value string }
+
+// FileOnly lists the settings the file alone sets, routes and event limits
+// aside (check-config prints those one a line), in the
+// order of the Config struct, each with its effective value (secrets
+// filtered), so that check-config shows every value in force, not only
+// those of the configuration table (QA: tables, auth.issuer and the abuse
+// levels were not shown).
+func FileOnly(c *Config) []FileOnlySetting {
+	inTable := map[string]bool{"routes": true, "websocket.events": true}
+	for _, s := range settings {
+		inTable[s.Key] = true
+	}
+	var out []FileOnlySetting
+	var walk func(prefix string, v reflect.Value)
+	walk = func(prefix string, v reflect.Value) {
+		t := v.Type()
+		for i := range t.NumField() {
+			name, _, _ := strings.Cut(t.Field(i).Tag.Get("yaml"), ",")
+			if name == "" || name == "-" {
+				continue
+			}
+			key := prefix + name
+			if inTable[key] {
+				continue
+			}
+			f := v.Field(i)
+			if f.Kind() == reflect.Struct && f.Type() != reflect.TypeOf(time.Duration(0)) {
+				walk(key+".", f)
+				continue
+			}
+			out = append(out, FileOnlySetting{key, fileValue(f)})
+		}
+	}
+	walk("", reflect.ValueOf(c).Elem())
+	return out
+}
+
+// fileValue formats a file-only setting's value as the table's are.
+func fileValue(f reflect.Value) string {
+	switch x := f.Interface().(type) {
+	case Secret:
+		return x.String()
+	case time.Duration:
+		return x.String()
+	case []string:
+		return strings.Join(x, ",")
+	case string:
+		return x
+	}
+	if f.Kind() == reflect.Slice && f.Len() == 0 || f.Kind() == reflect.Map && f.Len() == 0 {
+		return ""
+	}
+	return fmt.Sprintf("%+v", f.Interface())
 }
