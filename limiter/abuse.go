@@ -114,11 +114,15 @@ func (a *Abuse) Rejected(ip netip.Addr, requestID string) {
 	var n int64
 	crossed := false
 	a.t.Update(abuseKey(ip), func(now, old int64, ok bool) (int64, int64, bool) {
+		// fn may run more than once and only its last run counts: every
+		// run sets both results (a crossing seen by a run that a removal
+		// then repeated counted twice).
 		if !ok {
 			old = 0
 		}
 		n = old + 1
-		if n >= a.critical {
+		crossed = n >= a.critical
+		if crossed {
 			// The count starts over, as fail2ban's does after a ban: once a
 			// block shorter than the hour ends, the next rejection alone
 			// blocked again, with a new critical alert each time (QA, with
@@ -126,7 +130,6 @@ func (a *Abuse) Rejected(ip netip.Addr, requestID string) {
 			// In the same step as the count, so that of two rejections at
 			// the same moment only one crosses (review: both blocked,
 			// alerted and kicked).
-			crossed = true
 			return 0, 0, false
 		}
 		if ok {
