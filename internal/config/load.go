@@ -117,15 +117,21 @@ func Load(src Source) (*Config, error) {
 	// value of the file's it replaces: an operator who edits the file (the
 	// runbook's multiplier) must hear that the edit changes nothing.
 	setBy := map[string]string{} // setting → the env or flag that set it last
+	fileVal := map[string]any{}  // setting → its value before the first override
 	override := func(s Setting, v, by string) {
-		before := reflect.ValueOf(s.field(c)).Elem().Interface() // a copy (a slice is replaced, not changed)
+		if _, seen := fileVal[s.Key]; !seen {
+			fileVal[s.Key] = reflect.ValueOf(s.field(c)).Elem().Interface() // a copy (a slice is replaced, not changed)
+		}
 		if err := s.set(c, v); err != nil {
 			probs = append(probs, fmt.Sprintf("%s (%s): %v", s.Key, by, err))
 			return
 		}
 		setBy[s.Key] = by
 		after := reflect.ValueOf(s.field(c)).Elem().Interface()
-		if !reflect.DeepEqual(before, after) && hasPath(&inFile, strings.Split(s.Key, ".")) {
+		// One entry per setting, naming what won: a flag after the
+		// environment (QA: both were listed, the variable not in force).
+		c.Overridden = slices.DeleteFunc(c.Overridden, func(o string) bool { return strings.HasPrefix(o, s.Key+" (") })
+		if !reflect.DeepEqual(fileVal[s.Key], after) && hasPath(&inFile, strings.Split(s.Key, ".")) {
 			c.Overridden = append(c.Overridden, fmt.Sprintf("%s (%s)", s.Key, by))
 		}
 	}

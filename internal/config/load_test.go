@@ -657,6 +657,23 @@ func TestLoadNamesOverriddenFileSettings(t *testing.T) {
 	if strings.Contains(strings.Join(c.Overridden, " "), "from-the") {
 		t.Errorf("a secret's value is named: %q", c.Overridden)
 	}
+	// The environment and a flag both: one entry, the flag's (QA: both were
+	// listed); a flag that puts back the file's value: none.
+	for _, tc := range []struct {
+		flag string
+		want []string
+	}{{"--log-level=info", []string{"log.level (flag --log-level)"}}, {"--log-level=warn", nil}} {
+		c, err = config.Load(config.Source{
+			Args: []string{"--config", "c.yaml", tc.flag}, LookupEnv: env{"LOG_LEVEL": "debug"}.lookup,
+			ReadFile: files{"c.yaml": "log:\n  level: warn\n"}.read,
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !slices.Equal(c.Overridden, tc.want) {
+			t.Errorf("env and %s: Overridden = %q, want %q", tc.flag, c.Overridden, tc.want)
+		}
+	}
 }
 
 func sortedCopy(s []string) []string {
