@@ -284,7 +284,8 @@ func TestManifestsDecodeStrictly(t *testing.T) {
 
 // TestKustomizations: each kustomization lists files that exist, applies no
 // object twice, and leaves out only files that are alternatives to listed
-// ones (deployment-classic.yaml next to deployment-native.yaml). Without a
+// ones (deployment-classic.yaml next to deployment-native.yaml) or
+// templates to fill (*.example.yaml). Without a
 // kustomization, a directory must not define an object twice.
 func TestKustomizations(t *testing.T) {
 	t.Parallel()
@@ -327,6 +328,13 @@ func TestKustomizations(t *testing.T) {
 		}
 		for f, fileDocs := range byFile {
 			if listed[f] || (kustDoc != nil && f == kustDoc.File) {
+				continue
+			}
+			if strings.HasSuffix(f, ".example.yaml") && kustDoc != nil {
+				// A template the user fills and applies alone (the
+				// Secret's placeholders, which chatguard refuses: applied
+				// with the rest, they crash-looped it and overwrote a
+				// Secret made from the user's store).
 				continue
 			}
 			for _, d := range fileDocs {

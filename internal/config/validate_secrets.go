@@ -18,7 +18,7 @@ const (
 	MinJWTSecretLen  = 32
 )
 
-// placeholder starts the sample Secrets' values (deploy/kubernetes/*/secret.yaml).
+// placeholder starts the sample Secrets' values (deploy/kubernetes/*/secret.example.yaml).
 const placeholder = "replace-me"
 
 // validateSecrets refuses the sample Secrets' placeholders and a stats token
