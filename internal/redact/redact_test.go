@@ -228,6 +228,11 @@ func TestString(t *testing.T) {
 		{name: "percent-encoded bearer credential", in: "/x/Bearer%20opaqueTOKEN%2Bwith%2Fslash%3D", want: "/x/Bearer%20[FILTERED]"},
 		{name: "JWT with encoded dots", in: "/x/eyJhbGciOiJIUzI1NiJ9%2EeyJzdWIiOiJib2IifQ%2Esig123", want: "/x/[FILTERED]"},
 		{name: "bearer JWT with encoded dots", in: "/x/Bearer%20eyJhbGciOiJIUzI1NiJ9%2EeyJzdWIiOiJib2IifQ%2Esig123", want: "/x/Bearer%20[FILTERED]"},
+		// Escaped padding is still base64; %20 ends the credential (review).
+		{name: "basic with escaped padding", in: "/x/Basic%20dXNlcjpwYXNzd29yZA%3D%3D", want: "/x/Basic%20[FILTERED]"},
+		{name: "token words in a path", in: "/docs/token%20has%20expired", want: "/docs/token%20has%20expired"},
+		{name: "token ring", in: "/api/search/Token%20Ring%20network", want: "/api/search/Token%20Ring%20network"},
+		{name: "bearer then words", in: "/x/Bearer%20abc123%20and%20more", want: "/x/Bearer%20[FILTERED]%20and%20more"},
 		{name: "bare JWT", in: jwt, want: "[FILTERED]"},
 		{name: "JWT in a sentence", in: "user " + jwt + " connected", want: "user [FILTERED] connected"},
 		{name: "JWT glued to text", in: "id=x" + jwt + ".", want: "id=x[FILTERED]."},
