@@ -6,8 +6,11 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -553,5 +556,63 @@ func TestOwnAnswerToASmallBodyKeepsTheConnection(t *testing.T) {
 	fmt.Fprintf(c, "GET /api/messages HTTP/1.1\r\nHost: x\r\n\r\n")
 	if resp, err := http.ReadResponse(br, nil); err != nil || resp.StatusCode != 200 {
 		t.Fatalf("the next request on the connection: %v %v", resp, err)
+	}
+}
+
+// A body closed through r.Body by a Close that failed (ReverseProxy's, or
+// the transport writer's, reading what is left of it under a deadline) was
+// read neither whole nor given up on by net/http: the connection closes
+// after the answer, and what the client sends afterwards is never read as
+// a request (review: taken for net/http's own close, it was kept, and the
+// rest of the body ran as a second request).
+func TestBodyClosedByAFailedCloseEndsTheConnection(t *testing.T) {
+	t.Parallel()
+	var mu sync.Mutex
+	var seen []string
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		seen = append(seen, r.Method+" "+r.URL.Path)
+		mu.Unlock()
+		if r.URL.Path != "/first" {
+			_, _ = io.WriteString(w, "second")
+			return
+		}
+		rc := http.NewResponseController(w)
+		_ = rc.EnableFullDuplex()
+		b := &idleBody{ReadCloser: r.Body, w: w, rc: rc, timedOut: new(atomic.Bool), busy: make(chan struct{}, 1)}
+		buf := make([]byte, 5)
+		_, _ = io.ReadFull(b, buf)
+		w.Header().Set("Content-Length", "2")
+		_, _ = io.WriteString(w, "ok")
+		_ = rc.Flush()
+		_ = rc.SetReadDeadline(time.Now().Add(200 * time.Millisecond))
+		_ = b.Close() // the writer's Close: it reads on, meets the deadline and fails
+		b.end(true, func() bool { return false })
+	}))
+	t.Cleanup(srv.Close)
+	c, err := net.Dial("tcp", srv.Listener.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	smuggled := "GET /smuggled HTTP/1.1\r\nHost: x\r\n\r\n"
+	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+	fmt.Fprintf(c, "POST /first HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\nhello", 5+len(smuggled))
+	br := bufio.NewReader(c)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil || resp.StatusCode != 200 {
+		t.Fatalf("first: %v %v", resp, err)
+	}
+	_, _ = io.Copy(io.Discard, resp.Body)
+	time.Sleep(500 * time.Millisecond) // past the failed Close
+	_, _ = io.WriteString(c, smuggled)
+	if resp, err := http.ReadResponse(br, nil); err == nil {
+		b, _ := io.ReadAll(resp.Body)
+		t.Fatalf("the rest of the body was read as a request: %d %q", resp.StatusCode, b)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(seen) != 1 {
+		t.Fatalf("the server saw %v", seen)
 	}
 }

@@ -544,6 +544,24 @@ type idleBody struct {
 	released atomic.Bool   // end: the transport's writer reads no more
 	eof      atomic.Bool   // a Read returned io.EOF: the body was read whole
 	busy     chan struct{} // holds a token while a read is in progress
+	// closeErr: a Close through r.Body (ReverseProxy's, the transport's
+	// writer's) failed: net/http's body then read part of what was left
+	// and gave up, without closing the connection itself.
+	closeMu  sync.Mutex
+	closeErr error
+}
+
+// Close closes the body, noting a failure (see closeErr).
+func (b *idleBody) Close() error {
+	err := b.ReadCloser.Close()
+	if err != nil {
+		b.closeMu.Lock()
+		if b.closeErr == nil {
+			b.closeErr = err
+		}
+		b.closeMu.Unlock()
+	}
+	return err
 }
 
 // disarm lifts the timeout (for good, but after rearm); the handler's
@@ -633,6 +651,13 @@ func (b *idleBody) end(linger bool, stop func() bool) {
 	// 1 % of requests after a 401 of chatguard's).
 	if err != io.EOF && !errors.Is(err, http.ErrBodyReadAfterClose) {
 		_ = b.rc.SetReadDeadline(aLongTimeAgo)
+	}
+	if errors.Is(err, http.ErrBodyReadAfterClose) {
+		b.closeMu.Lock()
+		if b.closeErr != nil {
+			err = b.closeErr // closed by a Close of ours that failed, not read whole
+		}
+		b.closeMu.Unlock()
 	}
 	if err != io.EOF && !errors.Is(err, http.ErrBodyReadAfterClose) {
 		// What is left of the body must never be read as a request: an
