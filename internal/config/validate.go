@@ -172,8 +172,8 @@ func Validate(c *Config) []string {
 		add("alerts.path", "must be set when alerts.file is true")
 	}
 
-	if !(c.Limits.Multiplier > 0 && c.Limits.Multiplier <= 1000) {
-		add("rate_limit.multiplier", "must be in (0, 1000] (got %g)", c.Limits.Multiplier)
+	if !(c.Limits.Multiplier > 0 && c.Limits.Multiplier <= maxMultiplier) {
+		add("rate_limit.multiplier", "must be in (0, %g] (got %g)", float64(maxMultiplier), c.Limits.Multiplier)
 	}
 	between("rate_limit.body_key_bytes", int64(c.Limits.BodyKeyBytes), 256, 1<<20)
 	notNegative("rate_limit.save_interval", c.Limits.SaveInterval)
@@ -350,14 +350,17 @@ func burstSpanOver(burst, rate int, period time.Duration) bool {
 	return h1 > h2 || h1 == h2 && l1 > l2
 }
 
+// maxMultiplier is the largest rate_limit.multiplier.
+const maxMultiplier = 1000
+
 // maxBurstSpan is the longest a whole burst may take to come back.
 const maxBurstSpan = 24 * time.Hour
 
 // checkInterval keeps a limit computable: one request's share of the period
 // (after the multiplier) at least 1 µs, and a whole burst at most 24 h.
 func checkInterval(add func(string, string, ...any), key string, rate int, period time.Duration, burst int, multiplier float64) {
-	if rate <= 0 || period <= 0 || multiplier <= 0 {
-		return
+	if rate <= 0 || period <= 0 || burst < 0 || !(multiplier > 0 && multiplier <= maxMultiplier) {
+		return // refused on their own (review: a second, wrong problem followed)
 	}
 	r, p, bu := ScaleLimit(rate, period, burst, multiplier)
 	scaled := float64(r)

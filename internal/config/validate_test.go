@@ -445,3 +445,21 @@ func TestMultiplierNeverInvalidatesALimit(t *testing.T) {
 		}
 	}
 }
+
+// A burst or a multiplier refused on its own adds no second problem about
+// the burst's span (review: "burst -1 × 20s per request is more than 24h",
+// and one line per route for a multiplier of 1e300).
+func TestRefusedBurstOrMultiplierIsOneProblem(t *testing.T) {
+	t.Parallel()
+	c := config.Defaults()
+	c.Routes = append(c.Routes, config.Route{Name: "x", Path: "/x", Limit: &config.RouteLimit{Rate: 3, Period: time.Minute, Burst: -1, Key: []string{"ip"}}})
+	p := config.Validate(c)
+	if len(p) != 1 || !strings.Contains(p[0], "burst") {
+		t.Errorf("burst -1: %q, want one problem", p)
+	}
+	c = config.Defaults()
+	c.Limits.Multiplier = 1e300
+	if p := config.Validate(c); len(p) != 1 || !strings.Contains(p[0], "rate_limit.multiplier") {
+		t.Errorf("multiplier 1e300: %q, want one problem", p)
+	}
+}
