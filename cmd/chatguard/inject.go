@@ -51,7 +51,7 @@ func injectCmd(ctx context.Context, env environment) int {
 	fs.Var(&files, "f", "a manifest `FILE` to read; repeatable; \"-\" or none reads stdin")
 	mode := fs.String("mode", string(inject.ModeNative), "the sidecar's `FORM`: native (initContainers, restartPolicy Always) or classic (containers); for the webhook, the default for pods without chatguard.io/mode")
 	image := fs.String("image", inject.DefaultImage, "chatguard's `IMAGE`")
-	port := fs.Int("upstream-port", 0, "the app's `PORT`, which chatguard forwards to (default: the first container's first containerPort, else 3000)")
+	port := fs.Int("upstream-port", 0, "the app's `PORT`, which chatguard forwards to (default: the first containerPort of the app container — the one the kubectl.kubernetes.io/default-container annotation names, else the first — else 3000)")
 	uninject := fs.Bool("uninject", false, "remove what inject added and give back the original objects")
 	output := fs.String("o", "", "write the manifests to `FILE` instead of stdout")
 	webhook := fs.Bool("webhook", false, "serve the mutating admission webhook instead (POST /mutate, GET /healthz)")
