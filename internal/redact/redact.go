@@ -387,7 +387,8 @@ var textPatterns = []*regexp.Regexp{
 	// Authorization schemes (possibly several words: "token Bearer") followed by a credential,
 	// the space percent-encoded too, as in a path (QA: /api/x/Bearer%20<token> was logged).
 	// An escape in the credential, but %20: that is the next word (review).
-	regexp.MustCompile(`(?i)\b((?:bearer|basic|token)(?:\s+|%20|\+))+((?:[A-Za-z0-9\-._~+/]|%(?:[013-9A-Fa-f][0-9A-Fa-f]|2[1-9A-Fa-f]))+=*)`),
+	// After a word boundary or an escape ("foo%20Bearer%20…", review).
+	regexp.MustCompile(`(?i)(?:\b|%[0-9A-Fa-f]{2})((?:bearer|basic|token)(?:\s+|%20|\+))+((?:[A-Za-z0-9\-._~+/]|%(?:[013-9A-Fa-f][0-9A-Fa-f]|2[1-9A-Fa-f]))+=*)`),
 	// Anything that looks like a JWT.
 	regexp.MustCompile(`eyJ[A-Za-z0-9_-]{4,}(?:\.|%2[Ee])[A-Za-z0-9_-]{4,}(?:\.|%2[Ee])[A-Za-z0-9_-]*`),
 	// key=value and "key": "value" pairs whose key is sensitive.
@@ -441,12 +442,13 @@ func String(s string) string {
 // expired" and "basic authentication" stay readable.
 func looksLikeCredential(scheme, s string) bool {
 	scheme = strings.TrimRight(strings.TrimSpace(scheme), "%20+")
+	escaped := strings.IndexByte(s, '%') >= 0 // an escape other than %20, which ends the match
 	if dec, err := url.PathUnescape(s); err == nil {
 		s = dec // judged as sent: "%3D%3D" is base64's padding (review)
 	}
 	switch strings.ToLower(scheme) {
 	case "token":
-		return strings.ContainsAny(s, "0123456789._-~+/=")
+		return escaped || strings.ContainsAny(s, "0123456789._-~+/=")
 	case "basic": // base64 of user:password, not "basic authentication"
 		b, err := base64.StdEncoding.DecodeString(s)
 		if err != nil {
