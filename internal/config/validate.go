@@ -262,11 +262,11 @@ func checkLimit(add func(string, string, ...any), key string, l *RouteLimit, mul
 			add(key, "must be between %d and %d (got %d)", lo, hi, v)
 		}
 	}
-	between(key+".rate", int64(l.Rate), 1, 1_000_000_000)
+	between(key+".rate", int64(l.Rate), 1, maxLimitCount)
 	if l.Period < time.Millisecond || l.Period > 24*time.Hour {
 		add(key+".period", "must be between 1ms and 24h (got %s)", l.Period)
 	}
-	between(key+".burst", int64(l.Burst), 0, 1_000_000_000)
+	between(key+".burst", int64(l.Burst), 0, maxLimitCount)
 	if len(l.Key) == 0 && httpParts {
 		add(key+".key", "must name at least one part (ip, user, header:<name>, body:<field>)")
 	}
@@ -350,8 +350,12 @@ func burstSpanOver(burst, rate int, period time.Duration) bool {
 	return h1 > h2 || h1 == h2 && l1 > l2
 }
 
-// maxMultiplier is the largest rate_limit.multiplier.
-const maxMultiplier = 1000
+// maxMultiplier is the largest rate_limit.multiplier; maxLimitCount the
+// largest rate or burst.
+const (
+	maxMultiplier = 1000
+	maxLimitCount = 1_000_000_000
+)
 
 // maxBurstSpan is the longest a whole burst may take to come back.
 const maxBurstSpan = 24 * time.Hour
@@ -359,7 +363,8 @@ const maxBurstSpan = 24 * time.Hour
 // checkInterval keeps a limit computable: one request's share of the period
 // (after the multiplier) at least 1 µs, and a whole burst at most 24 h.
 func checkInterval(add func(string, string, ...any), key string, rate int, period time.Duration, burst int, multiplier float64) {
-	if rate <= 0 || period <= 0 || burst < 0 || !(multiplier > 0 && multiplier <= maxMultiplier) {
+	if rate <= 0 || rate > maxLimitCount || period < time.Millisecond || period > 24*time.Hour ||
+		burst < 0 || burst > maxLimitCount || !(multiplier > 0 && multiplier <= maxMultiplier) {
 		return // refused on their own (review: a second, wrong problem followed)
 	}
 	r, p, bu := ScaleLimit(rate, period, burst, multiplier)

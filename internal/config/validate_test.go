@@ -458,6 +458,11 @@ func TestRefusedBurstOrMultiplierIsOneProblem(t *testing.T) {
 		t.Errorf("burst -1: %q, want one problem", p)
 	}
 	c = config.Defaults()
+	c.Routes = append(c.Routes, config.Route{Name: "x", Path: "/x", Limit: &config.RouteLimit{Rate: 3, Period: time.Minute, Burst: 2_000_000_000, Key: []string{"ip"}}})
+	if p := config.Validate(c); len(p) != 1 || !strings.Contains(p[0], "burst") {
+		t.Errorf("burst 2e9: %q, want one problem", p)
+	}
+	c = config.Defaults()
 	c.Limits.Multiplier = 1e300
 	if p := config.Validate(c); len(p) != 1 || !strings.Contains(p[0], "rate_limit.multiplier") {
 		t.Errorf("multiplier 1e300: %q, want one problem", p)
