@@ -113,7 +113,7 @@ func (a *Abuse) Rejected(ip netip.Addr, requestID string) {
 	}
 	var n int64
 	crossed := false
-	a.t.Update(abuseKey(ip), func(now, old int64, ok bool) (int64, int64, bool) {
+	if !a.t.Update(abuseKey(ip), func(now, old int64, ok bool) (int64, int64, bool) {
 		// fn may run more than once and only its last run counts: every
 		// run sets both results (a crossing seen by a run that a removal
 		// then repeated counted twice).
@@ -136,7 +136,9 @@ func (a *Abuse) Rejected(ip netip.Addr, requestID string) {
 			return n, sessions.KeepExpiry, true // the hour started with the first rejection
 		}
 		return n, now + int64(time.Hour), true
-	})
+	}) {
+		return // a closed table (shutdown): a crossing seen by an earlier run did not happen
+	}
 	switch {
 	case crossed:
 		until := a.now().Add(a.blockFor).UnixNano()

@@ -544,22 +544,21 @@ type idleBody struct {
 	released atomic.Bool   // end: the transport's writer reads no more
 	eof      atomic.Bool   // a Read returned io.EOF: the body was read whole
 	busy     chan struct{} // holds a token while a read is in progress
-	// closeErr: a Close through r.Body (ReverseProxy's, the transport's
-	// writer's) failed: net/http's body then read part of what was left
-	// and gave up, without closing the connection itself.
+	// closeErr: a Close through r.Body failed: net/http's body then read
+	// part of what was left and gave up, without closing the connection
+	// itself. (ReverseProxy's and its transport's Closes stop at its own
+	// wrapper and never get here; the polling inspection's does.)
 	closeMu  sync.Mutex
 	closeErr error
 }
 
 // Close closes the body, noting a failure (see closeErr).
 func (b *idleBody) Close() error {
+	b.closeMu.Lock() // held across the Close: end must not see the body closed before the error
+	defer b.closeMu.Unlock()
 	err := b.ReadCloser.Close()
-	if err != nil {
-		b.closeMu.Lock()
-		if b.closeErr == nil {
-			b.closeErr = err
-		}
-		b.closeMu.Unlock()
+	if err != nil && b.closeErr == nil {
+		b.closeErr = err
 	}
 	return err
 }
