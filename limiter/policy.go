@@ -60,7 +60,7 @@ func NewPolicy(name string, l config.RouteLimit, multiplier float64) *Policy {
 		kind, arg, _ := strings.Cut(part, ":")
 		label := "|" + kind
 		if arg != "" {
-			label += ":" + asciiLower(arg)
+			label += ":" + userkey.ASCIILower(arg)
 		}
 		p.Key = append(p.Key, KeyPart{Kind: kind, Arg: arg, label: label + "="})
 	}
@@ -127,18 +127,6 @@ func (p *Policy) KeyFor(r Request) string {
 		b.WriteString(v)
 	}
 	return b.String()
-}
-
-// asciiLower lowers A-Z only: strings.ToLower turns each invalid UTF-8
-// byte into a 3-byte replacement character.
-func asciiLower(s string) string {
-	b := []byte(s)
-	for i, c := range b {
-		if 'A' <= c && c <= 'Z' {
-			b[i] = c + 'a' - 'A'
-		}
-	}
-	return string(b)
 }
 
 // AddrGroup is what one client counts as: its IPv4 address, or the /64 of

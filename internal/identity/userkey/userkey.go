@@ -17,13 +17,15 @@ import "strings"
 // Normalise(Normalise(u)) == Normalise(u).
 func Normalise(user string) string {
 	if strings.Contains(user, "@") {
-		return asciiLower(strings.TrimSpace(user))
+		return ASCIILower(strings.TrimSpace(user))
 	}
 	return user
 }
 
-// asciiLower lower-cases the ASCII letters of s, and only those.
-func asciiLower(s string) string {
+// ASCIILower lower-cases the ASCII letters of s, and only those
+// (strings.ToLower folds other letters onto them, and turns each invalid
+// UTF-8 byte into a 3-byte replacement character).
+func ASCIILower(s string) string {
 	for i := 0; i < len(s); i++ {
 		if c := s[i]; 'A' <= c && c <= 'Z' {
 			b := []byte(s)
