@@ -172,30 +172,13 @@ func (s Setting) set(c *Config, v string) error {
 
 // Value formats the setting's current value in c, secrets hidden.
 func (s Setting) Value(c *Config) string {
-	switch p := s.field(c).(type) {
-	case *string:
-		return *p
-	case *Secret:
-		if s.Key == "redis.url" && p.Reveal() != "" {
-			// Which Redis won the precedence is worth seeing; only the
-			// credentials are secret (as for upstream).
-			return hideUserinfo(p.Reveal())
-		}
-		return p.String()
-	case *int:
-		return strconv.Itoa(*p)
-	case *int64:
-		return strconv.FormatInt(*p, 10)
-	case *bool:
-		return strconv.FormatBool(*p)
-	case *float64:
-		return strconv.FormatFloat(*p, 'g', -1, 64)
-	case *time.Duration:
-		return p.String()
-	case *[]string:
-		return strings.Join(*p, ",")
+	v := reflect.ValueOf(s.field(c)).Elem()
+	if p, ok := v.Interface().(Secret); ok && s.Key == "redis.url" && p.Reveal() != "" {
+		// Which Redis won the precedence is worth seeing; only the
+		// credentials are secret (as for upstream).
+		return hideUserinfo(p.Reveal())
 	}
-	return ""
+	return formatValue(v)
 }
 
 // FileOnlySetting is a setting only the YAML file sets (no variable or
@@ -231,15 +214,16 @@ func FileOnly(c *Config) []FileOnlySetting {
 				walk(key+".", f)
 				continue
 			}
-			out = append(out, FileOnlySetting{key, fileValue(f)})
+			out = append(out, FileOnlySetting{key, formatValue(f)})
 		}
 	}
 	walk("", reflect.ValueOf(c).Elem())
 	return out
 }
 
-// fileValue formats a file-only setting's value as the table's are.
-func fileValue(f reflect.Value) string {
+// formatValue formats a setting's value, secrets hidden: durations as
+// Go writes them, lists comma-separated, anything else as fmt's %+v.
+func formatValue(f reflect.Value) string {
 	switch x := f.Interface().(type) {
 	case Secret:
 		return x.String()
