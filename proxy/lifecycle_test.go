@@ -361,6 +361,37 @@ func TestAdminEndpoints(t *testing.T) {
 	}
 }
 
+// In OpenMetrics a counter's family drops its _total, so a gauge X next to a
+// counter X_total is two families of one name, which the format forbids and
+// strict parsers refuse: chatguard_websocket_connections was both.
+func TestOpenMetricsFamilyNamesAreUnique(t *testing.T) {
+	t.Parallel()
+	up := upstream(t, func(w http.ResponseWriter, r *http.Request) {})
+	h := start(t, up.URL, nil)
+	req, _ := http.NewRequest("GET", h.admin+"/metrics", nil)
+	req.Header.Set("Accept", "application/openmetrics-text; version=1.0.0")
+	resp, body := h.do(req)
+	if ct := resp.Header.Get("Content-Type"); !strings.HasPrefix(ct, "application/openmetrics-text") {
+		t.Fatalf("Content-Type %q", ct)
+	}
+	seen := map[string]bool{}
+	n := 0
+	for _, line := range strings.Split(string(body), "\n") {
+		f := strings.Fields(line)
+		if len(f) != 4 || f[0] != "#" || f[1] != "TYPE" || !strings.HasPrefix(f[2], "chatguard_") {
+			continue
+		}
+		n++
+		if seen[f[2]] {
+			t.Errorf("two metric families named %s", f[2])
+		}
+		seen[f[2]] = true
+	}
+	if n < 20 {
+		t.Fatalf("%d chatguard families in the OpenMetrics exposition", n)
+	}
+}
+
 // A WebSocket whose 101 arrives while the drain waits for in-flight requests
 // is closed too, not left open after the drain.
 func TestDrainClosesLateUpgrades(t *testing.T) {

@@ -125,7 +125,7 @@ func TestSocketIOHandshakeTokensAreAllChecked(t *testing.T) {
 	if c := resp.Header.Get("WWW-Authenticate"); !strings.Contains(c, `error="invalid_token"`) {
 		t.Errorf("401 without its challenge: WWW-Authenticate %q", c)
 	}
-	waitMetric(t, h, `chatguard_websocket_connections_total{outcome="handshake_failed"}`, 1)
+	waitMetric(t, h, `chatguard_websocket_upgrades_total{outcome="handshake_failed"}`, 1)
 }
 
 // The same on HTTP routes: valid tokens of two users are refused, even on

@@ -118,7 +118,7 @@ func TestWebSocketPlainRelay(t *testing.T) {
 		relayed += len(m.data)
 	}
 	waitMetric(t, h, `chatguard_websocket_bytes_total{direction="upstream_to_client"}`, float64(relayed))
-	waitMetric(t, h, `chatguard_websocket_connections_total{outcome="accepted"}`, 2)
+	waitMetric(t, h, `chatguard_websocket_upgrades_total{outcome="accepted"}`, 2)
 }
 
 func TestWebSocketHandshakeRefused(t *testing.T) {
@@ -159,7 +159,7 @@ func TestWebSocketHandshakeRefused(t *testing.T) {
 			if resp.Header.Get("Upgrade") != "" {
 				t.Errorf("a refusal carries Upgrade: %q", resp.Header.Get("Upgrade"))
 			}
-			waitMetric(t, h, fmt.Sprintf(`chatguard_websocket_connections_total{outcome=%q}`, tt.outcome), 1)
+			waitMetric(t, h, fmt.Sprintf(`chatguard_websocket_upgrades_total{outcome=%q}`, tt.outcome), 1)
 			if tt.outcome == "upstream_refused" {
 				if v := metricValue(t, h, `chatguard_upstream_errors_total{code="UPSTREAM_UNAVAILABLE",reason="other"}`); v != 0 {
 					t.Errorf("counted as an upstream error: %v", v)
@@ -204,7 +204,7 @@ func TestWebSocketBadClientHandshakeNeverReachesTheUpstream(t *testing.T) {
 	if got := rec.got(); len(got) != 0 {
 		t.Errorf("the upstream was reached: %q", got)
 	}
-	waitMetric(t, h, `chatguard_websocket_connections_total{outcome="handshake_failed"}`, 4)
+	waitMetric(t, h, `chatguard_websocket_upgrades_total{outcome="handshake_failed"}`, 4)
 }
 
 func TestWebSocketIdleTimeout(t *testing.T) {
@@ -534,7 +534,7 @@ func TestSocketIOSocketsPerIP(t *testing.T) {
 	if d, _ := e["details"].(map[string]any); d["policy"] != "sockets_per_ip" {
 		t.Errorf("details = %v", d)
 	}
-	waitMetric(t, env.harness, `chatguard_websocket_connections_total{outcome="limit_rejected"}`, 1)
+	waitMetric(t, env.harness, `chatguard_websocket_upgrades_total{outcome="limit_rejected"}`, 1)
 	first.close()
 	waitFor(t, "a place is given back", func() bool { return fake.active.Load() == 1 })
 	waitFor(t, "a third socket opens", func() bool {
@@ -722,7 +722,7 @@ func TestSocketIOConnectDisconnectLeavesNothing(t *testing.T) {
 	env.waitStats(t, [3]int{})
 	waitFor(t, "no live pair", func() bool { return env.srv.ws.live() == 0 && fake.active.Load() == 0 })
 	waitMetric(t, env.harness, `chatguard_websocket_connections{kind="socketio"}`, 0)
-	waitMetric(t, env.harness, `chatguard_websocket_connections_total{outcome="accepted"}`, 200)
+	waitMetric(t, env.harness, `chatguard_websocket_upgrades_total{outcome="accepted"}`, 200)
 }
 
 // Headers the upstream sets on its 101 (a cookie from Socket.IO's

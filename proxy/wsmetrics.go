@@ -69,7 +69,7 @@ func newWSMetrics(reg prometheus.Registerer, pollSessions, readers func() float6
 			Help: "Open relayed WebSocket connections, by kind (socketio, websocket).",
 		}, []string{"kind"}),
 		outcomes: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "chatguard_websocket_connections_total",
+			Name: "chatguard_websocket_upgrades_total",
 			Help: "WebSocket upgrade requests, by outcome (accepted, upstream_failed, upstream_refused, origin_rejected, limit_rejected, draining, handshake_failed).",
 		}, []string{"outcome"}),
 		framesUp: frames.WithLabelValues(dirUp), framesDown: frames.WithLabelValues(dirDown),

@@ -24,7 +24,7 @@ func TestWebSocketMetricHelpNamesItsLabelValues(t *testing.T) {
 	checked := 0
 	for _, f := range fams {
 		switch f.GetName() {
-		case "chatguard_websocket_forced_disconnects_total", "chatguard_websocket_connections_total", "chatguard_websocket_close_codes_total":
+		case "chatguard_websocket_forced_disconnects_total", "chatguard_websocket_upgrades_total", "chatguard_websocket_close_codes_total":
 		default:
 			continue
 		}
