@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptrace"
+	"os"
 	"strconv"
 	"strings"
 	"sync"
@@ -342,8 +343,11 @@ func (t *upstreamTransport) RoundTrip(req *http.Request) (*http.Response, error)
 		// A reset says the upstream closed the connection with the request
 		// unread (Node's closeIdleConnections on shutdown, at any idle
 		// age); a clean close after it was busy lately is the app's own
-		// failure (review: the reset case had become a 502).
-		if reused && attempt == 0 && !gotBytes && retryable(req) && (idle >= unsafeReuseIdle || errors.Is(err, syscall.ECONNRESET)) {
+		// failure (review: the reset case had become a 502). A timeout is
+		// the app being slow with the request in hand: sending it again
+		// would run it twice and make the client wait twice (QA).
+		if reused && attempt == 0 && !gotBytes && retryable(req) && !errors.Is(err, os.ErrDeadlineExceeded) &&
+			(idle >= unsafeReuseIdle || errors.Is(err, syscall.ECONNRESET)) {
 			infoFrom(req.Context()).retried = true
 			if req.GetBody != nil {
 				if req.Body, err = req.GetBody(); err != nil {

@@ -267,6 +267,39 @@ func TestTransportResponseHeaderTimeoutAndReuse(t *testing.T) {
 	}
 }
 
+// A GET that times out waiting for its answer on a connection idle for a
+// second is the app being slow, not a keep-alive race: it gets its 504 after
+// one timeout and is never sent again (QA: the app ran a slow handler twice
+// and the client waited twice the timeout).
+func TestTransportDoesNotRepeatATimedOutRequest(t *testing.T) {
+	t.Parallel()
+	var slow atomic.Int64
+	up, _ := countingUpstream(t, func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/slow" {
+			slow.Add(1)
+			select {
+			case <-time.After(5 * time.Second):
+			case <-r.Context().Done():
+			}
+		}
+		_, _ = io.WriteString(w, "ok")
+	}, 0)
+	h := start(t, up.URL, func(c *config.Config) { c.Proxy.ResponseHeaderTimeout = 300 * time.Millisecond })
+	h.get("/warm")
+	time.Sleep(unsafeReuseIdle + 100*time.Millisecond)
+	began := time.Now()
+	resp, body := h.get("/slow")
+	if env := envelope(t, resp, body); resp.StatusCode != 504 || env["code"] != "UPSTREAM_TIMEOUT" {
+		t.Fatalf("slow: %d %v", resp.StatusCode, env)
+	}
+	if n := slow.Load(); n != 1 {
+		t.Fatalf("the upstream saw the slow GET %d times, want 1 (answered after %v)", n, time.Since(began))
+	}
+	if v := metricValue(t, h, "chatguard_upstream_retries_total"); v != 0 {
+		t.Errorf("chatguard_upstream_retries_total = %v, want 0", v)
+	}
+}
+
 // A GET whose handler kills the connection it came on, busy a moment
 // before, is the app's failure, not a keep-alive race: it is answered 502
 // and never sent again (QA: one request of death took down both workers
