@@ -8,6 +8,8 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/http/httptrace"
+	"net/textproto"
 	"net/url"
 	"strings"
 	"sync"
@@ -238,6 +240,37 @@ func TestTransportForwardsEarlyHints(t *testing.T) {
 	resp, body := h.do(req)
 	if resp.StatusCode != 200 || string(body) != "page" || len(hints) != 1 || hints[0] != 103 {
 		t.Fatalf("early hints: %d %q %v", resp.StatusCode, body, hints)
+	}
+}
+
+// A 1xx reaches the client without its hop-by-hop fields, as a final
+// response does (QA: a 103's Connection, Keep-Alive, Upgrade came through).
+func TestTransportEarlyHintsLoseHopByHopFields(t *testing.T) {
+	t.Parallel()
+	serve := func(c net.Conn, br *bufio.Reader) {
+		if _, err := http.ReadRequest(br); err != nil {
+			return
+		}
+		_, _ = io.WriteString(c, "HTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\nConnection: X-Foo\r\nX-Foo: 1\r\n"+
+			"Keep-Alive: timeout=1\r\nUpgrade: h2c\r\nProxy-Authenticate: Basic\r\nTE: trailers\r\n\r\n"+
+			"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+	}
+	h := start(t, rawUpstream(t, serve), nil)
+	var got textproto.MIMEHeader
+	req, _ := http.NewRequest(http.MethodGet, h.url+"/", nil)
+	req = req.WithContext(httptrace.WithClientTrace(req.Context(), &httptrace.ClientTrace{
+		Got1xxResponse: func(_ int, hdr textproto.MIMEHeader) error { got = hdr; return nil },
+	}))
+	if resp, body := h.do(req); resp.StatusCode != 200 || string(body) != "ok" {
+		t.Fatalf("%d %q", resp.StatusCode, body)
+	}
+	if got.Get("Link") == "" {
+		t.Fatalf("the 103 lost its Link: %v", got)
+	}
+	for _, k := range []string{"Connection", "X-Foo", "Keep-Alive", "Upgrade", "Proxy-Authenticate", "Te"} {
+		if v := got.Values(k); len(v) > 0 {
+			t.Errorf("the 103 carries %s: %q", k, v)
+		}
 	}
 }
 

@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"os"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -133,6 +134,7 @@ func (w *responseWriter) WriteHeader(code int) {
 		if w.http10 {
 			return
 		}
+		dropHopByHop(w.Header())
 		if w.requestID != "" {
 			w.Header()[requestid.Header] = []string{w.requestID}
 		}
@@ -236,4 +238,25 @@ func (w *responseWriter) lengthKnown() bool {
 		return true
 	}
 	return w.Header().Get("Content-Length") != ""
+}
+
+// hopByHop are the fields RFC 9110 §7.6.1 keeps to one connection, which
+// ReverseProxy drops from a final response but not from a 1xx (QA: a 103's
+// Connection, Keep-Alive and Upgrade reached the client).
+var hopByHop = []string{"Connection", "Proxy-Connection", "Keep-Alive", "Proxy-Authenticate",
+	"Proxy-Authorization", "Te", "Trailer", "Transfer-Encoding", "Upgrade"}
+
+// dropHopByHop removes from h the hop-by-hop fields and those its
+// Connection names.
+func dropHopByHop(h http.Header) {
+	for _, f := range h.Values("Connection") {
+		for _, k := range strings.Split(f, ",") {
+			if k = strings.TrimSpace(k); k != "" {
+				h.Del(k)
+			}
+		}
+	}
+	for _, k := range hopByHop {
+		h.Del(k)
+	}
 }
