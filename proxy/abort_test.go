@@ -110,6 +110,42 @@ func TestClientLeavingDuringErrorBodyIs499(t *testing.T) {
 	}
 }
 
+// A client that leaves before the answer is no failure of the upstream's
+// with an envelope code: it counts under code "none", whether it left during
+// a stalled error body or before the headers (QA: both showed as
+// SERVICE_UNAVAILABLE, false 503s on a dashboard split by code).
+func TestClientLeavingCountsUnderNoCode(t *testing.T) {
+	t.Parallel()
+	release := make(chan struct{})
+	up := upstream(t, func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/stall" {
+			startErrorBody(w)
+		}
+		select { // stall until the client leaves
+		case <-release:
+		case <-r.Context().Done():
+		}
+	})
+	defer close(release)
+	h := start(t, up.URL, nil)
+	for _, path := range []string{"/stall", "/slow-headers"} {
+		ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, h.url+path, nil)
+		if resp, err := h.client.Do(req); err == nil {
+			resp.Body.Close()
+			t.Fatalf("%s: got %d before the client gave up", path, resp.StatusCode)
+		}
+		cancel()
+		waitFor(t, "access line", func() bool { return accessLine(t, h, path) != nil })
+	}
+	waitMetric(t, h, `chatguard_upstream_errors_total{code="none",reason="client_closed"}`, 2)
+	for _, l := range strings.Split(scrape(t, h), "\n") {
+		if strings.Contains(l, `reason="client_closed"`) && !strings.Contains(l, `code="none"`) && !strings.HasPrefix(l, "#") {
+			t.Errorf("client_closed under an envelope code: %s", l)
+		}
+	}
+}
+
 // A client that stops reading a long body and goes away is a 499 too, and
 // no upstream error.
 func TestClientLeavingMidBodyIs499(t *testing.T) {

@@ -450,7 +450,7 @@ func (s *Server) aborted(r *http.Request, info *reqInfo) {
 		return
 	}
 	info.aborted, info.reason = true, reason
-	s.metrics.upstreamErrors.WithLabelValues(string(e.Code), reason).Inc()
+	s.metrics.upstreamError(e.Code, reason)
 }
 
 func (s *Server) accessLog(w *responseWriter, r *http.Request, info *reqInfo, status int, end time.Time, elapsed time.Duration) {

@@ -217,7 +217,7 @@ func (s *Server) upstreamFailed(w http.ResponseWriter, r *http.Request, err erro
 		// failed (re-check of QA: ordinary disconnects counted here).
 		return
 	}
-	s.metrics.upstreamErrors.WithLabelValues(string(e.Code), reason).Inc()
+	s.metrics.upstreamError(e.Code, reason)
 	entry := s.log.WithFields(logrus.Fields{
 		"requestId":           info.id,
 		logging.FieldCategory: logging.CategoryAPI,
@@ -306,7 +306,7 @@ func (s *Server) rewriteError(resp *http.Response) error {
 		// header timeout, or the upstream cut it): the envelope goes by the
 		// status, and the failure is the upstream's, logged and counted.
 		_, info.reason = apierrors.FromProxyError(readErr)
-		s.metrics.upstreamErrors.WithLabelValues(string(info.code), info.reason).Inc()
+		s.metrics.upstreamError(info.code, info.reason)
 	}
 
 	h := resp.Header
