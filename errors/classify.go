@@ -109,6 +109,9 @@ func ClassifyUpstream(rep Reply, requestID string, opts ClassifyOptions) Result 
 		}
 		if rep.Status == 401 {
 			if code, ok := tokenCode(rep.WWWAuthenticate, res.Err.Message); ok {
+				if res.Err.Message == res.Err.Code.Message() { // not the app's: the new code's own
+					res.Err.Message = code.Message()
+				}
 				res.Err.Code = code
 			}
 		}

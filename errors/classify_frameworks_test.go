@@ -199,6 +199,12 @@ func TestClassifyTokenFailureBy401(t *testing.T) {
 			if res.Code != tt.want || res.Err.Status != 401 {
 				t.Errorf("code %s status %d, want %s 401", res.Code, res.Err.Status, tt.want)
 			}
+			// Without a message of the app's, the code's own message: an
+			// expired token told by its challenge said "Authentication is
+			// required" (QA).
+			if tt.body == "" && res.Err.Message != tt.want.Message() {
+				t.Errorf("message %q, want %q", res.Err.Message, tt.want.Message())
+			}
 		})
 	}
 }
