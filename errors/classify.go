@@ -36,6 +36,9 @@ type Result struct {
 	Err *Error
 	// Code is the code the client sees: Err.Code, or the passed-through envelope's.
 	Code Code
+	// UpstreamRequestID is the passed-through envelope's own requestId, kept
+	// for the client, when it is not chatguard's: the one a user reports.
+	UpstreamRequestID string
 	// Kind names the rule that classified the reply (envelope, joi, celebrate,
 	// express-validator, mongoose, jwt, firebase, twilio, status), for logs and tests.
 	Kind string
@@ -77,7 +80,11 @@ func ClassifyUpstream(rep Reply, requestID string, opts ClassifyOptions) Result 
 			obj = clean
 			body, _ = json.Marshal(obj) // key order changes; only when something was taken out
 		}
-		return Result{PassThrough: true, Body: withRequestID(body, obj, requestID), Code: Code(code), Kind: "envelope"}
+		res := Result{PassThrough: true, Body: withRequestID(body, obj, requestID), Code: Code(code), Kind: "envelope"}
+		if id, ok := obj["requestId"].(string); ok && id != requestID {
+			res.UpstreamRequestID = id
+		}
+		return res
 	}
 	res := classifyDoc(doc, rep.Status)
 	if frameworkKind(res.Kind) {

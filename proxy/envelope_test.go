@@ -151,6 +151,14 @@ func TestUpstreamEnvelopePassesThrough(t *testing.T) {
 	if string(body) != want {
 		t.Fatalf("body = %s\nwant  %s", body, want)
 	}
+	// The id a user reads in the body is the app's: the access line names
+	// it beside chatguard's, so that grepping for it finds the request (QA).
+	if l := accessLine(t, h, "/with"); l == nil || l["upstreamRequestId"] != "req_1_upstream" {
+		t.Errorf("access line of the app's envelope: %v", l)
+	}
+	if l := accessLine(t, h, "/without"); l == nil || l["upstreamRequestId"] != nil {
+		t.Errorf("access line of an envelope given chatguard's id: %v", l)
+	}
 }
 
 func TestUpstreamErrorBodyEncodingsAndSizes(t *testing.T) {

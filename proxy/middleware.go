@@ -40,9 +40,12 @@ type reqInfo struct {
 	client         netip.Addr
 	// set on the way back
 	upstreamStatus int
-	code           apierrors.Code
-	reason         string
-	closed         bool // the client went away before the upstream answered
+	// upstreamID: the requestId of the app's own envelope, passed through
+	// in place of chatguard's (see apierrors.Result.UpstreamRequestID)
+	upstreamID string
+	code       apierrors.Code
+	reason     string
+	closed     bool // the client went away before the upstream answered
 	// bodyTimedOut: the client stopped sending its body (idleBody). net/http
 	// cancels the request's context on the failed read, so the transport
 	// may report that instead.
@@ -480,6 +483,9 @@ func (s *Server) accessLog(w *responseWriter, r *http.Request, info *reqInfo, st
 	}
 	if info.upstreamStatus != 0 {
 		f["upstreamStatus"] = info.upstreamStatus
+	}
+	if info.upstreamID != "" {
+		f["upstreamRequestId"] = info.upstreamID
 	}
 	if info.aborted {
 		f["aborted"] = true

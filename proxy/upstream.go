@@ -434,6 +434,12 @@ func (s *Server) classifyReply(info *reqInfo, rep apierrors.Reply) (status int, 
 		status, body, source = res.Err.HTTPStatus(), res.Err.Marshal(info.id, s.now()), sourceUpstream
 	}
 	info.upstreamStatus, info.code = rep.Status, res.Code
+	if id := res.UpstreamRequestID; id != "" {
+		if len(id) > maxUpstreamIDBytes {
+			id = strings.ToValidUTF8(id[:maxUpstreamIDBytes], "")
+		}
+		info.upstreamID = id
+	}
 	s.metrics.envelopes.WithLabelValues(envelopeCode(res.Code), source).Inc()
 	return status, body
 }
@@ -579,3 +585,7 @@ func (w stdWriter) Write(p []byte) (int, error) {
 	w.l.WithField(logging.FieldCategory, logging.CategorySystem).Log(lvl, msg)
 	return len(p), nil
 }
+
+// maxUpstreamIDBytes bounds the app's own requestId on the access line: it
+// is the app's text, and a log line is no place for a page of it.
+const maxUpstreamIDBytes = 128
