@@ -55,6 +55,8 @@ func TestClassifyClientMessage(t *testing.T) {
 		{"html tags", 400, jsonCT, `{"message":"<b>Bad</b> request"}`, ""},
 		{"TypeError", 400, jsonCT, `{"message":"TypeError: Cannot read properties of undefined (reading 'x')"}`, ""},
 		{"ReferenceError", 400, jsonCT, `{"message":"ReferenceError: user is not defined"}`, ""},
+		{"connection string", 400, jsonCT, `{"message":"cannot reach amqp://guest@rabbit.internal:5672"}`, ""},
+		{"a link is no connection string", 400, jsonCT, `{"message":"See https://chat.example/help@faq"}`, "See https://chat.example/help@faq"},
 		{"undefined", 400, jsonCT, `{"message":"conversationId is undefined"}`, ""},
 		{"unix path", 404, jsonCT, `{"message":"ENOENT: no such file or directory, open '/app/uploads/a.png'"}`, ""},
 		{"home path", 404, jsonCT, `{"message":"Missing file /home/node/app/config.json"}`, ""},

@@ -53,8 +53,16 @@ func safeMessage(s string) bool {
 	// Markup, not a comparison: "must be >= 18" (ajv) is a message,
 	// "<b>boom</b>" or "&lt;" a page. File paths are leaksInternalText's,
 	// by the rule envelopes follow: "Cannot GET /api/home/feed" is a route.
-	if strings.ContainsAny(s, "\n\r\t") || markup.MatchString(s) || leaksInternalText(s) {
-		return false
+	return !strings.ContainsAny(s, "\n\r\t") && !markup.MatchString(s) && !leaksMessage(s)
+}
+
+// leaksMessage reports whether an app's message shows its internals: what
+// leaksInternalText finds, a runtime's own words ("Cannot read properties
+// of undefined", ECONNREFUSED) or a connection string with its user
+// (mongodb+srv://admin:…@cluster0…).
+func leaksMessage(s string) bool {
+	if leaksInternalText(s) || connectionString.MatchString(s) {
+		return true
 	}
 	lower := strings.ToLower(s)
 	for _, bad := range []string{
@@ -63,11 +71,15 @@ func safeMessage(s string) bool {
 		"etimedout", "enotfound", "null pointer", "cannot read prop", "cannot find module", "of undefined", "undefined is not", "is undefined",
 	} {
 		if strings.Contains(lower, bad) {
-			return false
+			return true
 		}
 	}
-	return !internalWords.MatchString(s)
+	return internalWords.MatchString(s)
 }
+
+// connectionString is a URL with a user in it: a database's or a broker's
+// address with its credentials (filtered or not), never a page's link.
+var connectionString = regexp.MustCompile(`(?i)\b[a-z][a-z0-9+.-]*://[^\s/@:]+(?::[^\s/@]*)?@[^\s/@]`)
 
 // markup is an HTML tag, comment or entity.
 var markup = regexp.MustCompile(`<[A-Za-z/!?]|&(?:[A-Za-z]+|#[0-9]+|#x[0-9A-Fa-f]+);`)
