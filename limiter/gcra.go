@@ -77,6 +77,14 @@ func gcra(l Limit, tat, now int64) (res Result, newTAT int64) {
 	if tat < now {
 		tat = now
 	}
+	if tat > now+burstOffset {
+		// More owed than this limit's whole window: the debt of a
+		// tighter limit since lifted (a period typo reverted). It is
+		// never owed under this one, which stores at most now +
+		// burstOffset; kept, a reverted 24h period blocked clients for
+		// ten hours under its 1-minute window (QA).
+		tat = now + burstOffset
+	}
 	next := tat + interval
 	allowAt := next - burstOffset
 	res.Limit = l

@@ -57,6 +57,41 @@ func TestGCRA(t *testing.T) {
 	}
 }
 
+// A limit tightened by mistake and put back leaves no debt beyond the
+// restored limit's window: a client that spent 2 of a 24h period's 2 waits
+// at most one interval of the restored 7 a minute, not a day (QA: ten hours
+// of 429s after a period typo was reverted).
+func TestGCRAForgetsTheDebtOfALiftedLimit(t *testing.T) {
+	t.Parallel()
+	const sec = int64(time.Second)
+	now := int64(1_000_000) * sec
+	typo := Limit{Rate: 2, Period: 24 * time.Hour}
+	restored := Limit{Rate: 7, Period: time.Minute}
+	var tat int64
+	for i := 0; i < 3; i++ {
+		_, tat = gcra(typo, tat, now)
+	}
+	if tat != now+int64(24*time.Hour) {
+		t.Fatalf("TAT under the typo %v ahead", time.Duration(tat-now))
+	}
+	now += 3 * sec
+	res, tat := gcra(restored, tat, now)
+	interval := restored.interval()
+	if res.Allowed || res.RetryAfter > interval || res.ResetAfter > restored.Period {
+		t.Fatalf("under the restored limit: %+v, want a refusal for at most %v", res, interval)
+	}
+	if res, _ = gcra(restored, tat, now+int64(interval)); !res.Allowed {
+		t.Fatalf("one interval later: %+v", res)
+	}
+	st := newStore(t, nil)
+	for i := 0; i < 3; i++ {
+		_, _ = st.Allow(context.Background(), "k", typo)
+	}
+	if res, err := st.Allow(context.Background(), "k", restored); err != nil || res.RetryAfter > interval || res.ResetAfter > restored.Period {
+		t.Fatalf("memory store under the restored limit: %+v %v", res, err)
+	}
+}
+
 func newStore(t *testing.T, now func() time.Time) *MemoryStore {
 	t.Helper()
 	tb, err := sessions.NewStateTable(sessions.StateOptions{MaxEntries: 10000, Now: now})

@@ -25,7 +25,9 @@ import (
 // numbers per key: its interval, its burst offset, and a debt it owes at
 // least (0: none), what a replica admitted in its fallback while Redis
 // failed: the key's TAT is raised to now + that debt, and stored even when
-// the decision is a refusal. A key holding anything but a plausible TAT
+// the decision is a refusal. A TAT beyond now + the burst offset (the debt
+// of a tighter limit since lifted) counts as now + the burst offset, as in
+// gcra. A key holding anything but a plausible TAT
 // (not a number, nan, inf, more than a year ahead) counts as fresh and is
 // overwritten, so one bad key never fails a batch nor blocks its client for
 // good. Returns {allowed, remaining, retry_after_us, reset_after_us} for
@@ -45,11 +47,12 @@ for i, key in ipairs(KEYS) do
   local stored = tat
   if tat < now then tat = now end
   if tat < owed then tat = owed end
+  if tat > now + burst_offset then tat = now + burst_offset end
   local new_tat = tat + interval
   local diff = now - (new_tat - burst_offset)
   local n = #out
   if diff < 0 then
-    if tat > stored and tat > now then
+    if tat ~= stored and tat > now then -- raised by a debt, or cut to the window
       redis.call("SET", key, string.format("%d", tat), "PX", math.ceil((tat - now) / 1000))
     end
     out[n + 1], out[n + 2], out[n + 3], out[n + 4] = 0, 0, -diff, tat - now

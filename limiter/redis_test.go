@@ -134,6 +134,25 @@ func TestRedisStore(t *testing.T) {
 	if pttl <= 0 || pttl > int64(15*time.Minute/time.Millisecond) {
 		t.Fatalf("key TTL %d ms: keys must expire when they are as good as new", pttl)
 	}
+
+	// The debt of a lifted limit ends with the restored one's window, as
+	// in gcra (QA: a reverted 24h period kept clients out for ten hours).
+	typo, restored := Limit{Rate: 2, Period: 24 * time.Hour}, Limit{Rate: 7, Period: time.Minute}
+	for i := 0; i < 3; i++ {
+		if _, err := s.Allow(context.Background(), "typo", typo); err != nil {
+			t.Fatal(err)
+		}
+	}
+	res, err = s.Allow(context.Background(), "typo", restored)
+	if err != nil || res.Allowed || res.RetryAfter > restored.interval()+time.Millisecond || res.ResetAfter > restored.Period+time.Millisecond {
+		t.Fatalf("under the restored limit: %+v %v", res, err)
+	}
+	// The refusal stored the debt cut to the window, which runs out.
+	out, _ = exec.Command("redis-cli", "-p", fmt.Sprint(r.port), "pttl", "chatguard:rl:typo").Output()
+	fmt.Sscan(string(out), &pttl)
+	if pttl <= 0 || pttl > int64(restored.Period/time.Millisecond)+1 {
+		t.Fatalf("key TTL %d ms after the restored limit's refusal", pttl)
+	}
 }
 
 // startCluster starts a Redis Cluster of masters masters, each with
