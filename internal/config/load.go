@@ -329,6 +329,11 @@ func decodeYAML(data []byte, c *Config, name string) ([]string, *yaml.Node) {
 	// The decoder does not say which field a problem belongs to; the tree
 	// parsed above does.
 	errs = bareDurations(tree, c, errs)
+	for _, p := range fractionalInts(tree, c) {
+		if !slices.Contains(errs, p) { // the decoder's own, for one it cannot hold (.inf)
+			errs = append(errs, p)
+		}
+	}
 	errs = nameProblems(tree, errs)
 	errs = append(errs, nullRoutes(tree)...)
 	errs = append(errs, nullSections(tree)...)

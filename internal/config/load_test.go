@@ -462,6 +462,13 @@ func TestFileProblems(t *testing.T) {
 		// the problem as "got 0" (QA: each was reported twice).
 		{"bad rate in a route", "routes:\n  - name: lim\n    path: /api/lim/*\n    limit: {rate: many, period: 1m, key: [ip]}\n", "line 4: routes[0].limit.rate: `many` is not a whole number"},
 		{"bad period in an event", "websocket:\n  events:\n    - name: typing\n      limit: {rate: 5, period: 1x}\n", "line 4: websocket.events[0].limit.period: `1x` is not a duration"},
+		// yaml.v3 truncates a fraction into an int: a rate of 2.9 was 2,
+		// one of 0.5 "got 0", silently or puzzlingly (QA).
+		{"fractional rate", "routes:\n  - name: lim\n    path: /api/lim/*\n    limit: {rate: 2.9, period: 1m, key: [ip]}\n", "line 4: routes[0].limit.rate: `2.9` is not a whole number"},
+		{"half a request", "routes:\n  - name: lim\n    path: /api/lim/*\n    limit: {rate: 0.5, period: 1m, key: [ip]}\n", "line 4: routes[0].limit.rate: `0.5` is not a whole number"},
+		{"fractional role rate", "routes:\n  - name: lim\n    path: /api/lim/*\n    limit: {rate: 2, period: 1m, key: [ip], roles: {agent: 60.7}}\n", "line 4: routes[0].limit.roles.agent: `60.7` is not a whole number"},
+		{"fractional setting", "proxy:\n  max_idle_conns: 1.5\n", "line 2: proxy.max_idle_conns: `1.5` is not a whole number"},
+		{"infinite burst", "routes:\n  - name: lim\n    path: /api/lim/*\n    limit: {rate: 2, period: 1m, key: [ip], burst: .inf}\n", "line 4: routes[0].limit.burst: `.inf` is not a whole number"},
 	}
 	// An unknown key is named by its line's first key: that key's own
 	// problem is still told (review: "other" is reserved was dropped).
