@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"context"
+	"strings"
 	"sync/atomic"
 	"time"
 )
@@ -49,5 +50,19 @@ func (r *pingRelay) relay(ctx context.Context, toUpstream bool) bool {
 	defer p.unhold()
 	wait, cancel := context.WithTimeout(ctx, wsPingWait)
 	defer cancel()
-	return to.Ping(wait) == nil && ctx.Err() == nil
+	err = to.Ping(wait)
+	if err != nil && ctx.Err() == nil && !pongMissing(err) {
+		// The ping could not be written: the library closed to (or
+		// will not write on it again), and the pair must end (see
+		// writeFailed). A pong that did not come leaves to as it was.
+		p.writeFailed(!toUpstream)
+	}
+	return err == nil && ctx.Err() == nil
+}
+
+// pongMissing tells a ping that went out but whose pong did not come in
+// time from one that could not be written. The library says so only in its
+// words (TestPongMissingIsTheLibrarys pins them).
+func pongMissing(err error) bool {
+	return strings.Contains(err.Error(), "failed to wait for pong")
 }

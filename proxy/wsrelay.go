@@ -407,6 +407,15 @@ func (d *wsDir) relayOne() (ok, drained bool) {
 	msg := buf.Bytes()
 	if p.failed.Load() { // invalidText is ending the pair: nothing more goes on
 		putBuffer(buf)
+		if streamed {
+			// Read to its end, or the library would read the rest of
+			// its frame as the next frame's header (review: 1002 with a
+			// garbage reason instead of the 1007 on its way).
+			if err := discardInvalid(rd); !errors.Is(err, errInvalidUTF8) {
+				d.srcFailed(err, src)
+				return false, false
+			}
+		}
 		return true, false
 	}
 	if typ == websocket.MessageText && !streamed && !utf8.Valid(msg) {
@@ -448,6 +457,15 @@ func (d *wsDir) relayOne() (ok, drained bool) {
 			}
 		}
 	}
+	// A streamed message holds the library's write lock until its end, which
+	// a slow side may take long to reach: it holds the gate too, so that a
+	// write of chatguard's waits for it as for a binary packet, and is
+	// dropped after its wait, instead of failing on the lock and taking a
+	// healthy socket down with it (review).
+	streamGate := streamed && gate != nil && d.attachments == 0 && !packetEnds
+	if streamGate {
+		gate <- struct{}{}
+	}
 	frames.Inc()
 	writing.Store(now)
 	n := int64(len(msg))
@@ -457,7 +475,7 @@ func (d *wsDir) relayOne() (ok, drained bool) {
 	} else {
 		err = dst.Write(ctx, typ, msg)
 	}
-	if packetEnds {
+	if packetEnds || streamGate {
 		<-gate
 	}
 	nbytes.Add(float64(n))
@@ -482,14 +500,18 @@ func (d *wsDir) relayOne() (ok, drained bool) {
 			// that close (TestSocketIOExpiredUserIsDisconnected, 1-3 %).
 			return false, false
 		}
-		_ = src.CloseNow()
 		if errors.Is(err, net.ErrClosed) {
-			// chatguard closed dst itself (the library's 1009, a mirrored
-			// close, the end of the pair): whoever did owns its close
-			// handshake. Taking dst's direction would cut a linger after a
-			// 1009 short and reset dst before its peer saw the close.
+			// dst was closed already (the library's 1009 or its answer to
+			// a close, a mirrored close, a failed write of chatguard's,
+			// the end of the pair): whoever closed it closes src as well,
+			// with the close code src is to hear. Taking dst's direction
+			// would cut a linger after a 1009 short and reset dst before
+			// its peer saw the close; closing src here raced the mirrored
+			// close, and a client whose backend closed with 4001 while it
+			// was sending got a dropped connection instead (review).
 			return false, false
 		}
+		_ = src.CloseNow()
 		// dst is gone, and so is this direction. The library does not
 		// close a connection whose write failed: closed here, or nobody
 		// would once the other direction (parked, reading dst) is taken
@@ -836,11 +858,30 @@ func (p *wsPair) write(msg []byte, toClient bool) error {
 	defer p.unhold()
 	err = c.Write(ctx, websocket.MessageText, msg)
 	if err != nil {
-		// Unusable now, and the library leaves it open: closed, its
-		// relay's read fails and ends the pair as for any broken side.
-		_ = c.CloseNow()
+		p.writeFailed(toClient)
 	}
 	return err
+}
+
+// writeFailed ends the pair after a write of chatguard's own to one side
+// failed (a message, a relayed ping): that connection is unusable (the
+// library leaves it open, or closed it itself). Closing it alone was not
+// enough: the direction reading it, waiting in the poller, never hears of a
+// closed socket, and the pair, its user's presence and its client's
+// admission slot stayed for good (review). The client hears 1011 and the
+// app 1001, as when chatguard ends a pair for any reason. A close already
+// under way (mirrored, or chatguard's) ends the pair by itself.
+func (p *wsPair) writeFailed(toClient bool) {
+	if p.counted.Load() || p.closing() {
+		return
+	}
+	why := "the upstream connection failed"
+	if toClient {
+		why = "the client connection failed"
+	}
+	if !p.hub.background(func() { p.end(sideChatguard, websocket.StatusInternalError, why, "") }) {
+		p.abort()
+	}
 }
 
 // sendUp writes a message chatguard made to the upstream.
