@@ -519,6 +519,32 @@ func TestTransportRefusesInvalidStatuses(t *testing.T) {
 	}
 }
 
+// A 101 to a request that asked for no upgrade is a broken upstream: 502,
+// not a tunnel that left the client waiting for its answer (QA: 10 s, then
+// a 101 on the access line).
+func TestUnaskedSwitchingProtocolsIs502(t *testing.T) {
+	t.Parallel()
+	for _, extra := range []string{"", "Upgrade: h2c\r\nConnection: Upgrade\r\n"} {
+		serve := func(c net.Conn, br *bufio.Reader) {
+			if _, err := http.ReadRequest(br); err == nil {
+				_, _ = io.WriteString(c, "HTTP/1.1 101 Switching Protocols\r\n"+extra+"\r\n")
+				time.Sleep(time.Second)
+			}
+		}
+		h := start(t, rawUpstream(t, serve), nil)
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, h.url+"/x", nil)
+		resp, body := h.do(req)
+		cancel()
+		if env := envelope(t, resp, body); resp.StatusCode != 502 || env["code"] != "UPSTREAM_UNAVAILABLE" {
+			t.Fatalf("101 with %q: %d %v", extra, resp.StatusCode, env)
+		}
+		if l := accessLine(t, h, "/x"); l == nil || l["reason"] != "bad_response" {
+			t.Errorf("101 with %q: access line %v", extra, l)
+		}
+	}
+}
+
 // CONNECT and TRACE never reach the upstream: a reverse proxy opens no
 // tunnels, and TRACE would echo the caller's cookies back to a script.
 func TestConnectAndTraceAreRefused(t *testing.T) {

@@ -267,6 +267,14 @@ func (s *Server) bodyTimedOut(w http.ResponseWriter, r *http.Request, info *reqI
 // rewriteError turns an upstream error reply into the envelope. Replies
 // below 400, event streams and switching protocols are never touched.
 func (s *Server) rewriteError(resp *http.Response) error {
+	if resp.StatusCode == http.StatusSwitchingProtocols && resp.Request.Header.Get("Upgrade") == "" {
+		// A switch nobody asked for: ReverseProxy would tunnel it (the
+		// request's Upgrade and the answer's, both absent, match), and the
+		// client waited for an answer that never came (QA). A 101 to an
+		// Upgrade chatguard removed is refused the same way, by
+		// ReverseProxy itself.
+		return fmt.Errorf("%w: 101 to a request that asked for no upgrade", apierrors.ErrBadResponse)
+	}
 	info := infoFrom(resp.Request.Context())
 	if info.bodyLeft {
 		// net/http would read the rest of the body before sending this
