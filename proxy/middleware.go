@@ -96,6 +96,7 @@ func infoFrom(ctx context.Context) *reqInfo {
 // refusal, chatguard's own endpoints, then the reverse proxy; one access line
 // and the metrics for every request, whatever happened.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	served(r)
 	start := s.now()
 	info := &reqInfo{id: requestid.FromRequest(r.Header, start)}
 	info.peer = peerAddr(r)

@@ -78,6 +78,7 @@ type Server struct {
 	refusing atomic.Bool    // set when the drain delay is over
 	cut      atomic.Bool    // set when requests past the shutdown timeout are cut
 	inFlight atomic.Int64
+	unserved *unservedRequests // requests net/http ended before the handler ran
 
 	pub          atomic.Pointer[http.Server] // the public listener's server, once Serve runs
 	streams      streamSet                   // event streams, ended by the drain
@@ -126,6 +127,9 @@ func New(o Options) (*Server, error) {
 	s.started = s.now()
 	if s.metrics, err = newServerMetrics(o.Registry); err != nil {
 		return nil, err
+	}
+	if s.unserved, err = newUnservedRequests(o.Registry, logrus.NewEntry(o.Logger)); err != nil {
+		return nil, fmt.Errorf("proxy: register metrics: %w", err)
 	}
 	s.setRouting(o.Config)
 	transport := o.Transport
@@ -258,14 +262,16 @@ func (s *Server) Serve(ctx context.Context, public, admin net.Listener) error {
 		DisableGeneralOptionsHandler: true,
 		// Connections, not requests: an idle or slow-header flood
 		// (slowloris) makes no request and no log line, only this (QA).
-		ConnState: func(_ net.Conn, st http.ConnState) {
+		ConnState: func(c net.Conn, st http.ConnState) {
 			switch st {
 			case http.StateNew:
 				s.metrics.conns.Inc()
 			case http.StateClosed, http.StateHijacked:
 				s.metrics.conns.Dec()
 			}
+			s.unserved.connState(c, st)
 		},
+		ConnContext: s.unserved.connContext,
 	}
 	adm := &http.Server{
 		Handler:           s.AdminHandler(),
