@@ -307,6 +307,12 @@ func ScaleLimit(rate int, period time.Duration, burst int, m float64) (int, time
 	x := float64(rate) * m
 	if x >= 1 {
 		r := int(math.Round(x))
+		if perMicro := int(period / time.Microsecond); rate <= perMicro && r > perMicro {
+			// One per microsecond, the most validation allows: a raised
+			// multiplier must not make a valid limit invalid (QA: 600,000
+			// per second ×2 was refused, and the reload with it).
+			r = perMicro
+		}
 		return r, period, dayBurst(burst, r, period)
 	}
 	// At most a day for the whole burst, the most validation allows a limit

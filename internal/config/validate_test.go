@@ -394,6 +394,8 @@ func TestLoweredMultiplierKeepsLimitsValid(t *testing.T) {
 		{60, 0, time.Minute, 1.0 / 120, "1 2m0s 0"},            // 0.5 a minute again
 		{1, 0, 24 * time.Hour, 0.9, "1 24h0m0s 0"},             // capped at a day, no less than the period
 		{30, 0, time.Minute, 1000, "30000 1m0s 0"},             // the most validation allows
+		{600000, 0, time.Second, 2, "1000000 1s 0"},            // at most one per microsecond (QA)
+		{2000000, 0, time.Second, 2, "4000000 1s 0"},           // already over: left to validation
 		{1, 0, 20 * time.Hour, 0.5, "1 24h0m0s 0"},             // 40 h capped at a day
 		{2, 2, 20 * time.Hour, 0.5, "1 20h0m0s 1"},             // exactly 1 per period: the period kept
 		{2, 4, 20 * time.Hour, 0.4, "1 20h0m0s 1"},             // burst 2: 12 h each, but no shorter than the period, so a day holds 1
@@ -442,6 +444,15 @@ func TestMultiplierNeverInvalidatesALimit(t *testing.T) {
 	for _, rate := range []int{47, 71, 1999} {
 		if p := valid(rate, 0, 24*time.Hour, 1); p != nil {
 			t.Errorf("%d per 24h: %v", rate, p)
+		}
+	}
+	// Raised past one per microsecond (QA: 600,000 per second ×2 was
+	// refused, and with it the whole reload).
+	for _, rate := range []int{600000, 1000000} {
+		for _, m := range []float64{2, 1000} {
+			if p := valid(rate, 0, time.Second, m); p != nil {
+				t.Errorf("%d per 1s ×%g: %v", rate, m, p)
+			}
 		}
 	}
 }
