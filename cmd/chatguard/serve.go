@@ -95,10 +95,16 @@ func serve(ctx context.Context, env environment) int {
 		_ = logger.Flush()
 		stopSignals()
 	}()
-	stopWatch := watchFile(ctx, cfg.File, 2*time.Second, func() { reload(reasonFileChanged) })
+	fileGone := func(path string) func() {
+		return func() {
+			log.WithFields(logrus.Fields{logging.FieldCategory: logging.CategorySystem, "file": path}).
+				Warn("a watched file is gone; the configuration in force stays until it is back")
+		}
+	}
+	stopWatch := watchFile(ctx, cfg.File, time.Second, func() { reload(reasonFileChanged) }, fileGone(cfg.File))
 	defer stopWatch()
 	// A key rotated in its Secret (a mounted file) is a reload too.
-	stopKeyWatch := watchFile(ctx, cfg.Auth.JWTPublicKeyFile, 2*time.Second, func() { reload("the JWT public key file changed") })
+	stopKeyWatch := watchFile(ctx, cfg.Auth.JWTPublicKeyFile, time.Second, func() { reload("the JWT public key file changed") }, fileGone(cfg.Auth.JWTPublicKeyFile))
 	defer stopKeyWatch()
 
 	if err := a.srv.Serve(ctx, public, admin); err != nil {
@@ -567,9 +573,13 @@ func reloadConfig(env environment, a *app, log *logrus.Entry, why string) {
 	e.Info("configuration reloaded: routes, limits, auth modes and token checks")
 }
 
-// watchFile calls changed when the file's size or modification time changes,
-// checking every interval, until ctx ends. No file: nothing to watch.
-func watchFile(ctx context.Context, path string, every time.Duration, changed func()) (stop func()) {
+// watchFile calls changed when the file's size or modification time changes
+// and then stays the same for one more check, checking every interval, until
+// ctx ends: a file still being written in place is read once it settles,
+// not half-way (QA: a file written in two steps was applied with half its
+// routes). gone is called once when the file disappears (until it is back).
+// No file: nothing to watch.
+func watchFile(ctx context.Context, path string, every time.Duration, changed, gone func()) (stop func()) {
 	if path == "" {
 		return func() {}
 	}
@@ -580,20 +590,33 @@ func watchFile(ctx context.Context, path string, every time.Duration, changed fu
 		return ""
 	}
 	last := stat()
+	pending := "" // a change seen at the last check, applied if it holds
 	ctx, cancel := context.WithCancel(ctx)
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
 		t := time.NewTicker(every)
 		defer t.Stop()
+		missing := false
 		for {
 			select {
 			case <-ctx.Done():
 				return
 			case <-t.C:
-				if now := stat(); now != last && now != "" {
-					last = now
+				now := stat()
+				switch {
+				case now == "":
+					if !missing && gone != nil {
+						gone()
+					}
+					missing, pending = true, ""
+				case now == last:
+					missing, pending = false, ""
+				case now == pending:
+					missing, last, pending = false, now, ""
 					changed()
+				default:
+					missing, pending = false, now
 				}
 			}
 		}
