@@ -214,7 +214,7 @@ func scrubEnvelope(obj map[string]any, production bool) (map[string]any, bool) {
 	if !production || !ok {
 		return clean, changed
 	}
-	if msg, _ := e["message"].(string); leaksMessage(msg) {
+	if msg, _ := e["message"].(string); leaksInternalText(msg) || connectionString.MatchString(msg) {
 		code, _ := e["code"].(string)
 		e["message"] = Code(code).Message()
 		changed = true
