@@ -25,9 +25,11 @@ import (
 // numbers per key: its interval, its burst offset, and a debt it owes at
 // least (0: none), what a replica admitted in its fallback while Redis
 // failed: the key's TAT is raised to now + that debt, and stored even when
-// the decision is a refusal. A TAT beyond now + the burst offset (the debt
-// of a tighter limit since lifted) counts as now + the burst offset, as in
-// gcra. A key holding anything but a plausible TAT
+// the decision is a refusal. A TAT beyond now + the burst offset counts as
+// now + the burst offset, as in gcra: the debt of a tighter limit since
+// lifted, and a fallback debt that the replica's share made longer than
+// the limit's window (3 logins per 15 min among 5 replicas is 1 per 25 min
+// each), which would be cut at the key's next decision anyway. A key holding anything but a plausible TAT
 // (not a number, nan, inf, more than a year ahead) counts as fresh and is
 // overwritten, so one bad key never fails a batch nor blocks its client for
 // good. Returns {allowed, remaining, retry_after_us, reset_after_us} for

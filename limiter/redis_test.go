@@ -147,6 +147,17 @@ func TestRedisStore(t *testing.T) {
 	if err != nil || res.Allowed || res.RetryAfter > restored.interval()+time.Millisecond || res.ResetAfter > restored.Period+time.Millisecond {
 		t.Fatalf("under the restored limit: %+v %v", res, err)
 	}
+	// A fallback debt longer than the window (a replica's share of 3
+	// logins per 15 min among 5 replicas is 1 per 25 min) counts as the
+	// whole window, at this decision as at the next: the key is at its
+	// limit, its next request one interval away.
+	login15 := Limit{Rate: 3, Period: 15 * time.Minute}
+	for i := 0; i < 2; i++ {
+		res, err = s.AllowOwing(context.Background(), "owed", login15, 25*time.Minute)
+		if err != nil || res.Allowed || res.RetryAfter > 5*time.Minute+time.Millisecond || res.ResetAfter > 15*time.Minute+time.Millisecond {
+			t.Fatalf("owing 25 min under a 15 min window, decision %d: %+v %v", i, res, err)
+		}
+	}
 	// The refusal stored the debt cut to the window, which runs out.
 	out, _ = exec.Command("redis-cli", "-p", fmt.Sprint(r.port), "pttl", "chatguard:rl:typo").Output()
 	fmt.Sscan(string(out), &pttl)
