@@ -468,6 +468,8 @@ func TestFileProblems(t *testing.T) {
 		{"half a request", "routes:\n  - name: lim\n    path: /api/lim/*\n    limit: {rate: 0.5, period: 1m, key: [ip]}\n", "line 4: routes[0].limit.rate: `0.5` is not a whole number"},
 		{"fractional role rate", "routes:\n  - name: lim\n    path: /api/lim/*\n    limit: {rate: 2, period: 1m, key: [ip], roles: {agent: 60.7}}\n", "line 4: routes[0].limit.roles.agent: `60.7` is not a whole number"},
 		{"fractional setting", "proxy:\n  max_idle_conns: 1.5\n", "line 2: proxy.max_idle_conns: `1.5` is not a whole number"},
+		{"infinite int64, said once", "server:\n  max_body_bytes: .inf\n", "line 2: server.max_body_bytes: `.inf` is not a whole number"},
+		{"fractional int64", "server:\n  max_body_bytes: 1.5\n", "line 2: server.max_body_bytes: `1.5` is not a whole number"},
 		{"infinite burst", "routes:\n  - name: lim\n    path: /api/lim/*\n    limit: {rate: 2, period: 1m, key: [ip], burst: .inf}\n", "line 4: routes[0].limit.burst: `.inf` is not a whole number"},
 	}
 	// An unknown key is named by its line's first key: that key's own

@@ -106,7 +106,7 @@ func fractionalInts(root *yaml.Node, c *Config) []string {
 		case isIntKind(t.Kind()):
 			if n.Kind == yaml.ScalarNode && n.Tag == "!!float" {
 				if f, err := strconv.ParseFloat(n.Value, 64); err != nil || math.IsInf(f, 0) || math.IsNaN(f) || f != math.Trunc(f) {
-					out = append(out, fmt.Sprintf("line %d: cannot unmarshal !!float `%s` into int", n.Line, n.Value))
+					out = append(out, fmt.Sprintf("line %d: cannot unmarshal !!float `%s` into %s", n.Line, n.Value, t))
 				}
 			}
 		case t.Kind() == reflect.Struct && n.Kind == yaml.MappingNode:
