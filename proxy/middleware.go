@@ -208,6 +208,7 @@ func (s *Server) handle(w *responseWriter, r *http.Request, info *reqInfo) {
 		// any HTTP/1.0 request but GET and HEAD: net/http ignores an
 		// HTTP/1.0 Transfer-Encoding, reading a chunked body as requests.
 		w.Header().Set("Connection", "close")
+		w.closeAfter = true // kept past a 1xx, whose relay clears the header map (review)
 	}
 	if r.URL.Scheme != "" && !strings.EqualFold(r.URL.Scheme, "http") && !strings.EqualFold(r.URL.Scheme, "https") {
 		// An absolute-form target names the scheme too: only HTTP's

@@ -47,6 +47,9 @@ type responseWriter struct {
 	// upstream's own policies stay beside chatguard's.
 	requestID string
 	lists     http.Header
+	// closeAfter: the connection closes after this response (a chunked or
+	// HTTP/1.0 body), which its final head says even after a 1xx.
+	closeAfter bool
 	// sendTimeout bounds one write to the client (nginx's send_timeout): a
 	// client that takes nothing for that long is cut, rather than holding
 	// the upstream's connection and the copy for as long as it likes.
@@ -116,6 +119,9 @@ func (w *responseWriter) ownFields(h http.Header) {
 				h[k] = append(h[k], v)
 			}
 		}
+	}
+	if w.closeAfter && !slices.Contains(h["Connection"], "close") {
+		h["Connection"] = append(h["Connection"], "close")
 	}
 }
 

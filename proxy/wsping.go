@@ -55,7 +55,7 @@ func (r *pingRelay) relay(ctx context.Context, toUpstream bool) bool {
 		// The ping could not be written: the library closed to (or
 		// will not write on it again), and the pair must end (see
 		// writeFailed). A pong that did not come leaves to as it was.
-		p.writeFailed(!toUpstream)
+		p.writeFailed(!toUpstream, err)
 	}
 	return err == nil && ctx.Err() == nil
 }

@@ -858,7 +858,7 @@ func (p *wsPair) write(msg []byte, toClient bool) error {
 	defer p.unhold()
 	err = c.Write(ctx, websocket.MessageText, msg)
 	if err != nil {
-		p.writeFailed(toClient)
+		p.writeFailed(toClient, err)
 	}
 	return err
 }
@@ -870,9 +870,12 @@ func (p *wsPair) write(msg []byte, toClient bool) error {
 // closed socket, and the pair, its user's presence and its client's
 // admission slot stayed for good (review). The client hears 1011 and the
 // app 1001, as when chatguard ends a pair for any reason. A close already
-// under way (mirrored, or chatguard's) ends the pair by itself.
-func (p *wsPair) writeFailed(toClient bool) {
-	if p.counted.Load() || p.closing() {
+// under way ends the pair by itself: a mirrored one, chatguard's, or one
+// the peer sent, which the library answered and closed the connection on
+// (net.ErrClosed) before the mirror began; ended here too, the other side
+// heard 1011 instead of the peer's code (review: 30 in 400 pings).
+func (p *wsPair) writeFailed(toClient bool, err error) {
+	if errors.Is(err, net.ErrClosed) || p.counted.Load() || p.closing() {
 		return
 	}
 	why := "the upstream connection failed"
