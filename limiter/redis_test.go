@@ -533,6 +533,39 @@ func TestBreakerClosedOnlyByTheProbe(t *testing.T) {
 	}
 }
 
+// Calls out together that fail together (one stall of Redis, one batch's
+// round trip) are one failure, not one each: Failures in a row means as
+// many stalls (QA: a healthy local Redis on a busy machine flapped to
+// fallback seven times in 90 s, each time on one slow round trip).
+func TestBreakerCountsAStallOnce(t *testing.T) {
+	t.Parallel()
+	mem, _ := sessions.NewStateTable(sessions.StateOptions{MaxEntries: 100})
+	t.Cleanup(func() { mem.Close() })
+	primary := &fakeStore{}
+	f, err := NewFailoverStore(FailoverOptions{Primary: primary, Fallback: NewMemoryStore(mem), Failures: 3, Cooldown: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := Limit{Rate: 10, Period: time.Minute}
+	primary.delay.Store(int64(50 * time.Millisecond))
+	primary.fail.Store(true)
+	var wg sync.WaitGroup
+	for i := 0; i < 8; i++ {
+		wg.Add(1)
+		go func() { defer wg.Done(); f.Allow(context.Background(), fmt.Sprint("k", i), l) }()
+	}
+	wg.Wait()
+	if f.Mode() != ModeRedis {
+		t.Fatal("one stall under 8 concurrent decisions opened the breaker")
+	}
+	for i := 0; i < 2; i++ { // two more stalls, one after the other: three in a row
+		f.Allow(context.Background(), "k", l)
+	}
+	if f.Mode() != ModeFallback {
+		t.Fatal("three failures in a row did not open the breaker")
+	}
+}
+
 // TestRedisStoreBatches: concurrent decisions on a single node go up as a
 // few script calls, not one each; a key that holds something else (a hash
 // an operator put under the prefix) is decided as fresh and fails nobody
@@ -1201,9 +1234,9 @@ func TestFailoverStillFailingAlternating(t *testing.T) {
 	f.Trip(errors.New("WRONGPASS"))
 	for i := range 20 { // 20 probes 2.5 s apart: 47.5 s
 		if i%2 == 0 {
-			f.failed(errors.New("EOF"))
+			f.failed(errors.New("EOF"), time.Time{})
 		} else {
-			f.failed(errors.New("WRONGPASS"))
+			f.failed(errors.New("WRONGPASS"), time.Time{})
 		}
 		now = now.Add(2500 * time.Millisecond)
 	}
@@ -1211,9 +1244,9 @@ func TestFailoverStillFailingAlternating(t *testing.T) {
 		t.Fatalf("told within the first minute: %q, want EOF only (WRONGPASS opened the breaker)", got)
 	}
 	now = now.Add(15 * time.Second) // a minute after the first of each
-	f.failed(errors.New("WRONGPASS"))
-	f.failed(errors.New("EOF"))
-	f.failed(errors.New("WRONGPASS"))
+	f.failed(errors.New("WRONGPASS"), time.Time{})
+	f.failed(errors.New("EOF"), time.Time{})
+	f.failed(errors.New("WRONGPASS"), time.Time{})
 	if got := strings.Join(told, ","); got != "EOF,WRONGPASS,EOF" {
 		t.Fatalf("told: %q, want each reason again after a minute", got)
 	}
