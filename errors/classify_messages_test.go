@@ -52,6 +52,8 @@ func TestClassifyClientMessage(t *testing.T) {
 		{"201 runes", 400, jsonCT, `{"message":"` + long201 + `"}`, ""},
 		{"multi-line", 400, jsonCT, `{"message":"Bad request\nsee logs"}`, ""},
 		{"tab", 400, jsonCT, `{"message":"Bad\trequest"}`, ""},
+		{"control characters", 400, jsonCT, `{"message":"bad\u0000value\u001b[31m red \u0007"}`, ""}, // QA
+		{"C1 control", 400, jsonCT, `{"message":"bad\u009bvalue"}`, ""},
 		{"html tags", 400, jsonCT, `{"message":"<b>Bad</b> request"}`, ""},
 		{"TypeError", 400, jsonCT, `{"message":"TypeError: Cannot read properties of undefined (reading 'x')"}`, ""},
 		{"ReferenceError", 400, jsonCT, `{"message":"ReferenceError: user is not defined"}`, ""},

@@ -9,6 +9,7 @@ import (
 	"regexp"
 	"sort"
 	"strings"
+	"unicode"
 	"unicode/utf8"
 
 	"github.com/chatguard/chatguard/internal/redact"
@@ -53,7 +54,10 @@ func safeMessage(s string) bool {
 	// Markup, not a comparison: "must be >= 18" (ajv) is a message,
 	// "<b>boom</b>" or "&lt;" a page. File paths are leaksInternalText's,
 	// by the rule envelopes follow: "Cannot GET /api/home/feed" is a route.
-	return !strings.ContainsAny(s, "\n\r\t") && !markup.MatchString(s) && !leaksMessage(s)
+	// A control character (a line break, a NUL, an ANSI escape that
+	// recolours a terminal, a bell) is no message's (QA: "bad\u0000value
+	// \u001b[31m" reached clients as it was).
+	return !strings.ContainsFunc(s, unicode.IsControl) && !markup.MatchString(s) && !leaksMessage(s)
 }
 
 // leaksMessage reports whether an app's message shows its internals: what
