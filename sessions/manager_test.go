@@ -175,6 +175,46 @@ func watchdogFixture(t *testing.T, dir string) (*Manager, *Table[int, int], *Wat
 	return m, tb, w, &emergency, reg
 }
 
+// Without a memory limit the heap is not judged, and its levels are absent
+// as for any check that is off (QA: levels at 0.7 and 0.85 beside a ratio
+// that stays 0 read as a healthy heap).
+func TestWatchdogWithoutAMemoryLimitHasNoHeapLevels(t *testing.T) {
+	t.Parallel()
+	m := NewManager(ManagerOptions{})
+	t.Cleanup(func() { m.Close() })
+	reg := prometheus.NewRegistry()
+	w, err := NewWatchdog(WatchdogOptions{
+		Manager:    m,
+		Thresholds: Thresholds{TableWarning: 100, TableCritical: 200, HeapWarning: 0.7, HeapCritical: 0.85, UsersWarning: 40, UsersCritical: 50},
+		Registerer: reg, MemoryLimit: -1,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { w.Close() })
+	fams, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	levels := 0
+	for _, f := range fams {
+		if f.GetName() != "chatguard_memory_pressure_level" {
+			continue
+		}
+		for _, mt := range f.GetMetric() {
+			levels++
+			for _, l := range mt.GetLabel() {
+				if l.GetName() == "resource" && l.GetValue() == ResourceHeap {
+					t.Errorf("a heap level without a memory limit: %v", mt)
+				}
+			}
+		}
+	}
+	if levels != 4 {
+		t.Errorf("%d levels, want the table's and the users' 2 each", levels)
+	}
+}
+
 func TestWatchdogLevels(t *testing.T) {
 	// Not parallel: CPU profiles are process-wide.
 	dir := t.TempDir()

@@ -76,7 +76,8 @@ type WatchdogOptions struct {
 	// (Check can still be called).
 	Interval time.Duration
 	// MemoryLimit for the heap check; 0 derives it: GOMEMLIMIT when set,
-	// else the container's cgroup memory limit, else no heap check.
+	// else the container's cgroup memory limit, else no heap check (as
+	// for a negative one).
 	MemoryLimit int64
 	// ConnectedUsers counts connected users; nil = the connectedUsers table's size.
 	ConnectedUsers func() int
@@ -192,7 +193,12 @@ func NewWatchdog(o WatchdogOptions) (*Watchdog, error) {
 		}
 	}
 	setLevels(ResourceTableMemory, float64(t.TableWarning)/float64(max(t.TableCritical, 1)), float64(min(t.TableCritical, 1)))
-	setLevels(ResourceHeap, t.HeapWarning, t.HeapCritical)
+	if o.MemoryLimit > 0 {
+		// Without a known limit the heap is not judged: no levels, so
+		// that a dashboard shows the check as off rather than a 0 %
+		// reading under live levels (QA).
+		setLevels(ResourceHeap, t.HeapWarning, t.HeapCritical)
+	}
 	setLevels(ResourceConnectedUsers, float64(t.UsersWarning)/float64(max(t.UsersCritical, 1)), float64(min(t.UsersCritical, 1)))
 	if w.log == nil {
 		l := logrus.New()

@@ -143,6 +143,7 @@ func driftRegistry(t *testing.T) map[string]*dto.MetricFamily {
 	cfg.Upstream = "http://" + closed
 	cfg.Redis.URL = config.Secret("redis://" + closed)
 	cfg.Limits.File = t.TempDir() + "/rate-limits.json"
+	cfg.Memory.Limit = 512 << 20 // as in a pod: the heap is watched
 	a, reg := testApp(t, cfg)
 	for i := 0; i < 35; i++ {
 		a.srv.ServeHTTP(httptest.NewRecorder(), httptest.NewRequest(http.MethodPost, "/webhook/twilio", nil))

@@ -60,6 +60,9 @@ func serve(ctx context.Context, env environment) int {
 	defer logger.Close()
 	log := logger.WithField(logging.FieldCategory, logging.CategorySystem)
 	log.WithFields(logrus.Fields{"version": info.Version, "revision": info.Revision, "env": cfg.Env, "goMemLimit": memLimit}).Info("chatguard starting")
+	if memLimit == 0 && cfg.Memory.Limit == 0 {
+		log.Warn("no memory limit is known (memory.limit, GOMEMLIMIT or a container's cgroup limit): the heap is not watched, chatguard_memory_pressure_ratio{resource=\"heap\"} stays 0 and no heap alert can fire")
+	}
 	warnOverridden(log, cfg)
 	for _, w := range config.Warnings(cfg) {
 		logger.WithField(logging.FieldCategory, logging.CategorySecurity).Warn(w)
