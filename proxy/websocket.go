@@ -553,6 +553,22 @@ func (h *wsHub) dialFailed(w *responseWriter, r *http.Request, info *reqInfo, re
 			body, _ = io.ReadAll(io.LimitReader(resp.Body, 1024))
 			truncated = len(body) == 1024
 		}
+		// The app's own fields go with its answer, as with any error it
+		// sends (QA: a refused upgrade lost Retry-After, WWW-Authenticate,
+		// a Set-Cookie and CORS, and a redirect its Location).
+		refusalFields(w.Header(), resp.Header, resp.StatusCode)
+		if resp.StatusCode < 400 {
+			// A redirect is no error: it passes as it came, as a plain
+			// request's does, with its body when the library kept all of it.
+			w.passThrough = true
+			if truncated {
+				body = nil
+			}
+			w.Header().Set("Content-Length", strconv.Itoa(len(body)))
+			w.WriteHeader(resp.StatusCode)
+			_, _ = w.Write(body)
+			return
+		}
 		status, out := s.classifyReply(info, apierrors.Reply{
 			Status: resp.StatusCode, ContentType: resp.Header.Get("Content-Type"), Body: body, Truncated: truncated,
 			WWWAuthenticate: strings.Join(resp.Header.Values("WWW-Authenticate"), ", "),
@@ -572,11 +588,45 @@ func (h *wsHub) dialFailed(w *responseWriter, r *http.Request, info *reqInfo, re
 		return
 	}
 	info.reason = reason
-	s.metrics.upstreamErrors.WithLabelValues(string(e.Code), reason).Inc()
+	s.metrics.upstreamError(e.Code, reason)
 	s.log.WithFields(logrus.Fields{
 		"requestId": info.id, logging.FieldCategory: logging.CategorySocket, "reason": reason,
 	}).WithError(err).Warn("websocket upstream handshake failed")
 	s.writeError(w, r, info, e, sourceProxy)
+}
+
+// refusalFields copies to dst the fields of the app's answer to an upgrade
+// that a client gets with it: its own (Set-Cookie, Retry-After,
+// WWW-Authenticate, CORS, Location…), not the hop-by-hop ones, the
+// handshake's, the body's that the envelope replaces, nor its request id.
+func refusalFields(dst, src http.Header, status int) {
+	skip := map[string]bool{requestid.Header: true}
+	for _, f := range src.Values("Connection") {
+		for _, k := range strings.Split(f, ",") {
+			skip[http.CanonicalHeaderKey(strings.TrimSpace(k))] = true
+		}
+	}
+	for _, k := range hopByHop {
+		skip[k] = true
+	}
+	for _, k := range wsHandshakeHeaders {
+		skip[k] = true
+	}
+	if status >= 400 {
+		for _, k := range replacedBodyFields {
+			skip[k] = true
+		}
+		if status != http.StatusRequestedRangeNotSatisfiable {
+			skip["Content-Range"] = true
+		}
+	} else {
+		skip["Content-Length"], skip["Transfer-Encoding"] = true, true
+	}
+	for k, vs := range src {
+		if !skip[k] {
+			dst[k] = append(dst[k][:0:0], vs...)
+		}
+	}
 }
 
 func (h *wsHub) add(p *wsPair) bool {

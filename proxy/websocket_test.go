@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -166,6 +167,57 @@ func TestWebSocketHandshakeRefused(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// An upgrade the app refuses keeps the app's own fields, as any error of its
+// does, and a redirect passes as it came (QA: Retry-After, WWW-Authenticate,
+// Set-Cookie and CORS were lost, and a 302 became an envelope without its
+// Location).
+func TestWebSocketRefusalKeepsTheAppsFields(t *testing.T) {
+	t.Parallel()
+	up := upstream(t, func(w http.ResponseWriter, r *http.Request) {
+		st, _ := strconv.Atoi(r.URL.Query().Get("s"))
+		h := w.Header()
+		h.Set("Retry-After", "9")
+		h.Set("WWW-Authenticate", `Bearer realm="ws"`)
+		h.Add("Set-Cookie", "sess=; Max-Age=0")
+		h.Set("Access-Control-Allow-Origin", "https://chat.example")
+		h.Set("Location", "/ws/elsewhere")
+		h.Set("X-Why", "busy")
+		h.Set("X-Request-Id", "the-apps-own")
+		h.Set("Content-Type", "application/json")
+		w.WriteHeader(st)
+		_, _ = w.Write([]byte(`{"error":"no"}`))
+	})
+	h := start(t, up.URL, nil)
+	for _, st := range []int{429, 401, 503} {
+		resp, body := upgradeRequest(t, h, fmt.Sprintf("/ws/r?s=%d", st))
+		if env := envelope(t, resp, body); resp.StatusCode != st || env == nil {
+			t.Fatalf("%d: %d %s", st, resp.StatusCode, body)
+		}
+		for k, want := range map[string]string{
+			"Retry-After": "9", "Www-Authenticate": `Bearer realm="ws"`, "Set-Cookie": "sess=; Max-Age=0",
+			"Access-Control-Allow-Origin": "https://chat.example", "X-Why": "busy",
+		} {
+			if got := resp.Header.Get(k); got != want {
+				t.Errorf("%d: %s %q, want %q", st, k, got, want)
+			}
+		}
+		if v := resp.Header.Values("X-Request-Id"); len(v) != 1 || v[0] == "the-apps-own" {
+			t.Errorf("%d: X-Request-Id %q, want chatguard's alone", st, v)
+		}
+		if cl := resp.Header.Get("Content-Length"); cl != strconv.Itoa(len(body)) {
+			t.Errorf("%d: Content-Length %q for %d bytes", st, cl, len(body))
+		}
+	}
+	h.client.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
+	resp, body := upgradeRequest(t, h, "/ws/r?s=302")
+	if resp.StatusCode != 302 || resp.Header.Get("Location") != "/ws/elsewhere" || string(body) != `{"error":"no"}` {
+		t.Fatalf("302: %d Location %q body %q", resp.StatusCode, resp.Header.Get("Location"), body)
+	}
+	if resp.Header.Get("Upgrade") != "" || resp.Header.Get("Sec-Websocket-Accept") != "" {
+		t.Errorf("302 carries the handshake's fields: %v", resp.Header)
 	}
 }
 
