@@ -21,7 +21,7 @@ func TestWatchFileWaitsForTheFileToSettle(t *testing.T) {
 		t.Fatal(err)
 	}
 	var changes, gones atomic.Int32
-	const every = 40 * time.Millisecond
+	const every = 200 * time.Millisecond // far above the writer's steps, however slow the machine
 	stop := watchFile(context.Background(), path, every, func() { changes.Add(1) }, func() { gones.Add(1) })
 	defer stop()
 
@@ -31,18 +31,18 @@ func TestWatchFileWaitsForTheFileToSettle(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for i := 0; i < 12; i++ {
+	for i := 0; i < 40; i++ {
 		if _, err := f.WriteString(strings.Repeat("b", i+1) + ": 2\n"); err != nil {
 			t.Fatal(err)
 		}
-		time.Sleep(every / 2)
+		time.Sleep(every / 20)
 		if n := changes.Load(); n != 0 {
 			t.Fatalf("reloaded %d times while the file was being written", n)
 		}
 	}
 	f.Close()
 	waitUntil(t, "one reload after the writing stopped", func() bool { return changes.Load() == 1 })
-	time.Sleep(4 * every)
+	time.Sleep(3 * every)
 	if n := changes.Load(); n != 1 {
 		t.Fatalf("%d reloads for one settled change", n)
 	}
@@ -51,7 +51,7 @@ func TestWatchFileWaitsForTheFileToSettle(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitUntil(t, "the file said gone", func() bool { return gones.Load() == 1 })
-	time.Sleep(4 * every)
+	time.Sleep(3 * every)
 	if n, c := gones.Load(), changes.Load(); n != 1 || c != 1 {
 		t.Fatalf("a missing file: gone said %d times, %d reloads", n, c)
 	}
