@@ -69,6 +69,13 @@ type wsPair struct {
 	// made socket.io-client drop the connection ("parse error: got
 	// plaintext data when reconstructing a packet"; browser QA).
 	gates [2]chan struct{}
+	// streaming, by gate: the gate's holder is a streamed message, whose
+	// end may be far off (a slow side taking a large message). A write of
+	// chatguard's then waits only streamWait for it: it runs on the
+	// direction relaying the other side's messages, which its wait holds
+	// up (QA: each rejected event held the client's next events to the app
+	// for 5 s).
+	streaming [2]atomic.Bool
 
 	last      atomic.Int64 // unix ns of the last data message either way
 	writingUp atomic.Int64 // unix ns a write to the upstream started; 0 = none
@@ -152,11 +159,20 @@ const (
 
 // gate is the gate of d's destination (nil for a plain WebSocket).
 func (d *wsDir) gate() chan struct{} {
-	if d.from == sideUpstream {
-		return d.p.gates[gateClient]
-	}
-	return d.p.gates[gateUpstream]
+	return d.p.gates[d.gateIndex()]
 }
+
+// gateIndex is the index of d's destination's gate.
+func (d *wsDir) gateIndex() int {
+	if d.from == sideUpstream {
+		return gateClient
+	}
+	return gateUpstream
+}
+
+// streamWait is how long a write of chatguard's waits for a streamed
+// message to end before it is dropped (see wsPair.streaming).
+const streamWait = 100 * time.Millisecond
 
 // wsDir is one direction of a pair: messages read from src go to dst.
 //
@@ -465,6 +481,7 @@ func (d *wsDir) relayOne() (ok, drained bool) {
 	streamGate := streamed && gate != nil && d.attachments == 0 && !packetEnds
 	if streamGate {
 		gate <- struct{}{}
+		p.streaming[d.gateIndex()].Store(true)
 	}
 	frames.Inc()
 	writing.Store(now)
@@ -474,6 +491,9 @@ func (d *wsDir) relayOne() (ok, drained bool) {
 		n, readErr, err = stream(ctx, dst, typ, msg, rd, writing, &p.last, d.fc)
 	} else {
 		err = dst.Write(ctx, typ, msg)
+	}
+	if streamGate {
+		p.streaming[d.gateIndex()].Store(false)
 	}
 	if packetEnds || streamGate {
 		<-gate
@@ -837,9 +857,13 @@ var errPacketOpen = errors.New("proxy: a socket.io binary packet was still being
 func (p *wsPair) write(msg []byte, toClient bool) error {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	gate, wait := p.gates[gateUpstream], time.Second
+	idx, wait := gateUpstream, time.Second
 	if toClient {
-		gate, wait = p.gates[gateClient], 5*time.Second
+		idx, wait = gateClient, 5*time.Second
+	}
+	gate := p.gates[idx]
+	if p.streaming[idx].Load() {
+		wait = streamWait
 	}
 	if gate != nil {
 		t := time.NewTimer(wait)

@@ -79,7 +79,7 @@ func TestChatguardWriteFailureEndsThePair(t *testing.T) {
 }
 
 // A message streamed to a Socket.IO client holds its gate: a write of
-// chatguard's meanwhile waits for the gate and is dropped after its wait,
+// chatguard's meanwhile waits for the gate briefly and is dropped after its wait,
 // leaving the client, and the message it is receiving, whole. Before, the
 // write failed on the library's lock after 5 s and the client was cut, its
 // message truncated (review).
@@ -131,8 +131,15 @@ func TestStreamedMessageHoldsTheGate(t *testing.T) {
 		return p != nil
 	})
 	time.Sleep(300 * time.Millisecond) // the stream is under way
+	began := time.Now()
 	if err := p.send([]byte(`42["notice",1]`)); !errors.Is(err, errPacketOpen) {
 		t.Fatalf("a write during the stream: %v, want errPacketOpen", err)
+	}
+	// It runs on the direction relaying the client's messages: a short
+	// wait, not the 5 s a binary packet gets (QA: each rejected event held
+	// the client's next events to the app for 5 s).
+	if d := time.Since(began); d > 2*time.Second {
+		t.Errorf("a write of chatguard's waited %v for a streamed message", d)
 	}
 	if big := cl.next(); len(big) != len(`42["big",""]`)+70000 {
 		t.Fatalf("the streamed message arrived with %d bytes", len(big))
