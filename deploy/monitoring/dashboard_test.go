@@ -201,3 +201,34 @@ func TestDashboardQueriesParse(t *testing.T) {
 		t.Fatalf("promtool check rules on the dashboard's %d queries: %v\n%s", n, err, out)
 	}
 }
+
+// The latency quantiles over all routes leave out Socket.IO's long-polls,
+// held about 25 s by design: a few polling clients made p95 read 27 s while
+// every request took under 10 ms (QA). The per-route panel keeps them.
+func TestDashboardLatencyLeavesOutLongPolls(t *testing.T) {
+	t.Parallel()
+	_, panels := loadDashboard(t)
+	overall, perRoute := 0, 0
+	for _, p := range panels {
+		for _, tg := range p.Targets {
+			if !strings.Contains(tg.Expr, "histogram_quantile") || !strings.Contains(tg.Expr, "chatguard_http_request_duration_seconds_bucket") {
+				continue
+			}
+			switch {
+			case strings.Contains(tg.Expr, "by (le)"):
+				overall++
+				if !strings.Contains(tg.Expr, `route!="socketio"`) {
+					t.Errorf("%s: %s takes in the long-polls", p.Title, tg.Expr)
+				}
+			case strings.Contains(tg.Expr, "by (route, le)"):
+				perRoute++
+				if strings.Contains(tg.Expr, `route!=`) {
+					t.Errorf("%s: the per-route quantile leaves a route out: %s", p.Title, tg.Expr)
+				}
+			}
+		}
+	}
+	if overall != 3 || perRoute != 1 {
+		t.Fatalf("%d overall and %d per-route latency quantiles; the panels changed?", overall, perRoute)
+	}
+}
