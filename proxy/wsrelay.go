@@ -481,6 +481,8 @@ func (d *wsDir) relayOne() (ok, drained bool) {
 	streamGate := streamed && gate != nil && d.attachments == 0 && !packetEnds
 	if streamGate {
 		gate <- struct{}{}
+	}
+	if streamed && gate != nil { // an attachment too: the packet's gate is held meanwhile (review)
 		p.streaming[d.gateIndex()].Store(true)
 	}
 	frames.Inc()
@@ -492,7 +494,7 @@ func (d *wsDir) relayOne() (ok, drained bool) {
 	} else {
 		err = dst.Write(ctx, typ, msg)
 	}
-	if streamGate {
+	if streamed && gate != nil {
 		p.streaming[d.gateIndex()].Store(false)
 	}
 	if packetEnds || streamGate {
@@ -861,18 +863,25 @@ func (p *wsPair) write(msg []byte, toClient bool) error {
 	if toClient {
 		idx, wait = gateClient, 5*time.Second
 	}
-	gate := p.gates[idx]
-	if p.streaming[idx].Load() {
-		wait = streamWait
-	}
-	if gate != nil {
-		t := time.NewTimer(wait)
-		select {
-		case gate <- struct{}{}:
-			t.Stop()
-			defer func() { <-gate }()
-		case <-t.C:
-			return errPacketOpen
+	if gate := p.gates[idx]; gate != nil {
+		// In steps of streamWait: a streamed message found holding the
+		// gate at any step (it may have taken it after this wait began)
+		// drops the write at once (see wsPair.streaming).
+		t := time.NewTimer(streamWait)
+		defer t.Stop()
+		for waited := time.Duration(0); ; {
+			select {
+			case gate <- struct{}{}:
+				defer func() { <-gate }()
+			case <-t.C:
+				waited += streamWait
+				if waited >= wait || p.streaming[idx].Load() {
+					return errPacketOpen
+				}
+				t.Reset(streamWait)
+				continue
+			}
+			break
 		}
 	}
 	c, err := p.holdSide(toClient)

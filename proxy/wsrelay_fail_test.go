@@ -353,3 +353,66 @@ func TestCloseDuringARelayedPingKeepsItsCode(t *testing.T) {
 		c.CloseNow()
 	}
 }
+
+// A binary packet's attachment streamed to a slow client holds the gate as
+// any streamed message does: a write of chatguard's waits briefly, not the
+// 5 s a packet between its messages gets (review: the first fix covered
+// text messages only).
+func TestStreamedAttachmentHoldsTheGateBriefly(t *testing.T) {
+	t.Parallel()
+	needPoller(t)
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		c, err := websocket.Accept(w, r, &websocket.AcceptOptions{InsecureSkipVerify: true})
+		if err != nil {
+			return
+		}
+		defer c.CloseNow()
+		ctx := context.Background()
+		if c.Write(ctx, websocket.MessageText, []byte(`0{"sid":"s1","upgrades":[],"pingInterval":25000,"pingTimeout":20000,"maxPayload":1000000}`)) != nil {
+			return
+		}
+		if _, msg, err := c.Read(ctx); err != nil || !strings.HasPrefix(string(msg), "40") {
+			return
+		}
+		if c.Write(ctx, websocket.MessageText, []byte(`40{"sid":"sock1"}`)) != nil {
+			return
+		}
+		if c.Write(ctx, websocket.MessageText, []byte(`451-["file",{"_placeholder":true,"num":0}]`)) != nil {
+			return
+		}
+		wr, err := c.Writer(ctx, websocket.MessageBinary)
+		if err != nil {
+			return
+		}
+		_, _ = wr.Write([]byte(strings.Repeat("a", 70000)))
+		time.Sleep(6500 * time.Millisecond)
+		_, _ = wr.Write([]byte(`zz`))
+		_ = wr.Close()
+		for {
+			if _, _, err := c.Read(ctx); err != nil {
+				return
+			}
+		}
+	}))
+	t.Cleanup(up.Close)
+	env := startSIO(t, up.URL, nil)
+	cl := dialSIO(t, env.harness, nil)
+	cl.c.SetReadLimit(1 << 20)
+	if got := cl.connect(""); !strings.HasPrefix(got, "40{") {
+		t.Fatalf("CONNECT answered %q", got)
+	}
+	var p *wsPair
+	waitFor(t, "a pair", func() bool {
+		if ps := pairsOf(env.harness); len(ps) == 1 {
+			p = ps[0]
+		}
+		return p != nil
+	})
+	time.Sleep(500 * time.Millisecond)
+	began := time.Now()
+	err := p.send([]byte(`42["notice",1]`))
+	d := time.Since(began)
+	if !errors.Is(err, errPacketOpen) || d > 2*time.Second {
+		t.Errorf("a write of chatguard's waited %v for a streamed binary attachment (err %v)", d, err)
+	}
+}
