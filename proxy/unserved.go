@@ -21,7 +21,10 @@ import (
 // line and no metric: a client library sending broken requests was
 // invisible (QA). A connection is marked when net/http starts reading a
 // request on it (StateActive) and unmarked when the handler starts; one
-// that closes marked had such a request.
+// that closes marked had such a request. net/http says StateActive only for
+// bytes it reads off the wire for the request: a kept-alive connection's
+// next request, read ahead while it waited, is not seen (review), nor is a
+// malformed one there. A request a shutdown drops is counted.
 type unservedRequests struct {
 	conns   sync.Map // net.Conn → *atomic.Bool: a request began and no handler ran for it
 	counter prometheus.Counter
@@ -43,7 +46,7 @@ func newUnservedRequests(reg prometheus.Registerer, log *logrus.Entry) (*unserve
 	u := &unservedRequests{
 		counter: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "chatguard_http_unserved_requests_total",
-			Help: "Requests on the public listener that never reached chatguard: malformed (net/http answered a plain 400 itself) or cut off, or timed out, before their headers ended.",
+			Help: "Requests on the public listener that never reached chatguard: malformed (net/http answered a plain 400, 431 or 505 itself) or cut off, timed out or dropped by a shutdown before their headers ended; the first request of a connection only.",
 		}),
 		log: log,
 		now: time.Now,

@@ -561,8 +561,12 @@ func (h *wsHub) dialFailed(w *responseWriter, r *http.Request, info *reqInfo, re
 			// A redirect is no error: it passes as it came, as a plain
 			// request's does, with its body when the library kept all of it.
 			w.passThrough = true
-			if truncated {
+			if truncated { // the library kept 1 KiB: none then, nor the fields that describe it (review)
 				body = nil
+				for _, k := range replacedBodyFields {
+					w.Header().Del(k)
+				}
+				w.Header().Del("Content-Type")
 			}
 			w.Header().Set("Content-Length", strconv.Itoa(len(body)))
 			w.WriteHeader(resp.StatusCode)

@@ -187,6 +187,13 @@ func TestWebSocketRefusalKeepsTheAppsFields(t *testing.T) {
 		h.Set("X-Why", "busy")
 		h.Set("X-Request-Id", "the-apps-own")
 		h.Set("Content-Type", "application/json")
+		if r.URL.Query().Get("big") != "" {
+			h.Set("Content-Encoding", "gzip")
+			h.Set("ETag", `"abc"`)
+			w.WriteHeader(st)
+			_, _ = w.Write(bytes.Repeat([]byte("x"), 2000))
+			return
+		}
 		w.WriteHeader(st)
 		_, _ = w.Write([]byte(`{"error":"no"}`))
 	})
@@ -218,6 +225,12 @@ func TestWebSocketRefusalKeepsTheAppsFields(t *testing.T) {
 	}
 	if resp.Header.Get("Upgrade") != "" || resp.Header.Get("Sec-Websocket-Accept") != "" {
 		t.Errorf("302 carries the handshake's fields: %v", resp.Header)
+	}
+	// A body longer than the library keeps goes, and the fields that
+	// describe it with it (review: an empty body declared gzip).
+	resp, body = upgradeRequest(t, h, "/ws/r?s=302&big=1")
+	if resp.StatusCode != 302 || len(body) != 0 || resp.Header.Get("Content-Encoding") != "" || resp.Header.Get("Etag") != "" || resp.Header.Get("Location") != "/ws/elsewhere" {
+		t.Errorf("302 with a long body: %d, %d bytes, %v", resp.StatusCode, len(body), resp.Header)
 	}
 }
 

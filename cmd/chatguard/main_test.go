@@ -7,11 +7,13 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"math"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime/debug"
 	"strings"
 	"sync"
 	"syscall"
@@ -21,6 +23,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/chatguard/chatguard/internal/testnet"
+	"github.com/chatguard/chatguard/sessions"
 )
 
 // The test binary doubles as chatguard: with CHATGUARD_TEST_RUN_MAIN=1 it
@@ -501,5 +504,28 @@ func TestAbuseAlertsReachTheAlertFile(t *testing.T) {
 			t.Fatalf("%d alert lines in the log, want 2:\n%s", len(lines), p.output())
 		}
 		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// Without any memory limit the start says the heap is not watched, and
+// GOMEMLIMIT=off is no limit (review: it silenced the warning); with
+// memory.limit set it says nothing.
+func TestStartWarnsWithoutAMemoryLimit(t *testing.T) {
+	t.Parallel()
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}))
+	t.Cleanup(up.Close)
+	const warning = "no memory limit is known"
+	p := startProcess(t, up.URL, "GOMEMLIMIT=off", "CHATGUARD_MEMORY_LIMIT=536870912")
+	p.waitLog("chatguard is serving")
+	if out := p.output(); !strings.Contains(out, "chatguard is serving") || strings.Contains(out, warning) {
+		t.Errorf("warned with memory.limit set, or never served:\n%s", out)
+	}
+	if debug.SetMemoryLimit(-1) != math.MaxInt64 || sessions.DetectMemoryLimit() > 0 {
+		t.Skip("a memory limit is set here (GOMEMLIMIT or the cgroup)")
+	}
+	p = startProcess(t, up.URL, "GOMEMLIMIT=off")
+	p.waitLog(warning)
+	if out := p.output(); !strings.Contains(out, warning) {
+		t.Errorf("no warning with GOMEMLIMIT=off and no cgroup limit:\n%s", out)
 	}
 }

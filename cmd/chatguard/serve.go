@@ -60,7 +60,7 @@ func serve(ctx context.Context, env environment) int {
 	defer logger.Close()
 	log := logger.WithField(logging.FieldCategory, logging.CategorySystem)
 	log.WithFields(logrus.Fields{"version": info.Version, "revision": info.Revision, "env": cfg.Env, "goMemLimit": memLimit}).Info("chatguard starting")
-	if memLimit == 0 && cfg.Memory.Limit == 0 {
+	if cfg.Memory.Limit == 0 && sessions.DetectMemoryLimit() <= 0 { // GOMEMLIMIT=off counts as none (review)
 		log.Warn("no memory limit is known (memory.limit, GOMEMLIMIT or a container's cgroup limit): the heap is not watched, chatguard_memory_pressure_ratio{resource=\"heap\"} stays 0 and no heap alert can fire")
 	}
 	warnOverridden(log, cfg)
