@@ -586,14 +586,20 @@ func watchFile(ctx context.Context, path string, every time.Duration, changed, g
 	if path == "" {
 		return func() {}
 	}
-	stat := func() string {
+	stat := func() os.FileInfo {
 		if fi, err := os.Stat(path); err == nil {
-			return fmt.Sprint(fi.Size(), fi.ModTime().UnixNano())
+			return fi
 		}
-		return ""
+		return nil
+	}
+	// same: the same file, by size, modification time and identity (a
+	// file put in place by rename with the same size and time, as cp -p
+	// or tar leave it, is another: review).
+	same := func(a, b os.FileInfo) bool {
+		return a != nil && b != nil && a.Size() == b.Size() && a.ModTime().Equal(b.ModTime()) && os.SameFile(a, b)
 	}
 	last := stat()
-	pending := "" // a change seen at the last check, applied if it holds
+	var pending os.FileInfo // a change seen at the last check, applied if it holds
 	ctx, cancel := context.WithCancel(ctx)
 	done := make(chan struct{})
 	go func() {
@@ -608,15 +614,15 @@ func watchFile(ctx context.Context, path string, every time.Duration, changed, g
 			case <-t.C:
 				now := stat()
 				switch {
-				case now == "":
+				case now == nil:
 					if !missing && gone != nil {
 						gone()
 					}
-					missing, pending = true, ""
-				case now == last:
-					missing, pending = false, ""
-				case now == pending:
-					missing, last, pending = false, now, ""
+					missing, pending = true, nil
+				case same(now, last):
+					missing, pending = false, nil
+				case same(now, pending):
+					missing, last, pending = false, now, nil
 					changed()
 				default:
 					missing, pending = false, now

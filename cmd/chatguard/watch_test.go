@@ -59,6 +59,24 @@ func TestWatchFileWaitsForTheFileToSettle(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitUntil(t, "a reload of the file back", func() bool { return changes.Load() == 2 })
+
+	// Replaced by rename with the same size and modification time (cp -p,
+	// tar): another file, read (review: only size and time were compared).
+	fi, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	next := path + ".new"
+	if err := os.WriteFile(next, []byte("a: 4\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chtimes(next, fi.ModTime(), fi.ModTime()); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(next, path); err != nil {
+		t.Fatal(err)
+	}
+	waitUntil(t, "a reload of the file renamed in place", func() bool { return changes.Load() == 3 })
 }
 
 func waitUntil(t *testing.T, what string, ok func() bool) {
