@@ -182,3 +182,50 @@ func TestEnvelopeScrubKeepsLinksRoutesAndCodes(t *testing.T) {
 		}
 	}
 }
+
+// Control characters (a NUL, an ANSI escape, a bell) reach no client: an
+// app envelope's message with one is replaced in production, a Joi or
+// express-validator field message with one becomes "Invalid value", and a
+// field's echoed value loses them (review: the first fix covered messages
+// outside envelopes only).
+func TestControlCharactersReachNoClient(t *testing.T) {
+	t.Parallel()
+	for _, body := range []string{
+		`{"success":false,"error":{"code":"VALIDATION_ERROR","message":"bad\u0000value\u001b[31m red \u0007"}}`,
+		`{"message":"Validation failed","details":[{"message":"\"name\" bad\u001b[31m","path":["name"],"type":"string.base","context":{"key":"name","label":"name","value":"x\u0000y"}}]}`,
+		`{"errors":[{"msg":"bad\u001b[31m","param":"name","location":"body","value":"x\u0007y"}]}`,
+	} {
+		res := apierrors.ClassifyUpstream(apierrors.Reply{Status: 400, ContentType: jsonCT, Body: []byte(body)}, testID, apierrors.ClassifyOptions{})
+		out := res.Body
+		if !res.PassThrough {
+			out = res.Err.Marshal(testID, time.Unix(0, 0))
+		}
+		var doc any
+		if err := json.Unmarshal(out, &doc); err != nil {
+			t.Fatalf("%s: %v", out, err)
+		}
+		var walk func(v any)
+		walk = func(v any) {
+			switch x := v.(type) {
+			case string:
+				for _, r := range x {
+					if r < 0x20 || r == 0x7f || (r >= 0x80 && r < 0xa0) {
+						t.Errorf("%s: a control character U+%04X reaches the client in %q", body, r, x)
+					}
+				}
+			case map[string]any:
+				for _, e := range x {
+					walk(e)
+				}
+			case []any:
+				for _, e := range x {
+					walk(e)
+				}
+			}
+		}
+		walk(doc)
+		if !strings.Contains(string(out), "name") && !res.PassThrough {
+			t.Errorf("%s: the field is gone: %s", body, out)
+		}
+	}
+}

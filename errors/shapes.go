@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"regexp"
 	"strings"
+	"unicode"
 
 	"github.com/chatguard/chatguard/internal/redact"
 )
@@ -183,7 +184,7 @@ func appendField(fields []any, field string, message, value any) []any {
 	}
 	rawValue := value
 	msg, _ := message.(string)
-	if leaksInternalText(msg) {
+	if leaksInternalText(msg) || strings.ContainsFunc(msg, unicode.IsControl) { // Joi quotes the value: ANSI escapes too (review)
 		msg = fieldMessage
 	}
 	if redact.IsSensitivePath(field) && value != nil {
@@ -211,9 +212,23 @@ func safeValue(v any) any {
 	case nil, bool, json.Number:
 		return t
 	case string:
-		return truncate(redact.String(t), maxValueRunes)
+		return truncate(redact.String(withoutControls(t)), maxValueRunes)
 	}
 	return nil
+}
+
+// withoutControls is s without its control characters (a NUL, an ANSI
+// escape, a bell), which a submitted value echoed back to a client may hold.
+func withoutControls(s string) string {
+	if !strings.ContainsFunc(s, unicode.IsControl) {
+		return s
+	}
+	return strings.Map(func(r rune) rune {
+		if unicode.IsControl(r) {
+			return -1
+		}
+		return r
+	}, s)
 }
 
 // twilioCode recognises Twilio's REST errors: a numeric code in 20000–69999
