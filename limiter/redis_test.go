@@ -503,10 +503,10 @@ func (f *fakeStore) Allow(ctx context.Context, _ string, l Limit) (Result, error
 	return Result{Allowed: true, Limit: l}, nil
 }
 
-// Only the half-open probe closes an open breaker: a slow call that began
-// before it opened does not.
-func TestBreakerClosedOnlyByTheProbe(t *testing.T) {
-	t.Parallel()
+// fakeFailover is a FailoverStore over a fakeStore (3 failures open it, no
+// probe for an hour) and a memory fallback.
+func fakeFailover(t *testing.T) (*FailoverStore, *fakeStore) {
+	t.Helper()
 	mem, _ := sessions.NewStateTable(sessions.StateOptions{MaxEntries: 100})
 	t.Cleanup(func() { mem.Close() })
 	primary := &fakeStore{}
@@ -514,6 +514,14 @@ func TestBreakerClosedOnlyByTheProbe(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return f, primary
+}
+
+// Only the half-open probe closes an open breaker: a slow call that began
+// before it opened does not.
+func TestBreakerClosedOnlyByTheProbe(t *testing.T) {
+	t.Parallel()
+	f, primary := fakeFailover(t)
 	primary.delay.Store(int64(200 * time.Millisecond))
 	slow := make(chan struct{})
 	go func() { f.Allow(context.Background(), "slow", Limit{Rate: 10, Period: time.Minute}); close(slow) }()
@@ -539,13 +547,7 @@ func TestBreakerClosedOnlyByTheProbe(t *testing.T) {
 // fallback seven times in 90 s, each time on one slow round trip).
 func TestBreakerCountsAStallOnce(t *testing.T) {
 	t.Parallel()
-	mem, _ := sessions.NewStateTable(sessions.StateOptions{MaxEntries: 100})
-	t.Cleanup(func() { mem.Close() })
-	primary := &fakeStore{}
-	f, err := NewFailoverStore(FailoverOptions{Primary: primary, Fallback: NewMemoryStore(mem), Failures: 3, Cooldown: time.Hour})
-	if err != nil {
-		t.Fatal(err)
-	}
+	f, primary := fakeFailover(t)
 	l := Limit{Rate: 10, Period: time.Minute}
 	primary.delay.Store(int64(50 * time.Millisecond))
 	primary.fail.Store(true)

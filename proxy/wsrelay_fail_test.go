@@ -86,50 +86,7 @@ func TestChatguardWriteFailureEndsThePair(t *testing.T) {
 func TestStreamedMessageHoldsTheGate(t *testing.T) {
 	t.Parallel()
 	needPoller(t)
-	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		c, err := websocket.Accept(w, r, &websocket.AcceptOptions{InsecureSkipVerify: true})
-		if err != nil {
-			return
-		}
-		defer c.CloseNow()
-		ctx := context.Background()
-		if c.Write(ctx, websocket.MessageText, []byte(`0{"sid":"s1","upgrades":[],"pingInterval":25000,"pingTimeout":20000,"maxPayload":1000000}`)) != nil {
-			return
-		}
-		if _, msg, err := c.Read(ctx); err != nil || !strings.HasPrefix(string(msg), "40") {
-			return
-		}
-		if c.Write(ctx, websocket.MessageText, []byte(`40{"sid":"sock1"}`)) != nil {
-			return
-		}
-		wr, err := c.Writer(ctx, websocket.MessageText)
-		if err != nil {
-			return
-		}
-		_, _ = wr.Write([]byte(`42["big","` + strings.Repeat("a", 70000)))
-		time.Sleep(6500 * time.Millisecond)
-		_, _ = wr.Write([]byte(`"]`))
-		_ = wr.Close()
-		for {
-			if _, _, err := c.Read(ctx); err != nil {
-				return
-			}
-		}
-	}))
-	t.Cleanup(up.Close)
-	env := startSIO(t, up.URL, nil)
-	cl := dialSIO(t, env.harness, nil)
-	cl.c.SetReadLimit(1 << 20)
-	if got := cl.connect(""); !strings.HasPrefix(got, "40{") {
-		t.Fatalf("CONNECT answered %q", got)
-	}
-	var p *wsPair
-	waitFor(t, "a pair", func() bool {
-		if ps := pairsOf(env.harness); len(ps) == 1 {
-			p = ps[0]
-		}
-		return p != nil
-	})
+	cl, p := slowSIOStream(t, websocket.MessageText, []byte(`42["big","`+strings.Repeat("a", 70000)), []byte(`"]`))
 	time.Sleep(300 * time.Millisecond) // the stream is under way
 	began := time.Now()
 	if err := p.send([]byte(`42["notice",1]`)); !errors.Is(err, errPacketOpen) {
@@ -361,6 +318,22 @@ func TestCloseDuringARelayedPingKeepsItsCode(t *testing.T) {
 func TestStreamedAttachmentHoldsTheGateBriefly(t *testing.T) {
 	t.Parallel()
 	needPoller(t)
+	_, p := slowSIOStream(t, websocket.MessageBinary, []byte(strings.Repeat("a", 70000)), []byte(`zz`),
+		`451-["file",{"_placeholder":true,"num":0}]`)
+	time.Sleep(500 * time.Millisecond)
+	began := time.Now()
+	err := p.send([]byte(`42["notice",1]`))
+	d := time.Since(began)
+	if !errors.Is(err, errPacketOpen) || d > 2*time.Second {
+		t.Errorf("a write of chatguard's waited %v for a streamed binary attachment (err %v)", d, err)
+	}
+}
+
+// slowSIOStream is a Socket.IO client of chatguard and its pair, in front of
+// an app that, once the client connected, sends before (text messages), then
+// one message of typ streamed slowly: head at once, tail 6.5 s later.
+func slowSIOStream(t *testing.T, typ websocket.MessageType, head, tail []byte, before ...string) (*sioClient, *wsPair) {
+	t.Helper()
 	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		c, err := websocket.Accept(w, r, &websocket.AcceptOptions{InsecureSkipVerify: true})
 		if err != nil {
@@ -374,19 +347,18 @@ func TestStreamedAttachmentHoldsTheGateBriefly(t *testing.T) {
 		if _, msg, err := c.Read(ctx); err != nil || !strings.HasPrefix(string(msg), "40") {
 			return
 		}
-		if c.Write(ctx, websocket.MessageText, []byte(`40{"sid":"sock1"}`)) != nil {
-			return
+		for _, m := range append([]string{`40{"sid":"sock1"}`}, before...) {
+			if c.Write(ctx, websocket.MessageText, []byte(m)) != nil {
+				return
+			}
 		}
-		if c.Write(ctx, websocket.MessageText, []byte(`451-["file",{"_placeholder":true,"num":0}]`)) != nil {
-			return
-		}
-		wr, err := c.Writer(ctx, websocket.MessageBinary)
+		wr, err := c.Writer(ctx, typ)
 		if err != nil {
 			return
 		}
-		_, _ = wr.Write([]byte(strings.Repeat("a", 70000)))
+		_, _ = wr.Write(head)
 		time.Sleep(6500 * time.Millisecond)
-		_, _ = wr.Write([]byte(`zz`))
+		_, _ = wr.Write(tail)
 		_ = wr.Close()
 		for {
 			if _, _, err := c.Read(ctx); err != nil {
@@ -408,11 +380,5 @@ func TestStreamedAttachmentHoldsTheGateBriefly(t *testing.T) {
 		}
 		return p != nil
 	})
-	time.Sleep(500 * time.Millisecond)
-	began := time.Now()
-	err := p.send([]byte(`42["notice",1]`))
-	d := time.Since(began)
-	if !errors.Is(err, errPacketOpen) || d > 2*time.Second {
-		t.Errorf("a write of chatguard's waited %v for a streamed binary attachment (err %v)", d, err)
-	}
+	return cl, p
 }
