@@ -582,7 +582,16 @@ func (t *upstreamTransport) exchangeStreaming(pc *upstreamConn, req *http.Reques
 			info.idle.disarm()
 			info.bodyLeft = true
 			resp.Close = true // the rest of the body may be on its way: no reuse
-		} else if werr := <-written; werr != nil || bodyErr != nil && !errors.Is(bodyErr, io.EOF) {
+		} else if werr := <-written; bodyErr != nil && !errors.Is(bodyErr, io.EOF) && resp.StatusCode < 300 {
+			// The client's body failed (over the limit, stalled,
+			// malformed) before a success came: the body's own answer
+			// (413, 408, 400), as when the success is held (holdAnswer);
+			// which of the two the writer or the answer reached first
+			// decided it (a flaky test: 202 instead of 413).
+			stop()
+			_ = pc.c.Close()
+			return nil, false, clientBodyError(ctx, bodyErr)
+		} else if werr != nil || bodyErr != nil && !errors.Is(bodyErr, io.EOF) {
 			resp.Close = true // answered, but the request did not go out whole
 		}
 		t.adoptBody(pc, resp, stop)
