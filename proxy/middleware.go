@@ -446,11 +446,11 @@ func (s *Server) finish(w *responseWriter, r *http.Request, info *reqInfo, start
 // access line says so), or the client went away (499).
 func (s *Server) aborted(r *http.Request, info *reqInfo) {
 	if info.bodyErr == nil || r.Context().Err() != nil {
-		info.closed, info.reason = true, "client_closed"
+		info.closed, info.reason = true, reasonClientClosed
 		return
 	}
 	e, reason := apierrors.FromProxyError(info.bodyErr)
-	if reason == "client_closed" {
+	if reason == reasonClientClosed {
 		info.closed, info.reason = true, reason
 		return
 	}

@@ -211,7 +211,7 @@ func (s *Server) upstreamFailed(w http.ResponseWriter, r *http.Request, err erro
 	if e.Code == apierrors.CodePayloadTooLarge {
 		info.bodyLeft = true // the rest of the body is never read: linger
 	}
-	if info.internal && reason == "client_closed" {
+	if info.internal && reason == reasonClientClosed {
 		// chatguard's own long-poll for a polling session, cut because the
 		// session ended (the client left or closed it): nobody's request
 		// failed (re-check of QA: ordinary disconnects counted here).
@@ -224,7 +224,7 @@ func (s *Server) upstreamFailed(w http.ResponseWriter, r *http.Request, err erro
 		"reason":              reason,
 		"code":                string(e.Code),
 	}).WithError(err)
-	if reason == "client_closed" {
+	if reason == reasonClientClosed {
 		info.closed = true
 		entry.Debug("client went away before the upstream answered")
 		if rw, ok := w.(*responseWriter); ok && !rw.wroteHeader {
@@ -318,12 +318,7 @@ func (s *Server) rewriteError(resp *http.Response) error {
 	}
 
 	h := resp.Header
-	for _, k := range replacedBodyFields {
-		h.Del(k)
-	}
-	if resp.StatusCode != http.StatusRequestedRangeNotSatisfiable { // there it describes the representation
-		h.Del("Content-Range")
-	}
+	dropBodyFields(h, resp.StatusCode)
 	apierrors.SetHeaders(h, len(out))
 	resp.StatusCode = status
 	resp.Status = fmt.Sprintf("%d %s", status, http.StatusText(status))
@@ -350,6 +345,17 @@ var replacedBodyFields = []string{
 	"Content-Encoding", "Content-Length", "Transfer-Encoding", "Trailer", "Etag", "Content-Md5", "Last-Modified",
 	"Accept-Ranges", "Content-Disposition", "Content-Location", "Content-Language", "Digest", "Content-Digest",
 	"Repr-Digest", "Expires", "Age", "Pragma", "Surrogate-Control", "CDN-Cache-Control", "Cloudflare-CDN-Cache-Control",
+}
+
+// dropBodyFields removes from the header of an upstream error answered
+// with an envelope the fields that described the upstream's body.
+func dropBodyFields(h http.Header, status int) {
+	for _, k := range replacedBodyFields {
+		h.Del(k)
+	}
+	if status != http.StatusRequestedRangeNotSatisfiable { // there it describes the representation
+		h.Del("Content-Range")
+	}
 }
 
 // watchBody makes a failed read of a passed-through body (the upstream

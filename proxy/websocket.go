@@ -477,13 +477,7 @@ var wsHandshakeHeaders = []string{
 // every proxied request.
 func (h *wsHub) upstreamHeader(r *http.Request, info *reqInfo) http.Header {
 	out := r.Header.Clone()
-	for _, f := range r.Header.Values("Connection") { // headers the client named hop-by-hop
-		for _, k := range strings.Split(f, ",") {
-			if k = strings.TrimSpace(k); k != "" {
-				out.Del(k)
-			}
-		}
-	}
+	dropConnectionNamed(out) // headers the client named hop-by-hop
 	for _, k := range wsHandshakeHeaders {
 		out.Del(k)
 	}
@@ -587,7 +581,7 @@ func (h *wsHub) dialFailed(w *responseWriter, r *http.Request, info *reqInfo, re
 	if errors.Is(err, context.DeadlineExceeded) {
 		e, reason = apierrors.New(apierrors.CodeUpstreamTimeout, ""), "timeout"
 	}
-	if reason == "client_closed" {
+	if reason == reasonClientClosed {
 		info.closed = true
 		return
 	}
@@ -604,32 +598,19 @@ func (h *wsHub) dialFailed(w *responseWriter, r *http.Request, info *reqInfo, re
 // WWW-Authenticate, CORS, Location…), not the hop-by-hop ones, the
 // handshake's, the body's that the envelope replaces, nor its request id.
 func refusalFields(dst, src http.Header, status int) {
-	skip := map[string]bool{requestid.Header: true}
-	for _, f := range src.Values("Connection") {
-		for _, k := range strings.Split(f, ",") {
-			skip[http.CanonicalHeaderKey(strings.TrimSpace(k))] = true
-		}
-	}
-	for _, k := range hopByHop {
-		skip[k] = true
-	}
+	h := src.Clone()
+	dropHopByHop(h)
 	for _, k := range wsHandshakeHeaders {
-		skip[k] = true
+		h.Del(k)
 	}
+	h.Del(requestid.Header)
 	if status >= 400 {
-		for _, k := range replacedBodyFields {
-			skip[k] = true
-		}
-		if status != http.StatusRequestedRangeNotSatisfiable {
-			skip["Content-Range"] = true
-		}
+		dropBodyFields(h, status)
 	} else {
-		skip["Content-Length"], skip["Transfer-Encoding"] = true, true
+		h.Del("Content-Length")
 	}
-	for k, vs := range src {
-		if !skip[k] {
-			dst[k] = append(dst[k][:0:0], vs...)
-		}
+	for k, vs := range h {
+		dst[k] = vs
 	}
 }
 

@@ -255,14 +255,19 @@ var hopByHop = []string{"Connection", "Proxy-Connection", "Keep-Alive", "Proxy-A
 // dropHopByHop removes from h the hop-by-hop fields and those its
 // Connection names.
 func dropHopByHop(h http.Header) {
+	dropConnectionNamed(h)
+	for _, k := range hopByHop {
+		h.Del(k)
+	}
+}
+
+// dropConnectionNamed removes from h the fields its Connection names.
+func dropConnectionNamed(h http.Header) {
 	for _, f := range h.Values("Connection") {
 		for _, k := range strings.Split(f, ",") {
 			if k = strings.TrimSpace(k); k != "" {
 				h.Del(k)
 			}
 		}
-	}
-	for _, k := range hopByHop {
-		h.Del(k)
 	}
 }
