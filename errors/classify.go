@@ -7,7 +7,6 @@ import (
 	"mime"
 	"reflect"
 	"strings"
-	"unicode"
 	"unicode/utf8"
 
 	"github.com/chatguard/chatguard/internal/redact"
@@ -215,7 +214,7 @@ func scrubEnvelope(obj map[string]any, production bool) (map[string]any, bool) {
 	if !production || !ok {
 		return clean, changed
 	}
-	if msg, _ := e["message"].(string); leaksInternalText(msg) || connectionString.MatchString(msg) || strings.ContainsFunc(msg, unicode.IsControl) {
+	if msg, _ := e["message"].(string); leaksInternalText(msg) || connectionString.MatchString(msg) || hasControl(msg) {
 		code, _ := e["code"].(string)
 		e["message"] = Code(code).Message()
 		changed = true

@@ -9,7 +9,6 @@ import (
 	"regexp"
 	"sort"
 	"strings"
-	"unicode"
 	"unicode/utf8"
 
 	"github.com/chatguard/chatguard/internal/redact"
@@ -57,7 +56,7 @@ func safeMessage(s string) bool {
 	// A control character (a line break, a NUL, an ANSI escape that
 	// recolours a terminal, a bell) is no message's (QA: "bad\u0000value
 	// \u001b[31m" reached clients as it was).
-	return !strings.ContainsFunc(s, unicode.IsControl) && !markup.MatchString(s) && !leaksMessage(s)
+	return !hasControl(s) && !markup.MatchString(s) && !leaksMessage(s)
 }
 
 // leaksMessage reports whether an app's message shows its internals: what

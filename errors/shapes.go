@@ -184,7 +184,7 @@ func appendField(fields []any, field string, message, value any) []any {
 	}
 	rawValue := value
 	msg, _ := message.(string)
-	if leaksInternalText(msg) || strings.ContainsFunc(msg, unicode.IsControl) { // Joi quotes the value: ANSI escapes too (review)
+	if leaksInternalText(msg) || hasControl(msg) { // Joi quotes the value: ANSI escapes too (review)
 		msg = fieldMessage
 	}
 	if redact.IsSensitivePath(field) && value != nil {
@@ -217,10 +217,14 @@ func safeValue(v any) any {
 	return nil
 }
 
-// withoutControls is s without its control characters (a NUL, an ANSI
-// escape, a bell), which a submitted value echoed back to a client may hold.
+// hasControl reports a control character (a NUL, an ANSI escape, a bell, a
+// line break): no message of an app's holds one for a client to see.
+func hasControl(s string) bool { return strings.ContainsFunc(s, unicode.IsControl) }
+
+// withoutControls is s without its control characters, which a submitted
+// value echoed back to a client may hold.
 func withoutControls(s string) string {
-	if !strings.ContainsFunc(s, unicode.IsControl) {
+	if !hasControl(s) {
 		return s
 	}
 	return strings.Map(func(r rune) rune {

@@ -141,25 +141,30 @@ func isIntKind(k reflect.Kind) bool {
 // fieldTypeByYAMLName is the type of the field of struct type t whose yaml
 // tag names key.
 func fieldTypeByYAMLName(t reflect.Type, key string) (reflect.Type, bool) {
-	for i := range t.NumField() {
-		name, _, _ := strings.Cut(t.Field(i).Tag.Get("yaml"), ",")
-		if name != "" && name != "-" && name == key {
-			return t.Field(i).Type, true
-		}
+	if i, ok := yamlFieldIndex(t, key); ok {
+		return t.Field(i).Type, true
 	}
 	return nil, false
 }
 
 // fieldByYAMLName is the field of struct v whose yaml tag names key.
 func fieldByYAMLName(v reflect.Value, key string) (reflect.Value, bool) {
-	t := v.Type()
+	if i, ok := yamlFieldIndex(v.Type(), key); ok {
+		return v.Field(i), true
+	}
+	return reflect.Value{}, false
+}
+
+// yamlFieldIndex is the index of the field of struct type t whose yaml tag
+// names key.
+func yamlFieldIndex(t reflect.Type, key string) (int, bool) {
 	for i := range t.NumField() {
 		name, _, _ := strings.Cut(t.Field(i).Tag.Get("yaml"), ",")
 		if name != "" && name != "-" && name == key {
-			return v.Field(i), true
+			return i, true
 		}
 	}
-	return reflect.Value{}, false
+	return 0, false
 }
 
 // nullRoutes reports a routes (or websocket.events) key with nothing after
