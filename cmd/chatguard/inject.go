@@ -19,7 +19,7 @@ import (
 	"github.com/chatguard/chatguard/internal/logging"
 )
 
-const injectUsage = `usage: chatguard inject [--mode native|classic] [--image IMAGE] [--upstream-port N] [-f FILE]... [-o FILE]
+const injectUsage = `usage: chatguard inject [--mode native|classic] [--image IMAGE] [--upstream-port N] [--services=false] [-f FILE]... [-o FILE]
        chatguard inject --uninject [-f FILE]... [-o FILE]
        chatguard inject --webhook [--listen :8443] --tls-cert-file FILE --tls-key-file FILE [--image IMAGE]
 
@@ -53,6 +53,7 @@ func injectCmd(ctx context.Context, env environment) int {
 	image := fs.String("image", inject.DefaultImage, "chatguard's `IMAGE`")
 	port := fs.Int("upstream-port", 0, "the app's `PORT`, which chatguard forwards to (default: the first containerPort of the app container — the one the kubectl.kubernetes.io/default-container annotation names, else the first — else 3000)")
 	uninject := fs.Bool("uninject", false, "remove what inject added and give back the original objects")
+	services := fs.Bool("services", true, "point the Services that select an injected workload at chatguard's port; false leaves them as they are (the first step for an app that is running: its old pods have no such port)")
 	output := fs.String("o", "", "write the manifests to `FILE` instead of stdout")
 	webhook := fs.Bool("webhook", false, "serve the mutating admission webhook instead (POST /mutate, GET /healthz)")
 	listen := fs.String("listen", ":8443", "the webhook's `ADDRESS`")
@@ -72,15 +73,15 @@ func injectCmd(ctx context.Context, env environment) int {
 	if fs.NArg() > 0 {
 		return usageErr(fmt.Sprintf("unexpected argument %q (manifests are given with -f)", fs.Arg(0)))
 	}
-	opts := inject.Options{Image: *image, UpstreamPort: *port, Uninject: *uninject}
+	opts := inject.Options{Image: *image, UpstreamPort: *port, Uninject: *uninject, KeepServices: !*services}
 	fs.Visit(func(f *flag.Flag) {
 		if f.Name == "mode" { // only a mode asked for warns of pods injected in the other
 			opts.Mode = inject.Mode(*mode)
 		}
 	})
 	if *webhook {
-		if *uninject || len(files) > 0 || *output != "" {
-			return usageErr("--webhook takes no --uninject, -f or -o")
+		if *uninject || len(files) > 0 || *output != "" || !*services {
+			return usageErr("--webhook takes no --uninject, --services, -f or -o")
 		}
 		if *certFile == "" || *keyFile == "" {
 			return usageErr("--webhook needs --tls-cert-file and --tls-key-file")

@@ -20,6 +20,7 @@ const sampleManifests = `apiVersion: apps/v1
 kind: Deployment
 metadata: {name: legacy-chat, namespace: chat}
 spec:
+  replicas: 1
   selector: {matchLabels: {app.kubernetes.io/name: legacy-chat}}
   template:
     metadata: {labels: {app.kubernetes.io/name: legacy-chat}}
@@ -54,7 +55,8 @@ func TestInjectCommand(t *testing.T) {
 		t.Fatal(err)
 	}
 	code, injected, errOut := runInject(t, "", "-f", in, "--mode", "classic", "--image", "registry.example/chatguard:9")
-	if code != 0 || errOut != "" {
+	// The one warning: the Service, pointed at a port the running pods lack.
+	if code != 0 || strings.Count(errOut, "\n") != 1 || !strings.Contains(errOut, "chatguard inject: warning: "+in+": document 2 (Service legacy-chat): port 80 now goes to chatguard's port \"chatguard\", which pods started before the injection do not have") {
 		t.Fatalf("inject: %d %s", code, errOut)
 	}
 	for _, want := range []string{"image: registry.example/chatguard:9", "targetPort: chatguard", "chatguard.io/injected: \"true\"", "name: chatguard\n"} {
@@ -64,6 +66,15 @@ func TestInjectCommand(t *testing.T) {
 	}
 	if strings.Contains(injected, "initContainers") {
 		t.Errorf("--mode classic made a native sidecar")
+	}
+	// --services=false: the workload alone (a running app's first step),
+	// and the Service after the rollout.
+	code, first, errOut := runInject(t, sampleManifests, "--mode", "classic", "--image", "registry.example/chatguard:9", "--services=false")
+	if code != 0 || errOut != "" || strings.Contains(first, "targetPort: chatguard") || !strings.Contains(first, "targetPort: http") || !strings.Contains(first, "name: chatguard\n") {
+		t.Errorf("--services=false: %d %s\n%s", code, errOut, first)
+	}
+	if code, second, _ := runInject(t, first); code != 0 || second != injected {
+		t.Errorf("the second step differs from injecting at once: %d\n%s", code, second)
 	}
 	// stdin, "-", -o; injecting again changes nothing.
 	out := filepath.Join(dir, "out.yaml")
@@ -117,7 +128,8 @@ func TestInjectUsageErrors(t *testing.T) {
 		{[]string{"--nope"}, 2, "flag provided but not defined"},
 		{[]string{"app.yaml"}, 2, `unexpected argument "app.yaml"`},
 		{[]string{"--webhook"}, 2, "--webhook needs --tls-cert-file and --tls-key-file"},
-		{[]string{"--webhook", "-f", "x.yaml"}, 2, "--webhook takes no --uninject, -f or -o"},
+		{[]string{"--webhook", "-f", "x.yaml"}, 2, "--webhook takes no --uninject, --services, -f or -o"},
+		{[]string{"--webhook", "--services=false"}, 2, "--webhook takes no --uninject, --services, -f or -o"},
 		{[]string{"--mode", "sideways"}, 1, `mode "sideways"`},
 		{[]string{"-f", "/does/not/exist.yaml"}, 1, "no such file"},
 		{[]string{"--webhook", "--tls-cert-file", "/nope.crt", "--tls-key-file", "/nope.key", "--listen", "127.0.0.1:0"}, 1, "loading the TLS key pair"},

@@ -69,5 +69,14 @@ func Warnings(c *Config) []string {
 				"trust its CA with SSL_CERT_FILE instead")
 		}
 	}
+	if c.Redis.Replicas > 1 && strings.TrimSpace(c.Redis.URL.Reveal()) == "" {
+		// inject writes CHATGUARD_REPLICAS from the workload and REDIS_URL
+		// from an optional Secret key: without the key, N pods admitted N
+		// times every limit with nothing said (QA).
+		out = append(out, fmt.Sprintf("redis.replicas is %d but no redis.url is set: each replica keeps its own counts "+
+			"and enforces the whole of every limit, so %d replicas together admit up to %d times each limit "+
+			"(redis.replicas only divides the limits while a configured Redis is down); set redis.url to share them",
+			c.Redis.Replicas, c.Redis.Replicas, c.Redis.Replicas))
+	}
 	return out
 }

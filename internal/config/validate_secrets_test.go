@@ -112,3 +112,28 @@ func TestRedisSkipVerifyWarned(t *testing.T) {
 		}
 	}
 }
+
+// Replicas divide the limits only while a configured Redis is down: with no
+// Redis at all, several replicas each enforce the whole limit, which
+// check-config and the start log say.
+func TestReplicasWithoutRedisWarned(t *testing.T) {
+	t.Parallel()
+	for _, tt := range []struct {
+		replicas int
+		url      string
+		warned   bool
+	}{
+		{3, "", true},
+		{3, "   ", true},
+		{3, "redis://127.0.0.1:6379", false},
+		{1, "", false},
+	} {
+		c := config.Defaults()
+		c.Redis.Replicas = tt.replicas
+		c.Redis.URL = config.Secret(tt.url)
+		warns := config.Warnings(c)
+		if got := countContaining(warns, "redis.replicas is 3 but no redis.url is set") == 1; got != tt.warned {
+			t.Errorf("replicas %d, url %q: warnings %q, want warned %v", tt.replicas, tt.url, warns, tt.warned)
+		}
+	}
+}

@@ -104,12 +104,13 @@ func TestWarnings(t *testing.T) {
 		mode Mode
 		want []string
 	}{
-		{"own-prestop", ModeNative, []string{`document 1 (Deployment legacy-chat): container "app" has a preStop hook of its own, left as it is`}},
+		{"own-prestop", ModeNative, []string{`document 1 (Deployment legacy-chat): no spec.replicas`, `document 1 (Deployment legacy-chat): container "app" has a preStop hook of its own, left as it is`}},
 		{"daemonset", ModeNative, []string{"document 1 (DaemonSet edge-chat): a DaemonSet runs a pod per node", "document 1 (DaemonSet edge-chat): the pod template has prometheus.io annotations already"}},
 		{"job", ModeClassic, []string{"document 1 (Job backfill): restartPolicy Never with a classic sidecar"}},
 		{"cronjob", ModeClassic, []string{"restartPolicy OnFailure with a classic sidecar"}},
 		{"job", ModeNative, nil},
-		{"deployment", ModeNative, []string{"document 1 (Deployment legacy-chat): CHATGUARD_REPLICAS=3, from spec.replicas"}},
+		{"deployment", ModeNative, []string{"document 1 (Deployment legacy-chat): CHATGUARD_REPLICAS=3, from spec.replicas",
+			`document 2 (Service legacy-chat): port 80 now goes to chatguard's port "chatguard", which pods started before the injection do not have`}},
 	} {
 		src, err := os.ReadFile("testdata/" + tc.in + ".in.yaml")
 		if err != nil {

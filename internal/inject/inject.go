@@ -114,7 +114,7 @@ func (pt *podTemplate) addDrainHook(app appPort, ann map[string]any) ([]string, 
 	if err != nil {
 		return nil, fmt.Errorf("container %q: %w", name, err)
 	}
-	lc["preStop"] = toMap(drainHook())
+	lc["preStop"] = toMap(drainHook(pt.typed.Containers[app.container].Image))
 	ann[AnnotationDrainHook] = name
 	return nil, nil
 }
@@ -158,6 +158,12 @@ func (pt *podTemplate) replicas(ann map[string]any) (int, []string) {
 	switch str(pt.obj, "kind") {
 	case "Deployment", "StatefulSet", "ReplicaSet":
 		spec, _ := pt.obj["spec"].(map[string]any)
+		if _, set := spec["replicas"]; !set {
+			// Left out, as Kubernetes advises when an autoscaler owns the
+			// count: the webhook warned here and the command did not (QA).
+			return 1, append(warnings, fmt.Sprintf("no spec.replicas (an autoscaler's count?): CHATGUARD_REPLICAS is 1 and each pod enforces the whole of every limit while Redis is down; "+
+				"annotate the pod template %s with the most pods there will be", AnnotationReplicas))
+		}
 		n := 1
 		switch v := spec["replicas"].(type) {
 		case int64:

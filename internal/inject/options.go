@@ -35,6 +35,10 @@ type Options struct {
 	UpstreamPort int
 	// Uninject removes what an injection added instead of adding it.
 	Uninject bool
+	// KeepServices leaves Services as they are: the first step of
+	// injecting a running app, whose old pods have no port named chatguard
+	// (a Service pointed there at once would have no endpoints on them).
+	KeepServices bool
 
 	replicas int // the workload's, for CHATGUARD_REPLICAS (set per workload)
 	// modeAsked: Mode was given, not defaulted; a pod injected in the other

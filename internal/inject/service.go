@@ -33,15 +33,15 @@ func (p injectedPods) selects(namespace string, selector map[string]string) bool
 
 // pointService sets targetPort to chatguard's named port on every TCP port of
 // svc that targets the app of a workload it selects, and records the
-// original target ports in an annotation.
-func pointService(svc map[string]any, pods []injectedPods) error {
+// original target ports in an annotation. It reports the ports it changed.
+func pointService(svc map[string]any, pods []injectedPods) (changed []string, err error) {
 	spec, err := child(svc, "spec", false)
 	if err != nil || spec == nil {
-		return err
+		return nil, err
 	}
 	selector, err := stringMap(spec, "selector")
 	if err != nil {
-		return fmt.Errorf("spec: %w", err)
+		return nil, fmt.Errorf("spec: %w", err)
 	}
 	ns := namespaceOf(svc)
 	var apps []appPort
@@ -51,24 +51,24 @@ func pointService(svc map[string]any, pods []injectedPods) error {
 		}
 	}
 	if len(apps) == 0 {
-		return nil
+		return nil, nil
 	}
 	ports, err := list(spec, "ports")
 	if err != nil {
-		return fmt.Errorf("spec: %w", err)
+		return nil, fmt.Errorf("spec: %w", err)
 	}
 	original := map[string]any{}
 	for i, v := range ports {
 		port, ok := v.(map[string]any)
 		if !ok {
-			return fmt.Errorf("spec.ports[%d]: want an object, have %s", i, typeName(v))
+			return nil, fmt.Errorf("spec.ports[%d]: want an object, have %s", i, typeName(v))
 		}
 		if proto := str(port, "protocol"); proto != "" && proto != "TCP" {
 			continue
 		}
 		number, ok := port["port"].(int64)
 		if !ok {
-			return fmt.Errorf("spec.ports[%d].port: want an integer", i)
+			return nil, fmt.Errorf("spec.ports[%d].port: want an integer", i)
 		}
 		target, hasTarget := port["targetPort"]
 		if !hasTarget || target == nil {
@@ -79,17 +79,18 @@ func pointService(svc map[string]any, pods []injectedPods) error {
 		}
 		original[strconv.FormatInt(number, 10)] = port["targetPort"] // nil: there was none
 		port["targetPort"] = publicPortName
+		changed = append(changed, strconv.FormatInt(number, 10))
 	}
 	if len(original) == 0 {
-		return nil
+		return nil, nil
 	}
 	meta, err := child(svc, "metadata", true)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	ann, err := child(meta, "annotations", true)
 	if err != nil {
-		return fmt.Errorf("metadata: %w", err)
+		return nil, fmt.Errorf("metadata: %w", err)
 	}
 	if prev, ok := ann[AnnotationOriginalTargetPorts].(string); ok {
 		var old map[string]any
@@ -103,10 +104,10 @@ func pointService(svc map[string]any, pods []injectedPods) error {
 	}
 	b, err := json.Marshal(original) // sorted keys: the same ports give the same bytes
 	if err != nil {
-		return err
+		return nil, err
 	}
 	ann[AnnotationOriginalTargetPorts] = string(b)
-	return nil
+	return changed, nil
 }
 
 func targetsApp(target any, apps []appPort) bool {

@@ -5,6 +5,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/resource"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"strconv"
+	"strings"
 )
 
 // drainScript asks chatguard to drain and waits for the answer; the app is
@@ -13,9 +14,25 @@ import (
 const drainScript = "require('http').request({host:'127.0.0.1',port:9090,path:'/drain',method:'POST',timeout:40000}," +
 	"r=>{r.resume();r.on('end',()=>process.exit(0))}).on('error',()=>process.exit(0)).end()"
 
-// drainHook is the preStop hook chatguard gives the app container.
-func drainHook() *corev1.LifecycleHandler {
-	return &corev1.LifecycleHandler{Exec: &corev1.ExecAction{Command: []string{"node", "-e", drainScript}}}
+// drainHook is the preStop hook chatguard gives an app container running
+// image.
+func drainHook(image string) *corev1.LifecycleHandler {
+	return &corev1.LifecycleHandler{Exec: &corev1.ExecAction{Command: []string{nodeBinary(image), "-e", drainScript}}}
+}
+
+// nodeBinary is how the hook starts node in image: by name, except in
+// Google's distroless Node.js images, which have no PATH to find it on
+// and keep it at /nodejs/bin/node (QA: the hook failed to start there, and
+// the app stopped before chatguard had drained).
+func nodeBinary(image string) string {
+	repo, _, _ := strings.Cut(image, "@")
+	if i := strings.LastIndex(repo, ":"); i > strings.LastIndex(repo, "/") {
+		repo = repo[:i] // the tag; a registry's port comes before a slash
+	}
+	if strings.Contains(repo, "distroless/nodejs") {
+		return "/nodejs/bin/node"
+	}
+	return "node"
 }
 
 // sidecar is the chatguard container for an app listening on upstreamPort.

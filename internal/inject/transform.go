@@ -3,6 +3,7 @@ package inject
 import (
 	"errors"
 	"fmt"
+	"strings"
 )
 
 // Result is the output of Transform.
@@ -190,7 +191,21 @@ func (t *transformer) service(ob object) error {
 		return nil
 	}
 	if t.opts.Uninject {
+		// Back to the app's port, which old and new pods both have.
 		return restoreService(ob.m)
 	}
-	return pointService(ob.m, t.pods)
+	if t.opts.KeepServices {
+		return nil
+	}
+	changed, err := pointService(ob.m, t.pods)
+	if len(changed) > 0 {
+		// The endpoints controller leaves out a pod that has no port of
+		// the target's name: applied with its workloads, the Service
+		// dropped every running pod until the new ones were ready (QA).
+		t.warnings = append(t.warnings, fmt.Sprintf("%s: port %s now goes to chatguard's port %q, which pods started before the injection do not have: "+
+			"applied while such pods run, this Service sends them nothing until they are replaced; for an app that is running, "+
+			"apply the workloads first (chatguard inject --services=false), wait for kubectl rollout status, then this Service",
+			ob.where, strings.Join(changed, ", "), publicPortName))
+	}
+	return err
 }

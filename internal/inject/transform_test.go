@@ -334,7 +334,10 @@ func TestReplicasForTheFallbackShare(t *testing.T) {
 	for _, tc := range []struct {
 		name, in, want, warning string
 	}{
-		{"unset", deployment, "", ""},
+		// Left out, as with an autoscaler: the count is unknown (QA: the
+		// webhook warned, the command did not).
+		{"unset", deployment, "", "no spec.replicas (an autoscaler's count?)"},
+		{"one", strings.Replace(withReplicas, "replicas: 4", "replicas: 1", 1), "", ""},
 		{"spec.replicas", withReplicas, "4", "CHATGUARD_REPLICAS=4, from spec.replicas"},
 		{"annotation first", annotated, "10", ""},
 		{"a pod's annotation", pod, "6", ""},
@@ -365,5 +368,39 @@ func TestReplicasForTheFallbackShare(t *testing.T) {
 	owned := "apiVersion: v1\nkind: Pod\nmetadata: {name: web-1, ownerReferences: [{apiVersion: apps/v1, kind: ReplicaSet, name: web-7d4b9, uid: u, controller: true}]}\nspec:\n  containers: [{name: app, image: web}]\n"
 	if got, warnings := replicasEnv(t, owned); got != "" || len(warnings) != 1 || !strings.Contains(warnings[0], "ReplicaSet web-7d4b9") {
 		t.Errorf("owned pod: CHATGUARD_REPLICAS %q, warnings %q", got, warnings)
+	}
+}
+
+// Google's distroless Node.js images have node at /nodejs/bin/node and no
+// PATH: the drain hook names it there (QA: "node" failed to start, so the
+// app stopped before chatguard had drained). Uninject takes out either form.
+func TestDrainHookFindsNode(t *testing.T) {
+	t.Parallel()
+	for image, want := range map[string]string{
+		"web":                                 "node",
+		"node:20-alpine":                      "node",
+		"localhost:5000/chat:1.2":             "node",
+		"gcr.io/distroless/nodejs20-debian12": "/nodejs/bin/node",
+		"gcr.io/distroless/nodejs22-debian12:nonroot":                                                                 "/nodejs/bin/node",
+		"gcr.io/distroless/nodejs20-debian12@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef": "/nodejs/bin/node",
+		"mirror.example:5000/distroless/nodejs20-debian12:latest":                                                     "/nodejs/bin/node",
+		"example/app:distroless-nodejs":                                                                               "node",
+	} {
+		in := strings.Replace(deployment, "image: web\n", "image: \""+image+"\"\n", 1)
+		res := mustTransform(t, []byte(in), Options{})
+		obs := decodeAll(t, res.Manifests)
+		pt, err := openPodTemplate(obs[0], workloadKinds["Deployment"])
+		if err != nil {
+			t.Fatal(err)
+		}
+		lc := pt.typed.Containers[0].Lifecycle
+		if lc == nil || lc.PreStop == nil || lc.PreStop.Exec == nil || lc.PreStop.Exec.Command[0] != want {
+			t.Errorf("%s: preStop %+v, want %s", image, lc, want)
+			continue
+		}
+		un := mustTransform(t, res.Manifests, Options{Uninject: true})
+		if len(un.Warnings) != 0 || !equalJSON(decodeAll(t, []byte(in)), decodeAll(t, un.Manifests)) {
+			t.Errorf("%s: uninject: %q\n%s", image, un.Warnings, un.Manifests)
+		}
 	}
 }

@@ -3,6 +3,7 @@ package inject
 import (
 	"fmt"
 	"reflect"
+	"slices"
 	"strconv"
 	"strings"
 )
@@ -64,7 +65,8 @@ func (pt *podTemplate) uninject() (warnings []string, err error) {
 // still the ones it added.
 func (pt *podTemplate) removeDrainHooks(names []string) (warnings []string) {
 	cs, _ := list(pt.spec, "containers") // read without error by the caller
-	ours := toMap(drainHook())
+	// Either form: the image may have changed since.
+	ours := []any{toMap(drainHook("")), toMap(drainHook("gcr.io/distroless/nodejs20-debian12"))}
 	for _, name := range names {
 		i := named(cs, name)
 		if i < 0 {
@@ -75,7 +77,7 @@ func (pt *podTemplate) removeDrainHooks(names []string) (warnings []string) {
 		if lc == nil || lc["preStop"] == nil {
 			continue
 		}
-		if !reflect.DeepEqual(lc["preStop"], ours) {
+		if !slices.ContainsFunc(ours, func(h any) bool { return reflect.DeepEqual(lc["preStop"], h) }) {
 			warnings = append(warnings, fmt.Sprintf("container %q: its preStop hook changed since chatguard added it, left as it is", name))
 			continue
 		}
