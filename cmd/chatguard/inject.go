@@ -48,7 +48,7 @@ func injectCmd(ctx context.Context, env environment) int {
 		fs.PrintDefaults()
 	}
 	var files fileList
-	fs.Var(&files, "f", "a manifest `FILE` to read; repeatable; \"-\" or none reads stdin")
+	fs.Var(&files, "f", "a manifest `FILE` to read, or a directory's .yaml, .yml and .json files; repeatable; \"-\" or none reads stdin")
 	mode := fs.String("mode", string(inject.ModeNative), "the sidecar's `FORM`: native (initContainers, restartPolicy Always) or classic (containers); for the webhook, the default for pods without chatguard.io/mode")
 	image := fs.String("image", inject.DefaultImage, "chatguard's `IMAGE`")
 	port := fs.Int("upstream-port", 0, "the app's `PORT`, which chatguard forwards to (default: the first containerPort of the app container — the one the kubectl.kubernetes.io/default-container annotation names, else the first — else 3000)")
@@ -128,6 +128,10 @@ func readSources(env environment, files []string) ([]inject.Source, error) {
 	if len(files) == 0 {
 		files = []string{"-"}
 	}
+	files, err := expandDirs(files)
+	if err != nil {
+		return nil, err
+	}
 	srcs := make([]inject.Source, 0, len(files))
 	for _, f := range files {
 		var (
@@ -149,6 +153,37 @@ func readSources(env environment, files []string) ([]inject.Source, error) {
 		srcs = append(srcs, inject.Source{Name: f, Data: b})
 	}
 	return srcs, nil
+}
+
+// expandDirs replaces each directory among files with its .yaml, .yml and
+// .json files in name order, as kubectl -f reads a directory (not
+// recursively); a directory with none of them is an error.
+func expandDirs(files []string) ([]string, error) {
+	out := make([]string, 0, len(files))
+	for _, f := range files {
+		st, err := os.Stat(f)
+		if f == "-" || err != nil || !st.IsDir() {
+			out = append(out, f) // the read reports what is wrong with it
+			continue
+		}
+		entries, err := os.ReadDir(f)
+		if err != nil {
+			return nil, err
+		}
+		n := len(out)
+		for _, e := range entries {
+			switch filepath.Ext(e.Name()) {
+			case ".yaml", ".yml", ".json":
+				if !e.IsDir() {
+					out = append(out, filepath.Join(f, e.Name()))
+				}
+			}
+		}
+		if len(out) == n {
+			return nil, fmt.Errorf("%s: a directory without .yaml, .yml or .json files", f)
+		}
+	}
+	return out, nil
 }
 
 // writeFileAtomic replaces path with data or leaves it as it was.

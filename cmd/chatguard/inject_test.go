@@ -219,3 +219,28 @@ func TestInjectWebhookProcess(t *testing.T) {
 		t.Errorf("log:\n%s", out.String())
 	}
 }
+
+// -f DIR reads the directory's manifests, as kubectl -f does (QA: "read
+// dir: is a directory").
+func TestInjectDirectory(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	deploy, service, _ := strings.Cut(sampleManifests, "---\n")
+	for name, body := range map[string]string{"a-deploy.yaml": deploy, "b-svc.yml": service, "notes.txt": "not a manifest", "c.json": `{"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "x"}}`} {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(body), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.Mkdir(filepath.Join(dir, "sub.yaml"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	code, out, errOut := runInject(t, "", "-f", dir)
+	if code != 0 || strings.Count(out, "\n---\n") != 2 || !strings.Contains(out, "name: chatguard\n") || !strings.Contains(out, "targetPort: chatguard") ||
+		!strings.Contains(out, "kind: ConfigMap") || !strings.Contains(errOut, filepath.Join(dir, "b-svc.yml")+": document 1 (Service legacy-chat)") {
+		t.Errorf("-f %s: %d %s\n%s", dir, code, errOut, out)
+	}
+	empty := t.TempDir()
+	if code, _, errOut := runInject(t, "", "-f", empty); code != 1 || !strings.Contains(errOut, "a directory without .yaml, .yml or .json files") {
+		t.Errorf("-f empty dir: %d %s", code, errOut)
+	}
+}
