@@ -216,6 +216,13 @@ func TestString(t *testing.T) {
 		gone []string
 	}{
 		{name: "plain text", in: "Conversation not found", want: "Conversation not found"},
+		// Go's textproto quotes a bad header line whole; its value can be
+		// anything, whatever the name (QA: a card number in a trailer).
+		{name: "malformed header line", in: `read trailer: malformed MIME header line: "X-Card: 4111111111111111\x00"`, want: `read trailer: malformed MIME header line: "X-Card: [FILTERED]"`},
+		{name: "malformed header with a quote", in: `malformed MIME header line: "X-Otp: 12\"34\x00" then`, want: `malformed MIME header line: "X-Otp: [FILTERED]" then`},
+		{name: "missing colon", in: `malformed MIME header: missing colon: "4111111111111111"`, want: `malformed MIME header: missing colon: "[FILTERED]"`},
+		{name: "initial line", in: `malformed MIME header initial line: " X-Private: value"`, want: `malformed MIME header initial line: "[FILTERED]"`},
+		{name: "malformed sensitive header", in: `malformed MIME header line: "X-Auth-Token: abc\x00"`, want: `malformed MIME header line: "X-Auth-Token: [FILTERED]"`},
 		{name: "empty", in: "", want: ""},
 		{name: "bearer", in: "got Bearer abc.def-ghi_jkl~mno+pqr/stu==", want: "got Bearer [FILTERED]"},
 		{name: "bearer lower case", in: "bearer abc123", want: "bearer [FILTERED]"},
