@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"net/netip"
 	"strings"
+	"unicode"
 
 	"github.com/chatguard/chatguard/internal/config"
 	"github.com/chatguard/chatguard/internal/identity/userkey"
@@ -118,7 +119,12 @@ func (p *Policy) KeyFor(r Request) string {
 			// presence, socket caps and kicks key users by too.
 			v = userkey.Normalise(v)
 		case "body":
-			v = strings.ToLower(strings.TrimSpace(v))
+			// JavaScript's trim() also takes U+FEFF, which TrimSpace
+			// keeps: an app that trims before looking the account up
+			// took "kate@x.com\uFEFF" as kate, and each number of BOMs
+			// had a bucket of its own (QA). Unicode lower case: merging
+			// more values only makes the limit stricter.
+			v = strings.ToLower(strings.TrimFunc(v, isTrimmed))
 		}
 		if len(v) > maxPartBytes { // a client-chosen value: keep the key small
 			sum := sha256.Sum256([]byte(v))
@@ -128,6 +134,11 @@ func (p *Policy) KeyFor(r Request) string {
 	}
 	return b.String()
 }
+
+// isTrimmed reports the characters trimmed from a body value for its key:
+// Go's white space (Unicode's White_Space) and U+FEFF, the union of what
+// Go's TrimSpace and JavaScript's String.prototype.trim take.
+func isTrimmed(r rune) bool { return unicode.IsSpace(r) || r == '\uFEFF' }
 
 // AddrGroup is what one client counts as: its IPv4 address, or the /64 of
 // its IPv6 one (one client commonly owns a whole /64 and could otherwise

@@ -32,6 +32,10 @@ func TestKeyFor(t *testing.T) {
 		want string
 	}{
 		{"ip and email", login, Request{IP: v4, BodyField: body(map[string]string{"email": " Ana@Example.com "})}, "auth_login|ip=203.0.113.7|body:email=ana@example.com"},
+		// What JavaScript's trim() takes, U+FEFF too (QA: each number of
+		// BOMs had a bucket of its own, against an app that trims).
+		{"email with BOMs", login, Request{IP: v4, BodyField: body(map[string]string{"email": "\ufeff\ufeffana@example.com\ufeff"})}, "auth_login|ip=203.0.113.7|body:email=ana@example.com"},
+		{"email with Unicode spaces", login, Request{IP: v4, BodyField: body(map[string]string{"email": "\u3000\u00a0ana@example.com\u2028\u205f\t"})}, "auth_login|ip=203.0.113.7|body:email=ana@example.com"},
 		{"no email falls back to ip", login, Request{IP: v4, BodyField: body(nil)}, "auth_login|ip=203.0.113.7"},
 		{"no body falls back to ip", login, Request{IP: v4}, "auth_login|ip=203.0.113.7"},
 		{"ipv6 per /64", login, Request{IP: v6}, "auth_login|ip=2001:db8:1:2::/64"},
