@@ -49,7 +49,7 @@ type Options struct {
 	PublicKeyPEM []byte
 	// Issuer and Audience, when set, must match the token's iss and aud.
 	Issuer, Audience string
-	// Leeway for exp, nbf and iat; 0 means 30 seconds.
+	// Leeway for exp and nbf; 0 means 30 seconds.
 	Leeway time.Duration
 	// RequireExpiry rejects tokens without exp.
 	RequireExpiry bool
@@ -117,7 +117,10 @@ func New(o Options) (*Verifier, error) {
 		jwt.WithValidMethods(algs),
 		jwt.WithLeeway(v.o.Leeway),
 		jwt.WithTimeFunc(v.o.Now),
-		jwt.WithIssuedAt(),
+		// No iat check: RFC 7519 makes it information, and jsonwebtoken
+		// (the app's verifier) reads it only for maxAge, so an issuer whose
+		// clock ran 30 s ahead had every fresh token refused by chatguard
+		// alone, and clients that refresh on invalid_token looped (QA).
 	}
 	if o.Issuer != "" {
 		popts = append(popts, jwt.WithIssuer(o.Issuer))
