@@ -405,3 +405,46 @@ func TestEarlyAnswerToChunkedUploadHasOneConnectionClose(t *testing.T) {
 		t.Errorf("%s, Connection %q; want 202 and one close", status, got)
 	}
 }
+
+// What Go's server takes and nginx refuses with 400 (QA) is refused here
+// too, before the app sees it: a lower-case method (it matched no route), a
+// target with user information, without a host or without "//" (it went
+// upstream as the path "api/auth/login", past the login limit), and an
+// empty Host in HTTP/1.1 (it became the upstream's address).
+func TestRequestLinesNginxRefuses(t *testing.T) {
+	t.Parallel()
+	rec := &targetRecorder{}
+	h := start(t, upstream(t, rec.handler).URL, nil)
+	for raw, want := range map[string]string{
+		"post /api/auth/login HTTP/1.1\r\nHost: a\r\n":                 "the method must be written in capital letters",
+		"Get / HTTP/1.1\r\nHost: a\r\n":                                "the method must be written in capital letters",
+		"GET http://user:pw@other.example/abs HTTP/1.1\r\nHost: x\r\n": "must not hold user information",
+		"GET http://user@other.example/abs HTTP/1.1\r\nHost: x\r\n":    "must not hold user information",
+		"POST http:api/auth/login HTTP/1.1\r\nHost: a\r\n":             "an http URL with a host",
+		"GET http:///x HTTP/1.1\r\nHost: a\r\n":                        "an http URL with a host",
+		"GET / HTTP/1.1\r\nHost:\r\n":                                  "the Host header must name a host",
+		"GET /ok HTTP/1.1\r\nHost: a\r\n":                              "",
+		"M-SEARCH /ok HTTP/1.1\r\nHost: a\r\n":                         "",
+		"GET /ok HTTP/1.0\r\n":                                         "", // HTTP/1.0 needs no Host
+		"GET http://x.example/ok HTTP/1.1\r\nHost: x.example\r\n":      "",
+	} {
+		st, resps, _ := rawExchange(t, h, raw+"Connection: close\r\n\r\n")
+		if len(st) != 1 {
+			t.Errorf("%q: %v", raw, st)
+			continue
+		}
+		body, _ := io.ReadAll(resps[0].Body)
+		if want == "" {
+			if resps[0].StatusCode != http.StatusOK {
+				t.Errorf("%q: %s %s, want 200", raw, st[0], body)
+			}
+			continue
+		}
+		if resps[0].StatusCode != http.StatusBadRequest || !strings.Contains(string(body), `"VALIDATION_ERROR"`) || !strings.Contains(string(body), want) {
+			t.Errorf("%q: %s %s, want 400 saying %q", raw, st[0], body, want)
+		}
+	}
+	if got := rec.got(); len(got) != 4 {
+		t.Errorf("the upstream got %v, want the four good requests only", got)
+	}
+}

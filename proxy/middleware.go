@@ -168,6 +168,36 @@ func hasDotSegment(p string) bool {
 	return false
 }
 
+// targetProblem says what is wrong with a request line or Host that Go's
+// server takes and nginx refuses with 400 (QA), or "" when nothing is:
+//   - a method with other than capital letters, '_' and '-' ("post"):
+//     Node refuses it too, but chatguard matched no route to it, and an
+//     unknown method is the app's to accept, not a lower-case known one;
+//   - an absolute-form target with user information (RFC 9110 4.2.4: an
+//     error), no host ("http:///x"), or no "//" at all ("http:api/x",
+//     which went upstream as the path "api/x", past every route);
+//   - an empty Host in HTTP/1.1 (RFC 9110 4.2.1: an http URI with an
+//     empty host is invalid; forwarded, it became the upstream's address).
+func targetProblem(r *http.Request) string {
+	for i := 0; i < len(r.Method); i++ {
+		if c := r.Method[i]; (c < 'A' || c > 'Z') && c != '_' && c != '-' {
+			return "the method must be written in capital letters"
+		}
+	}
+	if r.URL.Scheme != "" {
+		switch {
+		case r.URL.User != nil:
+			return "the request target must not hold user information (user@ or user:password@)"
+		case r.URL.Opaque != "" || r.URL.Host == "":
+			return "the request target must be a path, or an http URL with a host (http://host/path)"
+		}
+	}
+	if r.ProtoAtLeast(1, 1) && r.Host == "" {
+		return "the Host header must name a host"
+	}
+	return ""
+}
+
 // bodylessMethod: methods whose requests carry no body in practice.
 func bodylessMethod(m string) bool {
 	switch m {
@@ -214,6 +244,10 @@ func (s *Server) handle(w *responseWriter, r *http.Request, info *reqInfo) {
 		// An absolute-form target names the scheme too: only HTTP's
 		// (nginx answers the others with 400 as well).
 		s.writeError(w, r, info, apierrors.New(apierrors.CodeValidation, "the request target must be an http or https URL"), sourceProxy)
+		return
+	}
+	if problem := targetProblem(r); problem != "" {
+		s.writeError(w, r, info, apierrors.New(apierrors.CodeValidation, problem), sourceProxy)
 		return
 	}
 	if strings.IndexByte(r.RequestURI, '#') >= 0 {
