@@ -56,25 +56,19 @@ func (s *Server) AdminHandler() http.Handler {
 			if !s.allow(w, r, info, http.MethodGet, http.MethodHead) {
 				return
 			}
-			if s.Ready() {
-				if s.upCheck != nil {
-					if err := s.upCheck.check(); err != nil {
-						e := apierrors.New(apierrors.CodeServiceUnavailable, "chatguard is not ready: the upstream does not accept connections")
-						e.Details = map[string]any{"status": "upstream_unreachable", "reason": upstreamReason(err)}
-						s.writeError(w, r, info, e, sourceProxy)
-						return
-					}
-				}
+			nr := s.readyNow()
+			switch {
+			case nr == nil:
 				writeJSON(w, r, http.StatusOK, map[string]any{"status": "ready"})
-				return
+			case nr.upstream != nil:
+				e := apierrors.New(apierrors.CodeServiceUnavailable, "chatguard is not ready: the upstream does not accept connections")
+				e.Details = map[string]any{"status": nr.status, "reason": upstreamReason(nr.upstream)}
+				s.writeError(w, r, info, e, sourceProxy)
+			default:
+				e := apierrors.New(apierrors.CodeServiceUnavailable, "chatguard is not ready: "+nr.status)
+				e.Details = map[string]any{"status": nr.status}
+				s.writeError(w, r, info, e, sourceProxy)
 			}
-			state := "starting"
-			if s.draining.Load() {
-				state = "draining"
-			}
-			e := apierrors.New(apierrors.CodeServiceUnavailable, "chatguard is not ready: "+state)
-			e.Details = map[string]any{"status": state}
-			s.writeError(w, r, info, e, sourceProxy)
 		case "/drain":
 			if !s.allow(w, r, info, http.MethodPost) {
 				return
@@ -274,7 +268,7 @@ func (s *Server) serverStats() map[string]any {
 		"goroutines":          runtime.NumGoroutine(),
 		"requestsInFlight":    s.inFlight.Load(),
 		"upgradedConnections": s.upgradedCount(),
-		"ready":               s.Ready(),
+		"ready":               s.readyNow() == nil,
 	}
 }
 

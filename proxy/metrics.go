@@ -26,14 +26,16 @@ type serverMetrics struct {
 	inFlight  prometheus.Gauge
 	conns     prometheus.Gauge
 	upgraded  prometheus.Gauge
-	ready     prometheus.Gauge
+	ready     prometheus.GaugeFunc
 
 	upstreamErrors  *prometheus.CounterVec
 	upstreamRetries prometheus.Counter
 	envelopes       *prometheus.CounterVec
 }
 
-func newServerMetrics(reg prometheus.Registerer) (*serverMetrics, error) {
+// newServerMetrics registers the server's metrics; ready tells
+// chatguard_ready's value at each scrape.
+func newServerMetrics(reg prometheus.Registerer, ready func() bool) (*serverMetrics, error) {
 	requests := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "chatguard_http_requests_total",
 		Help: "Requests answered on the public listener, by route and status class.",
@@ -58,9 +60,17 @@ func newServerMetrics(reg prometheus.Registerer) (*serverMetrics, error) {
 			Name: "chatguard_upgraded_connections",
 			Help: "Open connections that switched protocols (WebSocket) through the proxy.",
 		}),
-		ready: prometheus.NewGauge(prometheus.GaugeOpts{
+		// Read at the scrape, as /readyz answers: a gauge set on start and
+		// drain stayed 1 while /readyz said the upstream was down, so the
+		// not-ready alert never fired for a sidecar's dead app (QA).
+		ready: prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "chatguard_ready",
-			Help: "1 while /readyz answers 200, 0 while starting or draining.",
+			Help: "1 while /readyz answers 200; 0 while starting, draining, or (with proxy.ready_on_upstream) while the upstream does not accept connections.",
+		}, func() float64 {
+			if ready() {
+				return 1
+			}
+			return 0
 		}),
 		upstreamErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "chatguard_upstream_errors_total",

@@ -50,6 +50,14 @@ func TestReadyzFollowsTheUpstream(t *testing.T) {
 	if code != 503 || body["code"] != "SERVICE_UNAVAILABLE" || details["status"] != "upstream_unreachable" || details["reason"] != "refused" {
 		t.Fatalf("upstream down: %d %v, want 503 upstream_unreachable (refused)", code, body)
 	}
+	// The gauge says what /readyz says (QA: it stayed 1, and the not-ready
+	// alert, chatguard_ready == 0, never fired for a dead app).
+	if v := metricValue(t, h, "chatguard_ready"); v != 0 {
+		t.Errorf("upstream down: chatguard_ready %v, want 0", v)
+	}
+	if v := metricValue(t, plain, "chatguard_ready"); v != 1 {
+		t.Errorf("without ready_on_upstream: chatguard_ready %v, want 1", v)
+	}
 	app, err := net.Listen("tcp", addr)
 	if err != nil {
 		t.Skipf("the port was taken meanwhile: %v", err)
@@ -67,9 +75,15 @@ func TestReadyzFollowsTheUpstream(t *testing.T) {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
+	if v := metricValue(t, h, "chatguard_ready"); v != 1 {
+		t.Errorf("upstream up: chatguard_ready %v, want 1", v)
+	}
 	// Draining still wins.
 	h.srv.Drain(t.Context())
 	if code, body := readyz(h); code != 503 || body == nil || body["details"].(map[string]any)["status"] != "draining" {
 		t.Fatalf("draining: %d %v", code, body)
+	}
+	if v := metricValue(t, h, "chatguard_ready"); v != 0 {
+		t.Errorf("draining: chatguard_ready %v, want 0", v)
 	}
 }

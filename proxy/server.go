@@ -125,7 +125,7 @@ func New(o Options) (*Server, error) {
 		s.now = time.Now
 	}
 	s.started = s.now()
-	if s.metrics, err = newServerMetrics(o.Registry); err != nil {
+	if s.metrics, err = newServerMetrics(o.Registry, func() bool { return s.readyNow() == nil }); err != nil {
 		return nil, err
 	}
 	if s.unserved, err = newUnservedRequests(o.Registry, logrus.NewEntry(o.Logger)); err != nil {
@@ -235,13 +235,30 @@ func (s *Server) AddStats(name string, fn func() any) {
 // Ready reports whether /readyz answers 200.
 func (s *Server) Ready() bool { return s.ready.Load() }
 
-func (s *Server) setReady(v bool) {
-	s.ready.Store(v)
-	if v {
-		s.metrics.ready.Set(1)
-	} else {
-		s.metrics.ready.Set(0)
+func (s *Server) setReady(v bool) { s.ready.Store(v) }
+
+// notReady is why /readyz answers 503.
+type notReady struct {
+	status   string // starting, draining, upstream_unreachable
+	upstream error  // the failed connection, for upstream_unreachable
+}
+
+// readyNow is what /readyz answers, chatguard_ready and the stats' ready
+// say: nil when ready, else why not. With proxy.ready_on_upstream it dials
+// the upstream (at most once a second).
+func (s *Server) readyNow() *notReady {
+	if !s.Ready() {
+		if s.draining.Load() {
+			return &notReady{status: "draining"}
+		}
+		return &notReady{status: "starting"}
 	}
+	if s.upCheck != nil {
+		if err := s.upCheck.check(); err != nil {
+			return &notReady{status: "upstream_unreachable", upstream: err}
+		}
+	}
+	return nil
 }
 
 // Serve answers on the two listeners until ctx is done, then drains (see
