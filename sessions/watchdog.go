@@ -362,16 +362,39 @@ func openAppend(path string) (*os.File, error) {
 	return os.OpenFile(path, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o640)
 }
 
+// appendJSONLine appends v to the file as one line. The file holds whole
+// lines only: a write a full disk cuts short is taken back, and a line cut
+// before (one that could not be taken back, or a crash's) is ended first
+// (QA: the next alert was glued onto a cut one, and neither was JSON).
 func appendJSONLine(path string, v any) error {
 	b, err := json.Marshal(v)
 	if err != nil {
 		return err
 	}
-	f, err := openAppend(path)
-	if err != nil {
+	line := append(b, '\n')
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 		return err
 	}
-	_, werr := f.Write(append(b, '\n'))
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR|os.O_APPEND, 0o640)
+	if err != nil {
+		if f, err = openAppend(path); err != nil { // write-only: no last byte to read
+			return err
+		}
+	}
+	var size int64
+	if st, err := f.Stat(); err == nil {
+		size = st.Size()
+	}
+	var last [1]byte
+	if size > 0 {
+		if _, err := f.ReadAt(last[:], size-1); err == nil && last[0] != '\n' {
+			line = append([]byte{'\n'}, line...)
+		}
+	}
+	n, werr := f.Write(line)
+	if werr != nil && n > 0 {
+		_ = f.Truncate(size)
+	}
 	return joinErr(werr, f.Close())
 }
 

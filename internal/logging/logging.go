@@ -8,6 +8,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
+	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -185,16 +187,17 @@ type fileHook struct {
 	format   logrus.Formatter
 	combined *rotatingFile
 	errs     *rotatingFile
-	// reported is when a write failure was last returned to logrus, which
-	// prints it on stderr: once a minute, not once a line.
+	// reported is when a write failure was last said on stderr: once a
+	// minute, not once a line.
 	reported atomic.Int64
+	stderr   io.Writer
 }
 
 func newFileHook(dir string, maxSizeMB, maxBackups int) *fileHook {
 	mk := func(name string) *rotatingFile {
 		return newRotatingFile(filepath.Join(dir, name), int64(maxSizeMB)<<20, maxBackups)
 	}
-	return &fileHook{format: jsonFormatter(), combined: mk("combined.log"), errs: mk("errors.log")}
+	return &fileHook{format: jsonFormatter(), combined: mk("combined.log"), errs: mk("errors.log"), stderr: os.Stderr}
 }
 
 func (h *fileHook) Levels() []logrus.Level { return logrus.AllLevels }
@@ -204,13 +207,13 @@ func (h *fileHook) Fire(e *logrus.Entry) error {
 	if err != nil {
 		return err
 	}
-	var failed error
+	var failed []string
 	if _, err := h.combined.Write(b); err != nil {
-		failed = fmt.Errorf("logging: combined.log: %w", err)
+		failed = append(failed, fileError(h.combined.path, err))
 	}
 	if e.Level <= logrus.ErrorLevel {
 		if _, err := h.errs.Write(b); err != nil {
-			failed = errors.Join(failed, fmt.Errorf("logging: errors.log: %w", err))
+			failed = append(failed, fileError(h.errs.path, err))
 		}
 	}
 	if failed == nil {
@@ -220,7 +223,24 @@ func (h *fileHook) Fire(e *logrus.Entry) error {
 	if last := h.reported.Load(); now-last < int64(time.Minute) || !h.reported.CompareAndSwap(last, now) {
 		return nil
 	}
-	return fmt.Errorf("%w (the line still went to the standard output; repeated failures are reported once a minute)", failed)
+	// Said here rather than returned: logrus prints a hook's error as
+	// "Failed to fire hook: …", its own words, not an operator's (QA).
+	fmt.Fprintf(h.stderr, "chatguard: cannot write the log file: %s (the line still went to the standard output; repeated failures are said once a minute)\n",
+		strings.Join(failed, "; "))
+	return nil
+}
+
+// fileError names the file and the system's reason, without the layers of
+// "logging:" the wrapping added.
+func fileError(path string, err error) string {
+	var pe *fs.PathError
+	if errors.As(err, &pe) {
+		if pe.Path == path {
+			return path + ": " + pe.Err.Error()
+		}
+		return path + ": " + pe.Op + " " + pe.Path + ": " + pe.Err.Error()
+	}
+	return path + ": " + strings.TrimPrefix(err.Error(), "logging: ")
 }
 
 func (h *fileHook) Close() error {

@@ -28,6 +28,7 @@ type rotatingFile struct {
 	f       *os.File
 	size    int64
 	checked time.Time // when the path was last seen to still name f
+	partial bool      // f ends in a line a failed write cut short
 	closed  bool
 	jobs    sync.WaitGroup
 	jobMu   sync.Mutex // serialises the compress-and-prune jobs
@@ -67,7 +68,24 @@ func (r *rotatingFile) Write(p []byte) (int, error) {
 			return 0, err
 		}
 	}
+	if r.partial {
+		// End the cut line, so that this one starts a line of its own.
+		if _, err := r.f.Write([]byte{'\n'}); err != nil {
+			return 0, err
+		}
+		r.size++
+		r.partial = false
+	}
 	n, err := r.f.Write(p)
+	if err != nil && n > 0 {
+		// A full disk took part of the lines: take it back, so that the
+		// file holds whole lines only (QA: the next line, once there was
+		// room, was glued onto the cut one, and neither was JSON).
+		if terr := r.f.Truncate(r.size); terr == nil {
+			return 0, err
+		}
+		r.partial = true
+	}
 	r.size += int64(n)
 	return n, err
 }

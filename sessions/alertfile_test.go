@@ -1,0 +1,54 @@
+package sessions
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+)
+
+// The alert file holds whole lines: a write a full disk cuts short is
+// taken back, and a line cut before (a crash's) is ended before the next
+// one (QA: an alert was glued onto a cut one). Not parallel: the file size
+// limit is the process's.
+func TestAlertFileKeepsWholeLines(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "alerts.jsonl")
+	if err := appendJSONLine(path, map[string]string{"type": "first"}); err != nil {
+		t.Fatal(err)
+	}
+	var old syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_FSIZE, &old); err != nil {
+		t.Skipf("getrlimit: %v", err)
+	}
+	if err := syscall.Setrlimit(syscall.RLIMIT_FSIZE, &syscall.Rlimit{Cur: 40, Max: old.Max}); err != nil {
+		t.Skipf("setrlimit: %v", err)
+	}
+	err := appendJSONLine(path, map[string]string{"type": strings.Repeat("x", 100)})
+	if rerr := syscall.Setrlimit(syscall.RLIMIT_FSIZE, &old); rerr != nil {
+		t.Fatalf("restore the file size limit: %v", rerr)
+	}
+	if err == nil {
+		t.Fatal("a write past the limit succeeded")
+	}
+	if err := appendJSONLine(path, map[string]string{"type": "third"}); err != nil {
+		t.Fatal(err)
+	}
+	want := `{"type":"first"}` + "\n" + `{"type":"third"}` + "\n"
+	if b, _ := os.ReadFile(path); string(b) != want {
+		t.Errorf("after a full disk the file holds %q, want %q", b, want)
+	}
+	// A line cut by a crash is ended first.
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, _ = f.WriteString(`{"type":"cu`)
+	f.Close()
+	if err := appendJSONLine(path, map[string]string{"type": "fourth"}); err != nil {
+		t.Fatal(err)
+	}
+	if b, _ := os.ReadFile(path); !strings.HasSuffix(string(b), `{"type":"cu`+"\n"+`{"type":"fourth"}`+"\n") {
+		t.Errorf("after a cut line the file holds %q", b)
+	}
+}
