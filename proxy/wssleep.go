@@ -166,13 +166,22 @@ func (p *wsPair) setClientLimit(n int64) {
 // pair never wakes again.
 func (p *wsPair) dropSockets() {
 	p.mu.Lock()
-	client, up := p.client, p.upstream
+	client, up, cs, us := p.client, p.upstream, p.clientSock, p.upSock
 	if p.sleeping.Load() {
 		p.dropped = true
 		_ = p.clientSock.frameConn.Close()
 		_ = p.upSock.frameConn.Close()
 	}
 	p.mu.Unlock()
+	// The sockets themselves first: CloseNow waits for a close handshake
+	// in progress (end's, which waits up to the library's 5 s for the
+	// peer's close frame) to finish, and only a closed socket cuts that
+	// wait short (QA: a drain ended 5 s after its deadline).
+	for _, s := range []*wsSock{cs, us} {
+		if s != nil {
+			_ = s.frameConn.Close()
+		}
+	}
 	if client != nil {
 		_ = client.CloseNow()
 		_ = up.CloseNow()
