@@ -136,3 +136,20 @@ func TestReadFileRefusesWhatIsNoConfigFile(t *testing.T) {
 		}
 	}
 }
+
+// A file that cannot be read is named once, without Go's operation words
+// (QA: "config file: stat missing.yaml: no such file or directory").
+func TestUnreadableFileProblem(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	for path, want := range map[string]string{
+		filepath.Join(dir, "missing.yaml"): "config file " + filepath.Join(dir, "missing.yaml") + ": no such file or directory",
+		dir:                                "config file " + dir + " is a directory, not a regular file",
+	} {
+		_, err := config.Load(config.Source{Args: []string{"--config=" + path}, ReadFile: config.ReadFile})
+		var probs config.Problems
+		if !errors.As(err, &probs) || len(probs) != 1 || probs[0] != want {
+			t.Errorf("%s: %v, want the one problem %q", path, err, want)
+		}
+	}
+}

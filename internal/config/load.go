@@ -2,15 +2,19 @@ package config
 
 import (
 	"bytes"
+	"cmp"
 	stderrors "errors"
 	"flag"
 	"fmt"
 	"io"
+	"io/fs"
+	"math"
 	"reflect"
 	"regexp"
 	"slices"
 	"strconv"
 	"strings"
+	"unicode/utf8"
 
 	"gopkg.in/yaml.v3"
 
@@ -104,7 +108,7 @@ func Load(src Source) (*Config, error) {
 		c.File = *file
 		data, err := src.ReadFile(*file)
 		if err != nil {
-			probs = append(probs, fmt.Sprintf("config file: %v", err))
+			probs = append(probs, "config file "+fileError(*file, err))
 		} else {
 			fileProbs, tree := decodeYAML(data, c, *file)
 			probs = append(probs, fileProbs...)
@@ -156,8 +160,7 @@ func Load(src Source) (*Config, error) {
 	// of the value left (rate "many" is not also "got 0").
 	misspelt := map[string]bool{}
 	for _, p := range probs {
-		// Only a value's problem: an unknown key is named by its line's
-		// first key, which may well have a problem of its own.
+		// Only a value's problem: an unknown key holds no value.
 		if m := fileProblemKey.FindStringSubmatch(p); m != nil && !strings.Contains(p, ": not a chatguard setting") {
 			misspelt[m[1]] = true
 		}
@@ -178,10 +181,29 @@ func Load(src Source) (*Config, error) {
 		probs = append(probs, p)
 	}
 	if len(probs) > 0 {
-		return c, Problems(capProblems(probs))
+		return c, Problems(capProblems(byLine(probs)))
 	}
 	return c, nil
 }
+
+// byLine orders the file's problems by their line, the decoder's and
+// validation's together (QA: lines 2, 4, 9, 13, then 1, 5…); problems with
+// no line (the environment's, the flags') follow in the order found.
+func byLine(probs []string) []string {
+	line := func(p string) int {
+		if m := problemLine.FindStringSubmatch(p); m != nil {
+			if n, err := strconv.Atoi(m[1]); err == nil {
+				return n
+			}
+		}
+		return math.MaxInt
+	}
+	slices.SortStableFunc(probs, func(a, b string) int { return cmp.Compare(line(a), line(b)) })
+	return probs
+}
+
+// problemLine finds the line in "file.yaml: line 12: …" or "line 12: …".
+var problemLine = regexp.MustCompile(`^(?:[^\n]*?: )?line (\d+): `)
 
 // flagName is how chatguard's flags are spelled: two dashes, a lower-case
 // word with dashes, and maybe =value.
@@ -304,7 +326,7 @@ var fileProblemKey = regexp.MustCompile(`: line [0-9]+: ([A-Za-z0-9_.\[\]]+): `)
 func decodeYAML(data []byte, c *Config, name string) ([]string, *yaml.Node) {
 	tree, err := parseTree(data)
 	if err != nil {
-		return []string{fmt.Sprintf("%s: %v", name, err)}, nil
+		return []string{fmt.Sprintf("%s: %s", name, syntaxProblem(err, data))}, nil
 	}
 	if probs := shapeProblems(tree); len(probs) > 0 {
 		// Not decoded: the decoder's own checks would take quadratic
@@ -342,4 +364,57 @@ func decodeYAML(data []byte, c *Config, name string) ([]string, *yaml.Node) {
 		out = append(out, fmt.Sprintf("%s: %s", name, e))
 	}
 	return out, tree
+}
+
+// fileError says why the file could not be read without Go's operation
+// words ("stat missing.yaml: no such file or directory").
+func fileError(name string, err error) string {
+	var pe *fs.PathError
+	if stderrors.As(err, &pe) {
+		if pe.Path == name {
+			return name + ": " + pe.Err.Error()
+		}
+		return name + ": " + pe.Path + ": " + pe.Err.Error()
+	}
+	if msg := err.Error(); strings.HasPrefix(msg, name+" ") {
+		return msg // "f.yaml is a directory, not a regular file"
+	}
+	return name + ": " + err.Error()
+}
+
+// syntaxProblem is the YAML parser's error in an operator's words: without
+// the "yaml: " of the library, and saying what the usual causes are (QA:
+// "found character that cannot start any token" for a tab, "invalid leading
+// UTF-8 octet" for a binary file).
+func syntaxProblem(err error, data []byte) string {
+	msg := strings.TrimPrefix(err.Error(), "yaml: ")
+	switch {
+	case strings.Contains(msg, "UTF-8") || strings.Contains(msg, "control characters are not allowed"):
+		where := ""
+		if i := firstBadByte(data); i >= 0 {
+			where = fmt.Sprintf("line %d: ", bytes.Count(data[:i], []byte("\n"))+1)
+		}
+		return where + "the file is not UTF-8 text (a binary file, or another encoding?)"
+	case strings.Contains(msg, "found character that cannot start any token") || strings.Contains(msg, "found a tab character"):
+		var line int
+		if n, _ := fmt.Sscanf(msg, "line %d:", &line); n == 1 {
+			if lines := bytes.Split(data, []byte("\n")); line >= 1 && line <= len(lines) && bytes.IndexByte(lines[line-1], '\t') >= 0 {
+				return msg + " (a tab: YAML indents with spaces only)"
+			}
+		}
+	}
+	return msg
+}
+
+// firstBadByte is the offset of the first byte that is not UTF-8 or is a
+// control character YAML refuses, or -1.
+func firstBadByte(data []byte) int {
+	for i := 0; i < len(data); {
+		r, size := utf8.DecodeRune(data[i:])
+		if r == utf8.RuneError && size <= 1 || r < 0x20 && r != '\t' && r != '\n' && r != '\r' || r == 0x7f {
+			return i
+		}
+		i += size
+	}
+	return -1
 }

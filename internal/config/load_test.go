@@ -423,6 +423,18 @@ func TestUnknownKeysReportLines(t *testing.T) {
 		}},
 		// File is not a YAML key even though it is a Config field.
 		{"File: x.yaml\n", []string{"line 1: File: not a chatguard setting"}},
+		// In a flow mapping the unknown key, not its parent, the line's
+		// first key (QA: "server: not a chatguard setting").
+		{"server: {drain_delai: 1s}\n", []string{"line 1: server.drain_delai: not a chatguard setting"}},
+		{"tables:\n  userRoles: {max_entries: 10, color: red}\n", []string{"line 2: tables.userRoles.color: not a chatguard setting"}},
+		{"routes:\n  - {name: x, path: /a, limt: {rate: 1}}\n", []string{"line 2: routes[0].limt: not a chatguard setting"}},
+		// The decoder's problems and validation's in the file's order (QA:
+		// the decoder's came first, whatever their lines).
+		{"server:\n  drain_delay: -1s\nbogus: 1\nproxy:\n  max_idle_conns: -3\n", []string{
+			"line 2: server.drain_delay: ",
+			"line 3: bogus: not a chatguard setting",
+			"line 5: proxy.max_idle_conns: ",
+		}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.want[0], func(t *testing.T) {
@@ -448,7 +460,11 @@ func TestFileProblems(t *testing.T) {
 		yaml string
 		want string
 	}{
-		{"syntax error", "listen: [\n", "f.yaml: yaml: line"},
+		// The parser's words without its "yaml: " (QA), and the usual
+		// causes said: a tab, a file that is not text.
+		{"syntax error", "listen: [\n", "f.yaml: line 1: did not find expected node content"},
+		{"a tab", "log:\n\tlevel: debug\n", "f.yaml: line 2: found character that cannot start any token (a tab: YAML indents with spaces only)"},
+		{"binary", "log:\n  level: debug\n\x00\xff\xfe", "f.yaml: line 3: the file is not UTF-8 text (a binary file, or another encoding?)"},
 		{"not a mapping", "- a\n- b\n", "cannot unmarshal !!seq into config.Config"},
 		{"scalar document", "hello\n", "cannot unmarshal !!str `hello` into config.Config"},
 		{"list where scalar", "listen: [a, b]\n", "line 1: listen: a list where a string goes"},
@@ -472,8 +488,8 @@ func TestFileProblems(t *testing.T) {
 		{"fractional int64", "server:\n  max_body_bytes: 1.5\n", "line 2: server.max_body_bytes: `1.5` is not a whole number"},
 		{"infinite burst", "routes:\n  - name: lim\n    path: /api/lim/*\n    limit: {rate: 2, period: 1m, key: [ip], burst: .inf}\n", "line 4: routes[0].limit.burst: `.inf` is not a whole number"},
 	}
-	// An unknown key is named by its line's first key: that key's own
-	// problem is still told (review: "other" is reserved was dropped).
+	// An unknown key on a line whose first key has a problem of its own:
+	// both are told (review: "other" is reserved was dropped).
 	{
 		_, err := config.Load(config.Source{Args: []string{"--config=f.yaml"}, ReadFile: files{"f.yaml": "routes:\n  - {name: other, path: /api/x/*, limt: {rate: 5, period: 1m, key: [ip]}}\n"}.read})
 		var probs config.Problems

@@ -141,7 +141,10 @@ func Validate(c *Config) []string {
 	m := c.Memory
 	between("memory.warning_threshold", m.WarningThreshold, 1, 1<<50)
 	between("memory.critical_threshold", m.CriticalThreshold, 1, 1<<50)
-	if m.WarningThreshold >= m.CriticalThreshold {
+	// An order problem only between two good values: -5 is its own
+	// problem, not also "104857600 >= -5" (QA).
+	in := func(v, lo, hi int64) bool { return v >= lo && v <= hi }
+	if in(m.WarningThreshold, 1, 1<<50) && in(m.CriticalThreshold, 1, 1<<50) && m.WarningThreshold >= m.CriticalThreshold {
 		add("memory.warning_threshold", "must be below memory.critical_threshold (%d >= %d)", m.WarningThreshold, m.CriticalThreshold)
 	}
 	ratio := func(key string, v float64) {
@@ -151,13 +154,14 @@ func Validate(c *Config) []string {
 	}
 	ratio("memory.heap_warning_ratio", m.HeapWarningRatio)
 	ratio("memory.heap_critical_ratio", m.HeapCriticalRatio)
-	if m.HeapWarningRatio >= m.HeapCriticalRatio {
+	goodRatio := func(v float64) bool { return v > 0 && v <= 1 }
+	if goodRatio(m.HeapWarningRatio) && goodRatio(m.HeapCriticalRatio) && m.HeapWarningRatio >= m.HeapCriticalRatio {
 		add("memory.heap_warning_ratio", "must be below memory.heap_critical_ratio")
 	}
 	between("memory.limit", m.Limit, 0, 1<<50)
 	between("memory.connected_users_warning", int64(m.ConnectedUsersWarning), 1, 100_000_000)
 	between("memory.connected_users_critical", int64(m.ConnectedUsersCritical), 1, 100_000_000)
-	if m.ConnectedUsersWarning >= m.ConnectedUsersCritical {
+	if in(int64(m.ConnectedUsersWarning), 1, 100_000_000) && in(int64(m.ConnectedUsersCritical), 1, 100_000_000) && m.ConnectedUsersWarning >= m.ConnectedUsersCritical {
 		add("memory.connected_users_warning", "must be below memory.connected_users_critical")
 	}
 	notNegative("memory.check_interval", m.CheckInterval)
@@ -179,7 +183,7 @@ func Validate(c *Config) []string {
 	notNegative("rate_limit.save_interval", c.Limits.SaveInterval)
 	between("rate_limit.abuse_warning", int64(c.Limits.AbuseWarning), 1, 1_000_000_000)
 	between("rate_limit.abuse_critical", int64(c.Limits.AbuseCritical), 1, 1_000_000_000)
-	if c.Limits.AbuseWarning >= c.Limits.AbuseCritical {
+	if in(int64(c.Limits.AbuseWarning), 1, 1_000_000_000) && in(int64(c.Limits.AbuseCritical), 1, 1_000_000_000) && c.Limits.AbuseWarning >= c.Limits.AbuseCritical {
 		add("rate_limit.abuse_warning", "must be below rate_limit.abuse_critical")
 	}
 	positive("rate_limit.block_for", c.Limits.BlockFor)

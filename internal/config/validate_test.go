@@ -55,6 +55,14 @@ func TestValidate(t *testing.T) {
 		{"upstream password with a slash", func(c *config.Config) { c.Upstream = "http://app:s3cr/etpass@backend:3000" }, []string{`upstream: "http://[FILTERED]@backend:3000" `}},
 		{"upstream password with a question mark", func(c *config.Config) { c.Upstream = "http://app:s3?cr#et@backend:3000" }, []string{`upstream: "http://[FILTERED]@backend:3000" `}},
 		{"development", func(c *config.Config) { c.Env = "development" }, nil},
+		// An order problem between two levels only when both are good
+		// values: -5 is one problem, not also "104857600 >= -5" (QA).
+		{"thresholds out of order", func(c *config.Config) { c.Memory.WarningThreshold, c.Memory.CriticalThreshold = 300, 200 }, []string{"memory.warning_threshold: must be below memory.critical_threshold (300 >= 200)"}},
+		{"negative critical threshold", func(c *config.Config) { c.Memory.CriticalThreshold = -5 }, []string{"memory.critical_threshold: "}},
+		{"heap ratio over 1", func(c *config.Config) { c.Memory.HeapWarningRatio = 1.2 }, []string{"memory.heap_warning_ratio: must be in (0, 1]"}},
+		{"connected users critical 0", func(c *config.Config) { c.Memory.ConnectedUsersCritical = 0 }, []string{"memory.connected_users_critical: "}},
+		{"abuse critical 0", func(c *config.Config) { c.Limits.AbuseCritical = 0 }, []string{"rate_limit.abuse_critical: "}},
+		{"abuse levels out of order", func(c *config.Config) { c.Limits.AbuseWarning, c.Limits.AbuseCritical = 600, 500 }, []string{"rate_limit.abuse_warning: must be below rate_limit.abuse_critical"}},
 		{"env is case sensitive", func(c *config.Config) { c.Env = "Production" }, []string{`env: "Production" must be production or development`}},
 		{"trusted proxies", func(c *config.Config) {
 			c.Proxy.TrustedProxies = []string{"10.0.0.0/8", "::1", "2001:db8::/32", "192.168.1.1"}

@@ -314,7 +314,7 @@ func nameProblems(root *yaml.Node, problems []string) []string {
 		return problems
 	}
 	type scalarAt struct{ path, value string }
-	keys := map[int]string{}       // line → path of the (first) key written there
+	keys := map[int][]string{}     // line → paths of the keys written there, in order
 	values := map[int][]scalarAt{} // line → the scalar values written there
 	lists := map[int]string{}      // line → path of the (innermost) list or object starting there
 	var walk func(n *yaml.Node, path string)
@@ -330,9 +330,7 @@ func nameProblems(root *yaml.Node, problems []string) []string {
 				if path != "" {
 					p = path + "." + k.Value
 				}
-				if _, ok := keys[k.Line]; !ok {
-					keys[k.Line] = p
-				}
+				keys[k.Line] = append(keys[k.Line], p)
 				walk(v, p)
 			}
 		case yaml.SequenceNode:
@@ -395,8 +393,18 @@ func nameProblems(root *yaml.Node, problems []string) []string {
 			out = append(out, fmt.Sprintf("line %d: %s: %s where %s goes", line, lists[line], got, wantedWords(m[2])))
 			continue
 		}
-		if m := unknownField.FindStringSubmatch(rest); m != nil && keys[line] != "" {
-			out = append(out, fmt.Sprintf("line %d: %s: not a chatguard setting (see the configuration table in the README)", line, keys[line]))
+		if m := unknownField.FindStringSubmatch(rest); m != nil && len(keys[line]) > 0 {
+			// The key of that name on the line: in a flow mapping
+			// ("server: {drain_delai: 1s}") the first key is its
+			// parent, which the problem named before (QA).
+			path := keys[line][0]
+			for _, k := range keys[line] {
+				if k == m[1] || strings.HasSuffix(k, "."+m[1]) {
+					path = k
+					break
+				}
+			}
+			out = append(out, fmt.Sprintf("line %d: %s: not a chatguard setting (see the configuration table in the README)", line, path))
 			continue
 		}
 		out = append(out, p)
