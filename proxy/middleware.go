@@ -13,6 +13,7 @@ import (
 	"runtime/debug"
 	"strconv"
 	"strings"
+	"unicode/utf8"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -166,6 +167,23 @@ func hasDotSegment(p string) bool {
 		}
 	}
 	return false
+}
+
+// maxLogPath is the most of a request target an access line holds: a
+// client's 70 KB path made a 70 KB line (QA), as many times as it liked.
+const maxLogPath = 4096
+
+// logPath is p, cut to maxLogPath bytes (on a character boundary) with its
+// full length said.
+func logPath(p string) string {
+	if len(p) <= maxLogPath {
+		return p
+	}
+	cut := maxLogPath
+	for cut > 0 && !utf8.RuneStart(p[cut]) {
+		cut--
+	}
+	return p[:cut] + "…(" + strconv.Itoa(len(p)) + " bytes)"
 }
 
 // targetProblem says what is wrong with a request line or Host that Go's
@@ -332,6 +350,16 @@ func (s *Server) handle(w *responseWriter, r *http.Request, info *reqInfo) {
 		e := apierrors.New(apierrors.CodeValidation, "the request has too many header fields")
 		e.Status = http.StatusRequestHeaderFieldsTooLarge
 		e.Details = map[string]any{"limitFields": max}
+		e.Header = http.Header{"Connection": {"close"}}
+		s.writeError(w, r, info, e, sourceProxy)
+		return
+	}
+	if len(r.RequestURI) > s.cfg.Server.MaxHeaderBytes {
+		// The target alone is over the limit: 414, as nginx answers,
+		// rather than blaming the headers.
+		e := apierrors.New(apierrors.CodeValidation, "the request target (path and query) is too long")
+		e.Status = http.StatusRequestURITooLong
+		e.Details = map[string]any{"limitBytes": s.cfg.Server.MaxHeaderBytes}
 		e.Header = http.Header{"Connection": {"close"}}
 		s.writeError(w, r, info, e, sourceProxy)
 		return
@@ -508,7 +536,7 @@ func (s *Server) accessLog(w *responseWriter, r *http.Request, info *reqInfo, st
 	f["requestId"] = info.id
 	f[logging.FieldCategory] = logging.CategoryAPI
 	f["method"] = r.Method
-	f["path"] = redact.URI(r.URL.RequestURI())
+	f["path"] = logPath(redact.URI(r.URL.RequestURI()))
 	f["route"] = info.rt.names[info.route]
 	f["status"] = status
 	f["duration"] = float64(elapsed.Microseconds()) / 1000
