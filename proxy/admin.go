@@ -202,7 +202,9 @@ func (s *Server) serveKick(w http.ResponseWriter, r *http.Request, info *reqInfo
 		return
 	}
 	s.log.WithFields(logrus.Fields{
-		"requestId": info.id, logging.FieldCategory: logging.CategorySocket, "sockets": n,
+		// Who: an admin request gets no access line, so this is the only
+		// record of the kick (QA).
+		"requestId": info.id, logging.FieldCategory: logging.CategorySocket, "sockets": n, "user": user, "remoteIp": info.peer.String(),
 	}).Info("user disconnected by an admin request")
 	writeJSON(w, r, http.StatusOK, map[string]any{"success": true, "data": map[string]any{"user": user, "disconnected": n}})
 }

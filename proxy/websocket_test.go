@@ -547,6 +547,10 @@ func TestSocketIOKick(t *testing.T) {
 	}
 	expectKicked(t, env, cl, fake)
 	waitMetric(t, h, `chatguard_websocket_forced_disconnects_total{reason="admin"}`, 1)
+	// The log line is the kick's only record: it names the user (QA).
+	if !strings.Contains(h.logs.String(), `"user":"alice@example.com"`) {
+		t.Errorf("the kick's log line does not name the user:\n%s", h.logs.String())
+	}
 }
 
 // expectKicked checks the end of a kicked Socket.IO client: a DISCONNECT

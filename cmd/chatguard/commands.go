@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"maps"
 	"slices"
+	"strings"
 
 	"github.com/chatguard/chatguard/internal/buildinfo"
 	"github.com/chatguard/chatguard/internal/config"
@@ -60,10 +61,18 @@ func checkConfig(env environment) int {
 		fmt.Fprintf(env.stdout, "  %-32s %s\n", s.Key, s.Value)
 	}
 	for _, r := range cfg.Routes {
-		fmt.Fprintf(env.stdout, "  route %-26s %v %s auth=%s limit=%s\n", r.Name, r.Methods, r.Path, authMode(r.Auth), limitSummary(r.Limit, cfg.Limits))
+		methods := "ANY"
+		if len(r.Methods) > 0 {
+			methods = strings.Join(r.Methods, ",")
+		}
+		fmt.Fprintf(env.stdout, "  route %-26s %s %s auth=%s limit=%s\n", r.Name, methods, r.Path, authMode(r.Auth), limitSummary(r.Limit, cfg.Limits))
 	}
 	for _, e := range cfg.WebSocket.Events {
-		fmt.Fprintf(env.stdout, "  event %-26s limit=%s\n", e.Name, limitSummary(&e.Limit, cfg.Limits))
+		l := e.Limit
+		if len(l.Key) == 0 {
+			l.Key = []string{"user"} // as the relay keys it
+		}
+		fmt.Fprintf(env.stdout, "  event %-26s limit=%s\n", e.Name, limitSummary(&l, cfg.Limits))
 	}
 	return 0
 }
@@ -81,12 +90,18 @@ func limitSummary(l *config.RouteLimit, global config.Limits) string {
 	if l == nil {
 		return "none"
 	}
-	s := fmt.Sprintf("%d/%s key=%v", l.Rate, l.Period, l.Key)
+	// Go's %v of a list and a map ("key=[ip body:email] roles=map[admin:9]")
+	// read as Go, not as the file (QA).
+	s := fmt.Sprintf("%d/%s key=%s", l.Rate, l.Period, strings.Join(l.Key, "+"))
 	if l.Burst > 0 {
 		s += fmt.Sprintf(" burst=%d", l.Burst)
 	}
 	if len(l.Roles) > 0 {
-		s += fmt.Sprintf(" roles=%v", l.Roles)
+		roles := make([]string, 0, len(l.Roles))
+		for _, role := range slices.Sorted(maps.Keys(l.Roles)) {
+			roles = append(roles, fmt.Sprintf("%s=%d", role, l.Roles[role]))
+		}
+		s += " " + strings.Join(roles, " ")
 	}
 	if m := global.Multiplier; m != 1 {
 		rate, period, burst := config.ScaleLimit(l.Rate, l.Period, l.Burst, m)

@@ -50,6 +50,10 @@ func run(ctx context.Context, env environment) int {
 	cmd, args := "serve", env.args
 	if len(args) > 0 && len(args[0]) > 0 && args[0][0] != '-' {
 		cmd, args = args[0], args[1:]
+	} else if len(args) > 0 && (args[0] == "-h" || args[0] == "-help" || args[0] == "--help") {
+		// No command named: the commands first, then serve's flags (QA:
+		// --help printed 70 flags and never said there were commands).
+		fmt.Fprint(env.stderr, usage+"\n")
 	} else if len(args) > 0 && (args[0] == "--version" || args[0] == "-version") {
 		// What every other tool answers to, rather than serve's
 		// "flag provided but not defined" after its whole flag list.

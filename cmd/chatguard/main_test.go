@@ -106,6 +106,13 @@ func TestVersionAndUsage(t *testing.T) {
 	if code, _, _ := runCmd(t, []string{"serve", "-h"}, nil); code != 0 {
 		t.Fatalf("-h exit %d", code)
 	}
+	// With no command named, the commands come before serve's flags (QA:
+	// --help listed 70 flags and no command).
+	for _, h := range []string{"--help", "-h"} {
+		if code, _, errOut := runCmd(t, []string{h}, nil); code != 0 || !strings.Contains(errOut, "chatguard check-config [flags]") || !strings.Contains(errOut, "-admin-listen") {
+			t.Errorf("%s: exit %d\n%s", h, code, errOut)
+		}
+	}
 	// The command after the flags is named as such, not as an unexpected
 	// argument of serve.
 	for _, args := range [][]string{{"--listen", ":1", "check-config"}, {"--upstrem", "x", "inject"}} { // not when a flag's value: --log-dir version

@@ -191,8 +191,8 @@ func TestCheckConfigShowsOverridesAndLimits(t *testing.T) {
 	}
 	for _, want := range []string{
 		"warning: the file's rate_limit.multiplier (env RATE_LIMIT_MULTIPLIER) is not used",
-		"/api/auth/login auth=none limit=3/15m0s key=[ip body:email] roles=map[admin:9] ×2 (rate_limit.multiplier) = 6/15m0s admin=18/15m0s",
-		"/open/* auth=optional limit=none",
+		"route login                      POST /api/auth/login auth=none limit=3/15m0s key=ip+body:email admin=9 ×2 (rate_limit.multiplier) = 6/15m0s admin=18/15m0s",
+		"route open                       ANY /open/* auth=optional limit=none",
 	} {
 		if !strings.Contains(out, want) {
 			t.Errorf("check-config output lacks %q:\n%s", want, out)
