@@ -395,15 +395,24 @@ var textPatterns = []*regexp.Regexp{
 	regexp.MustCompile(`(?i)("?[A-Za-z_\-]*(?:password|passwd|pwd|secret|token|api[_-]?key|jwt|cookie|session|credential|authorization)[A-Za-z_\-]*"?\s*[:=]\s*)("[^"]*"|[^\s&,;"}]+)`),
 	// user:password@ in URLs (redis://user:pass@host).
 	regexp.MustCompile(`(://[^/\s:@]*:)[^@\s/]+@`),
-	// A header line Go's textproto quotes whole in its errors ("malformed
-	// MIME header line: \"X-Card: 4111…\x00\""): the value can be anything,
-	// whatever the name (QA), so only the name stays.
-	regexp.MustCompile(`(MIME header(?: initial)?(?: line)?:(?: missing colon:)? )"((?:[^"\\]|\\.)*)"`),
 	// Well-known API key shapes, wherever they stand ("invalid api key
 	// sk_live_…"): Stripe secret and restricted keys, AWS access key ids,
 	// Slack tokens, GitHub tokens, Google API keys.
 	regexp.MustCompile(`\b(?:[sr]k_(?:live|test)_[A-Za-z0-9]{10,}|AKIA[0-9A-Z]{16}|xox[abposr]-[A-Za-z0-9-]{10,}|gh[pousr]_[A-Za-z0-9]{30,}|github_pat_[A-Za-z0-9_]{30,}|AIza[0-9A-Za-z_-]{35})`),
 }
+
+// quotedHeaderLine is a header line Go's textproto quotes whole in its
+// errors ("malformed MIME header line: \"X-Card: 4111…\x00\""): the value
+// can be anything, whatever the name (QA), so only the name stays.
+var quotedHeaderLine = regexp.MustCompile(`(MIME header(?: initial)?(?: line)?:(?: missing colon:)? )"((?:[^"\\]|\\.)*)"`)
+
+// quotedStatusLine is the first line of an answer net/http could not read
+// ("malformed HTTP response \"{\\\"token\\\":…\""): whatever an upstream
+// sent. Its leading word stays (bannerPrefix: "SSH-2.0-OpenSSH_9.6" says
+// which server answered), the rest is filtered.
+var quotedStatusLine = regexp.MustCompile(`(malformed HTTP (?:response|status code|version) )"((?:[^"\\]|\\.)*)"`)
+
+var bannerPrefix = regexp.MustCompile(`^[A-Za-z0-9./_-]{0,32}`)
 
 // String redacts secrets embedded in free text: authorization credentials,
 // JWTs, key=value pairs with a sensitive key and passwords in URLs.
@@ -411,6 +420,24 @@ func String(s string) string {
 	if !mayHoldSecret(s) {
 		return s
 	}
+	// Go's quoted lines first: the rules below read an escaped quote in
+	// them as the end of a value, and left the rest (review).
+	s = quotedHeaderLine.ReplaceAllStringFunc(s, func(m string) string {
+		sub := quotedHeaderLine.FindStringSubmatch(m)
+		name, _, found := strings.Cut(sub[2], ":")
+		if !found || name == "" || strings.ContainsAny(name, " \t\\\"") {
+			return sub[1] + `"` + Filtered + `"`
+		}
+		return sub[1] + `"` + name + ": " + Filtered + `"`
+	})
+	s = quotedStatusLine.ReplaceAllStringFunc(s, func(m string) string {
+		sub := quotedStatusLine.FindStringSubmatch(m)
+		keep := bannerPrefix.FindString(sub[2])
+		if keep == sub[2] {
+			return m
+		}
+		return sub[1] + `"` + keep + Filtered + `"`
+	})
 	s = textPatterns[0].ReplaceAllStringFunc(s, func(m string) string {
 		sub := textPatterns[0].FindStringSubmatch(m)
 		if !looksLikeCredential(sub[1], sub[2]) {
@@ -436,15 +463,7 @@ func String(s string) string {
 		return sub[1] + Filtered
 	})
 	s = textPatterns[3].ReplaceAllString(s, "${1}"+Filtered+"@")
-	s = textPatterns[4].ReplaceAllStringFunc(s, func(m string) string {
-		sub := textPatterns[4].FindStringSubmatch(m)
-		name, _, found := strings.Cut(sub[2], ":")
-		if !found || name == "" || strings.ContainsAny(name, " \t\\\"") {
-			return sub[1] + `"` + Filtered + `"`
-		}
-		return sub[1] + `"` + name + ": " + Filtered + `"`
-	})
-	s = textPatterns[5].ReplaceAllString(s, Filtered)
+	s = textPatterns[4].ReplaceAllString(s, Filtered)
 	return s
 }
 
@@ -490,6 +509,10 @@ func mayHoldSecret(s string) bool {
 			}
 		case 'M':
 			if strings.HasPrefix(rest, "MIME header") {
+				return true
+			}
+		case 'm':
+			if strings.HasPrefix(rest, "malformed HTTP ") {
 				return true
 			}
 		case 'A':

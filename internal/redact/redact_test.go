@@ -2,6 +2,7 @@ package redact_test
 
 import (
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"net/url"
 	"reflect"
@@ -223,6 +224,16 @@ func TestString(t *testing.T) {
 		{name: "missing colon", in: `malformed MIME header: missing colon: "4111111111111111"`, want: `malformed MIME header: missing colon: "[FILTERED]"`},
 		{name: "initial line", in: `malformed MIME header initial line: " X-Private: value"`, want: `malformed MIME header initial line: "[FILTERED]"`},
 		{name: "malformed sensitive header", in: `malformed MIME header line: "X-Auth-Token: abc\x00"`, want: `malformed MIME header line: "X-Auth-Token: [FILTERED]"`},
+		// Escaped quotes inside: the key=value rule took one for the end
+		// of the line, and the rest stayed (review).
+		{name: "malformed header, escaped quotes", in: fmt.Sprintf("read trailer: malformed MIME header line: %q", "X-Data: token=\"x\" card=4111111111111111\x00"), want: `read trailer: malformed MIME header line: "X-Data: [FILTERED]"`},
+		{name: "malformed api key header", in: fmt.Sprintf("malformed MIME header line: %q", "X-Api-Key: \"sk-SECRETVALUE123\"\x00"), want: `malformed MIME header line: "X-Api-Key: [FILTERED]"`},
+		{name: "malformed cookie header", in: fmt.Sprintf("malformed MIME header line: %q", "Set-Cookie: session=\"SECRETSID\"\x01"), want: `malformed MIME header line: "Set-Cookie: [FILTERED]"`},
+		// An answer net/http could not read is whatever the upstream sent:
+		// its leading word stays, to tell what answered.
+		{name: "malformed response", in: fmt.Sprintf("upstream: malformed HTTP response %q", `{"token":"abc","password":"hunter2"}`), want: `upstream: malformed HTTP response "[FILTERED]"`},
+		{name: "malformed response banner", in: fmt.Sprintf("malformed HTTP response %q", "SSH-2.0-OpenSSH_9.6"), want: `malformed HTTP response "SSH-2.0-OpenSSH_9.6"`},
+		{name: "malformed status code", in: fmt.Sprintf("malformed HTTP status code %q", "2000 secret=abc"), want: `malformed HTTP status code "2000[FILTERED]"`},
 		{name: "empty", in: "", want: ""},
 		{name: "bearer", in: "got Bearer abc.def-ghi_jkl~mno+pqr/stu==", want: "got Bearer [FILTERED]"},
 		{name: "bearer lower case", in: "bearer abc123", want: "bearer [FILTERED]"},
