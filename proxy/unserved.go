@@ -106,5 +106,5 @@ func (u *unservedRequests) unserved(c net.Conn) {
 	if hidden > 0 {
 		f["repeatedSinceLast"] = hidden
 	}
-	u.log.WithFields(f).Warn("a request never reached chatguard: malformed (answered 400, 431, 501 or 505 by the HTTP server itself) or cut off before its headers ended")
+	u.log.WithFields(f).Warn("a request never reached chatguard: malformed (answered 400, 417, 431, 501 or 505 by the HTTP server itself) or cut off before its headers ended")
 }

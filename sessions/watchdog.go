@@ -362,6 +362,9 @@ func openAppend(path string) (*os.File, error) {
 	return os.OpenFile(path, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o640)
 }
 
+// appendMu serialises appendJSONLine (see there).
+var appendMu sync.Mutex
+
 // appendJSONLine appends v to the file as one line. The file holds whole
 // lines only: a write a full disk cuts short is taken back, and a line cut
 // before (one that could not be taken back, or a crash's) is ended first
@@ -371,6 +374,11 @@ func appendJSONLine(path string, v any) error {
 	if err != nil {
 		return err
 	}
+	// One append at a time: Record runs on request goroutines, and the
+	// size read before a write is what a cut write truncates back to, so
+	// a concurrent append in between would be cut away with it (review).
+	appendMu.Lock()
+	defer appendMu.Unlock()
 	line := append(b, '\n')
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 		return err

@@ -114,7 +114,7 @@ func (pt *podTemplate) addDrainHook(app appPort, ann map[string]any) ([]string, 
 	if err != nil {
 		return nil, fmt.Errorf("container %q: %w", name, err)
 	}
-	lc["preStop"] = toMap(drainHook(pt.typed.Containers[app.container].Image))
+	lc["preStop"] = toMap(drainHook(nodeFor(pt.typed.Containers[app.container])))
 	ann[AnnotationDrainHook] = name
 	return nil, nil
 }

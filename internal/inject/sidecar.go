@@ -14,10 +14,20 @@ import (
 const drainScript = "require('http').request({host:'127.0.0.1',port:9090,path:'/drain',method:'POST',timeout:40000}," +
 	"r=>{r.resume();r.on('end',()=>process.exit(0))}).on('error',()=>process.exit(0)).end()"
 
-// drainHook is the preStop hook chatguard gives an app container running
-// image.
-func drainHook(image string) *corev1.LifecycleHandler {
-	return &corev1.LifecycleHandler{Exec: &corev1.ExecAction{Command: []string{nodeBinary(image), "-e", drainScript}}}
+// drainHook is the preStop hook chatguard gives an app container, node
+// being how it starts Node.js there (see nodeFor).
+func drainHook(node string) *corev1.LifecycleHandler {
+	return &corev1.LifecycleHandler{Exec: &corev1.ExecAction{Command: []string{node, "-e", drainScript}}}
+}
+
+// nodeFor is how the hook starts node in c: the absolute path c's own
+// command starts node by, if it does (an image built FROM a distroless
+// one, whose name says nothing: review); else nodeBinary of its image.
+func nodeFor(c corev1.Container) string {
+	if len(c.Command) > 0 && strings.HasPrefix(c.Command[0], "/") && strings.HasSuffix(c.Command[0], "/node") {
+		return c.Command[0]
+	}
+	return nodeBinary(c.Image)
 }
 
 // nodeBinary is how the hook starts node in image: by name, except in

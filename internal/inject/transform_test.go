@@ -403,4 +403,18 @@ func TestDrainHookFindsNode(t *testing.T) {
 			t.Errorf("%s: uninject: %q\n%s", image, un.Warnings, un.Manifests)
 		}
 	}
+	// An image built FROM a distroless one has a name that says nothing;
+	// its command names node's path (review).
+	in := strings.Replace(deployment, "image: web\n", "image: myorg/chat-api:1.2\n        command: [/nodejs/bin/node, server.js]\n", 1)
+	res := mustTransform(t, []byte(in), Options{})
+	pt, err := openPodTemplate(decodeAll(t, res.Manifests)[0], workloadKinds["Deployment"])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if lc := pt.typed.Containers[0].Lifecycle; lc == nil || lc.PreStop == nil || lc.PreStop.Exec.Command[0] != "/nodejs/bin/node" {
+		t.Errorf("command /nodejs/bin/node: preStop %+v", lc)
+	}
+	if un := mustTransform(t, res.Manifests, Options{Uninject: true}); len(un.Warnings) != 0 || !equalJSON(decodeAll(t, []byte(in)), decodeAll(t, un.Manifests)) {
+		t.Errorf("command /nodejs/bin/node: uninject: %q\n%s", un.Warnings, un.Manifests)
+	}
 }

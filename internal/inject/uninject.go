@@ -65,12 +65,15 @@ func (pt *podTemplate) uninject() (warnings []string, err error) {
 // still the ones it added.
 func (pt *podTemplate) removeDrainHooks(names []string) (warnings []string) {
 	cs, _ := list(pt.spec, "containers") // read without error by the caller
-	// Either form: the image may have changed since.
-	ours := []any{toMap(drainHook("")), toMap(drainHook("gcr.io/distroless/nodejs20-debian12"))}
 	for _, name := range names {
 		i := named(cs, name)
 		if i < 0 {
 			continue
+		}
+		// Any form inject writes: the image or command may have changed since.
+		ours := []any{toMap(drainHook("node")), toMap(drainHook("/nodejs/bin/node"))}
+		if i < len(pt.typed.Containers) && pt.typed.Containers[i].Name == name {
+			ours = append(ours, toMap(drainHook(nodeFor(pt.typed.Containers[i]))))
 		}
 		c, _ := cs[i].(map[string]any)
 		lc, _ := c["lifecycle"].(map[string]any)

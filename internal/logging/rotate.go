@@ -114,6 +114,7 @@ func (r *rotatingFile) open() error {
 		return fmt.Errorf("logging: %w", err)
 	}
 	r.f, r.size, r.checked = f, st.Size(), r.now()
+	r.partial = false // the cut line was the old file's
 	return nil
 }
 
