@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/netip"
 	"slices"
+	"strconv"
 	"sync"
 	"time"
 
@@ -326,6 +327,12 @@ func (s *sioSession) clientPacket(data []byte) verdict {
 		v = s.event(pkt)
 	case socketio.PacketAck, socketio.PacketBinaryAck:
 		s.activity()
+	case socketio.PacketDisconnect:
+		// The client leaves the namespace (the app sends nothing back):
+		// its admission is over, and it no longer counts toward the cap.
+		s.mu.Lock()
+		delete(s.nsUser, pkt.Namespace)
+		s.mu.Unlock()
 	}
 	if v.forward && pkt.Attachments > 0 {
 		s.mu.Lock()
@@ -417,12 +424,25 @@ func (s *sioSession) connect(pkt socketio.Packet) verdict {
 // per namespace it connects, reconnects included).
 const maxSessionPIDs = 64
 
+// maxSessionNamespaces bounds the namespaces one session may have asked
+// for and not been refused or left: a CONNECT to one more ends the
+// session with CONNECT_ERROR.
+const maxSessionNamespaces = 64
+
 // admitConnect forwards a CONNECT admitted as user (empty: anonymous),
 // noting that user for the namespace; a connection-state-recovery pid in
 // its payload that chatguard gave to another user or namespace is taken
 // out (see pidOwners).
 func (s *sioSession) admitConnect(pkt socketio.Packet, user string) verdict {
 	s.mu.Lock()
+	if _, seen := s.nsUser[pkt.Namespace]; !seen && len(s.nsUser) >= maxSessionNamespaces {
+		// QA: one socket sent 50,000 CONNECTs to namespaces the app
+		// refused, and this map held 207 MB; no app serves that many.
+		s.mu.Unlock()
+		s.hub.metrics.rejections.WithLabelValues("connect", "namespaces").Inc()
+		return s.connectError(pkt, apierrors.New(apierrors.CodeValidation,
+			"More than "+strconv.Itoa(maxSessionNamespaces)+" namespaces on one connection."))
+	}
 	if s.nsUser == nil {
 		s.nsUser = map[string]string{}
 	}
@@ -619,7 +639,7 @@ func (s *sioSession) fromUpstream(typ websocket.MessageType, msg []byte) bool {
 	case byte(socketio.EIOOpen):
 		s.opened(msg[1:])
 	case byte(socketio.EIOMessage):
-		if msg[1] == '0' || msg[1] == '1' {
+		if msg[1] == '0' || msg[1] == '1' || msg[1] == '4' { // CONNECT, DISCONNECT, CONNECT_ERROR
 			s.upstreamPacket(msg[1:])
 		}
 	}
@@ -694,7 +714,12 @@ func (s *sioSession) upstreamPacket(data []byte) {
 			h.registry.Identify(id, s, now.User, now.Role, now.Name)
 		}
 		return
+	case socketio.PacketConnectError:
+		delete(s.nsUser, pkt.Namespace) // refused: nothing to remember
+		s.mu.Unlock()
+		return
 	case socketio.PacketDisconnect:
+		delete(s.nsUser, pkt.Namespace)
 		for i, ns := range s.namespaces {
 			if ns == pkt.Namespace {
 				s.namespaces = append(s.namespaces[:i], s.namespaces[i+1:]...)

@@ -194,6 +194,9 @@ type fakeSIO struct {
 	// binAck: acks are BINARY_ACKs whose one attachment ("att") follows
 	// their text message after this long; 0: text acks.
 	binAck time.Duration
+	// refuseNS: a CONNECT to a namespace with this prefix gets
+	// CONNECT_ERROR, as Socket.IO answers one it does not serve.
+	refuseNS string
 
 	mu     sync.Mutex
 	got    []string // text as is, binary as "bin:" + payload, end as "end:<code>"
@@ -290,6 +293,9 @@ func (f *fakeSIO) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			err = write(`40{"sid":"` + f.socketID + `"` + pid + `}`)
 		case s == "40" || strings.HasPrefix(s, "40{"):
 			err = write(fmt.Sprintf(`40{"sid":"sock%d"}`, f.seq.Add(1)))
+		case strings.HasPrefix(s, "40/") && f.refuseNS != "" && strings.HasPrefix(s[2:], f.refuseNS):
+			ns, _, _ := strings.Cut(s[2:], ",")
+			err = write(`44` + ns + `,{"message":"Invalid namespace"}`)
 		case strings.HasPrefix(s, "40/"): // another namespace: 40/admin,{…}
 			ns, _, _ := strings.Cut(s[2:], ",")
 			err = write(fmt.Sprintf(`40%s,{"sid":"sock%d"}`, ns, f.seq.Add(1)))

@@ -80,7 +80,7 @@ func newWSMetrics(reg prometheus.Registerer, pollSessions, readers func() float6
 		}, []string{"event"}),
 		rejections: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "chatguard_socketio_event_rejections_total",
-			Help: "Socket.IO events not forwarded, by event and reason (rate_limited, auth).",
+			Help: "Socket.IO events not forwarded, by event and reason (rate_limited, auth, namespaces).",
 		}, []string{"event", "reason"}),
 		forced: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "chatguard_websocket_forced_disconnects_total",

@@ -1,0 +1,61 @@
+package proxy
+
+import (
+	"fmt"
+	"strings"
+	"testing"
+)
+
+// What a session remembers of its namespaces stays bounded (QA: one socket
+// sent 50,000 CONNECTs to namespaces the app refused, and chatguard held
+// 207 MB for it): a refused or left namespace is forgotten, and a CONNECT
+// past maxSessionNamespaces open ones ends the session.
+func TestSocketIONamespacesBounded(t *testing.T) {
+	t.Parallel()
+	fake := &fakeSIO{refuseNS: "/bad"}
+	env := startSIO(t, upstream(t, fake.ServeHTTP).URL, nil)
+	cl := dialSIO(t, env.harness, nil)
+	if got := cl.connect(""); !strings.HasPrefix(got, "40{") {
+		t.Fatalf("CONNECT: %q", got)
+	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Log(env.harness.logs.String())
+		}
+	})
+	sess := rvPair(t, env.harness).sess
+	nsCount := func() int {
+		sess.mu.Lock()
+		defer sess.mu.Unlock()
+		return len(sess.nsUser)
+	}
+	for i := 0; i < 3*maxSessionNamespaces; i++ {
+		cl.send(fmt.Sprintf("40/bad%d%s,", i, strings.Repeat("x", 100)))
+		if got := cl.next(); !strings.HasPrefix(got, fmt.Sprintf("44/bad%d%s,", i, strings.Repeat("x", 100))) {
+			t.Fatalf("CONNECT /bad%d: %q, want the app's CONNECT_ERROR", i, got)
+		}
+	}
+	waitFor(t, "the refused namespaces forgotten", func() bool { return nsCount() == 1 })
+	// Left namespaces are forgotten too.
+	for i := 0; i < 2*maxSessionNamespaces; i++ {
+		cl.send(fmt.Sprintf("40/left%d,", i))
+		if got := cl.next(); !strings.HasPrefix(got, fmt.Sprintf("40/left%d,", i)) {
+			t.Fatalf("CONNECT /left%d: %q", i, got)
+		}
+		cl.send(fmt.Sprintf("41/left%d,", i))
+	}
+	waitFor(t, "the left namespaces forgotten", func() bool { return nsCount() == 1 })
+	// Open ones count: one past the cap ends the session.
+	for i := 1; i < maxSessionNamespaces; i++ {
+		cl.send(fmt.Sprintf("40/ok%d,", i))
+		if got := cl.next(); !strings.HasPrefix(got, fmt.Sprintf("40/ok%d,", i)) {
+			t.Fatalf("CONNECT /ok%d: %q", i, got)
+		}
+	}
+	cl.send("40/one-too-many,")
+	got, _ := cl.until()
+	if len(got) == 0 || !strings.HasPrefix(got[0], "44/one-too-many,") || !strings.Contains(got[0], "VALIDATION_ERROR") {
+		t.Errorf("CONNECT past the cap: %q, want chatguard's CONNECT_ERROR, then the end", got)
+	}
+	waitMetric(t, env.harness, `chatguard_socketio_event_rejections_total{event="connect",reason="namespaces"}`, 1)
+}
