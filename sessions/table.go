@@ -497,9 +497,11 @@ func (t *Table[K, V]) bulkCompact(reason Reason, live float64, pick func(*shard[
 		before := len(out)
 		out = pick(s, out)
 		s.evictions[reason] += uint64(len(out) - before)
-		if len(out) > before {
-			s.maybeCompact(live)
-		}
+		// Whether or not this pass removed anything: entries deleted one
+		// by one (sockets that disconnected) left a slab the size of the
+		// peak, and the table reported megabytes with no entries until
+		// traffic came back (QA: the watchdog stayed critical on it).
+		s.maybeCompact(live)
 		s.mu.Unlock()
 	}
 	for _, v := range out {
