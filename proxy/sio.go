@@ -750,11 +750,18 @@ func (s *sioSession) disconnect(reason string) {
 		for _, ns := range nss {
 			bye = append(bye, socketio.EncodeDisconnect(ns))
 		}
+		s.mu.Unlock()
+		// The upstream hears the client leave, as on a WebSocket, and
+		// first: ending the client's side cuts the long-poll chatguard
+		// holds upstream, which engine.io takes for a transport error,
+		// ending the session before a DISCONNECT POSTed after it (QA:
+		// the app saw "transport error" for an admin kick).
+		s.hub.tellUpstream(s, bye)
+		s.mu.Lock()
 		s.notices = append(s.notices, bye...)
 		s.killed = true
 		s.mu.Unlock()
 		s.notify()
-		s.hub.tellUpstream(s, bye) // the upstream hears the client leave, as on a WebSocket
 		return
 	}
 	s.mu.Unlock()

@@ -134,6 +134,27 @@ func TestSocketIOPollingKickTellsUpstream(t *testing.T) {
 	env.waitStats(t, [3]int{0, 0, 0})
 }
 
+// The kick's DISCONNECT reaches engine.io before the long-poll it holds is
+// cut: engine.io takes a GET cut short for a transport error and ends the
+// session, so a DISCONNECT POSTed after it found no session, and the app saw
+// "transport error", not "client namespace disconnect" (QA).
+func TestSocketIOPollingKickTellsUpstreamFirst(t *testing.T) {
+	t.Parallel()
+	fake := newFakePolling(t, 20*time.Second)
+	fake.engine = true
+	env := startSIO(t, upstream(t, fake.ServeHTTP).URL, nil)
+	connectPolling(t, env)
+	pending := longPoll(t, env.harness, fake)
+	if n := env.reg.Kick(testUser, "admin"); n != 1 {
+		t.Fatalf("Kick = %d", n)
+	}
+	if got := recv(t, pending, "the pending GET"); !strings.Contains(got, "41") {
+		t.Errorf("pending GET answered %q, want DISCONNECT 41", got)
+	}
+	waitFor(t, "the upstream to hear DISCONNECT", func() bool { return slices.Contains(fake.postBodies(), "41") })
+	env.waitStats(t, [3]int{0, 0, 0})
+}
+
 // Engine.IO v3 under the Socket.IO path would pass uninspected (chatguard
 // reads v4), skipping authentication and event limits: it is refused.
 func TestSocketIOOldEngineIORefused(t *testing.T) {
