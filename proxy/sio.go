@@ -69,6 +69,7 @@ type sioSession struct {
 	wake     chan struct{}   // a notice arrived for a waiting GET
 	pollCtx  context.Context // the life of polls sent on the session's behalf
 	pollStop context.CancelFunc
+	telling  sync.WaitGroup // a kick's DISCONNECT on its way upstream (see disconnect)
 	over     bool
 	polled   bool // the session began on long-polling
 	overOnce sync.Once
@@ -185,6 +186,7 @@ func (s *sioSession) ended() {
 		s.over = true
 		id, registered, sid, polled, pids := s.socketID, s.registered, s.sid, s.polled, s.pids
 		s.mu.Unlock()
+		s.telling.Wait() // at most tellUpstream's 5 s
 		s.pollStop()
 		h := s.hub
 		if len(pids) > 0 {
@@ -228,8 +230,25 @@ func (s *sioSession) fromClient(typ websocket.MessageType, msg []byte) bool {
 		s.mu.Lock()
 		s.upgraded = true
 		sid := s.sid
+		owed, told := s.notices, s.killed
+		s.notices = nil
+		p := s.pair
 		s.mu.Unlock()
 		s.hub.unfollowPoll(sid, s)
+		if told && p != nil {
+			// Told to end while it upgraded (a kick with no GET waiting to
+			// carry its DISCONNECT): a WebSocket reads no notices, so it
+			// carries them now, then both sides close (review: the client
+			// stayed connected, unseen by the registry).
+			s.hub.background(func() {
+				for _, n := range owed {
+					if p.send(n) != nil {
+						break
+					}
+				}
+				p.end(sideChatguard, websocket.StatusNormalClosure, "disconnected", "")
+			})
+		}
 	case socketio.EIOMessage:
 		v := s.clientPacket(data)
 		s.deliver(v)
@@ -332,6 +351,7 @@ func (s *sioSession) clientPacket(data []byte) verdict {
 		// its admission is over, and it no longer counts toward the cap.
 		s.mu.Lock()
 		delete(s.nsUser, pkt.Namespace)
+		s.namespaces = slices.DeleteFunc(s.namespaces, func(ns string) bool { return ns == pkt.Namespace })
 		s.mu.Unlock()
 	}
 	if v.forward && pkt.Attachments > 0 {
@@ -424,6 +444,10 @@ func (s *sioSession) connect(pkt socketio.Packet) verdict {
 // per namespace it connects, reconnects included).
 const maxSessionPIDs = 64
 
+// unknownOwner owns a recovery pid whose CONNECT's user chatguard no
+// longer knows: it is no user's, so every recovery of it is taken out.
+const unknownOwner = "\x00unknown"
+
 // maxSessionNamespaces bounds the namespaces one session may have asked
 // for and not been refused or left: a CONNECT to one more ends the
 // session with CONNECT_ERROR.
@@ -439,9 +463,16 @@ func (s *sioSession) admitConnect(pkt socketio.Packet, user string) verdict {
 		// QA: one socket sent 50,000 CONNECTs to namespaces the app
 		// refused, and this map held 207 MB; no app serves that many.
 		s.mu.Unlock()
-		s.hub.metrics.rejections.WithLabelValues("connect", "namespaces").Inc()
-		return s.connectError(pkt, apierrors.New(apierrors.CodeValidation,
+		h := s.hub
+		h.metrics.rejections.WithLabelValues("connect", "namespaces").Inc()
+		h.s.log.WithFields(logrus.Fields{
+			"requestId": s.reqID, logging.FieldCategory: logging.CategorySecurity, "remoteIp": s.ip.String(),
+			"limit": maxSessionNamespaces,
+		}).Warn("socket.io connection ended: a CONNECT to more namespaces than one connection may have")
+		v := s.connectError(pkt, apierrors.New(apierrors.CodeValidation,
 			"More than "+strconv.Itoa(maxSessionNamespaces)+" namespaces on one connection."))
+		v.why = "namespaces" // not an auth failure
+		return v
 	}
 	if s.nsUser == nil {
 		s.nsUser = map[string]string{}
@@ -621,6 +652,8 @@ func (s *sioSession) deliver(v verdict) {
 		case "":
 		case "socket_limit":
 			why, text = v.why, "too many open sockets"
+		case "namespaces":
+			why, text = v.why, "too many namespaces"
 		default:
 			why, text = v.why, v.why+" packet"
 		}
@@ -688,7 +721,14 @@ func (s *sioSession) upstreamPacket(data []byte) {
 			s.namespaces = append(s.namespaces, pkt.Namespace)
 		}
 		if pid, ok := socketio.StringField(pkt.Data, "pid"); ok && pid != "" && len(s.pids) < maxSessionPIDs {
-			h.pids.record(pid, pkt.Namespace, s.nsUser[pkt.Namespace], s)
+			owner, known := s.nsUser[pkt.Namespace]
+			if !known {
+				// Forgotten meanwhile (a CONNECT refused while another was
+				// on its way, or left): nobody may recover this pid, rather
+				// than anyone anonymous (review).
+				owner = unknownOwner
+			}
+			h.pids.record(pid, pkt.Namespace, owner, s)
 			s.pids = append(s.pids, pid)
 		}
 		if s.registered || h.registry == nil || s.over {
@@ -746,22 +786,27 @@ func (s *sioSession) disconnect(reason string) {
 	}
 	p := s.pair
 	if p == nil || s.polled && !s.upgraded {
+		if s.over || s.killed { // ended, or already told to end: once is enough
+			s.mu.Unlock()
+			return
+		}
 		var bye [][]byte
 		for _, ns := range nss {
 			bye = append(bye, socketio.EncodeDisconnect(ns))
 		}
-		s.mu.Unlock()
-		// The upstream hears the client leave, as on a WebSocket, and
-		// first: ending the client's side cuts the long-poll chatguard
-		// holds upstream, which engine.io takes for a transport error,
-		// ending the session before a DISCONNECT POSTed after it (QA:
-		// the app saw "transport error" for an admin kick).
-		s.hub.tellUpstream(s, bye)
-		s.mu.Lock()
 		s.notices = append(s.notices, bye...)
 		s.killed = true
+		// ended waits for the POST below before it cuts the long-poll
+		// chatguard holds upstream: engine.io takes a cut long-poll for a
+		// transport error and ends the session, and a DISCONNECT POSTed
+		// after it found none (QA: the app saw "transport error" for an
+		// admin kick). Added under mu while not over: ended sets over
+		// under mu before it waits.
+		s.telling.Add(1)
 		s.mu.Unlock()
 		s.notify()
+		s.hub.tellUpstream(s, bye) // the upstream hears the client leave, as on a WebSocket
+		s.telling.Done()
 		return
 	}
 	s.mu.Unlock()

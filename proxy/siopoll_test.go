@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -771,4 +772,48 @@ func TestPollingNoticesWaitBehindAKeptAnswer(t *testing.T) {
 	if parts := strings.Split(<-waiting, "\x1e"); len(parts) != 2 || parts[0] != "bYXR0" || !strings.HasPrefix(parts[1], `42["error"`) {
 		t.Fatalf("then: %q, want the attachment, then the error event", parts)
 	}
+}
+
+// A kick that lands while the client upgrades, with no GET waiting to carry
+// its DISCONNECT, reaches the client on the WebSocket once the upgrade is
+// done, and the socket closes (review: a WebSocket reads no notices, and the
+// client stayed connected, unseen by the registry).
+func TestSocketIOKickDuringUpgradeReachesTheWebSocket(t *testing.T) {
+	t.Parallel()
+	fake := newFakePolling(t, 20*time.Second)
+	slow := func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodPost {
+			b, _ := io.ReadAll(r.Body)
+			if string(b) == "41" {
+				time.Sleep(500 * time.Millisecond) // a busy app: the upgrade finishes first
+			}
+			r.Body = io.NopCloser(bytes.NewReader(b))
+		}
+		fake.ServeHTTP(w, r)
+	}
+	env := startSIO(t, upstream(t, slow).URL, nil)
+	connectPolling(t, env)
+	ws, wctx := dialWS(t, env.harness, sioPath+"&sid=p1", nil)
+	if err := ws.Write(wctx, websocket.MessageText, []byte("2probe")); err != nil {
+		t.Fatal(err)
+	}
+	if _, msg, err := ws.Read(wctx); err != nil || string(msg) != "3probe" {
+		t.Fatalf("probe %q %v", msg, err)
+	}
+	if n := env.reg.Kick(testUser, "admin"); n != 1 {
+		t.Fatalf("Kick = %d", n)
+	}
+	time.Sleep(100 * time.Millisecond) // the kick's POST is on its way
+	if err := ws.Write(wctx, websocket.MessageText, []byte("5")); err != nil {
+		t.Fatal(err)
+	}
+	rctx, cancel := context.WithTimeout(wctx, 3*time.Second)
+	defer cancel()
+	if _, msg, err := ws.Read(rctx); err != nil || string(msg) != "41" {
+		t.Fatalf("after the upgrade: %q %v, want DISCONNECT 41", msg, err)
+	}
+	if _, _, err := ws.Read(rctx); websocket.CloseStatus(err) != websocket.StatusNormalClosure {
+		t.Errorf("then %v, want the close", err)
+	}
+	waitFor(t, "the upstream to hear DISCONNECT", func() bool { return slices.Contains(fake.postBodies(), "41") })
 }

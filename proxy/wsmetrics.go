@@ -84,7 +84,7 @@ func newWSMetrics(reg prometheus.Registerer, pollSessions, readers func() float6
 		}, []string{"event", "reason"}),
 		forced: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "chatguard_websocket_forced_disconnects_total",
-			Help: "Sockets chatguard disconnected, by reason (expired, capacity, emergency, admin, drain, idle, auth, socket_limit, malformed, write_stalled, read_stalled, ip_blocked).",
+			Help: "Sockets chatguard disconnected, by reason (expired, capacity, emergency, admin, drain, idle, auth, socket_limit, malformed, write_stalled, read_stalled, ip_blocked, namespaces).",
 		}, []string{"reason"}),
 		closeCodes: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "chatguard_websocket_close_codes_total",
@@ -128,7 +128,7 @@ func newWSMetrics(reg prometheus.Registerer, pollSessions, readers func() float6
 	for _, o := range []string{outcomeAccepted, outcomeUpstreamFailed, outcomeUpstreamRefuse, outcomeOrigin, outcomeLimited, outcomeDraining, outcomeHandshake} {
 		m.outcomes.WithLabelValues(o)
 	}
-	for _, r := range []string{"expired", "capacity", "emergency", "admin", "drain", "idle", "auth", "socket_limit", "write_stalled", "read_stalled", "malformed", "ip_blocked"} {
+	for _, r := range []string{"expired", "capacity", "emergency", "admin", "drain", "idle", "auth", "socket_limit", "write_stalled", "read_stalled", "malformed", "ip_blocked", "namespaces"} {
 		m.forced.WithLabelValues(r)
 	}
 	for _, side := range []string{sideClient, sideUpstream, sideChatguard} {
