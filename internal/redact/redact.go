@@ -412,7 +412,15 @@ var quotedHeaderLine = regexp.MustCompile(`(MIME header(?: initial)?(?: line)?:(
 // which server answered), the rest is filtered.
 var quotedStatusLine = regexp.MustCompile(`(malformed HTTP (?:response|status code|version) )"((?:[^"\\]|\\.)*)"`)
 
-var bannerPrefix = regexp.MustCompile(`^[A-Za-z0-9./_-]{0,32}`)
+// bannerPrefix is what of such a line is kept: a known protocol's banner
+// ("SSH-2.0-OpenSSH_9.6", "HTTP/2", "+OK", "-ERR", "AMQP", "RFB 003.008")
+// or a bare number (a status code); anything else could be a secret
+// (review: "hunter2secret" fit a looser pattern).
+var bannerPrefix = regexp.MustCompile(`^(?:SSH-[0-9.]{1,5}-[A-Za-z0-9._-]{1,40}|HTTP/[0-9.]{1,3}|AMQP|\+OK|-ERR|RFB [0-9.]{3,7}|[0-9]{1,6}$)`)
+
+// tlsRecord is a TLS record's header as %q writes it: an alert (\x15) or a
+// handshake (\x16), version 3.x.
+var tlsRecord = regexp.MustCompile(`^\\x1[56]\\x03`)
 
 // String redacts secrets embedded in free text: authorization credentials,
 // JWTs, key=value pairs with a sensitive key and passwords in URLs.
@@ -432,6 +440,9 @@ func String(s string) string {
 	})
 	s = quotedStatusLine.ReplaceAllStringFunc(s, func(m string) string {
 		sub := quotedStatusLine.FindStringSubmatch(m)
+		if tlsRecord.MatchString(sub[2]) {
+			return m // binary: an https upstream configured as http://, the clearest hint there is
+		}
 		keep := bannerPrefix.FindString(sub[2])
 		if keep == sub[2] {
 			return m

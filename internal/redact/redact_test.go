@@ -233,7 +233,11 @@ func TestString(t *testing.T) {
 		// its leading word stays, to tell what answered.
 		{name: "malformed response", in: fmt.Sprintf("upstream: malformed HTTP response %q", `{"token":"abc","password":"hunter2"}`), want: `upstream: malformed HTTP response "[FILTERED]"`},
 		{name: "malformed response banner", in: fmt.Sprintf("malformed HTTP response %q", "SSH-2.0-OpenSSH_9.6"), want: `malformed HTTP response "SSH-2.0-OpenSSH_9.6"`},
-		{name: "malformed status code", in: fmt.Sprintf("malformed HTTP status code %q", "2000 secret=abc"), want: `malformed HTTP status code "2000[FILTERED]"`},
+		{name: "malformed status code", in: fmt.Sprintf("malformed HTTP status code %q", "2000 secret=abc"), want: `malformed HTTP status code "[FILTERED]"`},
+		{name: "malformed status code, a number", in: fmt.Sprintf("malformed HTTP status code %q", "2000"), want: `malformed HTTP status code "2000"`},
+		{name: "malformed response, a word", in: fmt.Sprintf("malformed HTTP response %q", "hunter2secretpassword"), want: `malformed HTTP response "[FILTERED]"`},
+		{name: "malformed response, TLS", in: fmt.Sprintf("malformed HTTP response %q", "\x15\x03\x01\x00\x02\x02F"), want: `malformed HTTP response "\x15\x03\x01\x00\x02\x02F"`},
+		{name: "malformed response, redis", in: fmt.Sprintf("malformed HTTP response %q", "-ERR wrong number of arguments"), want: `malformed HTTP response "-ERR[FILTERED]"`},
 		{name: "empty", in: "", want: ""},
 		{name: "bearer", in: "got Bearer abc.def-ghi_jkl~mno+pqr/stu==", want: "got Bearer [FILTERED]"},
 		{name: "bearer lower case", in: "bearer abc123", want: "bearer [FILTERED]"},
