@@ -235,18 +235,21 @@ func (s *sioSession) fromClient(typ websocket.MessageType, msg []byte) bool {
 		p := s.pair
 		s.mu.Unlock()
 		s.hub.unfollowPoll(sid, s)
-		if told && p != nil {
-			// Told to end while it upgraded (a kick with no GET waiting to
-			// carry its DISCONNECT): a WebSocket reads no notices, so it
-			// carries them now, then both sides close (review: the client
-			// stayed connected, unseen by the registry).
+		if p != nil && (told || len(owed) > 0) {
+			// Owed while it upgraded, with no GET to carry them (a kick's
+			// DISCONNECT, an event's rejection): a WebSocket reads no
+			// notices, so it carries them now, and a session told to end
+			// then closes (review: a kicked client stayed connected,
+			// unseen by the registry).
 			s.hub.background(func() {
 				for _, n := range owed {
 					if p.send(n) != nil {
 						break
 					}
 				}
-				p.end(sideChatguard, websocket.StatusNormalClosure, "disconnected", "")
+				if told {
+					p.end(sideChatguard, websocket.StatusNormalClosure, "disconnected", "")
+				}
 			})
 		}
 	case socketio.EIOMessage:
