@@ -817,3 +817,35 @@ func TestSocketIOKickDuringUpgradeReachesTheWebSocket(t *testing.T) {
 	}
 	waitFor(t, "the upstream to hear DISCONNECT", func() bool { return slices.Contains(fake.postBodies(), "41") })
 }
+
+// An event's rejection owed to a polling client that upgrades before its
+// next GET goes out on the WebSocket, and the socket stays open (a WebSocket
+// reads no notices: it was dropped).
+func TestPollingNoticesOwedAtTheUpgradeGoOutOnTheWebSocket(t *testing.T) {
+	t.Parallel()
+	env, _ := pollingSession(t, oneMessagePerMinute)
+	h := env.harness
+	ws, wctx := dialWS(t, h, sioPath+"&sid=p1", nil)
+	if err := ws.Write(wctx, websocket.MessageText, []byte("2probe")); err != nil {
+		t.Fatal(err)
+	}
+	if _, msg, err := ws.Read(wctx); err != nil || string(msg) != "3probe" {
+		t.Fatalf("probe %q %v", msg, err)
+	}
+	// Over the limit on the polling transport, no GET waiting: owed.
+	poll(t, h, http.MethodPost, "&sid=p1", "42[\"send-message\",{}]\x1e42[\"send-message\",{}]")
+	if err := ws.Write(wctx, websocket.MessageText, []byte("5")); err != nil {
+		t.Fatal(err)
+	}
+	rctx, cancel := context.WithTimeout(wctx, 3*time.Second)
+	defer cancel()
+	if _, msg, err := ws.Read(rctx); err != nil || !strings.HasPrefix(string(msg), `42["error",{"success":false`) {
+		t.Fatalf("after the upgrade: %q %v, want the error event", msg, err)
+	}
+	// Still open: nothing more comes, no close.
+	quiet, stop := context.WithTimeout(wctx, 300*time.Millisecond)
+	defer stop()
+	if _, msg, err := ws.Read(quiet); quiet.Err() == nil {
+		t.Errorf("then %q %v, want the socket open and quiet", msg, err)
+	}
+}
