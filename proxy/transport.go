@@ -424,7 +424,7 @@ func (t *upstreamTransport) exchange(pc *upstreamConn, req *http.Request) (*http
 		// The upstream may have answered before taking the whole body
 		// (a 413 from the app): read what it said, briefly.
 		pc.setReadDeadline(t.now().Add(time.Second))
-		if resp, err := http.ReadResponse(pc.br, req); err == nil {
+		if resp, err := readResponse(pc.br, req); err == nil {
 			pc.setReadDeadline(time.Time{})
 			resp.Close = true
 			infoFrom(ctx).bodyLeft = true
@@ -737,12 +737,47 @@ func (g *gatedBody) cut() {
 	g.mu.Unlock()
 }
 
+// readResponse is http.ReadResponse that also removes the fields a
+// "Connection: close, X-Secret" names. ReadResponse deletes Connection
+// when it says close, so the proxy never saw X-Secret named hop-by-hop and
+// passed it on (QA; RFC 9110 7.6.1 says a proxy must remove it). The head
+// is read from the buffer before ReadResponse takes it: a whole head that
+// had arrived is still there, unchanged, after ReadResponse (which then
+// needs no refill); one that had not is not read for this (a head split
+// across reads, rare), and the named fields pass as before.
+func readResponse(br *bufio.Reader, req *http.Request) (*http.Response, error) {
+	if _, err := br.Peek(1); err != nil {
+		return nil, err // what ReadResponse would return for no bytes at all
+	}
+	head, _ := br.Peek(br.Buffered())
+	resp, err := http.ReadResponse(br, req)
+	if err != nil || !resp.Close || len(resp.Header["Connection"]) > 0 {
+		return resp, err
+	}
+	end := bytes.Index(head, []byte("\r\n\r\n"))
+	if end < 0 {
+		return resp, nil
+	}
+	for _, line := range bytes.Split(head[:end], []byte("\r\n"))[1:] {
+		name, value, ok := bytes.Cut(line, []byte(":"))
+		if !ok || !strings.EqualFold(string(name), "Connection") {
+			continue
+		}
+		for _, k := range strings.Split(string(value), ",") {
+			if k = strings.TrimSpace(k); k != "" && !strings.EqualFold(k, "close") {
+				resp.Header.Del(k)
+			}
+		}
+	}
+	return resp, nil
+}
+
 // readHead reads the response head, passing 1xx responses to the client
 // trace. got reports whether any of the response arrived.
 func (t *upstreamTransport) readHead(pc *upstreamConn, req *http.Request, received int64) (resp *http.Response, got bool, err error) {
 	trace := httptrace.ContextClientTrace(req.Context())
 	for informational := 0; ; informational++ {
-		resp, err := http.ReadResponse(pc.br, req)
+		resp, err := readResponse(pc.br, req)
 		if err != nil {
 			got := pc.cr.n.Load() > received // even bytes ReadResponse consumed before failing
 			return nil, got, classifyReadError(err)

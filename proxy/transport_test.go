@@ -935,3 +935,30 @@ func TestKeepAliveFor(t *testing.T) {
 		}
 	}
 }
+
+// The fields an upstream's "Connection: close, X" names are hop-by-hop and
+// do not reach the client, as without "close" (QA: net/http deletes the
+// whole Connection field when it says close, and X passed).
+func TestConnectionCloseNamedFieldsDropped(t *testing.T) {
+	t.Parallel()
+	head := func(conn string) func(c net.Conn, br *bufio.Reader) {
+		return func(c net.Conn, br *bufio.Reader) {
+			if _, err := http.ReadRequest(br); err != nil {
+				return
+			}
+			_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\n"+conn+"X-Up-Secret: s3cr3t\r\nX-Kept: yes\r\nContent-Length: 2\r\n\r\nok")
+		}
+	}
+	for _, conn := range []string{
+		"Connection: close, X-Up-Secret\r\n",
+		"Connection: X-Up-Secret, close\r\n",
+		"connection: close\r\nConnection: x-up-secret\r\n",
+		"Connection: keep-alive, X-Up-Secret\r\n", // without close, as before
+	} {
+		h := start(t, rawUpstream(t, head(conn)), nil)
+		resp, body := h.get("/")
+		if resp.StatusCode != 200 || string(body) != "ok" || resp.Header.Get("X-Up-Secret") != "" || resp.Header.Get("X-Kept") != "yes" {
+			t.Errorf("%q: %d %q, X-Up-Secret %q, X-Kept %q", conn, resp.StatusCode, body, resp.Header.Get("X-Up-Secret"), resp.Header.Get("X-Kept"))
+		}
+	}
+}
