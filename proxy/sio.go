@@ -230,17 +230,21 @@ func (s *sioSession) fromClient(typ websocket.MessageType, msg []byte) bool {
 		s.mu.Lock()
 		s.upgraded = true
 		sid := s.sid
-		owed, told := s.notices, s.killed
+		owed, told, midBinary := s.notices, s.killed, s.downBinary > 0
 		s.notices = nil
 		p := s.pair
 		s.mu.Unlock()
 		s.hub.unfollowPoll(sid, s)
-		if p != nil && (told || len(owed) > 0) {
+		if p != nil && (told || len(owed) > 0 && !midBinary) {
 			// Owed while it upgraded, with no GET to carry them (a kick's
 			// DISCONNECT, an event's rejection): a WebSocket reads no
 			// notices, so it carries them now, and a session told to end
 			// then closes (review: a kicked client stayed connected,
-			// unseen by the registry).
+			// unseen by the registry). Not in the middle of a binary
+			// packet whose attachments come next on the WebSocket, which
+			// the relay cannot hold them behind (socket.io-client fails
+			// on anything in between): a rejection is dropped then, as it
+			// was before; a session told to end ends anyway.
 			s.hub.background(func() {
 				for _, n := range owed {
 					if p.send(n) != nil {

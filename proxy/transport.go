@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptrace"
+	"net/textproto"
 	"os"
 	"strconv"
 	"strings"
@@ -424,7 +425,7 @@ func (t *upstreamTransport) exchange(pc *upstreamConn, req *http.Request) (*http
 		// The upstream may have answered before taking the whole body
 		// (a 413 from the app): read what it said, briefly.
 		pc.setReadDeadline(t.now().Add(time.Second))
-		if resp, err := readResponse(pc.br, req); err == nil {
+		if resp, err := readResponse(pc, req); err == nil {
 			pc.setReadDeadline(time.Time{})
 			resp.Close = true
 			infoFrom(ctx).bodyLeft = true
@@ -741,30 +742,39 @@ func (g *gatedBody) cut() {
 // "Connection: close, X-Secret" names. ReadResponse deletes Connection
 // when it says close, so the proxy never saw X-Secret named hop-by-hop and
 // passed it on (QA; RFC 9110 7.6.1 says a proxy must remove it). The head
-// is read from the buffer before ReadResponse takes it: a whole head that
-// had arrived is still there, unchanged, after ReadResponse (which then
-// needs no refill); one that had not is not read for this (a head split
-// across reads, rare), and the named fields pass as before.
-func readResponse(br *bufio.Reader, req *http.Request) (*http.Response, error) {
-	if _, err := br.Peek(1); err != nil {
+// is read from the buffer ReadResponse took it from: only when
+// ReadResponse read nothing more from the connection (the whole head had
+// arrived), since a refill moves other bytes, the body's among them, under
+// that view (review). A head that came in more than one read passes its
+// named fields as before.
+func readResponse(pc *upstreamConn, req *http.Request) (*http.Response, error) {
+	if _, err := pc.br.Peek(1); err != nil {
 		return nil, err // what ReadResponse would return for no bytes at all
 	}
-	head, _ := br.Peek(br.Buffered())
-	resp, err := http.ReadResponse(br, req)
-	if err != nil || !resp.Close || len(resp.Header["Connection"]) > 0 {
+	buf, _ := pc.br.Peek(pc.br.Buffered())
+	read := pc.cr.n.Load()
+	resp, err := http.ReadResponse(pc.br, req)
+	if err != nil || !resp.Close || len(resp.Header["Connection"]) > 0 || pc.cr.n.Load() != read {
 		return resp, err
 	}
-	end := bytes.Index(head, []byte("\r\n\r\n"))
-	if end < 0 {
-		return resp, nil
-	}
-	for _, line := range bytes.Split(head[:end], []byte("\r\n"))[1:] {
+	// The head's lines as textproto reads them (CRLF or a bare LF), up to
+	// the first empty one.
+	for first := true; len(buf) > 0; first = false {
+		line, rest, ok := bytes.Cut(buf, []byte("\n"))
+		if !ok {
+			break
+		}
+		buf = rest
+		line = bytes.TrimSuffix(line, []byte("\r"))
+		if len(line) == 0 {
+			break
+		}
 		name, value, ok := bytes.Cut(line, []byte(":"))
-		if !ok || !strings.EqualFold(string(name), "Connection") {
-			continue
+		if first || !ok || !strings.EqualFold(string(name), "Connection") {
+			continue // the status line; another field
 		}
 		for _, k := range strings.Split(string(value), ",") {
-			if k = strings.TrimSpace(k); k != "" && !strings.EqualFold(k, "close") {
+			if k = textproto.TrimString(k); k != "" && !strings.EqualFold(k, "close") {
 				resp.Header.Del(k)
 			}
 		}
@@ -777,7 +787,7 @@ func readResponse(br *bufio.Reader, req *http.Request) (*http.Response, error) {
 func (t *upstreamTransport) readHead(pc *upstreamConn, req *http.Request, received int64) (resp *http.Response, got bool, err error) {
 	trace := httptrace.ContextClientTrace(req.Context())
 	for informational := 0; ; informational++ {
-		resp, err := readResponse(pc.br, req)
+		resp, err := readResponse(pc, req)
 		if err != nil {
 			got := pc.cr.n.Load() > received // even bytes ReadResponse consumed before failing
 			return nil, got, classifyReadError(err)

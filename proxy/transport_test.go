@@ -11,6 +11,7 @@ import (
 	"net/http/httptrace"
 	"net/textproto"
 	"net/url"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -960,5 +961,48 @@ func TestConnectionCloseNamedFieldsDropped(t *testing.T) {
 		if resp.StatusCode != 200 || string(body) != "ok" || resp.Header.Get("X-Up-Secret") != "" || resp.Header.Get("X-Kept") != "yes" {
 			t.Errorf("%q: %d %q, X-Up-Secret %q, X-Kept %q", conn, resp.StatusCode, body, resp.Header.Get("X-Up-Secret"), resp.Header.Get("X-Kept"))
 		}
+	}
+}
+
+// Only the head's own Connection lines count, never the body's (review: a
+// head that arrived in two reads, after a 103, was read from a buffer the
+// refill had moved the body under; a head with bare LF line endings was
+// split on CRLF, into the body). Text an app echoes from users must not
+// take the response's own fields away.
+func TestConnectionCloseNamesOnlyFromTheHead(t *testing.T) {
+	t.Parallel()
+	early := "HTTP/1.1 103 Early Hints\r\nLink: </style.css>; rel=preload\r\n\r\n"
+	rest := "X-Last: 1\r\n\r\n"
+	split := strings.Repeat("a", len(early)-len(rest)) + "b\r\nConnection: X-Kept\r\n\r\n"
+	part := "HTTP/1.1 200 OK\r\nConnection: close\r\nX-Kept: yes\r\nX-Pad: " + strings.Repeat("p", 100) + "\r\nContent-Length: " + strconv.Itoa(len(split)) + "\r\n"
+	bareLF := "x\r\nConnection: X-Kept\r\n\r\n"
+	for name, script := range map[string]func(c net.Conn){
+		"split after a 103": func(c net.Conn) {
+			_, _ = io.WriteString(c, early+part)
+			time.Sleep(200 * time.Millisecond)
+			_, _ = io.WriteString(c, rest+split)
+		},
+		"bare LF": func(c net.Conn) {
+			_, _ = io.WriteString(c, "HTTP/1.1 200 OK\nConnection: close\nX-Kept: yes\nContent-Length: "+strconv.Itoa(len(bareLF))+"\n\n"+bareLF)
+		},
+	} {
+		up := rawUpstream(t, func(c net.Conn, br *bufio.Reader) {
+			if _, err := http.ReadRequest(br); err == nil {
+				script(c)
+			}
+		})
+		h := start(t, up, nil)
+		if resp, body := h.get("/"); resp.StatusCode != 200 || resp.Header.Get("X-Kept") != "yes" {
+			t.Errorf("%s: %d, X-Kept %q (body %q): a Connection line of the body removed it", name, resp.StatusCode, resp.Header.Get("X-Kept"), body)
+		}
+	}
+	// A bare-LF head's own Connection line counts.
+	up := rawUpstream(t, func(c net.Conn, br *bufio.Reader) {
+		if _, err := http.ReadRequest(br); err == nil {
+			_, _ = io.WriteString(c, "HTTP/1.1 200 OK\nConnection: close, X-Up-Secret\nX-Up-Secret: s\nContent-Length: 2\n\nok")
+		}
+	})
+	if resp, _ := start(t, up, nil).get("/"); resp.Header.Get("X-Up-Secret") != "" {
+		t.Errorf("bare-LF head: X-Up-Secret %q passed", resp.Header.Get("X-Up-Secret"))
 	}
 }
