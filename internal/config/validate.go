@@ -106,10 +106,13 @@ func Validate(c *Config) []string {
 		add("log.flush_interval", "must be between 0 and 10s (got %s)", c.Log.FlushInterval)
 	}
 
-	between := func(key string, v, lo, hi int64) {
+	// between says a problem unless lo <= v <= hi, and reports whether v is good.
+	between := func(key string, v, lo, hi int64) bool {
 		if v < lo || v > hi {
 			add(key, "must be between %d and %d (got %d)", lo, hi, v)
+			return false
 		}
+		return true
 	}
 	between("proxy.max_idle_conns", int64(c.Proxy.MaxIdleConns), 0, 100000)
 	between("proxy.error_inspect_bytes", int64(c.Proxy.ErrorInspectBytes), 1024, 16<<20)
@@ -139,29 +142,29 @@ func Validate(c *Config) []string {
 		}
 	}
 	m := c.Memory
-	between("memory.warning_threshold", m.WarningThreshold, 1, 1<<50)
-	between("memory.critical_threshold", m.CriticalThreshold, 1, 1<<50)
 	// An order problem only between two good values: -5 is its own
 	// problem, not also "104857600 >= -5" (QA).
-	in := func(v, lo, hi int64) bool { return v >= lo && v <= hi }
-	if in(m.WarningThreshold, 1, 1<<50) && in(m.CriticalThreshold, 1, 1<<50) && m.WarningThreshold >= m.CriticalThreshold {
+	goodWarn := between("memory.warning_threshold", m.WarningThreshold, 1, 1<<50)
+	goodCrit := between("memory.critical_threshold", m.CriticalThreshold, 1, 1<<50)
+	if goodWarn && goodCrit && m.WarningThreshold >= m.CriticalThreshold {
 		add("memory.warning_threshold", "must be below memory.critical_threshold (%d >= %d)", m.WarningThreshold, m.CriticalThreshold)
 	}
-	ratio := func(key string, v float64) {
+	ratio := func(key string, v float64) bool {
 		if !(v > 0 && v <= 1) {
 			add(key, "must be in (0, 1] (got %g)", v)
+			return false
 		}
+		return true
 	}
-	ratio("memory.heap_warning_ratio", m.HeapWarningRatio)
-	ratio("memory.heap_critical_ratio", m.HeapCriticalRatio)
-	goodRatio := func(v float64) bool { return v > 0 && v <= 1 }
-	if goodRatio(m.HeapWarningRatio) && goodRatio(m.HeapCriticalRatio) && m.HeapWarningRatio >= m.HeapCriticalRatio {
+	goodWarn = ratio("memory.heap_warning_ratio", m.HeapWarningRatio)
+	goodCrit = ratio("memory.heap_critical_ratio", m.HeapCriticalRatio)
+	if goodWarn && goodCrit && m.HeapWarningRatio >= m.HeapCriticalRatio {
 		add("memory.heap_warning_ratio", "must be below memory.heap_critical_ratio")
 	}
 	between("memory.limit", m.Limit, 0, 1<<50)
-	between("memory.connected_users_warning", int64(m.ConnectedUsersWarning), 1, 100_000_000)
-	between("memory.connected_users_critical", int64(m.ConnectedUsersCritical), 1, 100_000_000)
-	if in(int64(m.ConnectedUsersWarning), 1, 100_000_000) && in(int64(m.ConnectedUsersCritical), 1, 100_000_000) && m.ConnectedUsersWarning >= m.ConnectedUsersCritical {
+	goodWarn = between("memory.connected_users_warning", int64(m.ConnectedUsersWarning), 1, 100_000_000)
+	goodCrit = between("memory.connected_users_critical", int64(m.ConnectedUsersCritical), 1, 100_000_000)
+	if goodWarn && goodCrit && m.ConnectedUsersWarning >= m.ConnectedUsersCritical {
 		add("memory.connected_users_warning", "must be below memory.connected_users_critical")
 	}
 	notNegative("memory.check_interval", m.CheckInterval)
@@ -181,9 +184,9 @@ func Validate(c *Config) []string {
 	}
 	between("rate_limit.body_key_bytes", int64(c.Limits.BodyKeyBytes), 256, 1<<20)
 	notNegative("rate_limit.save_interval", c.Limits.SaveInterval)
-	between("rate_limit.abuse_warning", int64(c.Limits.AbuseWarning), 1, 1_000_000_000)
-	between("rate_limit.abuse_critical", int64(c.Limits.AbuseCritical), 1, 1_000_000_000)
-	if in(int64(c.Limits.AbuseWarning), 1, 1_000_000_000) && in(int64(c.Limits.AbuseCritical), 1, 1_000_000_000) && c.Limits.AbuseWarning >= c.Limits.AbuseCritical {
+	goodWarn = between("rate_limit.abuse_warning", int64(c.Limits.AbuseWarning), 1, 1_000_000_000)
+	goodCrit = between("rate_limit.abuse_critical", int64(c.Limits.AbuseCritical), 1, 1_000_000_000)
+	if goodWarn && goodCrit && c.Limits.AbuseWarning >= c.Limits.AbuseCritical {
 		add("rate_limit.abuse_warning", "must be below rate_limit.abuse_critical")
 	}
 	positive("rate_limit.block_for", c.Limits.BlockFor)
