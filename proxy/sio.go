@@ -357,8 +357,7 @@ func (s *sioSession) clientPacket(data []byte) verdict {
 		// The client leaves the namespace (the app sends nothing back):
 		// its admission is over, and it no longer counts toward the cap.
 		s.mu.Lock()
-		delete(s.nsUser, pkt.Namespace)
-		s.namespaces = slices.DeleteFunc(s.namespaces, func(ns string) bool { return ns == pkt.Namespace })
+		s.forget(pkt.Namespace)
 		s.mu.Unlock()
 	}
 	if v.forward && pkt.Attachments > 0 {
@@ -766,15 +765,16 @@ func (s *sioSession) upstreamPacket(data []byte) {
 		s.mu.Unlock()
 		return
 	case socketio.PacketDisconnect:
-		delete(s.nsUser, pkt.Namespace)
-		for i, ns := range s.namespaces {
-			if ns == pkt.Namespace {
-				s.namespaces = append(s.namespaces[:i], s.namespaces[i+1:]...)
-				break
-			}
-		}
+		s.forget(pkt.Namespace)
 	}
 	s.mu.Unlock()
+}
+
+// forget drops a namespace the client left or was sent away from: its
+// admission and its place among the accepted ones. Called with mu held.
+func (s *sioSession) forget(ns string) {
+	delete(s.nsUser, ns)
+	s.namespaces = slices.DeleteFunc(s.namespaces, func(n string) bool { return n == ns })
 }
 
 // Disconnect is the registry's way to end the socket (eviction, admin):
