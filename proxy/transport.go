@@ -738,15 +738,16 @@ func (g *gatedBody) cut() {
 	g.mu.Unlock()
 }
 
-// readResponse is http.ReadResponse that also removes the fields a
-// "Connection: close, X-Secret" names. ReadResponse deletes Connection
-// when it says close, so the proxy never saw X-Secret named hop-by-hop and
-// passed it on (QA; RFC 9110 7.6.1 says a proxy must remove it). The head
-// is read from the buffer ReadResponse took it from: only when
-// ReadResponse read nothing more from the connection (the whole head had
-// arrived), since a refill moves other bytes, the body's among them, under
-// that view (review). A head that came in more than one read passes its
-// named fields as before.
+// readResponse is http.ReadResponse that keeps the Connection field.
+// ReadResponse deletes it when it says close, and with it the names of the
+// fields it makes hop-by-hop ("Connection: close, X-Secret"), which the
+// proxy's removal of hop-by-hop fields then never saw, and X-Secret
+// reached the client (QA; RFC 9110 7.6.1 says a proxy must remove it). The
+// field is put back from the buffer ReadResponse read the head from: only
+// when ReadResponse read nothing more from the connection (the whole head
+// had arrived), since a refill moves other bytes, the body's among them,
+// under that view (review). A head that came in more than one read loses
+// the field as before.
 func readResponse(pc *upstreamConn, req *http.Request) (*http.Response, error) {
 	if _, err := pc.br.Peek(1); err != nil {
 		return nil, err // what ReadResponse would return for no bytes at all
@@ -769,14 +770,8 @@ func readResponse(pc *upstreamConn, req *http.Request) (*http.Response, error) {
 		if len(line) == 0 {
 			break
 		}
-		name, value, ok := bytes.Cut(line, []byte(":"))
-		if first || !ok || !strings.EqualFold(string(name), "Connection") {
-			continue // the status line; another field
-		}
-		for _, k := range strings.Split(string(value), ",") {
-			if k = textproto.TrimString(k); k != "" && !strings.EqualFold(k, "close") {
-				resp.Header.Del(k)
-			}
+		if name, value, ok := bytes.Cut(line, []byte(":")); !first && ok && strings.EqualFold(string(name), "Connection") {
+			resp.Header["Connection"] = append(resp.Header["Connection"], textproto.TrimString(string(value)))
 		}
 	}
 	return resp, nil
