@@ -85,7 +85,7 @@ func documented() *config.Config {
 				Limit: &config.RouteLimit{Rate: 30, Period: time.Minute, Key: []string{"user"}, Roles: map[string]int{"agent": 60, "admin": 100}}},
 			{Name: "conversations", Path: "/api/conversations/*", Auth: "optional",
 				Limit: &config.RouteLimit{Rate: 20, Period: 5 * time.Minute, Key: []string{"user"}}},
-			{Name: "media", Path: "/api/media/*", Auth: "optional",
+			{Name: "media", Methods: []string{"POST", "PUT"}, Path: "/api/media/*", Auth: "optional",
 				Limit: &config.RouteLimit{Rate: 10, Period: 10 * time.Minute, Key: []string{"user"}}},
 			{Name: "webhook", Methods: []string{"POST"}, Path: "/webhook/twilio",
 				Limit: &config.RouteLimit{Rate: 30, Period: time.Minute, Key: []string{"ip"}}},
