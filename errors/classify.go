@@ -287,6 +287,9 @@ func classifyDoc(doc any, status int) Result {
 			if fields, kind := frameworkFields(c); fields != nil {
 				return validation(fields, kind)
 			}
+			if fields, kind := schemaFields(c); fields != nil {
+				return validation(fields, kind)
+			}
 		}
 	}
 	for _, c := range cands {

@@ -208,7 +208,11 @@ func fieldMap(m map[string]any) []any {
 
 // frameworkKind reports a kind frameworkFields names.
 func frameworkKind(kind string) bool {
-	return kind == kindClassValidator || kind == kindAjv || kind == kindFields
+	switch kind {
+	case kindClassValidator, kindAjv, kindFields, kindZod, kindYup, kindJSONAPI, kindProblem:
+		return true
+	}
+	return false
 }
 
 // validationStatus reports whether status is one a validation failure is

@@ -1,0 +1,104 @@
+package errors_test
+
+import (
+	"testing"
+
+	apierrors "github.com/chatguard/chatguard/errors"
+)
+
+// Bodies as Zod 3, yup 1, JSON:API servers and RFC 7807/9457 problem
+// details send them (QA: each came through as a bare VALIDATION_ERROR, its
+// field messages lost).
+const (
+	// res.status(400).json({success: false, error: zodError}).
+	bodyZodError = `{"success":false,"error":{"issues":[{"code":"invalid_type","expected":"string","received":"undefined","path":["conversationId"],"message":"Required"},{"code":"too_small","minimum":1,"type":"string","inclusive":true,"exact":false,"path":["items",0,"text"],"message":"String must contain at least 1 character(s)"}],"name":"ZodError"}}`
+	// res.status(422).json({errors: zodError.errors}).
+	bodyZodErrors = `{"errors":[{"code":"invalid_string","validation":"email","path":["email"],"message":"Invalid email"}]}`
+	// zodError.flatten(), with a message.
+	bodyZodFlatten = `{"message":"Invalid input","formErrors":["Passwords do not match"],"fieldErrors":{"email":["Invalid email"],"age":["Expected number, received string"]}}`
+	// yup with abortEarly: false, and with the default (one error).
+	bodyYupInner = `{"name":"ValidationError","value":{"email":"x"},"errors":["email must be a valid email","name is a required field"],"inner":[{"name":"ValidationError","value":"x","path":"email","type":"email","errors":["email must be a valid email"],"params":{},"inner":[],"message":"email must be a valid email"},{"name":"ValidationError","path":"name","type":"required","errors":["name is a required field"],"params":{},"inner":[],"message":"name is a required field"}],"message":"2 errors occurred"}`
+	bodyYupOne   = `{"name":"ValidationError","value":{},"path":"name","type":"required","errors":["name is a required field"],"params":{"path":"name"},"inner":[],"message":"name is a required field"}`
+	// JSON:API, one error of the whole document beside two of fields.
+	bodyJSONAPI = `{"errors":[{"status":"422","title":"Invalid Attribute","detail":"must be a valid email","source":{"pointer":"/data/attributes/email"}},{"status":"422","detail":"too large","source":{"parameter":"page[size]"}},{"status":"422","title":"Conversation is closed"}]}`
+	// RFC 7807's example, and RFC 9457's.
+	bodyProblem7807 = `{"type":"https://example.net/validation-error","title":"Your request parameters didn't validate.","detail":"Age must be a positive integer","invalid-params":[{"name":"age","reason":"must be a positive integer"},{"name":"color","reason":"must be 'green', 'red' or 'blue'"}]}`
+	bodyProblem9457 = `{"type":"https://example.net/validation-error","title":"Your request is not valid.","errors":[{"detail":"must be a positive integer","pointer":"#/age"},{"detail":"must be 'green', 'red' or 'blue'","pointer":"#/profile/color"}]}`
+	// JSON:API errors without any pointer are not field errors.
+	bodyJSONAPINoFields = `{"errors":[{"status":"422","title":"Conversation is closed"}]}`
+)
+
+func TestClassifySchemaLibraries(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name    string
+		status  int
+		body    string
+		kind    string
+		fields  []field
+		message string // the app's, kept; "" = not checked
+	}{
+		{"zod error", 400, bodyZodError, "zod", []field{
+			f("conversationId", "Required", "null"),
+			f("items.0.text", "String must contain at least 1 character(s)", "null"),
+		}, ""},
+		{"zod issues under errors, 422 kept", 422, bodyZodErrors, "zod", []field{f("email", "Invalid email", "null")}, ""},
+		{"zod flatten", 400, bodyZodFlatten, "zod", []field{
+			f("", "Passwords do not match", "null"),
+			f("age", "Expected number, received string", "null"),
+			f("email", "Invalid email", "null"),
+		}, "Invalid input"},
+		{"yup abortEarly false", 400, bodyYupInner, "yup", []field{
+			f("email", "email must be a valid email", `"x"`),
+			f("name", "name is a required field", "null"),
+		}, ""},
+		{"yup one error", 422, bodyYupOne, "yup", []field{f("name", "name is a required field", "null")}, "name is a required field"},
+		{"json:api", 422, bodyJSONAPI, "json-api", []field{
+			f("", "Conversation is closed", "null"),
+			f("email", "must be a valid email", "null"),
+			f("page[size]", "too large", "null"),
+		}, ""},
+		{"rfc 7807 invalid-params", 400, bodyProblem7807, "problem", []field{
+			f("age", "must be a positive integer", "null"),
+			f("color", "must be 'green', 'red' or 'blue'", "null"),
+		}, "Age must be a positive integer"},
+		{"rfc 9457 errors", 422, bodyProblem9457, "json-api", []field{
+			f("age", "must be a positive integer", "null"),
+			f("profile.color", "must be 'green', 'red' or 'blue'", "null"),
+		}, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			res := classifyJSON(tt.status, tt.body)
+			if res.Kind != tt.kind || res.Code != apierrors.CodeValidation || res.Err.Status != tt.status {
+				t.Fatalf("kind %q code %s status %d, want %q VALIDATION_ERROR %d (the app's)", res.Kind, res.Code, res.Err.Status, tt.kind, tt.status)
+			}
+			if tt.message != "" && res.Err.Message != tt.message {
+				t.Errorf("message %q, want the app's %q", res.Err.Message, tt.message)
+			}
+			got := fieldsOf(t, res.Err)
+			sortFields(got)
+			assertFields(t, got, tt.fields)
+		})
+	}
+}
+
+// The shapes count on a 400 or 422 only, and a JSON:API list that names no
+// field is not a field list; a value that leaks internals does not pass.
+func TestClassifySchemaShapesNotFields(t *testing.T) {
+	t.Parallel()
+	if res := classifyJSON(409, bodyZodErrors); res.Kind != "status" || res.Err.Details["fields"] != nil {
+		t.Errorf("zod issues on a 409: kind %q details %v, want the status's without fields", res.Kind, res.Err.Details)
+	}
+	if res := classifyJSON(422, bodyJSONAPINoFields); res.Kind == "json-api" {
+		t.Errorf("json:api without pointers read as fields: %v", res.Err.Details)
+	}
+	leak := `{"issues":[{"code":"custom","path":["email"],"message":"Error: ECONNREFUSED at /app/src/db.js:12:5"}],"name":"ZodError"}`
+	res := classifyJSON(400, leak)
+	for _, fl := range fieldsOf(t, res.Err) {
+		if fl.Message != "Invalid value" {
+			t.Errorf("field message %q reached the client", fl.Message)
+		}
+	}
+}

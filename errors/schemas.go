@@ -1,0 +1,146 @@
+package errors
+
+// Validation failures from the schema libraries and error formats of newer
+// Node apps: Zod (an error's issues, or its flatten()), yup, JSON:API error
+// objects and RFC 9457 problem details. Like the shapes in frameworks.go
+// they count only on a 400 or 422 and keep the app's status and message
+// (QA: a ZodError came through as a bare VALIDATION_ERROR, its fields lost).
+
+import "strings"
+
+// The kinds schemaFields names (Result.Kind).
+const (
+	kindZod     = "zod"
+	kindYup     = "yup"
+	kindJSONAPI = "json-api"
+	kindProblem = "problem"
+)
+
+// schemaFields lists the fields of a validation failure c in one of the
+// shapes above, with the shape's kind.
+func schemaFields(c map[string]any) ([]any, string) {
+	// A ZodError as JSON.stringify writes it ({"issues": […], "name":
+	// "ZodError"}), or its issues under errors (zodError.errors in Zod 3).
+	for _, k := range []string{"issues", "errors"} {
+		if arr, ok := c[k].([]any); ok {
+			if fields := zodIssues(arr); fields != nil {
+				return fields, kindZod
+			}
+		}
+	}
+	// zodError.flatten(): {"formErrors": […], "fieldErrors": {"email": […]}}.
+	if m, ok := c["fieldErrors"].(map[string]any); ok {
+		fields := fieldMap(m)
+		if forms, ok := c["formErrors"].([]any); ok {
+			for _, s := range forms {
+				if s, ok := s.(string); ok {
+					fields = appendField(fields, "", fieldText(s), nil)
+				}
+			}
+		}
+		if fields != nil {
+			return fields, kindZod
+		}
+	}
+	if fields := yupFields(c); fields != nil {
+		return fields, kindYup
+	}
+	if arr, ok := c["errors"].([]any); ok {
+		if fields := pointerFields(arr); fields != nil {
+			return fields, kindJSONAPI
+		}
+	}
+	// RFC 7807's example extension: "invalid-params": [{"name", "reason"}].
+	if arr, ok := c["invalid-params"].([]any); ok {
+		fields := listFields(arr, func(em map[string]any) (string, any, any, bool) {
+			name, _ := em["name"].(string)
+			reason, ok := em["reason"].(string)
+			return name, fieldText(reason), nil, name != "" && ok
+		})
+		if fields != nil {
+			return fields, kindProblem
+		}
+	}
+	return nil, ""
+}
+
+// zodIssues recognises Zod's issues: {code, path: […], message}, every item.
+// Joi's items have a type where Zod's have a code.
+func zodIssues(arr []any) []any {
+	return listFields(arr, func(em map[string]any) (string, any, any, bool) {
+		_, hasCode := em["code"].(string)
+		path, hasPath := em["path"].([]any)
+		msg, hasMsg := em["message"].(string)
+		return joiPath(path), fieldText(msg), nil, hasCode && hasPath && hasMsg
+	})
+}
+
+// yupFields recognises yup's ValidationError: {"name": "ValidationError",
+// "errors": ["…"], "path", "inner": [{path, message}]} — one field per inner
+// error when abortEarly is false, else the error's own path and message.
+func yupFields(c map[string]any) []any {
+	if name, _ := c["name"].(string); name != "ValidationError" {
+		return nil
+	}
+	if _, ok := c["errors"].([]any); !ok {
+		return nil
+	}
+	if inner, ok := c["inner"].([]any); ok && len(inner) > 0 {
+		return listFields(inner, func(em map[string]any) (string, any, any, bool) {
+			path, _ := em["path"].(string)
+			msg, ok := em["message"].(string)
+			return path, fieldText(msg), em["value"], ok
+		})
+	}
+	path, _ := c["path"].(string)
+	msg, ok := c["message"].(string)
+	if !ok || path == "" {
+		return nil
+	}
+	return appendField(nil, path, fieldText(msg), nil)
+}
+
+// pointerFields recognises error objects that name their field by a JSON
+// Pointer: JSON:API's {"detail" or "title", "source": {"pointer":
+// "/data/attributes/email"} or {"parameter": "page"}}, and RFC 9457's
+// {"detail", "pointer": "#/age"}. Every item needs a message; an item
+// without a pointer (an error of the whole request) has the field "", and
+// at least one item must have one.
+func pointerFields(arr []any) []any {
+	pointed := false
+	fields := listFields(arr, func(em map[string]any) (string, any, any, bool) {
+		msg, ok := em["detail"].(string)
+		if !ok {
+			msg, ok = em["title"].(string)
+		}
+		ptr, hasPtr := em["pointer"].(string)
+		if src, isMap := em["source"].(map[string]any); isMap && !hasPtr {
+			if ptr, hasPtr = src["pointer"].(string); !hasPtr {
+				ptr, hasPtr = src["parameter"].(string)
+			}
+		}
+		pointed = pointed || hasPtr
+		return pointerField(ptr), fieldText(msg), nil, ok
+	})
+	if !pointed {
+		return nil
+	}
+	return fields
+}
+
+// pointerField is a JSON Pointer as a dotted field name:
+// "/data/attributes/address/city" → "address.city", "#/age" → "age".
+func pointerField(ptr string) string {
+	ptr = strings.TrimPrefix(ptr, "#")
+	for _, p := range []string{"/data/attributes/", "/data/relationships/"} {
+		if rest, ok := strings.CutPrefix(ptr, p); ok {
+			ptr = rest
+			break
+		}
+	}
+	parts := strings.Split(strings.Trim(ptr, "/"), "/")
+	for i, p := range parts {
+		parts[i] = strings.NewReplacer("~1", "/", "~0", "~").Replace(p)
+	}
+	return strings.Join(parts, ".")
+}
