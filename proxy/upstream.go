@@ -64,6 +64,7 @@ func newTransport(c config.Proxy) *http.Transport {
 }
 
 func (s *Server) newReverseProxy(target *url.URL, transport http.RoundTripper) *httputil.ReverseProxy {
+	redirects := newLocationRewriter(target)
 	return &httputil.ReverseProxy{
 		Rewrite: func(pr *httputil.ProxyRequest) {
 			info := infoFrom(pr.In.Context())
@@ -112,11 +113,14 @@ func (s *Server) newReverseProxy(target *url.URL, transport http.RoundTripper) *
 				pr.Out.Header.Del("Connection")
 			}
 		},
-		Transport:      transport,
-		BufferPool:     bufferPool{},
-		ErrorHandler:   s.upstreamFailed,
-		ModifyResponse: s.rewriteError,
-		ErrorLog:       newStdLogger(s.log, logrus.WarnLevel),
+		Transport:    transport,
+		BufferPool:   bufferPool{},
+		ErrorHandler: s.upstreamFailed,
+		ModifyResponse: func(resp *http.Response) error {
+			redirects.rewrite(resp, resp.Request)
+			return s.rewriteError(resp)
+		},
+		ErrorLog: newStdLogger(s.log, logrus.WarnLevel),
 	}
 }
 
