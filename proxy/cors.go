@@ -133,3 +133,32 @@ func (m *corsMemory) grant(r *http.Request, h http.Header) {
 		h.Add("Vary", "Origin")
 	}
 }
+
+// expose adds chatguard's own headers to the Access-Control-Expose-Headers
+// of an app's answer that a cross-origin page may read (it carries
+// Access-Control-Allow-Origin): the app's CORS middleware lists its own
+// headers, and a page could not read the RateLimit or X-Request-ID that
+// chatguard adds to the answer (QA). The app's decision of who may read
+// stands; a "*" without credentials already exposes every header.
+func (m *corsMemory) expose(h http.Header) {
+	if m == nil || h.Get("Access-Control-Allow-Origin") == "" {
+		return
+	}
+	if headerHasToken(h, "Access-Control-Expose-Headers", "*") &&
+		!strings.EqualFold(h.Get("Access-Control-Allow-Credentials"), "true") {
+		return
+	}
+	var add []string
+	for _, name := range strings.Split(corsExposed, ", ") {
+		if !headerHasToken(h, "Access-Control-Expose-Headers", name) {
+			add = append(add, name)
+		}
+	}
+	if len(add) == 0 {
+		return
+	}
+	if listed := h.Values("Access-Control-Expose-Headers"); len(listed) > 0 {
+		add = append(listed, add...)
+	}
+	h.Set("Access-Control-Expose-Headers", strings.Join(add, ", "))
+}

@@ -143,3 +143,42 @@ func TestPreflightTeachesTheRouteItAsksAbout(t *testing.T) {
 		t.Errorf("chatguard's first answer on the login route after its preflight: %d, CORS %v", resp.StatusCode, resp.Header)
 	}
 }
+
+// The app's own answers to a page it granted expose chatguard's headers
+// too, so that the page can read RateLimit and X-Request-ID; an answer
+// without a grant, or with an exposing wildcard, is left as the app sent
+// it, and proxy.cors_from_upstream: false turns this off.
+func TestAppAnswersExposeChatguardHeaders(t *testing.T) {
+	t.Parallel()
+	const app = "https://chat.example"
+	wildcard := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Access-Control-Allow-Origin", "*")
+		w.Header().Set("Access-Control-Expose-Headers", "*")
+	})
+	for _, on := range []bool{true, false} {
+		mux := http.NewServeMux()
+		mux.Handle("/wild", wildcard)
+		mux.Handle("/", corsApp(app))
+		h, _ := startGuarded(t, upstream(t, mux.ServeHTTP).URL, func(c *config.Config) { c.Proxy.CORSFromUpstream = on })
+		get := func(path, origin string) http.Header {
+			t.Helper()
+			req, _ := http.NewRequest(http.MethodGet, h.url+path, nil)
+			req.Header.Set("Origin", origin)
+			resp, _ := h.do(req)
+			return resp.Header
+		}
+		want := "X-Custom, Retry-After, RateLimit, RateLimit-Policy, X-Request-ID"
+		if !on {
+			want = "X-Custom"
+		}
+		if got := get("/api/messages/c1", app); got.Get("Access-Control-Expose-Headers") != want || got.Get("RateLimit") == "" {
+			t.Errorf("on=%v: granted answer exposes %q (RateLimit %q), want %q", on, got.Get("Access-Control-Expose-Headers"), got.Get("RateLimit"), want)
+		}
+		if got := get("/api/messages/c1", "https://evil.example"); got.Get("Access-Control-Expose-Headers") != "" {
+			t.Errorf("on=%v: an answer without a grant exposes %q", on, got.Get("Access-Control-Expose-Headers"))
+		}
+		if got := get("/wild", app).Values("Access-Control-Expose-Headers"); len(got) != 1 || got[0] != "*" {
+			t.Errorf("on=%v: wildcard exposure became %q", on, got)
+		}
+	}
+}

@@ -118,6 +118,7 @@ func (s *Server) newReverseProxy(target *url.URL, transport http.RoundTripper) *
 		ErrorHandler: s.upstreamFailed,
 		ModifyResponse: func(resp *http.Response) error {
 			redirects.rewrite(resp, resp.Request)
+			s.cors.expose(resp.Header)
 			return s.rewriteError(resp)
 		},
 		ErrorLog: newStdLogger(s.log, logrus.WarnLevel),
