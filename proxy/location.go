@@ -63,7 +63,7 @@ func (l locationRewriter) rewrite(resp *http.Response, out *http.Request) {
 	}
 	if refresh != "" {
 		// "5; url=http://127.0.0.1:3000/next", url= in any case, maybe quoted.
-		i := strings.Index(strings.ToLower(refresh), "url=")
+		i := indexURLParam(refresh)
 		if i < 0 {
 			return
 		}
@@ -104,4 +104,16 @@ func (l locationRewriter) replace(s, front string) (string, bool) {
 		rest = "/" + rest
 	}
 	return front + rest, true
+}
+
+// indexURLParam is the index of the first "url=", in any case, in s; -1 if
+// none. (Lowercasing s first would move the index past a letter whose
+// lower case is shorter: the fuzzer's "Ⱥ".)
+func indexURLParam(s string) int {
+	for i := 0; i+4 <= len(s); i++ {
+		if strings.EqualFold(s[i:i+4], "url=") {
+			return i
+		}
+	}
+	return -1
 }

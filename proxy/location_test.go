@@ -117,3 +117,25 @@ func TestRedirectRewriteUpstreamPathAndForwarded(t *testing.T) {
 		t.Error("IPv6 upstream on port 80 matched port 3000")
 	}
 }
+
+// FuzzLocationRewrite: any Location or Refresh an app sends is either left
+// alone or starts with the client's address afterwards, and never panics.
+func FuzzLocationRewrite(f *testing.F) {
+	for _, s := range []string{"http://127.0.0.1:3000/x", "HTTP://127.0.0.1:3000", "http://127.0.0.1:3000/base?x", "/rel", "http://u@127.0.0.1:3000/", "http://[::1]:3000/x", "5; url='http://127.0.0.1:3000/base/n'"} {
+		f.Add(s)
+	}
+	r := newLocationRewriter(&url.URL{Scheme: "http", Host: "127.0.0.1:3000", Path: "/base"})
+	const front = "https://chat.example.com"
+	f.Fuzz(func(t *testing.T, loc string) {
+		if got, ok := r.replace(loc, front); ok {
+			if !strings.HasPrefix(got, front+"/") {
+				t.Fatalf("%q → %q", loc, got)
+			}
+			if !strings.HasPrefix(strings.ToLower(loc), "http://") {
+				t.Fatalf("%q rewritten without the upstream's scheme", loc)
+			}
+		}
+		resp := &http.Response{Header: http.Header{"Location": {loc}, "Refresh": {loc}}}
+		r.rewrite(resp, &http.Request{Header: http.Header{"X-Forwarded-Proto": {"https"}, "X-Forwarded-Host": {"chat.example.com"}}})
+	})
+}
