@@ -20,6 +20,13 @@ func Parse(raw string) (redis.UniversalOptions, error) {
 	var o redis.UniversalOptions
 	u, err := url.Parse(raw)
 	if err != nil || (u.Scheme != "redis" && u.Scheme != "rediss") || u.Host == "" {
+		lower := strings.ToLower(raw)
+		if (strings.HasPrefix(lower, "redis://") || strings.HasPrefix(lower, "rediss://")) && strings.Contains(raw, "@") {
+			// Never the reason url.Parse gives, which may quote the
+			// password: what usually breaks such a URL (QA: a generated
+			// base64 password holding "/").
+			return o, errors.New("is not a valid redis:// or rediss:// URL (a user name or password holding / ? # @ % : or a space must be percent-encoded, / as %2F)")
+		}
 		return o, errors.New("is not a valid redis:// or rediss:// URL")
 	}
 	password, _ := u.User.Password()

@@ -35,6 +35,8 @@ func TestParse(t *testing.T) {
 		{"redis://:s3cret@h:6379/0?dial_timeout=xx", "is not a valid Redis URL"},
 		{"redis://:s3cret@h1:7000?addr=h2:7001&foo=bar", "is not a valid Redis cluster URL (unexpected option: foo)"},
 		{"redis://:s3cret@h:6379/%zz", "is not a valid redis:// or rediss:// URL"},
+		{"redis://:ab/s3cret@h:6379", "is not a valid redis:// or rediss:// URL (a user name or password holding / ? # @ % : or a space must be percent-encoded"},
+		{"rediss://u:s3c ret@h:6379", "is not a valid redis:// or rediss:// URL (a user name or password holding"},
 	}
 	for _, c := range bad {
 		_, err := Parse(c.url)
