@@ -3,6 +3,7 @@ package limiter
 import (
 	"context"
 	"errors"
+	"regexp"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -40,7 +41,13 @@ type FailoverOptions struct {
 	// (a TLS Redis refusing the password answers WRONGPASS and EOF in
 	// turn); nil = nothing.
 	OnStillFailing func(err error)
-	Now            func() time.Time
+	// OnFailure is told when a call fails while Redis is used, without
+	// switching the store (fewer than Failures in a row), with an error
+	// not told in the last minute: the errors counter rose, and the log
+	// says why (QA: killed connections and NOSCRIPTs were counted, never
+	// named); nil = nothing.
+	OnFailure func(err error)
+	Now       func() time.Time
 }
 
 // FailoverStore decides in the primary store while it works and in the
@@ -312,9 +319,11 @@ func (f *FailoverStore) failed(err error, began time.Time) {
 	}
 	f.failures++
 	f.lastFail = now
-	opened, tell := false, false
+	opened, tell, tellFailure := false, false, false
 	if f.open { // a probe failed
 		tell = f.tellLocked(err.Error(), now)
+	} else if f.failures < f.o.Failures {
+		tellFailure = f.tellLocked(err.Error(), now)
 	}
 	if f.open || f.failures >= f.o.Failures {
 		opened = !f.open
@@ -330,6 +339,9 @@ func (f *FailoverStore) failed(err error, began time.Time) {
 	}
 	if tell && f.o.OnStillFailing != nil {
 		f.o.OnStillFailing(err)
+	}
+	if tellFailure && f.o.OnFailure != nil {
+		f.o.OnFailure(err)
 	}
 }
 
@@ -362,6 +374,7 @@ const (
 // tellLocked reports whether msg is to be told now: not told within
 // stillFailingEvery. It records msg as told. f.mu is held.
 func (f *FailoverStore) tellLocked(msg string, now time.Time) bool {
+	msg = reasonOf(msg)
 	if at, ok := f.told[msg]; ok && now.Sub(at) < stillFailingEvery {
 		return false
 	}
@@ -376,6 +389,20 @@ func (f *FailoverStore) tellLocked(msg string, now time.Time) bool {
 	f.told[msg] = now
 	return true
 }
+
+// reasonOf is msg without what changes from one failure to the next for
+// the same reason: the local end of a connection (each one's port is new:
+// "read tcp 127.0.0.1:40680->10.0.0.5:6379") and the slot of a MOVED or
+// ASK (QA: a line every probe, each "new" by its port or slot).
+func reasonOf(msg string) string {
+	msg = localEnd.ReplaceAllString(msg, "")
+	return slotOf.ReplaceAllString(msg, "$1")
+}
+
+var (
+	localEnd = regexp.MustCompile(`(?:\d{1,3}(?:\.\d{1,3}){3}|\[[0-9A-Fa-f:.%\w]*\]):\d{1,5}->`)
+	slotOf   = regexp.MustCompile(`\b(MOVED|ASK) \d+`)
+)
 
 // probeKey and probeLimit are what Watch decides to probe the primary: a
 // key no request builds (policy names have no colon), a limit it never

@@ -57,6 +57,42 @@ func (b *nodeBreakers) admit(addr, key string) (send, probe bool) {
 	return true, true
 }
 
+// interval is the cooldown, read under the lock: the store's watcher
+// starts before WatchNodes sets it.
+func (b *nodeBreakers) interval() time.Duration {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.cooldown
+}
+
+// set sets failures and cooldown (see RedisStore.WatchNodes).
+func (b *nodeBreakers) set(failures int, cooldown time.Duration) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.failures, b.cooldown = failures, cooldown
+}
+
+// release ends a probe that sent nothing.
+func (b *nodeBreakers) release(addr string) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if n := b.nodes[addr]; n != nil {
+		n.probing = false
+	}
+}
+
+// openNodes lists the open nodes, each with the key it was last asked for.
+func (b *nodeBreakers) openNodes() (addrs, keys []string) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for addr, n := range b.nodes {
+		if n.open {
+			addrs, keys = append(addrs, addr), append(keys, n.key)
+		}
+	}
+	return addrs, keys
+}
+
 // suspect: addr failed in its last round, or its breaker is open.
 func (b *nodeBreakers) suspect(addr string) bool {
 	b.mu.Lock()

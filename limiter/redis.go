@@ -119,6 +119,8 @@ func NewRedisStore(c redis.UniversalClient, prefix string, timeout time.Duration
 	r.perKey.Store(!single)
 	if _, cluster := c.(*redis.ClusterClient); cluster {
 		r.nodes = newNodeBreakers(3, time.Second)
+		r.wg.Add(1)
+		go r.watchNodes()
 	}
 	for i := 0; i < redisFlushers; i++ {
 		r.wg.Add(1)
@@ -139,7 +141,63 @@ func (r *RedisStore) WatchNodes(failures int, cooldown time.Duration, onChange f
 	if r.nodes == nil {
 		return
 	}
-	r.nodes.failures, r.nodes.cooldown, r.onNode = max(failures, 1), cooldown, onChange
+	r.onNode = onChange
+	r.nodes.set(max(failures, 1), cooldown)
+}
+
+// watchNodes probes the masters whose breaker is open every cooldown until
+// Close, so that one that answers again is back without waiting for a
+// decision on one of its keys (QA: on a quiet replica, or one whose
+// traffic never hashed there, a healthy master stayed down, its gauge and
+// alert with it, until such a decision came).
+func (r *RedisStore) watchNodes() {
+	defer r.wg.Done()
+	for {
+		t := time.NewTimer(r.nodes.interval())
+		select {
+		case <-r.stop:
+			t.Stop()
+			return
+		case <-t.C:
+		}
+		r.probeNodes()
+	}
+}
+
+// probeNodes sends a PING to each master held open, as the probe its
+// breaker admits (one at a time; a decision's round may be the probe
+// instead): an answer, even an error reply, closes it, as in reportNodes.
+// A master that no longer owns its key is forgotten, as admit does.
+func (r *RedisStore) probeNodes() {
+	ctx, cancel := context.WithTimeout(context.Background(), r.timeout)
+	for _, addr := range r.nodes.forget(func(key string) string { return r.masterOf(ctx, key) }) {
+		if r.onNode != nil {
+			r.onNode(addr, false)
+		}
+	}
+	cancel()
+	addrs, keys := r.nodes.openNodes()
+	for i, addr := range addrs {
+		if send, probe := r.nodes.admit(addr, keys[i]); !send || !probe {
+			continue
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), r.timeout)
+		node, err := r.c.(*redis.ClusterClient).MasterForKey(ctx, keys[i])
+		if err == nil && node.Options().Addr != addr {
+			cancel()
+			r.nodes.release(addr) // its slots moved: forgotten at the next round
+			continue
+		}
+		if err == nil {
+			err = node.Ping(ctx).Err()
+		}
+		cancel()
+		var reply redis.Error
+		opened, closed := r.nodes.report(addr, keys[i], err != nil && !errors.As(err, &reply), true)
+		if (opened || closed) && r.onNode != nil {
+			r.onNode(addr, opened)
+		}
+	}
 }
 
 // NodesDown lists the cluster masters whose breaker is open: their keys are

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os/exec"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -1251,5 +1252,142 @@ func TestFailoverStillFailingAlternating(t *testing.T) {
 	f.failed(errors.New("WRONGPASS"), time.Time{})
 	if got := strings.Join(told, ","); got != "EOF,WRONGPASS,EOF" {
 		t.Fatalf("told: %q, want each reason again after a minute", got)
+	}
+}
+
+// A master held open comes back when it answers again even though no
+// decision on one of its keys comes (QA: on a quiet replica a healthy
+// master stayed down, with its gauge and alert, until traffic hashed there).
+func TestRedisClusterDownNodeProbedWhileQuiet(t *testing.T) {
+	t.Parallel()
+	nodes := startCluster(t, 3, 0, "5000")
+	rs := redisStore(t, clusterURL(nodes), 50*time.Millisecond)
+	var mu sync.Mutex
+	var changes []string
+	rs.WatchNodes(3, 100*time.Millisecond, func(addr string, down bool) {
+		mu.Lock()
+		changes = append(changes, fmt.Sprintf("%s down=%v", addr, down))
+		mu.Unlock()
+	})
+	victim := firstMaster(t, nodes)
+	var key string
+	for i := 0; key == ""; i++ {
+		if k := fmt.Sprintf("messages|user=u%d", i); rs.masterOf(context.Background(), rs.prefix+k) == victim.addr() {
+			key = k
+		}
+	}
+	lim := Limit{Rate: 1000, Period: time.Minute}
+	if _, err := rs.Allow(context.Background(), key, lim); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command("redis-cli", "-p", fmt.Sprint(victim.port), "client", "pause", "1500", "ALL").CombinedOutput(); err != nil {
+		t.Fatalf("client pause: %v %s", err, out)
+	}
+	paused := time.Now()
+	for i := 0; len(rs.NodesDown()) == 0; i++ {
+		if i == 20 {
+			t.Fatalf("the paused master was never held open")
+		}
+		_, _ = rs.Allow(context.Background(), key, lim)
+	}
+	// No decision from here on: the watcher alone must bring it back.
+	for len(rs.NodesDown()) > 0 {
+		if time.Since(paused) > 5*time.Second {
+			t.Fatalf("master still held open %v after its pause ended, with no traffic", time.Since(paused)-1500*time.Millisecond)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if back := time.Since(paused); back < 1200*time.Millisecond { // the pause began before paused
+		t.Errorf("held open for %v only, shorter than the pause", back)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if want := []string{victim.addr() + " down=true", victim.addr() + " down=false"}; !slices.Equal(changes, want) {
+		t.Errorf("node changes %v, want %v", changes, want)
+	}
+}
+
+// A reason is told once a minute even when each failure's text differs by
+// what changes every time: the connection's local port, a MOVED's slot
+// (QA: a "still failing" line every probe).
+func TestFailoverStillFailingIgnoresPortsAndSlots(t *testing.T) {
+	t.Parallel()
+	now := time.Unix(1_700_000_000, 0)
+	mem, _ := sessions.NewStateTable(sessions.StateOptions{MaxEntries: 100})
+	t.Cleanup(func() { mem.Close() })
+	var told []string
+	f, err := NewFailoverStore(FailoverOptions{
+		Primary: &flakyStore{}, Fallback: NewMemoryStore(mem),
+		OnStillFailing: func(err error) { told = append(told, err.Error()) },
+		Now:            func() time.Time { return now },
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.Trip(errors.New("limiter: redis: dial tcp 10.0.0.5:6379: connect: connection refused"))
+	for i := range 20 {
+		f.failed(fmt.Errorf("limiter: redis: write tcp 127.0.0.1:%d->127.0.0.1:27224: write: broken pipe", 40000+i), time.Time{})
+		f.failed(fmt.Errorf("limiter: redis: read tcp [::1]:%d->[::1]:6379: i/o timeout", 50000+i), time.Time{})
+		f.failed(fmt.Errorf("limiter: redis: MOVED %d 127.0.0.1:27232", 12000+i), time.Time{})
+		now = now.Add(2 * time.Second)
+	}
+	if len(told) != 3 {
+		t.Fatalf("told %d times in 40 s: %q, want each of the 3 reasons once", len(told), told)
+	}
+	for _, tc := range [][2]string{
+		{"write tcp 127.0.0.1:40680->127.0.0.1:27224: write: broken pipe", "write tcp 127.0.0.1:27224: write: broken pipe"},
+		{"read tcp [fe80::1%eth0]:5->[::1]:6379: i/o timeout", "read tcp [::1]:6379: i/o timeout"},
+		{"MOVED 14850 10.0.0.7:6379", "MOVED 10.0.0.7:6379"},
+		{"dial tcp 10.0.0.5:6379: connect: connection refused", "dial tcp 10.0.0.5:6379: connect: connection refused"},
+	} {
+		if got := reasonOf(tc[0]); got != tc[1] {
+			t.Errorf("reasonOf(%q) = %q, want %q", tc[0], got, tc[1])
+		}
+	}
+}
+
+// A failed call that does not switch the store is named in the log (once a
+// minute per reason), not only counted (QA: killed connections raised the
+// errors counter by 106 without a line).
+func TestFailoverNamesFailuresThatDoNotSwitch(t *testing.T) {
+	t.Parallel()
+	now := time.Unix(1_700_000_000, 0)
+	mem, _ := sessions.NewStateTable(sessions.StateOptions{MaxEntries: 100})
+	t.Cleanup(func() { mem.Close() })
+	var told []string
+	primary := &flakyStore{}
+	f, err := NewFailoverStore(FailoverOptions{
+		Primary: primary, Fallback: NewMemoryStore(mem),
+		OnFailure:    func(err error) { told = append(told, err.Error()) },
+		OnModeChange: func(from, to string, err error) { t.Errorf("switched %s -> %s: %v", from, to, err) },
+		Now:          func() time.Time { return now },
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	lim := Limit{Rate: 100, Period: time.Minute}
+	call := func(e error) {
+		primary.set(e)
+		if _, err := f.Allow(context.Background(), "k", lim); err != nil {
+			t.Fatal(err)
+		}
+		now = now.Add(time.Second)
+	}
+	for range 10 { // a failure now and then, between successes
+		call(errors.New("limiter: redis: EOF"))
+		call(nil)
+		call(errors.New("limiter: redis: NOSCRIPT No matching script"))
+		call(nil)
+	}
+	if got := strings.Join(told, ","); got != "limiter: redis: EOF,limiter: redis: NOSCRIPT No matching script" {
+		t.Errorf("told %q, want each reason once in 40 s", got)
+	}
+	now = now.Add(time.Minute)
+	call(errors.New("limiter: redis: EOF"))
+	if len(told) != 3 {
+		t.Errorf("told %q: want EOF again after a minute", told)
+	}
+	if f.Mode() != ModeRedis {
+		t.Errorf("mode %s", f.Mode())
 	}
 }

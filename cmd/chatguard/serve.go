@@ -348,6 +348,9 @@ func newStore(cfg *config.Config, std *sessions.Standard, logger *logging.Logger
 		OnStillFailing: func(err error) {
 			log.WithError(err).Warn("rate-limit store still failing; decisions stay in memory")
 		},
+		OnFailure: func(err error) {
+			log.WithError(err).Warn("rate-limit store call failed; decided in memory")
+		},
 		Registerer: reg,
 	})
 	if err != nil {
