@@ -108,7 +108,7 @@ func NewFailoverStore(o FailoverOptions) (*FailoverStore, error) {
 	lat := prometheus.NewHistogram(prometheus.HistogramOpts{
 		Name:    "chatguard_ratelimit_store_duration_seconds",
 		Help:    "Time of a rate-limit decision in Redis, failures included.",
-		Buckets: []float64{.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1},
+		Buckets: []float64{.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5},
 	})
 	f.latency = lat
 	for _, to := range []string{ModeFallback, ModeRedis} {

@@ -43,7 +43,7 @@ func newServerMetrics(reg prometheus.Registerer, ready func() bool) (*serverMetr
 	durations := prometheus.NewHistogramVec(prometheus.HistogramOpts{
 		Name:    "chatguard_http_request_duration_seconds",
 		Help:    "Time from receiving a request to the end of its response, by route.",
-		Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60},
+		Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60, 120},
 	}, []string{"route"})
 	m := &serverMetrics{
 		requests:  requests,
