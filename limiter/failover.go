@@ -47,7 +47,13 @@ type FailoverOptions struct {
 	// says why (QA: killed connections and NOSCRIPTs were counted, never
 	// named); nil = nothing.
 	OnFailure func(err error)
-	Now       func() time.Time
+	// Debts keeps what the fallback admitted until the primary has taken
+	// it (see FailoverStore.owed), made with MaxDebts entries: a table of
+	// the caller's manager, which sweeps, reports and sheds it (QA: 7.6 MB
+	// of expired debts stayed after an outage, in no figure). nil = one of
+	// the store's own, swept by Watch.
+	Debts *sessions.StateTable
+	Now   func() time.Time
 }
 
 // FailoverStore decides in the primary store while it works and in the
@@ -73,7 +79,9 @@ type FailoverStore struct {
 	// owed: the debt (TAT, on the table's clock) the fallback left each key
 	// it decided, until the primary has taken it (a primary that can: see
 	// owingStore). Bounded; when full, the smallest debts go first.
-	owed *sessions.StateTable
+	owed      *sessions.StateTable
+	ownDebts  bool          // owed is the store's own: Watch sweeps it
+	debtSweep time.Duration // every 30 s
 
 	transitions *prometheus.CounterVec
 	errors      prometheus.Counter
@@ -95,7 +103,8 @@ func NewFailoverStore(o FailoverOptions) (*FailoverStore, error) {
 		o.Now = time.Now
 	}
 	f := &FailoverStore{
-		o: o,
+		o:         o,
+		debtSweep: 30 * time.Second,
 		transitions: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "chatguard_ratelimit_fallback_transitions_total",
 			Help: "Switches of the rate-limit store, by the mode switched to.",
@@ -115,11 +124,14 @@ func NewFailoverStore(o FailoverOptions) (*FailoverStore, error) {
 		f.transitions.WithLabelValues(to) // at 0 from the start: increase() needs a series
 	}
 	if _, ok := o.Primary.(owingStore); ok {
-		owed, err := sessions.NewStateTable(sessions.StateOptions{MaxEntries: maxOwed})
-		if err != nil {
-			return nil, err
+		f.owed = o.Debts
+		if f.owed == nil {
+			owed, err := sessions.NewStateTable(sessions.StateOptions{MaxEntries: MaxDebts})
+			if err != nil {
+				return nil, err
+			}
+			f.owed, f.ownDebts = owed, true
 		}
-		f.owed = owed
 	}
 	if o.Registerer != nil {
 		for _, c := range []prometheus.Collector{f.transitions, f.errors, lat} {
@@ -256,9 +268,9 @@ type owingStore interface {
 	AllowOwing(ctx context.Context, key string, l Limit, debt time.Duration) (Result, error)
 }
 
-// maxOwed bounds the keys whose fallback debts wait for Redis (32 bytes
-// each, about 5 MB when full).
-const maxOwed = 1 << 17
+// MaxDebts bounds the keys whose fallback debts wait for Redis (32 bytes
+// each, about 5 MB when full; the table's slots make it 7.6 MB).
+const MaxDebts = 1 << 17
 
 // owing is the debt the fallback left key that the primary has not taken
 // yet: what the key used while Redis failed, which Redis never saw. With
@@ -430,10 +442,19 @@ func (f *FailoverStore) Watch(stop <-chan struct{}) {
 	// (review); each master has a breaker of its own there.
 	c, ok := f.o.Primary.(interface{ Cluster() bool })
 	cluster := ok && c.Cluster()
+	var sweep <-chan time.Time // a debts table of the store's own
+	if f.ownDebts {
+		st := time.NewTicker(f.debtSweep)
+		defer st.Stop()
+		sweep = st.C
+	}
 	for {
 		select {
 		case <-stop:
 			return
+		case <-sweep:
+			f.owed.Sweep()
+			continue
 		case <-t.C:
 		}
 		f.mu.Lock()

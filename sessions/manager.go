@@ -18,6 +18,9 @@ const (
 	TableConversationUsers = "conversationUsers"
 	TableEventRateLimits   = "eventRateLimits"
 	TableUserRoles         = "userRoles"
+	// TableRateLimitDebts: what the rate-limit fallback admitted while
+	// Redis failed, until Redis has taken it (only with a Redis store).
+	TableRateLimitDebts = "rateLimitDebts"
 )
 
 // TableStats is one table's figures, for /api/internal/stats and metrics.

@@ -208,7 +208,7 @@ func newApp(cfg *config.Config, logger *logging.Logger, reg *prometheus.Registry
 		}
 		a.persister = persister
 	}
-	store, mode, err := newStore(cfg, std, logger, reg, a)
+	store, mode, err := newStore(cfg, tables, std, logger, reg, a)
 	if persister != nil {
 		// Saved last, once the store's own closers have run.
 		a.closers = append(a.closers, persister.Close)
@@ -301,7 +301,7 @@ func shadowRoutes(cfg *config.Config) []string {
 
 // newStore is the rate-limit store: the memory table, or Redis with the
 // memory table as its fallback. The Redis client is closed with a.
-func newStore(cfg *config.Config, std *sessions.Standard, logger *logging.Logger, reg prometheus.Registerer, a *app) (limiter.Store, func() string, error) {
+func newStore(cfg *config.Config, tables *sessions.Manager, std *sessions.Standard, logger *logging.Logger, reg prometheus.Registerer, a *app) (limiter.Store, func() string, error) {
 	mem := limiter.NewMemoryStore(std.EventRateLimits)
 	url := cfg.Redis.URL.Reveal()
 	if url == "" {
@@ -331,10 +331,15 @@ func newStore(cfg *config.Config, std *sessions.Standard, logger *logging.Logger
 	}, func() float64 { return float64(len(rs.NodesDown())) })); err != nil {
 		return nil, nil, err
 	}
+	debts, err := sessions.NewManagedStateTable(tables, sessions.TableRateLimitDebts, sessions.StateOptions{MaxEntries: limiter.MaxDebts})
+	if err != nil {
+		return nil, nil, err
+	}
 	log := logger.WithField(logging.FieldCategory, logging.CategorySecurity)
 	f, err := limiter.NewFailoverStore(limiter.FailoverOptions{
 		Primary:  rs,
 		Fallback: mem,
+		Debts:    debts,
 		Failures: cfg.Redis.Failures,
 		Cooldown: cfg.Redis.Cooldown,
 		Replicas: cfg.Redis.Replicas,
