@@ -236,6 +236,15 @@ func (s *shard[K, V]) resize(n int) {
 // holds entries: they move to a fresh slab, in LRU order, and the index
 // shrinks.
 func (s *shard[K, V]) maybeCompact(live float64) {
+	if s.count == 0 {
+		// Emptied: back to holding nothing, as a new shard (QA: every
+		// shard once used kept its first chunk, and a table with no
+		// entry reported 9–141 KB for good).
+		if s.used > 0 {
+			s.reset()
+		}
+		return
+	}
 	if int(s.used) <= chunkSize || float64(s.count) > live*float64(s.used) {
 		return
 	}
