@@ -522,6 +522,8 @@ func TestFailureCountersExistAtZero(t *testing.T) {
 		`chatguard_ratelimit_decisions_total{outcome="limited",role="admin",route="messages"}`,
 		`chatguard_ratelimit_decisions_total{outcome="limited",role="agent",route="event:send-message"}`,
 		`chatguard_socketio_event_rejections_total{event="typing",reason="rate_limited"}`,
+		`chatguard_socketio_events_total{event="send-message"}`,
+		`chatguard_socketio_events_total{event="join-conversation"}`,
 	} {
 		if v := metricValue(t, h, series); v != 0 {
 			t.Errorf("%s = %v at start, want 0 (-1: absent)", series, v)

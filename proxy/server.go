@@ -180,6 +180,7 @@ func (h *wsHub) setEvents(e *eventPolicies) {
 	}
 	for name := range e.labels {
 		h.metrics.rejections.WithLabelValues(name, "rate_limited")
+		h.metrics.events.WithLabelValues(name)
 	}
 	h.events.Store(e)
 }
