@@ -386,7 +386,11 @@ func (r *RedisStore) round(batch []*redisCall, nodes []string, probes map[string
 			case err != nil && nodes != nil && isolated[nodes[i]]:
 				c.err = fmt.Errorf("%w: %w", ErrNodeDown, quiet(err))
 			case err != nil:
-				c.err = storeErr{"limiter: redis: " + strings.TrimPrefix(quiet(err).Error(), "redis: "), err}
+				msg := "limiter: redis: " + strings.TrimPrefix(quiet(err).Error(), "redis: ")
+				if nodes == nil && redis.HasErrorPrefix(err, "MOVED") {
+					msg += " (REDIS_URL names a node of a Redis Cluster: give its address again as ?addr=host:port to use it as a cluster)"
+				}
+				c.err = storeErr{msg, err}
 			default:
 				c.res = decode(out[4*j:4*j+4], c.limit)
 			}

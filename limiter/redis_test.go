@@ -259,6 +259,32 @@ func TestRedisCluster(t *testing.T) {
 	for _, k := range []string{"messages|user=a", "messages|user=b", "login|ip=10.0.0.1", "webhook|ip=10.0.0.2"} {
 		exactness(t, s, k)
 	}
+	// One node's address alone is a single node to the client: the keys
+	// of the other masters meet MOVED, and the error says what to write
+	// (QA: a MOVED line every probe, no hint); the address given again as
+	// addr makes it a cluster.
+	one := "redis://" + nodes[0].addr()
+	single := redisStore(t, one, 5*time.Second)
+	moved := 0
+	for i := range 30 {
+		_, err := single.Allow(context.Background(), fmt.Sprintf("messages|user=m%d", i), Limit{Rate: 10, Period: time.Minute})
+		if err == nil {
+			continue
+		}
+		moved++
+		if !strings.Contains(err.Error(), "MOVED") || !strings.Contains(err.Error(), "?addr=host:port") {
+			t.Errorf("single-node URL on a cluster: %v", err)
+		}
+	}
+	if moved == 0 {
+		t.Error("no key of 30 met MOVED through one node's address")
+	}
+	again := redisStore(t, one+"?addr="+nodes[0].addr(), 5*time.Second)
+	for i := range 30 {
+		if _, err := again.Allow(context.Background(), fmt.Sprintf("messages|user=m%d", i), Limit{Rate: 10, Period: time.Minute}); err != nil {
+			t.Fatalf("the node's address given again as addr: %v", err)
+		}
+	}
 }
 
 // A master dies and its replica takes over: the store follows the
