@@ -165,13 +165,17 @@ func firstOf(list string) string {
 	return first
 }
 
+// validHost: h is a host with an optional port, nothing else: letters,
+// digits, - . _ ~, and : [ ] for ports and IPv6 (QA: a trusted proxy's
+// "chat.example.com@evil.com", "evil.com?" or "evil.com#" passed, and a
+// redirect rewritten to the client's address sent the client there).
 func validHost(h string) bool {
-	if len(h) > 255 {
+	if h == "" || len(h) > 255 {
 		return false
 	}
 	for i := 0; i < len(h); i++ {
 		c := h[i]
-		if c <= ' ' || c >= 0x7f || strings.IndexByte(`"<>\^`+"`{|}/", c) >= 0 {
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || strings.IndexByte("-._~:[]", c) >= 0) {
 			return false
 		}
 	}

@@ -16,13 +16,12 @@ import (
 
 // locationRewriter rewrites redirects that name target.
 type locationRewriter struct {
-	scheme, host string // target's, the host lowercased with its default port
-	prefix       string // target's path without its trailing slash
+	host   string // target's, lowercased with its scheme's default port
+	prefix string // target's path without its trailing slash
 }
 
 func newLocationRewriter(target *url.URL) locationRewriter {
 	return locationRewriter{
-		scheme: strings.ToLower(target.Scheme),
 		host:   hostWithPort(target.Scheme, target.Host),
 		prefix: strings.TrimSuffix(target.EscapedPath(), "/"),
 	}
@@ -52,7 +51,9 @@ func (l locationRewriter) rewrite(resp *http.Response, out *http.Request) {
 		return
 	}
 	proto, host := out.Header.Get("X-Forwarded-Proto"), out.Header.Get("X-Forwarded-Host")
-	if proto == "" || host == "" {
+	if proto == "" || !validHost(host) {
+		// No host, or a Host header Go let through that is no host
+		// ("a;b,c"): nothing a redirect should be made to name.
 		return
 	}
 	front := proto + "://" + host
@@ -80,8 +81,11 @@ func (l locationRewriter) rewrite(resp *http.Response, out *http.Request) {
 
 // replace is s with the upstream's URL at its start replaced by front.
 func (l locationRewriter) replace(s, front string) (string, bool) {
+	// http or https alike: an app behind a TLS proxy that it trusts
+	// (Express's trust proxy) writes https:// before its own address
+	// (QA); the address is the app's either way.
 	scheme, rest, ok := strings.Cut(s, "://")
-	if !ok || !strings.EqualFold(scheme, l.scheme) {
+	if !ok || !strings.EqualFold(scheme, "http") && !strings.EqualFold(scheme, "https") {
 		return "", false
 	}
 	end := strings.IndexAny(rest, "/?#")

@@ -40,7 +40,9 @@ func TestRedirectToUpstreamRewritten(t *testing.T) {
 		{name: "scheme and host in another case", loc: strings.ToUpper(self) + "/x", want: front + "/x"},
 		{name: "relative", loc: "/login", want: "/login"},
 		{name: "elsewhere", loc: "https://accounts.example.com/o/oauth2?redirect_uri=SELF/cb", want: "https://accounts.example.com/o/oauth2?redirect_uri=" + self + "/cb"},
-		{name: "same host over https", loc: strings.Replace(self, "http://", "https://", 1) + "/x", want: strings.Replace(self, "http://", "https://", 1) + "/x"},
+		// An app that trusts a TLS proxy's X-Forwarded-Proto writes https
+		// before its own address (QA).
+		{name: "own address over https", loc: strings.Replace(self, "http://", "https://", 1) + "/x", want: front + "/x"},
 		{name: "with userinfo", loc: strings.Replace(self, "http://", "http://u:p@", 1) + "/x", want: strings.Replace(self, "http://", "http://u:p@", 1) + "/x"},
 		{name: "refresh", loc: "/a", refresh: "5; URL='SELF/next'", want: "/a", wantRefresh: "5; URL='" + front + "/next'"},
 		{name: "refresh elsewhere", loc: "/a", refresh: "0; url=https://example.com/", want: "/a", wantRefresh: "0; url=https://example.com/"},
@@ -79,6 +81,33 @@ func TestRedirectToUpstreamRewritten(t *testing.T) {
 	resp.Body.Close()
 	if got := resp.Header.Get("Location"); got != "https://chat.example.com/login" {
 		t.Errorf("behind a trusted proxy: Location %q", got)
+	}
+	// A forwarded host that is no host is not believed: the redirect
+	// names the Host the request came with (QA: "…@evil.com" sent the
+	// client to evil.com).
+	for _, fh := range []string{"chat.example.com@evil.com", "evil.com?", "evil.com#", "evil.com/x"} {
+		req, _ := http.NewRequest(http.MethodGet, h.url+"/r?"+url.Values{"loc": {"SELF/login"}}.Encode(), nil)
+		req.Header.Set("X-Forwarded-Proto", "https")
+		req.Header.Set("X-Forwarded-Host", fh)
+		resp, err := tr.RoundTrip(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if got, want := resp.Header.Get("Location"), "https://"+strings.TrimPrefix(h.url, "http://")+"/login"; got != want {
+			t.Errorf("X-Forwarded-Host %q: Location %q, want %q", fh, got, want)
+		}
+	}
+	// A Host header Go lets through that is no host: no rewrite.
+	req, _ = http.NewRequest(http.MethodGet, h.url+"/r?"+url.Values{"loc": {"SELF/login"}}.Encode(), nil)
+	req.Host = "a;b,c"
+	resp, err = h.client.Transport.RoundTrip(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if got := resp.Header.Get("Location"); got != self+"/login" {
+		t.Errorf("Host a;b,c: Location %q, want it unchanged", got)
 	}
 }
 
@@ -131,7 +160,7 @@ func FuzzLocationRewrite(f *testing.F) {
 			if !strings.HasPrefix(got, front+"/") {
 				t.Fatalf("%q → %q", loc, got)
 			}
-			if !strings.HasPrefix(strings.ToLower(loc), "http://") {
+			if l := strings.ToLower(loc); !strings.HasPrefix(l, "http://") && !strings.HasPrefix(l, "https://") {
 				t.Fatalf("%q rewritten without the upstream's scheme", loc)
 			}
 		}
