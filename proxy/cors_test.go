@@ -78,6 +78,9 @@ func TestOwnAnswersRepeatTheAppsCORSGrant(t *testing.T) {
 				!strings.Contains(strings.Join(resp.Header.Values("Vary"), ","), "Origin") {
 				t.Errorf("on=%v: chatguard's 429 for the app's origin has CORS headers %v", on, resp.Header)
 			}
+			if n := strings.Count(expose, "RateLimit-Policy"); n != 1 { // QA: each name twice
+				t.Errorf("on=%v: Access-Control-Expose-Headers %q names RateLimit-Policy %d times", on, expose, n)
+			}
 		}
 	}
 }
