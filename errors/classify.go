@@ -137,6 +137,10 @@ func ClassifyUpstream(rep Reply, requestID string, opts ClassifyOptions) Result 
 			res.Err.Details["upstreamCode"] = code
 		}
 	}
+	// A message the app's library wrote may quote a value the body holds
+	// under a sensitive name (yup's "password \"…\" must be digits"): its
+	// fields had it filtered, and so has the message (QA).
+	res.Err.Message = redact.ReplaceAll(res.Err.Message, secrets)
 	if opts.Development && !rep.Truncated {
 		if res.Err.Details == nil {
 			res.Err.Details = map[string]any{}

@@ -1,6 +1,7 @@
 package errors_test
 
 import (
+	"strings"
 	"testing"
 
 	apierrors "github.com/chatguard/chatguard/errors"
@@ -24,6 +25,11 @@ const (
 	// RFC 7807's example, and RFC 9457's.
 	bodyProblem7807 = `{"type":"https://example.net/validation-error","title":"Your request parameters didn't validate.","detail":"Age must be a positive integer","invalid-params":[{"name":"age","reason":"must be a positive integer"},{"name":"color","reason":"must be 'green', 'red' or 'blue'"}]}`
 	bodyProblem9457 = `{"type":"https://example.net/validation-error","title":"Your request is not valid.","errors":[{"detail":"must be a positive integer","pointer":"#/age"},{"detail":"must be 'green', 'red' or 'blue'","pointer":"#/profile/color"}]}`
+	// Zod 4: JSON.stringify(zodError), format(), treeifyError(), issues under details.
+	bodyZod4Error  = `{"error":{"name":"ZodError","message":"[\n  {\n    \"expected\": \"string\",\n    \"code\": \"invalid_type\",\n    \"path\": [\n      \"email\"\n    ],\n    \"message\": \"Invalid input: expected string, received undefined\"\n  },\n  {\n    \"code\": \"too_small\",\n    \"minimum\": 8,\n    \"path\": [\n      \"items\", 1, \"name\"\n    ],\n    \"message\": \"Too small\"\n  }\n]"}}`
+	bodyZodFormat  = `{"_errors":["Passwords do not match"],"email":{"_errors":["Invalid email"]},"address":{"_errors":[],"zip":{"_errors":["Required"]}}}`
+	bodyZodTree    = `{"errors":["Passwords do not match"],"properties":{"email":{"errors":["Invalid email"]},"tags":{"errors":[],"items":[null,{"errors":["Too long"]}]}}}`
+	bodyZodDetails = `{"message":"Validation failed","details":[{"code":"invalid_type","path":["age"],"message":"Expected number"}]}`
 	// JSON:API errors without any pointer are not field errors.
 	bodyJSONAPINoFields = `{"errors":[{"status":"422","title":"Conversation is closed"}]}`
 )
@@ -62,6 +68,21 @@ func TestClassifySchemaLibraries(t *testing.T) {
 			f("age", "must be a positive integer", "null"),
 			f("color", "must be 'green', 'red' or 'blue'", "null"),
 		}, "Age must be a positive integer"},
+		{"zod 4 error", 400, bodyZod4Error, "zod", []field{
+			f("email", "Invalid input: expected string, received undefined", "null"),
+			f("items.1.name", "Too small", "null"),
+		}, "The request data is invalid"},
+		{"zod format", 400, bodyZodFormat, "zod", []field{
+			f("", "Passwords do not match", "null"),
+			f("address.zip", "Required", "null"),
+			f("email", "Invalid email", "null"),
+		}, ""},
+		{"zod treeifyError", 422, bodyZodTree, "zod", []field{
+			f("", "Passwords do not match", "null"),
+			f("email", "Invalid email", "null"),
+			f("tags.1", "Too long", "null"),
+		}, ""},
+		{"zod issues under details", 400, bodyZodDetails, "zod", []field{f("age", "Expected number", "null")}, "Validation failed"},
 		{"rfc 9457 errors", 422, bodyProblem9457, "json-api", []field{
 			f("age", "must be a positive integer", "null"),
 			f("profile.color", "must be 'green', 'red' or 'blue'", "null"),
@@ -100,5 +121,21 @@ func TestClassifySchemaShapesNotFields(t *testing.T) {
 		if fl.Message != "Invalid value" {
 			t.Errorf("field message %q reached the client", fl.Message)
 		}
+	}
+}
+
+// A yup error with one failure has that failure's message at the top, and
+// it quotes the value: the password is filtered there as in the fields
+// (QA: the envelope's message showed it).
+func TestClassifySchemaMessageQuotesNoSecret(t *testing.T) {
+	t.Parallel()
+	body := `{"name":"ValidationError","value":{"password":"S3cretPass!","pin":"1"},"path":"password","type":"matches","errors":["password \"S3cretPass!\" must be digits"],"params":{"value":"S3cretPass!"},"inner":[{"name":"ValidationError","value":"S3cretPass!","path":"password","type":"matches","errors":["password \"S3cretPass!\" must be digits"],"inner":[],"message":"password \"S3cretPass!\" must be digits"}],"message":"password \"S3cretPass!\" must be digits"}`
+	res := classifyJSON(400, body)
+	out := string(res.Err.Marshal(testID, testNow))
+	if strings.Contains(out, "S3cretPass!") {
+		t.Fatalf("the password reached the envelope: %s", out)
+	}
+	if res.Err.Message != `password "[FILTERED]" must be digits` {
+		t.Errorf("message %q", res.Err.Message)
 	}
 }

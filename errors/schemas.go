@@ -6,7 +6,11 @@ package errors
 // they count only on a 400 or 422 and keep the app's status and message
 // (QA: a ZodError came through as a bare VALIDATION_ERROR, its fields lost).
 
-import "strings"
+import (
+	"encoding/json"
+	"strconv"
+	"strings"
+)
 
 // The kinds schemaFields names (Result.Kind).
 const (
@@ -19,9 +23,23 @@ const (
 // schemaFields lists the fields of a validation failure c in one of the
 // shapes above, with the shape's kind.
 func schemaFields(c map[string]any) ([]any, string) {
-	// A ZodError as JSON.stringify writes it ({"issues": […], "name":
-	// "ZodError"}), or its issues under errors (zodError.errors in Zod 3).
-	for _, k := range []string{"issues", "errors"} {
+	// Zod 4's ZodError as JSON.stringify writes it: {"name": "ZodError",
+	// "message": "<its issues as JSON>"} (QA: npm installs Zod 4 now).
+	if name, _ := c["name"].(string); name == "ZodError" {
+		if msg, ok := c["message"].(string); ok && strings.HasPrefix(strings.TrimSpace(msg), "[") {
+			var arr []any
+			dec := json.NewDecoder(strings.NewReader(msg))
+			dec.UseNumber()
+			if dec.Decode(&arr) == nil {
+				if fields := zodIssues(arr); fields != nil {
+					return fields, kindZod
+				}
+			}
+		}
+	}
+	// Zod 3's ZodError ({"issues": […], "name": "ZodError"}), or the
+	// issues under errors (zodError.errors) or details.
+	for _, k := range []string{"issues", "errors", "details"} {
 		if arr, ok := c[k].([]any); ok {
 			if fields := zodIssues(arr); fields != nil {
 				return fields, kindZod
@@ -40,6 +58,21 @@ func schemaFields(c map[string]any) ([]any, string) {
 		}
 		if fields != nil {
 			return fields, kindZod
+		}
+	}
+	// zodError.format(): {"_errors": […], "email": {"_errors": […]}}, and
+	// Zod 4's z.treeifyError(): {"errors": […], "properties": {"email":
+	// {"errors": […]}}, "items": […]}.
+	if _, ok := c["_errors"].([]any); ok {
+		if fields := zodFormat(nil, c, "", 0); fields != nil {
+			return fields, kindZod
+		}
+	}
+	if _, ok := c["properties"].(map[string]any); ok {
+		if _, ok := c["errors"].([]any); ok {
+			if fields := zodTree(nil, c, "", 0); fields != nil {
+				return fields, kindZod
+			}
 		}
 	}
 	if fields := yupFields(c); fields != nil {
@@ -73,6 +106,65 @@ func zodIssues(arr []any) []any {
 		msg, hasMsg := em["message"].(string)
 		return joiPath(path), fieldText(msg), nil, hasCode && hasPath && hasMsg
 	})
+}
+
+// maxSchemaDepth bounds the nesting zodFormat and zodTree follow.
+const maxSchemaDepth = 32
+
+// zodFormat lists the messages of a format() node: its own _errors under
+// path, then each property's node under path.property.
+func zodFormat(fields []any, node map[string]any, path string, depth int) []any {
+	if depth > maxSchemaDepth {
+		return fields
+	}
+	errs, _ := node["_errors"].([]any)
+	for _, e := range errs {
+		if msg, ok := e.(string); ok {
+			fields = appendField(fields, path, fieldText(msg), nil)
+		}
+	}
+	for _, k := range sortedKeys(node) {
+		if child, ok := node[k].(map[string]any); ok && k != "_errors" {
+			if _, ok := child["_errors"].([]any); ok {
+				fields = zodFormat(fields, child, joinPath(path, k), depth+1)
+			}
+		}
+	}
+	return fields
+}
+
+// zodTree lists the messages of a treeifyError() node: its errors under
+// path, its properties' and items' nodes under path.name and path.index.
+func zodTree(fields []any, node map[string]any, path string, depth int) []any {
+	if depth > maxSchemaDepth {
+		return fields
+	}
+	errs, _ := node["errors"].([]any)
+	for _, e := range errs {
+		if msg, ok := e.(string); ok {
+			fields = appendField(fields, path, fieldText(msg), nil)
+		}
+	}
+	props, _ := node["properties"].(map[string]any)
+	for _, k := range sortedKeys(props) {
+		if child, ok := props[k].(map[string]any); ok {
+			fields = zodTree(fields, child, joinPath(path, k), depth+1)
+		}
+	}
+	items, _ := node["items"].([]any)
+	for i, it := range items {
+		if child, ok := it.(map[string]any); ok {
+			fields = zodTree(fields, child, joinPath(path, strconv.Itoa(i)), depth+1)
+		}
+	}
+	return fields
+}
+
+func joinPath(path, k string) string {
+	if path == "" {
+		return k
+	}
+	return path + "." + k
 }
 
 // yupFields recognises yup's ValidationError: {"name": "ValidationError",
