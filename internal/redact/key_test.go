@@ -27,6 +27,8 @@ func TestIsSensitiveKey(t *testing.T) {
 		"x-goog-api-key", "stripeApiKey",
 		// pw as a word (QA: ?pw= was logged).
 		"pw", "PW", "db_pw", "userPw", "pw-hash",
+		// Beyond the seed's list (QA: a yup error echoed these in clear).
+		"passphrase", "cardNumber", "card_number", "creditCard", "cvv", "CVC", "otp", "otpCode", "pin", "pinCode", "ssn", "user_ssn",
 	}
 	for _, k := range sensitive {
 		if !redact.IsSensitiveKey(k) {
@@ -36,7 +38,7 @@ func TestIsSensitiveKey(t *testing.T) {
 	plain := []string{
 		"", "email", "requestId", "request_id", "X-Request-ID", "monkey", "author", "authorName", "Author",
 		"path", "passenger", "passage", "keyboard", "keys", "donkey", "turkey", "hockey", "compass",
-		"bypass", "bypass_cache", "username", "conversationId", "message", "text", "Content-Type",
+		"bypass", "bypass_cache", "pinned", "pinnedMessages", "spinner", "option", "lesson", "username", "conversationId", "message", "text", "Content-Type",
 		"User-Agent", "Accept", "X-Forwarded-For", "traceparent", "role", "name", "value", "authority",
 		"pwa", "npw", "pwr",
 	}

@@ -27,12 +27,15 @@ const Filtered = "[FILTERED]"
 var sensitiveParts = []string{
 	"password", "passwd", "secret", "token", "authorization", "credential",
 	"apikey", "jwt", "cookie", "bearer", "pwd", "session", "privatekey",
+	// Beyond the seed's list: what a card or an account is unlocked with
+	// (QA: a yup error echoed passphrase, cvv and cardNumber in clear).
+	"passphrase", "cardnumber", "creditcard", "cvv", "cvc",
 }
 
 // words that are sensitive only as a whole word of the key (split at
 // separators and camelCase humps): as substrings they would hit "monkey",
 // "author" or "passenger", but "db_pass", "accessKey" and "basic-auth" count.
-var sensitiveWords = []string{"key", "auth", "pass", "pw"}
+var sensitiveWords = []string{"key", "auth", "pass", "pw", "otp", "pin", "ssn"}
 
 // IsSensitiveKey reports whether a field, header or parameter named k holds a secret.
 // The list is the seed's: password, token, authorization, secret, key, auth,
