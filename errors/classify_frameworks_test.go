@@ -33,14 +33,7 @@ const (
 
 func TestClassifyFrameworkValidation(t *testing.T) {
 	t.Parallel()
-	tests := []struct {
-		name    string
-		status  int
-		body    string
-		kind    string
-		fields  []field
-		message string // the app's, kept; "" = not checked
-	}{
+	tests := []validationCase{
 		{"nest ValidationPipe", 400, bodyNestValidation, "class-validator", []field{
 			f("email", "email must be an email", "null"),
 			f("password", "password must be longer than or equal to 8 characters", "null"),
@@ -68,19 +61,7 @@ func TestClassifyFrameworkValidation(t *testing.T) {
 		{"field map", 400, bodyFieldMap, "fields", []field{f("email", "invalid", "null"), f("name", "is required", "null")}, "Bad input"},
 		{"rails style", 422, bodyRailsStyle, "fields", []field{f("email", "is invalid", "null"), f("email", "is taken", "null")}, ""},
 	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			t.Parallel()
-			res := classifyJSON(tt.status, tt.body)
-			if res.Kind != tt.kind || res.Code != apierrors.CodeValidation || res.Err.Status != tt.status {
-				t.Fatalf("kind %q code %s status %d, want %q VALIDATION_ERROR %d (the app's)", res.Kind, res.Code, res.Err.Status, tt.kind, tt.status)
-			}
-			if tt.message != "" && res.Err.Message != tt.message {
-				t.Errorf("message %q, want the app's %q", res.Err.Message, tt.message)
-			}
-			assertFields(t, fieldsOf(t, res.Err), tt.fields)
-		})
-	}
+	runValidationCases(t, tests, false)
 }
 
 // The same shapes on another status keep it, and its code: a 409's field

@@ -3,8 +3,6 @@ package errors_test
 import (
 	"strings"
 	"testing"
-
-	apierrors "github.com/chatguard/chatguard/errors"
 )
 
 // Bodies as Zod 3, yup 1, JSON:API servers and RFC 7807/9457 problem
@@ -36,14 +34,7 @@ const (
 
 func TestClassifySchemaLibraries(t *testing.T) {
 	t.Parallel()
-	tests := []struct {
-		name    string
-		status  int
-		body    string
-		kind    string
-		fields  []field
-		message string // the app's, kept; "" = not checked
-	}{
+	tests := []validationCase{
 		{"zod error", 400, bodyZodError, "zod", []field{
 			f("conversationId", "Required", "null"),
 			f("items.0.text", "String must contain at least 1 character(s)", "null"),
@@ -88,21 +79,7 @@ func TestClassifySchemaLibraries(t *testing.T) {
 			f("profile.color", "must be 'green', 'red' or 'blue'", "null"),
 		}, ""},
 	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			t.Parallel()
-			res := classifyJSON(tt.status, tt.body)
-			if res.Kind != tt.kind || res.Code != apierrors.CodeValidation || res.Err.Status != tt.status {
-				t.Fatalf("kind %q code %s status %d, want %q VALIDATION_ERROR %d (the app's)", res.Kind, res.Code, res.Err.Status, tt.kind, tt.status)
-			}
-			if tt.message != "" && res.Err.Message != tt.message {
-				t.Errorf("message %q, want the app's %q", res.Err.Message, tt.message)
-			}
-			got := fieldsOf(t, res.Err)
-			sortFields(got)
-			assertFields(t, got, tt.fields)
-		})
-	}
+	runValidationCases(t, tests, true)
 }
 
 // The shapes count on a 400 or 422 only, and a JSON:API list that names no

@@ -102,3 +102,37 @@ func readAll(resp *http.Response) ([]byte, error) {
 	defer resp.Body.Close()
 	return io.ReadAll(resp.Body)
 }
+
+// validationCase is an upstream body the classifier reads as a validation
+// failure of kind, keeping the app's status.
+type validationCase struct {
+	name    string
+	status  int
+	body    string
+	kind    string
+	fields  []field
+	message string // the app's, kept; "" = not checked
+}
+
+// runValidationCases checks each case's kind, code, status, message and
+// fields (sorted by name first when sorted is set).
+func runValidationCases(t *testing.T, tests []validationCase, sorted bool) {
+	t.Helper()
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			res := classifyJSON(tt.status, tt.body)
+			if res.Kind != tt.kind || res.Code != apierrors.CodeValidation || res.Err.Status != tt.status {
+				t.Fatalf("kind %q code %s status %d, want %q VALIDATION_ERROR %d (the app's)", res.Kind, res.Code, res.Err.Status, tt.kind, tt.status)
+			}
+			if tt.message != "" && res.Err.Message != tt.message {
+				t.Errorf("message %q, want the app's %q", res.Err.Message, tt.message)
+			}
+			got := fieldsOf(t, res.Err)
+			if sorted {
+				sortFields(got)
+			}
+			assertFields(t, got, tt.fields)
+		})
+	}
+}

@@ -1243,23 +1243,31 @@ func TestRedisClientRedialsIdleConnections(t *testing.T) {
 	}
 }
 
+// tellingFailover is a FailoverStore over a flakyStore, on the clock *now
+// that the test moves, and what its OnStillFailing was told.
+func tellingFailover(t *testing.T, now *time.Time) (*FailoverStore, *[]string) {
+	t.Helper()
+	mem, _ := sessions.NewStateTable(sessions.StateOptions{MaxEntries: 100})
+	t.Cleanup(func() { mem.Close() })
+	told := new([]string)
+	f, err := NewFailoverStore(FailoverOptions{
+		Primary: &flakyStore{}, Fallback: NewMemoryStore(mem),
+		OnStillFailing: func(err error) { *told = append(*told, err.Error()) },
+		Now:            func() time.Time { return *now },
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return f, told
+}
+
 // A probe's reason that alternates with another (a TLS Redis refusing the
 // password answers WRONGPASS and EOF in turn) is told once a minute each,
 // not once a probe (QA: 25 lines a minute).
 func TestFailoverStillFailingAlternating(t *testing.T) {
 	t.Parallel()
 	now := time.Unix(1_700_000_000, 0)
-	mem, _ := sessions.NewStateTable(sessions.StateOptions{MaxEntries: 100})
-	t.Cleanup(func() { mem.Close() })
-	var told []string
-	f, err := NewFailoverStore(FailoverOptions{
-		Primary: &flakyStore{}, Fallback: NewMemoryStore(mem),
-		OnStillFailing: func(err error) { told = append(told, err.Error()) },
-		Now:            func() time.Time { return now },
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
+	f, told := tellingFailover(t, &now)
 	f.Trip(errors.New("WRONGPASS"))
 	for i := range 20 { // 20 probes 2.5 s apart: 47.5 s
 		if i%2 == 0 {
@@ -1269,14 +1277,14 @@ func TestFailoverStillFailingAlternating(t *testing.T) {
 		}
 		now = now.Add(2500 * time.Millisecond)
 	}
-	if got := strings.Join(told, ","); got != "EOF" {
+	if got := strings.Join(*told, ","); got != "EOF" {
 		t.Fatalf("told within the first minute: %q, want EOF only (WRONGPASS opened the breaker)", got)
 	}
 	now = now.Add(15 * time.Second) // a minute after the first of each
 	f.failed(errors.New("WRONGPASS"), time.Time{})
 	f.failed(errors.New("EOF"), time.Time{})
 	f.failed(errors.New("WRONGPASS"), time.Time{})
-	if got := strings.Join(told, ","); got != "EOF,WRONGPASS,EOF" {
+	if got := strings.Join(*told, ","); got != "EOF,WRONGPASS,EOF" {
 		t.Fatalf("told: %q, want each reason again after a minute", got)
 	}
 }
@@ -1339,17 +1347,7 @@ func TestRedisClusterDownNodeProbedWhileQuiet(t *testing.T) {
 func TestFailoverStillFailingIgnoresPortsAndSlots(t *testing.T) {
 	t.Parallel()
 	now := time.Unix(1_700_000_000, 0)
-	mem, _ := sessions.NewStateTable(sessions.StateOptions{MaxEntries: 100})
-	t.Cleanup(func() { mem.Close() })
-	var told []string
-	f, err := NewFailoverStore(FailoverOptions{
-		Primary: &flakyStore{}, Fallback: NewMemoryStore(mem),
-		OnStillFailing: func(err error) { told = append(told, err.Error()) },
-		Now:            func() time.Time { return now },
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
+	f, told := tellingFailover(t, &now)
 	f.Trip(errors.New("limiter: redis: dial tcp 10.0.0.5:6379: connect: connection refused"))
 	for i := range 20 {
 		f.failed(fmt.Errorf("limiter: redis: write tcp 127.0.0.1:%d->127.0.0.1:27224: write: broken pipe", 40000+i), time.Time{})
@@ -1357,8 +1355,8 @@ func TestFailoverStillFailingIgnoresPortsAndSlots(t *testing.T) {
 		f.failed(fmt.Errorf("limiter: redis: MOVED %d 127.0.0.1:27232", 12000+i), time.Time{})
 		now = now.Add(2 * time.Second)
 	}
-	if len(told) != 3 {
-		t.Fatalf("told %d times in 40 s: %q, want each of the 3 reasons once", len(told), told)
+	if len(*told) != 3 {
+		t.Fatalf("told %d times in 40 s: %q, want each of the 3 reasons once", len(*told), *told)
 	}
 	for _, tc := range [][2]string{
 		{"write tcp 127.0.0.1:40680->127.0.0.1:27224: write: broken pipe", "write tcp 127.0.0.1:27224: write: broken pipe"},
