@@ -72,15 +72,6 @@ func (b *nodeBreakers) set(failures int, cooldown time.Duration) {
 	b.failures, b.cooldown = failures, cooldown
 }
 
-// release ends a probe that sent nothing.
-func (b *nodeBreakers) release(addr string) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if n := b.nodes[addr]; n != nil {
-		n.probing = false
-	}
-}
-
 // openNodes lists the open nodes, each with the key it was last asked for.
 func (b *nodeBreakers) openNodes() (addrs, keys []string) {
 	b.mu.Lock()

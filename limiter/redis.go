@@ -164,10 +164,28 @@ func (r *RedisStore) watchNodes() {
 	}
 }
 
-// probeNodes sends a PING to each master held open, as the probe its
-// breaker admits (one at a time; a decision's round may be the probe
-// instead): an answer, even an error reply, closes it, as in reportNodes.
-// A master that no longer owns its key is forgotten, as admit does.
+// probeKeyFor is a key of its own in the slot of key (a full key, prefix
+// included), for probeNodes, given without the prefix: key as the hash tag
+// of "probe{<key>}" hashes as key does when key holds no brace; else key
+// itself, whose state the probe leaves as it was (but for a microsecond).
+func probeKeyFor(key, prefix string) string {
+	if strings.ContainsAny(key, "{}") {
+		return strings.TrimPrefix(key, prefix)
+	}
+	return "probe{" + key + "}"
+}
+
+// probeNodes probes each master held open, as the probe its breaker
+// admits (one at a time; a decision's round may be the probe instead),
+// with a round of its own: the script, with probeLimit, on a key in the
+// slot of the key the master was last asked for (probeKeyFor). A real call, not
+// a PING: a master that answers PING but stalls writes (CLIENT PAUSE WRITE
+// during a failover) stays held (review), and a failed probe makes the
+// client read the slots again, so a promoted replica is followed at once
+// as after a decision's probe (review: a PING probe took the probe's turn
+// every cooldown and the store followed a failover only at go-redis's own
+// reload, up to a minute later). A master that no longer owns the key is
+// forgotten, as admit does.
 func (r *RedisStore) probeNodes() {
 	ctx, cancel := context.WithTimeout(context.Background(), r.timeout)
 	for _, addr := range r.nodes.forget(func(key string) string { return r.masterOf(ctx, key) }) {
@@ -181,22 +199,8 @@ func (r *RedisStore) probeNodes() {
 		if send, probe := r.nodes.admit(addr, keys[i]); !send || !probe {
 			continue
 		}
-		ctx, cancel := context.WithTimeout(context.Background(), r.timeout)
-		node, err := r.c.(*redis.ClusterClient).MasterForKey(ctx, keys[i])
-		if err == nil && node.Options().Addr != addr {
-			cancel()
-			r.nodes.release(addr) // its slots moved: forgotten at the next round
-			continue
-		}
-		if err == nil {
-			err = node.Ping(ctx).Err()
-		}
-		cancel()
-		var reply redis.Error
-		opened, closed := r.nodes.report(addr, keys[i], err != nil && !errors.As(err, &reply), true)
-		if (opened || closed) && r.onNode != nil {
-			r.onNode(addr, opened)
-		}
+		c := &redisCall{key: probeKeyFor(keys[i], r.prefix), limit: probeLimit, done: make(chan struct{})}
+		r.round([]*redisCall{c}, []string{addr}, map[string]bool{addr: true})
 	}
 }
 
