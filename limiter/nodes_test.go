@@ -77,3 +77,28 @@ func TestNodeBreakers(t *testing.T) {
 		t.Fatalf("forgot %v, down %v: want %s forgotten", got, b.down(), a)
 	}
 }
+
+// keySlot is Redis's: CRC16 of the hash tag or the key, mod 16,384 (the
+// values CLUSTER KEYSLOT gives), and probeKeyFor lands in the key's slot
+// whatever braces the key holds, without touching the key itself.
+func TestKeySlotAndProbeKey(t *testing.T) {
+	t.Parallel()
+	for key, want := range map[string]int{
+		"foo": 12182, "bar": 5061, "123456789": 12739, "{user1000}.following": 3443,
+		"{user1000}.followers": 3443, "foo{}{bar}": 8363, "foo{{bar}}zap": 4015, "foo{bar}{zap}": 5061,
+	} {
+		if got := keySlot(key); got != want {
+			t.Errorf("keySlot(%q) = %d, want %d", key, got, want)
+		}
+	}
+	for _, key := range []string{"chatguard:rl:login|email=a{x}@x.com", "chatguard:rl:messages|user=b}c{", "{chatguard}:messages|user=a", "chatguard:rl:webhook|ip=10.0.0.1"} {
+		prefix := "chatguard:rl:"
+		if key[0] == '{' {
+			prefix = "{chatguard}:"
+		}
+		p := probeKeyFor(key, prefix)
+		if keySlot(prefix+p) != keySlot(key) || prefix+p == key {
+			t.Errorf("probeKeyFor(%q) = %q: slot %d, want %d, and not the key itself", key, p, keySlot(prefix+p), keySlot(key))
+		}
+	}
+}
