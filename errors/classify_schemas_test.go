@@ -116,3 +116,20 @@ func TestClassifySchemaMessageQuotesNoSecret(t *testing.T) {
 		t.Errorf("message %q", res.Err.Message)
 	}
 }
+
+// A shorter secret inside a longer one never leaves part of the longer in
+// clear, whatever order the body's map gives them; a value that is also a
+// name in the body is no secret and leaves messages readable (review).
+func TestClassifyMessageFilterLongestFirstNotNames(t *testing.T) {
+	t.Parallel()
+	body := `{"message":"password \"hunter2024\" must be digits","value":{"password":"hunter2024","ssn":"2024"}}`
+	for range 50 {
+		if got := classifyJSON(400, body).Err.Message; got != `password "[FILTERED]" must be digits` {
+			t.Fatalf("message %q", got)
+		}
+	}
+	named := `{"name":"ValidationError","errors":["email must be a valid email"],"path":"email","value":{"email":"bad","authMethod":"email"},"inner":[],"message":"email must be a valid email"}`
+	if got := classifyJSON(422, named).Err.Message; got != "email must be a valid email" {
+		t.Errorf("message %q, want it readable", got)
+	}
+}

@@ -15,6 +15,7 @@ import (
 	"net/url"
 	"reflect"
 	"regexp"
+	"slices"
 	"strings"
 	"sync"
 )
@@ -35,7 +36,7 @@ var sensitiveParts = []string{
 // words that are sensitive only as a whole word of the key (split at
 // separators and camelCase humps): as substrings they would hit "monkey",
 // "author" or "passenger", but "db_pass", "accessKey" and "basic-auth" count.
-var sensitiveWords = []string{"key", "auth", "pass", "pw", "otp", "pin", "ssn"}
+var sensitiveWords = []string{"key", "auth", "pass", "pw", "ssn"}
 
 // IsSensitiveKey reports whether a field, header or parameter named k holds a secret.
 // The list is the seed's: password, token, authorization, secret, key, auth,
@@ -249,10 +250,14 @@ func sensitiveFieldValue(m map[string]any) *string {
 // than 4 bytes are left out: replacing them would mangle ordinary text.
 func SecretValues(v any) []string {
 	var out []string
+	keys := map[string]bool{} // the body's own names, lower case
 	var walk func(v any, context bool)
 	walk = func(v any, context bool) {
 		switch t := v.(type) {
 		case map[string]any:
+			for k := range t {
+				keys[strings.ToLower(k)] = true
+			}
 			if p := sensitiveFieldValue(t); p != nil && len(*p) >= 4 {
 				out = append(out, *p)
 			}
@@ -270,13 +275,26 @@ func SecretValues(v any) []string {
 		}
 	}
 	walk(v, false)
-	return out
+	// A value that is also one of the body's names ({"authType": "email"}
+	// beside an "email" field) is no secret, and replacing it would garble
+	// every message that names the field (review: "[FILTERED] must be a
+	// valid [FILTERED]").
+	return slices.DeleteFunc(out, func(s string) bool { return keys[strings.ToLower(s)] })
 }
 
-// ReplaceAll replaces every occurrence of each secret in s.
+// ReplaceAll replaces every occurrence of each secret in s, the longest
+// first: a shorter secret inside a longer one would otherwise leave part
+// of the longer in clear, depending on their order (review: a 4-digit
+// value inside a password left "hunter[FILTERED]").
 func ReplaceAll(s string, secrets []string) string {
+	if len(secrets) > 1 {
+		secrets = slices.Clone(secrets)
+		slices.SortStableFunc(secrets, func(a, b string) int { return len(b) - len(a) })
+	}
 	for _, sec := range secrets {
-		s = strings.ReplaceAll(s, sec, Filtered)
+		if sec != "" {
+			s = strings.ReplaceAll(s, sec, Filtered)
+		}
 	}
 	return s
 }
