@@ -16,12 +16,14 @@ import (
 
 // locationRewriter rewrites redirects that name target.
 type locationRewriter struct {
+	scheme string // target's
 	host   string // target's, lowercased with its scheme's default port
 	prefix string // target's path without its trailing slash
 }
 
 func newLocationRewriter(target *url.URL) locationRewriter {
 	return locationRewriter{
+		scheme: strings.ToLower(target.Scheme),
 		host:   hostWithPort(target.Scheme, target.Host),
 		prefix: strings.TrimSuffix(target.EscapedPath(), "/"),
 	}
@@ -93,7 +95,7 @@ func (l locationRewriter) replace(s, front string) (string, bool) {
 		end = len(rest)
 	}
 	authority := rest[:end]
-	if strings.ContainsRune(authority, '@') || hostWithPort(scheme, authority) != l.host {
+	if strings.ContainsRune(authority, '@') || hostWithPort(l.scheme, authority) != l.host {
 		return "", false
 	}
 	rest = rest[end:]

@@ -124,7 +124,8 @@ func TestRedirectRewriteUpstreamPathAndForwarded(t *testing.T) {
 		"http://chat-backend/basement":   "",
 		"http://chat-backend/other":      "",
 		"http://chat-backend:8080/base/": "",
-		"https://chat-backend/base/":     "",
+		"https://chat-backend/base/":     front + "/", // an app trusting the TLS proxy's proto (review)
+		"https://chat-backend:443/base/": "",
 		"//chat-backend/base/":           "",
 	} {
 		resp := &http.Response{Header: http.Header{"Location": {loc}}}
