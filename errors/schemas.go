@@ -48,14 +48,7 @@ func schemaFields(c map[string]any) ([]any, string) {
 	}
 	// zodError.flatten(): {"formErrors": […], "fieldErrors": {"email": […]}}.
 	if m, ok := c["fieldErrors"].(map[string]any); ok {
-		fields := fieldMap(m)
-		if forms, ok := c["formErrors"].([]any); ok {
-			for _, s := range forms {
-				if s, ok := s.(string); ok {
-					fields = appendField(fields, "", fieldText(s), nil)
-				}
-			}
-		}
+		fields := appendMessages(fieldMap(m), "", c["formErrors"])
 		if fields != nil {
 			return fields, kindZod
 		}
@@ -117,12 +110,7 @@ func zodFormat(fields []any, node map[string]any, path string, depth int) []any 
 	if depth > maxSchemaDepth {
 		return fields
 	}
-	errs, _ := node["_errors"].([]any)
-	for _, e := range errs {
-		if msg, ok := e.(string); ok {
-			fields = appendField(fields, path, fieldText(msg), nil)
-		}
-	}
+	fields = appendMessages(fields, path, node["_errors"])
 	for _, k := range sortedKeys(node) {
 		if child, ok := node[k].(map[string]any); ok && k != "_errors" {
 			if _, ok := child["_errors"].([]any); ok {
@@ -139,12 +127,7 @@ func zodTree(fields []any, node map[string]any, path string, depth int) []any {
 	if depth > maxSchemaDepth {
 		return fields
 	}
-	errs, _ := node["errors"].([]any)
-	for _, e := range errs {
-		if msg, ok := e.(string); ok {
-			fields = appendField(fields, path, fieldText(msg), nil)
-		}
-	}
+	fields = appendMessages(fields, path, node["errors"])
 	props, _ := node["properties"].(map[string]any)
 	for _, k := range sortedKeys(props) {
 		if child, ok := props[k].(map[string]any); ok {
@@ -155,6 +138,18 @@ func zodTree(fields []any, node map[string]any, path string, depth int) []any {
 	for i, it := range items {
 		if child, ok := it.(map[string]any); ok {
 			fields = zodTree(fields, child, joinPath(path, strconv.Itoa(i)), depth+1)
+		}
+	}
+	return fields
+}
+
+// appendMessages appends a field at path for each string of list (a JSON
+// array of messages; anything else adds nothing).
+func appendMessages(fields []any, path string, list any) []any {
+	msgs, _ := list.([]any)
+	for _, m := range msgs {
+		if msg, ok := m.(string); ok {
+			fields = appendField(fields, path, fieldText(msg), nil)
 		}
 	}
 	return fields

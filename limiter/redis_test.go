@@ -765,13 +765,7 @@ func TestRedisClusterNodeDownIsolated(t *testing.T) {
 	t.Parallel()
 	nodes := startCluster(t, 3, 1, "3000")
 	rs := redisStore(t, clusterURL(nodes), 50*time.Millisecond)
-	var mu sync.Mutex
-	var changes []string
-	rs.WatchNodes(3, 200*time.Millisecond, func(addr string, down bool) {
-		mu.Lock()
-		changes = append(changes, fmt.Sprintf("%s down=%v", addr, down))
-		mu.Unlock()
-	})
+	changes := watchNodeChanges(rs, 200*time.Millisecond)
 	mem, err := sessions.NewStateTable(sessions.StateOptions{MaxEntries: 1000})
 	if err != nil {
 		t.Fatal(err)
@@ -872,10 +866,25 @@ func TestRedisClusterNodeDownIsolated(t *testing.T) {
 	if s0*10 > t0 {
 		t.Errorf("%d of %d decisions on live masters waited for the deadline after another master died", s0, t0)
 	}
-	mu.Lock()
-	defer mu.Unlock()
-	if len(changes) < 2 || changes[0] != victim.addr()+" down=true" {
-		t.Errorf("node changes %v: want %s down, then up", changes, victim.addr())
+	if got := changes(); len(got) < 2 || got[0] != victim.addr()+" down=true" {
+		t.Errorf("node changes %v: want %s down, then up", got, victim.addr())
+	}
+}
+
+// watchNodeChanges sets rs's node breakers (3 failures, cooldown) and
+// returns what they reported so far, as "addr down=bool" lines.
+func watchNodeChanges(rs *RedisStore, cooldown time.Duration) func() []string {
+	var mu sync.Mutex
+	var changes []string
+	rs.WatchNodes(3, cooldown, func(addr string, down bool) {
+		mu.Lock()
+		changes = append(changes, fmt.Sprintf("%s down=%v", addr, down))
+		mu.Unlock()
+	})
+	return func() []string {
+		mu.Lock()
+		defer mu.Unlock()
+		return slices.Clone(changes)
 	}
 }
 
@@ -1296,13 +1305,7 @@ func TestRedisClusterDownNodeProbedWhileQuiet(t *testing.T) {
 	t.Parallel()
 	nodes := startCluster(t, 3, 0, "5000")
 	rs := redisStore(t, clusterURL(nodes), 50*time.Millisecond)
-	var mu sync.Mutex
-	var changes []string
-	rs.WatchNodes(3, 100*time.Millisecond, func(addr string, down bool) {
-		mu.Lock()
-		changes = append(changes, fmt.Sprintf("%s down=%v", addr, down))
-		mu.Unlock()
-	})
+	changes := watchNodeChanges(rs, 100*time.Millisecond)
 	victim := firstMaster(t, nodes)
 	var key string
 	for i := 0; key == ""; i++ {
@@ -1343,10 +1346,8 @@ func TestRedisClusterDownNodeProbedWhileQuiet(t *testing.T) {
 	if back := time.Since(paused); back < 1200*time.Millisecond { // the pause began before paused
 		t.Errorf("held open for %v only, shorter than the pause", back)
 	}
-	mu.Lock()
-	defer mu.Unlock()
-	if want := []string{victim.addr() + " down=true", victim.addr() + " down=false"}; !slices.Equal(changes, want) {
-		t.Errorf("node changes %v, want %v", changes, want)
+	if want := []string{victim.addr() + " down=true", victim.addr() + " down=false"}; !slices.Equal(changes(), want) {
+		t.Errorf("node changes %v, want %v", changes(), want)
 	}
 }
 

@@ -127,8 +127,7 @@ func (m *corsMemory) grant(r *http.Request, h http.Header) {
 	if g.expose != "" {
 		h.Set("Access-Control-Expose-Headers", g.expose)
 	}
-	// The app's answer that taught the grant had chatguard's names added
-	// (expose): only those missing (QA: each was listed twice).
+	// Only the names the app's own list lacks (QA: each was listed twice).
 	appendExposed(h)
 	if g.allowOrigin != "*" && !headerHasToken(h, "Vary", "Origin") {
 		h.Add("Vary", "Origin")

@@ -118,7 +118,6 @@ func (s *Server) newReverseProxy(target *url.URL, transport http.RoundTripper) *
 		ErrorHandler: s.upstreamFailed,
 		ModifyResponse: func(resp *http.Response) error {
 			redirects.rewrite(resp, resp.Request)
-			s.cors.expose(resp.Header)
 			return s.rewriteError(resp)
 		},
 		ErrorLog: newStdLogger(s.log, logrus.WarnLevel),
@@ -291,6 +290,7 @@ func (s *Server) rewriteError(resp *http.Response) error {
 		info.onResponse(resp)
 	}
 	s.cors.learn(resp.Request, resp.Header)
+	s.cors.expose(resp.Header) // after learn: a grant keeps the app's own list
 	ct := resp.Header.Get("Content-Type")
 	mt, _, _ := mime.ParseMediaType(ct)
 	if resp.StatusCode < 400 || mt == "text/event-stream" {
