@@ -785,3 +785,20 @@ func TestBurstIsTheStatedQuota(t *testing.T) {
 		}
 	}
 }
+
+// The request latency's buckets reach past the default response header
+// timeout, so a request that waits for it is told apart from one of a
+// minute (QA: the last bucket was 60 s, the timeout 90 s).
+func TestRequestLatencyBucketsPastHeaderTimeout(t *testing.T) {
+	t.Parallel()
+	up := upstream(t, func(w http.ResponseWriter, r *http.Request) {})
+	h := start(t, up.URL, nil)
+	h.get("/api/x")
+	if timeout := config.Defaults().Proxy.ResponseHeaderTimeout; timeout >= 120*time.Second {
+		t.Fatalf("the default header timeout %v is past the last bucket", timeout)
+	}
+	series := `chatguard_http_request_duration_seconds_bucket{route="other",le="120"}`
+	if v := metricValue(t, h, series); v != 1 {
+		t.Errorf("%s = %v, want 1 (-1: no such bucket)", series, v)
+	}
+}
