@@ -16,7 +16,7 @@ import (
 // loadConfig loads the configuration from flags, environment and file;
 // on failure it prints every problem and returns the exit code to use.
 func loadConfig(env environment) (*config.Config, int) {
-	cfg, err := config.Load(config.Source{Args: env.args, LookupEnv: env.lookupEnv, Output: env.stderr, Commands: commandNames})
+	cfg, err := config.Load(config.Source{Args: env.args, LookupEnv: env.lookupEnv, Environ: env.environ, Output: env.stderr, Commands: commandNames})
 	if errors.Is(err, flag.ErrHelp) {
 		return nil, 0
 	}

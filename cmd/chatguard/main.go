@@ -16,6 +16,7 @@ func main() {
 		stdout:    os.Stdout,
 		stderr:    os.Stderr,
 		lookupEnv: os.LookupEnv,
+		environ:   os.Environ,
 		exit:      os.Exit,
 	}
 	os.Exit(run(context.Background(), env))
@@ -28,6 +29,7 @@ type environment struct {
 	stdout    io.Writer
 	stderr    io.Writer
 	lookupEnv func(string) (string, bool)
+	environ   func() []string // nil: no check of unknown CHATGUARD_ variables
 	// exit ends the process at once (a second shutdown signal).
 	exit func(int)
 }

@@ -64,7 +64,10 @@ func serve(ctx context.Context, env environment) int {
 		log.Warn("no memory limit is known (memory.limit, GOMEMLIMIT or a container's cgroup limit): the heap is not watched, chatguard_memory_pressure_ratio{resource=\"heap\"} stays 0 and no heap alert can fire")
 	}
 	warnOverridden(log, cfg)
-	for _, w := range config.Warnings(cfg) {
+	for _, w := range cfg.UnknownEnv {
+		log.Warn(w)
+	}
+	for _, w := range config.Warnings(cfg)[len(cfg.UnknownEnv):] {
 		logger.WithField(logging.FieldCategory, logging.CategorySecurity).Warn(w)
 	}
 
@@ -525,7 +528,7 @@ func reloadConfig(env environment, a *app, log *logrus.Entry, why string) {
 		a.lastApplied = applied
 		a.reloads.record(applied, time.Now())
 	}()
-	src := config.Source{Args: env.args, LookupEnv: env.lookupEnv}
+	src := config.Source{Args: env.args, LookupEnv: env.lookupEnv, Environ: env.environ}
 	if a.file != "" {
 		// An empty file at start means the defaults; during a reload it is a
 		// rewrite caught half-way (truncated, or holding only the comment an

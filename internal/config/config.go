@@ -35,6 +35,9 @@ type Config struct {
 	// set to another value ("rate_limit.multiplier (env
 	// RATE_LIMIT_MULTIPLIER)"): an edit of the file does not change them.
 	Overridden []string `yaml:"-"`
+	// UnknownEnv holds a warning for each CHATGUARD_ environment variable
+	// that is no setting (a typo; Source.Environ).
+	UnknownEnv []string `yaml:"-"`
 }
 
 // Proxy configures the way to the upstream.

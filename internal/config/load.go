@@ -41,9 +41,12 @@ func Defaults() *Config {
 
 // Source is where Load reads from. A nil field means: none.
 type Source struct {
-	Args      []string                     // command-line flags, without the program name
-	LookupEnv func(string) (string, bool)  // os.LookupEnv in production
-	ReadFile  func(string) ([]byte, error) // os.ReadFile in production
+	Args      []string                    // command-line flags, without the program name
+	LookupEnv func(string) (string, bool) // os.LookupEnv in production
+	// Environ lists the environment (os.Environ in production): a
+	// CHATGUARD_ variable that is no setting is a warning. nil skips it.
+	Environ  func() []string
+	ReadFile func(string) ([]byte, error) // os.ReadFile in production
 	// Output receives -h usage text; nil means io.Discard.
 	Output io.Writer
 	// Commands are the program's command names: one of them left after
@@ -146,6 +149,9 @@ func Load(src Source) (*Config, error) {
 			continue
 		}
 		override(s, v, "env "+s.Env)
+	}
+	if src.Environ != nil {
+		c.UnknownEnv = unknownEnv(src.Environ())
 	}
 	fs.Visit(func(f *flag.Flag) {
 		for _, s := range settings {
@@ -258,6 +264,56 @@ func unknownFlag(fs *flag.FlagSet, name string) string {
 		return fmt.Sprintf("unknown flag --%s (did you mean --%s?)", name, best)
 	}
 	return fmt.Sprintf("unknown flag --%s (chatguard --help lists them)", name)
+}
+
+// kubeServiceLink matches the variables Kubernetes writes into every
+// container for each Service of the namespace (a Service named chatguard
+// gives CHATGUARD_SERVICE_HOST, CHATGUARD_PORT=tcp://…,
+// CHATGUARD_PORT_8080_TCP_ADDR…): they are not a user's typos.
+var kubeServiceLink = regexp.MustCompile(`_SERVICE_(HOST|PORT)(_[A-Z0-9_]+)?$|_PORT$|_PORT_[0-9]+_(TCP|UDP|SCTP)(_(PROTO|PORT|ADDR))?$`)
+
+// unknownEnv names the environment's CHATGUARD_ variables that are no
+// setting, each with the setting it most likely meant: a manifest's
+// CHATGUARD_REDIS_URL (the variable is REDIS_URL) left the limits in
+// memory, per replica, with nothing said. Values are never shown.
+func unknownEnv(environ []string) []string {
+	known := map[string]bool{"CHATGUARD_CONFIG": true}
+	for _, s := range settings {
+		known[s.Env] = true
+	}
+	var out []string
+	for _, kv := range environ {
+		name, _, _ := strings.Cut(kv, "=")
+		if !strings.HasPrefix(name, "CHATGUARD_") || known[name] || kubeServiceLink.MatchString(name) {
+			continue
+		}
+		best, bestDist := "", -1
+		part := strings.TrimPrefix(name, "CHATGUARD_")
+		for n := range known {
+			np := strings.TrimPrefix(n, "CHATGUARD_") // REDIS_URL, LOG_LEVEL… have no prefix
+			d := editDistance(part, np)
+			short := min(len(part), len(np))
+			// A typo is a few edits for its length, or a name cut short
+			// or run on (CHATGUARD_UPSTREAM_URL, CHATGUARD_MULTIPLIER); FOO is not ENV.
+			runOn := short >= 4 && (strings.HasPrefix(part, np) || strings.HasPrefix(np, part)) ||
+				short >= 6 && (strings.HasSuffix(part, "_"+np) || strings.HasSuffix(np, "_"+part))
+			if d > max(1, len(part)/3) && !runOn {
+				continue
+			}
+			if bestDist < 0 || d < bestDist || d == bestDist && n < best {
+				best, bestDist = n, d
+			}
+		}
+		msg := "environment variable " + name + " is not a chatguard setting and is ignored"
+		if best != "" {
+			msg += " (did you mean " + best + "?)"
+		} else {
+			msg += " (the README's configuration table lists them)"
+		}
+		out = append(out, msg)
+	}
+	slices.Sort(out)
+	return out
 }
 
 // editDistance is the Levenshtein distance between two short names.

@@ -769,3 +769,42 @@ func TestFlagMistakesPrintNoUsage(t *testing.T) {
 		t.Errorf("usage printed on a mistake:\n%.200s", out.String())
 	}
 }
+
+// A CHATGUARD_ variable that is no setting (CHATGUARD_REDIS_URL in a
+// manifest) left the limits in memory with nothing said: it is a warning
+// naming the likely setting, its value never shown; Kubernetes' service
+// links and chatguard's own variables are not.
+func TestUnknownEnvironmentVariablesWarned(t *testing.T) {
+	environ := []string{
+		"CHATGUARD_REDIS_URL=redis://:hunter2@redis:6379",
+		"CHATGUARD_UPSTREAM_URL=http://127.0.0.1:3000",
+		"CHATGUARD_JWTSECRET=s3cret-value",
+		"CHATGUARD_MULTIPLIER=2",
+		"CHATGUARD_FOO=1",
+		// Kubernetes' links for a Service named chatguard, and settings.
+		"CHATGUARD_SERVICE_HOST=10.96.0.10", "CHATGUARD_SERVICE_PORT=8080", "CHATGUARD_SERVICE_PORT_HTTP=8080",
+		"CHATGUARD_PORT=tcp://10.96.0.10:8080", "CHATGUARD_PORT_8080_TCP=tcp://10.96.0.10:8080",
+		"CHATGUARD_PORT_8080_TCP_ADDR=10.96.0.10", "CHATGUARD_PORT_8080_TCP_PROTO=tcp",
+		"CHATGUARD_UPSTREAM=http://127.0.0.1:3000", "CHATGUARD_CONFIG=", "REDIS_URL=", "PATH=/bin",
+	}
+	c := mustLoad(t, config.Source{Environ: func() []string { return environ }})
+	want := []string{
+		"environment variable CHATGUARD_FOO is not a chatguard setting and is ignored (the README's configuration table lists them)",
+		"environment variable CHATGUARD_JWTSECRET is not a chatguard setting and is ignored (did you mean CHATGUARD_JWT_SECRET?)",
+		"environment variable CHATGUARD_MULTIPLIER is not a chatguard setting and is ignored (did you mean RATE_LIMIT_MULTIPLIER?)",
+		"environment variable CHATGUARD_REDIS_URL is not a chatguard setting and is ignored (did you mean REDIS_URL?)",
+		"environment variable CHATGUARD_UPSTREAM_URL is not a chatguard setting and is ignored (did you mean CHATGUARD_UPSTREAM?)",
+	}
+	got := config.Warnings(c)
+	if !slices.Equal(got, want) {
+		t.Fatalf("warnings:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+	for _, w := range got {
+		if strings.Contains(w, "hunter2") || strings.Contains(w, "s3cret") {
+			t.Errorf("a value reached a warning: %s", w)
+		}
+	}
+	if w := config.Warnings(mustLoad(t, config.Source{})); len(w) != 0 {
+		t.Errorf("no environment list: warnings %q", w)
+	}
+}

@@ -3,6 +3,7 @@ package config
 import (
 	"fmt"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 )
@@ -52,7 +53,7 @@ func validateSecrets(c *Config, add func(key, format string, args ...any)) {
 // a refusal: the secret is the app's, and changing it logs every user out,
 // which a sidecar must not force on the app by refusing to start.
 func Warnings(c *Config) []string {
-	var out []string
+	out := slices.Clone(c.UnknownEnv)
 	if k := c.Auth.JWTSecret.Reveal(); k != strings.TrimSpace(k) {
 		out = append(out, "auth.jwt_secret has leading or trailing whitespace (a newline from a file?): "+
 			"tokens signed with it and without it are both accepted; check which one the app uses")
