@@ -357,7 +357,7 @@ func newStore(cfg *config.Config, tables *sessions.Manager, std *sessions.Standa
 			log.WithError(err).Warn("rate-limit store still failing; decisions stay in memory")
 		},
 		OnFailure: func(err error) {
-			log.WithError(err).Warn("rate-limit store call failed; decided in memory")
+			log.WithError(err).Warn("rate-limit store call failed; Redis is still used (a failed call's requests are decided in memory)")
 		},
 		Registerer: reg,
 	})
