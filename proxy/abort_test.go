@@ -235,3 +235,21 @@ func TestErrorBodyThatFailsIsAnUpstreamError(t *testing.T) {
 		}
 	}
 }
+
+// The app's own envelopes, passed on, are counted from 0 like the others:
+// an alert or a rate() over source="passthrough" sees a rise, not a series
+// appearing at its first envelope.
+func TestPassthroughEnvelopeSeriesAtZero(t *testing.T) {
+	t.Parallel()
+	up := upstream(t, func(w http.ResponseWriter, r *http.Request) {})
+	h := start(t, up.URL, nil)
+	for _, s := range []string{
+		`chatguard_envelopes_total{code="NOT_FOUND",source="passthrough"}`,
+		`chatguard_envelopes_total{code="OTHER",source="passthrough"}`,
+		`chatguard_log_lines_total{category="database",level="error"}`,
+	} {
+		if v := metricValue(t, h, s); v != 0 {
+			t.Errorf("%s = %v, want 0 before any", s, v)
+		}
+	}
+}

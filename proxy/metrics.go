@@ -90,7 +90,9 @@ func newServerMetrics(reg prometheus.Registerer, ready func() bool) (*serverMetr
 	for _, c := range apierrors.Codes() {
 		m.envelopes.WithLabelValues(string(c), sourceProxy)
 		m.envelopes.WithLabelValues(string(c), sourceUpstream)
+		m.envelopes.WithLabelValues(string(c), sourcePassthrough)
 	}
+	m.envelopes.WithLabelValues("OTHER", sourcePassthrough) // an app's own codes
 	// The failures the alert rules divide by the requests exist at 0 from
 	// the start: a ratio of 0, not "no data", until the first one.
 	for _, reason := range []string{"refused", "reset", "dns", "eof", "tls", "bad_response", "other"} {

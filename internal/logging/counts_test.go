@@ -36,20 +36,34 @@ func TestCountsMetric(t *testing.T) {
 	want := `
 # HELP chatguard_log_lines_total Log lines written, by level and category.
 # TYPE chatguard_log_lines_total counter
+chatguard_log_lines_total{category="api",level="error"} 0
 chatguard_log_lines_total{category="api",level="info"} 2
+chatguard_log_lines_total{category="api",level="warn"} 0
+chatguard_log_lines_total{category="auth",level="error"} 0
 chatguard_log_lines_total{category="auth",level="info"} 1
 chatguard_log_lines_total{category="auth",level="warn"} 1
+chatguard_log_lines_total{category="database",level="error"} 0
+chatguard_log_lines_total{category="database",level="warn"} 0
 chatguard_log_lines_total{category="other",level="info"} 1
+chatguard_log_lines_total{category="performance",level="error"} 0
+chatguard_log_lines_total{category="performance",level="warn"} 0
+chatguard_log_lines_total{category="security",level="error"} 0
 chatguard_log_lines_total{category="security",level="warn"} 1
 chatguard_log_lines_total{category="socket",level="error"} 1
+chatguard_log_lines_total{category="socket",level="warn"} 0
 chatguard_log_lines_total{category="system",level="error"} 1
 chatguard_log_lines_total{category="system",level="info"} 3
+chatguard_log_lines_total{category="system",level="warn"} 0
+chatguard_log_lines_total{category="webhook",level="error"} 0
+chatguard_log_lines_total{category="webhook",level="warn"} 0
 `
 	if err := testutil.GatherAndCompare(reg, strings.NewReader(want), "chatguard_log_lines_total"); err != nil {
 		t.Error(err)
 	}
-	if n, err := testutil.GatherAndCount(reg); err != nil || n != 8 {
-		t.Errorf("registry holds %d series (%v), want 8", n, err)
+	// Warnings and errors of the 8 categories exist at 0 (16), with the
+	// info lines of 4 categories.
+	if n, err := testutil.GatherAndCount(reg); err != nil || n != 20 {
+		t.Errorf("registry holds %d series (%v), want 20", n, err)
 	}
 	if problems, err := testutil.GatherAndLint(reg); err != nil || len(problems) > 0 {
 		t.Errorf("lint: %v %v", problems, err)

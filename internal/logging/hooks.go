@@ -95,6 +95,14 @@ func newCountHook(reg prometheus.Registerer) (*countHook, error) {
 		byLevel:    map[string]int64{},
 		byCategory: map[string]int64{},
 	}
+	// Warnings and errors of every category exist at 0 from the start, so
+	// that rate() and an alert on them see a rise from 0, not a series
+	// appearing (QA: the counters showed only at their first line).
+	for c := range knownCategories {
+		for _, l := range []logrus.Level{logrus.WarnLevel, logrus.ErrorLevel} {
+			h.lines.WithLabelValues(levelName(l), c)
+		}
+	}
 	if reg != nil {
 		if err := reg.Register(h.lines); err != nil {
 			return nil, fmt.Errorf("logging: register metrics: %w", err)
