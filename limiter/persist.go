@@ -11,8 +11,10 @@ import (
 	"path/filepath"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -61,9 +63,14 @@ type Persister struct {
 	failures prometheus.Counter
 	ok       atomic.Bool
 	kept     atomic.Bool // the file could not be read nor moved aside: never saved over
-	stop     chan struct{}
-	done     chan struct{}
-	once     sync.Once
+	shown    string      // the path as logged: absolute
+	// failedSave is set by a failure, cleared (and said) by the loop's
+	// next save that works: only the loop and NewPersister touch it
+	// before Close.
+	failedSave bool
+	stop       chan struct{}
+	done       chan struct{}
+	once       sync.Once
 }
 
 // NewPersister loads the file (when there is one) into the table and starts
@@ -96,10 +103,16 @@ func NewPersister(o PersistOptions) (*Persister, error) {
 		}
 	}
 	p.ok.Store(true)
+	if abs, err := filepath.Abs(o.Path); err == nil {
+		p.shown = abs // logged: a relative path says nothing of where it is
+	} else {
+		p.shown = o.Path
+	}
+	p.cleanLeftovers()
 	if n, err := p.load(); err != nil {
 		p.fail("cannot load the rate-limit file; starting empty", err)
 	} else if n > 0 {
-		p.o.Logger.WithFields(logrus.Fields{"path": o.Path, "keys": n}).Info("rate limits loaded")
+		p.o.Logger.WithFields(logrus.Fields{"path": p.shown, "keys": n}).Info("rate limits loaded")
 	}
 	if err := p.probe(); err != nil {
 		// Said now, not at the first save two minutes (or a shutdown) away.
@@ -117,9 +130,78 @@ func NewPersister(o PersistOptions) (*Persister, error) {
 func (p *Persister) Healthy() bool { return p.ok.Load() }
 
 func (p *Persister) fail(msg string, err error) {
+	p.failedSave = true
 	p.ok.Store(false)
 	p.failures.Inc()
-	p.o.Logger.WithError(err).WithField("path", p.o.Path).Error(msg)
+	p.o.Logger.WithError(err).WithField("path", p.shown).Error(msg)
+}
+
+// keepAside is how many files of each kind moved aside (corrupt-<time>,
+// unloaded-<time>) are kept: the newest, for inspection.
+const keepAside = 3
+
+// cleanLeftovers removes, at start, the temporary files of saves that never
+// finished (a kill during a save: the OOM killer, the kubelet's SIGKILL
+// at shutdown) and all but the newest keepAside files of each kind moved
+// aside: on an emptyDir that outlives restarts they piled up to its size
+// limit (QA: 148 MB after three kills). Only names this Persister writes
+// are touched: path.tmp-<digits>, path.corrupt-<time>, path.unloaded-<time>.
+func (p *Persister) cleanLeftovers() {
+	dir, base := filepath.Dir(p.o.Path), filepath.Base(p.o.Path)
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return // no directory yet, or unreadable: the probe says so
+	}
+	var removed, pruned []string
+	var freed int64
+	aside := map[string][]string{}
+	for _, e := range entries {
+		rest, ok := strings.CutPrefix(e.Name(), base+".")
+		if !ok || !e.Type().IsRegular() {
+			continue
+		}
+		kind, suffix, _ := strings.Cut(rest, "-")
+		switch {
+		case kind == "tmp" && suffix != "" && strings.Trim(suffix, "0123456789") == "":
+			if info, err := e.Info(); err == nil && os.Remove(filepath.Join(dir, e.Name())) == nil {
+				removed = append(removed, e.Name())
+				freed += info.Size()
+			}
+		case kind == "corrupt" || kind == "unloaded":
+			aside[kind] = append(aside[kind], e.Name())
+		}
+	}
+	for _, names := range aside {
+		slices.Sort(names) // <time> is 20060102T150405: oldest first
+		for _, n := range names[:max(0, len(names)-keepAside)] {
+			if os.Remove(filepath.Join(dir, n)) == nil {
+				pruned = append(pruned, n)
+			}
+		}
+	}
+	if len(removed) > 0 {
+		p.o.Logger.WithFields(logrus.Fields{"path": p.shown, "files": removed, "bytes": freed}).
+			Warn("removed the rate-limit file's temporary files of saves that did not finish (chatguard was killed during a save)")
+	}
+	if len(pruned) > 0 {
+		p.o.Logger.WithFields(logrus.Fields{"path": p.shown, "files": pruned, "kept": keepAside}).
+			Info("removed older copies of the rate-limit file set aside")
+	}
+}
+
+// stableError names the temporary file of a failed save by its pattern: its
+// random name made each failure's line a new one to a log grouping (QA).
+func (p *Persister) stableError(err error) error {
+	tmpl := p.o.Path + ".tmp-*"
+	var pe *os.PathError
+	if errors.As(err, &pe) && strings.HasPrefix(filepath.Base(pe.Path), filepath.Base(p.o.Path)+".tmp-") {
+		return fmt.Errorf("%s %s: %w", pe.Op, tmpl, pe.Err)
+	}
+	var le *os.LinkError
+	if errors.As(err, &le) {
+		return fmt.Errorf("%s %s %s: %w", le.Op, tmpl, le.New, le.Err)
+	}
+	return err
 }
 
 func (p *Persister) loop() {
@@ -133,6 +215,9 @@ func (p *Persister) loop() {
 		case <-t.C:
 			if err := p.Save(); err != nil {
 				p.fail("cannot save the rate-limit file; limits live in memory only", err)
+			} else if p.failedSave {
+				p.failedSave = false
+				p.o.Logger.WithField("path", p.shown).Info("the rate-limit file is saved again; limits survive a restart")
 			}
 		}
 	}
@@ -141,9 +226,17 @@ func (p *Persister) loop() {
 // load restores the keys that have not expired. A corrupt file is moved
 // aside (path.corrupt-<time>) for inspection.
 func (p *Persister) load() (int, error) {
+	if fi, err := os.Stat(p.o.Path); err == nil && !fi.Mode().IsRegular() && !fi.IsDir() {
+		// A device, FIFO or socket (/dev/null meant as "do not save"):
+		// read, /dev/zero never ends; replaced, a root chatguard would
+		// have moved /dev/null aside and written a file in its place
+		// (QA). Neither read nor written.
+		p.kept.Store(true)
+		return 0, fmt.Errorf("not a regular file (%s): it is neither read nor written; set rate_limit.file to \"\" to turn saving off", fi.Mode().Type())
+	}
 	b, err := os.ReadFile(p.o.Path)
-	if errors.Is(err, os.ErrNotExist) {
-		return 0, nil
+	if errors.Is(err, os.ErrNotExist) || errors.Is(err, syscall.ENOTDIR) {
+		return 0, nil // ENOTDIR: a directory of the path is a file, so no file (the probe says why)
 	}
 	if err != nil {
 		// Unreadable (permissions, an I/O error), not absent: the limits
@@ -160,7 +253,15 @@ func (p *Persister) load() (int, error) {
 	var s snapshotRaw
 	err = json.Unmarshal(b, &s)
 	b = nil // the entries are in s.Entries: the rest can go
-	if err == nil && s.Version != 1 && s.Version != fileVersion {
+	switch {
+	case err != nil:
+	case s.Version > fileVersion:
+		// A newer release's file (a rollback): sound, kept as unloaded,
+		// not called corrupt.
+		err = errNotLoaded{fmt.Errorf("written by a newer chatguard (file version %d; this one reads 1 and %d)", s.Version, fileVersion)}
+	case s.Version == 0:
+		err = errors.New("no version: not a rate-limit file")
+	case s.Version != 1 && s.Version != fileVersion:
 		err = fmt.Errorf("unknown version %d", s.Version)
 	}
 	var n int
@@ -383,6 +484,10 @@ func parseEntries(b []byte) (entries []savedEntry, ok bool) {
 // is read from the table, in one buffer: a table of 1 M keys (a Redis-mode
 // store mirrors every active key) costs no more memory than the buffer.
 func (p *Persister) Save() error {
+	return p.stableError(p.save())
+}
+
+func (p *Persister) save() error {
 	if p.kept.Load() {
 		return errKept
 	}
@@ -410,7 +515,8 @@ func (p *Persister) Save() error {
 }
 
 // probe checks that Save can write its temporary file beside the file.
-func (p *Persister) probe() error {
+func (p *Persister) probe() (err error) {
+	defer func() { err = p.stableError(err) }()
 	if p.kept.Load() {
 		return nil // said already
 	}

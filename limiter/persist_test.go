@@ -4,12 +4,18 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
+	"sync"
+	"syscall"
 	"testing"
 	"time"
+
+	"github.com/sirupsen/logrus"
 
 	"github.com/chatguard/chatguard/sessions"
 )
@@ -157,4 +163,211 @@ func TestPersistRepeatedFingerprintLastWins(t *testing.T) {
 		}
 		tb.Close()
 	}
+}
+
+// A rate-limit file that is a device, FIFO or socket (/dev/null meant as
+// "do not save", /dev/zero by mistake) is neither read nor replaced: read,
+// /dev/zero never ends; replaced, a root chatguard moved /dev/null aside
+// and wrote a file in its place (QA).
+func TestPersistNonRegularFileUntouched(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	fifo := filepath.Join(dir, "rate-limits.json")
+	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+		t.Skip("mkfifo:", err)
+	}
+	tb, _ := sessions.NewStateTable(sessions.StateOptions{MaxEntries: 100})
+	t.Cleanup(func() { tb.Close() })
+	var log bytes.Buffer
+	done := make(chan struct{})
+	var p *Persister
+	go func() { // a FIFO read would block for ever: the test times out
+		defer close(done)
+		var err error
+		p, err = NewPersister(PersistOptions{Table: tb, Path: fifo, Logger: bufferLog(&log)})
+		if err != nil {
+			t.Error(err)
+		}
+	}()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		os.WriteFile(fifo, nil, 0) // unblock the reader
+		t.Fatal("the FIFO was read")
+	}
+	if p == nil {
+		return
+	}
+	if p.Healthy() {
+		t.Error("a FIFO at the path reported healthy")
+	}
+	if err := p.Close(); err == nil {
+		t.Error("Close saved over a FIFO")
+	}
+	if fi, err := os.Lstat(fifo); err != nil || fi.Mode().Type() != os.ModeNamedPipe {
+		t.Fatalf("the FIFO was replaced: %v %v", fi, err)
+	}
+	if m, _ := filepath.Glob(fifo + ".*"); len(m) != 0 {
+		t.Errorf("files beside it: %v", m)
+	}
+	if !strings.Contains(log.String(), "not a regular file") || !strings.Contains(log.String(), `rate_limit.file to \"\"`) {
+		t.Errorf("log does not say why:\n%s", log.String())
+	}
+}
+
+// A file of a newer release (a rollback) is sound: kept as unloaded, not
+// called corrupt; a file with no version is no rate-limit file.
+func TestPersistNewerVersionNotCorrupt(t *testing.T) {
+	t.Parallel()
+	for name, c := range map[string]struct{ body, aside, says string }{
+		"newer":      {`{"version":3,"seed":"00","entries":{}}`, ".unloaded-*", "written by a newer chatguard (file version 3"},
+		"no version": {`{"entries":{}}`, ".corrupt-*", "no version"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), "rate-limits.json")
+			os.WriteFile(path, []byte(c.body), 0o600)
+			tb, _ := sessions.NewStateTable(sessions.StateOptions{MaxEntries: 100})
+			t.Cleanup(func() { tb.Close() })
+			var log bytes.Buffer
+			p, err := NewPersister(PersistOptions{Table: tb, Path: path, Logger: bufferLog(&log)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if m, _ := filepath.Glob(path + c.aside); len(m) != 1 {
+				t.Errorf("moved aside as %s: %v", c.aside, m)
+			}
+			if !strings.Contains(log.String(), c.says) {
+				t.Errorf("log does not say %q:\n%s", c.says, log.String())
+			}
+			p.Close()
+		})
+	}
+}
+
+// What saves killed half-way left (path.tmp-<digits>) is removed at start,
+// and of the files set aside only the newest 3 of each kind stay: on an
+// emptyDir that outlives restarts they filled it (QA: 148 MB). Other
+// files are not touched.
+func TestPersistLeftoversCleanedAtStart(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	path := filepath.Join(dir, "rate-limits.json")
+	write := func(name string, size int) {
+		if err := os.WriteFile(filepath.Join(dir, name), bytes.Repeat([]byte("x"), size), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write("rate-limits.json.tmp-316007416", 1000)
+	write("rate-limits.json.tmp-2318413566", 500)
+	for _, ts := range []string{"20261101T000000", "20261102T000000", "20261103T000000", "20261104T000000", "20261105T000000"} {
+		write("rate-limits.json.corrupt-"+ts, 10)
+		write("rate-limits.json.unloaded-"+ts, 10)
+	}
+	keep := []string{"rate-limits.json.tmp-notdigits", "other.json.tmp-123", "rate-limits.json.bak", "rate-limits.jsonx.tmp-1"}
+	for _, n := range keep {
+		write(n, 1)
+	}
+	tb, _ := sessions.NewStateTable(sessions.StateOptions{MaxEntries: 100})
+	t.Cleanup(func() { tb.Close() })
+	var log bytes.Buffer
+	p, err := NewPersister(PersistOptions{Table: tb, Path: path, Logger: bufferLog(&log)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	entries, _ := os.ReadDir(dir)
+	var got []string
+	for _, e := range entries {
+		got = append(got, e.Name())
+	}
+	want := append([]string{
+		"rate-limits.json.corrupt-20261103T000000", "rate-limits.json.corrupt-20261104T000000", "rate-limits.json.corrupt-20261105T000000",
+		"rate-limits.json.unloaded-20261103T000000", "rate-limits.json.unloaded-20261104T000000", "rate-limits.json.unloaded-20261105T000000",
+	}, keep...)
+	slices.Sort(want)
+	if !slices.Equal(got, want) {
+		t.Errorf("files after start:\n%q\nwant:\n%q", got, want)
+	}
+	if !strings.Contains(log.String(), `"bytes":1500`) || !strings.Contains(log.String(), "did not finish") {
+		t.Errorf("the removal is not logged with its size:\n%s", log.String())
+	}
+}
+
+// A failed save names its temporary file by pattern, so that each failure
+// is the same line to a log grouping (QA: a new random name every time),
+// and the path is logged absolute.
+func TestPersistSaveErrorIsStable(t *testing.T) {
+	t.Parallel()
+	p := &Persister{o: PersistOptions{Path: "temp/rate-limits.json"}}
+	err := p.stableError(&os.PathError{Op: "write", Path: "temp/rate-limits.json.tmp-683888305", Err: syscall.ENOSPC})
+	if want := "write temp/rate-limits.json.tmp-*: no space left on device"; err.Error() != want {
+		t.Errorf("got %q, want %q", err, want)
+	}
+	err = p.stableError(&os.LinkError{Op: "rename", Old: "temp/rate-limits.json.tmp-1", New: "temp/rate-limits.json", Err: syscall.EXDEV})
+	if want := "rename temp/rate-limits.json.tmp-* temp/rate-limits.json: invalid cross-device link"; err.Error() != want {
+		t.Errorf("got %q, want %q", err, want)
+	}
+	if err := p.stableError(errKept); err != errKept {
+		t.Errorf("another error changed: %v", err)
+	}
+}
+
+// After failed saves, the first save that works says so (QA: the gauge
+// went back to 1 with no line), and the path in the lines is absolute.
+func TestPersistSavedAgainIsSaid(t *testing.T) {
+	dir := t.TempDir()
+	t.Chdir(dir)
+	blocker := filepath.Join(dir, "temp")
+	os.WriteFile(blocker, nil, 0o600) // temp/ cannot be made
+	tb, _ := sessions.NewStateTable(sessions.StateOptions{MaxEntries: 100})
+	t.Cleanup(func() { tb.Close() })
+	var log syncBuffer
+	p, err := NewPersister(PersistOptions{Table: tb, Path: "temp/rate-limits.json", Logger: bufferLog(&log), Every: 5 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	if p.Healthy() {
+		t.Fatal("healthy with no directory")
+	}
+	time.Sleep(20 * time.Millisecond)
+	os.Remove(blocker)
+	for deadline := time.Now().Add(5 * time.Second); !strings.Contains(log.String(), "saved again"); time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("no line said the file is saved again:\n%s", log.String())
+		}
+	}
+	if !p.Healthy() {
+		t.Error("not healthy after a save")
+	}
+	if want := `"path":"` + filepath.Join(dir, "temp", "rate-limits.json") + `"`; !strings.Contains(log.String(), want) {
+		t.Errorf("path not absolute (%s):\n%s", want, log.String())
+	}
+	if n := strings.Count(log.String(), "saved again"); n != 1 {
+		t.Errorf("said %d times", n)
+	}
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+func bufferLog(w io.Writer) *logrus.Entry {
+	l := logrus.New()
+	l.SetOutput(w)
+	l.SetFormatter(&logrus.JSONFormatter{})
+	return logrus.NewEntry(l)
 }
