@@ -9,6 +9,7 @@ import (
 
 	"github.com/chatguard/chatguard/internal/config"
 	"github.com/chatguard/chatguard/internal/identity/userkey"
+	"github.com/chatguard/chatguard/internal/redact"
 )
 
 // maxPartBytes bounds a key part's length; longer values are hashed.
@@ -34,6 +35,11 @@ type KeyPart struct {
 	// ASCII lower case (header names are case-insensitive), so that the
 	// key's length never exceeds the configured spelling's.
 	label string
+	// secret: a header or body field whose name holds credentials
+	// (Authorization, Cookie, X-Api-Key, refresh_token…): its value is
+	// hashed in the key.
+	secret bool
+	free   bool // a header or body field: any value a client sends
 }
 
 // Request is what a key is built from.
@@ -63,7 +69,8 @@ func NewPolicy(name string, l config.RouteLimit, multiplier float64) *Policy {
 		if arg != "" {
 			label += ":" + userkey.ASCIILower(arg)
 		}
-		p.Key = append(p.Key, KeyPart{Kind: kind, Arg: arg, label: label + "="})
+		free := kind == "header" || kind == "body"
+		p.Key = append(p.Key, KeyPart{Kind: kind, Arg: arg, label: label + "=", secret: free && redact.IsSensitiveKey(arg), free: free})
 	}
 	return p
 }
@@ -126,7 +133,12 @@ func (p *Policy) KeyFor(r Request) string {
 			// more values only makes the limit stricter.
 			v = strings.ToLower(strings.TrimFunc(v, isTrimmed))
 		}
-		if len(v) > maxPartBytes { // a client-chosen value: keep the key small
+		// A client-chosen value: keep the key small. A credential (a
+		// header:X-Api-Key or header:Authorization key, a body
+		// refresh_token) is never written in clear: keys are in Redis,
+		// readable by SCAN, MONITOR and its dumps (QA: sk_live_… and a
+		// session cookie in clear), and in an admin's logs.
+		if len(v) > maxPartBytes || part.secret || part.free && redact.String(v) != v {
 			sum := sha256.Sum256([]byte(v))
 			v = "sha256:" + hex.EncodeToString(sum[:16])
 		}

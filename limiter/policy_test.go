@@ -2,6 +2,8 @@ package limiter
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"io"
 	"net/netip"
 	"strings"
@@ -25,6 +27,13 @@ func TestKeyFor(t *testing.T) {
 	login := NewPolicy("auth_login", config.RouteLimit{Rate: 3, Period: time.Minute, Key: []string{"ip", "body:email"}}, 1)
 	user := NewPolicy("messages", config.RouteLimit{Rate: 3, Period: time.Minute, Key: []string{"user"}}, 1)
 	hdr := NewPolicy("webhook", config.RouteLimit{Rate: 3, Period: time.Minute, Key: []string{"header:X-Twilio-Account"}}, 1)
+	apiKey := NewPolicy("api", config.RouteLimit{Rate: 3, Period: time.Minute, Key: []string{"header:X-Api-Key"}}, 1)
+	bearer := NewPolicy("api", config.RouteLimit{Rate: 3, Period: time.Minute, Key: []string{"header:Authorization"}}, 1)
+	refresh := NewPolicy("refresh", config.RouteLimit{Rate: 3, Period: time.Minute, Key: []string{"body:refresh_token"}}, 1)
+	sha := func(v string) string {
+		sum := sha256.Sum256([]byte(v))
+		return "sha256:" + hex.EncodeToString(sum[:16])
+	}
 	tests := []struct {
 		name string
 		p    *Policy
@@ -45,6 +54,13 @@ func TestKeyFor(t *testing.T) {
 		{"anonymous falls back to ip", user, Request{IP: v4}, "messages|ip=203.0.113.7"},
 		{"header", hdr, Request{IP: v4, Header: func(string) string { return "AC123" }}, "webhook|header:x-twilio-account=AC123"},
 		{"missing header", hdr, Request{IP: v4, Header: func(string) string { return "" }}, "webhook|ip=203.0.113.7"},
+		// Credentials are never in a key in clear (keys are in Redis: QA
+		// read sk_live_… and a session cookie with SCAN): a header or
+		// field whose name holds them, or a value shaped like one.
+		{"api key header", apiKey, Request{IP: v4, Header: func(string) string { return "hdrKeySECRETvalue123" }}, "api|header:x-api-key=" + sha("hdrKeySECRETvalue123")},
+		{"authorization header", bearer, Request{IP: v4, Header: func(string) string { return "Bearer sk_live_abcdefghijklmnop1234" }}, "api|header:authorization=" + sha("Bearer sk_live_abcdefghijklmnop1234")},
+		{"refresh_token field", refresh, Request{IP: v4, BodyField: body(map[string]string{"refresh_token": "rtsecretvalue999"})}, "refresh|body:refresh_token=" + sha("rtsecretvalue999")},
+		{"credential-shaped value of a plain header", hdr, Request{IP: v4, Header: func(string) string { return "Bearer abcdefghijklmnop" }}, "webhook|header:x-twilio-account=" + sha("Bearer abcdefghijklmnop")},
 	}
 	for _, tc := range tests {
 		if got := tc.p.KeyFor(tc.r); got != tc.want {
