@@ -420,6 +420,12 @@ var textPatterns = []*regexp.Regexp{
 	// sk_live_…"): Stripe secret and restricted keys, AWS access key ids,
 	// Slack tokens, GitHub tokens, Google API keys.
 	regexp.MustCompile(`\b(?:[sr]k_(?:live|test)_[A-Za-z0-9]{10,}|AKIA[0-9A-Z]{16}|xox[abposr]-[A-Za-z0-9-]{10,}|gh[pousr]_[A-Za-z0-9]{30,}|github_pat_[A-Za-z0-9_]{30,}|AIza[0-9A-Za-z_-]{35})`),
+	// A secret's word, then its value in prose, as an app's error message
+	// quotes it ("Invalid password \"hunter2\"", "password hunter2x is
+	// wrong", "api key 'abc123' invalid"; QA): a quoted value always, a
+	// bare one of 4 or more characters with a digit in it, so that
+	// "password is too short" and "session expired" stay readable.
+	regexp.MustCompile(`(?i)(\b(?:password|passwd|passphrase|pwd|secret|api[ _-]?key|session|credential)s?\s+)('[^'\n]{1,256}'|"[^"\n]{1,256}"|` + "`[^`\\n]{1,256}`" + `|[^\s,;'"]*[0-9][^\s,;'"]*)`),
 }
 
 // quotedHeaderLine is a header line Go's textproto quotes whole in its
@@ -496,6 +502,19 @@ func String(s string) string {
 	})
 	s = textPatterns[3].ReplaceAllString(s, "${1}"+Filtered+"@")
 	s = textPatterns[4].ReplaceAllString(s, Filtered)
+	s = textPatterns[5].ReplaceAllStringFunc(s, func(m string) string {
+		sub := textPatterns[5].FindStringSubmatch(m)
+		v := sub[2]
+		switch {
+		case strings.Contains(v, Filtered):
+			return m
+		case v[0] == '\'' || v[0] == '"' || v[0] == '`':
+			return sub[1] + v[:1] + Filtered + v[:1]
+		case len(v) < 4:
+			return m // "session 5 of 9"
+		}
+		return sub[1] + Filtered
+	})
 	return s
 }
 

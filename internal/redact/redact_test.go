@@ -217,6 +217,17 @@ func TestString(t *testing.T) {
 		gone []string
 	}{
 		{name: "plain text", in: "Conversation not found", want: "Conversation not found"},
+		// An app's message quoting the secret in prose (QA: kept in a 400
+		// envelope); the words alone, or with a word, stay readable.
+		{name: "password in prose", in: "password hunter2x is wrong", want: "password [FILTERED] is wrong"},
+		{name: "password quoted", in: `Invalid password "hunter2x"`, want: `Invalid password "[FILTERED]"`},
+		{name: "password single-quoted", in: "invalid password 'hunter2' for user bob@example.com", want: "invalid password '[FILTERED]' for user bob@example.com"},
+		{name: "password quoted, no digit", in: "password `letmein` rejected", want: "password `[FILTERED]` rejected"},
+		{name: "api key in prose", in: "api key hunter2x invalid", want: "api key [FILTERED] invalid"},
+		{name: "session in prose", in: "Session 9f8e7d6c expired", want: "Session [FILTERED] expired"},
+		{name: "pwd and secret", in: "pwd hunter2x, secret 12345678", want: "pwd [FILTERED], secret [FILTERED]"},
+		{name: "password words", in: "Password is too short; password must be at least 8 characters", want: "Password is too short; password must be at least 8 characters"},
+		{name: "session words", in: "session expired after 5 minutes; session v2 only", want: "session expired after 5 minutes; session v2 only"},
 		// Go's textproto quotes a bad header line whole; its value can be
 		// anything, whatever the name (QA: a card number in a trailer).
 		{name: "malformed header line", in: `read trailer: malformed MIME header line: "X-Card: 4111111111111111\x00"`, want: `read trailer: malformed MIME header line: "X-Card: [FILTERED]"`},
