@@ -3,6 +3,8 @@ package errors_test
 import (
 	"strings"
 	"testing"
+
+	apierrors "github.com/chatguard/chatguard/errors"
 )
 
 // Bodies as Zod 3, yup 1, JSON:API servers and RFC 7807/9457 problem
@@ -131,5 +133,33 @@ func TestClassifyMessageFilterLongestFirstNotNames(t *testing.T) {
 	named := `{"name":"ValidationError","errors":["email must be a valid email"],"path":"email","value":{"email":"bad","authMethod":"email"},"inner":[],"message":"email must be a valid email"}`
 	if got := classifyJSON(422, named).Err.Message; got != "email must be a valid email" {
 		t.Errorf("message %q, want it readable", got)
+	}
+}
+
+// A secret field's message with no value beside it (Zod, an
+// express-validator item without value) may still quote the value; Zod 4's
+// input is read as the value; and a secret echoed as another field's value
+// is filtered there too (QA: a card number kept under "card").
+func TestClassifySecretQuotedWithoutValue(t *testing.T) {
+	t.Parallel()
+	for name, c := range map[string]struct{ body, gone string }{
+		"zod 4 input":          {`{"name":"ZodError","issues":[{"code":"too_small","path":["password"],"message":"Password hunter2 is too short","input":"hunter2"}]}`, "hunter2"},
+		"zod without input":    {`{"name":"ZodError","issues":[{"code":"custom","path":["password"],"message":"h4ckme99 is too common"}]}`, "h4ckme99"},
+		"express-validator":    {`{"errors":[{"type":"field","path":"password","msg":"'letmein' is too weak","location":"body"}]}`, "letmein"},
+		"joi secret elsewhere": {`{"isJoi":true,"name":"ValidationError","_original":{"creditCardNumber":"4111111111111111","card":"4111111111111111"},"details":[{"message":"\"creditCardNumber\" is not allowed","path":["creditCardNumber"],"type":"object.unknown","context":{"key":"creditCardNumber","value":"4111111111111111"}},{"message":"\"card\" must be a number","path":["card"],"type":"number.base","context":{"key":"card","value":"4111111111111111"}}]}`, "4111111111111111"},
+	} {
+		res := classifyJSON(400, c.body)
+		out := string(res.Err.Marshal(testID, testNow))
+		if strings.Contains(out, c.gone) {
+			t.Errorf("%s: %q reached the envelope: %s", name, c.gone, out)
+		}
+		if res.Err.Code != apierrors.CodeValidation {
+			t.Errorf("%s: code %s", name, res.Err.Code)
+		}
+	}
+	// A message with no secret in it stays whole.
+	res := classifyJSON(400, `{"name":"ZodError","issues":[{"code":"too_small","path":["password"],"message":"String must contain at least 8 character(s)"}]}`)
+	if fs := fieldsOf(t, res.Err); len(fs) != 1 || fs[0].Message != "String must contain at least 8 character(s)" {
+		t.Errorf("readable message changed: %s", mustJSON(t, fs))
 	}
 }

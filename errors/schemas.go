@@ -97,7 +97,8 @@ func zodIssues(arr []any) []any {
 		_, hasCode := em["code"].(string)
 		path, hasPath := em["path"].([]any)
 		msg, hasMsg := em["message"].(string)
-		return joiPath(path), fieldText(msg), nil, hasCode && hasPath && hasMsg
+		// Zod 4 with reportInput gives the value as input.
+		return joiPath(path), fieldText(msg), em["input"], hasCode && hasPath && hasMsg
 	})
 }
 

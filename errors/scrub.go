@@ -97,13 +97,18 @@ var internalWords = regexp.MustCompile(`(?i)exception\b|\bsql\b|\bcall stack\b|\
 	`\bCast to \w+ failed\b|\bat path "|` + // Mongoose's CastError: "Cast to ObjectId failed for value … at path "_id" for model "User""
 	"\\bselect\\s+(?:\\*|distinct\\b|count\\s*\\(|[\\w.\"`]+\\s*,).{0,200}?\\bfrom\\b") // "select * from users", not "select a file from disk"
 
-// scrubFields replaces quoted secret values in validation messages.
+// scrubFields replaces secret values in validation messages, and in the
+// values of other fields: a card number echoed as "card" is no less the
+// creditCardNumber's secret (QA).
 func scrubFields(details map[string]any, secrets []string) {
 	fields, _ := details["fields"].([]any)
 	for _, f := range fields {
 		if fm, ok := f.(map[string]any); ok {
 			if msg, ok := fm["message"].(string); ok {
 				fm["message"] = redact.ReplaceAll(msg, secrets)
+			}
+			if v, ok := fm["value"].(string); ok {
+				fm["value"] = redact.ReplaceAll(v, secrets)
 			}
 		}
 	}

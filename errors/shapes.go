@@ -197,11 +197,34 @@ func appendField(fields []any, field string, message, value any) []any {
 			// Messages quote the value: "\"password\" with value \"…\" fails to match".
 			msg = strings.ReplaceAll(msg, raw, redact.Filtered)
 		}
+	} else if rawValue == nil && redact.IsSensitivePath(field) {
+		// The value is not given (Zod, an express-validator item without
+		// it) but the message may quote it: "hunter2 is too common" (QA).
+		msg = maskQuotedValues(msg)
 	}
 	return append(fields, map[string]any{
 		"field":   truncate(field, maxValueRunes),
 		"message": truncate(redact.String(msg), maxMessageRunes),
 		"value":   value,
+	})
+}
+
+// quotedOrCodeLike is what a message about a secret field may quote of
+// its value: a quoted string, or a word of 4 or more characters with a
+// digit ("hunter2"); "at least 8 character(s)" keeps its number.
+var quotedOrCodeLike = regexp.MustCompile(`'[^'\n]{1,256}'|"[^"\n]{1,256}"|` + "`[^`\\n]{1,256}`" + `|[^\s,;:.!?'"()]*[0-9][^\s,;:.!?'"()]*`)
+
+// maskQuotedValues filters what a message about a secret field whose value
+// is unknown may quote of it.
+func maskQuotedValues(msg string) string {
+	return quotedOrCodeLike.ReplaceAllStringFunc(msg, func(m string) string {
+		switch {
+		case m[0] == '\'' || m[0] == '"' || m[0] == '`':
+			return m[:1] + redact.Filtered + m[:1]
+		case len(m) < 4:
+			return m
+		}
+		return redact.Filtered
 	})
 }
 
