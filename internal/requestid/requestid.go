@@ -7,6 +7,8 @@ import (
 	"net/http"
 	"strconv"
 	"time"
+
+	"github.com/chatguard/chatguard/internal/redact"
 )
 
 // Header is the request and response header that carries the id.
@@ -16,7 +18,8 @@ const Header = "X-Request-Id" // canonical form of X-Request-ID: Get and Set nee
 const MaxLen = 128
 
 // FromRequest returns the id for a request: a valid incoming X-Request-ID
-// (1–128 of A-Za-z0-9._-) is kept; else the trace id of a valid W3C
+// (1–128 of A-Za-z0-9._-, and nothing the logs would filter as a secret)
+// is kept; else the trace id of a valid W3C
 // traceparent; else a new req_<unix-ms>_<random>.
 func FromRequest(h http.Header, now time.Time) string {
 	if id := h.Get(Header); Valid(id) {
@@ -39,7 +42,10 @@ func Valid(id string) bool {
 			return false
 		}
 	}
-	return true
+	// One the logs would filter (AKIAIOSFODNN7EXAMPLE, sk_live_…, a JWT)
+	// became [FILTERED] on every line of its request, so that no grep
+	// found them; a client could hide its own lines that way (QA).
+	return redact.String(id) == id
 }
 
 // TraceID returns the trace id of a W3C traceparent header

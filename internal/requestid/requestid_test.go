@@ -35,6 +35,11 @@ func TestValid(t *testing.T) {
 		{"129 chars", strings.Repeat("a", 129), false},
 		{"seed format", "req_1706645130123_abc123", true},
 		{"uuid", "f47ac10b-58cc-4372-a567-0e02b2c3d479", true},
+		// An id the logs would filter hid its request's lines from grep (QA).
+		{"AWS key id", "AKIAIOSFODNN7EXAMPLE", false},
+		{"Stripe key", "sk_live_abcdefghijklmnop1234", false},
+		{"JWT", "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxIn0.c2ln", false},
+		{"words a secret's name", "session-token-key_42", true},
 		{"trace id", traceID, true},
 		{"lower", "abcdefghijklmnopqrstuvwxyz", true},
 		{"upper", "ABCDEFGHIJKLMNOPQRSTUVWXYZ", true},
