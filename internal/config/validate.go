@@ -49,6 +49,12 @@ func Validate(c *Config) []string {
 	}
 
 	shown := hideUserinfo(c.Upstream)
+	if i := strings.IndexAny(shown, "?#"); i >= 0 {
+		// A query or fragment is refused, and may hold a key
+		// (?api_key=…, #access_token=…): the problem, printed in a
+		// crash-looping pod's log, names it without its value (QA).
+		shown = shown[:i+1] + "…"
+	}
 	if u, err := url.Parse(c.Upstream); err != nil {
 		var ue *url.Error // its message quotes the URL, password and all
 		if errors.As(err, &ue) {

@@ -47,6 +47,9 @@ func TestValidate(t *testing.T) {
 		{"upstream ws scheme", func(c *config.Config) { c.Upstream = "ws://x" }, []string{"must start with http:// or https://"}},
 		{"upstream query", func(c *config.Config) { c.Upstream = "http://x/?a=1" }, []string{"must not have a query or fragment"}},
 		{"upstream fragment", func(c *config.Config) { c.Upstream = "http://x/#f" }, []string{"must not have a query or fragment"}},
+		// The query or fragment is not quoted: it may hold a key (QA).
+		{"upstream query shown without it", func(c *config.Config) { c.Upstream = "http://10.0.0.5:3000/?api_key=UpKeySecret123" }, []string{`upstream: "http://10.0.0.5:3000/?…" must not have a query or fragment`}},
+		{"upstream fragment shown without it", func(c *config.Config) { c.Upstream = "http://x/#access_token=FragTok" }, []string{`upstream: "http://x/#…" must not have`}},
 		{"upstream unparsable", func(c *config.Config) { c.Upstream = "http://x:port" }, []string{"is not a URL"}},
 		{"upstream credentials", func(c *config.Config) { c.Upstream = "http://app:s3cretpass@backend:3000" }, []string{`upstream: "http://[FILTERED]@backend:3000" must not carry credentials`}},
 		{"upstream bad credentials", func(c *config.Config) { c.Upstream = "http://a b:s3cret%zz@backend" }, []string{`upstream: "http://[FILTERED]@backend" is not a URL`}},
