@@ -498,6 +498,12 @@ func String(s string) string {
 		if v := strings.TrimSuffix(sub[2], ")"); strings.EqualFold(v, "yes") || strings.EqualFold(v, "no") {
 			return m // MySQL's "(using password: YES)" says whether one was sent, not which
 		}
+		if proseWords[strings.ToLower(sub[2])] {
+			return m // a message about the key ("stats_token: is shorter than 16…"), no value
+		}
+		if key := strings.ToLower(strings.TrimRight(sub[1], "\" \t:=")); strings.HasSuffix(key, "file") || strings.HasSuffix(key, "_path") || strings.HasSuffix(key, "_dir") {
+			return m // where a secret is kept (auth.jwt_public_key_file: /etc/…), not the secret
+		}
 		return sub[1] + Filtered
 	})
 	s = textPatterns[3].ReplaceAllString(s, "${1}"+Filtered+"@")
@@ -517,6 +523,13 @@ func String(s string) string {
 	})
 	return s
 }
+
+// proseWords follow a sensitive key's name in a sentence about it, never as
+// its value: chatguard's configuration problems read "stats_token: is
+// shorter than 16 characters", which the logs showed as "[FILTERED]
+// shorter" (QA).
+var proseWords = map[string]bool{"is": true, "are": true, "must": true, "has": true, "have": true,
+	"holds": true, "the": true, "not": true, "cannot": true, "should": true, "was": true}
 
 // looksLikeCredential tells what follows an authorization scheme word: after
 // Bearer always a credential; after Basic one that decodes to user:password;

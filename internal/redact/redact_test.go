@@ -219,6 +219,12 @@ func TestString(t *testing.T) {
 		{name: "plain text", in: "Conversation not found", want: "Conversation not found"},
 		// An app's message quoting the secret in prose (QA: kept in a 400
 		// envelope); the words alone, or with a word, stay readable.
+		// chatguard's own configuration problems name a key and say what
+		// is wrong with it, or where its secret is kept (QA: "[FILTERED]
+		// shorter than 16 characters" in the reload-refused line).
+		{name: "problem about a key", in: "stats_token: is shorter than 16 characters", want: "stats_token: is shorter than 16 characters"},
+		{name: "key file path", in: "auth.jwt_public_key_file: /etc/keys/key.pem: the public key is not PEM", want: "auth.jwt_public_key_file: /etc/keys/key.pem: the public key is not PEM"},
+		{name: "a key's value after all", in: "jwt_secret: hunter2 token=abc", want: "jwt_secret: [FILTERED] token=[FILTERED]"},
 		{name: "password in prose", in: "password hunter2x is wrong", want: "password [FILTERED] is wrong"},
 		{name: "password quoted", in: `Invalid password "hunter2x"`, want: `Invalid password "[FILTERED]"`},
 		{name: "password single-quoted", in: "invalid password 'hunter2' for user bob@example.com", want: "invalid password '[FILTERED]' for user bob@example.com"},
