@@ -161,6 +161,28 @@ func TestUpstreamEnvelopePassesThrough(t *testing.T) {
 	}
 }
 
+// The code of an app's envelope is its own text: passed on whole, but
+// bounded on the access line (QA: a 20,000-character code).
+func TestPassthroughLongCodeBoundedInAccessLine(t *testing.T) {
+	t.Parallel()
+	code := strings.Repeat("E", 20000)
+	env := `{"success":false,"error":{"code":"` + code + `","message":"x","timestamp":"2026-01-30T19:45:30.123Z"},"requestId":"r1"}`
+	up := upstream(t, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(409)
+		_, _ = w.Write([]byte(env))
+	})
+	h := start(t, up.URL, nil)
+	if resp, body := h.get("/long"); resp.StatusCode != 409 || string(body) != env {
+		t.Fatalf("envelope changed: %d %.80s", resp.StatusCode, body)
+	}
+	var l map[string]any
+	waitFor(t, "access line", func() bool { l = accessLine(t, h, "/long"); return l != nil })
+	if c, _ := l["code"].(string); c != code[:128] {
+		t.Errorf("access line code has %d bytes, want 128", len(c))
+	}
+}
+
 func TestUpstreamErrorBodyEncodingsAndSizes(t *testing.T) {
 	t.Parallel()
 	var gz bytes.Buffer

@@ -3,6 +3,7 @@ package proxy
 import (
 	"net/http"
 	"net/netip"
+	"strings"
 	"testing"
 )
 
@@ -23,6 +24,11 @@ func TestClientIPFromForwardedFor(t *testing.T) {
 		{"garbage, 10.1.2.3", "10.1.2.3"}, // an unparsable hop stops the walk at the last trusted one
 		{"203.0.113.7:99999", "127.0.0.1"},
 		{"[203.0.113.7]", "127.0.0.1"},
+		// A zone names an interface of whoever wrote it: dropped (QA: a
+		// 6,000-character zone was the access line's remoteIp).
+		{"fe80::1%eth0", "fe80::1"},
+		{"2001:db8::1%" + strings.Repeat("z", 6000), "2001:db8::1"},
+		{"[fe80::1%25eth0]:443", "fe80::1"},
 	}
 	for _, tt := range tests {
 		r, _ := http.NewRequest(http.MethodGet, "/", nil)

@@ -452,12 +452,9 @@ func (s *Server) classifyReply(info *reqInfo, rep apierrors.Reply) (status int, 
 	if !res.PassThrough {
 		status, body, source = res.Err.HTTPStatus(), res.Err.Marshal(info.id, s.now()), sourceUpstream
 	}
-	info.upstreamStatus, info.code = rep.Status, res.Code
+	info.upstreamStatus, info.code = rep.Status, apierrors.Code(capText(string(res.Code), maxUpstreamIDBytes))
 	if id := res.UpstreamRequestID; id != "" {
-		if len(id) > maxUpstreamIDBytes {
-			id = strings.ToValidUTF8(id[:maxUpstreamIDBytes], "")
-		}
-		info.upstreamID = id
+		info.upstreamID = capText(id, maxUpstreamIDBytes)
 	}
 	s.metrics.envelopes.WithLabelValues(envelopeCode(res.Code), source).Inc()
 	return status, body
@@ -605,6 +602,15 @@ func (w stdWriter) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
-// maxUpstreamIDBytes bounds the app's own requestId on the access line: it
-// is the app's text, and a log line is no place for a page of it.
+// maxUpstreamIDBytes bounds the app's own requestId and the code of its
+// own envelope on the access line: they are the app's text, and a log line
+// is no place for a page of it (QA: a 20,000-character code).
 const maxUpstreamIDBytes = 128
+
+// capText is s cut to at most n bytes, on a character boundary.
+func capText(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return strings.ToValidUTF8(s[:n], "")
+}
