@@ -374,8 +374,9 @@ func TestStatsHaveTheSeedsBlocks(t *testing.T) {
 	// flushed every log.flush_interval).
 	p.waitLog(`"msg":"enforcing"`)
 	if log := p.output(); !strings.Contains(log, `"msg":"enforcing"`) || !strings.Contains(log, `"rateLimitStore":"memory-only"`) ||
-		!strings.Contains(log, `"routes":6`) {
-		t.Errorf("no enforcing line at start:\n%s", log)
+		!strings.Contains(log, `"routes":6`) || !strings.Contains(log, `"replicas":1`) ||
+		!strings.Contains(log, `"redisPrefix":"chatguard:rl:"`) || !strings.Contains(log, `"multiplier":1`) {
+		t.Errorf("no enforcing line at start, or without what replicas must agree on:\n%s", log)
 	}
 }
 

@@ -91,7 +91,7 @@ func TestDeadRedisFallsBackToMemory(t *testing.T) {
 	req := httptest.NewRequest(http.MethodGet, "/api/internal/stats", nil)
 	req.Header.Set("Authorization", "Bearer tok-0123456789abcdef")
 	a.srv.ServeHTTP(rec, req)
-	if !strings.Contains(rec.Body.String(), `"rateLimiting":{"persistence":"off","rejectedRequests24h":5,"store":"fallback"}`) {
+	if !strings.Contains(rec.Body.String(), `"rateLimiting":{"persistence":"off","rejectedRequests24h":5,"replicas":1,"store":"fallback"}`) {
 		t.Fatalf("stats: %s", rec.Body)
 	}
 }

@@ -270,6 +270,7 @@ func newApp(cfg *config.Config, logger *logging.Logger, reg *prometheus.Registry
 	a.srv.AddStats("rateLimiting", func() any {
 		b := lim.StatsBlock()
 		b["persistence"] = persistence
+		b["replicas"] = cfg.Redis.Replicas // a restart's setting: this cfg stays right
 		if persister != nil {
 			b["persistence"] = map[bool]string{true: "ok", false: "failing"}[persister.Healthy()]
 		}
@@ -286,6 +287,9 @@ func newApp(cfg *config.Config, logger *logging.Logger, reg *prometheus.Registry
 		logging.FieldCategory: logging.CategorySystem, "routes": len(cfg.Routes), "rateLimitStore": storeMode,
 		"rateLimitFile": cfg.Limits.File, "usersVerified": verifier != nil, "socketIdentity": cfg.WebSocket.Auth,
 		"shadowRoutes": shadowRoutes(cfg),
+		// What must agree across replicas sharing a Redis (QA: a prefix or
+		// a replica count that differed on one pod showed nowhere).
+		"multiplier": cfg.Limits.Multiplier, "replicas": cfg.Redis.Replicas, "redisPrefix": cfg.Redis.Prefix,
 	}).Info("enforcing")
 	return a, nil
 }
