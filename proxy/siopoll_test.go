@@ -849,3 +849,45 @@ func TestPollingNoticesOwedAtTheUpgradeGoOutOnTheWebSocket(t *testing.T) {
 		t.Errorf("then %q %v, want the socket open and quiet", msg, err)
 	}
 }
+
+// A poll the app fails (it crashed: the connection closes with no answer)
+// ends the session at once: socket.io-client takes the 502 as the end of
+// the transport and opens a new session, and the old one, kept for the 60 s
+// grace, held a slot of the user's socket cap, so that a reconnecting
+// client was refused for good (QA). The client's access line says why.
+func TestPollFailedByTheAppEndsTheSession(t *testing.T) {
+	t.Parallel()
+	var crashed atomic.Bool
+	fake := newFakePolling(t, 20*time.Second)
+	up := upstream(t, func(w http.ResponseWriter, r *http.Request) {
+		if crashed.Load() && r.URL.Query().Get("sid") != "" {
+			if conn, _, err := http.NewResponseController(w).Hijack(); err == nil {
+				conn.Close()
+			}
+			return
+		}
+		fake.ServeHTTP(w, r)
+	})
+	env := startSIO(t, up.URL, nil)
+	h := env.harness
+	connectPolling(t, env)
+	crashed.Store(true)
+	if resp, _ := poll(t, h, http.MethodGet, "&sid=p1", ""); resp.StatusCode != http.StatusBadGateway {
+		t.Fatalf("poll of a crashed app: %d", resp.StatusCode)
+	}
+	// Well before the 60 s grace (waitFor gives up after 10 s).
+	env.waitStats(t, [3]int{0, 0, 0})
+	var line map[string]any
+	waitFor(t, "the poll's access line", func() bool {
+		for _, l := range h.logs.lines(t) {
+			if l["msg"] == "request completed" && l["status"] == float64(502) && strings.Contains(fmt.Sprint(l["path"]), "transport=polling") {
+				line = l
+				return true
+			}
+		}
+		return false
+	})
+	if line["code"] != "UPSTREAM_UNAVAILABLE" || line["reason"] == nil {
+		t.Errorf("access line of the failed poll without code or reason: %v", line)
+	}
+}

@@ -29,6 +29,11 @@ type upstreamPoll struct {
 	status  int
 	header  http.Header
 	body    []byte
+	// code and reason of chatguard's own failure to get the answer (the
+	// app refused, reset, died mid-poll), for the access line of the
+	// client's GET that hears it (QA: 1,605 lines of 502 with neither).
+	code   apierrors.Code
+	reason string
 }
 
 // pollGet answers a client's GET poll of a followed session.
@@ -87,6 +92,9 @@ func (h *wsHub) pollGet(sess *sioSession, w *responseWriter, r *http.Request, in
 				owed = sess.takeNotices()
 			}
 			sess.mu.Unlock()
+			if p.status != http.StatusOK && info.code == "" {
+				info.code, info.reason = p.code, p.reason
+			}
 			h.answerPoll(sess, w, r, p.status, p.header, p.body, owed)
 			return
 		case <-wake:
@@ -143,10 +151,23 @@ func (h *wsHub) startPoll(sess *sioSession, r *http.Request, info *reqInfo) *ups
 	out.Body, out.ContentLength = http.NoBody, 0
 	out.Header.Del("Accept-Encoding") // a plain body can be read and extended
 	h.background(func() {
-		defer close(p.done)
+		failed := false
+		defer func() {
+			close(p.done)
+			if failed {
+				// The client's GET gets this answer, and socket.io-client
+				// takes any status but 200 as the transport's end: it opens
+				// a new session. Kept for the 60 s grace, this one held a
+				// slot of the user's socket cap after an app crash, and a
+				// reconnecting client was refused for good (QA).
+				sess.ended()
+			}
+		}()
 		rec := &recorder{header: http.Header{}}
 		h.s.proxy.ServeHTTP(rec, out)
 		p.status, p.header, p.body = rec.status, rec.header, rec.body.Bytes()
+		p.code, p.reason = own.code, own.reason
+		failed = p.status != 0 && p.status != http.StatusOK
 		if p.status == http.StatusOK {
 			// Read whole here, whatever its size (pollAnswered reads only
 			// a small one): a binary packet it began and did not finish

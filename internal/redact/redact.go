@@ -354,7 +354,7 @@ func Query(rawQuery string) string {
 		if un, err := url.QueryUnescape(name); err == nil {
 			name = un
 		}
-		if strings.EqualFold(name, "sid") && value != "" {
+		if strings.EqualFold(name, "sid") && value != "" && !strings.HasPrefix(value, "[FILTERED") { // a digest already (a line redacted twice)
 			// Engine.IO's session id: a credential, but the only way to
 			// tell one polling session's lines from another's behind a
 			// NAT. A keyed digest tells them apart and gives nothing away.
@@ -476,6 +476,13 @@ func String(s string) string {
 		}
 		return sub[1] + `"` + keep + Filtered + `"`
 	})
+	// A URL Go quotes in an error (url.Error: Get "http://…?code=…&sid=…":
+	// refused) has its query redacted as an access line's is: the rules
+	// below know sensitive names, not code or sid (QA).
+	s = quotedURLQuery.ReplaceAllStringFunc(s, func(m string) string {
+		i := strings.IndexByte(m, '?')
+		return m[:i+1] + Query(m[i+1:len(m)-1]) + `"`
+	})
 	s = textPatterns[0].ReplaceAllStringFunc(s, func(m string) string {
 		sub := textPatterns[0].FindStringSubmatch(m)
 		if !looksLikeCredential(sub[1], sub[2]) {
@@ -530,6 +537,9 @@ func String(s string) string {
 // shorter" (QA).
 var proseWords = map[string]bool{"is": true, "are": true, "must": true, "has": true, "have": true,
 	"holds": true, "the": true, "not": true, "cannot": true, "should": true, "was": true}
+
+// quotedURLQuery is a quoted URL with a query, as Go's url.Error writes it.
+var quotedURLQuery = regexp.MustCompile(`"(?:https?|wss?)://[^"\s?]*\?[^"\s]*"`)
 
 // looksLikeCredential tells what follows an authorization scheme word: after
 // Bearer always a credential; after Basic one that decodes to user:password;

@@ -219,6 +219,9 @@ func TestString(t *testing.T) {
 		{name: "plain text", in: "Conversation not found", want: "Conversation not found"},
 		// An app's message quoting the secret in prose (QA: kept in a 400
 		// envelope); the words alone, or with a word, stay readable.
+		// A URL Go's url.Error quotes has its query redacted as an access
+		// line's: code and sid too (QA: a failed WebSocket dial's warning).
+		{name: "quoted URL query", in: `Get "http://127.0.0.1:3000/socket.io/?EIO=4&code=oauthcode123&sid=AAAAAAAAAAAAAAAAAAAA": connection refused`, want: `Get "http://127.0.0.1:3000/socket.io/?EIO=4&code=[FILTERED]&sid=` + redact.Fingerprint("AAAAAAAAAAAAAAAAAAAA") + `": connection refused`},
 		// chatguard's own configuration problems name a key and say what
 		// is wrong with it, or where its secret is kept (QA: "[FILTERED]
 		// shorter than 16 characters" in the reload-refused line).
