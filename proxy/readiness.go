@@ -17,6 +17,10 @@ import (
 // ask, each given half a second: a kubelet's probe waits one second.
 type upstreamCheck struct {
 	addr string
+	// told hears each change of the answer (err nil: connections are
+	// accepted again), so that the log says when the pod went unready
+	// and ready (QA: thousands of 502 lines and nothing that said when).
+	told func(err error, first bool)
 
 	mu  sync.Mutex
 	at  time.Time
@@ -51,7 +55,12 @@ func (c *upstreamCheck) check() error {
 	if err == nil {
 		_ = conn.Close()
 	}
+	first := c.at.IsZero()
+	changed := (err == nil) != (c.err == nil) || first && err != nil
 	c.at, c.err = time.Now(), err
+	if changed && c.told != nil {
+		c.told(err, first)
+	}
 	return err
 }
 

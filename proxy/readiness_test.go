@@ -78,6 +78,23 @@ func TestReadyzFollowsTheUpstream(t *testing.T) {
 	if v := metricValue(t, h, "chatguard_ready"); v != 1 {
 		t.Errorf("upstream up: chatguard_ready %v, want 1", v)
 	}
+	// The log says when the pod went unready and ready again, once each
+	// (QA: thousands of 502 lines and nothing that said when).
+	var down, up int
+	for _, l := range h.logs.lines(t) {
+		switch l["msg"] {
+		case "not ready: the app does not accept connections (proxy.ready_on_upstream)":
+			if l["reason"] != "refused" || l["level"] != "warning" {
+				t.Errorf("not-ready line: %v", l)
+			}
+			down++
+		case "ready again: the app accepts connections":
+			up++
+		}
+	}
+	if down != 1 || up != 1 {
+		t.Errorf("%d not-ready and %d ready-again lines, want 1 each", down, up)
+	}
 	// Draining still wins.
 	h.srv.Drain(t.Context())
 	if code, body := readyz(h); code != 503 || body == nil || body["details"].(map[string]any)["status"] != "draining" {

@@ -112,7 +112,6 @@ func New(o Options) (*Server, error) {
 		metricsReg: o.Registry,
 		trust:      newTrustedProxies(o.Config.Proxy.TrustedProxies),
 		classify:   apierrors.ClassifyOptions{Development: o.Config.Development()},
-		upCheck:    map[bool]*upstreamCheck{true: newUpstreamCheck(target)}[o.Config.Proxy.ReadyOnUpstream],
 		conns:      map[*trackedConn]struct{}{},
 		drainDone:  make(chan struct{}),
 		stats:      map[string]func() any{},
@@ -121,6 +120,18 @@ func New(o Options) (*Server, error) {
 		abuse:      o.Abuse,
 	}
 	s.verifier.Store(o.Verifier)
+	if o.Config.Proxy.ReadyOnUpstream {
+		s.upCheck = newUpstreamCheck(target)
+		s.upCheck.told = func(err error, first bool) {
+			l := s.log.WithFields(logrus.Fields{logging.FieldCategory: logging.CategorySystem, "upstream": target.Host})
+			switch {
+			case err != nil:
+				l.WithField("reason", upstreamReason(err)).Warn("not ready: the app does not accept connections (proxy.ready_on_upstream)")
+			case !first:
+				l.Info("ready again: the app accepts connections")
+			}
+		}
+	}
 	if s.now == nil {
 		s.now = time.Now
 	}
