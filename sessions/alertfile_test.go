@@ -52,3 +52,34 @@ func TestAlertFileKeepsWholeLines(t *testing.T) {
 		t.Errorf("after a cut line the file holds %q", b)
 	}
 }
+
+// CheckAlertFile says what NewWatchdog would stop at, in its words, and
+// creates nothing.
+func TestCheckAlertFilePredictsNewWatchdog(t *testing.T) {
+	t.Parallel()
+	m := NewManager(ManagerOptions{})
+	defer m.Close()
+	for _, rel := range []string{
+		"file/alerts.jsonl", // under a regular file
+		"logs/alerts.jsonl", // to be created
+		"file",              // there, writable
+		".",                 // a directory
+	} {
+		root := t.TempDir()
+		if err := os.WriteFile(filepath.Join(root, "file"), nil, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		path := filepath.Join(root, rel)
+		checked := CheckAlertFile(path)
+		if ents, _ := os.ReadDir(root); len(ents) != 1 {
+			t.Fatalf("CheckAlertFile(%s) created something: %v", rel, ents)
+		}
+		w, opened := NewWatchdog(WatchdogOptions{Manager: m, AlertFile: path})
+		if w != nil {
+			w.Close()
+		}
+		if (checked == nil) != (opened == nil) || checked != nil && checked.Error() != opened.Error() {
+			t.Errorf("%s: CheckAlertFile said %v; NewWatchdog said %v", rel, checked, opened)
+		}
+	}
+}

@@ -18,6 +18,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/sirupsen/logrus"
 
+	"github.com/chatguard/chatguard/internal/logging"
 	"github.com/chatguard/chatguard/internal/memstats"
 )
 
@@ -139,7 +140,7 @@ func NewWatchdog(o WatchdogOptions) (*Watchdog, error) {
 		// Found out now, as an unwritable log directory is, rather than at
 		// the first alert, which would then be lost.
 		if err := openAlertFile(o.AlertFile); err != nil {
-			return nil, fmt.Errorf("sessions: alert file (alerts.path %q): %w", o.AlertFile, err)
+			return nil, alertFileError(o.AlertFile, err)
 		}
 	}
 	if o.ConnectedUsers == nil {
@@ -355,11 +356,21 @@ func openAlertFile(path string) error {
 	return f.Close()
 }
 
-func openAppend(path string) (*os.File, error) {
-	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-		return nil, err
+// openAppend opens the alert file as the log files are opened.
+func openAppend(path string) (*os.File, error) { return logging.OpenAppend(path) }
+
+// CheckAlertFile returns the error NewWatchdog would stop at for the alert
+// file at path, creating nothing (see logging.CheckAppend): what
+// check-config says serve would not start on.
+func CheckAlertFile(path string) error {
+	if err := logging.CheckAppend(path); err != nil {
+		return alertFileError(path, err)
 	}
-	return os.OpenFile(path, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o640)
+	return nil
+}
+
+func alertFileError(path string, err error) error {
+	return fmt.Errorf("sessions: alert file (alerts.path %q): %w", path, err)
 }
 
 // appendMu serialises appendJSONLine (see there).

@@ -11,6 +11,8 @@ import (
 
 	"github.com/chatguard/chatguard/internal/buildinfo"
 	"github.com/chatguard/chatguard/internal/config"
+	"github.com/chatguard/chatguard/internal/logging"
+	"github.com/chatguard/chatguard/sessions"
 )
 
 // loadConfig loads the configuration from flags, environment and file;
@@ -49,6 +51,12 @@ func checkConfig(env environment) int {
 	for _, w := range config.Warnings(cfg) {
 		fmt.Fprintf(env.stdout, "warning: %s\n", w)
 	}
+	for _, err := range startProblems(cfg) {
+		// A warning, exit 0: check-config also runs away from the pod (CI,
+		// a laptop), where the manifest's LOG_DIR need not exist or be
+		// this user's; what the configuration says is still valid.
+		fmt.Fprintf(env.stdout, "warning: serve cannot start here: %v\n", err)
+	}
 	for _, o := range cfg.Overridden {
 		// The runbook's "check-config new.yaml" must show that an edit of
 		// the file changes nothing while the environment sets the key.
@@ -75,6 +83,24 @@ func checkConfig(env environment) int {
 		fmt.Fprintf(env.stdout, "  event %-26s limit=%s\n", e.Name, limitSummary(&l, cfg.Limits))
 	}
 	return 0
+}
+
+// startProblems are what serve would stop at here, at start, that the
+// configuration alone does not tell: the log files and the alert file it
+// opens (checked as serve opens them, creating nothing).
+func startProblems(cfg *config.Config) []error {
+	var errs []error
+	if cfg.Log.File {
+		if err := logging.CheckFiles(cfg.Log.Dir); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if cfg.Alerts.File {
+		if err := sessions.CheckAlertFile(cfg.Alerts.Path); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errs
 }
 
 func authMode(a string) string {

@@ -103,7 +103,7 @@ func New(o Options) (*Logger, error) {
 		}
 		if err != nil {
 			_ = fh.Close()
-			return nil, fmt.Errorf("file logging (log.dir %q): %w", o.Dir, err)
+			return nil, dirError(o.Dir, withoutPrefix(err))
 		}
 		l.AddHook(fh)
 		lg.closers = append(lg.closers, fh)
@@ -197,7 +197,7 @@ func newFileHook(dir string, maxSizeMB, maxBackups int) *fileHook {
 	mk := func(name string) *rotatingFile {
 		return newRotatingFile(filepath.Join(dir, name), int64(maxSizeMB)<<20, maxBackups)
 	}
-	return &fileHook{format: jsonFormatter(), combined: mk("combined.log"), errs: mk("errors.log"), stderr: os.Stderr}
+	return &fileHook{format: jsonFormatter(), combined: mk(fileNames[0]), errs: mk(fileNames[1]), stderr: os.Stderr}
 }
 
 func (h *fileHook) Levels() []logrus.Level { return logrus.AllLevels }
@@ -245,6 +245,15 @@ func fileError(path string, err error) string {
 
 func (h *fileHook) Close() error {
 	return errors.Join(h.combined.Close(), h.errs.Close())
+}
+
+// withoutPrefix is err without the "logging: " of rotatingFile: the words
+// CheckFiles predicts ("mkdir logs: permission denied").
+func withoutPrefix(err error) error {
+	if u := errors.Unwrap(err); u != nil && err.Error() == "logging: "+u.Error() {
+		return u
+	}
+	return err
 }
 
 // levelName is the level as the seed's summary spells it.

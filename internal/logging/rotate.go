@@ -101,10 +101,7 @@ func (r *rotatingFile) stillOpen() bool {
 }
 
 func (r *rotatingFile) open() error {
-	if err := os.MkdirAll(filepath.Dir(r.path), 0o755); err != nil {
-		return fmt.Errorf("logging: %w", err)
-	}
-	f, err := os.OpenFile(r.path, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o640)
+	f, err := OpenAppend(r.path)
 	if err != nil {
 		return fmt.Errorf("logging: %w", err)
 	}
