@@ -1,11 +1,16 @@
 package sessions
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	"github.com/prometheus/common/expfmt"
 )
 
 // The alert file holds whole lines: a write a full disk cuts short is
@@ -50,6 +55,60 @@ func TestAlertFileKeepsWholeLines(t *testing.T) {
 	}
 	if b, _ := os.ReadFile(path); !strings.HasSuffix(string(b), `{"type":"cu`+"\n"+`{"type":"fourth"}`+"\n") {
 		t.Errorf("after a cut line the file holds %q", b)
+	}
+}
+
+// An alert the alert file missed is counted in
+// chatguard_log_file_write_failures_total{file="alerts"} (QA: only a
+// warning line said it); the series is there at 0 from the start, and only
+// with an alert file.
+func TestAlertFileWriteFailuresCounted(t *testing.T) {
+	t.Parallel()
+	const name = "chatguard_log_file_write_failures_total"
+	m := NewManager(ManagerOptions{})
+	defer m.Close()
+	reg := prometheus.NewRegistry()
+	w, err := NewWatchdog(WatchdogOptions{Manager: m, Registerer: reg})
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.Close()
+	if n, err := testutil.GatherAndCount(reg, name); err != nil || n != 0 {
+		t.Fatalf("without an alert file: %d series (%v), want none", n, err)
+	}
+
+	path := filepath.Join(t.TempDir(), "alerts.jsonl")
+	reg = prometheus.NewRegistry()
+	w, err = NewWatchdog(WatchdogOptions{Manager: m, AlertFile: path, Registerer: reg})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	want := func(n string) {
+		t.Helper()
+		if got := testutil.ToFloat64(w.alertFileFailures); fmt.Sprint(got) != n {
+			t.Fatalf("alerts failures = %v, want %s", got, n)
+		}
+		if c, err := testutil.GatherAndCount(reg, name); err != nil || c != 1 {
+			t.Fatalf("%d series of %s (%v), want 1", c, name, err)
+		}
+	}
+	want("0")
+	alert := Alert{Type: "WARNING_RATE_LIMIT_ABUSE", Severity: SeverityWarning}
+	w.Record(alert)
+	want("0")
+	if err := os.Remove(path); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Mkdir(path, 0o755); err != nil { // no file can be written there now
+		t.Fatal(err)
+	}
+	w.Record(alert)
+	w.Record(alert)
+	want("2")
+	exp := `chatguard_log_file_write_failures_total{file="alerts"} 2`
+	if b, err := testutil.CollectAndFormat(w.alertFileFailures, expfmt.TypeTextPlain, name); err != nil || !strings.Contains(string(b), exp) {
+		t.Fatalf("series %s (%v), want %s", b, err, exp)
 	}
 }
 

@@ -113,6 +113,8 @@ type Watchdog struct {
 	ratio  *prometheus.GaugeVec
 	level  *prometheus.GaugeVec
 	emerg  prometheus.Counter
+	// alertFileFailures counts alerts the alert file missed.
+	alertFileFailures prometheus.Counter
 
 	mu            sync.Mutex // serialises checks and the alert file; guards closed, recording
 	lastEmergency time.Time  // the last shed
@@ -201,6 +203,12 @@ func NewWatchdog(o WatchdogOptions) (*Watchdog, error) {
 		setLevels(ResourceHeap, t.HeapWarning, t.HeapCritical)
 	}
 	setLevels(ResourceConnectedUsers, float64(t.UsersWarning)/float64(max(t.UsersCritical, 1)), float64(min(t.UsersCritical, 1)))
+	if o.AlertFile != "" {
+		var err error
+		if w.alertFileFailures, err = logging.NewFileWriteFailures(o.Registerer, "alerts"); err != nil {
+			return nil, fmt.Errorf("sessions: %w", err)
+		}
+	}
 	if w.log == nil {
 		l := logrus.New()
 		l.SetOutput(io.Discard)
@@ -327,6 +335,7 @@ func (w *Watchdog) appendAlert(a Alert) {
 		return
 	}
 	if err := appendJSONLine(w.o.AlertFile, a); err != nil {
+		w.alertFileFailures.Inc()
 		w.log.WithError(err).WithField("category", "performance").Warn("cannot write the alert file")
 	}
 }

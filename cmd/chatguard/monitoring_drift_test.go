@@ -144,6 +144,9 @@ func driftRegistry(t *testing.T) map[string]*dto.MetricFamily {
 	cfg.Redis.URL = config.Secret("redis://" + closed)
 	cfg.Limits.File = t.TempDir() + "/rate-limits.json"
 	cfg.Memory.Limit = 512 << 20 // as in a pod: the heap is watched
+	// Every file on: their write-failure series exist.
+	cfg.Log.File, cfg.Log.Dir = true, t.TempDir()
+	cfg.Alerts.File, cfg.Alerts.Path = true, t.TempDir()+"/alerts.jsonl"
 	a, reg := testApp(t, cfg)
 	for i := 0; i < 35; i++ {
 		a.srv.ServeHTTP(httptest.NewRecorder(), httptest.NewRequest(http.MethodPost, "/webhook/twilio", nil))

@@ -139,7 +139,7 @@ func testApp(t *testing.T, cfg *config.Config) (*app, *prometheus.Registry) {
 func testAppLogging(t *testing.T, cfg *config.Config, out io.Writer) (*app, *prometheus.Registry, *logging.Logger) {
 	t.Helper()
 	reg := metrics.NewRegistry(buildinfo.Get())
-	logger, err := logging.New(logging.Options{Out: out, Registerer: reg})
+	logger, err := logging.New(logging.Options{Out: out, Registerer: reg, File: cfg.Log.File, Dir: cfg.Log.Dir})
 	if err != nil {
 		t.Fatal(err)
 	}

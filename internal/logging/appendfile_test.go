@@ -5,8 +5,13 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/chatguard/chatguard/internal/logging"
 )
@@ -121,4 +126,46 @@ func mkfile(t *testing.T, path string, mode os.FileMode) {
 	if err := os.WriteFile(path, nil, mode); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// Lines a log file missed are counted, every one, by file (QA: a full
+// LOG_DIR showed only on stderr, once a minute); the series exist at 0
+// from the start, and only with file logging on.
+func TestFileWriteFailuresCounted(t *testing.T) {
+	t.Parallel()
+	const name = "chatguard_log_file_write_failures_total"
+	reg := prometheus.NewRegistry()
+	newLogger(t, logging.Options{Registerer: reg})
+	if n, err := testutil.GatherAndCount(reg, name); err != nil || n != 0 {
+		t.Fatalf("without file logging: %d series (%v), want none", n, err)
+	}
+
+	reg = prometheus.NewRegistry()
+	dir := filepath.Join(t.TempDir(), "logs")
+	lg, _ := newLogger(t, logging.Options{File: true, Dir: dir, Registerer: reg})
+	want := func(combined, errs int) {
+		t.Helper()
+		exp := `# HELP chatguard_log_file_write_failures_total Lines that could not be written to a log file (file: combined, errors; alerts: the alert file): the disk is full, or the file or its directory cannot be written. The line still went to the standard output.
+# TYPE chatguard_log_file_write_failures_total counter
+chatguard_log_file_write_failures_total{file="combined"} ` + strconv.Itoa(combined) + `
+chatguard_log_file_write_failures_total{file="errors"} ` + strconv.Itoa(errs) + `
+`
+		if err := testutil.GatherAndCompare(reg, strings.NewReader(exp), name); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want(0, 0)
+	lg.Error("written")
+	want(0, 0)
+	if err := os.RemoveAll(dir); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(dir, nil, 0o600); err != nil { // the files cannot come back
+		t.Fatal(err)
+	}
+	time.Sleep(1100 * time.Millisecond) // past the check that the files are still there
+	lg.Info("lost 1")
+	lg.Error("lost 2")
+	lg.Error("lost 3")
+	want(3, 2)
 }

@@ -105,6 +105,13 @@ func New(o Options) (*Logger, error) {
 			_ = fh.Close()
 			return nil, dirError(o.Dir, withoutPrefix(err))
 		}
+		if fh.combinedFailures, err = NewFileWriteFailures(o.Registerer, "combined"); err == nil {
+			fh.errsFailures, err = NewFileWriteFailures(o.Registerer, "errors")
+		}
+		if err != nil {
+			_ = fh.Close()
+			return nil, err
+		}
 		l.AddHook(fh)
 		lg.closers = append(lg.closers, fh)
 	}
@@ -191,13 +198,18 @@ type fileHook struct {
 	// minute, not once a line.
 	reported atomic.Int64
 	stderr   io.Writer
+	// Lines each file missed, counted every time (the stderr line is once
+	// a minute): chatguard_log_file_write_failures_total.
+	combinedFailures, errsFailures prometheus.Counter
 }
 
 func newFileHook(dir string, maxSizeMB, maxBackups int) *fileHook {
 	mk := func(name string) *rotatingFile {
 		return newRotatingFile(filepath.Join(dir, name), int64(maxSizeMB)<<20, maxBackups)
 	}
-	return &fileHook{format: jsonFormatter(), combined: mk(fileNames[0]), errs: mk(fileNames[1]), stderr: os.Stderr}
+	unregistered := func(file string) prometheus.Counter { c, _ := NewFileWriteFailures(nil, file); return c }
+	return &fileHook{format: jsonFormatter(), combined: mk(fileNames[0]), errs: mk(fileNames[1]), stderr: os.Stderr,
+		combinedFailures: unregistered("combined"), errsFailures: unregistered("errors")}
 }
 
 func (h *fileHook) Levels() []logrus.Level { return logrus.AllLevels }
@@ -209,10 +221,12 @@ func (h *fileHook) Fire(e *logrus.Entry) error {
 	}
 	var failed []string
 	if _, err := h.combined.Write(b); err != nil {
+		h.combinedFailures.Inc()
 		failed = append(failed, fileError(h.combined.path, err))
 	}
 	if e.Level <= logrus.ErrorLevel {
 		if _, err := h.errs.Write(b); err != nil {
+			h.errsFailures.Inc()
 			failed = append(failed, fileError(h.errs.path, err))
 		}
 	}
