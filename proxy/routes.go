@@ -19,9 +19,14 @@ const (
 type route struct {
 	name    string
 	methods []string
-	exact   string // matches only this path, when prefix is empty
+	exact   string // matches only this path, when prefix and segs are empty
 	prefix  string // "/api/messages" for "/api/messages/*"
-	index   int
+	// segs are the segments of a path with Express parameters
+	// ("/v2/rooms/:roomId/messages": v2, rooms, ":", messages); tail: it
+	// ends in /* and takes everything below too.
+	segs  []string
+	tail  bool
+	index int
 }
 
 // routeTable matches requests to configured routes, first match wins. It is
@@ -36,10 +41,19 @@ func newRouteTable(cfg []config.Route) *routeTable {
 	t := &routeTable{}
 	for i, r := range cfg {
 		rt := route{name: r.Name, methods: r.Methods, index: i}
-		if p, ok := strings.CutSuffix(r.Path, "/*"); ok {
-			rt.prefix = canonicalPath(p)
-		} else {
-			rt.exact = canonicalPath(r.Path)
+		p, tail := strings.CutSuffix(r.Path, "/*")
+		switch c := canonicalPath(p); {
+		case strings.Contains(c, "/:"):
+			rt.segs, rt.tail = strings.Split(c[1:], "/"), tail
+			for j, seg := range rt.segs {
+				if strings.HasPrefix(seg, ":") {
+					rt.segs[j] = ":"
+				}
+			}
+		case tail:
+			rt.prefix = c
+		default:
+			rt.exact = c
 		}
 		t.routes = append(t.routes, rt)
 	}
@@ -75,20 +89,57 @@ func canonicalPath(p string) string {
 	return c
 }
 
-// match returns the index of the route for method and path.
-func (t *routeTable) match(method, p string) int {
-	path := canonicalPath(p)
+// match returns the index of the route for method and path (the decoded
+// path); raw is the path as sent (URL.EscapedPath), which routes with
+// parameters match too: Express matches a parameter before decoding it, so
+// /v2/rooms/a%2Fb/messages is /v2/rooms/:roomId/messages with roomId a/b,
+// where the decoded path has a segment more.
+func (t *routeTable) match(method, p, raw string) int {
+	path, canonRaw := canonicalPath(p), ""
 	for i := range t.routes {
 		r := &t.routes[i]
-		if !r.pathMatches(path) || !r.methodMatches(method) {
+		if !r.methodMatches(method) {
 			continue
 		}
-		return r.index
+		if r.pathMatches(path) {
+			return r.index
+		}
+		if r.segs != nil && raw != p && raw != "" {
+			if canonRaw == "" {
+				canonRaw = canonicalPath(raw)
+			}
+			if r.segsMatch(canonRaw) {
+				return r.index
+			}
+		}
 	}
 	return t.other
 }
 
+// segsMatch reports whether a canonical path matches a route with
+// parameters: each parameter takes one non-empty segment, as Express's.
+func (r *route) segsMatch(path string) bool {
+	rest := strings.TrimPrefix(path, "/")
+	for i, s := range r.segs {
+		if rest == "" {
+			return false
+		}
+		seg, after, more := strings.Cut(rest, "/")
+		if s != ":" && s != seg {
+			return false
+		}
+		if !more {
+			return i == len(r.segs)-1
+		}
+		rest = after
+	}
+	return r.tail // segments left: only below a /*
+}
+
 func (r *route) pathMatches(path string) bool {
+	if r.segs != nil {
+		return r.segsMatch(path)
+	}
 	if r.prefix == "" {
 		return path == r.exact
 	}
@@ -96,7 +147,7 @@ func (r *route) pathMatches(path string) bool {
 		return false
 	}
 	rest := path[len(r.prefix):]
-	return rest == "" || rest[0] == '/' || r.prefix == ""
+	return rest == "" || rest[0] == '/' || r.prefix == "/" // "/*" takes every path
 }
 
 func (r *route) methodMatches(method string) bool {

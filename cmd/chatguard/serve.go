@@ -581,6 +581,9 @@ func reloadConfig(env environment, a *app, log *logrus.Entry, why string) {
 	}
 	applied = true
 	warnOverridden(log, cfg)
+	for _, w := range config.Warnings(cfg)[len(cfg.UnknownEnv):] { // a new route behind another, a short secret
+		log.Warn(w)
+	}
 	e := log.WithFields(logrus.Fields{"routes": len(cfg.Routes), "multiplier": cfg.Limits.Multiplier, "shadowRoutes": shadowRoutes(cfg)})
 	if len(ignored) > 0 {
 		// Said loudly: an operator tightening token checks or abuse

@@ -236,7 +236,9 @@ func Validate(c *Config) []string {
 		if !strings.HasPrefix(r.Path, "/") {
 			add(key+".path", "%q must start with /", r.Path)
 		} else if i := strings.IndexByte(r.Path, '*'); i >= 0 && (i != len(r.Path)-1 || !strings.HasSuffix(r.Path, "/*")) {
-			add(key+".path", "%q may only end in /*", r.Path)
+			add(key+".path", "%q may only end in /* (a segment of any value is written :name, as in Express)", r.Path)
+		} else if msg := pathPatternProblem(r.Path); msg != "" {
+			add(key+".path", "%q %s", r.Path, msg)
 		}
 		switch r.Auth {
 		case "", "none", "optional":
@@ -485,6 +487,28 @@ func hideUserinfo(raw string) string {
 }
 
 var schemeSlashes = regexp.MustCompile(`^[A-Za-z][A-Za-z0-9+.-]*:/+`)
+
+// paramName is an Express route parameter's name.
+var paramName = regexp.MustCompile(`^:[A-Za-z_][A-Za-z0-9_]*$`)
+
+// pathPatternProblem says what of an Express route pattern a route's path
+// uses that chatguard does not match, or "". A :name segment takes one
+// segment, as in Express; an optional parameter, a regular expression or
+// a {…} group would have been taken for literal text, and the route, valid
+// in appearance, would never have matched: its auth and limit skipped
+// without a word (QA).
+func pathPatternProblem(p string) string {
+	if i := strings.IndexAny(p, "?()+{}"); i >= 0 {
+		return fmt.Sprintf("holds %q: chatguard matches :name parameters (one whole segment each) and a final /*, "+
+			"not Express's optional parts, regular expressions or {…} groups: write two routes, or end the path in /*", string(p[i]))
+	}
+	for _, seg := range strings.Split(strings.TrimSuffix(p, "/*"), "/") {
+		if strings.Contains(seg, ":") && !paramName.MatchString(seg) {
+			return fmt.Sprintf("has the segment %q: a parameter is a whole segment, a colon and a name (:roomId)", seg)
+		}
+	}
+	return ""
+}
 
 // nodeMethods are the methods Node's HTTP parser accepts (http.METHODS).
 var nodeMethods = []string{

@@ -70,6 +70,7 @@ func Warnings(c *Config) []string {
 				"trust its CA with SSL_CERT_FILE instead")
 		}
 	}
+	out = append(out, shadowedRoutes(c.Routes)...)
 	if c.Redis.Replicas > 1 && strings.TrimSpace(c.Redis.URL.Reveal()) == "" {
 		// inject writes CHATGUARD_REPLICAS from the workload and REDIS_URL
 		// from an optional Secret key: without the key, N pods admitted N

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net/netip"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -488,5 +489,60 @@ func TestRefusedBurstOrMultiplierIsOneProblem(t *testing.T) {
 	c.Limits.Multiplier = 1e300
 	if p := config.Validate(c); len(p) != 1 || !strings.Contains(p[0], "rate_limit.multiplier") {
 		t.Errorf("multiplier 1e300: %q, want one problem", p)
+	}
+}
+
+// A route an earlier one takes every request of never matches: a warning
+// (QA: a required-auth route after a catch-all let anonymous requests
+// through, and check-config said valid).
+func TestShadowedRoutesWarned(t *testing.T) {
+	t.Parallel()
+	c := config.Defaults()
+	c.Routes = []config.Route{
+		{Name: "rooms", Path: "/v2/rooms/*"},
+		{Name: "room_kick", Methods: []string{"DELETE"}, Path: "/v2/rooms/:roomId/members/:userId"},
+		{Name: "get_list", Methods: []string{"GET"}, Path: "/v3/list"},
+		{Name: "head_list", Methods: []string{"HEAD"}, Path: "/v3/List/"},
+		{Name: "post_list", Methods: []string{"POST"}, Path: "/v3/list"},
+		{Name: "one", Path: "/v3/items/:id"},
+		{Name: "literal", Path: "/v3/items/latest"},
+		{Name: "below", Path: "/v3/items/latest/*"},
+		{Name: "all", Path: "/*"},
+		{Name: "health", Path: "/health"},
+	}
+	var got []string
+	for _, w := range config.Warnings(c) {
+		if strings.Contains(w, "never matches") {
+			got = append(got, w[:strings.Index(w, " (")])
+		}
+	}
+	want := []string{"routes[1]", "routes[3]", "routes[6]", "routes[9]"}
+	if !slices.Equal(got, want) {
+		t.Errorf("shadowed: %v, want %v\n%s", got, want, strings.Join(config.Warnings(c), "\n"))
+	}
+	if w := config.Warnings(config.Defaults()); slices.ContainsFunc(w, func(s string) bool { return strings.Contains(s, "never matches") }) {
+		t.Errorf("the default routes: %v", w)
+	}
+}
+
+// Express patterns beyond :name segments are refused, not taken for text.
+func TestRoutePathPatterns(t *testing.T) {
+	t.Parallel()
+	for p, want := range map[string]string{
+		"/v2/rooms/:roomId/members/:userId": "",
+		"/v2/rooms/:roomId/*":               "",
+		"/v2/rooms/:id?":                    `holds "?"`,
+		"/v2/rooms/:id(\\d+)":               `holds "("`,
+		"/v2/rooms/{roomId}":                `holds "{"`,
+		"/v1/things:batchGet":               `has the segment "things:batchGet"`,
+		"/v2/rooms/:":                       `has the segment ":"`,
+		"/v2/rooms/*/messages":              "may only end in /*",
+	} {
+		c := config.Defaults()
+		c.Routes = []config.Route{{Name: "r", Path: p}}
+		probs := strings.Join(config.Validate(c), "\n")
+		if want == "" && probs != "" || want != "" && !strings.Contains(probs, want) {
+			t.Errorf("path %q: problems %q, want %q", p, probs, want)
+		}
 	}
 }
