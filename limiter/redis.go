@@ -690,6 +690,13 @@ func NewRedisClient(url string, timeout time.Duration) (redis.UniversalClient, e
 	// deadline, and the caller got "context deadline exceeded" where the
 	// dial said "connection refused" or "no such host".
 	o.DialerRetries = 1
+	// No pause between a cluster client's attempts on a call that found
+	// no answer (10 ms, doubling, by default): it retries a dead master's
+	// calls three times, and the pauses alone outlasted the deadline, so
+	// the caller got "context deadline exceeded" where the master refused
+	// connections (QA). A refused dial fails at once; a hung node's read
+	// takes the whole deadline, leaving no time for another attempt.
+	o.MinRetryBackoff, o.MaxRetryBackoff = -1, -1
 	o.ContextTimeoutEnabled = true
 	// Over TLS go-redis cannot see that the server (or a load balancer on
 	// the way: Azure's drops idle flows after 4 minutes) closed a pooled
