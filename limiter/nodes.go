@@ -92,6 +92,14 @@ func (b *nodeBreakers) suspect(addr string) bool {
 	return n != nil && (n.failures > 0 || n.open)
 }
 
+// isOpen: addr's breaker is open.
+func (b *nodeBreakers) isOpen(addr string) bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	n := b.nodes[addr]
+	return n != nil && n.open
+}
+
 // report records how a round went on addr: failed when no call to it got
 // an answer (a dead or unreachable node, not one of Redis's error replies).
 // It returns whether the node's breaker opened or closed.

@@ -277,6 +277,15 @@ func (r *RedisStore) AllowOwing(ctx context.Context, key string, l Limit, debt t
 		if r.othersAnswer() && ctx.Err() == context.DeadlineExceeded {
 			return Result{}, fmt.Errorf("%w: %w", ErrNodeDown, ctx.Err())
 		}
+		if r.nodes != nil && ctx.Err() == context.DeadlineExceeded {
+			// The round goes on and asks the other masters (reportNodes);
+			// this caller cannot wait for that, but says which master it
+			// waited for, rather than blame the whole cluster (QA). The
+			// slots as known: the expired ctx loads none.
+			if addr := r.masterOf(ctx, r.prefix+key); addr != "" {
+				return Result{}, fmt.Errorf("limiter: redis: no answer from the key's cluster master %s: %w", addr, ctx.Err())
+			}
+		}
 		return Result{}, fmt.Errorf("limiter: redis: %w", ctx.Err())
 	case <-r.stop:
 		return Result{}, errors.New("limiter: redis: store closed")
@@ -524,6 +533,24 @@ func (r *RedisStore) reportNodes(groups [][]*redisCall, cmds []*redis.Cmd, nodes
 		}
 	}
 	othersAnswer := r.othersAnswer()
+	if !othersAnswer {
+		// No master answered lately (a quiet replica, or traffic on the
+		// failed master's keys only): ask the others now, rather than
+		// blame the whole store for one master (QA: a dead master's first
+		// failures switched a quiet replica to fallback on a healthy
+		// cluster). A master this round probes is known down already.
+		failed := map[string]bool{}
+		for addr, ok := range answered {
+			if !ok && !probes[addr] {
+				failed[addr] = true
+			}
+		}
+		if len(failed) > 0 {
+			ctx, cancel := context.WithTimeout(context.Background(), r.timeout)
+			othersAnswer = r.probeMasters(ctx, func(addr string) bool { return failed[addr] || r.nodes.isOpen(addr) }) == nil
+			cancel()
+		}
+	}
 	for addr, ok := range answered {
 		opened, closed := r.nodes.report(addr, keys[addr], !ok, probes[addr])
 		if (opened || closed) && r.onNode != nil {
@@ -537,6 +564,74 @@ func (r *RedisStore) reportNodes(groups [][]*redisCall, cmds []*redis.Cmd, nodes
 		}
 	}
 	return isolated
+}
+
+// ProbeCluster tells whether the cluster itself decides: nil when some
+// master not held open by its breaker decides a probe (see probeMasters),
+// else why none did (CLUSTERDOWN, no answer, every master held open). The
+// FailoverStore probes a cluster with it: its own probe key lives on one
+// master, which may be the one that is down while the others answer.
+func (r *RedisStore) ProbeCluster(ctx context.Context) error {
+	if r.nodes == nil {
+		return r.Ping(ctx)
+	}
+	ctx, cancel := context.WithTimeout(ctx, r.timeout)
+	defer cancel()
+	return r.probeMasters(ctx, r.nodes.isOpen)
+}
+
+// probeMasters sends a probe decision (probeLimit, on a key of the
+// store's own: "probe{N}") to each master the client knows but skip, in
+// parallel, and returns nil when one of them decided it, else the first
+// error (an error reply, CLUSTERDOWN say, is a failure too: the cluster
+// does not decide). A master is found by the keys of its slots, so one
+// that owns very few may be missed; none is needed but one that answers.
+func (r *RedisStore) probeMasters(ctx context.Context, skip func(addr string) bool) error {
+	cc, ok := r.c.(*redis.ClusterClient)
+	if !ok {
+		return errors.New("limiter: redis: not a cluster")
+	}
+	keys := map[string]string{} // master → a probe key in its slots
+	skipped := map[string]bool{}
+	for n := 0; n < 1024; n++ {
+		k := "probe{" + strconv.Itoa(n) + "}"
+		node, err := cc.MasterForKey(ctx, r.prefix+k)
+		if err != nil {
+			return fmt.Errorf("limiter: redis: %w", err)
+		}
+		addr := node.Options().Addr
+		if keys[addr] != "" || skipped[addr] {
+			continue
+		}
+		if skip(addr) {
+			skipped[addr] = true
+			continue
+		}
+		keys[addr] = k
+	}
+	if len(keys) == 0 {
+		return errors.New("limiter: redis: no cluster master answers (each is held open by its breaker)")
+	}
+	errs := make(chan error, len(keys))
+	for _, k := range keys {
+		go func() {
+			interval := microsUp(probeLimit.interval())
+			err := GCRAScript.Run(ctx, r.c, []string{r.prefix + k}, interval, interval*int64(probeLimit.burst()), 0).Err()
+			errs <- err
+		}()
+	}
+	var first error
+	for range keys {
+		err := <-errs
+		if err == nil {
+			r.lastAnswer.Store(time.Now().UnixNano())
+			return nil
+		}
+		if first == nil {
+			first = err
+		}
+	}
+	return storeErr{"limiter: redis: " + strings.TrimPrefix(quiet(first).Error(), "redis: "), first}
 }
 
 // othersAnswer: on a cluster, some master answered within the last two
