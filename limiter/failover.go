@@ -73,8 +73,13 @@ type FailoverStore struct {
 	open     bool
 	retryAt  time.Time
 	probing  atomic.Bool
-	lastCall atomic.Int64         // Unix ns of the last call to the primary (Watch probes a quiet one)
-	told     map[string]time.Time // errors told (or opened with) in the last minute: when
+	lastCall atomic.Int64 // Unix ns of the last call to the primary (Watch probes a quiet one)
+	// lastHeard: Unix ns of the last call that told about the whole
+	// primary (a success, or a failure counted against it): on a cluster,
+	// calls on a master held open by its own breaker tell nothing of the
+	// others, and Watch probes the cluster when none told for a cooldown.
+	lastHeard atomic.Int64
+	told      map[string]time.Time // errors told (or opened with) in the last minute: when
 
 	// owed: the debt (TAT, on the table's clock) the fallback left each key
 	// it decided, until the primary has taken it (a primary that can: see
@@ -178,6 +183,7 @@ func (f *FailoverStore) Allow(ctx context.Context, key string, l Limit) (Result,
 	}
 	f.latency.Observe(time.Since(start).Seconds())
 	if err == nil {
+		f.lastHeard.Store(time.Now().UnixNano())
 		if debt > 0 {
 			f.paid(key, tat)
 		}
@@ -192,6 +198,7 @@ func (f *FailoverStore) Allow(ctx context.Context, key string, l Limit) (Result,
 	}
 	f.errors.Inc()
 	if !errors.Is(err, ErrNodeDown) { // one cluster node, held open by its own breaker
+		f.lastHeard.Store(time.Now().UnixNano())
 		f.failed(err, began)
 	}
 	return f.fallback(ctx, key, l)
@@ -434,14 +441,27 @@ var probeLimit = Limit{Rate: 1 << 30, Period: time.Second}
 // breaker) rather than reported as used for as long as the quiet lasts
 // (QA: 6.5 minutes of mode "redis" with Redis killed). It ticks four times
 // a cooldown, so that a probe comes within 1¼ cooldowns of being due.
+//
+// On a Redis Cluster whose store can probe the cluster (clusterProber) it
+// probes with that instead, in fallback and while quiet: the cluster is
+// used while any master not held open by its own breaker decides. Quiet
+// there means that no call told about the whole store for a cooldown:
+// calls on a master held open tell nothing of the others, and the rest of
+// the cluster could die unnoticed under them.
 func (f *FailoverStore) Watch(stop <-chan struct{}) {
 	t := time.NewTicker(max(f.o.Cooldown/4, 25*time.Millisecond))
 	defer t.Stop()
-	// Not on a cluster: the probe's key lives on one master, and that
+	// Not the probe key on a cluster: it lives on one master, and that
 	// master down would send a quiet replica's every key to the fallback
-	// (review); each master has a breaker of its own there.
+	// (review), or keep a replica in fallback for as long as that master
+	// is down (QA); each master has a breaker of its own there.
 	c, ok := f.o.Primary.(interface{ Cluster() bool })
 	cluster := ok && c.Cluster()
+	// On a cluster, the half-open probe asks whether any master decides.
+	var prober clusterProber
+	if p, ok := f.o.Primary.(clusterProber); ok && cluster {
+		prober = p
+	}
 	var sweep <-chan time.Time // a debts table of the store's own
 	if f.ownDebts {
 		st := time.NewTicker(f.debtSweep)
@@ -461,11 +481,51 @@ func (f *FailoverStore) Watch(stop <-chan struct{}) {
 		open := f.open
 		due := open && !f.o.Now().Before(f.retryAt)
 		f.mu.Unlock()
-		quiet := !open && !cluster && time.Since(time.Unix(0, f.lastCall.Load())) >= f.o.Cooldown
-		if due || quiet {
+		var quiet bool
+		switch {
+		case open:
+		case prober != nil:
+			quiet = time.Since(time.Unix(0, f.lastHeard.Load())) >= f.o.Cooldown
+		case !cluster:
+			quiet = time.Since(time.Unix(0, f.lastCall.Load())) >= f.o.Cooldown
+		}
+		switch {
+		case prober != nil && (due || quiet):
+			f.probeCluster(prober, open)
+		case due || quiet:
 			_, _ = f.Allow(context.Background(), probeKey, probeLimit)
 		}
 	}
+}
+
+// clusterProber is a primary on a Redis Cluster that can tell whether the
+// cluster itself decides (RedisStore.ProbeCluster).
+type clusterProber interface {
+	ProbeCluster(ctx context.Context) error
+}
+
+// probeCluster is Watch's half-open probe of a cluster: the cluster
+// decides when any master not held open does. Through Allow, the probe
+// key's one master decided it, and with that master down the probe failed
+// as ErrNodeDown, which neither closes nor counts: a quiet replica stayed
+// in fallback for as long as the master was down, with the other masters
+// healthy (QA: over 2 minutes, until a request on a live master's key).
+func (f *FailoverStore) probeCluster(p clusterProber, open bool) {
+	if !f.probing.CompareAndSwap(false, true) {
+		return
+	}
+	defer f.probing.Store(false)
+	began := f.o.Now()
+	start := time.Now()
+	err := p.ProbeCluster(context.Background())
+	f.latency.Observe(time.Since(start).Seconds())
+	f.lastHeard.Store(time.Now().UnixNano())
+	if err == nil {
+		f.succeeded(open)
+		return
+	}
+	f.errors.Inc()
+	f.failed(err, began)
 }
 
 func (f *FailoverStore) transition(from, to string, err error) {
