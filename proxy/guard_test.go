@@ -234,6 +234,25 @@ func TestRequiredAuth(t *testing.T) {
 	if strings.Contains(h.logs.String(), "?token=ey") {
 		t.Error("a token in a query string reached the log")
 	}
+	// The log says why a token was refused, never the token (QA: a numeric
+	// user claim and a bad signature read alike, TOKEN_INVALID).
+	noUser := token(t, jwt.MapClaims{"uid": 12345, "exp": now.Add(time.Hour).Unix()})
+	if resp, _ := h.get("/api/private/why", "Authorization", "Bearer "+noUser); resp.StatusCode != 401 {
+		t.Fatalf("token without a user claim: %d", resp.StatusCode)
+	}
+	var reason any
+	waitFor(t, "the authentication line", func() bool {
+		for _, l := range h.logs.lines(t) {
+			if l["msg"] == "authentication failed" && l["code"] == "TOKEN_INVALID" && strings.Contains(fmt.Sprint(l["reason"]), "no user claim") {
+				reason = l["reason"]
+				return true
+			}
+		}
+		return false
+	})
+	if strings.Contains(h.logs.String(), noUser[:30]) {
+		t.Errorf("the token reached the log (reason %v)", reason)
+	}
 }
 
 func TestShadowMode(t *testing.T) {

@@ -398,10 +398,10 @@ func (s *sioSession) connect(pkt socketio.Packet) verdict {
 			case perr != nil && id.User == "":
 				id, err = pid, perr
 			case perr != nil && h.cfg.Auth == authRequired:
-				return s.refuseConnect(pkt, authError(perr), "socket.io connect refused: the payload's token does not verify")
+				return s.refuseConnect(pkt, authError(perr), "socket.io connect refused: the payload's token does not verify", perr)
 			case perr == nil && id.User != "" && pid.User != id.User:
 				e := apierrors.New(apierrors.CodeTokenInvalid, "The token names another user than this connection's.")
-				return s.refuseConnect(pkt, e, "socket.io connect refused: the payload's token names another user")
+				return s.refuseConnect(pkt, e, "socket.io connect refused: the payload's token names another user", nil)
 			case perr == nil && id.User == "":
 				id, err = pid, nil
 			}
@@ -411,7 +411,7 @@ func (s *sioSession) connect(pkt socketio.Packet) verdict {
 		return s.admitConnect(pkt, known.User)
 	}
 	if id.User == "" && h.cfg.Auth == authRequired {
-		return s.refuseConnect(pkt, authError(err), "socket.io connect refused")
+		return s.refuseConnect(pkt, authError(err), "socket.io connect refused", err)
 	}
 	if h.cfg.Auth == authNone {
 		id = identity.Identity{}
@@ -502,13 +502,17 @@ func (s *sioSession) admitConnect(pkt socketio.Packet, user string) verdict {
 
 // refuseConnect answers a CONNECT with CONNECT_ERROR carrying e and closes
 // the session; the CONNECT never reaches the backend.
-func (s *sioSession) refuseConnect(pkt socketio.Packet, e *apierrors.Error, msg string) verdict {
+func (s *sioSession) refuseConnect(pkt socketio.Packet, e *apierrors.Error, msg string, why error) verdict {
 	h := s.hub
 	h.metrics.rejections.WithLabelValues("connect", "auth").Inc()
-	h.s.log.WithFields(logrus.Fields{
+	f := logrus.Fields{
 		"requestId": s.reqID, logging.FieldCategory: logging.CategoryAuth, "code": string(e.Code), "namespace": pkt.Namespace,
 		"remoteIp": s.ip.String(),
-	}).Warn(msg)
+	}
+	if why != nil && !errors.Is(why, identity.ErrMissing) {
+		f["reason"] = why.Error() // as the HTTP line's: never the token
+	}
+	h.s.log.WithFields(f).Warn(msg)
 	return s.connectError(pkt, e)
 }
 
