@@ -169,6 +169,16 @@ func Load(src Source) (*Config, error) {
 		// Only a value's problem: an unknown key holds no value.
 		if m := fileProblemKey.FindStringSubmatch(p); m != nil && !strings.Contains(p, ": not a chatguard setting") {
 			misspelt[m[1]] = true
+		} else if m != nil {
+			// A key spelt wrong leaves the one it meant empty: "paths"
+			// for path is the problem, not also "path must start with /".
+			if _, near, ok := strings.Cut(p, "(did you mean "); ok {
+				parent := m[1][:max(0, strings.LastIndexByte(m[1], '.'))]
+				if parent != "" {
+					parent += "."
+				}
+				misspelt[parent+strings.TrimSuffix(near, "?)")] = true
+			}
 		}
 	}
 	for _, p := range Validate(c) {

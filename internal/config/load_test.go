@@ -428,6 +428,15 @@ func TestUnknownKeysReportLines(t *testing.T) {
 		{"server: {drain_delai: 1s}\n", []string{"line 1: server.drain_delai: not a chatguard setting"}},
 		{"tables:\n  userRoles: {max_entries: 10, color: red}\n", []string{"line 2: tables.userRoles.color: not a chatguard setting"}},
 		{"routes:\n  - {name: x, path: /a, limt: {rate: 1}}\n", []string{"line 2: routes[0].limt: not a chatguard setting"}},
+		// The key it most likely meant, as flags and variables get (QA);
+		// and what that key's absence would say is left out.
+		{"route:\n  - {name: x, path: /x}\nratelimit: {multiplier: 2}\nauth: {roles_claim: r}\nroutes:\n  - name: y\n    paths: /y\n    limit: {rate: 3, per: 1m, key: [ip]}\n", []string{
+			"line 1: route: not a chatguard setting (did you mean routes?)",
+			"line 3: ratelimit: not a chatguard setting (did you mean rate_limit?)",
+			"line 4: auth.roles_claim: not a chatguard setting (did you mean role_claim?)",
+			"line 7: routes[0].paths: not a chatguard setting (did you mean path?)",
+			"line 8: routes[0].limit.per: not a chatguard setting (did you mean period?)",
+		}},
 		// The decoder's problems and validation's in the file's order (QA:
 		// the decoder's came first, whatever their lines).
 		{"server:\n  drain_delay: -1s\nbogus: 1\nproxy:\n  max_idle_conns: -3\n", []string{

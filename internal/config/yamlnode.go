@@ -404,6 +404,12 @@ func nameProblems(root *yaml.Node, problems []string) []string {
 					break
 				}
 			}
+			if near := nearestKey(m[2], m[1]); near != "" {
+				// As flags and variables get (QA: route:, per:,
+				// roles_claim got only the README's table).
+				out = append(out, fmt.Sprintf("line %d: %s: not a chatguard setting (did you mean %s?)", line, path, near))
+				continue
+			}
 			out = append(out, fmt.Sprintf("line %d: %s: not a chatguard setting (see the configuration table in the README)", line, path))
 			continue
 		}
@@ -459,7 +465,7 @@ func wantedWords(goType string) string {
 var (
 	unmarshalNode    = regexp.MustCompile(`^cannot unmarshal !!(seq|map) into (\S+)`)
 	unmarshalProblem = regexp.MustCompile("^cannot unmarshal (![!a-z]+) `(.*)` into ([][.A-Za-z0-9]+)")
-	unknownField     = regexp.MustCompile(`^field (\S+) not found in type `)
+	unknownField     = regexp.MustCompile(`^field (\S+) not found in type (\S+)`)
 	goTypeWords      = map[string]string{
 		"int": "not a whole number", "int64": "not a whole number", "float64": "not a number",
 		"bool": "not true or false", "string": "not a string", "time.Duration": "not a duration (30s, 5m, 1h)",
