@@ -71,6 +71,19 @@ func Warnings(c *Config) []string {
 		}
 	}
 	out = append(out, shadowedRoutes(c.Routes)...)
+	for _, tp := range c.Proxy.TrustedProxies {
+		p, err := ParsePrefix(tp)
+		switch {
+		case err != nil:
+		case p.Bits() == 0:
+			// Every peer believed: any client picks its own address for
+			// the login limits and the abuse blocks (QA: no word of it).
+			out = append(out, fmt.Sprintf("proxy.trusted_proxies holds %q, every address: any client can choose the address "+
+				"chatguard counts it by (X-Forwarded-For), for the rate limits and the abuse blocks; list your load balancers' ranges", tp))
+		case strings.Contains(tp, "/") && p.String() != tp && !strings.Contains(tp, "::ffff:"):
+			out = append(out, fmt.Sprintf("proxy.trusted_proxies holds %q, which is the range %s: check it is the one meant", tp, p))
+		}
+	}
 	if c.Redis.Replicas > 1 && strings.TrimSpace(c.Redis.URL.Reveal()) == "" {
 		// inject writes CHATGUARD_REPLICAS from the workload and REDIS_URL
 		// from an optional Secret key: without the key, N pods admitted N

@@ -546,3 +546,28 @@ func TestRoutePathPatterns(t *testing.T) {
 		}
 	}
 }
+
+// What check-config accepted without a word (QA): every address trusted, a
+// range written with host bits, event names no client can emit.
+func TestTrustedProxyAndEventNameMistakes(t *testing.T) {
+	t.Parallel()
+	c := config.Defaults()
+	c.Proxy.TrustedProxies = []string{"0.0.0.0/0", "10.1.2.3/8", "10.0.0.0/8", "::/0"}
+	warns := strings.Join(config.Warnings(c), "\n")
+	for _, want := range []string{`"0.0.0.0/0", every address`, `"::/0", every address`, `"10.1.2.3/8", which is the range 10.0.0.0/8`} {
+		if !strings.Contains(warns, want) {
+			t.Errorf("warnings lack %q:\n%s", want, warns)
+		}
+	}
+	if strings.Contains(warns, `"10.0.0.0/8"`) {
+		t.Errorf("a plain range warned:\n%s", warns)
+	}
+	c = config.Defaults()
+	c.WebSocket.Events = []config.EventLimit{{Name: "connect", Limit: config.RouteLimit{Rate: 1, Period: time.Minute}}, {Name: "chat:*", Limit: config.RouteLimit{Rate: 1, Period: time.Minute}}}
+	probs := strings.Join(config.Validate(c), "\n")
+	for _, want := range []string{`"connect" is reserved by Socket.IO`, `"chat:*": event names are matched exactly`} {
+		if !strings.Contains(probs, want) {
+			t.Errorf("problems lack %q:\n%s", want, probs)
+		}
+	}
+}

@@ -90,6 +90,11 @@ func validateWebSocket(c *Config, add func(string, string, ...any)) {
 			add(key+".name", "%q must be 1-64 printable ASCII characters without quotes", e.Name)
 		case seen[e.Name]:
 			add(key+".name", "%q is used twice", e.Name)
+		case reservedEvents[e.Name]:
+			// A client cannot emit it: the limit would never apply (QA).
+			add(key+".name", "%q is reserved by Socket.IO: no client emits it, so its limit would never apply", e.Name)
+		case strings.ContainsAny(e.Name, "*?"):
+			add(key+".name", "%q: event names are matched exactly, not as patterns: list each event", e.Name)
 		}
 		seen[e.Name] = true
 		checkLimit(add, key+".limit", &e.Limit, c.Limits.Multiplier, false)
