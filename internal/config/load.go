@@ -190,8 +190,14 @@ func Load(src Source) (*Config, error) {
 		case setBy[key] != "": // where the value came from, as a value that does not parse says
 			p = fmt.Sprintf("%s (%s): %s", key, setBy[key], msg)
 		case c.File != "":
-			if line := lineOf(&inFile, key); line > 0 {
-				p = fmt.Sprintf("%s: line %d: %s", c.File, line, p)
+			// A key the file lacks (a limit without key:) is placed at
+			// the nearest of its parents the file has (QA: such problems
+			// had no line, and came after all the others).
+			for k := key; k != ""; k = parentKey(k) {
+				if line := lineOf(&inFile, k); line > 0 {
+					p = fmt.Sprintf("%s: line %d: %s", c.File, line, p)
+					break
+				}
 			}
 		}
 		probs = append(probs, p)
@@ -200,6 +206,16 @@ func Load(src Source) (*Config, error) {
 		return c, Problems(capProblems(byLine(probs)))
 	}
 	return c, nil
+}
+
+// parentKey is the setting path one level up ("routes[0].limit" for
+// "routes[0].limit.key", "routes[0]" for "routes[0].limit", "routes" for
+// "routes[0]"), or "".
+func parentKey(k string) string {
+	if strings.HasSuffix(k, "]") {
+		return k[:max(0, strings.LastIndexByte(k, '['))]
+	}
+	return k[:max(0, strings.LastIndexByte(k, '.'))]
 }
 
 // byLine orders the file's problems by their line, the decoder's and

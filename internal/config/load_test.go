@@ -817,3 +817,19 @@ func TestUnknownEnvironmentVariablesWarned(t *testing.T) {
 		t.Errorf("no environment list: warnings %q", w)
 	}
 }
+
+// A problem of a key the file lacks is placed at its nearest parent's line,
+// in the file's order (QA: "routes[0].limit.key: must name…" had no line
+// and came after every numbered problem).
+func TestMissingKeyProblemAtParentLine(t *testing.T) {
+	t.Parallel()
+	yaml := "routes:\n  - name: a\n    path: /a\n    limit:\n      rate: 3\n      period: 1m\n  - name: b\n    path: b\n"
+	_, err := config.Load(config.Source{Args: []string{"--config=x.yaml"}, ReadFile: files{"x.yaml": yaml}.read})
+	var probs config.Problems
+	if !errors.As(err, &probs) || len(probs) != 2 {
+		t.Fatalf("Load error = %v, want 2 problems", err)
+	}
+	if !strings.HasPrefix(probs[0], "x.yaml: line 4: routes[0].limit.key: must name") || !strings.HasPrefix(probs[1], "x.yaml: line 8: routes[1].path") {
+		t.Errorf("problems %q", probs)
+	}
+}
