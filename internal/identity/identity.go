@@ -5,10 +5,12 @@ package identity
 
 import (
 	"bytes"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -56,18 +58,25 @@ type Options struct {
 	// UserClaims are tried in order for the user key; nil means email, sub.
 	UserClaims []string
 	// RoleClaim and NameClaim name the role and display name claims; empty
-	// means role and name.
+	// means role and name. A name is the token's top-level claim of that
+	// name if it has one (https://example.com/roles holds dots), else, when
+	// it holds dots, the nested path (app_metadata.role).
 	RoleClaim, NameClaim string
+	// RoleMap maps the app's role names (compared case-insensitively) onto
+	// admin, agent or basic before the seed's names are looked for
+	// (owner: admin, moderator: agent).
+	RoleMap map[string]string
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
 }
 
 // Verifier checks tokens. It is safe for concurrent use.
 type Verifier struct {
-	o      Options
-	parser *jwt.Parser
-	pub    any
-	hmac   any // the HS256 key, or a set of two (see New)
+	o       Options
+	roleMap map[string]string // RoleMap with its keys trimmed and lower-cased
+	parser  *jwt.Parser
+	pub     any
+	hmac    any // the HS256 key, or a set of two (see New)
 }
 
 // New returns a Verifier. Only the algorithms its keys can verify are
@@ -113,7 +122,27 @@ func New(o Options) (*Verifier, error) {
 	if v.o.Now == nil {
 		v.o.Now = time.Now
 	}
+	if len(o.RoleMap) > 0 {
+		v.roleMap = make(map[string]string, len(o.RoleMap))
+		for from, to := range o.RoleMap {
+			key := strings.ToLower(strings.TrimSpace(from))
+			switch {
+			case key == "":
+				return nil, errors.New("identity: a role map key is empty")
+			case to != RoleAdmin && to != RoleAgent && to != RoleBasic:
+				return nil, fmt.Errorf("identity: role map %q: %q is not admin, agent or basic", from, to)
+			}
+			if _, dup := v.roleMap[key]; dup {
+				return nil, fmt.Errorf("identity: role map key %q is given twice (keys are compared case-insensitively)", key)
+			}
+			v.roleMap[key] = to
+		}
+	}
 	popts := []jwt.ParserOption{
+		// Numbers as written, not float64: a numeric user claim above 2^53
+		// (a 64-bit id) must not become a neighbour's key. exp, nbf and iat
+		// read json.Number as well.
+		jwt.WithJSONNumber(),
 		jwt.WithValidMethods(algs),
 		jwt.WithLeeway(v.o.Leeway),
 		jwt.WithTimeFunc(v.o.Now),
@@ -163,9 +192,9 @@ func (v *Verifier) Verify(token string) (Identity, error) {
 	case err != nil:
 		return Identity{}, fmt.Errorf("%w: %v", ErrInvalid, err)
 	}
-	id := Identity{Role: NormaliseRole(stringClaim(claims, v.o.RoleClaim)), Name: stringClaim(claims, v.o.NameClaim)}
+	id := Identity{Role: v.role(claims), Name: stringClaim(claims, v.o.NameClaim)}
 	for _, c := range v.o.UserClaims {
-		if id.User = userkey.Normalise(stringClaim(claims, c)); id.User != "" {
+		if id.User = userkey.Normalise(userClaim(claims, c)); id.User != "" {
 			break
 		}
 	}
@@ -175,11 +204,138 @@ func (v *Verifier) Verify(token string) (Identity, error) {
 	return id, nil
 }
 
+// claim is the value of the claim name: the top-level claim of that very
+// name when the token has one (namespaced claims such as
+// https://example.com/roles hold dots), else, for a name with dots, the
+// nested path through JSON objects (app_metadata.role, as Auth0 and Okta
+// apps read it).
+func claim(c jwt.MapClaims, name string) any {
+	if v, ok := c[name]; ok || !strings.Contains(name, ".") {
+		return v
+	}
+	var cur any = map[string]any(c)
+	for _, part := range strings.Split(name, ".") {
+		obj, ok := cur.(map[string]any)
+		if !ok {
+			return nil
+		}
+		if cur, ok = obj[part]; !ok {
+			return nil
+		}
+	}
+	return cur
+}
+
 // stringClaim is a string claim without surrounding space: an email of " "
 // is no user, and must not make users share a key.
 func stringClaim(c jwt.MapClaims, name string) string {
-	s, _ := c[name].(string)
+	s, _ := claim(c, name).(string)
 	return strings.TrimSpace(s)
+}
+
+// userClaim is a user claim: a string as stringClaim gives it, or a number
+// that is a whole one (jwt.sign({id: user.id})) as its decimal integer.
+// Anything else (a fraction, a boolean, an object) is no user.
+func userClaim(c jwt.MapClaims, name string) string {
+	switch v := claim(c, name).(type) {
+	case string:
+		return strings.TrimSpace(v)
+	case json.Number:
+		s, _ := integerString(string(v))
+		return s
+	}
+	return ""
+}
+
+// maxIntegerDigits bounds a numeric user key: 1e999999999 is a whole number
+// too, but not one to spell out.
+const maxIntegerDigits = 100
+
+// integerString is the whole number a JSON number literal stands for,
+// exactly, in decimal without leading zeros (12345.0 and 1.2345e4 are
+// 12345, -0 is 0), and false for a fraction or more than maxIntegerDigits
+// digits. Exact arithmetic on the digits, not float64: 2^53+1 stays itself
+// and 1.0000000000000000001 stays a fraction.
+func integerString(lit string) (string, bool) {
+	neg := strings.HasPrefix(lit, "-")
+	lit = strings.TrimPrefix(lit, "-")
+	mant, expPart := lit, ""
+	if i := strings.IndexAny(lit, "eE"); i >= 0 {
+		mant, expPart = lit[:i], lit[i+1:]
+	}
+	intPart, frac, _ := strings.Cut(mant, ".")
+	digits := intPart + frac
+	if digits == "" || strings.Trim(digits, "0123456789") != "" {
+		return "", false
+	}
+	exp := 0
+	if expPart != "" {
+		e, err := strconv.Atoi(expPart) // takes a sign; overflow is an error
+		if err != nil || e > maxIntegerDigits+len(digits) || e < -(maxIntegerDigits+len(digits)) {
+			// Either more digits than allowed, or a fraction (when
+			// the mantissa is not 0) or 0: 0e-999 is refused, as no
+			// issuer writes it.
+			return "", false
+		}
+		exp = e
+	}
+	point := len(intPart) + exp // digits[:point] is the whole part
+	var whole string
+	switch {
+	case point <= 0:
+		if strings.Trim(digits, "0") != "" {
+			return "", false
+		}
+	case point >= len(digits):
+		whole = digits + strings.Repeat("0", point-len(digits))
+	default:
+		if strings.Trim(digits[point:], "0") != "" {
+			return "", false
+		}
+		whole = digits[:point]
+	}
+	whole = strings.TrimLeft(whole, "0")
+	switch {
+	case whole == "":
+		return "0", true
+	case len(whole) > maxIntegerDigits:
+		return "", false
+	case neg:
+		return "-" + whole, true
+	}
+	return whole, true
+}
+
+// role is the token's role: the role claim, a string or an array of them
+// (Auth0's and Okta's roles claim), each mapped by RoleMap, then onto the
+// seed's names; of an array, the highest (admin > agent > basic).
+func (v *Verifier) role(c jwt.MapClaims) string {
+	switch r := claim(c, v.o.RoleClaim).(type) {
+	case string:
+		return v.mapRole(r)
+	case []any:
+		best := RoleBasic
+		for _, e := range r {
+			if s, ok := e.(string); ok {
+				if got := v.mapRole(s); roleRank[got] > roleRank[best] {
+					best = got
+				}
+			}
+		}
+		return best
+	}
+	return RoleBasic
+}
+
+// roleRank orders the seed's roles.
+var roleRank = map[string]int{RoleBasic: 0, RoleAgent: 1, RoleAdmin: 2}
+
+// mapRole is one role name: RoleMap's role for it, else NormaliseRole's.
+func (v *Verifier) mapRole(r string) string {
+	if to, ok := v.roleMap[strings.ToLower(strings.TrimSpace(r))]; ok {
+		return to
+	}
+	return NormaliseRole(r)
 }
 
 // NormaliseRole maps a role claim onto the seed's three roles.
