@@ -204,6 +204,7 @@ var reloadable = map[string]bool{
 	// The token checks: the caller builds Reload's verifier from them.
 	"auth.jwt_secret": true, "auth.jwt_public_key_file": true, "auth.issuer": true, "auth.audience": true,
 	"auth.require_expiry": true, "auth.user_claims": true, "auth.role_claim": true, "auth.name_claim": true,
+	"auth.role_map": true,
 }
 
 // Reload takes the routes of cfg — paths, auth modes, limits, the

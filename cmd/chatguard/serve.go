@@ -395,6 +395,7 @@ func newVerifier(c config.Auth) (*identity.Verifier, error) {
 	o := identity.Options{
 		Secret: []byte(c.JWTSecret.Reveal()), Issuer: c.Issuer, Audience: c.Audience,
 		RequireExpiry: c.RequireExpiry, UserClaims: c.UserClaims, RoleClaim: c.RoleClaim, NameClaim: c.NameClaim,
+		RoleMap: c.RoleMap,
 	}
 	if c.JWTPublicKeyFile != "" {
 		pem, err := os.ReadFile(c.JWTPublicKeyFile)

@@ -136,6 +136,9 @@ type Auth struct {
 	UserClaims       []string `yaml:"user_claims"`
 	RoleClaim        string   `yaml:"role_claim"`
 	NameClaim        string   `yaml:"name_claim"`
+	// RoleMap maps the app's role names (compared case-insensitively) onto
+	// admin, agent or basic: owner: admin, moderator: agent.
+	RoleMap map[string]string `yaml:"role_map"`
 }
 
 // Configured reports whether tokens can be verified at all.

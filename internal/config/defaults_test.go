@@ -74,7 +74,7 @@ func documented() *config.Config {
 			CPUProfile:             5 * time.Second,
 		},
 		Alerts: config.Alerts{Path: "./logs/alerts.jsonl"},
-		Auth:   config.Auth{UserClaims: []string{"email", "sub"}, RoleClaim: "role", NameClaim: "name"},
+		Auth:   config.Auth{UserClaims: []string{"email", "sub"}, RoleClaim: "role", NameClaim: "name", RoleMap: map[string]string{}},
 		Limits: config.Limits{Multiplier: 1, BodyKeyBytes: 8192, File: "temp/rate-limits.json", SaveInterval: 2 * time.Minute,
 			AbuseWarning: 100, AbuseCritical: 500, BlockFor: time.Hour},
 		Redis: config.Redis{Timeout: 50 * time.Millisecond, Failures: 3, Cooldown: time.Second, Replicas: 1, Prefix: "chatguard:rl:"},

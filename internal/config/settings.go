@@ -3,7 +3,9 @@ package config
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"reflect"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -222,7 +224,9 @@ func FileOnly(c *Config) []FileOnlySetting {
 }
 
 // formatValue formats a setting's value, secrets hidden: durations as
-// Go writes them, lists comma-separated, anything else as fmt's %+v.
+// Go writes them, lists comma-separated, a map of names (auth.role_map) as
+// key=value pairs in key order, comma-separated, as a list is (not Go's
+// map[k:v]), anything else as fmt's %+v.
 func formatValue(f reflect.Value) string {
 	switch x := f.Interface().(type) {
 	case Secret:
@@ -231,6 +235,12 @@ func formatValue(f reflect.Value) string {
 		return x.String()
 	case []string:
 		return strings.Join(x, ",")
+	case map[string]string:
+		pairs := make([]string, 0, len(x))
+		for _, k := range slices.Sorted(maps.Keys(x)) {
+			pairs = append(pairs, k+"="+x[k])
+		}
+		return strings.Join(pairs, ",")
 	case string:
 		return x
 	}

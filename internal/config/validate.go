@@ -197,6 +197,7 @@ func Validate(c *Config) []string {
 	}
 	positive("rate_limit.block_for", c.Limits.BlockFor)
 	validateSecrets(c, add)
+	validateRoleMap(c, add)
 	if c.Auth.JWTPublicKeyFile != "" {
 		// Read and parsed as serve reads it: a file that exists but holds
 		// no usable key (garbage, a private key) passed here, and serve
