@@ -417,6 +417,16 @@ func (s *Server) handle(w *responseWriter, r *http.Request, info *reqInfo) {
 			return
 		}
 		if socketIO && s.ws.isSocketIO(r) && r.URL.Query().Get("transport") == "polling" {
+			if r.URL.Query().Has("j") {
+				// JSONP polling (engine.io still serves it): its answers
+				// are script, not packets chatguard reads, so its sessions
+				// ran uncounted and unfollowed (QA). socket.io-client
+				// has not used it since 3.0.
+				e := apierrors.New(apierrors.CodeValidation, "chatguard does not serve JSONP polling (the j parameter): use XHR polling or WebSocket")
+				e.Details = map[string]any{"transport": "polling"}
+				s.writeError(w, r, info, e, sourceProxy)
+				return
+			}
 			s.servePolling(w, r, info)
 			return
 		}

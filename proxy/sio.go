@@ -41,6 +41,7 @@ type sioSession struct {
 	connectMu  sync.Mutex // serialises CONNECT handling
 	mu         sync.Mutex
 	sid        string            // Engine.IO session id, from the open packet
+	maxPayload int64             // the open packet's maxPayload: the app's maxHttpBufferSize
 	pair       *wsPair           // the WebSocket transport; nil while polling
 	wsBusy     bool              // a WebSocket holds (or is being opened for) the session
 	id         identity.Identity // who CONNECT said the client is
@@ -700,6 +701,9 @@ func (s *sioSession) opened(data []byte) {
 	if s.sid == "" {
 		s.sid = o.SID
 	}
+	if o.MaxPayload > 0 {
+		s.maxPayload = o.MaxPayload
+	}
 	p := s.pair
 	s.mu.Unlock()
 	if p != nil && o.MaxPayload > 0 {
@@ -712,7 +716,7 @@ func (s *sioSession) opened(data []byte) {
 			logging.FieldCategory: logging.CategorySocket,
 			"maxPayload":          o.MaxPayload, "maxMessageBytes": s.hub.cfg.MaxMessageBytes,
 		}).Warn("the backend accepts bigger Socket.IO messages (maxHttpBufferSize) than websocket.max_message_bytes: " +
-			"a client's WebSocket message above it closes the socket (1009), a polling POST above twice it gets 413; raise websocket.max_message_bytes")
+			"a client's WebSocket message above it closes the socket (1009), a polling POST above twice it (or above server.max_body_bytes) gets 413; raise websocket.max_message_bytes")
 	}
 }
 

@@ -35,6 +35,25 @@ const handshakeGraceDefault = 10 * time.Second
 // maxPollBody bounds a polling body chatguard reads to inspect.
 func (h *wsHub) maxPollBody() int64 { return h.cfg.MaxMessageBytes * 2 }
 
+// postLimit is the most of a polling POST read: the app's own maxPayload
+// (its maxHttpBufferSize, 1 MB by default, which engine.io applies to a
+// whole POST) once the open packet gave it, else twice
+// websocket.max_message_bytes; never over server.max_body_bytes. Before,
+// every POST was read whole up to 32 MiB whatever the app accepted: a
+// dozen anonymous 20 MB POSTs took a sidecar past its 256 MiB (QA).
+func (h *wsHub) postLimit(sess *sioSession) int64 {
+	limit := h.maxPollBody()
+	sess.mu.Lock()
+	if mp := sess.maxPayload; mp > 0 {
+		limit = min(limit, max(mp, 1024))
+	}
+	sess.mu.Unlock()
+	if mb := h.s.cfg.Server.MaxBodyBytes; mb > 0 {
+		limit = min(limit, mb)
+	}
+	return limit
+}
+
 // servePolling inspects one Engine.IO polling request and proxies it.
 func (s *Server) servePolling(w *responseWriter, r *http.Request, info *reqInfo) {
 	h := s.ws
@@ -263,20 +282,29 @@ func binaryLeft(pending int, body []byte) int {
 // POST body. It reports false when it answered the request itself: every
 // packet was taken out, so there is nothing to send upstream.
 func (h *wsHub) inspectPost(sess *sioSession, w *responseWriter, r *http.Request, info *reqInfo) bool {
-	body, err := io.ReadAll(io.LimitReader(r.Body, h.maxPollBody()+1))
+	limit := h.postLimit(sess)
+	var body []byte
+	var err error
+	if r.ContentLength <= limit { // a declared length over it is refused unread
+		body, err = io.ReadAll(io.LimitReader(r.Body, limit+1))
+	}
 	_ = r.Body.Close()
 	if info.bodyTimedOut.Load() {
 		h.s.bodyTimedOut(w, r, info)
 		return false
 	}
-	if err != nil || int64(len(body)) > h.maxPollBody() {
+	if r.ContentLength > limit || err != nil || int64(len(body)) > limit {
 		// Too big (or unreadable) to inspect: refused, as a WebSocket
-		// message over the limit is (1009). Passing it on would let the
-		// events in it skip their limits.
+		// message over the limit is (1009), and as engine.io refuses a
+		// POST over its maxHttpBufferSize, which also ends the session.
+		// Passing it on would let the events in it skip their limits.
 		e := apierrors.New(apierrors.CodePayloadTooLarge, "")
-		e.Details = map[string]any{"limitBytes": h.maxPollBody()}
+		e.Details = map[string]any{"limitBytes": limit}
 		e.Header = http.Header{"Connection": {"close"}}
 		h.s.writeError(w, r, info, e, sourceProxy)
+		if err == nil && !info.closed {
+			sess.ended() // the client opens a new session, as after engine.io's 413
+		}
 		return false
 	}
 	packets := socketio.SplitPayload(body)

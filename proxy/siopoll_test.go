@@ -891,3 +891,78 @@ func TestPollFailedByTheAppEndsTheSession(t *testing.T) {
 		t.Errorf("access line of the failed poll without code or reason: %v", line)
 	}
 }
+
+// A polling POST is read up to the app's own maxPayload (1,000,000 in the
+// fake's open packet), never the 32 MiB of twice max_message_bytes: one
+// declared over it is refused unread, as engine.io refuses it, and the
+// session ends (QA: a dozen anonymous 20 MB POSTs took a sidecar past
+// 256 MiB). The envelope names the limit that refused it.
+func TestPollingPostOverTheAppsMaxPayloadRefusedUnread(t *testing.T) {
+	t.Parallel()
+	env, fake := pollingSession(t, nil)
+	h := env.harness
+	big := "42" + `["send-message",{"text":"` + strings.Repeat("x", 1_000_100) + `"}]`
+	resp, body := poll(t, h, http.MethodPost, "&sid=p1", big)
+	if resp.StatusCode != http.StatusRequestEntityTooLarge || !strings.Contains(body, `"limitBytes":1000000`) {
+		t.Fatalf("POST of %d bytes: %d %s", len(big), resp.StatusCode, body)
+	}
+	for _, b := range fake.postBodies() {
+		if len(b) > 1000 {
+			t.Fatalf("the oversized POST reached the app (%d bytes)", len(b))
+		}
+	}
+	env.waitStats(t, [3]int{0, 0, 0}) // the session ended
+	// The rest of the limit still passes, on a new session.
+	connectPolling(t, env)
+	if resp, body := poll(t, h, http.MethodPost, "&sid=p1", "42"+`["send-message",{"text":"`+strings.Repeat("x", 900_000)+`"}]`); resp.StatusCode != 200 || body != "ok" {
+		t.Fatalf("POST under the limit: %d %.100s", resp.StatusCode, body)
+	}
+}
+
+// JSONP polling is refused with a clear answer: its sessions ran
+// uncounted and unfollowed (QA).
+func TestPollingJSONPRefused(t *testing.T) {
+	t.Parallel()
+	env, _ := pollingSession(t, nil)
+	resp, body := poll(t, env.harness, http.MethodGet, "&j=0", "")
+	if resp.StatusCode != 400 || !strings.Contains(body, "JSONP") {
+		t.Fatalf("JSONP handshake: %d %s", resp.StatusCode, body)
+	}
+}
+
+// A poll answer the client takes none of is cut at server.send_timeout,
+// and its access line says so (499, send_timeout), not 200: the session,
+// whose packets the client never got, ends (QA).
+func TestPollAnswerStalledClientIsSendTimeout(t *testing.T) {
+	t.Parallel()
+	env, fake := pollingSession(t, func(c *config.Config) { c.Server.SendTimeout = 300 * time.Millisecond })
+	h := env.harness
+	fake.mu.Lock()
+	fake.queue = append(fake.queue, "4"+strings.Repeat("x", 16<<20)) // more than the sockets' buffers hold
+	fake.mu.Unlock()
+	conn, err := net.Dial("tcp", strings.TrimPrefix(h.url, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	if tc, ok := conn.(*net.TCPConn); ok {
+		_ = tc.SetReadBuffer(4096)
+	}
+	if _, err := io.WriteString(conn, "GET "+pollPath+"&sid=p1 HTTP/1.1\r\nHost: x\r\n\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	var line map[string]any
+	waitFor(t, "the poll's access line", func() bool {
+		for _, l := range h.logs.lines(t) {
+			if l["msg"] == "request completed" && strings.Contains(fmt.Sprint(l["path"]), "transport=polling") && l["method"] == "GET" && l["status"] != float64(200) {
+				line = l
+				return true
+			}
+		}
+		return false
+	})
+	if line["status"] != float64(499) || line["reason"] != "send_timeout" {
+		t.Errorf("access line of the stalled poll: %v", line)
+	}
+	env.waitStats(t, [3]int{0, 0, 0})
+}

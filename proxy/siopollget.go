@@ -235,7 +235,14 @@ func (h *wsHub) answerPoll(sess *sioSession, w *responseWriter, r *http.Request,
 	w.Header().Set("Content-Length", strconv.Itoa(len(body)))
 	w.Header().Del("Transfer-Encoding")
 	w.WriteHeader(status)
-	_, _ = w.Write(body)
+	if _, err := w.Write(body); err != nil {
+		// The client took none of it (server.send_timeout) or left: what
+		// the answer carried is lost to it, so the session cannot go on.
+		// Ended, and the request aborted as a proxied one is, so that its
+		// access line says 499 with its reason, not 200 (QA).
+		sess.ended()
+		panic(http.ErrAbortHandler)
+	}
 	sess.mu.Lock()
 	done := sess.killed && len(sess.notices) == 0 || sess.closed
 	sess.mu.Unlock()
@@ -268,6 +275,12 @@ func (r *recorder) Header() http.Header { return r.header }
 func (r *recorder) WriteHeader(code int) {
 	if r.status == 0 {
 		r.status = code
+		// engine.io sends its poll answers with their length: one
+		// allocation of that size, not a buffer doubled up to it (QA: a
+		// stalled reader's 18 MB answer held 2.5 times over).
+		if n, err := strconv.Atoi(r.header.Get("Content-Length")); err == nil && n > 0 && n <= 64<<20 {
+			r.body.Grow(n)
+		}
 	}
 }
 func (r *recorder) Write(b []byte) (int, error) {
