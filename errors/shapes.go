@@ -200,7 +200,7 @@ func appendField(fields []any, field string, message, value any) []any {
 	} else if rawValue == nil && redact.IsSensitivePath(field) {
 		// The value is not given (Zod, an express-validator item without
 		// it) but the message may quote it: "hunter2 is too common" (QA).
-		msg = maskQuotedValues(msg)
+		msg = maskQuotedValues(field, msg)
 	}
 	return append(fields, map[string]any{
 		"field":   truncate(field, maxValueRunes),
@@ -209,23 +209,34 @@ func appendField(fields []any, field string, message, value any) []any {
 	})
 }
 
-// quotedOrCodeLike is what a message about a secret field may quote of
-// its value: a quoted string, or a word of 4 or more characters with a
-// digit ("hunter2"); "at least 8 character(s)" keeps its number.
-var quotedOrCodeLike = regexp.MustCompile(`'[^'\n]{1,256}'|"[^"\n]{1,256}"|` + "`[^`\\n]{1,256}`" + `|[^\s,;:.!?'"()]*[0-9][^\s,;:.!?'"()]*`)
+// quotedText is a quoted string in a message.
+var quotedText = regexp.MustCompile(`'[^'\n]{1,256}'|"[^"\n]{1,256}"|` + "`[^`\\n]{1,256}`")
 
-// maskQuotedValues filters what a message about a secret field whose value
-// is unknown may quote of it.
-func maskQuotedValues(msg string) string {
-	return quotedOrCodeLike.ReplaceAllStringFunc(msg, func(m string) string {
-		switch {
-		case m[0] == '\'' || m[0] == '"' || m[0] == '`':
-			return m[:1] + redact.Filtered + m[:1]
-		case len(m) < 4:
+// maskQuotedValues filters what a message about the secret field named
+// field, whose value is unknown, may quote of it: a quoted string (not the
+// field's own name or a secret's word: "must not contain the word
+// 'password'"), and a first word with letters and digits ("h4ckme99 is too
+// common", the way strength checkers put it). The rule a client broke stays
+// readable: "must be 8-64 characters", "(UTF-8)", "on 2024-01-01" (QA: a
+// wider first version filtered them).
+func maskQuotedValues(field, msg string) string {
+	name := field[strings.LastIndexAny(field, ".[")+1:]
+	msg = quotedText.ReplaceAllStringFunc(msg, func(m string) string {
+		inner := m[1 : len(m)-1]
+		if strings.EqualFold(inner, name) || redact.IsSensitiveKey(inner) && !strings.ContainsAny(inner, "0123456789") {
 			return m
 		}
-		return redact.Filtered
+		return m[:1] + redact.Filtered + m[:1]
 	})
+	first, rest, spaced := strings.Cut(msg, " ")
+	if len(first) >= 4 && strings.ContainsAny(first, "0123456789") && strings.IndexFunc(first, unicode.IsLetter) >= 0 &&
+		!strings.EqualFold(first, name) {
+		if !spaced {
+			return redact.Filtered
+		}
+		return redact.Filtered + " " + rest
+	}
+	return msg
 }
 
 // safeValue keeps scalars (shortened, redacted) and drops structures, which

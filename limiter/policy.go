@@ -119,6 +119,9 @@ func (p *Policy) KeyFor(r Request) string {
 			return p.Name + "|ip=" + ipKey(r.IP)
 		}
 		b.WriteString(part.label)
+		// Judged as sent: lower-cased, AKIA…, AIza… and eyJ… no longer
+		// look like what they are (review).
+		secret := part.secret || part.free && redact.String(v) != v
 		switch part.Kind {
 		case "user":
 			// Ana@X.com and ana@x.com are one user; a sub claim is
@@ -138,7 +141,7 @@ func (p *Policy) KeyFor(r Request) string {
 		// refresh_token) is never written in clear: keys are in Redis,
 		// readable by SCAN, MONITOR and its dumps (QA: sk_live_… and a
 		// session cookie in clear), and in an admin's logs.
-		if len(v) > maxPartBytes || part.secret || part.free && redact.String(v) != v {
+		if len(v) > maxPartBytes || secret {
 			sum := sha256.Sum256([]byte(v))
 			v = "sha256:" + hex.EncodeToString(sum[:16])
 		}

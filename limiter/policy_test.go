@@ -29,6 +29,7 @@ func TestKeyFor(t *testing.T) {
 	hdr := NewPolicy("webhook", config.RouteLimit{Rate: 3, Period: time.Minute, Key: []string{"header:X-Twilio-Account"}}, 1)
 	apiKey := NewPolicy("api", config.RouteLimit{Rate: 3, Period: time.Minute, Key: []string{"header:X-Api-Key"}}, 1)
 	bearer := NewPolicy("api", config.RouteLimit{Rate: 3, Period: time.Minute, Key: []string{"header:Authorization"}}, 1)
+	refreshLike := NewPolicy("acct", config.RouteLimit{Rate: 3, Period: time.Minute, Key: []string{"body:account"}}, 1)
 	refresh := NewPolicy("refresh", config.RouteLimit{Rate: 3, Period: time.Minute, Key: []string{"body:refresh_token"}}, 1)
 	sha := func(v string) string {
 		sum := sha256.Sum256([]byte(v))
@@ -60,6 +61,7 @@ func TestKeyFor(t *testing.T) {
 		{"api key header", apiKey, Request{IP: v4, Header: func(string) string { return "hdrKeySECRETvalue123" }}, "api|header:x-api-key=" + sha("hdrKeySECRETvalue123")},
 		{"authorization header", bearer, Request{IP: v4, Header: func(string) string { return "Bearer sk_live_abcdefghijklmnop1234" }}, "api|header:authorization=" + sha("Bearer sk_live_abcdefghijklmnop1234")},
 		{"refresh_token field", refresh, Request{IP: v4, BodyField: body(map[string]string{"refresh_token": "rtsecretvalue999"})}, "refresh|body:refresh_token=" + sha("rtsecretvalue999")},
+		{"credential-shaped value of a plain body field", refreshLike, Request{IP: v4, BodyField: body(map[string]string{"account": "AKIAIOSFODNN7EXAMPLE"})}, "acct|body:account=" + sha("akiaiosfodnn7example")},
 		{"credential-shaped value of a plain header", hdr, Request{IP: v4, Header: func(string) string { return "Bearer abcdefghijklmnop" }}, "webhook|header:x-twilio-account=" + sha("Bearer abcdefghijklmnop")},
 	}
 	for _, tc := range tests {

@@ -89,31 +89,60 @@ func canonicalPath(p string) string {
 	return c
 }
 
-// match returns the index of the route for method and path (the decoded
-// path); raw is the path as sent (URL.EscapedPath), which routes with
-// parameters match too: Express matches a parameter before decoding it, so
-// /v2/rooms/a%2Fb/messages is /v2/rooms/:roomId/messages with roomId a/b,
-// where the decoded path has a segment more.
+// match returns the index of the route for method and path (URL.Path, the
+// decoded path); raw is the path as sent when it differs (URL.RawPath).
+// The route is the one Express picks: the first that matches the path as
+// sent, undecoded, with its doubled slashes, case-insensitively and with an
+// optional trailing slash — Express matches before it decodes, so
+// /v2/rooms/a%2Fb/messages is /v2/rooms/:roomId/messages with roomId a/b.
+// Matched on the decoded, cleaned path first, an earlier public route
+// took /v2/rooms/lobb%79/x, which Express hands a later route with auth and
+// a limit (QA). Only when no route matches as Express would does the
+// decoded path pick one (/api/m%65ssages still counts as messages: Express
+// routes it nowhere of the app's, and a spelling must not dodge a limit).
 func (t *routeTable) match(method, p, raw string) int {
-	path, canonRaw := canonicalPath(p), ""
-	for i := range t.routes {
-		r := &t.routes[i]
-		if !r.methodMatches(method) {
-			continue
-		}
-		if r.pathMatches(path) {
-			return r.index
-		}
-		if r.segs != nil && raw != p && raw != "" {
-			if canonRaw == "" {
-				canonRaw = canonicalPath(raw)
-			}
-			if r.segsMatch(canonRaw) {
-				return r.index
-			}
+	sent := p
+	if raw != "" {
+		sent = raw
+	}
+	asSent := expressPath(sent)
+	if i, ok := t.first(method, asSent); ok {
+		return i
+	}
+	if clean := canonicalPath(p); clean != asSent {
+		if i, ok := t.first(method, clean); ok {
+			return i
 		}
 	}
 	return t.other
+}
+
+// first is the index of the first route for method and path.
+func (t *routeTable) first(method, path string) (int, bool) {
+	for i := range t.routes {
+		r := &t.routes[i]
+		if r.methodMatches(method) && r.pathMatches(path) {
+			return r.index, true
+		}
+	}
+	return 0, false
+}
+
+// expressPath is a path as Express compares it with a route: ASCII lower
+// case, one trailing slash dropped, nothing decoded or merged.
+func expressPath(p string) string {
+	if !strings.HasPrefix(p, "/") {
+		p = "/" + p
+	}
+	if len(p) > 1 && p[len(p)-1] == '/' {
+		p = p[:len(p)-1]
+	}
+	for i := 0; i < len(p); i++ {
+		if b := p[i]; b >= 'A' && b <= 'Z' {
+			return strings.ToLower(p)
+		}
+	}
+	return p
 }
 
 // segsMatch reports whether a canonical path matches a route with
@@ -125,7 +154,7 @@ func (r *route) segsMatch(path string) bool {
 			return false
 		}
 		seg, after, more := strings.Cut(rest, "/")
-		if s != ":" && s != seg {
+		if s != ":" && s != seg || seg == "" { // a parameter takes no empty segment (a doubled slash)
 			return false
 		}
 		if !more {

@@ -41,6 +41,38 @@ func TestRouteTableMatch(t *testing.T) {
 		{"GET", "/", "", "all"},
 		{"GET", "/health", "", "all"},
 	}
+	// An earlier public route must not take a spelling Express hands a
+	// later protected one (QA: /v2/rooms/lobb%79/x went to public_room,
+	// the app ran the :roomId handler, no auth, no limit).
+	table = newRouteTable([]config.Route{
+		{Name: "public_room", Path: "/v2/rooms/lobby/x"},
+		{Name: "rooms", Path: "/v2/rooms/:roomId/*"},
+		{Name: "adminpub", Path: "/admin/status"},
+		{Name: "admin", Path: "/admin/*"},
+		{Name: "messages", Path: "/api/messages/*"},
+	})
+	names = table.names()
+	tests = append(tests[:0], []struct{ method, path, raw, want string }{
+		{"GET", "/v2/rooms/lobby/x", "", "public_room"},
+		{"GET", "/V2/Rooms/Lobby/X/", "", "public_room"},
+		{"GET", "/v2/rooms/lobby/x", "/v2/rooms/lobb%79/x", "rooms"},
+		{"GET", "/v2/rooms/lobby/x", "/v2/rooms/lobby/%78", "rooms"},
+		{"GET", "/v2/rooms/lobby/x", "/v2/rooms/lobby%2Fx", "rooms"},
+		{"GET", "/v2/rooms/lobby/x/", "/v2/rooms/lobby/x%2F", "rooms"},
+		{"GET", "/v2/rooms/lobby//x", "", "rooms"},
+		{"GET", "/admin/status", "/admin/st%61tus", "admin"},
+		{"GET", "/admin/status/", "/admin/status%2F", "admin"},
+		{"GET", "/admin/status", "", "adminpub"},
+		// Nothing of the app's takes it as sent: the decoded path still
+		// counts it, so that a spelling does not dodge a limit.
+		{"GET", "/api/messages/1", "/api/m%65ssages/1", "messages"},
+		{"GET", "/api//messages/1", "", "messages"},
+	}...)
+	for _, tc := range tests {
+		if got := names[table.match(tc.method, tc.path, tc.raw)]; got != tc.want {
+			t.Errorf("%s %s (raw %q): route %s, want %s", tc.method, tc.path, tc.raw, got, tc.want)
+		}
+	}
 	for _, tc := range tests {
 		if got := names[table.match(tc.method, tc.path, tc.raw)]; got != tc.want {
 			t.Errorf("%s %s (raw %q): route %s, want %s", tc.method, tc.path, tc.raw, got, tc.want)

@@ -3,7 +3,6 @@ package config
 import (
 	"fmt"
 	"net/url"
-	"slices"
 	"strconv"
 	"strings"
 )
@@ -48,12 +47,18 @@ func validateSecrets(c *Config, add func(key, format string, args ...any)) {
 	}
 }
 
+// RouteWarnings are the warnings of what a reload changes: routes an
+// earlier one shadows, event limits that never apply.
+func RouteWarnings(c *Config) []string {
+	return append(shadowedRoutes(c.Routes), eventNameWarnings(c.WebSocket.Events)...)
+}
+
 // Warnings are weaknesses chatguard runs with but reports: check-config
 // prints them and serve logs them at start. A short JWT secret is one, not
 // a refusal: the secret is the app's, and changing it logs every user out,
 // which a sidecar must not force on the app by refusing to start.
 func Warnings(c *Config) []string {
-	out := slices.Clone(c.UnknownEnv)
+	var out []string
 	if k := c.Auth.JWTSecret.Reveal(); k != strings.TrimSpace(k) {
 		out = append(out, "auth.jwt_secret has leading or trailing whitespace (a newline from a file?): "+
 			"tokens signed with it and without it are both accepted; check which one the app uses")
@@ -70,7 +75,7 @@ func Warnings(c *Config) []string {
 				"trust its CA with SSL_CERT_FILE instead")
 		}
 	}
-	out = append(out, shadowedRoutes(c.Routes)...)
+	out = append(out, RouteWarnings(c)...)
 	for _, tp := range c.Proxy.TrustedProxies {
 		p, err := ParsePrefix(tp)
 		switch {

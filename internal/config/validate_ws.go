@@ -13,6 +13,22 @@ var reservedEvents = map[string]bool{
 	"disconnecting": true, "newListener": true, "removeListener": true,
 }
 
+// eventNameWarnings: a limit on a name no client emits never applies (QA:
+// connect and chat:* were accepted without a word). Warnings, not
+// problems: such a config ran before, and must not stop a pod's start.
+func eventNameWarnings(events []EventLimit) []string {
+	var out []string
+	for i, e := range events {
+		switch {
+		case reservedEvents[e.Name]:
+			out = append(out, fmt.Sprintf("websocket.events[%d].name %q is reserved by Socket.IO: no client emits it, so its limit never applies", i, e.Name))
+		case strings.Contains(e.Name, "*"):
+			out = append(out, fmt.Sprintf("websocket.events[%d].name %q is matched exactly, not as a pattern: list each event the limit is for", i, e.Name))
+		}
+	}
+	return out
+}
+
 // validEventName bounds what may be configured as a Socket.IO event name: each
 // one becomes a metrics label value.
 func validEventName(s string) bool {
@@ -90,11 +106,6 @@ func validateWebSocket(c *Config, add func(string, string, ...any)) {
 			add(key+".name", "%q must be 1-64 printable ASCII characters without quotes", e.Name)
 		case seen[e.Name]:
 			add(key+".name", "%q is used twice", e.Name)
-		case reservedEvents[e.Name]:
-			// A client cannot emit it: the limit would never apply (QA).
-			add(key+".name", "%q is reserved by Socket.IO: no client emits it, so its limit would never apply", e.Name)
-		case strings.ContainsAny(e.Name, "*?"):
-			add(key+".name", "%q: event names are matched exactly, not as patterns: list each event", e.Name)
 		}
 		seen[e.Name] = true
 		checkLimit(add, key+".limit", &e.Limit, c.Limits.Multiplier, false)

@@ -419,13 +419,18 @@ var textPatterns = []*regexp.Regexp{
 	// Well-known API key shapes, wherever they stand ("invalid api key
 	// sk_live_…"): Stripe secret and restricted keys, AWS access key ids,
 	// Slack tokens, GitHub tokens, Google API keys.
-	regexp.MustCompile(`\b(?:[sr]k_(?:live|test)_[A-Za-z0-9]{10,}|AKIA[0-9A-Z]{16}|xox[abposr]-[A-Za-z0-9-]{10,}|gh[pousr]_[A-Za-z0-9]{30,}|github_pat_[A-Za-z0-9_]{30,}|AIza[0-9A-Za-z_-]{35})`),
+	regexp.MustCompile(`\b(?:[sr]k_(?:live|test)_[A-Za-z0-9]{10,}|sk-(?:proj-)?[A-Za-z0-9_-]{20,}|AKIA[0-9A-Z]{16}|xox[abposr]-[A-Za-z0-9-]{10,}|gh[pousr]_[A-Za-z0-9]{30,}|github_pat_[A-Za-z0-9_]{30,}|AIza[0-9A-Za-z_-]{35})`),
 	// A secret's word, then its value in prose, as an app's error message
 	// quotes it ("Invalid password \"hunter2\"", "password hunter2x is
 	// wrong", "api key 'abc123' invalid"; QA): a quoted value always, a
 	// bare one of 4 or more characters with a digit in it, so that
 	// "password is too short" and "session expired" stay readable.
-	regexp.MustCompile(`(?i)(\b(?:password|passwd|passphrase|pwd|secret|api[ _-]?key|session|credential)s?\s+)('[^'\n]{1,256}'|"[^"\n]{1,256}"|` + "`[^`\\n]{1,256}`" + `|[^\s,;'"]*[0-9][^\s,;'"]*)`),
+	// After a colon too, and "API key" / "session ID" in two words
+	// ("Invalid API key: 3f9a…", "Session ID: 7f3a…", QA).
+	regexp.MustCompile(`(?i)(\b(?:password|passwd|passphrase|pwd|secret|api[ _-]?key|session(?:[ _-]?id)?|credential)s?(?:\s*:\s*|\s+))('[^'\n]{1,256}'|"[^"\n]{1,256}"|` + "`[^`\\n]{1,256}`" + `|[^\s,;'"]*[0-9][^\s,;'"]*)`),
+	// Mongoose's text quotes a field's value: Path `password` (`hunter2`)
+	// is shorter than… (QA: kept when the app sent the text alone).
+	regexp.MustCompile("Path `([^`\\n]{1,64})` \\(`([^`\\n]{0,256})`\\)"),
 }
 
 // quotedHeaderLine is a header line Go's textproto quotes whole in its
@@ -528,6 +533,13 @@ func String(s string) string {
 		}
 		return sub[1] + Filtered
 	})
+	s = textPatterns[6].ReplaceAllStringFunc(s, func(m string) string {
+		sub := textPatterns[6].FindStringSubmatch(m)
+		if !IsSensitiveKey(sub[1]) || sub[2] == Filtered {
+			return m
+		}
+		return "Path `" + sub[1] + "` (`" + Filtered + "`)"
+	})
 	return s
 }
 
@@ -536,7 +548,12 @@ func String(s string) string {
 // shorter than 16 characters", which the logs showed as "[FILTERED]
 // shorter" (QA).
 var proseWords = map[string]bool{"is": true, "are": true, "must": true, "has": true, "have": true,
-	"holds": true, "the": true, "not": true, "cannot": true, "should": true, "was": true}
+	"holds": true, "the": true, "not": true, "cannot": true, "should": true, "was": true,
+	// What an app's validation says of the field (QA: "password:
+	// required" read "password: [FILTERED]"; Mongoose's "password: Path
+	// `password` is required.").
+	"required": true, "missing": true, "expired": true, "invalid": true, "incorrect": true,
+	"wrong": true, "too": true, "empty": true, "path": true, "undefined": true, "null": true, "none": true}
 
 // quotedURLQuery is a quoted URL with a query, as Go's url.Error writes it.
 var quotedURLQuery = regexp.MustCompile(`"(?:https?|wss?)://[^"\s?]*\?[^"\s]*"`)

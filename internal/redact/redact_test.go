@@ -228,6 +228,17 @@ func TestString(t *testing.T) {
 		{name: "problem about a key", in: "stats_token: is shorter than 16 characters", want: "stats_token: is shorter than 16 characters"},
 		{name: "key file path", in: "auth.jwt_public_key_file: /etc/keys/key.pem: the public key is not PEM", want: "auth.jwt_public_key_file: /etc/keys/key.pem: the public key is not PEM"},
 		{name: "a key's value after all", in: "jwt_secret: hunter2 token=abc", want: "jwt_secret: [FILTERED] token=[FILTERED]"},
+		// After a colon, in two words, and a provider's key shape (QA: an
+		// app passing on "Invalid API key: …" gave clients its own key).
+		{name: "api key after a colon", in: "Invalid API key: 3f9a2b7c8d1e4f60a9b8c7d6e5f4a3b2", want: "Invalid API key: [FILTERED]"},
+		{name: "session id after a colon", in: "Session ID: 7f3a9c2e4b1d not found", want: "Session ID: [FILTERED] not found"},
+		{name: "openai key shape", in: "Incorrect API key provided: sk-proj-AbC123dEf456gHi789jKl", want: "Incorrect API key provided: [FILTERED]"},
+		{name: "mongoose path value", in: "Path `password` (`abc`) is shorter than the minimum allowed length (8).", want: "Path `password` (`[FILTERED]`) is shorter than the minimum allowed length (8)."},
+		{name: "mongoose plain field", in: "Path `email` (`a@b`) is invalid", want: "Path `email` (`a@b`) is invalid"},
+		// What a validator says of the field is no value (QA: "password:
+		// required" became "password: [FILTERED]").
+		{name: "key: required", in: "password: required; token: expired; api_key: missing", want: "password: required; token: expired; api_key: missing"},
+		{name: "mongoose required", in: "User validation failed: password: Path `password` is required.", want: "User validation failed: password: Path `password` is required."},
 		{name: "password in prose", in: "password hunter2x is wrong", want: "password [FILTERED] is wrong"},
 		{name: "password quoted", in: `Invalid password "hunter2x"`, want: `Invalid password "[FILTERED]"`},
 		{name: "password single-quoted", in: "invalid password 'hunter2' for user bob@example.com", want: "invalid password '[FILTERED]' for user bob@example.com"},
