@@ -48,7 +48,7 @@ func checkConfig(env environment) int {
 		source = cfg.File
 	}
 	fmt.Fprintf(env.stdout, "configuration is valid (file: %s)\n", source)
-	for _, w := range config.Warnings(cfg) {
+	for _, w := range append(slices.Clone(cfg.UnknownEnv), config.Warnings(cfg)...) {
 		fmt.Fprintf(env.stdout, "warning: %s\n", w)
 	}
 	for _, err := range startProblems(cfg) {

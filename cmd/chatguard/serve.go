@@ -67,7 +67,7 @@ func serve(ctx context.Context, env environment) int {
 	for _, w := range cfg.UnknownEnv {
 		log.Warn(w)
 	}
-	for _, w := range config.Warnings(cfg)[len(cfg.UnknownEnv):] {
+	for _, w := range config.Warnings(cfg) {
 		logger.WithField(logging.FieldCategory, logging.CategorySecurity).Warn(w)
 	}
 
@@ -582,8 +582,10 @@ func reloadConfig(env environment, a *app, log *logrus.Entry, why string) {
 	}
 	applied = true
 	warnOverridden(log, cfg)
-	for _, w := range config.Warnings(cfg)[len(cfg.UnknownEnv):] { // a new route behind another, a short secret
-		log.Warn(w)
+	// What a reload can change: a new route behind another, an event
+	// limit that never applies (the rest was said at start).
+	for _, w := range config.RouteWarnings(cfg) {
+		log.WithField(logging.FieldCategory, logging.CategorySecurity).Warn(w)
 	}
 	e := log.WithFields(logrus.Fields{"routes": len(cfg.Routes), "multiplier": cfg.Limits.Multiplier, "shadowRoutes": shadowRoutes(cfg)})
 	if len(ignored) > 0 {

@@ -177,7 +177,11 @@ func Load(src Source) (*Config, error) {
 				if parent != "" {
 					parent += "."
 				}
-				misspelt[parent+strings.TrimSuffix(near, "?)")] = true
+				// Only when that key is absent: written too, its own
+				// problem is a second mistake to hear now (review).
+				if meant := parent + strings.TrimSuffix(near, "?)"); lineOf(&inFile, meant) == 0 {
+					misspelt[meant] = true
+				}
 			}
 		}
 	}

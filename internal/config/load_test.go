@@ -437,6 +437,11 @@ func TestUnknownKeysReportLines(t *testing.T) {
 			"line 7: routes[0].paths: not a chatguard setting (did you mean path?)",
 			"line 8: routes[0].limit.per: not a chatguard setting (did you mean period?)",
 		}},
+		// The key meant is there too: its own problem is said as well (review).
+		{"routes:\n  - name: y\n    path: nope\n    paths: /x\n", []string{
+			"line 3: routes[0].path: \"nope\" must start with /",
+			"line 4: routes[0].paths: not a chatguard setting (did you mean path?)",
+		}},
 		// The decoder's problems and validation's in the file's order (QA:
 		// the decoder's came first, whatever their lines).
 		{"server:\n  drain_delay: -1s\nbogus: 1\nproxy:\n  max_idle_conns: -3\n", []string{
@@ -804,7 +809,7 @@ func TestUnknownEnvironmentVariablesWarned(t *testing.T) {
 		"environment variable CHATGUARD_REDIS_URL is not a chatguard setting and is ignored (did you mean REDIS_URL?)",
 		"environment variable CHATGUARD_UPSTREAM_URL is not a chatguard setting and is ignored (did you mean CHATGUARD_UPSTREAM?)",
 	}
-	got := config.Warnings(c)
+	got := c.UnknownEnv
 	if !slices.Equal(got, want) {
 		t.Fatalf("warnings:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
 	}
@@ -813,7 +818,7 @@ func TestUnknownEnvironmentVariablesWarned(t *testing.T) {
 			t.Errorf("a value reached a warning: %s", w)
 		}
 	}
-	if w := config.Warnings(mustLoad(t, config.Source{})); len(w) != 0 {
+	if w := mustLoad(t, config.Source{}).UnknownEnv; len(w) != 0 {
 		t.Errorf("no environment list: warnings %q", w)
 	}
 }

@@ -2,6 +2,7 @@ package config
 
 import (
 	"fmt"
+	"net/netip"
 	"net/url"
 	"strconv"
 	"strings"
@@ -47,6 +48,21 @@ func validateSecrets(c *Config, add func(key, format string, args ...any)) {
 	}
 }
 
+// hostBits reports a CIDR written with bits past its prefix ("10.1.2.3/8"),
+// whatever the spelling of its address (upper case, leading zeros, an
+// IPv4-mapped form: review).
+func hostBits(cidr string) bool {
+	p, err := netip.ParsePrefix(strings.TrimSpace(cidr))
+	if err != nil {
+		return false
+	}
+	a, bits := p.Addr(), p.Bits()
+	if a.Is4In6() && bits >= 96 {
+		a, bits = a.Unmap(), bits-96
+	}
+	return netip.PrefixFrom(a, bits).Masked().Addr() != a
+}
+
 // RouteWarnings are the warnings of what a reload changes: routes an
 // earlier one shadows, event limits that never apply.
 func RouteWarnings(c *Config) []string {
@@ -85,7 +101,7 @@ func Warnings(c *Config) []string {
 			// the login limits and the abuse blocks (QA: no word of it).
 			out = append(out, fmt.Sprintf("proxy.trusted_proxies holds %q, every address: any client can choose the address "+
 				"chatguard counts it by (X-Forwarded-For), for the rate limits and the abuse blocks; list your load balancers' ranges", tp))
-		case strings.Contains(tp, "/") && p.String() != tp && !strings.Contains(tp, "::ffff:"):
+		case hostBits(tp):
 			out = append(out, fmt.Sprintf("proxy.trusted_proxies holds %q, which is the range %s: check it is the one meant", tp, p))
 		}
 	}
