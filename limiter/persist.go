@@ -63,6 +63,9 @@ type Persister struct {
 	failures prometheus.Counter
 	ok       atomic.Bool
 	kept     atomic.Bool // the file could not be read nor moved aside: never saved over
+	// keptWhy is Save's error while kept: errKept, or errNotRegular for a
+	// device, FIFO or socket (set before the save loop starts).
+	keptWhy error
 	shown    string      // the path as logged: absolute
 	// failedSave is set by a failure, cleared (and said) by the loop's
 	// next save that works: only the loop and NewPersister touch it
@@ -232,7 +235,8 @@ func (p *Persister) load() (int, error) {
 		// have moved /dev/null aside and written a file in its place
 		// (QA). Neither read nor written.
 		p.kept.Store(true)
-		return 0, fmt.Errorf("not a regular file (%s): it is neither read nor written; set rate_limit.file to \"\" to turn saving off", fi.Mode().Type())
+		p.keptWhy = errNotRegular
+		return 0, fmt.Errorf("not a regular file (%s): it is neither read nor written; set rate_limit.file to \"\" to turn saving off", fileKind(fi.Mode()))
 	}
 	b, err := os.ReadFile(p.o.Path)
 	if errors.Is(err, os.ErrNotExist) || errors.Is(err, syscall.ENOTDIR) {
@@ -280,6 +284,25 @@ func (p *Persister) load() (int, error) {
 		return 0, fmt.Errorf("%w (moved to %s)", err, aside)
 	}
 	return n, nil
+}
+
+// errNotRegular is Save's answer for a path that is no regular file.
+var errNotRegular = errors.New("not a regular file: saving is off")
+
+// fileKind names a file mode's type in words (Mode().Type() prints
+// "Dc---------").
+func fileKind(m os.FileMode) string {
+	switch {
+	case m&os.ModeCharDevice != 0:
+		return "a character device"
+	case m&os.ModeDevice != 0:
+		return "a block device"
+	case m&os.ModeNamedPipe != 0:
+		return "a FIFO"
+	case m&os.ModeSocket != 0:
+		return "a socket"
+	}
+	return "an irregular file"
 }
 
 // errKept is Save's answer while the file it would replace could not be
@@ -489,6 +512,9 @@ func (p *Persister) Save() error {
 
 func (p *Persister) save() error {
 	if p.kept.Load() {
+		if p.keptWhy != nil {
+			return p.keptWhy
+		}
 		return errKept
 	}
 	tmp, err := p.createTemp()
