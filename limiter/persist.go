@@ -66,7 +66,7 @@ type Persister struct {
 	// keptWhy is Save's error while kept: errKept, or errNotRegular for a
 	// device, FIFO or socket (set before the save loop starts).
 	keptWhy error
-	shown    string      // the path as logged: absolute
+	shown   string // the path as logged: absolute
 	// failedSave is set by a failure, cleared (and said) by the loop's
 	// next save that works: only the loop and NewPersister touch it
 	// before Close.
