@@ -143,10 +143,12 @@ func TestClassifyMessageFilterLongestFirstNotNames(t *testing.T) {
 func TestClassifySecretQuotedWithoutValue(t *testing.T) {
 	t.Parallel()
 	for name, c := range map[string]struct{ body, gone string }{
-		"zod 4 input":          {`{"name":"ZodError","issues":[{"code":"too_small","path":["password"],"message":"Password hunter2 is too short","input":"hunter2"}]}`, "hunter2"},
-		"zod without input":    {`{"name":"ZodError","issues":[{"code":"custom","path":["password"],"message":"h4ckme99 is too common"}]}`, "h4ckme99"},
-		"express-validator":    {`{"errors":[{"type":"field","path":"password","msg":"'letmein' is too weak","location":"body"}]}`, "letmein"},
-		"joi secret elsewhere": {`{"isJoi":true,"name":"ValidationError","_original":{"creditCardNumber":"4111111111111111","card":"4111111111111111"},"details":[{"message":"\"creditCardNumber\" is not allowed","path":["creditCardNumber"],"type":"object.unknown","context":{"key":"creditCardNumber","value":"4111111111111111"}},{"message":"\"card\" must be a number","path":["card"],"type":"number.base","context":{"key":"card","value":"4111111111111111"}}]}`, "4111111111111111"},
+		"zod 4 input":                  {`{"name":"ZodError","issues":[{"code":"too_small","path":["password"],"message":"Password hunter2 is too short","input":"hunter2"}]}`, "hunter2"},
+		"zod without input":            {`{"name":"ZodError","issues":[{"code":"custom","path":["password"],"message":"h4ckme99 is too common"}]}`, "h4ckme99"},
+		"express-validator":            {`{"errors":[{"type":"field","path":"password","msg":"'letmein' is too weak","location":"body"}]}`, "letmein"},
+		"number secret in its message": {`{"isJoi":true,"name":"ValidationError","details":[{"message":"4111111111111111 fails the Luhn check","path":["creditCardNumber"],"type":"any.custom","context":{"key":"creditCardNumber","value":4111111111111111}}]}`, "4111111111111111"},
+		"number echoed elsewhere":      {`{"isJoi":true,"name":"ValidationError","_original":{"creditCardNumber":"4111111111111111","card":4111111111111111},"details":[{"message":"\"card\" must be a string","path":["card"],"type":"string.base","context":{"key":"card","value":4111111111111111}},{"message":"\"creditCardNumber\" is not allowed","path":["creditCardNumber"],"type":"object.unknown","context":{"key":"creditCardNumber","value":"4111111111111111"}}]}`, "4111111111111111"},
+		"joi secret elsewhere":         {`{"isJoi":true,"name":"ValidationError","_original":{"creditCardNumber":"4111111111111111","card":"4111111111111111"},"details":[{"message":"\"creditCardNumber\" is not allowed","path":["creditCardNumber"],"type":"object.unknown","context":{"key":"creditCardNumber","value":"4111111111111111"}},{"message":"\"card\" must be a number","path":["card"],"type":"number.base","context":{"key":"card","value":"4111111111111111"}}]}`, "4111111111111111"},
 	} {
 		res := classifyJSON(400, c.body)
 		out := string(res.Err.Marshal(testID, testNow))
@@ -166,6 +168,7 @@ func TestClassifySecretQuotedWithoutValue(t *testing.T) {
 		"Password expired on 2024-01-01",
 		"must match pattern [A-Za-z0-9]+",
 		"must not contain the word 'password'",
+		"'password' is required",
 	} {
 		res := classifyJSON(400, `{"name":"ZodError","issues":[{"code":"custom","path":["password"],"message":"`+msg+`"}]}`)
 		if fs := fieldsOf(t, res.Err); len(fs) != 1 || fs[0].Message != msg {

@@ -107,8 +107,13 @@ func scrubFields(details map[string]any, secrets []string) {
 			if msg, ok := fm["message"].(string); ok {
 				fm["message"] = redact.ReplaceAll(msg, secrets)
 			}
-			if v, ok := fm["value"].(string); ok {
+			switch v := fm["value"].(type) {
+			case string:
 				fm["value"] = redact.ReplaceAll(v, secrets)
+			case json.Number: // echoed as a number (review)
+				if redact.ReplaceAll(string(v), secrets) != string(v) {
+					fm["value"] = redact.Filtered
+				}
 			}
 		}
 	}

@@ -193,9 +193,12 @@ func appendField(fields []any, field string, message, value any) []any {
 		value = safeValue(value)
 	}
 	if s, ok := value.(string); ok && s == redact.Filtered {
-		if raw, ok := rawValue.(string); ok && raw != "" {
-			// Messages quote the value: "\"password\" with value \"…\" fails to match".
+		if raw := redact.ScalarText(rawValue); raw != "" {
+			// Messages quote the value: "\"password\" with value \"…\" fails to match";
+			// a card number sent as a JSON number too (review).
 			msg = strings.ReplaceAll(msg, raw, redact.Filtered)
+		} else {
+			msg = maskQuotedValues(field, msg) // an object or a list: what the message quotes
 		}
 	} else if rawValue == nil && redact.IsSensitivePath(field) {
 		// The value is not given (Zod, an express-validator item without

@@ -89,6 +89,8 @@ type RedisStore struct {
 	nodes      *nodeBreakers
 	onNode     func(addr string, down bool)
 	lastAnswer atomic.Int64 // Unix ns of the last reply from any master
+	othersMu   sync.Mutex   // guards othersCur
+	othersCur  *othersProbe // the probe of the other masters in flight, if any
 
 	calls     chan *redisCall
 	stop      chan struct{}
@@ -546,9 +548,7 @@ func (r *RedisStore) reportNodes(groups [][]*redisCall, cmds []*redis.Cmd, nodes
 			}
 		}
 		if len(failed) > 0 {
-			ctx, cancel := context.WithTimeout(context.Background(), r.timeout)
-			othersAnswer = r.probeMasters(ctx, func(addr string) bool { return failed[addr] || r.nodes.isOpen(addr) }) == nil
-			cancel()
+			othersAnswer = r.askOthers(func(addr string) bool { return failed[addr] || r.nodes.isOpen(addr) })
 		}
 	}
 	for addr, ok := range answered {
@@ -564,6 +564,37 @@ func (r *RedisStore) reportNodes(groups [][]*redisCall, cmds []*redis.Cmd, nodes
 		}
 	}
 	return isolated
+}
+
+// othersProbe is a probe of the other masters in flight: rounds that fail
+// meanwhile wait for its answer rather than each send one (review: with
+// every master hung, each round fanned out a script call per master).
+type othersProbe struct {
+	done chan struct{}
+	ok   bool
+}
+
+// askOthers reports whether a master other than those skip names decides
+// a probe, one probe at a time: a round that fails while one is in flight
+// takes its answer (any master deciding says the cluster lives).
+func (r *RedisStore) askOthers(skip func(addr string) bool) bool {
+	r.othersMu.Lock()
+	if p := r.othersCur; p != nil {
+		r.othersMu.Unlock()
+		<-p.done
+		return p.ok
+	}
+	p := &othersProbe{done: make(chan struct{})}
+	r.othersCur = p
+	r.othersMu.Unlock()
+	ctx, cancel := context.WithTimeout(context.Background(), r.timeout)
+	p.ok = r.probeMasters(ctx, skip) == nil
+	cancel()
+	r.othersMu.Lock()
+	r.othersCur = nil
+	r.othersMu.Unlock()
+	close(p.done)
+	return p.ok
 }
 
 // ProbeCluster tells whether the cluster itself decides: nil when some

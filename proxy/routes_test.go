@@ -73,6 +73,26 @@ func TestRouteTableMatch(t *testing.T) {
 			t.Errorf("%s %s (raw %q): route %s, want %s", tc.method, tc.path, tc.raw, got, tc.want)
 		}
 	}
+	// A %2F that joins segments as sent: Express runs the shorter route
+	// (review: room_messages, without auth, took it).
+	table = newRouteTable([]config.Route{
+		{Name: "room_messages", Path: "/v2/rooms/:roomId/messages"},
+		{Name: "room", Path: "/v2/rooms/:roomId"},
+		{Name: "public", Path: "/public/*"},
+		{Name: "settings", Path: "/:tenant/settings"},
+	})
+	names = table.names()
+	tests = append(tests[:0], []struct{ method, path, raw, want string }{
+		{"GET", "/v2/rooms/secret-room/messages", "/v2/rooms/secret-room%2Fmessages", "room"},
+		{"GET", "/v2/rooms/secret-room/messages", "", "room_messages"},
+		{"GET", "/public/x/settings", "/public%2Fx/settings", "settings"},
+		{"GET", "/public/x/settings", "", "public"},
+	}...)
+	for _, tc := range tests {
+		if got := names[table.match(tc.method, tc.path, tc.raw)]; got != tc.want {
+			t.Errorf("%s %s (raw %q): route %s, want %s", tc.method, tc.path, tc.raw, got, tc.want)
+		}
+	}
 	for _, tc := range tests {
 		if got := names[table.match(tc.method, tc.path, tc.raw)]; got != tc.want {
 			t.Errorf("%s %s (raw %q): route %s, want %s", tc.method, tc.path, tc.raw, got, tc.want)

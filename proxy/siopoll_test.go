@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"fmt"
@@ -912,6 +913,24 @@ func TestPollingPostOverTheAppsMaxPayloadRefusedUnread(t *testing.T) {
 		}
 	}
 	env.waitStats(t, [3]int{0, 0, 0}) // the session ended
+	// A declared length over the limit is refused before any of the body
+	// comes: here it never does (review: the test above would pass if the
+	// body were read first).
+	connectPolling(t, env)
+	conn, err := net.Dial("tcp", strings.TrimPrefix(h.url, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	_ = conn.SetDeadline(time.Now().Add(5 * time.Second))
+	if _, err := io.WriteString(conn, "POST "+pollPath+"&sid=p1 HTTP/1.1\r\nHost: x\r\nContent-Type: text/plain\r\nContent-Length: 5000000\r\n\r\n42"); err != nil {
+		t.Fatal(err)
+	}
+	status, err := bufio.NewReader(conn).ReadString('\n')
+	if err != nil || !strings.Contains(status, " 413 ") {
+		t.Fatalf("a declared 5 MB POST with no body sent: %q %v", status, err)
+	}
+	env.waitStats(t, [3]int{0, 0, 0})
 	// The rest of the limit still passes, on a new session.
 	connectPolling(t, env)
 	if resp, body := poll(t, h, http.MethodPost, "&sid=p1", "42"+`["send-message",{"text":"`+strings.Repeat("x", 900_000)+`"}]`); resp.StatusCode != 200 || body != "ok" {

@@ -153,15 +153,17 @@ func (h *wsHub) startPoll(sess *sioSession, r *http.Request, info *reqInfo) *ups
 	h.background(func() {
 		failed := false
 		defer func() {
-			close(p.done)
 			if failed {
 				// The client's GET gets this answer, and socket.io-client
 				// takes any status but 200 as the transport's end: it opens
 				// a new session. Kept for the 60 s grace, this one held a
 				// slot of the user's socket cap after an app crash, and a
-				// reconnecting client was refused for good (QA).
+				// reconnecting client was refused for good (QA). Ended
+				// before the client hears it, so that its new session
+				// finds the slot free (review).
 				sess.ended()
 			}
+			close(p.done)
 		}()
 		rec := &recorder{header: http.Header{}}
 		h.s.proxy.ServeHTTP(rec, out)

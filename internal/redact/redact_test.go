@@ -226,6 +226,8 @@ func TestString(t *testing.T) {
 		// is wrong with it, or where its secret is kept (QA: "[FILTERED]
 		// shorter than 16 characters" in the reload-refused line).
 		{name: "problem about a key", in: "stats_token: is shorter than 16 characters", want: "stats_token: is shorter than 16 characters"},
+		{name: "a word ending in file is no key file", in: "password_profile=hunter2x session_token_file=x", want: "password_profile=[FILTERED] session_token_file=x"},
+		{name: "a sid digest after session", in: "polling session [FILTERED:f0aded9b] ended", want: "polling session [FILTERED:f0aded9b] ended"},
 		{name: "key file path", in: "auth.jwt_public_key_file: /etc/keys/key.pem: the public key is not PEM", want: "auth.jwt_public_key_file: /etc/keys/key.pem: the public key is not PEM"},
 		{name: "a key's value after all", in: "jwt_secret: hunter2 token=abc", want: "jwt_secret: [FILTERED] token=[FILTERED]"},
 		// After a colon, in two words, and a provider's key shape (QA: an
