@@ -346,8 +346,11 @@ func unknownEnv(environ []string) []string {
 	return out
 }
 
-// editDistance is the Levenshtein distance between two short names.
+// editDistance is the distance between two short names: Levenshtein's,
+// with two neighbours swapped counting as one edit (auht for auth, QA).
 func editDistance(a, b string) int {
+	// Optimal string alignment: three rows, the one before last for swaps.
+	prev2 := make([]int, len(b)+1)
 	prev := make([]int, len(b)+1)
 	cur := make([]int, len(b)+1)
 	for j := range prev {
@@ -361,8 +364,11 @@ func editDistance(a, b string) int {
 				cost = 0
 			}
 			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
+			if i > 1 && j > 1 && a[i-1] == b[j-2] && a[i-2] == b[j-1] {
+				cur[j] = min(cur[j], prev2[j-2]+1)
+			}
 		}
-		prev, cur = cur, prev
+		prev2, prev, cur = prev, cur, prev2
 	}
 	return prev[len(b)]
 }

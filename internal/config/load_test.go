@@ -437,6 +437,8 @@ func TestUnknownKeysReportLines(t *testing.T) {
 			"line 7: routes[0].paths: not a chatguard setting (did you mean path?)",
 			"line 8: routes[0].limit.per: not a chatguard setting (did you mean period?)",
 		}},
+		// Two letters swapped are one edit (QA: auht got no suggestion).
+		{"routes:\n  - name: y\n    path: /y\n    auht: required\n", []string{"line 4: routes[0].auht: not a chatguard setting (did you mean auth?)"}},
 		// The key meant is there too: its own problem is said as well (review).
 		{"routes:\n  - name: y\n    path: nope\n    paths: /x\n", []string{
 			"line 3: routes[0].path: \"nope\" must start with /",
