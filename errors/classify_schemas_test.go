@@ -148,6 +148,9 @@ func TestClassifySecretQuotedWithoutValue(t *testing.T) {
 		"express-validator":            {`{"errors":[{"type":"field","path":"password","msg":"'letmein' is too weak","location":"body"}]}`, "letmein"},
 		"number secret in its message": {`{"isJoi":true,"name":"ValidationError","details":[{"message":"4111111111111111 fails the Luhn check","path":["creditCardNumber"],"type":"any.custom","context":{"key":"creditCardNumber","value":4111111111111111}}]}`, "4111111111111111"},
 		"number echoed elsewhere":      {`{"isJoi":true,"name":"ValidationError","_original":{"creditCardNumber":"4111111111111111","card":4111111111111111},"details":[{"message":"\"card\" must be a string","path":["card"],"type":"string.base","context":{"key":"card","value":4111111111111111}},{"message":"\"creditCardNumber\" is not allowed","path":["creditCardNumber"],"type":"object.unknown","context":{"key":"creditCardNumber","value":"4111111111111111"}}]}`, "4111111111111111"},
+		"card number first":            {`{"name":"ZodError","issues":[{"code":"custom","path":["cardNumber"],"message":"4111111111111111 is not a valid card"}]}`, "4111111111111111"},
+		"password last":                {`{"name":"ZodError","issues":[{"code":"custom","path":["password"],"message":"too common: hunter2"}]}`, "hunter2"},
+		"value with a comma":           {`{"name":"ZodError","issues":[{"code":"custom","path":["password"],"message":"h4ckme99, is too common"}]}`, "h4ckme99"},
 		"joi secret elsewhere":         {`{"isJoi":true,"name":"ValidationError","_original":{"creditCardNumber":"4111111111111111","card":"4111111111111111"},"details":[{"message":"\"creditCardNumber\" is not allowed","path":["creditCardNumber"],"type":"object.unknown","context":{"key":"creditCardNumber","value":"4111111111111111"}},{"message":"\"card\" must be a number","path":["card"],"type":"number.base","context":{"key":"card","value":"4111111111111111"}}]}`, "4111111111111111"},
 	} {
 		res := classifyJSON(400, c.body)
@@ -169,6 +172,8 @@ func TestClassifySecretQuotedWithoutValue(t *testing.T) {
 		"must match pattern [A-Za-z0-9]+",
 		"must not contain the word 'password'",
 		"'password' is required",
+		"UTF-8 only",
+		"must be at least 8chars",
 	} {
 		res := classifyJSON(400, `{"name":"ZodError","issues":[{"code":"custom","path":["password"],"message":"`+msg+`"}]}`)
 		if fs := fieldsOf(t, res.Err); len(fs) != 1 || fs[0].Message != msg {

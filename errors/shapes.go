@@ -218,10 +218,12 @@ var quotedText = regexp.MustCompile(`'[^'\n]{1,256}'|"[^"\n]{1,256}"|` + "`[^`\\
 // maskQuotedValues filters what a message about the secret field named
 // field, whose value is unknown, may quote of it: a quoted string (not the
 // field's own name or a secret's word: "must not contain the word
-// 'password'"), and a first word with letters and digits ("h4ckme99 is too
-// common", the way strength checkers put it). The rule a client broke stays
-// readable: "must be 8-64 characters", "(UTF-8)", "on 2024-01-01" (QA: a
-// wider first version filtered them).
+// 'password'"), and any word that looks like a value — 4 or more digits
+// (a card number, a PIN) or letters and digits mixed ("h4ckme99 is too
+// common", "too common: hunter2"). The rule a client broke stays
+// readable: "must be 8-64 characters", "(UTF-8)", "on 2024-01-01", a
+// pattern "[A-Za-z0-9]+" (review: a first version filtered them, a second
+// let card numbers and later words through).
 func maskQuotedValues(field, msg string) string {
 	name := field[strings.LastIndexAny(field, ".[")+1:]
 	msg = quotedText.ReplaceAllStringFunc(msg, func(m string) string {
@@ -231,15 +233,28 @@ func maskQuotedValues(field, msg string) string {
 		}
 		return m[:1] + redact.Filtered + m[:1]
 	})
-	first, rest, spaced := strings.Cut(msg, " ")
-	if len(first) >= 4 && strings.ContainsAny(first, "0123456789") && strings.IndexFunc(first, unicode.IsLetter) >= 0 &&
-		!strings.EqualFold(first, name) {
-		if !spaced {
-			return redact.Filtered
+	words := strings.Split(msg, " ")
+	for i, w := range words {
+		core := strings.Trim(w, ",.;:!?()")
+		if core != "" && looksLikeValue(core) && !strings.EqualFold(core, name) {
+			words[i] = strings.Replace(w, core, redact.Filtered, 1)
 		}
-		return redact.Filtered + " " + rest
 	}
-	return msg
+	return strings.Join(words, " ")
+}
+
+// ruleWord is a word of a validation rule, not a value: an encoding or a
+// standard (UTF-8, SHA-256, ISO-8601, base64, v2), a count with its unit
+// (8chars, 16kb, 2nd).
+var ruleWord = regexp.MustCompile(`^(?i:utf-?(?:8|16|32)|sha-?\d+|iso-?\d+|base\d+|md5|v\d+(?:\.\d+)*|\d+[a-z]{1,5})$`)
+
+// looksLikeValue reports a word of a message that may be a secret's value.
+func looksLikeValue(w string) bool {
+	if len(w) < 4 || strings.ContainsAny(w, "[]{}\\^$|*+-/") || ruleWord.MatchString(w) {
+		return false // short, a pattern, a range or a date, a rule's word
+	}
+	digits := strings.IndexFunc(w, func(r rune) bool { return !unicode.IsDigit(r) }) < 0
+	return digits || strings.ContainsAny(w, "0123456789") && strings.IndexFunc(w, unicode.IsLetter) >= 0
 }
 
 // safeValue keeps scalars (shortened, redacted) and drops structures, which

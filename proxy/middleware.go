@@ -103,10 +103,10 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	info.peer = peerAddr(r)
 	info.client = s.trust.clientIP(r, info.peer)
 	info.rt = s.routing.Load()
-	info.route = info.rt.table.match(r.Method, r.URL.Path, r.URL.RawPath)
+	info.route = info.rt.table.match(r.Method, r.URL.Path, forwardedPath(r))
 	if r.Method == http.MethodOptions {
 		if m := r.Header.Get("Access-Control-Request-Method"); m != "" {
-			info.preflightRoute = 1 + info.rt.table.match(m, r.URL.Path, r.URL.RawPath)
+			info.preflightRoute = 1 + info.rt.table.match(m, r.URL.Path, forwardedPath(r))
 		}
 	}
 	_, info.clientID = r.Header[requestid.Header]

@@ -80,17 +80,12 @@ func canonicalPath(p string) string {
 	if !strings.HasPrefix(p, "/") {
 		p = "/" + p
 	}
-	c := path.Clean(p) // drops a trailing slash too; no allocation for a clean path
-	for i := 0; i < len(c); i++ {
-		if b := c[i]; b >= 'A' && b <= 'Z' {
-			return strings.ToLower(c)
-		}
-	}
-	return c
+	return asciiLower(path.Clean(p)) // Clean drops a trailing slash too; no allocation for a clean path
 }
 
 // match returns the index of the route for method and path (URL.Path, the
-// decoded path); raw is the path as sent when it differs (URL.RawPath).
+// decoded path); raw is the path the upstream gets (forwardedPath), "" for
+// the decoded one.
 // The route is the one Express picks: the first that matches the path as
 // sent, undecoded, with its doubled slashes, case-insensitively and with an
 // optional trailing slash — Express matches before it decodes, so
@@ -137,12 +132,25 @@ func expressPath(p string) string {
 	if len(p) > 1 && p[len(p)-1] == '/' {
 		p = p[:len(p)-1]
 	}
-	for i := 0; i < len(p); i++ {
-		if b := p[i]; b >= 'A' && b <= 'Z' {
-			return strings.ToLower(p)
+	return asciiLower(p)
+}
+
+// asciiLower is s with A-Z in lower case, and nothing else changed: Unicode
+// case folding would make a Kelvin sign a k (review). No allocation when s
+// has no capital.
+func asciiLower(s string) string {
+	for i := 0; i < len(s); i++ {
+		if b := s[i]; b >= 'A' && b <= 'Z' {
+			out := []byte(s)
+			for j := i; j < len(out); j++ {
+				if c := out[j]; c >= 'A' && c <= 'Z' {
+					out[j] = c + 'a' - 'A'
+				}
+			}
+			return string(out)
 		}
 	}
-	return p
+	return s
 }
 
 // segsMatch reports whether a canonical path matches a route with

@@ -1,7 +1,13 @@
 package proxy
 
 import (
+	"bufio"
+	"io"
+	"net"
+	"net/http"
+	"strings"
 	"testing"
+	"time"
 
 	"github.com/chatguard/chatguard/internal/config"
 )
@@ -96,6 +102,46 @@ func TestRouteTableMatch(t *testing.T) {
 	for _, tc := range tests {
 		if got := names[table.match(tc.method, tc.path, tc.raw)]; got != tc.want {
 			t.Errorf("%s %s (raw %q): route %s, want %s", tc.method, tc.path, tc.raw, got, tc.want)
+		}
+	}
+}
+
+// The route is picked from the path the upstream gets. An absolute-form
+// target is forwarded re-encoded from its decoded path, its %2F a real
+// slash: matched on the target as sent, it took a public route while the
+// app ran the protected one (review).
+func TestRouteFromTheForwardedPath(t *testing.T) {
+	t.Parallel()
+	got := make(chan string, 4)
+	up := upstream(t, func(w http.ResponseWriter, r *http.Request) { got <- r.URL.EscapedPath() })
+	h, _ := startGuarded(t, up.URL, func(c *config.Config) {
+		c.Routes = append([]config.Route{
+			{Name: "public_msgs", Path: "/v2/rooms/:roomId/messages"},
+			{Name: "rooms", Path: "/v2/rooms/:roomId/*", Auth: "required"},
+		}, c.Routes...)
+	})
+	for _, target := range []string{
+		"http://a/v2/rooms/a%2Fb{/messages", // absolute form: forwarded as /v2/rooms/a/b%7B/messages
+		"/v2/rooms/a%2Fb/messages",          // origin form: forwarded as sent, roomId a/b
+	} {
+		conn, err := net.Dial("tcp", strings.TrimPrefix(h.url, "http://"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		_ = conn.SetDeadline(time.Now().Add(5 * time.Second))
+		if _, err := io.WriteString(conn, "GET "+target+" HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n"); err != nil {
+			t.Fatal(err)
+		}
+		status, _ := bufio.NewReader(conn).ReadString('\n')
+		conn.Close()
+		want := map[bool]string{true: " 401 ", false: " 200 "}[strings.HasPrefix(target, "http")]
+		if !strings.Contains(status, want) {
+			select {
+			case p := <-got:
+				t.Errorf("%s: %q, want%s (the app got %s)", target, status, want, p)
+			default:
+				t.Errorf("%s: %q, want%s", target, status, want)
+			}
 		}
 	}
 }

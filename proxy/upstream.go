@@ -179,6 +179,18 @@ func (b *trailerBody) Read(p []byte) (int, error) {
 	return n, err
 }
 
+// forwardedPath is the path the upstream gets for r (see Rewrite): the
+// target's as it came, or, for the forms rawPath declines, Go's encoding of
+// the decoded path. Routes are matched on it, as Express matches what it
+// gets (review: an absolute-form target's %2F, re-encoded as a real slash,
+// was routed on the path chatguard did not send).
+func forwardedPath(r *http.Request) string {
+	if raw, ok := rawPath(r.RequestURI); ok {
+		return raw
+	}
+	return r.URL.EscapedPath()
+}
+
 // rawPath is the path of an origin-form request target as it came ("" and
 // false for the absolute and asterisk forms, and for a path starting with
 // "//", which as a URL's opaque part would be sent as a host).

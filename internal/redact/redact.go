@@ -420,6 +420,9 @@ var errorClassKey = regexp.MustCompile(`^[A-Z][A-Za-z0-9]*(?:Error|Exception):\s
 var sessionsErrorWords = map[string]bool{
 	"alert": true, "closed": true, "MaxEntries": true, "register": true, "table": true,
 	"the": true, "too": true, "TTL": true, "watchdog": true,
+	// a Go error it wraps ("sessions: dial tcp …: i/o timeout", review)
+	"dial": true, "read": true, "write": true, "open": true, "mkdir": true, "rename": true,
+	"context": true, "EOF": true, "redis": true, "limiter": true,
 }
 
 var textPatterns = []*regexp.Regexp{
@@ -445,10 +448,10 @@ var textPatterns = []*regexp.Regexp{
 	// "password is too short" and "session expired" stay readable.
 	// After a colon too, and "API key" / "session ID" in two words
 	// ("Invalid API key: 3f9a…", "Session ID: 7f3a…", QA).
-	regexp.MustCompile(`(?i)(\b(?:password|passwd|passphrase|pwd|secret|api[ _-]?key|session(?:[ _-]?id)?|credential)s?(?:\s*:\s*|\s+))('[^'\n]{1,256}'|"[^"\n]{1,256}"|` + "`[^`\\n]{1,256}`" + `|[^\s,;'"]*[0-9][^\s,;'"]*)`),
+	regexp.MustCompile(`(?i)(\b(?:password|passwd|passphrase|pwd|secret|api[ _-]?key|session(?:[ _-]?id)?|credential)s?(?:\s*:\s*|\s+))('[^'\n]{1,256}'|"[^"\n]{1,256}"|` + "`[^`\\n]{1,256}`" + `|[^\s,;'"]*[0-9][^\s,;'"]*|[^\s,;'"]{16,})`),
 	// Mongoose's text quotes a field's value: Path `password` (`hunter2`)
 	// is shorter than… (QA: kept when the app sent the text alone).
-	regexp.MustCompile("Path `([^`\\n]{1,64})` \\(`([^`\\n]{0,256})`\\)"),
+	regexp.MustCompile("(?s)Path `([^`\\n]{1,64})` \\(`(.{0,1000}?)`\\)"),
 }
 
 // quotedHeaderLine is a header line Go's textproto quotes whole in its
@@ -551,6 +554,8 @@ func String(s string) string {
 			return sub[1] + v[:1] + Filtered + v[:1]
 		case len(v) < 4:
 			return m // "session 5 of 9"
+		case !strings.ContainsAny(v, "0123456789") && !strings.Contains(sub[1], ":"):
+			return m // a long word in a sentence; after a colon it is the value ("API key: abcdefghijklmnop", review)
 		}
 		return sub[1] + Filtered
 	})
@@ -678,7 +683,8 @@ func mayHoldSecret(s string) bool {
 		}
 		switch s[i] | 0x20 { // ASCII lower case; other bytes match no case below
 		case 'k':
-			if strings.HasPrefix(rest, "k_live_") || strings.HasPrefix(rest, "k_test_") || hasPrefixFold(rest, "key") {
+			if strings.HasPrefix(rest, "k_live_") || strings.HasPrefix(rest, "k_test_") || hasPrefixFold(rest, "key") ||
+				i > 0 && s[i-1] == 's' && strings.HasPrefix(rest, "k-") { // sk-proj-…, sk-… (review: never reached)
 				return true
 			}
 		case 'b':

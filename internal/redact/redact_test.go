@@ -236,6 +236,11 @@ func TestString(t *testing.T) {
 		{name: "session id after a colon", in: "Session ID: 7f3a9c2e4b1d not found", want: "Session ID: [FILTERED] not found"},
 		{name: "openai key shape", in: "Incorrect API key provided: sk-proj-AbC123dEf456gHi789jKl", want: "Incorrect API key provided: [FILTERED]"},
 		{name: "mongoose path value", in: "Path `password` (`abc`) is shorter than the minimum allowed length (8).", want: "Path `password` (`[FILTERED]`) is shorter than the minimum allowed length (8)."},
+		{name: "openai key alone", in: "OpenAI call failed for sk-proj-AbC123dEf456gHi789jKlMnO", want: "OpenAI call failed for [FILTERED]"},
+		{name: "mongoose value with a backtick", in: "Path `password` (`hun`ter2`) is shorter than 8.", want: "Path `password` (`[FILTERED]`) is shorter than 8."},
+		{name: "letters after a colon", in: "Invalid API key: abcdefghijklmnopq", want: "Invalid API key: [FILTERED]"},
+		{name: "a long word in a sentence", in: "session authenticationRequired for this room", want: "session authenticationRequired for this room"},
+		{name: "sessions wrapping a Go error", in: "sessions: dial tcp 10.0.0.5:6379: i/o timeout", want: "sessions: dial tcp 10.0.0.5:6379: i/o timeout"},
 		{name: "mongoose plain field", in: "Path `email` (`a@b`) is invalid", want: "Path `email` (`a@b`) is invalid"},
 		// What a validator says of the field is no value (QA: "password:
 		// required" became "password: [FILTERED]").
