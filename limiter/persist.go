@@ -20,6 +20,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/sirupsen/logrus"
 
+	"github.com/chatguard/chatguard/internal/config"
 	"github.com/chatguard/chatguard/sessions"
 )
 
@@ -236,7 +237,7 @@ func (p *Persister) load() (int, error) {
 		// (QA). Neither read nor written.
 		p.kept.Store(true)
 		p.keptWhy = errNotRegular
-		return 0, fmt.Errorf("not a regular file (%s): it is neither read nor written; set rate_limit.file to \"\" to turn saving off", fileKind(fi.Mode()))
+		return 0, fmt.Errorf("not a regular file (%s): it is neither read nor written; set rate_limit.file to \"\" to turn saving off", config.FileKind(fi.Mode()))
 	}
 	b, err := os.ReadFile(p.o.Path)
 	if errors.Is(err, os.ErrNotExist) || errors.Is(err, syscall.ENOTDIR) {
@@ -288,22 +289,6 @@ func (p *Persister) load() (int, error) {
 
 // errNotRegular is Save's answer for a path that is no regular file.
 var errNotRegular = errors.New("not a regular file: saving is off")
-
-// fileKind names a file mode's type in words (Mode().Type() prints
-// "Dc---------").
-func fileKind(m os.FileMode) string {
-	switch {
-	case m&os.ModeCharDevice != 0:
-		return "a character device"
-	case m&os.ModeDevice != 0:
-		return "a block device"
-	case m&os.ModeNamedPipe != 0:
-		return "a FIFO"
-	case m&os.ModeSocket != 0:
-		return "a socket"
-	}
-	return "an irregular file"
-}
 
 // errKept is Save's answer while the file it would replace could not be
 // read at start (and not moved aside): saving would lose what it holds.

@@ -210,7 +210,7 @@ func TestPersistNonRegularFileUntouched(t *testing.T) {
 	if m, _ := filepath.Glob(fifo + ".*"); len(m) != 0 {
 		t.Errorf("files beside it: %v", m)
 	}
-	if !strings.Contains(log.String(), "not a regular file (a FIFO)") || !strings.Contains(log.String(), `rate_limit.file to \"\"`) {
+	if !strings.Contains(log.String(), "not a regular file (a named pipe)") || !strings.Contains(log.String(), `rate_limit.file to \"\"`) {
 		t.Errorf("log does not say why:\n%s", log.String())
 	}
 }

@@ -33,7 +33,7 @@ func ReadFile(path string) ([]byte, error) {
 		return nil, err
 	}
 	if !fi.Mode().IsRegular() {
-		return nil, fmt.Errorf("%s is %s, not a regular file", path, fileKind(fi.Mode()))
+		return nil, fmt.Errorf("%s is %s, not a regular file", path, FileKind(fi.Mode()))
 	}
 	if fi.Size() > MaxFileBytes {
 		return nil, fmt.Errorf("%s is %d bytes; a configuration file may hold at most %d (1 MiB)", path, fi.Size(), MaxFileBytes)
@@ -171,9 +171,9 @@ func capProblems(probs []string) []string {
 	return append(probs[:maxFileProblems:maxFileProblems], fmt.Sprintf("… and %d more %s", more, word))
 }
 
-// fileKind names what a path that is not a regular file is (fs.FileMode's
+// FileKind names what a path that is not a regular file is (fs.FileMode's
 // own String prints "d---------", which reads as permissions 000).
-func fileKind(m os.FileMode) string {
+func FileKind(m os.FileMode) string {
 	switch {
 	case m.IsDir():
 		return "a directory"

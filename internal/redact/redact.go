@@ -577,25 +577,25 @@ func mongoosePath(m string) string {
 // it cost 9–18 µs on a log string): true when s holds one of its words.
 func hasProseSecretWord(s string) bool {
 	for i := 0; i < len(s); i++ {
-		rest := s[i:]
-		switch s[i] | 0x20 {
-		case 'p':
-			if hasPrefixFold(rest, "pass") || hasPrefixFold(rest, "pwd") {
-				return true
-			}
-		case 's':
-			if hasPrefixFold(rest, "secret") || hasPrefixFold(rest, "session") {
-				return true
-			}
-		case 'k':
-			if hasPrefixFold(rest, "key") {
-				return true
-			}
-		case 'c':
-			if hasPrefixFold(rest, "credential") {
-				return true
-			}
+		if proseWordAt(s[i:]) {
+			return true
 		}
+	}
+	return false
+}
+
+// proseWordAt reports whether rest starts with a word of textPatterns[5]
+// (in any ASCII case): pass, pwd, secret, session, key, credential.
+func proseWordAt(rest string) bool {
+	switch rest[0] | 0x20 {
+	case 'p':
+		return hasPrefixFold(rest, "pass") || hasPrefixFold(rest, "pwd")
+	case 's':
+		return hasPrefixFold(rest, "secret") || hasPrefixFold(rest, "session")
+	case 'k':
+		return hasPrefixFold(rest, "key")
+	case 'c':
+		return hasPrefixFold(rest, "credential")
 	}
 	return false
 }
@@ -683,7 +683,7 @@ func mayHoldSecret(s string) bool {
 		}
 		switch s[i] | 0x20 { // ASCII lower case; other bytes match no case below
 		case 'k':
-			if strings.HasPrefix(rest, "k_live_") || strings.HasPrefix(rest, "k_test_") || hasPrefixFold(rest, "key") ||
+			if strings.HasPrefix(rest, "k_live_") || strings.HasPrefix(rest, "k_test_") || proseWordAt(rest) ||
 				i > 0 && s[i-1] == 's' && strings.HasPrefix(rest, "k-") { // sk-proj-…, sk-… (review: never reached)
 				return true
 			}
@@ -695,12 +695,8 @@ func mayHoldSecret(s string) bool {
 			if hasPrefixFold(rest, "token") {
 				return true
 			}
-		case 'p':
-			if hasPrefixFold(rest, "pass") || hasPrefixFold(rest, "pwd") {
-				return true
-			}
-		case 's':
-			if hasPrefixFold(rest, "secret") || hasPrefixFold(rest, "session") {
+		case 'p', 's':
+			if proseWordAt(rest) {
 				return true
 			}
 		case 'j':
@@ -708,7 +704,7 @@ func mayHoldSecret(s string) bool {
 				return true
 			}
 		case 'c':
-			if hasPrefixFold(rest, "cookie") || hasPrefixFold(rest, "credential") {
+			if hasPrefixFold(rest, "cookie") || proseWordAt(rest) {
 				return true
 			}
 		case 'a':
