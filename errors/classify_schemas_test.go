@@ -151,6 +151,10 @@ func TestClassifySecretQuotedWithoutValue(t *testing.T) {
 		"card number first":            {`{"name":"ZodError","issues":[{"code":"custom","path":["cardNumber"],"message":"4111111111111111 is not a valid card"}]}`, "4111111111111111"},
 		"password last":                {`{"name":"ZodError","issues":[{"code":"custom","path":["password"],"message":"too common: hunter2"}]}`, "hunter2"},
 		"value with a comma":           {`{"name":"ZodError","issues":[{"code":"custom","path":["password"],"message":"h4ckme99, is too common"}]}`, "h4ckme99"},
+		"card with dashes":             {`{"name":"ZodError","issues":[{"code":"custom","path":["cardNumber"],"message":"4111-1111-1111-1111 is not a valid card"}]}`, "4111-1111-1111-1111"},
+		"cvv of three":                 {`{"name":"ZodError","issues":[{"code":"custom","path":["cvv"],"message":"cvv 987 is invalid"}]}`, "cvv 987"},
+		"word with a dash":             {`{"name":"ZodError","issues":[{"code":"custom","path":["password"],"message":"hunter-2024 is too common"}]}`, "hunter-2024"},
+		"digits then letters":          {`{"name":"ZodError","issues":[{"code":"custom","path":["password"],"message":"2024pass is too common"}]}`, "2024pass"},
 		"joi secret elsewhere":         {`{"isJoi":true,"name":"ValidationError","_original":{"creditCardNumber":"4111111111111111","card":"4111111111111111"},"details":[{"message":"\"creditCardNumber\" is not allowed","path":["creditCardNumber"],"type":"object.unknown","context":{"key":"creditCardNumber","value":"4111111111111111"}},{"message":"\"card\" must be a number","path":["card"],"type":"number.base","context":{"key":"card","value":"4111111111111111"}}]}`, "4111111111111111"},
 	} {
 		res := classifyJSON(400, c.body)
@@ -174,6 +178,10 @@ func TestClassifySecretQuotedWithoutValue(t *testing.T) {
 		"'password' is required",
 		"UTF-8 only",
 		"must be at least 8chars",
+		"String must contain at most 1024 character(s)",
+		"password must be at most 1024 characters",
+		"must be less than or equal to 9999",
+		"hash must be base64url or argon2id",
 	} {
 		res := classifyJSON(400, `{"name":"ZodError","issues":[{"code":"custom","path":["password"],"message":"`+msg+`"}]}`)
 		if fs := fieldsOf(t, res.Err); len(fs) != 1 || fs[0].Message != msg {

@@ -219,11 +219,12 @@ var quotedText = regexp.MustCompile(`'[^'\n]{1,256}'|"[^"\n]{1,256}"|` + "`[^`\\
 // field, whose value is unknown, may quote of it: a quoted string (not the
 // field's own name or a secret's word: "must not contain the word
 // 'password'"), and any word that looks like a value — 4 or more digits
-// (a card number, a PIN) or letters and digits mixed ("h4ckme99 is too
-// common", "too common: hunter2"). The rule a client broke stays
-// readable: "must be 8-64 characters", "(UTF-8)", "on 2024-01-01", a
-// pattern "[A-Za-z0-9]+" (review: a first version filtered them, a second
-// let card numbers and later words through).
+// (a PIN; 3 for a cvv, cvc or pin field), 12 or more digits with dashes (a
+// card number), letters and digits mixed ("h4ckme99 is too common", "too
+// common: hunter-2024"). The rule a client broke stays readable: "must be
+// 8-64 characters", "at most 1024 character(s)", "(UTF-8)", "on
+// 2024-01-01", a pattern "[A-Za-z0-9]+" (reviews: a first version filtered
+// them, later ones let card numbers and later words through).
 func maskQuotedValues(field, msg string) string {
 	name := field[strings.LastIndexAny(field, ".[")+1:]
 	msg = quotedText.ReplaceAllStringFunc(msg, func(m string) string {
@@ -233,28 +234,61 @@ func maskQuotedValues(field, msg string) string {
 		}
 		return m[:1] + redact.Filtered + m[:1]
 	})
+	lname := strings.ToLower(name)
+	shortCode := strings.Contains(lname, "cvv") || strings.Contains(lname, "cvc") || strings.Contains(lname, "pin")
 	words := strings.Split(msg, " ")
 	for i, w := range words {
 		core := strings.Trim(w, ",.;:!?()")
-		if core != "" && looksLikeValue(core) && !strings.EqualFold(core, name) {
-			words[i] = strings.Replace(w, core, redact.Filtered, 1)
+		if core == "" || strings.EqualFold(core, name) || !looksLikeValue(core, shortCode) {
+			continue
 		}
+		if isCount(core) && (i > 0 && limitWords[strings.ToLower(strings.Trim(words[i-1], ",.;:!?()"))] ||
+			i+1 < len(words) && strings.HasPrefix(strings.ToLower(words[i+1]), "char") ||
+			i+1 < len(words) && unitWords[strings.ToLower(strings.Trim(words[i+1], ",.;:!?()"))]) {
+			continue // a rule's bound: "at most 1024 characters", "less than 9999"
+		}
+		words[i] = strings.Replace(w, core, redact.Filtered, 1)
 	}
 	return strings.Join(words, " ")
 }
 
-// ruleWord is a word of a validation rule, not a value: an encoding or a
-// standard (UTF-8, SHA-256, ISO-8601, base64, v2), a count with its unit
-// (8chars, 16kb, 2nd).
-var ruleWord = regexp.MustCompile(`^(?i:utf-?(?:8|16|32)|sha-?\d+|iso-?\d+|base\d+|md5|v\d+(?:\.\d+)*|\d+[a-z]{1,5})$`)
+// limitWords come before a rule's bound; unitWords after one.
+var (
+	limitWords = map[string]bool{"than": true, "to": true, "most": true, "least": true, "between": true, "and": true,
+		"after": true, "before": true, "max": true, "min": true, "maximum": true, "minimum": true, "of": true,
+		"under": true, "over": true, "exceed": true, "exceeds": true, "from": true, "until": true, "since": true}
+	unitWords = map[string]bool{"digits": true, "bytes": true, "letters": true, "words": true, "items": true, "years": true, "days": true}
+)
 
-// looksLikeValue reports a word of a message that may be a secret's value.
-func looksLikeValue(w string) bool {
-	if len(w) < 4 || strings.ContainsAny(w, "[]{}\\^$|*+-/") || ruleWord.MatchString(w) {
-		return false // short, a pattern, a range or a date, a rule's word
+// isCount reports a word of digits only.
+func isCount(w string) bool { return strings.Trim(w, "0123456789") == "" }
+
+// ruleWord is a word of a validation rule, not a value: an encoding, a
+// standard or an algorithm (UTF-8, SHA-256, ISO-8601, base64url, x509,
+// argon2id, E.164, v2), a count with its unit (8chars, 16kb, 2nd).
+var ruleWord = regexp.MustCompile(`^(?i:utf-?(?:8|16|32)|sha-?\d+|iso-?\d+|base\d+(?:url)?|md5|x509|pbkdf2|argon2(?:id|i|d)?|e\.?164|v\d{1,2}(?:\.\d+)*|\d+(?:chars?|characters?|kb|mb|gb|st|nd|rd|th|px|ms|s|m|h|d))$`)
+
+// looksLikeValue reports a word of a message that may be a secret's value;
+// shortCode: the field holds a 3-digit code (cvv, cvc, pin).
+func looksLikeValue(w string, shortCode bool) bool {
+	if strings.ContainsAny(w, "[]{}\\^") || strings.HasPrefix(w, "/") || ruleWord.MatchString(w) {
+		return false // a pattern, a rule's word
 	}
-	digits := strings.IndexFunc(w, func(r rune) bool { return !unicode.IsDigit(r) }) < 0
-	return digits || strings.ContainsAny(w, "0123456789") && strings.IndexFunc(w, unicode.IsLetter) >= 0
+	digits := 0
+	for i := 0; i < len(w); i++ {
+		if w[i] >= '0' && w[i] <= '9' {
+			digits++
+		}
+	}
+	switch {
+	case digits == 0:
+		return false
+	case isCount(w):
+		return len(w) >= 4 || shortCode && len(w) >= 3
+	case strings.IndexFunc(w, unicode.IsLetter) >= 0:
+		return len(w) >= 4 // letters and digits mixed
+	}
+	return digits >= 12 // 4111-1111-1111-1111; not 8-64 nor 2024-01-01
 }
 
 // safeValue keeps scalars (shortened, redacted) and drops structures, which

@@ -451,7 +451,10 @@ var textPatterns = []*regexp.Regexp{
 	regexp.MustCompile(`(?i)(\b(?:password|passwd|passphrase|pwd|secret|api[ _-]?key|session(?:[ _-]?id)?|credential)s?(?:\s*:\s*|\s+))('[^'\n]{1,256}'|"[^"\n]{1,256}"|` + "`[^`\\n]{1,256}`" + `|[^\s,;'"]*[0-9][^\s,;'"]*|[^\s,;'"]{16,})`),
 	// Mongoose's text quotes a field's value: Path `password` (`hunter2`)
 	// is shorter than… (QA: kept when the app sent the text alone).
-	regexp.MustCompile("(?s)Path `([^`\\n]{1,64})` \\(`(.{0,1000}?)`\\)"),
+	// Its value ends at "`) is" (Mongoose's every such message goes on
+	// "is shorter…", "is longer…", "is not a valid enum value…"): a
+	// backtick inside the value does not end it (review).
+	regexp.MustCompile("(?s)Path `([^`\\n]{1,64})` \\(`(.*?)`\\) is\\b"),
 }
 
 // quotedHeaderLine is a header line Go's textproto quotes whole in its
@@ -542,7 +545,7 @@ func String(s string) string {
 	s = textPatterns[3].ReplaceAllString(s, "${1}"+Filtered+"@")
 	s = textPatterns[4].ReplaceAllString(s, Filtered)
 	if !hasProseSecretWord(s) {
-		return textPatterns[6].ReplaceAllStringFunc(s, mongoosePath)
+		return mongooseUnended(textPatterns[6].ReplaceAllStringFunc(s, mongoosePath))
 	}
 	s = textPatterns[5].ReplaceAllStringFunc(s, func(m string) string {
 		sub := textPatterns[5].FindStringSubmatch(m)
@@ -559,7 +562,7 @@ func String(s string) string {
 		}
 		return sub[1] + Filtered
 	})
-	return textPatterns[6].ReplaceAllStringFunc(s, mongoosePath)
+	return mongooseUnended(textPatterns[6].ReplaceAllStringFunc(s, mongoosePath))
 }
 
 // mongoosePath filters the value Mongoose's text quotes for a sensitive
@@ -569,7 +572,30 @@ func mongoosePath(m string) string {
 	if !IsSensitiveKey(sub[1]) || sub[2] == Filtered {
 		return m
 	}
-	return "Path `" + sub[1] + "` (`" + Filtered + "`)"
+	return "Path `" + sub[1] + "` (`" + Filtered + "`) is"
+}
+
+// mongooseUnended filters what follows "Path `password` (`" when no "`) is"
+// ends the value (a value cut off, or longer than the message: Mongoose's
+// maxlength message quotes it whole): everything after it.
+func mongooseUnended(s string) string {
+	for from := 0; ; {
+		i := strings.Index(s[from:], "Path `")
+		if i < 0 {
+			return s
+		}
+		i += from
+		rest := s[i+len("Path `"):]
+		name, after, ok := strings.Cut(rest, "` (`")
+		if !ok || len(name) > 64 || strings.ContainsAny(name, "`\n") {
+			from = i + 1
+			continue
+		}
+		if IsSensitiveKey(name) && !strings.HasPrefix(after, Filtered+"`) is") {
+			return s[:len(s)-len(after)] + Filtered + "`)"
+		}
+		from = i + 1
+	}
 }
 
 // hasProseSecretWord is a cheap pre-check for textPatterns[5], whose
