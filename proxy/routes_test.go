@@ -12,22 +12,34 @@ import (
 	"github.com/chatguard/chatguard/internal/config"
 )
 
+type routeCase struct{ method, path, raw, want string }
+
+// checkRoutes builds a table of routes and checks the route each case gets.
+func checkRoutes(t *testing.T, routes []config.Route, cases []routeCase) {
+	t.Helper()
+	table := newRouteTable(routes)
+	names := table.names()
+	for _, tc := range cases {
+		if got := names[table.match(tc.method, tc.path, tc.raw)]; got != tc.want {
+			t.Errorf("%s %s (raw %q): route %s, want %s", tc.method, tc.path, tc.raw, got, tc.want)
+		}
+	}
+}
+
 // Routes match as an Express backend routes: a /* prefix, an exact path,
 // and :name parameters taking one non-empty segment (QA: a route written
 // /v2/rooms/:roomId/members/:userId was valid, never matched, and its
 // auth and limit were skipped without a word).
 func TestRouteTableMatch(t *testing.T) {
 	t.Parallel()
-	table := newRouteTable([]config.Route{
+	checkRoutes(t, []config.Route{
 		{Name: "kick", Methods: []string{"DELETE"}, Path: "/v2/rooms/:roomId/members/:userId"},
 		{Name: "messages", Methods: []string{"GET", "POST"}, Path: "/v2/Rooms/:roomId/messages"},
 		{Name: "room_files", Path: "/v2/rooms/:roomId/files/*"},
 		{Name: "rooms", Path: "/v2/rooms/*"},
 		{Name: "login", Methods: []string{"POST"}, Path: "/auth/login"},
 		{Name: "all", Path: "/*"},
-	})
-	names := table.names()
-	tests := []struct{ method, path, raw, want string }{
+	}, []routeCase{
 		{"DELETE", "/v2/rooms/r1/members/u2", "", "kick"},
 		{"DELETE", "/V2/ROOMS/r1/members/u2/", "", "kick"},
 		{"GET", "/v2/rooms/r1/members/u2", "", "rooms"}, // method narrows
@@ -46,19 +58,17 @@ func TestRouteTableMatch(t *testing.T) {
 		{"GET", "/auth/login", "", "all"},
 		{"GET", "/", "", "all"},
 		{"GET", "/health", "", "all"},
-	}
+	})
 	// An earlier public route must not take a spelling Express hands a
 	// later protected one (QA: /v2/rooms/lobb%79/x went to public_room,
 	// the app ran the :roomId handler, no auth, no limit).
-	table = newRouteTable([]config.Route{
+	checkRoutes(t, []config.Route{
 		{Name: "public_room", Path: "/v2/rooms/lobby/x"},
 		{Name: "rooms", Path: "/v2/rooms/:roomId/*"},
 		{Name: "adminpub", Path: "/admin/status"},
 		{Name: "admin", Path: "/admin/*"},
 		{Name: "messages", Path: "/api/messages/*"},
-	})
-	names = table.names()
-	tests = append(tests[:0], []struct{ method, path, raw, want string }{
+	}, []routeCase{
 		{"GET", "/v2/rooms/lobby/x", "", "public_room"},
 		{"GET", "/V2/Rooms/Lobby/X/", "", "public_room"},
 		{"GET", "/v2/rooms/lobby/x", "/v2/rooms/lobb%79/x", "rooms"},
@@ -73,37 +83,20 @@ func TestRouteTableMatch(t *testing.T) {
 		// counts it, so that a spelling does not dodge a limit.
 		{"GET", "/api/messages/1", "/api/m%65ssages/1", "messages"},
 		{"GET", "/api//messages/1", "", "messages"},
-	}...)
-	for _, tc := range tests {
-		if got := names[table.match(tc.method, tc.path, tc.raw)]; got != tc.want {
-			t.Errorf("%s %s (raw %q): route %s, want %s", tc.method, tc.path, tc.raw, got, tc.want)
-		}
-	}
+	})
 	// A %2F that joins segments as sent: Express runs the shorter route
 	// (review: room_messages, without auth, took it).
-	table = newRouteTable([]config.Route{
+	checkRoutes(t, []config.Route{
 		{Name: "room_messages", Path: "/v2/rooms/:roomId/messages"},
 		{Name: "room", Path: "/v2/rooms/:roomId"},
 		{Name: "public", Path: "/public/*"},
 		{Name: "settings", Path: "/:tenant/settings"},
-	})
-	names = table.names()
-	tests = append(tests[:0], []struct{ method, path, raw, want string }{
+	}, []routeCase{
 		{"GET", "/v2/rooms/secret-room/messages", "/v2/rooms/secret-room%2Fmessages", "room"},
 		{"GET", "/v2/rooms/secret-room/messages", "", "room_messages"},
 		{"GET", "/public/x/settings", "/public%2Fx/settings", "settings"},
 		{"GET", "/public/x/settings", "", "public"},
-	}...)
-	for _, tc := range tests {
-		if got := names[table.match(tc.method, tc.path, tc.raw)]; got != tc.want {
-			t.Errorf("%s %s (raw %q): route %s, want %s", tc.method, tc.path, tc.raw, got, tc.want)
-		}
-	}
-	for _, tc := range tests {
-		if got := names[table.match(tc.method, tc.path, tc.raw)]; got != tc.want {
-			t.Errorf("%s %s (raw %q): route %s, want %s", tc.method, tc.path, tc.raw, got, tc.want)
-		}
-	}
+	})
 }
 
 // The route is picked from the path the upstream gets. An absolute-form
