@@ -68,13 +68,9 @@ type Persister struct {
 	// device, FIFO or socket (set before the save loop starts).
 	keptWhy error
 	shown   string // the path as logged: absolute
-	// failedSave is set by a failure, cleared (and said) by the loop's
-	// next save that works: only the loop and NewPersister touch it
-	// before Close.
-	failedSave bool
-	stop       chan struct{}
-	done       chan struct{}
-	once       sync.Once
+	stop    chan struct{}
+	done    chan struct{}
+	once    sync.Once
 }
 
 // NewPersister loads the file (when there is one) into the table and starts
@@ -134,7 +130,6 @@ func NewPersister(o PersistOptions) (*Persister, error) {
 func (p *Persister) Healthy() bool { return p.ok.Load() }
 
 func (p *Persister) fail(msg string, err error) {
-	p.failedSave = true
 	p.ok.Store(false)
 	p.failures.Inc()
 	p.o.Logger.WithError(err).WithField("path", p.shown).Error(msg)
@@ -217,10 +212,10 @@ func (p *Persister) loop() {
 		case <-p.stop:
 			return
 		case <-t.C:
+			failing := !p.ok.Load() // a failure since the last save that worked
 			if err := p.Save(); err != nil {
 				p.fail("cannot save the rate-limit file; limits live in memory only", err)
-			} else if p.failedSave {
-				p.failedSave = false
+			} else if failing {
 				p.o.Logger.WithField("path", p.shown).Info("the rate-limit file is saved again; limits survive a restart")
 			}
 		}

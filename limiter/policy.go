@@ -39,8 +39,11 @@ type KeyPart struct {
 	// (Authorization, Cookie, X-Api-Key, refresh_token…): its value is
 	// hashed in the key.
 	secret bool
-	free   bool // a header or body field: any value a client sends
 }
+
+// free reports a part any value a client sends can fill: a header or a
+// body field.
+func (k KeyPart) free() bool { return k.Kind == "header" || k.Kind == "body" }
 
 // Request is what a key is built from.
 type Request struct {
@@ -69,8 +72,9 @@ func NewPolicy(name string, l config.RouteLimit, multiplier float64) *Policy {
 		if arg != "" {
 			label += ":" + userkey.ASCIILower(arg)
 		}
-		free := kind == "header" || kind == "body"
-		p.Key = append(p.Key, KeyPart{Kind: kind, Arg: arg, label: label + "=", secret: free && redact.IsSensitiveKey(arg), free: free})
+		part := KeyPart{Kind: kind, Arg: arg, label: label + "="}
+		part.secret = part.free() && redact.IsSensitiveKey(arg)
+		p.Key = append(p.Key, part)
 	}
 	return p
 }
@@ -121,7 +125,7 @@ func (p *Policy) KeyFor(r Request) string {
 		b.WriteString(part.label)
 		// Judged as sent: lower-cased, AKIA…, AIza… and eyJ… no longer
 		// look like what they are (review).
-		secret := part.secret || part.free && redact.String(v) != v
+		secret := part.secret || part.free() && redact.String(v) != v
 		switch part.Kind {
 		case "user":
 			// Ana@X.com and ana@x.com are one user; a sub claim is
