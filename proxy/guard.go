@@ -78,6 +78,7 @@ func (s *Server) guard(w *responseWriter, r *http.Request, info *reqInfo) bool {
 			return false
 		}
 	}
+	info.user = id.User
 	if policy == nil || s.limiter == nil {
 		return true
 	}
@@ -192,8 +193,19 @@ func (s *Server) securityLog(info *reqInfo, msg string, f logrus.Fields) {
 	f[logging.FieldCategory] = logging.CategorySecurity
 	f["remoteIp"] = info.client.String()
 	f["route"] = info.rt.names[info.route]
+	if info.user != "" {
+		f["user"] = logUser(info.user)
+	}
 	s.log.WithFields(f).Warn(msg)
 }
+
+// maxUserLogBytes bounds the user key on a log line: it is a token's claim,
+// and a log line is no place for a page of it.
+const maxUserLogBytes = 256
+
+// logUser is the user key as log lines carry it (the seed's enriched
+// context: the user, beside the endpoint and the request id).
+func logUser(u string) string { return capText(userkey.Normalise(u), maxUserLogBytes) }
 
 // setRateLimitHeaders writes the IETF draft's RateLimit-Policy and RateLimit fields.
 func setRateLimitHeaders(w *responseWriter, d limiter.Decision) {

@@ -821,3 +821,38 @@ func TestRequestLatencyBucketsPastHeaderTimeout(t *testing.T) {
 		t.Errorf("%s = %v, want 1 (-1: no such bucket)", series, v)
 	}
 }
+
+// The lines of a request with a verified token name its user (the seed's
+// enriched context: user, endpoint, request id), as the limits key it:
+// lower-cased when it is an e-mail address. Before, no line did (QA: after
+// an eviction or a 429 the log could not say who).
+func TestLogLinesNameTheUser(t *testing.T) {
+	t.Parallel()
+	up := upstream(t, func(w http.ResponseWriter, r *http.Request) {})
+	h, _ := startGuarded(t, up.URL, nil)
+	tok := token(t, jwt.MapClaims{"email": "Ada@Example.com", "role": "basic", "exp": time.Now().Add(time.Hour).Unix()})
+	for i := 0; i < 31; i++ {
+		req, _ := http.NewRequest(http.MethodPost, h.url+"/api/messages/send", nil)
+		req.Header.Set("Authorization", "Bearer "+tok)
+		h.do(req)
+	}
+	h.get("/api/messages/anonymous") // no token: no user
+	waitFor(t, "32 access lines", func() bool { return strings.Count(h.logs.String(), `"request completed"`) >= 32 })
+	var named, anonymous, limited int
+	for _, l := range h.logs.lines(t) {
+		switch {
+		case l["msg"] == "request completed" && l["path"] == "/api/messages/anonymous":
+			if _, ok := l["user"]; !ok {
+				anonymous++
+			}
+		case l["msg"] == "request completed" && l["user"] == "ada@example.com":
+			named++
+		case l["msg"] == "rate limit exceeded" && l["user"] == "ada@example.com" && l["policy"] == "messages":
+			limited++
+		}
+	}
+	if named != 31 || anonymous != 1 || limited != 1 {
+		t.Errorf("%d access lines named the user (want 31), %d anonymous ones did not (want 1), %d limit lines named it (want 1):\n%s",
+			named, anonymous, limited, h.logs.String())
+	}
+}

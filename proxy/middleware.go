@@ -44,9 +44,11 @@ type reqInfo struct {
 	// upstreamID: the requestId of the app's own envelope, passed through
 	// in place of chatguard's (see apierrors.Result.UpstreamRequestID)
 	upstreamID string
-	code       apierrors.Code
-	reason     string
-	closed     bool // the client went away before the upstream answered
+	// user: the user key of the request's verified token (routes with auth)
+	user   string
+	code   apierrors.Code
+	reason string
+	closed bool // the client went away before the upstream answered
 	// bodyTimedOut: the client stopped sending its body (idleBody). net/http
 	// cancels the request's context on the failed read, so the transport
 	// may report that instead.
@@ -552,6 +554,9 @@ func (s *Server) accessLog(w *responseWriter, r *http.Request, info *reqInfo, st
 	f["duration"] = float64(elapsed.Microseconds()) / 1000
 	f["bytes"] = w.bytes
 	f["remoteIp"] = info.client.String()
+	if info.user != "" {
+		f["user"] = logUser(info.user)
+	}
 	if info.code != "" {
 		f["code"] = string(info.code)
 	}

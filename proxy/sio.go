@@ -551,12 +551,16 @@ func (s *sioSession) event(pkt socketio.Packet) verdict {
 			h.s.log.WithError(err).WithFields(logrus.Fields{"requestId": s.reqID, logging.FieldCategory: logging.CategorySecurity}).
 				Warn("rate-limit store failed; event let through")
 		} else if d.Limited() {
-			return s.rejectEvent(pkt, name, d)
+			return s.rejectEvent(pkt, name, user, d)
 		} else if d.Shadow {
-			h.s.log.WithFields(logrus.Fields{
+			f := logrus.Fields{
 				"requestId": s.reqID, logging.FieldCategory: logging.CategorySecurity,
 				"event": name, "retryAfterSeconds": ceilSeconds(d.RetryAfter),
-			}).Warn("socket.io event over its limit (shadow mode: let through)")
+			}
+			if user != "" {
+				f["user"] = logUser(user)
+			}
+			h.s.log.WithFields(f).Warn("socket.io event over its limit (shadow mode: let through)")
 		}
 	}
 	if h.registry != nil && socketID != "" {
@@ -577,7 +581,7 @@ func (s *sioSession) event(pkt socketio.Packet) verdict {
 
 // rejectEvent takes an over-limit event out: its attachments too, and the
 // client hears of it on the ack it asked for, else on the error event.
-func (s *sioSession) rejectEvent(pkt socketio.Packet, name string, d limiter.Decision) verdict {
+func (s *sioSession) rejectEvent(pkt socketio.Packet, name, user string, d limiter.Decision) verdict {
 	h := s.hub
 	retry := ceilSeconds(d.RetryAfter)
 	e := apierrors.New(apierrors.CodeRateLimitExceeded, "")
@@ -593,10 +597,14 @@ func (s *sioSession) rejectEvent(pkt socketio.Packet, name string, d limiter.Dec
 	if h.s.abuse != nil {
 		h.s.abuse.Rejected(s.ip, s.reqID)
 	}
-	h.s.log.WithFields(logrus.Fields{
+	f := logrus.Fields{
 		"requestId": s.reqID, logging.FieldCategory: logging.CategorySecurity,
 		"event": name, "retryAfterSeconds": retry,
-	}).Info("socket.io event over its limit")
+	}
+	if user != "" {
+		f["user"] = logUser(user)
+	}
+	h.s.log.WithFields(f).Info("socket.io event over its limit")
 	if pkt.Type == socketio.PacketBinaryEvent {
 		s.mu.Lock()
 		s.skip += pkt.Attachments
@@ -800,11 +808,13 @@ func (s *sioSession) disconnect(reason string) {
 		nss = []string{"/"}
 	}
 	p := s.pair
+	user := s.id.User
 	if p == nil || s.polled && !s.upgraded {
 		if s.over || s.killed { // ended, or already told to end: once is enough
 			s.mu.Unlock()
 			return
 		}
+		s.logKick(reason, user) // before, a polling socket's kick was not logged
 		var bye [][]byte
 		for _, ns := range nss {
 			bye = append(bye, socketio.EncodeDisconnect(ns))
@@ -831,10 +841,18 @@ func (s *sioSession) disconnect(reason string) {
 		toClient = toClient && p.send(bye) == nil
 		toUp = toUp && p.sendUp(bye) == nil
 	}
-	s.hub.s.log.WithFields(logrus.Fields{
-		"requestId": s.reqID, logging.FieldCategory: logging.CategorySocket, "reason": reason,
-	}).Info("socket disconnected by chatguard")
+	s.logKick(reason, user)
 	p.end(sideChatguard, websocket.StatusNormalClosure, "disconnected: "+reason, "")
+}
+
+// logKick says which user's socket chatguard disconnected, and why: after an
+// eviction (TTL, capacity, emergency) the log named no one (QA).
+func (s *sioSession) logKick(reason, user string) {
+	f := logrus.Fields{"requestId": s.reqID, logging.FieldCategory: logging.CategorySocket, "reason": reason}
+	if user != "" {
+		f["user"] = logUser(user)
+	}
+	s.hub.s.log.WithFields(f).Info("socket disconnected by chatguard")
 }
 
 // closeForDrain tells a polling client the session is over (the Engine.IO

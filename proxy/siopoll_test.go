@@ -134,6 +134,8 @@ func TestSocketIOPollingKickTellsUpstream(t *testing.T) {
 	}
 	waitFor(t, "the upstream to hear DISCONNECT", func() bool { return slices.Contains(fake.postBodies(), "41") })
 	env.waitStats(t, [3]int{0, 0, 0})
+	// Logged as a WebSocket's kick is (before, a polling socket's was not).
+	waitFor(t, "the kick's line", func() bool { return kickLines(t, h, testUser, "admin") == 1 })
 }
 
 // The kick's DISCONNECT reaches engine.io before the long-poll it holds is

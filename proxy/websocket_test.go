@@ -450,6 +450,29 @@ func TestSocketIOEvents(t *testing.T) {
 	if v := metricValue(t, h, `chatguard_websocket_frames_total{direction="client_to_upstream"}`); v < 6 {
 		t.Errorf("frames client_to_upstream = %v", v)
 	}
+	// Each refusal's line names the user (the seed's enriched context).
+	named := 0
+	for _, l := range h.logs.lines(t) {
+		if l["msg"] == "socket.io event over its limit" && l["event"] == "send-message" && l["user"] == testUser {
+			named++
+		}
+	}
+	if named != 3 {
+		t.Errorf("%d refusal lines name %s, want 3:\n%s", named, testUser, h.logs.String())
+	}
+}
+
+// kickLines counts the "socket disconnected by chatguard" lines naming user
+// with reason.
+func kickLines(t *testing.T, h *harness, user, reason string) int {
+	t.Helper()
+	n := 0
+	for _, l := range h.logs.lines(t) {
+		if l["msg"] == "socket disconnected by chatguard" && l["user"] == user && l["reason"] == reason {
+			n++
+		}
+	}
+	return n
 }
 
 func TestSocketIOAuthRequired(t *testing.T) {
@@ -587,6 +610,9 @@ func TestSocketIOExpiredUserIsDisconnected(t *testing.T) {
 	}
 	env.waitStats(t, [3]int{})
 	waitMetric(t, env.harness, `chatguard_websocket_forced_disconnects_total{reason="expired"}`, 1)
+	// Who was disconnected, and why (QA: after a TTL or emergency eviction
+	// the log named no one).
+	waitFor(t, "the line of the expired user's disconnect", func() bool { return kickLines(t, env.harness, testUser, "expired") == 1 })
 }
 
 func TestSocketIOSocketsPerIP(t *testing.T) {
