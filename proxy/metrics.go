@@ -31,6 +31,7 @@ type serverMetrics struct {
 	upstreamErrors  *prometheus.CounterVec
 	upstreamRetries prometheus.Counter
 	envelopes       *prometheus.CounterVec
+	acceptErrors    *prometheus.CounterVec
 }
 
 // newServerMetrics registers the server's metrics; ready tells
@@ -76,6 +77,10 @@ func newServerMetrics(reg prometheus.Registerer, ready func() bool) (*serverMetr
 			Name: "chatguard_upstream_errors_total",
 			Help: "Failures to get an answer from the upstream, by envelope code and reason (refused, reset, timeout, dns, eof, body_too_large, client_closed (code none), bad_response, bad_request, tls, other).",
 		}, []string{"code", "reason"}),
+		acceptErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "chatguard_accept_errors_total",
+			Help: "Connections a listener could not accept (out of file descriptors, EMFILE/ENFILE, above all), by listener: while it lasts, clients and probes wait or time out.",
+		}, []string{"listener"}),
 		upstreamRetries: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "chatguard_upstream_retries_total",
 			Help: "Idempotent requests sent again on a new upstream connection because a reused one, idle for 1 s or more or reset, closed before any answer.",
@@ -99,7 +104,9 @@ func newServerMetrics(reg prometheus.Registerer, ready func() bool) (*serverMetr
 		m.upstreamErrors.WithLabelValues(string(apierrors.CodeUpstreamUnavailable), reason)
 	}
 	m.upstreamErrors.WithLabelValues(string(apierrors.CodeUpstreamTimeout), "timeout")
-	for _, c := range []prometheus.Collector{requests, durations, m.inFlight, m.conns, m.upgraded, m.ready, m.upstreamErrors, m.upstreamRetries, m.envelopes} {
+	m.acceptErrors.WithLabelValues("public")
+	m.acceptErrors.WithLabelValues("admin")
+	for _, c := range []prometheus.Collector{requests, durations, m.inFlight, m.conns, m.upgraded, m.ready, m.upstreamErrors, m.upstreamRetries, m.envelopes, m.acceptErrors} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("proxy: register metrics: %w", err)
 		}

@@ -278,7 +278,6 @@ func (s *Server) readyNow() *notReady {
 // Drain) and shuts both down. It returns nil after a graceful stop, or the
 // error that made a listener fail. The listeners are closed on return.
 func (s *Server) Serve(ctx context.Context, public, admin net.Listener) error {
-	errLog := newStdLogger(s.log, logrus.DebugLevel)
 	pub := &http.Server{
 		Handler:           s,
 		ReadHeaderTimeout: s.cfg.Server.ReadHeaderTimeout,
@@ -286,7 +285,7 @@ func (s *Server) Serve(ctx context.Context, public, admin net.Listener) error {
 		// net/http allows MaxHeaderBytes+4 KiB and answers a plain 431 above
 		// it; the middleware answers an envelope from the configured size on.
 		MaxHeaderBytes: 2 * s.cfg.Server.MaxHeaderBytes,
-		ErrorLog:       errLog,
+		ErrorLog:       newServerErrorLog(s.log, "public", s.metrics.acceptErrors.WithLabelValues("public")),
 		// OPTIONS * reaches the handler (request id, access line), as every
 		// other request does.
 		DisableGeneralOptionsHandler: true,
@@ -308,7 +307,7 @@ func (s *Server) Serve(ctx context.Context, public, admin net.Listener) error {
 		ReadHeaderTimeout: s.cfg.Server.ReadHeaderTimeout,
 		IdleTimeout:       s.cfg.Server.IdleTimeout,
 		MaxHeaderBytes:    64 << 10,
-		ErrorLog:          errLog,
+		ErrorLog:          newServerErrorLog(s.log, "admin", s.metrics.acceptErrors.WithLabelValues("admin")),
 	}
 	s.pub.Store(pub)
 	s.ws.start()
