@@ -524,3 +524,36 @@ func TestEnvelopeBearerChallenge(t *testing.T) {
 		t.Errorf("details = %v, want the app's code", env["details"])
 	}
 }
+
+// An access line's target is cut at maxLogPath bytes as the line holds it:
+// what JSON would escape into more bytes is percent-encoded first (QA: 8,000
+// bytes of 0xff made a 24 KB line, each byte a \ufffd and lost).
+func TestLogPathBoundsTheLine(t *testing.T) {
+	for in, want := range map[string]string{
+		"/plain?q=1":            "/plain?q=1",
+		"/é/ü?x=日本":             "/é/ü?x=日本",
+		"/\ufffd":               "/\ufffd", // a U+FFFD sent as such is text
+		"/x?q=\xff\xfe":         "/x?q=%FF%FE",
+		"/x?q=\"a\\b\"\x01\x7f": "/x?q=%22a%5Cb%22%01%7F",
+		"/x?q=\u2028\u2029":     "/x?q=%E2%80%A8%E2%80%A9",
+		"/x?q=\xe6\x97":         "/x?q=%E6%97", // a cut character
+		"/x?q=ok\xc0\xafok":     "/x?q=ok%C0%AFok",
+	} {
+		if got := logPath(in); got != want {
+			t.Errorf("logPath(%q) = %q, want %q", in, got, want)
+		}
+	}
+	for _, in := range []string{"/x?q=" + strings.Repeat("\xff", 8000), "/x?q=" + strings.Repeat("\\", 8000), "/x?q=" + strings.Repeat("\u2028", 3000)} {
+		got := logPath(in)
+		line, err := json.Marshal(map[string]string{"path": got})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(line) > maxLogPath+64 {
+			t.Errorf("a %d-byte target made a %d-byte field", len(in), len(line))
+		}
+	}
+	if p := "/ok/path?q=1"; testing.AllocsPerRun(100, func() { _ = logPath(p) }) != 0 {
+		t.Error("a target with nothing to escape allocates")
+	}
+}

@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/coder/websocket"
@@ -60,6 +61,12 @@ type sioSession struct {
 	followed   bool // polling: a request came after the handshake
 	upgraded   bool // the client finished the upgrade to WebSocket
 	killed     bool // polling: end the session once the next poll carried the notices
+	kicked     bool // Disconnect was called (eviction, admin, block): once is enough
+	// ending: chatguard is ending the session (a kill, a kick): what the
+	// client sends from now on is dropped unread, not inspected, so that
+	// it makes no more log lines (QA: one polling POST of 40,000 packets
+	// wrote a line for each, 9.8 MB, after the first had ended the session).
+	ending atomic.Bool
 	// getCut: the client's connection closed while its GET waited and a
 	// WebSocket (a probe) held the session, so the GET did not end it. If
 	// the probe ends without the upgrade and no GET came since, the client
@@ -80,8 +87,17 @@ type sioSession struct {
 // or starts one, admitted against the per-user and per-IP socket limits.
 func (h *wsHub) sessionFor(r *http.Request, info *reqInfo) (*sioSession, *apierrors.Error) {
 	sid := r.URL.Query().Get("sid")
-	if sess := h.polling(sid); sid != "" && sess != nil {
-		return sess, nil
+	if sid != "" {
+		// An upgrade of a polling session chatguard follows. Any other sid
+		// is refused, as a poll of it is: a session chatguard ended (the
+		// backend may still have it) resumed on a WebSocket carried on
+		// with the backend's socket, outside presence, the per-user
+		// socket cap, kicks and evictions (review); one chatguard never
+		// saw would run uninspected.
+		if sess := h.polling(sid); sess != nil {
+			return sess, nil
+		}
+		return nil, h.unfollowedSession(sid, "websocket")
 	}
 	sess := &sioSession{hub: h, reqID: info.id, ip: info.client, sid: sid, lastSeen: time.Now(), wake: make(chan struct{}, 1),
 		path: r.URL.Path, host: r.Host}
@@ -133,17 +149,20 @@ func socketLimitError(err error) *apierrors.Error {
 func (s *sioSession) claimWS() bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.wsBusy || s.killed { // a session chatguard ended is not upgraded either
+	if s.wsBusy || s.killed || s.over { // a session chatguard ended is not upgraded either
 		return false
 	}
 	s.wsBusy = true
 	return true
 }
 
-func (s *sioSession) attach(p *wsPair) {
+// attach makes p the session's WebSocket (a probe until the upgrade); false
+// when the session already ended, and p must end too.
+func (s *sioSession) attach(p *wsPair) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.pair = p
+	return !s.over
 }
 
 // detach is told that p ended. A WebSocket that carried the session ends
@@ -185,8 +204,16 @@ func (s *sioSession) ended() {
 	s.overOnce.Do(func() {
 		s.mu.Lock()
 		s.over = true
-		id, registered, sid, polled, pids := s.socketID, s.registered, s.sid, s.polled, s.pids
+		id, registered, sid, polled, pids, pair := s.socketID, s.registered, s.sid, s.polled, s.pids, s.pair
 		s.mu.Unlock()
+		if pair != nil {
+			// A probe still open when the polling session ended (a kill,
+			// a 413): left, it could complete the upgrade and relay the
+			// backend's socket past presence and kicks (review). A
+			// WebSocket that carried the session is ending already.
+			h := s.hub
+			h.background(func() { pair.end(sideChatguard, websocket.StatusNormalClosure, "session ended", "") })
+		}
 		s.telling.Wait() // at most tellUpstream's 5 s
 		s.pollStop()
 		h := s.hub
@@ -218,6 +245,9 @@ func (s *sioSession) ended() {
 // reports whether to forward it; what it takes out it answers itself.
 func (s *sioSession) fromClient(typ websocket.MessageType, msg []byte) bool {
 	if typ == websocket.MessageBinary {
+		if s.ending.Load() {
+			return false
+		}
 		forward, v := s.attachment()
 		s.deliver(v)
 		return forward
@@ -258,6 +288,9 @@ func (s *sioSession) fromClient(typ websocket.MessageType, msg []byte) bool {
 			})
 		}
 	case socketio.EIOMessage:
+		if s.ending.Load() {
+			return false // see ending; Engine.IO's own packets (an upgrade under way) still pass
+		}
 		v := s.clientPacket(data)
 		s.deliver(v)
 		if v.upstream != nil {
@@ -639,6 +672,9 @@ func (s *sioSession) deliver(v verdict) {
 	if len(v.replies) == 0 && !v.kill {
 		return
 	}
+	if v.kill {
+		s.ending.Store(true)
+	}
 	s.mu.Lock()
 	p := s.pair
 	if p == nil || s.polled && !s.upgraded { // polling (or probing): the next poll carries them
@@ -797,6 +833,18 @@ func (s *sioSession) forget(ns string) {
 // the client gets DISCONNECT for each namespace, so that it does not
 // reconnect blindly; the upstream hears the client leave; then both close.
 func (s *sioSession) Disconnect(reason string) {
+	s.mu.Lock()
+	first := !s.kicked && !s.killed && !s.over
+	s.kicked = true
+	s.mu.Unlock()
+	s.ending.Store(true)
+	if !first {
+		// Disconnected already (an eviction's socket is still listed
+		// while it closes, and a kick finds it again): one socket is one
+		// forced disconnect (review: an emergency shed then an admin kick
+		// counted two).
+		return
+	}
 	s.hub.metrics.forced.WithLabelValues(reason).Inc()
 	s.hub.background(func() { s.disconnect(reason) })
 }

@@ -474,6 +474,7 @@ type fakePolling struct {
 	// with an Origin grants it (the app's CORS).
 	engine bool
 	closed bool
+	probes atomic.Int64 // WebSockets accepted
 }
 
 func newFakePolling(t *testing.T, hold time.Duration) *fakePolling {
@@ -571,6 +572,7 @@ func (f *fakePolling) probe(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		return
 	}
+	f.probes.Add(1)
 	defer c.CloseNow()
 	for {
 		_, msg, err := c.Read(r.Context())

@@ -60,6 +60,9 @@ func TestSocketIONamespacesBounded(t *testing.T) {
 		}
 	}
 	cl.send("40/one-too-many,")
+	for i := 0; i < 30; i++ { // on their way before the close: dropped unread, and not logged (QA)
+		cl.send(fmt.Sprintf("40/later%d,", i))
+	}
 	got, _ := cl.until()
 	if len(got) == 0 || !strings.HasPrefix(got[0], "44/one-too-many,") || !strings.Contains(got[0], "VALIDATION_ERROR") {
 		t.Errorf("CONNECT past the cap: %q, want chatguard's CONNECT_ERROR, then the end", got)
@@ -68,6 +71,12 @@ func TestSocketIONamespacesBounded(t *testing.T) {
 	waitMetric(t, env.harness, `chatguard_websocket_forced_disconnects_total{reason="namespaces"}`, 1)
 	if v := metricValue(t, env.harness, `chatguard_websocket_forced_disconnects_total{reason="auth"}`); v != 0 {
 		t.Errorf("the cap counted as an auth failure: %v", v)
+	}
+	if n := strings.Count(env.harness.logs.String(), "a CONNECT to more namespaces"); n != 1 {
+		t.Errorf("%d lines for the one connection the cap ended, want 1", n)
+	}
+	if fake.has("40/later0,") {
+		t.Error("a CONNECT sent after the one that ended the session reached the app")
 	}
 }
 

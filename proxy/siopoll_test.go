@@ -940,6 +940,51 @@ func TestPollingPostOverTheAppsMaxPayloadRefusedUnread(t *testing.T) {
 	}
 }
 
+// A session chatguard ended is not resumed on a WebSocket, nor is one it
+// never saw: the upgrade with its sid is refused as a poll of it is, before
+// the app is dialled. Before, the upgrade was relayed and carried on with
+// the app's socket outside presence, the per-user socket cap, kicks and
+// evictions (review). A probe open when the session ends is closed too.
+func TestEndedPollingSessionNotResumedOnWebSocket(t *testing.T) {
+	t.Parallel()
+	env, fake := pollingSession(t, nil)
+	h := env.harness
+	tooBig := "42" + `["send-message",{"text":"` + strings.Repeat("x", 1_000_100) + `"}]`
+	if resp, body := poll(t, h, http.MethodPost, "&sid=p1", tooBig); resp.StatusCode != http.StatusRequestEntityTooLarge {
+		t.Fatalf("oversized POST: %d %.200s", resp.StatusCode, body)
+	}
+	env.waitStats(t, [3]int{0, 0, 0}) // chatguard ended the session
+	for sid, want := range map[string]string{"p1": "is closed", "never-seen": "unknown to chatguard"} {
+		resp, body := upgradeRequest(t, h, sioPath+"&sid="+sid)
+		if resp.StatusCode != http.StatusBadRequest || !strings.Contains(string(body), want) || !strings.Contains(string(body), `"transport":"websocket"`) {
+			t.Errorf("upgrade of session %s: %d %s; want 400 saying it %s", sid, resp.StatusCode, body, want)
+		}
+	}
+	if n := fake.probes.Load(); n != 0 {
+		t.Fatalf("the app was dialled %d times for sessions chatguard does not follow", n)
+	}
+
+	// A probe open when chatguard ends the session ends with it.
+	connectPolling(t, env)
+	ws, wctx := dialWS(t, h, sioPath+"&sid=p1", nil)
+	if err := ws.Write(wctx, websocket.MessageText, []byte("2probe")); err != nil {
+		t.Fatal(err)
+	}
+	if _, msg, err := ws.Read(wctx); err != nil || string(msg) != "3probe" {
+		t.Fatalf("probe %q %v", msg, err)
+	}
+	if resp, _ := poll(t, h, http.MethodPost, "&sid=p1", tooBig); resp.StatusCode != http.StatusRequestEntityTooLarge {
+		t.Fatalf("oversized POST during the probe: %d", resp.StatusCode)
+	}
+	rctx, cancel := context.WithTimeout(wctx, 5*time.Second)
+	defer cancel()
+	if _, msg, err := ws.Read(rctx); websocket.CloseStatus(err) != websocket.StatusNormalClosure {
+		t.Fatalf("the probe of the ended session read %q, %v; want close 1000", msg, err)
+	}
+	env.waitStats(t, [3]int{0, 0, 0})
+	waitMetric(t, h, `chatguard_websocket_connections{kind="socketio"}`, 0)
+}
+
 // JSONP polling is refused with a clear answer: its sessions ran
 // uncounted and unfollowed (QA).
 func TestPollingJSONPRefused(t *testing.T) {

@@ -413,6 +413,8 @@ func (s *Server) serveWebSocket(w *responseWriter, r *http.Request, info *reqInf
 		h.background(func() {
 			p.end(sideChatguard, websocket.StatusCode(h.cfg.DrainCloseCode), "server shutting down", "drain")
 		})
+	} else if p.sessionOver { // the session ended while dialing (see sioSession.ended)
+		h.background(func() { p.end(sideChatguard, websocket.StatusNormalClosure, "session ended", "") })
 	}
 	p.start(release) // the handler returns: its access line is the upgrade's
 }
@@ -589,8 +591,21 @@ func (h *wsHub) dialFailed(w *responseWriter, r *http.Request, info *reqInfo, re
 	s.metrics.upstreamError(e.Code, reason)
 	s.log.WithFields(logrus.Fields{
 		"requestId": info.id, logging.FieldCategory: logging.CategorySocket, "reason": reason,
-	}).WithError(err).Warn("websocket upstream handshake failed")
+		logrus.ErrorKey: dialErrorText(err),
+	}).Warn("websocket upstream handshake failed")
 	s.writeError(w, r, info, e, sourceProxy)
+}
+
+// dialErrorText is err's text with the URL it names cut as an access line
+// cuts a target: the dial's error quoted the whole URL, and a client's
+// 60 KB query made each failed upgrade a 60 KB line (QA).
+func dialErrorText(err error) string {
+	text := err.Error()
+	var ue *url.Error
+	if errors.As(err, &ue) && len(ue.URL) > maxLogPath {
+		text = strings.Replace(text, strconv.Quote(ue.URL), strconv.Quote(logPath(ue.URL)), 1)
+	}
+	return text
 }
 
 // refusalFields copies to dst the fields of the app's answer to an upgrade

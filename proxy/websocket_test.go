@@ -15,6 +15,7 @@ import (
 	"github.com/coder/websocket"
 
 	"github.com/chatguard/chatguard/internal/config"
+	"github.com/chatguard/chatguard/sessions"
 )
 
 func TestWebSocketPlainRelay(t *testing.T) {
@@ -879,5 +880,65 @@ func TestWebSocketCloseWithoutCodeIsMirrored(t *testing.T) {
 	}
 	if _, _, err := c.Read(ctx); websocket.CloseStatus(err) != websocket.StatusNoStatusRcvd {
 		t.Errorf("client read after a close without a code: %v, want 1005", err)
+	}
+}
+
+// One socket is one forced disconnect, however many ways it is ended: an
+// emergency shed leaves the socket listed while it closes, and an admin
+// kick then found it again and counted a second one (review); the admin
+// kick's own count of it is the socket it found.
+func TestSocketIOForcedDisconnectCountedOnce(t *testing.T) {
+	t.Parallel()
+	fake := &fakeSIO{}
+	env, cl := connectedUser(t, fake)
+	h := env.harness
+	cu, ok := env.std.ConnectedUsers.Get(testUser)
+	if !ok {
+		t.Fatal("no connectedUsers entry")
+	}
+	env.reg.OnEvicted(testUser, cu, sessions.ReasonEmergency)
+	if n := env.reg.Kick(testUser, "admin"); n != 1 {
+		t.Fatalf("Kick after the shed found %d sockets, want the one still closing", n)
+	}
+	expectDisconnected(t, cl, "the shed user")
+	env.waitStats(t, [3]int{})
+	waitMetric(t, h, `chatguard_websocket_forced_disconnects_total{reason="emergency"}`, 1)
+	if v := metricValue(t, h, `chatguard_websocket_forced_disconnects_total{reason="admin"}`); v > 0 {
+		t.Errorf("forced_disconnects_total{reason=\"admin\"} = %v for a socket the shed had disconnected already", v)
+	}
+	closes := 0.0
+	for _, l := range strings.Split(scrape(t, h), "\n") {
+		if strings.HasPrefix(l, "chatguard_websocket_close_codes_total{") {
+			v, _ := strconv.ParseFloat(l[strings.LastIndexByte(l, ' ')+1:], 64)
+			closes += v
+		}
+	}
+	if closes != 1 {
+		t.Errorf("%v closes counted for one socket:\n%s", closes, scrape(t, h))
+	}
+}
+
+// A failed upgrade's line names the URL as an access line does, cut at
+// maxLogPath: the dial error quoted it whole, and a 20 KB query made a 20 KB
+// line on every failed upgrade (QA: 60 KB).
+func TestWebSocketDialFailureLineIsBounded(t *testing.T) {
+	t.Parallel()
+	h := start(t, "http://"+closedPort(t), nil) // connection refused
+	long := strings.Repeat("a", 20000)
+	if resp, _ := upgradeRequest(t, h, "/chat?x="+long); resp.StatusCode != http.StatusBadGateway {
+		t.Fatalf("upgrade to a dead upstream: %d", resp.StatusCode)
+	}
+	var line string
+	waitFor(t, "the handshake failure's line", func() bool {
+		for _, l := range strings.Split(h.logs.String(), "\n") {
+			if strings.Contains(l, "websocket upstream handshake failed") {
+				line = l
+				return true
+			}
+		}
+		return false
+	})
+	if len(line) > maxLogPath+1024 || !strings.Contains(line, " bytes)") || !strings.Contains(line, "connection refused") {
+		t.Errorf("a %d-byte line: %.300s", len(line), line)
 	}
 }

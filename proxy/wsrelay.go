@@ -53,6 +53,7 @@ type wsPair struct {
 	clientLimit int64        // the client side's read limit
 	subprotocol string       // the one both sides agreed on
 	sleepy      bool         // the pair may sleep at all (see canSleep)
+	sessionOver bool         // its Socket.IO session ended before it was attached (see sioSession.attach)
 	sleeping    atomic.Bool  // the connections are retired; changed under mu, read by the janitor's sweep without it
 	woke        atomic.Int64 // unix ns of the last wake: a wake for a ping or an ack is not a message, but the pair is not quiet either
 	pings       *pingRelay   // the connections' ping callbacks (nil in tests that build pairs by hand)
@@ -108,8 +109,8 @@ func (h *wsHub) newPair(kind string, info *reqInfo, client, up *websocket.Conn, 
 	p.last.Store(p.started.UnixNano())
 	client.SetReadLimit(p.clientLimit)
 	up.SetReadLimit(-1) // the backend's messages are its own business, and streamed past streamAfter
-	if sess != nil {
-		sess.attach(p)
+	if sess != nil && !sess.attach(p) {
+		p.sessionOver = true // the caller ends it once it runs
 	}
 	return p
 }
@@ -780,7 +781,13 @@ func (p *wsPair) end(side string, code websocket.StatusCode, why, reason string)
 	if reason != "" {
 		p.hub.metrics.forced.WithLabelValues(reason).Inc()
 	}
-	p.hub.metrics.closeCodes.WithLabelValues(side, closeCodeLabel(code)).Inc()
+	if !p.counted.Load() {
+		// A side's close already mirrored is the pair's one close: a kick
+		// racing the client's close counted both (review). Only read:
+		// set, counted would make mirrorClose take the peer's answer to
+		// this close for a close of its own.
+		p.hub.metrics.closeCodes.WithLabelValues(side, closeCodeLabel(code)).Inc()
+	}
 	takenUp, takenDown := p.up.take(), p.down.take()
 	if client, up, err := p.hold(); err == nil {
 		var wg sync.WaitGroup
