@@ -461,6 +461,23 @@ func TestSocketIOEvents(t *testing.T) {
 	if named != 3 {
 		t.Errorf("%d refusal lines name %s, want 3:\n%s", named, testUser, h.logs.String())
 	}
+	// The connection's end is a line at info, with how long it lasted,
+	// beside the upgrade's access line and under its request id (log QA:
+	// at info nothing said when or how a session ended).
+	var upgradeID string
+	waitFor(t, "the end of the connection in the log", func() bool {
+		for _, l := range h.logs.lines(t) {
+			if l["msg"] == "request completed" && l["status"] == 101.0 {
+				upgradeID, _ = l["requestId"].(string)
+			}
+		}
+		for _, l := range h.logs.lines(t) {
+			if d, _ := l["duration"].(float64); l["msg"] == "websocket closed" && l["level"] == "info" && l["kind"] == "socketio" && d > 0 && upgradeID != "" && l["requestId"] == upgradeID {
+				return true
+			}
+		}
+		return false
+	})
 }
 
 // kickLines counts the "socket disconnected by chatguard" lines naming user

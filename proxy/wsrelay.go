@@ -149,7 +149,7 @@ func (p *wsPair) finished() {
 	h.s.log.WithFields(logrus.Fields{
 		"requestId": p.reqID, logging.FieldCategory: logging.CategorySocket, "kind": p.kind,
 		"duration": float64(time.Since(p.started).Microseconds()) / 1000,
-	}).Debug("websocket closed")
+	}).Info("websocket closed")
 }
 
 // Indexes of wsPair.gates.

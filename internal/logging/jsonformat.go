@@ -83,7 +83,16 @@ func appendValue(buf []byte, v any) []byte {
 		if math.IsNaN(t) || math.IsInf(t, 0) {
 			return appendString(buf, strconv.FormatFloat(t, 'g', -1, 64))
 		}
-		return strconv.AppendFloat(buf, t, 'f', -1, 64)
+		n := len(buf)
+		buf = strconv.AppendFloat(buf, t, 'f', -1, 64)
+		if !bytes.ContainsRune(buf[n:], '.') {
+			// A float field stays a float in JSON when it is whole
+			// (duration 3 ms: 3.0): read as an integer first, an
+			// Elasticsearch index maps the field as a long, and truncates
+			// every fractional value after it (log QA).
+			buf = append(buf, ".0"...)
+		}
+		return buf
 	case bool:
 		return strconv.AppendBool(buf, t)
 	case nil:

@@ -35,6 +35,12 @@ func TestJSONLinesFormat(t *testing.T) {
 	if err := json.Unmarshal(out, &got); err != nil {
 		t.Fatalf("not JSON: %s: %v", out, err)
 	}
+	// A whole float stays a float, an int an int: a log index maps a field
+	// by the first value it sees (log QA: duration 3 ms was written 3).
+	whole, err := jsonLines{}.Format(&logrus.Entry{Time: e.Time, Data: logrus.Fields{"duration": 3.0, "n": 3, "neg": -2.0}})
+	if err != nil || !strings.Contains(string(whole), `"duration":3.0,`) || !strings.Contains(string(whole), `"n":3,`) || !strings.Contains(string(whole), `"neg":-2.0,`) {
+		t.Errorf("whole numbers: %s %v", whole, err)
+	}
 	want := map[string]any{
 		"z": 1.0, "a": "x&y<z>", "i64": -5.0, "u": 7.0, "f": 1.5, "nan": "NaN", "b": true, "nil": nil,
 		"err": "boom", "d": "1.5s", "m": map[string]any{"k": 1.0}, "bad": "\ufffd\u2028",
