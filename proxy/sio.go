@@ -62,6 +62,9 @@ type sioSession struct {
 	upgraded   bool // the client finished the upgrade to WebSocket
 	killed     bool // polling: end the session once the next poll carried the notices
 	kicked     bool // Disconnect was called (eviction, admin, block): once is enough
+	// convsRefreshed: when a client event last refreshed the socket's
+	// conversations (see Registry.RefreshConversations)
+	convsRefreshed time.Time
 	// ending: chatguard is ending the session (a kill, a kick): what the
 	// client sends from now on is dropped unread, not inspected, so that
 	// it makes no more log lines (QA: one polling POST of 40,000 packets
@@ -659,11 +662,19 @@ func (s *sioSession) activity() {
 	if h.registry == nil {
 		return
 	}
+	now := time.Now()
 	s.mu.Lock()
 	user, id, ok := s.id.User, s.socketID, s.registered
+	refresh := ok && now.Sub(s.convsRefreshed) >= h.registry.ConversationRefreshEvery()
+	if refresh {
+		s.convsRefreshed = now
+	}
 	s.mu.Unlock()
 	if ok {
 		h.registry.Activity(user, id)
+	}
+	if refresh {
+		h.registry.RefreshConversations(id)
 	}
 }
 

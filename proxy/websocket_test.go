@@ -959,3 +959,35 @@ func TestWebSocketDialFailureLineIsBounded(t *testing.T) {
 		t.Errorf("a %d-byte line: %.300s", len(line), line)
 	}
 }
+
+// A conversation its members are writing in stays in conversationUsers:
+// their events refresh its TTL (at most every quarter of it), as a join
+// does. Before, only a join did, and an hour after it the conversation
+// left the table while its members were still in it (seed QA).
+func TestSocketIOEventsKeepTheirConversationsAlive(t *testing.T) {
+	t.Parallel()
+	fake := &fakeSIO{}
+	env := startSIO(t, upstream(t, fake.ServeHTTP).URL, func(c *config.Config) {
+		c.Tables.ConversationUsers.TTL = 400 * time.Millisecond
+		c.Memory.SweepInterval = 50 * time.Millisecond
+	})
+	cl := dialSIO(t, env.harness, nil)
+	cl.connect(authFor(t, testUser))
+	cl.send(`42["join-conversation",{"conversationId":"c1"}]`)
+	env.waitStats(t, [3]int{1, 1, 1})
+	for i := 0; i < 15; i++ { // 1.5 s of messages: almost four TTLs
+		cl.send(fmt.Sprintf(`42%d["send-message",{"conversationId":"c1","text":"%d"}]`, i+10, i))
+		if got := cl.next(); got != fmt.Sprintf(`43%d["ok"]`, i+10) {
+			t.Fatalf("message %d answered %q", i, got)
+		}
+		if got := env.socketStats(); got[2] != 1 {
+			t.Fatalf("after %d messages: stats %v; the conversation in use left the table", i+1, got)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if m := env.reg.ConversationMembers("c1"); len(m) != 1 || m[0] != testUser {
+		t.Errorf("members of c1: %v", m)
+	}
+	// Quiet, it leaves within its TTL.
+	env.waitStats(t, [3]int{1, 1, 0})
+}

@@ -272,6 +272,33 @@ func (r *Registry) Activity(user, id string) {
 	})
 }
 
+// RefreshConversations is a client event of socket id: its conversations
+// are in use, so their conversationUsers entries start their TTL again,
+// with the socket's user among the members (an entry that expired while the
+// socket was in it comes back). Before, only a join did: an hour after it,
+// a conversation its members were still writing in left the table, and its
+// member list held only those who joined later (QA). The caller calls it at
+// most once per ConversationRefreshEvery per socket: it costs one update
+// per conversation of the socket (256 at most).
+func (r *Registry) RefreshConversations(id string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	s := r.sockets[id]
+	if s == nil || s.info.User == "" || s.evicting.Load() {
+		return
+	}
+	for _, c := range s.convs {
+		r.addMember(c, s.info.User)
+	}
+}
+
+// ConversationRefreshEvery is how often a socket's events refresh its
+// conversations (see RefreshConversations): a quarter of their TTL, so that
+// an entry lives 45 to 60 minutes (with the 1 h default) after its last event.
+func (r *Registry) ConversationRefreshEvery() time.Duration {
+	return r.tables.ConversationUsers.ttl / 4
+}
+
 // maxConversationsPerSocket bounds the conversations one socket is followed
 // in; joins beyond it still reach the backend but are not tracked.
 const maxConversationsPerSocket = 256
