@@ -917,14 +917,33 @@ func (s *sioSession) logKick(reason, user string) {
 // closeForDrain tells a polling client the session is over (the Engine.IO
 // close packet) on its waiting or next GET; socket.io-client then
 // reconnects, to another instance. The session ends once that is delivered.
+//
+// The app hears it too: chatguard POSTs Engine.IO's close on the session's
+// behalf, as a client closing it does. Without it, the app kept every
+// polling session of a drained chatguard until its ping timeout (up to 45 s
+// with Socket.IO's defaults): the clients, back on a new session, were on
+// the app twice meanwhile, and their connection state recovery failed,
+// since the old socket had not disconnected yet (QA; WebSocket clients,
+// whose upstream side the drain closes, recovered).
 func (s *sioSession) closeForDrain() {
 	s.mu.Lock()
-	if s.pair == nil || !s.upgraded {
+	polling := s.pair == nil || !s.upgraded
+	tell := polling && !s.over && !s.closed && s.sid != ""
+	if polling {
 		s.notices = append(s.notices, []byte{byte(socketio.EIOClose)})
 		s.killed = true
 	}
+	if tell {
+		s.telling.Add(1) // ended waits for it before it cuts the long-poll (see disconnect)
+	}
 	s.mu.Unlock()
 	s.notify()
+	if tell && !s.hub.background(func() {
+		defer s.telling.Done()
+		s.hub.tellUpstream(s, [][]byte{{byte(socketio.EIOClose)}})
+	}) {
+		s.telling.Done()
+	}
 }
 
 // maxOwedNotices bounds the replies a polling session queues for the client.

@@ -116,6 +116,31 @@ func TestSocketIOPollingDrain(t *testing.T) {
 		t.Errorf("drain took %v and left %d in flight; it must not wait for the long-poll", d, res.InFlight)
 	}
 	env.waitStats(t, [3]int{0, 0, 0})
+	waitFor(t, "the app to hear the session close", func() bool { return slices.Contains(fake.postBodies(), "1") })
+}
+
+// A drain ends the app's side of a polling session whose client is between
+// two polls too: chatguard POSTs Engine.IO's close for it, as the client
+// would. Before, the app kept the session until its ping timeout (45 s with
+// Socket.IO's defaults): the client, back on a new session, was on the app
+// twice, and its connection state recovery failed (QA).
+func TestSocketIOPollingDrainClosesTheAppsSession(t *testing.T) {
+	t.Parallel()
+	fake := newFakePolling(t, 20*time.Second)
+	fake.engine = true
+	env := startSIO(t, upstream(t, fake.ServeHTTP).URL, nil)
+	connectPolling(t, env) // no GET waiting: the client is between polls
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	env.harness.srv.Drain(ctx)
+	waitFor(t, "the app to hear the session close", func() bool {
+		fake.mu.Lock()
+		defer fake.mu.Unlock()
+		return fake.closed
+	})
+	if n := strings.Count(strings.Join(fake.postBodies(), "|"), "|1"); n != 1 {
+		t.Errorf("the app got %d close packets: %q", n, fake.postBodies())
+	}
 }
 
 // An admin kick of a polling client tells the upstream too (DISCONNECT in a
