@@ -602,7 +602,11 @@ func (s *sioSession) event(pkt socketio.Packet) verdict {
 	if h.registry != nil && socketID != "" {
 		if name == h.cfg.JoinEvent || name == h.cfg.LeaveEvent {
 			if arg, ok := socketio.EventArg(pkt.Data, 0); ok {
-				if conv, ok := socketio.StringField(arg, h.cfg.ConversationField); ok && conv != "" && len(conv) <= 256 {
+				conv, ok := socketio.StringField(arg, h.cfg.ConversationField)
+				if !ok {
+					conv, ok = socketio.Scalar(arg) // join(roomId): the id itself (QA: such apps had no conversations)
+				}
+				if ok && conv != "" && len(conv) <= 256 {
 					if name == h.cfg.JoinEvent {
 						h.registry.Join(socketID, conv)
 					} else {

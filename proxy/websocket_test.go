@@ -991,3 +991,25 @@ func TestSocketIOEventsKeepTheirConversationsAlive(t *testing.T) {
 	// Quiet, it leaves within its TTL.
 	env.waitStats(t, [3]int{1, 1, 0})
 }
+
+// join(roomId) — the id itself as the argument, as many apps emit it —
+// counts as a join of that conversation, and leave(roomId) as a leave.
+// Before, only an object's conversation_field did, and such apps had no
+// conversation presence at all (QA).
+func TestSocketIOJoinWithABareID(t *testing.T) {
+	t.Parallel()
+	fake := &fakeSIO{}
+	env, cl := connectedUser(t, fake)
+	cl.send(`42["join-conversation","room-7"]`)
+	cl.send(`42["join-conversation",42]`)
+	env.waitStats(t, [3]int{1, 1, 2})
+	if m := env.reg.ConversationMembers("room-7"); len(m) != 1 || m[0] != testUser {
+		t.Errorf("members of room-7: %v", m)
+	}
+	cl.send(`42["leave-conversation","room-7"]`)
+	cl.send(`42["join-conversation",true]`) // no id: ignored
+	env.waitStats(t, [3]int{1, 1, 1})
+	if m := env.reg.ConversationMembers("42"); len(m) != 1 {
+		t.Errorf("members of 42: %v", m)
+	}
+}

@@ -25,6 +25,22 @@ func FuzzParse(f *testing.F) {
 		EventArg(b, 0)
 		EventArg(b, 2)
 		StringField(b, "conversationId")
+		if v, ok := Scalar(b); ok {
+			// What it reads as a string or a number, JSON.parse reads as one too.
+			var x any
+			if err := json.Unmarshal(b, &x); err != nil {
+				t.Fatalf("Scalar(%q) = %q, but it is not JSON: %v", b, v, err)
+			}
+			switch x := x.(type) {
+			case string:
+				if utf8.Valid(b) && x != v {
+					t.Fatalf("Scalar(%q) = %q, JSON says %q", b, v, x)
+				}
+			case float64:
+			default:
+				t.Fatalf("Scalar(%q) = %q for a %T", b, v, x)
+			}
+		}
 		n := BinaryAttachments(append([]byte{byte(EIOMessage)}, b...))
 		if err != nil {
 			return

@@ -186,6 +186,22 @@ func StringField(obj []byte, field string) (string, bool) {
 		}
 		i = skipSpace(obj, i+1)
 	}
+	return scalar(val)
+}
+
+// Scalar returns the JSON value v (an event argument) as a string when it
+// is a string (its value) or a number (its literal text); false for
+// anything else. An app that emits join(roomId) sends its id that way.
+func Scalar(v []byte) (string, bool) {
+	i := skipSpace(v, 0)
+	end := valueEnd(v, i)
+	if end < 0 || skipSpace(v, end) != len(v) || !json.Valid(v[i:end]) {
+		return "", false // strict: a join is rare, and `01` is no id JSON.parse reads
+	}
+	return scalar(v[i:end])
+}
+
+func scalar(val []byte) (string, bool) {
 	switch {
 	case len(val) == 0:
 		return "", false

@@ -64,6 +64,21 @@ func TestEventArg(t *testing.T) {
 	}
 }
 
+// An event's argument that is itself the id: join("c-42"), join(42).
+func TestScalar(t *testing.T) {
+	t.Parallel()
+	for in, want := range map[string]string{`"c-42"`: "c-42", ` 42 `: "42", `-1.5`: "-1.5", `"a\u0062"`: "ab"} {
+		if got, ok := Scalar([]byte(in)); !ok || got != want {
+			t.Errorf("Scalar(%s) = %q, %v; want %q", in, got, ok, want)
+		}
+	}
+	for _, in := range []string{`{"conversationId":"c"}`, `["c"]`, `true`, `null`, `"c" "d"`, `"unended`, ``} {
+		if got, ok := Scalar([]byte(in)); ok {
+			t.Errorf("Scalar(%s) = %q, want none", in, got)
+		}
+	}
+}
+
 func TestStringField(t *testing.T) {
 	t.Parallel()
 	tests := []struct {
