@@ -644,7 +644,7 @@ func (s *sioSession) rejectEvent(pkt socketio.Packet, name, user string, d limit
 	if user != "" {
 		f["user"] = logUser(user)
 	}
-	h.s.log.WithFields(f).Info("socket.io event over its limit")
+	h.s.log.WithFields(f).Warn("socket.io event over its limit") // as an HTTP 429's line is (log QA)
 	if pkt.Type == socketio.PacketBinaryEvent {
 		s.mu.Lock()
 		s.skip += pkt.Attachments

@@ -451,10 +451,11 @@ func TestSocketIOEvents(t *testing.T) {
 	if v := metricValue(t, h, `chatguard_websocket_frames_total{direction="client_to_upstream"}`); v < 6 {
 		t.Errorf("frames client_to_upstream = %v", v)
 	}
-	// Each refusal's line names the user (the seed's enriched context).
+	// Each refusal's line names the user (the seed's enriched context), at
+	// warning as an HTTP 429's is (log QA: info).
 	named := 0
 	for _, l := range h.logs.lines(t) {
-		if l["msg"] == "socket.io event over its limit" && l["event"] == "send-message" && l["user"] == testUser {
+		if l["msg"] == "socket.io event over its limit" && l["event"] == "send-message" && l["user"] == testUser && l["level"] == "warning" {
 			named++
 		}
 	}
