@@ -79,7 +79,7 @@ func newServerMetrics(reg prometheus.Registerer, ready func() bool) (*serverMetr
 		}, []string{"code", "reason"}),
 		acceptErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "chatguard_accept_errors_total",
-			Help: "Connections a listener could not accept (out of file descriptors, EMFILE/ENFILE, above all), by listener: while it lasts, clients and probes wait or time out.",
+			Help: "Failed accept attempts by listener (out of file descriptors, EMFILE/ENFILE, above all; retried every 5 ms to 1 s while it lasts): meanwhile clients and probes wait or time out.",
 		}, []string{"listener"}),
 		upstreamRetries: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "chatguard_upstream_retries_total",

@@ -669,7 +669,8 @@ func (s *sioSession) activity() {
 	now := time.Now()
 	s.mu.Lock()
 	user, id, ok := s.id.User, s.socketID, s.registered
-	refresh := ok && now.Sub(s.convsRefreshed) >= h.registry.ConversationRefreshEvery()
+	every := h.registry.ConversationRefreshEvery()
+	refresh := ok && every > 0 && now.Sub(s.convsRefreshed) >= every // ttl 0: nothing expires (review)
 	if refresh {
 		s.convsRefreshed = now
 	}
@@ -689,6 +690,9 @@ func (s *sioSession) deliver(v verdict) {
 	}
 	if v.kill {
 		s.ending.Store(true)
+		s.mu.Lock()
+		s.kicked = true // ended by chatguard already: a kick or eviction now counts nothing more (review)
+		s.mu.Unlock()
 	}
 	s.mu.Lock()
 	p := s.pair
@@ -727,7 +731,10 @@ func (s *sioSession) deliver(v verdict) {
 		default:
 			why, text = v.why, v.why+" packet"
 		}
-		s.hub.background(func() { p.end(sideChatguard, websocket.StatusPolicyViolation, text, why) })
+		// Counted here, not by end: the session is marked kicked above, and
+		// end counts no forced disconnect of a kicked session.
+		s.hub.metrics.forced.WithLabelValues(why).Inc()
+		s.hub.background(func() { p.end(sideChatguard, websocket.StatusPolicyViolation, text, "") })
 	}
 }
 
@@ -877,7 +884,6 @@ func (s *sioSession) disconnect(reason string) {
 			s.mu.Unlock()
 			return
 		}
-		s.logKick(reason, user) // before, a polling socket's kick was not logged
 		var bye [][]byte
 		for _, ns := range nss {
 			bye = append(bye, socketio.EncodeDisconnect(ns))
@@ -892,6 +898,7 @@ func (s *sioSession) disconnect(reason string) {
 		// under mu before it waits.
 		s.telling.Add(1)
 		s.mu.Unlock()
+		s.logKick(reason, user) // before, a polling socket's kick was not logged
 		s.notify()
 		s.hub.tellUpstream(s, bye) // the upstream hears the client leave, as on a WebSocket
 		s.telling.Done()
@@ -1012,4 +1019,12 @@ func (e *eventPolicies) label(name string) string {
 		return name
 	}
 	return "other"
+}
+
+// wasKicked: chatguard already disconnected the session (a kick, an
+// eviction, a kill), and counted it.
+func (s *sioSession) wasKicked() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.kicked || s.killed
 }

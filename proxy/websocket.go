@@ -26,6 +26,7 @@ import (
 	"github.com/chatguard/chatguard/internal/config"
 	"github.com/chatguard/chatguard/internal/identity"
 	"github.com/chatguard/chatguard/internal/logging"
+	"github.com/chatguard/chatguard/internal/redact"
 	"github.com/chatguard/chatguard/internal/requestid"
 	"github.com/chatguard/chatguard/sessions"
 )
@@ -603,7 +604,9 @@ func dialErrorText(err error) string {
 	text := err.Error()
 	var ue *url.Error
 	if errors.As(err, &ue) && len(ue.URL) > maxLogPath {
-		text = strings.Replace(text, strconv.Quote(ue.URL), strconv.Quote(logPath(ue.URL)), 1)
+		// Redacted whole first: cut, the URL no longer reads as one to
+		// the log's redaction, and its query's secrets passed (review).
+		text = strings.Replace(text, strconv.Quote(ue.URL), strconv.Quote(logPath(redact.URI(ue.URL))), 1)
 	}
 	return text
 }

@@ -943,7 +943,7 @@ func TestWebSocketDialFailureLineIsBounded(t *testing.T) {
 	t.Parallel()
 	h := start(t, "http://"+closedPort(t), nil) // connection refused
 	long := strings.Repeat("a", 20000)
-	if resp, _ := upgradeRequest(t, h, "/chat?x="+long); resp.StatusCode != http.StatusBadGateway {
+	if resp, _ := upgradeRequest(t, h, "/chat?code=SECRETCODE1&otp=987654&sid=ENGINESID123&x="+long); resp.StatusCode != http.StatusBadGateway {
 		t.Fatalf("upgrade to a dead upstream: %d", resp.StatusCode)
 	}
 	var line string
@@ -958,6 +958,32 @@ func TestWebSocketDialFailureLineIsBounded(t *testing.T) {
 	})
 	if len(line) > maxLogPath+1024 || !strings.Contains(line, " bytes)") || !strings.Contains(line, "connection refused") {
 		t.Errorf("a %d-byte line: %.300s", len(line), line)
+	}
+	// Redacted as the whole URL would be (review: cut, it no longer read
+	// as a URL to the log's redaction, and its query passed).
+	for _, secret := range []string{"SECRETCODE1", "987654", "ENGINESID123"} {
+		if strings.Contains(h.logs.String(), secret) {
+			t.Errorf("%s reached the log: %.300s", secret, line)
+		}
+	}
+}
+
+// A socket chatguard ended itself (a malformed packet) is not disconnected
+// again by a kick that finds it still closing: one forced disconnect, one
+// line (review: counted malformed and admin).
+func TestSocketIOKillThenKickCountedOnce(t *testing.T) {
+	t.Parallel()
+	env, cl := connectedUser(t, &fakeSIO{})
+	h := env.harness
+	cl.send(`42["send-message",`)
+	waitMetric(t, h, `chatguard_websocket_forced_disconnects_total{reason="malformed"}`, 1)
+	env.reg.Kick(testUser, "admin")
+	env.waitStats(t, [3]int{})
+	if v := metricValue(t, h, `chatguard_websocket_forced_disconnects_total{reason="admin"}`); v > 0 {
+		t.Errorf("forced_disconnects_total{reason=\"admin\"} = %v for a socket already ended as malformed", v)
+	}
+	if n := kickLines(t, h, testUser, "admin"); n != 0 {
+		t.Errorf("%d kick lines for a socket already ended", n)
 	}
 }
 

@@ -778,7 +778,10 @@ func (p *wsPair) end(side string, code websocket.StatusCode, why, reason string)
 	if !p.ending.CompareAndSwap(false, true) {
 		return
 	}
-	if reason != "" {
+	if reason != "" && (p.sess == nil || !p.sess.wasKicked()) {
+		// A socket already disconnected (a kick whose DISCONNECT was
+		// still on its way when the drain or the idle sweep came) was
+		// counted then (review).
 		p.hub.metrics.forced.WithLabelValues(reason).Inc()
 	}
 	if !p.counted.Load() {
