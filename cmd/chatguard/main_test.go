@@ -78,6 +78,20 @@ func TestCheckConfig(t *testing.T) {
 	}
 }
 
+// check-config says which master a Sentinel URL leads to, and refuses a
+// broken one without quoting its password.
+func TestCheckConfigSentinel(t *testing.T) {
+	t.Parallel()
+	code, out, _ := runCmd(t, []string{"check-config"}, map[string]string{"REDIS_URL": "redis://:s3cret-pw@s1:26379?master_name=mymaster&addr=s2:26379"})
+	if code != 0 || !strings.Contains(out, "redis://[FILTERED]@s1:26379?master_name=mymaster&addr=s2:26379 (sentinel master mymaster via 2 sentinels)") || strings.Contains(out, "s3cret-pw") {
+		t.Fatalf("sentinel URL: %d %s", code, out)
+	}
+	code, _, errOut := runCmd(t, []string{"check-config"}, map[string]string{"REDIS_URL": "redis://:s3cret-pw@s1:26379?master_name=mymaster&replica_only=1"})
+	if code != 2 || !strings.Contains(errOut, "redis.url (env REDIS_URL): is not a valid Redis Sentinel URL (option replica_only") || strings.Contains(errOut, "s3cret-pw") {
+		t.Fatalf("bad sentinel URL: %d %s", code, errOut)
+	}
+}
+
 func TestServeRefusesInvalidConfig(t *testing.T) {
 	t.Parallel()
 	code, _, errOut := runCmd(t, []string{"--upstream", "not a url"}, nil)

@@ -9,6 +9,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/chatguard/chatguard/internal/redisurl"
 )
 
 // Setting is one scalar key that the environment or a flag can set.
@@ -64,7 +66,7 @@ var settings = []Setting{
 	{"rate_limit.shadow", "CHATGUARD_RATE_LIMIT_SHADOW", "rate-limit-shadow", "count what would be limited, reject nothing", func(c *Config) any { return &c.Limits.Shadow }},
 	{"rate_limit.file", "CHATGUARD_RATE_LIMIT_FILE", "rate-limit-file", "where the in-memory limits are saved and reloaded (empty = not saved)", func(c *Config) any { return &c.Limits.File }},
 	{"rate_limit.block_for", "CHATGUARD_BLOCK_FOR", "block-for", "how long an IP with too many rejections is blocked", func(c *Config) any { return &c.Limits.BlockFor }},
-	{"redis.url", "REDIS_URL", "redis-url", "redis://, rediss:// or a cluster (redis://h1:7000?addr=h2:7001); empty = in-memory store", func(c *Config) any { return &c.Redis.URL }},
+	{"redis.url", "REDIS_URL", "redis-url", "redis://, rediss://, a cluster (redis://h1:7000?addr=h2:7001) or Sentinel (redis://s1:26379?master_name=mymaster&addr=s2:26379); empty = in-memory store", func(c *Config) any { return &c.Redis.URL }},
 	{"redis.timeout", "CHATGUARD_REDIS_TIMEOUT", "redis-timeout", "deadline of every Redis call", func(c *Config) any { return &c.Redis.Timeout }},
 	{"redis.replicas", "CHATGUARD_REPLICAS", "replicas", "chatguard replicas sharing the limits: each enforces its share while Redis is down", func(c *Config) any { return &c.Redis.Replicas }},
 	{"memory.warning_threshold", "MEMORY_WARNING_THRESHOLD", "memory-warning-threshold", "bytes of table memory that raise a warning", func(c *Config) any { return &c.Memory.WarningThreshold }},
@@ -177,8 +179,13 @@ func (s Setting) Value(c *Config) string {
 	v := reflect.ValueOf(s.field(c)).Elem()
 	if p, ok := v.Interface().(Secret); ok && s.Key == "redis.url" && p.Reveal() != "" {
 		// Which Redis won the precedence is worth seeing; only the
-		// credentials are secret (as for upstream).
-		return hideUserinfo(p.Reveal())
+		// credentials are secret (as for upstream). A Sentinel URL's hosts
+		// are not the Redis used: say which master they lead to.
+		shown := hideUserinfo(p.Reveal())
+		if o, err := redisurl.Parse(p.Reveal()); err == nil && o.MasterName != "" {
+			shown += " (" + redisurl.Describe(o) + ")"
+		}
+		return shown
 	}
 	return formatValue(v)
 }
