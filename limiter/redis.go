@@ -68,7 +68,8 @@ end
 return out
 `)
 
-// RedisStore keeps TATs in Redis (a single node or a cluster), shared by
+// RedisStore keeps TATs in Redis (a single node, the master Redis Sentinel
+// names, or a cluster), shared by
 // every chatguard replica. Concurrent decisions are batched: each of a few
 // flusher goroutines takes every decision waiting and sends them in one
 // round trip — on a single node as one script call for the whole batch, on
@@ -433,6 +434,11 @@ func (r *RedisStore) round(batch []*redisCall, nodes []string, probes map[string
 				msg := "limiter: redis: " + strings.TrimPrefix(quiet(err).Error(), "redis: ")
 				if nodes == nil && redis.HasErrorPrefix(err, "MOVED") {
 					msg += " (REDIS_URL names a node of a Redis Cluster: give its address again as ?addr=host:port to use it as a cluster)"
+				}
+				if nodes == nil && errors.Is(err, redis.Nil) && strings.Contains(msg, "sentinels") {
+					// A sentinel answered that it watches no such master:
+					// go-redis says "unreachable: redis: nil".
+					msg += " (a sentinel knows no master by REDIS_URL's master_name: compare it with redis-cli -p 26379 sentinel masters)"
 				}
 				c.err = storeErr{msg, err}
 			default:
@@ -804,11 +810,25 @@ func (r *RedisStore) Ping(ctx context.Context) error {
 
 // NewRedisClient connects to REDIS_URL (see redisurl.Parse). Every call is
 // bounded by timeout; the client never retries (the failover store decides
-// what a failure means).
+// what a failure means). With Sentinel (master_name in the URL) it is a
+// *redis.Client that asks the sentinels for the master at each dial and
+// drops its connections to a demoted one, so the store treats it as a
+// single node; every setting below reaches both its master connections
+// and its sentinel connections (go-redis's FailoverOptions copies them to
+// each), so a dead sentinel costs no more than a dead Redis.
 func NewRedisClient(url string, timeout time.Duration) (redis.UniversalClient, error) {
+	o, err := redisOptions(url, timeout)
+	if err != nil {
+		return nil, err
+	}
+	return redis.NewUniversalClient(&o), nil
+}
+
+// redisOptions are NewRedisClient's options.
+func redisOptions(url string, timeout time.Duration) (redis.UniversalOptions, error) {
 	o, err := redisurl.Parse(url)
 	if err != nil { // never quotes the URL, password and all
-		return nil, fmt.Errorf("limiter: REDIS_URL %w", err)
+		return o, fmt.Errorf("limiter: REDIS_URL %w", err)
 	}
 	o.DialTimeout, o.ReadTimeout, o.WriteTimeout, o.PoolTimeout = timeout, timeout, timeout, timeout
 	o.MaxRetries = -1
@@ -830,7 +850,7 @@ func NewRedisClient(url string, timeout time.Duration) (redis.UniversalClient, e
 	// the fallback (QA: 4 errors and one switch with rediss:// where
 	// redis:// had none). Connections idle this long are dialled afresh.
 	o.ConnMaxIdleTime = RedisConnMaxIdle
-	return redis.NewUniversalClient(&o), nil
+	return o, nil
 }
 
 // RedisConnMaxIdle is how long a Redis connection may wait in the pool.

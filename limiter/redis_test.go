@@ -21,10 +21,11 @@ import (
 
 // redisServer is a redis-server of the test's own, on a free port.
 type redisServer struct {
-	t    *testing.T
-	port int
-	args []string
-	cmd  *exec.Cmd
+	t        *testing.T
+	port     int
+	args     []string
+	cmd      *exec.Cmd
+	password string // for redis-cli, if the server starts with one
 }
 
 func freePort(t *testing.T, alsoFree int) int { return testnet.FreePort(t, alsoFree) }
@@ -51,7 +52,7 @@ func (r *redisServer) start() {
 	}
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		out, err := exec.Command("redis-cli", "-p", fmt.Sprint(r.port), "ping").CombinedOutput()
+		out, err := r.cli("ping").CombinedOutput()
 		if err == nil && strings.TrimSpace(string(out)) == "PONG" {
 			return
 		}
@@ -60,6 +61,14 @@ func (r *redisServer) start() {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+}
+
+// cli is redis-cli args against r, with its password.
+func (r *redisServer) cli(args ...string) *exec.Cmd {
+	if r.password != "" {
+		args = append([]string{"-a", r.password, "--no-auth-warning"}, args...)
+	}
+	return exec.Command("redis-cli", append([]string{"-p", fmt.Sprint(r.port)}, args...)...)
 }
 
 // kill is kill -9: no goodbye to clients.
