@@ -9,6 +9,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -356,5 +357,48 @@ func TestRedisSentinelErrorsSayWhy(t *testing.T) {
 		if took > 50*time.Millisecond+500*time.Millisecond {
 			t.Errorf("%s: the decision took %v", want, took)
 		}
+	}
+}
+
+// The sentinel the client asks hangs (SIGSTOP: a partitioned host) as the
+// master dies: the client asks the other sentinels, each decision still
+// ends within the deadline, and decisions reach the promoted replica.
+func TestRedisSentinelHungSentinel(t *testing.T) {
+	t.Parallel()
+	set := startSentinels(t, 3, "", false) // two of three elect the sentinel that fails the master over
+	s := redisStore(t, set.url(""), 50*time.Millisecond)
+	lim := Limit{Rate: 1000, Period: time.Minute}
+	if _, err := s.Allow(context.Background(), "k", lim); err != nil {
+		t.Fatal(err)
+	}
+	var used *redisServer
+	for _, sn := range set.sentinels {
+		if strings.Contains(cliOut(sn, "client", "list"), "name=chatguard") {
+			used = sn
+		}
+	}
+	if used == nil {
+		t.Fatal("no sentinel has the client's connection")
+	}
+	if err := used.cmd.Process.Signal(syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	defer used.cmd.Process.Signal(syscall.SIGCONT) // before its kill, a cleanup
+	set.master.kill()
+	began := time.Now()
+	for {
+		start := time.Now()
+		_, err := s.Allow(context.Background(), "k", lim)
+		if d := time.Since(start); d > 50*time.Millisecond+500*time.Millisecond {
+			t.Errorf("a decision took %v", d)
+		}
+		if err == nil && strings.HasPrefix(cliOut(set.replica, "role"), "master") {
+			t.Logf("decisions on the promoted replica %v after kill -9 of the master, with the client's sentinel hung", time.Since(began).Round(10*time.Millisecond))
+			return
+		}
+		if time.Since(began) > 15*time.Second {
+			t.Fatalf("still failing 15 s after the kill: %v", err)
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }
