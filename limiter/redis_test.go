@@ -25,7 +25,8 @@ type redisServer struct {
 	port     int
 	args     []string
 	cmd      *exec.Cmd
-	password string // for redis-cli, if the server starts with one
+	password string   // for redis-cli, if the server starts with one
+	cliArgs  []string // for redis-cli: --tls and its CA, say
 }
 
 func freePort(t *testing.T, alsoFree int) int { return testnet.FreePort(t, alsoFree) }
@@ -68,6 +69,7 @@ func (r *redisServer) cli(args ...string) *exec.Cmd {
 	if r.password != "" {
 		args = append([]string{"-a", r.password, "--no-auth-warning"}, args...)
 	}
+	args = append(slices.Clone(r.cliArgs), args...)
 	return exec.Command("redis-cli", append([]string{"-p", fmt.Sprint(r.port)}, args...)...)
 }
 

@@ -15,6 +15,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/chatguard/chatguard/internal/testnet"
 	"github.com/chatguard/chatguard/sessions"
 )
 
@@ -400,5 +401,73 @@ func TestRedisSentinelHungSentinel(t *testing.T) {
 			t.Fatalf("still failing 15 s after the kill: %v", err)
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// tlsRedis is a redis-server (a sentinel with conf) that speaks TLS only,
+// with the certificate of testnet.SelfSigned.
+func tlsRedis(t *testing.T, certFile, keyFile string, conf string, extra ...string) *redisServer {
+	t.Helper()
+	if _, err := exec.LookPath("redis-server"); err != nil {
+		t.Skip("redis-server is not installed")
+	}
+	r := &redisServer{t: t, port: freePort(t, 0)}
+	tlsArgs := []string{"--port", "0", "--tls-port", fmt.Sprint(r.port), "--bind", "127.0.0.1", "--dir", t.TempDir(),
+		"--tls-cert-file", certFile, "--tls-key-file", keyFile, "--tls-ca-cert-file", certFile,
+		"--tls-auth-clients", "no", "--tls-replication", "yes"}
+	if conf != "" {
+		path := filepath.Join(t.TempDir(), "sentinel.conf")
+		if err := os.WriteFile(path, []byte(conf), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		r.args = append([]string{path, "--sentinel"}, tlsArgs...)
+	} else {
+		r.args = append(append(tlsArgs, "--save", "", "--appendonly", "no", "--repl-diskless-sync-delay", "0"), extra...)
+	}
+	r.cliArgs = []string{"--tls", "--cacert", certFile}
+	r.start()
+	t.Cleanup(r.kill)
+	return r
+}
+
+// rediss:// with Sentinel: sentinels and master speak TLS, and their
+// certificate is checked (against the URL's host, as go-redis does for
+// the master too) with no skip_verify.
+func TestRedisSentinelTLS(t *testing.T) {
+	t.Parallel()
+	if _, err := exec.LookPath("redis-cli"); err != nil {
+		t.Skip("redis-cli is not installed")
+	}
+	certFile, keyFile, pool := testnet.SelfSigned(t)
+	master := tlsRedis(t, certFile, keyFile, "")
+	sentinel := tlsRedis(t, certFile, keyFile, fmt.Sprintf("sentinel monitor mymaster 127.0.0.1 %d 1\n", master.port))
+	o, err := redisOptions("rediss://localhost:"+fmt.Sprint(sentinel.port)+"?master_name=mymaster", 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if o.TLSConfig == nil || o.TLSConfig.ServerName != "localhost" || o.TLSConfig.InsecureSkipVerify {
+		t.Fatalf("TLS config %+v", o.TLSConfig)
+	}
+	// Not trusted: refused (the certificate is checked).
+	untrusted := o
+	untrusted.TLSConfig = o.TLSConfig.Clone()
+	uc := redis.NewUniversalClient(&untrusted)
+	err = uc.Ping(context.Background()).Err()
+	uc.Close()
+	if err == nil || !strings.Contains(err.Error(), "certificate") {
+		t.Fatalf("an untrusted certificate: %v", err)
+	}
+	o.TLSConfig.RootCAs = pool // as SSL_CERT_FILE would
+	c := redis.NewUniversalClient(&o)
+	t.Cleanup(func() { c.Close() })
+	s := NewRedisStore(c, "chatguard:rl:", 5*time.Second)
+	t.Cleanup(func() { s.Close() })
+	for i := 0; i < 3; i++ {
+		if res, err := s.Allow(context.Background(), "tls", Limit{Rate: 2, Period: time.Hour}); err != nil || res.Allowed != (i < 2) {
+			t.Fatalf("decision %d: %+v %v", i, res, err)
+		}
+	}
+	if out := cliOut(master, "exists", "chatguard:rl:tls"); strings.TrimSpace(out) != "1" {
+		t.Fatalf("the key is not on the master: %q", out)
 	}
 }
