@@ -15,7 +15,13 @@ func TestRedisDialFailureIsLoggedAsJSON(t *testing.T) {
 	up, _, release := blockingUpstream(t)
 	defer close(release)
 	const pw = "redis-pw-hunter2"
-	p := startProcess(t, up.URL, "REDIS_URL=redis://:"+pw+"@"+freeAddr(t)+"/0", "CHATGUARD_LOG_FLUSH_INTERVAL=0s")
+	addr := freeAddr(t)
+	p := startProcess(t, up.URL, "REDIS_URL=redis://:"+pw+"@"+addr+"/0", "CHATGUARD_LOG_FLUSH_INTERVAL=0s")
+	// The start line says which Redis the limits use, without credentials.
+	p.waitLog(`"msg":"enforcing"`)
+	if !strings.Contains(p.output(), `"redis":"node `+addr+`"`) {
+		t.Errorf("the enforcing line does not name the Redis (node %s):\n%s", addr, p.output())
+	}
 	deadline := time.Now().Add(15 * time.Second)
 	for !strings.Contains(p.output(), "failed to dial") {
 		if time.Now().After(deadline) {

@@ -25,6 +25,7 @@ import (
 	"github.com/chatguard/chatguard/internal/logging"
 	"github.com/chatguard/chatguard/internal/memstats"
 	"github.com/chatguard/chatguard/internal/metrics"
+	"github.com/chatguard/chatguard/internal/redisurl"
 	"github.com/chatguard/chatguard/limiter"
 	"github.com/chatguard/chatguard/proxy"
 	"github.com/chatguard/chatguard/sessions"
@@ -294,6 +295,7 @@ func newApp(cfg *config.Config, logger *logging.Logger, reg *prometheus.Registry
 		// What must agree across replicas sharing a Redis (QA: a prefix or
 		// a replica count that differed on one pod showed nowhere).
 		"multiplier": cfg.Limits.Multiplier, "replicas": cfg.Redis.Replicas, "redisPrefix": cfg.Redis.Prefix,
+		"redis": redisTarget(cfg.Redis.URL.Reveal()),
 	}).Info("enforcing")
 	return a, nil
 }
@@ -732,4 +734,19 @@ func handleSignals(cancel context.CancelFunc, log *logrus.Entry, exit func(int),
 		<-finished
 		<-reloaderDone
 	}
+}
+
+// redisTarget says which Redis the limits use, without credentials ("node
+// redis:6379", "cluster from 3 seed nodes", "sentinel master mymaster via 3
+// sentinels"); "" without one. A Sentinel URL's hosts are not the Redis
+// used, and nothing at start said which master they led to (Sentinel work).
+func redisTarget(url string) string {
+	if url == "" {
+		return ""
+	}
+	o, err := redisurl.Parse(url)
+	if err != nil {
+		return ""
+	}
+	return redisurl.Describe(o)
 }
