@@ -283,9 +283,7 @@ func TestRedisSentinelFollowsADemotion(t *testing.T) {
 	set := startSentinels(t, 1, "", false)
 	s := redisStore(t, set.url(""), 50*time.Millisecond)
 	lim := Limit{Rate: 1000, Period: time.Minute}
-	if _, err := s.Allow(context.Background(), "before", lim); err != nil {
-		t.Fatal(err)
-	}
+	firstDecision(t, s, "before", lim)
 	began := time.Now()
 	for { // NOGOODSLAVE until the sentinel has the replica's INFO
 		out := cliOut(set.sentinels[0], "sentinel", "failover", "mymaster")
@@ -369,9 +367,7 @@ func TestRedisSentinelHungSentinel(t *testing.T) {
 	set := startSentinels(t, 3, "", false) // two of three elect the sentinel that fails the master over
 	s := redisStore(t, set.url(""), 50*time.Millisecond)
 	lim := Limit{Rate: 1000, Period: time.Minute}
-	if _, err := s.Allow(context.Background(), "k", lim); err != nil {
-		t.Fatal(err)
-	}
+	firstDecision(t, s, "k", lim)
 	var used *redisServer
 	for _, sn := range set.sentinels {
 		if strings.Contains(cliOut(sn, "client", "list"), "name=chatguard") {
@@ -469,5 +465,25 @@ func TestRedisSentinelTLS(t *testing.T) {
 	}
 	if out := cliOut(master, "exists", "chatguard:rl:tls"); strings.TrimSpace(out) != "1" {
 		t.Fatalf("the key is not on the master: %q", out)
+	}
+}
+
+// firstDecision makes the store's first decision, retried for a few
+// seconds: it asks a sentinel for the master, dials it and logs in, all
+// within the test's 50 ms deadline, which a loaded machine can miss (seen
+// under CI's parallel packages: "dial tcp …: i/o timeout"). What the tests
+// measure comes after it.
+func firstDecision(t *testing.T, s *RedisStore, key string, lim Limit) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		_, err := s.Allow(context.Background(), key, lim)
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no first decision in 5 s: %v", err)
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 }
