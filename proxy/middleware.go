@@ -665,7 +665,12 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, info *reqInf
 		// connection when it comes.
 		_ = info.idle.rc.EnableFullDuplex()
 	}
-	s.metrics.envelopes.WithLabelValues(envelopeCode(e.Code), source).Inc()
+	if !info.internal {
+		// A request chatguard sent on a polling session's behalf answers
+		// a recorder, not a client: no envelope was sent (accounting QA:
+		// a long-poll's timeout counted one no client got).
+		s.metrics.envelopes.WithLabelValues(envelopeCode(e.Code), source).Inc()
+	}
 	s.cors.grant(r, w.Header())
 	apierrors.Write(w, r, e, info.id, s.now())
 }

@@ -556,6 +556,10 @@ func (s *sioSession) refuseConnect(pkt socketio.Packet, e *apierrors.Error, msg 
 // connectError is CONNECT_ERROR carrying e on the packet's namespace, then
 // the end of the session.
 func (s *sioSession) connectError(pkt socketio.Packet, e *apierrors.Error) verdict {
+	// An envelope sent, as an HTTP 401's or a rejected event's is counted
+	// (accounting QA: a storm of refused sockets showed on no envelope
+	// dashboard).
+	s.hub.s.metrics.envelopes.WithLabelValues(envelopeCode(e.Code), sourceProxy).Inc()
 	return verdict{replies: [][]byte{socketio.EncodeConnectError(pkt.Namespace, string(e.Code), e.Marshal(s.reqID, s.hub.s.now()))}, kill: true}
 }
 
@@ -940,6 +944,12 @@ func (s *sioSession) closeForDrain() {
 	s.mu.Lock()
 	polling := s.pair == nil || !s.upgraded
 	tell := polling && !s.over && !s.closed && s.sid != ""
+	if polling && !s.over && !s.killed && !s.kicked {
+		// A forced disconnect, as a WebSocket's drain is (accounting QA:
+		// a rollout's count left out every polling client).
+		s.kicked = true
+		s.hub.metrics.forced.WithLabelValues("drain").Inc()
+	}
 	if polling {
 		s.notices = append(s.notices, []byte{byte(socketio.EIOClose)})
 		s.killed = true

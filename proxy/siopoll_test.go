@@ -117,6 +117,9 @@ func TestSocketIOPollingDrain(t *testing.T) {
 	}
 	env.waitStats(t, [3]int{0, 0, 0})
 	waitFor(t, "the app to hear the session close", func() bool { return slices.Contains(fake.postBodies(), "1") })
+	// A forced disconnect, as a WebSocket's drain is (accounting QA: the
+	// polling clients were left out of the count).
+	waitMetric(t, h, `chatguard_websocket_forced_disconnects_total{reason="drain"}`, 1)
 }
 
 // A drain ends the app's side of a polling session whose client is between
@@ -1056,4 +1059,26 @@ func TestPollAnswerStalledClientIsSendTimeout(t *testing.T) {
 		t.Errorf("access line of the stalled poll: %v", line)
 	}
 	env.waitStats(t, [3]int{0, 0, 0})
+}
+
+// A long-poll chatguard keeps going upstream after it answered the client's
+// GET itself (with a rejection owed to it) answers no client when it fails:
+// the upstream error counts, an envelope does not (accounting QA: a timeout
+// counted an UPSTREAM_TIMEOUT envelope no client got).
+func TestInternalLongPollFailureSendsNoEnvelope(t *testing.T) {
+	t.Parallel()
+	env, fake := pollingSession(t, func(c *config.Config) {
+		oneMessagePerMinute(c)
+		c.Proxy.ResponseHeaderTimeout = 300 * time.Millisecond
+	})
+	h := env.harness
+	pending := longPoll(t, h, fake)
+	poll(t, h, http.MethodPost, "&sid=p1", `42["send-message",{"text":"1"}]`+"\x1e"+`42["send-message",{"text":"2"}]`)
+	if got := recv(t, pending, "the pending GET"); !strings.Contains(got, "RATE_LIMIT_EXCEEDED") {
+		t.Fatalf("the pending GET answered %q, want the rejection", got)
+	}
+	waitMetric(t, h, `chatguard_upstream_errors_total{code="UPSTREAM_TIMEOUT",reason="timeout"}`, 1)
+	if v := metricValue(t, h, `chatguard_envelopes_total{code="UPSTREAM_TIMEOUT",source="proxy"}`); v != 0 {
+		t.Errorf("envelopes_total{UPSTREAM_TIMEOUT} = %v for a long-poll no client waited on", v)
+	}
 }

@@ -545,6 +545,11 @@ func TestSocketIOAuthRequired(t *testing.T) {
 	}
 	waitMetric(t, env.harness, `chatguard_socketio_event_rejections_total{event="connect",reason="auth"}`, 4)
 	env.waitStats(t, [3]int{})
+	// Each CONNECT_ERROR carried an envelope, counted as an HTTP 401's is
+	// (accounting QA: none was).
+	for code, n := range map[string]float64{"AUTHENTICATION_REQUIRED": 2, "TOKEN_EXPIRED": 1, "TOKEN_INVALID": 1} {
+		waitMetric(t, env.harness, `chatguard_envelopes_total{code="`+code+`",source="proxy"}`, n)
+	}
 }
 
 // connectedUser starts chatguard in front of fake and connects testUser's
