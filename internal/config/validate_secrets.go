@@ -6,6 +6,7 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // Minimum lengths of the secrets chatguard is given. The stats token is
@@ -114,5 +115,17 @@ func Warnings(c *Config) []string {
 			"(redis.replicas only divides the limits while a configured Redis is down); set redis.url to share them",
 			c.Redis.Replicas, c.Redis.Replicas, c.Redis.Replicas))
 	}
+	if c.WebSocket.Polling && c.WebSocket.SocketIOPath != "" && c.Proxy.ResponseHeaderTimeout > 0 &&
+		c.Proxy.ResponseHeaderTimeout <= SocketIOPingInterval {
+		// engine.io holds a long-poll for its pingInterval: every one got
+		// 504 and every polling client was disconnected (accounting QA).
+		out = append(out, fmt.Sprintf("proxy.response_header_timeout is %s, not above Socket.IO's default pingInterval (%s), "+
+			"for which engine.io holds each long-poll: polling clients would get 504 and be disconnected; "+
+			"keep it above the app's pingInterval (the default is 1m30s)", c.Proxy.ResponseHeaderTimeout, SocketIOPingInterval))
+	}
 	return out
 }
+
+// SocketIOPingInterval is engine.io's default pingInterval: how long it
+// holds a long-poll with nothing to say.
+const SocketIOPingInterval = 25 * time.Second

@@ -3,6 +3,7 @@ package config_test
 import (
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/chatguard/chatguard/internal/config"
 )
@@ -134,6 +135,31 @@ func TestReplicasWithoutRedisWarned(t *testing.T) {
 		warns := config.Warnings(c)
 		if got := countContaining(warns, "redis.replicas is 3 but no redis.url is set") == 1; got != tt.warned {
 			t.Errorf("replicas %d, url %q: warnings %q, want warned %v", tt.replicas, tt.url, warns, tt.warned)
+		}
+	}
+}
+
+// A response_header_timeout at or below engine.io's pingInterval cuts every
+// long-poll (504) and disconnects every polling client: a warning, unless
+// polling is off (accounting QA).
+func TestWarningShortResponseHeaderTimeoutWithPolling(t *testing.T) {
+	t.Parallel()
+	for _, tt := range []struct {
+		timeout time.Duration
+		polling bool
+		warned  bool
+	}{
+		{2 * time.Second, true, true},
+		{25 * time.Second, true, true},
+		{26 * time.Second, true, false},
+		{2 * time.Second, false, false},
+	} {
+		c := config.Defaults()
+		c.Proxy.ResponseHeaderTimeout = tt.timeout
+		c.WebSocket.Polling = tt.polling
+		warns := config.Warnings(c)
+		if got := countContaining(warns, "proxy.response_header_timeout is") == 1; got != tt.warned {
+			t.Errorf("timeout %v, polling %v: warnings %q, want warned %v", tt.timeout, tt.polling, warns, tt.warned)
 		}
 	}
 }
