@@ -205,13 +205,14 @@ func (m *Manager) Sweep() int {
 // Shed is the emergency cleanup: expired entries first, then the least
 // recently used fraction of the largest tables — those that together hold
 // at least half of the tables' memory — with reason emergency. It returns
-// the entries removed per table.
-func (m *Manager) Shed(fraction float64) map[string]int {
-	out := map[string]int{}
+// the entries shed per table and, apart, the expired ones swept first
+// (accounting QA: the log counted those as shed, the metrics as expired).
+func (m *Manager) Shed(fraction float64) (shed, expired map[string]int) {
+	out, expired := map[string]int{}, map[string]int{}
 	tables := m.list()
 	for _, t := range tables {
 		if n := t.Sweep(); n > 0 {
-			out[t.Stats().Name] += n
+			expired[t.Stats().Name] += n
 		}
 	}
 	stats := make([]TableStats, len(tables))
@@ -235,7 +236,7 @@ func (m *Manager) Shed(fraction float64) map[string]int {
 			out[stats[i].Name] += n
 		}
 	}
-	return out
+	return out, expired
 }
 
 func (m *Manager) sweepLoop(every time.Duration) {

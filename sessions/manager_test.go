@@ -101,12 +101,34 @@ func TestManagerShedsTheLargestTables(t *testing.T) {
 	for i := 0; i < 100; i++ {
 		small.Set(i, "y")
 	}
-	shed := m.Shed(0.5)
-	if shed["small"] != 0 || shed["big"] < 25000 || big.Stats().Evictions[ReasonEmergency] != uint64(shed["big"]) {
-		t.Fatalf("shed %v", shed)
+	shed, expired := m.Shed(0.5)
+	if shed["small"] != 0 || shed["big"] < 25000 || big.Stats().Evictions[ReasonEmergency] != uint64(shed["big"]) || len(expired) != 0 {
+		t.Fatalf("shed %v, expired %v", shed, expired)
 	}
 	if small.Len() != 100 {
 		t.Fatalf("small table shed: %d", small.Len())
+	}
+}
+
+// Entries already expired are swept first and said apart: what was shed is
+// what the metrics count with reason emergency (accounting QA: the log
+// called 10 expired entries shed).
+func TestManagerShedSaysExpiredApart(t *testing.T) {
+	t.Parallel()
+	m := NewManager(ManagerOptions{})
+	defer m.Close()
+	tb, _ := NewManagedTable(m, "t", Options[int, string]{MaxEntries: 1000})
+	for i := 0; i < 10; i++ {
+		tb.SetTTL(i, "old", time.Millisecond)
+	}
+	for i := 10; i < 30; i++ {
+		tb.Set(i, "new")
+	}
+	time.Sleep(5 * time.Millisecond)
+	shed, expired := m.Shed(0.5)
+	st := tb.Stats()
+	if expired["t"] != 10 || shed["t"] != 10 || st.Evictions[ReasonExpired] != 10 || st.Evictions[ReasonEmergency] != 10 {
+		t.Fatalf("shed %v, expired %v; evictions %v", shed, expired, st.Evictions)
 	}
 }
 

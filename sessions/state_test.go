@@ -1192,7 +1192,7 @@ func TestNewManagedStateTable(t *testing.T) {
 	if n := m.Sweep(); n != 10 || st.Len() != 1000 {
 		t.Fatalf("Manager.Sweep removed %d, len %d", n, st.Len())
 	}
-	shed := m.Shed(0.5)
+	shed, _ := m.Shed(0.5)
 	if shed["state"] != 500 || st.Len() != 500 || st.Stats().Evictions[ReasonEmergency] != 500 {
 		t.Fatalf("Manager.Shed %v, len %d", shed, st.Len())
 	}

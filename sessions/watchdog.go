@@ -437,18 +437,23 @@ func joinErr(a, b error) error {
 // returns memory to the OS and writes profiles.
 func (w *Watchdog) emergencyCleanup(shedTables bool) {
 	w.emerg.Inc()
-	shed, action := map[string]int{}, "gc"
+	shed, expired, action := map[string]int{}, map[string]int{}, "gc"
 	if shedTables {
-		shed, action = w.o.Manager.Shed(w.o.ShedFraction), "shed"
+		shed, expired = w.o.Manager.Shed(w.o.ShedFraction)
+		action = "shed"
 	}
 	before, after := memstats.FreeOSMemory()
-	w.log.WithFields(logrus.Fields{
+	f := logrus.Fields{
 		"category": "performance",
 		"action":   action,
 		"shed":     shed,
 		"before":   before,
 		"after":    after,
-	}).Warn("emergency cleanup done")
+	}
+	if len(expired) > 0 {
+		f["expired"] = expired // swept first, as the metrics count them: not shed
+	}
+	w.log.WithFields(f).Warn("emergency cleanup done")
 	if w.o.ProfileDir != "" {
 		w.writeProfiles()
 	}
