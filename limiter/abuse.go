@@ -141,10 +141,14 @@ func (a *Abuse) Rejected(ip netip.Addr, requestID string) {
 	}
 	switch {
 	case crossed:
+		// The alert first: it disconnects the IP's sockets, marking each
+		// at once, so that a poll of one that comes once the block is in
+		// force is known to be owed its DISCONNECT (e2e QA: a poll between
+		// the two got 403 and reconnected).
+		a.alert(ip, n, "CRITICAL", requestID)
 		until := a.now().Add(a.blockFor).UnixNano()
 		a.t.SetTTL(blockedKey(ip), until, a.blockFor)
 		a.blocks.Inc()
-		a.alert(ip, n, "CRITICAL", requestID)
 	case n == a.warning:
 		a.alert(ip, n, "WARNING", requestID)
 	}

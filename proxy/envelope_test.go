@@ -9,6 +9,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -545,8 +546,15 @@ func TestLogPathBoundsTheLine(t *testing.T) {
 			t.Errorf("logPath(%q) = %q, want %q", in, got, want)
 		}
 	}
-	for _, in := range []string{"/x?q=" + strings.Repeat("\xff", 8000), "/x?q=" + strings.Repeat("\\", 8000), "/x?q=" + strings.Repeat("\u2028", 3000)} {
+	for _, in := range []string{"/x?q=" + strings.Repeat("\xff", 8000), "/x?q=" + strings.Repeat("\\", 8000), "/x?q=" + strings.Repeat("\u2028", 3000),
+		"/x?q=a" + strings.Repeat("\xff", 8000), "/x?q=ab" + strings.Repeat("\xff", 8000)} {
 		got := logPath(in)
+		// The length the client sent, and no escape cut in two (QA:
+		// "…%F…(24009 bytes)" for 8,009 bytes).
+		body, _, _ := strings.Cut(got, "…(")
+		if !strings.HasSuffix(got, "…("+strconv.Itoa(len(in))+" bytes)") || strings.Contains(body[max(len(body)-2, 0):], "%") {
+			t.Errorf("logPath of %d bytes ends %q", len(in), got[max(len(got)-30, 0):])
+		}
 		line, err := json.Marshal(map[string]string{"path": got})
 		if err != nil {
 			t.Fatal(err)

@@ -183,6 +183,7 @@ const maxLogPath = 4096
 // of 0xff in a query made a 24 KB line) and the bytes are not lost (though
 // a %22 sent as such reads the same as a '"').
 func logPath(p string) string {
+	size := len(p) // as the client sent it (before redaction and escapes)
 	if e := escapeLogPath(p); len(e) != len(p) {
 		// Redacted first: the log's redaction reads quotes ("password":
 		// "…" in a raw query) that escaping turns into %22 (review).
@@ -195,7 +196,10 @@ func logPath(p string) string {
 	for cut > 0 && !utf8.RuneStart(p[cut]) {
 		cut--
 	}
-	return p[:cut] + "…(" + strconv.Itoa(len(p)) + " bytes)"
+	if i := strings.LastIndexByte(p[max(cut-2, 0):cut], '%'); i >= 0 {
+		cut = max(cut-2, 0) + i // not in the middle of an escape (QA: "…%F…")
+	}
+	return p[:cut] + "…(" + strconv.Itoa(size) + " bytes)"
 }
 
 // escapeLogPath percent-encodes what logPath must not leave to the JSON

@@ -714,6 +714,12 @@ func (s *sioSession) deliver(v verdict) {
 				why = "auth"
 			}
 			s.hub.metrics.forced.WithLabelValues(why).Inc()
+			// The app hears the session end now, as a WebSocket's upstream
+			// side is closed: with no long-poll of its own waiting, it
+			// kept the socket until its ping timeout, 45 s, while the
+			// client, told the session was over, was back on a new one
+			// (e2e QA).
+			s.tellClose()
 		}
 		s.notify()
 		return
@@ -959,7 +965,29 @@ func (s *sioSession) closeForDrain() {
 	}
 	s.mu.Unlock()
 	s.notify()
-	if tell && !s.hub.background(func() {
+	if tell {
+		s.postClose()
+	}
+}
+
+// tellClose POSTs Engine.IO's close upstream for a polling session
+// chatguard ends itself, unless it is over or the app closed it.
+func (s *sioSession) tellClose() {
+	s.mu.Lock()
+	tell := !s.over && !s.closed && s.sid != ""
+	if tell {
+		s.telling.Add(1)
+	}
+	s.mu.Unlock()
+	if tell {
+		s.postClose()
+	}
+}
+
+// postClose sends the close in the background; the caller added to
+// s.telling, which it releases.
+func (s *sioSession) postClose() {
+	if !s.hub.background(func() {
 		defer s.telling.Done()
 		s.hub.tellUpstream(s, [][]byte{{byte(socketio.EIOClose)}})
 	}) {

@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"net/netip"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -92,6 +93,9 @@ func TestMalformedSocketIOPacketInPollingIsTakenOut(t *testing.T) {
 		t.Fatal("the poll after the kill waited for the upstream's long-poll")
 	}
 	waitMetric(t, h, `chatguard_websocket_forced_disconnects_total{reason="malformed"}`, 1)
+	// The app hears the session end (Engine.IO's close, POSTed for it), as
+	// a WebSocket's upstream side is closed: it kept the socket 45 s (e2e QA).
+	waitFor(t, "the app to hear the close", func() bool { return slices.Contains(fake.postBodies(), "1") })
 }
 
 // A binary message outside a binary packet is what a custom parser (such as

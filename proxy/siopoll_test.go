@@ -1082,3 +1082,23 @@ func TestInternalLongPollFailureSendsNoEnvelope(t *testing.T) {
 		t.Errorf("envelopes_total{UPSTREAM_TIMEOUT} = %v for a long-poll no client waited on", v)
 	}
 }
+
+// A poll of a session being disconnected is owed its DISCONNECT from the
+// moment the kick marks it, before the packets are queued: a block kicks the
+// IP's sockets as it starts, and a poll in between got 403, which the client
+// took for a transport error and reconnected (e2e QA, 1 run in 5).
+func TestPollOfAKickedSessionIsOwed(t *testing.T) {
+	t.Parallel()
+	env, _ := pollingSession(t, nil)
+	hub := env.harness.srv.ws
+	sess := hub.polling("p1")
+	if sess == nil || hub.owesPoll("p1") {
+		t.Fatalf("session %v, owed %v before any kick", sess, hub.owesPoll("p1"))
+	}
+	sess.mu.Lock()
+	sess.kicked = true // as Disconnect marks it, its packets not yet queued
+	sess.mu.Unlock()
+	if !hub.owesPoll("p1") {
+		t.Error("a poll of a session being disconnected is not owed its DISCONNECT")
+	}
+}
