@@ -563,6 +563,12 @@ func TestLogPathBoundsTheLine(t *testing.T) {
 			t.Errorf("a %d-byte target made a %d-byte field", len(in), len(line))
 		}
 	}
+	// A JWT the cut would leave half of is redacted whole first (second
+	// review: cut inside its payload, it no longer read as one).
+	jwt := "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJhZGFAZXhhbXBsZS5jb20iLCJyb2xlIjoiYWRtaW4ifQ.c2lnbmF0dXJlc2lnbmF0dXJl"
+	if got := logPath("/api/" + strings.Repeat("a", maxLogPath-40) + "/" + jwt); strings.Contains(got, "eyJzdWIi") {
+		t.Errorf("half a JWT in the cut target: %q", got[max(len(got)-80, 0):])
+	}
 	if p := "/ok/path?q=1"; testing.AllocsPerRun(100, func() { _ = logPath(p) }) != 0 {
 		t.Error("a target with nothing to escape allocates")
 	}

@@ -184,9 +184,11 @@ const maxLogPath = 4096
 // a %22 sent as such reads the same as a '"').
 func logPath(p string) string {
 	size := len(p) // as the client sent it (before redaction and escapes)
-	if e := escapeLogPath(p); len(e) != len(p) {
+	if e := escapeLogPath(p); len(e) != len(p) || len(p) > maxLogPath {
 		// Redacted first: the log's redaction reads quotes ("password":
-		// "…" in a raw query) that escaping turns into %22 (review).
+		// "…" in a raw query) that escaping turns into %22, and a whole
+		// JWT that the cut would leave half of, which no longer reads as
+		// one (reviews).
 		p = escapeLogPath(redact.String(p))
 	}
 	if len(p) <= maxLogPath {

@@ -694,18 +694,23 @@ func (s *sioSession) deliver(v verdict) {
 	}
 	if v.kill {
 		s.ending.Store(true)
-		s.mu.Lock()
-		s.kicked = true // ended by chatguard already: a kick or eviction now counts nothing more (review)
-		s.mu.Unlock()
 	}
 	s.mu.Lock()
+	kickedBefore := s.kicked
+	if v.kill {
+		// Ended by chatguard already: a kick or eviction now counts
+		// nothing more (review). In the same locked section as the
+		// decision below, so that a drain in between cannot leave it
+		// counted under no reason (second review).
+		s.kicked = true
+	}
 	p := s.pair
 	if p == nil || s.polled && !s.upgraded { // polling (or probing): the next poll carries them
 		// A client that POSTs and never polls must not make chatguard
 		// hold a reply per rejected packet: past the bound they are dropped.
 		room := max(maxOwedNotices-len(s.notices), 0)
 		s.notices = append(s.notices, v.replies[:min(len(v.replies), room)]...)
-		newlyKilled := v.kill && !s.killed
+		newlyKilled := v.kill && !s.killed && !kickedBefore
 		s.killed = s.killed || v.kill
 		s.mu.Unlock()
 		if newlyKilled { // as the WebSocket side counts its end
@@ -743,7 +748,9 @@ func (s *sioSession) deliver(v verdict) {
 		}
 		// Counted here, not by end: the session is marked kicked above, and
 		// end counts no forced disconnect of a kicked session.
-		s.hub.metrics.forced.WithLabelValues(why).Inc()
+		if !kickedBefore {
+			s.hub.metrics.forced.WithLabelValues(why).Inc()
+		}
 		s.hub.background(func() { p.end(sideChatguard, websocket.StatusPolicyViolation, text, "") })
 	}
 }

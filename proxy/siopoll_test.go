@@ -1102,3 +1102,31 @@ func TestPollOfAKickedSessionIsOwed(t *testing.T) {
 		t.Error("a poll of a session being disconnected is not owed its DISCONNECT")
 	}
 }
+
+// A kill and a drain of one polling session, in either order, count one
+// forced disconnect under the reason that came first (second review: a
+// drain between the kill's two locked sections counted none).
+func TestKillAndDrainCountOnce(t *testing.T) {
+	t.Parallel()
+	for _, drainFirst := range []bool{true, false} {
+		env, _ := pollingSession(t, nil)
+		h := env.harness
+		sess := h.srv.ws.polling("p1")
+		kill := verdict{kill: true, why: "malformed"}
+		if drainFirst {
+			sess.closeForDrain()
+			sess.deliver(kill)
+		} else {
+			sess.deliver(kill)
+			sess.closeForDrain()
+		}
+		first, second := "drain", "malformed"
+		if !drainFirst {
+			first, second = second, first
+		}
+		waitMetric(t, h, `chatguard_websocket_forced_disconnects_total{reason="`+first+`"}`, 1)
+		if v := metricValue(t, h, `chatguard_websocket_forced_disconnects_total{reason="`+second+`"}`); v > 0 {
+			t.Errorf("%s first: %s counted too (%v)", first, second, v)
+		}
+	}
+}

@@ -753,11 +753,15 @@ func (h *wsHub) sweep(now time.Time) {
 		h.background(func() { p.end(sideChatguard, websocket.StatusGoingAway, "idle timeout", "idle") })
 	}
 	for _, p := range stalled {
-		h.metrics.forced.WithLabelValues("write_stalled").Inc()
+		if p.sess == nil || !p.sess.wasKicked() { // a kicked socket whose close stalled was counted (second review)
+			h.metrics.forced.WithLabelValues("write_stalled").Inc()
+		}
 		p.abort()
 	}
 	for _, p := range readStalled {
-		h.metrics.forced.WithLabelValues("read_stalled").Inc()
+		if p.sess == nil || !p.sess.wasKicked() {
+			h.metrics.forced.WithLabelValues("read_stalled").Inc()
+		}
 		p.abort()
 	}
 	for _, sess := range gone {

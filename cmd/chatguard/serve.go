@@ -288,15 +288,18 @@ func newApp(cfg *config.Config, logger *logging.Logger, reg *prometheus.Registry
 	if mode != nil {
 		storeMode = mode()
 	}
-	logger.WithFields(logrus.Fields{
+	fields := logrus.Fields{
 		logging.FieldCategory: logging.CategorySystem, "routes": len(cfg.Routes), "rateLimitStore": storeMode,
 		"rateLimitFile": cfg.Limits.File, "usersVerified": verifier != nil, "socketIdentity": cfg.WebSocket.Auth,
 		"shadowRoutes": shadowRoutes(cfg),
 		// What must agree across replicas sharing a Redis (QA: a prefix or
 		// a replica count that differed on one pod showed nowhere).
 		"multiplier": cfg.Limits.Multiplier, "replicas": cfg.Redis.Replicas, "redisPrefix": cfg.Redis.Prefix,
-		"redis": redisTarget(cfg.Redis.URL.Reveal()),
-	}).Info("enforcing")
+	}
+	if target := redisTarget(cfg.Redis.URL.Reveal()); target != "" {
+		fields["redis"] = target
+	}
+	logger.WithFields(fields).Info("enforcing")
 	return a, nil
 }
 

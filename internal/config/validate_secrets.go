@@ -121,7 +121,7 @@ func Warnings(c *Config) []string {
 		// 504 and every polling client was disconnected (accounting QA).
 		out = append(out, fmt.Sprintf("proxy.response_header_timeout is %s, not above Socket.IO's default pingInterval (%s), "+
 			"for which engine.io holds each long-poll: polling clients would get 504 and be disconnected; "+
-			"keep it above the app's pingInterval (the default is 1m30s)", c.Proxy.ResponseHeaderTimeout, SocketIOPingInterval))
+			"keep it above the app's pingInterval (chatguard's default timeout is 1m30s)", c.Proxy.ResponseHeaderTimeout, SocketIOPingInterval))
 	}
 	return out
 }

@@ -33,6 +33,21 @@ func Parse(raw string) (redis.UniversalOptions, error) {
 		}
 		return o, errors.New("is not a valid redis:// or rediss:// URL")
 	}
+	if strings.Contains(raw, "#") {
+		// A fragment means nothing to Redis: it is a '#' left unencoded,
+		// in a password above all, which cut the URL there, so that
+		// "redis://app:2024#Summer@redis:6379" dialled host app, port 2024,
+		// and the start line showed the password's start (review).
+		return o, errors.New("is not a valid redis:// or rediss:// URL (it holds a '#': in a user name or password it must be percent-encoded, as %23)")
+	}
+	for name, values := range u.Query() {
+		if len(values) > 1 && name != "addr" {
+			// go-redis takes the last, chatguard's checks the first: with
+			// skip_verify=false&skip_verify=true the certificate went
+			// unchecked and unwarned (review).
+			return o, errors.New("is not a valid Redis URL (option " + name + " is given more than once)")
+		}
+	}
 	password, _ := u.User.Password()
 	if u.Query().Has("master_name") {
 		return sentinel(raw, u, password)

@@ -49,6 +49,13 @@ func TestParse(t *testing.T) {
 		{"redis://s1:26379?master_name=m&username=u", "is not a valid Redis Sentinel URL (option username is not taken"},
 		{"redis://:s3cret@s1:26379?master_name=m&replica_only=true", "is not a valid Redis Sentinel URL (option replica_only is not taken: chatguard writes"},
 		{"redis://:s3cret@s1:26379?master_name=m&route_randomly=true", "is not a valid Redis Sentinel URL (option route_randomly is not taken"},
+		// A '#' left in a password cut the URL there: host "app", port the
+		// password's digits (review).
+		{"redis://app:2024#s3cret@redis.internal:6379", "is not a valid redis:// or rediss:// URL (it holds a '#'"},
+		{"redis://:1234#s3cret@h:6379", "is not a valid redis:// or rediss:// URL (it holds a '#'"},
+		// go-redis takes an option's last value, the checks its first (review).
+		{"rediss://:s3cret@h:6379?skip_verify=false&skip_verify=true", "is not a valid Redis URL (option skip_verify is given more than once)"},
+		{"redis://:s3cret@s1:26379?master_name=m&master_name=", "is not a valid Redis URL (option master_name is given more than once)"},
 	}
 	for _, c := range bad {
 		_, err := Parse(c.url)
