@@ -71,8 +71,24 @@ func FromProxyError(err error) (e *Error, reason string) {
 		return New(CodeUpstreamUnavailable, ""), "reset"
 	case stderrors.Is(err, io.EOF), stderrors.Is(err, io.ErrUnexpectedEOF):
 		return New(CodeUpstreamUnavailable, ""), "eof"
+	case isChunkedFraming(err):
+		// A response body whose chunked framing does not parse: an answer
+		// that is not valid HTTP, as a bad status line is (TCP QA: "other").
+		return New(CodeUpstreamUnavailable, ""), "bad_response"
 	}
 	return New(CodeUpstreamUnavailable, ""), "other"
+}
+
+// isChunkedFraming recognises net/http's chunked reader's errors ("malformed
+// chunked encoding", "invalid byte in chunk length", "http chunk length too
+// large", "chunked encoding contains too much non-data"), which it does not
+// export; a chunked body cut short is io.ErrUnexpectedEOF, an eof.
+func isChunkedFraming(err error) bool {
+	if err == nil {
+		return false
+	}
+	msg := err.Error()
+	return strings.Contains(msg, "chunked encoding") || strings.Contains(msg, "chunk length")
 }
 
 // isTLSFailure recognises an https:// upstream whose TLS handshake failed:

@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/http/httputil"
 	"os"
 	"strings"
 	"syscall"
@@ -270,6 +271,10 @@ func TestFromProxyError(t *testing.T) {
 		{"DNS timeout", func(*testing.T) error {
 			return &net.DNSError{Err: "i/o timeout", Name: "chat-backend", IsTimeout: true}
 		}, apierrors.CodeUpstreamUnavailable, 502, "dns"},
+		// net/http's own chunked reader on a body it cannot frame (TCP QA: "other").
+		{"malformed chunked body", func(*testing.T) error { return chunkedReadError("zz\r\n") }, apierrors.CodeUpstreamUnavailable, 502, "bad_response"},
+		{"chunk length too large", func(*testing.T) error { return chunkedReadError("fffffffffffffffff\r\n") }, apierrors.CodeUpstreamUnavailable, 502, "bad_response"},
+		{"chunked body cut short", func(*testing.T) error { return chunkedReadError("5\r\nab") }, apierrors.CodeUpstreamUnavailable, 502, "eof"},
 		{"untrusted certificate", untrustedCert, apierrors.CodeUpstreamUnavailable, 502, "tls"},
 		{"plain HTTP behind https://", plainBehindTLS, apierrors.CodeUpstreamUnavailable, 502, "tls"},
 		{"the upstream's TLS alert (a client certificate required)", tlsAlert, apierrors.CodeUpstreamUnavailable, 502, "tls"},
@@ -340,5 +345,11 @@ func tlsAlert(t *testing.T) error {
 	srv.StartTLS()
 	t.Cleanup(srv.Close)
 	_, err := (&http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}}).Get(srv.URL)
+	return err
+}
+
+// chunkedReadError is what net/http's chunked reader returns on body.
+func chunkedReadError(body string) error {
+	_, err := io.ReadAll(httputil.NewChunkedReader(strings.NewReader(body)))
 	return err
 }
