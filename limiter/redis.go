@@ -432,13 +432,8 @@ func (r *RedisStore) round(batch []*redisCall, nodes []string, probes map[string
 				c.err = fmt.Errorf("%w: %w", ErrNodeDown, quiet(err))
 			case err != nil:
 				msg := "limiter: redis: " + strings.TrimPrefix(quiet(err).Error(), "redis: ")
-				if nodes == nil && redis.HasErrorPrefix(err, "MOVED") {
-					msg += " (REDIS_URL names a node of a Redis Cluster: give its address again as ?addr=host:port to use it as a cluster)"
-				}
-				if nodes == nil && errors.Is(err, redis.Nil) && strings.Contains(msg, "sentinels") {
-					// A sentinel answered that it watches no such master:
-					// go-redis says "unreachable: redis: nil".
-					msg += " (a sentinel knows no master by REDIS_URL's master_name: compare it with redis-cli -p 26379 sentinel masters)"
+				if nodes == nil {
+					msg += nodeHint(err)
 				}
 				c.err = storeErr{msg, err}
 			default:
@@ -805,7 +800,27 @@ func (r *RedisStore) Close() error {
 func (r *RedisStore) Ping(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, r.timeout)
 	defer cancel()
-	return r.c.Ping(ctx).Err()
+	err := r.c.Ping(ctx).Err()
+	if h := nodeHint(err); h != "" {
+		return fmt.Errorf("%w%s", err, h) // at start too, not only from the second failure line on (review)
+	}
+	return err
+}
+
+// nodeHint is what a single node's (or a Sentinel master's) error means
+// when go-redis's words do not say it: "" when they do.
+func nodeHint(err error) string {
+	switch {
+	case err == nil:
+		return ""
+	case redis.HasErrorPrefix(err, "MOVED"):
+		return " (REDIS_URL names a node of a Redis Cluster: give its address again as ?addr=host:port to use it as a cluster)"
+	case errors.Is(err, redis.Nil) && strings.Contains(err.Error(), "sentinels"):
+		// A sentinel answered that it watches no such master: go-redis
+		// says "unreachable: redis: nil".
+		return " (a sentinel knows no master by REDIS_URL's master_name: compare it with redis-cli -p 26379 sentinel masters)"
+	}
+	return ""
 }
 
 // NewRedisClient connects to REDIS_URL (see redisurl.Parse). Every call is

@@ -345,6 +345,11 @@ func TestRedisSentinelErrorsSayWhy(t *testing.T) {
 			t.Fatal(err)
 		}
 		st := NewRedisStore(c, "t:", 50*time.Millisecond)
+		if perr := st.Ping(context.Background()); want == "knows no master by REDIS_URL's master_name" &&
+			(perr == nil || !strings.Contains(perr.Error(), want)) {
+			// At start too: serve's first line is the Ping's (review).
+			t.Errorf("Ping: %v, want it to say %q", perr, want)
+		}
 		start := time.Now()
 		_, err = st.Allow(context.Background(), "k", Limit{Rate: 10, Period: time.Minute})
 		took := time.Since(start)

@@ -48,6 +48,10 @@ func Parse(raw string) (redis.UniversalOptions, error) {
 			return o, errors.New("is not a valid Redis URL (option " + name + " is given more than once)")
 		}
 	}
+	if strings.Trim(u.Path, "/") != "" && u.Query().Has("db") {
+		// go-redis takes the query's, silently (review): say which to keep.
+		return o, errors.New("is not a valid Redis URL (a database in the path and a db option: give one)")
+	}
 	password, _ := u.User.Password()
 	if u.Query().Has("master_name") {
 		return sentinel(raw, u, password)

@@ -56,6 +56,8 @@ func TestParse(t *testing.T) {
 		// go-redis takes an option's last value, the checks its first (review).
 		{"rediss://:s3cret@h:6379?skip_verify=false&skip_verify=true", "is not a valid Redis URL (option skip_verify is given more than once)"},
 		{"redis://:s3cret@s1:26379?master_name=m&master_name=", "is not a valid Redis URL (option master_name is given more than once)"},
+		{"redis://:s3cret@s1:26379/3?master_name=m&db=5", "is not a valid Redis URL (a database in the path and a db option: give one)"},
+		{"redis://:s3cret@h:6379/3?db=5", "is not a valid Redis URL (a database in the path and a db option: give one)"},
 	}
 	for _, c := range bad {
 		_, err := Parse(c.url)
