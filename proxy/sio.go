@@ -956,7 +956,6 @@ func (s *sioSession) logKick(reason, user string) {
 func (s *sioSession) closeForDrain() {
 	s.mu.Lock()
 	polling := s.pair == nil || !s.upgraded
-	tell := polling && !s.over && !s.closed && s.sid != ""
 	if polling && !s.over && !s.killed && !s.kicked {
 		// A forced disconnect, as a WebSocket's drain is (accounting QA:
 		// a rollout's count left out every polling client).
@@ -967,9 +966,10 @@ func (s *sioSession) closeForDrain() {
 		s.notices = append(s.notices, []byte{byte(socketio.EIOClose)})
 		s.killed = true
 	}
-	if tell {
-		s.telling.Add(1) // ended waits for it before it cuts the long-poll (see disconnect)
-	}
+	// In the same locked section as the close owed to the client: its GET
+	// may end the session as soon as mu is free, and ended must then wait
+	// for the POST.
+	tell := polling && s.beginTellLocked()
 	s.mu.Unlock()
 	s.notify()
 	if tell {
@@ -977,22 +977,31 @@ func (s *sioSession) closeForDrain() {
 	}
 }
 
-// tellClose POSTs Engine.IO's close upstream for a polling session
-// chatguard ends itself, unless it is over or the app closed it.
+// tellClose POSTs Engine.IO's close upstream, in the background, for a
+// polling session chatguard ends itself, unless it is over or the app
+// closed it.
 func (s *sioSession) tellClose() {
 	s.mu.Lock()
-	tell := !s.over && !s.closed && s.sid != ""
-	if tell {
-		s.telling.Add(1)
-	}
+	tell := s.beginTellLocked()
 	s.mu.Unlock()
 	if tell {
 		s.postClose()
 	}
 }
 
-// postClose sends the close in the background; the caller added to
-// s.telling, which it releases.
+// beginTellLocked reports whether the app is to be told the session
+// closed, and if so adds to s.telling, which ended waits for before it cuts
+// the long-poll it holds upstream (see disconnect); the caller holds mu,
+// and ended sets over under mu before it waits. postClose releases it.
+func (s *sioSession) beginTellLocked() bool {
+	tell := !s.over && !s.closed && s.sid != ""
+	if tell {
+		s.telling.Add(1)
+	}
+	return tell
+}
+
+// postClose sends the close in the background and releases s.telling.
 func (s *sioSession) postClose() {
 	if !s.hub.background(func() {
 		defer s.telling.Done()

@@ -753,15 +753,11 @@ func (h *wsHub) sweep(now time.Time) {
 		h.background(func() { p.end(sideChatguard, websocket.StatusGoingAway, "idle timeout", "idle") })
 	}
 	for _, p := range stalled {
-		if p.sess == nil || !p.sess.wasKicked() { // a kicked socket whose close stalled was counted (second review)
-			h.metrics.forced.WithLabelValues("write_stalled").Inc()
-		}
+		p.countForced("write_stalled")
 		p.abort()
 	}
 	for _, p := range readStalled {
-		if p.sess == nil || !p.sess.wasKicked() {
-			h.metrics.forced.WithLabelValues("read_stalled").Inc()
-		}
+		p.countForced("read_stalled")
 		p.abort()
 	}
 	for _, sess := range gone {

@@ -770,6 +770,16 @@ func (p *wsPair) closing() bool {
 	}
 }
 
+// countForced counts the pair's end as a forced disconnect for reason,
+// unless its Socket.IO session was disconnected already and counted then (a
+// kick whose DISCONNECT was still on its way when the drain, the idle sweep
+// or a stalled close came: reviews).
+func (p *wsPair) countForced(reason string) {
+	if p.sess == nil || !p.sess.wasKicked() {
+		p.hub.metrics.forced.WithLabelValues(reason).Inc()
+	}
+}
+
 // end closes both sides with code and reason, counted as chatguard's close
 // for reason (a forced-disconnect label; "" = not forced). It returns when
 // both close handshakes are done (or timed out); the pumps then stop and
@@ -778,11 +788,8 @@ func (p *wsPair) end(side string, code websocket.StatusCode, why, reason string)
 	if !p.ending.CompareAndSwap(false, true) {
 		return
 	}
-	if reason != "" && (p.sess == nil || !p.sess.wasKicked()) {
-		// A socket already disconnected (a kick whose DISCONNECT was
-		// still on its way when the drain or the idle sweep came) was
-		// counted then (review).
-		p.hub.metrics.forced.WithLabelValues(reason).Inc()
+	if reason != "" {
+		p.countForced(reason)
 	}
 	if !p.counted.Load() {
 		// A side's close already mirrored is the pair's one close: a kick
