@@ -712,6 +712,10 @@ func (s *sioSession) deliver(v verdict) {
 		s.notices = append(s.notices, v.replies[:min(len(v.replies), room)]...)
 		newlyKilled := v.kill && !s.killed && !kickedBefore
 		s.killed = s.killed || v.kill
+		// Claimed before mu is free, as the drain does: the client's next
+		// GET, which carries the kill, may end the session at once, and
+		// ended must wait for the POST rather than skip it.
+		tell := newlyKilled && s.beginTellLocked()
 		s.mu.Unlock()
 		if newlyKilled { // as the WebSocket side counts its end
 			why := v.why
@@ -724,7 +728,9 @@ func (s *sioSession) deliver(v verdict) {
 			// kept the socket until its ping timeout, 45 s, while the
 			// client, told the session was over, was back on a new one
 			// (e2e QA).
-			s.tellClose()
+			if tell {
+				s.postClose()
+			}
 		}
 		s.notify()
 		return
@@ -977,22 +983,12 @@ func (s *sioSession) closeForDrain() {
 	}
 }
 
-// tellClose POSTs Engine.IO's close upstream, in the background, for a
-// polling session chatguard ends itself, unless it is over or the app
-// closed it.
-func (s *sioSession) tellClose() {
-	s.mu.Lock()
-	tell := s.beginTellLocked()
-	s.mu.Unlock()
-	if tell {
-		s.postClose()
-	}
-}
-
-// beginTellLocked reports whether the app is to be told the session
-// closed, and if so adds to s.telling, which ended waits for before it cuts
-// the long-poll it holds upstream (see disconnect); the caller holds mu,
-// and ended sets over under mu before it waits. postClose releases it.
+// beginTellLocked reports whether the app is to be told that a polling
+// session chatguard ends itself closed (Engine.IO's close, POSTed by
+// postClose): not when it is over or the app closed it. If so it adds to
+// s.telling, which ended waits for before it cuts the long-poll it holds
+// upstream (see disconnect); the caller holds mu, and ended sets over under
+// mu before it waits. postClose releases it.
 func (s *sioSession) beginTellLocked() bool {
 	tell := !s.over && !s.closed && s.sid != ""
 	if tell {
